@@ -1,0 +1,33 @@
+# Verity: the two commands a newcomer needs are `make run` and `make test`.
+CARGO ?= cargo
+
+.PHONY: run test bootstrap build fmt fmt-check clippy unit e2e bench clean
+
+## run: build everything and start a whole devnet on this machine (Ctrl-C stops it)
+run: bootstrap
+	$(CARGO) build --release --bins
+	./target/release/verity devnet $(ARGS)
+
+## test: formatting, lints, unit, integration and end-to-end tests
+test: bootstrap fmt-check clippy unit
+
+bootstrap:
+	@./scripts/bootstrap.sh
+
+build: bootstrap
+	$(CARGO) build --workspace --all-targets
+
+fmt:
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --workspace
+
+clean:
+	$(CARGO) clean

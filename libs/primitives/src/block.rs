@@ -1,0 +1,383 @@
+//! Mini-blocks, EVM blocks and the ordered chain stream that carries both.
+//!
+//! The sequencer executes transactions into a mini-block about every 10 ms and seals the
+//! mini-blocks produced since the previous block into an EVM block about every second. Both are
+//! signed by the sequencer and numbered by one gap-free event sequence (`seq`), which is also the
+//! JetStream stream sequence, so any consumer can resume from "the event after the last one I
+//! applied".
+
+use alloy_consensus::{EMPTY_OMMER_ROOT_HASH, Header, proofs, transaction::Recovered};
+use alloy_eips::eip2718::Encodable2718;
+use alloy_primitives::{Address, B256, Bloom, Bytes, Signature, U256, keccak256};
+
+use crate::{Receipt, StateDiff, Transaction, signing};
+
+/// About 10 ms of executed transactions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MiniBlock {
+    /// Global mini-block number, from 0.
+    pub number: u64,
+    /// The EVM block this mini-block belongs to.
+    pub block_number: u64,
+    /// Position inside that EVM block, from 0.
+    pub index: u32,
+    /// Milliseconds since the Unix epoch at execution.
+    pub timestamp_ms: u64,
+    /// Hash of the previous mini-block (zero for the first).
+    pub parent_hash: B256,
+    /// Base fee per gas of the EVM block being built.
+    pub base_fee: u64,
+    /// The transactions, in execution order.
+    pub transactions: Vec<Transaction>,
+    /// One receipt per transaction.
+    pub receipts: Vec<Receipt>,
+    /// Every state write.
+    pub diff: StateDiff,
+    /// `compute_hash()` of the above.
+    pub hash: B256,
+    /// Sequencer signature over `hash`.
+    pub signature: Signature,
+}
+
+impl MiniBlock {
+    /// The canonical hash: keccak256 over a fixed, length-prefixed encoding of every field but
+    /// the hash and signature. Any change to a transaction, receipt or write changes it.
+    pub fn compute_hash(&self) -> B256 {
+        let mut buf = Vec::with_capacity(256 + self.transactions.len() * 256);
+        put_u64(&mut buf, self.number);
+        put_u64(&mut buf, self.block_number);
+        put_u64(&mut buf, u64::from(self.index));
+        put_u64(&mut buf, self.timestamp_ms);
+        buf.extend_from_slice(self.parent_hash.as_slice());
+        put_u64(&mut buf, self.base_fee);
+        put_u64(&mut buf, self.transactions.len() as u64);
+        for tx in &self.transactions {
+            buf.extend_from_slice(tx.tx_hash().as_slice());
+            buf.extend_from_slice(tx.signer().as_slice());
+        }
+        put_u64(&mut buf, self.receipts.len() as u64);
+        for receipt in &self.receipts {
+            encode_receipt(&mut buf, receipt);
+        }
+        put_u64(&mut buf, self.diff.accounts.len() as u64);
+        for (address, account) in &self.diff.accounts {
+            buf.extend_from_slice(address.as_slice());
+            buf.push(u8::from(account.destroyed));
+            put_opt(&mut buf, account.balance.map(|b| b.to_be_bytes::<32>()));
+            put_opt(&mut buf, account.nonce.map(u64::to_be_bytes));
+            put_opt(&mut buf, account.code.as_ref().map(|c| keccak256(c).0));
+            put_u64(&mut buf, account.storage.len() as u64);
+            for (slot, value) in &account.storage {
+                buf.extend_from_slice(&slot.to_be_bytes::<32>());
+                buf.extend_from_slice(&value.to_be_bytes::<32>());
+            }
+        }
+        keccak256(&buf)
+    }
+
+    /// Sets `hash` and `signature` for the current contents.
+    pub fn seal(&mut self, key: &signing::SequencerKey) {
+        self.hash = self.compute_hash();
+        self.signature = key.sign(&self.hash);
+    }
+
+    /// Checks that `hash` matches the contents and that `sequencer` signed it.
+    pub fn verify(&self, sequencer: Address) -> Result<(), BlockCheckError> {
+        let computed = self.compute_hash();
+        if computed != self.hash {
+            return Err(BlockCheckError::HashMismatch {
+                claimed: self.hash,
+                computed,
+            });
+        }
+        signing::verify(&self.hash, &self.signature, sequencer)?;
+        Ok(())
+    }
+
+    /// Gas used by all transactions of this mini-block.
+    pub fn gas_used(&self) -> u64 {
+        self.receipts.iter().map(|r| r.gas_used).sum()
+    }
+}
+
+fn put_u64(buf: &mut Vec<u8>, value: u64) {
+    buf.extend_from_slice(&value.to_be_bytes());
+}
+
+fn put_opt<const N: usize>(buf: &mut Vec<u8>, value: Option<[u8; N]>) {
+    match value {
+        Some(bytes) => {
+            buf.push(1);
+            buf.extend_from_slice(&bytes);
+        }
+        None => buf.push(0),
+    }
+}
+
+fn encode_receipt(buf: &mut Vec<u8>, receipt: &Receipt) {
+    buf.extend_from_slice(receipt.tx_hash.as_slice());
+    buf.push(receipt.tx_type as u8);
+    buf.push(u8::from(receipt.success));
+    put_u64(buf, receipt.gas_used);
+    put_u64(buf, receipt.cumulative_gas_used);
+    buf.extend_from_slice(&receipt.effective_gas_price.to_be_bytes());
+    buf.extend_from_slice(receipt.from.as_slice());
+    put_opt(buf, receipt.to.map(|a| a.0.0));
+    put_opt(buf, receipt.contract_address.map(|a| a.0.0));
+    put_u64(buf, receipt.logs.len() as u64);
+    for log in &receipt.logs {
+        buf.extend_from_slice(log.address.as_slice());
+        put_u64(buf, log.topics().len() as u64);
+        for topic in log.topics() {
+            buf.extend_from_slice(topic.as_slice());
+        }
+        put_u64(buf, log.data.data.len() as u64);
+        buf.extend_from_slice(&log.data.data);
+    }
+}
+
+/// An EVM block sealing the mini-blocks produced since the previous block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Block {
+    /// The Ethereum header; `hash` is its keccak256.
+    pub header: Header,
+    /// `header.hash_slow()`.
+    pub hash: B256,
+    /// First mini-block sealed.
+    pub first_mini_block: u64,
+    /// How many mini-blocks it seals (zero for an empty block).
+    pub mini_block_count: u64,
+    /// Hashes of its transactions, in order.
+    pub transaction_hashes: Vec<B256>,
+    /// Sequencer signature over `hash`.
+    pub signature: Signature,
+}
+
+/// The fields of a block that the sequencer chooses; the rest derive from the mini-blocks.
+#[derive(Debug, Clone)]
+pub struct BlockTemplate {
+    /// Block number.
+    pub number: u64,
+    /// Hash of the previous block.
+    pub parent_hash: B256,
+    /// Seconds since the Unix epoch.
+    pub timestamp: u64,
+    /// Gas limit.
+    pub gas_limit: u64,
+    /// Base fee per gas.
+    pub base_fee: u64,
+    /// Fee recipient.
+    pub beneficiary: Address,
+}
+
+impl Block {
+    /// Builds the block over `mini_blocks` (which must be this block's, in order) and signs it.
+    ///
+    /// `state_root` is zero: the state commitment is derived off the hot path by the witness
+    /// replica, never by the sequencer. `mix_hash` carries the last mini-block hash, so the
+    /// header commits to the mini-block chain.
+    pub fn seal(
+        template: BlockTemplate,
+        first_mini_block: u64,
+        mini_blocks: &[MiniBlock],
+        last_mini_block_hash: B256,
+        key: &signing::SequencerKey,
+    ) -> Self {
+        let transactions: Vec<&Recovered<_>> =
+            mini_blocks.iter().flat_map(|m| &m.transactions).collect();
+        let envelopes: Vec<_> = transactions.iter().map(|t| t.inner()).collect();
+        let receipts: Vec<_> = mini_blocks
+            .iter()
+            .flat_map(|m| &m.receipts)
+            .map(Receipt::envelope)
+            .collect();
+        let mut logs_bloom = Bloom::ZERO;
+        for receipt in mini_blocks.iter().flat_map(|m| &m.receipts) {
+            logs_bloom.accrue_bloom(&receipt.bloom());
+        }
+        let header = Header {
+            parent_hash: template.parent_hash,
+            ommers_hash: EMPTY_OMMER_ROOT_HASH,
+            beneficiary: template.beneficiary,
+            state_root: B256::ZERO,
+            transactions_root: proofs::calculate_transaction_root(&envelopes),
+            receipts_root: proofs::calculate_receipt_root(&receipts),
+            logs_bloom,
+            difficulty: U256::ZERO,
+            number: template.number,
+            gas_limit: template.gas_limit,
+            gas_used: mini_blocks.iter().map(MiniBlock::gas_used).sum(),
+            timestamp: template.timestamp,
+            extra_data: Bytes::new(),
+            mix_hash: last_mini_block_hash,
+            nonce: Default::default(),
+            base_fee_per_gas: Some(template.base_fee),
+            ..Default::default()
+        };
+        let hash = header.hash_slow();
+        Self {
+            header,
+            hash,
+            first_mini_block,
+            mini_block_count: mini_blocks.len() as u64,
+            transaction_hashes: transactions.iter().map(|t| *t.tx_hash()).collect(),
+            signature: key.sign(&hash),
+        }
+    }
+
+    /// Checks that `hash` is the header's hash and that `sequencer` signed it.
+    pub fn verify(&self, sequencer: Address) -> Result<(), BlockCheckError> {
+        let computed = self.header.hash_slow();
+        if computed != self.hash {
+            return Err(BlockCheckError::HashMismatch {
+                claimed: self.hash,
+                computed,
+            });
+        }
+        signing::verify(&self.hash, &self.signature, sequencer)?;
+        Ok(())
+    }
+
+    /// Block number.
+    pub fn number(&self) -> u64 {
+        self.header.number
+    }
+
+    /// The EIP-2718 encodings of transactions are not kept here: replicas keep transactions by
+    /// hash. This returns the size of the header's RLP, for metrics.
+    pub fn header_size(&self) -> usize {
+        alloy_rlp::Encodable::length(&self.header)
+    }
+}
+
+/// The transaction envelope's canonical encoding, used wherever a transaction is stored.
+pub fn encode_transaction(tx: &Transaction) -> Vec<u8> {
+    tx.inner().encoded_2718()
+}
+
+/// Why a mini-block or block was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockCheckError {
+    /// The claimed hash does not match the contents.
+    #[error("hash mismatch: claimed {claimed}, contents hash to {computed}")]
+    HashMismatch {
+        /// The hash carried by the message.
+        claimed: B256,
+        /// The hash of its contents.
+        computed: B256,
+    },
+    /// The signature is malformed or from the wrong key.
+    #[error("bad sequencer signature: {0}")]
+    Signature(#[from] signing::SignatureCheckError),
+}
+
+/// What an event of the chain stream carries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChainEventKind {
+    /// A mini-block.
+    MiniBlock(Box<MiniBlock>),
+    /// A sealed EVM block.
+    Block(Box<Block>),
+}
+
+/// One entry of the ordered chain stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainEvent {
+    /// Position in the stream, from 1 with no gap.
+    pub seq: u64,
+    /// The mini-block or block.
+    pub kind: ChainEventKind,
+}
+
+impl ChainEvent {
+    /// The hash that identifies this event (the mini-block's or block's hash); used as the
+    /// JetStream message id so a re-publish is recognised as a duplicate.
+    pub fn hash(&self) -> B256 {
+        match &self.kind {
+            ChainEventKind::MiniBlock(m) => m.hash,
+            ChainEventKind::Block(b) => b.hash,
+        }
+    }
+
+    /// Checks the event's hash and sequencer signature.
+    pub fn verify(&self, sequencer: Address) -> Result<(), BlockCheckError> {
+        match &self.kind {
+            ChainEventKind::MiniBlock(m) => m.verify(sequencer),
+            ChainEventKind::Block(b) => b.verify(sequencer),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AccountDiff, SequencerKey};
+
+    fn mini_block() -> MiniBlock {
+        let mut diff = StateDiff::default();
+        diff.accounts.insert(
+            Address::repeat_byte(2),
+            AccountDiff {
+                balance: Some(U256::from(100)),
+                ..Default::default()
+            },
+        );
+        MiniBlock {
+            number: 4,
+            block_number: 1,
+            index: 0,
+            timestamp_ms: 1_700_000_000_000,
+            parent_hash: B256::repeat_byte(9),
+            base_fee: 1_000_000_000,
+            transactions: vec![],
+            receipts: vec![],
+            diff,
+            hash: B256::ZERO,
+            signature: Signature::test_signature(),
+        }
+    }
+
+    #[test]
+    fn a_sealed_mini_block_verifies_and_any_tampered_write_is_caught() {
+        let key = SequencerKey::random();
+        let mut block = mini_block();
+        block.seal(&key);
+        assert!(block.verify(key.address()).is_ok());
+        assert!(block.verify(SequencerKey::random().address()).is_err());
+
+        let mut tampered = block.clone();
+        if let Some(account) = tampered.diff.accounts.get_mut(&Address::repeat_byte(2)) {
+            account.balance = Some(U256::from(1_000_000));
+        }
+        assert!(matches!(
+            tampered.verify(key.address()),
+            Err(BlockCheckError::HashMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn a_sealed_block_commits_to_its_mini_blocks() {
+        let key = SequencerKey::random();
+        let mut mini = mini_block();
+        mini.seal(&key);
+        let template = BlockTemplate {
+            number: 1,
+            parent_hash: B256::repeat_byte(1),
+            timestamp: 1_700_000_000,
+            gas_limit: 30_000_000,
+            base_fee: 1_000_000_000,
+            beneficiary: Address::ZERO,
+        };
+        let block = Block::seal(
+            template.clone(),
+            4,
+            std::slice::from_ref(&mini),
+            mini.hash,
+            &key,
+        );
+        assert!(block.verify(key.address()).is_ok());
+        assert_eq!(block.header.mix_hash, mini.hash);
+        let other = Block::seal(template, 4, &[], B256::ZERO, &key);
+        assert_ne!(block.hash, other.hash);
+    }
+}

@@ -1,0 +1,232 @@
+//! The chain spec: chain id, gas limit, fee parameters and the genesis allocation, read from a
+//! geth-style genesis JSON file (the format `alloy-genesis` parses), plus the devnet genesis.
+
+use std::path::Path;
+
+use alloy_consensus::{EMPTY_OMMER_ROOT_HASH, Header};
+use alloy_eips::eip1559::{BaseFeeParams, INITIAL_BASE_FEE};
+use alloy_genesis::{Genesis, GenesisAccount};
+use alloy_primitives::{Address, B256, U256};
+use alloy_signer_local::{MnemonicBuilder, coins_bip39::English};
+
+/// The standard test mnemonic that Hardhat, Anvil and Foundry derive their dev accounts from.
+pub const DEV_MNEMONIC: &str = "test test test test test test test test test test test junk";
+
+/// Gas limit used when the genesis file gives none.
+pub const DEFAULT_GAS_LIMIT: u64 = 30_000_000;
+
+/// Why a genesis file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainSpecError {
+    /// The file could not be read.
+    #[error("cannot read genesis file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The JSON does not parse as a genesis.
+    #[error("genesis is not valid JSON of the geth genesis format: {0}")]
+    Parse(#[from] serde_json::Error),
+    /// A field has a value that cannot work.
+    #[error("genesis field `{field}` is invalid: {reason}")]
+    Invalid {
+        /// The JSON field.
+        field: &'static str,
+        /// What would be valid.
+        reason: String,
+    },
+    /// The dev accounts could not be derived.
+    #[error("cannot derive dev account {index}: {reason}")]
+    DevAccount {
+        /// Account index.
+        index: u32,
+        /// The derivation error.
+        reason: String,
+    },
+}
+
+/// Everything about the chain that every node must agree on.
+#[derive(Debug, Clone)]
+pub struct ChainSpec {
+    /// The parsed genesis.
+    pub genesis: Genesis,
+    /// The genesis block header (block 0).
+    pub genesis_header: Header,
+    /// `genesis_header.hash_slow()`.
+    pub genesis_hash: B256,
+}
+
+impl ChainSpec {
+    /// Reads and validates a genesis JSON file.
+    pub fn load(path: &Path) -> Result<Self, ChainSpecError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ChainSpecError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_json(&text)
+    }
+
+    /// Parses and validates genesis JSON.
+    pub fn from_json(text: &str) -> Result<Self, ChainSpecError> {
+        let value: serde_json::Value = serde_json::from_str(text)?;
+        // alloy's ChainConfig defaults a missing chain id to 1 (mainnet); a rollup must never
+        // start with mainnet's id by accident, so the field is required.
+        if value.pointer("/config/chainId").is_none() {
+            return Err(ChainSpecError::Invalid {
+                field: "config.chainId",
+                reason: "missing; set the rollup's own chain id".into(),
+            });
+        }
+        Self::from_genesis(serde_json::from_value(value)?)
+    }
+
+    /// Validates a genesis and derives block 0.
+    pub fn from_genesis(mut genesis: Genesis) -> Result<Self, ChainSpecError> {
+        if genesis.config.chain_id == 0 {
+            return Err(ChainSpecError::Invalid {
+                field: "config.chainId",
+                reason: "must be a positive integer".into(),
+            });
+        }
+        if genesis.gas_limit == 0 {
+            genesis.gas_limit = DEFAULT_GAS_LIMIT;
+        }
+        if genesis.gas_limit < 21_000 {
+            return Err(ChainSpecError::Invalid {
+                field: "gasLimit",
+                reason: format!("{} is below the 21000 a transfer needs", genesis.gas_limit),
+            });
+        }
+        let base_fee = match genesis.base_fee_per_gas {
+            None => INITIAL_BASE_FEE,
+            Some(fee) => u64::try_from(fee).map_err(|_| ChainSpecError::Invalid {
+                field: "baseFeePerGas",
+                reason: format!("{fee} does not fit in 64 bits"),
+            })?,
+        };
+        genesis.base_fee_per_gas = Some(u128::from(base_fee));
+        let genesis_header = Header {
+            ommers_hash: EMPTY_OMMER_ROOT_HASH,
+            beneficiary: genesis.coinbase,
+            number: 0,
+            gas_limit: genesis.gas_limit,
+            timestamp: genesis.timestamp,
+            extra_data: genesis.extra_data.clone(),
+            mix_hash: genesis.mix_hash,
+            base_fee_per_gas: Some(base_fee),
+            ..Default::default()
+        };
+        let genesis_hash = genesis_header.hash_slow();
+        Ok(Self {
+            genesis,
+            genesis_header,
+            genesis_hash,
+        })
+    }
+
+    /// The devnet genesis: the first `accounts` accounts of [`DEV_MNEMONIC`] funded with
+    /// `balance_eth` ETH each.
+    pub fn dev(chain_id: u64, accounts: u32, balance_eth: u64) -> Result<Self, ChainSpecError> {
+        let balance = U256::from(balance_eth) * U256::from(10u64).pow(U256::from(18));
+        let mut genesis = Genesis::default();
+        genesis.config.chain_id = chain_id;
+        genesis.gas_limit = DEFAULT_GAS_LIMIT;
+        genesis.base_fee_per_gas = Some(u128::from(INITIAL_BASE_FEE));
+        for address in dev_accounts(accounts)? {
+            genesis
+                .alloc
+                .insert(address, GenesisAccount::default().with_balance(balance));
+        }
+        Self::from_genesis(genesis)
+    }
+
+    /// The chain id.
+    pub fn chain_id(&self) -> u64 {
+        self.genesis.config.chain_id
+    }
+
+    /// Gas limit of every block.
+    pub fn gas_limit(&self) -> u64 {
+        self.genesis.gas_limit
+    }
+
+    /// Base fee of block 0.
+    pub fn initial_base_fee(&self) -> u64 {
+        self.genesis_header
+            .base_fee_per_gas
+            .unwrap_or(INITIAL_BASE_FEE)
+    }
+
+    /// EIP-1559 parameters (Ethereum mainnet's).
+    pub fn base_fee_params(&self) -> BaseFeeParams {
+        BaseFeeParams::ethereum()
+    }
+
+    /// The genesis as pretty JSON, for writing a genesis file.
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string_pretty(&self.genesis)
+    }
+}
+
+/// Derives the addresses of the first `count` accounts of [`DEV_MNEMONIC`]
+/// (path m/44'/60'/0'/0/i).
+pub fn dev_accounts(count: u32) -> Result<Vec<Address>, ChainSpecError> {
+    Ok(dev_signers(count)?.iter().map(|s| s.address()).collect())
+}
+
+/// The first `count` signing keys of [`DEV_MNEMONIC`].
+pub fn dev_signers(
+    count: u32,
+) -> Result<Vec<alloy_signer_local::PrivateKeySigner>, ChainSpecError> {
+    (0..count)
+        .map(|index| {
+            MnemonicBuilder::<English>::default()
+                .phrase(DEV_MNEMONIC)
+                .index(index)
+                .and_then(|b| b.build())
+                .map_err(|e| ChainSpecError::DevAccount {
+                    index,
+                    reason: e.to_string(),
+                })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_accounts_are_the_well_known_hardhat_accounts() {
+        let accounts = dev_accounts(2).expect("derive");
+        assert_eq!(
+            accounts[0],
+            "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+                .parse::<Address>()
+                .expect("address")
+        );
+        assert_eq!(
+            accounts[1],
+            "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+                .parse::<Address>()
+                .expect("address")
+        );
+    }
+
+    #[test]
+    fn dev_genesis_round_trips_through_json() {
+        let spec = ChainSpec::dev(4242, 10, 10_000).expect("dev spec");
+        assert_eq!(spec.genesis.alloc.len(), 10);
+        let again = ChainSpec::from_json(&spec.to_json().expect("json")).expect("parse");
+        assert_eq!(again.chain_id(), 4242);
+        assert_eq!(again.genesis_hash, spec.genesis_hash);
+    }
+
+    #[test]
+    fn a_genesis_without_chain_id_is_refused_with_the_field_named() {
+        let error = ChainSpec::from_json(r#"{"config":{},"alloc":{}}"#).expect_err("refused");
+        assert!(error.to_string().contains("config.chainId"), "{error}");
+    }
+}

@@ -1,0 +1,99 @@
+//! The sequencer's epoch key: it signs every mini-block and block hash, and every consumer checks
+//! the signature against the key it expects before accepting anything.
+
+use alloy_primitives::{Address, B256, Signature};
+use alloy_signer::SignerSync;
+use alloy_signer_local::PrivateKeySigner;
+
+/// Why a signature did not check out.
+#[derive(Debug, thiserror::Error)]
+pub enum SignatureCheckError {
+    /// The signature bytes are not a valid secp256k1 signature.
+    #[error("malformed signature: {0}")]
+    Malformed(#[from] alloy_primitives::SignatureError),
+    /// The signature is valid but made by another key.
+    #[error("signed by {signer}, expected {expected}")]
+    WrongSigner {
+        /// Who signed.
+        signer: Address,
+        /// Who should have.
+        expected: Address,
+    },
+}
+
+/// A sequencer signing key.
+#[derive(Debug, Clone)]
+pub struct SequencerKey {
+    signer: PrivateKeySigner,
+}
+
+impl SequencerKey {
+    /// Wraps a local private key.
+    pub fn new(signer: PrivateKeySigner) -> Self {
+        Self { signer }
+    }
+
+    /// Parses a hex private key (with or without `0x`).
+    pub fn from_hex(hex: &str) -> Result<Self, alloy_signer_local::LocalSignerError> {
+        Ok(Self::new(hex.trim().parse()?))
+    }
+
+    /// A fresh random key.
+    pub fn random() -> Self {
+        Self::new(PrivateKeySigner::random())
+    }
+
+    /// The key's address, which consumers are configured to expect.
+    pub fn address(&self) -> Address {
+        self.signer.address()
+    }
+
+    /// The private key as hex (for writing a key file).
+    pub fn to_hex(&self) -> String {
+        alloy_primitives::hex::encode_prefixed(self.signer.to_bytes())
+    }
+
+    /// Signs a 32-byte hash.
+    pub fn sign(&self, hash: &B256) -> Signature {
+        // Signing a prehash with a local key cannot fail: the error type exists for remote signers.
+        match self.signer.sign_hash_sync(hash) {
+            Ok(signature) => signature,
+            Err(error) => unreachable!("local secp256k1 signing failed: {error}"),
+        }
+    }
+}
+
+/// Checks that `signature` over `hash` was made by `expected`.
+pub fn verify(
+    hash: &B256,
+    signature: &Signature,
+    expected: Address,
+) -> Result<(), SignatureCheckError> {
+    let signer = signature.recover_address_from_prehash(hash)?;
+    if signer == expected {
+        Ok(())
+    } else {
+        Err(SignatureCheckError::WrongSigner { signer, expected })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_verifies_for_its_key_only() {
+        let key = SequencerKey::random();
+        let other = SequencerKey::random();
+        let hash = B256::repeat_byte(7);
+        let signature = key.sign(&hash);
+        assert!(verify(&hash, &signature, key.address()).is_ok());
+        assert!(matches!(
+            verify(&hash, &signature, other.address()),
+            Err(SignatureCheckError::WrongSigner { .. })
+        ));
+        assert!(verify(&B256::repeat_byte(8), &signature, key.address()).is_err());
+        let restored = SequencerKey::from_hex(&key.to_hex()).expect("hex round trip");
+        assert_eq!(restored.address(), key.address());
+    }
+}

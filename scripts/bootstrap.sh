@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what building, testing and running Verity needs, when it is missing:
+#   - libclang (bindgen, for libmdbx's mdbx-sys build)
+#   - nats-server with JetStream (tests and the devnet start their own)
+#   - web3.py (the e2e tests sign and send with a real Ethereum client library)
+# Idempotent and quiet when everything is already there.
+set -euo pipefail
+
+need_apt=()
+if ! ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+  need_apt+=(libclang-dev)
+fi
+if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; then
+  need_apt+=(nats-server)
+fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "bootstrap: installing ${need_apt[*]}"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! python3 -c 'import web3' >/dev/null 2>&1; then
+  echo "bootstrap: installing web3.py"
+  python3 -m pip install --quiet 'web3>=7,<9'
+fi
