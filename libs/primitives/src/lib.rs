@@ -9,6 +9,7 @@ pub mod chain_spec;
 pub mod diff;
 pub mod receipt;
 pub mod signing;
+pub mod state;
 
 pub use alloy_consensus::{Header, TxEnvelope, TxType, transaction::Recovered};
 pub use alloy_primitives::{Address, B256, Bloom, Bytes, Log, LogData, Signature, U256};
@@ -17,6 +18,7 @@ pub use chain_spec::{ChainSpec, ChainSpecError, DEV_MNEMONIC};
 pub use diff::{AccountDiff, StateDiff};
 pub use receipt::Receipt;
 pub use signing::{SequencerKey, SignatureCheckError};
+pub use state::{Account, InMemoryState, StateView, genesis_diff};
 
 /// A transaction as it travels inside Verity: the signed EIP-2718 envelope with the sender
 /// that ingress recovered from its signature.

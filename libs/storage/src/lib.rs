@@ -1,0 +1,1 @@
+//! verity-storage (being written).

@@ -1,0 +1,1 @@
+//! verity-telemetry (being written).
