@@ -1,1 +1,239 @@
-//! verity-bus (being written).
+//! Verity's NATS JetStream layout and codecs.
+//!
+//! The chain stream `VERITY_CHAIN` holds every mini-block and block in order on one subject.
+//! Each message is a prost-encoded `verity.v1.ChainEvent`; its JetStream sequence number equals
+//! the event's `seq`. The publisher guarantees that with two headers on every publish:
+//! `Nats-Msg-Id` = the event hash (a re-publish after a crash is recognised as a duplicate) and
+//! `Nats-Expected-Last-Sequence` = `seq - 1` (nothing can land out of order or twice at one
+//! position). Consumers therefore resume from "the sequence after the last one I applied".
+
+pub mod server;
+
+use std::time::Duration;
+
+use async_nats::{
+    HeaderMap,
+    jetstream::{
+        self, Context,
+        consumer::{self, AckPolicy, DeliverPolicy, PullConsumer},
+        context::PublishErrorKind,
+        stream::{self, Stream},
+    },
+};
+use bytes::Bytes;
+use prost::Message as _;
+use verity_proto::v1;
+
+/// Name of the chain stream.
+pub const CHAIN_STREAM: &str = "VERITY_CHAIN";
+/// Subject every chain event is published on.
+pub const CHAIN_SUBJECT: &str = "verity.chain.events";
+/// How long JetStream remembers message ids for de-duplication.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// Errors talking to NATS or decoding what it holds.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// Could not connect to the NATS server.
+    #[error("cannot connect to NATS at {url}: {reason}")]
+    Connect {
+        /// The URL tried.
+        url: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// A JetStream API call failed.
+    #[error("JetStream {operation} failed: {reason}")]
+    JetStream {
+        /// What was attempted.
+        operation: &'static str,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The stream's last sequence was not `seq - 1`: someone else published at this position.
+    #[error("chain stream is at sequence {actual:?}, expected {expected} before publishing")]
+    WrongLastSequence {
+        /// The sequence the publish expected to follow.
+        expected: u64,
+        /// What the stream holds, when it could be read.
+        actual: Option<u64>,
+    },
+    /// A message does not decode as a chain event.
+    #[error("message {seq} is not a valid chain event: {reason}")]
+    Decode {
+        /// Stream sequence of the message.
+        seq: u64,
+        /// The decode error.
+        reason: String,
+    },
+}
+
+fn js_error(operation: &'static str, error: impl std::fmt::Display) -> BusError {
+    BusError::JetStream {
+        operation,
+        reason: error.to_string(),
+    }
+}
+
+/// Connects to NATS with a client name, and returns the client and its JetStream context.
+pub async fn connect(url: &str, name: &str) -> Result<(async_nats::Client, Context), BusError> {
+    let client = async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .connection_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+        .map_err(|e| BusError::Connect {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
+    let context = jetstream::new(client.clone());
+    Ok((client, context))
+}
+
+/// Returns the chain stream, creating it if missing (file storage, nothing ever expires: it is
+/// the chain's history).
+pub async fn ensure_chain_stream(js: &Context) -> Result<Stream, BusError> {
+    js.get_or_create_stream(stream::Config {
+        name: CHAIN_STREAM.to_string(),
+        subjects: vec![CHAIN_SUBJECT.to_string()],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        duplicate_window: DUPLICATE_WINDOW,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| js_error("create stream", e))
+}
+
+/// The sequence of the last event in the chain stream (0 when empty).
+pub async fn last_chain_seq(stream: &mut Stream) -> Result<u64, BusError> {
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| js_error("stream info", e))?;
+    Ok(info.state.last_sequence)
+}
+
+/// Encodes a chain event for the stream.
+pub fn encode_event(event: &v1::ChainEvent) -> Bytes {
+    Bytes::from(event.encode_to_vec())
+}
+
+/// Decodes a chain event read from the stream at `seq`, checking that its own `seq` matches.
+pub fn decode_event(seq: u64, payload: &[u8]) -> Result<v1::ChainEvent, BusError> {
+    let event = v1::ChainEvent::decode(payload).map_err(|e| BusError::Decode {
+        seq,
+        reason: e.to_string(),
+    })?;
+    if event.seq != seq {
+        return Err(BusError::Decode {
+            seq,
+            reason: format!("carries seq {} at stream position {seq}", event.seq),
+        });
+    }
+    Ok(event)
+}
+
+/// The message id of an event: its hash in hex.
+pub fn message_id(hash: &[u8]) -> String {
+    let mut id = String::with_capacity(2 + hash.len() * 2);
+    id.push_str("0x");
+    for byte in hash {
+        id.push_str(&format!("{byte:02x}"));
+    }
+    id
+}
+
+/// Sends one chain event, conditioned on the stream's last sequence being `event.seq - 1` and
+/// de-duplicated by the event hash. Returns the future of the server's acknowledgement, so
+/// callers can pipeline many publishes and await acks in order.
+pub async fn publish_event(
+    js: &Context,
+    event: &v1::ChainEvent,
+    hash: &[u8],
+    headers: HeaderMap,
+) -> Result<jetstream::context::PublishAckFuture, BusError> {
+    let message = jetstream::message::PublishMessage::build()
+        .payload(encode_event(event))
+        .headers(headers)
+        .message_id(message_id(hash))
+        .expected_last_sequence(event.seq.saturating_sub(1));
+    js.send_publish(CHAIN_SUBJECT, message)
+        .await
+        .map_err(|e| js_error("publish", e))
+}
+
+/// Awaits a publish acknowledgement for the event at `seq`.
+///
+/// Returns `Ok(true)` when stored, `Ok(false)` when JetStream recognised a duplicate.
+pub async fn await_ack(
+    ack: jetstream::context::PublishAckFuture,
+    seq: u64,
+) -> Result<bool, BusError> {
+    match ack.await {
+        Ok(ack) if ack.duplicate => Ok(false),
+        Ok(ack) if ack.sequence == seq => Ok(true),
+        Ok(ack) => Err(BusError::WrongLastSequence {
+            expected: seq.saturating_sub(1),
+            actual: Some(ack.sequence.saturating_sub(1)),
+        }),
+        Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+            Err(BusError::WrongLastSequence {
+                expected: seq.saturating_sub(1),
+                actual: None,
+            })
+        }
+        Err(e) => Err(js_error("publish ack", e)),
+    }
+}
+
+/// Returns a durable pull consumer named `durable` on the chain stream, positioned so that the
+/// next message it delivers is at most `next_seq`.
+///
+/// A consumer that already acknowledged past `next_seq` (its owner lost local state) is
+/// recreated from `next_seq`; one that lags behind is kept, and its owner skips what it already
+/// applied.
+pub async fn chain_consumer(
+    stream: &Stream,
+    durable: &str,
+    next_seq: u64,
+) -> Result<PullConsumer, BusError> {
+    if let Ok(mut existing) = stream.get_consumer::<consumer::pull::Config>(durable).await {
+        let info = existing
+            .info()
+            .await
+            .map_err(|e| js_error("consumer info", e))?;
+        if info.ack_floor.stream_sequence < next_seq {
+            return Ok(existing);
+        }
+        tracing::warn!(
+            durable,
+            ack_floor = info.ack_floor.stream_sequence,
+            next_seq,
+            "durable consumer is ahead of local state; recreating it"
+        );
+        stream
+            .delete_consumer(durable)
+            .await
+            .map_err(|e| js_error("delete consumer", e))?;
+    }
+    stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some(durable.to_string()),
+            deliver_policy: if next_seq <= 1 {
+                DeliverPolicy::All
+            } else {
+                DeliverPolicy::ByStartSequence {
+                    start_sequence: next_seq,
+                }
+            },
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 10_000,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| js_error("create consumer", e))
+}

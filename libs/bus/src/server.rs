@@ -1,0 +1,109 @@
+//! Starting a private `nats-server` with JetStream as a child process, for the devnet and for
+//! tests. It listens on 127.0.0.1 on a port the server picks itself (`-p -1`), which it reports
+//! through a ports file, so nothing races for a fixed port.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use tokio::process::{Child, Command};
+
+/// Why the server could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// No `nats-server` binary was found.
+    #[error(
+        "nats-server not found (looked for $VERITY_NATS_SERVER, nats-server on PATH, /usr/sbin/nats-server); run `make bootstrap` or `apt-get install nats-server`"
+    )]
+    NotFound,
+    /// The process could not be spawned or its files written.
+    #[error("cannot start nats-server: {0}")]
+    Io(#[from] std::io::Error),
+    /// The server did not report its port in time.
+    #[error("nats-server did not become ready within {0:?}; see {1}")]
+    NotReady(Duration, PathBuf),
+}
+
+/// A running `nats-server`, killed when dropped.
+#[derive(Debug)]
+pub struct NatsServer {
+    child: Child,
+    url: String,
+}
+
+/// Finds the `nats-server` binary.
+pub fn find_binary() -> Result<PathBuf, ServerError> {
+    if let Some(path) = std::env::var_os("VERITY_NATS_SERVER") {
+        return Ok(PathBuf::from(path));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
+        .map(|dir| dir.join("nats-server"))
+        .find(|candidate| candidate.is_file())
+        .ok_or(ServerError::NotFound)
+}
+
+impl NatsServer {
+    /// Starts a JetStream server keeping its store in `dir/jetstream` and its log in
+    /// `dir/nats.log`, and waits until it reports its client port. The store survives restarts,
+    /// so a server started again on the same `dir` has the same streams.
+    pub async fn start(dir: &Path) -> Result<Self, ServerError> {
+        let binary = find_binary()?;
+        let ports_dir = dir.join("ports");
+        std::fs::create_dir_all(&ports_dir)?;
+        for stale in std::fs::read_dir(&ports_dir)?.flatten() {
+            let _ = std::fs::remove_file(stale.path());
+        }
+        let log = dir.join("nats.log");
+        let child = Command::new(binary)
+            .arg("-js")
+            .args(["-a", "127.0.0.1", "-p", "-1"])
+            .arg("-sd")
+            .arg(dir.join("jetstream"))
+            .arg("--ports_file_dir")
+            .arg(&ports_dir)
+            .arg("-l")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let timeout = Duration::from_secs(20);
+        let started = Instant::now();
+        loop {
+            if let Some(url) = read_ports_file(&ports_dir) {
+                return Ok(Self { child, url });
+            }
+            if started.elapsed() > timeout {
+                return Err(ServerError::NotReady(timeout, log));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The client URL (`nats://127.0.0.1:PORT`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Stops the server and waits for it to exit.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        self.child.kill().await
+    }
+}
+
+fn read_ports_file(dir: &Path) -> Option<String> {
+    let entry = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .find(|e| e.path().extension().is_some_and(|x| x == "ports"))?;
+    let text = std::fs::read_to_string(entry.path()).ok()?;
+    // {"nats":["nats://127.0.0.1:45605"]}
+    let start = text.find("nats://")?;
+    let end = text[start..].find('"')? + start;
+    Some(text[start..end].to_string())
+}
