@@ -1,15 +1,16 @@
 # Verity: the two commands a newcomer needs are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run test bootstrap build fmt fmt-check clippy unit e2e bench clean
+.PHONY: run test bootstrap build bins fmt fmt-check clippy unit e2e bench clean
 
 ## run: build everything and start a whole devnet on this machine (Ctrl-C stops it)
 run: bootstrap
 	$(CARGO) build --release --bins
 	./target/release/verity devnet $(ARGS)
 
-## test: formatting, lints, unit, integration and end-to-end tests
-test: bootstrap fmt-check clippy unit
+## test: formatting, lints, unit, integration and end-to-end tests (tests/e2e starts the real
+## binaries, so they are built first)
+test: bootstrap fmt-check clippy bins unit
 
 bootstrap:
 	@./scripts/bootstrap.sh
@@ -25,6 +26,9 @@ fmt-check:
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+bins:
+	$(CARGO) build --bins
 
 unit:
 	$(CARGO) test --workspace

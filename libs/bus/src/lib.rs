@@ -9,6 +9,9 @@
 
 pub mod server;
 
+/// A NATS client connection.
+pub use async_nats::Client as NatsClient;
+
 use std::time::Duration;
 
 use async_nats::{

@@ -17,6 +17,7 @@ fn event(seq: u64) -> (v1::ChainEvent, Vec<u8>) {
         v1::ChainEvent {
             seq,
             event: Some(v1::chain_event::Event::Block(block)),
+            trace_context: Default::default(),
         },
         hash,
     )

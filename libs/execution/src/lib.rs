@@ -1,1 +1,559 @@
-//! verity-execution (being written).
+//! Transaction execution on revm over any [`StateView`].
+//!
+//! - [`execute`] runs a batch of transactions in order (the sequencer's mini-block), returning
+//!   the executed ones with their receipts, the ones rejected (with geth's error texts), and the
+//!   [`StateDiff`] of every write, which replicas apply without executing.
+//! - [`call`] and [`estimate_gas`] run one message over a state without changing it (the
+//!   replica's `eth_call` and `eth_estimateGas`).
+//! - [`intrinsic_gas`] is the gas a transaction costs before its first opcode (ingress checks
+//!   it).
+//!
+//! Every block runs under one fork, [`SPEC`] (Prague).
+
+use alloy_consensus::Transaction as _;
+use alloy_primitives::{Address, B256, Bytes, KECCAK256_EMPTY, TxKind, U256};
+use revm::{
+    Context, DatabaseCommit, DatabaseRef, ExecuteEvm, MainBuilder, MainContext,
+    bytecode::Bytecode,
+    context::{
+        BlockEnv, CfgEnv, TxEnv,
+        result::{EVMError, ExecutionResult, HaltReason, InvalidTransaction, OutOfGasError},
+    },
+    context_interface::{ContextTr, cfg::gas::calculate_initial_tx_gas_for_tx},
+    database::{CacheDB, WrapDatabaseRef},
+    database_interface::DBErrorMarker,
+    primitives::hardfork::SpecId,
+    state::{AccountInfo, EvmState},
+};
+use verity_primitives::{AccountDiff, Receipt, StateDiff, StateView, Transaction, TxEnvelope};
+
+/// The fork every block executes under.
+pub const SPEC: SpecId = SpecId::PRAGUE;
+
+/// The block a batch of transactions executes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockEnvSpec {
+    /// EIP-155 chain id.
+    pub chain_id: u64,
+    /// Block number.
+    pub number: u64,
+    /// Block timestamp, seconds.
+    pub timestamp: u64,
+    /// EIP-1559 base fee, wei.
+    pub base_fee: u64,
+    /// Block gas limit.
+    pub gas_limit: u64,
+    /// Fee recipient.
+    pub beneficiary: Address,
+}
+
+/// The state could not be read: not the transaction's fault, the batch is abandoned.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutionError {
+    /// Reading state failed.
+    #[error("state read failed: {0}")]
+    State(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// revm failed for a reason that is neither the transaction's nor the state's.
+    #[error("evm failure: {0}")]
+    Evm(String),
+}
+
+/// Why a transaction was not included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxRejection {
+    /// geth's text for the same failure ("nonce too low: ...", "insufficient funds ...").
+    pub message: String,
+}
+
+/// The result of [`execute`].
+#[derive(Debug, Clone, Default)]
+pub struct ExecutionOutcome {
+    /// The transactions included, in order.
+    pub executed: Vec<Transaction>,
+    /// One receipt per included transaction.
+    pub receipts: Vec<Receipt>,
+    /// Transactions not included, by hash, with the reason.
+    pub rejected: Vec<(B256, TxRejection)>,
+    /// Every write of the included transactions.
+    pub diff: StateDiff,
+}
+
+/// A message to run without a signature (`eth_call`, `eth_estimateGas`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallRequest {
+    /// Sender; the zero address when absent.
+    pub from: Option<Address>,
+    /// Recipient; `None` runs `data` as init code.
+    pub to: Option<Address>,
+    /// Calldata or init code.
+    pub data: Bytes,
+    /// Value transferred.
+    pub value: U256,
+    /// Gas limit; the block gas limit when absent.
+    pub gas: Option<u64>,
+    /// Gas price; when absent no fee is charged (the base fee is taken as zero, as geth does).
+    pub gas_price: Option<u128>,
+    /// Nonce; the sender's current nonce when absent.
+    pub nonce: Option<u64>,
+}
+
+/// What running a message produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallOutcome {
+    /// The message ran to completion.
+    pub success: bool,
+    /// Return data, or revert data when reverted.
+    pub output: Bytes,
+    /// Gas used.
+    pub gas_used: u64,
+    /// It ended with REVERT.
+    pub reverted: bool,
+    /// geth's error text when it did not succeed ("execution reverted", "out of gas", ...).
+    pub error: Option<String>,
+}
+
+/// A state read error as revm's database error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StateReadError(Box<dyn std::error::Error + Send + Sync>);
+
+impl DBErrorMarker for StateReadError {}
+
+/// revm's read-only database over a [`StateView`].
+#[derive(Debug)]
+struct ViewDb<'a, S>(&'a S);
+
+impl<S: StateView> DatabaseRef for ViewDb<'_, S> {
+    type Error = StateReadError;
+
+    fn basic_ref(&self, address: Address) -> Result<Option<AccountInfo>, Self::Error> {
+        let account = self.0.account(address).map_err(boxed)?;
+        Ok(account.map(|a| {
+            let info = AccountInfo {
+                balance: a.balance,
+                nonce: a.nonce,
+                code_hash: a.code_hash,
+                ..AccountInfo::default()
+            };
+            if a.code_hash == KECCAK256_EMPTY {
+                info
+            } else {
+                AccountInfo { code: None, ..info }
+            }
+        }))
+    }
+
+    fn code_by_hash_ref(&self, code_hash: B256) -> Result<Bytecode, Self::Error> {
+        if code_hash == KECCAK256_EMPTY || code_hash.is_zero() {
+            return Ok(Bytecode::default());
+        }
+        match self.0.code(code_hash).map_err(boxed)? {
+            Some(code) => Ok(Bytecode::new_raw(code)),
+            None => Err(StateReadError(
+                format!("code {code_hash} is referenced but not stored").into(),
+            )),
+        }
+    }
+
+    fn storage_ref(&self, address: Address, index: U256) -> Result<U256, Self::Error> {
+        self.0.storage(address, index).map_err(boxed)
+    }
+
+    fn block_hash_ref(&self, number: u64) -> Result<B256, Self::Error> {
+        Ok(self
+            .0
+            .block_hash(number)
+            .map_err(boxed)?
+            .unwrap_or_default())
+    }
+}
+
+fn boxed<E: std::error::Error + Send + Sync + 'static>(e: E) -> StateReadError {
+    StateReadError(Box::new(e))
+}
+
+fn block_env(env: &BlockEnvSpec) -> BlockEnv {
+    BlockEnv {
+        number: U256::from(env.number),
+        beneficiary: env.beneficiary,
+        timestamp: U256::from(env.timestamp),
+        gas_limit: env.gas_limit,
+        basefee: env.base_fee,
+        difficulty: U256::ZERO,
+        prevrandao: Some(B256::ZERO),
+        ..BlockEnv::default()
+    }
+}
+
+fn cfg_env(chain_id: u64) -> CfgEnv {
+    let mut cfg = CfgEnv::new_with_spec(SPEC);
+    cfg.chain_id = chain_id;
+    cfg
+}
+
+/// The revm transaction of a signed envelope.
+fn tx_env(tx: &Transaction) -> TxEnv {
+    let envelope = tx.inner();
+    let mut env = TxEnv {
+        tx_type: envelope.tx_type() as u8,
+        caller: tx.signer(),
+        gas_limit: envelope.gas_limit(),
+        gas_price: envelope.max_fee_per_gas(),
+        kind: envelope.kind(),
+        value: envelope.value(),
+        data: envelope.input().clone(),
+        nonce: envelope.nonce(),
+        chain_id: envelope.chain_id(),
+        gas_priority_fee: envelope.max_priority_fee_per_gas(),
+        ..TxEnv::default()
+    };
+    if let Some(list) = envelope.access_list() {
+        env.access_list = list.clone();
+    }
+    env
+}
+
+/// Gas charged before execution: 21000 (53000 for a creation), calldata, access list; at least
+/// the EIP-7623 floor for calldata.
+pub fn intrinsic_gas(envelope: &TxEnvelope) -> u64 {
+    let env = TxEnv {
+        tx_type: envelope.tx_type() as u8,
+        kind: envelope.kind(),
+        data: envelope.input().clone(),
+        access_list: envelope.access_list().cloned().unwrap_or_default(),
+        ..TxEnv::default()
+    };
+    let gas = calculate_initial_tx_gas_for_tx(&env, SPEC, None);
+    (gas.initial_regular_gas + gas.initial_state_gas).max(gas.floor_gas)
+}
+
+/// geth's text for a transaction revm refuses to execute.
+fn rejection_message(error: &InvalidTransaction, tx: &Transaction) -> String {
+    match error {
+        InvalidTransaction::NonceTooLow { tx: got, state } => format!(
+            "nonce too low: address {}, tx: {got} state: {state}",
+            tx.signer()
+        ),
+        InvalidTransaction::NonceTooHigh { tx: got, state } => format!(
+            "nonce too high: address {}, tx: {got} state: {state}",
+            tx.signer()
+        ),
+        InvalidTransaction::LackOfFundForMaxFee { fee, balance } => format!(
+            "insufficient funds for gas * price + value: address {} have {balance} want {fee}",
+            tx.signer()
+        ),
+        InvalidTransaction::GasPriceLessThanBasefee => {
+            "max fee per gas less than block base fee".to_owned()
+        }
+        InvalidTransaction::PriorityFeeGreaterThanMaxFee => {
+            "max priority fee per gas higher than max fee per gas".to_owned()
+        }
+        InvalidTransaction::CallerGasLimitMoreThanBlock => "exceeds block gas limit".to_owned(),
+        InvalidTransaction::CallGasCostMoreThanGasLimit { .. } => {
+            "intrinsic gas too low".to_owned()
+        }
+        InvalidTransaction::GasFloorMoreThanGasLimit { .. } => {
+            "insufficient gas for floor data gas cost".to_owned()
+        }
+        InvalidTransaction::InvalidChainId | InvalidTransaction::MissingChainId => {
+            "invalid chain id for signer".to_owned()
+        }
+        InvalidTransaction::RejectCallerWithCode => {
+            format!("sender not an eoa: address {}", tx.signer())
+        }
+        other => other.to_string(),
+    }
+}
+
+fn evm_error<D: std::fmt::Display>(error: EVMError<StateReadError, D>) -> ExecutionError {
+    match error {
+        EVMError::Database(e) => ExecutionError::State(e.0),
+        other => ExecutionError::Evm(other.to_string()),
+    }
+}
+
+/// The state diff of one transaction's state changes, given the state before it.
+fn diff_of<D: DatabaseRef>(state: &EvmState, before: &D) -> Result<StateDiff, D::Error> {
+    let mut diff = StateDiff::default();
+    for (address, account) in state {
+        if !account.is_touched() {
+            continue;
+        }
+        let previous = before.basic_ref(*address)?;
+        let mut change = AccountDiff::default();
+        if account.is_selfdestructed() || account.state_clear_aware_is_empty(SPEC) {
+            // Gone (self-destructed in its creating transaction, or touched while empty:
+            // EIP-161). Only an account that existed needs deleting.
+            if previous.is_some() {
+                change.destroyed = true;
+                diff.accounts.insert(*address, change);
+            }
+            continue;
+        }
+        let info = &account.info;
+        let (old_balance, old_nonce, old_code_hash) = previous
+            .as_ref()
+            .map(|p| (Some(p.balance), Some(p.nonce), p.code_hash))
+            .unwrap_or((None, None, KECCAK256_EMPTY));
+        if account.is_created() && previous.is_some() {
+            // Re-creation at an address that had state (only a balance is possible): storage
+            // starts empty.
+            change.destroyed = true;
+        }
+        if old_balance != Some(info.balance) || change.destroyed {
+            change.balance = Some(info.balance);
+        }
+        if old_nonce != Some(info.nonce) || change.destroyed {
+            change.nonce = Some(info.nonce);
+        }
+        if info.code_hash != old_code_hash && info.code_hash != KECCAK256_EMPTY {
+            let code = info
+                .code
+                .as_ref()
+                .map(|c| c.original_bytes())
+                .unwrap_or_default();
+            change.code = Some(code);
+        }
+        for (slot, value) in account.changed_storage_slots() {
+            change.storage.insert(*slot, value.present_value());
+        }
+        if !change.is_empty() {
+            diff.accounts.insert(*address, change);
+        }
+    }
+    Ok(diff)
+}
+
+/// Gas used by a result, refunds applied.
+fn gas_used(result: &ExecutionResult<HaltReason>) -> u64 {
+    result.gas().tx_gas_used()
+}
+
+/// Executes `txs` in order over `state` in block `env`, as the transactions of one mini-block
+/// whose EVM block has already used `cumulative_gas_start`. A transaction revm refuses (nonce,
+/// funds, fees, gas) is rejected and leaves no trace; one that would overflow the block gas
+/// limit is rejected with "gas limit reached" so the caller can retry it in the next block.
+pub fn execute<S: StateView>(
+    state: &S,
+    env: &BlockEnvSpec,
+    txs: Vec<Transaction>,
+    cumulative_gas_start: u64,
+) -> Result<ExecutionOutcome, ExecutionError> {
+    let db = CacheDB::new(WrapDatabaseRef(ViewDb(state)));
+    let mut evm = Context::mainnet()
+        .with_db(db)
+        .with_block(block_env(env))
+        .with_cfg(cfg_env(env.chain_id))
+        .build_mainnet();
+    let mut outcome = ExecutionOutcome::default();
+    let mut cumulative = cumulative_gas_start;
+    for tx in txs {
+        let hash = *tx.tx_hash();
+        let limit = tx.inner().gas_limit();
+        if limit > env.gas_limit {
+            outcome.rejected.push((
+                hash,
+                TxRejection {
+                    message: "exceeds block gas limit".to_owned(),
+                },
+            ));
+            continue;
+        }
+        if cumulative.saturating_add(limit) > env.gas_limit {
+            outcome.rejected.push((
+                hash,
+                TxRejection {
+                    message: "gas limit reached".to_owned(),
+                },
+            ));
+            continue;
+        }
+        let result = match evm.transact(tx_env(&tx)) {
+            Ok(result) => result,
+            Err(EVMError::Transaction(error)) => {
+                let message = rejection_message(&error, &tx);
+                outcome.rejected.push((hash, TxRejection { message }));
+                continue;
+            }
+            Err(error) => return Err(evm_error(error)),
+        };
+        let diff =
+            diff_of(&result.state, evm.ctx.db_ref()).map_err(|e| ExecutionError::State(e.0))?;
+        evm.ctx.db_mut().commit(result.state);
+        outcome.diff.merge(&diff);
+
+        let used = gas_used(&result.result);
+        cumulative += used;
+        let envelope = tx.inner();
+        let receipt = Receipt {
+            tx_hash: hash,
+            tx_type: envelope.tx_type(),
+            success: result.result.is_success(),
+            gas_used: used,
+            cumulative_gas_used: cumulative,
+            effective_gas_price: envelope.effective_gas_price(Some(env.base_fee)),
+            logs: result.result.logs().to_vec(),
+            contract_address: result.result.created_address(),
+            from: tx.signer(),
+            to: envelope.kind().to().copied(),
+        };
+        outcome.receipts.push(receipt);
+        outcome.executed.push(tx);
+    }
+    Ok(outcome)
+}
+
+/// Runs a message over `state` (nothing is written) in block `env`.
+pub fn call<S: StateView>(
+    state: &S,
+    env: &BlockEnvSpec,
+    request: &CallRequest,
+) -> Result<CallOutcome, ExecutionError> {
+    let gas = request.gas.unwrap_or(env.gas_limit);
+    run_call(state, env, request, gas)
+}
+
+fn run_call<S: StateView>(
+    state: &S,
+    env: &BlockEnvSpec,
+    request: &CallRequest,
+    gas: u64,
+) -> Result<CallOutcome, ExecutionError> {
+    let db = ViewDb(state);
+    let mut block = block_env(env);
+    if request.gas_price.is_none() {
+        // geth's eth_call charges nothing when no gas price is given.
+        block.basefee = 0;
+    }
+    let mut cfg = cfg_env(env.chain_id);
+    cfg.disable_nonce_check = request.nonce.is_none();
+    let caller = request.from.unwrap_or_default();
+    let tx = TxEnv {
+        tx_type: if request.gas_price.is_some() { 2 } else { 0 },
+        caller,
+        gas_limit: gas,
+        gas_price: request.gas_price.unwrap_or(0),
+        gas_priority_fee: request.gas_price.map(|_| 0),
+        kind: request.to.map_or(TxKind::Create, TxKind::Call),
+        value: request.value,
+        data: request.data.clone(),
+        nonce: request.nonce.unwrap_or(0),
+        chain_id: Some(env.chain_id),
+        ..TxEnv::default()
+    };
+    let mut evm = Context::mainnet()
+        .with_db(WrapDatabaseRef(db))
+        .with_block(block)
+        .with_cfg(cfg)
+        .build_mainnet();
+    let result = match evm.transact(tx) {
+        Ok(result) => result.result,
+        Err(EVMError::Transaction(error)) => {
+            return Ok(CallOutcome {
+                error: Some(call_rejection(&error, caller)),
+                ..CallOutcome::default()
+            });
+        }
+        Err(error) => return Err(evm_error(error)),
+    };
+    let gas_used = gas_used(&result);
+    Ok(match result {
+        ExecutionResult::Success { output, .. } => CallOutcome {
+            success: true,
+            output: output.into_data(),
+            gas_used,
+            reverted: false,
+            error: None,
+        },
+        ExecutionResult::Revert { output, .. } => CallOutcome {
+            success: false,
+            output,
+            gas_used,
+            reverted: true,
+            error: Some("execution reverted".to_owned()),
+        },
+        ExecutionResult::Halt { reason, .. } => CallOutcome {
+            success: false,
+            output: Bytes::new(),
+            gas_used,
+            reverted: false,
+            error: Some(halt_message(&reason)),
+        },
+    })
+}
+
+fn call_rejection(error: &InvalidTransaction, caller: Address) -> String {
+    match error {
+        InvalidTransaction::LackOfFundForMaxFee { fee, balance } => format!(
+            "insufficient funds for gas * price + value: address {caller} have {balance} want {fee}"
+        ),
+        InvalidTransaction::CallGasCostMoreThanGasLimit { .. } => {
+            "intrinsic gas too low".to_owned()
+        }
+        InvalidTransaction::CallerGasLimitMoreThanBlock => "exceeds block gas limit".to_owned(),
+        InvalidTransaction::GasPriceLessThanBasefee => {
+            "max fee per gas less than block base fee".to_owned()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// geth's text for an exceptional halt.
+fn halt_message(reason: &HaltReason) -> String {
+    match reason {
+        HaltReason::OutOfGas(OutOfGasError::InvalidOperand) => "invalid operand".to_owned(),
+        HaltReason::OutOfGas(_) => "out of gas".to_owned(),
+        HaltReason::OpcodeNotFound | HaltReason::InvalidFEOpcode => "invalid opcode".to_owned(),
+        HaltReason::InvalidJump => "invalid jump destination".to_owned(),
+        HaltReason::StackOverflow => "stack limit reached 1024 (1023)".to_owned(),
+        HaltReason::StackUnderflow => "stack underflow".to_owned(),
+        HaltReason::CallTooDeep => "max call depth exceeded".to_owned(),
+        HaltReason::OutOfFunds => "insufficient balance for transfer".to_owned(),
+        HaltReason::CreateCollision => "contract address collision".to_owned(),
+        HaltReason::CreateContractSizeLimit => "max code size exceeded".to_owned(),
+        HaltReason::CreateContractStartingWithEF => {
+            "invalid code: must not begin with 0xef".to_owned()
+        }
+        HaltReason::StateChangeDuringStaticCall => "write protection".to_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The least gas limit with which the message succeeds, by binary search between the gas it
+/// uses at the cap and the cap (the request's gas, else the block gas limit). `Ok(Err(_))` when
+/// it fails even at the cap.
+pub fn estimate_gas<S: StateView>(
+    state: &S,
+    env: &BlockEnvSpec,
+    request: &CallRequest,
+) -> Result<Result<u64, CallOutcome>, ExecutionError> {
+    let cap = request.gas.unwrap_or(env.gas_limit);
+    let first = run_call(state, env, request, cap)?;
+    if !first.success {
+        return Ok(Err(first));
+    }
+    // The gas used is a lower bound (refunds can make it lower than the limit needed); the
+    // 64/63 rule usually puts the answer just above it.
+    let mut low = first.gas_used.saturating_sub(1);
+    let mut high = cap;
+    let optimistic = (first.gas_used + 2300) * 64 / 63;
+    if optimistic < high {
+        if run_call(state, env, request, optimistic)?.success {
+            high = optimistic;
+        } else {
+            low = optimistic;
+        }
+    }
+    while high - low > 1 {
+        let mid = low + (high - low) / 2;
+        if run_call(state, env, request, mid)?.success {
+            high = mid;
+        } else {
+            low = mid;
+        }
+    }
+    Ok(Ok(high))
+}
+
+#[cfg(test)]
+mod tests;

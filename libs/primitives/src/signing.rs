@@ -21,6 +21,14 @@ pub enum SignatureCheckError {
     },
 }
 
+/// The placeholder signature of something nobody signs (the genesis block, derived from the chain
+/// spec by every node) or not signed yet. It never verifies.
+pub const UNSIGNED: Signature = Signature::new(
+    alloy_primitives::U256::ZERO,
+    alloy_primitives::U256::ZERO,
+    false,
+);
+
 /// A sequencer signing key.
 #[derive(Debug, Clone)]
 pub struct SequencerKey {

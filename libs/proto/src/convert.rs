@@ -359,6 +359,7 @@ impl From<&domain::ChainEvent> for v1::ChainEvent {
                 }
                 ChainEventKind::Block(b) => v1::chain_event::Event::Block(b.as_ref().into()),
             }),
+            trace_context: Default::default(),
         }
     }
 }

@@ -1,1 +1,118 @@
-//! verity-storage (being written).
+//! Verity's storage: one MDBX environment (the engine of reth's storage, through the `libmdbx`
+//! crate) holding the plain world state, bytecode, the ordered chain stream, blocks,
+//! transactions and receipts.
+//!
+//! - [`Database`] is a cheap, cloneable handle (`Arc` inside) shared by every thread.
+//! - [`Database::read`] gives a [`ReadTx`]: a consistent MVCC snapshot that never blocks the
+//!   writer and that implements [`StateView`](verity_primitives::StateView), so the executor
+//!   runs directly over it.
+//! - [`Database::write`] gives the one [`WriteTx`] at a time; a second caller blocks until the
+//!   first commits or drops. [`WriteTx::commit`] returns once the commit is durable (MDBX's
+//!   durable sync mode); dropping an uncommitted transaction aborts it.
+//!
+//! The table set and the byte layout of keys and values are in [`tables`]. All calls block;
+//! async callers go through `spawn_blocking`.
+
+use std::{path::Path, sync::Arc};
+
+use libmdbx::{DatabaseOptions, Mode, NoWriteMap, ReadWriteOptions, SyncMode, TableFlags};
+
+pub mod tables;
+mod tx;
+
+pub use tx::{ReadTx, WriteTx};
+
+/// Upper bound of the database file: 1 TiB of address space is reserved, the file grows into it.
+const MAX_SIZE: u64 = 1 << 40;
+/// Step by which the file grows.
+const GROWTH_STEP: isize = 64 << 20;
+/// Named tables the environment can hold (the set in [`tables::ALL`] plus room to grow).
+const MAX_TABLES: u64 = 32;
+/// Simultaneous read transactions (reader slots); one per concurrent request is needed.
+const MAX_READERS: u32 = 4096;
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// MDBX reported an error (I/O, full map, corruption, ...).
+    #[error("mdbx: {0}")]
+    Mdbx(#[from] libmdbx::Error),
+    /// Creating the database directory failed.
+    #[error("cannot create the database directory: {0}")]
+    Io(#[from] std::io::Error),
+    /// A stored key or value does not decode: the database is corrupt or from another version.
+    #[error("cannot decode a value of table {table}: {reason}")]
+    Decode {
+        /// The table holding the value.
+        table: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A chain event was not the next one of the stream.
+    #[error("chain event {got} is out of order: event {expected} is next")]
+    OutOfOrder {
+        /// The sequence that would have been accepted.
+        expected: u64,
+        /// The sequence offered.
+        got: u64,
+    },
+}
+
+impl StorageError {
+    pub(crate) fn decode(table: &'static str, reason: impl ToString) -> Self {
+        Self::Decode {
+            table,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// A handle to the database; clones share one MDBX environment.
+#[derive(Debug, Clone)]
+pub struct Database {
+    env: Arc<libmdbx::Database<NoWriteMap>>,
+}
+
+impl Database {
+    /// Opens (creating if needed) the database in directory `path`, with every table of
+    /// [`tables::ALL`]. Commits are durable (fsync on commit); the file grows on demand up to
+    /// 1 TiB.
+    pub fn open(path: &Path) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(path)?;
+        let options = DatabaseOptions {
+            max_tables: Some(MAX_TABLES),
+            max_readers: Some(MAX_READERS),
+            mode: Mode::ReadWrite(ReadWriteOptions {
+                sync_mode: SyncMode::Durable,
+                min_size: None,
+                max_size: Some(isize::try_from(MAX_SIZE).unwrap_or(isize::MAX)),
+                growth_step: Some(GROWTH_STEP),
+                shrink_threshold: None,
+            }),
+            ..DatabaseOptions::default()
+        };
+        let env = libmdbx::Database::<NoWriteMap>::open_with_options(path, options)?;
+        let txn = env.begin_rw_txn()?;
+        for name in tables::ALL {
+            txn.create_table(Some(name), TableFlags::empty())?;
+        }
+        txn.commit()?;
+        tracing::debug!(path = %path.display(), "database open");
+        Ok(Self { env: Arc::new(env) })
+    }
+
+    /// Starts a read transaction: a consistent snapshot of the last commit, which writes do not
+    /// affect. Keep it short-lived: a long-lived reader keeps old pages from being reused.
+    pub fn read(&self) -> Result<ReadTx<'_>, StorageError> {
+        Ok(ReadTx::new(self.env.begin_ro_txn()?))
+    }
+
+    /// Starts the write transaction, blocking while another one is open. It sees its own
+    /// writes; nothing is visible to readers until [`WriteTx::commit`].
+    pub fn write(&self) -> Result<WriteTx<'_>, StorageError> {
+        Ok(WriteTx::new(self.env.begin_rw_txn()?))
+    }
+}
+
+#[cfg(test)]
+mod tests;

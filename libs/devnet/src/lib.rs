@@ -1,0 +1,481 @@
+//! A whole Verity network on one machine, for `verity devnet` and the end-to-end tests.
+//!
+//! It starts a private `nats-server` (JetStream, its own store, a port it picks itself) and every
+//! service binary as a child process bound to port 0 (except the JSON-RPC port, which is chosen by
+//! the caller); each service reports its real addresses in a ready file, which is how the next
+//! service learns where to connect. Everything lives under one data directory, so starting again
+//! on the same directory resumes the same chain. Children can be killed (any signal) and started
+//! again individually, which is what the crash tests do.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use alloy_primitives::Address;
+use nix::{sys::signal::Signal, unistd::Pid};
+use tokio::process::{Child, Command};
+use verity_bus::server::NatsServer;
+use verity_primitives::{ChainSpec, SequencerKey, chain_spec::dev_signers};
+
+/// The services of a devnet, in start order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Service {
+    /// `verity-sequencer`.
+    Sequencer,
+    /// `verity-publisher`.
+    Publisher,
+    /// `verity-replica` (role full).
+    Replica,
+    /// `verity-ingress`.
+    Ingress,
+    /// `verity-gateway`.
+    Gateway,
+    /// `verity-prover` (skeleton).
+    Prover,
+}
+
+impl Service {
+    /// Every service, in start order.
+    pub const ALL: [Service; 6] = [
+        Service::Sequencer,
+        Service::Publisher,
+        Service::Replica,
+        Service::Ingress,
+        Service::Gateway,
+        Service::Prover,
+    ];
+
+    /// The short name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Sequencer => "sequencer",
+            Service::Publisher => "publisher",
+            Service::Replica => "replica",
+            Service::Ingress => "ingress",
+            Service::Gateway => "gateway",
+            Service::Prover => "prover",
+        }
+    }
+
+    /// The binary's file name.
+    pub fn binary(self) -> String {
+        format!("verity-{}", self.name())
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Errors of the devnet.
+#[derive(Debug, thiserror::Error)]
+pub enum DevnetError {
+    /// A file or process operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// nats-server failed.
+    #[error(transparent)]
+    Nats(#[from] verity_bus::server::ServerError),
+    /// A service binary is missing.
+    #[error("{0} not found; build the workspace first (`cargo build --bins`)")]
+    MissingBinary(PathBuf),
+    /// A service exited or did not become ready.
+    #[error("{service} did not become ready within {timeout:?}: {reason}; its log is {log}")]
+    NotReady {
+        /// The service.
+        service: Service,
+        /// How long we waited.
+        timeout: Duration,
+        /// What happened.
+        reason: String,
+        /// Its log file.
+        log: PathBuf,
+    },
+    /// The genesis or key in the data directory is unusable.
+    #[error("{0}")]
+    Setup(String),
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> DevnetError {
+    let context = context.into();
+    move |source| DevnetError::Io { context, source }
+}
+
+/// How to run the devnet.
+#[derive(Debug, Clone)]
+pub struct DevnetOptions {
+    /// Where everything lives.
+    pub data_dir: PathBuf,
+    /// Where the service binaries are.
+    pub bin_dir: PathBuf,
+    /// Chain id for a new chain (an existing genesis file wins).
+    pub chain_id: u64,
+    /// JSON-RPC address of the gateway (port 0 picks one).
+    pub rpc_addr: SocketAddr,
+    /// Mini-block interval.
+    pub mini_block_interval_ms: u64,
+    /// Block interval.
+    pub block_interval_ms: u64,
+    /// OTLP endpoint every service exports traces to.
+    pub otlp_endpoint: Option<String>,
+    /// Log filter for every service.
+    pub log_filter: String,
+    /// How long a service may take to become ready.
+    pub ready_timeout: Duration,
+}
+
+impl DevnetOptions {
+    /// Defaults for `data_dir`, with binaries found next to the running executable.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            bin_dir: default_bin_dir(),
+            chain_id: 31337,
+            rpc_addr: SocketAddr::from(([127, 0, 0, 1], 8545)),
+            mini_block_interval_ms: 10,
+            block_interval_ms: 1000,
+            otlp_endpoint: None,
+            log_filter: "info".into(),
+            ready_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The directory of the running executable (or its parent when it is a test binary in `deps/`),
+/// unless `VERITY_BIN_DIR` says otherwise.
+pub fn default_bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("VERITY_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.parent().map(Path::to_path_buf).unwrap_or(dir)
+    } else {
+        dir
+    }
+}
+
+/// One funded dev account.
+#[derive(Debug, Clone)]
+pub struct DevAccount {
+    /// Address.
+    pub address: Address,
+    /// Hex private key.
+    pub private_key: String,
+}
+
+/// A running devnet.
+#[derive(Debug)]
+pub struct Devnet {
+    options: DevnetOptions,
+    nats: Option<NatsServer>,
+    children: BTreeMap<Service, Child>,
+    addresses: BTreeMap<Service, serde_json::Value>,
+    genesis: PathBuf,
+    key_file: PathBuf,
+    sequencer_address: Address,
+    chain_id: u64,
+}
+
+impl Devnet {
+    /// Prepares the data directory (genesis, sequencer key) and starts everything.
+    pub async fn start(options: DevnetOptions) -> Result<Self, DevnetError> {
+        let dir = &options.data_dir;
+        for sub in ["logs", "run", "nats"] {
+            std::fs::create_dir_all(dir.join(sub))
+                .map_err(io(format!("cannot create {}", dir.join(sub).display())))?;
+        }
+        for service in Service::ALL {
+            let binary = options.bin_dir.join(service.binary());
+            if !binary.is_file() {
+                return Err(DevnetError::MissingBinary(binary));
+            }
+        }
+        let genesis = dir.join("genesis.json");
+        let spec = if genesis.is_file() {
+            ChainSpec::load(&genesis).map_err(|e| DevnetError::Setup(e.to_string()))?
+        } else {
+            let spec = ChainSpec::dev(options.chain_id, 10, 10_000)
+                .map_err(|e| DevnetError::Setup(e.to_string()))?;
+            let json = spec
+                .to_json()
+                .map_err(|e| DevnetError::Setup(e.to_string()))?;
+            std::fs::write(&genesis, json).map_err(io("cannot write genesis.json"))?;
+            spec
+        };
+        let key_file = dir.join("sequencer.key");
+        let key = if key_file.is_file() {
+            let text =
+                std::fs::read_to_string(&key_file).map_err(io("cannot read sequencer.key"))?;
+            SequencerKey::from_hex(&text)
+                .map_err(|e| DevnetError::Setup(format!("sequencer.key: {e}")))?
+        } else {
+            let key = SequencerKey::random();
+            std::fs::write(&key_file, key.to_hex()).map_err(io("cannot write sequencer.key"))?;
+            key
+        };
+        let nats = NatsServer::start(&dir.join("nats")).await?;
+        let mut devnet = Self {
+            chain_id: spec.chain_id(),
+            sequencer_address: key.address(),
+            options,
+            nats: Some(nats),
+            children: BTreeMap::new(),
+            addresses: BTreeMap::new(),
+            genesis,
+            key_file,
+        };
+        for service in Service::ALL {
+            devnet.start_service(service).await?;
+        }
+        Ok(devnet)
+    }
+
+    /// The chain id.
+    pub fn chain_id(&self) -> u64 {
+        self.chain_id
+    }
+
+    /// The sequencer's address.
+    pub fn sequencer_address(&self) -> Address {
+        self.sequencer_address
+    }
+
+    /// The NATS URL.
+    pub fn nats_url(&self) -> Option<&str> {
+        self.nats.as_ref().map(NatsServer::url)
+    }
+
+    /// The JSON-RPC URL.
+    pub fn rpc_url(&self) -> String {
+        format!(
+            "http://{}",
+            self.address(Service::Gateway, "http").unwrap_or_default()
+        )
+    }
+
+    /// An address a service reported in its ready file (`grpc`, `http`).
+    pub fn address(&self, service: Service, kind: &str) -> Option<String> {
+        self.addresses
+            .get(&service)
+            .and_then(|v| v.get(kind))
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+    }
+
+    /// The gRPC URL of a service.
+    pub fn grpc_url(&self, service: Service) -> String {
+        format!(
+            "http://{}",
+            self.address(service, "grpc").unwrap_or_default()
+        )
+    }
+
+    /// The log file of a service.
+    pub fn log_file(&self, service: Service) -> PathBuf {
+        self.options
+            .data_dir
+            .join("logs")
+            .join(format!("{}.log", service.name()))
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.options.data_dir
+    }
+
+    /// The funded dev accounts.
+    pub fn accounts(&self) -> Vec<DevAccount> {
+        dev_signers(10)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| DevAccount {
+                address: s.address(),
+                private_key: alloy_primitives::hex::encode_prefixed(s.to_bytes()),
+            })
+            .collect()
+    }
+
+    fn args(&self, service: Service) -> Vec<String> {
+        let dir = &self.options.data_dir;
+        let path = |p: &Path| p.display().to_string();
+        let nats = self.nats_url().unwrap_or_default().to_string();
+        let mut args: Vec<String> = match service {
+            Service::Sequencer => vec![
+                "--data-dir".into(),
+                path(&dir.join("sequencer")),
+                "--genesis".into(),
+                path(&self.genesis),
+                "--key-file".into(),
+                path(&self.key_file),
+                "--mini-block-interval-ms".into(),
+                self.options.mini_block_interval_ms.to_string(),
+                "--block-interval-ms".into(),
+                self.options.block_interval_ms.to_string(),
+            ],
+            Service::Publisher => vec![
+                "--sequencer-url".into(),
+                self.grpc_url(Service::Sequencer),
+                "--nats-url".into(),
+                nats,
+            ],
+            Service::Replica => vec![
+                "--data-dir".into(),
+                path(&dir.join("replica")),
+                "--genesis".into(),
+                path(&self.genesis),
+                "--sequencer-address".into(),
+                self.sequencer_address.to_string(),
+                "--nats-url".into(),
+                nats,
+            ],
+            Service::Ingress => vec!["--sequencer-url".into(), self.grpc_url(Service::Sequencer)],
+            Service::Gateway => vec![
+                "--http-addr".into(),
+                // A restarted gateway keeps the address clients already use.
+                self.address(Service::Gateway, "http")
+                    .unwrap_or_else(|| self.options.rpc_addr.to_string()),
+                "--ingress-url".into(),
+                self.grpc_url(Service::Ingress),
+                "--replica-url".into(),
+                self.grpc_url(Service::Replica),
+                "--sequencer-url".into(),
+                self.grpc_url(Service::Sequencer),
+            ],
+            Service::Prover => vec!["--nats-url".into(), nats],
+        };
+        args.extend([
+            "--grpc-addr".into(),
+            // A restarted service keeps its port, so the services calling it reconnect.
+            self.address(service, "grpc")
+                .unwrap_or_else(|| "127.0.0.1:0".into()),
+            "--metrics-addr".into(),
+            "127.0.0.1:0".into(),
+            "--ready-file".into(),
+            path(&self.ready_file(service)),
+            "--log-filter".into(),
+            self.options.log_filter.clone(),
+        ]);
+        if let Some(endpoint) = &self.options.otlp_endpoint {
+            args.extend(["--otlp-endpoint".into(), endpoint.clone()]);
+        }
+        args
+    }
+
+    fn ready_file(&self, service: Service) -> PathBuf {
+        self.options
+            .data_dir
+            .join("run")
+            .join(format!("{}.json", service.name()))
+    }
+
+    /// Starts one service (again) and waits for its ready file.
+    pub async fn start_service(&mut self, service: Service) -> Result<(), DevnetError> {
+        let ready = self.ready_file(service);
+        let _ = std::fs::remove_file(&ready);
+        let log_path = self.log_file(service);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io(format!("cannot open {}", log_path.display())))?;
+        let log_err = log.try_clone().map_err(io("cannot clone log handle"))?;
+        let mut child = Command::new(self.options.bin_dir.join(service.binary()))
+            .args(self.args(service))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(io(format!("cannot start {}", service.binary())))?;
+        let timeout = self.options.ready_timeout;
+        let started = Instant::now();
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&ready)
+                && let Ok(value) = serde_json::from_str::<serde_json::Value>(&text)
+            {
+                self.addresses.insert(service, value);
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(DevnetError::NotReady {
+                    service,
+                    timeout,
+                    reason: format!("exited with {status}"),
+                    log: log_path,
+                });
+            }
+            if started.elapsed() > timeout {
+                let _ = child.kill().await;
+                return Err(DevnetError::NotReady {
+                    service,
+                    timeout,
+                    reason: "no ready file".into(),
+                    log: log_path,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::info!(%service, addresses = %self.addresses[&service], "started");
+        self.children.insert(service, child);
+        Ok(())
+    }
+
+    /// Sends `signal` to a service and waits for it to exit (SIGKILL after 10 s for other
+    /// signals).
+    pub async fn signal(&mut self, service: Service, signal: Signal) -> Result<(), DevnetError> {
+        let Some(mut child) = self.children.remove(&service) else {
+            return Ok(());
+        };
+        if let Some(pid) = child.id() {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), signal);
+        }
+        match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
+            Ok(result) => {
+                result.map_err(io(format!("waiting for {service}")))?;
+            }
+            Err(_) => {
+                tracing::warn!(%service, "did not stop within 10 s; killing it");
+                let _ = child.kill().await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a service's process is still running.
+    pub fn is_running(&mut self, service: Service) -> bool {
+        self.children
+            .get_mut(&service)
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The first service found to have exited, if any.
+    pub fn exited(&mut self) -> Option<Service> {
+        let services: Vec<Service> = self.children.keys().copied().collect();
+        services.into_iter().find(|s| !self.is_running(*s))
+    }
+
+    /// Stops every service (SIGTERM, in reverse start order) and then nats-server.
+    pub async fn stop(mut self) -> Result<(), DevnetError> {
+        for service in Service::ALL.iter().rev() {
+            self.signal(*service, Signal::SIGTERM).await?;
+        }
+        if let Some(nats) = self.nats.take() {
+            nats.stop().await.map_err(io("stopping nats-server"))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,287 @@
+#![allow(clippy::unwrap_used)]
+
+use alloy_consensus::{SignableTransaction, TxEip1559, TxLegacy};
+use alloy_primitives::{Address, Bytes, TxKind, U256, address, hex};
+use alloy_signer::SignerSync;
+use alloy_signer_local::PrivateKeySigner;
+use verity_primitives::{Account, InMemoryState, StateView, Transaction, TxEnvelope};
+
+use super::*;
+
+const CHAIN_ID: u64 = 31337;
+const ETH: u128 = 1_000_000_000_000_000_000;
+
+fn env() -> BlockEnvSpec {
+    BlockEnvSpec {
+        chain_id: CHAIN_ID,
+        number: 1,
+        timestamp: 1_700_000_000,
+        base_fee: 1_000_000_000,
+        gas_limit: 30_000_000,
+        beneficiary: address!("0x00000000000000000000000000000000000fee00"),
+    }
+}
+
+fn funded(signer: &PrivateKeySigner) -> InMemoryState {
+    let mut state = InMemoryState::default();
+    state.insert_account(
+        signer.address(),
+        Account {
+            balance: U256::from(10 * ETH),
+            ..Account::default()
+        },
+    );
+    state
+}
+
+fn sign_1559(
+    signer: &PrivateKeySigner,
+    nonce: u64,
+    to: TxKind,
+    value: U256,
+    input: Bytes,
+    gas: u64,
+) -> Transaction {
+    let tx = TxEip1559 {
+        chain_id: CHAIN_ID,
+        nonce,
+        gas_limit: gas,
+        max_fee_per_gas: 2_000_000_000,
+        max_priority_fee_per_gas: 1_000_000,
+        to,
+        value,
+        input,
+        access_list: Default::default(),
+    };
+    let signature = signer.sign_hash_sync(&tx.signature_hash()).unwrap();
+    let envelope: TxEnvelope = tx.into_signed(signature).into();
+    Transaction::new_unchecked(envelope, signer.address())
+}
+
+fn transfer(signer: &PrivateKeySigner, nonce: u64, to: Address, value: u128) -> Transaction {
+    sign_1559(
+        signer,
+        nonce,
+        TxKind::Call(to),
+        U256::from(value),
+        Bytes::new(),
+        21_000,
+    )
+}
+
+/// Init code deploying a contract that stores calldata[0..32] at slot 0 when called with
+/// data, and returns slot 0 when called without.
+/// Runtime: CALLDATASIZE ISZERO PUSH1 0x0c JUMPI; PUSH1 0 CALLDATALOAD PUSH1 0 SSTORE STOP;
+/// JUMPDEST PUSH1 0 SLOAD PUSH1 0 MSTORE PUSH1 32 PUSH1 0 RETURN
+const RUNTIME: [u8; 24] = hex!("3615600c57600035600055005b60005460005260206000f3");
+
+fn init_code() -> Bytes {
+    // PUSH1 len DUP1 PUSH1 offset PUSH1 0 CODECOPY PUSH1 0 RETURN ++ runtime
+    let mut code = vec![
+        0x60,
+        RUNTIME.len() as u8,
+        0x80,
+        0x60,
+        12,
+        0x60,
+        0,
+        0x39,
+        0x60,
+        0,
+        0xf3,
+    ];
+    code.push(0x00);
+    code.extend_from_slice(&RUNTIME);
+    Bytes::from(code)
+}
+
+#[test]
+fn a_transfer_moves_value_and_charges_gas() {
+    let alice = PrivateKeySigner::random();
+    let bob = Address::repeat_byte(0xb0);
+    let mut state = funded(&alice);
+    let outcome = execute(&state, &env(), vec![transfer(&alice, 0, bob, ETH)], 0).unwrap();
+    assert!(outcome.rejected.is_empty(), "{:?}", outcome.rejected);
+    assert_eq!(outcome.receipts.len(), 1);
+    let receipt = &outcome.receipts[0];
+    assert!(receipt.success);
+    assert_eq!(receipt.gas_used, 21_000);
+    assert_eq!(receipt.cumulative_gas_used, 21_000);
+    assert_eq!(receipt.effective_gas_price, 1_001_000_000);
+    state.apply(&outcome.diff);
+    assert_eq!(
+        state.account(bob).unwrap().unwrap().balance,
+        U256::from(ETH)
+    );
+    let alice_after = state.account(alice.address()).unwrap().unwrap();
+    assert_eq!(alice_after.nonce, 1);
+    assert_eq!(
+        alice_after.balance,
+        U256::from(10 * ETH - ETH - 21_000 * 1_001_000_000)
+    );
+    // The beneficiary gets the priority fee only; the base fee is burnt.
+    assert_eq!(
+        state.account(env().beneficiary).unwrap().unwrap().balance,
+        U256::from(21_000u64 * 1_000_000)
+    );
+}
+
+#[test]
+fn refused_transactions_get_geth_messages_and_leave_no_trace() {
+    let alice = PrivateKeySigner::random();
+    let poor = PrivateKeySigner::random();
+    let bob = Address::repeat_byte(0xb0);
+    let state = funded(&alice);
+    let txs = vec![
+        transfer(&alice, 0, bob, 1),
+        transfer(&alice, 0, bob, 2),
+        transfer(&alice, 5, bob, 3),
+        transfer(&poor, 0, bob, 1),
+        transfer(&alice, 1, bob, 100 * ETH),
+    ];
+    let outcome = execute(&state, &env(), txs, 0).unwrap();
+    assert_eq!(outcome.executed.len(), 1);
+    let messages: Vec<&str> = outcome
+        .rejected
+        .iter()
+        .map(|(_, r)| r.message.as_str())
+        .collect();
+    assert!(messages[0].starts_with("nonce too low"), "{messages:?}");
+    assert!(messages[1].starts_with("nonce too high"), "{messages:?}");
+    assert!(
+        messages[2].starts_with("insufficient funds for gas * price + value"),
+        "{messages:?}"
+    );
+    assert!(
+        messages[3].starts_with("insufficient funds for gas * price + value"),
+        "{messages:?}"
+    );
+    assert!(!outcome.diff.accounts.contains_key(&poor.address()));
+}
+
+#[test]
+fn a_batch_that_overflows_the_block_is_cut_with_gas_limit_reached() {
+    let alice = PrivateKeySigner::random();
+    let bob = Address::repeat_byte(0xb0);
+    let state = funded(&alice);
+    let mut small = env();
+    small.gas_limit = 50_000;
+    let txs = vec![
+        transfer(&alice, 0, bob, 1),
+        transfer(&alice, 1, bob, 1),
+        transfer(&alice, 2, bob, 1),
+    ];
+    let outcome = execute(&state, &small, txs, 0).unwrap();
+    assert_eq!(outcome.executed.len(), 2);
+    assert_eq!(outcome.rejected[0].1.message, "gas limit reached");
+}
+
+#[test]
+fn contract_code_and_storage_land_in_the_diff_and_calls_read_them() {
+    let alice = PrivateKeySigner::random();
+    let mut state = funded(&alice);
+    let deploy = sign_1559(&alice, 0, TxKind::Create, U256::ZERO, init_code(), 200_000);
+    let outcome = execute(&state, &env(), vec![deploy], 0).unwrap();
+    assert!(outcome.rejected.is_empty(), "{:?}", outcome.rejected);
+    let receipt = &outcome.receipts[0];
+    assert!(receipt.success);
+    let contract = receipt.contract_address.unwrap();
+    assert_eq!(contract, alice.address().create(0));
+    assert_eq!(
+        outcome.diff.accounts[&contract].code.as_ref(),
+        Some(&Bytes::from_static(&RUNTIME))
+    );
+    state.apply(&outcome.diff);
+
+    let value = U256::from(0xdead_beefu64);
+    let store = sign_1559(
+        &alice,
+        1,
+        TxKind::Call(contract),
+        U256::ZERO,
+        Bytes::from(value.to_be_bytes::<32>().to_vec()),
+        100_000,
+    );
+    let outcome = execute(&state, &env(), vec![store], 0).unwrap();
+    assert!(outcome.receipts[0].success);
+    assert_eq!(outcome.diff.accounts[&contract].storage[&U256::ZERO], value);
+    state.apply(&outcome.diff);
+    assert_eq!(state.storage(contract, U256::ZERO).unwrap(), value);
+
+    let read = call(
+        &state,
+        &env(),
+        &CallRequest {
+            to: Some(contract),
+            ..CallRequest::default()
+        },
+    )
+    .unwrap();
+    assert!(read.success, "{read:?}");
+    assert_eq!(read.output.as_ref(), &value.to_be_bytes::<32>()[..]);
+}
+
+#[test]
+fn estimate_gas_of_a_transfer_is_21000_and_failures_are_reported() {
+    let alice = PrivateKeySigner::random();
+    let state = funded(&alice);
+    let request = CallRequest {
+        from: Some(alice.address()),
+        to: Some(Address::repeat_byte(0xb0)),
+        value: U256::from(1),
+        ..CallRequest::default()
+    };
+    assert_eq!(estimate_gas(&state, &env(), &request).unwrap(), Ok(21_000));
+
+    let broke = CallRequest {
+        from: Some(Address::repeat_byte(0x77)),
+        value: U256::from(ETH),
+        ..request.clone()
+    };
+    let failed = estimate_gas(&state, &env(), &broke).unwrap().unwrap_err();
+    assert!(!failed.success);
+    assert!(failed.error.is_some());
+
+    // Init code that reverts with one byte of data.
+    let reverting = call(
+        &state,
+        &env(),
+        &CallRequest {
+            data: Bytes::from_static(&[0x60, 0x01, 0x60, 0x00, 0xfd]),
+            ..CallRequest::default()
+        },
+    )
+    .unwrap();
+    assert!(reverting.reverted);
+    assert_eq!(reverting.error.as_deref(), Some("execution reverted"));
+}
+
+#[test]
+fn intrinsic_gas_counts_calldata_and_creation() {
+    let alice = PrivateKeySigner::random();
+    let plain = transfer(&alice, 0, Address::ZERO, 1);
+    assert_eq!(intrinsic_gas(plain.inner()), 21_000);
+    let with_data = sign_1559(
+        &alice,
+        0,
+        TxKind::Call(Address::ZERO),
+        U256::ZERO,
+        Bytes::from_static(&[0, 1]),
+        50_000,
+    );
+    // Standard cost 21000 + 4 + 16 = 21020; the EIP-7623 floor 21000 + 10 * (1 + 4) = 21050
+    // is higher, so it applies.
+    assert_eq!(intrinsic_gas(with_data.inner()), 21_050);
+    let legacy = TxLegacy {
+        chain_id: Some(CHAIN_ID),
+        nonce: 0,
+        gas_price: 1,
+        gas_limit: 100_000,
+        to: TxKind::Create,
+        value: U256::ZERO,
+        input: Bytes::new(),
+    };
+    let signature = alice.sign_hash_sync(&legacy.signature_hash()).unwrap();
+    let envelope: TxEnvelope = legacy.into_signed(signature).into();
+    assert_eq!(intrinsic_gas(&envelope), 53_000);
+}

@@ -1,0 +1,121 @@
+//! gRPC serving shared by every Verity service: flags for the listen address and the ready file,
+//! the standard health service (`grpc.health.v1`) and reflection (so `grpcurl` works), a tracing
+//! span per request linked to the caller's trace, and shutdown that drains in-flight requests.
+//!
+//! The ready file is how the devnet and the end-to-end tests learn where a service listens
+//! without racing for fixed ports: a service bound to port 0 writes its real addresses there,
+//! atomically, once it accepts requests.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use tokio::net::TcpListener;
+use tonic::{service::Routes, transport::server::TcpIncoming};
+
+/// Listening flags every service flattens into its configuration.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// Address of the gRPC server; port 0 picks a free port (see --ready-file).
+    #[arg(long, env = "VERITY_GRPC_ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// A JSON file written once the service is ready, with the addresses it bound.
+    #[arg(long, env = "VERITY_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
+}
+
+impl ServerArgs {
+    /// The gRPC address, or the service's default port on 127.0.0.1.
+    pub fn grpc_addr_or(&self, default_port: u16) -> SocketAddr {
+        self.grpc_addr
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], default_port)))
+    }
+}
+
+/// Errors while serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr} (flag --grpc-addr / VERITY_GRPC_ADDR): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The ready file could not be written.
+    #[error("cannot write ready file {path}: {source}")]
+    ReadyFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The server failed.
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reflection could not be built from the descriptor set.
+    #[error("cannot build gRPC reflection: {0}")]
+    Reflection(String),
+}
+
+/// Binds a TCP listener, naming the flag on failure.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+/// The local address of a bound listener.
+pub fn local_addr(listener: &TcpListener) -> SocketAddr {
+    listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+/// Serves `routes` plus health and reflection on `listener` until `shutdown` resolves, then
+/// stops accepting and lets in-flight requests finish. `services` are the fully qualified names
+/// reported as SERVING by the health service.
+pub async fn serve_grpc(
+    routes: Routes,
+    services: &[&str],
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    for name in services {
+        reporter
+            .set_service_status(*name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(verity_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let routes = routes.add_service(health).add_service(reflection);
+    tonic::transport::Server::builder()
+        .trace_fn(verity_telemetry::grpc_server_span)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Writes the ready file (when configured) atomically: a JSON object of `fields`.
+pub fn write_ready_file(path: Option<&Path>, fields: &[(&str, String)]) -> Result<(), ServeError> {
+    let Some(path) = path else { return Ok(()) };
+    let object: serde_json::Map<String, serde_json::Value> = fields
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), serde_json::Value::String(v.clone())))
+        .collect();
+    let text = serde_json::Value::Object(object).to_string();
+    let tmp = path.with_extension("tmp");
+    let error = |source| ServeError::ReadyFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::write(&tmp, text).map_err(error)?;
+    std::fs::rename(&tmp, path).map_err(error)
+}

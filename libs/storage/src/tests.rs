@@ -1,0 +1,684 @@
+//! Tests over real MDBX files in temporary directories.
+
+use std::collections::BTreeMap;
+
+use alloy_primitives::{Address, B256, Bytes, KECCAK256_EMPTY, Log, Signature, U256, keccak256};
+use verity_primitives::{
+    AccountDiff, Block, Header, InMemoryState, Receipt, StateDiff, StateView, TxType,
+};
+use verity_proto::v1;
+
+use crate::{Database, StorageError};
+
+fn open() -> (tempfile::TempDir, Database) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Database::open(&dir.path().join("db")).expect("open");
+    (dir, db)
+}
+
+fn diff(entries: impl IntoIterator<Item = (Address, AccountDiff)>) -> StateDiff {
+    StateDiff {
+        accounts: entries.into_iter().collect(),
+    }
+}
+
+fn block(number: u64, transaction_hashes: Vec<B256>) -> Block {
+    let header = Header {
+        number,
+        parent_hash: B256::with_last_byte(number as u8),
+        gas_limit: 30_000_000,
+        base_fee_per_gas: Some(1_000_000_000),
+        timestamp: 1_700_000_000 + number,
+        ..Default::default()
+    };
+    let hash = header.hash_slow();
+    Block {
+        header,
+        hash,
+        first_mini_block: number * 3,
+        mini_block_count: 3,
+        transaction_hashes,
+        signature: Signature::test_signature(),
+    }
+}
+
+fn mini_block_event(seq: u64) -> v1::ChainEvent {
+    v1::ChainEvent {
+        seq,
+        event: Some(v1::chain_event::Event::MiniBlock(v1::MiniBlock {
+            number: seq * 10,
+            block_number: 1,
+            hash: B256::with_last_byte(seq as u8).to_vec(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+fn receipt(tx_hash: B256) -> Receipt {
+    Receipt {
+        tx_hash,
+        tx_type: TxType::Eip1559,
+        success: true,
+        gas_used: 21_000,
+        cumulative_gas_used: 42_000,
+        effective_gas_price: 1_500_000_000,
+        logs: vec![Log::new_unchecked(
+            Address::repeat_byte(7),
+            vec![B256::repeat_byte(8), B256::repeat_byte(9)],
+            Bytes::from_static(b"log data"),
+        )],
+        contract_address: None,
+        from: Address::repeat_byte(1),
+        to: Some(Address::repeat_byte(2)),
+    }
+}
+
+fn stored_transaction(hash: B256, block_number: u64) -> v1::StoredTransaction {
+    v1::StoredTransaction {
+        transaction: Some(v1::Transaction {
+            raw: vec![0x02, 0xc0, 0x01],
+            sender: Address::repeat_byte(1).to_vec(),
+            hash: hash.to_vec(),
+        }),
+        block_number,
+        block_hash: Vec::new(),
+        index: 4,
+        base_fee: verity_proto::u256_bytes(U256::from(1_000_000_000u64)),
+    }
+}
+
+#[test]
+fn handles_are_clone_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    fn assert_clone<T: Clone>() {}
+    assert_send_sync::<Database>();
+    assert_clone::<Database>();
+    assert_send_sync::<crate::ReadTx<'static>>();
+    assert_send_sync::<crate::WriteTx<'static>>();
+}
+
+#[test]
+fn an_empty_database_reads_as_empty() {
+    let (_dir, db) = open();
+    let read = db.read().expect("read");
+    assert_eq!(read.account(Address::ZERO).expect("account"), None);
+    assert_eq!(
+        read.storage(Address::ZERO, U256::from(1)).expect("storage"),
+        U256::ZERO
+    );
+    assert_eq!(read.code(KECCAK256_EMPTY).expect("code"), None);
+    assert_eq!(read.last_event_seq().expect("seq"), 0);
+    assert!(read.events_from(1, 10).expect("events").is_empty());
+    assert_eq!(read.last_block_number().expect("last"), None);
+    assert_eq!(StateView::block_hash(&read, 0).expect("hash"), None);
+    assert!(read.block_transaction_hashes(0).expect("txs").is_empty());
+    assert_eq!(read.meta("missing").expect("meta"), None);
+    assert_eq!(read.meta_u64("missing").expect("meta"), None);
+}
+
+#[test]
+fn diffs_set_fields_store_code_and_delete_zero_slots() {
+    let (_dir, db) = open();
+    let a = Address::repeat_byte(0xaa);
+    let code = Bytes::from_static(&[0x60, 0x00, 0x60, 0x00, 0xf3]);
+    let mut write = db.write().expect("write");
+    write
+        .apply_diff(&diff([(
+            a,
+            AccountDiff {
+                balance: Some(U256::from(1_000)),
+                nonce: Some(1),
+                code: Some(code.clone()),
+                storage: BTreeMap::from([
+                    (U256::from(1), U256::from(10)),
+                    (U256::from(2), U256::from(20)),
+                    (U256::MAX, U256::MAX),
+                ]),
+                destroyed: false,
+            },
+        )]))
+        .expect("apply");
+    // The write transaction sees its own writes.
+    assert_eq!(write.account(a).expect("account").map(|x| x.nonce), Some(1));
+    write.commit().expect("commit");
+
+    let read = db.read().expect("read");
+    let account = read.account(a).expect("account").expect("exists");
+    assert_eq!(account.balance, U256::from(1_000));
+    assert_eq!(account.nonce, 1);
+    assert_eq!(account.code_hash, keccak256(&code));
+    assert_eq!(read.code(account.code_hash).expect("code"), Some(code));
+    assert_eq!(read.storage(a, U256::MAX).expect("slot"), U256::MAX);
+    drop(read);
+
+    // Only the balance changes; slot 1 is zeroed, so deleted.
+    let mut write = db.write().expect("write");
+    write
+        .apply_diff(&diff([(
+            a,
+            AccountDiff {
+                balance: Some(U256::from(5)),
+                storage: BTreeMap::from([(U256::from(1), U256::ZERO)]),
+                ..Default::default()
+            },
+        )]))
+        .expect("apply");
+    write.commit().expect("commit");
+    let read = db.read().expect("read");
+    let updated = read.account(a).expect("account").expect("exists");
+    assert_eq!(updated.balance, U256::from(5));
+    assert_eq!(updated.nonce, 1);
+    assert_eq!(updated.code_hash, account.code_hash);
+    assert_eq!(read.storage(a, U256::from(1)).expect("slot"), U256::ZERO);
+    assert_eq!(
+        read.storage(a, U256::from(2)).expect("slot"),
+        U256::from(20)
+    );
+
+    // A new account with only a nonce gets default balance and code hash.
+    drop(read);
+    let b = Address::repeat_byte(0xbb);
+    let mut write = db.write().expect("write");
+    write
+        .apply_diff(&diff([(
+            b,
+            AccountDiff {
+                nonce: Some(3),
+                ..Default::default()
+            },
+        )]))
+        .expect("apply");
+    write.commit().expect("commit");
+    let created = db.read().expect("read").account(b).expect("account");
+    assert_eq!(
+        created,
+        Some(verity_primitives::Account {
+            nonce: 3,
+            balance: U256::ZERO,
+            code_hash: KECCAK256_EMPTY,
+        })
+    );
+}
+
+#[test]
+fn destroying_an_account_deletes_it_and_only_its_storage() {
+    let (_dir, db) = open();
+    // Addresses adjacent in key order, so a sloppy prefix scan would hit the neighbours.
+    let before = Address::with_last_byte(0x10);
+    let target = Address::with_last_byte(0x11);
+    let after = Address::with_last_byte(0x12);
+    let slots: BTreeMap<U256, U256> = (0..50u64)
+        .map(|i| (U256::from(i), U256::from(i + 1)))
+        .collect();
+    let mut write = db.write().expect("write");
+    write
+        .apply_diff(&diff([before, target, after].map(|address| {
+            (
+                address,
+                AccountDiff {
+                    balance: Some(U256::from(7)),
+                    code: Some(Bytes::from_static(&[0x00])),
+                    storage: slots.clone(),
+                    ..Default::default()
+                },
+            )
+        })))
+        .expect("apply");
+    write.commit().expect("commit");
+
+    let mut write = db.write().expect("write");
+    write
+        .apply_diff(&diff([(
+            target,
+            AccountDiff {
+                destroyed: true,
+                ..Default::default()
+            },
+        )]))
+        .expect("apply");
+    write.commit().expect("commit");
+
+    let read = db.read().expect("read");
+    assert_eq!(read.account(target).expect("account"), None);
+    for slot in 0..50u64 {
+        assert_eq!(
+            read.storage(target, U256::from(slot)).expect("slot"),
+            U256::ZERO
+        );
+        for neighbour in [before, after] {
+            assert_eq!(
+                read.storage(neighbour, U256::from(slot)).expect("slot"),
+                U256::from(slot + 1)
+            );
+        }
+    }
+    assert!(read.account(before).expect("account").is_some());
+    assert!(read.account(after).expect("account").is_some());
+    drop(read);
+
+    // Destroyed and recreated in one diff: fresh account, old storage gone, new writes kept.
+    let mut write = db.write().expect("write");
+    write
+        .apply_diff(&diff([(
+            before,
+            AccountDiff {
+                destroyed: true,
+                nonce: Some(1),
+                storage: BTreeMap::from([(U256::from(99), U256::from(1))]),
+                ..Default::default()
+            },
+        )]))
+        .expect("apply");
+    write.commit().expect("commit");
+    let read = db.read().expect("read");
+    let recreated = read.account(before).expect("account").expect("exists");
+    assert_eq!(recreated.nonce, 1);
+    assert_eq!(recreated.balance, U256::ZERO);
+    assert_eq!(recreated.code_hash, KECCAK256_EMPTY);
+    assert_eq!(
+        read.storage(before, U256::from(3)).expect("slot"),
+        U256::ZERO
+    );
+    assert_eq!(
+        read.storage(before, U256::from(99)).expect("slot"),
+        U256::from(1)
+    );
+}
+
+/// A small deterministic generator (xorshift64*), so the randomized test needs no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[test]
+fn random_diffs_match_the_in_memory_state() {
+    const ADDRESSES: u8 = 6;
+    const SLOTS: u64 = 8;
+    let (_dir, db) = open();
+    let mut expected = InMemoryState::default();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for _round in 0..60 {
+        let mut d = StateDiff::default();
+        for _ in 0..rng.below(4) + 1 {
+            let address = Address::with_last_byte(rng.below(u64::from(ADDRESSES)) as u8);
+            let mut change = AccountDiff {
+                destroyed: rng.below(10) == 0,
+                ..Default::default()
+            };
+            if rng.below(2) == 0 {
+                change.balance = Some(U256::from(rng.below(1_000)));
+            }
+            if rng.below(3) == 0 {
+                change.nonce = Some(rng.below(100));
+            }
+            if rng.below(8) == 0 {
+                change.code = Some(Bytes::from(rng.next().to_be_bytes().to_vec()));
+            }
+            for _ in 0..rng.below(5) {
+                let value = if rng.below(3) == 0 {
+                    U256::ZERO
+                } else {
+                    U256::from(rng.next())
+                };
+                change.storage.insert(U256::from(rng.below(SLOTS)), value);
+            }
+            d.accounts.insert(address, change);
+        }
+        expected.apply(&d);
+        let mut write = db.write().expect("write");
+        write.apply_diff(&d).expect("apply");
+        write.commit().expect("commit");
+
+        let read = db.read().expect("read");
+        for a in 0..ADDRESSES {
+            let address = Address::with_last_byte(a);
+            assert_eq!(
+                read.account(address).expect("account"),
+                expected.account(address).expect("infallible")
+            );
+            for slot in 0..SLOTS {
+                let slot = U256::from(slot);
+                assert_eq!(
+                    read.storage(address, slot).expect("slot"),
+                    expected.storage(address, slot).expect("infallible")
+                );
+            }
+        }
+        for (hash, code) in &expected.code {
+            assert_eq!(read.code(*hash).expect("code").as_ref(), Some(code));
+        }
+    }
+}
+
+#[test]
+fn everything_survives_closing_and_reopening() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("nested").join("db");
+    let a = Address::repeat_byte(3);
+    let tx_hash = B256::repeat_byte(0x77);
+    let first = block(1, vec![tx_hash]);
+    {
+        let db = Database::open(&path).expect("open");
+        let clone = db.clone();
+        let mut write = clone.write().expect("write");
+        write
+            .apply_diff(&diff([(
+                a,
+                AccountDiff {
+                    balance: Some(U256::from(42)),
+                    code: Some(Bytes::from_static(&[0xfe])),
+                    storage: BTreeMap::from([(U256::from(5), U256::from(6))]),
+                    ..Default::default()
+                },
+            )]))
+            .expect("apply");
+        write.put_event(&mini_block_event(1)).expect("event");
+        write.put_block(&first).expect("block");
+        write
+            .put_transaction(tx_hash, &stored_transaction(tx_hash, 1))
+            .expect("tx");
+        write.put_receipt(&receipt(tx_hash)).expect("receipt");
+        write.set_meta("head", b"abc").expect("meta");
+        write.set_meta_u64("last_seq", 1).expect("meta");
+        write.commit().expect("commit");
+
+        // An uncommitted transaction leaves no trace.
+        let mut discarded = db.write().expect("write");
+        discarded.set_meta_u64("last_seq", 99).expect("meta");
+        discarded.put_event(&mini_block_event(2)).expect("event");
+        drop(discarded);
+    }
+
+    let db = Database::open(&path).expect("reopen");
+    let read = db.read().expect("read");
+    let account = read.account(a).expect("account").expect("exists");
+    assert_eq!(account.balance, U256::from(42));
+    assert_eq!(
+        read.code(account.code_hash).expect("code"),
+        Some(Bytes::from_static(&[0xfe]))
+    );
+    assert_eq!(read.storage(a, U256::from(5)).expect("slot"), U256::from(6));
+    assert_eq!(read.last_event_seq().expect("seq"), 1);
+    assert_eq!(read.event(1).expect("event"), Some(mini_block_event(1)));
+    assert_eq!(read.block_by_number(1).expect("block"), Some(first.clone()));
+    assert_eq!(
+        read.block_number_by_hash(first.hash).expect("number"),
+        Some(1)
+    );
+    assert_eq!(
+        read.transaction(tx_hash).expect("tx"),
+        Some(stored_transaction(tx_hash, 1))
+    );
+    assert_eq!(
+        read.receipt(tx_hash).expect("receipt"),
+        Some(receipt(tx_hash))
+    );
+    assert_eq!(read.meta("head").expect("meta"), Some(b"abc".to_vec()));
+    assert_eq!(read.meta_u64("last_seq").expect("meta"), Some(1));
+}
+
+#[test]
+fn put_event_refuses_gaps_and_repeats() {
+    let (_dir, db) = open();
+    let mut write = db.write().expect("write");
+    assert!(matches!(
+        write.put_event(&mini_block_event(0)),
+        Err(StorageError::OutOfOrder {
+            expected: 1,
+            got: 0
+        })
+    ));
+    write.put_event(&mini_block_event(1)).expect("first");
+    assert!(matches!(
+        write.put_event(&mini_block_event(3)),
+        Err(StorageError::OutOfOrder {
+            expected: 2,
+            got: 3
+        })
+    ));
+    assert!(matches!(
+        write.put_event(&mini_block_event(1)),
+        Err(StorageError::OutOfOrder {
+            expected: 2,
+            got: 1
+        })
+    ));
+    write.put_event(&mini_block_event(2)).expect("second");
+    assert_eq!(write.last_event_seq().expect("seq"), 2);
+    write.commit().expect("commit");
+
+    // The next transaction continues from the committed head.
+    let mut write = db.write().expect("write");
+    assert!(matches!(
+        write.put_event(&mini_block_event(2)),
+        Err(StorageError::OutOfOrder {
+            expected: 3,
+            got: 2
+        })
+    ));
+    write.put_event(&mini_block_event(3)).expect("third");
+    write.commit().expect("commit");
+    assert_eq!(db.read().expect("read").last_event_seq().expect("seq"), 3);
+}
+
+#[test]
+fn events_come_back_in_order_without_trace_context() {
+    let (_dir, db) = open();
+    // Enough events that the numeric order differs from a naive byte order of small keys
+    // (256 needs a second byte).
+    const COUNT: u64 = 300;
+    let mut write = db.write().expect("write");
+    for seq in 1..=COUNT {
+        let mut event = mini_block_event(seq);
+        if seq % 2 == 0 {
+            let block = block(seq, vec![]);
+            event.event = Some(v1::chain_event::Event::Block((&block).into()));
+        }
+        event
+            .trace_context
+            .insert("traceparent".into(), "00-abc-def-01".into());
+        write.put_event(&event).expect("event");
+    }
+    write.commit().expect("commit");
+
+    let read = db.read().expect("read");
+    let all = read.events_from(1, usize::MAX).expect("events");
+    assert_eq!(all.len() as u64, COUNT);
+    for (i, event) in all.iter().enumerate() {
+        assert_eq!(event.seq, i as u64 + 1);
+        assert!(event.trace_context.is_empty());
+        let expected_block = event.seq % 2 == 0;
+        assert_eq!(
+            matches!(event.event, Some(v1::chain_event::Event::Block(_))),
+            expected_block
+        );
+    }
+    let page: Vec<u64> = read
+        .events_from(250, 10)
+        .expect("events")
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(page, (250..260).collect::<Vec<_>>());
+    let tail: Vec<u64> = read
+        .events_from(295, 100)
+        .expect("events")
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(tail, (295..=300).collect::<Vec<_>>());
+    assert!(read.events_from(301, 10).expect("events").is_empty());
+    assert!(read.events_from(1, 0).expect("events").is_empty());
+    let mut expected = mini_block_event(7);
+    expected.trace_context.clear();
+    assert_eq!(read.event(7).expect("event"), Some(expected));
+    assert_eq!(read.event(301).expect("event"), None);
+}
+
+#[test]
+fn blocks_are_found_by_number_and_hash() {
+    let (_dir, db) = open();
+    let txs: Vec<B256> = (1..=3).map(B256::with_last_byte).collect();
+    let genesis = block(0, vec![]);
+    let one = block(1, txs.clone());
+    let mut write = db.write().expect("write");
+    write.put_block(&genesis).expect("genesis");
+    write.put_block(&one).expect("block");
+    write.commit().expect("commit");
+
+    let read = db.read().expect("read");
+    assert_eq!(read.last_block_number().expect("last"), Some(1));
+    assert_eq!(
+        read.block_by_number(0).expect("block"),
+        Some(genesis.clone())
+    );
+    assert_eq!(read.block_by_number(1).expect("block"), Some(one.clone()));
+    assert_eq!(read.block_by_number(2).expect("block"), None);
+    assert_eq!(
+        read.block_number_by_hash(one.hash).expect("number"),
+        Some(1)
+    );
+    assert_eq!(
+        read.block_number_by_hash(genesis.hash).expect("number"),
+        Some(0)
+    );
+    assert_eq!(
+        read.block_number_by_hash(B256::repeat_byte(1))
+            .expect("number"),
+        None
+    );
+    assert_eq!(read.block_transaction_hashes(1).expect("txs"), txs);
+    assert!(read.block_transaction_hashes(0).expect("txs").is_empty());
+    assert_eq!(
+        StateView::block_hash(&read, 1).expect("hash"),
+        Some(one.hash)
+    );
+    assert_eq!(StateView::block_hash(&read, 5).expect("hash"), None);
+    drop(read);
+
+    // Replacing block 1 unlinks the old hash.
+    let mut other = block(1, vec![]);
+    other.header.timestamp += 1;
+    other.hash = other.header.hash_slow();
+    let mut write = db.write().expect("write");
+    write.put_block(&other).expect("block");
+    write.commit().expect("commit");
+    let read = db.read().expect("read");
+    assert_eq!(read.block_number_by_hash(one.hash).expect("number"), None);
+    assert_eq!(
+        read.block_number_by_hash(other.hash).expect("number"),
+        Some(1)
+    );
+    assert!(read.block_transaction_hashes(1).expect("txs").is_empty());
+    assert_eq!(read.block_by_number(1).expect("block"), Some(other));
+}
+
+#[test]
+fn transactions_and_receipts_round_trip() {
+    let (_dir, db) = open();
+    let hash = B256::repeat_byte(0x42);
+    let mut write = db.write().expect("write");
+    write
+        .put_transaction(hash, &stored_transaction(hash, 9))
+        .expect("tx");
+    write.put_receipt(&receipt(hash)).expect("receipt");
+    // Once the block is sealed, the stored transaction learns its block hash.
+    let mut stored = write.transaction(hash).expect("tx").expect("exists");
+    stored.block_hash = B256::repeat_byte(0x99).to_vec();
+    write.put_transaction(hash, &stored).expect("tx");
+    write.commit().expect("commit");
+
+    let read = db.read().expect("read");
+    assert_eq!(read.transaction(hash).expect("tx"), Some(stored));
+    assert_eq!(read.receipt(hash).expect("receipt"), Some(receipt(hash)));
+    let creation = Receipt {
+        contract_address: Some(Address::repeat_byte(5)),
+        to: None,
+        success: false,
+        logs: vec![],
+        ..receipt(B256::repeat_byte(0x43))
+    };
+    drop(read);
+    let mut write = db.write().expect("write");
+    write.put_receipt(&creation).expect("receipt");
+    write.commit().expect("commit");
+    let read = db.read().expect("read");
+    assert_eq!(
+        read.receipt(creation.tx_hash).expect("receipt"),
+        Some(creation)
+    );
+    assert_eq!(read.transaction(B256::ZERO).expect("tx"), None);
+    assert_eq!(read.receipt(B256::ZERO).expect("receipt"), None);
+}
+
+#[test]
+fn readers_see_a_snapshot_and_may_overlap_the_writer() {
+    let (_dir, db) = open();
+    let mut write = db.write().expect("write");
+    write.set_meta_u64("n", 1).expect("meta");
+    write.commit().expect("commit");
+
+    // A reader open on this thread while the writer works (as `match db.read()?.meta(..)?`
+    // with a write in an arm does).
+    let snapshot = db.read().expect("read");
+    let mut write = db.write().expect("write");
+    write.set_meta_u64("n", 2).expect("meta");
+    assert_eq!(snapshot.meta_u64("n").expect("meta"), Some(1));
+    write.commit().expect("commit");
+    assert_eq!(snapshot.meta_u64("n").expect("meta"), Some(1));
+    drop(snapshot);
+    assert_eq!(
+        db.read().expect("read").meta_u64("n").expect("meta"),
+        Some(2)
+    );
+}
+
+#[test]
+fn writers_from_many_threads_take_turns() {
+    let (_dir, db) = open();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                for _ in 0..25 {
+                    let mut write = db.write().expect("write");
+                    let n = write.meta_u64("counter").expect("meta").unwrap_or(0);
+                    write.set_meta_u64("counter", n + 1).expect("meta");
+                    write.commit().expect("commit");
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("join");
+    }
+    assert_eq!(
+        db.read().expect("read").meta_u64("counter").expect("meta"),
+        Some(100)
+    );
+}
+
+#[test]
+fn corrupt_values_are_reported_not_panicked_on() {
+    let (_dir, db) = open();
+    let mut write = db.write().expect("write");
+    write.set_meta("short", &[1, 2, 3]).expect("meta");
+    write.commit().expect("commit");
+    let read = db.read().expect("read");
+    assert!(matches!(
+        read.meta_u64("short"),
+        Err(StorageError::Decode { table: "Meta", .. })
+    ));
+}

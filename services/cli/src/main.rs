@@ -1,0 +1,125 @@
+//! `verity`: the operator CLI. Built: `devnet`. Not built yet: `keys`, `bench`, `governance`,
+//! `status`.
+
+use std::{io::Write as _, net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Parser, Subcommand};
+use verity_devnet::{Devnet, DevnetOptions};
+
+#[derive(Parser, Debug)]
+#[command(name = "verity", version, about = "Verity operator CLI")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a whole devnet on this machine: nats-server and every service. Ctrl-C stops it; run
+    /// again on the same --data-dir to resume the same chain.
+    Devnet(DevnetArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct DevnetArgs {
+    /// Where the chain, the logs and nats-server's store live.
+    #[arg(long, env = "VERITY_DEVNET_DIR", default_value = ".devnet")]
+    data_dir: PathBuf,
+    /// Chain id of a new chain (an existing chain keeps its own).
+    #[arg(long, env = "VERITY_CHAIN_ID", default_value_t = 31337)]
+    chain_id: u64,
+    /// JSON-RPC listen address.
+    #[arg(long, env = "VERITY_RPC_ADDR", default_value = "127.0.0.1:8545")]
+    rpc_addr: SocketAddr,
+    /// Mini-block interval in milliseconds.
+    #[arg(long, default_value_t = 10)]
+    mini_block_interval_ms: u64,
+    /// Block interval in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    block_interval_ms: u64,
+    /// OTLP/gRPC endpoint all services export traces to.
+    #[arg(long, env = "VERITY_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// Log filter of the services.
+    #[arg(long, env = "VERITY_LOG", default_value = "info")]
+    log_filter: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let telemetry = verity_telemetry::TelemetryArgs {
+        log_format: verity_telemetry::LogFormat::Text,
+        log_filter: "info".into(),
+        otlp_endpoint: None,
+        metrics_addr: None,
+    };
+    let _telemetry = verity_telemetry::init("verity", &telemetry).await?;
+    match cli.command {
+        Command::Devnet(args) => devnet(args).await,
+    }
+}
+
+async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
+    if args.chain_id == 0 {
+        anyhow::bail!("invalid --chain-id 0: must be a positive integer");
+    }
+    let mut options = DevnetOptions::new(&args.data_dir);
+    options.chain_id = args.chain_id;
+    options.rpc_addr = args.rpc_addr;
+    options.mini_block_interval_ms = args.mini_block_interval_ms;
+    options.block_interval_ms = args.block_interval_ms;
+    options.otlp_endpoint = args.otlp_endpoint;
+    options.log_filter = args.log_filter;
+    let mut net = Devnet::start(options).await?;
+
+    let data_dir = std::fs::canonicalize(net.data_dir()).unwrap_or_else(|_| net.data_dir().into());
+    let mut out = String::new();
+    out.push_str("\nVerity devnet is running.\n\n");
+    out.push_str(&format!("  RPC URL      {}\n", net.rpc_url()));
+    out.push_str(&format!("  Chain id     {}\n", net.chain_id()));
+    out.push_str(&format!("  Sequencer    {}\n", net.sequencer_address()));
+    out.push_str(&format!(
+        "  NATS         {}\n",
+        net.nats_url().unwrap_or_default()
+    ));
+    out.push_str(&format!("  Data         {}\n", data_dir.display()));
+    out.push_str(&format!(
+        "  Logs         {}\n\n",
+        data_dir.join("logs").display()
+    ));
+    out.push_str("Accounts (10000 ETH each; mnemonic \"test test test test test test test test test test test junk\"):\n");
+    for (i, account) in net.accounts().iter().enumerate() {
+        out.push_str(&format!(
+            "  ({i}) {}  {}\n",
+            account.address, account.private_key
+        ));
+    }
+    out.push_str("\nCtrl-C stops every service; run again to resume the same chain.\n");
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(out.as_bytes())?;
+    stdout.flush()?;
+    drop(stdout);
+
+    let shutdown = verity_telemetry::shutdown_signal();
+    tokio::pin!(shutdown);
+    let crashed = loop {
+        tokio::select! {
+            () = &mut shutdown => break None,
+            () = tokio::time::sleep(Duration::from_millis(500)) => {
+                if let Some(service) = net.exited() {
+                    break Some(service);
+                }
+            }
+        }
+    };
+    if let Some(service) = crashed {
+        tracing::error!(%service, log = %net.log_file(service).display(), "a service exited; stopping the devnet");
+    }
+    net.stop().await?;
+    tracing::info!("devnet stopped");
+    match crashed {
+        Some(service) => anyhow::bail!("{service} exited unexpectedly"),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,428 @@
+//! The `eth_*`, `net_*` and `web3_*` methods: each translates JSON-RPC parameters, asks ingress,
+//! a replica or the sequencer, and answers in the JSON shapes of alloy's RPC types.
+
+use alloy_consensus::{ReceiptEnvelope, ReceiptWithBloom, Transaction as _};
+use alloy_eips::{BlockId, BlockNumberOrTag};
+use alloy_primitives::{Address, B256, Bytes, U64, U256};
+use alloy_rpc_types_eth::{
+    Block, BlockTransactions, Header as RpcHeader, Log as RpcLog, Transaction as RpcTransaction,
+    TransactionReceipt, TransactionRequest,
+};
+use serde_json::{Value, json};
+use verity_primitives::{Receipt, Transaction};
+use verity_proto::{b256_from, u256_bytes, u256_from, v1};
+
+use crate::{
+    Backends,
+    jsonrpc::{
+        EXECUTION_REVERTED, METHOD_NOT_FOUND, RpcError, SERVER_ERROR, optional_param, param,
+    },
+};
+
+/// The priority fee the gateway suggests (the sequencer orders fairly, not by tip).
+pub const SUGGESTED_TIP: u128 = 1_000_000;
+
+fn to_value<T: serde::Serialize>(value: T) -> Result<Value, RpcError> {
+    serde_json::to_value(value).map_err(RpcError::internal)
+}
+
+fn from_status(status: tonic::Status) -> RpcError {
+    match status.code() {
+        tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss => {
+            RpcError::internal(status.message())
+        }
+        tonic::Code::InvalidArgument => RpcError::new(SERVER_ERROR, status.message()),
+        _ => RpcError::new(SERVER_ERROR, status.message()),
+    }
+}
+
+fn block_id_to_wire(id: Option<BlockId>) -> v1::BlockId {
+    let id = id.unwrap_or(BlockId::Number(BlockNumberOrTag::Latest));
+    let inner = match id {
+        BlockId::Hash(hash) => v1::block_id::Id::Hash(hash.block_hash.to_vec()),
+        BlockId::Number(number) => match number {
+            BlockNumberOrTag::Number(n) => v1::block_id::Id::Number(n),
+            BlockNumberOrTag::Latest => v1::block_id::Id::Tag(v1::BlockTag::Latest as i32),
+            BlockNumberOrTag::Pending => v1::block_id::Id::Tag(v1::BlockTag::Pending as i32),
+            BlockNumberOrTag::Earliest => v1::block_id::Id::Tag(v1::BlockTag::Earliest as i32),
+            BlockNumberOrTag::Safe => v1::block_id::Id::Tag(v1::BlockTag::Safe as i32),
+            BlockNumberOrTag::Finalized => v1::block_id::Id::Tag(v1::BlockTag::Finalized as i32),
+        },
+    };
+    v1::BlockId { id: Some(inner) }
+}
+
+fn wire_err(e: verity_proto::ConversionError) -> RpcError {
+    RpcError::internal(e)
+}
+
+/// Dispatches one call.
+pub async fn dispatch(
+    backends: &Backends,
+    method: &str,
+    params: &[Value],
+) -> Result<Value, RpcError> {
+    match method {
+        "web3_clientVersion" => Ok(json!(format!("verity/v{}/rust", env!("CARGO_PKG_VERSION")))),
+        "eth_chainId" => to_value(U64::from(backends.chain_id)),
+        "net_version" => Ok(json!(backends.chain_id.to_string())),
+        "eth_blockNumber" => {
+            let head = backends.head().await?;
+            to_value(U64::from(head.block_number))
+        }
+        "eth_gasPrice" => {
+            let head = backends.head().await?;
+            let base_fee = u256_from(&head.base_fee, "base_fee").map_err(wire_err)?;
+            to_value(base_fee + U256::from(SUGGESTED_TIP))
+        }
+        "eth_maxPriorityFeePerGas" => to_value(U256::from(SUGGESTED_TIP)),
+        "eth_getBalance" => {
+            let account = get_account(backends, params).await?;
+            to_value(u256_from(&account.balance, "balance").map_err(wire_err)?)
+        }
+        "eth_getTransactionCount" => get_transaction_count(backends, params).await,
+        "eth_getCode" => {
+            let address: Address = param(params, 0)?;
+            let block: Option<BlockId> = optional_param(params, 1)?;
+            let code = backends
+                .replica()
+                .get_code(v1::AccountRequest {
+                    address: address.to_vec(),
+                    block: Some(block_id_to_wire(block)),
+                })
+                .await
+                .map_err(from_status)?
+                .into_inner();
+            to_value(Bytes::from(code.code))
+        }
+        "eth_getStorageAt" => {
+            let address: Address = param(params, 0)?;
+            let slot: U256 = param(params, 1)?;
+            let block: Option<BlockId> = optional_param(params, 2)?;
+            let value = backends
+                .replica()
+                .get_storage(v1::StorageRequest {
+                    address: address.to_vec(),
+                    slot: u256_bytes(slot),
+                    block: Some(block_id_to_wire(block)),
+                })
+                .await
+                .map_err(from_status)?
+                .into_inner();
+            to_value(b256_from(&value.value, "value").map_err(wire_err)?)
+        }
+        "eth_sendRawTransaction" => {
+            let raw: Bytes = param(params, 0)?;
+            let response = backends
+                .ingress()
+                .submit(v1::SubmitRequest { raw: raw.to_vec() })
+                .await
+                .map_err(from_status)?
+                .into_inner();
+            to_value(b256_from(&response.tx_hash, "tx_hash").map_err(wire_err)?)
+        }
+        "eth_getTransactionByHash" => {
+            let hash: B256 = param(params, 0)?;
+            let response = backends
+                .replica()
+                .get_transaction(v1::TransactionRequest {
+                    hash: hash.to_vec(),
+                })
+                .await
+                .map_err(from_status)?
+                .into_inner();
+            match response.transaction {
+                Some(stored) if response.found => to_value(rpc_transaction(&stored)?),
+                _ => Ok(Value::Null),
+            }
+        }
+        "eth_getTransactionReceipt" => {
+            let hash: B256 = param(params, 0)?;
+            get_receipt(backends, hash).await
+        }
+        "eth_getBlockByNumber" => {
+            let number: BlockNumberOrTag = param(params, 0)?;
+            let full: Option<bool> = optional_param(params, 1)?;
+            get_block(backends, BlockId::Number(number), full.unwrap_or(false)).await
+        }
+        "eth_getBlockByHash" => {
+            let hash: B256 = param(params, 0)?;
+            let full: Option<bool> = optional_param(params, 1)?;
+            get_block(backends, BlockId::from(hash), full.unwrap_or(false)).await
+        }
+        "eth_call" => {
+            let request: TransactionRequest = param(params, 0)?;
+            let block: Option<BlockId> = optional_param(params, 1)?;
+            let outcome = call(backends, &request, block, false).await?;
+            to_value(Bytes::from(outcome.output))
+        }
+        "eth_estimateGas" => {
+            let request: TransactionRequest = param(params, 0)?;
+            let block: Option<BlockId> = optional_param(params, 1)?;
+            let outcome = call(backends, &request, block, true).await?;
+            to_value(U64::from(outcome.gas_used))
+        }
+        "eth_accounts" => Ok(json!([])),
+        _ => Err(RpcError::new(
+            METHOD_NOT_FOUND,
+            format!("the method {method} does not exist/is not available"),
+        )),
+    }
+}
+
+async fn get_account(
+    backends: &Backends,
+    params: &[Value],
+) -> Result<v1::AccountResponse, RpcError> {
+    let address: Address = param(params, 0)?;
+    let block: Option<BlockId> = optional_param(params, 1)?;
+    Ok(backends
+        .replica()
+        .get_account(v1::AccountRequest {
+            address: address.to_vec(),
+            block: Some(block_id_to_wire(block)),
+        })
+        .await
+        .map_err(from_status)?
+        .into_inner())
+}
+
+async fn get_transaction_count(backends: &Backends, params: &[Value]) -> Result<Value, RpcError> {
+    let address: Address = param(params, 0)?;
+    let block: Option<BlockId> = optional_param(params, 1)?;
+    if matches!(block, Some(BlockId::Number(BlockNumberOrTag::Pending))) {
+        // Only the sequencer knows the transactions waiting in its mempool.
+        let state = backends
+            .sequencer()
+            .get_account(v1::GetAccountRequest {
+                address: address.to_vec(),
+            })
+            .await
+            .map_err(from_status)?
+            .into_inner();
+        return to_value(U64::from(state.pending_nonce));
+    }
+    let account = get_account(backends, params).await?;
+    to_value(U64::from(account.nonce))
+}
+
+fn decode_stored(
+    stored: &v1::StoredTransaction,
+) -> Result<(Transaction, Option<B256>, u64), RpcError> {
+    let wire = stored
+        .transaction
+        .as_ref()
+        .ok_or_else(|| RpcError::internal("stored transaction without body"))?;
+    let tx = Transaction::try_from(wire).map_err(wire_err)?;
+    let block_hash = if stored.block_hash.is_empty() {
+        None
+    } else {
+        Some(b256_from(&stored.block_hash, "block_hash").map_err(wire_err)?)
+    };
+    let base_fee = u256_from(&stored.base_fee, "base_fee")
+        .map_err(wire_err)?
+        .saturating_to::<u64>();
+    Ok((tx, block_hash, base_fee))
+}
+
+/// A transaction in the RPC shape. Until its block is sealed it is reported as pending (no
+/// block hash, number or index), as a node reports a transaction in its pool.
+fn rpc_transaction(stored: &v1::StoredTransaction) -> Result<RpcTransaction, RpcError> {
+    let (tx, block_hash, base_fee) = decode_stored(stored)?;
+    let sealed = block_hash.is_some();
+    let effective = tx.effective_gas_price(Some(base_fee));
+    Ok(RpcTransaction {
+        inner: tx,
+        block_hash,
+        block_number: sealed.then_some(stored.block_number),
+        transaction_index: sealed.then_some(stored.index),
+        effective_gas_price: sealed.then_some(effective),
+        block_timestamp: None,
+    })
+}
+
+async fn get_receipt(backends: &Backends, hash: B256) -> Result<Value, RpcError> {
+    let response = backends
+        .replica()
+        .get_receipt(v1::TransactionRequest {
+            hash: hash.to_vec(),
+        })
+        .await
+        .map_err(from_status)?
+        .into_inner();
+    let (Some(stored), Some(receipt)) = (response.transaction, response.receipt) else {
+        return Ok(Value::Null);
+    };
+    if !response.found || stored.block_hash.is_empty() {
+        // Executed in a mini-block, but its block is not sealed yet.
+        return Ok(Value::Null);
+    }
+    let receipt = Receipt::try_from(&receipt).map_err(wire_err)?;
+    let block_hash = b256_from(&stored.block_hash, "block_hash").map_err(wire_err)?;
+    let logs = receipt
+        .logs
+        .iter()
+        .enumerate()
+        .map(|(i, log)| RpcLog {
+            inner: log.clone(),
+            block_hash: Some(block_hash),
+            block_number: Some(stored.block_number),
+            block_timestamp: None,
+            transaction_hash: Some(receipt.tx_hash),
+            transaction_index: Some(stored.index),
+            log_index: Some(response.first_log_index + i as u64),
+            removed: false,
+        })
+        .collect();
+    let consensus = alloy_consensus::Receipt {
+        status: alloy_consensus::Eip658Value::Eip658(receipt.success),
+        cumulative_gas_used: receipt.cumulative_gas_used,
+        logs,
+    };
+    let rpc = TransactionReceipt {
+        inner: ReceiptEnvelope::from_typed(
+            receipt.tx_type,
+            ReceiptWithBloom::new(consensus, receipt.bloom()),
+        ),
+        transaction_hash: receipt.tx_hash,
+        transaction_index: Some(stored.index),
+        block_hash: Some(block_hash),
+        block_number: Some(stored.block_number),
+        gas_used: receipt.gas_used,
+        effective_gas_price: receipt.effective_gas_price,
+        blob_gas_used: None,
+        blob_gas_price: None,
+        from: receipt.from,
+        to: receipt.to,
+        contract_address: receipt.contract_address,
+    };
+    to_value(rpc)
+}
+
+async fn get_block(backends: &Backends, id: BlockId, full: bool) -> Result<Value, RpcError> {
+    let response = backends
+        .replica()
+        .get_block(v1::BlockRequest {
+            block: Some(block_id_to_wire(Some(id))),
+        })
+        .await
+        .map_err(from_status)?
+        .into_inner();
+    let Some(wire) = response.block.filter(|_| response.found) else {
+        return Ok(Value::Null);
+    };
+    let block = verity_primitives::Block::try_from(&wire).map_err(wire_err)?;
+    let size = alloy_rlp_len(&block);
+    let transactions = if full {
+        BlockTransactions::Full(
+            response
+                .transactions
+                .iter()
+                .map(rpc_transaction)
+                .collect::<Result<Vec<_>, _>>()?,
+        )
+    } else {
+        BlockTransactions::Hashes(block.transaction_hashes.clone())
+    };
+    let rpc: Block = Block {
+        header: RpcHeader {
+            hash: block.hash,
+            inner: block.header,
+            total_difficulty: Some(U256::ZERO),
+            size: Some(U256::from(size)),
+        },
+        uncles: Vec::new(),
+        transactions,
+        withdrawals: None,
+    };
+    to_value(rpc)
+}
+
+fn alloy_rlp_len(block: &verity_primitives::Block) -> usize {
+    block.header_size()
+}
+
+async fn call(
+    backends: &Backends,
+    request: &TransactionRequest,
+    block: Option<BlockId>,
+    estimate_gas: bool,
+) -> Result<v1::CallResponse, RpcError> {
+    let to = match request.to {
+        Some(alloy_primitives::TxKind::Call(to)) => to.to_vec(),
+        _ => Vec::new(),
+    };
+    let gas_price = request.gas_price.or(request.max_fee_per_gas);
+    let wire = v1::CallRequest {
+        from: request.from.map(|a| a.to_vec()).unwrap_or_default(),
+        to,
+        data: request
+            .input
+            .input()
+            .map(|d| d.to_vec())
+            .unwrap_or_default(),
+        value: request.value.map(u256_bytes).unwrap_or_default(),
+        gas: request.gas.unwrap_or(0),
+        gas_price: gas_price
+            .map(|p| u256_bytes(U256::from(p)))
+            .unwrap_or_default(),
+        block: Some(block_id_to_wire(block)),
+        estimate_gas,
+    };
+    let response = backends
+        .replica()
+        .call(wire)
+        .await
+        .map_err(from_status)?
+        .into_inner();
+    if response.success {
+        return Ok(response);
+    }
+    if response.reverted {
+        let data = Bytes::from(response.output.clone());
+        let message = match decode_revert_reason(&data) {
+            Some(reason) => format!("execution reverted: {reason}"),
+            None => "execution reverted".to_string(),
+        };
+        return Err(RpcError {
+            code: EXECUTION_REVERTED,
+            message,
+            data: Some(json!(data)),
+        });
+    }
+    let message = if response.error.is_empty() {
+        "execution failed".to_string()
+    } else {
+        response.error
+    };
+    Err(RpcError::new(SERVER_ERROR, message))
+}
+
+/// Decodes `Error(string)` revert data (selector 0x08c379a0) into its reason.
+pub fn decode_revert_reason(data: &[u8]) -> Option<String> {
+    let body = data.strip_prefix(&[0x08, 0xc3, 0x79, 0xa0])?;
+    let offset = usize::try_from(U256::from_be_slice(body.get(..32)?)).ok()?;
+    let len_word = body.get(offset..offset + 32)?;
+    let len = usize::try_from(U256::from_be_slice(len_word)).ok()?;
+    let text = body.get(offset + 32..offset + 32 + len)?;
+    String::from_utf8(text.to_vec()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_solidity_error_string_is_decoded() {
+        // Error("nope")
+        let data = alloy_primitives::hex::decode(
+            "08c379a0\
+             0000000000000000000000000000000000000000000000000000000000000020\
+             0000000000000000000000000000000000000000000000000000000000000004\
+             6e6f706500000000000000000000000000000000000000000000000000000000",
+        )
+        .expect("hex");
+        assert_eq!(decode_revert_reason(&data).as_deref(), Some("nope"));
+        assert_eq!(decode_revert_reason(&[1, 2, 3]), None);
+    }
+}

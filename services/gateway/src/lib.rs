@@ -1,0 +1,305 @@
+//! Verity gateway: Ethereum JSON-RPC 2.0 over HTTP for ordinary Ethereum tooling.
+//!
+//! Writes (`eth_sendRawTransaction`) go to ingress; reads go to a replica; `pending` nonces come
+//! from the sequencer, the only one that knows its mempool. The gateway keeps no state and
+//! scales horizontally. Method coverage is listed in `docs/json-rpc.md`.
+
+pub mod eth;
+pub mod jsonrpc;
+
+use std::{future::Future, net::SocketAddr, time::Duration};
+
+use anyhow::Context as _;
+use axum::{
+    Router,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde_json::Value;
+use tonic::transport::Channel;
+use tracing::Instrument as _;
+use verity_proto::v1;
+use verity_server::ServerArgs;
+use verity_telemetry::TelemetryArgs;
+
+use jsonrpc::{PARSE_ERROR, RpcError};
+
+/// Default gRPC (health) port of the gateway.
+pub const DEFAULT_GRPC_PORT: u16 = 7600;
+/// Largest accepted request body.
+const MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
+
+/// `verity-gateway` flags.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(
+    name = "verity-gateway",
+    version,
+    about = "Verity gateway: Ethereum JSON-RPC"
+)]
+pub struct Config {
+    /// Address of the JSON-RPC HTTP server.
+    #[arg(long, env = "VERITY_HTTP_ADDR", default_value = "127.0.0.1:8545")]
+    pub http_addr: SocketAddr,
+    /// gRPC URL of ingress (writes).
+    #[arg(
+        long,
+        env = "VERITY_INGRESS_URL",
+        default_value = "http://127.0.0.1:7200"
+    )]
+    pub ingress_url: String,
+    /// gRPC URL of a replica (reads).
+    #[arg(
+        long,
+        env = "VERITY_REPLICA_URL",
+        default_value = "http://127.0.0.1:7300"
+    )]
+    pub replica_url: String,
+    /// gRPC URL of the sequencer (pending nonces).
+    #[arg(
+        long,
+        env = "VERITY_SEQUENCER_URL",
+        default_value = "http://127.0.0.1:7100"
+    )]
+    pub sequencer_url: String,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub telemetry: TelemetryArgs,
+}
+
+use verity_telemetry::TracedChannel as Traced;
+
+/// Clients of the services behind the gateway.
+#[derive(Debug, Clone)]
+pub struct Backends {
+    ingress: v1::ingress_client::IngressClient<Traced>,
+    replica: v1::replica_client::ReplicaClient<Traced>,
+    sequencer: v1::sequencer_client::SequencerClient<Traced>,
+    /// The chain id (fixed by genesis).
+    pub chain_id: u64,
+}
+
+impl Backends {
+    /// Ingress client.
+    pub fn ingress(&self) -> v1::ingress_client::IngressClient<Traced> {
+        self.ingress.clone()
+    }
+
+    /// Replica client.
+    pub fn replica(&self) -> v1::replica_client::ReplicaClient<Traced> {
+        self.replica.clone()
+    }
+
+    /// Sequencer client.
+    pub fn sequencer(&self) -> v1::sequencer_client::SequencerClient<Traced> {
+        self.sequencer.clone()
+    }
+
+    /// The replica's head.
+    pub async fn head(&self) -> Result<v1::ReplicaHead, RpcError> {
+        self.replica()
+            .get_head(v1::GetHeadRequest {})
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| RpcError::internal(format!("replica: {}", s.message())))
+    }
+}
+
+fn channel(flag: &str, url: &str) -> anyhow::Result<Traced> {
+    let channel = Channel::from_shared(url.to_string())
+        .map_err(|e| anyhow::anyhow!("invalid {flag} {url:?}: {e}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .connect_lazy();
+    Ok(verity_telemetry::traced(channel))
+}
+
+/// A gateway connected to its backends.
+#[derive(Debug)]
+pub struct Gateway {
+    config: Config,
+    backends: Backends,
+}
+
+impl Gateway {
+    /// Validates the configuration and learns the chain id from the replica (waiting up to a
+    /// minute for it).
+    pub async fn connect(config: Config) -> anyhow::Result<Self> {
+        let ingress =
+            v1::ingress_client::IngressClient::new(channel("--ingress-url", &config.ingress_url)?);
+        let replica =
+            v1::replica_client::ReplicaClient::new(channel("--replica-url", &config.replica_url)?)
+                .max_decoding_message_size(64 * 1024 * 1024);
+        let sequencer = v1::sequencer_client::SequencerClient::new(channel(
+            "--sequencer-url",
+            &config.sequencer_url,
+        )?);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let head = loop {
+            match replica.clone().get_head(v1::GetHeadRequest {}).await {
+                Ok(head) => break head.into_inner(),
+                Err(status) if tokio::time::Instant::now() < deadline => {
+                    tracing::info!(%status, url = %config.replica_url, "waiting for the replica");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(status) => {
+                    anyhow::bail!(
+                        "replica at --replica-url {} is unreachable: {status}",
+                        config.replica_url
+                    )
+                }
+            }
+        };
+        Ok(Self {
+            backends: Backends {
+                ingress,
+                replica,
+                sequencer,
+                chain_id: head.chain_id,
+            },
+            config,
+        })
+    }
+
+    /// Serves JSON-RPC (and gRPC health) until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let http = tokio::net::TcpListener::bind(self.config.http_addr)
+            .await
+            .with_context(|| format!("cannot listen on --http-addr {}", self.config.http_addr))?;
+        let http_addr = http.local_addr()?;
+        let grpc = verity_server::bind(self.config.server.grpc_addr_or(DEFAULT_GRPC_PORT)).await?;
+        let grpc_addr = verity_server::local_addr(&grpc);
+        let app = router(self.backends.clone());
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let grpc_server = tokio::spawn({
+            let mut stop = stop_rx.clone();
+            verity_server::serve_grpc(tonic::service::Routes::default(), &[], grpc, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+        });
+        verity_server::write_ready_file(
+            self.config.server.ready_file.as_deref(),
+            &[
+                ("http", http_addr.to_string()),
+                ("grpc", grpc_addr.to_string()),
+            ],
+        )?;
+        tracing::info!(%http_addr, %grpc_addr, "gateway serving JSON-RPC");
+        let mut stop = stop_rx;
+        axum::serve(http, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await?;
+        grpc_server.await??;
+        tracing::info!("gateway stopped");
+        Ok(())
+    }
+}
+
+/// The HTTP routes: JSON-RPC on `/`, liveness on `/health`.
+pub fn router(backends: Backends) -> Router {
+    Router::new()
+        .route("/", post(handle_http))
+        .route("/health", get(|| async { "ok" }))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(backends)
+}
+
+async fn handle_http(
+    State(backends): State<Backends>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let span = tracing::info_span!("gateway.request", method = tracing::field::Empty);
+    verity_telemetry::link_http_parent(&headers, &span);
+    let response = handle_body(&backends, &body, &span)
+        .instrument(span.clone())
+        .await;
+    match response {
+        Some(value) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            value.to_string(),
+        )
+            .into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+/// Answers a request body: one call or a batch. `None` when nothing is to be sent back (only
+/// notifications).
+pub async fn handle_body(backends: &Backends, body: &[u8], span: &tracing::Span) -> Option<Value> {
+    let parsed: Value = match serde_json::from_slice(body) {
+        Ok(value) => value,
+        Err(e) => {
+            return Some(jsonrpc::response(
+                Value::Null,
+                Err(RpcError::new(PARSE_ERROR, format!("parse error: {e}"))),
+            ));
+        }
+    };
+    match parsed {
+        Value::Array(calls) if calls.is_empty() => Some(jsonrpc::response(
+            Value::Null,
+            Err(RpcError::new(jsonrpc::INVALID_REQUEST, "empty batch")),
+        )),
+        Value::Array(calls) => {
+            let answers = futures::future::join_all(
+                calls.into_iter().map(|c| handle_call(backends, c, None)),
+            )
+            .await;
+            let answers: Vec<Value> = answers.into_iter().flatten().collect();
+            (!answers.is_empty()).then_some(Value::Array(answers))
+        }
+        single => handle_call(backends, single, Some(span)).await,
+    }
+}
+
+async fn handle_call(
+    backends: &Backends,
+    value: Value,
+    span: Option<&tracing::Span>,
+) -> Option<Value> {
+    let call = match jsonrpc::parse_call(value) {
+        Ok(call) => call,
+        Err(response) => return Some(response),
+    };
+    if let Some(span) = span {
+        span.record("method", call.method.as_str());
+    }
+    let started = std::time::Instant::now();
+    let result = eth::dispatch(backends, &call.method, &call.params).await;
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    metrics::histogram!("verity_gateway_request_seconds", "method" => method_label(&call.method), "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
+    if let Err(error) = &result {
+        tracing::debug!(method = %call.method, %error, "request failed");
+    }
+    call.id.map(|id| jsonrpc::response(id, result))
+}
+
+/// Bounds the metric label set to known method names.
+fn method_label(method: &str) -> String {
+    if method.len() <= 48
+        && method
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    {
+        method.to_string()
+    } else {
+        "invalid".to_string()
+    }
+}

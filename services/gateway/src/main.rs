@@ -1,0 +1,12 @@
+//! `verity-gateway`: wiring only; the logic is in the library.
+
+use clap::Parser;
+use verity_gateway::{Config, Gateway};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    let _telemetry = verity_telemetry::init("gateway", &config.telemetry).await?;
+    let gateway = Gateway::connect(config).await?;
+    gateway.serve(verity_telemetry::shutdown_signal()).await
+}

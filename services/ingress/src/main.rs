@@ -1,0 +1,12 @@
+//! `verity-ingress`: wiring only; the logic is in the library.
+
+use clap::Parser;
+use verity_ingress::{Config, Ingress};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    let _telemetry = verity_telemetry::init("ingress", &config.telemetry).await?;
+    let ingress = Ingress::connect(config).await?;
+    ingress.serve(verity_telemetry::shutdown_signal()).await
+}

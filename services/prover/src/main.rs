@@ -1,0 +1,12 @@
+//! `verity-prover`: wiring only; the logic is in the library.
+
+use clap::Parser;
+use verity_prover::{Config, Prover};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    let _telemetry = verity_telemetry::init("prover", &config.telemetry).await?;
+    let prover = Prover::connect(config).await?;
+    prover.serve(verity_telemetry::shutdown_signal()).await
+}

@@ -1,0 +1,12 @@
+//! `verity-publisher`: wiring only; the logic is in the library.
+
+use clap::Parser;
+use verity_publisher::{Config, Publisher};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    let _telemetry = verity_telemetry::init("publisher", &config.telemetry).await?;
+    let publisher = Publisher::connect(config).await?;
+    publisher.run(verity_telemetry::shutdown_signal()).await
+}

@@ -1,0 +1,247 @@
+//! Applying the chain stream to the replica's own state, without executing any transaction.
+//!
+//! Each event is checked (sequencer signature over the hash, hash over the contents, and its
+//! place in the chain: sequence, mini-block number and parent hash), then applied in one MDBX
+//! transaction together with the replica's position, so a crash at any point leaves either the
+//! whole event applied or none of it, and redelivered events are recognised and skipped.
+
+use alloy_primitives::{Address, B256};
+use verity_primitives::{Block, ChainEvent, ChainEventKind, ChainSpec, MiniBlock, genesis_diff};
+use verity_proto::v1;
+use verity_storage::{Database, StorageError};
+
+/// Meta keys of the replica's position.
+pub mod meta {
+    /// Hash of the genesis the database was initialised with.
+    pub const GENESIS_HASH: &str = "genesis_hash";
+    /// Last applied event sequence.
+    pub const LAST_SEQ: &str = "last_seq";
+    /// Number of the next mini-block expected.
+    pub const NEXT_MINI_BLOCK: &str = "next_mini_block";
+    /// Hash of the last applied mini-block.
+    pub const LAST_MINI_HASH: &str = "last_mini_hash";
+    /// Transactions applied so far in the block being built.
+    pub const OPEN_BLOCK_TXS: &str = "open_block_txs";
+}
+
+/// Why an event was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Storage failed.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// The event is not valid: wrong signer, wrong hash, or not the next link of the chain. The
+    /// replica refuses it and everything after it.
+    #[error("refused event {seq}: {reason}")]
+    Invalid {
+        /// Event sequence.
+        seq: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The database belongs to another chain.
+    #[error(
+        "the data directory holds the chain with genesis {stored}, but --genesis describes {configured}"
+    )]
+    GenesisMismatch {
+        /// Stored genesis hash.
+        stored: B256,
+        /// Configured genesis hash.
+        configured: B256,
+    },
+}
+
+/// What applying one event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The event was applied.
+    Applied,
+    /// The event was applied before (a redelivery) and skipped.
+    AlreadyApplied,
+}
+
+/// Initialises genesis in an empty database, or checks that the stored one matches.
+pub fn init_genesis(db: &Database, spec: &ChainSpec) -> Result<(), ApplyError> {
+    match db.read()?.meta(meta::GENESIS_HASH)? {
+        Some(stored) => {
+            let stored = B256::try_from(stored.as_slice()).unwrap_or_default();
+            if stored != spec.genesis_hash {
+                return Err(ApplyError::GenesisMismatch {
+                    stored,
+                    configured: spec.genesis_hash,
+                });
+            }
+            Ok(())
+        }
+        None => {
+            let mut write = db.write()?;
+            write.apply_diff(&genesis_diff(&spec.genesis))?;
+            write.put_block(&Block {
+                header: spec.genesis_header.clone(),
+                hash: spec.genesis_hash,
+                first_mini_block: 0,
+                mini_block_count: 0,
+                transaction_hashes: Vec::new(),
+                signature: verity_primitives::UNSIGNED,
+            })?;
+            write.set_meta(meta::GENESIS_HASH, spec.genesis_hash.as_slice())?;
+            write.set_meta_u64(meta::LAST_SEQ, 0)?;
+            write.set_meta_u64(meta::NEXT_MINI_BLOCK, 0)?;
+            write.set_meta(meta::LAST_MINI_HASH, B256::ZERO.as_slice())?;
+            write.set_meta_u64(meta::OPEN_BLOCK_TXS, 0)?;
+            write.commit()?;
+            Ok(())
+        }
+    }
+}
+
+/// The last applied event sequence.
+pub fn last_seq(db: &Database) -> Result<u64, StorageError> {
+    Ok(db.read()?.meta_u64(meta::LAST_SEQ)?.unwrap_or(0))
+}
+
+/// Checks and applies one event received at stream position `seq`.
+pub fn apply_event(
+    db: &Database,
+    sequencer: Address,
+    wire: &v1::ChainEvent,
+) -> Result<Applied, ApplyError> {
+    let seq = wire.seq;
+    let invalid = |reason: String| ApplyError::Invalid { seq, reason };
+    let read = db.read()?;
+    let last = read.meta_u64(meta::LAST_SEQ)?.unwrap_or(0);
+    if seq <= last {
+        return Ok(Applied::AlreadyApplied);
+    }
+    if seq != last + 1 {
+        return Err(invalid(format!("expected event {} next", last + 1)));
+    }
+    let event = ChainEvent::try_from(wire).map_err(|e| invalid(e.to_string()))?;
+    event
+        .verify(sequencer)
+        .map_err(|e| invalid(e.to_string()))?;
+    let next_mini = read.meta_u64(meta::NEXT_MINI_BLOCK)?.unwrap_or(0);
+    let last_mini_hash = read
+        .meta(meta::LAST_MINI_HASH)?
+        .and_then(|b| B256::try_from(b.as_slice()).ok())
+        .unwrap_or_default();
+    let open_txs = read.meta_u64(meta::OPEN_BLOCK_TXS)?.unwrap_or(0);
+    let head_number = read.last_block_number()?.unwrap_or(0);
+    let head = read
+        .block_by_number(head_number)?
+        .ok_or_else(|| invalid(format!("block {head_number} missing locally")))?;
+    drop(read);
+
+    let mut write = db.write()?;
+    match &event.kind {
+        ChainEventKind::MiniBlock(mini) => {
+            check_mini_block(mini, next_mini, last_mini_hash, head_number).map_err(invalid)?;
+            write.apply_diff(&mini.diff)?;
+            let base_fee = verity_proto::u256_bytes(alloy_primitives::U256::from(mini.base_fee));
+            for (i, (tx, receipt)) in mini.transactions.iter().zip(&mini.receipts).enumerate() {
+                write.put_transaction(
+                    *tx.tx_hash(),
+                    &v1::StoredTransaction {
+                        transaction: Some(tx.into()),
+                        block_number: mini.block_number,
+                        block_hash: Vec::new(),
+                        index: open_txs + i as u64,
+                        base_fee: base_fee.clone(),
+                    },
+                )?;
+                write.put_receipt(receipt)?;
+            }
+            write.set_meta_u64(meta::NEXT_MINI_BLOCK, mini.number + 1)?;
+            write.set_meta(meta::LAST_MINI_HASH, mini.hash.as_slice())?;
+            write.set_meta_u64(
+                meta::OPEN_BLOCK_TXS,
+                open_txs + mini.transactions.len() as u64,
+            )?;
+        }
+        ChainEventKind::Block(block) => {
+            check_block(block, &head, next_mini, last_mini_hash, open_txs).map_err(invalid)?;
+            write.put_block(block)?;
+            // Transactions learn their block hash now that it exists.
+            for hash in &block.transaction_hashes {
+                if let Some(mut stored) = write.transaction(*hash)? {
+                    stored.block_hash = block.hash.to_vec();
+                    write.put_transaction(*hash, &stored)?;
+                }
+            }
+            write.set_meta_u64(meta::OPEN_BLOCK_TXS, 0)?;
+        }
+    }
+    write.set_meta_u64(meta::LAST_SEQ, seq)?;
+    write.commit()?;
+    Ok(Applied::Applied)
+}
+
+fn check_mini_block(
+    mini: &MiniBlock,
+    next_mini: u64,
+    last_mini_hash: B256,
+    head_number: u64,
+) -> Result<(), String> {
+    if mini.number != next_mini {
+        return Err(format!(
+            "mini-block {} where {next_mini} was due",
+            mini.number
+        ));
+    }
+    if mini.parent_hash != last_mini_hash {
+        return Err(format!(
+            "mini-block parent {} is not the last mini-block {last_mini_hash}",
+            mini.parent_hash
+        ));
+    }
+    if mini.block_number != head_number + 1 {
+        return Err(format!(
+            "mini-block of block {} while block {} is being built",
+            mini.block_number,
+            head_number + 1
+        ));
+    }
+    Ok(())
+}
+
+fn check_block(
+    block: &Block,
+    head: &Block,
+    next_mini: u64,
+    last_mini_hash: B256,
+    open_txs: u64,
+) -> Result<(), String> {
+    if block.number() != head.number() + 1 {
+        return Err(format!(
+            "block {} after block {}",
+            block.number(),
+            head.number()
+        ));
+    }
+    if block.header.parent_hash != head.hash {
+        return Err(format!(
+            "block parent {} is not block {} ({})",
+            block.header.parent_hash,
+            head.number(),
+            head.hash
+        ));
+    }
+    if block.first_mini_block + block.mini_block_count != next_mini {
+        return Err(format!(
+            "block seals mini-blocks {}..{} but {} were applied",
+            block.first_mini_block,
+            block.first_mini_block + block.mini_block_count,
+            next_mini
+        ));
+    }
+    if block.header.mix_hash != last_mini_hash {
+        return Err("block does not seal the last applied mini-block".into());
+    }
+    if block.transaction_hashes.len() as u64 != open_txs {
+        return Err(format!(
+            "block lists {} transactions, {open_txs} were applied",
+            block.transaction_hashes.len()
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,411 @@
+//! The replica's gRPC read API, served from its own MDBX state. `call` runs on revm over that
+//! state; nothing is ever written by a read.
+//!
+//! This replica keeps the latest state only: reads for `latest`/`pending` (or the head block's
+//! number) are served; older blocks' state is refused with a clear error until historical state
+//! (change sets) is built.
+
+use std::sync::Arc;
+
+use alloy_primitives::{Address, B256, Bytes, U256};
+use tonic::{Request, Response, Status};
+use verity_execution::{BlockEnvSpec, CallRequest};
+use verity_primitives::ChainSpec;
+use verity_proto::{address_from, b256_from, opt_address_from, u256_bytes, u256_from, v1};
+use verity_storage::{Database, ReadTx, StorageError};
+
+use crate::apply::meta;
+
+/// The query service.
+#[derive(Debug, Clone)]
+pub struct QueryService {
+    db: Database,
+    spec: Arc<ChainSpec>,
+}
+
+impl QueryService {
+    /// Serves reads from `db`.
+    pub fn new(db: Database, spec: Arc<ChainSpec>) -> Self {
+        Self { db, spec }
+    }
+
+    async fn with_read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ReadTx<'_>, &ChainSpec) -> Result<T, Status> + Send + 'static,
+    ) -> Result<T, Status> {
+        let db = self.db.clone();
+        let spec = self.spec.clone();
+        tokio::task::spawn_blocking(move || {
+            let read = db.read().map_err(storage)?;
+            f(&read, &spec)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+    }
+}
+
+fn storage(error: StorageError) -> Status {
+    Status::internal(format!("storage: {error}"))
+}
+
+/// The head block number (newest sealed block).
+fn head_number(read: &ReadTx<'_>) -> Result<u64, Status> {
+    Ok(read.last_block_number().map_err(storage)?.unwrap_or(0))
+}
+
+/// Resolves a block id to a sealed block number, if that block exists.
+fn resolve_block(read: &ReadTx<'_>, id: Option<&v1::BlockId>) -> Result<Option<u64>, Status> {
+    let head = head_number(read)?;
+    let Some(id) = id.and_then(|i| i.id.as_ref()) else {
+        return Ok(Some(head));
+    };
+    Ok(match id {
+        v1::block_id::Id::Number(n) => (*n <= head).then_some(*n),
+        v1::block_id::Id::Hash(h) => read
+            .block_number_by_hash(b256_from(h, "block.hash")?)
+            .map_err(storage)?,
+        v1::block_id::Id::Tag(tag) => match v1::BlockTag::try_from(*tag) {
+            Ok(v1::BlockTag::Earliest) => Some(0),
+            Ok(v1::BlockTag::Safe | v1::BlockTag::Finalized) => {
+                return Err(Status::unimplemented(
+                    "block tags safe and finalized need proof verification, which is not built yet",
+                ));
+            }
+            _ => Some(head),
+        },
+    })
+}
+
+/// Checks that a state read asks for the latest state, the only one kept.
+fn require_latest_state(read: &ReadTx<'_>, id: Option<&v1::BlockId>) -> Result<(), Status> {
+    let head = head_number(read)?;
+    let latest = match id.and_then(|i| i.id.as_ref()) {
+        None => true,
+        Some(v1::block_id::Id::Tag(tag)) => matches!(
+            v1::BlockTag::try_from(*tag),
+            Ok(v1::BlockTag::Latest | v1::BlockTag::Pending | v1::BlockTag::Unspecified)
+        ),
+        Some(v1::block_id::Id::Number(n)) => *n >= head,
+        Some(v1::block_id::Id::Hash(h)) => read
+            .block_number_by_hash(b256_from(h, "block.hash")?)
+            .map_err(storage)?
+            .is_some_and(|n| n == head),
+    };
+    if latest {
+        Ok(())
+    } else {
+        Err(Status::failed_precondition(
+            "historical state is not available: this replica keeps the latest state only",
+        ))
+    }
+}
+
+/// The environment of the block being built: what `latest` calls execute in.
+fn pending_env(read: &ReadTx<'_>, spec: &ChainSpec) -> Result<BlockEnvSpec, Status> {
+    let number = head_number(read)?;
+    let head = read
+        .block_by_number(number)
+        .map_err(storage)?
+        .ok_or_else(|| Status::internal("head block missing"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Ok(BlockEnvSpec {
+        chain_id: spec.chain_id(),
+        number: number + 1,
+        timestamp: now.max(head.header.timestamp + 1),
+        base_fee: next_base_fee(spec, &head.header),
+        gas_limit: spec.gas_limit(),
+        beneficiary: head.header.beneficiary,
+    })
+}
+
+fn next_base_fee(spec: &ChainSpec, header: &verity_primitives::Header) -> u64 {
+    header
+        .next_block_base_fee(spec.base_fee_params())
+        .unwrap_or_else(|| spec.initial_base_fee())
+}
+
+fn block_response(read: &ReadTx<'_>, number: u64) -> Result<v1::BlockResponse, Status> {
+    let Some(block) = read.block_by_number(number).map_err(storage)? else {
+        return Ok(v1::BlockResponse::default());
+    };
+    let mut transactions = Vec::with_capacity(block.transaction_hashes.len());
+    for hash in &block.transaction_hashes {
+        if let Some(tx) = read.transaction(*hash).map_err(storage)? {
+            transactions.push(tx);
+        }
+    }
+    Ok(v1::BlockResponse {
+        found: true,
+        block: Some((&block).into()),
+        transactions,
+    })
+}
+
+/// Index of the first log of `tx` within its block.
+fn first_log_index(read: &ReadTx<'_>, stored: &v1::StoredTransaction) -> Result<u64, Status> {
+    let hashes = read
+        .block_transaction_hashes(stored.block_number)
+        .map_err(storage)?;
+    let mut index = 0u64;
+    for hash in hashes.iter().take(stored.index as usize) {
+        if let Some(receipt) = read.receipt(*hash).map_err(storage)? {
+            index += receipt.logs.len() as u64;
+        }
+    }
+    Ok(index)
+}
+
+fn topic_matches(filter: &[v1::TopicFilter], topics: &[B256]) -> bool {
+    filter.iter().enumerate().all(|(i, f)| {
+        f.values.is_empty()
+            || topics
+                .get(i)
+                .is_some_and(|t| f.values.iter().any(|v| v.as_slice() == t.as_slice()))
+    })
+}
+
+#[tonic::async_trait]
+impl v1::replica_server::Replica for QueryService {
+    async fn get_head(
+        &self,
+        _request: Request<v1::GetHeadRequest>,
+    ) -> Result<Response<v1::ReplicaHead>, Status> {
+        self.with_read(|read, spec| {
+            let number = head_number(read)?;
+            let head = read
+                .block_by_number(number)
+                .map_err(storage)?
+                .ok_or_else(|| Status::internal("head block missing"))?;
+            Ok(Response::new(v1::ReplicaHead {
+                block_number: number,
+                block_hash: head.hash.to_vec(),
+                mini_block_number: read
+                    .meta_u64(meta::NEXT_MINI_BLOCK)
+                    .map_err(storage)?
+                    .unwrap_or(0),
+                last_seq: read.meta_u64(meta::LAST_SEQ).map_err(storage)?.unwrap_or(0),
+                chain_id: spec.chain_id(),
+                base_fee: u256_bytes(U256::from(next_base_fee(spec, &head.header))),
+                block_gas_limit: spec.gas_limit(),
+            }))
+        })
+        .await
+    }
+
+    async fn get_account(
+        &self,
+        request: Request<v1::AccountRequest>,
+    ) -> Result<Response<v1::AccountResponse>, Status> {
+        let request = request.into_inner();
+        let address = address_from(&request.address, "address")?;
+        self.with_read(move |read, _| {
+            require_latest_state(read, request.block.as_ref())?;
+            let account = read.account(address).map_err(storage)?.unwrap_or_default();
+            Ok(Response::new(v1::AccountResponse {
+                nonce: account.nonce,
+                balance: u256_bytes(account.balance),
+                code_hash: account.code_hash.to_vec(),
+            }))
+        })
+        .await
+    }
+
+    async fn get_storage(
+        &self,
+        request: Request<v1::StorageRequest>,
+    ) -> Result<Response<v1::StorageResponse>, Status> {
+        let request = request.into_inner();
+        let address = address_from(&request.address, "address")?;
+        let slot = u256_from(&request.slot, "slot")?;
+        self.with_read(move |read, _| {
+            require_latest_state(read, request.block.as_ref())?;
+            let value = read.storage(address, slot).map_err(storage)?;
+            Ok(Response::new(v1::StorageResponse {
+                value: u256_bytes(value),
+            }))
+        })
+        .await
+    }
+
+    async fn get_code(
+        &self,
+        request: Request<v1::AccountRequest>,
+    ) -> Result<Response<v1::CodeResponse>, Status> {
+        let request = request.into_inner();
+        let address = address_from(&request.address, "address")?;
+        self.with_read(move |read, _| {
+            require_latest_state(read, request.block.as_ref())?;
+            let code = match read.account(address).map_err(storage)? {
+                Some(account) => read
+                    .code(account.code_hash)
+                    .map_err(storage)?
+                    .unwrap_or_default(),
+                None => Bytes::new(),
+            };
+            Ok(Response::new(v1::CodeResponse {
+                code: code.to_vec(),
+            }))
+        })
+        .await
+    }
+
+    async fn get_block(
+        &self,
+        request: Request<v1::BlockRequest>,
+    ) -> Result<Response<v1::BlockResponse>, Status> {
+        let request = request.into_inner();
+        self.with_read(move |read, _| {
+            let Some(number) = resolve_block(read, request.block.as_ref())? else {
+                return Ok(Response::new(v1::BlockResponse::default()));
+            };
+            Ok(Response::new(block_response(read, number)?))
+        })
+        .await
+    }
+
+    async fn get_transaction(
+        &self,
+        request: Request<v1::TransactionRequest>,
+    ) -> Result<Response<v1::TransactionResponse>, Status> {
+        let hash = b256_from(&request.into_inner().hash, "hash")?;
+        self.with_read(move |read, _| {
+            let transaction = read.transaction(hash).map_err(storage)?;
+            Ok(Response::new(v1::TransactionResponse {
+                found: transaction.is_some(),
+                transaction,
+            }))
+        })
+        .await
+    }
+
+    async fn get_receipt(
+        &self,
+        request: Request<v1::TransactionRequest>,
+    ) -> Result<Response<v1::ReceiptResponse>, Status> {
+        let hash = b256_from(&request.into_inner().hash, "hash")?;
+        self.with_read(move |read, _| {
+            let Some(stored) = read.transaction(hash).map_err(storage)? else {
+                return Ok(Response::new(v1::ReceiptResponse::default()));
+            };
+            let Some(receipt) = read.receipt(hash).map_err(storage)? else {
+                return Ok(Response::new(v1::ReceiptResponse::default()));
+            };
+            let first_log_index = if stored.block_hash.is_empty() {
+                0
+            } else {
+                first_log_index(read, &stored)?
+            };
+            Ok(Response::new(v1::ReceiptResponse {
+                found: true,
+                transaction: Some(stored),
+                receipt: Some((&receipt).into()),
+                first_log_index,
+            }))
+        })
+        .await
+    }
+
+    async fn get_logs(
+        &self,
+        request: Request<v1::LogsRequest>,
+    ) -> Result<Response<v1::LogsResponse>, Status> {
+        let request = request.into_inner();
+        let addresses = request
+            .addresses
+            .iter()
+            .map(|a| address_from(a, "addresses"))
+            .collect::<Result<Vec<Address>, _>>()?;
+        self.with_read(move |read, _| {
+            let head = head_number(read)?;
+            let to = request.to_block.min(head);
+            let mut logs = Vec::new();
+            for number in request.from_block..=to {
+                let Some(block) = read.block_by_number(number).map_err(storage)? else {
+                    continue;
+                };
+                let mut log_index = 0u64;
+                for (tx_index, hash) in block.transaction_hashes.iter().enumerate() {
+                    let Some(receipt) = read.receipt(*hash).map_err(storage)? else {
+                        continue;
+                    };
+                    for log in &receipt.logs {
+                        let matches = (addresses.is_empty() || addresses.contains(&log.address))
+                            && topic_matches(&request.topics, log.topics());
+                        if matches {
+                            logs.push(v1::IndexedLog {
+                                log: Some(log.into()),
+                                block_number: number,
+                                block_hash: block.hash.to_vec(),
+                                tx_hash: hash.to_vec(),
+                                tx_index: tx_index as u64,
+                                log_index,
+                            });
+                        }
+                        log_index += 1;
+                    }
+                }
+            }
+            Ok(Response::new(v1::LogsResponse { logs }))
+        })
+        .await
+    }
+
+    async fn call(
+        &self,
+        request: Request<v1::CallRequest>,
+    ) -> Result<Response<v1::CallResponse>, Status> {
+        let request = request.into_inner();
+        let call = CallRequest {
+            from: opt_address_from(&request.from, "from")?,
+            to: opt_address_from(&request.to, "to")?,
+            data: Bytes::from(request.data.clone()),
+            value: u256_from(&request.value, "value")?,
+            gas: (request.gas != 0).then_some(request.gas),
+            gas_price: if request.gas_price.is_empty() {
+                None
+            } else {
+                Some(
+                    u128::try_from(u256_from(&request.gas_price, "gas_price")?)
+                        .map_err(|_| Status::invalid_argument("gas_price exceeds 128 bits"))?,
+                )
+            },
+            nonce: None,
+        };
+        self.with_read(move |read, spec| {
+            require_latest_state(read, request.block.as_ref())?;
+            let env = pending_env(read, spec)?;
+            let outcome = if request.estimate_gas {
+                match verity_execution::estimate_gas(read, &env, &call)
+                    .map_err(|e| Status::internal(e.to_string()))?
+                {
+                    Ok(gas) => v1::CallResponse {
+                        success: true,
+                        gas_used: gas,
+                        ..Default::default()
+                    },
+                    Err(failed) => call_response(failed),
+                }
+            } else {
+                call_response(
+                    verity_execution::call(read, &env, &call)
+                        .map_err(|e| Status::internal(e.to_string()))?,
+                )
+            };
+            Ok(Response::new(outcome))
+        })
+        .await
+    }
+}
+
+fn call_response(outcome: verity_execution::CallOutcome) -> v1::CallResponse {
+    v1::CallResponse {
+        success: outcome.success,
+        output: outcome.output.to_vec(),
+        gas_used: outcome.gas_used,
+        error: outcome.error.unwrap_or_default(),
+        reverted: outcome.reverted,
+    }
+}

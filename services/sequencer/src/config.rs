@@ -1,0 +1,103 @@
+//! The sequencer's configuration: flags with `VERITY_*` environment variables, validated once.
+
+use std::{path::PathBuf, time::Duration};
+
+use alloy_primitives::Address;
+use verity_server::ServerArgs;
+use verity_telemetry::TelemetryArgs;
+
+/// Default gRPC port of the sequencer.
+pub const DEFAULT_PORT: u16 = 7100;
+
+/// `verity-sequencer` flags.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(
+    name = "verity-sequencer",
+    version,
+    about = "Verity sequencer: orders, executes and signs the chain"
+)]
+pub struct Config {
+    /// Directory of the sequencer's MDBX database.
+    #[arg(long, env = "VERITY_DATA_DIR", default_value = ".devnet/sequencer")]
+    pub data_dir: PathBuf,
+    /// Genesis JSON file (geth format: config.chainId, gasLimit, alloc, baseFeePerGas).
+    #[arg(long, env = "VERITY_GENESIS")]
+    pub genesis: PathBuf,
+    /// File holding the sequencer's hex private key (its epoch key).
+    #[arg(long, env = "VERITY_SEQUENCER_KEY_FILE")]
+    pub key_file: PathBuf,
+    /// Mini-block interval in milliseconds (mini-blocks are made only when transactions wait).
+    #[arg(long, env = "VERITY_MINI_BLOCK_INTERVAL_MS", default_value_t = 10)]
+    pub mini_block_interval_ms: u64,
+    /// EVM block interval in milliseconds.
+    #[arg(long, env = "VERITY_BLOCK_INTERVAL_MS", default_value_t = 1000)]
+    pub block_interval_ms: u64,
+    /// Most transactions in one mini-block.
+    #[arg(long, env = "VERITY_MAX_MINI_BLOCK_TXS", default_value_t = 5000)]
+    pub max_mini_block_txs: usize,
+    /// Most transactions one sender may have waiting.
+    #[arg(long, env = "VERITY_MEMPOOL_PER_SENDER", default_value_t = 500)]
+    pub mempool_per_sender: usize,
+    /// Fee recipient of every block (default: the sequencer key's address).
+    #[arg(long, env = "VERITY_FEE_RECIPIENT")]
+    pub fee_recipient: Option<Address>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub telemetry: TelemetryArgs,
+}
+
+/// A configuration value that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {flag} {value:?}: {reason}")]
+pub struct ConfigError {
+    /// The flag.
+    pub flag: &'static str,
+    /// The value given.
+    pub value: String,
+    /// What would be valid.
+    pub reason: String,
+}
+
+impl Config {
+    /// Checks values that clap's parsing cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.mini_block_interval_ms == 0 {
+            return Err(ConfigError {
+                flag: "--mini-block-interval-ms",
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        if self.block_interval_ms < self.mini_block_interval_ms {
+            return Err(ConfigError {
+                flag: "--block-interval-ms",
+                value: self.block_interval_ms.to_string(),
+                reason: format!(
+                    "must be at least the mini-block interval ({} ms)",
+                    self.mini_block_interval_ms
+                ),
+            });
+        }
+        if self.max_mini_block_txs == 0 {
+            return Err(ConfigError {
+                flag: "--max-mini-block-txs",
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The mini-block interval.
+    pub fn mini_block_interval(&self) -> Duration {
+        Duration::from_millis(self.mini_block_interval_ms)
+    }
+
+    /// The block interval.
+    pub fn block_interval(&self) -> Duration {
+        Duration::from_millis(self.block_interval_ms)
+    }
+}

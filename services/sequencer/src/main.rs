@@ -1,0 +1,12 @@
+//! `verity-sequencer`: wiring only; the logic is in the library.
+
+use clap::Parser;
+use verity_sequencer::{Config, Sequencer};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    let _telemetry = verity_telemetry::init("sequencer", &config.telemetry).await?;
+    let sequencer = Sequencer::open(config).await?;
+    sequencer.serve(verity_telemetry::shutdown_signal()).await
+}

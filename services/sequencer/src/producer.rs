@@ -1,0 +1,434 @@
+//! The block producer: the one writer of the chain.
+//!
+//! Every mini-block interval it takes the ready transactions from the mempool, executes them on
+//! revm over the MDBX state, signs the mini-block, and commits its state diff together with the
+//! chain event in one MDBX transaction; only then is the event handed to stream subscribers.
+//! Every block interval it seals the mini-blocks since the previous block into a signed EVM block
+//! the same way. It runs on a dedicated OS thread: execution and storage are blocking work.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use alloy_primitives::{Address, B256};
+use tokio::sync::{broadcast, watch};
+use verity_execution::BlockEnvSpec;
+use verity_primitives::{
+    Block, BlockTemplate, ChainEventKind, ChainSpec, Header, MiniBlock, SequencerKey, Transaction,
+    genesis_diff,
+};
+use verity_proto::v1;
+use verity_storage::{Database, StorageError};
+
+use crate::SharedState;
+
+/// Meta key: hash of the genesis this database was initialised with.
+const META_GENESIS_HASH: &str = "genesis_hash";
+/// Meta key: sequence of the last block event (0 before the first block).
+const META_LAST_BLOCK_SEQ: &str = "last_block_seq";
+
+/// Errors of the producer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProducerError {
+    /// Storage failed.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// Execution failed (not a transaction's fault: the state could not be read).
+    #[error("execution: {0}")]
+    Execution(#[from] verity_execution::ExecutionError),
+    /// The data directory belongs to another chain.
+    #[error(
+        "the data directory holds the chain with genesis {stored}, but --genesis describes {configured}; use another --data-dir or the matching genesis"
+    )]
+    GenesisMismatch {
+        /// Genesis hash in the database.
+        stored: B256,
+        /// Genesis hash of the configured spec.
+        configured: B256,
+    },
+    /// The stored chain is inconsistent.
+    #[error("stored chain is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+/// What the rest of the sequencer may read about the head.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Head {
+    /// Last event sequence.
+    pub last_seq: u64,
+    /// Number of the block being built.
+    pub block_number: u64,
+    /// Number of the next mini-block.
+    pub next_mini_block: u64,
+    /// Base fee of the block being built.
+    pub base_fee: u64,
+}
+
+#[derive(Debug)]
+struct OpenBlock {
+    number: u64,
+    base_fee: u64,
+    /// Decided by the first mini-block; `None` while the block is empty.
+    timestamp: Option<u64>,
+    first_mini_block: u64,
+    mini_blocks: Vec<MiniBlock>,
+    gas_used: u64,
+}
+
+/// The chain writer. Not `Sync`: exactly one exists, on the producer thread.
+#[derive(Debug)]
+pub struct Producer {
+    db: Database,
+    key: SequencerKey,
+    spec: ChainSpec,
+    fee_recipient: Address,
+    max_txs: usize,
+    last_seq: u64,
+    last_mini_hash: B256,
+    last_mini_timestamp_ms: u64,
+    next_mini_block: u64,
+    parent: Header,
+    parent_hash: B256,
+    open: OpenBlock,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Producer {
+    /// Opens the chain in `db`: initialises genesis on first start, otherwise recovers the head
+    /// and the open block from what was committed.
+    pub fn open(
+        db: Database,
+        spec: ChainSpec,
+        key: SequencerKey,
+        fee_recipient: Address,
+        max_txs: usize,
+    ) -> Result<Self, ProducerError> {
+        let stored = db.read()?.meta(META_GENESIS_HASH)?;
+        match stored {
+            None => {
+                let mut write = db.write()?;
+                write.apply_diff(&genesis_diff(&spec.genesis))?;
+                write.put_block(&genesis_block(&spec))?;
+                write.set_meta(META_GENESIS_HASH, spec.genesis_hash.as_slice())?;
+                write.set_meta_u64(META_LAST_BLOCK_SEQ, 0)?;
+                write.commit()?;
+                tracing::info!(genesis = %spec.genesis_hash, chain_id = spec.chain_id(), "initialised genesis");
+            }
+            Some(bytes) => {
+                let stored = B256::try_from(bytes.as_slice())
+                    .map_err(|_| ProducerError::Corrupt("genesis hash is not 32 bytes".into()))?;
+                if stored != spec.genesis_hash {
+                    return Err(ProducerError::GenesisMismatch {
+                        stored,
+                        configured: spec.genesis_hash,
+                    });
+                }
+            }
+        }
+
+        let read = db.read()?;
+        let last_seq = read.last_event_seq()?;
+        let last_block_seq = read.meta_u64(META_LAST_BLOCK_SEQ)?.unwrap_or(0);
+        let parent_number = read
+            .last_block_number()?
+            .ok_or_else(|| ProducerError::Corrupt("no genesis block".into()))?;
+        let parent_block = read
+            .block_by_number(parent_number)?
+            .ok_or_else(|| ProducerError::Corrupt(format!("block {parent_number} missing")))?;
+        let mut open_minis = Vec::new();
+        let mut next = last_block_seq + 1;
+        while next <= last_seq {
+            let events = read.events_from(next, 512)?;
+            if events.is_empty() {
+                break;
+            }
+            for event in &events {
+                let event = verity_primitives::ChainEvent::try_from(event)
+                    .map_err(|e| ProducerError::Corrupt(e.to_string()))?;
+                match event.kind {
+                    ChainEventKind::MiniBlock(mini) => open_minis.push(*mini),
+                    ChainEventKind::Block(_) => {
+                        return Err(ProducerError::Corrupt(format!(
+                            "block event {} after the last recorded block event {last_block_seq}",
+                            event.seq
+                        )));
+                    }
+                }
+                next = event.seq + 1;
+            }
+        }
+        drop(read);
+
+        let sealed_next_mini = parent_block.first_mini_block + parent_block.mini_block_count;
+        let (last_mini_hash, last_mini_timestamp_ms, next_mini_block) = match open_minis.last() {
+            Some(last) => (last.hash, last.timestamp_ms, last.number + 1),
+            None => (parent_block.header.mix_hash, 0, sealed_next_mini),
+        };
+        let base_fee = next_base_fee(&spec, &parent_block.header);
+        let timestamp = open_minis
+            .first()
+            .map(|m| block_timestamp(&parent_block.header, m.timestamp_ms));
+        let open = OpenBlock {
+            number: parent_number + 1,
+            base_fee,
+            timestamp,
+            first_mini_block: sealed_next_mini,
+            gas_used: open_minis.iter().map(MiniBlock::gas_used).sum(),
+            mini_blocks: open_minis,
+        };
+        tracing::info!(
+            last_seq,
+            block = open.number,
+            open_mini_blocks = open.mini_blocks.len(),
+            "chain recovered"
+        );
+        Ok(Self {
+            db,
+            key,
+            spec,
+            fee_recipient,
+            max_txs,
+            last_seq,
+            last_mini_hash,
+            last_mini_timestamp_ms,
+            next_mini_block,
+            parent_hash: parent_block.hash,
+            parent: parent_block.header,
+            open,
+        })
+    }
+
+    /// The current head.
+    pub fn head(&self) -> Head {
+        Head {
+            last_seq: self.last_seq,
+            block_number: self.open.number,
+            next_mini_block: self.next_mini_block,
+            base_fee: self.open.base_fee,
+        }
+    }
+
+    /// Executes the ready transactions into a mini-block, commits it and returns its event;
+    /// `None` when no transaction was ready.
+    pub fn produce_mini_block(
+        &mut self,
+        shared: &SharedState,
+    ) -> Result<Option<Arc<v1::ChainEvent>>, ProducerError> {
+        let remaining_gas = self.spec.gas_limit().saturating_sub(self.open.gas_used);
+        let read = self.db.read()?;
+        let txs = {
+            let mut mempool = shared.lock_mempool();
+            if mempool.is_empty() {
+                return Ok(None);
+            }
+            mempool.take_ready(self.max_txs, remaining_gas, |address| {
+                read.account(address)
+                    .ok()
+                    .flatten()
+                    .map(|a| a.nonce)
+                    .unwrap_or(0)
+            })
+        };
+        if txs.is_empty() {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        let timestamp_ms = now_ms().max(self.last_mini_timestamp_ms);
+        let timestamp = *self
+            .open
+            .timestamp
+            .get_or_insert_with(|| block_timestamp(&self.parent, timestamp_ms));
+        let env = BlockEnvSpec {
+            chain_id: self.spec.chain_id(),
+            number: self.open.number,
+            timestamp,
+            base_fee: self.open.base_fee,
+            gas_limit: self.spec.gas_limit(),
+            beneficiary: self.fee_recipient,
+        };
+        let mut by_hash: HashMap<B256, Transaction> =
+            txs.iter().map(|t| (*t.tx_hash(), t.clone())).collect();
+        let traces = shared.take_traces(txs.iter().map(|t| *t.tx_hash()));
+        let outcome = verity_execution::execute(&read, &env, txs, self.open.gas_used)?;
+        drop(read);
+
+        let mut retry = Vec::new();
+        for (hash, rejection) in &outcome.rejected {
+            let Some(tx) = by_hash.remove(hash) else {
+                continue;
+            };
+            let message = rejection.message.as_str();
+            if message.starts_with("nonce too high") || message.starts_with("gas limit reached") {
+                retry.push(tx);
+            } else {
+                tracing::info!(tx_hash = %hash, reason = message, "dropped at execution");
+                metrics::counter!("verity_sequencer_dropped_transactions_total").increment(1);
+            }
+        }
+        if !retry.is_empty() {
+            shared.lock_mempool().restore(retry);
+        }
+        if outcome.executed.is_empty() {
+            return Ok(None);
+        }
+
+        let first_trace = outcome
+            .executed
+            .first()
+            .and_then(|t| traces.get(t.tx_hash()))
+            .cloned()
+            .unwrap_or_default();
+        let span = tracing::info_span!(
+            "sequencer.mini_block",
+            height = self.next_mini_block,
+            block = self.open.number,
+            txs = outcome.executed.len()
+        );
+        verity_telemetry::link_map_parent(&first_trace, &span);
+        let _entered = span.enter();
+
+        let mut mini = MiniBlock {
+            number: self.next_mini_block,
+            block_number: self.open.number,
+            index: self.open.mini_blocks.len() as u32,
+            timestamp_ms,
+            parent_hash: self.last_mini_hash,
+            base_fee: self.open.base_fee,
+            transactions: outcome.executed,
+            receipts: outcome.receipts,
+            diff: outcome.diff,
+            hash: B256::ZERO,
+            signature: verity_primitives::UNSIGNED,
+        };
+        mini.seal(&self.key);
+        let mut event = v1::ChainEvent {
+            seq: self.last_seq + 1,
+            event: Some(v1::chain_event::Event::MiniBlock((&mini).into())),
+            trace_context: Default::default(),
+        };
+        let mut write = self.db.write()?;
+        write.apply_diff(&mini.diff)?;
+        write.put_event(&event)?;
+        write.commit()?;
+        event.trace_context = verity_telemetry::inject_map();
+
+        self.last_seq = event.seq;
+        self.last_mini_hash = mini.hash;
+        self.last_mini_timestamp_ms = timestamp_ms;
+        self.next_mini_block += 1;
+        self.open.gas_used += mini.gas_used();
+        metrics::counter!("verity_sequencer_transactions_total")
+            .increment(mini.transactions.len() as u64);
+        metrics::counter!("verity_sequencer_mini_blocks_total").increment(1);
+        metrics::histogram!("verity_sequencer_mini_block_seconds")
+            .record(started.elapsed().as_secs_f64());
+        tracing::debug!(
+            height = mini.number,
+            txs = mini.transactions.len(),
+            gas = mini.gas_used(),
+            "mini-block committed"
+        );
+        self.open.mini_blocks.push(mini);
+        Ok(Some(Arc::new(event)))
+    }
+
+    /// Seals the open block (possibly empty), commits it and returns its event.
+    pub fn seal_block(&mut self) -> Result<Arc<v1::ChainEvent>, ProducerError> {
+        let timestamp = self
+            .open
+            .timestamp
+            .unwrap_or_else(|| block_timestamp(&self.parent, now_ms()));
+        let template = BlockTemplate {
+            number: self.open.number,
+            parent_hash: self.parent_hash,
+            timestamp,
+            gas_limit: self.spec.gas_limit(),
+            base_fee: self.open.base_fee,
+            beneficiary: self.fee_recipient,
+        };
+        let block = Block::seal(
+            template,
+            self.open.first_mini_block,
+            &self.open.mini_blocks,
+            self.last_mini_hash,
+            &self.key,
+        );
+        let span =
+            tracing::info_span!("sequencer.block", height = block.number(), hash = %block.hash);
+        let _entered = span.enter();
+        let event = v1::ChainEvent {
+            seq: self.last_seq + 1,
+            event: Some(v1::chain_event::Event::Block((&block).into())),
+            trace_context: Default::default(),
+        };
+        let mut write = self.db.write()?;
+        write.put_block(&block)?;
+        write.put_event(&event)?;
+        write.set_meta_u64(META_LAST_BLOCK_SEQ, event.seq)?;
+        write.commit()?;
+
+        self.last_seq = event.seq;
+        self.open = OpenBlock {
+            number: block.number() + 1,
+            base_fee: next_base_fee(&self.spec, &block.header),
+            timestamp: None,
+            first_mini_block: self.next_mini_block,
+            mini_blocks: Vec::new(),
+            gas_used: 0,
+        };
+        self.parent_hash = block.hash;
+        self.parent = block.header;
+        metrics::counter!("verity_sequencer_blocks_total").increment(1);
+        metrics::gauge!("verity_sequencer_block_height").set(self.parent.number as f64);
+        tracing::debug!(height = self.parent.number, "block sealed");
+        Ok(Arc::new(event))
+    }
+
+    /// The current chain spec.
+    pub fn spec(&self) -> &ChainSpec {
+        &self.spec
+    }
+}
+
+/// Block 0, derived from the chain spec by every node alike (not signed by anyone).
+pub fn genesis_block(spec: &ChainSpec) -> Block {
+    Block {
+        header: spec.genesis_header.clone(),
+        hash: spec.genesis_hash,
+        first_mini_block: 0,
+        mini_block_count: 0,
+        transaction_hashes: Vec::new(),
+        signature: verity_primitives::UNSIGNED,
+    }
+}
+
+fn next_base_fee(spec: &ChainSpec, parent: &Header) -> u64 {
+    parent
+        .next_block_base_fee(spec.base_fee_params())
+        .unwrap_or_else(|| spec.initial_base_fee())
+}
+
+/// A block's timestamp: the first mini-block's wall-clock second, strictly after the parent.
+fn block_timestamp(parent: &Header, first_mini_block_ms: u64) -> u64 {
+    (first_mini_block_ms / 1000).max(parent.timestamp + 1)
+}
+
+/// Publishes the head to watchers after every commit.
+pub fn publish_head(
+    head: &watch::Sender<Head>,
+    events: &broadcast::Sender<Arc<v1::ChainEvent>>,
+    producer: &Producer,
+    event: Arc<v1::ChainEvent>,
+) {
+    head.send_replace(producer.head());
+    // No receiver is fine: nobody is streaming right now.
+    let _ = events.send(event);
+}

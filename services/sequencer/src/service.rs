@@ -1,0 +1,225 @@
+//! The sequencer's gRPC API.
+//!
+//! Errors are mapped to statuses here, at the edge: admission failures carry geth's message so
+//! ingress and the gateway can hand them to clients unchanged.
+
+use std::{pin::Pin, sync::Arc};
+
+use futures::{Stream, StreamExt};
+use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument as _;
+use verity_primitives::Transaction;
+use verity_proto::{address_from, u256_bytes, v1};
+
+use crate::{SharedState, mempool::Admission};
+
+/// Events read from storage per batch when a subscriber catches up.
+const BACKFILL_BATCH: usize = 256;
+
+/// The gRPC service.
+#[derive(Debug, Clone)]
+pub struct SequencerService {
+    shared: Arc<SharedState>,
+}
+
+impl SequencerService {
+    /// Serves `shared`.
+    pub fn new(shared: Arc<SharedState>) -> Self {
+        Self { shared }
+    }
+}
+
+fn storage_status(error: impl std::fmt::Display) -> Status {
+    Status::internal(format!("storage: {error}"))
+}
+
+/// The gRPC code an admission failure maps to.
+pub fn admission_code(error: &Admission) -> tonic::Code {
+    match error {
+        Admission::AlreadyKnown => tonic::Code::AlreadyExists,
+        Admission::PoolFull => tonic::Code::ResourceExhausted,
+        Admission::NonceTooLow { .. }
+        | Admission::NonceTooHigh { .. }
+        | Admission::ReplacementUnderpriced
+        | Admission::InsufficientFunds { .. } => tonic::Code::FailedPrecondition,
+    }
+}
+
+/// Admits one transaction into the mempool, checking it against the committed state.
+async fn admit(
+    shared: &Arc<SharedState>,
+    request: v1::ForwardRequest,
+) -> Result<(), (tonic::Code, String)> {
+    let wire = request.transaction.ok_or((
+        tonic::Code::InvalidArgument,
+        "missing transaction".to_string(),
+    ))?;
+    let tx =
+        Transaction::try_from(&wire).map_err(|e| (tonic::Code::InvalidArgument, e.to_string()))?;
+    let span = tracing::info_span!("sequencer.admit", tx_hash = %tx.tx_hash());
+    verity_telemetry::link_map_parent(&request.trace_context, &span);
+    async move {
+        let sender = tx.signer();
+        let db = shared.db.clone();
+        let account = tokio::task::spawn_blocking(move || db.read()?.account(sender))
+            .await
+            .map_err(|e| (tonic::Code::Internal, e.to_string()))?
+            .map_err(|e| (tonic::Code::Internal, format!("storage: {e}")))?
+            .unwrap_or_default();
+        let hash = *tx.tx_hash();
+        shared
+            .lock_mempool()
+            .insert(tx, account.nonce, account.balance)
+            .map_err(|e| (admission_code(&e), e.to_string()))?;
+        shared.remember_trace(hash, verity_telemetry::inject_map());
+        tracing::debug!("admitted");
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<v1::ChainEvent, Status>> + Send>>;
+type ForwardStream = Pin<Box<dyn Stream<Item = Result<v1::ForwardResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl v1::sequencer_server::Sequencer for SequencerService {
+    type ForwardStream = ForwardStream;
+    type StreamChainStream = EventStream;
+
+    async fn forward(
+        &self,
+        request: Request<Streaming<v1::ForwardRequest>>,
+    ) -> Result<Response<Self::ForwardStream>, Status> {
+        let mut incoming = request.into_inner();
+        let (tx, rx) = mpsc::channel(1024);
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            while let Some(message) = incoming.next().await {
+                let message = match message {
+                    Ok(message) => message,
+                    Err(status) => {
+                        tracing::debug!(%status, "forward stream ended");
+                        break;
+                    }
+                };
+                let id = message.id;
+                let response = match admit(&shared, message).await {
+                    Ok(()) => v1::ForwardResponse {
+                        id,
+                        error: String::new(),
+                        code: 0,
+                    },
+                    Err((code, error)) => v1::ForwardResponse {
+                        id,
+                        error,
+                        code: code as i32,
+                    },
+                };
+                if tx.send(Ok(response)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn stream_chain(
+        &self,
+        request: Request<v1::StreamChainRequest>,
+    ) -> Result<Response<Self::StreamChainStream>, Status> {
+        let from = request.into_inner().from_seq.max(1);
+        let shared = self.shared.clone();
+        let (tx, rx) = mpsc::channel(BACKFILL_BATCH * 2);
+        tokio::spawn(async move {
+            if let Err(status) = stream_events(shared, from, &tx).await {
+                let _ = tx.send(Err(status)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_account(
+        &self,
+        request: Request<v1::GetAccountRequest>,
+    ) -> Result<Response<v1::AccountState>, Status> {
+        let address = address_from(&request.into_inner().address, "address")?;
+        let db = self.shared.db.clone();
+        let account = tokio::task::spawn_blocking(move || db.read()?.account(address))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(storage_status)?
+            .unwrap_or_default();
+        let pending_nonce = self
+            .shared
+            .lock_mempool()
+            .pending_nonce(address, account.nonce);
+        Ok(Response::new(v1::AccountState {
+            nonce: account.nonce,
+            pending_nonce,
+            balance: u256_bytes(account.balance),
+        }))
+    }
+
+    async fn get_head(
+        &self,
+        _request: Request<v1::GetHeadRequest>,
+    ) -> Result<Response<v1::SequencerHead>, Status> {
+        let head = *self.shared.head.borrow();
+        Ok(Response::new(v1::SequencerHead {
+            last_seq: head.last_seq,
+            block_number: head.block_number,
+            mini_block_number: head.next_mini_block,
+            base_fee: u256_bytes(alloy_primitives::U256::from(head.base_fee)),
+            chain_id: self.shared.spec.chain_id(),
+            block_gas_limit: self.shared.spec.gas_limit(),
+        }))
+    }
+}
+
+/// Sends every event from `from` on: first from storage, then live; falls back to storage
+/// whenever the subscriber lags behind the live buffer. Ends when the receiver goes away.
+async fn stream_events(
+    shared: Arc<SharedState>,
+    mut next: u64,
+    tx: &mpsc::Sender<Result<v1::ChainEvent, Status>>,
+) -> Result<(), Status> {
+    loop {
+        // Subscribe before reading the head, so nothing committed after the read is missed.
+        let mut live = shared.events.subscribe();
+        let head = shared.head.borrow().last_seq;
+        while next <= head {
+            let db = shared.db.clone();
+            let batch =
+                tokio::task::spawn_blocking(move || db.read()?.events_from(next, BACKFILL_BATCH))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .map_err(storage_status)?;
+            if batch.is_empty() {
+                break;
+            }
+            for event in batch {
+                next = event.seq + 1;
+                if tx.send(Ok(event)).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        loop {
+            match live.recv().await {
+                Ok(event) if event.seq < next => continue,
+                Ok(event) if event.seq == next => {
+                    next += 1;
+                    if tx.send(Ok((*event).clone())).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                // A gap (the event was committed before we subscribed): read it from storage.
+                Ok(_) | Err(RecvError::Lagged(_)) => break,
+                Err(RecvError::Closed) => return Ok(()),
+            }
+        }
+    }
+}

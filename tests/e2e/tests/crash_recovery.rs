@@ -1,0 +1,173 @@
+//! Killing the publisher or the replica with SIGKILL mid-stream loses no block: the JetStream
+//! stream ends with every chain event exactly once, in order, and the replica with every block.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use alloy_primitives::{Address, U256};
+use nix::sys::signal::Signal;
+use serde_json::json;
+use verity_e2e::{Rpc, TestNet, dev_signer, sign_transfer, verity_devnet::Service};
+use verity_proto::v1::{
+    self, GetHeadRequest, replica_client::ReplicaClient, sequencer_client::SequencerClient,
+};
+
+/// Sends transfers from one dev account until `stop`, returning how many were accepted.
+async fn load(
+    rpc: Rpc,
+    signer: alloy_signer_local::PrivateKeySigner,
+    chain_id: u64,
+    stop: Arc<AtomicBool>,
+) -> u64 {
+    let mut nonce = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let (raw, _) = sign_transfer(
+            &signer,
+            chain_id,
+            nonce,
+            Address::repeat_byte(0x42),
+            U256::from(1_000 + nonce),
+            100_000_000_000,
+        )
+        .unwrap();
+        match rpc.try_call("eth_sendRawTransaction", json!([raw])).await {
+            Ok(Ok(_)) => nonce += 1,
+            Ok(Err(error)) => panic!("transfer {nonce} refused: {error}"),
+            Err(error) => panic!("gateway unreachable: {error:#}"),
+        }
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    nonce
+}
+
+async fn sequencer_head(net: &TestNet) -> v1::SequencerHead {
+    let mut client = SequencerClient::connect(net.devnet.grpc_url(Service::Sequencer))
+        .await
+        .unwrap();
+    client
+        .get_head(GetHeadRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn replica_head(net: &TestNet) -> Option<v1::ReplicaHead> {
+    let mut client = ReplicaClient::connect(net.devnet.grpc_url(Service::Replica))
+        .await
+        .ok()?;
+    Some(client.get_head(GetHeadRequest {}).await.ok()?.into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_publisher_or_replica_loses_no_block() {
+    let mut net = TestNet::start(|o| o.block_interval_ms = 200).await.unwrap();
+    let chain_id = net.devnet.chain_id();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = dev_signer(&net, 1).unwrap();
+    let sender_address = sender.address();
+    let loader = tokio::spawn(load(net.rpc(), sender, chain_id, stop.clone()));
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    net.devnet
+        .signal(Service::Publisher, Signal::SIGKILL)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    net.devnet.start_service(Service::Publisher).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    net.devnet
+        .signal(Service::Replica, Signal::SIGKILL)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    net.devnet.start_service(Service::Replica).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // And the publisher once more, while the replica is catching up.
+    net.devnet
+        .signal(Service::Publisher, Signal::SIGKILL)
+        .await
+        .unwrap();
+    net.devnet.start_service(Service::Publisher).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let sent = loader.await.unwrap();
+    assert!(sent > 20, "only {sent} transfers were sent");
+
+    // Let the last transfers be sealed, then wait for the replica to reach the sequencer.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let target = sequencer_head(&net).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(head) = replica_head(&net).await
+            && head.last_seq >= target.last_seq
+        {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            net.dump_logs();
+            panic!(
+                "replica did not reach event {} (at {:?})",
+                target.last_seq,
+                replica_head(&net).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The stream holds every event exactly once: message n is event n.
+    let (_client, js) = verity_bus::connect(net.devnet.nats_url().unwrap(), "e2e")
+        .await
+        .unwrap();
+    let mut stream = verity_bus::ensure_chain_stream(&js).await.unwrap();
+    let last = verity_bus::last_chain_seq(&mut stream).await.unwrap();
+    assert!(last >= target.last_seq);
+    let rpc = net.rpc();
+    let mut blocks = 0;
+    let mut transactions = 0;
+    for seq in 1..=target.last_seq {
+        let message = stream.get_raw_message(seq).await.unwrap();
+        let event = verity_bus::decode_event(seq, &message.payload).unwrap();
+        assert_eq!(
+            event.seq, seq,
+            "stream message {seq} holds event {}",
+            event.seq
+        );
+        if let Some(v1::chain_event::Event::Block(block)) = &event.event {
+            let block = verity_primitives::Block::try_from(block).unwrap();
+            blocks += 1;
+            transactions += block.transaction_hashes.len();
+            let number = json!(format!("{:#x}", block.number()));
+            let served = rpc
+                .call("eth_getBlockByNumber", json!([number, false]))
+                .await
+                .unwrap();
+            assert_eq!(
+                served["hash"].as_str().unwrap(),
+                block.hash.to_string(),
+                "block {}",
+                block.number()
+            );
+        }
+    }
+    assert!(blocks >= 10, "only {blocks} blocks");
+    assert_eq!(
+        transactions as u64, sent,
+        "every transfer in exactly one block"
+    );
+    let nonce = rpc
+        .quantity(
+            "eth_getTransactionCount",
+            json!([sender_address.to_string(), "latest"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(nonce, sent);
+    net.stop().await.unwrap();
+}

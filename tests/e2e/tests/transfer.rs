@@ -1,0 +1,83 @@
+//! A dApp backend's transfer through web3.py: gateway -> ingress -> sequencer -> publisher ->
+//! JetStream -> replica -> gateway, plus bad input that must each get its own clear error.
+
+#![allow(clippy::unwrap_used)]
+
+use serde_json::json;
+use verity_e2e::{TestNet, run_python};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web3py_transfer_gets_a_receipt_and_bad_input_gets_clear_errors() {
+    let net = TestNet::start(|o| o.chain_id = 424_242).await.unwrap();
+    let result = run_python("transfer.py", &[&net.devnet.rpc_url()]).await;
+    let out = match result {
+        Ok(out) => out,
+        Err(error) => {
+            net.dump_logs();
+            panic!("{error:#}");
+        }
+    };
+
+    assert_eq!(out["chain_id"], json!(424_242));
+    assert!(
+        out["client_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("verity/"),
+        "{out}"
+    );
+    let receipt = &out["receipt"];
+    assert_eq!(receipt["status"], json!(1), "{out}");
+    assert_eq!(receipt["gasUsed"], json!(21_000));
+    assert_eq!(receipt["transactionHash"], out["tx_hash"]);
+    assert!(out["block_has_tx"].as_bool().unwrap(), "{out}");
+    assert_eq!(out["block_by_hash_number"], receipt["blockNumber"]);
+    assert_eq!(out["tx_value"], out["value"]);
+    assert_eq!(out["recipient_after"], out["value"]);
+    let wei = |key: &str| -> u128 { out[key].as_str().unwrap().parse().unwrap() };
+    let (before, after, value, fee) = (
+        wei("sender_before"),
+        wei("sender_after"),
+        wei("value"),
+        wei("fee"),
+    );
+    assert_eq!(value, 1_500_000_000_000_000_000);
+    assert_eq!(after, before - value - fee, "{out}");
+    assert_eq!(out["sender_nonce_after"], json!(1));
+
+    let errors = &out["errors"];
+    let message = |kind: &str| {
+        errors[kind]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(message("malformed_rlp").starts_with("rlp:"), "{errors}");
+    assert!(
+        message("wrong_chain_id").starts_with("invalid chain id for signer"),
+        "{errors}"
+    );
+    assert_eq!(message("bad_signature"), "invalid sender", "{errors}");
+    assert!(
+        message("nonce_too_low").starts_with("nonce too low"),
+        "{errors}"
+    );
+    assert!(
+        message("unfunded_sender").starts_with("insufficient funds for gas * price + value"),
+        "{errors}"
+    );
+    for kind in [
+        "malformed_rlp",
+        "wrong_chain_id",
+        "bad_signature",
+        "nonce_too_low",
+        "unfunded_sender",
+    ] {
+        assert_eq!(errors[kind]["code"], json!(-32000), "{kind}: {errors}");
+    }
+    // Still serving after the bad input.
+    let rpc = net.rpc();
+    let height = rpc.quantity("eth_blockNumber", json!([])).await.unwrap();
+    assert!(height >= receipt["blockNumber"].as_u64().unwrap());
+    net.stop().await.unwrap();
+}
