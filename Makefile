@@ -3,10 +3,12 @@ CARGO ?= cargo
 
 .PHONY: run test bootstrap build bins fmt fmt-check clippy unit e2e bench clean
 
-## run: build everything and start a whole devnet on this machine (Ctrl-C stops it)
-run: bootstrap
-	$(CARGO) build --release --bins
-	./target/release/verity devnet $(ARGS)
+## run: build everything and start a whole devnet on this machine (Ctrl-C stops it; run again
+## to resume the same chain from .devnet/). Pass flags with ARGS, e.g. ARGS="--chain-id 7".
+## The dev profile is used on purpose: dependencies (revm, secp256k1, MDBX) are optimised in it
+## and it shares the build cache with `make test`.
+run: bootstrap bins
+	./target/debug/verity devnet $(ARGS)
 
 ## test: formatting, lints, unit, integration and end-to-end tests (tests/e2e starts the real
 ## binaries, so they are built first)

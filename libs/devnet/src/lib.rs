@@ -12,7 +12,7 @@ use std::{
     fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::Stdio,
+    process::{ExitStatus, Stdio},
     time::{Duration, Instant},
 };
 
@@ -77,6 +77,9 @@ impl fmt::Display for Service {
 /// Errors of the devnet.
 #[derive(Debug, thiserror::Error)]
 pub enum DevnetError {
+    /// Services did not shut down gracefully on SIGTERM.
+    #[error("unclean shutdown: {0}")]
+    UncleanStop(String),
     /// A file or process operation failed.
     #[error("{context}: {source}")]
     Io {
@@ -435,24 +438,26 @@ impl Devnet {
     }
 
     /// Sends `signal` to a service and waits for it to exit (SIGKILL after 10 s for other
-    /// signals).
-    pub async fn signal(&mut self, service: Service, signal: Signal) -> Result<(), DevnetError> {
+    /// signals). Returns its exit status; `None` when it was not running or had to be killed.
+    pub async fn signal(
+        &mut self,
+        service: Service,
+        signal: Signal,
+    ) -> Result<Option<ExitStatus>, DevnetError> {
         let Some(mut child) = self.children.remove(&service) else {
-            return Ok(());
+            return Ok(None);
         };
         if let Some(pid) = child.id() {
             let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), signal);
         }
         match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
-            Ok(result) => {
-                result.map_err(io(format!("waiting for {service}")))?;
-            }
+            Ok(result) => Ok(Some(result.map_err(io(format!("waiting for {service}")))?)),
             Err(_) => {
                 tracing::warn!(%service, "did not stop within 10 s; killing it");
                 let _ = child.kill().await;
+                Ok(None)
             }
         }
-        Ok(())
     }
 
     /// Whether a service's process is still running.
@@ -468,14 +473,26 @@ impl Devnet {
         services.into_iter().find(|s| !self.is_running(*s))
     }
 
-    /// Stops every service (SIGTERM, in reverse start order) and then nats-server.
+    /// Stops every service (SIGTERM, in reverse start order) and then nats-server. Fails, after
+    /// stopping everything, if a service did not exit cleanly (status 0) on SIGTERM.
     pub async fn stop(mut self) -> Result<(), DevnetError> {
+        let mut unclean = Vec::new();
         for service in Service::ALL.iter().rev() {
-            self.signal(*service, Signal::SIGTERM).await?;
+            let running = self.children.contains_key(service);
+            match self.signal(*service, Signal::SIGTERM).await? {
+                Some(status) if status.success() => {}
+                Some(status) => unclean.push(format!("{service} exited with {status}")),
+                None if running => unclean.push(format!("{service} ignored SIGTERM for 10 s")),
+                None => {}
+            }
         }
         if let Some(nats) = self.nats.take() {
             nats.stop().await.map_err(io("stopping nats-server"))?;
         }
-        Ok(())
+        if unclean.is_empty() {
+            Ok(())
+        } else {
+            Err(DevnetError::UncleanStop(unclean.join("; ")))
+        }
     }
 }

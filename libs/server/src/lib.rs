@@ -103,13 +103,20 @@ pub async fn serve_grpc(
     Ok(())
 }
 
-/// Writes the ready file (when configured) atomically: a JSON object of `fields`.
+/// Writes the ready file (when configured) atomically: a JSON object of `fields`, plus
+/// `metrics` (the Prometheus endpoint) when telemetry serves one.
 pub fn write_ready_file(path: Option<&Path>, fields: &[(&str, String)]) -> Result<(), ServeError> {
     let Some(path) = path else { return Ok(()) };
-    let object: serde_json::Map<String, serde_json::Value> = fields
+    let mut object: serde_json::Map<String, serde_json::Value> = fields
         .iter()
         .map(|(k, v)| ((*k).to_string(), serde_json::Value::String(v.clone())))
         .collect();
+    if let Some(metrics) = verity_telemetry::metrics_addr() {
+        object.insert(
+            "metrics".into(),
+            serde_json::Value::String(metrics.to_string()),
+        );
+    }
     let text = serde_json::Value::Object(object).to_string();
     let tmp = path.with_extension("tmp");
     let error = |source| ServeError::ReadyFile {

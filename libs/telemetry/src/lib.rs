@@ -105,6 +105,14 @@ pub enum TelemetryError {
     Runtime(std::io::Error),
 }
 
+/// Where this process serves `/metrics`, once [`init`] has bound it.
+static METRICS_ADDR: std::sync::OnceLock<SocketAddr> = std::sync::OnceLock::new();
+
+/// The bound `/metrics` address of this process, if [`init`] serves one.
+pub fn metrics_addr() -> Option<SocketAddr> {
+    METRICS_ADDR.get().copied()
+}
+
 /// Keeps telemetry running; dropping it flushes and stops trace export.
 #[derive(Debug)]
 pub struct Telemetry {
@@ -173,7 +181,11 @@ pub async fn init(
         .map_err(|e| TelemetryError::AlreadyInitialised(e.to_string()))?;
 
     let metrics_addr = match args.metrics_addr {
-        Some(addr) => Some(serve_metrics(addr).await?),
+        Some(addr) => {
+            let bound = serve_metrics(addr).await?;
+            let _ = METRICS_ADDR.set(bound);
+            Some(bound)
+        }
         None => None,
     };
     tracing::info!(

@@ -27,6 +27,7 @@ pub struct TestNet {
     pub devnet: Devnet,
     /// Its data directory.
     pub dir: tempfile::TempDir,
+    options: DevnetOptions,
 }
 
 impl TestNet {
@@ -50,14 +51,38 @@ impl TestNet {
                 );
             }
         }
-        let devnet = match Devnet::start(options).await {
+        let devnet = match Devnet::start(options.clone()).await {
             Ok(devnet) => devnet,
             Err(error) => {
                 dump_logs(dir.path());
                 return Err(error.into());
             }
         };
-        Ok(Self { devnet, dir })
+        Ok(Self {
+            devnet,
+            dir,
+            options,
+        })
+    }
+
+    /// Stops every service gracefully and starts the devnet again on the same data directory.
+    pub async fn restart(self) -> anyhow::Result<Self> {
+        let Self {
+            devnet,
+            dir,
+            mut options,
+        } = self;
+        // Clients keep the JSON-RPC address they know.
+        if let Some(http) = devnet.address(Service::Gateway, "http") {
+            options.rpc_addr = http.parse()?;
+        }
+        devnet.stop().await?;
+        let devnet = Devnet::start(options.clone()).await?;
+        Ok(Self {
+            devnet,
+            dir,
+            options,
+        })
     }
 
     /// A JSON-RPC client of the gateway.
@@ -72,7 +97,7 @@ impl TestNet {
 
     /// Stops everything.
     pub async fn stop(self) -> anyhow::Result<()> {
-        let Self { devnet, dir } = self;
+        let Self { devnet, dir, .. } = self;
         devnet.stop().await?;
         drop(dir);
         Ok(())
@@ -203,6 +228,19 @@ impl Rpc {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// GETs `url`, returning the status code and the body.
+pub async fn http_get(url: &str) -> anyhow::Result<(u16, String)> {
+    let client: Client<_, Full<hyper::body::Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let request = http::Request::get(url).body(Full::default())?;
+    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+        .await
+        .with_context(|| format!("GET {url} timed out"))??;
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
 }
 
 /// Parses a `0x` quantity.
