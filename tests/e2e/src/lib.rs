@@ -28,11 +28,18 @@ pub struct TestNet {
     /// Its data directory.
     pub dir: tempfile::TempDir,
     options: DevnetOptions,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
 }
+
+/// One devnet at a time: scenarios share one test binary, and on a 2-core machine concurrent
+/// devnets would make their timing unpredictable.
+static TURN: std::sync::LazyLock<std::sync::Arc<tokio::sync::Mutex<()>>> =
+    std::sync::LazyLock::new(Default::default);
 
 impl TestNet {
     /// Starts a devnet of every service on run-time ports; `configure` adjusts the options.
     pub async fn start(configure: impl FnOnce(&mut DevnetOptions)) -> anyhow::Result<Self> {
+        let turn = TURN.clone().lock_owned().await;
         let mut dir = tempfile::Builder::new().prefix("verity-e2e-").tempdir()?;
         if std::env::var_os("VERITY_E2E_KEEP").is_some() {
             dir.disable_cleanup(true);
@@ -62,6 +69,7 @@ impl TestNet {
             devnet,
             dir,
             options,
+            _turn: turn,
         })
     }
 
@@ -71,6 +79,7 @@ impl TestNet {
             devnet,
             dir,
             mut options,
+            _turn,
         } = self;
         // Clients keep the JSON-RPC address they know.
         if let Some(http) = devnet.address(Service::Gateway, "http") {
@@ -82,6 +91,7 @@ impl TestNet {
             devnet,
             dir,
             options,
+            _turn,
         })
     }
 

@@ -1,8 +1,6 @@
 //! The devnet as an operator sees it: every service healthy with metrics, a graceful stop, a
 //! restart that resumes the same chain, and bad configuration refused with a clear error.
 
-#![allow(clippy::unwrap_used)]
-
 use std::time::Duration;
 
 use alloy_primitives::{Address, U256};

@@ -1,8 +1,6 @@
 //! One transaction is one trace: with an OTLP endpoint configured, the spans of one transfer
 //! from at least four services share one trace id.
 
-#![allow(clippy::unwrap_used)]
-
 use std::{collections::BTreeSet, time::Duration};
 
 use alloy_primitives::{Address, U256};

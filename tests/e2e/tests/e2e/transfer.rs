@@ -1,8 +1,6 @@
 //! A dApp backend's transfer through web3.py: gateway -> ingress -> sequencer -> publisher ->
 //! JetStream -> replica -> gateway, plus bad input that must each get its own clear error.
 
-#![allow(clippy::unwrap_used)]
-
 use serde_json::json;
 use verity_e2e::{TestNet, run_python};
 

@@ -1,8 +1,6 @@
 //! Killing the publisher or the replica with SIGKILL mid-stream loses no block: the JetStream
 //! stream ends with every chain event exactly once, in order, and the replica with every block.
 
-#![allow(clippy::unwrap_used)]
-
 use std::{
     sync::{
         Arc,

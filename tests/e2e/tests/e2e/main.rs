@@ -1,0 +1,10 @@
+//! The end-to-end scenarios, compiled into one test binary. Each starts its own devnet (a real
+//! nats-server and the real service binaries on run-time ports); the harness runs them one at a
+//! time so timing on a small machine stays predictable.
+
+#![allow(clippy::unwrap_used)]
+
+mod crash_recovery;
+mod devnet;
+mod trace;
+mod transfer;
