@@ -79,6 +79,16 @@ fn resolve_block(read: &ReadTx<'_>, id: Option<&v1::BlockId>) -> Result<Option<u
 /// Checks that a state read asks for the latest state, the only one kept.
 fn require_latest_state(read: &ReadTx<'_>, id: Option<&v1::BlockId>) -> Result<(), Status> {
     let head = head_number(read)?;
+    if let Some(v1::block_id::Id::Tag(tag)) = id.and_then(|i| i.id.as_ref())
+        && matches!(
+            v1::BlockTag::try_from(*tag),
+            Ok(v1::BlockTag::Safe | v1::BlockTag::Finalized)
+        )
+    {
+        return Err(Status::unimplemented(
+            "block tags `safe` and `finalized` are not available yet: verification of the sequencer's output is not built",
+        ));
+    }
     let latest = match id.and_then(|i| i.id.as_ref()) {
         None => true,
         Some(v1::block_id::Id::Tag(tag)) => matches!(

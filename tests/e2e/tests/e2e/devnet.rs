@@ -84,6 +84,28 @@ async fn services_are_healthy_export_metrics_and_a_restart_resumes_the_chain() {
     .unwrap();
     assert!(gateway_metrics.contains("verity_gateway_request_seconds"));
 
+    // What is not built answers with a clear error, not a wrong value.
+    let account = RECIPIENT.to_string();
+    for (tag, expected) in [
+        ("safe", "not available yet"),
+        ("finalized", "not available yet"),
+        ("0x0", "historical state is not available"),
+    ] {
+        let error = rpc
+            .try_call("eth_getBalance", json!([account, tag]))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(error.code, -32000, "{tag}: {error}");
+        assert!(error.message.contains(expected), "{tag}: {error}");
+    }
+    let unknown = rpc
+        .try_call("eth_newFilter", json!([{}]))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(unknown.code, -32601, "{unknown}");
+
     let height = rpc.quantity("eth_blockNumber", json!([])).await.unwrap();
     // `restart` stops every service with SIGTERM and fails unless each exits with status 0.
     let net = net.restart().await.unwrap();
