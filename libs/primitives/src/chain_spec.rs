@@ -164,6 +164,25 @@ impl ChainSpec {
         BaseFeeParams::ethereum()
     }
 
+    /// Base fee of the block after `parent` (EIP-1559).
+    pub fn next_base_fee(&self, parent: &Header) -> u64 {
+        parent
+            .next_block_base_fee(self.base_fee_params())
+            .unwrap_or_else(|| self.initial_base_fee())
+    }
+
+    /// Block 0, derived from the spec by every node alike (not signed by anyone).
+    pub fn genesis_block(&self) -> crate::Block {
+        crate::Block {
+            header: self.genesis_header.clone(),
+            hash: self.genesis_hash,
+            first_mini_block: 0,
+            mini_block_count: 0,
+            transaction_hashes: Vec::new(),
+            signature: crate::UNSIGNED,
+        }
+    }
+
     /// The genesis as pretty JSON, for writing a genesis file.
     pub fn to_json(&self) -> Result<String, serde_json::Error> {
         serde_json::to_string_pretty(&self.genesis)

@@ -76,14 +76,7 @@ pub fn init_genesis(db: &Database, spec: &ChainSpec) -> Result<(), ApplyError> {
         None => {
             let mut write = db.write()?;
             write.apply_diff(&genesis_diff(&spec.genesis))?;
-            write.put_block(&Block {
-                header: spec.genesis_header.clone(),
-                hash: spec.genesis_hash,
-                first_mini_block: 0,
-                mini_block_count: 0,
-                transaction_hashes: Vec::new(),
-                signature: verity_primitives::UNSIGNED,
-            })?;
+            write.put_block(&spec.genesis_block())?;
             write.set_meta(meta::GENESIS_HASH, spec.genesis_hash.as_slice())?;
             write.set_meta_u64(meta::LAST_SEQ, 0)?;
             write.set_meta_u64(meta::NEXT_MINI_BLOCK, 0)?;

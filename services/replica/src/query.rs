@@ -125,16 +125,10 @@ fn pending_env(read: &ReadTx<'_>, spec: &ChainSpec) -> Result<BlockEnvSpec, Stat
         chain_id: spec.chain_id(),
         number: number + 1,
         timestamp: now.max(head.header.timestamp + 1),
-        base_fee: next_base_fee(spec, &head.header),
+        base_fee: spec.next_base_fee(&head.header),
         gas_limit: spec.gas_limit(),
         beneficiary: head.header.beneficiary,
     })
-}
-
-fn next_base_fee(spec: &ChainSpec, header: &verity_primitives::Header) -> u64 {
-    header
-        .next_block_base_fee(spec.base_fee_params())
-        .unwrap_or_else(|| spec.initial_base_fee())
 }
 
 fn block_response(read: &ReadTx<'_>, number: u64) -> Result<v1::BlockResponse, Status> {
@@ -198,7 +192,7 @@ impl v1::replica_server::Replica for QueryService {
                     .unwrap_or(0),
                 last_seq: read.meta_u64(meta::LAST_SEQ).map_err(storage)?.unwrap_or(0),
                 chain_id: spec.chain_id(),
-                base_fee: u256_bytes(U256::from(next_base_fee(spec, &head.header))),
+                base_fee: u256_bytes(U256::from(spec.next_base_fee(&head.header))),
                 block_gas_limit: spec.gas_limit(),
             }))
         })

@@ -116,7 +116,7 @@ impl Producer {
             None => {
                 let mut write = db.write()?;
                 write.apply_diff(&genesis_diff(&spec.genesis))?;
-                write.put_block(&genesis_block(&spec))?;
+                write.put_block(&spec.genesis_block())?;
                 write.set_meta(META_GENESIS_HASH, spec.genesis_hash.as_slice())?;
                 write.set_meta_u64(META_LAST_BLOCK_SEQ, 0)?;
                 write.commit()?;
@@ -172,7 +172,7 @@ impl Producer {
             Some(last) => (last.hash, last.timestamp_ms, last.number + 1),
             None => (parent_block.header.mix_hash, 0, sealed_next_mini),
         };
-        let base_fee = next_base_fee(&spec, &parent_block.header);
+        let base_fee = spec.next_base_fee(&parent_block.header);
         let timestamp = open_minis
             .first()
             .map(|m| block_timestamp(&parent_block.header, m.timestamp_ms));
@@ -378,7 +378,7 @@ impl Producer {
         self.last_seq = event.seq;
         self.open = OpenBlock {
             number: block.number() + 1,
-            base_fee: next_base_fee(&self.spec, &block.header),
+            base_fee: self.spec.next_base_fee(&block.header),
             timestamp: None,
             first_mini_block: self.next_mini_block,
             mini_blocks: Vec::new(),
@@ -396,24 +396,6 @@ impl Producer {
     pub fn spec(&self) -> &ChainSpec {
         &self.spec
     }
-}
-
-/// Block 0, derived from the chain spec by every node alike (not signed by anyone).
-pub fn genesis_block(spec: &ChainSpec) -> Block {
-    Block {
-        header: spec.genesis_header.clone(),
-        hash: spec.genesis_hash,
-        first_mini_block: 0,
-        mini_block_count: 0,
-        transaction_hashes: Vec::new(),
-        signature: verity_primitives::UNSIGNED,
-    }
-}
-
-fn next_base_fee(spec: &ChainSpec, parent: &Header) -> u64 {
-    parent
-        .next_block_base_fee(spec.base_fee_params())
-        .unwrap_or_else(|| spec.initial_base_fee())
 }
 
 /// A block's timestamp: the first mini-block's wall-clock second, strictly after the parent.
