@@ -1,0 +1,93 @@
+//! Contract code, storage and logs reach the replica through state diffs (it executes nothing),
+//! and ingress's batch submission judges each entry on its own.
+
+use alloy_primitives::{Address, U256};
+use serde_json::json;
+use verity_e2e::{TestNet, dev_signer, run_python, sign_transfer, verity_devnet::Service};
+use verity_proto::v1::{self, ingress_client::IngressClient, submit_result::Result as Entry};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_state_and_logs_are_served_by_the_replica() {
+    let net = TestNet::start(|_| {}).await.unwrap();
+    let out = match run_python("contract.py", &[&net.devnet.rpc_url()]).await {
+        Ok(out) => out,
+        Err(error) => {
+            net.dump_logs();
+            panic!("{error:#}");
+        }
+    };
+    assert_eq!(out["deploy_status"], json!(1), "{out}");
+    assert_eq!(out["store_status"], json!(1), "{out}");
+    let hex = |key: &str| {
+        out[key]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("0x")
+            .to_owned()
+    };
+    assert_eq!(hex("code"), hex("runtime"));
+    assert_eq!(out["log_count"], json!(1));
+    assert_eq!(out["log_address"], out["contract_address"]);
+    assert_eq!(hex("log_topic"), hex("value"));
+    assert_eq!(hex("slot0"), hex("value"));
+    assert_eq!(hex("call"), hex("value"));
+    net.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_submission_answers_each_entry() {
+    let net = TestNet::start(|_| {}).await.unwrap();
+    let signer = dev_signer(&net, 5).unwrap();
+    let chain_id = net.devnet.chain_id();
+    let raw = |nonce: u64, chain_id: u64| {
+        let (raw, hash) = sign_transfer(
+            &signer,
+            chain_id,
+            nonce,
+            Address::repeat_byte(0x99),
+            U256::from(5),
+            100_000_000_000,
+        )
+        .unwrap();
+        (
+            alloy_primitives::hex::decode(raw).unwrap(),
+            alloy_primitives::hex::decode(hash).unwrap(),
+        )
+    };
+    let (first, first_hash) = raw(0, chain_id);
+    let (second, second_hash) = raw(1, chain_id);
+    let (wrong_chain, _) = raw(2, chain_id + 1);
+    let mut ingress = IngressClient::connect(net.devnet.grpc_url(Service::Ingress))
+        .await
+        .unwrap();
+    let results = ingress
+        .submit_batch(v1::SubmitBatchRequest {
+            raw: vec![first, wrong_chain, second, vec![0xc0]],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(results.len(), 4);
+    assert_eq!(results[0].result, Some(Entry::TxHash(first_hash)));
+    match &results[1].result {
+        Some(Entry::Error(error)) => {
+            assert!(error.message.starts_with("invalid chain id"), "{error:?}");
+            assert_eq!(error.code, tonic::Code::InvalidArgument as i32);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(results[2].result, Some(Entry::TxHash(second_hash.clone())));
+    assert!(matches!(results[3].result, Some(Entry::Error(_))));
+
+    let rpc = net.rpc();
+    let receipt = rpc
+        .wait_receipt(
+            &alloy_primitives::hex::encode_prefixed(&second_hash),
+            std::time::Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    assert_eq!(receipt["status"], json!("0x1"));
+    net.stop().await.unwrap();
+}
