@@ -1,7 +1,7 @@
 # Verity: the two commands a newcomer needs are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run test bootstrap build bins fmt fmt-check clippy unit e2e bench clean
+.PHONY: run test bootstrap build bins fmt fmt-check clippy unit e2e clean
 
 ## run: build everything and start a whole devnet on this machine (Ctrl-C stops it; run again
 ## to resume the same chain from .devnet/). Pass flags with ARGS, e.g. ARGS="--chain-id 7".
@@ -34,6 +34,11 @@ bins:
 
 unit:
 	$(CARGO) test --workspace
+
+## e2e: only the end-to-end scenarios (real nats-server and binaries); VERITY_E2E_KEEP=1 keeps
+## each scenario's data directory and logs
+e2e: bootstrap bins
+	$(CARGO) test -p verity-e2e
 
 clean:
 	$(CARGO) clean
