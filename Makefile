@@ -1,7 +1,7 @@
 # Verity: the two commands a newcomer needs are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run test bootstrap build bins fmt fmt-check clippy unit e2e clean
+.PHONY: run test bootstrap build bins fmt fmt-check clippy unit e2e bench clean
 
 ## run: build everything and start a whole devnet on this machine (Ctrl-C stops it; run again
 ## to resume the same chain from .devnet/). Pass flags with ARGS, e.g. ARGS="--chain-id 7".
@@ -39,6 +39,11 @@ unit:
 ## each scenario's data directory and logs
 e2e: bootstrap bins
 	$(CARGO) test -p verity-e2e
+
+## bench: benchmarks (figures printed, never asserted); record them in docs/benchmarks.md.
+## Built so far: the state tree's write throughput.
+bench: bootstrap
+	$(CARGO) bench -p verity-commitment --bench tree
 
 clean:
 	$(CARGO) clean

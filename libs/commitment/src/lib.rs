@@ -1,0 +1,402 @@
+//! The authenticated state tree (native side): a compressed sparse Merkle tree over full
+//! 256-bit keys.
+//!
+//! **Shape.** Conceptually a binary tree of depth 256 indexed by the bits of a 32-byte key, most
+//! significant first. It is stored compressed, with the canonical rule of Diem's and Aptos'
+//! sparse Merkle trees: a subtree holding no leaf has the digest [`EMPTY`]; a subtree holding
+//! exactly one leaf has that leaf's digest, wherever the leaf sits; any other subtree has
+//! `node(left, right)`. The root therefore depends only on the set of `(key, value)` pairs, not
+//! on the order of updates, and a path is only as long as the longest prefix a key shares with
+//! another key.
+//!
+//! **Keys keep full collision resistance.** Keys are the full 32-byte outputs of
+//! [`account_key`] and [`storage_key`]; nothing is truncated to fit a field. An attacker who
+//! grinds addresses can make a path longer (each extra shared bit costs twice the work) but can
+//! never make two keys collide.
+//!
+//! **Hash.** The tree is generic over [`TreeHasher`]. [`Keccak`] is the instance built so far;
+//! the in-circuit hash (Poseidon over the proving system's field) is chosen together with the
+//! halo2 backend (issue 3) and plugs in as another `TreeHasher`.
+//!
+//! **Updates** come in batches ([`SparseMerkleTree::apply`]): every touched path is re-hashed
+//! once, with shared upper nodes hashed once per batch, not once per write.
+
+use std::collections::{BTreeMap, HashMap};
+
+use alloy_primitives::{Address, B256, U256, keccak256};
+use verity_primitives::Account;
+
+/// The digest of an empty subtree.
+pub const EMPTY: B256 = B256::ZERO;
+
+/// The two hashes of the tree. Implementations must keep leaf and node digests in separate
+/// domains, so a leaf can never be passed off as an internal node or the reverse, and must never
+/// return [`EMPTY`] for real input.
+pub trait TreeHasher {
+    /// The digest of a leaf holding `value` (itself a digest of the state value) at `key`.
+    fn leaf(&self, key: &B256, value: &B256) -> B256;
+    /// The digest of an internal node.
+    fn node(&self, left: &B256, right: &B256) -> B256;
+}
+
+/// keccak256 with one-byte domain tags: `leaf = keccak(0x00 ‖ key ‖ value)`,
+/// `node = keccak(0x01 ‖ left ‖ right)`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Keccak;
+
+impl TreeHasher for Keccak {
+    fn leaf(&self, key: &B256, value: &B256) -> B256 {
+        let mut input = [0u8; 65];
+        input[1..33].copy_from_slice(key.as_slice());
+        input[33..].copy_from_slice(value.as_slice());
+        keccak256(input)
+    }
+
+    fn node(&self, left: &B256, right: &B256) -> B256 {
+        let mut input = [1u8; 65];
+        input[1..33].copy_from_slice(left.as_slice());
+        input[33..].copy_from_slice(right.as_slice());
+        keccak256(input)
+    }
+}
+
+/// The tree key of an account: `keccak256("verity.account" ‖ address)`.
+pub fn account_key(address: Address) -> B256 {
+    let mut input = Vec::with_capacity(14 + 20);
+    input.extend_from_slice(b"verity.account");
+    input.extend_from_slice(address.as_slice());
+    keccak256(input)
+}
+
+/// The tree key of a storage slot: `keccak256("verity.storage" ‖ address ‖ slot)`.
+pub fn storage_key(address: Address, slot: U256) -> B256 {
+    let mut input = Vec::with_capacity(14 + 20 + 32);
+    input.extend_from_slice(b"verity.storage");
+    input.extend_from_slice(address.as_slice());
+    input.extend_from_slice(&slot.to_be_bytes::<32>());
+    keccak256(input)
+}
+
+/// The leaf value of an account: `keccak256(nonce u64 BE ‖ balance ‖ code_hash)`.
+pub fn account_value(account: &Account) -> B256 {
+    let mut input = [0u8; 8 + 32 + 32];
+    input[..8].copy_from_slice(&account.nonce.to_be_bytes());
+    input[8..40].copy_from_slice(&account.balance.to_be_bytes::<32>());
+    input[40..].copy_from_slice(account.code_hash.as_slice());
+    keccak256(input)
+}
+
+/// The leaf value of a storage slot: the value itself, 32 bytes big-endian (zero is never
+/// stored: writing zero deletes the leaf).
+pub fn storage_value(value: U256) -> B256 {
+    B256::from(value.to_be_bytes::<32>())
+}
+
+/// Bit `depth` of `key`, most significant first.
+fn bit(key: &B256, depth: usize) -> bool {
+    key[depth / 8] & (0x80 >> (depth % 8)) != 0
+}
+
+/// `key` with every bit from `depth` on cleared: the prefix naming a subtree.
+fn prefix(key: &B256, depth: usize) -> B256 {
+    let mut out = B256::ZERO;
+    let whole = depth / 8;
+    out[..whole].copy_from_slice(&key[..whole]);
+    if !depth.is_multiple_of(8) {
+        out[whole] = key[whole] & !(0xffu8 >> (depth % 8));
+    }
+    out
+}
+
+/// The greatest key under `prefix` at `depth`.
+fn prefix_end(prefix: &B256, depth: usize) -> B256 {
+    let mut out = *prefix;
+    let whole = depth / 8;
+    if !depth.is_multiple_of(8) {
+        out[whole] |= 0xffu8 >> (depth % 8);
+        out[whole + 1..].fill(0xff);
+    } else {
+        out[whole..].fill(0xff);
+    }
+    out
+}
+
+/// `prefix` at `depth` extended with bit 1.
+fn right_child(prefix: &B256, depth: usize) -> B256 {
+    let mut out = *prefix;
+    out[depth / 8] |= 0x80 >> (depth % 8);
+    out
+}
+
+/// One write of a batch: `Some(value)` sets the leaf, `None` removes it.
+pub type Update = (B256, Option<B256>);
+
+/// A proof that a key holds a value, or holds none, under a root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proof {
+    /// Sibling digests from the root down to the terminal subtree.
+    pub siblings: Vec<B256>,
+    /// The single leaf of the terminal subtree, if it is not empty: `(key, value)`. For a
+    /// membership proof it is the key itself; for a non-membership proof it is another key
+    /// sharing the path, or `None` when the terminal subtree is empty.
+    pub terminal: Option<(B256, B256)>,
+}
+
+/// Why a proof does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProofError {
+    /// The recomputed root differs.
+    #[error("the proof computes root {computed}, not {expected}")]
+    RootMismatch {
+        /// Root the proof leads to.
+        computed: B256,
+        /// Root it was checked against.
+        expected: B256,
+    },
+    /// The terminal leaf does not say what was claimed about the key.
+    #[error("the proof's terminal leaf contradicts the claim about the key")]
+    WrongTerminal,
+    /// The terminal leaf is not on the key's path.
+    #[error("the proof's terminal leaf does not share the key's path")]
+    OffPath,
+    /// More siblings than key bits.
+    #[error("the proof is deeper than 256 levels")]
+    TooDeep,
+}
+
+impl Proof {
+    /// Checks that under `root`, `key` holds `value` (`None`: holds nothing).
+    pub fn verify<H: TreeHasher>(
+        &self,
+        hasher: &H,
+        root: B256,
+        key: &B256,
+        value: Option<&B256>,
+    ) -> Result<(), ProofError> {
+        let depth = self.siblings.len();
+        if depth > 256 {
+            return Err(ProofError::TooDeep);
+        }
+        let mut digest = match (&self.terminal, value) {
+            (Some((k, v)), Some(claimed)) if k == key && v == claimed => hasher.leaf(k, v),
+            (Some(_), Some(_)) | (None, Some(_)) => return Err(ProofError::WrongTerminal),
+            (Some((k, _)), None) if k == key => return Err(ProofError::WrongTerminal),
+            (Some((k, v)), None) => {
+                if prefix(k, depth) != prefix(key, depth) {
+                    return Err(ProofError::OffPath);
+                }
+                hasher.leaf(k, v)
+            }
+            (None, None) => EMPTY,
+        };
+        for (level, sibling) in self.siblings.iter().enumerate().rev() {
+            digest = if bit(key, level) {
+                hasher.node(sibling, &digest)
+            } else {
+                hasher.node(&digest, sibling)
+            };
+        }
+        if digest == root {
+            Ok(())
+        } else {
+            Err(ProofError::RootMismatch {
+                computed: digest,
+                expected: root,
+            })
+        }
+    }
+}
+
+/// The tree, held in memory: the leaves, and the digest of every subtree with two or more
+/// leaves (the only ones that cannot be recomputed from a single leaf).
+#[derive(Debug, Clone)]
+pub struct SparseMerkleTree<H> {
+    hasher: H,
+    leaves: BTreeMap<B256, B256>,
+    nodes: HashMap<(u16, B256), B256>,
+    root: B256,
+}
+
+impl<H: TreeHasher + Default> Default for SparseMerkleTree<H> {
+    fn default() -> Self {
+        Self::new(H::default())
+    }
+}
+
+impl<H: TreeHasher> SparseMerkleTree<H> {
+    /// An empty tree.
+    pub fn new(hasher: H) -> Self {
+        Self {
+            hasher,
+            leaves: BTreeMap::new(),
+            nodes: HashMap::new(),
+            root: EMPTY,
+        }
+    }
+
+    /// The hasher.
+    pub fn hasher(&self) -> &H {
+        &self.hasher
+    }
+
+    /// The root digest.
+    pub fn root(&self) -> B256 {
+        self.root
+    }
+
+    /// Number of leaves.
+    pub fn len(&self) -> usize {
+        self.leaves.len()
+    }
+
+    /// True when the tree holds no leaf.
+    pub fn is_empty(&self) -> bool {
+        self.leaves.is_empty()
+    }
+
+    /// The value at `key`.
+    pub fn get(&self, key: &B256) -> Option<&B256> {
+        self.leaves.get(key)
+    }
+
+    /// Applies a batch of writes and returns the new root. Later writes to the same key win.
+    /// Each touched path is re-hashed once per batch.
+    pub fn apply(&mut self, updates: impl IntoIterator<Item = Update>) -> B256 {
+        let mut dirty: Vec<B256> = Vec::new();
+        for (key, value) in updates {
+            match value {
+                Some(value) => self.leaves.insert(key, value),
+                None => self.leaves.remove(&key),
+            };
+            dirty.push(key);
+        }
+        if dirty.is_empty() {
+            return self.root;
+        }
+        dirty.sort_unstable();
+        dirty.dedup();
+        self.root = self.rehash(0, B256::ZERO, &dirty);
+        self.root
+    }
+
+    /// The single leaf of a subtree, or a count of two for "more than one".
+    fn leaves_under(&self, prefix: &B256, depth: usize) -> (usize, Option<(B256, B256)>) {
+        let mut range = self.leaves.range(*prefix..=prefix_end(prefix, depth));
+        match (range.next(), range.next()) {
+            (None, _) => (0, None),
+            (Some((k, v)), None) => (1, Some((*k, *v))),
+            (Some(_), Some(_)) => (2, None),
+        }
+    }
+
+    /// The digest of an untouched subtree.
+    fn digest(&self, prefix: &B256, depth: usize) -> B256 {
+        match self.leaves_under(prefix, depth) {
+            (0, _) => EMPTY,
+            (1, Some((k, v))) => self.hasher.leaf(&k, &v),
+            _ => self
+                .nodes
+                .get(&(depth as u16, *prefix))
+                .copied()
+                .unwrap_or_else(|| self.recompute(prefix, depth)),
+        }
+    }
+
+    /// Full recomputation of a subtree (only reached if the node cache lacks an entry, which
+    /// `apply` never leaves behind).
+    fn recompute(&self, prefix: &B256, depth: usize) -> B256 {
+        match self.leaves_under(prefix, depth) {
+            (0, _) => EMPTY,
+            (1, Some((k, v))) => self.hasher.leaf(&k, &v),
+            _ => {
+                let left = self.recompute(prefix, depth + 1);
+                let right = self.recompute(&right_child(prefix, depth), depth + 1);
+                self.hasher.node(&left, &right)
+            }
+        }
+    }
+
+    /// Re-hashes the subtree at (`depth`, `prefix`) given the sorted touched keys under it.
+    fn rehash(&mut self, depth: usize, prefix: B256, dirty: &[B256]) -> B256 {
+        if dirty.is_empty() {
+            return self.digest(&prefix, depth);
+        }
+        match self.leaves_under(&prefix, depth) {
+            (count, single) if count < 2 => {
+                // The subtree collapsed to at most one leaf: forget the internal digests that
+                // the touched keys' paths held below here.
+                // Several removed keys can leave digests on paths they shared only in part, so
+                // every level of every touched path is cleared (this happens only on collapse).
+                for key in dirty {
+                    for level in depth..256 {
+                        self.nodes.remove(&(level as u16, self::prefix(key, level)));
+                    }
+                }
+                single.map_or(EMPTY, |(k, v)| self.hasher.leaf(&k, &v))
+            }
+            _ => {
+                let split = dirty.partition_point(|key| !bit(key, depth));
+                let (left_dirty, right_dirty) = dirty.split_at(split);
+                let left = self.rehash(depth + 1, prefix, left_dirty);
+                let right = self.rehash(depth + 1, right_child(&prefix, depth), right_dirty);
+                let digest = self.hasher.node(&left, &right);
+                self.nodes.insert((depth as u16, prefix), digest);
+                digest
+            }
+        }
+    }
+
+    /// A proof of what `key` holds (a value or nothing) under [`root`](Self::root).
+    pub fn prove(&self, key: &B256) -> Proof {
+        let mut siblings = Vec::new();
+        let mut depth = 0;
+        let mut here = B256::ZERO;
+        loop {
+            match self.leaves_under(&here, depth) {
+                (0, _) => {
+                    return Proof {
+                        siblings,
+                        terminal: None,
+                    };
+                }
+                (1, single) => {
+                    return Proof {
+                        siblings,
+                        terminal: single,
+                    };
+                }
+                _ => {
+                    let right = right_child(&here, depth);
+                    if bit(key, depth) {
+                        siblings.push(self.digest(&here, depth + 1));
+                        here = right;
+                    } else {
+                        siblings.push(self.digest(&right, depth + 1));
+                    }
+                    depth += 1;
+                }
+            }
+        }
+    }
+}
+
+/// The root of a set of leaves computed from scratch: the definition the incremental tree must
+/// match.
+pub fn root_of<H: TreeHasher>(hasher: &H, leaves: &BTreeMap<B256, B256>) -> B256 {
+    fn go<H: TreeHasher>(hasher: &H, leaves: &[(B256, B256)], depth: usize) -> B256 {
+        match leaves {
+            [] => EMPTY,
+            [(k, v)] => hasher.leaf(k, v),
+            _ => {
+                let split = leaves.partition_point(|(k, _)| !bit(k, depth));
+                let (left, right) = leaves.split_at(split);
+                hasher.node(&go(hasher, left, depth + 1), &go(hasher, right, depth + 1))
+            }
+        }
+    }
+    let sorted: Vec<(B256, B256)> = leaves.iter().map(|(k, v)| (*k, *v)).collect();
+    go(hasher, &sorted, 0)
+}
+
+#[cfg(test)]
+mod tests;
