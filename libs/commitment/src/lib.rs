@@ -275,7 +275,8 @@ impl<H: TreeHasher> SparseMerkleTree<H> {
         }
         dirty.sort_unstable();
         dirty.dedup();
-        self.root = self.rehash(0, B256::ZERO, &dirty);
+        let present: Vec<bool> = dirty.iter().map(|k| self.leaves.contains_key(k)).collect();
+        self.root = self.rehash(0, B256::ZERO, &dirty, &present);
         self.root
     }
 
@@ -289,16 +290,16 @@ impl<H: TreeHasher> SparseMerkleTree<H> {
         }
     }
 
-    /// The digest of an untouched subtree.
+    /// The digest of an untouched subtree. A cached digest exists exactly for the subtrees with
+    /// two or more leaves, so only a subtree without one needs its leaves looked up.
     fn digest(&self, prefix: &B256, depth: usize) -> B256 {
+        if let Some(digest) = self.nodes.get(&(depth as u16, *prefix)) {
+            return *digest;
+        }
         match self.leaves_under(prefix, depth) {
             (0, _) => EMPTY,
             (1, Some((k, v))) => self.hasher.leaf(&k, &v),
-            _ => self
-                .nodes
-                .get(&(depth as u16, *prefix))
-                .copied()
-                .unwrap_or_else(|| self.recompute(prefix, depth)),
+            _ => self.recompute(prefix, depth),
         }
     }
 
@@ -316,33 +317,57 @@ impl<H: TreeHasher> SparseMerkleTree<H> {
         }
     }
 
-    /// Re-hashes the subtree at (`depth`, `prefix`) given the sorted touched keys under it.
-    fn rehash(&mut self, depth: usize, prefix: B256, dirty: &[B256]) -> B256 {
+    /// Whether the subtree at (`depth`, `prefix`) holds two or more leaves after the batch,
+    /// given its touched keys (sorted) and which of them are present now. Decided without a
+    /// leaf lookup when the batch says enough: two present touched keys, or a subtree that had
+    /// two or more leaves before (it has a cached digest) and lost none.
+    fn is_multi(&self, depth: usize, prefix: &B256, present: &[bool]) -> bool {
+        let kept = present.iter().filter(|p| **p).count();
+        if kept >= 2 {
+            return true;
+        }
+        if kept == present.len() && self.nodes.contains_key(&(depth as u16, *prefix)) {
+            return true;
+        }
+        self.leaves_under(prefix, depth).0 >= 2
+    }
+
+    /// Re-hashes the subtree at (`depth`, `prefix`) given the sorted touched keys under it and
+    /// whether each is present after the batch.
+    fn rehash(&mut self, depth: usize, prefix: B256, dirty: &[B256], present: &[bool]) -> B256 {
         if dirty.is_empty() {
             return self.digest(&prefix, depth);
         }
-        match self.leaves_under(&prefix, depth) {
-            (count, single) if count < 2 => {
-                // The subtree collapsed to at most one leaf: forget the internal digests that
-                // the touched keys' paths held below here.
-                // Several removed keys can leave digests on paths they shared only in part, so
-                // every level of every touched path is cleared (this happens only on collapse).
-                for key in dirty {
-                    for level in depth..256 {
-                        self.nodes.remove(&(level as u16, self::prefix(key, level)));
-                    }
+        if self.is_multi(depth, &prefix, present) {
+            let split = dirty.partition_point(|key| !bit(key, depth));
+            let (left_dirty, right_dirty) = dirty.split_at(split);
+            let (left_present, right_present) = present.split_at(split);
+            let left = self.rehash(depth + 1, prefix, left_dirty, left_present);
+            let right = self.rehash(
+                depth + 1,
+                right_child(&prefix, depth),
+                right_dirty,
+                right_present,
+            );
+            let digest = self.hasher.node(&left, &right);
+            self.nodes.insert((depth as u16, prefix), digest);
+            return digest;
+        }
+        // The subtree holds at most one leaf. If it held more before (it has a cached digest),
+        // it collapsed: forget the internal digests the touched keys' paths held below here.
+        // Several removed keys can leave digests on paths they shared only in part, so every
+        // level of every touched path is cleared. A subtree that held at most one leaf before
+        // has no digest below it to forget.
+        if self.nodes.remove(&(depth as u16, prefix)).is_some() {
+            for key in dirty {
+                for level in depth + 1..256 {
+                    self.nodes.remove(&(level as u16, self::prefix(key, level)));
                 }
-                single.map_or(EMPTY, |(k, v)| self.hasher.leaf(&k, &v))
             }
-            _ => {
-                let split = dirty.partition_point(|key| !bit(key, depth));
-                let (left_dirty, right_dirty) = dirty.split_at(split);
-                let left = self.rehash(depth + 1, prefix, left_dirty);
-                let right = self.rehash(depth + 1, right_child(&prefix, depth), right_dirty);
-                let digest = self.hasher.node(&left, &right);
-                self.nodes.insert((depth as u16, prefix), digest);
-                digest
-            }
+        }
+        match self.leaves_under(&prefix, depth) {
+            (1, Some((k, v))) => self.hasher.leaf(&k, &v),
+            _ => EMPTY,
         }
     }
 
