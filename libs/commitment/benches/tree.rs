@@ -12,23 +12,24 @@ use std::{
 };
 
 use alloy_primitives::{B256, keccak256};
-use verity_commitment::{Keccak, SparseMerkleTree, TreeHasher, Update};
+use verity_commitment::{Keccak, PoseidonPasta, SparseMerkleTree, TreeHasher, Update};
 
-/// Counts hash calls.
+/// Counts hash calls of an inner hasher.
 #[derive(Debug, Default)]
-struct Counting {
+struct Counting<H> {
+    inner: H,
     calls: Cell<u64>,
 }
 
-impl TreeHasher for Counting {
+impl<H: TreeHasher> TreeHasher for Counting<H> {
     fn leaf(&self, key: &B256, value: &B256) -> B256 {
         self.calls.set(self.calls.get() + 1);
-        Keccak.leaf(key, value)
+        self.inner.leaf(key, value)
     }
 
     fn node(&self, left: &B256, right: &B256) -> B256 {
         self.calls.set(self.calls.get() + 1);
-        Keccak.node(left, right)
+        self.inner.node(left, right)
     }
 }
 
@@ -36,58 +37,64 @@ fn key(n: u64) -> B256 {
     keccak256(n.to_be_bytes())
 }
 
-fn main() {
-    // One keccak node hash, for scale.
+fn per_call(name: &str, hasher: &impl TreeHasher, calls: u32) {
     let started = Instant::now();
     let mut digest = B256::ZERO;
-    for _ in 0..1_000_000 {
-        digest = Keccak.node(&digest, &digest);
+    for _ in 0..calls {
+        digest = hasher.node(&digest, &digest);
     }
-    let per_hash = started.elapsed() / 1_000_000;
-    println!("keccak node hash: {per_hash:?} per call ({digest})");
-
-    for (preload, batch) in [
-        (100_000u64, 5_000u64),
-        (1_000_000, 5_000),
-        (1_000_000, 25_000),
-    ] {
-        let mut tree = SparseMerkleTree::new(Counting::default());
-        let started = Instant::now();
-        for chunk in (0..preload).collect::<Vec<_>>().chunks(50_000) {
-            tree.apply(chunk.iter().map(|n| (key(*n), Some(key(n + 1)))));
-        }
-        let load = started.elapsed();
-        let mut elapsed = Duration::ZERO;
-        let mut writes = 0u64;
-        let calls_before = tree_calls(&tree);
-        let mut next = preload;
-        for round in 0..10u64 {
-            // Half the writes update existing leaves, half insert new ones.
-            let updates: Vec<Update> = (0..batch)
-                .map(|i| {
-                    if i % 2 == 0 {
-                        let existing = (round * batch + i) % preload;
-                        (key(existing), Some(key(existing + round + 7)))
-                    } else {
-                        next += 1;
-                        (key(next), Some(key(next)))
-                    }
-                })
-                .collect();
-            let started = Instant::now();
-            tree.apply(updates);
-            elapsed += started.elapsed();
-            writes += batch;
-        }
-        let calls = tree_calls(&tree) - calls_before;
-        println!(
-            "tree of {preload} leaves (built in {load:.2?}), batches of {batch}: {:.0} writes/s on one core, {:.1} hashes per write",
-            writes as f64 / elapsed.as_secs_f64(),
-            calls as f64 / writes as f64
-        );
+    let node = started.elapsed() / calls;
+    let started = Instant::now();
+    for _ in 0..calls {
+        digest = hasher.leaf(&digest, &digest);
     }
+    let leaf = started.elapsed() / calls;
+    println!("{name}: node hash {node:?}, leaf hash {leaf:?} per call ({digest})");
 }
 
-fn tree_calls(tree: &SparseMerkleTree<Counting>) -> u64 {
-    tree.hasher().calls.get()
+/// Fills a tree with `preload` leaves, then times ten batches of `batch` writes (half updates
+/// of existing leaves, half inserts).
+fn throughput<H: TreeHasher + Default>(name: &str, preload: u64, batch: u64) {
+    let mut tree = SparseMerkleTree::new(Counting::<H>::default());
+    let started = Instant::now();
+    for chunk in (0..preload).collect::<Vec<_>>().chunks(50_000) {
+        tree.apply(chunk.iter().map(|n| (key(*n), Some(key(n + 1)))));
+    }
+    let load = started.elapsed();
+    let mut elapsed = Duration::ZERO;
+    let mut writes = 0u64;
+    let calls_before = tree.hasher().calls.get();
+    let mut next = preload;
+    for round in 0..10u64 {
+        let updates: Vec<Update> = (0..batch)
+            .map(|i| {
+                if i % 2 == 0 {
+                    let existing = (round * batch + i) % preload;
+                    (key(existing), Some(key(existing + round + 7)))
+                } else {
+                    next += 1;
+                    (key(next), Some(key(next)))
+                }
+            })
+            .collect();
+        let started = Instant::now();
+        tree.apply(updates);
+        elapsed += started.elapsed();
+        writes += batch;
+    }
+    let calls = tree.hasher().calls.get() - calls_before;
+    println!(
+        "{name}: tree of {preload} leaves (built in {load:.2?}), batches of {batch}: {:.0} writes/s on one core, {:.1} hashes per write",
+        writes as f64 / elapsed.as_secs_f64(),
+        calls as f64 / writes as f64
+    );
+}
+
+fn main() {
+    per_call("keccak", &Keccak, 1_000_000);
+    per_call("poseidon (P128Pow5T3, Pasta)", &PoseidonPasta, 20_000);
+    throughput::<Keccak>("keccak", 100_000, 5_000);
+    throughput::<Keccak>("keccak", 1_000_000, 5_000);
+    throughput::<Keccak>("keccak", 1_000_000, 25_000);
+    throughput::<PoseidonPasta>("poseidon", 20_000, 2_000);
 }

@@ -14,9 +14,10 @@
 //! grinds addresses can make a path longer (each extra shared bit costs twice the work) but can
 //! never make two keys collide.
 //!
-//! **Hash.** The tree is generic over [`TreeHasher`]. [`Keccak`] is the instance built so far;
-//! the in-circuit hash (Poseidon over the proving system's field) is chosen together with the
-//! halo2 backend (issue 3) and plugs in as another `TreeHasher`.
+//! **Hash.** The tree is generic over [`TreeHasher`]. [`PoseidonPasta`] is the circuit-friendly
+//! instance (the permutation of halo2's in-circuit `Pow5Chip`); [`Keccak`] is the fast native
+//! one, for comparison and for uses that never enter a circuit. Whether the Pasta field stays
+//! (zcash's IPA halo2) or BN254 replaces it (a KZG fork) is decided by measurement (issue 3).
 //!
 //! **Updates** come in batches ([`SparseMerkleTree::apply`]): every touched path is re-hashed
 //! once, with shared upper nodes hashed once per batch, not once per write.
@@ -25,6 +26,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use alloy_primitives::{Address, B256, U256, keccak256};
 use verity_primitives::Account;
+
+mod poseidon;
+pub use poseidon::{PoseidonPasta, digest as field_digest, element as field_element};
 
 /// The digest of an empty subtree.
 pub const EMPTY: B256 = B256::ZERO;
