@@ -192,31 +192,23 @@ pub async fn await_ack(
     }
 }
 
-/// Returns a durable pull consumer named `durable` on the chain stream, positioned so that the
-/// next message it delivers is at most `next_seq`.
+/// Returns a fresh durable pull consumer named `durable` on the chain stream whose first
+/// message is `next_seq`.
 ///
-/// A consumer that already acknowledged past `next_seq` (its owner lost local state) is
-/// recreated from `next_seq`; one that lags behind is kept, and its owner skips what it already
-/// applied.
+/// The owner's own storage is the record of what it applied, so any consumer of that name left
+/// from an earlier run is deleted first: kept, it would redeliver its unacknowledged messages
+/// only after the ack wait, *after* newer ones, and an ordered applier would see a gap. The
+/// durable name stays so operators see the consumer's lag in JetStream.
 pub async fn chain_consumer(
     stream: &Stream,
     durable: &str,
     next_seq: u64,
 ) -> Result<PullConsumer, BusError> {
-    if let Ok(mut existing) = stream.get_consumer::<consumer::pull::Config>(durable).await {
-        let info = existing
-            .info()
-            .await
-            .map_err(|e| js_error("consumer info", e))?;
-        if info.ack_floor.stream_sequence < next_seq {
-            return Ok(existing);
-        }
-        tracing::warn!(
-            durable,
-            ack_floor = info.ack_floor.stream_sequence,
-            next_seq,
-            "durable consumer is ahead of local state; recreating it"
-        );
+    if stream
+        .get_consumer::<consumer::pull::Config>(durable)
+        .await
+        .is_ok()
+    {
         stream
             .delete_consumer(durable)
             .await

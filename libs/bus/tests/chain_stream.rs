@@ -79,4 +79,23 @@ async fn events_land_in_order_once_and_a_consumer_resumes_after_what_it_applied(
     let mut messages = consumer.messages().await.expect("messages");
     let first = messages.next().await.expect("message").expect("ok");
     assert_eq!(first.info().expect("info").stream_sequence, 1);
+    first.ack().await.expect("ack");
+    // 2 and 3 are delivered but never acknowledged (the owner dies after applying 2).
+    for expected in [2, 3] {
+        let message = messages.next().await.expect("message").expect("ok");
+        assert_eq!(message.info().expect("info").stream_sequence, expected);
+    }
+    drop(messages);
+
+    // Restarted, it needs 3: it gets 3 at once, not 4 with 3 redelivered after the ack wait.
+    let consumer = chain_consumer(&stream, "replica-test", 3)
+        .await
+        .expect("consumer");
+    let mut messages = consumer.messages().await.expect("messages");
+    let next = tokio::time::timeout(std::time::Duration::from_secs(5), messages.next())
+        .await
+        .expect("delivered at once")
+        .expect("message")
+        .expect("ok");
+    assert_eq!(next.info().expect("info").stream_sequence, 3);
 }

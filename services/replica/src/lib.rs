@@ -209,6 +209,7 @@ async fn follow_once(
         .map_err(|e| transient(e.into()))?;
     let mut messages = consumer.messages().await.map_err(|e| transient(e.into()))?;
     tracing::info!(from_seq = last + 1, "following the chain");
+    let mut expected = last + 1;
     loop {
         let next = tokio::select! {
             next = messages.next() => next,
@@ -223,6 +224,13 @@ async fn follow_once(
             .info()
             .map_err(|e| transient(anyhow::anyhow!("message info: {e}")))?
             .stream_sequence;
+        if seq > expected {
+            // A gap in delivery (a redelivery overtaken by newer messages): resubscribe from
+            // the first missing event rather than refuse the chain.
+            return Err(transient(anyhow::anyhow!(
+                "delivery skipped from event {expected} to {seq}; resubscribing"
+            )));
+        }
         let event = match verity_bus::decode_event(seq, &message.payload) {
             Ok(event) => event,
             Err(e) => {
@@ -243,6 +251,7 @@ async fn follow_once(
         };
         match applied {
             Ok(Applied::Applied) => {
+                expected = seq + 1;
                 metrics::counter!("verity_replica_applied_events_total").increment(1);
                 metrics::gauge!("verity_replica_last_seq").set(seq as f64);
             }
