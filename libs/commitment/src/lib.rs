@@ -177,6 +177,24 @@ impl Proof {
         key: &B256,
         value: Option<&B256>,
     ) -> Result<(), ProofError> {
+        let digest = self.compute_root(hasher, key, value)?;
+        if digest == root {
+            Ok(())
+        } else {
+            Err(ProofError::RootMismatch {
+                computed: digest,
+                expected: root,
+            })
+        }
+    }
+
+    /// The root under which `key` holds `value` (`None`: nothing) according to this proof.
+    pub fn compute_root<H: TreeHasher>(
+        &self,
+        hasher: &H,
+        key: &B256,
+        value: Option<&B256>,
+    ) -> Result<B256, ProofError> {
         let depth = self.siblings.len();
         if depth > 256 {
             return Err(ProofError::TooDeep);
@@ -200,14 +218,48 @@ impl Proof {
                 hasher.node(&digest, sibling)
             };
         }
-        if digest == root {
-            Ok(())
-        } else {
-            Err(ProofError::RootMismatch {
-                computed: digest,
-                expected: root,
-            })
+        Ok(digest)
+    }
+}
+
+/// One key's step through the tree, the unit a chunk proof is made of: what the key held
+/// before and after, with a proof of each against the root before and after the step.
+///
+/// Values follow the circuit's convention: an absent key holds [`EMPTY`] (zero). A write of
+/// zero to a present key leaves a leaf holding zero (a tombstone); a write of zero to an absent
+/// key changes nothing. So the tree never shrinks, and every step is an update, an insertion or
+/// a read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The tree key.
+    pub key: B256,
+    /// The value before (zero when absent).
+    pub before: B256,
+    /// The value after (zero when absent).
+    pub after: B256,
+    /// Whether the key had a leaf before.
+    pub was_present: bool,
+    /// Whether the key has a leaf after.
+    pub is_present: bool,
+    /// The key's proof under the root before the step.
+    pub old: Proof,
+    /// The key's proof under the root after the step.
+    pub new: Proof,
+}
+
+impl Step {
+    /// The roots before and after the step, as its proofs compute them.
+    pub fn roots<H: TreeHasher>(&self, hasher: &H) -> Result<(B256, B256), ProofError> {
+        let before = self.was_present.then_some(&self.before);
+        let after = self.is_present.then_some(&self.after);
+        if (!self.was_present && self.before != EMPTY) || (!self.is_present && self.after != EMPTY)
+        {
+            return Err(ProofError::WrongTerminal);
         }
+        Ok((
+            self.old.compute_root(hasher, &self.key, before)?,
+            self.new.compute_root(hasher, &self.key, after)?,
+        ))
     }
 }
 
@@ -372,6 +424,30 @@ impl<H: TreeHasher> SparseMerkleTree<H> {
         match self.leaves_under(&prefix, depth) {
             (1, Some((k, v))) => self.hasher.leaf(&k, &v),
             _ => EMPTY,
+        }
+    }
+
+    /// Reads `key` (`write` is `None`) or writes it, and returns the step with its proofs.
+    /// See [`Step`] for how zero values are kept.
+    pub fn step(&mut self, key: B256, write: Option<B256>) -> Step {
+        let old = self.prove(&key);
+        let previous = self.leaves.get(&key).copied();
+        let next = match (previous, write) {
+            (previous, None) => previous,
+            (None, Some(value)) if value == EMPTY => None,
+            (_, Some(value)) => Some(value),
+        };
+        if next != previous {
+            self.apply([(key, next)]);
+        }
+        Step {
+            key,
+            before: previous.unwrap_or(EMPTY),
+            after: next.unwrap_or(EMPTY),
+            was_present: previous.is_some(),
+            is_present: next.is_some(),
+            old,
+            new: self.prove(&key),
         }
     }
 

@@ -179,4 +179,31 @@ proptest! {
         }
         prop_assert_eq!(forward.root(), backward.root());
     }
+
+    /// Steps one key at a time chain their roots, agree with a batch of the same writes (zero
+    /// writes kept as tombstones, zero writes to absent keys dropped), and say what each key
+    /// held before and after.
+    #[test]
+    fn steps_chain_roots_and_match_batches(
+        ops in prop::collection::vec((0u64..40, prop::option::of(0u64..4)), 1..60)
+    ) {
+        let mut tree = SparseMerkleTree::<Keccak>::default();
+        let mut model: BTreeMap<B256, B256> = BTreeMap::new();
+        for (k, write) in &ops {
+            let k = key(*k);
+            let write = write.map(|v| if v == 0 { B256::ZERO } else { key(v + 500) });
+            let before_root = tree.root();
+            let step = tree.step(k, write);
+            prop_assert_eq!(step.before, model.get(&k).copied().unwrap_or(B256::ZERO));
+            prop_assert_eq!(step.was_present, model.contains_key(&k));
+            match write {
+                Some(v) if v == B256::ZERO && !model.contains_key(&k) => {}
+                Some(v) => { model.insert(k, v); }
+                None => {}
+            }
+            prop_assert_eq!(step.after, model.get(&k).copied().unwrap_or(B256::ZERO));
+            prop_assert_eq!(step.roots(&Keccak).unwrap(), (before_root, tree.root()));
+            prop_assert_eq!(tree.root(), root_of(&Keccak, &model));
+        }
+    }
 }
