@@ -27,6 +27,10 @@ pub struct MiniBlock {
     pub parent_hash: B256,
     /// Base fee per gas of the EVM block being built.
     pub base_fee: u64,
+    /// Timestamp of the EVM block being built, seconds (what `TIMESTAMP` returned).
+    pub block_timestamp: u64,
+    /// Fee recipient of the EVM block being built (what `COINBASE` returned).
+    pub beneficiary: Address,
     /// The transactions, in execution order.
     pub transactions: Vec<Transaction>,
     /// One receipt per transaction.
@@ -50,6 +54,8 @@ impl MiniBlock {
         put_u64(&mut buf, self.timestamp_ms);
         buf.extend_from_slice(self.parent_hash.as_slice());
         put_u64(&mut buf, self.base_fee);
+        put_u64(&mut buf, self.block_timestamp);
+        buf.extend_from_slice(self.beneficiary.as_slice());
         put_u64(&mut buf, self.transactions.len() as u64);
         for tx in &self.transactions {
             buf.extend_from_slice(tx.tx_hash().as_slice());
@@ -329,6 +335,8 @@ mod tests {
             timestamp_ms: 1_700_000_000_000,
             parent_hash: B256::repeat_byte(9),
             base_fee: 1_000_000_000,
+            block_timestamp: 1_700_000_000,
+            beneficiary: Address::repeat_byte(5),
             transactions: vec![],
             receipts: vec![],
             diff,

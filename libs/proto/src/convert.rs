@@ -266,6 +266,8 @@ impl From<&domain::MiniBlock> for v1::MiniBlock {
             receipts: m.receipts.iter().map(v1::Receipt::from).collect(),
             diff: Some(v1::StateDiff::from(&m.diff)),
             base_fee: u256_bytes(U256::from(m.base_fee)),
+            block_timestamp: m.block_timestamp,
+            beneficiary: m.beneficiary.to_vec(),
             hash: m.hash.to_vec(),
             signature: m.signature.as_bytes().to_vec(),
         }
@@ -293,6 +295,8 @@ impl TryFrom<&v1::MiniBlock> for domain::MiniBlock {
             timestamp_ms: m.timestamp_ms,
             parent_hash: b256_from(&m.parent_hash, "mini_block.parent_hash")?,
             base_fee: u64_from_u256(&m.base_fee, "mini_block.base_fee")?,
+            block_timestamp: m.block_timestamp,
+            beneficiary: address_from(&m.beneficiary, "mini_block.beneficiary")?,
             transactions: m
                 .transactions
                 .iter()

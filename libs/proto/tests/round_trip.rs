@@ -70,6 +70,8 @@ fn mini_block(key: &SequencerKey) -> MiniBlock {
         timestamp_ms: 1_700_000_000_123,
         parent_hash: B256::repeat_byte(1),
         base_fee: 1_000_000_000,
+        block_timestamp: 1_700_000_000,
+        beneficiary: alloy_primitives::Address::repeat_byte(4),
         transactions: vec![tx],
         receipts: vec![receipt],
         diff,

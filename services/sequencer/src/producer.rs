@@ -302,6 +302,8 @@ impl Producer {
             timestamp_ms,
             parent_hash: self.last_mini_hash,
             base_fee: self.open.base_fee,
+            block_timestamp: timestamp,
+            beneficiary: self.fee_recipient,
             transactions: outcome.executed,
             receipts: outcome.receipts,
             diff: outcome.diff,
