@@ -41,9 +41,10 @@ e2e: bootstrap bins
 	$(CARGO) test -p verity-e2e
 
 ## bench: benchmarks (figures printed, never asserted); record them in docs/benchmarks.md.
-## Built so far: the state tree's write throughput.
+## Built so far: the state tree's write throughput and chunk proofs (several minutes).
 bench: bootstrap
 	$(CARGO) bench -p verity-commitment --bench tree
+	$(CARGO) bench -p verity-circuits --bench chunk
 
 clean:
 	$(CARGO) clean

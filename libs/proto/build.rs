@@ -8,7 +8,7 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    let files = ["types", "ingress", "sequencer", "replica"]
+    let files = ["types", "ingress", "sequencer", "replica", "prover"]
         .map(|name| root.join(format!("verity/v1/{name}.proto")));
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());

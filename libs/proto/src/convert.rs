@@ -21,7 +21,8 @@ pub struct ConversionError {
 }
 
 impl ConversionError {
-    fn new(field: &'static str, reason: impl Into<String>) -> Self {
+    /// An error about `field`.
+    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
         Self {
             field,
             reason: reason.into(),
@@ -80,7 +81,8 @@ fn u64_from_u256(bytes: &[u8], field: &'static str) -> Result<u64, ConversionErr
     u64::try_from(value).map_err(|_| ConversionError::new(field, "exceeds 64 bits"))
 }
 
-fn signature_from(bytes: &[u8], field: &'static str) -> Result<Signature, ConversionError> {
+/// Parses a 65-byte r||s||v signature.
+pub fn signature_from(bytes: &[u8], field: &'static str) -> Result<Signature, ConversionError> {
     Signature::from_raw(bytes).map_err(|e| ConversionError::new(field, e.to_string()))
 }
 

@@ -1,0 +1,496 @@
+//! Chunk jobs, the unit of proving.
+//!
+//! A chunk is one signed mini-block. For each chunk the witness replica builds a [`ChunkJob`]
+//! ([`build_job`]): the mini-block (transactions, receipts, the claimed writes and the execution
+//! environment, all under the sequencer's signature), the pre-state of everything its
+//! re-execution reads ([`Witness`]), and the state-tree [`Step`]s that take the pre-root to the
+//! post-root: one per key read or written, in key order.
+//!
+//! A prover checks a job with [`check_job`]: the witness must be exactly what the steps say the
+//! pre-state holds, the steps must chain from the pre-root to the post-root and write exactly
+//! the claimed writes, and re-executing the transactions with revm against the witness alone
+//! (any read outside it is an error, never a silent zero) must reproduce the claimed writes and
+//! receipts. A mismatch is fraud; anything else wrong is a malformed job.
+//!
+//! A verifier, which has the signed mini-block from the chain stream but no tree, recomputes the
+//! statement a proof binds with [`Statement::of`] from the proof's entries and the accounts'
+//! pre-state.
+
+mod prove;
+pub mod wire;
+mod witness;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use alloy_primitives::{Address, B256};
+use verity_circuits::{Instances, tx_digest};
+use verity_commitment::{
+    EMPTY, PoseidonPasta, SparseMerkleTree, Step, account_key, account_value, storage_key,
+    storage_value,
+};
+use verity_execution::BlockEnvSpec;
+use verity_primitives::{Account, MiniBlock, StateDiff, StateView};
+
+pub use prove::{Rejection, check_claim, prove_job, verify_proofs};
+pub use witness::{Missing, Recorder, Witness, WitnessState};
+
+/// The state tree every service agrees on.
+pub type StateTree = SparseMerkleTree<PoseidonPasta>;
+
+/// A chunk's proving job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkJob {
+    /// Chunk number: the mini-block's number.
+    pub chunk: u64,
+    /// The signed mini-block.
+    pub mini_block: MiniBlock,
+    /// Gas the EVM block had used before this mini-block.
+    pub cumulative_gas_start: u64,
+    /// Root before the chunk.
+    pub pre_root: B256,
+    /// Root after the chunk's claimed writes.
+    pub post_root: B256,
+    /// Pre-state of everything the chunk reads, and of every account it writes.
+    pub witness: Witness,
+    /// One step per key read or written, in key order.
+    pub steps: Vec<Step>,
+}
+
+/// Why a job cannot be built or checked (not fraud: the job itself is wrong or incomplete).
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// Reading the witness replica's state failed.
+    #[error("state read failed: {0}")]
+    State(String),
+    /// Execution could not run (not a transaction's fault).
+    #[error("execution failed: {0}")]
+    Execution(String),
+    /// Re-execution read something the witness does not hold.
+    #[error("the witness is incomplete: {0}")]
+    Incomplete(Missing),
+    /// The witness and the steps disagree about the pre-state.
+    #[error("the witness disagrees with the tree steps: {0}")]
+    WitnessMismatch(String),
+    /// The steps do not take the pre-root to the post-root.
+    #[error("the tree steps do not chain from the pre-root to the post-root: {0}")]
+    BrokenSteps(String),
+}
+
+/// What re-executing a chunk showed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// The claimed writes and receipts are what the transactions produce.
+    Valid,
+    /// They are not.
+    Fraud {
+        /// What differs, for people.
+        reason: String,
+        /// The writes re-execution produced.
+        reexecuted: StateDiff,
+    },
+}
+
+/// The execution environment of a mini-block.
+pub fn block_env(chain_id: u64, gas_limit: u64, mini_block: &MiniBlock) -> BlockEnvSpec {
+    BlockEnvSpec {
+        chain_id,
+        number: mini_block.block_number,
+        timestamp: mini_block.block_timestamp,
+        base_fee: mini_block.base_fee,
+        gas_limit,
+        beneficiary: mini_block.beneficiary,
+    }
+}
+
+/// Gas the EVM block had used before `mini_block`, read off its first receipt.
+pub fn cumulative_gas_start(mini_block: &MiniBlock) -> u64 {
+    mini_block
+        .receipts
+        .first()
+        .map_or(0, |r| r.cumulative_gas_used.saturating_sub(r.gas_used))
+}
+
+/// The tree writes a diff makes, given each written account's state before it: account leaves
+/// (zero for an account destroyed and not recreated) and storage leaves (zero for a cleared
+/// slot). Accounts the diff names but `before` lacks are taken as absent.
+pub fn tree_writes(
+    diff: &StateDiff,
+    before: &BTreeMap<Address, Option<Account>>,
+) -> BTreeMap<B256, B256> {
+    let mut writes = BTreeMap::new();
+    for (address, change) in &diff.accounts {
+        let previous = before.get(address).copied().flatten();
+        let mut account = if change.destroyed { None } else { previous };
+        if change.balance.is_some() || change.nonce.is_some() || change.code.is_some() {
+            let mut next = account.unwrap_or_default();
+            if let Some(balance) = change.balance {
+                next.balance = balance;
+            }
+            if let Some(nonce) = change.nonce {
+                next.nonce = nonce;
+            }
+            if let Some(code) = &change.code {
+                next.code_hash = alloy_primitives::keccak256(code);
+            }
+            account = Some(next);
+        }
+        if account != previous {
+            writes.insert(
+                account_key(*address),
+                account.as_ref().map_or(EMPTY, account_value),
+            );
+        }
+        for (slot, value) in &change.storage {
+            writes.insert(storage_key(*address, *slot), storage_value(*value));
+        }
+    }
+    writes
+}
+
+/// Builds the job of `mini_block` over the pre-chunk `state` and advances `tree` by its claimed
+/// writes. The read set comes from re-executing the transactions here; the claimed writes are
+/// taken as published (proving, not building, decides whether they are right).
+pub fn build_job<S: StateView>(
+    state: &S,
+    tree: &mut StateTree,
+    chain_id: u64,
+    gas_limit: u64,
+    mini_block: MiniBlock,
+) -> Result<ChunkJob, JobError> {
+    let pre_root = tree.root();
+    let recorder = Recorder::new(state);
+    let env = block_env(chain_id, gas_limit, &mini_block);
+    let start = cumulative_gas_start(&mini_block);
+    verity_execution::execute(&recorder, &env, mini_block.transactions.clone(), start)
+        .map_err(|e| JobError::Execution(e.to_string()))?;
+    for address in mini_block.diff.accounts.keys() {
+        recorder
+            .account(*address)
+            .map_err(|e| JobError::State(e.to_string()))?;
+    }
+    let witness = recorder
+        .finish()
+        .map_err(|e| JobError::State(e.to_string()))?;
+
+    let mut touched: BTreeMap<B256, Option<B256>> = witness
+        .reads()
+        .into_iter()
+        .map(|(key, _)| (key, None))
+        .collect();
+    for (key, value) in tree_writes(&mini_block.diff, &witness.accounts) {
+        touched.insert(key, Some(value));
+    }
+    let steps: Vec<Step> = touched
+        .into_iter()
+        .map(|(key, write)| tree.step(key, write))
+        .collect();
+    Ok(ChunkJob {
+        chunk: mini_block.number,
+        cumulative_gas_start: start,
+        pre_root,
+        post_root: tree.root(),
+        witness,
+        steps,
+        mini_block,
+    })
+}
+
+/// Checks a job: the witness against the steps, the steps against the claimed writes and the
+/// roots, and the claimed writes and receipts against stateless re-execution.
+pub fn check_job(job: &ChunkJob, chain_id: u64, gas_limit: u64) -> Result<Verdict, JobError> {
+    // The witness is what the steps say the pre-state holds.
+    let steps: BTreeMap<B256, &Step> = job.steps.iter().map(|s| (s.key, s)).collect();
+    if steps.len() != job.steps.len() || !job.steps.windows(2).all(|w| w[0].key < w[1].key) {
+        return Err(JobError::BrokenSteps(
+            "keys are not strictly increasing".into(),
+        ));
+    }
+    for (key, value) in job.witness.reads() {
+        match steps.get(&key) {
+            Some(step) if step.before == value => {}
+            Some(step) => {
+                return Err(JobError::WitnessMismatch(format!(
+                    "key {key}: witness value {value}, tree value {}",
+                    step.before
+                )));
+            }
+            None => {
+                return Err(JobError::WitnessMismatch(format!(
+                    "key {key} has no tree step"
+                )));
+            }
+        }
+    }
+    // The steps chain and write exactly the claimed writes.
+    let instances = Instances::of_steps(
+        job.pre_root,
+        &job.steps,
+        Default::default(),
+        Default::default(),
+        tx_digest([]),
+    )
+    .map_err(|e| JobError::BrokenSteps(e.to_string()))?;
+    if verity_commitment::field_element(&job.post_root) != Some(instances.post_root) {
+        return Err(JobError::BrokenSteps(
+            "the last step does not end at the post-root".into(),
+        ));
+    }
+    let writes = tree_writes(&job.mini_block.diff, &job.witness.accounts);
+    check_writes(&job.steps, &writes).map_err(JobError::BrokenSteps)?;
+
+    // Stateless re-execution.
+    let state = WitnessState::new(&job.witness);
+    let env = block_env(chain_id, gas_limit, &job.mini_block);
+    let outcome = verity_execution::execute(
+        &state,
+        &env,
+        job.mini_block.transactions.clone(),
+        job.cumulative_gas_start,
+    );
+    if let Some(missing) = state.missing() {
+        return Err(JobError::Incomplete(missing));
+    }
+    let outcome = outcome.map_err(|e| JobError::Execution(e.to_string()))?;
+    let claimed = &job.mini_block;
+    let reason = if let Some((hash, rejection)) = outcome.rejected.first() {
+        Some(format!(
+            "transaction {hash} is invalid: {}",
+            rejection.message
+        ))
+    } else if outcome.diff != claimed.diff {
+        Some(describe_diff(&claimed.diff, &outcome.diff))
+    } else if outcome.receipts != claimed.receipts {
+        Some("the receipts differ from re-execution".to_owned())
+    } else {
+        None
+    };
+    Ok(match reason {
+        None => Verdict::Valid,
+        Some(reason) => Verdict::Fraud {
+            reason,
+            reexecuted: outcome.diff,
+        },
+    })
+}
+
+/// Every written key has a step ending at the written value; every other step is a read.
+pub fn check_writes(steps: &[Step], writes: &BTreeMap<B256, B256>) -> Result<(), String> {
+    let mut unseen: BTreeSet<&B256> = writes.keys().collect();
+    for step in steps {
+        match writes.get(&step.key) {
+            Some(value) => {
+                unseen.remove(&step.key);
+                // A zero write to an absent key leaves it absent (and zero).
+                if step.after != *value {
+                    return Err(format!(
+                        "key {} ends at {}, the claimed write is {value}",
+                        step.key, step.after
+                    ));
+                }
+            }
+            None if step.after != step.before || step.is_present != step.was_present => {
+                return Err(format!("key {} changes without a claimed write", step.key));
+            }
+            None => {}
+        }
+    }
+    match unseen.first() {
+        Some(key) => Err(format!("claimed write to {key} has no tree step")),
+        None => Ok(()),
+    }
+}
+
+fn describe_diff(claimed: &StateDiff, reexecuted: &StateDiff) -> String {
+    let addresses: BTreeSet<&Address> = claimed
+        .accounts
+        .keys()
+        .chain(reexecuted.accounts.keys())
+        .collect();
+    for address in addresses {
+        let c = claimed.accounts.get(address);
+        let r = reexecuted.accounts.get(address);
+        if c != r {
+            return format!("account {address}: claimed {c:?}, re-execution wrote {r:?}");
+        }
+    }
+    "the writes differ from re-execution".to_owned()
+}
+
+/// One key's entry in a proof message: what a verifier needs to recompute the reads and
+/// writes hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    /// Tree key.
+    pub key: B256,
+    /// Value before the chunk (zero when absent).
+    pub before: B256,
+    /// Value after (zero when absent).
+    pub after: B256,
+}
+
+impl From<&Step> for Entry {
+    fn from(step: &Step) -> Self {
+        Self {
+            key: step.key,
+            before: step.before,
+            after: step.after,
+        }
+    }
+}
+
+/// Why a proof's statement does not match the chain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StatementError {
+    /// The entries do not write what the mini-block claims.
+    #[error("the proof's entries do not match the mini-block's writes: {0}")]
+    Writes(String),
+    /// The entries are not in strictly increasing key order.
+    #[error("the proof's entries are not in key order")]
+    Order,
+    /// An account's stated pre-state does not match its entry.
+    #[error("account {0}: stated pre-state does not match its entry")]
+    Account(Address),
+    /// A segment boundary is missing or out of place.
+    #[error("the proof has {segments} segments for {entries} entries of {per_segment} per proof")]
+    Segments {
+        /// Segments given.
+        segments: usize,
+        /// Entries given.
+        entries: usize,
+        /// Steps per proof.
+        per_segment: usize,
+    },
+    /// A root is not a field element.
+    #[error("a root is not a Pasta field element")]
+    Root,
+}
+
+/// What a chunk's proofs bind, recomputed by a verifier from its own copy of the mini-block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    /// Public inputs of each segment proof, in order.
+    pub segments: Vec<Instances>,
+}
+
+impl Statement {
+    /// Recomputes the public inputs of a chunk's segment proofs from: the verifier's `pre_root`
+    /// (the previous chunk's proven post-root), the mini-block it holds, the proof's entries and
+    /// the pre-state of the accounts the mini-block writes, and the roots the proof claims at the
+    /// end of each segment of `per_segment` steps.
+    pub fn of(
+        pre_root: B256,
+        mini_block: &MiniBlock,
+        entries: &[Entry],
+        accounts_before: &BTreeMap<Address, Option<Account>>,
+        segment_roots: &[B256],
+        per_segment: usize,
+    ) -> Result<Self, StatementError> {
+        if !entries.windows(2).all(|w| w[0].key < w[1].key) {
+            return Err(StatementError::Order);
+        }
+        let by_key: BTreeMap<B256, &Entry> = entries.iter().map(|e| (e.key, e)).collect();
+        for (address, account) in accounts_before {
+            let expected = account.as_ref().map_or(EMPTY, account_value);
+            match by_key.get(&account_key(*address)) {
+                Some(entry) if entry.before == expected => {}
+                _ => return Err(StatementError::Account(*address)),
+            }
+        }
+        let writes = tree_writes(&mini_block.diff, accounts_before);
+        for address in mini_block.diff.accounts.keys() {
+            if !accounts_before.contains_key(address) {
+                return Err(StatementError::Account(*address));
+            }
+        }
+        let mut unseen: BTreeSet<&B256> = writes.keys().collect();
+        for entry in entries {
+            match writes.get(&entry.key) {
+                Some(value) if *value == entry.after => {
+                    unseen.remove(&entry.key);
+                }
+                Some(value) => {
+                    return Err(StatementError::Writes(format!(
+                        "key {} ends at {}, the mini-block writes {value}",
+                        entry.key, entry.after
+                    )));
+                }
+                None if entry.after != entry.before => {
+                    return Err(StatementError::Writes(format!(
+                        "key {} changes without a write",
+                        entry.key
+                    )));
+                }
+                None => {}
+            }
+        }
+        if let Some(key) = unseen.first() {
+            return Err(StatementError::Writes(format!(
+                "write to {key} has no entry"
+            )));
+        }
+        let per_segment = per_segment.max(1);
+        let needed = entries.len().div_ceil(per_segment).max(1);
+        if segment_roots.len() != needed {
+            return Err(StatementError::Segments {
+                segments: segment_roots.len(),
+                entries: entries.len(),
+                per_segment,
+            });
+        }
+        let tx_hash = tx_digest(mini_block.transactions.iter().map(|t| *t.tx_hash()));
+        let element =
+            |root: &B256| verity_commitment::field_element(root).ok_or(StatementError::Root);
+        let mut segments = Vec::with_capacity(needed);
+        let mut root = element(&pre_root)?;
+        let mut reads = Default::default();
+        let mut writes_hash = Default::default();
+        let chunks: Vec<&[Entry]> = if entries.is_empty() {
+            vec![&[]]
+        } else {
+            entries.chunks(per_segment).collect()
+        };
+        for (chunk, post) in chunks.into_iter().zip(segment_roots) {
+            let reads_out =
+                verity_circuits::chain_hash(reads, chunk.iter().map(|e| (&e.key, &e.before)));
+            let writes_out =
+                verity_circuits::chain_hash(writes_hash, chunk.iter().map(|e| (&e.key, &e.after)));
+            let post = element(post)?;
+            segments.push(Instances {
+                pre_root: root,
+                post_root: post,
+                reads_in: reads,
+                reads_out,
+                writes_in: writes_hash,
+                writes_out,
+                tx_hash,
+            });
+            root = post;
+            reads = reads_out;
+            writes_hash = writes_out;
+        }
+        Ok(Self { segments })
+    }
+
+    /// The post-root the last segment ends at.
+    pub fn post_root(&self) -> Option<B256> {
+        self.segments
+            .last()
+            .map(|s| verity_commitment::field_digest(s.post_root))
+    }
+}
+
+/// The tree of a genesis allocation.
+pub fn genesis_tree(genesis: &StateDiff) -> StateTree {
+    let mut tree = StateTree::default();
+    let writes = tree_writes(genesis, &BTreeMap::new());
+    tree.apply(
+        writes
+            .into_iter()
+            .filter(|(_, v)| *v != EMPTY)
+            .map(|(k, v)| (k, Some(v))),
+    );
+    tree
+}
+
+#[cfg(test)]
+mod tests;

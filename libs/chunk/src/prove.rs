@@ -1,0 +1,219 @@
+//! Proving a checked job, and checking a published proof the way a verifier replica does.
+
+use std::time::Instant;
+
+use alloy_primitives::{Address, B256};
+use verity_circuits::{Instances, Keys, Shape, circuit_step, tx_digest};
+use verity_primitives::{MiniBlock, signing};
+
+use crate::{ChunkJob, Entry, Statement, StatementError, wire::ChunkProof};
+
+/// Proves `job`'s steps in segments of the keys' shape and returns the unsigned proof
+/// (`signature` is [`signing::UNSIGNED`]; the caller signs [`crate::wire::attestation_hash`]).
+/// `progress(done, total)` is called after each segment.
+pub fn prove_job(
+    keys: &Keys,
+    job: &ChunkJob,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<ChunkProof, verity_circuits::Error> {
+    let started = Instant::now();
+    let shape = keys.shape();
+    let tx_hash = tx_digest(job.mini_block.transactions.iter().map(|t| *t.tx_hash()));
+    let segments: Vec<&[verity_commitment::Step]> = if job.steps.is_empty() {
+        vec![&[]]
+    } else {
+        job.steps.chunks(shape.steps).collect()
+    };
+    let total = segments.len();
+    let mut root = job.pre_root;
+    let (mut reads, mut writes) = (Default::default(), Default::default());
+    let mut proven = Vec::with_capacity(total);
+    for (done, segment) in segments.into_iter().enumerate() {
+        let instances = Instances::of_steps(root, segment, reads, writes, tx_hash)?;
+        let witness = segment
+            .iter()
+            .map(|s| circuit_step(s, shape.depth))
+            .collect::<Result<_, _>>()?;
+        let proof = keys.prove(witness, &instances)?;
+        root = verity_commitment::field_digest(instances.post_root);
+        proven.push((root, proof));
+        (reads, writes) = (instances.reads_out, instances.writes_out);
+        progress(done + 1, total);
+    }
+    let accounts_before = job
+        .mini_block
+        .diff
+        .accounts
+        .keys()
+        .map(|address| {
+            (
+                *address,
+                job.witness.accounts.get(address).copied().flatten(),
+            )
+        })
+        .collect();
+    Ok(ChunkProof {
+        chunk: job.chunk,
+        mini_block_hash: job.mini_block.hash,
+        pre_root: job.pre_root,
+        post_root: root,
+        entries: job.steps.iter().map(Entry::from).collect(),
+        accounts_before,
+        shape,
+        segments: proven,
+        prover: Address::ZERO,
+        signature: signing::UNSIGNED,
+        proving_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
+/// Why a verifier refuses a published proof.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    /// The proof is for another mini-block than the one at its number on the chain.
+    #[error("proof for chunk {chunk} names mini-block {claimed}, the chain has {actual}")]
+    WrongChunk {
+        /// Chunk number.
+        chunk: u64,
+        /// Mini-block hash the proof names.
+        claimed: B256,
+        /// Mini-block hash on the chain.
+        actual: B256,
+    },
+    /// The proof does not start where the previous chunk's proof ended.
+    #[error(
+        "proof for chunk {chunk} starts at root {claimed}, the previous chunk ended at {expected}"
+    )]
+    PreRoot {
+        /// Chunk number.
+        chunk: u64,
+        /// Pre-root the proof claims.
+        claimed: B256,
+        /// Post-root of the previous proven chunk.
+        expected: B256,
+    },
+    /// Proven with another circuit shape than this verifier's keys.
+    #[error("proof uses circuit shape {claimed:?}, this verifier checks {expected:?}")]
+    Shape {
+        /// Shape claimed.
+        claimed: Shape,
+        /// Shape of the verifier's keys.
+        expected: Shape,
+    },
+    /// The attestation is not signed by a registered prover.
+    #[error("attestation signed by {0}, which is not a registered prover")]
+    UnregisteredProver(Address),
+    /// The attestation's signature does not check out.
+    #[error("attestation signature invalid: {0}")]
+    Signature(String),
+    /// The proof's entries or roots do not match the chain's mini-block.
+    #[error(transparent)]
+    Statement(#[from] StatementError),
+    /// The claimed post-root is not where the segments end.
+    #[error("the segments end at {ends}, the proof claims post-root {claimed}")]
+    PostRoot {
+        /// Where the last segment ends.
+        ends: B256,
+        /// What the proof claims.
+        claimed: B256,
+    },
+    /// A halo2 proof does not verify against the recomputed public inputs.
+    #[error("segment {segment} of {segments}: the halo2 proof does not verify")]
+    Proof {
+        /// Which segment (from 0).
+        segment: usize,
+        /// How many.
+        segments: usize,
+    },
+}
+
+/// Checks everything about `proof` but the halo2 proofs themselves: that it is for
+/// `mini_block`, starts at `pre_root`, is attested by one of `provers`, and that its entries
+/// write exactly the mini-block's writes. Returns the statement the proofs must verify against.
+pub fn check_claim(
+    chain_id: u64,
+    shape: Shape,
+    provers: &[Address],
+    pre_root: B256,
+    mini_block: &MiniBlock,
+    proof: &ChunkProof,
+) -> Result<Statement, Rejection> {
+    if proof.mini_block_hash != mini_block.hash || proof.chunk != mini_block.number {
+        return Err(Rejection::WrongChunk {
+            chunk: proof.chunk,
+            claimed: proof.mini_block_hash,
+            actual: mini_block.hash,
+        });
+    }
+    if proof.pre_root != pre_root {
+        return Err(Rejection::PreRoot {
+            chunk: proof.chunk,
+            claimed: proof.pre_root,
+            expected: pre_root,
+        });
+    }
+    if proof.shape != shape {
+        return Err(Rejection::Shape {
+            claimed: proof.shape,
+            expected: shape,
+        });
+    }
+    if !provers.contains(&proof.prover) {
+        return Err(Rejection::UnregisteredProver(proof.prover));
+    }
+    signing::verify(
+        &crate::wire::attestation_hash(chain_id, proof),
+        &proof.signature,
+        proof.prover,
+    )
+    .map_err(|e| Rejection::Signature(e.to_string()))?;
+    let roots: Vec<B256> = proof.segments.iter().map(|(root, _)| *root).collect();
+    let statement = Statement::of(
+        pre_root,
+        mini_block,
+        &proof.entries,
+        &proof.accounts_before,
+        &roots,
+        shape.steps,
+    )?;
+    let ends = statement.post_root().unwrap_or(pre_root);
+    if ends != proof.post_root {
+        return Err(Rejection::PostRoot {
+            ends,
+            claimed: proof.post_root,
+        });
+    }
+    Ok(statement)
+}
+
+/// Verifies the halo2 proofs of several checked claims with one batch; when the batch fails,
+/// finds the first bad segment of each claim one by one. Returns one result per claim.
+pub fn verify_proofs(
+    keys: &Keys,
+    claims: &[(&Statement, &ChunkProof)],
+) -> Vec<Result<(), Rejection>> {
+    let batch = claims.iter().flat_map(|(statement, proof)| {
+        statement
+            .segments
+            .iter()
+            .zip(&proof.segments)
+            .map(|(instances, (_, bytes))| (instances, bytes.as_slice()))
+    });
+    if keys.verify_batch(batch) {
+        return claims.iter().map(|_| Ok(())).collect();
+    }
+    claims
+        .iter()
+        .map(|(statement, proof)| {
+            let segments = statement.segments.len();
+            for (segment, (instances, (_, bytes))) in
+                statement.segments.iter().zip(&proof.segments).enumerate()
+            {
+                if keys.verify(instances, bytes).is_err() {
+                    return Err(Rejection::Proof { segment, segments });
+                }
+            }
+            Ok(())
+        })
+        .collect()
+}

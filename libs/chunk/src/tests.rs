@@ -1,0 +1,326 @@
+#![allow(clippy::unwrap_used)]
+
+use alloy_consensus::{SignableTransaction, TxEip1559};
+use alloy_primitives::{Address, B256, Bytes, TxKind, U256, address, hex, keccak256};
+use alloy_signer::SignerSync;
+use alloy_signer_local::PrivateKeySigner;
+use verity_circuits::{Keys, Shape};
+use verity_primitives::{
+    Account, AccountDiff, InMemoryState, SequencerKey, Transaction, TxEnvelope,
+};
+
+use super::*;
+
+const CHAIN_ID: u64 = 31337;
+const GAS_LIMIT: u64 = 30_000_000;
+const ETH: u128 = 1_000_000_000_000_000_000;
+const COUNTER: Address = address!("0x00000000000000000000000000000000000c0de0");
+/// Reads slot 5, then increments slot 0.
+const COUNTER_CODE: &[u8] = &hex!("6005545060005460010160005500");
+
+fn sign(signer: &PrivateKeySigner, nonce: u64, to: Address, value: U256) -> Transaction {
+    let tx = TxEip1559 {
+        chain_id: CHAIN_ID,
+        nonce,
+        gas_limit: 100_000,
+        max_fee_per_gas: 2_000_000_000,
+        max_priority_fee_per_gas: 1_000_000,
+        to: TxKind::Call(to),
+        value,
+        input: Bytes::new(),
+        access_list: Default::default(),
+    };
+    let signature = signer.sign_hash_sync(&tx.signature_hash()).unwrap();
+    let envelope: TxEnvelope = tx.into_signed(signature).into();
+    Transaction::new_unchecked(envelope, signer.address())
+}
+
+/// A state with a funded sender and a counter contract, and its full diff (for the tree).
+fn state(signer: &PrivateKeySigner) -> (InMemoryState, StateDiff) {
+    let mut state = InMemoryState::default();
+    let mut all = StateDiff::default();
+    let sender = Account {
+        balance: U256::from(10 * ETH),
+        ..Account::default()
+    };
+    state.insert_account(signer.address(), sender);
+    all.accounts.insert(
+        signer.address(),
+        AccountDiff {
+            balance: Some(sender.balance),
+            nonce: Some(0),
+            ..Default::default()
+        },
+    );
+    let code = Bytes::from_static(COUNTER_CODE);
+    let counter = AccountDiff {
+        nonce: Some(1),
+        balance: Some(U256::ZERO),
+        code: Some(code.clone()),
+        storage: [(U256::ZERO, U256::from(7)), (U256::from(5), U256::from(9))].into(),
+        destroyed: false,
+    };
+    state.apply(&StateDiff {
+        accounts: [(COUNTER, counter.clone())].into(),
+    });
+    all.accounts.insert(COUNTER, counter);
+    assert_eq!(state.code.get(&keccak256(&code)), Some(&code));
+    (state, all)
+}
+
+fn mini_block(state: &InMemoryState, txs: Vec<Transaction>, key: &SequencerKey) -> MiniBlock {
+    let mut mini = MiniBlock {
+        number: 3,
+        block_number: 1,
+        index: 0,
+        timestamp_ms: 1_700_000_000_000,
+        parent_hash: B256::repeat_byte(1),
+        base_fee: 1_000_000_000,
+        block_timestamp: 1_700_000_000,
+        beneficiary: address!("0x00000000000000000000000000000000000fee00"),
+        transactions: vec![],
+        receipts: vec![],
+        diff: StateDiff::default(),
+        hash: B256::ZERO,
+        signature: verity_primitives::UNSIGNED,
+    };
+    let env = block_env(CHAIN_ID, GAS_LIMIT, &mini);
+    let outcome = verity_execution::execute(state, &env, txs, 0).unwrap();
+    assert!(outcome.rejected.is_empty());
+    mini.transactions = outcome.executed;
+    mini.receipts = outcome.receipts;
+    mini.diff = outcome.diff;
+    mini.seal(key);
+    mini
+}
+
+fn setup(tamper: bool) -> (ChunkJob, StateTree) {
+    let signer = PrivateKeySigner::random();
+    let key = SequencerKey::random();
+    let (state, all) = state(&signer);
+    let txs = vec![
+        sign(&signer, 0, Address::repeat_byte(0x42), U256::from(ETH)),
+        sign(&signer, 1, COUNTER, U256::ZERO),
+    ];
+    let mut mini = mini_block(&state, txs, &key);
+    if tamper {
+        // Credit an account that paid nothing.
+        mini.diff.accounts.insert(
+            Address::repeat_byte(0x66),
+            AccountDiff {
+                balance: Some(U256::from(1000 * ETH)),
+                ..Default::default()
+            },
+        );
+        mini.seal(&key);
+    }
+    let mut tree = genesis_tree(&all);
+    let job = build_job(&state, &mut tree, CHAIN_ID, GAS_LIMIT, mini).unwrap();
+    (job, tree)
+}
+
+#[test]
+fn an_honest_chunk_re_executes_statelessly_to_its_claimed_writes() {
+    let (job, tree) = setup(false);
+    assert_eq!(job.post_root, tree.root());
+    assert_ne!(job.pre_root, job.post_root);
+    // Sender, recipient, fee recipient, counter account; slots 0 (written) and 5 (read only).
+    assert!(job.witness.storage.contains_key(&(COUNTER, U256::from(5))));
+    assert!(job.witness.codes.contains_key(&keccak256(COUNTER_CODE)));
+    assert!(
+        job.steps
+            .iter()
+            .any(|s| s.before == s.after && s.was_present),
+        "a pure read"
+    );
+    assert_eq!(
+        check_job(&job, CHAIN_ID, GAS_LIMIT).unwrap(),
+        Verdict::Valid
+    );
+}
+
+#[test]
+fn a_tampered_diff_is_fraud() {
+    let (job, _) = setup(true);
+    match check_job(&job, CHAIN_ID, GAS_LIMIT).unwrap() {
+        Verdict::Fraud { reason, reexecuted } => {
+            assert!(
+                reason.contains(&Address::repeat_byte(0x66).to_string()),
+                "{reason}"
+            );
+            assert!(
+                !reexecuted
+                    .accounts
+                    .contains_key(&Address::repeat_byte(0x66))
+            );
+        }
+        Verdict::Valid => panic!("fraud not detected"),
+    }
+}
+
+#[test]
+fn an_incomplete_or_inconsistent_witness_is_a_bad_job_not_fraud() {
+    let (job, _) = setup(false);
+    let mut incomplete = job.clone();
+    incomplete.witness.storage.remove(&(COUNTER, U256::from(5)));
+    assert!(matches!(
+        check_job(&incomplete, CHAIN_ID, GAS_LIMIT),
+        Err(JobError::Incomplete(Missing::Storage(COUNTER, _)))
+    ));
+    let mut lying = job.clone();
+    lying
+        .witness
+        .storage
+        .insert((COUNTER, U256::from(5)), U256::from(10));
+    assert!(matches!(
+        check_job(&lying, CHAIN_ID, GAS_LIMIT),
+        Err(JobError::WitnessMismatch(_))
+    ));
+    let mut wrong_root = job;
+    wrong_root.post_root = B256::repeat_byte(3);
+    assert!(matches!(
+        check_job(&wrong_root, CHAIN_ID, GAS_LIMIT),
+        Err(JobError::BrokenSteps(_))
+    ));
+}
+
+/// The whole path: a job proven in segments and attested passes the checks a verifier makes
+/// with its own copy of the mini-block; every kind of forgery is refused with its reason.
+#[test]
+fn proofs_verify_for_their_chunk_and_forgeries_are_refused() {
+    let (job, _) = setup(false);
+    let shape = Shape {
+        steps: 4,
+        depth: 12,
+    };
+    let keys = Keys::generate(shape).unwrap();
+    let prover = SequencerKey::random();
+    let mut calls = vec![];
+    let mut proof = prove_job(&keys, &job, |done, total| calls.push((done, total))).unwrap();
+    assert!(proof.segments.len() >= 2, "several segments");
+    assert_eq!(
+        calls.last(),
+        Some(&(proof.segments.len(), proof.segments.len()))
+    );
+    assert_eq!(proof.post_root, job.post_root);
+    proof.prover = prover.address();
+    proof.signature = prover.sign(&wire::attestation_hash(CHAIN_ID, &proof));
+
+    // Through the wire and back.
+    let result = wire::ProverResult::Proof(Box::new(proof.clone()));
+    let decoded =
+        wire::ProverResult::try_from(&verity_proto::v1::ProverResult::from(&result)).unwrap();
+    assert_eq!(decoded, result);
+
+    let provers = [prover.address()];
+    let check = |proof: &wire::ChunkProof, mini_block: &MiniBlock| {
+        let statement = check_claim(CHAIN_ID, shape, &provers, job.pre_root, mini_block, proof)?;
+        verify_proofs(&keys, &[(&statement, proof)]).remove(0)
+    };
+    check(&proof, &job.mini_block).unwrap();
+
+    // One flipped byte in a proof.
+    let mut flipped = proof.clone();
+    flipped.segments[1].1[100] ^= 1;
+    assert!(matches!(
+        check(&flipped, &job.mini_block),
+        Err(Rejection::Proof { segment: 1, .. })
+    ));
+    // The right proof presented for another mini-block.
+    let mut other = job.mini_block.clone();
+    other.hash = B256::repeat_byte(9);
+    assert!(matches!(
+        check(&proof, &other),
+        Err(Rejection::WrongChunk { .. })
+    ));
+    // A mini-block whose writes differ from what was proven.
+    let mut tampered = job.mini_block.clone();
+    if let Some(change) = tampered.diff.accounts.values_mut().next() {
+        change.balance = Some(U256::from(1));
+    }
+    assert!(matches!(
+        check(&proof, &tampered),
+        Err(Rejection::Statement(StatementError::Writes(_)))
+    ));
+    // An attestation by a key nobody registered, even if well signed.
+    let stranger = SequencerKey::random();
+    let mut unregistered = proof.clone();
+    unregistered.prover = stranger.address();
+    unregistered.signature = stranger.sign(&wire::attestation_hash(CHAIN_ID, &unregistered));
+    assert!(matches!(
+        check(&unregistered, &job.mini_block),
+        Err(Rejection::UnregisteredProver(a)) if a == stranger.address()
+    ));
+    // A registered prover's name with someone else's signature.
+    let mut forged = proof.clone();
+    forged.signature = unregistered.signature;
+    assert!(matches!(
+        check(&forged, &job.mini_block),
+        Err(Rejection::Signature(_))
+    ));
+    // Claiming another post-root than the segments reach.
+    let mut wrong_post = proof.clone();
+    wrong_post.post_root = job.pre_root;
+    wrong_post.signature = prover.sign(&wire::attestation_hash(CHAIN_ID, &wrong_post));
+    assert!(matches!(
+        check(&wrong_post, &job.mini_block),
+        Err(Rejection::PostRoot { .. })
+    ));
+    // A proof that does not start at the verifier's root.
+    assert!(matches!(
+        check_claim(
+            CHAIN_ID,
+            shape,
+            &provers,
+            B256::repeat_byte(1),
+            &job.mini_block,
+            &proof
+        ),
+        Err(Rejection::PreRoot { .. })
+    ));
+    // Reordering segment proofs breaks the chain of public inputs.
+    let mut swapped = proof.clone();
+    let (a, b) = (swapped.segments[0].1.clone(), swapped.segments[1].1.clone());
+    swapped.segments[0].1 = b;
+    swapped.segments[1].1 = a;
+    assert!(matches!(
+        check(&swapped, &job.mini_block),
+        Err(Rejection::Proof { segment: 0, .. })
+    ));
+}
+
+#[test]
+fn jobs_and_fraud_evidence_survive_the_wire() {
+    let (job, _) = setup(true);
+    let decoded = ChunkJob::try_from(&verity_proto::v1::ChunkJob::from(&job)).unwrap();
+    assert_eq!(decoded, job);
+    let Verdict::Fraud { reason, reexecuted } = check_job(&job, CHAIN_ID, GAS_LIMIT).unwrap()
+    else {
+        panic!("fraud expected");
+    };
+    let prover = SequencerKey::random();
+    let mut evidence = wire::FraudEvidence {
+        job,
+        reexecuted,
+        reason,
+        prover: prover.address(),
+        signature: verity_primitives::signing::UNSIGNED,
+    };
+    evidence.signature = prover.sign(&wire::fraud_hash(CHAIN_ID, &evidence));
+    let result = wire::ProverResult::Fraud(Box::new(evidence));
+    let decoded =
+        wire::ProverResult::try_from(&verity_proto::v1::ProverResult::from(&result)).unwrap();
+    assert_eq!(decoded, result);
+
+    // A job whose number is not its mini-block's is refused where it arrives.
+    let mut wrong = verity_proto::v1::ChunkJob::from(&decoded_job(&decoded));
+    wrong.chunk += 1;
+    assert!(ChunkJob::try_from(&wrong).is_err());
+}
+
+fn decoded_job(result: &wire::ProverResult) -> ChunkJob {
+    match result {
+        wire::ProverResult::Fraud(evidence) => evidence.job.clone(),
+        wire::ProverResult::Proof(_) => panic!("fraud expected"),
+    }
+}

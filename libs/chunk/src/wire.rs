@@ -1,0 +1,467 @@
+//! Chunk jobs, proofs and fraud evidence on the wire (`proto/verity/v1/prover.proto`), and the
+//! hashes provers sign.
+//!
+//! Conversions from the wire validate every field, like those of `verity-proto`: a service that
+//! receives a job or a proof checks it once, where it arrives.
+
+use std::collections::BTreeMap;
+
+use alloy_primitives::{Address, B256, Bytes, Signature, keccak256};
+use prost::Message as _;
+use verity_circuits::Shape;
+use verity_commitment::{Proof, Step};
+use verity_primitives::{Account, MiniBlock, StateDiff};
+use verity_proto::{
+    ConversionError, address_from, b256_from, signature_from, u256_bytes, u256_from, v1,
+};
+
+use crate::{ChunkJob, Entry, Witness};
+
+fn missing(field: &'static str) -> ConversionError {
+    ConversionError::new(field, "missing")
+}
+
+fn tree_proof(proof: &Proof) -> v1::TreeProof {
+    let (terminal_key, terminal_value) = match proof.terminal {
+        Some((key, value)) => (key.to_vec(), value.to_vec()),
+        None => (Vec::new(), Vec::new()),
+    };
+    v1::TreeProof {
+        siblings: proof.siblings.iter().map(|s| s.to_vec()).collect(),
+        terminal_key,
+        terminal_value,
+    }
+}
+
+fn tree_proof_from(proof: Option<&v1::TreeProof>) -> Result<Proof, ConversionError> {
+    let proof = proof.ok_or_else(|| missing("tree_step.proof"))?;
+    let siblings = proof
+        .siblings
+        .iter()
+        .map(|s| b256_from(s, "tree_proof.siblings"))
+        .collect::<Result<_, _>>()?;
+    let terminal = if proof.terminal_key.is_empty() && proof.terminal_value.is_empty() {
+        None
+    } else {
+        Some((
+            b256_from(&proof.terminal_key, "tree_proof.terminal_key")?,
+            b256_from(&proof.terminal_value, "tree_proof.terminal_value")?,
+        ))
+    };
+    Ok(Proof { siblings, terminal })
+}
+
+fn tree_step(step: &Step) -> v1::TreeStep {
+    v1::TreeStep {
+        key: step.key.to_vec(),
+        before: step.before.to_vec(),
+        after: step.after.to_vec(),
+        was_present: step.was_present,
+        is_present: step.is_present,
+        old: Some(tree_proof(&step.old)),
+        new: Some(tree_proof(&step.new)),
+    }
+}
+
+fn tree_step_from(step: &v1::TreeStep) -> Result<Step, ConversionError> {
+    Ok(Step {
+        key: b256_from(&step.key, "tree_step.key")?,
+        before: b256_from(&step.before, "tree_step.before")?,
+        after: b256_from(&step.after, "tree_step.after")?,
+        was_present: step.was_present,
+        is_present: step.is_present,
+        old: tree_proof_from(step.old.as_ref())?,
+        new: tree_proof_from(step.new.as_ref())?,
+    })
+}
+
+/// An account's pre-state on the wire.
+pub fn witness_account(address: Address, account: Option<&Account>) -> v1::WitnessAccount {
+    match account {
+        Some(account) => v1::WitnessAccount {
+            address: address.to_vec(),
+            exists: true,
+            balance: u256_bytes(account.balance),
+            nonce: account.nonce,
+            code_hash: account.code_hash.to_vec(),
+        },
+        None => v1::WitnessAccount {
+            address: address.to_vec(),
+            ..Default::default()
+        },
+    }
+}
+
+/// Parses an account's pre-state.
+pub fn witness_account_from(
+    account: &v1::WitnessAccount,
+) -> Result<(Address, Option<Account>), ConversionError> {
+    let address = address_from(&account.address, "witness_account.address")?;
+    if !account.exists {
+        return Ok((address, None));
+    }
+    Ok((
+        address,
+        Some(Account {
+            nonce: account.nonce,
+            balance: u256_from(&account.balance, "witness_account.balance")?,
+            code_hash: b256_from(&account.code_hash, "witness_account.code_hash")?,
+        }),
+    ))
+}
+
+fn accounts_from(
+    accounts: &[v1::WitnessAccount],
+    field: &'static str,
+) -> Result<BTreeMap<Address, Option<Account>>, ConversionError> {
+    let mut map = BTreeMap::new();
+    for account in accounts {
+        let (address, account) = witness_account_from(account)?;
+        if map.insert(address, account).is_some() {
+            return Err(ConversionError::new(
+                field,
+                format!("account {address} twice"),
+            ));
+        }
+    }
+    Ok(map)
+}
+
+fn witness(witness: &Witness) -> v1::ChunkWitness {
+    v1::ChunkWitness {
+        accounts: witness
+            .accounts
+            .iter()
+            .map(|(address, account)| witness_account(*address, account.as_ref()))
+            .collect(),
+        storage: witness
+            .storage
+            .iter()
+            .map(|((address, slot), value)| v1::WitnessSlot {
+                address: address.to_vec(),
+                slot: u256_bytes(*slot),
+                value: u256_bytes(*value),
+            })
+            .collect(),
+        codes: witness.codes.values().map(|c| c.to_vec()).collect(),
+        block_hashes: witness
+            .block_hashes
+            .iter()
+            .map(|(number, hash)| v1::WitnessBlockHash {
+                number: *number,
+                hash: hash.to_vec(),
+            })
+            .collect(),
+    }
+}
+
+fn witness_from(witness: Option<&v1::ChunkWitness>) -> Result<Witness, ConversionError> {
+    let witness = witness.ok_or_else(|| missing("chunk_job.witness"))?;
+    let mut storage = BTreeMap::new();
+    for slot in &witness.storage {
+        storage.insert(
+            (
+                address_from(&slot.address, "witness_slot.address")?,
+                u256_from(&slot.slot, "witness_slot.slot")?,
+            ),
+            u256_from(&slot.value, "witness_slot.value")?,
+        );
+    }
+    let mut block_hashes = BTreeMap::new();
+    for hash in &witness.block_hashes {
+        block_hashes.insert(
+            hash.number,
+            b256_from(&hash.hash, "witness_block_hash.hash")?,
+        );
+    }
+    Ok(Witness {
+        accounts: accounts_from(&witness.accounts, "chunk_witness.accounts")?,
+        storage,
+        // Code is keyed by its own hash, so it cannot be attached to the wrong account.
+        codes: witness
+            .codes
+            .iter()
+            .map(|code| (keccak256(code), Bytes::copy_from_slice(code)))
+            .collect(),
+        block_hashes,
+    })
+}
+
+impl From<&ChunkJob> for v1::ChunkJob {
+    fn from(job: &ChunkJob) -> Self {
+        Self {
+            chunk: job.chunk,
+            mini_block: Some((&job.mini_block).into()),
+            cumulative_gas_start: job.cumulative_gas_start,
+            pre_root: job.pre_root.to_vec(),
+            post_root: job.post_root.to_vec(),
+            witness: Some(witness(&job.witness)),
+            steps: job.steps.iter().map(tree_step).collect(),
+        }
+    }
+}
+
+impl TryFrom<&v1::ChunkJob> for ChunkJob {
+    type Error = ConversionError;
+
+    fn try_from(job: &v1::ChunkJob) -> Result<Self, Self::Error> {
+        let mini_block = MiniBlock::try_from(
+            job.mini_block
+                .as_ref()
+                .ok_or_else(|| missing("chunk_job.mini_block"))?,
+        )?;
+        if mini_block.number != job.chunk {
+            return Err(ConversionError::new(
+                "chunk_job.chunk",
+                format!(
+                    "is {} but the mini-block is {}",
+                    job.chunk, mini_block.number
+                ),
+            ));
+        }
+        Ok(Self {
+            chunk: job.chunk,
+            mini_block,
+            cumulative_gas_start: job.cumulative_gas_start,
+            pre_root: b256_from(&job.pre_root, "chunk_job.pre_root")?,
+            post_root: b256_from(&job.post_root, "chunk_job.post_root")?,
+            witness: witness_from(job.witness.as_ref())?,
+            steps: job
+                .steps
+                .iter()
+                .map(tree_step_from)
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+/// A prover's proof of a valid chunk, as published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkProof {
+    /// The mini-block's number.
+    pub chunk: u64,
+    /// The mini-block's hash.
+    pub mini_block_hash: B256,
+    /// Root before the chunk.
+    pub pre_root: B256,
+    /// Root after it.
+    pub post_root: B256,
+    /// One entry per tree step, in key order.
+    pub entries: Vec<Entry>,
+    /// Pre-state of every account the mini-block writes.
+    pub accounts_before: BTreeMap<Address, Option<Account>>,
+    /// The circuit shape.
+    pub shape: Shape,
+    /// Per segment: the root after it and its halo2 proof.
+    pub segments: Vec<(B256, Vec<u8>)>,
+    /// The prover's address.
+    pub prover: Address,
+    /// Its signature over [`attestation_hash`].
+    pub signature: Signature,
+    /// Wall time spent proving, ms.
+    pub proving_ms: u64,
+}
+
+/// The hash a prover signs for a valid chunk: chain, chunk, mini-block, roots, and the root after
+/// every segment. The proofs themselves are not signed: they stand on their own.
+pub fn attestation_hash(chain_id: u64, proof: &ChunkProof) -> B256 {
+    let mut data = Vec::with_capacity(64 + 32 * (4 + proof.segments.len()));
+    data.extend_from_slice(b"verity.chunk-proof.v1");
+    data.extend_from_slice(&chain_id.to_be_bytes());
+    data.extend_from_slice(&proof.chunk.to_be_bytes());
+    data.extend_from_slice(proof.mini_block_hash.as_slice());
+    data.extend_from_slice(proof.pre_root.as_slice());
+    data.extend_from_slice(proof.post_root.as_slice());
+    for (root, _) in &proof.segments {
+        data.extend_from_slice(root.as_slice());
+    }
+    keccak256(data)
+}
+
+impl From<&ChunkProof> for v1::ChunkProof {
+    fn from(proof: &ChunkProof) -> Self {
+        Self {
+            chunk: proof.chunk,
+            mini_block_hash: proof.mini_block_hash.to_vec(),
+            pre_root: proof.pre_root.to_vec(),
+            post_root: proof.post_root.to_vec(),
+            entries: proof
+                .entries
+                .iter()
+                .map(|e| v1::TreeEntry {
+                    key: e.key.to_vec(),
+                    before: e.before.to_vec(),
+                    after: e.after.to_vec(),
+                })
+                .collect(),
+            accounts_before: proof
+                .accounts_before
+                .iter()
+                .map(|(address, account)| witness_account(*address, account.as_ref()))
+                .collect(),
+            steps_per_segment: u32::try_from(proof.shape.steps).unwrap_or(u32::MAX),
+            depth: u32::try_from(proof.shape.depth).unwrap_or(u32::MAX),
+            segments: proof
+                .segments
+                .iter()
+                .map(|(root, bytes)| v1::SegmentProof {
+                    post_root: root.to_vec(),
+                    proof: bytes.clone(),
+                })
+                .collect(),
+            prover: proof.prover.to_vec(),
+            signature: proof.signature.as_bytes().to_vec(),
+            proving_ms: proof.proving_ms,
+        }
+    }
+}
+
+impl TryFrom<&v1::ChunkProof> for ChunkProof {
+    type Error = ConversionError;
+
+    fn try_from(proof: &v1::ChunkProof) -> Result<Self, Self::Error> {
+        let entries = proof
+            .entries
+            .iter()
+            .map(|e| {
+                Ok(Entry {
+                    key: b256_from(&e.key, "tree_entry.key")?,
+                    before: b256_from(&e.before, "tree_entry.before")?,
+                    after: b256_from(&e.after, "tree_entry.after")?,
+                })
+            })
+            .collect::<Result<_, ConversionError>>()?;
+        let segments = proof
+            .segments
+            .iter()
+            .map(|s| {
+                Ok((
+                    b256_from(&s.post_root, "segment_proof.post_root")?,
+                    s.proof.clone(),
+                ))
+            })
+            .collect::<Result<_, ConversionError>>()?;
+        Ok(Self {
+            chunk: proof.chunk,
+            mini_block_hash: b256_from(&proof.mini_block_hash, "chunk_proof.mini_block_hash")?,
+            pre_root: b256_from(&proof.pre_root, "chunk_proof.pre_root")?,
+            post_root: b256_from(&proof.post_root, "chunk_proof.post_root")?,
+            entries,
+            accounts_before: accounts_from(&proof.accounts_before, "chunk_proof.accounts_before")?,
+            shape: Shape {
+                steps: proof.steps_per_segment as usize,
+                depth: proof.depth as usize,
+            },
+            segments,
+            prover: address_from(&proof.prover, "chunk_proof.prover")?,
+            signature: signature_from(&proof.signature, "chunk_proof.signature")?,
+            proving_ms: proof.proving_ms,
+        })
+    }
+}
+
+/// A prover's evidence that a chunk's claimed writes or receipts are wrong.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FraudEvidence {
+    /// The job, as the witness replica built it.
+    pub job: ChunkJob,
+    /// The writes re-execution produced.
+    pub reexecuted: StateDiff,
+    /// What differs.
+    pub reason: String,
+    /// The prover's address.
+    pub prover: Address,
+    /// Its signature over [`fraud_hash`].
+    pub signature: Signature,
+}
+
+/// The hash a prover signs for fraud evidence: chain, chunk, mini-block, pre-root and the
+/// writes it re-executed.
+pub fn fraud_hash(chain_id: u64, evidence: &FraudEvidence) -> B256 {
+    let mut data = Vec::with_capacity(128);
+    data.extend_from_slice(b"verity.chunk-fraud.v1");
+    data.extend_from_slice(&chain_id.to_be_bytes());
+    data.extend_from_slice(&evidence.job.chunk.to_be_bytes());
+    data.extend_from_slice(evidence.job.mini_block.hash.as_slice());
+    data.extend_from_slice(evidence.job.pre_root.as_slice());
+    data.extend_from_slice(
+        keccak256(v1::StateDiff::from(&evidence.reexecuted).encode_to_vec()).as_slice(),
+    );
+    keccak256(data)
+}
+
+impl From<&FraudEvidence> for v1::FraudEvidence {
+    fn from(evidence: &FraudEvidence) -> Self {
+        Self {
+            job: Some((&evidence.job).into()),
+            reexecuted: Some((&evidence.reexecuted).into()),
+            reason: evidence.reason.clone(),
+            prover: evidence.prover.to_vec(),
+            signature: evidence.signature.as_bytes().to_vec(),
+        }
+    }
+}
+
+impl TryFrom<&v1::FraudEvidence> for FraudEvidence {
+    type Error = ConversionError;
+
+    fn try_from(evidence: &v1::FraudEvidence) -> Result<Self, Self::Error> {
+        Ok(Self {
+            job: ChunkJob::try_from(
+                evidence
+                    .job
+                    .as_ref()
+                    .ok_or_else(|| missing("fraud_evidence.job"))?,
+            )?,
+            reexecuted: StateDiff::try_from(
+                evidence
+                    .reexecuted
+                    .as_ref()
+                    .ok_or_else(|| missing("fraud_evidence.reexecuted"))?,
+            )?,
+            reason: evidence.reason.clone(),
+            prover: address_from(&evidence.prover, "fraud_evidence.prover")?,
+            signature: signature_from(&evidence.signature, "fraud_evidence.signature")?,
+        })
+    }
+}
+
+/// A result on the proofs stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProverResult {
+    /// A valid chunk, proven.
+    Proof(Box<ChunkProof>),
+    /// A fraudulent chunk.
+    Fraud(Box<FraudEvidence>),
+}
+
+impl From<&ProverResult> for v1::ProverResult {
+    fn from(result: &ProverResult) -> Self {
+        Self {
+            result: Some(match result {
+                ProverResult::Proof(proof) => {
+                    v1::prover_result::Result::Proof(proof.as_ref().into())
+                }
+                ProverResult::Fraud(evidence) => {
+                    v1::prover_result::Result::Fraud(evidence.as_ref().into())
+                }
+            }),
+        }
+    }
+}
+
+impl TryFrom<&v1::ProverResult> for ProverResult {
+    type Error = ConversionError;
+
+    fn try_from(result: &v1::ProverResult) -> Result<Self, Self::Error> {
+        match &result.result {
+            Some(v1::prover_result::Result::Proof(proof)) => {
+                Ok(ProverResult::Proof(Box::new(ChunkProof::try_from(proof)?)))
+            }
+            Some(v1::prover_result::Result::Fraud(evidence)) => Ok(ProverResult::Fraud(Box::new(
+                FraudEvidence::try_from(evidence)?,
+            ))),
+            None => Err(missing("prover_result.result")),
+        }
+    }
+}

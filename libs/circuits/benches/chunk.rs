@@ -1,0 +1,77 @@
+//! Chunk proofs on this machine: key generation, proving time and peak memory per proof
+//! against the number of steps, and verification time per proof and per batch.
+//!
+//! `cargo bench -p verity-circuits --bench chunk` (part of `make bench`). Prints figures;
+//! asserts nothing about time.
+
+#![allow(clippy::print_stdout, clippy::unwrap_used)]
+
+use std::time::Instant;
+
+use alloy_primitives::{B256, keccak256};
+use ff::Field;
+use halo2_proofs::pasta::Fp;
+use verity_circuits::{Instances, Keys, Shape, circuit_step, tx_digest};
+use verity_commitment::{PoseidonPasta, SparseMerkleTree};
+
+fn key(n: u64) -> B256 {
+    keccak256(n.to_be_bytes())
+}
+
+/// Peak resident memory of this process so far, MiB (Linux).
+fn peak_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn main() {
+    // A tree of 100,000 accounts: paths of ~17-20 levels, as on a busy chain.
+    let mut tree = SparseMerkleTree::new(PoseidonPasta);
+    let started = Instant::now();
+    tree.apply((0..100_000u64).map(|n| (key(n), Some(key(n + 1)))));
+    println!("tree of 100000 leaves built in {:?}", started.elapsed());
+    let depth = 32;
+    for steps in [4usize, 8, 16] {
+        let shape = Shape { steps, depth };
+        let keys = Keys::generate(shape).unwrap();
+        // Three writes per transfer (sender, recipient, fee recipient): steps / 3 transfers.
+        let pre_root = tree.root();
+        let native: Vec<_> = (0..steps as u64)
+            .map(|i| tree.step(key(i * 7919 % 100_000), Some(key(1_000_000 + i))))
+            .collect();
+        let instances =
+            Instances::of_steps(pre_root, &native, Fp::ZERO, Fp::ZERO, tx_digest([key(1)]))
+                .unwrap();
+        let witness: Vec<_> = native
+            .iter()
+            .map(|s| circuit_step(s, depth).unwrap())
+            .collect();
+        let started = Instant::now();
+        let proof = keys.prove(witness, &instances).unwrap();
+        let prove = started.elapsed();
+        let started = Instant::now();
+        keys.verify(&instances, &proof).unwrap();
+        let verify = started.elapsed();
+        let batch_size = 100;
+        let started = Instant::now();
+        assert!(keys.verify_batch((0..batch_size).map(|_| (&instances, proof.as_slice()))));
+        let batch = started.elapsed() / batch_size;
+        println!(
+            "steps {steps} depth {depth}: k={} keygen {:?}, prove {:?} ({:.2} s per step), \
+             proof {} bytes, verify {:?}, batch of {batch_size} {:?} per proof, peak RSS {:.0} MiB",
+            keys.k(),
+            keys.generated_in(),
+            prove,
+            prove.as_secs_f64() / steps as f64,
+            proof.len(),
+            verify,
+            batch,
+            peak_mib()
+        );
+    }
+}

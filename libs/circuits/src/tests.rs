@@ -1,0 +1,224 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use alloy_primitives::{B256, keccak256};
+use ff::{Field, PrimeField};
+use halo2_proofs::{dev::MockProver, pasta::Fp};
+use verity_commitment::{PoseidonPasta, SparseMerkleTree, Step};
+
+use super::*;
+
+const DEPTH: usize = 8;
+
+fn key(n: u64) -> B256 {
+    keccak256(n.to_be_bytes())
+}
+
+/// A key sharing its first `bits` bits with `other` (ground by brute force, as an attacker
+/// would, to force a split deep in the tree).
+fn key_sharing(other: &B256, bits: usize, salt: u64) -> B256 {
+    let mask = |k: &B256| u16::from_be_bytes([k[0], k[1]]) >> (16 - bits);
+    (0u64..)
+        .map(|n| keccak256([salt.to_be_bytes(), n.to_be_bytes()].concat()))
+        .find(|k| mask(k) == mask(other) && k != other)
+        .unwrap()
+}
+
+fn tree_with(keys: &[B256]) -> SparseMerkleTree<PoseidonPasta> {
+    let mut tree = SparseMerkleTree::new(PoseidonPasta);
+    tree.apply(keys.iter().map(|k| (*k, Some(*k))));
+    tree
+}
+
+fn mock(steps: &[Step], pre_root: B256, capacity: usize) -> (ChunkCircuit, Instances) {
+    let instances =
+        Instances::of_steps(pre_root, steps, Fp::ZERO, Fp::ZERO, tx_digest([key(99)])).unwrap();
+    (circuit_of(steps, capacity), instances)
+}
+
+fn circuit_of(steps: &[Step], capacity: usize) -> ChunkCircuit {
+    let mut circuit_steps: Vec<CircuitStep> = steps
+        .iter()
+        .map(|s| circuit_step(s, DEPTH).unwrap())
+        .collect();
+    circuit_steps.resize_with(capacity, || CircuitStep::padding(DEPTH));
+    ChunkCircuit {
+        depth: DEPTH,
+        steps: circuit_steps,
+    }
+}
+
+fn run(circuit: &ChunkCircuit, instances: &Instances) -> Result<(), String> {
+    let prover =
+        MockProver::run(14, circuit, vec![instances.to_vec()]).map_err(|e| e.to_string())?;
+    prover.verify().map_err(|failures| format!("{failures:?}"))
+}
+
+/// Every kind of step: update, insertion into an empty subtree, insertion that splits
+/// another key's leaf (with extension levels), a read of a present key, reads of absent keys
+/// (empty terminal and another key's leaf), a zero write to a present key, and padding.
+fn every_kind_of_step() -> (Vec<Step>, B256) {
+    let base: Vec<B256> = (0..6).map(key).collect();
+    let mut tree = tree_with(&base);
+    let pre_root = tree.root();
+    let deep = key_sharing(&base[0], 5, 1);
+    let absent = (100..)
+        .map(key)
+        .find(|k| tree.prove(k).terminal.is_none())
+        .unwrap();
+    let absent_on_leaf = (200..)
+        .map(key)
+        .find(|k| tree.prove(k).terminal.is_some())
+        .unwrap();
+    let steps = vec![
+        tree.step(base[1], Some(B256::repeat_byte(7))),
+        tree.step(deep, Some(B256::repeat_byte(8))),
+        tree.step(absent, Some(B256::repeat_byte(9))),
+        tree.step(base[2], None),
+        tree.step(absent_on_leaf, None),
+        tree.step(key(300), Some(B256::ZERO)),
+        tree.step(base[3], Some(B256::ZERO)),
+    ];
+    assert!(
+        steps[1].new.siblings.len() > steps[1].old.siblings.len() + 1,
+        "a deep split"
+    );
+    assert!(!steps[4].is_present && steps[4].old.terminal.is_some());
+    (steps, pre_root)
+}
+
+#[test]
+fn every_kind_of_step_satisfies_the_circuit() {
+    let (steps, pre_root) = every_kind_of_step();
+    let (circuit, instances) = mock(&steps, pre_root, steps.len() + 1);
+    run(&circuit, &instances).unwrap();
+}
+
+#[test]
+fn a_claimed_post_root_other_than_the_steps_is_rejected() {
+    let (steps, pre_root) = every_kind_of_step();
+    let (circuit, mut instances) = mock(&steps, pre_root, steps.len());
+    instances.post_root += Fp::ONE;
+    assert!(run(&circuit, &instances).is_err());
+    let (circuit, mut instances) = mock(&steps, pre_root, steps.len());
+    instances.writes_out += Fp::ONE;
+    assert!(run(&circuit, &instances).is_err());
+    let (circuit, mut instances) = mock(&steps, pre_root, steps.len());
+    instances.reads_out += Fp::ONE;
+    assert!(run(&circuit, &instances).is_err());
+}
+
+#[test]
+fn a_write_the_tree_did_not_make_is_rejected() {
+    let (steps, pre_root) = every_kind_of_step();
+    let (mut circuit, instances) = mock(&steps, pre_root, steps.len());
+    // Claim a different value after the first update; the roots no longer chain.
+    circuit.steps[0].after[1] += Fp::ONE;
+    assert!(run(&circuit, &instances).is_err());
+}
+
+#[test]
+fn a_present_key_cannot_be_read_as_absent() {
+    let base: Vec<B256> = (0..6).map(key).collect();
+    let mut tree = tree_with(&base);
+    let pre_root = tree.root();
+    let honest = tree.step(base[1], None);
+    let (mut circuit, mut instances) = mock(std::slice::from_ref(&honest), pre_root, 1);
+    // Pretend the key's own leaf is another key's, to read zero instead of its value.
+    let step = &mut circuit.steps[0];
+    step.old_terminal = Terminal::Other(step.key, step.before);
+    step.new_is_leaf = false;
+    step.before = [Fp::ZERO; 2];
+    step.after = [Fp::ZERO; 2];
+    instances.reads_out = chain_hash(Fp::ZERO, [(&base[1], &B256::ZERO)]);
+    instances.writes_out = instances.reads_out;
+    let failure = run(&circuit, &instances).unwrap_err();
+    assert!(failure.contains("keys differ"), "{failure}");
+}
+
+#[test]
+fn a_leaf_cannot_be_placed_off_its_keys_path() {
+    // Split a leaf but claim the two keys diverge one level early: the bit check fails.
+    let base = vec![key(0)];
+    let mut tree = tree_with(&base);
+    let pre_root = tree.root();
+    let deep = key_sharing(&base[0], 4, 2);
+    let honest = tree.step(deep, Some(B256::repeat_byte(1)));
+    let (mut circuit, instances) = mock(std::slice::from_ref(&honest), pre_root, 1);
+    let step = &mut circuit.steps[0];
+    let depth = step.new_depth;
+    step.new_siblings[depth - 2] = step.new_siblings[depth - 1];
+    step.new_siblings[depth - 1] = Fp::ZERO;
+    step.new_depth = depth - 1;
+    let failure = run(&circuit, &instances).unwrap_err();
+    assert!(failure.contains("path link"), "{failure}");
+}
+
+#[test]
+fn a_real_proof_verifies_and_a_tampered_one_does_not() {
+    let shape = Shape {
+        steps: 4,
+        depth: DEPTH,
+    };
+    let keys = Keys::generate(shape).unwrap();
+    let base: Vec<B256> = (0..6).map(key).collect();
+    let mut tree = tree_with(&base);
+    let pre_root = tree.root();
+    let steps = vec![
+        tree.step(base[0], Some(B256::repeat_byte(1))),
+        tree.step(key(50), Some(B256::repeat_byte(2))),
+        tree.step(base[4], None),
+    ];
+    let tx = tx_digest([key(7)]);
+    let instances = Instances::of_steps(pre_root, &steps, Fp::ZERO, Fp::ZERO, tx).unwrap();
+    let witness = steps
+        .iter()
+        .map(|s| circuit_step(s, DEPTH).unwrap())
+        .collect();
+    let proof = keys.prove(witness, &instances).unwrap();
+    keys.verify(&instances, &proof).unwrap();
+
+    let mut flipped = proof.clone();
+    flipped[proof.len() / 2] ^= 1;
+    assert!(matches!(
+        keys.verify(&instances, &flipped),
+        Err(Error::Invalid)
+    ));
+
+    let mut other_chunk = instances;
+    other_chunk.tx_hash = tx_digest([key(8)]);
+    assert!(matches!(
+        keys.verify(&other_chunk, &proof),
+        Err(Error::Invalid)
+    ));
+
+    assert!(keys.verify_batch([
+        (&instances, proof.as_slice()),
+        (&instances, proof.as_slice())
+    ]));
+    assert!(!keys.verify_batch([
+        (&instances, proof.as_slice()),
+        (&instances, flipped.as_slice())
+    ]));
+}
+
+#[test]
+fn segments_chain_their_hashes() {
+    let base: Vec<B256> = (0..4).map(key).collect();
+    let mut tree = tree_with(&base);
+    let pre_root = tree.root();
+    let steps: Vec<Step> = (0..4)
+        .map(|i| tree.step(base[i], Some(B256::repeat_byte(i as u8 + 1))))
+        .collect();
+    let tx = tx_digest([]);
+    let whole = Instances::of_steps(pre_root, &steps, Fp::ZERO, Fp::ZERO, tx).unwrap();
+    let first = Instances::of_steps(pre_root, &steps[..2], Fp::ZERO, Fp::ZERO, tx).unwrap();
+    let mid = B256::from(first.post_root.to_repr());
+    let second =
+        Instances::of_steps(mid, &steps[2..], first.reads_out, first.writes_out, tx).unwrap();
+    assert_eq!(second.post_root, whole.post_root);
+    assert_eq!(second.reads_out, whole.reads_out);
+    assert_eq!(second.writes_out, whole.writes_out);
+    for (segment, instances) in [(&steps[..2], first), (&steps[2..], second)] {
+        run(&circuit_of(segment, 2), &instances).unwrap();
+    }
+}

@@ -1,0 +1,187 @@
+//! From the native tree's steps to the circuit's witness, and the public inputs a verifier
+//! recomputes on its own.
+
+use alloy_primitives::{B256, keccak256};
+use ff::{Field, PrimeField};
+use halo2_proofs::pasta::Fp;
+use verity_commitment::{PoseidonPasta, Step, TreeHasher, field_element};
+
+use crate::circuit::{Step as CircuitStep, Terminal, public};
+
+/// Why a native step cannot enter the circuit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StepError {
+    /// A path is longer than the circuit's depth.
+    #[error("key {key} has a path of {depth} levels; the circuit holds {max}")]
+    TooDeep {
+        /// The key.
+        key: B256,
+        /// Its path length.
+        depth: usize,
+        /// The circuit's depth.
+        max: usize,
+    },
+    /// A sibling digest is not a field element (only a forged proof holds one).
+    #[error("key {key} has a sibling that is not a Pasta field element")]
+    NotAnElement {
+        /// The key.
+        key: B256,
+    },
+    /// A root is not a Pasta field element.
+    #[error("root {0} is not a Pasta field element")]
+    NotARoot(B256),
+    /// The step's proofs contradict its values.
+    #[error("the proofs of key {key} contradict its values")]
+    Inconsistent {
+        /// The key.
+        key: B256,
+    },
+}
+
+/// A 32-byte string as two 128-bit limbs, high first.
+fn limbs(bytes: &B256) -> [Fp; 2] {
+    let mut hi = [0u8; 16];
+    let mut lo = [0u8; 16];
+    hi.copy_from_slice(&bytes[..16]);
+    lo.copy_from_slice(&bytes[16..]);
+    [
+        Fp::from_u128(u128::from_be_bytes(hi)),
+        Fp::from_u128(u128::from_be_bytes(lo)),
+    ]
+}
+
+fn siblings(step: &Step, proof: &[B256], depth: usize) -> Result<Vec<Fp>, StepError> {
+    if proof.len() > depth {
+        return Err(StepError::TooDeep {
+            key: step.key,
+            depth: proof.len(),
+            max: depth,
+        });
+    }
+    let mut out = Vec::with_capacity(depth);
+    for sibling in proof {
+        out.push(field_element(sibling).ok_or(StepError::NotAnElement { key: step.key })?);
+    }
+    out.resize(depth, Fp::ZERO);
+    Ok(out)
+}
+
+/// The circuit witness of a native step, for a circuit of `depth` levels.
+pub fn circuit_step(step: &Step, depth: usize) -> Result<CircuitStep, StepError> {
+    let inconsistent = || StepError::Inconsistent { key: step.key };
+    let old_terminal = match (&step.old.terminal, step.was_present) {
+        (Some((key, value)), true) if *key == step.key && *value == step.before => Terminal::Own,
+        (Some((key, value)), false) if *key != step.key => {
+            Terminal::Other(limbs(key), limbs(value))
+        }
+        (None, false) => Terminal::Empty,
+        _ => return Err(inconsistent()),
+    };
+    match (&step.new.terminal, step.is_present) {
+        (Some((key, value)), true) if *key == step.key && *value == step.after => {}
+        (terminal, false) if *terminal == step.old.terminal => {}
+        _ => return Err(inconsistent()),
+    }
+    Ok(CircuitStep {
+        enabled: true,
+        key: limbs(&step.key),
+        before: limbs(&step.before),
+        after: limbs(&step.after),
+        old_terminal,
+        new_is_leaf: step.is_present,
+        old_siblings: siblings(step, &step.old.siblings, depth)?,
+        old_depth: step.old.siblings.len(),
+        new_siblings: siblings(step, &step.new.siblings, depth)?,
+        new_depth: step.new.siblings.len(),
+    })
+}
+
+/// The running hash the circuit keeps over leaves: `Poseidon(acc, leaf(key, value))` for each
+/// `(key, value)`, from `start`.
+pub fn chain_hash<'a>(start: Fp, leaves: impl IntoIterator<Item = (&'a B256, &'a B256)>) -> Fp {
+    leaves.into_iter().fold(start, |acc, (key, value)| {
+        let leaf = PoseidonPasta.leaf(key, value);
+        let leaf = field_element(&leaf).unwrap_or(Fp::ZERO);
+        crate::circuit::poseidon([acc, leaf])
+    })
+}
+
+/// The field element standing for a chunk's transactions: keccak256 over their hashes in
+/// order, with the top two bits cleared so it is below the Pasta modulus.
+pub fn tx_digest(tx_hashes: impl IntoIterator<Item = B256>) -> Fp {
+    let mut buf = Vec::new();
+    for hash in tx_hashes {
+        buf.extend_from_slice(hash.as_slice());
+    }
+    let mut bytes = keccak256(&buf).0;
+    // Little-endian repr: the last byte is the most significant.
+    bytes.reverse();
+    bytes[31] &= 0x3f;
+    Option::from(Fp::from_repr(bytes)).unwrap_or(Fp::ZERO)
+}
+
+/// The public inputs of one proof.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Instances {
+    /// Root before the segment.
+    pub pre_root: Fp,
+    /// Root after the segment.
+    pub post_root: Fp,
+    /// Reads hash before the segment (zero for a chunk's first).
+    pub reads_in: Fp,
+    /// Reads hash after it.
+    pub reads_out: Fp,
+    /// Writes hash before the segment (zero for a chunk's first).
+    pub writes_in: Fp,
+    /// Writes hash after it.
+    pub writes_out: Fp,
+    /// [`tx_digest`] of the chunk's transactions.
+    pub tx_hash: Fp,
+}
+
+impl Instances {
+    /// The public inputs of the segment made of `steps` starting from `pre_root`,
+    /// continuing the running hashes `reads_in` and `writes_in`. Each step must start from the
+    /// root the previous one ended at.
+    pub fn of_steps(
+        pre_root: B256,
+        steps: &[Step],
+        reads_in: Fp,
+        writes_in: Fp,
+        tx_hash: Fp,
+    ) -> Result<Self, StepError> {
+        let mut root = pre_root;
+        for step in steps {
+            let (before, after) = step
+                .roots(&PoseidonPasta)
+                .map_err(|_| StepError::Inconsistent { key: step.key })?;
+            if before != root {
+                return Err(StepError::Inconsistent { key: step.key });
+            }
+            root = after;
+        }
+        let element = |digest: &B256| field_element(digest).ok_or(StepError::NotARoot(*digest));
+        Ok(Self {
+            pre_root: element(&pre_root)?,
+            post_root: element(&root)?,
+            reads_in,
+            reads_out: chain_hash(reads_in, steps.iter().map(|s| (&s.key, &s.before))),
+            writes_in,
+            writes_out: chain_hash(writes_in, steps.iter().map(|s| (&s.key, &s.after))),
+            tx_hash,
+        })
+    }
+
+    /// The instance column.
+    pub fn to_vec(&self) -> Vec<Fp> {
+        let mut out = vec![Fp::ZERO; public::LEN];
+        out[public::PRE_ROOT] = self.pre_root;
+        out[public::POST_ROOT] = self.post_root;
+        out[public::READS_IN] = self.reads_in;
+        out[public::READS_OUT] = self.reads_out;
+        out[public::WRITES_IN] = self.writes_in;
+        out[public::WRITES_OUT] = self.writes_out;
+        out[public::TX_HASH] = self.tx_hash;
+        out
+    }
+}
