@@ -7,6 +7,7 @@
 //! `Nats-Expected-Last-Sequence` = `seq - 1` (nothing can land out of order or twice at one
 //! position). Consumers therefore resume from "the sequence after the last one I applied".
 
+pub mod proving;
 pub mod server;
 
 /// A NATS client connection.
@@ -200,6 +201,14 @@ pub async fn await_ack(
 /// only after the ack wait, *after* newer ones, and an ordered applier would see a gap. The
 /// durable name stays so operators see the consumer's lag in JetStream.
 pub async fn chain_consumer(
+    stream: &Stream,
+    durable: &str,
+    next_seq: u64,
+) -> Result<PullConsumer, BusError> {
+    fresh_consumer(stream, durable, next_seq).await
+}
+
+async fn fresh_consumer(
     stream: &Stream,
     durable: &str,
     next_seq: u64,

@@ -58,7 +58,13 @@ impl NatsServer {
             let _ = std::fs::remove_file(stale.path());
         }
         let log = dir.join("nats.log");
+        // Chunk jobs carry a mini-block with its witness and tree proofs: allow 8 MiB messages
+        // (the default is 1 MiB; nats-server accepts up to 8 MiB without warning).
+        let config = dir.join("nats.conf");
+        std::fs::write(&config, "max_payload: 8388608\n")?;
         let child = Command::new(binary)
+            .arg("-c")
+            .arg(&config)
             .arg("-js")
             .args(["-a", "127.0.0.1", "-p", "-1"])
             .arg("-sd")

@@ -31,20 +31,23 @@ pub enum Service {
     Publisher,
     /// `verity-replica` (role full).
     Replica,
+    /// `verity-replica` (role witness): the state tree and the proving jobs.
+    Witness,
     /// `verity-ingress`.
     Ingress,
     /// `verity-gateway`.
     Gateway,
-    /// `verity-prover` (skeleton).
+    /// `verity-prover`: proves chunk jobs.
     Prover,
 }
 
 impl Service {
     /// Every service, in start order.
-    pub const ALL: [Service; 6] = [
+    pub const ALL: [Service; 7] = [
         Service::Sequencer,
         Service::Publisher,
         Service::Replica,
+        Service::Witness,
         Service::Ingress,
         Service::Gateway,
         Service::Prover,
@@ -56,6 +59,7 @@ impl Service {
             Service::Sequencer => "sequencer",
             Service::Publisher => "publisher",
             Service::Replica => "replica",
+            Service::Witness => "witness",
             Service::Ingress => "ingress",
             Service::Gateway => "gateway",
             Service::Prover => "prover",
@@ -64,7 +68,15 @@ impl Service {
 
     /// The binary's file name.
     pub fn binary(self) -> String {
-        format!("verity-{}", self.name())
+        match self {
+            Service::Witness => "verity-replica".into(),
+            _ => format!("verity-{}", self.name()),
+        }
+    }
+
+    /// Whether the service belongs to the proving path (left out when proving is off).
+    pub fn proves(self) -> bool {
+        matches!(self, Service::Witness | Service::Prover)
     }
 }
 
@@ -137,6 +149,12 @@ pub struct DevnetOptions {
     pub log_filter: String,
     /// How long a service may take to become ready.
     pub ready_timeout: Duration,
+    /// Whether to run the proving path (witness replica and prover).
+    pub proving: bool,
+    /// Tree steps per halo2 proof.
+    pub steps_per_proof: usize,
+    /// Seconds before an unacknowledged proving job goes to another prover.
+    pub prover_ack_wait_secs: u64,
 }
 
 impl DevnetOptions {
@@ -152,6 +170,9 @@ impl DevnetOptions {
             otlp_endpoint: None,
             log_filter: "info".into(),
             ready_timeout: Duration::from_secs(60),
+            proving: true,
+            steps_per_proof: 8,
+            prover_ack_wait_secs: 30,
         }
     }
 }
@@ -241,10 +262,18 @@ impl Devnet {
             genesis,
             key_file,
         };
-        for service in Service::ALL {
+        for service in devnet.services() {
             devnet.start_service(service).await?;
         }
         Ok(devnet)
+    }
+
+    /// The services this devnet runs, in start order.
+    pub fn services(&self) -> Vec<Service> {
+        Service::ALL
+            .into_iter()
+            .filter(|s| self.options.proving || !s.proves())
+            .collect()
     }
 
     /// The chain id.
@@ -345,6 +374,20 @@ impl Devnet {
                 "--nats-url".into(),
                 nats,
             ],
+            Service::Witness => vec![
+                "--role".into(),
+                "witness".into(),
+                "--data-dir".into(),
+                path(&dir.join("witness")),
+                "--genesis".into(),
+                path(&self.genesis),
+                "--sequencer-address".into(),
+                self.sequencer_address.to_string(),
+                "--nats-url".into(),
+                nats,
+                "--consumer-name".into(),
+                "replica-witness".into(),
+            ],
             Service::Ingress => vec!["--sequencer-url".into(), self.grpc_url(Service::Sequencer)],
             Service::Gateway => vec![
                 "--http-addr".into(),
@@ -358,7 +401,18 @@ impl Devnet {
                 "--sequencer-url".into(),
                 self.grpc_url(Service::Sequencer),
             ],
-            Service::Prover => vec!["--nats-url".into(), nats],
+            Service::Prover => vec![
+                "--nats-url".into(),
+                nats,
+                "--genesis".into(),
+                path(&self.genesis),
+                "--key-file".into(),
+                path(&dir.join("prover.key")),
+                "--steps-per-proof".into(),
+                self.options.steps_per_proof.to_string(),
+                "--ack-wait-secs".into(),
+                self.options.prover_ack_wait_secs.to_string(),
+            ],
         };
         args.extend([
             "--grpc-addr".into(),

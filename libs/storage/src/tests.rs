@@ -682,3 +682,57 @@ fn corrupt_values_are_reported_not_panicked_on() {
         Err(StorageError::Decode { table: "Meta", .. })
     ));
 }
+
+#[test]
+fn the_state_walk_visits_every_account_and_non_zero_slot_once() {
+    let (_dir, db) = open();
+    let (a, b) = (Address::repeat_byte(0xaa), Address::repeat_byte(0x0b));
+    let mut write = db.write().expect("write");
+    write
+        .apply_diff(&diff([
+            (
+                a,
+                AccountDiff {
+                    balance: Some(U256::from(5)),
+                    storage: BTreeMap::from([
+                        (U256::from(1), U256::from(10)),
+                        (U256::from(2), U256::from(20)),
+                    ]),
+                    ..Default::default()
+                },
+            ),
+            (
+                b,
+                AccountDiff {
+                    nonce: Some(3),
+                    ..Default::default()
+                },
+            ),
+        ]))
+        .expect("apply");
+    // Zeroing a slot deletes it, so the walk does not see it.
+    write
+        .apply_diff(&diff([(
+            a,
+            AccountDiff {
+                storage: BTreeMap::from([(U256::from(2), U256::ZERO)]),
+                ..Default::default()
+            },
+        )]))
+        .expect("apply");
+    write.commit().expect("commit");
+    let (mut accounts, mut slots) = (vec![], vec![]);
+    db.read()
+        .expect("read")
+        .for_each_state(
+            |address, account| accounts.push((address, account.nonce, account.balance)),
+            |address, slot, value| slots.push((address, slot, value)),
+        )
+        .expect("walk");
+    assert_eq!(
+        accounts,
+        vec![(b, 3, U256::ZERO), (a, 0, U256::from(5))],
+        "accounts in address order"
+    );
+    assert_eq!(slots, vec![(a, U256::from(1), U256::from(10))]);
+}

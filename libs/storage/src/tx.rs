@@ -126,6 +126,39 @@ mod read {
         }
     }
 
+    pub(super) fn for_each_state<K: TransactionKind>(
+        txn: &Txn<'_, K>,
+        mut on_account: impl FnMut(Address, Account),
+        mut on_slot: impl FnMut(Address, U256, U256),
+    ) -> Result<(), StorageError> {
+        let accounts = table(txn, PLAIN_ACCOUNT_STATE)?;
+        let mut cursor = txn.cursor(&accounts)?;
+        for item in cursor.iter_start::<Cow<'_, [u8]>, Cow<'_, [u8]>>() {
+            let (key, value) = item?;
+            let address = Address::try_from(key.as_ref())
+                .map_err(|_| StorageError::decode(PLAIN_ACCOUNT_STATE, "key is not an address"))?;
+            on_account(address, decode_account(&value)?);
+        }
+        let storage = table(txn, PLAIN_STORAGE_STATE)?;
+        let mut cursor = txn.cursor(&storage)?;
+        for item in cursor.iter_start::<Cow<'_, [u8]>, Cow<'_, [u8]>>() {
+            let (key, value) = item?;
+            if key.len() != 52 {
+                return Err(StorageError::decode(
+                    PLAIN_STORAGE_STATE,
+                    format!("key of {} bytes, expected 52", key.len()),
+                ));
+            }
+            let (address, slot) = key.split_at(20);
+            on_slot(
+                Address::from_slice(address),
+                U256::from_be_slice(slot),
+                decode_storage_value(&value)?,
+            );
+        }
+        Ok(())
+    }
+
     pub(super) fn code<K: TransactionKind>(
         txn: &Txn<'_, K>,
         code_hash: B256,
@@ -296,6 +329,16 @@ macro_rules! reads {
             /// The sequence of the last stored chain event; 0 when none is stored.
             pub fn last_event_seq(&self) -> Result<u64, StorageError> {
                 read::last_event_seq(&self.txn)
+            }
+
+            /// Visits the whole state: every account (by address), then every non-zero storage
+            /// slot (by address, then slot).
+            pub fn for_each_state(
+                &self,
+                on_account: impl FnMut(Address, Account),
+                on_slot: impl FnMut(Address, U256, U256),
+            ) -> Result<(), StorageError> {
+                read::for_each_state(&self.txn, on_account, on_slot)
             }
 
             /// Up to `limit` chain events from sequence `seq` on, in order.

@@ -43,6 +43,12 @@ struct DevnetArgs {
     /// Log filter of the services.
     #[arg(long, env = "VERITY_LOG", default_value = "info")]
     log_filter: String,
+    /// Do not run the proving path (witness replica and prover): saves both cores.
+    #[arg(long)]
+    no_proving: bool,
+    /// Tree steps per halo2 proof.
+    #[arg(long, default_value_t = 8)]
+    steps_per_proof: usize,
 }
 
 #[tokio::main]
@@ -71,6 +77,8 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
     options.block_interval_ms = args.block_interval_ms;
     options.otlp_endpoint = args.otlp_endpoint;
     options.log_filter = args.log_filter;
+    options.proving = !args.no_proving;
+    options.steps_per_proof = args.steps_per_proof;
     let mut net = Devnet::start(options).await?;
 
     let data_dir = std::fs::canonicalize(net.data_dir()).unwrap_or_else(|_| net.data_dir().into());

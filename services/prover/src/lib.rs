@@ -1,12 +1,38 @@
-//! Verity prover worker: a skeleton.
+//! Verity prover worker.
 //!
-//! It starts, connects to NATS, and reports health over gRPC, so that deployments and the devnet
-//! already have the process. Pulling chunk jobs, stateless re-execution and halo2 proving are
-//! **not built yet**; until they are, this worker does no work.
+//! Pulls chunk jobs from the `VERITY_JOBS` work queue (the durable consumer every worker shares,
+//! so each job goes to one worker; see `verity_bus::proving`), and for each job:
+//!
+//! 1. checks it by re-executing the mini-block with revm against the job's witness alone
+//!    (`verity_chunk::check_job`): no database, and any read outside the witness is an error;
+//! 2. if the claimed writes and receipts are what the transactions produce, proves the job's
+//!    tree steps with halo2 in segments (`verity_chunk::prove_job`) and signs the attestation;
+//!    if not, signs fraud evidence instead;
+//! 3. publishes the result on `VERITY_PROOFS` and only then acknowledges the job.
+//!
+//! While proving it tells JetStream the job is in progress, so the ack wait bounds how long a
+//! dead worker holds a job, not how long proving may take. A job that cannot be handled (it does
+//! not decode, its witness is incomplete or inconsistent, a path is deeper than the circuit)
+//! goes to the dead-letter stream with the reason, as does a job delivered `--max-deliver`
+//! times without a result (workers crashed on it).
 
-use std::future::Future;
+use std::{future::Future, path::PathBuf, sync::Arc, time::Duration, time::Instant};
 
 use anyhow::Context as _;
+use async_nats::jetstream::{self, AckKind};
+use bytes::Bytes;
+use futures::StreamExt;
+use prost::Message as _;
+use tokio::sync::watch;
+use tracing::Instrument as _;
+use verity_bus::proving::{self, JobQueue};
+use verity_chunk::{
+    ChunkJob, Verdict,
+    wire::{self, ChunkProof, FraudEvidence, ProverResult},
+};
+use verity_circuits::{Keys, Shape};
+use verity_primitives::{ChainSpec, SequencerKey};
+use verity_proto::v1;
 use verity_server::ServerArgs;
 use verity_telemetry::TelemetryArgs;
 
@@ -18,12 +44,36 @@ pub const DEFAULT_PORT: u16 = 7500;
 #[command(
     name = "verity-prover",
     version,
-    about = "Verity prover worker (skeleton: no proving yet)"
+    about = "Verity prover worker: re-executes chunk jobs statelessly and proves them with halo2"
 )]
 pub struct Config {
     /// NATS server URL.
     #[arg(long, env = "VERITY_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+    /// Genesis JSON file (for the chain id and block gas limit).
+    #[arg(long, env = "VERITY_GENESIS")]
+    pub genesis: PathBuf,
+    /// File holding this worker's attestation key (hex). Created with a fresh key when missing;
+    /// verifiers accept attestations only from the addresses they are given.
+    #[arg(
+        long,
+        env = "VERITY_PROVER_KEY_FILE",
+        default_value = ".devnet/prover.key"
+    )]
+    pub key_file: PathBuf,
+    /// Tree steps per halo2 proof (the circuit shape; verifiers must use the same).
+    #[arg(long, env = "VERITY_STEPS_PER_PROOF", default_value_t = Shape::DEFAULT.steps)]
+    pub steps_per_proof: usize,
+    /// Deepest tree path the circuit accepts (the circuit shape; verifiers must use the same).
+    #[arg(long, env = "VERITY_MAX_DEPTH", default_value_t = Shape::DEFAULT.depth)]
+    pub max_depth: usize,
+    /// Seconds a job may stay unacknowledged before JetStream gives it to another worker
+    /// (extended while this worker proves it). Applies when the shared consumer is created.
+    #[arg(long, env = "VERITY_ACK_WAIT_SECS", default_value_t = 30)]
+    pub ack_wait_secs: u64,
+    /// Deliveries of a job before it is dead-lettered.
+    #[arg(long, env = "VERITY_MAX_DELIVER", default_value_t = 5)]
+    pub max_deliver: i64,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub server: ServerArgs,
@@ -32,36 +82,363 @@ pub struct Config {
     pub telemetry: TelemetryArgs,
 }
 
+impl Config {
+    fn shape(&self) -> anyhow::Result<Shape> {
+        if self.steps_per_proof == 0 || self.max_depth == 0 || self.max_depth > 128 {
+            anyhow::bail!(
+                "invalid circuit shape: --steps-per-proof must be at least 1 and --max-depth between 1 and 128"
+            );
+        }
+        Ok(Shape {
+            steps: self.steps_per_proof,
+            depth: self.max_depth,
+        })
+    }
+}
+
+/// Reads the key in `path`, or creates it.
+pub fn load_or_create_key(path: &std::path::Path) -> anyhow::Result<SequencerKey> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => SequencerKey::from_hex(&text)
+            .with_context(|| format!("{} does not hold a hex private key", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = SequencerKey::random();
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            write_private(path, &key.to_hex())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            tracing::info!(path = %path.display(), address = %key.address(), "created a prover key");
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(text.as_bytes())
+}
+
 /// A connected prover worker.
 #[derive(Debug)]
 pub struct Prover {
     config: Config,
-    _client: verity_bus::NatsClient,
+    shape: Shape,
+    chain_id: u64,
+    gas_limit: u64,
+    key: SequencerKey,
+    js: jetstream::Context,
+    jobs: jetstream::stream::Stream,
 }
 
 impl Prover {
-    /// Connects to NATS.
+    /// Validates the configuration, loads the key and connects to NATS.
     pub async fn connect(config: Config) -> anyhow::Result<Self> {
-        let (client, _js) = verity_bus::connect(&config.nats_url, "verity-prover")
+        let shape = config.shape()?;
+        let spec = ChainSpec::load(&config.genesis).context("flag --genesis / VERITY_GENESIS")?;
+        let key = load_or_create_key(&config.key_file).context("flag --key-file")?;
+        let (_client, js) = verity_bus::connect(&config.nats_url, "verity-prover")
             .await
             .context("flag --nats-url / VERITY_NATS_URL")?;
+        let (jobs, _) = proving::ensure_proving_streams(&js).await?;
         Ok(Self {
+            shape,
+            chain_id: spec.chain_id(),
+            gas_limit: spec.gas_limit(),
+            key,
+            js,
+            jobs,
             config,
-            _client: client,
         })
     }
 
-    /// Reports health until `shutdown` resolves.
-    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    /// The worker's attestation address.
+    pub fn address(&self) -> alloy_primitives::Address {
+        self.key.address()
+    }
+
+    /// Generates the proving keys, then proves jobs until `shutdown` resolves. Health is served
+    /// from the start; work begins once the keys exist.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let listener = verity_server::bind(self.config.server.grpc_addr_or(DEFAULT_PORT)).await?;
         let addr = verity_server::local_addr(&listener);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
         verity_server::write_ready_file(
             self.config.server.ready_file.as_deref(),
-            &[("grpc", addr.to_string())],
+            &[
+                ("grpc", addr.to_string()),
+                ("prover", self.key.address().to_string()),
+            ],
         )?;
-        tracing::info!(%addr, "prover skeleton running (proving is not built yet)");
-        verity_server::serve_grpc(tonic::service::Routes::default(), &[], listener, shutdown)
-            .await?;
+        tracing::info!(%addr, prover = %self.key.address(), shape = ?self.shape, "prover serving");
+        let worker = tokio::spawn(self.work(stop_rx.clone()));
+        let mut stop = stop_rx;
+        verity_server::serve_grpc(
+            tonic::service::Routes::default(),
+            &[],
+            listener,
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        )
+        .await?;
+        worker.await??;
+        tracing::info!("prover stopped");
         Ok(())
+    }
+
+    async fn work(self, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let shape = self.shape;
+        tracing::info!(?shape, "generating proving keys (deterministic, no setup)");
+        let keys = tokio::select! {
+            keys = tokio::task::spawn_blocking(move || Keys::generate(shape)) => Arc::new(keys??),
+            _ = stopped(&mut stop) => return Ok(()),
+        };
+        tracing::info!(k = keys.k(), elapsed = ?keys.generated_in(), "proving keys ready");
+        metrics::gauge!("verity_prover_ready").set(1.0);
+        let queue = JobQueue {
+            ack_wait: Duration::from_secs(self.config.ack_wait_secs.max(1)),
+            max_deliver: self.config.max_deliver.max(1),
+        };
+        let mut backoff = Duration::from_millis(200);
+        while !*stop.borrow() {
+            match self.pull(&keys, queue, &mut stop).await {
+                Ok(()) => backoff = Duration::from_millis(200),
+                Err(error) => {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        ?backoff,
+                        "job queue interrupted; retrying"
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stopped(&mut stop) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Pulls and handles one job at a time (so a busy worker leaves the next job to another).
+    async fn pull(
+        &self,
+        keys: &Arc<Keys>,
+        queue: JobQueue,
+        stop: &mut watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let consumer = proving::job_consumer(&self.jobs, queue).await?;
+        loop {
+            let mut batch = consumer
+                .batch()
+                .max_messages(1)
+                .expires(Duration::from_secs(5))
+                .messages()
+                .await?;
+            let next = tokio::select! {
+                next = batch.next() => next,
+                _ = stopped(stop) => return Ok(()),
+            };
+            let Some(message) = next else { continue };
+            let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
+            self.handle(keys, queue, message, stop).await?;
+            if *stop.borrow() {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn handle(
+        &self,
+        keys: &Arc<Keys>,
+        queue: JobQueue,
+        message: jetstream::Message,
+        stop: &mut watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let delivered = message
+            .info()
+            .map_err(|e| anyhow::anyhow!("message info: {e}"))?
+            .delivered;
+        let payload = message.payload.clone();
+        if delivered >= queue.max_deliver {
+            return self
+                .dead_letter(
+                    &message,
+                    payload,
+                    &format!("delivered {delivered} times without a result (workers crashed or timed out on it)"),
+                )
+                .await;
+        }
+        let job = match v1::ChunkJob::decode(payload.as_ref())
+            .map_err(|e| e.to_string())
+            .and_then(|wire| ChunkJob::try_from(&wire).map_err(|e| e.to_string()))
+        {
+            Ok(job) => job,
+            Err(reason) => {
+                return self
+                    .dead_letter(&message, payload, &format!("undecodable job: {reason}"))
+                    .await;
+            }
+        };
+        let chunk = job.chunk;
+        let span = tracing::info_span!("prover.job", chunk, delivered, steps = job.steps.len());
+        verity_telemetry::link_nats_parent(message.headers.as_ref(), &span);
+        self.process(keys, queue, &message, payload, job, stop)
+            .instrument(span)
+            .await
+    }
+
+    async fn process(
+        &self,
+        keys: &Arc<Keys>,
+        queue: JobQueue,
+        message: &jetstream::Message,
+        payload: Bytes,
+        job: ChunkJob,
+        stop: &mut watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let chunk = job.chunk;
+        tracing::info!(chunk, steps = job.steps.len(), "job received");
+        let started = Instant::now();
+
+        // Prove (or find fraud) on a blocking thread, telling JetStream we are alive meanwhile.
+        let (chain_id, gas_limit, key) = (self.chain_id, self.gas_limit, self.key.clone());
+        let keys = keys.clone();
+        let mut work =
+            tokio::task::spawn_blocking(move || run_job(&keys, &key, chain_id, gas_limit, job));
+        let mut heartbeat = tokio::time::interval(queue.ack_wait / 3);
+        heartbeat.tick().await;
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut work => break outcome?,
+                _ = heartbeat.tick() => {
+                    if let Err(e) = message.ack_with(AckKind::Progress).await {
+                        tracing::warn!(error = %e, "in-progress ack failed");
+                    }
+                }
+                _ = stopped(stop) => {
+                    // Leave the job unacknowledged: it is redelivered to another worker.
+                    tracing::info!(chunk, "stopping mid-job; the job will be redelivered");
+                    return Ok(());
+                }
+            }
+        };
+        let result = match outcome {
+            Ok(result) => result,
+            Err(reason) => {
+                metrics::counter!("verity_prover_jobs_total", "outcome" => "dead_letter")
+                    .increment(1);
+                return self.dead_letter(message, payload, &reason).await;
+            }
+        };
+        let (outcome, mini_block_hash) = match &result {
+            ProverResult::Proof(proof) => ("proof", proof.mini_block_hash),
+            ProverResult::Fraud(evidence) => ("fraud", evidence.job.mini_block.hash),
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        verity_telemetry::inject_nats(&mut headers);
+        proving::publish_result(
+            &self.js,
+            chunk,
+            mini_block_hash.as_slice(),
+            self.key.address().as_slice(),
+            Bytes::from(v1::ProverResult::from(&result).encode_to_vec()),
+            headers,
+        )
+        .await?;
+        // Acknowledge only once the result is stored: a crash before this line means the job
+        // is proven again, and the duplicate result is harmless.
+        message
+            .double_ack()
+            .await
+            .map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+        let elapsed = started.elapsed();
+        metrics::counter!("verity_prover_jobs_total", "outcome" => outcome).increment(1);
+        metrics::histogram!("verity_prover_job_seconds").record(elapsed.as_secs_f64());
+        match &result {
+            ProverResult::Proof(proof) => tracing::info!(
+                chunk,
+                segments = proof.segments.len(),
+                ?elapsed,
+                post_root = %proof.post_root,
+                "chunk proven"
+            ),
+            ProverResult::Fraud(evidence) => tracing::error!(
+                chunk,
+                reason = %evidence.reason,
+                "FRAUD: the chunk's claimed writes are not what its transactions produce; evidence published"
+            ),
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        message: &jetstream::Message,
+        payload: Bytes,
+        reason: &str,
+    ) -> anyhow::Result<()> {
+        tracing::error!(reason, "job dead-lettered");
+        proving::dead_letter(&self.js, payload, reason).await?;
+        message
+            .ack_with(AckKind::Term)
+            .await
+            .map_err(|e| anyhow::anyhow!("term: {e}"))?;
+        metrics::counter!("verity_prover_dead_letters_total").increment(1);
+        Ok(())
+    }
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Checks a job and proves it or produces fraud evidence. `Err` is a job no worker can handle.
+fn run_job(
+    keys: &Keys,
+    key: &SequencerKey,
+    chain_id: u64,
+    gas_limit: u64,
+    job: ChunkJob,
+) -> Result<ProverResult, String> {
+    let verdict = verity_chunk::check_job(&job, chain_id, gas_limit).map_err(|e| e.to_string())?;
+    match verdict {
+        Verdict::Valid => {
+            let chunk = job.chunk;
+            let mut proof: ChunkProof = verity_chunk::prove_job(keys, &job, |done, total| {
+                metrics::counter!("verity_prover_segments_total").increment(1);
+                tracing::info!(chunk, "segment {done}/{total} proven");
+            })
+            .map_err(|e| format!("cannot prove: {e}"))?;
+            proof.prover = key.address();
+            proof.signature = key.sign(&wire::attestation_hash(chain_id, &proof));
+            metrics::histogram!("verity_prover_proving_seconds")
+                .record(proof.proving_ms as f64 / 1000.0);
+            Ok(ProverResult::Proof(Box::new(proof)))
+        }
+        Verdict::Fraud { reason, reexecuted } => {
+            let mut evidence = FraudEvidence {
+                job,
+                reexecuted,
+                reason,
+                prover: key.address(),
+                signature: verity_primitives::UNSIGNED,
+            };
+            evidence.signature = key.sign(&wire::fraud_hash(chain_id, &evidence));
+            Ok(ProverResult::Fraud(Box::new(evidence)))
+        }
     }
 }

@@ -8,7 +8,7 @@
 use alloy_primitives::{Address, B256};
 use verity_primitives::{Block, ChainEvent, ChainEventKind, ChainSpec, MiniBlock, genesis_diff};
 use verity_proto::v1;
-use verity_storage::{Database, StorageError};
+use verity_storage::{Database, ReadTx, StorageError};
 
 /// Meta keys of the replica's position.
 pub mod meta {
@@ -22,6 +22,9 @@ pub mod meta {
     pub const LAST_MINI_HASH: &str = "last_mini_hash";
     /// Transactions applied so far in the block being built.
     pub const OPEN_BLOCK_TXS: &str = "open_block_txs";
+    /// Witness role: the encoded job of the last applied mini-block, stored with it so a job
+    /// built but not yet published when the replica stops is published on the next start.
+    pub const LAST_JOB: &str = "last_job";
 }
 
 /// Why an event was not applied.
@@ -36,6 +39,14 @@ pub enum ApplyError {
     Invalid {
         /// Event sequence.
         seq: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The witness could not build the job of a valid mini-block.
+    #[error("witness: cannot build the job of mini-block {number}: {reason}")]
+    Witness {
+        /// Mini-block number.
+        number: u64,
         /// Why.
         reason: String,
     },
@@ -93,11 +104,16 @@ pub fn last_seq(db: &Database) -> Result<u64, StorageError> {
     Ok(db.read()?.meta_u64(meta::LAST_SEQ)?.unwrap_or(0))
 }
 
+/// Builds something from a checked mini-block and the state before it (the witness role's
+/// chunk job); what it returns is stored under [`meta::LAST_JOB`] with the mini-block.
+pub type Prepare<'a> = &'a mut dyn FnMut(&ReadTx<'_>, &MiniBlock) -> Result<Vec<u8>, String>;
+
 /// Checks and applies one event received at stream position `seq`.
 pub fn apply_event(
     db: &Database,
     sequencer: Address,
     wire: &v1::ChainEvent,
+    prepare: Option<Prepare<'_>>,
 ) -> Result<Applied, ApplyError> {
     let seq = wire.seq;
     let invalid = |reason: String| ApplyError::Invalid { seq, reason };
@@ -123,13 +139,25 @@ pub fn apply_event(
     let head = read
         .block_by_number(head_number)?
         .ok_or_else(|| invalid(format!("block {head_number} missing locally")))?;
+    let mut prepared = None;
+    if let ChainEventKind::MiniBlock(mini) = &event.kind {
+        check_mini_block(mini, next_mini, last_mini_hash, head_number).map_err(invalid)?;
+        if let Some(prepare) = prepare {
+            prepared = Some(prepare(&read, mini).map_err(|reason| ApplyError::Witness {
+                number: mini.number,
+                reason,
+            })?);
+        }
+    }
     drop(read);
 
     let mut write = db.write()?;
     match &event.kind {
         ChainEventKind::MiniBlock(mini) => {
-            check_mini_block(mini, next_mini, last_mini_hash, head_number).map_err(invalid)?;
             write.apply_diff(&mini.diff)?;
+            if let Some(job) = &prepared {
+                write.set_meta(meta::LAST_JOB, job)?;
+            }
             let base_fee = verity_proto::u256_bytes(alloy_primitives::U256::from(mini.base_fee));
             for (i, (tx, receipt)) in mini.transactions.iter().zip(&mini.receipts).enumerate() {
                 write.put_transaction(

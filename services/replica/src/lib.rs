@@ -2,11 +2,13 @@
 //! state without executing transactions ([`apply`]); serves reads and calls over gRPC
 //! ([`query`]).
 //!
-//! Role `full` is built. Roles `verifier` and `witness` (proof verification, the state
-//! commitment) are not built yet and are refused at start-up.
+//! Roles `full` and `witness` ([`witness`]: the state tree and the proving jobs) are built.
+//! Role `verifier` (proof verification, `safe` and `finalized`) is not built yet and is refused
+//! at start-up.
 
 pub mod apply;
 pub mod query;
+pub mod witness;
 
 use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
@@ -33,7 +35,7 @@ pub enum Role {
     Full,
     /// Advances `safe` only on verified proofs (not built yet).
     Verifier,
-    /// Maintains the state commitment and emits proving jobs (not built yet).
+    /// Also maintains the state tree and publishes a proving job per mini-block.
     Witness,
 }
 
@@ -78,16 +80,16 @@ pub struct Replica {
     db: Database,
     spec: Arc<ChainSpec>,
     stream: async_nats::jetstream::stream::Stream,
+    witness: Option<witness::Witness>,
 }
 
 impl Replica {
     /// Validates the configuration, opens the database (initialising genesis) and connects to
     /// NATS.
     pub async fn open(config: Config) -> anyhow::Result<Self> {
-        if config.role != Role::Full {
+        if config.role == Role::Verifier {
             anyhow::bail!(
-                "invalid --role {:?}: only `full` is built; verifier and witness come with proof verification",
-                config.role
+                "invalid --role verifier: not built yet (roles `full` and `witness` are); see issue 3"
             );
         }
         let spec = ChainSpec::load(&config.genesis).context("flag --genesis / VERITY_GENESIS")?;
@@ -104,11 +106,16 @@ impl Replica {
             .await
             .context("flag --nats-url / VERITY_NATS_URL")?;
         let stream = verity_bus::ensure_chain_stream(&js).await?;
+        let witness = match config.role {
+            Role::Witness => Some(witness::Witness::new(js, &spec).await?),
+            Role::Full | Role::Verifier => None,
+        };
         Ok(Self {
             config,
             db,
             spec: Arc::new(spec),
             stream,
+            witness,
         })
     }
 
@@ -129,6 +136,7 @@ impl Replica {
             self.stream.clone(),
             self.config.consumer_name.clone(),
             self.config.sequencer_address,
+            self.witness,
             stop_rx.clone(),
         ));
         let routes = tonic::service::Routes::new(
@@ -161,11 +169,21 @@ async fn follow_chain(
     stream: async_nats::jetstream::stream::Stream,
     consumer_name: String,
     sequencer: Address,
+    mut witness: Option<witness::Witness>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(100);
     while !*stop.borrow() {
-        match follow_once(&db, &stream, &consumer_name, sequencer, &mut stop).await {
+        match follow_once(
+            &db,
+            &stream,
+            &consumer_name,
+            sequencer,
+            &mut witness,
+            &mut stop,
+        )
+        .await
+        {
             Ok(()) => break,
             Err(FollowError::Refused(error)) => {
                 tracing::error!(%error, "chain refused: following halted at the last valid state");
@@ -194,6 +212,7 @@ async fn follow_once(
     stream: &async_nats::jetstream::stream::Stream,
     consumer_name: &str,
     sequencer: Address,
+    witness: &mut Option<witness::Witness>,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), FollowError> {
     let transient = |e: anyhow::Error| FollowError::Transient(e);
@@ -204,6 +223,9 @@ async fn follow_once(
             .map_err(|e| transient(e.into()))?
             .map_err(|e| transient(e.into()))?
     };
+    if let Some(witness) = witness.as_mut() {
+        witness.resume(db, last).await.map_err(transient)?;
+    }
     let consumer = verity_bus::chain_consumer(stream, consumer_name, last + 1)
         .await
         .map_err(|e| transient(e.into()))?;
@@ -242,13 +264,29 @@ async fn follow_once(
         };
         let span = tracing::info_span!("replica.apply", seq, kind = event_kind(&event));
         verity_telemetry::link_nats_parent(message.headers.as_ref(), &span);
-        let applied = {
+        let (applied, job) = {
             let db = db.clone();
-            tokio::task::spawn_blocking(move || apply::apply_event(&db, sequencer, &event))
-                .instrument(span)
-                .await
-                .map_err(|e| transient(e.into()))?
+            let mut role = witness.take();
+            let (applied, job, role) = tokio::task::spawn_blocking(move || match role.as_mut() {
+                Some(w) => {
+                    let (applied, job) = w.apply(&db, sequencer, &event);
+                    (applied, job, role)
+                }
+                None => (apply::apply_event(&db, sequencer, &event, None), None, role),
+            })
+            .instrument(span.clone())
+            .await
+            .map_err(|e| transient(e.into()))?;
+            *witness = role;
+            (applied, job)
         };
+        if let (Some(w), Some(job)) = (witness.as_ref(), job) {
+            // The job is stored with the applied mini-block; publish it before acknowledging
+            // the chain message (a failure here resumes by publishing the stored job).
+            let mut headers = async_nats::HeaderMap::new();
+            span.in_scope(|| verity_telemetry::inject_nats(&mut headers));
+            w.publish(job, headers).await.map_err(transient)?;
+        }
         match applied {
             Ok(Applied::Applied) => {
                 expected = seq + 1;

@@ -48,6 +48,9 @@ impl TestNet {
         let mut options = DevnetOptions::new(dir.path());
         options.rpc_addr = ([127, 0, 0, 1], 0).into();
         options.log_filter = "info,verity=debug".into();
+        // Proving costs both cores for seconds per chunk: only the scenarios about proofs run
+        // the witness replica and a prover (they set `proving`).
+        options.proving = false;
         configure(&mut options);
         for service in Service::ALL {
             let binary = options.bin_dir.join(service.binary());

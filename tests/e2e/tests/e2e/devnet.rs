@@ -36,7 +36,7 @@ async fn transfer(net: &TestNet, nonce: u64) -> serde_json::Value {
 async fn services_are_healthy_export_metrics_and_a_restart_resumes_the_chain() {
     let net = TestNet::start(|o| o.block_interval_ms = 300).await.unwrap();
 
-    for service in Service::ALL {
+    for service in net.devnet.services() {
         let channel = tonic::transport::Channel::from_shared(net.devnet.grpc_url(service))
             .unwrap()
             .connect()
@@ -63,7 +63,7 @@ async fn services_are_healthy_export_metrics_and_a_restart_resumes_the_chain() {
         .unwrap();
     assert_eq!(balance, json!("0xf4240"));
 
-    for service in Service::ALL {
+    for service in net.devnet.services() {
         let metrics = net.devnet.address(service, "metrics").unwrap();
         let (status, body) = http_get(&format!("http://{metrics}/metrics"))
             .await

@@ -7,5 +7,6 @@
 mod contract;
 mod crash_recovery;
 mod devnet;
+mod proving;
 mod trace;
 mod transfer;

@@ -1,0 +1,187 @@
+//! Role `witness`: maintains the state tree over the replica's state and publishes one proving
+//! job per mini-block on the `VERITY_JOBS` work queue.
+//!
+//! The job is built from the checked mini-block and the state *before* it, in the same step that
+//! applies the mini-block, and stored with it (meta `last_job`); it is published before the
+//! chain message is acknowledged. A replica that stops between applying and publishing publishes
+//! the stored job when it starts again (JetStream drops the duplicate if it had been published),
+//! so no chunk is left without a job. The tree lives in memory and is rebuilt from the MDBX
+//! state at start, or whenever it may have diverged from it (an apply that failed after the job
+//! was built). The sequencer never waits for any of this.
+
+use std::time::Instant;
+
+use alloy_primitives::B256;
+use anyhow::Context as _;
+use async_nats::{HeaderMap, jetstream::Context};
+use bytes::Bytes;
+use prost::Message as _;
+use verity_chunk::StateTree;
+use verity_commitment::{account_key, account_value, storage_key, storage_value};
+use verity_primitives::{ChainSpec, MiniBlock};
+use verity_proto::v1;
+use verity_storage::{Database, ReadTx, StorageError};
+
+use crate::apply::{self, Applied, ApplyError};
+
+/// The state tree of everything in `read`.
+pub fn tree_of_state(read: &ReadTx<'_>) -> Result<StateTree, StorageError> {
+    let (mut accounts, mut slots) = (Vec::new(), Vec::new());
+    read.for_each_state(
+        |address, account| accounts.push((account_key(address), Some(account_value(&account)))),
+        |address, slot, value| slots.push((storage_key(address, slot), Some(storage_value(value)))),
+    )?;
+    let mut tree = StateTree::default();
+    tree.apply(accounts.into_iter().chain(slots));
+    Ok(tree)
+}
+
+/// A job built while applying a mini-block.
+#[derive(Debug)]
+pub struct BuiltJob {
+    chunk: u64,
+    mini_block_hash: B256,
+    bytes: Vec<u8>,
+}
+
+/// The witness role's state.
+#[derive(Debug)]
+pub struct Witness {
+    js: Context,
+    chain_id: u64,
+    gas_limit: u64,
+    /// The tree and the last applied event it reflects.
+    tree: Option<(StateTree, u64)>,
+}
+
+impl Witness {
+    /// Creates the proving streams if needed.
+    pub async fn new(js: Context, spec: &ChainSpec) -> anyhow::Result<Self> {
+        verity_bus::proving::ensure_proving_streams(&js).await?;
+        Ok(Self {
+            js,
+            chain_id: spec.chain_id(),
+            gas_limit: spec.gas_limit(),
+            tree: None,
+        })
+    }
+
+    /// Brings the tree to the database's state after event `last` (rebuilding it when it is not
+    /// there already) and publishes the job stored with the last applied mini-block.
+    pub async fn resume(&mut self, db: &Database, last: u64) -> anyhow::Result<()> {
+        if self.tree.as_ref().is_none_or(|(_, seq)| *seq != last) {
+            let started = Instant::now();
+            let db = db.clone();
+            let tree = tokio::task::spawn_blocking(move || tree_of_state(&db.read()?))
+                .await?
+                .context("rebuilding the state tree")?;
+            tracing::info!(
+                root = %tree.root(),
+                leaves = tree.len(),
+                elapsed = ?started.elapsed(),
+                "state tree rebuilt from the replica's state"
+            );
+            self.tree = Some((tree, last));
+        }
+        let stored = {
+            let db = db.clone();
+            tokio::task::spawn_blocking(move || db.read()?.meta(apply::meta::LAST_JOB)).await??
+        };
+        if let Some(bytes) = stored {
+            let job = v1::ChunkJob::decode(bytes.as_slice()).context("stored job")?;
+            let hash = job
+                .mini_block
+                .as_ref()
+                .map(|m| B256::try_from(m.hash.as_slice()).unwrap_or_default())
+                .unwrap_or_default();
+            let fresh = verity_bus::proving::publish_job(
+                &self.js,
+                job.chunk,
+                hash.as_slice(),
+                Bytes::from(bytes),
+                HeaderMap::new(),
+            )
+            .await?;
+            if fresh {
+                tracing::info!(
+                    chunk = job.chunk,
+                    "published the job left unpublished at stop"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks and applies `event` like any replica, building the chunk job of a mini-block from
+    /// the state before it. Runs on a blocking thread.
+    pub fn apply(
+        &mut self,
+        db: &Database,
+        sequencer: alloy_primitives::Address,
+        event: &v1::ChainEvent,
+    ) -> (Result<Applied, ApplyError>, Option<BuiltJob>) {
+        let Some((mut tree, at)) = self.tree.take() else {
+            return (
+                Err(ApplyError::Witness {
+                    number: 0,
+                    reason: "state tree not loaded".into(),
+                }),
+                None,
+            );
+        };
+        let (chain_id, gas_limit) = (self.chain_id, self.gas_limit);
+        let mut built = None;
+        let mut prepare = |read: &ReadTx<'_>, mini: &MiniBlock| -> Result<Vec<u8>, String> {
+            let started = Instant::now();
+            let job = verity_chunk::build_job(read, &mut tree, chain_id, gas_limit, mini.clone())
+                .map_err(|e| e.to_string())?;
+            let bytes = v1::ChunkJob::from(&job).encode_to_vec();
+            metrics::histogram!("verity_witness_job_build_seconds")
+                .record(started.elapsed().as_secs_f64());
+            metrics::histogram!("verity_witness_job_steps").record(job.steps.len() as f64);
+            tracing::debug!(
+                chunk = job.chunk,
+                steps = job.steps.len(),
+                pre_root = %job.pre_root,
+                post_root = %job.post_root,
+                "chunk job built"
+            );
+            built = Some(BuiltJob {
+                chunk: job.chunk,
+                mini_block_hash: job.mini_block.hash,
+                bytes: bytes.clone(),
+            });
+            Ok(bytes)
+        };
+        let result = apply::apply_event(db, sequencer, event, Some(&mut prepare));
+        self.tree = match &result {
+            // The tree moved with the state.
+            Ok(Applied::Applied) => Some((tree, event.seq)),
+            // A redelivery of an event applied before: nothing was built or applied.
+            Ok(Applied::AlreadyApplied) => Some((tree, at)),
+            // The tree may have advanced without the state: rebuild on resume.
+            Err(_) => None,
+        };
+        (result, built)
+    }
+
+    /// Publishes a job; returns once JetStream stored it.
+    pub async fn publish(&self, job: BuiltJob, headers: HeaderMap) -> anyhow::Result<()> {
+        let fresh = verity_bus::proving::publish_job(
+            &self.js,
+            job.chunk,
+            job.mini_block_hash.as_slice(),
+            Bytes::from(job.bytes),
+            headers,
+        )
+        .await?;
+        metrics::counter!("verity_witness_jobs_published_total").increment(u64::from(fresh));
+        metrics::gauge!("verity_witness_last_chunk").set(job.chunk as f64);
+        Ok(())
+    }
+
+    /// The tree's root, when loaded.
+    pub fn root(&self) -> Option<B256> {
+        self.tree.as_ref().map(|(tree, _)| tree.root())
+    }
+}

@@ -1,0 +1,246 @@
+//! The proving path with real services and real halo2 proofs: the witness replica publishes a
+//! job per mini-block, a prover proves it, and the proofs verify, the way a verifier checks them,
+//! against the chain's own mini-blocks and roots that chain from genesis. A prover killed in the
+//! middle of a job loses nothing: the job is delivered again and proven.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use alloy_primitives::{Address, U256};
+use nix::sys::signal::Signal;
+use prost::Message as _;
+use serde_json::json;
+use verity_chunk::{
+    Rejection, check_claim,
+    wire::{ChunkProof, ProverResult},
+};
+use verity_circuits::{Keys, Shape};
+use verity_e2e::{TestNet, dev_signer, sign_transfer, verity_devnet::Service};
+use verity_primitives::{ChainEventKind, ChainSpec, MiniBlock, SequencerKey, genesis_diff};
+use verity_proto::v1;
+
+const SHAPE: Shape = Shape {
+    steps: 4,
+    depth: 32,
+};
+
+/// Every prover result on `VERITY_PROOFS` so far, by chunk.
+async fn results(js: &async_nats::jetstream::Context) -> BTreeMap<u64, Vec<ChunkProof>> {
+    let stream = js
+        .get_stream(verity_bus::proving::PROOFS_STREAM)
+        .await
+        .unwrap();
+    let mut by_chunk: BTreeMap<u64, Vec<ChunkProof>> = BTreeMap::new();
+    let mut seq = 1;
+    while let Ok(message) = stream.get_raw_message(seq).await {
+        let wire = v1::ProverResult::decode(message.payload.as_ref()).unwrap();
+        match ProverResult::try_from(&wire).unwrap() {
+            ProverResult::Proof(proof) => by_chunk.entry(proof.chunk).or_default().push(*proof),
+            ProverResult::Fraud(evidence) => {
+                panic!("fraud reported on an honest chain: {}", evidence.reason)
+            }
+        }
+        seq += 1;
+    }
+    by_chunk
+}
+
+/// The chain's mini-blocks, by number, from the chain stream.
+async fn mini_blocks(js: &async_nats::jetstream::Context) -> BTreeMap<u64, MiniBlock> {
+    let stream = js.get_stream(verity_bus::CHAIN_STREAM).await.unwrap();
+    let mut minis = BTreeMap::new();
+    let mut seq = 1;
+    while let Ok(message) = stream.get_raw_message(seq).await {
+        let event = verity_bus::decode_event(seq, &message.payload).unwrap();
+        if let ChainEventKind::MiniBlock(mini) = verity_primitives::ChainEvent::try_from(&event)
+            .unwrap()
+            .kind
+        {
+            minis.insert(mini.number, *mini);
+        }
+        seq += 1;
+    }
+    minis
+}
+
+async fn wait_for_log(net: &TestNet, service: Service, needle: &str, timeout: Duration) {
+    let started = std::time::Instant::now();
+    loop {
+        let log = std::fs::read_to_string(net.devnet.log_file(service)).unwrap_or_default();
+        if log.contains(needle) {
+            return;
+        }
+        if started.elapsed() > timeout {
+            net.dump_logs();
+            panic!("{service} never logged {needle:?} within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_are_proven_and_a_prover_killed_mid_job_loses_nothing() {
+    let mut net = TestNet::start(|o| {
+        o.proving = true;
+        o.steps_per_proof = SHAPE.steps;
+        o.prover_ack_wait_secs = 6;
+        o.block_interval_ms = 500;
+    })
+    .await
+    .unwrap();
+    let chain_id = net.devnet.chain_id();
+    let prover: Address = net
+        .devnet
+        .address(Service::Prover, "prover")
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The verifier side derives its own keys from the shape alone (no setup to share).
+    let keys = tokio::task::spawn_blocking(|| Keys::generate(SHAPE).unwrap());
+
+    // Chunk 0: one transfer.
+    let sender = dev_signer(&net, 1).unwrap();
+    let rpc = net.rpc();
+    let send = |nonce: u64| {
+        let (raw, hash) = sign_transfer(
+            &sender,
+            chain_id,
+            nonce,
+            Address::repeat_byte(0x42),
+            U256::from(1_000 + nonce),
+            100_000_000_000,
+        )
+        .unwrap();
+        let rpc = rpc.clone();
+        async move {
+            rpc.call("eth_sendRawTransaction", json!([raw]))
+                .await
+                .unwrap();
+            rpc.wait_receipt(&hash, Duration::from_secs(20))
+                .await
+                .unwrap()
+        }
+    };
+    send(0).await;
+
+    // Kill the prover while it proves chunk 0, and start it again.
+    wait_for_log(
+        &net,
+        Service::Prover,
+        "job received chunk=0",
+        Duration::from_secs(180),
+    )
+    .await;
+    net.devnet
+        .signal(Service::Prover, Signal::SIGKILL)
+        .await
+        .unwrap();
+    net.devnet.start_service(Service::Prover).await.unwrap();
+    send(1).await;
+
+    // Both chunks get proven; chunk 0 on its second delivery.
+    let (_client, js) = verity_bus::connect(net.devnet.nats_url().unwrap(), "e2e")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let proofs = loop {
+        let proofs = results(&js).await;
+        if proofs.contains_key(&0) && proofs.contains_key(&1) {
+            break proofs;
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            net.dump_logs();
+            panic!(
+                "chunks not proven in time; results so far: {:?}",
+                proofs.keys()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let log = std::fs::read_to_string(net.devnet.log_file(Service::Prover)).unwrap();
+    assert!(
+        log.contains("prover.job{chunk=0 delivered=2"),
+        "chunk 0 was not redelivered after the kill:\n{log}"
+    );
+    // One result per chunk: the killed attempt published nothing.
+    assert_eq!(proofs[&0].len(), 1, "{:?}", proofs[&0]);
+
+    // Verify as a verifier does: from genesis, against the chain's own mini-blocks.
+    let keys = keys.await.unwrap();
+    let minis = mini_blocks(&js).await;
+    let spec = ChainSpec::load(&net.dir.path().join("genesis.json")).unwrap();
+    let mut root = verity_chunk::genesis_tree(&genesis_diff(&spec.genesis)).root();
+    let mut checked = vec![];
+    for chunk in [0u64, 1] {
+        let proof = &proofs[&chunk][0];
+        let statement = check_claim(chain_id, SHAPE, &[prover], root, &minis[&chunk], proof)
+            .unwrap_or_else(|e| panic!("chunk {chunk}: {e}"));
+        checked.push(statement);
+        root = proof.post_root;
+    }
+    let claims: Vec<_> = checked
+        .iter()
+        .zip([&proofs[&0][0], &proofs[&1][0]])
+        .collect();
+    for (chunk, verdict) in verity_chunk::verify_proofs(&keys, &claims)
+        .into_iter()
+        .enumerate()
+    {
+        verdict.unwrap_or_else(|e| panic!("chunk {chunk}: {e}"));
+    }
+
+    // Forgeries of these real proofs are refused, each with its reason.
+    let genesis_root = verity_chunk::genesis_tree(&genesis_diff(&spec.genesis)).root();
+    let honest = &proofs[&0][0];
+    let mut flipped = honest.clone();
+    flipped.segments[0].1[64] ^= 1;
+    let statement = check_claim(
+        chain_id,
+        SHAPE,
+        &[prover],
+        genesis_root,
+        &minis[&0],
+        &flipped,
+    )
+    .unwrap();
+    let verdict = verity_chunk::verify_proofs(&keys, &[(&statement, &flipped)]).remove(0);
+    assert!(
+        matches!(verdict, Err(Rejection::Proof { segment: 0, .. })),
+        "{verdict:?}"
+    );
+    assert!(verdict.unwrap_err().to_string().contains("does not verify"));
+    // Chunk 0's proof presented for chunk 1.
+    let wrong_chunk = check_claim(chain_id, SHAPE, &[prover], root, &minis[&1], honest);
+    assert!(
+        matches!(wrong_chunk, Err(Rejection::WrongChunk { .. })),
+        "{wrong_chunk:?}"
+    );
+    // An attestation by a key nobody registered.
+    let stranger = SequencerKey::random();
+    let mut unregistered = honest.clone();
+    unregistered.prover = stranger.address();
+    unregistered.signature = stranger.sign(&verity_chunk::wire::attestation_hash(
+        chain_id,
+        &unregistered,
+    ));
+    let refused = check_claim(
+        chain_id,
+        SHAPE,
+        &[prover],
+        genesis_root,
+        &minis[&0],
+        &unregistered,
+    )
+    .unwrap_err();
+    assert!(
+        refused.to_string().contains("not a registered prover"),
+        "{refused}"
+    );
+    // The job queue is drained: work-queue retention removed every acknowledged job.
+    let mut jobs = js
+        .get_stream(verity_bus::proving::JOBS_STREAM)
+        .await
+        .unwrap();
+    let info = jobs.info().await.unwrap();
+    assert_eq!(info.state.messages, 0, "jobs left in the queue: {info:?}");
+    net.stop().await.unwrap();
+}
