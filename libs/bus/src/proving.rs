@@ -186,13 +186,55 @@ pub async fn job_consumer(jobs: &Stream, queue: JobQueue) -> Result<PullConsumer
     .map_err(|e| js_error("create job consumer", e))
 }
 
-/// A consumer of the proofs stream for one verifier, from stream sequence `next_seq` (a fresh
-/// consumer each start, like the chain consumer: the verifier's own storage is the record of
-/// what it accepted).
-pub async fn results_consumer(
-    proofs: &Stream,
+/// Stream of verifiers' finality attestations.
+pub const FINALITY_STREAM: &str = "VERITY_FINALITY";
+/// Subject finality attestations are published on.
+pub const FINALITY_SUBJECT: &str = "verity.finality.attestations";
+
+/// Creates (or opens) the finality stream: verifiers' signed attestations, kept so replicas can
+/// start late and count them.
+pub async fn ensure_finality_stream(js: &Context) -> Result<Stream, BusError> {
+    js.get_or_create_stream(stream::Config {
+        name: FINALITY_STREAM.to_string(),
+        subjects: vec![FINALITY_SUBJECT.to_string()],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| js_error("create finality stream", e))
+}
+
+/// Publishes a finality attestation of `verifier` for `block` and waits until it is stored.
+pub async fn publish_attestation(
+    js: &Context,
+    verifier: &[u8],
+    block: u64,
+    fraud: bool,
+    payload: Bytes,
+) -> Result<(), BusError> {
+    let id = format!(
+        "finality-{}-{block}{}",
+        message_id(verifier),
+        if fraud { "-fraud" } else { "" }
+    );
+    let message = async_nats::jetstream::message::PublishMessage::build()
+        .payload(payload)
+        .message_id(id);
+    js.send_publish(FINALITY_SUBJECT, message)
+        .await
+        .map_err(|e| js_error("publish attestation", e))?
+        .await
+        .map_err(|e| js_error("publish attestation ack", e))?;
+    Ok(())
+}
+
+/// A consumer of a stream for one reader from stream sequence `next_seq` (fresh each start).
+pub async fn reader(
+    stream: &Stream,
     durable: &str,
     next_seq: u64,
 ) -> Result<PullConsumer, BusError> {
-    crate::fresh_consumer(proofs, durable, next_seq).await
+    crate::fresh_consumer(stream, durable, next_seq).await
 }

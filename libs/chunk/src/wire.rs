@@ -465,3 +465,71 @@ impl TryFrom<&v1::ProverResult> for ProverResult {
         }
     }
 }
+
+/// A verifier's signed statement that a block is proven (see `FinalityAttestation` in
+/// `prover.proto`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinalityAttestation {
+    /// The proven block.
+    pub block_number: u64,
+    /// Its hash.
+    pub block_hash: B256,
+    /// The tree root after it.
+    pub state_root: B256,
+    /// Fraud confirmed in the next chunk: `(chunk, reason)`.
+    pub fraud: Option<(u64, String)>,
+    /// The verifier.
+    pub verifier: Address,
+    /// Its signature over [`finality_hash`].
+    pub signature: Signature,
+}
+
+/// The hash a verifier signs.
+pub fn finality_hash(chain_id: u64, attestation: &FinalityAttestation) -> B256 {
+    let mut data = Vec::with_capacity(160);
+    data.extend_from_slice(b"verity.finality.v1");
+    data.extend_from_slice(&chain_id.to_be_bytes());
+    data.extend_from_slice(&attestation.block_number.to_be_bytes());
+    data.extend_from_slice(attestation.block_hash.as_slice());
+    data.extend_from_slice(attestation.state_root.as_slice());
+    match &attestation.fraud {
+        Some((chunk, reason)) => {
+            data.push(1);
+            data.extend_from_slice(&chunk.to_be_bytes());
+            data.extend_from_slice(keccak256(reason.as_bytes()).as_slice());
+        }
+        None => data.push(0),
+    }
+    keccak256(data)
+}
+
+impl From<&FinalityAttestation> for v1::FinalityAttestation {
+    fn from(a: &FinalityAttestation) -> Self {
+        let (fraud_chunk, fraud_reason) = a.fraud.clone().unwrap_or_default();
+        Self {
+            block_number: a.block_number,
+            block_hash: a.block_hash.to_vec(),
+            state_root: a.state_root.to_vec(),
+            fraud: a.fraud.is_some(),
+            fraud_chunk,
+            fraud_reason,
+            verifier: a.verifier.to_vec(),
+            signature: a.signature.as_bytes().to_vec(),
+        }
+    }
+}
+
+impl TryFrom<&v1::FinalityAttestation> for FinalityAttestation {
+    type Error = ConversionError;
+
+    fn try_from(a: &v1::FinalityAttestation) -> Result<Self, Self::Error> {
+        Ok(Self {
+            block_number: a.block_number,
+            block_hash: b256_from(&a.block_hash, "finality_attestation.block_hash")?,
+            state_root: b256_from(&a.state_root, "finality_attestation.state_root")?,
+            fraud: a.fraud.then(|| (a.fraud_chunk, a.fraud_reason.clone())),
+            verifier: address_from(&a.verifier, "finality_attestation.verifier")?,
+            signature: signature_from(&a.signature, "finality_attestation.signature")?,
+        })
+    }
+}

@@ -33,6 +33,8 @@ pub enum Service {
     Replica,
     /// `verity-replica` (role witness): the state tree and the proving jobs.
     Witness,
+    /// `verity-replica` (role verifier): checks proofs, attests blocks safe.
+    Verifier,
     /// `verity-ingress`.
     Ingress,
     /// `verity-gateway`.
@@ -43,11 +45,12 @@ pub enum Service {
 
 impl Service {
     /// Every service, in start order.
-    pub const ALL: [Service; 7] = [
+    pub const ALL: [Service; 8] = [
         Service::Sequencer,
         Service::Publisher,
         Service::Replica,
         Service::Witness,
+        Service::Verifier,
         Service::Ingress,
         Service::Gateway,
         Service::Prover,
@@ -60,6 +63,7 @@ impl Service {
             Service::Publisher => "publisher",
             Service::Replica => "replica",
             Service::Witness => "witness",
+            Service::Verifier => "verifier",
             Service::Ingress => "ingress",
             Service::Gateway => "gateway",
             Service::Prover => "prover",
@@ -69,14 +73,14 @@ impl Service {
     /// The binary's file name.
     pub fn binary(self) -> String {
         match self {
-            Service::Witness => "verity-replica".into(),
+            Service::Witness | Service::Verifier => "verity-replica".into(),
             _ => format!("verity-{}", self.name()),
         }
     }
 
     /// Whether the service belongs to the proving path (left out when proving is off).
     pub fn proves(self) -> bool {
-        matches!(self, Service::Witness | Service::Prover)
+        matches!(self, Service::Witness | Service::Verifier | Service::Prover)
     }
 }
 
@@ -155,6 +159,10 @@ pub struct DevnetOptions {
     pub steps_per_proof: usize,
     /// Seconds before an unacknowledged proving job goes to another prover.
     pub prover_ack_wait_secs: u64,
+    /// Binaries to run instead of a service's own (tests: a fault-injecting sequencer).
+    pub binaries: BTreeMap<Service, String>,
+    /// Extra environment of every service.
+    pub env: Vec<(String, String)>,
 }
 
 impl DevnetOptions {
@@ -173,8 +181,18 @@ impl DevnetOptions {
             proving: true,
             steps_per_proof: 8,
             prover_ack_wait_secs: 30,
+            binaries: BTreeMap::new(),
+            env: Vec::new(),
         }
     }
+}
+
+fn binary_of(options: &DevnetOptions, service: Service) -> String {
+    options
+        .binaries
+        .get(&service)
+        .cloned()
+        .unwrap_or_else(|| service.binary())
 }
 
 /// The directory of the running executable (or its parent when it is a test binary in `deps/`),
@@ -211,6 +229,8 @@ pub struct Devnet {
     genesis: PathBuf,
     key_file: PathBuf,
     sequencer_address: Address,
+    prover_address: Address,
+    verifier_address: Address,
     chain_id: u64,
 }
 
@@ -223,7 +243,7 @@ impl Devnet {
                 .map_err(io(format!("cannot create {}", dir.join(sub).display())))?;
         }
         for service in Service::ALL {
-            let binary = options.bin_dir.join(service.binary());
+            let binary = options.bin_dir.join(binary_of(&options, service));
             if !binary.is_file() {
                 return Err(DevnetError::MissingBinary(binary));
             }
@@ -251,8 +271,18 @@ impl Devnet {
             std::fs::write(&key_file, key.to_hex()).map_err(io("cannot write sequencer.key"))?;
             key
         };
+        // The proving keys are made here so every service can be told whom to trust.
+        let attester = |name: &str| {
+            SequencerKey::load_or_create(&dir.join(name))
+                .map(|(key, _)| key.address())
+                .map_err(|e| DevnetError::Setup(e.to_string()))
+        };
+        let prover_address = attester("prover.key")?;
+        let verifier_address = attester("verifier.key")?;
         let nats = NatsServer::start(&dir.join("nats")).await?;
         let mut devnet = Self {
+            prover_address,
+            verifier_address,
             chain_id: spec.chain_id(),
             sequencer_address: key.address(),
             options,
@@ -388,6 +418,26 @@ impl Devnet {
                 "--consumer-name".into(),
                 "replica-witness".into(),
             ],
+            Service::Verifier => vec![
+                "--role".into(),
+                "verifier".into(),
+                "--data-dir".into(),
+                path(&dir.join("verifier")),
+                "--genesis".into(),
+                path(&self.genesis),
+                "--sequencer-address".into(),
+                self.sequencer_address.to_string(),
+                "--nats-url".into(),
+                nats,
+                "--consumer-name".into(),
+                "replica-verifier".into(),
+                "--key-file".into(),
+                path(&dir.join("verifier.key")),
+                "--prover-addresses".into(),
+                self.prover_address.to_string(),
+                "--steps-per-proof".into(),
+                self.options.steps_per_proof.to_string(),
+            ],
             Service::Ingress => vec!["--sequencer-url".into(), self.grpc_url(Service::Sequencer)],
             Service::Gateway => vec![
                 "--http-addr".into(),
@@ -414,6 +464,18 @@ impl Devnet {
                 self.options.prover_ack_wait_secs.to_string(),
             ],
         };
+        if matches!(
+            service,
+            Service::Replica | Service::Witness | Service::Verifier
+        ) && self.options.proving
+        {
+            args.extend([
+                "--verifier-addresses".into(),
+                self.verifier_address.to_string(),
+                "--finality-quorum".into(),
+                "1".into(),
+            ]);
+        }
         args.extend([
             "--grpc-addr".into(),
             // A restarted service keeps its port, so the services calling it reconnect.
@@ -450,8 +512,14 @@ impl Devnet {
             .open(&log_path)
             .map_err(io(format!("cannot open {}", log_path.display())))?;
         let log_err = log.try_clone().map_err(io("cannot clone log handle"))?;
-        let mut child = Command::new(self.options.bin_dir.join(service.binary()))
+        let mut child = Command::new(self.options.bin_dir.join(binary_of(&self.options, service)))
             .args(self.args(service))
+            .envs(
+                self.options
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))

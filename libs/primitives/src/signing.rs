@@ -71,6 +71,65 @@ impl SequencerKey {
     }
 }
 
+/// Why a key file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    /// Reading or creating the file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file does not hold a hex private key.
+    #[error("{path} does not hold a hex private key: {reason}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl SequencerKey {
+    /// Reads the hex key in `path`, or creates the file (mode 0600) with a fresh key when it does
+    /// not exist. Returns the key and whether it was created.
+    pub fn load_or_create(path: &std::path::Path) -> Result<(Self, bool), KeyFileError> {
+        let io = |source| KeyFileError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                Self::from_hex(&text)
+                    .map(|key| (key, false))
+                    .map_err(|e| KeyFileError::Invalid {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                use std::io::Write as _;
+                let key = Self::random();
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(io)?;
+                }
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                options
+                    .open(path)
+                    .and_then(|mut f| f.write_all(key.to_hex().as_bytes()))
+                    .map_err(io)?;
+                Ok((key, true))
+            }
+            Err(e) => Err(io(e)),
+        }
+    }
+}
+
 /// Checks that `signature` over `hash` was made by `expected`.
 pub fn verify(
     hash: &B256,

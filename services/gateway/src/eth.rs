@@ -70,6 +70,19 @@ pub async fn dispatch(
             let head = backends.head().await?;
             to_value(U64::from(head.block_number))
         }
+        "verity_status" => {
+            let head = backends.head().await?;
+            let lag = |n: Option<u64>| n.map(|n| head.block_number.saturating_sub(n));
+            Ok(json!({
+                "latest": head.block_number,
+                "latestMiniBlock": head.mini_block_number,
+                "safe": head.safe_block_number,
+                "finalized": head.finalized_block_number,
+                "safeLag": lag(head.safe_block_number),
+                "finalizedLag": lag(head.finalized_block_number),
+                "alarm": (!head.alarm.is_empty()).then_some(head.alarm),
+            }))
+        }
         "eth_gasPrice" => {
             let head = backends.head().await?;
             let base_fee = u256_from(&head.base_fee, "base_fee").map_err(wire_err)?;

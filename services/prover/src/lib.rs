@@ -98,30 +98,11 @@ impl Config {
 
 /// Reads the key in `path`, or creates it.
 pub fn load_or_create_key(path: &std::path::Path) -> anyhow::Result<SequencerKey> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => SequencerKey::from_hex(&text)
-            .with_context(|| format!("{} does not hold a hex private key", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = SequencerKey::random();
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
-            }
-            write_private(path, &key.to_hex())
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            tracing::info!(path = %path.display(), address = %key.address(), "created a prover key");
-            Ok(key)
-        }
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    let (key, created) = SequencerKey::load_or_create(path)?;
+    if created {
+        tracing::info!(path = %path.display(), address = %key.address(), "created a key");
     }
-}
-
-fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?.write_all(text.as_bytes())
+    Ok(key)
 }
 
 /// A connected prover worker.

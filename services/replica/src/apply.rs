@@ -108,12 +108,14 @@ pub fn last_seq(db: &Database) -> Result<u64, StorageError> {
 /// chunk job); what it returns is stored under [`meta::LAST_JOB`] with the mini-block.
 pub type Prepare<'a> = &'a mut dyn FnMut(&ReadTx<'_>, &MiniBlock) -> Result<Vec<u8>, String>;
 
-/// Checks and applies one event received at stream position `seq`.
+/// Checks and applies one event received at stream position `seq`. With `store_event` the event
+/// itself is kept too (`ChainEvents`), for a verifier to walk the chain it applied.
 pub fn apply_event(
     db: &Database,
     sequencer: Address,
     wire: &v1::ChainEvent,
     prepare: Option<Prepare<'_>>,
+    store_event: bool,
 ) -> Result<Applied, ApplyError> {
     let seq = wire.seq;
     let invalid = |reason: String| ApplyError::Invalid { seq, reason };
@@ -191,6 +193,9 @@ pub fn apply_event(
             }
             write.set_meta_u64(meta::OPEN_BLOCK_TXS, 0)?;
         }
+    }
+    if store_event {
+        write.put_event(wire)?;
     }
     write.set_meta_u64(meta::LAST_SEQ, seq)?;
     write.commit()?;

@@ -2,12 +2,14 @@
 //! state without executing transactions ([`apply`]); serves reads and calls over gRPC
 //! ([`query`]).
 //!
-//! Roles `full` and `witness` ([`witness`]: the state tree and the proving jobs) are built.
-//! Role `verifier` (proof verification, `safe` and `finalized`) is not built yet and is refused
-//! at start-up.
+//! Roles: `full`; `witness` ([`witness`]: the state tree and the proving jobs); `verifier`
+//! ([`verifier`]: checks proofs and attests blocks `safe`). Every role counts the verifiers'
+//! attestations into its `safe` and `finalized` heads ([`heads`]).
 
 pub mod apply;
+pub mod heads;
 pub mod query;
+pub mod verifier;
 pub mod witness;
 
 use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
@@ -33,7 +35,7 @@ pub const DEFAULT_PORT: u16 = 7300;
 pub enum Role {
     /// Applies diffs at once and serves reads.
     Full,
-    /// Advances `safe` only on verified proofs (not built yet).
+    /// Also verifies chunk proofs and attests the blocks they make safe.
     Verifier,
     /// Also maintains the state tree and publishes a proving job per mini-block.
     Witness,
@@ -65,6 +67,29 @@ pub struct Config {
     /// Name of the durable JetStream consumer (unique per replica).
     #[arg(long, env = "VERITY_CONSUMER_NAME", default_value = "replica-full")]
     pub consumer_name: String,
+    /// Registered verifier addresses (comma-separated): their attestations make blocks `safe`
+    /// and `finalized`. Empty: this replica has no `safe` or `finalized` head.
+    #[arg(long, env = "VERITY_VERIFIER_ADDRESSES", value_delimiter = ',')]
+    pub verifier_addresses: Vec<Address>,
+    /// Registered verifiers that must attest a block before it is `finalized`.
+    #[arg(long, env = "VERITY_FINALITY_QUORUM", default_value_t = 1)]
+    pub finality_quorum: usize,
+    /// Role verifier: registered prover addresses (comma-separated) whose attestations count.
+    #[arg(long, env = "VERITY_PROVER_ADDRESSES", value_delimiter = ',')]
+    pub prover_addresses: Vec<Address>,
+    /// Role verifier: file of this verifier's attestation key (hex; created when missing).
+    #[arg(
+        long,
+        env = "VERITY_VERIFIER_KEY_FILE",
+        default_value = ".devnet/verifier.key"
+    )]
+    pub key_file: PathBuf,
+    /// Role verifier: tree steps per halo2 proof (the provers' circuit shape).
+    #[arg(long, env = "VERITY_STEPS_PER_PROOF", default_value_t = verity_circuits::Shape::DEFAULT.steps)]
+    pub steps_per_proof: usize,
+    /// Role verifier: deepest tree path (the provers' circuit shape).
+    #[arg(long, env = "VERITY_MAX_DEPTH", default_value_t = verity_circuits::Shape::DEFAULT.depth)]
+    pub max_depth: usize,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub server: ServerArgs,
@@ -80,17 +105,29 @@ pub struct Replica {
     db: Database,
     spec: Arc<ChainSpec>,
     stream: async_nats::jetstream::stream::Stream,
+    js: async_nats::jetstream::Context,
     witness: Option<witness::Witness>,
+    verifier: Option<verifier::Settings>,
 }
 
 impl Replica {
     /// Validates the configuration, opens the database (initialising genesis) and connects to
     /// NATS.
     pub async fn open(config: Config) -> anyhow::Result<Self> {
+        if config.finality_quorum == 0 {
+            anyhow::bail!("invalid --finality-quorum 0: at least one verifier must attest");
+        }
         if config.role == Role::Verifier {
-            anyhow::bail!(
-                "invalid --role verifier: not built yet (roles `full` and `witness` are); see issue 3"
-            );
+            if config.prover_addresses.is_empty() {
+                anyhow::bail!(
+                    "role verifier needs --prover-addresses (VERITY_PROVER_ADDRESSES): the provers whose attestations count"
+                );
+            }
+            if config.steps_per_proof == 0 || config.max_depth == 0 || config.max_depth > 128 {
+                anyhow::bail!(
+                    "invalid circuit shape: --steps-per-proof must be at least 1 and --max-depth between 1 and 128"
+                );
+            }
         }
         let spec = ChainSpec::load(&config.genesis).context("flag --genesis / VERITY_GENESIS")?;
         let data_dir = config.data_dir.clone();
@@ -107,15 +144,42 @@ impl Replica {
             .context("flag --nats-url / VERITY_NATS_URL")?;
         let stream = verity_bus::ensure_chain_stream(&js).await?;
         let witness = match config.role {
-            Role::Witness => Some(witness::Witness::new(js, &spec).await?),
+            Role::Witness => Some(witness::Witness::new(js.clone(), &spec).await?),
             Role::Full | Role::Verifier => None,
+        };
+        let verifier = match config.role {
+            Role::Verifier => {
+                let (key, created) =
+                    verity_primitives::SequencerKey::load_or_create(&config.key_file)
+                        .context("flag --key-file / VERITY_VERIFIER_KEY_FILE")?;
+                if created {
+                    tracing::info!(path = %config.key_file.display(), address = %key.address(), "created a verifier key");
+                }
+                Some(verifier::Settings {
+                    chain_id: spec.chain_id(),
+                    gas_limit: spec.gas_limit(),
+                    shape: verity_circuits::Shape {
+                        steps: config.steps_per_proof,
+                        depth: config.max_depth,
+                    },
+                    provers: config.prover_addresses.clone(),
+                    key,
+                    genesis_root: verity_chunk::genesis_tree(&verity_primitives::genesis_diff(
+                        &spec.genesis,
+                    ))
+                    .root(),
+                })
+            }
+            Role::Full | Role::Witness => None,
         };
         Ok(Self {
             config,
             db,
             spec: Arc::new(spec),
             stream,
+            js,
             witness,
+            verifier,
         })
     }
 
@@ -137,8 +201,32 @@ impl Replica {
             self.config.consumer_name.clone(),
             self.config.sequencer_address,
             self.witness,
+            self.verifier.is_some(),
             stop_rx.clone(),
         ));
+        let mut tasks = Vec::new();
+        if !self.config.verifier_addresses.is_empty() {
+            tasks.push(tokio::spawn(heads::follow(
+                self.db.clone(),
+                self.js.clone(),
+                heads::Settings {
+                    chain_id: self.spec.chain_id(),
+                    verifiers: self.config.verifier_addresses.clone(),
+                    quorum: self.config.finality_quorum,
+                },
+                self.config.consumer_name.clone(),
+                stop_rx.clone(),
+            )));
+        }
+        if let Some(settings) = self.verifier.clone() {
+            tasks.push(tokio::spawn(verifier::run(
+                self.db.clone(),
+                self.js.clone(),
+                settings,
+                self.config.sequencer_address,
+                stop_rx.clone(),
+            )));
+        }
         let routes = tonic::service::Routes::new(
             v1::replica_server::ReplicaServer::new(query::QueryService::new(
                 self.db.clone(),
@@ -157,6 +245,9 @@ impl Replica {
         })
         .await?;
         follower.await?;
+        for task in tasks {
+            task.await?;
+        }
         tracing::info!("replica stopped");
         Ok(())
     }
@@ -170,6 +261,7 @@ async fn follow_chain(
     consumer_name: String,
     sequencer: Address,
     mut witness: Option<witness::Witness>,
+    store_events: bool,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(100);
@@ -180,6 +272,7 @@ async fn follow_chain(
             &consumer_name,
             sequencer,
             &mut witness,
+            store_events,
             &mut stop,
         )
         .await
@@ -213,6 +306,7 @@ async fn follow_once(
     consumer_name: &str,
     sequencer: Address,
     witness: &mut Option<witness::Witness>,
+    store_events: bool,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), FollowError> {
     let transient = |e: anyhow::Error| FollowError::Transient(e);
@@ -272,7 +366,11 @@ async fn follow_once(
                     let (applied, job) = w.apply(&db, sequencer, &event);
                     (applied, job, role)
                 }
-                None => (apply::apply_event(&db, sequencer, &event, None), None, role),
+                None => (
+                    apply::apply_event(&db, sequencer, &event, None, store_events),
+                    None,
+                    role,
+                ),
             })
             .instrument(span.clone())
             .await

@@ -66,31 +66,56 @@ fn resolve_block(read: &ReadTx<'_>, id: Option<&v1::BlockId>) -> Result<Option<u
             .map_err(storage)?,
         v1::block_id::Id::Tag(tag) => match v1::BlockTag::try_from(*tag) {
             Ok(v1::BlockTag::Earliest) => Some(0),
-            Ok(v1::BlockTag::Safe | v1::BlockTag::Finalized) => {
-                return Err(Status::unimplemented(
-                    "block tags safe and finalized need proof verification, which is not built yet",
-                ));
-            }
+            Ok(v1::BlockTag::Safe) => Some(tagged(read, v1::BlockTag::Safe)?),
+            Ok(v1::BlockTag::Finalized) => Some(tagged(read, v1::BlockTag::Finalized)?),
             _ => Some(head),
         },
+    })
+}
+
+/// The `safe` or `finalized` block: the newest block registered verifiers attested (by one, or
+/// by a quorum), never above the head this replica has.
+fn heads(read: &ReadTx<'_>) -> Result<(Option<u64>, Option<u64>), Status> {
+    let head = head_number(read)?;
+    let safe = read
+        .meta_u64(crate::heads::meta::SAFE_BLOCK)
+        .map_err(storage)?
+        .map(|n| n.min(head));
+    let finalized = read
+        .meta_u64(crate::heads::meta::FINALIZED_BLOCK)
+        .map_err(storage)?
+        .map(|n| n.min(head));
+    Ok((safe, finalized))
+}
+
+fn tagged(read: &ReadTx<'_>, tag: v1::BlockTag) -> Result<u64, Status> {
+    let (safe, finalized) = heads(read)?;
+    let (block, name) = if tag == v1::BlockTag::Finalized {
+        (finalized, "finalized")
+    } else {
+        (safe, "safe")
+    };
+    block.ok_or_else(|| {
+        Status::not_found(format!(
+            "{name} block not found: no registered verifier has attested a block yet"
+        ))
     })
 }
 
 /// Checks that a state read asks for the latest state, the only one kept.
 fn require_latest_state(read: &ReadTx<'_>, id: Option<&v1::BlockId>) -> Result<(), Status> {
     let head = head_number(read)?;
-    if let Some(v1::block_id::Id::Tag(tag)) = id.and_then(|i| i.id.as_ref())
-        && matches!(
-            v1::BlockTag::try_from(*tag),
-            Ok(v1::BlockTag::Safe | v1::BlockTag::Finalized)
-        )
-    {
-        return Err(Status::unimplemented(
-            "block tags `safe` and `finalized` are not available yet: verification of the sequencer's output is not built",
-        ));
-    }
     let latest = match id.and_then(|i| i.id.as_ref()) {
         None => true,
+        Some(v1::block_id::Id::Tag(tag))
+            if matches!(
+                v1::BlockTag::try_from(*tag),
+                Ok(v1::BlockTag::Safe | v1::BlockTag::Finalized)
+            ) =>
+        {
+            let tag = v1::BlockTag::try_from(*tag).unwrap_or(v1::BlockTag::Safe);
+            tagged(read, tag)? == head
+        }
         Some(v1::block_id::Id::Tag(tag)) => matches!(
             v1::BlockTag::try_from(*tag),
             Ok(v1::BlockTag::Latest | v1::BlockTag::Pending | v1::BlockTag::Unspecified)
@@ -194,6 +219,13 @@ impl v1::replica_server::Replica for QueryService {
                 chain_id: spec.chain_id(),
                 base_fee: u256_bytes(U256::from(spec.next_base_fee(&head.header))),
                 block_gas_limit: spec.gas_limit(),
+                safe_block_number: heads(read)?.0,
+                finalized_block_number: heads(read)?.1,
+                alarm: read
+                    .meta(crate::heads::meta::ALARM)
+                    .map_err(storage)?
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default(),
             }))
         })
         .await

@@ -153,7 +153,7 @@ impl Witness {
             });
             Ok(bytes)
         };
-        let result = apply::apply_event(db, sequencer, event, Some(&mut prepare));
+        let result = apply::apply_event(db, sequencer, event, Some(&mut prepare), false);
         self.tree = match &result {
             // The tree moved with the state.
             Ok(Applied::Applied) => Some((tree, event.seq)),

@@ -146,6 +146,13 @@ impl Sequencer {
         })
     }
 
+    /// Makes this sequencer tamper with its mini-blocks' writes (test builds only: the
+    /// `fault-injection` feature).
+    #[cfg(feature = "fault-injection")]
+    pub fn tamper_with(&mut self, tamper: producer::Tamper) {
+        self.producer.tamper_with(tamper);
+    }
+
     /// The shared state (for tests).
     pub fn shared(&self) -> Arc<SharedState> {
         self.shared.clone()

@@ -77,9 +77,29 @@ struct OpenBlock {
     gas_used: u64,
 }
 
+/// A change made to a mini-block's writes after execution, before signing.
+///
+/// Exists only with the `fault-injection` feature, which only the end-to-end tests enable (for
+/// a sequencer that signs a tampered diff): no production build can call it.
+#[cfg(feature = "fault-injection")]
+pub type Tamper = std::sync::Arc<dyn Fn(u64, &mut verity_primitives::StateDiff) + Send + Sync>;
+
+#[cfg(feature = "fault-injection")]
+#[derive(Clone)]
+struct TamperHook(Tamper);
+
+#[cfg(feature = "fault-injection")]
+impl std::fmt::Debug for TamperHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TamperHook")
+    }
+}
+
 /// The chain writer. Not `Sync`: exactly one exists, on the producer thread.
 #[derive(Debug)]
 pub struct Producer {
+    #[cfg(feature = "fault-injection")]
+    tamper: Option<TamperHook>,
     db: Database,
     key: SequencerKey,
     spec: ChainSpec,
@@ -191,6 +211,8 @@ impl Producer {
             "chain recovered"
         );
         Ok(Self {
+            #[cfg(feature = "fault-injection")]
+            tamper: None,
             db,
             key,
             spec,
@@ -204,6 +226,13 @@ impl Producer {
             parent: parent_block.header,
             open,
         })
+    }
+
+    /// Installs a tamper hook (test builds only; see [`Tamper`]).
+    #[cfg(feature = "fault-injection")]
+    pub fn tamper_with(&mut self, tamper: Tamper) {
+        tracing::warn!("FAULT INJECTION: this sequencer will sign tampered mini-blocks");
+        self.tamper = Some(TamperHook(tamper));
     }
 
     /// The current head.
@@ -310,6 +339,10 @@ impl Producer {
             hash: B256::ZERO,
             signature: verity_primitives::UNSIGNED,
         };
+        #[cfg(feature = "fault-injection")]
+        if let Some(TamperHook(tamper)) = &self.tamper {
+            tamper(mini.number, &mut mini.diff);
+        }
         mini.seal(&self.key);
         let mut event = v1::ChainEvent {
             seq: self.last_seq + 1,

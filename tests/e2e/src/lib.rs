@@ -20,6 +20,9 @@ use verity_devnet::{Devnet, DevnetOptions, Service};
 
 pub use verity_devnet;
 
+/// The account the fault-injecting test sequencer credits without payment.
+pub const FRAUD_BENEFICIARY: Address = Address::repeat_byte(0xba);
+
 /// A devnet in its own temporary directory (removed on drop, unless `VERITY_E2E_KEEP` is set).
 #[derive(Debug)]
 pub struct TestNet {

@@ -87,8 +87,8 @@ async fn services_are_healthy_export_metrics_and_a_restart_resumes_the_chain() {
     // What is not built answers with a clear error, not a wrong value.
     let account = RECIPIENT.to_string();
     for (tag, expected) in [
-        ("safe", "not available yet"),
-        ("finalized", "not available yet"),
+        ("safe", "safe block not found"),
+        ("finalized", "finalized block not found"),
         ("0x0", "historical state is not available"),
     ] {
         let error = rpc

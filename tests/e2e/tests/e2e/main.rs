@@ -7,6 +7,7 @@
 mod contract;
 mod crash_recovery;
 mod devnet;
+mod fraud;
 mod proving;
 mod trace;
 mod transfer;

@@ -235,6 +235,36 @@ async fn chunks_are_proven_and_a_prover_killed_mid_job_loses_nothing() {
         refused.to_string().contains("not a registered prover"),
         "{refused}"
     );
+    // The verifier replica checked the same proofs and attested: `safe` and `finalized` reach
+    // the block holding chunk 1 on the full replica the gateway reads, with no alarm.
+    let block_of_1 = minis[&1].block_number;
+    let started = std::time::Instant::now();
+    let status = loop {
+        let status = rpc.call("verity_status", json!([])).await.unwrap();
+        let at_least = |key: &str| status[key].as_u64().is_some_and(|n| n >= block_of_1);
+        if at_least("safe") && at_least("finalized") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            net.dump_logs();
+            panic!("safe/finalized did not reach block {block_of_1}: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(status["alarm"], json!(null), "{status}");
+    assert!(status["latest"].as_u64().unwrap() >= status["safe"].as_u64().unwrap());
+    let safe_block = rpc
+        .call("eth_getBlockByNumber", json!(["safe", false]))
+        .await
+        .unwrap();
+    let safe_number = verity_e2e::parse_quantity(&safe_block["number"]).unwrap();
+    assert!(safe_number >= block_of_1, "{safe_block}");
+    let verifier_log = std::fs::read_to_string(net.devnet.log_file(Service::Verifier)).unwrap();
+    assert!(
+        !verifier_log.contains("refused"),
+        "the verifier refused an honest proof:\n{verifier_log}"
+    );
+
     // The job queue is drained: work-queue retention removed every acknowledged job.
     let mut jobs = js
         .get_stream(verity_bus::proving::JOBS_STREAM)

@@ -1,0 +1,549 @@
+//! Role `verifier`: advances `safe` only over chunks whose proofs verify.
+//!
+//! The replica applies and stores the chain like any replica (it keeps the events too). This
+//! task walks the stored chain in order from its checkpoint, with the state-tree root the last
+//! verified chunk ended at:
+//!
+//! - a mini-block needs a proof from `VERITY_PROOFS` for its number that passes
+//!   [`verity_chunk::check_claim`] against the verifier's *own* copy of the mini-block, starting
+//!   at its root, attested by a registered prover; the halo2 proofs of every chunk that is ready
+//!   are then checked in one batch ([`verity_chunk::verify_proofs`]). A refused proof is logged
+//!   with its reason and dropped; another prover's proof may still come.
+//! - a block whose mini-blocks are all verified becomes the verifier's `safe` block, and the
+//!   verifier signs and publishes a [`FinalityAttestation`] for it on `VERITY_FINALITY`.
+//! - fraud evidence for the chunk it is waiting on is confirmed by re-executing that one chunk
+//!   ([`verity_chunk::check_job`]) from its job, whose witness is tree-proven against the
+//!   verifier's own root. Confirmed fraud halts verification for good: the alarm is stored,
+//!   logged, exported (`verity_verifier_fraud_alarm`), and attested, and `safe` stays where it
+//!   was.
+//!
+//! Progress (next event, root, safe block, proofs-stream position) is stored in MDBX after each
+//! step, so a restart resumes where it stopped.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use alloy_primitives::{Address, B256};
+use anyhow::Context as _;
+use async_nats::jetstream::Context;
+use bytes::Bytes;
+use futures::StreamExt;
+use prost::Message as _;
+use tokio::sync::watch;
+use verity_chunk::{
+    Statement, Verdict,
+    wire::{self, ChunkProof, FinalityAttestation, FraudEvidence, ProverResult},
+};
+use verity_circuits::{Keys, Shape};
+use verity_primitives::{ChainEvent, ChainEventKind, MiniBlock, SequencerKey, signing};
+use verity_proto::v1;
+use verity_storage::Database;
+
+/// Meta keys of the verifier's progress.
+pub mod meta {
+    /// Next chain event to examine.
+    pub const NEXT_SEQ: &str = "verifier_next_seq";
+    /// Tree root after the last verified chunk.
+    pub const ROOT: &str = "verifier_root";
+    /// Last block this verifier found safe.
+    pub const SAFE_BLOCK: &str = "verifier_safe_block";
+    /// First `VERITY_PROOFS` message still needed.
+    pub const PROOFS_SEQ: &str = "verifier_proofs_seq";
+    /// Next chunk (mini-block number) to verify.
+    pub const NEXT_CHUNK: &str = "verifier_next_chunk";
+    /// Confirmed fraud: `chunk(u64 BE) ++ reason`.
+    pub const FRAUD: &str = "verifier_fraud";
+}
+
+/// What a verifier checks against.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Chain id (signed into attestations).
+    pub chain_id: u64,
+    /// Block gas limit (re-executing fraud evidence).
+    pub gas_limit: u64,
+    /// The circuit shape provers use.
+    pub shape: Shape,
+    /// Registered prover addresses.
+    pub provers: Vec<Address>,
+    /// This verifier's attestation key.
+    pub key: SequencerKey,
+    /// The tree root of genesis.
+    pub genesis_root: B256,
+}
+
+#[derive(Debug, Clone)]
+struct Progress {
+    next_seq: u64,
+    next_chunk: u64,
+    root: B256,
+    safe: u64,
+    proofs_seq: u64,
+    fraud: Option<(u64, String)>,
+}
+
+fn load(db: &Database, genesis_root: B256) -> anyhow::Result<Progress> {
+    let read = db.read()?;
+    let root = read
+        .meta(meta::ROOT)?
+        .and_then(|b| B256::try_from(b.as_slice()).ok())
+        .unwrap_or(genesis_root);
+    let fraud = read.meta(meta::FRAUD)?.and_then(|b| {
+        let (chunk, reason) = b.split_at_checked(8)?;
+        Some((
+            u64::from_be_bytes(chunk.try_into().ok()?),
+            String::from_utf8_lossy(reason).into_owned(),
+        ))
+    });
+    Ok(Progress {
+        next_seq: read.meta_u64(meta::NEXT_SEQ)?.unwrap_or(1),
+        next_chunk: read.meta_u64(meta::NEXT_CHUNK)?.unwrap_or(0),
+        root,
+        safe: read.meta_u64(meta::SAFE_BLOCK)?.unwrap_or(0),
+        proofs_seq: read.meta_u64(meta::PROOFS_SEQ)?.unwrap_or(1),
+        fraud,
+    })
+}
+
+fn save(db: &Database, progress: &Progress) -> anyhow::Result<()> {
+    let mut write = db.write()?;
+    write.set_meta_u64(meta::NEXT_SEQ, progress.next_seq)?;
+    write.set_meta_u64(meta::NEXT_CHUNK, progress.next_chunk)?;
+    write.set_meta(meta::ROOT, progress.root.as_slice())?;
+    write.set_meta_u64(meta::SAFE_BLOCK, progress.safe)?;
+    write.set_meta_u64(meta::PROOFS_SEQ, progress.proofs_seq)?;
+    if let Some((chunk, reason)) = &progress.fraud {
+        let mut bytes = chunk.to_be_bytes().to_vec();
+        bytes.extend_from_slice(reason.as_bytes());
+        write.set_meta(meta::FRAUD, &bytes)?;
+    }
+    write.commit()?;
+    Ok(())
+}
+
+/// Runs the verifier until `stop`.
+pub async fn run(
+    db: Database,
+    js: Context,
+    settings: Settings,
+    sequencer: Address,
+    mut stop: watch::Receiver<bool>,
+) {
+    let shape = settings.shape;
+    tracing::info!(?shape, provers = ?settings.provers, "verifier: generating verifying keys");
+    let keys = tokio::select! {
+        keys = tokio::task::spawn_blocking(move || Keys::generate(shape)) => match keys {
+            Ok(Ok(keys)) => Arc::new(keys),
+            Ok(Err(e)) => return tracing::error!(error = %e, "verifier: cannot generate keys"),
+            Err(e) => return tracing::error!(error = %e, "verifier: keygen panicked"),
+        },
+        _ = stopped(&mut stop) => return,
+    };
+    tracing::info!(k = keys.k(), elapsed = ?keys.generated_in(), "verifier: keys ready");
+    let mut backoff = Duration::from_millis(200);
+    while !*stop.borrow() {
+        match run_once(&db, &js, &settings, sequencer, &keys, &mut stop).await {
+            Ok(()) => break,
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    ?backoff,
+                    "verifier interrupted; retrying"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stopped(&mut stop) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// One result from the proofs stream, with its position there.
+struct Received {
+    stream_seq: u64,
+    result: ProverResult,
+}
+
+async fn run_once(
+    db: &Database,
+    js: &Context,
+    settings: &Settings,
+    sequencer: Address,
+    keys: &Arc<Keys>,
+    stop: &mut watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut progress = {
+        let db = db.clone();
+        let root = settings.genesis_root;
+        tokio::task::spawn_blocking(move || load(&db, root)).await??
+    };
+    if let Some((chunk, reason)) = &progress.fraud {
+        metrics::gauge!("verity_verifier_fraud_alarm").set(1.0);
+        tracing::error!(
+            chunk,
+            reason,
+            safe = progress.safe,
+            "verifier halted: fraud was confirmed in chunk {chunk}"
+        );
+        stopped(stop).await;
+        return Ok(());
+    }
+    metrics::gauge!("verity_verifier_safe_block").set(progress.safe as f64);
+    let (_, proofs) = verity_bus::proving::ensure_proving_streams(js).await?;
+    verity_bus::proving::ensure_finality_stream(js).await?;
+    let durable = format!("verifier-{}", settings.key.address());
+    let consumer = verity_bus::proving::reader(&proofs, &durable, progress.proofs_seq).await?;
+    let mut messages = consumer.messages().await?;
+    let mut buffer: BTreeMap<u64, Vec<Received>> = BTreeMap::new();
+    let mut last_stream_seq = progress.proofs_seq.saturating_sub(1);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tracing::info!(next_seq = progress.next_seq, safe = progress.safe, root = %progress.root, "verifier following proofs");
+    loop {
+        tokio::select! {
+            next = messages.next() => {
+                let message = match next {
+                    None => anyhow::bail!("proofs consumer ended"),
+                    Some(Err(e)) => anyhow::bail!("proofs consumer: {e}"),
+                    Some(Ok(message)) => message,
+                };
+                let stream_seq = message.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
+                last_stream_seq = stream_seq;
+                match v1::ProverResult::decode(message.payload.as_ref())
+                    .map_err(|e| e.to_string())
+                    .and_then(|w| ProverResult::try_from(&w).map_err(|e| e.to_string()))
+                {
+                    Ok(result) => {
+                        let chunk = match &result {
+                            ProverResult::Proof(p) => p.chunk,
+                            ProverResult::Fraud(f) => f.job.chunk,
+                        };
+                        if chunk < progress.next_chunk {
+                            // Proven twice (a redelivered job, a second prover): harmless.
+                            metrics::counter!("verity_verifier_duplicate_results_total").increment(1);
+                            tracing::debug!(chunk, "verifier: result for a chunk already verified");
+                        } else {
+                            buffer.entry(chunk).or_default().push(Received { stream_seq, result });
+                        }
+                    }
+                    Err(reason) => {
+                        metrics::counter!("verity_verifier_rejected_total", "reason" => "undecodable").increment(1);
+                        tracing::warn!(stream_seq, reason, "verifier: undecodable prover result ignored");
+                    }
+                }
+                message.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+            }
+            _ = tick.tick() => {
+                advance(db, js, settings, sequencer, keys, &mut progress, &mut buffer, last_stream_seq).await?;
+                if progress.fraud.is_some() {
+                    stopped(stop).await;
+                    return Ok(());
+                }
+            }
+            _ = stopped(stop) => return Ok(()),
+        }
+    }
+}
+
+/// One tentative step of the walk.
+enum Step {
+    /// A chunk with a claim that passed the cheap checks.
+    Chunk {
+        seq: u64,
+        statement: Statement,
+        proof: Box<ChunkProof>,
+    },
+    /// A block boundary.
+    Block { seq: u64, number: u64, hash: B256 },
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn advance(
+    db: &Database,
+    js: &Context,
+    settings: &Settings,
+    sequencer: Address,
+    keys: &Arc<Keys>,
+    progress: &mut Progress,
+    buffer: &mut BTreeMap<u64, Vec<Received>>,
+    last_stream_seq: u64,
+) -> anyhow::Result<()> {
+    let events = {
+        let db = db.clone();
+        let from = progress.next_seq;
+        tokio::task::spawn_blocking(move || db.read()?.events_from(from, 256)).await??
+    };
+    let mut steps = Vec::new();
+    let mut root = progress.root;
+    let mut fraud = None;
+    for wire_event in events {
+        let seq = wire_event.seq;
+        let event = ChainEvent::try_from(&wire_event).context("stored event")?;
+        // Stored events were checked when applied; check the signature again anyway, it is
+        // cheap next to everything else here.
+        event.verify(sequencer).context("stored event signature")?;
+        match event.kind {
+            ChainEventKind::Block(block) => steps.push(Step::Block {
+                seq,
+                number: block.number(),
+                hash: block.hash,
+            }),
+            ChainEventKind::MiniBlock(mini) => {
+                match pick(settings, &mini, root, buffer.get_mut(&mini.number)) {
+                    Pick::Proof(statement, proof) => {
+                        root = proof.post_root;
+                        steps.push(Step::Chunk {
+                            seq,
+                            statement,
+                            proof,
+                        });
+                    }
+                    Pick::Fraud(evidence) => {
+                        fraud = Some((seq, evidence));
+                        break;
+                    }
+                    Pick::Wait => break,
+                }
+            }
+        }
+    }
+    // The halo2 proofs of every ready chunk, in one batch.
+    let claims: Vec<(Statement, ChunkProof)> = steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Chunk {
+                statement, proof, ..
+            } => Some((statement.clone(), proof.as_ref().clone())),
+            Step::Block { .. } => None,
+        })
+        .collect();
+    let verdicts = if claims.is_empty() {
+        Vec::new()
+    } else {
+        let keys = keys.clone();
+        let started = std::time::Instant::now();
+        let verdicts = tokio::task::spawn_blocking(move || {
+            let refs: Vec<(&Statement, &ChunkProof)> = claims.iter().map(|(s, p)| (s, p)).collect();
+            verity_chunk::verify_proofs(&keys, &refs)
+                .into_iter()
+                .map(|v| v.map_err(|e| e.to_string()))
+                .collect::<Vec<_>>()
+        })
+        .await?;
+        metrics::histogram!("verity_verifier_batch_seconds")
+            .record(started.elapsed().as_secs_f64());
+        verdicts
+    };
+    let mut verdicts = verdicts.into_iter();
+    let mut new_safe = None;
+    for step in steps {
+        match step {
+            Step::Block { seq, number, hash } => {
+                progress.next_seq = seq + 1;
+                progress.safe = number;
+                new_safe = Some((number, hash));
+            }
+            Step::Chunk { seq, proof, .. } => match verdicts.next() {
+                Some(Ok(())) => {
+                    progress.next_seq = seq + 1;
+                    progress.root = proof.post_root;
+                    progress.next_chunk = proof.chunk + 1;
+                    buffer.remove(&proof.chunk);
+                    metrics::counter!("verity_verifier_chunks_verified_total").increment(1);
+                }
+                Some(Err(reason)) => {
+                    reject(buffer, &proof, &reason);
+                    break;
+                }
+                None => break,
+            },
+        }
+    }
+    if let Some((seq, evidence)) = fraud
+        && progress.next_seq == seq
+    {
+        progress.fraud = Some((evidence.job.chunk, evidence.reason.clone()));
+    }
+    // Keep the proofs stream position at the oldest result still buffered.
+    progress.proofs_seq = buffer
+        .values()
+        .flatten()
+        .map(|r| r.stream_seq)
+        .min()
+        .unwrap_or(last_stream_seq + 1);
+    {
+        let db = db.clone();
+        let snapshot = progress.clone();
+        tokio::task::spawn_blocking(move || save(&db, &snapshot)).await??;
+    }
+    if let Some((number, hash)) = new_safe {
+        metrics::gauge!("verity_verifier_safe_block").set(number as f64);
+        tracing::debug!(block = number, root = %progress.root, "verifier: block safe");
+        attest(js, settings, number, hash, progress.root, None).await?;
+    }
+    if let Some((chunk, reason)) = &progress.fraud {
+        metrics::gauge!("verity_verifier_fraud_alarm").set(1.0);
+        tracing::error!(
+            chunk,
+            reason,
+            safe = progress.safe,
+            "FRAUD CONFIRMED: chunk {chunk} does not do what its transactions say; `safe` stays at block {}",
+            progress.safe
+        );
+        let hash = {
+            let db = db.clone();
+            let safe = progress.safe;
+            tokio::task::spawn_blocking(move || db.read()?.block_by_number(safe))
+                .await??
+                .map(|b| b.hash)
+                .unwrap_or_default()
+        };
+        attest(
+            js,
+            settings,
+            progress.safe,
+            hash,
+            progress.root,
+            progress.fraud.clone(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+fn reject(buffer: &mut BTreeMap<u64, Vec<Received>>, proof: &ChunkProof, reason: &str) {
+    metrics::counter!("verity_verifier_rejected_total", "reason" => "proof").increment(1);
+    tracing::warn!(chunk = proof.chunk, prover = %proof.prover, reason, "verifier: proof refused");
+    if let Some(results) = buffer.get_mut(&proof.chunk) {
+        results.retain(|r| !matches!(&r.result, ProverResult::Proof(p) if p.as_ref() == proof));
+    }
+}
+
+enum Pick {
+    Proof(Statement, Box<ChunkProof>),
+    Fraud(Box<FraudEvidence>),
+    Wait,
+}
+
+/// The first result for `mini` that passes the cheap checks, dropping (and logging) those that
+/// do not; confirmed fraud wins over any proof.
+fn pick(
+    settings: &Settings,
+    mini: &MiniBlock,
+    root: B256,
+    results: Option<&mut Vec<Received>>,
+) -> Pick {
+    let Some(results) = results else {
+        return Pick::Wait;
+    };
+    let mut picked = None;
+    let mut keep = Vec::new();
+    for received in results.drain(..) {
+        match &received.result {
+            ProverResult::Fraud(evidence) => match confirm_fraud(settings, mini, root, evidence) {
+                Ok(()) => return Pick::Fraud(evidence.clone()),
+                Err(reason) => {
+                    metrics::counter!("verity_verifier_rejected_total", "reason" => "fraud_evidence")
+                        .increment(1);
+                    tracing::warn!(chunk = mini.number, prover = %evidence.prover, reason, "verifier: fraud evidence not confirmed");
+                }
+            },
+            ProverResult::Proof(proof) if picked.is_none() => {
+                match verity_chunk::check_claim(
+                    settings.chain_id,
+                    settings.shape,
+                    &settings.provers,
+                    root,
+                    mini,
+                    proof,
+                ) {
+                    Ok(statement) => {
+                        picked = Some((statement, proof.clone()));
+                        keep.push(received);
+                    }
+                    Err(reason) => {
+                        metrics::counter!("verity_verifier_rejected_total", "reason" => "claim")
+                            .increment(1);
+                        tracing::warn!(chunk = mini.number, prover = %proof.prover, reason = %reason, "verifier: proof refused");
+                    }
+                }
+            }
+            ProverResult::Proof(_) => keep.push(received),
+        }
+    }
+    *results = keep;
+    match picked {
+        Some((statement, proof)) => Pick::Proof(statement, proof),
+        None => Pick::Wait,
+    }
+}
+
+/// Confirms fraud evidence by re-executing the chunk from its job: the job must be for this
+/// verifier's mini-block and root, and signed by a registered prover.
+fn confirm_fraud(
+    settings: &Settings,
+    mini: &MiniBlock,
+    root: B256,
+    evidence: &FraudEvidence,
+) -> Result<(), String> {
+    if !settings.provers.contains(&evidence.prover) {
+        return Err(format!(
+            "signed by {}, not a registered prover",
+            evidence.prover
+        ));
+    }
+    signing::verify(
+        &wire::fraud_hash(settings.chain_id, evidence),
+        &evidence.signature,
+        evidence.prover,
+    )
+    .map_err(|e| e.to_string())?;
+    if evidence.job.mini_block.hash != mini.hash {
+        return Err("the job is for another mini-block".into());
+    }
+    if evidence.job.pre_root != root {
+        return Err(format!(
+            "the job starts at root {}, the verified root is {root}",
+            evidence.job.pre_root
+        ));
+    }
+    match verity_chunk::check_job(&evidence.job, settings.chain_id, settings.gas_limit) {
+        Ok(Verdict::Fraud { .. }) => Ok(()),
+        Ok(Verdict::Valid) => Err("re-execution reproduces the claimed writes".into()),
+        Err(e) => Err(format!("malformed job: {e}")),
+    }
+}
+
+async fn attest(
+    js: &Context,
+    settings: &Settings,
+    block_number: u64,
+    block_hash: B256,
+    state_root: B256,
+    fraud: Option<(u64, String)>,
+) -> anyhow::Result<()> {
+    let mut attestation = FinalityAttestation {
+        block_number,
+        block_hash,
+        state_root,
+        fraud,
+        verifier: settings.key.address(),
+        signature: signing::UNSIGNED,
+    };
+    attestation.signature = settings
+        .key
+        .sign(&wire::finality_hash(settings.chain_id, &attestation));
+    verity_bus::proving::publish_attestation(
+        js,
+        settings.key.address().as_slice(),
+        block_number,
+        attestation.fraud.is_some(),
+        Bytes::from(v1::FinalityAttestation::from(&attestation).encode_to_vec()),
+    )
+    .await?;
+    Ok(())
+}

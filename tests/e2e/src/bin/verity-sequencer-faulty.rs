@@ -1,0 +1,33 @@
+//! Test-only: `verity-sequencer` that signs one tampered mini-block, for the adversarial
+//! end-to-end scenarios. Mini-block `VERITY_FAULT_TAMPER_MINI_BLOCK` gets an extra write
+//! crediting [`verity_e2e::FRAUD_BENEFICIARY`] with 1 ETH it never paid for; everything else is
+//! the real sequencer. It exists only in this test crate (the `fault-injection` feature of
+//! verity-sequencer is enabled nowhere else).
+
+use std::sync::Arc;
+
+use alloy_primitives::U256;
+use clap::Parser;
+use verity_sequencer::{Config, Sequencer};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    let _telemetry = verity_telemetry::init("sequencer", &config.telemetry).await?;
+    let target: Option<u64> = std::env::var("VERITY_FAULT_TAMPER_MINI_BLOCK")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let mut sequencer = Sequencer::open(config).await?;
+    if let Some(target) = target {
+        sequencer.tamper_with(Arc::new(move |number, diff| {
+            if number == target {
+                let credit = diff
+                    .accounts
+                    .entry(verity_e2e::FRAUD_BENEFICIARY)
+                    .or_default();
+                credit.balance = Some(U256::from(1_000_000_000_000_000_000u128));
+            }
+        }));
+    }
+    sequencer.serve(verity_telemetry::shutdown_signal()).await
+}
