@@ -1,7 +1,8 @@
 //! The proving path with real services and real halo2 proofs: the witness replica publishes a
 //! job per mini-block, a prover proves it, and the proofs verify, the way a verifier checks them,
 //! against the chain's own mini-blocks and roots that chain from genesis. A prover killed in the
-//! middle of a job loses nothing: the job is delivered again and proven.
+//! middle of a job loses nothing: the job is delivered again and proven. With no prover at all,
+//! `latest` moves on and `safe` waits until one is back.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -78,7 +79,7 @@ async fn wait_for_log(net: &TestNet, service: Service, needle: &str, timeout: Du
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chunks_are_proven_and_a_prover_killed_mid_job_loses_nothing() {
+async fn chunks_are_proven_a_killed_prover_loses_nothing_and_safe_waits_for_provers() {
     let mut net = TestNet::start(|o| {
         o.proving = true;
         o.steps_per_proof = SHAPE.steps;
@@ -264,6 +265,37 @@ async fn chunks_are_proven_and_a_prover_killed_mid_job_loses_nothing() {
         !verifier_log.contains("refused"),
         "the verifier refused an honest proof:\n{verifier_log}"
     );
+
+    // No prover at all: `latest` moves on, `safe` stops; it resumes when a prover is back.
+    net.devnet
+        .signal(Service::Prover, Signal::SIGTERM)
+        .await
+        .unwrap();
+    let receipt = send(2).await;
+    let block_of_2 = verity_e2e::parse_quantity(&receipt["blockNumber"]).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stalled = rpc.call("verity_status", json!([])).await.unwrap();
+    assert!(
+        stalled["latest"].as_u64().unwrap() >= block_of_2,
+        "{stalled}"
+    );
+    assert!(
+        stalled["safe"].as_u64().unwrap() < block_of_2,
+        "safe advanced without a prover: {stalled}"
+    );
+    net.devnet.start_service(Service::Prover).await.unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let status = rpc.call("verity_status", json!([])).await.unwrap();
+        if status["safe"].as_u64().unwrap() >= block_of_2 {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(180) {
+            net.dump_logs();
+            panic!("safe did not resume after the prover came back: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     // The job queue is drained: work-queue retention removed every acknowledged job.
     let mut jobs = js
