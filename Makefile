@@ -41,10 +41,12 @@ e2e: bootstrap bins
 	$(CARGO) test -p verity-e2e
 
 ## bench: benchmarks (figures printed, never asserted); record them in docs/benchmarks.md.
-## Built so far: the state tree's write throughput and chunk proofs (several minutes).
+## Built so far: the state tree's write throughput, chunk proofs, and verification against
+## execution (several minutes).
 bench: bootstrap
 	$(CARGO) bench -p verity-commitment --bench tree
 	$(CARGO) bench -p verity-circuits --bench chunk
+	$(CARGO) bench -p verity-chunk --bench verify_cost
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,218 @@
+//! What verification costs next to execution, on one mini-block of transfers:
+//!
+//! - the sequencer's CPU time executing it (revm);
+//! - a verifier replica's CPU time for it: applying its diff to MDBX plus checking its proofs
+//!   (statement from its own mini-block, attestation, batch verification);
+//!   the seed article's claim is that this is at most a tenth of execution;
+//! - the witness replica's CPU time building its job;
+//! - the prover's CPU time (all cores) proving it: prover core-seconds per 1,000 transfers.
+//!
+//! `cargo bench -p verity-chunk --bench verify_cost` (part of `make bench`). Multi-threaded
+//! work (proving, batch verification) is measured as this process's user + system CPU time from
+//! /proc/self/stat (10 ms resolution); single-threaded work (execution, the MDBX apply) as wall
+//! time. Prints figures; asserts nothing about time.
+
+#![allow(clippy::print_stdout, clippy::unwrap_used)]
+
+use std::time::Instant;
+
+use alloy_consensus::{SignableTransaction, TxEip1559};
+use alloy_primitives::{Address, B256, Bytes, TxKind, U256};
+use alloy_signer::SignerSync;
+use alloy_signer_local::PrivateKeySigner;
+use verity_chunk::{StateTree, block_env, build_job, check_claim, prove_job, verify_proofs, wire};
+use verity_circuits::{Keys, Shape};
+use verity_commitment::{account_key, account_value};
+use verity_primitives::{Account, InMemoryState, MiniBlock, SequencerKey, StateDiff, TxEnvelope};
+
+const CHAIN_ID: u64 = 31337;
+const GAS_LIMIT: u64 = 30_000_000;
+const ACCOUNTS: usize = 100_000;
+const TRANSFERS: usize = 24;
+
+/// CPU seconds (user + system, every thread) this process has used.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the ')'.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn measure<T>(f: impl FnOnce() -> T) -> (T, f64, f64) {
+    let (cpu, wall) = (cpu_seconds(), Instant::now());
+    let out = f();
+    (out, cpu_seconds() - cpu, wall.elapsed().as_secs_f64())
+}
+
+fn transfer(signer: &PrivateKeySigner, to: Address) -> verity_primitives::Transaction {
+    let tx = TxEip1559 {
+        chain_id: CHAIN_ID,
+        nonce: 0,
+        gas_limit: 21_000,
+        max_fee_per_gas: 2_000_000_000,
+        max_priority_fee_per_gas: 1_000_000,
+        to: TxKind::Call(to),
+        value: U256::from(1_000),
+        input: Bytes::new(),
+        access_list: Default::default(),
+    };
+    let signature = signer.sign_hash_sync(&tx.signature_hash()).unwrap();
+    let envelope: TxEnvelope = tx.into_signed(signature).into();
+    verity_primitives::Transaction::new_unchecked(envelope, signer.address())
+}
+
+fn main() {
+    // A state of 100,000 funded accounts, and its tree.
+    let signers: Vec<PrivateKeySigner> =
+        (0..TRANSFERS).map(|_| PrivateKeySigner::random()).collect();
+    let mut state = InMemoryState::default();
+    let funded = Account {
+        balance: U256::from(10u128.pow(20)),
+        ..Account::default()
+    };
+    let others: Vec<Address> = (0..ACCOUNTS - TRANSFERS)
+        .map(|i| Address::left_padding_from(&(i as u64 + 1).to_be_bytes()))
+        .collect();
+    for address in signers
+        .iter()
+        .map(|s| s.address())
+        .chain(others.iter().copied())
+    {
+        state.insert_account(address, funded);
+    }
+    let mut tree = StateTree::default();
+    let (_, _, wall) = measure(|| {
+        tree.apply(
+            signers
+                .iter()
+                .map(|s| s.address())
+                .chain(others.iter().copied())
+                .map(|a| (account_key(a), Some(account_value(&funded)))),
+        )
+    });
+    println!("state of {ACCOUNTS} accounts; its Poseidon tree built in {wall:.1} s");
+
+    // The sequencer executes one mini-block of transfers to existing accounts.
+    let key = SequencerKey::random();
+    let txs: Vec<_> = signers
+        .iter()
+        .zip(&others)
+        .map(|(s, to)| transfer(s, *to))
+        .collect();
+    let mut mini = MiniBlock {
+        number: 0,
+        block_number: 1,
+        index: 0,
+        timestamp_ms: 1_700_000_000_000,
+        parent_hash: B256::ZERO,
+        base_fee: 1_000_000_000,
+        block_timestamp: 1_700_000_000,
+        beneficiary: Address::repeat_byte(0xfe),
+        transactions: vec![],
+        receipts: vec![],
+        diff: StateDiff::default(),
+        hash: B256::ZERO,
+        signature: verity_primitives::UNSIGNED,
+    };
+    let env = block_env(CHAIN_ID, GAS_LIMIT, &mini);
+    // Warm up revm once, then measure the best of several runs.
+    let _ = verity_execution::execute(&state, &env, txs.clone(), 0).unwrap();
+    let mut execute_cpu = f64::MAX;
+    let mut outcome = None;
+    for _ in 0..20 {
+        // Single-threaded and shorter than a clock tick: wall time is its CPU time.
+        let (o, _, wall) =
+            measure(|| verity_execution::execute(&state, &env, txs.clone(), 0).unwrap());
+        execute_cpu = execute_cpu.min(wall);
+        outcome = Some(o);
+    }
+    let outcome = outcome.unwrap();
+    assert!(outcome.rejected.is_empty());
+    mini.transactions = outcome.executed;
+    mini.receipts = outcome.receipts;
+    mini.diff = outcome.diff;
+    mini.seal(&key);
+
+    // The witness builds the job.
+    let pre_root = tree.root();
+    let (job, witness_cpu, _) =
+        measure(|| build_job(&state, &mut tree, CHAIN_ID, GAS_LIMIT, mini.clone()).unwrap());
+
+    // The verifier applies the diff to MDBX.
+    let dir = tempfile::tempdir().unwrap();
+    let db = verity_storage::Database::open(&dir.path().join("db")).unwrap();
+    let mut genesis = StateDiff::default();
+    for address in signers
+        .iter()
+        .map(|s| s.address())
+        .chain(others.iter().copied())
+    {
+        genesis.accounts.insert(
+            address,
+            verity_primitives::AccountDiff {
+                balance: Some(funded.balance),
+                nonce: Some(0),
+                ..Default::default()
+            },
+        );
+    }
+    let mut write = db.write().unwrap();
+    write.apply_diff(&genesis).unwrap();
+    write.commit().unwrap();
+    let (_, _, apply) = measure(|| {
+        let mut write = db.write().unwrap();
+        write.apply_diff(&mini.diff).unwrap();
+        write.commit().unwrap();
+    });
+
+    for steps in [8usize, 16] {
+        let shape = Shape { steps, depth: 32 };
+        let keys = Keys::generate(shape).unwrap();
+        let prover = SequencerKey::random();
+        let (mut proof, prove_cpu, prove_wall) =
+            measure(|| prove_job(&keys, &job, |_, _| {}).unwrap());
+        proof.prover = prover.address();
+        proof.signature = prover.sign(&wire::attestation_hash(CHAIN_ID, &proof));
+        let provers = [prover.address()];
+        // The verifier's checks, as it runs them: statement, attestation, one batch.
+        let (_, verify_cpu, verify_wall) = measure(|| {
+            let statement =
+                check_claim(CHAIN_ID, shape, &provers, pre_root, &mini, &proof).unwrap();
+            verify_proofs(&keys, &[(&statement, &proof)])
+                .remove(0)
+                .unwrap();
+        });
+        // Batch verification uses every core: CPU time, unless below the clock's resolution.
+        let verify = if verify_cpu > 0.0 {
+            verify_cpu
+        } else {
+            verify_wall
+        };
+        let verifier = apply + verify;
+        println!(
+            "{TRANSFERS} transfers, {} tree steps, {steps} steps/proof ({} proofs, k={}): \
+             sequencer executes in {:.2} ms CPU; witness builds the job in {:.1} ms CPU; \
+             verifier applies in {:.2} ms + verifies in {:.1} ms CPU = {:.1}x execution; \
+             prover {:.1} s wall, {:.1} core-s = {:.0} core-s per 1,000 transfers",
+            job.steps.len(),
+            proof.segments.len(),
+            keys.k(),
+            execute_cpu * 1e3,
+            witness_cpu * 1e3,
+            apply * 1e3,
+            verify * 1e3,
+            verifier / execute_cpu,
+            prove_wall,
+            prove_cpu,
+            prove_cpu / TRANSFERS as f64 * 1000.0,
+        );
+    }
+}
