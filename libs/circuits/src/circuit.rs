@@ -22,7 +22,7 @@
 use ff::Field;
 use halo2_gadgets::poseidon::{
     Hash as PoseidonHash, Pow5Chip, Pow5Config,
-    primitives::{self as poseidon, ConstantLength, P128Pow5T3},
+    primitives::{ConstantLength, P128Pow5T3},
 };
 use halo2_proofs::{
     circuit::{AssignedCell, Layouter, Region, SimpleFloorPlanner, Value},
@@ -114,7 +114,7 @@ impl Step {
 
 /// Native Poseidon over `L` field elements (the permutation the chip constrains).
 pub fn poseidon<const L: usize>(message: [Fp; L]) -> Fp {
-    poseidon::Hash::<Fp, P128Pow5T3, ConstantLength<L>, 3, 2>::init().hash(message)
+    verity_commitment::poseidon_hash(message)
 }
 
 /// The chunk circuit of a fixed shape: `steps.len()` steps over paths of `depth` levels.

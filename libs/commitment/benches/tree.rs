@@ -1,5 +1,5 @@
-//! State-tree throughput: how many state writes per second one core absorbs, and how many hash
-//! calls each write costs, with batches the size of one block's writes.
+//! State-tree throughput: how many state writes per second one core, and every core, absorb,
+//! and how many hash calls each write costs, with batches the size of one block's writes.
 //!
 //! `cargo bench -p verity-commitment` (part of `make bench`). Prints figures; asserts nothing
 //! about time.
@@ -7,7 +7,7 @@
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
 use std::{
-    cell::Cell,
+    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
@@ -18,17 +18,17 @@ use verity_commitment::{Keccak, PoseidonPasta, SparseMerkleTree, TreeHasher, Upd
 #[derive(Debug, Default)]
 struct Counting<H> {
     inner: H,
-    calls: Cell<u64>,
+    calls: AtomicU64,
 }
 
 impl<H: TreeHasher> TreeHasher for Counting<H> {
     fn leaf(&self, key: &B256, value: &B256) -> B256 {
-        self.calls.set(self.calls.get() + 1);
+        self.calls.fetch_add(1, Ordering::Relaxed);
         self.inner.leaf(key, value)
     }
 
     fn node(&self, left: &B256, right: &B256) -> B256 {
-        self.calls.set(self.calls.get() + 1);
+        self.calls.fetch_add(1, Ordering::Relaxed);
         self.inner.node(left, right)
     }
 }
@@ -53,8 +53,26 @@ fn per_call(name: &str, hasher: &impl TreeHasher, calls: u32) {
 }
 
 /// Fills a tree with `preload` leaves, then times ten batches of `batch` writes (half updates
-/// of existing leaves, half inserts).
-fn throughput<H: TreeHasher + Default>(name: &str, preload: u64, batch: u64) {
+/// of existing leaves, half inserts), on `threads` cores.
+fn throughput<H: TreeHasher + Default + Send>(
+    name: &str,
+    preload: u64,
+    batch: u64,
+    threads: usize,
+) {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| throughput_in_pool::<H>(name, preload, batch, threads));
+}
+
+fn throughput_in_pool<H: TreeHasher + Default>(
+    name: &str,
+    preload: u64,
+    batch: u64,
+    threads: usize,
+) {
     let mut tree = SparseMerkleTree::new(Counting::<H>::default());
     let started = Instant::now();
     for chunk in (0..preload).collect::<Vec<_>>().chunks(50_000) {
@@ -63,7 +81,7 @@ fn throughput<H: TreeHasher + Default>(name: &str, preload: u64, batch: u64) {
     let load = started.elapsed();
     let mut elapsed = Duration::ZERO;
     let mut writes = 0u64;
-    let calls_before = tree.hasher().calls.get();
+    let calls_before = tree.hasher().calls.load(Ordering::Relaxed);
     let mut next = preload;
     for round in 0..10u64 {
         let updates: Vec<Update> = (0..batch)
@@ -82,9 +100,9 @@ fn throughput<H: TreeHasher + Default>(name: &str, preload: u64, batch: u64) {
         elapsed += started.elapsed();
         writes += batch;
     }
-    let calls = tree.hasher().calls.get() - calls_before;
+    let calls = tree.hasher().calls.load(Ordering::Relaxed) - calls_before;
     println!(
-        "{name}: tree of {preload} leaves (built in {load:.2?}), batches of {batch}: {:.0} writes/s on one core, {:.1} hashes per write",
+        "{name}: tree of {preload} leaves (built in {load:.2?}), batches of {batch}: {:.0} writes/s on {threads} core(s), {:.1} hashes per write",
         writes as f64 / elapsed.as_secs_f64(),
         calls as f64 / writes as f64
     );
@@ -93,8 +111,13 @@ fn throughput<H: TreeHasher + Default>(name: &str, preload: u64, batch: u64) {
 fn main() {
     per_call("keccak", &Keccak, 1_000_000);
     per_call("poseidon (P128Pow5T3, Pasta)", &PoseidonPasta, 20_000);
-    throughput::<Keccak>("keccak", 100_000, 5_000);
-    throughput::<Keccak>("keccak", 1_000_000, 5_000);
-    throughput::<Keccak>("keccak", 1_000_000, 25_000);
-    throughput::<PoseidonPasta>("poseidon", 20_000, 2_000);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    throughput::<Keccak>("keccak", 100_000, 5_000, 1);
+    throughput::<Keccak>("keccak", 1_000_000, 5_000, 1);
+    throughput::<Keccak>("keccak", 1_000_000, 25_000, 1);
+    throughput::<Keccak>("keccak", 1_000_000, 25_000, cores);
+    throughput::<PoseidonPasta>("poseidon", 100_000, 5_000, 1);
+    throughput::<PoseidonPasta>("poseidon", 100_000, 5_000, cores);
+    throughput::<PoseidonPasta>("poseidon", 1_000_000, 25_000, 1);
+    throughput::<PoseidonPasta>("poseidon", 1_000_000, 25_000, cores);
 }

@@ -28,7 +28,9 @@ use alloy_primitives::{Address, B256, U256, keccak256};
 use verity_primitives::Account;
 
 mod poseidon;
-pub use poseidon::{PoseidonPasta, digest as field_digest, element as field_element};
+pub use poseidon::{
+    PoseidonPasta, digest as field_digest, element as field_element, hash as poseidon_hash,
+};
 
 /// The digest of an empty subtree.
 pub const EMPTY: B256 = B256::ZERO;
@@ -36,7 +38,7 @@ pub const EMPTY: B256 = B256::ZERO;
 /// The two hashes of the tree. Implementations must keep leaf and node digests in separate
 /// domains, so a leaf can never be passed off as an internal node or the reverse, and must never
 /// return [`EMPTY`] for real input.
-pub trait TreeHasher {
+pub trait TreeHasher: Sync {
     /// The digest of a leaf holding `value` (itself a digest of the state value) at `key`.
     fn leaf(&self, key: &B256, value: &B256) -> B256;
     /// The digest of an internal node.
@@ -279,6 +281,24 @@ impl<H: TreeHasher + Default> Default for SparseMerkleTree<H> {
     }
 }
 
+/// Touched keys each side of a node needs before its two subtrees are hashed in parallel:
+/// below this, the cost of handing work to another core exceeds the hashing.
+const PARALLEL_MIN_KEYS: usize = 32;
+
+/// Node-cache changes of one batch, applied after its digests are computed.
+#[derive(Debug, Default)]
+struct Changes {
+    insert: Vec<((u16, B256), B256)>,
+    forget: Vec<(u16, B256)>,
+}
+
+impl Changes {
+    fn append(&mut self, mut other: Changes) {
+        self.insert.append(&mut other.insert);
+        self.forget.append(&mut other.forget);
+    }
+}
+
 impl<H: TreeHasher> SparseMerkleTree<H> {
     /// An empty tree.
     pub fn new(hasher: H) -> Self {
@@ -389,8 +409,30 @@ impl<H: TreeHasher> SparseMerkleTree<H> {
     }
 
     /// Re-hashes the subtree at (`depth`, `prefix`) given the sorted touched keys under it and
-    /// whether each is present after the batch.
+    /// whether each is present after the batch, then records the new node digests.
     fn rehash(&mut self, depth: usize, prefix: B256, dirty: &[B256], present: &[bool]) -> B256 {
+        let mut changes = Changes::default();
+        let digest = self.plan(depth, prefix, dirty, present, &mut changes);
+        for key in changes.forget {
+            self.nodes.remove(&key);
+        }
+        self.nodes.extend(changes.insert);
+        digest
+    }
+
+    /// The read-only half of [`rehash`](Self::rehash): computes the subtree's digest and the
+    /// node-cache changes it implies, without applying them. Every prefix is visited once per
+    /// batch and only reads its own cache entry (as it was before the batch) and those of
+    /// untouched subtrees, so deferring the changes computes the same digests, and disjoint
+    /// subtrees with enough touched keys are hashed on different cores.
+    fn plan(
+        &self,
+        depth: usize,
+        prefix: B256,
+        dirty: &[B256],
+        present: &[bool],
+        changes: &mut Changes,
+    ) -> B256 {
         if dirty.is_empty() {
             return self.digest(&prefix, depth);
         }
@@ -398,15 +440,31 @@ impl<H: TreeHasher> SparseMerkleTree<H> {
             let split = dirty.partition_point(|key| !bit(key, depth));
             let (left_dirty, right_dirty) = dirty.split_at(split);
             let (left_present, right_present) = present.split_at(split);
-            let left = self.rehash(depth + 1, prefix, left_dirty, left_present);
-            let right = self.rehash(
-                depth + 1,
-                right_child(&prefix, depth),
-                right_dirty,
-                right_present,
-            );
+            let right_prefix = right_child(&prefix, depth);
+            let (left, right) = if left_dirty.len().min(right_dirty.len()) >= PARALLEL_MIN_KEYS {
+                let mut right_changes = Changes::default();
+                let (left, right) = rayon::join(
+                    || self.plan(depth + 1, prefix, left_dirty, left_present, changes),
+                    || {
+                        self.plan(
+                            depth + 1,
+                            right_prefix,
+                            right_dirty,
+                            right_present,
+                            &mut right_changes,
+                        )
+                    },
+                );
+                changes.append(right_changes);
+                (left, right)
+            } else {
+                (
+                    self.plan(depth + 1, prefix, left_dirty, left_present, changes),
+                    self.plan(depth + 1, right_prefix, right_dirty, right_present, changes),
+                )
+            };
             let digest = self.hasher.node(&left, &right);
-            self.nodes.insert((depth as u16, prefix), digest);
+            changes.insert.push(((depth as u16, prefix), digest));
             return digest;
         }
         // The subtree holds at most one leaf. If it held more before (it has a cached digest),
@@ -414,10 +472,13 @@ impl<H: TreeHasher> SparseMerkleTree<H> {
         // Several removed keys can leave digests on paths they shared only in part, so every
         // level of every touched path is cleared. A subtree that held at most one leaf before
         // has no digest below it to forget.
-        if self.nodes.remove(&(depth as u16, prefix)).is_some() {
+        if self.nodes.contains_key(&(depth as u16, prefix)) {
+            changes.forget.push((depth as u16, prefix));
             for key in dirty {
                 for level in depth + 1..256 {
-                    self.nodes.remove(&(level as u16, self::prefix(key, level)));
+                    changes
+                        .forget
+                        .push((level as u16, self::prefix(key, level)));
                 }
             }
         }

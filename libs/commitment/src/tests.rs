@@ -168,6 +168,36 @@ proptest! {
         }
     }
 
+    /// Batches big enough to hash subtrees on several cores (both sides of the top nodes hold
+    /// more than `PARALLEL_MIN_KEYS` touched keys), with inserts, updates and removals, give
+    /// the same roots and the same node cache as the definition.
+    #[test]
+    fn large_parallel_batches_match_the_definition(
+        batches in prop::collection::vec(
+            prop::collection::vec((0u64..1_500, prop::option::of(0u64..5)), 200..600),
+            1..4,
+        )
+    ) {
+        let mut tree = SparseMerkleTree::<Keccak>::default();
+        let mut model: BTreeMap<B256, B256> = BTreeMap::new();
+        for batch in &batches {
+            let updates: Vec<Update> = batch
+                .iter()
+                .map(|(k, v)| (key(*k), v.map(|v| key(v + 10_000))))
+                .collect();
+            for (k, v) in &updates {
+                match v {
+                    Some(v) => model.insert(*k, *v),
+                    None => model.remove(k),
+                };
+            }
+            let root = tree.apply(updates);
+            prop_assert_eq!(root, root_of(&Keccak, &model));
+            let keys: Vec<B256> = model.keys().copied().collect();
+            prop_assert_eq!(tree.nodes.len(), internal_nodes(&keys, 0), "no stale digests kept");
+        }
+    }
+
     /// The root depends on the leaf set only, not on the order or batching of writes.
     #[test]
     fn the_root_is_order_independent(keys in prop::collection::btree_set(0u64..10_000, 0..60)) {
