@@ -4,7 +4,7 @@
 use alloy_primitives::{B256, keccak256};
 use ff::{Field, PrimeField};
 use halo2_proofs::pasta::Fp;
-use verity_commitment::{PoseidonPasta, Step, TreeHasher, field_element};
+use verity_commitment::{PoseidonPasta, Step, TreeHasher, field_element, field_limbs as limbs};
 
 use crate::circuit::{Step as CircuitStep, Terminal, public};
 
@@ -36,18 +36,6 @@ pub enum StepError {
         /// The key.
         key: B256,
     },
-}
-
-/// A 32-byte string as two 128-bit limbs, high first.
-fn limbs(bytes: &B256) -> [Fp; 2] {
-    let mut hi = [0u8; 16];
-    let mut lo = [0u8; 16];
-    hi.copy_from_slice(&bytes[..16]);
-    lo.copy_from_slice(&bytes[16..]);
-    [
-        Fp::from_u128(u128::from_be_bytes(hi)),
-        Fp::from_u128(u128::from_be_bytes(lo)),
-    ]
 }
 
 fn siblings(step: &Step, proof: &[B256], depth: usize) -> Result<Vec<Fp>, StepError> {

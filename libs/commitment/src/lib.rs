@@ -30,6 +30,7 @@ use verity_primitives::Account;
 mod poseidon;
 pub use poseidon::{
     PoseidonPasta, digest as field_digest, element as field_element, hash as poseidon_hash,
+    limbs as field_limbs,
 };
 
 /// The digest of an empty subtree.

@@ -30,8 +30,8 @@ use crate::TreeHasher;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PoseidonPasta;
 
-/// A 32-byte string as two 128-bit limbs, high first.
-fn limbs(bytes: &B256) -> [Fp; 2] {
+/// A 32-byte string as two 128-bit limbs, high first (how keys and values enter the hash).
+pub fn limbs(bytes: &B256) -> [Fp; 2] {
     let mut hi = [0u8; 16];
     let mut lo = [0u8; 16];
     hi.copy_from_slice(&bytes[..16]);

@@ -371,6 +371,24 @@ impl Devnet {
             .collect()
     }
 
+    /// Flags every replica role shares; `name` is its data directory under the devnet's.
+    fn replica_args(&self, role: &str, name: &str, nats: &str) -> Vec<String> {
+        vec![
+            "--role".into(),
+            role.into(),
+            "--data-dir".into(),
+            self.options.data_dir.join(name).display().to_string(),
+            "--genesis".into(),
+            self.genesis.display().to_string(),
+            "--sequencer-address".into(),
+            self.sequencer_address.to_string(),
+            "--nats-url".into(),
+            nats.into(),
+            "--consumer-name".into(),
+            format!("replica-{role}"),
+        ]
+    }
+
     fn args(&self, service: Service) -> Vec<String> {
         let dir = &self.options.data_dir;
         let path = |p: &Path| p.display().to_string();
@@ -394,50 +412,20 @@ impl Devnet {
                 "--nats-url".into(),
                 nats,
             ],
-            Service::Replica => vec![
-                "--data-dir".into(),
-                path(&dir.join("replica")),
-                "--genesis".into(),
-                path(&self.genesis),
-                "--sequencer-address".into(),
-                self.sequencer_address.to_string(),
-                "--nats-url".into(),
-                nats,
-            ],
-            Service::Witness => vec![
-                "--role".into(),
-                "witness".into(),
-                "--data-dir".into(),
-                path(&dir.join("witness")),
-                "--genesis".into(),
-                path(&self.genesis),
-                "--sequencer-address".into(),
-                self.sequencer_address.to_string(),
-                "--nats-url".into(),
-                nats,
-                "--consumer-name".into(),
-                "replica-witness".into(),
-            ],
-            Service::Verifier => vec![
-                "--role".into(),
-                "verifier".into(),
-                "--data-dir".into(),
-                path(&dir.join("verifier")),
-                "--genesis".into(),
-                path(&self.genesis),
-                "--sequencer-address".into(),
-                self.sequencer_address.to_string(),
-                "--nats-url".into(),
-                nats,
-                "--consumer-name".into(),
-                "replica-verifier".into(),
-                "--key-file".into(),
-                path(&dir.join("verifier.key")),
-                "--prover-addresses".into(),
-                self.prover_address.to_string(),
-                "--steps-per-proof".into(),
-                self.options.steps_per_proof.to_string(),
-            ],
+            Service::Replica => self.replica_args("full", "replica", &nats),
+            Service::Witness => self.replica_args("witness", "witness", &nats),
+            Service::Verifier => {
+                let mut args = self.replica_args("verifier", "verifier", &nats);
+                args.extend([
+                    "--key-file".into(),
+                    path(&dir.join("verifier.key")),
+                    "--prover-addresses".into(),
+                    self.prover_address.to_string(),
+                    "--steps-per-proof".into(),
+                    self.options.steps_per_proof.to_string(),
+                ]);
+                args
+            }
             Service::Ingress => vec!["--sequencer-url".into(), self.grpc_url(Service::Sequencer)],
             Service::Gateway => vec![
                 "--http-addr".into(),

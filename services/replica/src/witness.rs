@@ -179,9 +179,4 @@ impl Witness {
         metrics::gauge!("verity_witness_last_chunk").set(job.chunk as f64);
         Ok(())
     }
-
-    /// The tree's root, when loaded.
-    pub fn root(&self) -> Option<B256> {
-        self.tree.as_ref().map(|(tree, _)| tree.root())
-    }
 }
