@@ -28,12 +28,14 @@ fmt-check:
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p verity-circuits --features kzg --all-targets -- -D warnings
 
 bins:
 	$(CARGO) build --bins
 
 unit:
 	$(CARGO) test --workspace
+	$(CARGO) test -p verity-circuits --features kzg kzg::
 
 ## e2e: only the end-to-end scenarios (real nats-server and binaries); VERITY_E2E_KEEP=1 keeps
 ## each scenario's data directory and logs
@@ -41,11 +43,12 @@ e2e: bootstrap bins
 	$(CARGO) test -p verity-e2e
 
 ## bench: benchmarks (figures printed, never asserted); record them in docs/benchmarks.md.
-## Built so far: the state tree's write throughput, chunk proofs, and verification against
-## execution (several minutes).
+## Built so far: the state tree's write throughput, chunk proofs, the IPA/KZG backend
+## comparison, and verification against execution (several minutes).
 bench: bootstrap
 	$(CARGO) bench -p verity-commitment --bench tree
 	$(CARGO) bench -p verity-circuits --bench chunk
+	$(CARGO) bench -p verity-circuits --features kzg --bench kzg
 	$(CARGO) bench -p verity-chunk --bench verify_cost
 
 clean:

@@ -1,5 +1,10 @@
 //! The chunk circuit: a sequence of single-key steps over the compressed sparse Merkle tree of
-//! `verity-commitment`, hashed with Poseidon `P128Pow5T3` over the Pasta base field.
+//! `verity-commitment`, hashed with Poseidon (width 3, rate 2, x^5).
+//!
+//! The circuit is written once against the names its parent's `backend` module provides (the
+//! field `F`, the Poseidon chip, cell assignment), and compiled for each backend: zcash's
+//! `halo2_proofs` over Pasta in production, `halo2-axiom` (KZG over BN254) in `kzg` for the
+//! measured comparison of ADR 0007.
 //!
 //! Each enabled step proves, for one key `k`:
 //! - under the running root `r`, `k` holds `before` (a leaf `(k, before)`), or holds nothing
@@ -19,19 +24,12 @@
 //!
 //! Disabled steps pad a segment to its fixed size and leave every running value unchanged.
 
-use ff::Field;
-use halo2_gadgets::poseidon::{
-    Hash as PoseidonHash, Pow5Chip, Pow5Config,
-    primitives::{ConstantLength, P128Pow5T3},
-};
-use halo2_proofs::{
-    circuit::{AssignedCell, Layouter, Region, SimpleFloorPlanner, Value},
-    pasta::Fp,
-    plonk::{
-        Advice, Circuit, Column, ConstraintSystem, Constraints, Error, Expression, Instance,
-        Selector,
-    },
-    poly::Rotation,
+pub use super::backend::poseidon;
+use super::backend::{
+    Advice, Cell, Circuit, Column, ConstraintSystem, Constraints, Error, Expression, F, Field,
+    HaloLayouter, Instance, Layouter, PoseidonConfig, PrimeField, Region, Rotation, Selector,
+    SimpleFloorPlanner, Value, assign, configure_poseidon, copy, enable, equal, expose,
+    from_constant, from_instance, plan, value,
 };
 
 /// Rows of the public input column.
@@ -66,7 +64,7 @@ pub enum Terminal {
     #[default]
     Empty,
     /// The leaf of another key: `(key limbs, value limbs)`.
-    Other([Fp; 2], [Fp; 2]),
+    Other([F; 2], [F; 2]),
 }
 
 /// The witness of one step, in field elements.
@@ -75,21 +73,21 @@ pub struct Step {
     /// False for padding.
     pub enabled: bool,
     /// The key as two 128-bit limbs, high first.
-    pub key: [Fp; 2],
+    pub key: [F; 2],
     /// The value before, as limbs (zero when absent).
-    pub before: [Fp; 2],
+    pub before: [F; 2],
     /// The value after, as limbs (zero when absent).
-    pub after: [Fp; 2],
+    pub after: [F; 2],
     /// What ends the key's path before the step.
     pub old_terminal: Terminal,
     /// Whether the key has a leaf after the step.
     pub new_is_leaf: bool,
     /// Siblings of the old path from the root down, padded with zeros to the circuit depth.
-    pub old_siblings: Vec<Fp>,
+    pub old_siblings: Vec<F>,
     /// Length of the old path.
     pub old_depth: usize,
     /// Siblings of the new path, padded.
-    pub new_siblings: Vec<Fp>,
+    pub new_siblings: Vec<F>,
     /// Length of the new path.
     pub new_depth: usize,
 }
@@ -99,22 +97,17 @@ impl Step {
     pub fn padding(depth: usize) -> Self {
         Self {
             enabled: false,
-            key: [Fp::ZERO; 2],
-            before: [Fp::ZERO; 2],
-            after: [Fp::ZERO; 2],
+            key: [F::ZERO; 2],
+            before: [F::ZERO; 2],
+            after: [F::ZERO; 2],
             old_terminal: Terminal::Empty,
             new_is_leaf: false,
-            old_siblings: vec![Fp::ZERO; depth],
+            old_siblings: vec![F::ZERO; depth],
             old_depth: 0,
-            new_siblings: vec![Fp::ZERO; depth],
+            new_siblings: vec![F::ZERO; depth],
             new_depth: 0,
         }
     }
-}
-
-/// Native Poseidon over `L` field elements (the permutation the chip constrains).
-pub fn poseidon<const L: usize>(message: [Fp; L]) -> Fp {
-    verity_commitment::poseidon_hash(message)
 }
 
 /// The chunk circuit of a fixed shape: `steps.len()` steps over paths of `depth` levels.
@@ -129,7 +122,7 @@ pub struct ChunkCircuit {
 /// Columns and gates.
 #[derive(Debug, Clone)]
 pub struct ChunkConfig {
-    poseidon: Pow5Config<Fp, 3, 2>,
+    poseidon: PoseidonConfig,
     advice: [Column<Advice>; 10],
     instance: Column<Instance>,
     q_level: Selector,
@@ -141,15 +134,15 @@ pub struct ChunkConfig {
     q_output: Selector,
 }
 
-fn bool_check(value: Expression<Fp>) -> Expression<Fp> {
-    value.clone() * (Expression::Constant(Fp::ONE) - value)
+fn bool_check(value: Expression<F>) -> Expression<F> {
+    value.clone() * (Expression::Constant(F::ONE) - value)
 }
 
-fn one() -> Expression<Fp> {
-    Expression::Constant(Fp::ONE)
+fn one() -> Expression<F> {
+    Expression::Constant(F::ONE)
 }
 
-impl Circuit<Fp> for ChunkCircuit {
+impl Circuit<F> for ChunkCircuit {
     type Config = ChunkConfig;
     type FloorPlanner = SimpleFloorPlanner;
 
@@ -162,13 +155,8 @@ impl Circuit<Fp> for ChunkCircuit {
         }
     }
 
-    fn configure(meta: &mut ConstraintSystem<Fp>) -> ChunkConfig {
-        let state = [(); 3].map(|()| meta.advice_column());
-        let partial_sbox = meta.advice_column();
-        let rc_a = [(); 3].map(|()| meta.fixed_column());
-        let rc_b = [(); 3].map(|()| meta.fixed_column());
-        meta.enable_constant(rc_b[0]);
-        let poseidon = Pow5Chip::configure::<P128Pow5T3>(meta, state, partial_sbox, rc_a, rc_b);
+    fn configure(meta: &mut ConstraintSystem<F>) -> ChunkConfig {
+        let poseidon = configure_poseidon(meta);
 
         let advice = [(); 10].map(|()| meta.advice_column());
         for column in advice {
@@ -256,7 +244,7 @@ impl Circuit<Fp> for ChunkCircuit {
                 q,
                 [
                     bool_check(bit.clone()),
-                    acc - (prev * Expression::Constant(Fp::from(2)) + bit),
+                    acc - (prev * Expression::Constant(F::from(2)) + bit),
                 ],
             )
         });
@@ -351,17 +339,24 @@ impl Circuit<Fp> for ChunkCircuit {
         }
     }
 
-    fn synthesize(
+    fn synthesize(&self, config: ChunkConfig, layouter: impl HaloLayouter<F>) -> Result<(), Error> {
+        self.layout(&config, plan(layouter))
+    }
+}
+
+impl ChunkCircuit {
+    /// Lays out every step, chaining the running root and hashes from the public inputs.
+    pub(super) fn layout(
         &self,
-        config: ChunkConfig,
-        mut layouter: impl Layouter<Fp>,
+        config: &ChunkConfig,
+        mut layouter: impl Layouter<F>,
     ) -> Result<(), Error> {
         let mut root = None;
         let mut reads = None;
         let mut writes = None;
         for (index, step) in self.steps.iter().enumerate() {
             let outputs = self.step(
-                &config,
+                config,
                 layouter.namespace(|| format!("step {index}")),
                 step,
                 (root.take(), reads.take(), writes.take()),
@@ -372,9 +367,9 @@ impl Circuit<Fp> for ChunkCircuit {
         }
         match (root, reads, writes) {
             (Some(root), Some(reads), Some(writes)) => {
-                layouter.constrain_instance(root.cell(), config.instance, public::POST_ROOT)?;
-                layouter.constrain_instance(reads.cell(), config.instance, public::READS_OUT)?;
-                layouter.constrain_instance(writes.cell(), config.instance, public::WRITES_OUT)?;
+                expose(&mut layouter, &root, config.instance, public::POST_ROOT)?;
+                expose(&mut layouter, &reads, config.instance, public::READS_OUT)?;
+                expose(&mut layouter, &writes, config.instance, public::WRITES_OUT)?;
                 Ok(())
             }
             _ => Err(Error::Synthesis),
@@ -382,62 +377,55 @@ impl Circuit<Fp> for ChunkCircuit {
     }
 }
 
-type Cell = AssignedCell<Fp, Fp>;
-
-fn known(value: Fp) -> Value<Fp> {
+fn known(value: F) -> Value<F> {
     Value::known(value)
 }
 
-fn flag(value: bool) -> Value<Fp> {
-    Value::known(if value { Fp::ONE } else { Fp::ZERO })
+fn flag(value: bool) -> Value<F> {
+    Value::known(if value { F::ONE } else { F::ZERO })
 }
 
 impl ChunkCircuit {
     fn hash<const L: usize>(
         config: &ChunkConfig,
-        mut layouter: impl Layouter<Fp>,
+        mut layouter: impl Layouter<F>,
         message: [Cell; L],
     ) -> Result<Cell, Error> {
-        let chip = Pow5Chip::construct(config.poseidon.clone());
-        let hasher = PoseidonHash::<_, _, P128Pow5T3, ConstantLength<L>, 3, 2>::init(
-            chip,
-            layouter.namespace(|| "init"),
-        )?;
-        hasher.hash(layouter.namespace(|| "hash"), message)
+        super::backend::hash(&config.poseidon, layouter.namespace(|| "poseidon"), message)
     }
 
     /// Decomposes `limb` into 128 bits, most significant first.
     fn bits(
         config: &ChunkConfig,
-        mut layouter: impl Layouter<Fp>,
+        mut layouter: impl Layouter<F>,
         limb: &Cell,
     ) -> Result<Vec<Cell>, Error> {
         layouter.assign_region(
             || "bits",
             |mut region| {
                 let [acc_col, bit_col] = [config.advice[0], config.advice[1]];
-                let value = limb.value().copied();
+                let value = value(limb);
                 let mut bits = Vec::with_capacity(LIMB_BITS);
-                let mut acc = Value::known(Fp::ZERO);
+                let mut acc = Value::known(F::ZERO);
                 let mut last = None;
                 for row in 0..LIMB_BITS {
                     let shift = LIMB_BITS - 1 - row;
                     let bit = value.map(|v| {
-                        let repr = ff::PrimeField::to_repr(&v);
+                        let repr = PrimeField::to_repr(&v);
                         let byte = repr.as_ref()[shift / 8];
-                        Fp::from(u64::from((byte >> (shift % 8)) & 1))
+                        F::from(u64::from((byte >> (shift % 8)) & 1))
                     });
                     acc = acc.zip(bit).map(|(acc, bit)| acc.double() + bit);
                     if row == 0 {
-                        config.q_bits_first.enable(&mut region, row)?;
+                        enable(&mut region, &config.q_bits_first, row)?;
                     } else {
-                        config.q_bits_next.enable(&mut region, row)?;
+                        enable(&mut region, &config.q_bits_next, row)?;
                     }
-                    bits.push(region.assign_advice(|| "bit", bit_col, row, || bit)?);
-                    last = Some(region.assign_advice(|| "acc", acc_col, row, || acc)?);
+                    bits.push(assign(&mut region, bit_col, row, bit)?);
+                    last = Some(assign(&mut region, acc_col, row, acc)?);
                 }
                 if let Some(last) = last {
-                    region.constrain_equal(last.cell(), limb.cell())?;
+                    equal(&mut region, &last, limb)?;
                 }
                 Ok(bits)
             },
@@ -449,9 +437,9 @@ impl ChunkCircuit {
     fn path(
         &self,
         config: &ChunkConfig,
-        mut layouter: impl Layouter<Fp>,
+        mut layouter: impl Layouter<F>,
         terminal: &Cell,
-        siblings: &[Fp],
+        siblings: &[F],
         depth: usize,
         bits: &[Cell],
     ) -> Result<(Cell, Vec<Cell>, Vec<Cell>), Error> {
@@ -459,39 +447,38 @@ impl ChunkCircuit {
         let mut sibling_cells = vec![None; self.depth];
         let mut active_cells = vec![None; self.depth];
         for level in (0..self.depth).rev() {
-            let sibling = siblings.get(level).copied().unwrap_or(Fp::ZERO);
+            let sibling = siblings.get(level).copied().unwrap_or(F::ZERO);
             let active = level < depth;
             let (left, right, hash_cell, out, sib_cell, active_cell) = layouter.assign_region(
                 || format!("level {level}"),
-                |mut region: Region<'_, Fp>| {
-                    config.q_level.enable(&mut region, 0)?;
+                |mut region: Region<'_, F>| {
+                    enable(&mut region, &config.q_level, 0)?;
                     let a = config.advice;
-                    let below = below.copy_advice(|| "below", &mut region, a[0], 0)?;
-                    let sib = region.assign_advice(|| "sibling", a[1], 0, || known(sibling))?;
-                    let bit = bits[level].copy_advice(|| "bit", &mut region, a[2], 0)?;
-                    let active_cell =
-                        region.assign_advice(|| "active", a[3], 0, || flag(active))?;
-                    let b = bit.value().copied();
-                    let cur = below.value().copied();
+                    let below = copy(&below, &mut region, a[0], 0)?;
+                    let sib = assign(&mut region, a[1], 0, known(sibling))?;
+                    let bit = copy(&bits[level], &mut region, a[2], 0)?;
+                    let active_cell = assign(&mut region, a[3], 0, flag(active))?;
+                    let b = value(&bit);
+                    let cur = value(&below);
                     let left_v = cur
                         .zip(b)
-                        .map(|(c, b)| if b == Fp::ONE { sibling } else { c });
+                        .map(|(c, b)| if b == F::ONE { sibling } else { c });
                     let right_v = cur
                         .zip(b)
-                        .map(|(c, b)| if b == Fp::ONE { c } else { sibling });
-                    let left = region.assign_advice(|| "left", a[4], 0, || left_v)?;
-                    let right = region.assign_advice(|| "right", a[5], 0, || right_v)?;
+                        .map(|(c, b)| if b == F::ONE { c } else { sibling });
+                    let left = assign(&mut region, a[4], 0, left_v)?;
+                    let right = assign(&mut region, a[5], 0, right_v)?;
                     let hash_v = left_v.zip(right_v).map(|(l, r)| poseidon([l, r]));
-                    let hash_cell = region.assign_advice(|| "hash", a[6], 0, || hash_v)?;
+                    let hash_cell = assign(&mut region, a[6], 0, hash_v)?;
                     let out_v = if active { hash_v } else { cur };
-                    let out = region.assign_advice(|| "out", a[7], 0, || out_v)?;
+                    let out = assign(&mut region, a[7], 0, out_v)?;
                     Ok((left, right, hash_cell, out, sib, active_cell))
                 },
             )?;
             let hashed = Self::hash(config, layouter.namespace(|| "node"), [left, right])?;
             layouter.assign_region(
                 || "node hash",
-                |mut region| region.constrain_equal(hashed.cell(), hash_cell.cell()),
+                |mut region| equal(&mut region, &hashed, &hash_cell),
             )?;
             sibling_cells[level] = Some(sib_cell);
             active_cells[level] = Some(active_cell);
@@ -506,14 +493,14 @@ impl ChunkCircuit {
     fn step(
         &self,
         config: &ChunkConfig,
-        mut layouter: impl Layouter<Fp>,
+        mut layouter: impl Layouter<F>,
         step: &Step,
         previous: (Option<Cell>, Option<Cell>, Option<Cell>),
     ) -> Result<(Cell, Cell, Cell), Error> {
         let a = config.advice;
         let (other_key, other_value) = match step.old_terminal {
             Terminal::Other(key, value) => (key, value),
-            _ => ([Fp::ZERO; 2], [Fp::ZERO; 2]),
+            _ => ([F::ZERO; 2], [F::ZERO; 2]),
         };
         // The step's inputs.
         let inputs = layouter.assign_region(
@@ -533,7 +520,7 @@ impl ChunkCircuit {
                 ];
                 let mut cells = Vec::with_capacity(10);
                 for (i, value) in values.into_iter().enumerate() {
-                    cells.push(region.assign_advice(|| "input", a[i], 0, || known(value))?);
+                    cells.push(assign(&mut region, a[i], 0, known(value))?);
                 }
                 Ok(cells)
             },
@@ -580,32 +567,31 @@ impl ChunkCircuit {
             .assign_region(
                 || "terminal",
                 |mut region| {
-                    config.q_terminal.enable(&mut region, 0)?;
-                    region.assign_advice(|| "t_own", a[0], 0, || flag(t_own))?;
-                    region.assign_advice(|| "t_empty", a[1], 0, || flag(t_empty))?;
-                    let t_other_cell =
-                        region.assign_advice(|| "t_other", a[2], 0, || flag(t_other))?;
-                    region.assign_advice(|| "n_leaf", a[3], 0, || flag(step.new_is_leaf))?;
-                    let split_cell = region.assign_advice(|| "split", a[4], 0, || flag(split))?;
-                    let lo = leaf_own.copy_advice(|| "leaf own", &mut region, a[5], 0)?;
-                    let lt = leaf_other.copy_advice(|| "leaf other", &mut region, a[6], 0)?;
-                    let ln = leaf_new.copy_advice(|| "leaf new", &mut region, a[7], 0)?;
+                    enable(&mut region, &config.q_terminal, 0)?;
+                    assign(&mut region, a[0], 0, flag(t_own))?;
+                    assign(&mut region, a[1], 0, flag(t_empty))?;
+                    let t_other_cell = assign(&mut region, a[2], 0, flag(t_other))?;
+                    assign(&mut region, a[3], 0, flag(step.new_is_leaf))?;
+                    let split_cell = assign(&mut region, a[4], 0, flag(split))?;
+                    let lo = copy(&leaf_own, &mut region, a[5], 0)?;
+                    let lt = copy(&leaf_other, &mut region, a[6], 0)?;
+                    let ln = copy(&leaf_new, &mut region, a[7], 0)?;
                     let t_old_v = match step.old_terminal {
-                        Terminal::Own => lo.value().copied(),
-                        Terminal::Empty => Value::known(Fp::ZERO),
-                        Terminal::Other(..) => lt.value().copied(),
+                        Terminal::Own => value(&lo),
+                        Terminal::Empty => Value::known(F::ZERO),
+                        Terminal::Other(..) => value(&lt),
                     };
                     let t_new_v = if step.new_is_leaf {
-                        ln.value().copied()
+                        value(&ln)
                     } else {
                         t_old_v
                     };
-                    let t_old = region.assign_advice(|| "t_old", a[0], 1, || t_old_v)?;
-                    let t_new = region.assign_advice(|| "t_new", a[1], 1, || t_new_v)?;
-                    b_hi.copy_advice(|| "before hi", &mut region, a[2], 1)?;
-                    b_lo.copy_advice(|| "before lo", &mut region, a[3], 1)?;
-                    n_hi.copy_advice(|| "after hi", &mut region, a[4], 1)?;
-                    n_lo.copy_advice(|| "after lo", &mut region, a[5], 1)?;
+                    let t_old = assign(&mut region, a[0], 1, t_old_v)?;
+                    let t_new = assign(&mut region, a[1], 1, t_new_v)?;
+                    copy(&b_hi, &mut region, a[2], 1)?;
+                    copy(&b_lo, &mut region, a[3], 1)?;
+                    copy(&n_hi, &mut region, a[4], 1)?;
+                    copy(&n_lo, &mut region, a[5], 1)?;
                     Ok((t_old, t_new, t_other_cell, split_cell, lt))
                 },
             )?;
@@ -613,19 +599,19 @@ impl ChunkCircuit {
         layouter.assign_region(
             || "keys differ",
             |mut region| {
-                config.q_keys_differ.enable(&mut region, 0)?;
-                let inv = |x: Fp| x.invert().unwrap_or(Fp::ZERO);
+                enable(&mut region, &config.q_keys_differ, 0)?;
+                let inv = |x: F| x.invert().unwrap_or(F::ZERO);
                 let d_hi = step.key[0] - other_key[0];
                 let d_lo = step.key[1] - other_key[1];
-                k_hi.copy_advice(|| "k hi", &mut region, a[0], 0)?;
-                kp_hi.copy_advice(|| "k' hi", &mut region, a[1], 0)?;
-                region.assign_advice(|| "inv hi", a[2], 0, || known(inv(d_hi)))?;
-                region.assign_advice(|| "z hi", a[3], 0, || known(Fp::ONE - d_hi * inv(d_hi)))?;
-                k_lo.copy_advice(|| "k lo", &mut region, a[4], 0)?;
-                kp_lo.copy_advice(|| "k' lo", &mut region, a[5], 0)?;
-                region.assign_advice(|| "inv lo", a[6], 0, || known(inv(d_lo)))?;
-                region.assign_advice(|| "z lo", a[7], 0, || known(Fp::ONE - d_lo * inv(d_lo)))?;
-                t_other_cell.copy_advice(|| "t_other", &mut region, a[8], 0)?;
+                copy(&k_hi, &mut region, a[0], 0)?;
+                copy(&kp_hi, &mut region, a[1], 0)?;
+                assign(&mut region, a[2], 0, known(inv(d_hi)))?;
+                assign(&mut region, a[3], 0, known(F::ONE - d_hi * inv(d_hi)))?;
+                copy(&k_lo, &mut region, a[4], 0)?;
+                copy(&kp_lo, &mut region, a[5], 0)?;
+                assign(&mut region, a[6], 0, known(inv(d_lo)))?;
+                assign(&mut region, a[7], 0, known(F::ONE - d_lo * inv(d_lo)))?;
+                copy(&t_other_cell, &mut region, a[8], 0)?;
                 Ok(())
             },
         )?;
@@ -651,35 +637,30 @@ impl ChunkCircuit {
         layouter.assign_region(
             || "link",
             |mut region| {
-                let mut acc = Fp::ZERO;
+                let mut acc = F::ZERO;
                 let mut acc_cells = Vec::with_capacity(self.depth);
                 for level in (0..self.depth).rev() {
                     let ext = level >= step.old_depth && level < step.new_depth;
                     let last = level + 1 == step.new_depth;
                     if ext && last {
-                        acc += Fp::ONE;
+                        acc += F::ONE;
                     }
-                    config.q_link.enable(&mut region, level)?;
-                    old_active[level].copy_advice(|| "ao", &mut region, a[0], level)?;
-                    new_active[level].copy_advice(|| "an", &mut region, a[1], level)?;
-                    old_sibs[level].copy_advice(|| "so", &mut region, a[2], level)?;
-                    new_sibs[level].copy_advice(|| "sn", &mut region, a[3], level)?;
-                    key_bits[level].copy_advice(|| "bk", &mut region, a[4], level)?;
-                    other_bits[level].copy_advice(|| "bk'", &mut region, a[5], level)?;
-                    leaf_other_for_link.copy_advice(|| "lt", &mut region, a[6], level)?;
-                    split_cell.copy_advice(|| "split", &mut region, a[7], level)?;
-                    acc_cells.push(region.assign_advice(|| "acc", a[8], level, || known(acc))?);
+                    enable(&mut region, &config.q_link, level)?;
+                    copy(&old_active[level], &mut region, a[0], level)?;
+                    copy(&new_active[level], &mut region, a[1], level)?;
+                    copy(&old_sibs[level], &mut region, a[2], level)?;
+                    copy(&new_sibs[level], &mut region, a[3], level)?;
+                    copy(&key_bits[level], &mut region, a[4], level)?;
+                    copy(&other_bits[level], &mut region, a[5], level)?;
+                    copy(&leaf_other_for_link, &mut region, a[6], level)?;
+                    copy(&split_cell, &mut region, a[7], level)?;
+                    acc_cells.push(assign(&mut region, a[8], level, known(acc))?);
                 }
                 for column in [a[0], a[1], a[8]] {
-                    region.assign_advice_from_constant(
-                        || "closing zero",
-                        column,
-                        self.depth,
-                        Fp::ZERO,
-                    )?;
+                    from_constant(&mut region, column, self.depth, F::ZERO)?;
                 }
                 if let Some(top) = acc_cells.last() {
-                    region.constrain_equal(top.cell(), split_cell.cell())?;
+                    equal(&mut region, top, &split_cell)?;
                 }
                 Ok(())
             },
@@ -689,20 +670,14 @@ impl ChunkCircuit {
         let (root_in, reads_in, writes_in) = layouter.assign_region(
             || "running inputs",
             |mut region| {
-                let cell = |region: &mut Region<'_, Fp>,
+                let cell = |region: &mut Region<'_, F>,
                             previous: &Option<Cell>,
                             row: usize,
                             column: usize|
                  -> Result<Cell, Error> {
                     match previous {
-                        Some(cell) => cell.copy_advice(|| "running", region, a[column], 0),
-                        None => region.assign_advice_from_instance(
-                            || "public",
-                            config.instance,
-                            row,
-                            a[column],
-                            0,
-                        ),
+                        Some(cell) => copy(cell, region, a[column], 0),
+                        None => from_instance(region, config.instance, row, a[column], 0),
                     }
                 };
                 Ok((
@@ -725,35 +700,20 @@ impl ChunkCircuit {
         layouter.assign_region(
             || "output",
             |mut region| {
-                config.q_output.enable(&mut region, 0)?;
+                enable(&mut region, &config.q_output, 0)?;
                 let e = step.enabled;
-                region.assign_advice(|| "enabled", a[0], 0, || flag(e))?;
-                let r_in = root_in.copy_advice(|| "root in", &mut region, a[1], 0)?;
-                root_old.copy_advice(|| "root old", &mut region, a[2], 0)?;
-                let r_new = root_new.copy_advice(|| "root new", &mut region, a[3], 0)?;
-                let pick = |in_v: Value<Fp>, new_v: Value<Fp>| if e { new_v } else { in_v };
-                let root_out = region.assign_advice(
-                    || "root out",
-                    a[4],
-                    0,
-                    || pick(r_in.value().copied(), r_new.value().copied()),
-                )?;
-                let hr_in = reads_in.copy_advice(|| "reads in", &mut region, a[0], 1)?;
-                let hr_h = reads_hashed.copy_advice(|| "reads hashed", &mut region, a[1], 1)?;
-                let reads_out = region.assign_advice(
-                    || "reads out",
-                    a[2],
-                    1,
-                    || pick(hr_in.value().copied(), hr_h.value().copied()),
-                )?;
-                let hw_in = writes_in.copy_advice(|| "writes in", &mut region, a[3], 1)?;
-                let hw_h = writes_hashed.copy_advice(|| "writes hashed", &mut region, a[4], 1)?;
-                let writes_out = region.assign_advice(
-                    || "writes out",
-                    a[5],
-                    1,
-                    || pick(hw_in.value().copied(), hw_h.value().copied()),
-                )?;
+                assign(&mut region, a[0], 0, flag(e))?;
+                let r_in = copy(&root_in, &mut region, a[1], 0)?;
+                copy(&root_old, &mut region, a[2], 0)?;
+                let r_new = copy(&root_new, &mut region, a[3], 0)?;
+                let pick = |in_v: Value<F>, new_v: Value<F>| if e { new_v } else { in_v };
+                let root_out = assign(&mut region, a[4], 0, pick(value(&r_in), value(&r_new)))?;
+                let hr_in = copy(&reads_in, &mut region, a[0], 1)?;
+                let hr_h = copy(&reads_hashed, &mut region, a[1], 1)?;
+                let reads_out = assign(&mut region, a[2], 1, pick(value(&hr_in), value(&hr_h)))?;
+                let hw_in = copy(&writes_in, &mut region, a[3], 1)?;
+                let hw_h = copy(&writes_hashed, &mut region, a[4], 1)?;
+                let writes_out = assign(&mut region, a[5], 1, pick(value(&hw_in), value(&hw_h)))?;
                 Ok((root_out, reads_out, writes_out))
             },
         )

@@ -6,11 +6,16 @@
 //! deterministically, so provers and verifiers generate the same keys independently. Why this
 //! backend, and what it costs, is in `docs/adr/0007-halo2-backend.md`.
 
+mod backend;
 pub mod circuit;
+#[cfg(feature = "kzg")]
+pub mod kzg;
 mod witness;
 
 use std::time::{Duration, Instant};
 
+use alloy_primitives::{B256, keccak256};
+use ff::{Field, PrimeField};
 use halo2_proofs::{
     pasta::{EqAffine, Fp},
     plonk::{self, BatchVerifier, ProvingKey, SingleVerifier, VerifyingKey},
@@ -21,7 +26,7 @@ use rand::rngs::SysRng;
 use rand_core::UnwrapErr;
 
 pub use circuit::{ChunkCircuit, Step as CircuitStep, Terminal, poseidon};
-pub use witness::{Instances, StepError, chain_hash, circuit_step, tx_digest};
+pub use witness::{Instances, StepError, chain_hash, circuit_step};
 
 /// Why proving or verifying failed.
 #[derive(Debug, thiserror::Error)]
@@ -191,9 +196,23 @@ impl Keys {
     }
 }
 
+/// The field element standing for a chunk's transactions: keccak256 over their hashes in
+/// order, with the top two bits cleared so it is below the Pasta modulus.
+pub fn tx_digest(tx_hashes: impl IntoIterator<Item = B256>) -> Fp {
+    let mut buf = Vec::new();
+    for hash in tx_hashes {
+        buf.extend_from_slice(hash.as_slice());
+    }
+    let mut bytes = keccak256(&buf).0;
+    // Little-endian repr: the last byte is the most significant.
+    bytes.reverse();
+    bytes[31] &= 0x3f;
+    Option::from(Fp::from_repr(bytes)).unwrap_or(Fp::ZERO)
+}
+
 /// Field element helpers shared with services (public inputs travel as 32-byte encodings).
 pub fn element_bytes(value: Fp) -> [u8; 32] {
-    ff::PrimeField::to_repr(&value)
+    value.to_repr()
 }
 
 #[cfg(test)]

@@ -1,12 +1,14 @@
 //! From the native tree's steps to the circuit's witness, and the public inputs a verifier
 //! recomputes on its own.
 
-use alloy_primitives::{B256, keccak256};
-use ff::{Field, PrimeField};
-use halo2_proofs::pasta::Fp;
-use verity_commitment::{PoseidonPasta, Step, TreeHasher, field_element, field_limbs as limbs};
+//!
+//! Like [`super::circuit`], written once against its parent's `backend` and compiled per backend.
 
-use crate::circuit::{Step as CircuitStep, Terminal, public};
+use alloy_primitives::B256;
+use verity_commitment::{Step, TreeHasher};
+
+use super::backend::{F, FIELD, Field, Hasher, field_element, limbs};
+use super::circuit::{Step as CircuitStep, Terminal, public};
 
 /// Why a native step cannot enter the circuit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,13 +24,13 @@ pub enum StepError {
         max: usize,
     },
     /// A sibling digest is not a field element (only a forged proof holds one).
-    #[error("key {key} has a sibling that is not a Pasta field element")]
+    #[error("key {key} has a sibling that is not a {FIELD} field element")]
     NotAnElement {
         /// The key.
         key: B256,
     },
-    /// A root is not a Pasta field element.
-    #[error("root {0} is not a Pasta field element")]
+    /// A root is not a field element.
+    #[error("root {0} is not a {FIELD} field element")]
     NotARoot(B256),
     /// The step's proofs contradict its values.
     #[error("the proofs of key {key} contradict its values")]
@@ -38,7 +40,7 @@ pub enum StepError {
     },
 }
 
-fn siblings(step: &Step, proof: &[B256], depth: usize) -> Result<Vec<Fp>, StepError> {
+fn siblings(step: &Step, proof: &[B256], depth: usize) -> Result<Vec<F>, StepError> {
     if proof.len() > depth {
         return Err(StepError::TooDeep {
             key: step.key,
@@ -50,7 +52,7 @@ fn siblings(step: &Step, proof: &[B256], depth: usize) -> Result<Vec<Fp>, StepEr
     for sibling in proof {
         out.push(field_element(sibling).ok_or(StepError::NotAnElement { key: step.key })?);
     }
-    out.resize(depth, Fp::ZERO);
+    out.resize(depth, F::ZERO);
     Ok(out)
 }
 
@@ -86,45 +88,31 @@ pub fn circuit_step(step: &Step, depth: usize) -> Result<CircuitStep, StepError>
 
 /// The running hash the circuit keeps over leaves: `Poseidon(acc, leaf(key, value))` for each
 /// `(key, value)`, from `start`.
-pub fn chain_hash<'a>(start: Fp, leaves: impl IntoIterator<Item = (&'a B256, &'a B256)>) -> Fp {
+pub fn chain_hash<'a>(start: F, leaves: impl IntoIterator<Item = (&'a B256, &'a B256)>) -> F {
     leaves.into_iter().fold(start, |acc, (key, value)| {
-        let leaf = PoseidonPasta.leaf(key, value);
-        let leaf = field_element(&leaf).unwrap_or(Fp::ZERO);
-        crate::circuit::poseidon([acc, leaf])
+        let leaf = Hasher.leaf(key, value);
+        let leaf = field_element(&leaf).unwrap_or(F::ZERO);
+        super::backend::poseidon([acc, leaf])
     })
-}
-
-/// The field element standing for a chunk's transactions: keccak256 over their hashes in
-/// order, with the top two bits cleared so it is below the Pasta modulus.
-pub fn tx_digest(tx_hashes: impl IntoIterator<Item = B256>) -> Fp {
-    let mut buf = Vec::new();
-    for hash in tx_hashes {
-        buf.extend_from_slice(hash.as_slice());
-    }
-    let mut bytes = keccak256(&buf).0;
-    // Little-endian repr: the last byte is the most significant.
-    bytes.reverse();
-    bytes[31] &= 0x3f;
-    Option::from(Fp::from_repr(bytes)).unwrap_or(Fp::ZERO)
 }
 
 /// The public inputs of one proof.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Instances {
     /// Root before the segment.
-    pub pre_root: Fp,
+    pub pre_root: F,
     /// Root after the segment.
-    pub post_root: Fp,
+    pub post_root: F,
     /// Reads hash before the segment (zero for a chunk's first).
-    pub reads_in: Fp,
+    pub reads_in: F,
     /// Reads hash after it.
-    pub reads_out: Fp,
+    pub reads_out: F,
     /// Writes hash before the segment (zero for a chunk's first).
-    pub writes_in: Fp,
+    pub writes_in: F,
     /// Writes hash after it.
-    pub writes_out: Fp,
-    /// [`tx_digest`] of the chunk's transactions.
-    pub tx_hash: Fp,
+    pub writes_out: F,
+    /// The field element standing for the chunk's transactions.
+    pub tx_hash: F,
 }
 
 impl Instances {
@@ -134,14 +122,14 @@ impl Instances {
     pub fn of_steps(
         pre_root: B256,
         steps: &[Step],
-        reads_in: Fp,
-        writes_in: Fp,
-        tx_hash: Fp,
+        reads_in: F,
+        writes_in: F,
+        tx_hash: F,
     ) -> Result<Self, StepError> {
         let mut root = pre_root;
         for step in steps {
             let (before, after) = step
-                .roots(&PoseidonPasta)
+                .roots(&Hasher)
                 .map_err(|_| StepError::Inconsistent { key: step.key })?;
             if before != root {
                 return Err(StepError::Inconsistent { key: step.key });
@@ -161,8 +149,8 @@ impl Instances {
     }
 
     /// The instance column.
-    pub fn to_vec(&self) -> Vec<Fp> {
-        let mut out = vec![Fp::ZERO; public::LEN];
+    pub fn to_vec(&self) -> Vec<F> {
+        let mut out = vec![F::ZERO; public::LEN];
         out[public::PRE_ROOT] = self.pre_root;
         out[public::POST_ROOT] = self.post_root;
         out[public::READS_IN] = self.reads_in;

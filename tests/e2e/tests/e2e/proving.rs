@@ -2,7 +2,9 @@
 //! job per mini-block, a prover proves it, and the proofs verify, the way a verifier checks them,
 //! against the chain's own mini-blocks and roots that chain from genesis. A prover killed in the
 //! middle of a job loses nothing: the job is delivered again and proven. With no prover at all,
-//! `latest` moves on and `safe` waits until one is back.
+//! `latest` moves on and `safe` waits until one is back. Forged results published on the proofs
+//! stream (a flipped byte, another chunk's proof, an unregistered attester) are refused by the
+//! verifier service, each with its reason.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -11,7 +13,7 @@ use nix::sys::signal::Signal;
 use prost::Message as _;
 use serde_json::json;
 use verity_chunk::{
-    Rejection, check_claim,
+    check_claim,
     wire::{ChunkProof, ProverResult},
 };
 use verity_circuits::{Keys, Shape};
@@ -61,6 +63,41 @@ async fn mini_blocks(js: &async_nats::jetstream::Context) -> BTreeMap<u64, MiniB
         seq += 1;
     }
     minis
+}
+
+/// The job of `chunk` waiting in the work queue (no prover has taken it).
+async fn queued_job(
+    net: &TestNet,
+    js: &async_nats::jetstream::Context,
+    chunk: u64,
+) -> verity_chunk::ChunkJob {
+    let mut stream = js
+        .get_stream(verity_bus::proving::JOBS_STREAM)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let (first, last) = {
+            let info = stream.info().await.unwrap();
+            (info.state.first_sequence, info.state.last_sequence)
+        };
+        for seq in first..=last {
+            // Acknowledged jobs are gone from a work queue.
+            let Ok(message) = stream.get_raw_message(seq).await else {
+                continue;
+            };
+            let wire = v1::ChunkJob::decode(message.payload.as_ref()).unwrap();
+            let job = verity_chunk::ChunkJob::try_from(&wire).unwrap();
+            if job.chunk == chunk {
+                return job;
+            }
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            net.dump_logs();
+            panic!("no job for chunk {chunk} in the queue");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn wait_for_log(net: &TestNet, service: Service, needle: &str, timeout: Duration) {
@@ -166,7 +203,7 @@ async fn chunks_are_proven_a_killed_prover_loses_nothing_and_safe_waits_for_prov
     assert_eq!(proofs[&0].len(), 1, "{:?}", proofs[&0]);
 
     // Verify as a verifier does: from genesis, against the chain's own mini-blocks.
-    let keys = keys.await.unwrap();
+    let keys = std::sync::Arc::new(keys.await.unwrap());
     let minis = mini_blocks(&js).await;
     let spec = ChainSpec::load(&net.dir.path().join("genesis.json")).unwrap();
     let mut root = verity_chunk::genesis_tree(&genesis_diff(&spec.genesis)).root();
@@ -189,53 +226,6 @@ async fn chunks_are_proven_a_killed_prover_loses_nothing_and_safe_waits_for_prov
         verdict.unwrap_or_else(|e| panic!("chunk {chunk}: {e}"));
     }
 
-    // Forgeries of these real proofs are refused, each with its reason.
-    let genesis_root = verity_chunk::genesis_tree(&genesis_diff(&spec.genesis)).root();
-    let honest = &proofs[&0][0];
-    let mut flipped = honest.clone();
-    flipped.segments[0].1[64] ^= 1;
-    let statement = check_claim(
-        chain_id,
-        SHAPE,
-        &[prover],
-        genesis_root,
-        &minis[&0],
-        &flipped,
-    )
-    .unwrap();
-    let verdict = verity_chunk::verify_proofs(&keys, &[(&statement, &flipped)]).remove(0);
-    assert!(
-        matches!(verdict, Err(Rejection::Proof { segment: 0, .. })),
-        "{verdict:?}"
-    );
-    assert!(verdict.unwrap_err().to_string().contains("does not verify"));
-    // Chunk 0's proof presented for chunk 1.
-    let wrong_chunk = check_claim(chain_id, SHAPE, &[prover], root, &minis[&1], honest);
-    assert!(
-        matches!(wrong_chunk, Err(Rejection::WrongChunk { .. })),
-        "{wrong_chunk:?}"
-    );
-    // An attestation by a key nobody registered.
-    let stranger = SequencerKey::random();
-    let mut unregistered = honest.clone();
-    unregistered.prover = stranger.address();
-    unregistered.signature = stranger.sign(&verity_chunk::wire::attestation_hash(
-        chain_id,
-        &unregistered,
-    ));
-    let refused = check_claim(
-        chain_id,
-        SHAPE,
-        &[prover],
-        genesis_root,
-        &minis[&0],
-        &unregistered,
-    )
-    .unwrap_err();
-    assert!(
-        refused.to_string().contains("not a registered prover"),
-        "{refused}"
-    );
     // The verifier replica checked the same proofs and attested: `safe` and `finalized` reach
     // the block holding chunk 1 on the full replica the gateway reads, with no alarm.
     let block_of_1 = minis[&1].block_number;
@@ -283,6 +273,61 @@ async fn chunks_are_proven_a_killed_prover_loses_nothing_and_safe_waits_for_prov
         stalled["safe"].as_u64().unwrap() < block_of_2,
         "safe advanced without a prover: {stalled}"
     );
+
+    // Forgeries, through the verifier service. While no prover runs, the test proves chunk 2
+    // itself from the job waiting in the queue, then publishes three forgeries of real proofs:
+    // its proof with one byte flipped (re-signed by the registered prover, so only the halo2
+    // proof is wrong), chunk 1's proof presented as chunk 2's, and its honest proof attested
+    // by a key nobody registered. The verifier refuses each with its reason; `safe` stays put.
+    let job = queued_job(&net, &js, 2).await;
+    let own = tokio::task::spawn_blocking({
+        let keys = keys.clone();
+        move || verity_chunk::prove_job(&keys, &job, |_, _| {}).unwrap()
+    })
+    .await
+    .unwrap();
+    let (registered, _) = SequencerKey::load_or_create(&net.dir.path().join("prover.key")).unwrap();
+    assert_eq!(registered.address(), prover);
+    let attest = |mut proof: ChunkProof, key: &SequencerKey| {
+        proof.prover = key.address();
+        proof.signature = key.sign(&verity_chunk::wire::attestation_hash(chain_id, &proof));
+        proof
+    };
+    let mut flipped = own.clone();
+    flipped.segments[0].1[64] ^= 1;
+    let mut relabelled = proofs[&1][0].clone();
+    relabelled.chunk = 2;
+    let forgeries = [
+        attest(flipped, &registered),
+        attest(relabelled, &registered),
+        attest(own, &SequencerKey::random()),
+    ];
+    for forged in forgeries {
+        let wire = v1::ProverResult::from(&ProverResult::Proof(Box::new(forged)));
+        // A plain publish: no message id, so JetStream's de-duplication cannot drop it.
+        js.publish(
+            verity_bus::proving::RESULTS_SUBJECT,
+            wire.encode_to_vec().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    for reason in [
+        "the halo2 proof does not verify",
+        "proof for chunk 2 names mini-block",
+        "which is not a registered prover",
+    ] {
+        wait_for_log(&net, Service::Verifier, reason, Duration::from_secs(60)).await;
+    }
+    let refused = rpc.call("verity_status", json!([])).await.unwrap();
+    assert!(
+        refused["safe"].as_u64().unwrap() < block_of_2,
+        "safe advanced on a forged proof: {refused}"
+    );
+    assert_eq!(refused["alarm"], json!(null), "{refused}");
+
     net.devnet.start_service(Service::Prover).await.unwrap();
     let started = std::time::Instant::now();
     loop {

@@ -1,0 +1,160 @@
+//! The backend comparison of ADR 0007 on the chunk circuit: zcash `halo2_proofs` (IPA over
+//! Pasta, production) against `halo2-axiom` (KZG over BN254, SHPLONK), the same constraint
+//! system, the same workload (a 100,000-leaf state tree, random keys updated), same run.
+//!
+//! `cargo bench -p verity-circuits --features kzg --bench kzg` (part of `make bench`).
+//! Each backend and size runs in its own child process, so peak memory is per case.
+//! `-- <ipa|kzg> <steps>` runs one case. Prints figures; asserts nothing about time.
+
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use alloy_primitives::{B256, keccak256};
+use verity_circuits::{Shape, kzg};
+use verity_commitment::{PoseidonPasta, SparseMerkleTree, Step, TreeHasher};
+
+const LEAVES: u64 = 100_000;
+const DEPTH: usize = 32;
+const BATCH: u32 = 100;
+
+fn key(n: u64) -> B256 {
+    keccak256(n.to_be_bytes())
+}
+
+/// Peak resident memory of this process so far, MiB (Linux).
+fn peak_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The tree and the native steps of `steps` updates of existing keys.
+fn workload<H: TreeHasher>(hasher: H, steps: usize) -> (B256, Vec<Step>) {
+    let mut tree = SparseMerkleTree::new(hasher);
+    tree.apply((0..LEAVES).map(|n| (key(n), Some(key(n + 1)))));
+    let pre_root = tree.root();
+    let native = (0..steps as u64)
+        .map(|i| tree.step(key(i * 7919 % LEAVES), Some(key(1_000_000 + i))))
+        .collect();
+    (pre_root, native)
+}
+
+struct Figures {
+    k: u32,
+    keygen: Duration,
+    prove: Duration,
+    size: usize,
+    verify: Duration,
+    batch: Duration,
+}
+
+fn ipa(steps: usize) -> Figures {
+    use verity_circuits::{Instances, Keys, circuit_step, tx_digest};
+    let (pre_root, native) = workload(PoseidonPasta, steps);
+    let keys = Keys::generate(Shape {
+        steps,
+        depth: DEPTH,
+    })
+    .unwrap();
+    let zero = verity_commitment::field_limbs(&B256::ZERO)[0];
+    let instances =
+        Instances::of_steps(pre_root, &native, zero, zero, tx_digest([key(1)])).unwrap();
+    let witness = native
+        .iter()
+        .map(|s| circuit_step(s, DEPTH).unwrap())
+        .collect();
+    let started = Instant::now();
+    let proof = keys.prove(witness, &instances).unwrap();
+    let prove = started.elapsed();
+    let started = Instant::now();
+    keys.verify(&instances, &proof).unwrap();
+    let verify = started.elapsed();
+    let started = Instant::now();
+    assert!(keys.verify_batch((0..BATCH).map(|_| (&instances, proof.as_slice()))));
+    Figures {
+        k: keys.k(),
+        keygen: keys.generated_in(),
+        prove,
+        size: proof.len(),
+        verify,
+        batch: started.elapsed() / BATCH,
+    }
+}
+
+fn kzg(steps: usize) -> Figures {
+    use kzg::{Field, Fr, Instances, Keys, PoseidonBn254, circuit_step};
+    let (pre_root, native) = workload(PoseidonBn254, steps);
+    let keys = Keys::generate(Shape {
+        steps,
+        depth: DEPTH,
+    })
+    .unwrap();
+    let instances =
+        Instances::of_steps(pre_root, &native, Fr::ZERO, Fr::ZERO, Fr::from(1)).unwrap();
+    let witness = native
+        .iter()
+        .map(|s| circuit_step(s, DEPTH).unwrap())
+        .collect();
+    let started = Instant::now();
+    let proof = keys.prove(witness, &instances).unwrap();
+    let prove = started.elapsed();
+    let started = Instant::now();
+    keys.verify(&instances, &proof).unwrap();
+    let verify = started.elapsed();
+    let started = Instant::now();
+    assert!(keys.verify_batch((0..BATCH).map(|_| (&instances, proof.as_slice()))));
+    Figures {
+        k: keys.k(),
+        keygen: keys.generated_in(),
+        prove,
+        size: proof.len(),
+        verify,
+        batch: started.elapsed() / BATCH,
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    if let [backend, steps] = args.as_slice() {
+        let steps: usize = steps.parse().expect("steps is a number");
+        let figures = match backend.as_str() {
+            "ipa" => ipa(steps),
+            "kzg" => kzg(steps),
+            other => panic!("unknown backend {other}: ipa or kzg"),
+        };
+        println!(
+            "{backend} steps {steps} depth {DEPTH}: k={} keygen {:.1?}, prove {:.2?} \
+             ({:.2} s per step), proof {} bytes, verify {:.1?}, batch of {BATCH} {:.2?} per \
+             proof, peak RSS {:.0} MiB",
+            figures.k,
+            figures.keygen,
+            figures.prove,
+            figures.prove.as_secs_f64() / steps as f64,
+            figures.size,
+            figures.verify,
+            figures.batch,
+            peak_mib()
+        );
+        return;
+    }
+    let me = std::env::current_exe().expect("the bench binary");
+    println!("tree of {LEAVES} leaves, {BATCH} proofs per batch; one process per case");
+    for steps in [4usize, 8] {
+        for backend in ["ipa", "kzg"] {
+            let status = Command::new(&me)
+                .args([backend, &steps.to_string()])
+                .status()
+                .expect("run a case");
+            assert!(status.success(), "{backend} {steps} failed");
+        }
+    }
+}
