@@ -28,14 +28,14 @@ fmt-check:
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy -p verity-circuits --features kzg --all-targets -- -D warnings
+	$(CARGO) clippy -p verity-circuits --features ipa --all-targets -- -D warnings
 
 bins:
 	$(CARGO) build --bins
 
 unit:
 	$(CARGO) test --workspace
-	$(CARGO) test -p verity-circuits --features kzg kzg::
+	$(CARGO) test -p verity-circuits --features ipa ipa::
 
 ## e2e: only the end-to-end scenarios (real nats-server and binaries); VERITY_E2E_KEEP=1 keeps
 ## each scenario's data directory and logs
@@ -48,7 +48,7 @@ e2e: bootstrap bins
 bench: bootstrap
 	$(CARGO) bench -p verity-commitment --bench tree
 	$(CARGO) bench -p verity-circuits --bench chunk
-	$(CARGO) bench -p verity-circuits --features kzg --bench kzg
+	$(CARGO) bench -p verity-circuits --features ipa --bench backends
 	$(CARGO) bench -p verity-chunk --bench verify_cost
 
 clean:

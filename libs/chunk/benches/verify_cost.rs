@@ -21,7 +21,7 @@ use alloy_primitives::{Address, B256, Bytes, TxKind, U256};
 use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
 use verity_chunk::{StateTree, block_env, build_job, check_claim, prove_job, verify_proofs, wire};
-use verity_circuits::{Keys, Shape};
+use verity_circuits::{Keys, Params, Shape};
 use verity_commitment::{account_key, account_value};
 use verity_primitives::{Account, InMemoryState, MiniBlock, SequencerKey, StateDiff, TxEnvelope};
 
@@ -175,7 +175,7 @@ fn main() {
 
     for steps in [8usize, 16] {
         let shape = Shape { steps, depth: 32 };
-        let keys = Keys::generate(shape).unwrap();
+        let keys = Keys::generate(shape, &Params::setup_insecure(Keys::k_of(shape))).unwrap();
         let prover = SequencerKey::random();
         let (mut proof, prove_cpu, prove_wall) =
             measure(|| prove_job(&keys, &job, |_, _| {}).unwrap());

@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use alloy_primitives::{Address, B256};
 use verity_circuits::{Instances, tx_digest};
 use verity_commitment::{
-    EMPTY, PoseidonPasta, SparseMerkleTree, Step, account_key, account_value, storage_key,
+    EMPTY, PoseidonBn254, SparseMerkleTree, Step, account_key, account_value, storage_key,
     storage_value,
 };
 use verity_execution::BlockEnvSpec;
@@ -35,7 +35,7 @@ pub use prove::{Rejection, check_claim, prove_job, verify_proofs};
 pub use witness::{Missing, Recorder, Witness, WitnessState};
 
 /// The state tree every service agrees on.
-pub type StateTree = SparseMerkleTree<PoseidonPasta>;
+pub type StateTree = SparseMerkleTree<PoseidonBn254>;
 
 /// A chunk's proving job.
 #[derive(Debug, Clone, PartialEq)]

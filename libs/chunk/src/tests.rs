@@ -4,7 +4,7 @@ use alloy_consensus::{SignableTransaction, TxEip1559};
 use alloy_primitives::{Address, B256, Bytes, TxKind, U256, address, hex, keccak256};
 use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
-use verity_circuits::{Keys, Shape};
+use verity_circuits::{Keys, Params, Shape};
 use verity_primitives::{
     Account, AccountDiff, InMemoryState, SequencerKey, Transaction, TxEnvelope,
 };
@@ -193,7 +193,7 @@ fn proofs_verify_for_their_chunk_and_forgeries_are_refused() {
         steps: 4,
         depth: 12,
     };
-    let keys = Keys::generate(shape).unwrap();
+    let keys = Keys::generate(shape, &Params::setup_insecure(Keys::k_of(shape))).unwrap();
     let prover = SequencerKey::random();
     let mut calls = vec![];
     let mut proof = prove_job(&keys, &job, |done, total| calls.push((done, total))).unwrap();

@@ -9,10 +9,8 @@
 use std::time::Instant;
 
 use alloy_primitives::{B256, keccak256};
-use ff::Field;
-use halo2_proofs::pasta::Fp;
-use verity_circuits::{Instances, Keys, Shape, circuit_step, tx_digest};
-use verity_commitment::{PoseidonPasta, SparseMerkleTree};
+use verity_circuits::{Field, Fr, Instances, Keys, Params, Shape, circuit_step, tx_digest};
+use verity_commitment::{PoseidonBn254, SparseMerkleTree};
 
 fn key(n: u64) -> B256 {
     keccak256(n.to_be_bytes())
@@ -31,21 +29,22 @@ fn peak_mib() -> f64 {
 
 fn main() {
     // A tree of 100,000 accounts: paths of ~17-20 levels, as on a busy chain.
-    let mut tree = SparseMerkleTree::new(PoseidonPasta);
+    let mut tree = SparseMerkleTree::new(PoseidonBn254);
     let started = Instant::now();
     tree.apply((0..100_000u64).map(|n| (key(n), Some(key(n + 1)))));
     println!("tree of 100000 leaves built in {:?}", started.elapsed());
     let depth = 32;
     for steps in [4usize, 8, 16] {
         let shape = Shape { steps, depth };
-        let keys = Keys::generate(shape).unwrap();
+        // A local setup: fine for measuring (see Params::setup_insecure).
+        let keys = Keys::generate(shape, &Params::setup_insecure(Keys::k_of(shape))).unwrap();
         // Three writes per transfer (sender, recipient, fee recipient): steps / 3 transfers.
         let pre_root = tree.root();
         let native: Vec<_> = (0..steps as u64)
             .map(|i| tree.step(key(i * 7919 % 100_000), Some(key(1_000_000 + i))))
             .collect();
         let instances =
-            Instances::of_steps(pre_root, &native, Fp::ZERO, Fp::ZERO, tx_digest([key(1)]))
+            Instances::of_steps(pre_root, &native, Fr::ZERO, Fr::ZERO, tx_digest([key(1)]))
                 .unwrap();
         let witness: Vec<_> = native
             .iter()

@@ -1,65 +1,277 @@
-//! What the chunk circuit ([`crate::circuit`]) needs from its proof system, for zcash's
-//! `halo2_proofs` over the Pasta field (the production backend). The circuit is written once
-//! against these names; `kzg::backend` provides the same names for `halo2-axiom`, so both
+//! What the chunk circuit ([`crate::circuit`]) needs from its proof system, for `halo2-axiom`
+//! (KZG over BN254, the production backend). The circuit is written once against these names;
+//! `ipa::backend` provides the same names for zcash's `halo2_proofs` (feature `ipa`), so both
 //! backends prove the very same constraint system (see `docs/adr/0007-halo2-backend.md`).
+//!
+//! `halo2-axiom`'s own floor planner does not lay regions out (every region starts at row 0;
+//! its circuits place rows themselves), so this module brings the layout zcash's
+//! `SimpleFloorPlanner` does: each region is first run to measure its shape (columns and
+//! height), then placed at the first row where all its columns are free, then run for real.
+//! Both backends therefore put the same gates on the same number of rows.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
 
 pub use ff::{Field, PrimeField};
-use halo2_gadgets::poseidon::{
-    Hash as PoseidonHash, Pow5Chip, Pow5Config,
-    primitives::{ConstantLength, P128Pow5T3},
-};
-pub use halo2_proofs::{
-    circuit::{Layouter, Region, SimpleFloorPlanner, Value},
-    pasta::Fp as F,
+use halo2_axiom::circuit::{Cell as HaloCell, Region as HaloRegion};
+pub use halo2_axiom::{
+    circuit::{Layouter as HaloLayouter, SimpleFloorPlanner, Value},
+    halo2curves::{bn256::Fr as F, ff},
     plonk::{
-        Advice, Circuit, Column, ConstraintSystem, Constraints, Error, Expression, Instance,
+        Advice, Circuit, Column, ConstraintSystem, Constraints, Error, Expression, Fixed, Instance,
         Selector,
     },
     poly::Rotation,
 };
-pub use verity_commitment::{PoseidonPasta as Hasher, field_element, field_limbs as limbs};
 
-/// The proof system's own layouter (the circuit's `synthesize` receives one).
-pub use halo2_proofs::circuit::Layouter as HaloLayouter;
+pub use crate::pow5::{PoseidonConfig, configure as configure_poseidon, hash};
+pub use verity_commitment::{
+    PoseidonBn254 as Hasher, field_element, field_limbs as limbs, poseidon_hash as poseidon,
+};
 
-/// An assigned advice cell.
-pub type Cell = halo2_proofs::circuit::AssignedCell<F, F>;
+/// The field's name in error messages.
+pub const FIELD: &str = "BN254";
 
-/// The in-circuit Poseidon: `halo2_gadgets`' `Pow5Chip` with `P128Pow5T3`.
-pub type PoseidonConfig = Pow5Config<F, 3, 2>;
-
-/// The layouter the circuit lays its regions out with: halo2's own.
-pub fn plan<L: Layouter<F>>(layouter: L) -> L {
-    layouter
+/// An assigned cell: where it is (unknown while a region's shape is measured) and its value.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    at: Option<HaloCell>,
+    value: Value<F>,
 }
 
-/// Columns of the Poseidon chip (three state, one partial S-box, six round-constant columns).
-pub fn configure_poseidon(meta: &mut ConstraintSystem<F>) -> PoseidonConfig {
-    let state = [(); 3].map(|()| meta.advice_column());
-    let partial_sbox = meta.advice_column();
-    let rc_a = [(); 3].map(|()| meta.fixed_column());
-    let rc_b = [(); 3].map(|()| meta.fixed_column());
-    meta.enable_constant(rc_b[0]);
-    Pow5Chip::configure::<P128Pow5T3>(meta, state, partial_sbox, rc_a, rc_b)
+/// A column as the planner tracks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Slot {
+    Advice(usize),
+    Fixed(usize),
+    Selector(usize),
 }
 
-/// Constrains `Poseidon_ConstantLength<L>(message)` and returns the digest cell.
-pub fn hash<const L: usize>(
-    config: &PoseidonConfig,
-    mut layouter: impl Layouter<F>,
-    message: [Cell; L],
-) -> Result<Cell, Error> {
-    let chip = Pow5Chip::construct(config.clone());
-    let hasher = PoseidonHash::<_, _, P128Pow5T3, ConstantLength<L>, 3, 2>::init(
-        chip,
-        layouter.namespace(|| "init"),
-    )?;
-    hasher.hash(layouter.namespace(|| "hash"), message)
+/// What measuring a region found.
+#[derive(Debug, Default)]
+struct Shape {
+    slots: Vec<Slot>,
+    rows: usize,
+    constants: usize,
 }
 
-/// Native Poseidon over `L` field elements (the permutation the chip constrains).
-pub fn poseidon<const L: usize>(message: [F; L]) -> F {
-    verity_commitment::poseidon_hash(message)
+impl Shape {
+    fn uses(&mut self, slot: Slot, offset: usize) {
+        if !self.slots.contains(&slot) {
+            self.slots.push(slot);
+        }
+        self.rows = self.rows.max(offset + 1);
+    }
+}
+
+enum Mode<'r> {
+    Measure(&'r mut Shape),
+    Assign {
+        region: HaloRegion<'r, F>,
+        base: usize,
+    },
+}
+
+/// A region as the circuit sees it: offsets are relative to where the planner placed it.
+pub struct Region<'r, T> {
+    mode: Mode<'r>,
+    _field: PhantomData<T>,
+}
+
+impl<'r> Region<'r, F> {
+    fn measure(shape: &'r mut Shape) -> Self {
+        Self {
+            mode: Mode::Measure(shape),
+            _field: PhantomData,
+        }
+    }
+
+    fn assign(region: HaloRegion<'r, F>, base: usize) -> Self {
+        Self {
+            mode: Mode::Assign { region, base },
+            _field: PhantomData,
+        }
+    }
+}
+
+fn placed(cell: &Cell) -> Result<HaloCell, Error> {
+    cell.at.ok_or(Error::Synthesis)
+}
+
+/// The layouter the circuit is written against: regions, namespaces (names only; the planner
+/// keeps none), and exposing a cell as a public input.
+pub trait Layouter<T> {
+    /// Places and assigns one region (the closure runs twice: to measure, then to assign).
+    fn assign_region<A, AR, N, NR>(&mut self, name: N, assignment: A) -> Result<AR, Error>
+    where
+        A: FnMut(Region<'_, T>) -> Result<AR, Error>,
+        N: Fn() -> NR,
+        NR: Into<String>;
+
+    /// The same layouter, under a name halo2's own layouters would record.
+    fn namespace<NR, N: FnOnce() -> NR>(&mut self, _name: N) -> &mut Self {
+        self
+    }
+
+    /// Constrains `cell` equal to row `row` of the instance column.
+    fn expose(&mut self, cell: &Cell, instance: Column<Instance>, row: usize) -> Result<(), Error>;
+}
+
+impl<T, L: Layouter<T>> Layouter<T> for &mut L {
+    fn assign_region<A, AR, N, NR>(&mut self, name: N, assignment: A) -> Result<AR, Error>
+    where
+        A: FnMut(Region<'_, T>) -> Result<AR, Error>,
+        N: Fn() -> NR,
+        NR: Into<String>,
+    {
+        (**self).assign_region(name, assignment)
+    }
+
+    fn expose(&mut self, cell: &Cell, instance: Column<Instance>, row: usize) -> Result<(), Error> {
+        (**self).expose(cell, instance, row)
+    }
+}
+
+/// The per-column first-fit planner over `halo2-axiom`'s layouter (or over nothing, to count
+/// the rows a circuit needs before its parameters exist).
+#[derive(Debug)]
+pub struct Planner<L> {
+    inner: Option<L>,
+    ends: HashMap<Slot, usize>,
+    constants: usize,
+}
+
+impl<L> Planner<L> {
+    /// Rows used so far: the furthest column end, or the constants assigned, if more.
+    pub fn rows(&self) -> usize {
+        self.ends
+            .values()
+            .copied()
+            .max()
+            .unwrap_or(0)
+            .max(self.constants)
+    }
+}
+
+impl Planner<NoLayouter> {
+    /// A planner that only measures.
+    pub fn measuring() -> Self {
+        Self {
+            inner: None,
+            ends: HashMap::new(),
+            constants: 0,
+        }
+    }
+}
+
+/// The absent layouter of a measuring planner.
+#[derive(Debug)]
+pub enum NoLayouter {}
+
+impl<L: PlannerInner> Layouter<F> for Planner<L> {
+    fn assign_region<A, AR, N, NR>(&mut self, name: N, mut assignment: A) -> Result<AR, Error>
+    where
+        A: FnMut(Region<'_, F>) -> Result<AR, Error>,
+        N: Fn() -> NR,
+        NR: Into<String>,
+    {
+        let mut shape = Shape::default();
+        let measured = assignment(Region::measure(&mut shape))?;
+        let start = shape
+            .slots
+            .iter()
+            .map(|slot| self.ends.get(slot).copied().unwrap_or(0))
+            .max()
+            .unwrap_or(0);
+        for slot in &shape.slots {
+            self.ends.insert(*slot, start + shape.rows);
+        }
+        self.constants += shape.constants;
+        match &mut self.inner {
+            None => Ok(measured),
+            Some(inner) => inner.region(name, &mut |region| {
+                assignment(Region::assign(region, start))
+            }),
+        }
+    }
+
+    fn expose(&mut self, cell: &Cell, instance: Column<Instance>, row: usize) -> Result<(), Error> {
+        match &mut self.inner {
+            None => Ok(()),
+            Some(inner) => inner.expose(placed(cell)?, instance, row),
+        }
+    }
+}
+
+/// The layouter under a planner.
+pub trait PlannerInner {
+    /// Runs `assignment` in a region of the real layouter.
+    fn region<AR, N, NR>(
+        &mut self,
+        name: N,
+        assignment: &mut dyn FnMut(HaloRegion<'_, F>) -> Result<AR, Error>,
+    ) -> Result<AR, Error>
+    where
+        N: Fn() -> NR,
+        NR: Into<String>;
+    /// Constrains a placed cell to a public input.
+    fn expose(
+        &mut self,
+        cell: HaloCell,
+        instance: Column<Instance>,
+        row: usize,
+    ) -> Result<(), Error>;
+}
+
+impl<L: HaloLayouter<F>> PlannerInner for L {
+    fn region<AR, N, NR>(
+        &mut self,
+        name: N,
+        assignment: &mut dyn FnMut(HaloRegion<'_, F>) -> Result<AR, Error>,
+    ) -> Result<AR, Error>
+    where
+        N: Fn() -> NR,
+        NR: Into<String>,
+    {
+        self.assign_region(name, assignment)
+    }
+
+    fn expose(
+        &mut self,
+        cell: HaloCell,
+        instance: Column<Instance>,
+        row: usize,
+    ) -> Result<(), Error> {
+        self.constrain_instance(cell, instance, row);
+        Ok(())
+    }
+}
+
+impl PlannerInner for NoLayouter {
+    fn region<AR, N, NR>(
+        &mut self,
+        _name: N,
+        _assignment: &mut dyn FnMut(HaloRegion<'_, F>) -> Result<AR, Error>,
+    ) -> Result<AR, Error>
+    where
+        N: Fn() -> NR,
+        NR: Into<String>,
+    {
+        match *self {}
+    }
+
+    fn expose(&mut self, _: HaloCell, _: Column<Instance>, _: usize) -> Result<(), Error> {
+        match *self {}
+    }
+}
+
+/// The planner the circuit lays its regions out with.
+pub fn plan<L: HaloLayouter<F>>(layouter: L) -> Planner<L> {
+    Planner {
+        inner: Some(layouter),
+        ends: HashMap::new(),
+        constants: 0,
+    }
 }
 
 /// Assigns a witness value.
@@ -69,7 +281,35 @@ pub fn assign(
     offset: usize,
     value: Value<F>,
 ) -> Result<Cell, Error> {
-    region.assign_advice(|| "", column, offset, || value)
+    match &mut region.mode {
+        Mode::Measure(shape) => {
+            shape.uses(Slot::Advice(column.index()), offset);
+            Ok(Cell { at: None, value })
+        }
+        Mode::Assign { region, base } => {
+            let cell = region.assign_advice(column, *base + offset, value).cell();
+            Ok(Cell {
+                at: Some(cell),
+                value,
+            })
+        }
+    }
+}
+
+/// Assigns a fixed value (used by the Poseidon chip for round constants).
+pub fn fixed(
+    region: &mut Region<'_, F>,
+    column: Column<Fixed>,
+    offset: usize,
+    value: F,
+) -> Result<(), Error> {
+    match &mut region.mode {
+        Mode::Measure(shape) => shape.uses(Slot::Fixed(column.index()), offset),
+        Mode::Assign { region, base } => {
+            region.assign_fixed(column, *base + offset, value);
+        }
+    }
+    Ok(())
 }
 
 /// Copies `cell` into the region and constrains the copy equal to it.
@@ -79,32 +319,60 @@ pub fn copy(
     column: Column<Advice>,
     offset: usize,
 ) -> Result<Cell, Error> {
-    cell.copy_advice(|| "", region, column, offset)
+    let copied = assign(region, column, offset, cell.value)?;
+    equal(region, cell, &copied)?;
+    Ok(copied)
 }
 
 /// Constrains two cells equal.
 pub fn equal(region: &mut Region<'_, F>, left: &Cell, right: &Cell) -> Result<(), Error> {
-    region.constrain_equal(left.cell(), right.cell())
+    if let Mode::Assign { region, .. } = &mut region.mode {
+        region.constrain_equal(placed(left)?, placed(right)?);
+    }
+    Ok(())
 }
 
 /// The value of a cell (unknown during key generation).
 pub fn value(cell: &Cell) -> Value<F> {
-    cell.value().copied()
+    cell.value
 }
 
 /// Turns a selector on at `offset`.
 pub fn enable(region: &mut Region<'_, F>, selector: &Selector, offset: usize) -> Result<(), Error> {
-    selector.enable(region, offset)
+    match &mut region.mode {
+        Mode::Measure(shape) => {
+            shape.uses(Slot::Selector(selector.index()), offset);
+            Ok(())
+        }
+        Mode::Assign { region, base } => selector.enable(region, *base + offset),
+    }
 }
 
-/// Assigns a constant (fixed in the circuit).
+/// Assigns a constant (fixed in the circuit, through the constants column).
 pub fn from_constant(
     region: &mut Region<'_, F>,
     column: Column<Advice>,
     offset: usize,
     constant: F,
 ) -> Result<Cell, Error> {
-    region.assign_advice_from_constant(|| "", column, offset, constant)
+    match &mut region.mode {
+        Mode::Measure(shape) => {
+            shape.uses(Slot::Advice(column.index()), offset);
+            shape.constants += 1;
+            Ok(Cell {
+                at: None,
+                value: Value::known(constant),
+            })
+        }
+        Mode::Assign { region, base } => {
+            let cell =
+                region.assign_advice_from_constant(|| "", column, *base + offset, constant)?;
+            Ok(Cell {
+                at: Some(cell.cell()),
+                value: Value::known(constant),
+            })
+        }
+    }
 }
 
 /// Copies a public input into the region.
@@ -115,7 +383,23 @@ pub fn from_instance(
     column: Column<Advice>,
     offset: usize,
 ) -> Result<Cell, Error> {
-    region.assign_advice_from_instance(|| "", instance, row, column, offset)
+    match &mut region.mode {
+        Mode::Measure(shape) => {
+            shape.uses(Slot::Advice(column.index()), offset);
+            Ok(Cell {
+                at: None,
+                value: Value::unknown(),
+            })
+        }
+        Mode::Assign { region, base } => {
+            let cell =
+                region.assign_advice_from_instance(|| "", instance, row, column, *base + offset)?;
+            Ok(Cell {
+                at: Some(cell.cell()),
+                value: cell.value().copied(),
+            })
+        }
+    }
 }
 
 /// Constrains a cell equal to a public input.
@@ -125,8 +409,5 @@ pub fn expose(
     instance: Column<Instance>,
     row: usize,
 ) -> Result<(), Error> {
-    layouter.constrain_instance(cell.cell(), instance, row)
+    layouter.expose(cell, instance, row)
 }
-
-/// The field's name in error messages.
-pub const FIELD: &str = "Pasta";

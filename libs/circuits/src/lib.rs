@@ -1,30 +1,47 @@
 //! Verity's chunk proofs: the halo2 circuit that checks a chunk's state-tree steps (see
 //! [`circuit`]), the conversion of native steps into its witness, and the prove/verify API.
 //!
-//! The backend is zcash's `halo2_proofs` (PLONK with the inner-product-argument commitment over
-//! the Pasta cycle): no trusted setup, and the parameters and keys of a shape are derived
-//! deterministically, so provers and verifiers generate the same keys independently. Why this
-//! backend, and what it costs, is in `docs/adr/0007-halo2-backend.md`.
+//! The backend is `halo2-axiom`: PLONK with the KZG commitment over BN254, SHPLONK openings,
+//! chosen by measurement against zcash's `halo2_proofs` (IPA over Pasta; still built, with the
+//! same circuit, behind the `ipa` feature for that comparison): `docs/adr/0007-halo2-backend.md`.
+//!
+//! KZG needs a structured reference string ([`Params`]). Production loads the parameters of a
+//! public ceremony ([`Params::read`]); [`Params::setup_insecure`] makes local ones, which is
+//! fine for tests and a devnet and nothing else: whoever ran it could have kept the secret and
+//! could forge proofs. Provers and verifiers must use the same parameters; from them and the
+//! shape alone, each derives the same keys.
 
 mod backend;
 pub mod circuit;
-#[cfg(feature = "kzg")]
-pub mod kzg;
+#[cfg(feature = "ipa")]
+pub mod ipa;
+mod pow5;
 mod witness;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use alloy_primitives::{B256, keccak256};
-use ff::{Field, PrimeField};
-use halo2_proofs::{
-    pasta::{EqAffine, Fp},
-    plonk::{self, BatchVerifier, ProvingKey, SingleVerifier, VerifyingKey},
-    poly::commitment::Params,
-    transcript::{Blake2bRead, Blake2bWrite, Challenge255},
+use halo2_axiom::{
+    SerdeFormat,
+    halo2curves::bn256::{Bn256, G1Affine},
+    plonk::{self, ProvingKey, VerifyingKey},
+    poly::{
+        VerificationStrategy,
+        commitment::{Params as _, ParamsProver},
+        kzg::{
+            commitment::{KZGCommitmentScheme, ParamsKZG},
+            multiopen::{ProverSHPLONK, VerifierSHPLONK},
+            strategy::{AccumulatorStrategy, SingleStrategy},
+        },
+    },
+    transcript::{
+        Blake2bRead, Blake2bWrite, Challenge255, TranscriptReadBuffer, TranscriptWriterBuffer,
+    },
 };
-use rand::rngs::SysRng;
-use rand_core::UnwrapErr;
+use rand_core_06::OsRng;
 
+pub use backend::{F as Fr, Field, PrimeField};
 pub use circuit::{ChunkCircuit, Step as CircuitStep, Terminal, poseidon};
 pub use witness::{Instances, StepError, chain_hash, circuit_step};
 
@@ -48,12 +65,9 @@ pub enum Error {
     /// The proof does not verify against the given public inputs.
     #[error("the proof does not verify against the chunk's public inputs")]
     Invalid,
-}
-
-impl From<plonk::Error> for Error {
-    fn from(error: plonk::Error) -> Self {
-        Error::Halo2(error.to_string())
-    }
+    /// The KZG parameters cannot be read or written, or are too small for the shape.
+    #[error("KZG parameters: {0}")]
+    Params(String),
 }
 
 /// The size of a chunk circuit: how many steps one proof holds and how deep a path may be.
@@ -83,37 +97,117 @@ impl Shape {
     }
 }
 
-/// Parameters and keys of one shape.
+/// The KZG structured reference string: powers of a secret in BN254's G1 (and G2), for
+/// circuits of up to 2^k rows.
+#[derive(Debug, Clone)]
+pub struct Params(ParamsKZG<Bn256>);
+
+impl Params {
+    /// Parameters made here, from fresh randomness. **Insecure**: the secret passed through
+    /// this process, so these are only for tests and devnets, never for a chain whose proofs
+    /// anyone relies on.
+    pub fn setup_insecure(k: u32) -> Self {
+        Self(ParamsKZG::<Bn256>::setup(k, OsRng))
+    }
+
+    /// Reads parameters in halo2's raw format (what the public ceremonies' BN254 files for
+    /// halo2 use), checking every point is on the curve.
+    pub fn read(path: &Path) -> Result<Self, Error> {
+        let file = std::fs::File::open(path)
+            .map_err(|e| Error::Params(format!("cannot open {}: {e}", path.display())))?;
+        let mut reader = std::io::BufReader::new(file);
+        ParamsKZG::read_custom(&mut reader, SerdeFormat::RawBytes)
+            .map(Self)
+            .map_err(|e| Error::Params(format!("cannot read {}: {e}", path.display())))
+    }
+
+    /// Reads parameters (as [`Params::read`]) and checks they serve `shape`'s circuit.
+    pub fn read_for(path: &Path, shape: Shape) -> Result<Self, Error> {
+        let params = Self::read(path)?;
+        let needed = Keys::k_of(shape);
+        if params.k() < needed {
+            return Err(Error::Params(format!(
+                "{} serves circuits of 2^{} rows; {shape:?} needs 2^{needed}",
+                path.display(),
+                params.k()
+            )));
+        }
+        Ok(params)
+    }
+
+    /// Writes the parameters in the format [`Params::read`] takes (atomically: a temporary
+    /// file renamed into place).
+    pub fn write(&self, path: &Path) -> Result<(), Error> {
+        let io = |e: std::io::Error| Error::Params(format!("cannot write {}: {e}", path.display()));
+        let partial = path.with_extension("partial");
+        {
+            let mut file = std::io::BufWriter::new(std::fs::File::create(&partial).map_err(io)?);
+            self.0
+                .write_custom(&mut file, SerdeFormat::RawBytes)
+                .map_err(io)?;
+            std::io::Write::flush(&mut file).map_err(io)?;
+            file.get_ref().sync_all().map_err(io)?;
+        }
+        std::fs::rename(&partial, path).map_err(io)
+    }
+
+    /// log2 of the largest circuit these parameters serve.
+    pub fn k(&self) -> u32 {
+        self.0.k()
+    }
+}
+
+fn halo2(error: plonk::Error) -> Error {
+    Error::Halo2(error.to_string())
+}
+
+/// The parameters and keys of one shape.
 #[derive(Debug)]
 pub struct Keys {
     shape: Shape,
-    params: Params<EqAffine>,
-    pk: ProvingKey<EqAffine>,
+    params: ParamsKZG<Bn256>,
+    pk: ProvingKey<G1Affine>,
     generated_in: Duration,
 }
 
 impl Keys {
-    /// Derives the parameters and keys of `shape` (deterministic; takes seconds).
-    pub fn generate(shape: Shape) -> Result<Self, Error> {
+    /// The rows a shape needs: its regions laid out as the prover will, plus halo2's blinding
+    /// rows, as a power of two.
+    pub fn k_of(shape: Shape) -> u32 {
+        let mut cs = plonk::ConstraintSystem::default();
+        let config = <ChunkCircuit as plonk::Circuit<Fr>>::configure(&mut cs);
+        let mut planner = backend::Planner::measuring();
+        let circuit = shape_circuit(shape);
+        // Measuring never fails: it assigns nothing.
+        let _ = circuit.layout(&config, &mut planner);
+        let rows = planner.rows() + cs.minimum_rows();
+        rows.next_power_of_two().trailing_zeros()
+    }
+
+    /// Derives the keys of `shape` from `params` (deterministic; takes seconds). Parameters
+    /// for larger circuits are cut down to the shape's size.
+    pub fn generate(shape: Shape, params: &Params) -> Result<Self, Error> {
         let started = Instant::now();
-        let circuit = shape.padding();
-        let mut k = 10;
-        loop {
-            let params = Params::<EqAffine>::new(k);
-            match plonk::keygen_vk(&params, &circuit) {
-                Ok(vk) => {
-                    let pk = plonk::keygen_pk(&params, vk, &circuit)?;
-                    return Ok(Self {
-                        shape,
-                        params,
-                        pk,
-                        generated_in: started.elapsed(),
-                    });
-                }
-                Err(plonk::Error::NotEnoughRowsAvailable { .. }) if k < 22 => k += 1,
-                Err(error) => return Err(error.into()),
-            }
+        let k = Self::k_of(shape);
+        if params.k() < k {
+            return Err(Error::Params(format!(
+                "they serve circuits of 2^{} rows; {shape:?} needs 2^{k}",
+                params.k()
+            )));
         }
+        let mut params = params.0.clone();
+        if params.k() > k {
+            params.downsize(k);
+        }
+        let circuit = shape_circuit(shape);
+        let vk = plonk::keygen_vk(&params, &circuit).map_err(halo2)?;
+        let pk = plonk::keygen_pk(&params, vk, &circuit).map_err(halo2)?;
+        Ok(Self {
+            shape,
+            params,
+            pk,
+            generated_in: started.elapsed(),
+        })
     }
 
     /// The shape.
@@ -132,7 +226,7 @@ impl Keys {
     }
 
     /// The verifying key.
-    pub fn vk(&self) -> &VerifyingKey<EqAffine> {
+    pub fn vk(&self) -> &VerifyingKey<G1Affine> {
         self.pk.get_vk()
     }
 
@@ -152,53 +246,75 @@ impl Keys {
         })
     }
 
-    /// Proves one segment.
+    /// Proves one segment (SHPLONK openings, Blake2b transcript).
     pub fn prove(&self, steps: Vec<CircuitStep>, instances: &Instances) -> Result<Vec<u8>, Error> {
         let circuit = self.circuit(steps)?;
         let public = instances.to_vec();
-        let mut transcript = Blake2bWrite::<_, _, Challenge255<_>>::init(vec![]);
-        plonk::create_proof(
+        let mut transcript = Blake2bWrite::<_, G1Affine, Challenge255<_>>::init(vec![]);
+        plonk::create_proof::<KZGCommitmentScheme<Bn256>, ProverSHPLONK<'_, Bn256>, _, _, _, _>(
             &self.params,
             &self.pk,
             &[circuit],
             &[&[&public]],
-            UnwrapErr(SysRng),
+            OsRng,
             &mut transcript,
-        )?;
+        )
+        .map_err(halo2)?;
         Ok(transcript.finalize())
     }
 
-    /// Verifies one proof against its public inputs.
+    /// Verifies one proof (one pairing check).
     pub fn verify(&self, instances: &Instances, proof: &[u8]) -> Result<(), Error> {
         let public = instances.to_vec();
-        let mut transcript = Blake2bRead::<_, _, Challenge255<_>>::init(proof);
-        plonk::verify_proof(
-            &self.params,
+        let mut transcript = Blake2bRead::<_, G1Affine, Challenge255<_>>::init(proof);
+        plonk::verify_proof::<KZGCommitmentScheme<Bn256>, VerifierSHPLONK<'_, Bn256>, _, _, _>(
+            self.params.verifier_params(),
             self.vk(),
-            SingleVerifier::new(&self.params),
+            SingleStrategy::new(&self.params),
             &[&[&public]],
             &mut transcript,
         )
         .map_err(|_| Error::Invalid)
     }
 
-    /// Verifies several proofs at once (one multi-scalar multiplication for all). False when
-    /// any of them is invalid; check them one by one to find which.
+    /// Verifies several proofs at once: their pairing checks are folded (random linear
+    /// combination) into one. False when any of them is invalid.
     pub fn verify_batch<'a>(
         &self,
         proofs: impl IntoIterator<Item = (&'a Instances, &'a [u8])>,
     ) -> bool {
-        let mut batch = BatchVerifier::new();
+        let mut strategy = AccumulatorStrategy::new(&self.params);
         for (instances, proof) in proofs {
-            batch.add_proof(vec![vec![instances.to_vec()]], proof.to_vec());
+            let public = instances.to_vec();
+            let mut transcript = Blake2bRead::<_, G1Affine, Challenge255<_>>::init(proof);
+            strategy = match plonk::verify_proof::<
+                KZGCommitmentScheme<Bn256>,
+                VerifierSHPLONK<'_, Bn256>,
+                _,
+                _,
+                _,
+            >(
+                self.params.verifier_params(),
+                self.vk(),
+                strategy,
+                &[&[&public]],
+                &mut transcript,
+            ) {
+                Ok(strategy) => strategy,
+                Err(_) => return false,
+            };
         }
-        batch.finalize(&self.params, self.vk())
+        VerificationStrategy::<_, VerifierSHPLONK<'_, Bn256>>::finalize(strategy)
     }
 }
 
+fn shape_circuit(shape: Shape) -> ChunkCircuit {
+    shape.padding()
+}
+
 /// The field element standing for a chunk's transactions: keccak256 over their hashes in
-/// order, with the top two bits cleared so it is below the Pasta modulus.
-pub fn tx_digest(tx_hashes: impl IntoIterator<Item = B256>) -> Fp {
+/// order, with the top three bits cleared so it is below the BN254 scalar modulus.
+pub fn tx_digest(tx_hashes: impl IntoIterator<Item = B256>) -> Fr {
     let mut buf = Vec::new();
     for hash in tx_hashes {
         buf.extend_from_slice(hash.as_slice());
@@ -206,12 +322,12 @@ pub fn tx_digest(tx_hashes: impl IntoIterator<Item = B256>) -> Fp {
     let mut bytes = keccak256(&buf).0;
     // Little-endian repr: the last byte is the most significant.
     bytes.reverse();
-    bytes[31] &= 0x3f;
-    Option::from(Fp::from_repr(bytes)).unwrap_or(Fp::ZERO)
+    bytes[31] &= 0x1f;
+    Option::from(Fr::from_repr(bytes)).unwrap_or(Fr::ZERO)
 }
 
 /// Field element helpers shared with services (public inputs travel as 32-byte encodings).
-pub fn element_bytes(value: Fp) -> [u8; 32] {
+pub fn element_bytes(value: Fr) -> [u8; 32] {
     value.to_repr()
 }
 

@@ -1,9 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use alloy_primitives::{B256, keccak256};
-use ff::{Field, PrimeField};
-use halo2_proofs::{dev::MockProver, pasta::Fp};
-use verity_commitment::{PoseidonPasta, SparseMerkleTree, Step};
+use halo2_axiom::dev::MockProver;
+use verity_commitment::{PoseidonBn254, SparseMerkleTree, Step};
 
 use super::*;
 
@@ -23,15 +22,15 @@ fn key_sharing(other: &B256, bits: usize, salt: u64) -> B256 {
         .unwrap()
 }
 
-fn tree_with(keys: &[B256]) -> SparseMerkleTree<PoseidonPasta> {
-    let mut tree = SparseMerkleTree::new(PoseidonPasta);
+fn tree_with(keys: &[B256]) -> SparseMerkleTree<PoseidonBn254> {
+    let mut tree = SparseMerkleTree::new(PoseidonBn254);
     tree.apply(keys.iter().map(|k| (*k, Some(*k))));
     tree
 }
 
 fn mock(steps: &[Step], pre_root: B256, capacity: usize) -> (ChunkCircuit, Instances) {
     let instances =
-        Instances::of_steps(pre_root, steps, Fp::ZERO, Fp::ZERO, tx_digest([key(99)])).unwrap();
+        Instances::of_steps(pre_root, steps, Fr::ZERO, Fr::ZERO, tx_digest([key(99)])).unwrap();
     (circuit_of(steps, capacity), instances)
 }
 
@@ -48,8 +47,12 @@ fn circuit_of(steps: &[Step], capacity: usize) -> ChunkCircuit {
 }
 
 fn run(circuit: &ChunkCircuit, instances: &Instances) -> Result<(), String> {
+    let k = Keys::k_of(Shape {
+        steps: circuit.steps.len(),
+        depth: circuit.depth,
+    });
     let prover =
-        MockProver::run(14, circuit, vec![instances.to_vec()]).map_err(|e| e.to_string())?;
+        MockProver::run(k, circuit, vec![instances.to_vec()]).map_err(|e| e.to_string())?;
     prover.verify().map_err(|failures| format!("{failures:?}"))
 }
 
@@ -97,13 +100,13 @@ fn every_kind_of_step_satisfies_the_circuit() {
 fn a_claimed_post_root_other_than_the_steps_is_rejected() {
     let (steps, pre_root) = every_kind_of_step();
     let (circuit, mut instances) = mock(&steps, pre_root, steps.len());
-    instances.post_root += Fp::ONE;
+    instances.post_root += Fr::ONE;
     assert!(run(&circuit, &instances).is_err());
     let (circuit, mut instances) = mock(&steps, pre_root, steps.len());
-    instances.writes_out += Fp::ONE;
+    instances.writes_out += Fr::ONE;
     assert!(run(&circuit, &instances).is_err());
     let (circuit, mut instances) = mock(&steps, pre_root, steps.len());
-    instances.reads_out += Fp::ONE;
+    instances.reads_out += Fr::ONE;
     assert!(run(&circuit, &instances).is_err());
 }
 
@@ -112,7 +115,7 @@ fn a_write_the_tree_did_not_make_is_rejected() {
     let (steps, pre_root) = every_kind_of_step();
     let (mut circuit, instances) = mock(&steps, pre_root, steps.len());
     // Claim a different value after the first update; the roots no longer chain.
-    circuit.steps[0].after[1] += Fp::ONE;
+    circuit.steps[0].after[1] += Fr::ONE;
     assert!(run(&circuit, &instances).is_err());
 }
 
@@ -127,9 +130,9 @@ fn a_present_key_cannot_be_read_as_absent() {
     let step = &mut circuit.steps[0];
     step.old_terminal = Terminal::Other(step.key, step.before);
     step.new_is_leaf = false;
-    step.before = [Fp::ZERO; 2];
-    step.after = [Fp::ZERO; 2];
-    instances.reads_out = chain_hash(Fp::ZERO, [(&base[1], &B256::ZERO)]);
+    step.before = [Fr::ZERO; 2];
+    step.after = [Fr::ZERO; 2];
+    instances.reads_out = chain_hash(Fr::ZERO, [(&base[1], &B256::ZERO)]);
     instances.writes_out = instances.reads_out;
     let failure = run(&circuit, &instances).unwrap_err();
     assert!(failure.contains("keys differ"), "{failure}");
@@ -147,7 +150,7 @@ fn a_leaf_cannot_be_placed_off_its_keys_path() {
     let step = &mut circuit.steps[0];
     let depth = step.new_depth;
     step.new_siblings[depth - 2] = step.new_siblings[depth - 1];
-    step.new_siblings[depth - 1] = Fp::ZERO;
+    step.new_siblings[depth - 1] = Fr::ZERO;
     step.new_depth = depth - 1;
     let failure = run(&circuit, &instances).unwrap_err();
     assert!(failure.contains("path link"), "{failure}");
@@ -159,7 +162,7 @@ fn a_real_proof_verifies_and_a_tampered_one_does_not() {
         steps: 4,
         depth: DEPTH,
     };
-    let keys = Keys::generate(shape).unwrap();
+    let keys = Keys::generate(shape, &Params::setup_insecure(Keys::k_of(shape))).unwrap();
     let base: Vec<B256> = (0..6).map(key).collect();
     let mut tree = tree_with(&base);
     let pre_root = tree.root();
@@ -169,7 +172,7 @@ fn a_real_proof_verifies_and_a_tampered_one_does_not() {
         tree.step(base[4], None),
     ];
     let tx = tx_digest([key(7)]);
-    let instances = Instances::of_steps(pre_root, &steps, Fp::ZERO, Fp::ZERO, tx).unwrap();
+    let instances = Instances::of_steps(pre_root, &steps, Fr::ZERO, Fr::ZERO, tx).unwrap();
     let witness = steps
         .iter()
         .map(|s| circuit_step(s, DEPTH).unwrap())
@@ -210,8 +213,8 @@ fn segments_chain_their_hashes() {
         .map(|i| tree.step(base[i], Some(B256::repeat_byte(i as u8 + 1))))
         .collect();
     let tx = tx_digest([]);
-    let whole = Instances::of_steps(pre_root, &steps, Fp::ZERO, Fp::ZERO, tx).unwrap();
-    let first = Instances::of_steps(pre_root, &steps[..2], Fp::ZERO, Fp::ZERO, tx).unwrap();
+    let whole = Instances::of_steps(pre_root, &steps, Fr::ZERO, Fr::ZERO, tx).unwrap();
+    let first = Instances::of_steps(pre_root, &steps[..2], Fr::ZERO, Fr::ZERO, tx).unwrap();
     let mid = B256::from(first.post_root.to_repr());
     let second =
         Instances::of_steps(mid, &steps[2..], first.reads_out, first.writes_out, tx).unwrap();

@@ -14,10 +14,10 @@
 //! grinds addresses can make a path longer (each extra shared bit costs twice the work) but can
 //! never make two keys collide.
 //!
-//! **Hash.** The tree is generic over [`TreeHasher`]. [`PoseidonPasta`] is the circuit-friendly
-//! instance (the permutation of halo2's in-circuit `Pow5Chip`); [`Keccak`] is the fast native
-//! one, for comparison and for uses that never enter a circuit. Whether the Pasta field stays
-//! (zcash's IPA halo2) or BN254 replaces it (a KZG fork) is decided by measurement (issue 3).
+//! **Hash.** The tree is generic over [`TreeHasher`]. [`PoseidonBn254`] is the state tree's
+//! hash, over the field of the KZG chunk proofs (docs/adr/0007-halo2-backend.md); [`pasta`]'s
+//! Poseidon is the IPA backend's, kept for the measured comparison; [`Keccak`] is the fast
+//! native one, for comparison and for uses that never enter a circuit.
 //!
 //! **Updates** come in batches ([`SparseMerkleTree::apply`]): every touched path is re-hashed
 //! once, with shared upper nodes hashed once per batch, not once per write.
@@ -28,10 +28,11 @@ use alloy_primitives::{Address, B256, U256, keccak256};
 use verity_primitives::Account;
 
 mod poseidon;
-pub use poseidon::{
-    PoseidonPasta, digest as field_digest, element as field_element, hash as poseidon_hash,
+pub use poseidon::bn254::{
+    PoseidonBn254, digest as field_digest, element as field_element, hash as poseidon_hash,
     limbs as field_limbs,
 };
+pub use poseidon::{bn254, pasta};
 
 /// The digest of an empty subtree.
 pub const EMPTY: B256 = B256::ZERO;

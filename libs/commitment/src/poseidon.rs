@@ -1,221 +1,357 @@
-//! The tree hasher for circuits over the Pasta field: Poseidon `P128Pow5T3` (width 3, rate 2,
-//! x^5 S-box, 8 full and 56 partial rounds), the same permutation as the in-circuit `Pow5Chip`
-//! of `halo2_gadgets`, computed natively by `halo2_poseidon`.
+//! Circuit-friendly tree hashers: Poseidon (width 3, rate 2, x^5 S-box, 8 full rounds) over
+//! BN254's scalar field ([`PoseidonBn254`], 58 partial rounds: the state tree's hash, the
+//! field of the KZG chunk proofs) and over the Pasta base field ([`pasta::PoseidonPasta`],
+//! `P128Pow5T3`, 56 partial rounds: the IPA backend kept for the measured comparison of
+//! `docs/adr/0007-halo2-backend.md`). Each is the permutation its in-circuit chip constrains.
 //!
 //! - `leaf(key, value) = Poseidon_ConstantLength<4>(key_hi, key_lo, value_hi, value_lo)`: the
 //!   32-byte key and value each enter as two 128-bit limbs, so nothing is truncated to fit the
-//!   255-bit field (two permutations).
+//!   field (two permutations).
 //! - `node(left, right) = Poseidon_ConstantLength<2>(left, right)` (one permutation).
 //!
-//! The permutation is computed here ([`hash`]) with `halo2_poseidon`'s constants but without its
-//! per-hash overheads (it copies the round constants into a new vector for every hash and
-//! computes x^5 with a 64-bit square-and-multiply): the S-box is two squarings and a product,
-//! the constants are loaded once. Tests check it equals `halo2_poseidon` on every domain used.
+//! The permutation is computed here without the reference implementations' per-hash overheads
+//! (they copy the round constants into a new vector for every hash and compute x^5 with a
+//! 64-bit square-and-multiply): the S-box is two squarings and a product, the constants are
+//! generated once. Tests check each field's hash equals its reference implementation
+//! (`poseidon-primitives` for BN254, `halo2_poseidon` for Pasta) on every domain used.
 //!
 //! The input length is part of Poseidon's capacity element, which keeps the leaf and node domains
 //! apart. Digests are field elements in their canonical 32-byte little-endian encoding. A
 //! 32-byte string that is not a canonical element (only a forged proof holds one) is hashed in a
 //! third domain, `ConstantLength<5>` over its limbs, so it can never reproduce an honest digest.
 
-use std::sync::LazyLock;
+/// The fast permutation, sponge, digest encoding and tree hasher for one field. Written once,
+/// instantiated per field (the two fields implement different versions of the `ff` traits, so
+/// plain generics cannot cover both).
+macro_rules! poseidon_over {
+    ($field:ty, $hasher:ident, $name:literal, $constants:expr) => {
+        use std::sync::LazyLock;
 
-use alloy_primitives::B256;
-use ff::{Field, PrimeField};
-use halo2_poseidon::{P128Pow5T3, Spec};
-use pasta_curves::Fp;
+        use alloy_primitives::B256;
 
-use crate::TreeHasher;
+        use crate::TreeHasher;
 
-/// Poseidon over the Pasta base field (see the module documentation).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PoseidonPasta;
+        #[doc = concat!("Poseidon over the ", $name, " field (see the module documentation).")]
+        #[derive(Debug, Clone, Copy, Default)]
+        pub struct $hasher;
 
-/// A 32-byte string as two 128-bit limbs, high first (how keys and values enter the hash).
-pub fn limbs(bytes: &B256) -> [Fp; 2] {
-    let mut hi = [0u8; 16];
-    let mut lo = [0u8; 16];
-    hi.copy_from_slice(&bytes[..16]);
-    lo.copy_from_slice(&bytes[16..]);
-    [
-        Fp::from_u128(u128::from_be_bytes(hi)),
-        Fp::from_u128(u128::from_be_bytes(lo)),
-    ]
-}
-
-/// A digest as the field element it encodes, if it is canonical.
-pub fn element(digest: &B256) -> Option<Fp> {
-    Option::from(Fp::from_repr(digest.0))
-}
-
-/// A field element as a digest.
-pub fn digest(element: Fp) -> B256 {
-    B256::from(element.to_repr())
-}
-
-/// `P128Pow5T3`'s round constants and MDS matrix, loaded once.
-struct Constants {
-    round_constants: Vec<[Fp; 3]>,
-    mds: [[Fp; 3]; 3],
-    half_full_rounds: usize,
-    partial_rounds: usize,
-}
-
-static CONSTANTS: LazyLock<Constants> = LazyLock::new(|| {
-    let (round_constants, mds, _) = <P128Pow5T3 as Spec<Fp, 3, 2>>::constants();
-    Constants {
-        round_constants,
-        mds,
-        half_full_rounds: <P128Pow5T3 as Spec<Fp, 3, 2>>::full_rounds() / 2,
-        partial_rounds: <P128Pow5T3 as Spec<Fp, 3, 2>>::partial_rounds(),
-    }
-});
-
-#[inline(always)]
-fn sbox(x: Fp) -> Fp {
-    let x2 = x.square();
-    x2.square() * x
-}
-
-#[inline(always)]
-fn mds(m: &[[Fp; 3]; 3], s: [Fp; 3]) -> [Fp; 3] {
-    [
-        m[0][0] * s[0] + m[0][1] * s[1] + m[0][2] * s[2],
-        m[1][0] * s[0] + m[1][1] * s[1] + m[1][2] * s[2],
-        m[2][0] * s[0] + m[2][1] * s[1] + m[2][2] * s[2],
-    ]
-}
-
-/// The `P128Pow5T3` permutation.
-pub fn permute(state: &mut [Fp; 3]) {
-    let c = &*CONSTANTS;
-    let partial_start = c.half_full_rounds;
-    let partial_end = c.half_full_rounds + c.partial_rounds;
-    let mut s = *state;
-    for (round, rc) in c.round_constants.iter().enumerate() {
-        s = if (partial_start..partial_end).contains(&round) {
-            [sbox(s[0] + rc[0]), s[1] + rc[1], s[2] + rc[2]]
-        } else {
-            [sbox(s[0] + rc[0]), sbox(s[1] + rc[1]), sbox(s[2] + rc[2])]
-        };
-        s = mds(&c.mds, s);
-    }
-    *state = s;
-}
-
-/// Poseidon `ConstantLength<L>` over `P128Pow5T3` (width 3, rate 2): the same function as
-/// `halo2_poseidon::Hash::<Fp, P128Pow5T3, ConstantLength<L>, 3, 2>` and the in-circuit chip.
-pub fn hash<const L: usize>(message: [Fp; L]) -> Fp {
-    // Capacity element: length * 2^64 (one output); input zero-padded to a multiple of the rate.
-    let mut state = [Fp::ZERO, Fp::ZERO, Fp::from_u128((L as u128) << 64)];
-    for chunk in message.chunks(2) {
-        state[0] += chunk[0];
-        if let Some(second) = chunk.get(1) {
-            state[1] += second;
+        /// Round constants, MDS matrix and its inverse, generated once.
+        #[derive(Debug)]
+        pub struct Constants {
+            /// One row of three per round.
+            pub round_constants: Vec<[$field; 3]>,
+            /// The MDS matrix.
+            pub mds: [[$field; 3]; 3],
+            /// Its inverse (the in-circuit chip checks pairs of partial rounds through it).
+            pub mds_inv: [[$field; 3]; 3],
+            /// Full rounds before (and after) the partial ones.
+            pub half_full_rounds: usize,
+            /// Partial rounds.
+            pub partial_rounds: usize,
         }
-        permute(&mut state);
-    }
-    state[0]
-}
 
-impl TreeHasher for PoseidonPasta {
-    fn leaf(&self, key: &B256, value: &B256) -> B256 {
-        let [key_hi, key_lo] = limbs(key);
-        let [value_hi, value_lo] = limbs(value);
-        digest(hash([key_hi, key_lo, value_hi, value_lo]))
-    }
+        static CONSTANTS: LazyLock<Constants> = LazyLock::new($constants);
 
-    fn node(&self, left: &B256, right: &B256) -> B256 {
-        match (element(left), element(right)) {
-            (Some(left), Some(right)) => digest(hash([left, right])),
-            _ => {
-                let [a, b] = limbs(left);
-                let [c, d] = limbs(right);
-                digest(hash([a, b, c, d, Fp::ONE]))
+        /// The permutation's constants.
+        pub fn constants() -> &'static Constants {
+            &CONSTANTS
+        }
+
+        /// A 32-byte string as two 128-bit limbs, high first (how keys and values enter the hash).
+        pub fn limbs(bytes: &B256) -> [$field; 2] {
+            let mut hi = [0u8; 16];
+            let mut lo = [0u8; 16];
+            hi.copy_from_slice(&bytes[..16]);
+            lo.copy_from_slice(&bytes[16..]);
+            [
+                <$field>::from_u128(u128::from_be_bytes(hi)),
+                <$field>::from_u128(u128::from_be_bytes(lo)),
+            ]
+        }
+
+        /// A digest as the field element it encodes, if it is canonical.
+        pub fn element(digest: &B256) -> Option<$field> {
+            Option::from(<$field>::from_repr(digest.0))
+        }
+
+        /// A field element as a digest.
+        pub fn digest(element: $field) -> B256 {
+            B256::from(element.to_repr())
+        }
+
+        /// The S-box, x^5.
+        #[inline(always)]
+        pub fn sbox(x: $field) -> $field {
+            let x2 = x.square();
+            x2.square() * x
+        }
+
+        /// `m · s`.
+        #[inline(always)]
+        pub fn mds(m: &[[$field; 3]; 3], s: [$field; 3]) -> [$field; 3] {
+            [
+                m[0][0] * s[0] + m[0][1] * s[1] + m[0][2] * s[2],
+                m[1][0] * s[0] + m[1][1] * s[1] + m[1][2] * s[2],
+                m[2][0] * s[0] + m[2][1] * s[1] + m[2][2] * s[2],
+            ]
+        }
+
+        /// The permutation.
+        pub fn permute(state: &mut [$field; 3]) {
+            let c = &*CONSTANTS;
+            let partial_start = c.half_full_rounds;
+            let partial_end = c.half_full_rounds + c.partial_rounds;
+            let mut s = *state;
+            for (round, rc) in c.round_constants.iter().enumerate() {
+                s = if (partial_start..partial_end).contains(&round) {
+                    [sbox(s[0] + rc[0]), s[1] + rc[1], s[2] + rc[2]]
+                } else {
+                    [sbox(s[0] + rc[0]), sbox(s[1] + rc[1]), sbox(s[2] + rc[2])]
+                };
+                s = mds(&c.mds, s);
+            }
+            *state = s;
+        }
+
+        /// Poseidon `ConstantLength<L>` (width 3, rate 2): capacity element `L · 2^64` (one
+        /// output), input zero-padded to a multiple of the rate.
+        pub fn hash<const L: usize>(message: [$field; L]) -> $field {
+            let mut state = [
+                <$field>::ZERO,
+                <$field>::ZERO,
+                <$field>::from_u128((L as u128) << 64),
+            ];
+            for chunk in message.chunks(2) {
+                state[0] += chunk[0];
+                if let Some(second) = chunk.get(1) {
+                    state[1] += second;
+                }
+                permute(&mut state);
+            }
+            state[0]
+        }
+
+        impl TreeHasher for $hasher {
+            fn leaf(&self, key: &B256, value: &B256) -> B256 {
+                let [key_hi, key_lo] = limbs(key);
+                let [value_hi, value_lo] = limbs(value);
+                digest(hash([key_hi, key_lo, value_hi, value_lo]))
+            }
+
+            fn node(&self, left: &B256, right: &B256) -> B256 {
+                match (element(left), element(right)) {
+                    (Some(left), Some(right)) => digest(hash([left, right])),
+                    _ => {
+                        let [a, b] = limbs(left);
+                        let [c, d] = limbs(right);
+                        digest(hash([a, b, c, d, <$field>::ONE]))
+                    }
+                }
             }
         }
+    };
+}
+
+/// Poseidon over BN254's scalar field: the state tree's hash.
+pub mod bn254 {
+    use halo2curves::bn256::Fr;
+    use halo2curves::ff::{Field, PrimeField};
+    use poseidon_primitives::poseidon::primitives::Spec;
+
+    /// The parameters, for `poseidon-primitives`' reference constant generation (Grain LFSR):
+    /// width 3, 8 full rounds, 58 partial rounds (at least the 57 the Poseidon paper asks for at
+    /// this width and field, rounded up to the even count the chip's two-rounds-per-row layout
+    /// needs).
+    #[derive(Debug)]
+    pub struct Bn254Spec;
+
+    impl Spec<Fr, 3, 2> for Bn254Spec {
+        fn full_rounds() -> usize {
+            8
+        }
+
+        fn partial_rounds() -> usize {
+            58
+        }
+
+        fn sbox(value: Fr) -> Fr {
+            value.square().square() * value
+        }
+
+        fn secure_mds() -> usize {
+            0
+        }
     }
+
+    poseidon_over!(Fr, PoseidonBn254, "BN254 scalar", || {
+        let (round_constants, mds, mds_inv) = Bn254Spec::constants();
+        Constants {
+            round_constants,
+            mds,
+            mds_inv,
+            half_full_rounds: Bn254Spec::full_rounds() / 2,
+            partial_rounds: Bn254Spec::partial_rounds(),
+        }
+    });
+}
+
+/// Poseidon `P128Pow5T3` over the Pasta base field: the IPA backend's tree hash.
+pub mod pasta {
+    use ff::{Field, PrimeField};
+    use halo2_poseidon::{P128Pow5T3, Spec};
+    use pasta_curves::Fp;
+
+    poseidon_over!(Fp, PoseidonPasta, "Pasta base", || {
+        let (round_constants, mds, mds_inv) = <P128Pow5T3 as Spec<Fp, 3, 2>>::constants();
+        Constants {
+            round_constants,
+            mds,
+            mds_inv,
+            half_full_rounds: <P128Pow5T3 as Spec<Fp, 3, 2>>::full_rounds() / 2,
+            partial_rounds: <P128Pow5T3 as Spec<Fp, 3, 2>>::partial_rounds(),
+        }
+    });
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use super::*;
-    use crate::{EMPTY, SparseMerkleTree, account_key};
+    use alloy_primitives::B256;
 
-    #[test]
-    fn the_permutation_is_halo2s_reference() {
-        // The published test vectors of P128Pow5T3 over Fp, hashing two elements.
-        let vectors = halo2_poseidon::test_vectors::fp::hash();
-        assert!(!vectors.is_empty());
-        for vector in vectors {
-            let node =
-                PoseidonPasta.node(&B256::from(vector.input[0]), &B256::from(vector.input[1]));
-            assert_eq!(node, B256::from(vector.output));
-        }
+    use crate::{EMPTY, SparseMerkleTree, TreeHasher, account_key};
+
+    /// The fast hash against a reference on every length the tree and circuits use, over
+    /// deterministic pseudo-random elements and the edge values.
+    macro_rules! check_against_reference {
+        ($field:ty, $fast:path, $reference:ident) => {{
+            let mut x = <$field>::from(0x5eed);
+            let mut next = || {
+                x = x.square() + <$field>::from(7);
+                x
+            };
+            for _ in 0..32 {
+                let m = [next(), next(), next(), next(), next()];
+                assert_eq!($fast([m[0], m[1]]), $reference([m[0], m[1]]));
+                assert_eq!($fast([m[0], m[1], m[2]]), $reference([m[0], m[1], m[2]]));
+                assert_eq!(
+                    $fast([m[0], m[1], m[2], m[3]]),
+                    $reference([m[0], m[1], m[2], m[3]])
+                );
+                assert_eq!($fast(m), $reference(m));
+            }
+            for edge in [<$field>::ZERO, <$field>::ONE, -<$field>::ONE] {
+                assert_eq!($fast([edge, edge]), $reference([edge, edge]));
+                assert_eq!($fast([edge; 4]), $reference([edge; 4]));
+            }
+            assert_eq!($fast([<$field>::ONE]), $reference([<$field>::ONE]));
+        }};
     }
 
-    fn reference<const L: usize>(message: [Fp; L]) -> Fp {
-        halo2_poseidon::Hash::<Fp, P128Pow5T3, halo2_poseidon::ConstantLength<L>, 3, 2>::init()
-            .hash(message)
-    }
-
-    #[test]
-    fn the_fast_hash_equals_halo2_poseidon_on_every_length_used() {
-        // Deterministic pseudo-random field elements, including the edge values.
-        let mut x = Fp::from(0x5eed);
-        let mut next = || {
-            x = x.square() + Fp::from(7);
-            x
-        };
-        for _ in 0..64 {
-            let m = [next(), next(), next(), next(), next()];
-            assert_eq!(hash([m[0], m[1]]), reference([m[0], m[1]]));
-            assert_eq!(hash([m[0], m[1], m[2]]), reference([m[0], m[1], m[2]]));
-            assert_eq!(
-                hash([m[0], m[1], m[2], m[3]]),
-                reference([m[0], m[1], m[2], m[3]])
-            );
-            assert_eq!(hash(m), reference(m));
-        }
-        for edge in [Fp::ZERO, Fp::ONE, -Fp::ONE] {
-            assert_eq!(hash([edge, edge]), reference([edge, edge]));
-            assert_eq!(hash([edge; 4]), reference([edge; 4]));
-        }
-        assert_eq!(hash([Fp::ONE]), reference([Fp::ONE]));
-    }
-
-    #[test]
-    fn digests_are_canonical_and_domains_differ() {
+    fn digests_are_canonical_and_domains_differ<H: TreeHasher>(
+        hasher: H,
+        element_of: impl Fn(&B256) -> bool,
+    ) {
         let key = account_key(alloy_primitives::Address::repeat_byte(3));
         let value = B256::repeat_byte(0xff);
-        let leaf = PoseidonPasta.leaf(&key, &value);
-        assert!(element(&leaf).is_some());
+        let leaf = hasher.leaf(&key, &value);
+        assert!(element_of(&leaf));
         assert_ne!(leaf, EMPTY);
-        let node = PoseidonPasta.node(&leaf, &EMPTY);
+        let node = hasher.node(&leaf, &EMPTY);
         assert_ne!(node, leaf);
-        // A non-canonical sibling (all ones exceeds the modulus) hashes, in its own domain.
+        // A non-canonical sibling (all ones exceeds both moduli) hashes, in its own domain.
         let forged = B256::repeat_byte(0xff);
-        assert!(element(&forged).is_none());
-        assert_ne!(PoseidonPasta.node(&forged, &EMPTY), node);
-        assert_eq!(element(&digest(Fp::ONE.double())), Some(Fp::from(2)));
+        assert!(!element_of(&forged));
+        assert_ne!(hasher.node(&forged, &EMPTY), node);
     }
 
-    #[test]
-    fn a_poseidon_tree_proves_membership() {
-        let mut tree = SparseMerkleTree::new(PoseidonPasta);
+    fn a_tree_proves_membership<H: TreeHasher + Copy>(hasher: H) {
+        let mut tree = SparseMerkleTree::new(hasher);
         let keys: Vec<B256> = (0..40u64)
             .map(|n| alloy_primitives::keccak256(n.to_be_bytes()))
             .collect();
         let root = tree.apply(keys.iter().map(|k| (*k, Some(*k))));
         for k in &keys {
-            tree.prove(k)
-                .verify(&PoseidonPasta, root, k, Some(k))
-                .unwrap();
+            tree.prove(k).verify(&hasher, root, k, Some(k)).unwrap();
         }
         let absent = alloy_primitives::keccak256(b"absent");
         tree.prove(&absent)
-            .verify(&PoseidonPasta, root, &absent, None)
+            .verify(&hasher, root, &absent, None)
             .unwrap();
+    }
+
+    mod bn254 {
+        use halo2curves::bn256::Fr;
+        use halo2curves::ff::Field;
+        use poseidon_primitives::poseidon::primitives::{ConstantLength, Hash};
+
+        use super::super::bn254::*;
+
+        fn reference<const L: usize>(message: [Fr; L]) -> Fr {
+            Hash::<Fr, Bn254Spec, ConstantLength<L>, 3, 2>::init().hash(message)
+        }
+
+        #[test]
+        fn the_fast_hash_is_the_reference_one() {
+            check_against_reference!(Fr, hash, reference);
+        }
+
+        #[test]
+        fn digests_are_canonical_and_domains_differ() {
+            super::digests_are_canonical_and_domains_differ(PoseidonBn254, |d| {
+                element(d).is_some()
+            });
+            assert_eq!(element(&digest(Fr::ONE.double())), Some(Fr::from(2)));
+        }
+
+        #[test]
+        fn a_tree_proves_membership() {
+            super::a_tree_proves_membership(PoseidonBn254);
+        }
+    }
+
+    mod pasta {
+        use alloy_primitives::B256;
+        use ff::Field;
+        use halo2_poseidon::P128Pow5T3;
+        use pasta_curves::Fp;
+
+        use super::super::pasta::*;
+        use crate::TreeHasher;
+
+        fn reference<const L: usize>(message: [Fp; L]) -> Fp {
+            halo2_poseidon::Hash::<Fp, P128Pow5T3, halo2_poseidon::ConstantLength<L>, 3, 2>::init()
+                .hash(message)
+        }
+
+        #[test]
+        fn the_permutation_is_halo2s_reference() {
+            // The published test vectors of P128Pow5T3 over Fp, hashing two elements.
+            let vectors = halo2_poseidon::test_vectors::fp::hash();
+            assert!(!vectors.is_empty());
+            for vector in vectors {
+                let node =
+                    PoseidonPasta.node(&B256::from(vector.input[0]), &B256::from(vector.input[1]));
+                assert_eq!(node, B256::from(vector.output));
+            }
+        }
+
+        #[test]
+        fn the_fast_hash_is_the_reference_one() {
+            check_against_reference!(Fp, hash, reference);
+        }
+
+        #[test]
+        fn digests_are_canonical_and_domains_differ() {
+            super::digests_are_canonical_and_domains_differ(PoseidonPasta, |d| {
+                element(d).is_some()
+            });
+            assert_eq!(element(&digest(Fp::ONE.double())), Some(Fp::from(2)));
+        }
+
+        #[test]
+        fn a_tree_proves_membership() {
+            super::a_tree_proves_membership(PoseidonPasta);
+        }
     }
 }

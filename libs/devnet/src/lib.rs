@@ -20,6 +20,7 @@ use alloy_primitives::Address;
 use nix::{sys::signal::Signal, unistd::Pid};
 use tokio::process::{Child, Command};
 use verity_bus::server::NatsServer;
+use verity_circuits::{Keys, Params, Shape};
 use verity_primitives::{ChainSpec, SequencerKey, chain_spec::dev_signers};
 
 /// The services of a devnet, in start order.
@@ -279,6 +280,9 @@ impl Devnet {
         };
         let prover_address = attester("prover.key")?;
         let verifier_address = attester("verifier.key")?;
+        if options.proving {
+            kzg_params(dir, options.steps_per_proof).await?;
+        }
         let nats = NatsServer::start(&dir.join("nats")).await?;
         let mut devnet = Self {
             prover_address,
@@ -423,6 +427,8 @@ impl Devnet {
                     self.prover_address.to_string(),
                     "--steps-per-proof".into(),
                     self.options.steps_per_proof.to_string(),
+                    "--kzg-params".into(),
+                    path(&dir.join(KZG_PARAMS)),
                 ]);
                 args
             }
@@ -448,6 +454,8 @@ impl Devnet {
                 path(&dir.join("prover.key")),
                 "--steps-per-proof".into(),
                 self.options.steps_per_proof.to_string(),
+                "--kzg-params".into(),
+                path(&dir.join(KZG_PARAMS)),
                 "--ack-wait-secs".into(),
                 self.options.prover_ack_wait_secs.to_string(),
             ],
@@ -605,4 +613,36 @@ impl Devnet {
             Err(DevnetError::UncleanStop(unclean.join("; ")))
         }
     }
+}
+/// The devnet's KZG parameters file, in its data directory.
+pub const KZG_PARAMS: &str = "kzg.params";
+
+/// Makes the devnet's KZG parameters once (or again when the circuit shape outgrew them).
+/// **Insecure**: they come from a local setup whose secret passed through this process, which
+/// is fine for a devnet and nothing else; a real chain loads a public ceremony's parameters.
+async fn kzg_params(dir: &Path, steps_per_proof: usize) -> Result<PathBuf, DevnetError> {
+    let path = dir.join(KZG_PARAMS);
+    let shape = Shape {
+        steps: steps_per_proof,
+        depth: Shape::DEFAULT.depth,
+    };
+    tokio::task::spawn_blocking(move || {
+        let needed = Keys::k_of(shape);
+        if let Ok(params) = Params::read(&path)
+            && params.k() >= needed
+        {
+            return Ok(path);
+        }
+        tracing::warn!(
+            path = %path.display(),
+            k = needed,
+            "INSECURE: generating KZG parameters locally for this devnet; a real chain loads a public ceremony's"
+        );
+        Params::setup_insecure(needed)
+            .write(&path)
+            .map_err(|e| DevnetError::Setup(e.to_string()))?;
+        Ok(path)
+    })
+    .await
+    .map_err(|e| DevnetError::Setup(format!("KZG setup: {e}")))?
 }

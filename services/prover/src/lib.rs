@@ -30,7 +30,7 @@ use verity_chunk::{
     ChunkJob, Verdict,
     wire::{self, ChunkProof, FraudEvidence, ProverResult},
 };
-use verity_circuits::{Keys, Shape};
+use verity_circuits::{Keys, Params, Shape};
 use verity_primitives::{ChainSpec, SequencerKey};
 use verity_proto::v1;
 use verity_server::ServerArgs;
@@ -67,6 +67,10 @@ pub struct Config {
     /// Deepest tree path the circuit accepts (the circuit shape; verifiers must use the same).
     #[arg(long, env = "VERITY_MAX_DEPTH", default_value_t = Shape::DEFAULT.depth)]
     pub max_depth: usize,
+    /// KZG parameters (halo2 raw format): a public ceremony's in production; `verity devnet`
+    /// makes an insecure local one. Verifiers must use the same file.
+    #[arg(long, env = "VERITY_KZG_PARAMS", default_value = ".devnet/kzg.params")]
+    pub kzg_params: PathBuf,
     /// Seconds a job may stay unacknowledged before JetStream gives it to another worker
     /// (extended while this worker proves it). Applies when the shared consumer is created.
     #[arg(long, env = "VERITY_ACK_WAIT_SECS", default_value_t = 30)]
@@ -96,6 +100,16 @@ impl Config {
     }
 }
 
+/// Reads the KZG parameters at `path`, checked against `shape`.
+pub async fn load_params(path: &std::path::Path, shape: Shape) -> anyhow::Result<Arc<Params>> {
+    let owned = path.to_path_buf();
+    let params = tokio::task::spawn_blocking(move || Params::read_for(&owned, shape))
+        .await?
+        .context("flag --kzg-params / VERITY_KZG_PARAMS")?;
+    tracing::info!(path = %path.display(), k = params.k(), "KZG parameters loaded");
+    Ok(Arc::new(params))
+}
+
 /// Reads the key in `path`, or creates it.
 pub fn load_or_create_key(path: &std::path::Path) -> anyhow::Result<SequencerKey> {
     let (key, created) = SequencerKey::load_or_create(path)?;
@@ -113,6 +127,7 @@ pub struct Prover {
     chain_id: u64,
     gas_limit: u64,
     key: SequencerKey,
+    params: Arc<Params>,
     js: jetstream::Context,
     jobs: jetstream::stream::Stream,
 }
@@ -123,6 +138,7 @@ impl Prover {
         let shape = config.shape()?;
         let spec = ChainSpec::load(&config.genesis).context("flag --genesis / VERITY_GENESIS")?;
         let key = load_or_create_key(&config.key_file).context("flag --key-file")?;
+        let params = load_params(&config.kzg_params, shape).await?;
         let (_client, js) = verity_bus::connect(&config.nats_url, "verity-prover")
             .await
             .context("flag --nats-url / VERITY_NATS_URL")?;
@@ -132,6 +148,7 @@ impl Prover {
             chain_id: spec.chain_id(),
             gas_limit: spec.gas_limit(),
             key,
+            params,
             js,
             jobs,
             config,
@@ -182,9 +199,10 @@ impl Prover {
 
     async fn work(self, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
         let shape = self.shape;
-        tracing::info!(?shape, "generating proving keys (deterministic, no setup)");
+        tracing::info!(?shape, "generating proving keys from the KZG parameters");
+        let params = self.params.clone();
         let keys = tokio::select! {
-            keys = tokio::task::spawn_blocking(move || Keys::generate(shape)) => Arc::new(keys??),
+            keys = tokio::task::spawn_blocking(move || Keys::generate(shape, &params)) => Arc::new(keys??),
             _ = stopped(&mut stop) => return Ok(()),
         };
         tracing::info!(k = keys.k(), elapsed = ?keys.generated_in(), "proving keys ready");

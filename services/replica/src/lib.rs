@@ -90,6 +90,10 @@ pub struct Config {
     /// Role verifier: deepest tree path (the provers' circuit shape).
     #[arg(long, env = "VERITY_MAX_DEPTH", default_value_t = verity_circuits::Shape::DEFAULT.depth)]
     pub max_depth: usize,
+    /// Role verifier: the KZG parameters the provers use (a public ceremony's in production;
+    /// `verity devnet` makes an insecure local one).
+    #[arg(long, env = "VERITY_KZG_PARAMS", default_value = ".devnet/kzg.params")]
+    pub kzg_params: PathBuf,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub server: ServerArgs,
@@ -155,13 +159,22 @@ impl Replica {
                 if created {
                     tracing::info!(path = %config.key_file.display(), address = %key.address(), "created a verifier key");
                 }
+                let shape = verity_circuits::Shape {
+                    steps: config.steps_per_proof,
+                    depth: config.max_depth,
+                };
+                let path = config.kzg_params.clone();
+                let params = tokio::task::spawn_blocking(move || {
+                    verity_circuits::Params::read_for(&path, shape)
+                })
+                .await?
+                .context("flag --kzg-params / VERITY_KZG_PARAMS")?;
+                tracing::info!(path = %config.kzg_params.display(), k = params.k(), "KZG parameters loaded");
                 Some(verifier::Settings {
                     chain_id: spec.chain_id(),
                     gas_limit: spec.gas_limit(),
-                    shape: verity_circuits::Shape {
-                        steps: config.steps_per_proof,
-                        depth: config.max_depth,
-                    },
+                    shape,
+                    params: Arc::new(params),
                     provers: config.prover_addresses.clone(),
                     key,
                     genesis_root: verity_chunk::genesis_tree(&verity_primitives::genesis_diff(

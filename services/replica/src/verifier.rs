@@ -33,7 +33,7 @@ use verity_chunk::{
     Statement, Verdict,
     wire::{self, ChunkProof, FinalityAttestation, FraudEvidence, ProverResult},
 };
-use verity_circuits::{Keys, Shape};
+use verity_circuits::{Keys, Params, Shape};
 use verity_primitives::{ChainEvent, ChainEventKind, MiniBlock, SequencerKey, signing};
 use verity_proto::v1;
 use verity_storage::Database;
@@ -63,6 +63,8 @@ pub struct Settings {
     pub gas_limit: u64,
     /// The circuit shape provers use.
     pub shape: Shape,
+    /// The KZG parameters provers use.
+    pub params: Arc<Params>,
     /// Registered prover addresses.
     pub provers: Vec<Address>,
     /// This verifier's attestation key.
@@ -131,7 +133,10 @@ pub async fn run(
     let shape = settings.shape;
     tracing::info!(?shape, provers = ?settings.provers, "verifier: generating verifying keys");
     let keys = tokio::select! {
-        keys = tokio::task::spawn_blocking(move || Keys::generate(shape)) => match keys {
+        keys = tokio::task::spawn_blocking({
+            let params = settings.params.clone();
+            move || Keys::generate(shape, &params)
+        }) => match keys {
             Ok(Ok(keys)) => Arc::new(keys),
             Ok(Err(e)) => return tracing::error!(error = %e, "verifier: cannot generate keys"),
             Err(e) => return tracing::error!(error = %e, "verifier: keygen panicked"),

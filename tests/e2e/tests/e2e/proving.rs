@@ -16,7 +16,7 @@ use verity_chunk::{
     check_claim,
     wire::{ChunkProof, ProverResult},
 };
-use verity_circuits::{Keys, Shape};
+use verity_circuits::{Keys, Params, Shape};
 use verity_e2e::{TestNet, dev_signer, sign_transfer, verity_devnet::Service};
 use verity_primitives::{ChainEventKind, ChainSpec, MiniBlock, SequencerKey, genesis_diff};
 use verity_proto::v1;
@@ -132,8 +132,11 @@ async fn chunks_are_proven_a_killed_prover_loses_nothing_and_safe_waits_for_prov
         .unwrap()
         .parse()
         .unwrap();
-    // The verifier side derives its own keys from the shape alone (no setup to share).
-    let keys = tokio::task::spawn_blocking(|| Keys::generate(SHAPE).unwrap());
+    // The verifier side derives its own keys from the shape and the devnet's KZG parameters.
+    let params_file = net.dir.path().join(verity_e2e::verity_devnet::KZG_PARAMS);
+    let keys = tokio::task::spawn_blocking(move || {
+        Keys::generate(SHAPE, &Params::read_for(&params_file, SHAPE).unwrap()).unwrap()
+    });
 
     // Chunk 0: one transfer.
     let sender = dev_signer(&net, 1).unwrap();

@@ -1,123 +1,39 @@
-//! Poseidon over BN254's scalar field for the KZG port of the chunk circuit: width 3, rate 2,
-//! x^5 S-box, 8 full rounds and 58 partial rounds (the Poseidon paper asks for at least 57 at
-//! this width and field; the chip does partial rounds two per row, so the count is even).
-//! Round constants and MDS matrix come from the reference Grain LFSR generation of
-//! `poseidon-primitives`; the sponge is `ConstantLength<L>` as in `halo2_gadgets`.
+//! The in-circuit Poseidon over BN254's scalar field: the permutation of
+//! `verity_commitment::bn254` (width 3, rate 2, x^5, 8 full and 58 partial rounds, Grain
+//! constants), sponge `ConstantLength<L>` as in `halo2_gadgets`.
 //!
 //! The chip has the row layout of `halo2_gadgets`' `Pow5Chip` (one row per full round, one row
 //! per pair of partial rounds through a witnessed mid S-box and the inverse MDS matrix), so the
 //! two backends of ADR 0007 prove circuits of the same height. `halo2_gadgets` only targets
-//! zcash's `halo2_proofs`, which is why this one exists; it is used for the measurement only.
+//! zcash's `halo2_proofs`, which is why this one exists. The circuit tests check it: every
+//! root and running hash they expose is computed natively by `verity_commitment`.
 
-use std::sync::LazyLock;
+use verity_commitment::bn254::{constants, mds as times, sbox};
 
-use poseidon_primitives::poseidon::primitives::Spec;
-
-use super::backend::{
+use crate::backend::{
     Advice, Cell, Column, ConstraintSystem, Constraints, Error, Expression, F, Field, Fixed,
     Layouter, PrimeField, Rotation, Selector, Value, assign, copy, enable, fixed, from_constant,
 };
 
 const WIDTH: usize = 3;
 const RATE: usize = 2;
-const FULL_ROUNDS: usize = 8;
-const PARTIAL_ROUNDS: usize = 58;
 
 type State = [F; WIDTH];
 type Matrix = [[F; WIDTH]; WIDTH];
 
-/// The parameters, for `poseidon-primitives`' constant generation.
-#[derive(Debug)]
-pub struct Bn254Spec;
-
-impl Spec<F, WIDTH, RATE> for Bn254Spec {
-    fn full_rounds() -> usize {
-        FULL_ROUNDS
-    }
-
-    fn partial_rounds() -> usize {
-        PARTIAL_ROUNDS
-    }
-
-    fn sbox(value: F) -> F {
-        sbox(value)
-    }
-
-    fn secure_mds() -> usize {
-        0
-    }
-}
-
-struct Constants {
-    rounds: Vec<State>,
-    mds: Matrix,
-    mds_inv: Matrix,
-}
-
-static CONSTANTS: LazyLock<Constants> = LazyLock::new(|| {
-    let (rounds, mds, mds_inv) = Bn254Spec::constants();
-    Constants {
-        rounds,
-        mds,
-        mds_inv,
-    }
-});
-
-fn sbox(x: F) -> F {
-    x.square().square() * x
-}
-
-fn times(matrix: &Matrix, state: State) -> State {
-    let mut out = [F::ZERO; WIDTH];
-    for (row, out) in matrix.iter().zip(out.iter_mut()) {
-        for (m, s) in row.iter().zip(state) {
-            *out += *m * s;
-        }
-    }
-    out
-}
-
 fn full_round(state: State, rc: &State) -> State {
-    let c = &*CONSTANTS;
-    times(&c.mds, [0, 1, 2].map(|i| sbox(state[i] + rc[i])))
+    times(&constants().mds, [0, 1, 2].map(|i| sbox(state[i] + rc[i])))
 }
 
 fn partial_round(state: State, rc: &State) -> State {
-    let c = &*CONSTANTS;
     times(
-        &c.mds,
+        &constants().mds,
         [sbox(state[0] + rc[0]), state[1] + rc[1], state[2] + rc[2]],
     )
 }
 
-/// The permutation, natively.
-fn permute(mut state: State) -> State {
-    let c = &*CONSTANTS;
-    let half = FULL_ROUNDS / 2;
-    for (round, rc) in c.rounds.iter().enumerate() {
-        state = if round < half || round >= half + PARTIAL_ROUNDS {
-            full_round(state, rc)
-        } else {
-            partial_round(state, rc)
-        };
-    }
-    state
-}
-
 fn initial_state<const L: usize>() -> State {
     [F::ZERO, F::ZERO, F::from_u128((L as u128) << 64)]
-}
-
-/// `Poseidon_ConstantLength<L>(message)`, natively.
-pub fn poseidon<const L: usize>(message: [F; L]) -> F {
-    let mut state = initial_state::<L>();
-    for chunk in message.chunks(RATE) {
-        for (word, m) in state.iter_mut().zip(chunk) {
-            *word += m;
-        }
-        state = permute(state);
-    }
-    state[0]
 }
 
 /// Columns and gates of the chip.
@@ -160,8 +76,8 @@ pub fn configure(meta: &mut ConstraintSystem<F>) -> PoseidonConfig {
     let rc_b = [(); WIDTH].map(|()| meta.fixed_column());
     // halo2-axiom's layouter fills constants from row 0 of the first constants column, so it
     // gets a column nothing else writes.
-    let constants = meta.fixed_column();
-    meta.enable_constant(constants);
+    let constant_column = meta.fixed_column();
+    meta.enable_constant(constant_column);
     for column in state {
         meta.enable_equality(column);
     }
@@ -171,7 +87,7 @@ pub fn configure(meta: &mut ConstraintSystem<F>) -> PoseidonConfig {
     let s_full = meta.selector();
     let s_partial = meta.selector();
     let s_absorb = meta.selector();
-    let c = &*CONSTANTS;
+    let c = constants();
 
     meta.create_gate("full round", |meta| {
         let q = meta.query_selector(s_full);
@@ -241,7 +157,7 @@ pub fn configure(meta: &mut ConstraintSystem<F>) -> PoseidonConfig {
 
 fn assign_state(
     config: &PoseidonConfig,
-    region: &mut super::backend::Region<'_, F>,
+    region: &mut crate::backend::Region<'_, F>,
     row: usize,
     state: Value<State>,
 ) -> Result<[Cell; WIDTH], Error> {
@@ -256,17 +172,18 @@ fn assign_state(
 /// Lays the permutation of the state at `row` out from there; returns the output row and state.
 fn permutation(
     config: &PoseidonConfig,
-    region: &mut super::backend::Region<'_, F>,
+    region: &mut crate::backend::Region<'_, F>,
     mut row: usize,
     mut state: Value<State>,
 ) -> Result<(usize, Value<State>, [Cell; WIDTH]), Error> {
-    let c = &*CONSTANTS;
-    let half = FULL_ROUNDS / 2;
+    let c = constants();
+    let half = c.half_full_rounds;
+    let partial = c.partial_rounds;
     let mut round = 0;
     let mut cells = None;
-    while round < FULL_ROUNDS + PARTIAL_ROUNDS {
-        let rc = c.rounds[round];
-        if round < half || round >= half + PARTIAL_ROUNDS {
+    while round < c.round_constants.len() {
+        let rc = c.round_constants[round];
+        if round < half || round >= half + partial {
             enable(region, &config.s_full, row)?;
             for (column, value) in config.rc_a.iter().zip(rc) {
                 fixed(region, *column, row, value)?;
@@ -274,7 +191,7 @@ fn permutation(
             state = state.map(|s| full_round(s, &rc));
             round += 1;
         } else {
-            let rc_next = c.rounds[round + 1];
+            let rc_next = c.round_constants[round + 1];
             enable(region, &config.s_partial, row)?;
             for (column, value) in config.rc_a.iter().zip(rc) {
                 fixed(region, *column, row, value)?;
@@ -303,7 +220,7 @@ pub fn hash<const L: usize>(
         || "poseidon",
         |mut region| {
             let region = &mut region;
-            let words: Vec<Value<F>> = message.iter().map(super::backend::value).collect();
+            let words: Vec<Value<F>> = message.iter().map(crate::backend::value).collect();
             let mut chunks = message.chunks(RATE);
             let first = chunks.next().ok_or(Error::Synthesis)?;
             // Row 0: the initial state plus the first words (the state starts at zero but
@@ -329,7 +246,7 @@ pub fn hash<const L: usize>(
                     match chunk.get(i) {
                         Some(word) => {
                             copy(word, region, *column, row + 1)?;
-                            added[i] = super::backend::value(word);
+                            added[i] = crate::backend::value(word);
                         }
                         None => {
                             from_constant(region, *column, row + 1, F::ZERO)?;
@@ -358,35 +275,4 @@ fn first_state<const L: usize>(words: &[Value<F>]) -> Value<State> {
         let s = initial_state::<L>();
         [s[0] + a, s[1] + b, s[2]]
     })
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use poseidon_primitives::poseidon::primitives::{ConstantLength, Hash};
-
-    use super::*;
-
-    fn reference<const L: usize>(message: [F; L]) -> F {
-        Hash::<F, Bn254Spec, ConstantLength<L>, WIDTH, RATE>::init().hash(message)
-    }
-
-    #[test]
-    fn the_native_permutation_is_the_reference_one() {
-        let words = [3u64, 5, 7, 11, 13].map(F::from);
-        assert_eq!(
-            poseidon([words[0], words[1]]),
-            reference([words[0], words[1]])
-        );
-        assert_eq!(
-            poseidon([words[0], words[1], words[2], words[3]]),
-            reference([words[0], words[1], words[2], words[3]])
-        );
-        assert_eq!(poseidon(words), reference(words));
-        assert_ne!(
-            poseidon([words[0], words[1]]),
-            poseidon([words[1], words[0]])
-        );
-    }
 }

@@ -2,7 +2,7 @@
 //! Pasta, production) against `halo2-axiom` (KZG over BN254, SHPLONK), the same constraint
 //! system, the same workload (a 100,000-leaf state tree, random keys updated), same run.
 //!
-//! `cargo bench -p verity-circuits --features kzg --bench kzg` (part of `make bench`).
+//! `cargo bench -p verity-circuits --features ipa --bench backends` (part of `make bench`).
 //! Each backend and size runs in its own child process, so peak memory is per case.
 //! `-- <ipa|kzg> <steps>` runs one case. Prints figures; asserts nothing about time.
 
@@ -12,8 +12,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use alloy_primitives::{B256, keccak256};
-use verity_circuits::{Shape, kzg};
-use verity_commitment::{PoseidonPasta, SparseMerkleTree, Step, TreeHasher};
+use verity_circuits::{Shape, ipa};
+use verity_commitment::{PoseidonBn254, SparseMerkleTree, Step, TreeHasher, pasta::PoseidonPasta};
 
 const LEAVES: u64 = 100_000;
 const DEPTH: usize = 32;
@@ -55,14 +55,14 @@ struct Figures {
 }
 
 fn ipa(steps: usize) -> Figures {
-    use verity_circuits::{Instances, Keys, circuit_step, tx_digest};
+    use ipa::{Instances, Keys, circuit_step, tx_digest};
     let (pre_root, native) = workload(PoseidonPasta, steps);
     let keys = Keys::generate(Shape {
         steps,
         depth: DEPTH,
     })
     .unwrap();
-    let zero = verity_commitment::field_limbs(&B256::ZERO)[0];
+    let zero = verity_commitment::pasta::limbs(&B256::ZERO)[0];
     let instances =
         Instances::of_steps(pre_root, &native, zero, zero, tx_digest([key(1)])).unwrap();
     let witness = native
@@ -88,13 +88,13 @@ fn ipa(steps: usize) -> Figures {
 }
 
 fn kzg(steps: usize) -> Figures {
-    use kzg::{Field, Fr, Instances, Keys, PoseidonBn254, circuit_step};
+    use verity_circuits::{Field, Fr, Instances, Keys, Params, circuit_step};
     let (pre_root, native) = workload(PoseidonBn254, steps);
-    let keys = Keys::generate(Shape {
+    let shape = Shape {
         steps,
         depth: DEPTH,
-    })
-    .unwrap();
+    };
+    let keys = Keys::generate(shape, &Params::setup_insecure(Keys::k_of(shape))).unwrap();
     let instances =
         Instances::of_steps(pre_root, &native, Fr::ZERO, Fr::ZERO, Fr::from(1)).unwrap();
     let witness = native
