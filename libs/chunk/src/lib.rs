@@ -361,7 +361,7 @@ pub enum StatementError {
         per_segment: usize,
     },
     /// A root is not a field element.
-    #[error("a root is not a Pasta field element")]
+    #[error("a root is not a BN254 scalar field element")]
     Root,
 }
 

@@ -2,9 +2,9 @@
 //! `verity-commitment`, hashed with Poseidon (width 3, rate 2, x^5).
 //!
 //! The circuit is written once against the names its parent's `backend` module provides (the
-//! field `F`, the Poseidon chip, cell assignment), and compiled for each backend: zcash's
-//! `halo2_proofs` over Pasta in production, `halo2-axiom` (KZG over BN254) in `kzg` for the
-//! measured comparison of ADR 0007.
+//! field `F`, the Poseidon chip, cell assignment), and compiled for each backend: `halo2-axiom`
+//! (KZG over BN254) in production, zcash's `halo2_proofs` over Pasta in `ipa` for the measured
+//! comparison of ADR 0007.
 //!
 //! Each enabled step proves, for one key `k`:
 //! - under the running root `r`, `k` holds `before` (a leaf `(k, before)`), or holds nothing
