@@ -1,5 +1,5 @@
 //! The backend comparison of ADR 0007 on the chunk circuit: zcash `halo2_proofs` (IPA over
-//! Pasta, production) against `halo2-axiom` (KZG over BN254, SHPLONK), the same constraint
+//! Pasta) against `halo2-axiom` (KZG over BN254, SHPLONK, production), the same constraint
 //! system, the same workload (a 100,000-leaf state tree, random keys updated), same run.
 //!
 //! `cargo bench -p verity-circuits --features ipa --bench backends` (part of `make bench`).
@@ -8,31 +8,19 @@
 
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use alloy_primitives::{B256, keccak256};
+use alloy_primitives::B256;
+use common::{key, peak_mib};
 use verity_circuits::{Shape, ipa};
 use verity_commitment::{PoseidonBn254, SparseMerkleTree, Step, TreeHasher, pasta::PoseidonPasta};
 
 const LEAVES: u64 = 100_000;
 const DEPTH: usize = 32;
 const BATCH: u32 = 100;
-
-fn key(n: u64) -> B256 {
-    keccak256(n.to_be_bytes())
-}
-
-/// Peak resident memory of this process so far, MiB (Linux).
-fn peak_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
 
 /// The tree and the native steps of `steps` updates of existing keys.
 fn workload<H: TreeHasher>(hasher: H, steps: usize) -> (B256, Vec<Step>) {
@@ -54,6 +42,32 @@ struct Figures {
     batch: Duration,
 }
 
+/// Times one proof, its verification alone, and a batch of `BATCH` copies of it.
+fn measure(
+    k: u32,
+    keygen: Duration,
+    prove: impl FnOnce() -> Vec<u8>,
+    verify: impl Fn(&[u8]) -> bool,
+    verify_batch: impl Fn(&[u8]) -> bool,
+) -> Figures {
+    let started = Instant::now();
+    let proof = prove();
+    let prove = started.elapsed();
+    let started = Instant::now();
+    assert!(verify(&proof));
+    let verify = started.elapsed();
+    let started = Instant::now();
+    assert!(verify_batch(&proof));
+    Figures {
+        k,
+        keygen,
+        prove,
+        size: proof.len(),
+        verify,
+        batch: started.elapsed() / BATCH,
+    }
+}
+
 fn ipa(steps: usize) -> Figures {
     use ipa::{Instances, Keys, circuit_step, tx_digest};
     let (pre_root, native) = workload(PoseidonPasta, steps);
@@ -69,22 +83,13 @@ fn ipa(steps: usize) -> Figures {
         .iter()
         .map(|s| circuit_step(s, DEPTH).unwrap())
         .collect();
-    let started = Instant::now();
-    let proof = keys.prove(witness, &instances).unwrap();
-    let prove = started.elapsed();
-    let started = Instant::now();
-    keys.verify(&instances, &proof).unwrap();
-    let verify = started.elapsed();
-    let started = Instant::now();
-    assert!(keys.verify_batch((0..BATCH).map(|_| (&instances, proof.as_slice()))));
-    Figures {
-        k: keys.k(),
-        keygen: keys.generated_in(),
-        prove,
-        size: proof.len(),
-        verify,
-        batch: started.elapsed() / BATCH,
-    }
+    measure(
+        keys.k(),
+        keys.generated_in(),
+        || keys.prove(witness, &instances).unwrap(),
+        |proof| keys.verify(&instances, proof).is_ok(),
+        |proof| keys.verify_batch((0..BATCH).map(|_| (&instances, proof))),
+    )
 }
 
 fn kzg(steps: usize) -> Figures {
@@ -101,22 +106,13 @@ fn kzg(steps: usize) -> Figures {
         .iter()
         .map(|s| circuit_step(s, DEPTH).unwrap())
         .collect();
-    let started = Instant::now();
-    let proof = keys.prove(witness, &instances).unwrap();
-    let prove = started.elapsed();
-    let started = Instant::now();
-    keys.verify(&instances, &proof).unwrap();
-    let verify = started.elapsed();
-    let started = Instant::now();
-    assert!(keys.verify_batch((0..BATCH).map(|_| (&instances, proof.as_slice()))));
-    Figures {
-        k: keys.k(),
-        keygen: keys.generated_in(),
-        prove,
-        size: proof.len(),
-        verify,
-        batch: started.elapsed() / BATCH,
-    }
+    measure(
+        keys.k(),
+        keys.generated_in(),
+        || keys.prove(witness, &instances).unwrap(),
+        |proof| keys.verify(&instances, proof).is_ok(),
+        |proof| keys.verify_batch((0..BATCH).map(|_| (&instances, proof))),
+    )
 }
 
 fn main() {

@@ -6,26 +6,13 @@
 
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
+mod common;
+
 use std::time::Instant;
 
-use alloy_primitives::{B256, keccak256};
+use common::{key, peak_mib};
 use verity_circuits::{Field, Fr, Instances, Keys, Params, Shape, circuit_step, tx_digest};
 use verity_commitment::{PoseidonBn254, SparseMerkleTree};
-
-fn key(n: u64) -> B256 {
-    keccak256(n.to_be_bytes())
-}
-
-/// Peak resident memory of this process so far, MiB (Linux).
-fn peak_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
 
 fn main() {
     // A tree of 100,000 accounts: paths of ~17-20 levels, as on a busy chain.

@@ -119,6 +119,31 @@ pub struct ChunkCircuit {
     pub steps: Vec<Step>,
 }
 
+impl ChunkCircuit {
+    /// The circuit of `shape` with every step disabled (what keys are generated from).
+    pub fn blank(shape: crate::Shape) -> Self {
+        Self {
+            depth: shape.depth,
+            steps: vec![Step::padding(shape.depth); shape.steps],
+        }
+    }
+
+    /// The circuit of `shape` for `steps`, padded with disabled steps to the shape's size.
+    pub fn padded(shape: crate::Shape, mut steps: Vec<Step>) -> Result<Self, crate::Error> {
+        if steps.len() > shape.steps {
+            return Err(crate::Error::TooManySteps {
+                given: steps.len(),
+                capacity: shape.steps,
+            });
+        }
+        steps.resize_with(shape.steps, || Step::padding(shape.depth));
+        Ok(Self {
+            depth: shape.depth,
+            steps,
+        })
+    }
+}
+
 /// Columns and gates.
 #[derive(Debug, Clone)]
 pub struct ChunkConfig {
@@ -147,12 +172,10 @@ impl Circuit<F> for ChunkCircuit {
     type FloorPlanner = SimpleFloorPlanner;
 
     fn without_witnesses(&self) -> Self {
-        Self {
+        Self::blank(crate::Shape {
+            steps: self.steps.len(),
             depth: self.depth,
-            steps: (0..self.steps.len())
-                .map(|_| Step::padding(self.depth))
-                .collect(),
-        }
+        })
     }
 
     fn configure(meta: &mut ConstraintSystem<F>) -> ChunkConfig {

@@ -86,15 +86,6 @@ impl Shape {
         steps: 8,
         depth: 32,
     };
-
-    fn padding(&self) -> ChunkCircuit {
-        ChunkCircuit {
-            depth: self.depth,
-            steps: (0..self.steps)
-                .map(|_| CircuitStep::padding(self.depth))
-                .collect(),
-        }
-    }
 }
 
 /// The KZG structured reference string: powers of a secret in BN254's G1 (and G2), for
@@ -177,7 +168,7 @@ impl Keys {
         let mut cs = plonk::ConstraintSystem::default();
         let config = <ChunkCircuit as plonk::Circuit<Fr>>::configure(&mut cs);
         let mut planner = backend::Planner::measuring();
-        let circuit = shape_circuit(shape);
+        let circuit = ChunkCircuit::blank(shape);
         // Measuring never fails: it assigns nothing.
         let _ = circuit.layout(&config, &mut planner);
         let rows = planner.rows() + cs.minimum_rows();
@@ -199,7 +190,7 @@ impl Keys {
         if params.k() > k {
             params.downsize(k);
         }
-        let circuit = shape_circuit(shape);
+        let circuit = ChunkCircuit::blank(shape);
         let vk = plonk::keygen_vk(&params, &circuit).map_err(halo2)?;
         let pk = plonk::keygen_pk(&params, vk, &circuit).map_err(halo2)?;
         Ok(Self {
@@ -232,18 +223,7 @@ impl Keys {
 
     /// The circuit for `steps` (padded to the shape).
     pub fn circuit(&self, steps: Vec<CircuitStep>) -> Result<ChunkCircuit, Error> {
-        if steps.len() > self.shape.steps {
-            return Err(Error::TooManySteps {
-                given: steps.len(),
-                capacity: self.shape.steps,
-            });
-        }
-        let mut steps = steps;
-        steps.resize_with(self.shape.steps, || CircuitStep::padding(self.shape.depth));
-        Ok(ChunkCircuit {
-            depth: self.shape.depth,
-            steps,
-        })
+        ChunkCircuit::padded(self.shape, steps)
     }
 
     /// Proves one segment (SHPLONK openings, Blake2b transcript).
@@ -306,10 +286,6 @@ impl Keys {
         }
         VerificationStrategy::<_, VerifierSHPLONK<'_, Bn256>>::finalize(strategy)
     }
-}
-
-fn shape_circuit(shape: Shape) -> ChunkCircuit {
-    shape.padding()
 }
 
 /// The field element standing for a chunk's transactions: keccak256 over their hashes in

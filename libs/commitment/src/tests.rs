@@ -130,6 +130,34 @@ fn internal_nodes(leaves: &[B256], depth: usize) -> usize {
     1 + internal_nodes(left, depth + 1) + internal_nodes(right, depth + 1)
 }
 
+/// Applies `batch` (key index, value index or removal) to the tree and to the model, then
+/// checks the root and the node cache against the definition.
+fn apply_and_check(
+    tree: &mut SparseMerkleTree<Keccak>,
+    model: &mut BTreeMap<B256, B256>,
+    batch: &[(u64, Option<u64>)],
+) -> Result<(), TestCaseError> {
+    let updates: Vec<Update> = batch
+        .iter()
+        .map(|(k, v)| (key(*k), v.map(|v| key(v + 10_000))))
+        .collect();
+    for (k, v) in &updates {
+        match v {
+            Some(v) => model.insert(*k, *v),
+            None => model.remove(k),
+        };
+    }
+    let root = tree.apply(updates);
+    prop_assert_eq!(root, root_of(&Keccak, model));
+    let keys: Vec<B256> = model.keys().copied().collect();
+    prop_assert_eq!(
+        tree.nodes.len(),
+        internal_nodes(&keys, 0),
+        "no stale digests kept"
+    );
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -145,20 +173,7 @@ proptest! {
         let mut tree = SparseMerkleTree::<Keccak>::default();
         let mut model: BTreeMap<B256, B256> = BTreeMap::new();
         for batch in &batches {
-            let updates: Vec<Update> = batch
-                .iter()
-                .map(|(k, v)| (key(*k), v.map(|v| key(v + 10_000))))
-                .collect();
-            for (k, v) in &updates {
-                match v {
-                    Some(v) => model.insert(*k, *v),
-                    None => model.remove(k),
-                };
-            }
-            let root = tree.apply(updates);
-            prop_assert_eq!(root, root_of(&Keccak, &model));
-            let keys: Vec<B256> = model.keys().copied().collect();
-            prop_assert_eq!(tree.nodes.len(), internal_nodes(&keys, 0), "no stale digests kept");
+            apply_and_check(&mut tree, &mut model, batch)?;
         }
         let root = tree.root();
         for k in 0..200u64 {
@@ -181,20 +196,7 @@ proptest! {
         let mut tree = SparseMerkleTree::<Keccak>::default();
         let mut model: BTreeMap<B256, B256> = BTreeMap::new();
         for batch in &batches {
-            let updates: Vec<Update> = batch
-                .iter()
-                .map(|(k, v)| (key(*k), v.map(|v| key(v + 10_000))))
-                .collect();
-            for (k, v) in &updates {
-                match v {
-                    Some(v) => model.insert(*k, *v),
-                    None => model.remove(k),
-                };
-            }
-            let root = tree.apply(updates);
-            prop_assert_eq!(root, root_of(&Keccak, &model));
-            let keys: Vec<B256> = model.keys().copied().collect();
-            prop_assert_eq!(tree.nodes.len(), internal_nodes(&keys, 0), "no stale digests kept");
+            apply_and_check(&mut tree, &mut model, batch)?;
         }
     }
 

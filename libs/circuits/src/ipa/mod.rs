@@ -38,15 +38,6 @@ fn halo2(error: plonk::Error) -> Error {
     Error::Halo2(error.to_string())
 }
 
-fn padding(shape: Shape) -> ChunkCircuit {
-    ChunkCircuit {
-        depth: shape.depth,
-        steps: (0..shape.steps)
-            .map(|_| CircuitStep::padding(shape.depth))
-            .collect(),
-    }
-}
-
 /// Parameters and keys of one shape.
 #[derive(Debug)]
 pub struct Keys {
@@ -60,7 +51,7 @@ impl Keys {
     /// Derives the parameters and keys of `shape` (deterministic; takes seconds).
     pub fn generate(shape: Shape) -> Result<Self, Error> {
         let started = Instant::now();
-        let circuit = padding(shape);
+        let circuit = ChunkCircuit::blank(shape);
         let mut k = 10;
         loop {
             let params = Params::<EqAffine>::new(k);
@@ -102,18 +93,7 @@ impl Keys {
 
     /// The circuit for `steps` (padded to the shape).
     pub fn circuit(&self, steps: Vec<CircuitStep>) -> Result<ChunkCircuit, Error> {
-        if steps.len() > self.shape.steps {
-            return Err(Error::TooManySteps {
-                given: steps.len(),
-                capacity: self.shape.steps,
-            });
-        }
-        let mut steps = steps;
-        steps.resize_with(self.shape.steps, || CircuitStep::padding(self.shape.depth));
-        Ok(ChunkCircuit {
-            depth: self.shape.depth,
-            steps,
-        })
+        ChunkCircuit::padded(self.shape, steps)
     }
 
     /// Proves one segment.
