@@ -25,9 +25,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use alloy_primitives::{Address, B256, U256, keccak256};
+use rayon::prelude::*;
 use verity_primitives::Account;
 
+mod partial;
 mod poseidon;
+pub use partial::{PartialError, PartialTree};
 pub use poseidon::bn254::{
     PoseidonBn254, digest as field_digest, element as field_element, hash as poseidon_hash,
     limbs as field_limbs,
@@ -134,6 +137,17 @@ fn right_child(prefix: &B256, depth: usize) -> B256 {
     let mut out = *prefix;
     out[depth / 8] |= 0x80 >> (depth % 8);
     out
+}
+
+/// What a key holds after a step that reads it (`write` is `None`) or writes `write`, given
+/// what it held: a zero write to an absent key changes nothing, a zero write to a present key
+/// leaves a leaf holding zero (see [`Step`]).
+fn next_value(previous: Option<B256>, write: Option<B256>) -> Option<B256> {
+    match (previous, write) {
+        (previous, None) => previous,
+        (None, Some(value)) if value == EMPTY => None,
+        (_, Some(value)) => Some(value),
+    }
 }
 
 /// One write of a batch: `Some(value)` sets the leaf, `None` removes it.
@@ -267,12 +281,14 @@ impl Step {
     }
 }
 
-/// The tree, held in memory: the leaves, and the digest of every subtree with two or more
-/// leaves (the only ones that cannot be recomputed from a single leaf).
+/// The tree, held in memory: the leaves with their digests, and the digest of every subtree
+/// with two or more leaves. Nothing already hashed is hashed again: a batch hashes its own
+/// leaves (on every core) and the nodes above them, and a proof only reads digests.
 #[derive(Debug, Clone)]
 pub struct SparseMerkleTree<H> {
     hasher: H,
-    leaves: BTreeMap<B256, B256>,
+    /// Key to (value, leaf digest).
+    leaves: BTreeMap<B256, (B256, B256)>,
     nodes: HashMap<(u16, B256), B256>,
     root: B256,
 }
@@ -334,7 +350,7 @@ impl<H: TreeHasher> SparseMerkleTree<H> {
 
     /// The value at `key`.
     pub fn get(&self, key: &B256) -> Option<&B256> {
-        self.leaves.get(key)
+        self.leaves.get(key).map(|(value, _)| value)
     }
 
     /// Applies a batch of writes and returns the new root. Later writes to the same key win.
@@ -343,7 +359,7 @@ impl<H: TreeHasher> SparseMerkleTree<H> {
         let mut dirty: Vec<B256> = Vec::new();
         for (key, value) in updates {
             match value {
-                Some(value) => self.leaves.insert(key, value),
+                Some(value) => self.leaves.insert(key, (value, EMPTY)),
                 None => self.leaves.remove(&key),
             };
             dirty.push(key);
@@ -353,17 +369,32 @@ impl<H: TreeHasher> SparseMerkleTree<H> {
         }
         dirty.sort_unstable();
         dirty.dedup();
+        let digests: Vec<Option<B256>> = dirty
+            .par_iter()
+            .with_min_len(8)
+            .map(|key| {
+                self.leaves
+                    .get(key)
+                    .map(|(value, _)| self.hasher.leaf(key, value))
+            })
+            .collect();
+        for (key, digest) in dirty.iter().zip(digests) {
+            if let (Some(digest), Some(leaf)) = (digest, self.leaves.get_mut(key)) {
+                leaf.1 = digest;
+            }
+        }
         let present: Vec<bool> = dirty.iter().map(|k| self.leaves.contains_key(k)).collect();
         self.root = self.rehash(0, B256::ZERO, &dirty, &present);
         self.root
     }
 
-    /// The single leaf of a subtree, or a count of two for "more than one".
-    fn leaves_under(&self, prefix: &B256, depth: usize) -> (usize, Option<(B256, B256)>) {
+    /// The single leaf of a subtree (key, value, digest), or a count of two for "more than
+    /// one".
+    fn leaves_under(&self, prefix: &B256, depth: usize) -> (usize, Option<(B256, B256, B256)>) {
         let mut range = self.leaves.range(*prefix..=prefix_end(prefix, depth));
         match (range.next(), range.next()) {
             (None, _) => (0, None),
-            (Some((k, v)), None) => (1, Some((*k, *v))),
+            (Some((k, (v, d))), None) => (1, Some((*k, *v, *d))),
             (Some(_), Some(_)) => (2, None),
         }
     }
@@ -376,7 +407,7 @@ impl<H: TreeHasher> SparseMerkleTree<H> {
         }
         match self.leaves_under(prefix, depth) {
             (0, _) => EMPTY,
-            (1, Some((k, v))) => self.hasher.leaf(&k, &v),
+            (1, Some((_, _, digest))) => digest,
             _ => self.recompute(prefix, depth),
         }
     }
@@ -386,7 +417,7 @@ impl<H: TreeHasher> SparseMerkleTree<H> {
     fn recompute(&self, prefix: &B256, depth: usize) -> B256 {
         match self.leaves_under(prefix, depth) {
             (0, _) => EMPTY,
-            (1, Some((k, v))) => self.hasher.leaf(&k, &v),
+            (1, Some((_, _, digest))) => digest,
             _ => {
                 let left = self.recompute(prefix, depth + 1);
                 let right = self.recompute(&right_child(prefix, depth), depth + 1);
@@ -485,7 +516,7 @@ impl<H: TreeHasher> SparseMerkleTree<H> {
             }
         }
         match self.leaves_under(&prefix, depth) {
-            (1, Some((k, v))) => self.hasher.leaf(&k, &v),
+            (1, Some((_, _, digest))) => digest,
             _ => EMPTY,
         }
     }
@@ -494,12 +525,8 @@ impl<H: TreeHasher> SparseMerkleTree<H> {
     /// See [`Step`] for how zero values are kept.
     pub fn step(&mut self, key: B256, write: Option<B256>) -> Step {
         let old = self.prove(&key);
-        let previous = self.leaves.get(&key).copied();
-        let next = match (previous, write) {
-            (previous, None) => previous,
-            (None, Some(value)) if value == EMPTY => None,
-            (_, Some(value)) => Some(value),
-        };
+        let previous = self.get(&key).copied();
+        let next = next_value(previous, write);
         if next != previous {
             self.apply([(key, next)]);
         }
@@ -512,6 +539,32 @@ impl<H: TreeHasher> SparseMerkleTree<H> {
             old,
             new: self.prove(&key),
         }
+    }
+
+    /// Writes a batch with the convention of [`step`](Self::step) (a zero write to an absent
+    /// key changes nothing, to a present key it leaves a leaf holding zero; nothing is removed)
+    /// and returns the new root: the root the same writes reach one step at a time, hashed once
+    /// per batch. Each key is written at most once per batch.
+    pub fn write_batch(&mut self, writes: impl IntoIterator<Item = (B256, B256)>) -> B256 {
+        let updates: Vec<Update> = writes
+            .into_iter()
+            .filter_map(|(key, value)| {
+                let previous = self.get(&key).copied();
+                next_value(previous, Some(value))
+                    .filter(|next| Some(*next) != previous)
+                    .map(|next| (key, Some(next)))
+            })
+            .collect();
+        self.apply(updates)
+    }
+
+    /// Proofs of what each of `keys` holds under [`root`](Self::root), computed on every core
+    /// (proofs only read digests the tree holds).
+    pub fn prove_many(&self, keys: &[B256]) -> Vec<Proof> {
+        keys.par_iter()
+            .with_min_len(16)
+            .map(|key| self.prove(key))
+            .collect()
     }
 
     /// A proof of what `key` holds (a value or nothing) under [`root`](Self::root).
@@ -530,7 +583,7 @@ impl<H: TreeHasher> SparseMerkleTree<H> {
                 (1, single) => {
                     return Proof {
                         siblings,
-                        terminal: single,
+                        terminal: single.map(|(key, value, _)| (key, value)),
                     };
                 }
                 _ => {

@@ -12,8 +12,10 @@
 //! The permutation is computed here without the reference implementations' per-hash overheads
 //! (they copy the round constants into a new vector for every hash and compute x^5 with a
 //! 64-bit square-and-multiply): the S-box is two squarings and a product, the constants are
-//! generated once. Tests check each field's hash equals its reference implementation
-//! (`poseidon-primitives` for BN254, `halo2_poseidon` for Pasta) on every domain used.
+//! generated once, and the partial rounds multiply by sparse matrices (the Poseidon paper's
+//! appendix B: 5 multiplications per partial round instead of 9). Tests check each field's hash
+//! equals its reference implementation (`poseidon-primitives` for BN254, `halo2_poseidon` for
+//! Pasta) on every domain used, and the sparse rounds equal the plain ones.
 //!
 //! The input length is part of Poseidon's capacity element, which keeps the leaf and node domains
 //! apart. Digests are field elements in their canonical 32-byte little-endian encoding. A
@@ -51,6 +53,69 @@ macro_rules! poseidon_over {
         }
 
         static CONSTANTS: LazyLock<Constants> = LazyLock::new($constants);
+
+        /// The same permutation with its partial rounds rearranged for speed (the Poseidon
+        /// paper, appendix B). Each partial round's MDS matrix `M` is factored as `S · D`, where
+        /// `D = diag(1, M̂)` (`M̂`: `M` without its first row and column) and
+        /// `S = [[m00, m0·M̂⁻¹], [m̂, I]]` is sparse: 5 multiplications instead of 9. `D` leaves
+        /// the first element alone, as the partial S-box does, so it moves back through the
+        /// round (turning its constants `c` into `D·c`) and into the previous round's matrix,
+        /// which is factored again; the last `D` ends in the matrix of the last full round before
+        /// the partial ones. 28 % fewer multiplications per permutation.
+        #[derive(Debug)]
+        struct Sparse {
+            /// Round constants, the partial rounds' transformed.
+            round_constants: Vec<[$field; 3]>,
+            /// The matrix of the last full round before the partial rounds.
+            pre_partial_mds: [[$field; 3]; 3],
+            /// Per partial round: the first row of `S`, and its first column below the diagonal.
+            rounds: Vec<([$field; 3], [$field; 2])>,
+        }
+
+        static SPARSE: LazyLock<Sparse> = LazyLock::new(|| {
+            fn product(a: &[[$field; 3]; 3], b: &[[$field; 3]; 3]) -> [[$field; 3]; 3] {
+                let mut out = [[<$field>::ZERO; 3]; 3];
+                for (i, row) in out.iter_mut().enumerate() {
+                    for (j, cell) in row.iter_mut().enumerate() {
+                        *cell = a[i][0] * b[0][j] + a[i][1] * b[1][j] + a[i][2] * b[2][j];
+                    }
+                }
+                out
+            }
+            let c = &*CONSTANTS;
+            let (first, count) = (c.half_full_rounds, c.partial_rounds);
+            let mut round_constants = c.round_constants.clone();
+            let mut rounds = vec![([<$field>::ZERO; 3], [<$field>::ZERO; 2]); count];
+            let mut acc = c.mds;
+            for round in (first..first + count).rev() {
+                let hat = [[acc[1][1], acc[1][2]], [acc[2][1], acc[2][2]]];
+                let det = hat[0][0] * hat[1][1] - hat[0][1] * hat[1][0];
+                let det: $field = Option::from(det.invert())
+                    .expect("every square submatrix of an MDS matrix is invertible");
+                let inv = [
+                    [hat[1][1] * det, -hat[0][1] * det],
+                    [-hat[1][0] * det, hat[0][0] * det],
+                ];
+                let row = [
+                    acc[0][0],
+                    acc[0][1] * inv[0][0] + acc[0][2] * inv[1][0],
+                    acc[0][1] * inv[0][1] + acc[0][2] * inv[1][1],
+                ];
+                rounds[round - first] = (row, [acc[1][0], acc[2][0]]);
+                let d = [
+                    [<$field>::ONE, <$field>::ZERO, <$field>::ZERO],
+                    [<$field>::ZERO, hat[0][0], hat[0][1]],
+                    [<$field>::ZERO, hat[1][0], hat[1][1]],
+                ];
+                round_constants[round] = mds(&d, round_constants[round]);
+                acc = product(&d, &c.mds);
+            }
+            Sparse {
+                round_constants,
+                pre_partial_mds: acc,
+                rounds,
+            }
+        });
 
         /// The permutation's constants.
         pub fn constants() -> &'static Constants {
@@ -96,8 +161,9 @@ macro_rules! poseidon_over {
             ]
         }
 
-        /// The permutation.
-        pub fn permute(state: &mut [$field; 3]) {
+        /// The permutation, as the reference defines it: every round adds its constants,
+        /// applies the S-box (to one element in partial rounds) and multiplies by the MDS matrix.
+        pub fn permute_reference(state: &mut [$field; 3]) {
             let c = &*CONSTANTS;
             let partial_start = c.half_full_rounds;
             let partial_end = c.half_full_rounds + c.partial_rounds;
@@ -109,6 +175,41 @@ macro_rules! poseidon_over {
                     [sbox(s[0] + rc[0]), sbox(s[1] + rc[1]), sbox(s[2] + rc[2])]
                 };
                 s = mds(&c.mds, s);
+            }
+            *state = s;
+        }
+
+        /// The permutation, computed with sparse partial rounds (see `Sparse`): the same
+        /// function as [`permute_reference`], with fewer multiplications.
+        pub fn permute(state: &mut [$field; 3]) {
+            let c = &*CONSTANTS;
+            let fast = &*SPARSE;
+            let first = c.half_full_rounds;
+            let rc = &fast.round_constants;
+            let full = |s: [$field; 3], k: &[$field; 3]| {
+                [sbox(s[0] + k[0]), sbox(s[1] + k[1]), sbox(s[2] + k[2])]
+            };
+            let mut s = *state;
+            for (round, k) in rc[..first].iter().enumerate() {
+                let matrix = if round + 1 == first {
+                    &fast.pre_partial_mds
+                } else {
+                    &c.mds
+                };
+                s = mds(matrix, full(s, k));
+            }
+            for ((row, column), k) in fast.rounds.iter().zip(&rc[first..]) {
+                let x0 = sbox(s[0] + k[0]);
+                let x1 = s[1] + k[1];
+                let x2 = s[2] + k[2];
+                s = [
+                    row[0] * x0 + row[1] * x1 + row[2] * x2,
+                    column[0] * x0 + x1,
+                    column[1] * x0 + x2,
+                ];
+            }
+            for k in &rc[first + c.partial_rounds..] {
+                s = mds(&c.mds, full(s, k));
             }
             *state = s;
         }
@@ -248,6 +349,26 @@ mod tests {
         }};
     }
 
+    /// The sparse-round permutation against the plain one, on pseudo-random and edge states.
+    macro_rules! check_sparse_rounds {
+        ($field:ty) => {{
+            let mut x = <$field>::from(0xfeed);
+            let mut next = || {
+                x = x.square() + <$field>::from(11);
+                x
+            };
+            let mut states: Vec<[$field; 3]> = (0..64).map(|_| [next(), next(), next()]).collect();
+            states.push([<$field>::ZERO; 3]);
+            states.push([-<$field>::ONE; 3]);
+            for state in states {
+                let (mut fast, mut plain) = (state, state);
+                permute(&mut fast);
+                permute_reference(&mut plain);
+                assert_eq!(fast, plain);
+            }
+        }};
+    }
+
     fn digests_are_canonical_and_domains_differ<H: TreeHasher>(
         hasher: H,
         element_of: impl Fn(&B256) -> bool,
@@ -297,6 +418,11 @@ mod tests {
         }
 
         #[test]
+        fn sparse_partial_rounds_compute_the_same_permutation() {
+            check_sparse_rounds!(Fr);
+        }
+
+        #[test]
         fn digests_are_canonical_and_domains_differ() {
             super::digests_are_canonical_and_domains_differ(PoseidonBn254, |d| {
                 element(d).is_some()
@@ -339,6 +465,11 @@ mod tests {
         #[test]
         fn the_fast_hash_is_the_reference_one() {
             check_against_reference!(Fp, hash, reference);
+        }
+
+        #[test]
+        fn sparse_partial_rounds_compute_the_same_permutation() {
+            check_sparse_rounds!(Fp);
         }
 
         #[test]

@@ -239,3 +239,127 @@ proptest! {
         }
     }
 }
+
+/// A chunk's worth of touched keys (index, write) over a preloaded tree: the partial tree built
+/// from the full tree's proofs of those keys steps exactly as the full tree does, and ends
+/// where one batch of the same writes ends.
+fn partial_steps_match(
+    preload: &[u64],
+    touched: &BTreeMap<u64, Option<u64>>,
+) -> Result<(), TestCaseError> {
+    let mut full = SparseMerkleTree::<Keccak>::default();
+    full.apply(preload.iter().map(|k| (key(*k), Some(key(k + 1)))));
+    let keys: Vec<B256> = touched.keys().map(|k| key(*k)).collect();
+    let writes: Vec<Option<B256>> = touched
+        .values()
+        .map(|w| w.map(|v| if v == 0 { EMPTY } else { key(v + 900) }))
+        .collect();
+    let pre_root = full.root();
+    let proofs = full.prove_many(&keys);
+    let mut batch = full.clone();
+    let batch_root = batch.write_batch(
+        keys.iter()
+            .zip(&writes)
+            .filter_map(|(k, w)| w.map(|w| (*k, w))),
+    );
+    let mut partial = PartialTree::from_proofs(Keccak, pre_root, keys.iter().zip(&proofs))
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    for (k, w) in keys.iter().zip(&writes) {
+        let expected = full.step(*k, *w);
+        let derived = partial
+            .step(*k, *w)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(derived, expected);
+    }
+    prop_assert_eq!(partial.root(), full.root());
+    prop_assert_eq!(batch_root, full.root());
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Reads, updates, inserts, zero writes to present and absent keys, keys next to each other:
+    /// derived steps are the full tree's.
+    #[test]
+    fn partial_trees_step_as_the_full_tree(
+        preload in prop::collection::vec(0u64..300, 0..200),
+        touched in prop::collection::btree_map(0u64..400, prop::option::of(0u64..4), 0..40),
+    ) {
+        partial_steps_match(&preload, &touched)?;
+    }
+}
+
+#[test]
+fn partial_trees_step_as_the_full_tree_on_deep_paths() {
+    // Keys sharing 248 bits: proofs 250 levels deep, splits far down.
+    let mut full = SparseMerkleTree::<Keccak>::default();
+    full.apply((0..8u8).map(|n| (near_key(n * 2), Some(key(u64::from(n))))));
+    let keys: Vec<B256> = [1u8, 2, 9, 200].map(near_key).to_vec();
+    let proofs = full.prove_many(&keys);
+    let mut partial =
+        PartialTree::from_proofs(Keccak, full.root(), keys.iter().zip(&proofs)).unwrap();
+    for (i, k) in keys.iter().enumerate() {
+        let write = (i != 1).then(|| key(77 + i as u64));
+        assert_eq!(partial.step(*k, write).unwrap(), full.step(*k, write));
+    }
+    assert_eq!(partial.root(), full.root());
+}
+
+#[test]
+fn partial_trees_refuse_what_the_proofs_do_not_cover_or_contradict() {
+    let mut full = SparseMerkleTree::<Keccak>::default();
+    full.apply((0..100u64).map(|k| (key(k), Some(key(k)))));
+    let root = full.root();
+    let keys = [key(3), key(50)];
+    let proofs = full.prove_many(&keys);
+    let mut partial = PartialTree::from_proofs(Keccak, root, keys.iter().zip(&proofs)).unwrap();
+    assert_eq!(partial.get(&key(3)).unwrap(), Some(key(3)));
+    // A key whose path leaves the proven paths.
+    let outside = (100..10_000u64)
+        .map(key)
+        .find(|k| partial.get(k).is_err())
+        .unwrap();
+    assert_eq!(
+        partial.step(outside, Some(key(1))),
+        Err(PartialError::NotCovered(outside))
+    );
+    // Proofs against another root.
+    assert!(matches!(
+        PartialTree::from_proofs(Keccak, key(1), keys.iter().zip(&proofs)),
+        Err(PartialError::RootMismatch { .. })
+    ));
+    // A proof that lies about a value.
+    let mut lying = proofs.clone();
+    lying[0].terminal = Some((key(3), key(4)));
+    assert!(matches!(
+        PartialTree::from_proofs(Keccak, root, keys.iter().zip(&lying)),
+        Err(PartialError::RootMismatch { .. })
+    ));
+    // Two proofs that disagree about a sibling both leave unopened (the top levels of two
+    // keys sharing 254 bits).
+    let near = [near_key(1), near_key(2)];
+    let mut shared = SparseMerkleTree::<Keccak>::default();
+    shared.apply([near_key(1), near_key(2), near_key(3)].map(|k| (k, Some(k))));
+    let mut near_proofs = shared.prove_many(&near);
+    near_proofs[1].siblings[0] = key(9);
+    assert_eq!(
+        PartialTree::from_proofs(Keccak, shared.root(), near.iter().zip(&near_proofs)).err(),
+        Some(PartialError::Conflict(near_key(2)))
+    );
+    // A forged sibling only one proof has changes the root.
+    let mut near_proofs = shared.prove_many(&near);
+    let last = near_proofs[1].siblings.len() - 1;
+    near_proofs[1].siblings[last] = key(9);
+    assert!(matches!(
+        PartialTree::from_proofs(Keccak, shared.root(), near.iter().zip(&near_proofs)),
+        Err(PartialError::RootMismatch { .. })
+    ));
+    // A terminal leaf off the key's path.
+    let mut off = proofs;
+    off[1].terminal = Some((key(3), key(3)));
+    assert!(matches!(
+        PartialTree::from_proofs(Keccak, root, keys.iter().zip(&off)),
+        Err(PartialError::Proof { .. } | PartialError::RootMismatch { .. })
+    ));
+}
