@@ -14,60 +14,18 @@
 
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
-use std::time::Instant;
+mod common;
 
-use alloy_consensus::{SignableTransaction, TxEip1559};
-use alloy_primitives::{Address, B256, Bytes, TxKind, U256};
-use alloy_signer::SignerSync;
+use alloy_primitives::{Address, B256, U256};
 use alloy_signer_local::PrivateKeySigner;
+use common::{CHAIN_ID, GAS_LIMIT, measure, transfer};
 use verity_chunk::{StateTree, block_env, build_job, check_claim, prove_job, verify_proofs, wire};
 use verity_circuits::{Keys, Params, Shape};
 use verity_commitment::{account_key, account_value};
-use verity_primitives::{Account, InMemoryState, MiniBlock, SequencerKey, StateDiff, TxEnvelope};
+use verity_primitives::{Account, InMemoryState, MiniBlock, SequencerKey, StateDiff};
 
-const CHAIN_ID: u64 = 31337;
-const GAS_LIMIT: u64 = 30_000_000;
 const ACCOUNTS: usize = 100_000;
 const TRANSFERS: usize = 24;
-
-/// CPU seconds (user + system, every thread) this process has used.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the ')'.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
-fn measure<T>(f: impl FnOnce() -> T) -> (T, f64, f64) {
-    let (cpu, wall) = (cpu_seconds(), Instant::now());
-    let out = f();
-    (out, cpu_seconds() - cpu, wall.elapsed().as_secs_f64())
-}
-
-fn transfer(signer: &PrivateKeySigner, to: Address) -> verity_primitives::Transaction {
-    let tx = TxEip1559 {
-        chain_id: CHAIN_ID,
-        nonce: 0,
-        gas_limit: 21_000,
-        max_fee_per_gas: 2_000_000_000,
-        max_priority_fee_per_gas: 1_000_000,
-        to: TxKind::Call(to),
-        value: U256::from(1_000),
-        input: Bytes::new(),
-        access_list: Default::default(),
-    };
-    let signature = signer.sign_hash_sync(&tx.signature_hash()).unwrap();
-    let envelope: TxEnvelope = tx.into_signed(signature).into();
-    verity_primitives::Transaction::new_unchecked(envelope, signer.address())
-}
 
 fn main() {
     // A state of 100,000 funded accounts, and its tree.
@@ -105,7 +63,7 @@ fn main() {
     let txs: Vec<_> = signers
         .iter()
         .zip(&others)
-        .map(|(s, to)| transfer(s, *to))
+        .map(|(s, to)| transfer(s, 0, *to))
         .collect();
     let mut mini = MiniBlock {
         number: 0,
@@ -173,12 +131,16 @@ fn main() {
         write.commit().unwrap();
     });
 
-    for steps in [8usize, 16] {
-        let shape = Shape { steps, depth: 32 };
+    let steps = job.steps().unwrap();
+    for per_proof in [8usize, 16] {
+        let shape = Shape {
+            steps: per_proof,
+            depth: 32,
+        };
         let keys = Keys::generate(shape, &Params::setup_insecure(Keys::k_of(shape))).unwrap();
         let prover = SequencerKey::random();
         let (mut proof, prove_cpu, prove_wall) =
-            measure(|| prove_job(&keys, &job, |_, _| {}).unwrap());
+            measure(|| prove_job(&keys, &job, &steps, |_, _| {}).unwrap());
         proof.prover = prover.address();
         proof.signature = prover.sign(&wire::attestation_hash(CHAIN_ID, &proof));
         let provers = [prover.address()];
@@ -198,11 +160,11 @@ fn main() {
         };
         let verifier = apply + verify;
         println!(
-            "{TRANSFERS} transfers, {} tree steps, {steps} steps/proof ({} proofs, k={}): \
+            "{TRANSFERS} transfers, {} tree steps, {per_proof} steps/proof ({} proofs, k={}): \
              sequencer executes in {:.2} ms CPU; witness builds the job in {:.1} ms CPU; \
              verifier applies in {:.2} ms + verifies in {:.1} ms CPU = {:.1}x execution; \
              prover {:.1} s wall, {:.1} core-s = {:.0} core-s per 1,000 transfers",
-            job.steps.len(),
+            steps.len(),
             proof.segments.len(),
             keys.k(),
             execute_cpu * 1e3,

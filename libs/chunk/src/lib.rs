@@ -3,14 +3,17 @@
 //! A chunk is one signed mini-block. For each chunk the witness replica builds a [`ChunkJob`]
 //! ([`build_job`]): the mini-block (transactions, receipts, the claimed writes and the execution
 //! environment, all under the sequencer's signature), the pre-state of everything its
-//! re-execution reads ([`Witness`]), and the state-tree [`Step`]s that take the pre-root to the
-//! post-root: one per key read or written, in key order.
+//! re-execution reads ([`Witness`]), and a proof against the pre-root of every key read or
+//! written. The witness reads those proofs off its tree and then applies the chunk's writes as
+//! one batch: it never hashes a path once per key.
 //!
-//! A prover checks a job with [`check_job`]: the witness must be exactly what the steps say the
-//! pre-state holds, the steps must chain from the pre-root to the post-root and write exactly
-//! the claimed writes, and re-executing the transactions with revm against the witness alone
-//! (any read outside it is an error, never a silent zero) must reproduce the claimed writes and
-//! receipts. A mismatch is fraud; anything else wrong is a malformed job.
+//! A prover checks a job with [`check_job`]: it rebuilds the touched part of the tree from the
+//! proofs ([`PartialTree`]) and derives the state-tree [`Step`]s that take the pre-root to the
+//! post-root, one per key in key order ([`ChunkJob::steps`]); the witness must be exactly what
+//! the proofs say the pre-state holds, the steps must end at the post-root, and re-executing the
+//! transactions with revm against the witness alone (any read outside it is an error, never a
+//! silent zero) must reproduce the claimed writes and receipts. A mismatch is fraud; anything
+//! else wrong is a malformed job.
 //!
 //! A verifier, which has the signed mini-block from the chain stream but no tree, recomputes the
 //! statement a proof binds with [`Statement::of`] from the proof's entries and the accounts'
@@ -25,8 +28,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use alloy_primitives::{Address, B256};
 use verity_circuits::{Instances, tx_digest};
 use verity_commitment::{
-    EMPTY, PoseidonBn254, SparseMerkleTree, Step, account_key, account_value, storage_key,
-    storage_value,
+    EMPTY, PartialTree, PoseidonBn254, Proof, SparseMerkleTree, Step, account_key, account_value,
+    storage_key, storage_value,
 };
 use verity_execution::BlockEnvSpec;
 use verity_primitives::{Account, MiniBlock, StateDiff, StateView};
@@ -52,8 +55,9 @@ pub struct ChunkJob {
     pub post_root: B256,
     /// Pre-state of everything the chunk reads, and of every account it writes.
     pub witness: Witness,
-    /// One step per key read or written, in key order.
-    pub steps: Vec<Step>,
+    /// The proof against `pre_root` of every key read or written, in strictly increasing key
+    /// order.
+    pub pre_proofs: Vec<(B256, Proof)>,
 }
 
 /// Why a job cannot be built or checked (not fraud: the job itself is wrong or incomplete).
@@ -180,34 +184,85 @@ pub fn build_job<S: StateView>(
     for (key, value) in tree_writes(&mini_block.diff, &witness.accounts) {
         touched.insert(key, Some(value));
     }
-    let steps: Vec<Step> = touched
-        .into_iter()
-        .map(|(key, write)| tree.step(key, write))
-        .collect();
+    let keys: Vec<B256> = touched.keys().copied().collect();
+    let pre_proofs = keys.iter().copied().zip(tree.prove_many(&keys)).collect();
+    let post_root = tree.write_batch(
+        touched
+            .into_iter()
+            .filter_map(|(key, write)| Some((key, write?))),
+    );
     Ok(ChunkJob {
         chunk: mini_block.number,
         cumulative_gas_start: start,
         pre_root,
-        post_root: tree.root(),
+        post_root,
         witness,
-        steps,
+        pre_proofs,
         mini_block,
     })
 }
 
-/// Checks a job: the witness against the steps, the steps against the claimed writes and the
-/// roots, and the claimed writes and receipts against stateless re-execution.
-pub fn check_job(job: &ChunkJob, chain_id: u64, gas_limit: u64) -> Result<Verdict, JobError> {
-    // The witness is what the steps say the pre-state holds.
-    let steps: BTreeMap<B256, &Step> = job.steps.iter().map(|s| (s.key, s)).collect();
-    if steps.len() != job.steps.len() || !job.steps.windows(2).all(|w| w[0].key < w[1].key) {
-        return Err(JobError::BrokenSteps(
-            "keys are not strictly increasing".into(),
-        ));
+impl ChunkJob {
+    /// The tree writes the mini-block claims, given the witness's pre-state of the accounts.
+    pub fn writes(&self) -> BTreeMap<B256, B256> {
+        tree_writes(&self.mini_block.diff, &self.witness.accounts)
     }
-    for (key, value) in job.witness.reads() {
-        match steps.get(&key) {
-            Some(step) if step.before == value => {}
+
+    /// The chunk's tree steps, one per key read or written in key order, derived from the
+    /// pre-state proofs and the claimed writes: what the chunk circuit proves. Fails when the
+    /// proofs are out of order, do not lead to the pre-root, miss a written key, or the last
+    /// step does not end at the post-root.
+    pub fn steps(&self) -> Result<Vec<Step>, JobError> {
+        if !self.pre_proofs.windows(2).all(|w| w[0].0 < w[1].0) {
+            return Err(JobError::BrokenSteps(
+                "keys are not strictly increasing".into(),
+            ));
+        }
+        let broken = |e: verity_commitment::PartialError| JobError::BrokenSteps(e.to_string());
+        let mut tree = PartialTree::from_proofs(
+            PoseidonBn254,
+            self.pre_root,
+            self.pre_proofs.iter().map(|(key, proof)| (key, proof)),
+        )
+        .map_err(broken)?;
+        let writes = self.writes();
+        if let Some(key) = writes.keys().find(|key| {
+            self.pre_proofs
+                .binary_search_by(|(k, _)| k.cmp(key))
+                .is_err()
+        }) {
+            return Err(JobError::BrokenSteps(format!(
+                "claimed write to {key} has no pre-state proof"
+            )));
+        }
+        let steps = self
+            .pre_proofs
+            .iter()
+            .map(|(key, _)| tree.step(*key, writes.get(key).copied()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(broken)?;
+        if tree.root() != self.post_root {
+            return Err(JobError::BrokenSteps(format!(
+                "the claimed writes end at root {}, the job claims {}",
+                tree.root(),
+                self.post_root
+            )));
+        }
+        Ok(steps)
+    }
+}
+
+/// Checks a job: the pre-state proofs against the pre-root, the witness against them, the steps
+/// they give against the claimed writes and the post-root, and the claimed writes and receipts
+/// against stateless re-execution.
+pub fn check_job(job: &ChunkJob, chain_id: u64, gas_limit: u64) -> Result<Verdict, JobError> {
+    let derived = job.steps()?;
+    // The witness is what the proofs say the pre-state holds.
+    let steps: BTreeMap<B256, &Step> = derived.iter().map(|s| (s.key, s)).collect();
+    let reads = job.witness.reads();
+    for (key, value) in &reads {
+        match steps.get(key) {
+            Some(step) if step.before == *value => {}
             Some(step) => {
                 return Err(JobError::WitnessMismatch(format!(
                     "key {key}: witness value {value}, tree value {}",
@@ -221,23 +276,6 @@ pub fn check_job(job: &ChunkJob, chain_id: u64, gas_limit: u64) -> Result<Verdic
             }
         }
     }
-    // The steps chain and write exactly the claimed writes.
-    let instances = Instances::of_steps(
-        job.pre_root,
-        &job.steps,
-        Default::default(),
-        Default::default(),
-        tx_digest([]),
-    )
-    .map_err(|e| JobError::BrokenSteps(e.to_string()))?;
-    if verity_commitment::field_element(&job.post_root) != Some(instances.post_root) {
-        return Err(JobError::BrokenSteps(
-            "the last step does not end at the post-root".into(),
-        ));
-    }
-    let writes = tree_writes(&job.mini_block.diff, &job.witness.accounts);
-    check_writes(&job.steps, &writes).map_err(JobError::BrokenSteps)?;
-
     // Stateless re-execution.
     let state = WitnessState::new(&job.witness);
     let env = block_env(chain_id, gas_limit, &job.mini_block);
@@ -249,6 +287,18 @@ pub fn check_job(job: &ChunkJob, chain_id: u64, gas_limit: u64) -> Result<Verdic
     );
     if let Some(missing) = state.missing() {
         return Err(JobError::Incomplete(missing));
+    }
+    // Every key touched is read or written (a job carries no extra steps to prove).
+    let writes = job.writes();
+    let read: BTreeSet<&B256> = reads.iter().map(|(key, _)| key).collect();
+    if let Some(step) = derived
+        .iter()
+        .find(|s| !writes.contains_key(&s.key) && !read.contains(&s.key))
+    {
+        return Err(JobError::BrokenSteps(format!(
+            "key {} is neither read nor written",
+            step.key
+        )));
     }
     let outcome = outcome.map_err(|e| JobError::Execution(e.to_string()))?;
     let claimed = &job.mini_block;
@@ -271,33 +321,6 @@ pub fn check_job(job: &ChunkJob, chain_id: u64, gas_limit: u64) -> Result<Verdic
             reexecuted: outcome.diff,
         },
     })
-}
-
-/// Every written key has a step ending at the written value; every other step is a read.
-pub fn check_writes(steps: &[Step], writes: &BTreeMap<B256, B256>) -> Result<(), String> {
-    let mut unseen: BTreeSet<&B256> = writes.keys().collect();
-    for step in steps {
-        match writes.get(&step.key) {
-            Some(value) => {
-                unseen.remove(&step.key);
-                // A zero write to an absent key leaves it absent (and zero).
-                if step.after != *value {
-                    return Err(format!(
-                        "key {} ends at {}, the claimed write is {value}",
-                        step.key, step.after
-                    ));
-                }
-            }
-            None if step.after != step.before || step.is_present != step.was_present => {
-                return Err(format!("key {} changes without a claimed write", step.key));
-            }
-            None => {}
-        }
-    }
-    match unseen.first() {
-        Some(key) => Err(format!("claimed write to {key} has no tree step")),
-        None => Ok(()),
-    }
 }
 
 fn describe_diff(claimed: &StateDiff, reexecuted: &StateDiff) -> String {

@@ -4,25 +4,28 @@ use std::time::Instant;
 
 use alloy_primitives::{Address, B256};
 use verity_circuits::{Instances, Keys, Shape, circuit_step, tx_digest};
+use verity_commitment::Step;
 use verity_primitives::{MiniBlock, signing};
 
 use crate::{ChunkJob, Entry, Statement, StatementError, wire::ChunkProof};
 
-/// Proves `job`'s steps in segments of the keys' shape and returns the unsigned proof
+/// Proves `job`'s `steps` (from [`ChunkJob::steps`], which a checked job has) in segments of the
+/// keys' shape and returns the unsigned proof
 /// (`signature` is [`signing::UNSIGNED`]; the caller signs [`crate::wire::attestation_hash`]).
 /// `progress(done, total)` is called after each segment.
 pub fn prove_job(
     keys: &Keys,
     job: &ChunkJob,
+    steps: &[Step],
     mut progress: impl FnMut(usize, usize),
 ) -> Result<ChunkProof, verity_circuits::Error> {
     let started = Instant::now();
     let shape = keys.shape();
     let tx_hash = tx_digest(job.mini_block.transactions.iter().map(|t| *t.tx_hash()));
-    let segments: Vec<&[verity_commitment::Step]> = if job.steps.is_empty() {
+    let segments: Vec<&[Step]> = if steps.is_empty() {
         vec![&[]]
     } else {
-        job.steps.chunks(shape.steps).collect()
+        steps.chunks(shape.steps).collect()
     };
     let total = segments.len();
     let mut root = job.pre_root;
@@ -57,7 +60,7 @@ pub fn prove_job(
         mini_block_hash: job.mini_block.hash,
         pre_root: job.pre_root,
         post_root: root,
-        entries: job.steps.iter().map(Entry::from).collect(),
+        entries: steps.iter().map(Entry::from).collect(),
         accounts_before,
         shape,
         segments: proven,

@@ -94,6 +94,7 @@ fn mini_block(state: &InMemoryState, txs: Vec<Transaction>, key: &SequencerKey) 
     mini
 }
 
+/// A job, and the witness's tree before it.
 fn setup(tamper: bool) -> (ChunkJob, StateTree) {
     let signer = PrivateKeySigner::random();
     let key = SequencerKey::random();
@@ -114,25 +115,33 @@ fn setup(tamper: bool) -> (ChunkJob, StateTree) {
         );
         mini.seal(&key);
     }
-    let mut tree = genesis_tree(&all);
+    let before = genesis_tree(&all);
+    let mut tree = before.clone();
     let job = build_job(&state, &mut tree, CHAIN_ID, GAS_LIMIT, mini).unwrap();
-    (job, tree)
+    assert_eq!(job.post_root, tree.root());
+    (job, before)
 }
 
 #[test]
 fn an_honest_chunk_re_executes_statelessly_to_its_claimed_writes() {
-    let (job, tree) = setup(false);
-    assert_eq!(job.post_root, tree.root());
+    let (job, mut whole) = setup(false);
+    assert_eq!(job.pre_root, whole.root());
     assert_ne!(job.pre_root, job.post_root);
     // Sender, recipient, fee recipient, counter account; slots 0 (written) and 5 (read only).
     assert!(job.witness.storage.contains_key(&(COUNTER, U256::from(5))));
     assert!(job.witness.codes.contains_key(&keccak256(COUNTER_CODE)));
+    let steps = job.steps().unwrap();
     assert!(
-        job.steps
-            .iter()
-            .any(|s| s.before == s.after && s.was_present),
+        steps.iter().any(|s| s.before == s.after && s.was_present),
         "a pure read"
     );
+    // The steps the prover derives from the pre-state proofs are those the witness's whole
+    // tree takes, one key at a time.
+    let writes = job.writes();
+    for (step, (key, _)) in steps.iter().zip(&job.pre_proofs) {
+        assert_eq!(*step, whole.step(*key, writes.get(key).copied()));
+    }
+    assert_eq!(whole.root(), job.post_root);
     assert_eq!(
         check_job(&job, CHAIN_ID, GAS_LIMIT).unwrap(),
         Verdict::Valid
@@ -160,7 +169,7 @@ fn a_tampered_diff_is_fraud() {
 
 #[test]
 fn an_incomplete_or_inconsistent_witness_is_a_bad_job_not_fraud() {
-    let (job, _) = setup(false);
+    let (job, before) = setup(false);
     let mut incomplete = job.clone();
     incomplete.witness.storage.remove(&(COUNTER, U256::from(5)));
     assert!(matches!(
@@ -176,11 +185,43 @@ fn an_incomplete_or_inconsistent_witness_is_a_bad_job_not_fraud() {
         check_job(&lying, CHAIN_ID, GAS_LIMIT),
         Err(JobError::WitnessMismatch(_))
     ));
-    let mut wrong_root = job;
+    let mut wrong_root = job.clone();
     wrong_root.post_root = B256::repeat_byte(3);
     assert!(matches!(
         check_job(&wrong_root, CHAIN_ID, GAS_LIMIT),
         Err(JobError::BrokenSteps(_))
+    ));
+    // A written key without its pre-state proof.
+    let written = *job.writes().keys().next().unwrap();
+    let mut unproven = job.clone();
+    unproven.pre_proofs.retain(|(key, _)| *key != written);
+    assert!(matches!(
+        check_job(&unproven, CHAIN_ID, GAS_LIMIT),
+        Err(JobError::BrokenSteps(reason)) if reason.contains("no pre-state proof")
+    ));
+    // A proof with a sibling that is not the tree's.
+    let mut forged = job.clone();
+    forged.pre_proofs[0].1.siblings[0] = B256::repeat_byte(5);
+    assert!(matches!(
+        check_job(&forged, CHAIN_ID, GAS_LIMIT),
+        Err(JobError::BrokenSteps(_))
+    ));
+    // Proofs out of key order.
+    let mut shuffled = job.clone();
+    shuffled.pre_proofs.swap(0, 1);
+    assert!(matches!(
+        check_job(&shuffled, CHAIN_ID, GAS_LIMIT),
+        Err(JobError::BrokenSteps(reason)) if reason.contains("increasing")
+    ));
+    // A key neither read nor written, with a genuine proof.
+    let mut extra = job;
+    let stranger = account_key(Address::repeat_byte(0x77));
+    let proof = before.prove(&stranger);
+    let at = extra.pre_proofs.partition_point(|(key, _)| *key < stranger);
+    extra.pre_proofs.insert(at, (stranger, proof));
+    assert!(matches!(
+        check_job(&extra, CHAIN_ID, GAS_LIMIT),
+        Err(JobError::BrokenSteps(reason)) if reason.contains("neither read nor written")
     ));
 }
 
@@ -196,7 +237,9 @@ fn proofs_verify_for_their_chunk_and_forgeries_are_refused() {
     let keys = Keys::generate(shape, &Params::setup_insecure(Keys::k_of(shape))).unwrap();
     let prover = SequencerKey::random();
     let mut calls = vec![];
-    let mut proof = prove_job(&keys, &job, |done, total| calls.push((done, total))).unwrap();
+    let steps = job.steps().unwrap();
+    let mut proof =
+        prove_job(&keys, &job, &steps, |done, total| calls.push((done, total))).unwrap();
     assert!(proof.segments.len() >= 2, "several segments");
     assert_eq!(
         calls.last(),

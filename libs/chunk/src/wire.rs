@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use alloy_primitives::{Address, B256, Bytes, Signature, keccak256};
 use prost::Message as _;
 use verity_circuits::Shape;
-use verity_commitment::{Proof, Step};
+use verity_commitment::Proof;
 use verity_primitives::{Account, MiniBlock, StateDiff};
 use verity_proto::{
     ConversionError, address_from, b256_from, signature_from, u256_bytes, u256_from, v1,
@@ -34,7 +34,7 @@ fn tree_proof(proof: &Proof) -> v1::TreeProof {
 }
 
 fn tree_proof_from(proof: Option<&v1::TreeProof>) -> Result<Proof, ConversionError> {
-    let proof = proof.ok_or_else(|| missing("tree_step.proof"))?;
+    let proof = proof.ok_or_else(|| missing("key_proof.proof"))?;
     let siblings = proof
         .siblings
         .iter()
@@ -51,28 +51,18 @@ fn tree_proof_from(proof: Option<&v1::TreeProof>) -> Result<Proof, ConversionErr
     Ok(Proof { siblings, terminal })
 }
 
-fn tree_step(step: &Step) -> v1::TreeStep {
-    v1::TreeStep {
-        key: step.key.to_vec(),
-        before: step.before.to_vec(),
-        after: step.after.to_vec(),
-        was_present: step.was_present,
-        is_present: step.is_present,
-        old: Some(tree_proof(&step.old)),
-        new: Some(tree_proof(&step.new)),
+fn key_proof((key, proof): &(B256, Proof)) -> v1::KeyProof {
+    v1::KeyProof {
+        key: key.to_vec(),
+        proof: Some(tree_proof(proof)),
     }
 }
 
-fn tree_step_from(step: &v1::TreeStep) -> Result<Step, ConversionError> {
-    Ok(Step {
-        key: b256_from(&step.key, "tree_step.key")?,
-        before: b256_from(&step.before, "tree_step.before")?,
-        after: b256_from(&step.after, "tree_step.after")?,
-        was_present: step.was_present,
-        is_present: step.is_present,
-        old: tree_proof_from(step.old.as_ref())?,
-        new: tree_proof_from(step.new.as_ref())?,
-    })
+fn key_proof_from(proof: &v1::KeyProof) -> Result<(B256, Proof), ConversionError> {
+    Ok((
+        b256_from(&proof.key, "key_proof.key")?,
+        tree_proof_from(proof.proof.as_ref())?,
+    ))
 }
 
 /// An account's pre-state on the wire.
@@ -196,7 +186,7 @@ impl From<&ChunkJob> for v1::ChunkJob {
             pre_root: job.pre_root.to_vec(),
             post_root: job.post_root.to_vec(),
             witness: Some(witness(&job.witness)),
-            steps: job.steps.iter().map(tree_step).collect(),
+            pre_proofs: job.pre_proofs.iter().map(key_proof).collect(),
         }
     }
 }
@@ -226,10 +216,10 @@ impl TryFrom<&v1::ChunkJob> for ChunkJob {
             pre_root: b256_from(&job.pre_root, "chunk_job.pre_root")?,
             post_root: b256_from(&job.post_root, "chunk_job.post_root")?,
             witness: witness_from(job.witness.as_ref())?,
-            steps: job
-                .steps
+            pre_proofs: job
+                .pre_proofs
                 .iter()
-                .map(tree_step_from)
+                .map(key_proof_from)
                 .collect::<Result<_, _>>()?,
         })
     }

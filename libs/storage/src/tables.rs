@@ -32,9 +32,13 @@ pub const RECEIPTS: &str = "Receipts";
 pub const BLOCK_TRANSACTIONS: &str = "BlockTransactions";
 /// UTF-8 key → bytes: cursor positions, heads and other small bookkeeping.
 pub const META: &str = "Meta";
+/// `tree key(32)` → nothing: the witness role's state-tree leaves that hold zero (an account
+/// destroyed or a slot cleared after it had a leaf), which the plain state no longer has but the
+/// tree keeps (libs/commitment, `Step`). Rebuilding the tree from the plain state needs them.
+pub const TREE_TOMBSTONES: &str = "TreeTombstones";
 
 /// Every table, created when the database is opened.
-pub const ALL: [&str; 10] = [
+pub const ALL: [&str; 11] = [
     PLAIN_ACCOUNT_STATE,
     PLAIN_STORAGE_STATE,
     BYTECODES,
@@ -45,6 +49,7 @@ pub const ALL: [&str; 10] = [
     RECEIPTS,
     BLOCK_TRANSACTIONS,
     META,
+    TREE_TOMBSTONES,
 ];
 
 /// Size of an encoded account: nonce (8) ++ balance (32) ++ code hash (32).

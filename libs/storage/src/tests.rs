@@ -736,3 +736,32 @@ fn the_state_walk_visits_every_account_and_non_zero_slot_once() {
     );
     assert_eq!(slots, vec![(a, U256::from(1), U256::from(10))]);
 }
+
+#[test]
+fn tree_tombstones_are_kept_in_key_order_and_survive_a_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db");
+    let keys = [
+        B256::repeat_byte(9),
+        B256::repeat_byte(1),
+        B256::repeat_byte(9),
+    ];
+    {
+        let db = Database::open(&path).expect("open");
+        assert!(
+            db.read()
+                .expect("read")
+                .tree_tombstones()
+                .expect("walk")
+                .is_empty()
+        );
+        let mut write = db.write().expect("write");
+        write.put_tree_tombstones(&keys).expect("put");
+        write.commit().expect("commit");
+    }
+    let db = Database::open(&path).expect("reopen");
+    assert_eq!(
+        db.read().expect("read").tree_tombstones().expect("walk"),
+        vec![B256::repeat_byte(1), B256::repeat_byte(9)]
+    );
+}

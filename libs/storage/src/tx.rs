@@ -15,8 +15,8 @@ use crate::{
     StorageError,
     tables::{
         BLOCK_TRANSACTIONS, BYTECODES, CHAIN_EVENTS, HEADER_NUMBERS, HEADERS, META,
-        PLAIN_ACCOUNT_STATE, PLAIN_STORAGE_STATE, RECEIPTS, TRANSACTIONS, decode_account,
-        encode_account, encode_storage_value, storage_key,
+        PLAIN_ACCOUNT_STATE, PLAIN_STORAGE_STATE, RECEIPTS, TRANSACTIONS, TREE_TOMBSTONES,
+        decode_account, encode_account, encode_storage_value, storage_key,
     },
 };
 
@@ -157,6 +157,22 @@ mod read {
             );
         }
         Ok(())
+    }
+
+    pub(super) fn tree_tombstones<K: TransactionKind>(
+        txn: &Txn<'_, K>,
+    ) -> Result<Vec<B256>, StorageError> {
+        let table = table(txn, TREE_TOMBSTONES)?;
+        let mut cursor = txn.cursor(&table)?;
+        let mut keys = Vec::new();
+        for item in cursor.iter_start::<Cow<'_, [u8]>, ()>() {
+            let (key, ()) = item?;
+            keys.push(
+                B256::try_from(key.as_ref())
+                    .map_err(|_| StorageError::decode(TREE_TOMBSTONES, "key is not 32 bytes"))?,
+            );
+        }
+        Ok(keys)
     }
 
     pub(super) fn code<K: TransactionKind>(
@@ -339,6 +355,11 @@ macro_rules! reads {
                 on_slot: impl FnMut(Address, U256, U256),
             ) -> Result<(), StorageError> {
                 read::for_each_state(&self.txn, on_account, on_slot)
+            }
+
+            /// Every state-tree key recorded as holding zero, in key order.
+            pub fn tree_tombstones(&self) -> Result<Vec<B256>, StorageError> {
+                read::tree_tombstones(&self.txn)
             }
 
             /// Up to `limit` chain events from sequence `seq` on, in order.
@@ -549,6 +570,16 @@ impl WriteTx<'_> {
             v1::Receipt::from(receipt).encode_to_vec(),
             WriteFlags::empty(),
         )?;
+        Ok(())
+    }
+
+    /// Records state-tree keys that hold zero (see [`TREE_TOMBSTONES`]).
+    pub fn put_tree_tombstones(&mut self, keys: &[B256]) -> Result<(), StorageError> {
+        let table = read::table(&self.txn, TREE_TOMBSTONES)?;
+        for key in keys {
+            self.txn
+                .put(&table, key.as_slice(), [], WriteFlags::empty())?;
+        }
         Ok(())
     }
 

@@ -293,7 +293,7 @@ impl Prover {
             }
         };
         let chunk = job.chunk;
-        let span = tracing::info_span!("prover.job", chunk, delivered, steps = job.steps.len());
+        let span = tracing::info_span!("prover.job", chunk, delivered, keys = job.pre_proofs.len());
         verity_telemetry::link_nats_parent(message.headers.as_ref(), &span);
         self.process(keys, queue, &message, payload, job, stop)
             .instrument(span)
@@ -310,7 +310,7 @@ impl Prover {
         stop: &mut watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         let chunk = job.chunk;
-        tracing::info!(chunk, steps = job.steps.len(), "job received");
+        tracing::info!(chunk, keys = job.pre_proofs.len(), "job received");
         let started = Instant::now();
 
         // Prove (or find fraud) on a blocking thread, telling JetStream we are alive meanwhile.
@@ -417,11 +417,15 @@ fn run_job(
     match verdict {
         Verdict::Valid => {
             let chunk = job.chunk;
-            let mut proof: ChunkProof = verity_chunk::prove_job(keys, &job, |done, total| {
-                metrics::counter!("verity_prover_segments_total").increment(1);
-                tracing::info!(chunk, "segment {done}/{total} proven");
-            })
-            .map_err(|e| format!("cannot prove: {e}"))?;
+            // check_job derived the steps once already; deriving them again costs milliseconds
+            // against the seconds of proving.
+            let steps = job.steps().map_err(|e| e.to_string())?;
+            let mut proof: ChunkProof =
+                verity_chunk::prove_job(keys, &job, &steps, |done, total| {
+                    metrics::counter!("verity_prover_segments_total").increment(1);
+                    tracing::info!(chunk, "segment {done}/{total} proven");
+                })
+                .map_err(|e| format!("cannot prove: {e}"))?;
             proof.prover = key.address();
             proof.signature = key.sign(&wire::attestation_hash(chain_id, &proof));
             metrics::histogram!("verity_prover_proving_seconds")

@@ -104,9 +104,18 @@ pub fn last_seq(db: &Database) -> Result<u64, StorageError> {
     Ok(db.read()?.meta_u64(meta::LAST_SEQ)?.unwrap_or(0))
 }
 
+/// What the witness role stores with a mini-block it applies.
+#[derive(Debug, Clone, Default)]
+pub struct Prepared {
+    /// The encoded chunk job, stored under [`meta::LAST_JOB`].
+    pub job: Vec<u8>,
+    /// State-tree keys the mini-block leaves holding zero, stored in `TreeTombstones`.
+    pub tree_tombstones: Vec<B256>,
+}
+
 /// Builds something from a checked mini-block and the state before it (the witness role's
-/// chunk job); what it returns is stored under [`meta::LAST_JOB`] with the mini-block.
-pub type Prepare<'a> = &'a mut dyn FnMut(&ReadTx<'_>, &MiniBlock) -> Result<Vec<u8>, String>;
+/// chunk job); what it returns is stored in the same transaction as the mini-block.
+pub type Prepare<'a> = &'a mut dyn FnMut(&ReadTx<'_>, &MiniBlock) -> Result<Prepared, String>;
 
 /// Checks and applies one event received at stream position `seq`. With `store_event` the event
 /// itself is kept too (`ChainEvents`), for a verifier to walk the chain it applied.
@@ -157,8 +166,9 @@ pub fn apply_event(
     match &event.kind {
         ChainEventKind::MiniBlock(mini) => {
             write.apply_diff(&mini.diff)?;
-            if let Some(job) = &prepared {
-                write.set_meta(meta::LAST_JOB, job)?;
+            if let Some(prepared) = &prepared {
+                write.set_meta(meta::LAST_JOB, &prepared.job)?;
+                write.put_tree_tombstones(&prepared.tree_tombstones)?;
             }
             let base_fee = verity_proto::u256_bytes(alloy_primitives::U256::from(mini.base_fee));
             for (i, (tx, receipt)) in mini.transactions.iter().zip(&mini.receipts).enumerate() {

@@ -6,10 +6,13 @@
 //! chain message is acknowledged. A replica that stops between applying and publishing publishes
 //! the stored job when it starts again (JetStream drops the duplicate if it had been published),
 //! so no chunk is left without a job. The tree lives in memory and is rebuilt from the MDBX
-//! state at start, or whenever it may have diverged from it (an apply that failed after the job
-//! was built). The sequencer never waits for any of this.
+//! state (plus the leaves that hold zero, stored with each mini-block in `TreeTombstones`) at
+//! start, or whenever it may have diverged from it (an apply that failed after the job was
+//! built). Each mini-block's writes enter the tree as one batch; the per-key steps the circuit
+//! proves are derived by the provers from the job's pre-state proofs. The sequencer never waits
+//! for any of this.
 
-use std::time::Instant;
+use std::{collections::BTreeMap, time::Instant};
 
 use alloy_primitives::B256;
 use anyhow::Context as _;
@@ -17,23 +20,40 @@ use async_nats::{HeaderMap, jetstream::Context};
 use bytes::Bytes;
 use prost::Message as _;
 use verity_chunk::StateTree;
-use verity_commitment::{account_key, account_value, storage_key, storage_value};
+use verity_commitment::{EMPTY, account_key, account_value, storage_key, storage_value};
 use verity_primitives::{ChainSpec, MiniBlock};
 use verity_proto::v1;
 use verity_storage::{Database, ReadTx, StorageError};
 
-use crate::apply::{self, Applied, ApplyError};
+use crate::apply::{self, Applied, ApplyError, Prepared};
 
-/// The state tree of everything in `read`.
+/// The state tree of everything in `read`: the plain state's accounts and slots, and the
+/// leaves that hold zero (destroyed accounts and cleared slots that had a leaf), which the plain
+/// state no longer has.
 pub fn tree_of_state(read: &ReadTx<'_>) -> Result<StateTree, StorageError> {
     let (mut accounts, mut slots) = (Vec::new(), Vec::new());
     read.for_each_state(
         |address, account| accounts.push((account_key(address), Some(account_value(&account)))),
         |address, slot, value| slots.push((storage_key(address, slot), Some(storage_value(value)))),
     )?;
+    // A key recreated after it held zero is in both: its present value, applied last, wins.
+    let zeros = read
+        .tree_tombstones()?
+        .into_iter()
+        .map(|key| (key, Some(EMPTY)));
     let mut tree = StateTree::default();
-    tree.apply(accounts.into_iter().chain(slots));
+    tree.apply(zeros.chain(accounts).chain(slots));
     Ok(tree)
+}
+
+/// The keys of `writes` (applied to `tree`) that left a leaf holding zero: what
+/// [`tree_of_state`] needs besides the plain state.
+pub fn zero_leaves(writes: &BTreeMap<B256, B256>, tree: &StateTree) -> Vec<B256> {
+    writes
+        .iter()
+        .filter(|(key, value)| **value == EMPTY && tree.get(key) == Some(&EMPTY))
+        .map(|(key, _)| *key)
+        .collect()
 }
 
 /// A job built while applying a mini-block.
@@ -131,17 +151,18 @@ impl Witness {
         };
         let (chain_id, gas_limit) = (self.chain_id, self.gas_limit);
         let mut built = None;
-        let mut prepare = |read: &ReadTx<'_>, mini: &MiniBlock| -> Result<Vec<u8>, String> {
+        let mut prepare = |read: &ReadTx<'_>, mini: &MiniBlock| -> Result<Prepared, String> {
             let started = Instant::now();
             let job = verity_chunk::build_job(read, &mut tree, chain_id, gas_limit, mini.clone())
                 .map_err(|e| e.to_string())?;
+            let tree_tombstones = zero_leaves(&job.writes(), &tree);
             let bytes = v1::ChunkJob::from(&job).encode_to_vec();
             metrics::histogram!("verity_witness_job_build_seconds")
                 .record(started.elapsed().as_secs_f64());
-            metrics::histogram!("verity_witness_job_steps").record(job.steps.len() as f64);
+            metrics::histogram!("verity_witness_job_steps").record(job.pre_proofs.len() as f64);
             tracing::debug!(
                 chunk = job.chunk,
-                steps = job.steps.len(),
+                keys = job.pre_proofs.len(),
                 pre_root = %job.pre_root,
                 post_root = %job.post_root,
                 "chunk job built"
@@ -151,7 +172,10 @@ impl Witness {
                 mini_block_hash: job.mini_block.hash,
                 bytes: bytes.clone(),
             });
-            Ok(bytes)
+            Ok(Prepared {
+                job: bytes,
+                tree_tombstones,
+            })
         };
         let result = apply::apply_event(db, sequencer, event, Some(&mut prepare), false);
         self.tree = match &result {
@@ -178,5 +202,64 @@ impl Witness {
         metrics::counter!("verity_witness_jobs_published_total").increment(u64::from(fresh));
         metrics::gauge!("verity_witness_last_chunk").set(job.chunk as f64);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use alloy_primitives::{Address, U256};
+    use verity_primitives::{AccountDiff, StateDiff};
+
+    use super::*;
+
+    /// A witness that restarts rebuilds the tree its jobs led to, including leaves that hold
+    /// zero after a slot was cleared, and a slot set again after that.
+    #[test]
+    fn the_rebuilt_tree_keeps_leaves_that_hold_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(&dir.path().join("db")).unwrap();
+        let a = Address::repeat_byte(0xaa);
+        let slots = |pairs: &[(u64, u64)]| StateDiff {
+            accounts: [(
+                a,
+                AccountDiff {
+                    balance: Some(U256::from(5)),
+                    storage: pairs
+                        .iter()
+                        .map(|(s, v)| (U256::from(*s), U256::from(*v)))
+                        .collect(),
+                    ..Default::default()
+                },
+            )]
+            .into(),
+        };
+        let mut live = StateTree::default();
+        for diff in [
+            slots(&[(1, 10), (2, 20)]),
+            slots(&[(2, 0)]),
+            slots(&[(2, 30), (1, 0)]),
+        ] {
+            let before = [(a, db.read().unwrap().account(a).unwrap())].into();
+            let writes = verity_chunk::tree_writes(&diff, &before);
+            live.write_batch(writes.clone());
+            let mut write = db.write().unwrap();
+            write.apply_diff(&diff).unwrap();
+            write
+                .put_tree_tombstones(&zero_leaves(&writes, &live))
+                .unwrap();
+            write.commit().unwrap();
+            assert_eq!(
+                tree_of_state(&db.read().unwrap()).unwrap().root(),
+                live.root()
+            );
+        }
+        // Slot 1 was cleared: the plain state lacks it, the tree holds zero there.
+        assert_eq!(live.get(&storage_key(a, U256::from(1))), Some(&EMPTY));
+        assert_eq!(
+            db.read().unwrap().storage(a, U256::from(1)).unwrap(),
+            U256::ZERO
+        );
     }
 }

@@ -285,7 +285,10 @@ async fn chunks_are_proven_a_killed_prover_loses_nothing_and_safe_waits_for_prov
     let job = queued_job(&net, &js, 2).await;
     let own = tokio::task::spawn_blocking({
         let keys = keys.clone();
-        move || verity_chunk::prove_job(&keys, &job, |_, _| {}).unwrap()
+        move || {
+            let steps = job.steps().unwrap();
+            verity_chunk::prove_job(&keys, &job, &steps, |_, _| {}).unwrap()
+        }
     })
     .await
     .unwrap();
