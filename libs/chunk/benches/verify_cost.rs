@@ -16,13 +16,13 @@
 
 mod common;
 
-use alloy_primitives::{Address, B256, U256};
+use alloy_primitives::{Address, U256};
 use alloy_signer_local::PrivateKeySigner;
-use common::{CHAIN_ID, GAS_LIMIT, measure, transfer};
+use common::{CHAIN_ID, GAS_LIMIT, empty_mini_block, measure, transfer};
 use verity_chunk::{StateTree, block_env, build_job, check_claim, prove_job, verify_proofs, wire};
 use verity_circuits::{Keys, Params, Shape};
 use verity_commitment::{account_key, account_value};
-use verity_primitives::{Account, InMemoryState, MiniBlock, SequencerKey, StateDiff};
+use verity_primitives::{Account, InMemoryState, SequencerKey, StateDiff};
 
 const ACCOUNTS: usize = 100_000;
 const TRANSFERS: usize = 24;
@@ -65,21 +65,7 @@ fn main() {
         .zip(&others)
         .map(|(s, to)| transfer(s, 0, *to))
         .collect();
-    let mut mini = MiniBlock {
-        number: 0,
-        block_number: 1,
-        index: 0,
-        timestamp_ms: 1_700_000_000_000,
-        parent_hash: B256::ZERO,
-        base_fee: 1_000_000_000,
-        block_timestamp: 1_700_000_000,
-        beneficiary: Address::repeat_byte(0xfe),
-        transactions: vec![],
-        receipts: vec![],
-        diff: StateDiff::default(),
-        hash: B256::ZERO,
-        signature: verity_primitives::UNSIGNED,
-    };
+    let mut mini = empty_mini_block(0);
     let env = block_env(CHAIN_ID, GAS_LIMIT, &mini);
     // Warm up revm once, then measure the best of several runs.
     let _ = verity_execution::execute(&state, &env, txs.clone(), 0).unwrap();

@@ -18,13 +18,13 @@
 
 mod common;
 
-use alloy_primitives::{Address, B256, U256, keccak256};
+use alloy_primitives::{Address, U256, keccak256};
 use alloy_signer_local::PrivateKeySigner;
-use common::{CHAIN_ID, GAS_LIMIT, measure, transfer};
+use common::{CHAIN_ID, GAS_LIMIT, empty_mini_block, measure, transfer};
 use prost::Message as _;
 use verity_chunk::{StateTree, block_env, build_job, tree_writes};
 use verity_commitment::{account_key, account_value};
-use verity_primitives::{Account, InMemoryState, MiniBlock, SequencerKey, StateDiff, StateView};
+use verity_primitives::{Account, InMemoryState, SequencerKey, StateView};
 
 const MINI_BLOCKS: usize = 50;
 const TRANSFERS: usize = 100;
@@ -77,21 +77,7 @@ fn run(accounts: usize) {
                 transfer(&signers[n], 0, recipient(accounts, n))
             })
             .collect();
-        let mut mini = MiniBlock {
-            number: m as u64,
-            block_number: 1 + m as u64 / 100,
-            index: (m % 100) as u32,
-            timestamp_ms: 1_700_000_000_000 + 10 * m as u64,
-            parent_hash: B256::ZERO,
-            base_fee: 1_000_000_000,
-            block_timestamp: 1_700_000_000,
-            beneficiary: Address::repeat_byte(0xfe),
-            transactions: vec![],
-            receipts: vec![],
-            diff: StateDiff::default(),
-            hash: B256::ZERO,
-            signature: verity_primitives::UNSIGNED,
-        };
+        let mut mini = empty_mini_block(m as u64);
         let env = block_env(CHAIN_ID, GAS_LIMIT, &mini);
         let outcome = verity_execution::execute(&state, &env, txs, 0).unwrap();
         assert!(outcome.rejected.is_empty());

@@ -367,3 +367,27 @@ fn decoded_job(result: &wire::ProverResult) -> ChunkJob {
         wire::ProverResult::Proof(_) => panic!("fraud expected"),
     }
 }
+
+#[test]
+fn pre_state_proofs_share_their_upper_siblings_on_the_wire() {
+    let (mut job, _) = setup(false);
+    let mut tree = StateTree::default();
+    tree.apply((0..2_000u64).map(|n| (keccak256(n.to_be_bytes()), Some(B256::with_last_byte(1)))));
+    let mut keys: Vec<B256> = (0..300u64)
+        .map(|n| keccak256((n * 7).to_be_bytes()))
+        .collect();
+    keys.sort();
+    job.pre_proofs = keys.iter().copied().zip(tree.prove_many(&keys)).collect();
+    let wire = verity_proto::v1::ChunkJob::from(&job);
+    assert_eq!(ChunkJob::try_from(&wire).unwrap(), job);
+    let shared: u32 = wire.pre_proofs.iter().map(|p| p.shared_siblings).sum();
+    let total: usize = job.pre_proofs.iter().map(|(_, p)| p.siblings.len()).sum();
+    assert!(
+        shared as usize * 4 > total,
+        "{shared} of {total} siblings shared"
+    );
+    // A proof claiming more shared siblings than the one before it has is refused.
+    let mut bad = wire;
+    bad.pre_proofs[1].shared_siblings = 300;
+    assert!(ChunkJob::try_from(&bad).is_err());
+}

@@ -51,18 +51,51 @@ fn tree_proof_from(proof: Option<&v1::TreeProof>) -> Result<Proof, ConversionErr
     Ok(Proof { siblings, terminal })
 }
 
-fn key_proof((key, proof): &(B256, Proof)) -> v1::KeyProof {
-    v1::KeyProof {
-        key: key.to_vec(),
-        proof: Some(tree_proof(proof)),
-    }
+/// A job's pre-state proofs, each without the leading siblings it shares with the one before.
+fn key_proofs(proofs: &[(B256, Proof)]) -> Vec<v1::KeyProof> {
+    let mut previous: &[B256] = &[];
+    proofs
+        .iter()
+        .map(|(key, proof)| {
+            let shared = previous
+                .iter()
+                .zip(&proof.siblings)
+                .take_while(|(a, b)| a == b)
+                .count();
+            previous = &proof.siblings;
+            let mut wire = tree_proof(proof);
+            wire.siblings.drain(..shared);
+            v1::KeyProof {
+                key: key.to_vec(),
+                proof: Some(wire),
+                shared_siblings: u32::try_from(shared).unwrap_or(u32::MAX),
+            }
+        })
+        .collect()
 }
 
-fn key_proof_from(proof: &v1::KeyProof) -> Result<(B256, Proof), ConversionError> {
-    Ok((
-        b256_from(&proof.key, "key_proof.key")?,
-        tree_proof_from(proof.proof.as_ref())?,
-    ))
+fn key_proofs_from(proofs: &[v1::KeyProof]) -> Result<Vec<(B256, Proof)>, ConversionError> {
+    let mut out: Vec<(B256, Proof)> = Vec::with_capacity(proofs.len());
+    for wire in proofs {
+        let key = b256_from(&wire.key, "key_proof.key")?;
+        let mut proof = tree_proof_from(wire.proof.as_ref())?;
+        let previous = out.last().map_or(&[][..], |(_, p)| p.siblings.as_slice());
+        let shared = previous
+            .get(..wire.shared_siblings as usize)
+            .ok_or_else(|| {
+                ConversionError::new(
+                    "key_proof.shared_siblings",
+                    format!(
+                        "{} shared, the previous proof has {}",
+                        wire.shared_siblings,
+                        previous.len()
+                    ),
+                )
+            })?;
+        proof.siblings.splice(..0, shared.iter().copied());
+        out.push((key, proof));
+    }
+    Ok(out)
 }
 
 /// An account's pre-state on the wire.
@@ -186,7 +219,7 @@ impl From<&ChunkJob> for v1::ChunkJob {
             pre_root: job.pre_root.to_vec(),
             post_root: job.post_root.to_vec(),
             witness: Some(witness(&job.witness)),
-            pre_proofs: job.pre_proofs.iter().map(key_proof).collect(),
+            pre_proofs: key_proofs(&job.pre_proofs),
         }
     }
 }
@@ -216,11 +249,7 @@ impl TryFrom<&v1::ChunkJob> for ChunkJob {
             pre_root: b256_from(&job.pre_root, "chunk_job.pre_root")?,
             post_root: b256_from(&job.post_root, "chunk_job.post_root")?,
             witness: witness_from(job.witness.as_ref())?,
-            pre_proofs: job
-                .pre_proofs
-                .iter()
-                .map(key_proof_from)
-                .collect::<Result<_, _>>()?,
+            pre_proofs: key_proofs_from(&job.pre_proofs)?,
         })
     }
 }

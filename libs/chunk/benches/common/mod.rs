@@ -5,10 +5,10 @@
 use std::time::Instant;
 
 use alloy_consensus::{SignableTransaction, TxEip1559};
-use alloy_primitives::{Address, Bytes, TxKind, U256};
+use alloy_primitives::{Address, B256, Bytes, TxKind, U256};
 use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
-use verity_primitives::{Transaction, TxEnvelope};
+use verity_primitives::{MiniBlock, StateDiff, Transaction, TxEnvelope};
 
 pub const CHAIN_ID: u64 = 31337;
 pub const GAS_LIMIT: u64 = 30_000_000;
@@ -52,4 +52,23 @@ pub fn transfer(signer: &PrivateKeySigner, nonce: u64, to: Address) -> Transacti
     let signature = signer.sign_hash_sync(&tx.signature_hash()).unwrap();
     let envelope: TxEnvelope = tx.into_signed(signature).into();
     Transaction::new_unchecked(envelope, signer.address())
+}
+
+/// Mini-block `number` (one every 10 ms, 100 to a block) with no transactions yet.
+pub fn empty_mini_block(number: u64) -> MiniBlock {
+    MiniBlock {
+        number,
+        block_number: 1 + number / 100,
+        index: (number % 100) as u32,
+        timestamp_ms: 1_700_000_000_000 + 10 * number,
+        parent_hash: B256::ZERO,
+        base_fee: 1_000_000_000,
+        block_timestamp: 1_700_000_000,
+        beneficiary: Address::repeat_byte(0xfe),
+        transactions: vec![],
+        receipts: vec![],
+        diff: StateDiff::default(),
+        hash: B256::ZERO,
+        signature: verity_primitives::UNSIGNED,
+    }
 }
