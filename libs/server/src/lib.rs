@@ -10,9 +10,10 @@ use std::{
     future::Future,
     net::SocketAddr,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::watch};
 use tonic::{service::Routes, transport::server::TcpIncoming};
 
 /// Listening flags every service flattens into its configuration.
@@ -125,4 +126,82 @@ pub fn write_ready_file(path: Option<&Path>, fields: &[(&str, String)]) -> Resul
     };
     std::fs::write(&tmp, text).map_err(error)?;
     std::fs::rename(&tmp, path).map_err(error)
+}
+
+/// A stop flag for a service's loops: turns `true` once `shutdown` resolves.
+pub fn stop_flag(shutdown: impl Future<Output = ()> + Send + 'static) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// Resolves once `stop` is `true` (at once if it already is, or if its sender is gone).
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Exponential back-off for a loop that retries what failed: the delay doubles after each
+/// failure up to a ceiling and returns to the start after a success.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    /// Starts at `initial`, never exceeds `max`.
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Self {
+            initial,
+            max,
+            current: initial,
+        }
+    }
+
+    /// After a success: the next failure waits `initial` again.
+    pub fn reset(&mut self) {
+        self.current = self.initial;
+    }
+
+    /// The delay to wait now; the one after it is twice as long (up to the ceiling).
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.current;
+        self.current = (self.current * 2).min(self.max);
+        delay
+    }
+
+    /// Waits [`next_delay`](Self::next_delay), or less if `stop` turns `true` meanwhile.
+    pub async fn wait(&mut self, stop: &mut watch::Receiver<bool>) {
+        tokio::select! {
+            _ = tokio::time::sleep(self.next_delay()) => {}
+            _ = stopped(stop) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn the_delay_doubles_up_to_its_ceiling_and_resets() {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
+        let delays: Vec<u128> = (0..4).map(|_| backoff.next_delay().as_millis()).collect();
+        assert_eq!(delays, [100, 200, 350, 350]);
+        backoff.reset();
+        assert_eq!(backoff.next_delay(), Duration::from_millis(100));
+    }
+
+    #[tokio::test]
+    async fn waiting_ends_when_the_service_stops() {
+        let mut stop = stop_flag(async {});
+        let mut backoff = Backoff::new(Duration::from_secs(3600), Duration::from_secs(3600));
+        let started = std::time::Instant::now();
+        backoff.wait(&mut stop).await;
+        assert!(started.elapsed() < Duration::from_secs(60));
+    }
 }

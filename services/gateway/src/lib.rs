@@ -178,11 +178,7 @@ impl Gateway {
         let grpc = verity_server::bind(self.config.server.grpc_addr_or(DEFAULT_GRPC_PORT)).await?;
         let grpc_addr = verity_server::local_addr(&grpc);
         let app = router(self.backends.clone());
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        });
+        let stop_rx = verity_server::stop_flag(shutdown);
         let grpc_server = tokio::spawn({
             let mut stop = stop_rx.clone();
             verity_server::serve_grpc(tonic::service::Routes::default(), &[], grpc, async move {

@@ -25,6 +25,7 @@ use tonic::{Request, Response, Status, transport::Channel};
 use tracing::Instrument as _;
 use verity_primitives::Transaction;
 use verity_proto::{u256_from, v1};
+use verity_server::Backoff;
 use verity_server::ServerArgs;
 use verity_telemetry::TelemetryArgs;
 
@@ -300,13 +301,13 @@ async fn fetch_rules(
 /// matched to waiting submissions by id. When the stream breaks, every waiting submission gets
 /// a retryable error instead of waiting for its timeout.
 async fn run_forward_stream(inner: Arc<Inner>) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
         let (tx, rx) = mpsc::channel(4096);
         let mut client = inner.sequencer.clone();
         match client.forward(ReceiverStream::new(rx)).await {
             Ok(response) => {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 *inner.outgoing.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
                 tracing::info!("forward stream to the sequencer open");
                 let mut answers = response.into_inner();
@@ -337,11 +338,10 @@ async fn run_forward_stream(inner: Arc<Inner>) {
                     .clear();
             }
             Err(status) => {
-                tracing::warn!(%status, ?backoff, "cannot open forward stream; retrying");
+                tracing::warn!(%status, "cannot open forward stream; retrying");
             }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 

@@ -33,6 +33,7 @@ use verity_chunk::{
 use verity_circuits::{Keys, Params, Shape};
 use verity_primitives::{ChainSpec, SequencerKey};
 use verity_proto::v1;
+use verity_server::{Backoff, stopped};
 use verity_server::ServerArgs;
 use verity_telemetry::TelemetryArgs;
 
@@ -168,11 +169,7 @@ impl Prover {
     ) -> anyhow::Result<()> {
         let listener = verity_server::bind(self.config.server.grpc_addr_or(DEFAULT_PORT)).await?;
         let addr = verity_server::local_addr(&listener);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        tokio::spawn(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        });
+        let stop_rx = verity_server::stop_flag(shutdown);
         verity_server::write_ready_file(
             self.config.server.ready_file.as_deref(),
             &[
@@ -211,21 +208,16 @@ impl Prover {
             ack_wait: Duration::from_secs(self.config.ack_wait_secs.max(1)),
             max_deliver: self.config.max_deliver.max(1),
         };
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         while !*stop.borrow() {
             match self.pull(&keys, queue, &mut stop).await {
-                Ok(()) => backoff = Duration::from_millis(200),
+                Ok(()) => backoff.reset(),
                 Err(error) => {
                     tracing::warn!(
                         error = format!("{error:#}"),
-                        ?backoff,
                         "job queue interrupted; retrying"
                     );
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = stopped(&mut stop) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff.wait(&mut stop).await;
                 }
             }
         }
@@ -399,10 +391,6 @@ impl Prover {
         metrics::counter!("verity_prover_dead_letters_total").increment(1);
         Ok(())
     }
-}
-
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Checks a job and proves it or produces fraud evidence. `Err` is a job no worker can handle.

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tonic::transport::Channel;
 use verity_bus::BusError;
 use verity_proto::v1;
+use verity_server::Backoff;
 use verity_server::ServerArgs;
 use verity_telemetry::TelemetryArgs;
 
@@ -92,7 +93,7 @@ impl Publisher {
             self.config.server.ready_file.as_deref(),
             &[("grpc", addr.to_string())],
         )?;
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let stop_rx = verity_server::stop_flag(shutdown);
         let server = tokio::spawn({
             let mut stop = stop_rx.clone();
             async move {
@@ -100,34 +101,24 @@ impl Publisher {
                     tonic::service::Routes::default(),
                     &[],
                     listener,
-                    async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    },
+                    async move { verity_server::stopped(&mut stop).await },
                 )
                 .await
             }
         });
-        tokio::spawn(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        });
         tracing::info!(%addr, "publisher running");
         let this = Arc::new(self);
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let mut stop = stop_rx;
         while !*stop.borrow() {
             match this.publish_from_stream_head(&mut stop).await {
-                Ok(()) => backoff = Duration::from_millis(100),
+                Ok(()) => backoff.reset(),
                 Err(error) => {
-                    tracing::warn!(%error, ?backoff, "publishing interrupted; resuming from the stream head");
+                    tracing::warn!(%error, "publishing interrupted; resuming from the stream head");
                     metrics::counter!("verity_publisher_interruptions_total").increment(1);
                 }
             }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = stop.wait_for(|s| *s) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(2));
+            backoff.wait(&mut stop).await;
         }
         server.await??;
         tracing::info!("publisher stopped");

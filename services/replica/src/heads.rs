@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use verity_chunk::wire::{self, FinalityAttestation};
 use verity_primitives::signing;
 use verity_proto::v1;
+use verity_server::Backoff;
 use verity_storage::Database;
 
 /// Meta keys of the heads.
@@ -60,21 +61,16 @@ pub async fn follow(
     consumer_name: String,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     while !*stop.borrow() {
         match follow_once(&db, &js, &settings, &consumer_name, &mut stop).await {
             Ok(()) => break,
             Err(error) => {
                 tracing::warn!(
                     error = format!("{error:#}"),
-                    ?backoff,
                     "finality follower interrupted; retrying"
                 );
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.wait_for(|s| *s) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff.wait(&mut stop).await;
             }
         }
     }

@@ -203,11 +203,7 @@ impl Replica {
     ) -> anyhow::Result<()> {
         let listener = verity_server::bind(self.config.server.grpc_addr_or(DEFAULT_PORT)).await?;
         let addr = verity_server::local_addr(&listener);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        tokio::spawn(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        });
+        let stop_rx = verity_server::stop_flag(shutdown);
         let follower = tokio::spawn(follow_chain(
             self.db.clone(),
             self.stream.clone(),
