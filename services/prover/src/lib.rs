@@ -33,8 +33,7 @@ use verity_chunk::{
 use verity_circuits::{Keys, Params, Shape};
 use verity_primitives::{ChainSpec, SequencerKey};
 use verity_proto::v1;
-use verity_server::{Backoff, stopped};
-use verity_server::ServerArgs;
+use verity_server::{Backoff, ServerArgs, stopped};
 use verity_telemetry::TelemetryArgs;
 
 /// Default gRPC (health) port of a prover.
