@@ -25,8 +25,7 @@ use tonic::{Request, Response, Status, transport::Channel};
 use tracing::Instrument as _;
 use verity_primitives::Transaction;
 use verity_proto::{u256_from, v1};
-use verity_server::Backoff;
-use verity_server::ServerArgs;
+use verity_server::{Backoff, ServerArgs};
 use verity_telemetry::TelemetryArgs;
 
 pub use validate::{ChainRules, DEFAULT_MAX_TX_BYTES, Rejection, validate};

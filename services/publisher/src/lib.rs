@@ -14,8 +14,7 @@ use tokio::sync::watch;
 use tonic::transport::Channel;
 use verity_bus::BusError;
 use verity_proto::v1;
-use verity_server::Backoff;
-use verity_server::ServerArgs;
+use verity_server::{Backoff, ServerArgs};
 use verity_telemetry::TelemetryArgs;
 
 /// Default gRPC (health) port of the publisher.
