@@ -266,6 +266,19 @@ pub struct Step {
 }
 
 impl Step {
+    /// The step of `key` from `previous` to `next` (`None`: absent), with its proofs.
+    fn new(key: B256, previous: Option<B256>, next: Option<B256>, old: Proof, new: Proof) -> Self {
+        Self {
+            key,
+            before: previous.unwrap_or(EMPTY),
+            after: next.unwrap_or(EMPTY),
+            was_present: previous.is_some(),
+            is_present: next.is_some(),
+            old,
+            new,
+        }
+    }
+
     /// The roots before and after the step, as its proofs compute them.
     pub fn roots<H: TreeHasher>(&self, hasher: &H) -> Result<(B256, B256), ProofError> {
         let before = self.was_present.then_some(&self.before);
@@ -530,15 +543,7 @@ impl<H: TreeHasher> SparseMerkleTree<H> {
         if next != previous {
             self.apply([(key, next)]);
         }
-        Step {
-            key,
-            before: previous.unwrap_or(EMPTY),
-            after: next.unwrap_or(EMPTY),
-            was_present: previous.is_some(),
-            is_present: next.is_some(),
-            old,
-            new: self.prove(&key),
-        }
+        Step::new(key, previous, next, old, self.prove(&key))
     }
 
     /// Writes a batch with the convention of [`step`](Self::step) (a zero write to an absent

@@ -178,12 +178,7 @@ impl<H: TreeHasher> PartialTree<H> {
                 }
                 Node::Opaque(_) => return Err(PartialError::NotCovered(*key)),
                 Node::Branch { children, .. } => {
-                    let [left, right] = &mut **children;
-                    let (on, off) = if bit(key, depth) {
-                        (right, left)
-                    } else {
-                        (left, right)
-                    };
+                    let (on, off) = on_and_off_path(children, key, depth);
                     siblings.push(off.digest(&self.hasher));
                     node = on;
                     depth += 1;
@@ -203,15 +198,21 @@ impl<H: TreeHasher> PartialTree<H> {
         {
             set(&mut self.top, 0, key, value)?;
         }
-        Ok(Step {
-            key,
-            before: previous.unwrap_or(EMPTY),
-            after: next.unwrap_or(EMPTY),
-            was_present: previous.is_some(),
-            is_present: next.is_some(),
-            old,
-            new: self.prove(&key)?,
-        })
+        Ok(Step::new(key, previous, next, old, self.prove(&key)?))
+    }
+}
+
+/// A branch's children at `depth`: the one on `key`'s path, and its sibling.
+fn on_and_off_path<'n>(
+    children: &'n mut [Node; 2],
+    key: &B256,
+    depth: usize,
+) -> (&'n mut Node, &'n mut Node) {
+    let [left, right] = children;
+    if bit(key, depth) {
+        (right, left)
+    } else {
+        (left, right)
     }
 }
 
@@ -240,12 +241,7 @@ fn merge(top: &mut Node, key: &B256, proof: &Proof) -> Result<(), PartialError> 
         }
         match node {
             Node::Branch { children, .. } => {
-                let [left, right] = &mut **children;
-                let (on, off) = if bit(key, level) {
-                    (right, left)
-                } else {
-                    (left, right)
-                };
+                let (on, off) = on_and_off_path(children, key, level);
                 if let Node::Opaque(digest) = off
                     && digest != sibling
                 {
