@@ -256,6 +256,16 @@ impl ChunkJob {
 /// they give against the claimed writes and the post-root, and the claimed writes and receipts
 /// against stateless re-execution.
 pub fn check_job(job: &ChunkJob, chain_id: u64, gas_limit: u64) -> Result<Verdict, JobError> {
+    check_job_steps(job, chain_id, gas_limit).map(|(verdict, _)| verdict)
+}
+
+/// [`check_job`], also returning the steps it derived ([`ChunkJob::steps`]), which a prover
+/// then proves.
+pub fn check_job_steps(
+    job: &ChunkJob,
+    chain_id: u64,
+    gas_limit: u64,
+) -> Result<(Verdict, Vec<Step>), JobError> {
     let derived = job.steps()?;
     // The witness is what the proofs say the pre-state holds.
     let steps: BTreeMap<B256, &Step> = derived.iter().map(|s| (s.key, s)).collect();
@@ -314,13 +324,14 @@ pub fn check_job(job: &ChunkJob, chain_id: u64, gas_limit: u64) -> Result<Verdic
     } else {
         None
     };
-    Ok(match reason {
+    let verdict = match reason {
         None => Verdict::Valid,
         Some(reason) => Verdict::Fraud {
             reason,
             reexecuted: outcome.diff,
         },
-    })
+    };
+    Ok((verdict, derived))
 }
 
 fn describe_diff(claimed: &StateDiff, reexecuted: &StateDiff) -> String {

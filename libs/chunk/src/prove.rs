@@ -9,7 +9,7 @@ use verity_primitives::{MiniBlock, signing};
 
 use crate::{ChunkJob, Entry, Statement, StatementError, wire::ChunkProof};
 
-/// Proves `job`'s `steps` (from [`ChunkJob::steps`], which a checked job has) in segments of the
+/// Proves `job`'s `steps` (from [`crate::check_job_steps`] or [`ChunkJob::steps`]) in segments of the
 /// keys' shape and returns the unsigned proof
 /// (`signature` is [`signing::UNSIGNED`]; the caller signs [`crate::wire::attestation_hash`]).
 /// `progress(done, total)` is called after each segment.
