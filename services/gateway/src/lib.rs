@@ -182,7 +182,7 @@ impl Gateway {
         let grpc_server = tokio::spawn({
             let mut stop = stop_rx.clone();
             verity_server::serve_grpc(tonic::service::Routes::default(), &[], grpc, async move {
-                let _ = stop.wait_for(|s| *s).await;
+                verity_server::stopped(&mut stop).await;
             })
         });
         verity_server::write_ready_file(
@@ -196,7 +196,7 @@ impl Gateway {
         let mut stop = stop_rx;
         axum::serve(http, app)
             .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
+                verity_server::stopped(&mut stop).await;
             })
             .await?;
         grpc_server.await??;

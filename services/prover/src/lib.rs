@@ -184,7 +184,7 @@ impl Prover {
             &[],
             listener,
             async move {
-                let _ = stop.wait_for(|s| *s).await;
+                stopped(&mut stop).await;
             },
         )
         .await?;
@@ -400,13 +400,11 @@ fn run_job(
     gas_limit: u64,
     job: ChunkJob,
 ) -> Result<ProverResult, String> {
-    let verdict = verity_chunk::check_job(&job, chain_id, gas_limit).map_err(|e| e.to_string())?;
+    let (verdict, steps) =
+        verity_chunk::check_job_steps(&job, chain_id, gas_limit).map_err(|e| e.to_string())?;
     match verdict {
         Verdict::Valid => {
             let chunk = job.chunk;
-            // check_job derived the steps once already; deriving them again costs milliseconds
-            // against the seconds of proving.
-            let steps = job.steps().map_err(|e| e.to_string())?;
             let mut proof: ChunkProof =
                 verity_chunk::prove_job(keys, &job, &steps, |done, total| {
                     metrics::counter!("verity_prover_segments_total").increment(1);

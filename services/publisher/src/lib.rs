@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tonic::transport::Channel;
 use verity_bus::BusError;
 use verity_proto::v1;
-use verity_server::{Backoff, ServerArgs};
+use verity_server::{Backoff, ServerArgs, stopped};
 use verity_telemetry::TelemetryArgs;
 
 /// Default gRPC (health) port of the publisher.
@@ -147,7 +147,7 @@ impl Publisher {
         let result = loop {
             let next = tokio::select! {
                 next = events.next() => next,
-                _ = stop.wait_for(|s| *s) => break Ok(()),
+                _ = stopped(stop) => break Ok(()),
             };
             let event = match next {
                 None => break Err(anyhow::anyhow!("sequencer ended the stream")),

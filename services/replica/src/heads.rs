@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use verity_chunk::wire::{self, FinalityAttestation};
 use verity_primitives::signing;
 use verity_proto::v1;
-use verity_server::Backoff;
+use verity_server::{Backoff, stopped};
 use verity_storage::Database;
 
 /// Meta keys of the heads.
@@ -91,7 +91,7 @@ async fn follow_once(
     loop {
         let next = tokio::select! {
             next = messages.next() => next,
-            _ = stop.wait_for(|s| *s) => return Ok(()),
+            _ = stopped(stop) => return Ok(()),
         };
         let message = match next {
             None => anyhow::bail!("finality consumer ended"),

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tracing::Instrument as _;
 use verity_primitives::ChainSpec;
 use verity_proto::v1;
-use verity_server::ServerArgs;
+use verity_server::{Backoff, ServerArgs, stopped};
 use verity_storage::Database;
 use verity_telemetry::TelemetryArgs;
 
@@ -250,7 +250,7 @@ impl Replica {
         tracing::info!(%addr, "replica serving");
         let mut stop = stop_rx;
         verity_server::serve_grpc(routes, &["verity.v1.Replica"], listener, async move {
-            let _ = stop.wait_for(|s| *s).await;
+            stopped(&mut stop).await;
         })
         .await?;
         follower.await?;
@@ -273,7 +273,7 @@ async fn follow_chain(
     store_events: bool,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     while !*stop.borrow() {
         match follow_once(
             &db,
@@ -293,12 +293,8 @@ async fn follow_chain(
                 return;
             }
             Err(FollowError::Transient(error)) => {
-                tracing::warn!(%error, ?backoff, "chain consumer interrupted; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.wait_for(|s| *s) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                tracing::warn!(%error, "chain consumer interrupted; retrying");
+                backoff.wait(&mut stop).await;
             }
         }
     }
@@ -338,7 +334,7 @@ async fn follow_once(
     loop {
         let next = tokio::select! {
             next = messages.next() => next,
-            _ = stop.wait_for(|s| *s) => return Ok(()),
+            _ = stopped(stop) => return Ok(()),
         };
         let message = match next {
             None => return Err(transient(anyhow::anyhow!("consumer ended"))),

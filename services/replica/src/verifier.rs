@@ -36,6 +36,7 @@ use verity_chunk::{
 use verity_circuits::{Keys, Params, Shape};
 use verity_primitives::{ChainEvent, ChainEventKind, MiniBlock, SequencerKey, signing};
 use verity_proto::v1;
+use verity_server::{Backoff, stopped};
 use verity_storage::Database;
 
 /// Meta keys of the verifier's progress.
@@ -144,28 +145,19 @@ pub async fn run(
         _ = stopped(&mut stop) => return,
     };
     tracing::info!(k = keys.k(), elapsed = ?keys.generated_in(), "verifier: keys ready");
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     while !*stop.borrow() {
         match run_once(&db, &js, &settings, sequencer, &keys, &mut stop).await {
             Ok(()) => break,
             Err(error) => {
                 tracing::warn!(
                     error = format!("{error:#}"),
-                    ?backoff,
                     "verifier interrupted; retrying"
                 );
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stopped(&mut stop) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff.wait(&mut stop).await;
             }
         }
     }
-}
-
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// One result from the proofs stream, with its position there.
