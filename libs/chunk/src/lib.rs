@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use alloy_primitives::{Address, B256};
 use verity_circuits::{Instances, tx_digest};
 use verity_commitment::{
-    EMPTY, PartialTree, PoseidonBn254, Proof, SparseMerkleTree, Step, account_key, account_value,
+    EMPTY, PartialTree, Poseidon2Bn254, Proof, SparseMerkleTree, Step, account_key, account_value,
     storage_key, storage_value,
 };
 use verity_execution::BlockEnvSpec;
@@ -38,7 +38,7 @@ pub use prove::{Rejection, check_claim, prove_job, verify_proofs};
 pub use witness::{Missing, Recorder, Witness, WitnessState};
 
 /// The state tree every service agrees on.
-pub type StateTree = SparseMerkleTree<PoseidonBn254>;
+pub type StateTree = SparseMerkleTree<Poseidon2Bn254>;
 
 /// A chunk's proving job.
 #[derive(Debug, Clone, PartialEq)]
@@ -220,7 +220,7 @@ impl ChunkJob {
         }
         let broken = |e: verity_commitment::PartialError| JobError::BrokenSteps(e.to_string());
         let mut tree = PartialTree::from_proofs(
-            PoseidonBn254,
+            Poseidon2Bn254,
             self.pre_root,
             self.pre_proofs.iter().map(|(key, proof)| (key, proof)),
         )

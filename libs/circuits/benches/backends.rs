@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use alloy_primitives::B256;
 use common::{key, peak_mib};
 use verity_circuits::{Shape, ipa};
-use verity_commitment::{PoseidonBn254, SparseMerkleTree, Step, TreeHasher, pasta::PoseidonPasta};
+use verity_commitment::{Poseidon2Bn254, SparseMerkleTree, Step, TreeHasher, pasta::PoseidonPasta};
 
 const LEAVES: u64 = 100_000;
 const DEPTH: usize = 32;
@@ -94,7 +94,7 @@ fn ipa(steps: usize) -> Figures {
 
 fn kzg(steps: usize) -> Figures {
     use verity_circuits::{Field, Fr, Instances, Keys, Params, circuit_step};
-    let (pre_root, native) = workload(PoseidonBn254, steps);
+    let (pre_root, native) = workload(Poseidon2Bn254, steps);
     let shape = Shape {
         steps,
         depth: DEPTH,

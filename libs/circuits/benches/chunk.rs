@@ -12,11 +12,11 @@ use std::time::Instant;
 
 use common::{key, peak_mib};
 use verity_circuits::{Field, Fr, Instances, Keys, Params, Shape, circuit_step, tx_digest};
-use verity_commitment::{PoseidonBn254, SparseMerkleTree};
+use verity_commitment::{Poseidon2Bn254, SparseMerkleTree};
 
 fn main() {
     // A tree of 100,000 accounts: paths of ~17-20 levels, as on a busy chain.
-    let mut tree = SparseMerkleTree::new(PoseidonBn254);
+    let mut tree = SparseMerkleTree::new(Poseidon2Bn254);
     let started = Instant::now();
     tree.apply((0..100_000u64).map(|n| (key(n), Some(key(n + 1)))));
     println!("tree of 100000 leaves built in {:?}", started.elapsed());

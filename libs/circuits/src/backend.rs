@@ -19,14 +19,14 @@ pub use halo2_axiom::{
     halo2curves::{bn256::Fr as F, ff},
     plonk::{
         Advice, Circuit, Column, ConstraintSystem, Constraints, Error, Expression, Fixed, Instance,
-        Selector,
+        Selector, VirtualCells,
     },
     poly::Rotation,
 };
 
-pub use crate::pow5::{PoseidonConfig, configure as configure_poseidon, hash};
+pub use crate::poseidon2::{PoseidonConfig, configure as configure_poseidon, hash};
 pub use verity_commitment::{
-    PoseidonBn254 as Hasher, field_element, field_limbs as limbs, poseidon_hash as poseidon,
+    Poseidon2Bn254 as Hasher, field_element, field_limbs as limbs, poseidon_hash as poseidon,
 };
 
 /// The field's name in error messages.

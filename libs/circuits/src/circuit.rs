@@ -1,10 +1,12 @@
 //! The chunk circuit: a sequence of single-key steps over the compressed sparse Merkle tree of
-//! `verity-commitment`, hashed with Poseidon (width 3, rate 2, x^5).
+//! `verity-commitment`, hashed with a width-3, rate-2, x^5 sponge: Poseidon2 over BN254 in
+//! production, Poseidon over Pasta in `ipa`.
 //!
 //! The circuit is written once against the names its parent's `backend` module provides (the
-//! field `F`, the Poseidon chip, cell assignment), and compiled for each backend: `halo2-axiom`
-//! (KZG over BN254) in production, zcash's `halo2_proofs` over Pasta in `ipa` for the measured
-//! comparison of ADR 0007.
+//! field `F`, the hash chip, cell assignment), and compiled for each backend: `halo2-axiom`
+//! (KZG over BN254, the Poseidon2 chip of `poseidon2.rs`) in production, zcash's `halo2_proofs`
+//! over Pasta (`halo2_gadgets`' Poseidon `Pow5Chip`) in `ipa` for the measured comparison of
+//! ADR 0007.
 //!
 //! Each enabled step proves, for one key `k`:
 //! - under the running root `r`, `k` holds `before` (a leaf `(k, before)`), or holds nothing
@@ -17,7 +19,7 @@
 //!
 //! Path directions are the bits of `k`'s high limb, decomposed in-circuit (so a prover cannot
 //! place a leaf off its key's path). The running root starts at the public `pre_root` and must
-//! end at `post_root`. Two running Poseidon hashes bind every step's `(k, before)` (the reads)
+//! end at `post_root`. Two running hashes bind every step's `(k, before)` (the reads)
 //! and `(k, after)` (the writes); they start and end at public inputs, so a chunk may be split
 //! into segments whose hashes chain. The hash of the chunk's transactions is a public input the
 //! circuit only carries: the proof is bound to it through the transcript.

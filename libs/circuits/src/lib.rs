@@ -15,7 +15,7 @@ mod backend;
 pub mod circuit;
 #[cfg(feature = "ipa")]
 pub mod ipa;
-mod pow5;
+mod poseidon2;
 mod witness;
 
 use std::path::Path;

@@ -2,7 +2,7 @@
 
 use alloy_primitives::{B256, keccak256};
 use halo2_axiom::dev::MockProver;
-use verity_commitment::{PoseidonBn254, SparseMerkleTree, Step};
+use verity_commitment::{Poseidon2Bn254, SparseMerkleTree, Step};
 
 use super::*;
 
@@ -22,8 +22,8 @@ fn key_sharing(other: &B256, bits: usize, salt: u64) -> B256 {
         .unwrap()
 }
 
-fn tree_with(keys: &[B256]) -> SparseMerkleTree<PoseidonBn254> {
-    let mut tree = SparseMerkleTree::new(PoseidonBn254);
+fn tree_with(keys: &[B256]) -> SparseMerkleTree<Poseidon2Bn254> {
+    let mut tree = SparseMerkleTree::new(Poseidon2Bn254);
     tree.apply(keys.iter().map(|k| (*k, Some(*k))));
     tree
 }

@@ -13,7 +13,7 @@ use std::{
 
 use alloy_primitives::{B256, keccak256};
 use verity_commitment::{
-    Keccak, PoseidonBn254, SparseMerkleTree, TreeHasher, Update, pasta::PoseidonPasta,
+    Keccak, Poseidon2Bn254, SparseMerkleTree, TreeHasher, Update, pasta::PoseidonPasta,
 };
 
 /// Counts hash calls of an inner hasher.
@@ -112,19 +112,15 @@ fn throughput_in_pool<H: TreeHasher + Default>(
 
 fn main() {
     per_call("keccak", &Keccak, 1_000_000);
-    per_call(
-        "poseidon (BN254, 58 partial rounds)",
-        &PoseidonBn254,
-        20_000,
-    );
+    per_call("poseidon2 (BN254, 8 + 56 rounds)", &Poseidon2Bn254, 20_000);
     per_call("poseidon (P128Pow5T3, Pasta)", &PoseidonPasta, 20_000);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     throughput::<Keccak>("keccak", 100_000, 5_000, 1);
     throughput::<Keccak>("keccak", 1_000_000, 5_000, 1);
     throughput::<Keccak>("keccak", 1_000_000, 25_000, 1);
     throughput::<Keccak>("keccak", 1_000_000, 25_000, cores);
-    throughput::<PoseidonBn254>("poseidon bn254", 100_000, 5_000, 1);
-    throughput::<PoseidonBn254>("poseidon bn254", 100_000, 5_000, cores);
-    throughput::<PoseidonBn254>("poseidon bn254", 1_000_000, 25_000, 1);
-    throughput::<PoseidonBn254>("poseidon bn254", 1_000_000, 25_000, cores);
+    throughput::<Poseidon2Bn254>("poseidon2 bn254", 100_000, 5_000, 1);
+    throughput::<Poseidon2Bn254>("poseidon2 bn254", 100_000, 5_000, cores);
+    throughput::<Poseidon2Bn254>("poseidon2 bn254", 1_000_000, 25_000, 1);
+    throughput::<Poseidon2Bn254>("poseidon2 bn254", 1_000_000, 25_000, cores);
 }

@@ -14,7 +14,7 @@
 //! grinds addresses can make a path longer (each extra shared bit costs twice the work) but can
 //! never make two keys collide.
 //!
-//! **Hash.** The tree is generic over [`TreeHasher`]. [`PoseidonBn254`] is the state tree's
+//! **Hash.** The tree is generic over [`TreeHasher`]. [`Poseidon2Bn254`] is the state tree's
 //! hash, over the field of the KZG chunk proofs (docs/adr/0007-halo2-backend.md); [`pasta`]'s
 //! Poseidon is the IPA backend's, kept for the measured comparison; [`Keccak`] is the fast
 //! native one, for comparison and for uses that never enter a circuit.
@@ -32,7 +32,7 @@ mod partial;
 mod poseidon;
 pub use partial::{PartialError, PartialTree};
 pub use poseidon::bn254::{
-    PoseidonBn254, digest as field_digest, element as field_element, hash as poseidon_hash,
+    Poseidon2Bn254, digest as field_digest, element as field_element, hash as poseidon_hash,
     limbs as field_limbs,
 };
 pub use poseidon::{bn254, pasta};

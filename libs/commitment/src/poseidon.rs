@@ -1,41 +1,107 @@
-//! Circuit-friendly tree hashers: Poseidon (width 3, rate 2, x^5 S-box, 8 full rounds) over
-//! BN254's scalar field ([`PoseidonBn254`], 58 partial rounds: the state tree's hash, the
-//! field of the KZG chunk proofs) and over the Pasta base field ([`pasta::PoseidonPasta`],
-//! `P128Pow5T3`, 56 partial rounds: the IPA backend kept for the measured comparison of
-//! `docs/adr/0007-halo2-backend.md`). Each is the permutation its in-circuit chip constrains.
+//! Circuit-friendly tree hashers, width 3, rate 2, x^5 S-box: Poseidon2 over BN254's scalar
+//! field ([`bn254::Poseidon2Bn254`], 8 external and 56 internal rounds: the state tree's hash,
+//! the field of the KZG chunk proofs) and Poseidon over the Pasta base field
+//! ([`pasta::PoseidonPasta`], `P128Pow5T3`, 8 full and 56 partial rounds: the IPA backend kept
+//! for the measured comparison of `docs/adr/0007-halo2-backend.md`). Each is the permutation
+//! its in-circuit chip constrains. Both go through the same sponge:
 //!
 //! - `leaf(key, value) = Poseidon_ConstantLength<4>(key_hi, key_lo, value_hi, value_lo)`: the
 //!   32-byte key and value each enter as two 128-bit limbs, so nothing is truncated to fit the
 //!   field (two permutations).
 //! - `node(left, right) = Poseidon_ConstantLength<2>(left, right)` (one permutation).
 //!
-//! The permutation is computed here without the reference implementations' per-hash overheads
-//! (they copy the round constants into a new vector for every hash and compute x^5 with a
-//! 64-bit square-and-multiply): the S-box is two squarings and a product, the constants are
-//! generated once, and the partial rounds multiply by sparse matrices (the Poseidon paper's
-//! appendix B: 5 multiplications per partial round instead of 9). Tests check each field's hash
-//! equals its reference implementation (`poseidon-primitives` for BN254, `halo2_poseidon` for
-//! Pasta) on every domain used, and the sparse rounds equal the plain ones.
+//! Poseidon is computed here without the reference implementation's per-hash overheads (it
+//! copies the round constants into a new vector for every hash and computes x^5 with a 64-bit
+//! square-and-multiply): the S-box is two squarings and a product, the constants are generated
+//! once, and the partial rounds multiply by sparse matrices (the Poseidon paper's appendix B: 5
+//! multiplications per partial round instead of 9). Tests check the Pasta hash equals
+//! `halo2_poseidon`'s on every domain used and its published vectors, and the sparse rounds
+//! equal the plain ones; [`bn254`] documents and tests Poseidon2.
 //!
-//! The input length is part of Poseidon's capacity element, which keeps the leaf and node domains
+//! The input length is part of the sponge's capacity element, which keeps the leaf and node domains
 //! apart. Digests are field elements in their canonical 32-byte little-endian encoding. A
 //! 32-byte string that is not a canonical element (only a forged proof holds one) is hashed in a
 //! third domain, `ConstantLength<5>` over its limbs, so it can never reproduce an honest digest.
 
-/// The fast permutation, sponge, digest encoding and tree hasher for one field. Written once,
-/// instantiated per field (the two fields implement different versions of the `ff` traits, so
-/// plain generics cannot cover both).
-macro_rules! poseidon_over {
-    ($field:ty, $hasher:ident, $name:literal, $constants:expr) => {
-        use std::sync::LazyLock;
-
+/// The sponge, digest encoding and tree hasher over one field, given its width-3 permutation
+/// `permute` in scope. Written once, instantiated per field (the two fields implement different
+/// versions of the `ff` traits, so plain generics cannot cover both).
+macro_rules! sponge_over {
+    ($field:ty, $hasher:ident, $doc:literal) => {
         use alloy_primitives::B256;
 
         use crate::TreeHasher;
 
-        #[doc = concat!("Poseidon over the ", $name, " field (see the module documentation).")]
+        #[doc = $doc]
         #[derive(Debug, Clone, Copy, Default)]
         pub struct $hasher;
+
+        /// A 32-byte string as two 128-bit limbs, high first (how keys and values enter the hash).
+        pub fn limbs(bytes: &B256) -> [$field; 2] {
+            let mut hi = [0u8; 16];
+            let mut lo = [0u8; 16];
+            hi.copy_from_slice(&bytes[..16]);
+            lo.copy_from_slice(&bytes[16..]);
+            [
+                <$field>::from_u128(u128::from_be_bytes(hi)),
+                <$field>::from_u128(u128::from_be_bytes(lo)),
+            ]
+        }
+
+        /// A digest as the field element it encodes, if it is canonical.
+        pub fn element(digest: &B256) -> Option<$field> {
+            Option::from(<$field>::from_repr(digest.0))
+        }
+
+        /// A field element as a digest.
+        pub fn digest(element: $field) -> B256 {
+            B256::from(element.to_repr())
+        }
+
+        /// Poseidon `ConstantLength<L>` (width 3, rate 2): capacity element `L · 2^64` (one
+        /// output), input zero-padded to a multiple of the rate.
+        pub fn hash<const L: usize>(message: [$field; L]) -> $field {
+            let mut state = [
+                <$field>::ZERO,
+                <$field>::ZERO,
+                <$field>::from_u128((L as u128) << 64),
+            ];
+            for chunk in message.chunks(2) {
+                state[0] += chunk[0];
+                if let Some(second) = chunk.get(1) {
+                    state[1] += second;
+                }
+                permute(&mut state);
+            }
+            state[0]
+        }
+
+        impl TreeHasher for $hasher {
+            fn leaf(&self, key: &B256, value: &B256) -> B256 {
+                let [key_hi, key_lo] = limbs(key);
+                let [value_hi, value_lo] = limbs(value);
+                digest(hash([key_hi, key_lo, value_hi, value_lo]))
+            }
+
+            fn node(&self, left: &B256, right: &B256) -> B256 {
+                match (element(left), element(right)) {
+                    (Some(left), Some(right)) => digest(hash([left, right])),
+                    _ => {
+                        let [a, b] = limbs(left);
+                        let [c, d] = limbs(right);
+                        digest(hash([a, b, c, d, <$field>::ONE]))
+                    }
+                }
+            }
+        }
+    };
+}
+
+/// The Poseidon permutation over one field (constants from `$constants`, sparse partial rounds
+/// and the plain reference rounds).
+macro_rules! poseidon_over {
+    ($field:ty, $constants:expr) => {
+        use std::sync::LazyLock;
 
         /// Round constants, MDS matrix and its inverse, generated once.
         #[derive(Debug)]
@@ -122,28 +188,6 @@ macro_rules! poseidon_over {
             &CONSTANTS
         }
 
-        /// A 32-byte string as two 128-bit limbs, high first (how keys and values enter the hash).
-        pub fn limbs(bytes: &B256) -> [$field; 2] {
-            let mut hi = [0u8; 16];
-            let mut lo = [0u8; 16];
-            hi.copy_from_slice(&bytes[..16]);
-            lo.copy_from_slice(&bytes[16..]);
-            [
-                <$field>::from_u128(u128::from_be_bytes(hi)),
-                <$field>::from_u128(u128::from_be_bytes(lo)),
-            ]
-        }
-
-        /// A digest as the field element it encodes, if it is canonical.
-        pub fn element(digest: &B256) -> Option<$field> {
-            Option::from(<$field>::from_repr(digest.0))
-        }
-
-        /// A field element as a digest.
-        pub fn digest(element: $field) -> B256 {
-            B256::from(element.to_repr())
-        }
-
         /// The S-box, x^5.
         #[inline(always)]
         pub fn sbox(x: $field) -> $field {
@@ -213,88 +257,10 @@ macro_rules! poseidon_over {
             }
             *state = s;
         }
-
-        /// Poseidon `ConstantLength<L>` (width 3, rate 2): capacity element `L · 2^64` (one
-        /// output), input zero-padded to a multiple of the rate.
-        pub fn hash<const L: usize>(message: [$field; L]) -> $field {
-            let mut state = [
-                <$field>::ZERO,
-                <$field>::ZERO,
-                <$field>::from_u128((L as u128) << 64),
-            ];
-            for chunk in message.chunks(2) {
-                state[0] += chunk[0];
-                if let Some(second) = chunk.get(1) {
-                    state[1] += second;
-                }
-                permute(&mut state);
-            }
-            state[0]
-        }
-
-        impl TreeHasher for $hasher {
-            fn leaf(&self, key: &B256, value: &B256) -> B256 {
-                let [key_hi, key_lo] = limbs(key);
-                let [value_hi, value_lo] = limbs(value);
-                digest(hash([key_hi, key_lo, value_hi, value_lo]))
-            }
-
-            fn node(&self, left: &B256, right: &B256) -> B256 {
-                match (element(left), element(right)) {
-                    (Some(left), Some(right)) => digest(hash([left, right])),
-                    _ => {
-                        let [a, b] = limbs(left);
-                        let [c, d] = limbs(right);
-                        digest(hash([a, b, c, d, <$field>::ONE]))
-                    }
-                }
-            }
-        }
     };
 }
 
-/// Poseidon over BN254's scalar field: the state tree's hash.
-pub mod bn254 {
-    use halo2curves::bn256::Fr;
-    use halo2curves::ff::{Field, PrimeField};
-    use poseidon_primitives::poseidon::primitives::Spec;
-
-    /// The parameters, for `poseidon-primitives`' reference constant generation (Grain LFSR):
-    /// width 3, 8 full rounds, 58 partial rounds (at least the 57 the Poseidon paper asks for at
-    /// this width and field, rounded up to the even count the chip's two-rounds-per-row layout
-    /// needs).
-    #[derive(Debug)]
-    pub struct Bn254Spec;
-
-    impl Spec<Fr, 3, 2> for Bn254Spec {
-        fn full_rounds() -> usize {
-            8
-        }
-
-        fn partial_rounds() -> usize {
-            58
-        }
-
-        fn sbox(value: Fr) -> Fr {
-            value.square().square() * value
-        }
-
-        fn secure_mds() -> usize {
-            0
-        }
-    }
-
-    poseidon_over!(Fr, PoseidonBn254, "BN254 scalar", || {
-        let (round_constants, mds, mds_inv) = Bn254Spec::constants();
-        Constants {
-            round_constants,
-            mds,
-            mds_inv,
-            half_full_rounds: Bn254Spec::full_rounds() / 2,
-            partial_rounds: Bn254Spec::partial_rounds(),
-        }
-    });
-}
+pub mod bn254;
 
 /// Poseidon `P128Pow5T3` over the Pasta base field: the IPA backend's tree hash.
 pub mod pasta {
@@ -302,7 +268,7 @@ pub mod pasta {
     use halo2_poseidon::{P128Pow5T3, Spec};
     use pasta_curves::Fp;
 
-    poseidon_over!(Fp, PoseidonPasta, "Pasta base", || {
+    poseidon_over!(Fp, || {
         let (round_constants, mds, mds_inv) = <P128Pow5T3 as Spec<Fp, 3, 2>>::constants();
         Constants {
             round_constants,
@@ -312,10 +278,15 @@ pub mod pasta {
             partial_rounds: <P128Pow5T3 as Spec<Fp, 3, 2>>::partial_rounds(),
         }
     });
+    sponge_over!(
+        Fp,
+        PoseidonPasta,
+        "Poseidon `P128Pow5T3` over the Pasta base field (see the module documentation)."
+    );
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
 
     use alloy_primitives::B256;
@@ -369,7 +340,7 @@ mod tests {
         }};
     }
 
-    fn digests_are_canonical_and_domains_differ<H: TreeHasher>(
+    pub(crate) fn digests_are_canonical_and_domains_differ<H: TreeHasher>(
         hasher: H,
         element_of: impl Fn(&B256) -> bool,
     ) {
@@ -386,7 +357,7 @@ mod tests {
         assert_ne!(hasher.node(&forged, &EMPTY), node);
     }
 
-    fn a_tree_proves_membership<H: TreeHasher + Copy>(hasher: H) {
+    pub(crate) fn a_tree_proves_membership<H: TreeHasher + Copy>(hasher: H) {
         let mut tree = SparseMerkleTree::new(hasher);
         let keys: Vec<B256> = (0..40u64)
             .map(|n| alloy_primitives::keccak256(n.to_be_bytes()))
@@ -399,41 +370,6 @@ mod tests {
         tree.prove(&absent)
             .verify(&hasher, root, &absent, None)
             .unwrap();
-    }
-
-    mod bn254 {
-        use halo2curves::bn256::Fr;
-        use halo2curves::ff::Field;
-        use poseidon_primitives::poseidon::primitives::{ConstantLength, Hash};
-
-        use super::super::bn254::*;
-
-        fn reference<const L: usize>(message: [Fr; L]) -> Fr {
-            Hash::<Fr, Bn254Spec, ConstantLength<L>, 3, 2>::init().hash(message)
-        }
-
-        #[test]
-        fn the_fast_hash_is_the_reference_one() {
-            check_against_reference!(Fr, hash, reference);
-        }
-
-        #[test]
-        fn sparse_partial_rounds_compute_the_same_permutation() {
-            check_sparse_rounds!(Fr);
-        }
-
-        #[test]
-        fn digests_are_canonical_and_domains_differ() {
-            super::digests_are_canonical_and_domains_differ(PoseidonBn254, |d| {
-                element(d).is_some()
-            });
-            assert_eq!(element(&digest(Fr::ONE.double())), Some(Fr::from(2)));
-        }
-
-        #[test]
-        fn a_tree_proves_membership() {
-            super::a_tree_proves_membership(PoseidonBn254);
-        }
     }
 
     mod pasta {

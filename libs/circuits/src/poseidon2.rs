@@ -1,14 +1,14 @@
-//! The in-circuit Poseidon over BN254's scalar field: the permutation of
-//! `verity_commitment::bn254` (width 3, rate 2, x^5, 8 full and 58 partial rounds, Grain
-//! constants), sponge `ConstantLength<L>` as in `halo2_gadgets`.
+//! The in-circuit Poseidon2 over BN254's scalar field: the permutation of
+//! `verity_commitment::bn254` (width 3, x^5, 8 external and 56 internal rounds), sponge
+//! `ConstantLength<L>` as in `halo2_gadgets`.
 //!
-//! The chip has the row layout of `halo2_gadgets`' `Pow5Chip` (one row per full round, one row
-//! per pair of partial rounds through a witnessed mid S-box and the inverse MDS matrix), so the
-//! two backends of ADR 0007 prove circuits of the same height. `halo2_gadgets` only targets
-//! zcash's `halo2_proofs`, which is why this one exists. The circuit tests check it: every
-//! root and running hash they expose is computed natively by `verity_commitment`.
+//! Rows: one per external round, the first also taking the initial external matrix; one per pair
+//! of internal rounds (a witnessed mid S-box, then the second round's S-box of a linear
+//! expression, so every constraint stays of degree 5). 36 rows per permutation, one fewer than
+//! Poseidon's `Pow5Chip` layout at this width. The circuit tests check it: every root and running
+//! hash they expose is computed natively by `verity_commitment`.
 
-use verity_commitment::bn254::{constants, mds as times, sbox};
+use verity_commitment::bn254::{constants, external_round, internal_round, sbox, times};
 
 use crate::backend::{
     Advice, Cell, Column, ConstraintSystem, Constraints, Error, Expression, F, Field, Fixed,
@@ -21,17 +21,6 @@ const RATE: usize = 2;
 type State = [F; WIDTH];
 type Matrix = [[F; WIDTH]; WIDTH];
 
-fn full_round(state: State, rc: &State) -> State {
-    times(&constants().mds, [0, 1, 2].map(|i| sbox(state[i] + rc[i])))
-}
-
-fn partial_round(state: State, rc: &State) -> State {
-    times(
-        &constants().mds,
-        [sbox(state[0] + rc[0]), state[1] + rc[1], state[2] + rc[2]],
-    )
-}
-
 fn initial_state<const L: usize>() -> State {
     [F::ZERO, F::ZERO, F::from_u128((L as u128) << 64)]
 }
@@ -40,11 +29,12 @@ fn initial_state<const L: usize>() -> State {
 #[derive(Debug, Clone)]
 pub struct PoseidonConfig {
     state: [Column<Advice>; WIDTH],
-    partial_sbox: Column<Advice>,
-    rc_a: [Column<Fixed>; WIDTH],
-    rc_b: [Column<Fixed>; WIDTH],
-    s_full: Selector,
-    s_partial: Selector,
+    mid_sbox: Column<Advice>,
+    /// An external round's three constants; an internal pair's two in the first two columns.
+    rc: [Column<Fixed>; WIDTH],
+    s_first: Selector,
+    s_external: Selector,
+    s_internal: Selector,
     s_absorb: Selector,
 }
 
@@ -67,13 +57,12 @@ fn times_expr(matrix: &Matrix, vector: &[Expression<F>; WIDTH]) -> [Expression<F
     })
 }
 
-/// Columns of the chip (three state, one partial S-box, six round-constant columns) and a
-/// column of its own for the circuit's constants.
+/// Columns of the chip (three state, one mid S-box, three round-constant columns) and a column
+/// of its own for the circuit's constants.
 pub fn configure(meta: &mut ConstraintSystem<F>) -> PoseidonConfig {
     let state = [(); WIDTH].map(|()| meta.advice_column());
-    let partial_sbox = meta.advice_column();
-    let rc_a = [(); WIDTH].map(|()| meta.fixed_column());
-    let rc_b = [(); WIDTH].map(|()| meta.fixed_column());
+    let mid_sbox = meta.advice_column();
+    let rc = [(); WIDTH].map(|()| meta.fixed_column());
     // halo2-axiom's layouter fills constants from row 0 of the first constants column, so it
     // gets a column nothing else writes.
     let constant_column = meta.fixed_column();
@@ -84,46 +73,64 @@ pub fn configure(meta: &mut ConstraintSystem<F>) -> PoseidonConfig {
     // halo2-axiom caps the constraint degree at 5 (its MAX_DEGREE) unless told otherwise;
     // x^5 under a selector is degree 6, as in zcash's halo2.
     meta.set_minimum_degree(6);
-    let s_full = meta.selector();
-    let s_partial = meta.selector();
+    let s_first = meta.selector();
+    let s_external = meta.selector();
+    let s_internal = meta.selector();
     let s_absorb = meta.selector();
     let c = constants();
-
-    meta.create_gate("full round", |meta| {
-        let q = meta.query_selector(s_full);
+    let external_round = |meta: &mut crate::backend::VirtualCells<'_, F>, first: bool| {
         let cur = state.map(|col| meta.query_advice(col, Rotation::cur()));
         let next = state.map(|col| meta.query_advice(col, Rotation::next()));
-        let rc = rc_a.map(|col| meta.query_fixed(col, Rotation::cur()));
-        let boxed = [0, 1, 2].map(|i| pow5(cur[i].clone() + rc[i].clone()));
-        let mixed = times_expr(&c.mds, &boxed);
-        Constraints::with_selector(q, [0, 1, 2].map(|i| mixed[i].clone() - next[i].clone()))
+        let rc = rc.map(|col| meta.query_fixed(col, Rotation::cur()));
+        let input = if first {
+            times_expr(&c.external_matrix, &cur)
+        } else {
+            cur
+        };
+        let boxed = [0, 1, 2].map(|i| pow5(input[i].clone() + rc[i].clone()));
+        let mixed = times_expr(&c.external_matrix, &boxed);
+        [0, 1, 2].map(|i| mixed[i].clone() - next[i].clone())
+    };
+
+    // The first external round also applies the external matrix Poseidon2 starts with.
+    meta.create_gate("first external round", |meta| {
+        let q = meta.query_selector(s_first);
+        Constraints::with_selector(q, external_round(meta, true))
     });
 
-    // Two partial rounds per row: `mid` is the first round's S-box; the second round is
-    // checked through the inverse MDS matrix so every constraint stays of degree 5.
-    meta.create_gate("partial rounds", |meta| {
-        let q = meta.query_selector(s_partial);
+    meta.create_gate("external round", |meta| {
+        let q = meta.query_selector(s_external);
+        Constraints::with_selector(q, external_round(meta, false))
+    });
+
+    // Two internal rounds per row: `mid` is the first round's S-box; the second round's S-box
+    // input is linear in `mid` and the state, so its x^5 stays of degree 5.
+    meta.create_gate("internal rounds", |meta| {
+        let q = meta.query_selector(s_internal);
         let cur = state.map(|col| meta.query_advice(col, Rotation::cur()));
         let next = state.map(|col| meta.query_advice(col, Rotation::next()));
-        let mid = meta.query_advice(partial_sbox, Rotation::cur());
-        let a = rc_a.map(|col| meta.query_fixed(col, Rotation::cur()));
-        let b = rc_b.map(|col| meta.query_fixed(col, Rotation::cur()));
+        let mid = meta.query_advice(mid_sbox, Rotation::cur());
+        let a = meta.query_fixed(rc[0], Rotation::cur());
+        let b = meta.query_fixed(rc[1], Rotation::cur());
         let after_first = times_expr(
-            &c.mds,
+            &c.internal_matrix,
+            &[mid.clone(), cur[1].clone(), cur[2].clone()],
+        );
+        let after_second = times_expr(
+            &c.internal_matrix,
             &[
-                mid.clone(),
-                cur[1].clone() + a[1].clone(),
-                cur[2].clone() + a[2].clone(),
+                pow5(after_first[0].clone() + b),
+                after_first[1].clone(),
+                after_first[2].clone(),
             ],
         );
-        let unmixed = times_expr(&c.mds_inv, &next);
         Constraints::with_selector(
             q,
             [
-                pow5(cur[0].clone() + a[0].clone()) - mid,
-                pow5(after_first[0].clone() + b[0].clone()) - unmixed[0].clone(),
-                after_first[1].clone() + b[1].clone() - unmixed[1].clone(),
-                after_first[2].clone() + b[2].clone() - unmixed[2].clone(),
+                pow5(cur[0].clone() + a) - mid,
+                after_second[0].clone() - next[0].clone(),
+                after_second[1].clone() - next[1].clone(),
+                after_second[2].clone() - next[2].clone(),
             ],
         )
     });
@@ -146,11 +153,11 @@ pub fn configure(meta: &mut ConstraintSystem<F>) -> PoseidonConfig {
 
     PoseidonConfig {
         state,
-        partial_sbox,
-        rc_a,
-        rc_b,
-        s_full,
-        s_partial,
+        mid_sbox,
+        rc,
+        s_first,
+        s_external,
+        s_internal,
         s_absorb,
     }
 }
@@ -177,33 +184,51 @@ fn permutation(
     mut state: Value<State>,
 ) -> Result<(usize, Value<State>, [Cell; WIDTH]), Error> {
     let c = constants();
-    let half = c.half_full_rounds;
-    let partial = c.partial_rounds;
-    let mut round = 0;
+    let half = c.half_external_rounds();
     let mut cells = None;
-    while round < c.round_constants.len() {
-        let rc = c.round_constants[round];
-        if round < half || round >= half + partial {
-            enable(region, &config.s_full, row)?;
-            for (column, value) in config.rc_a.iter().zip(rc) {
-                fixed(region, *column, row, value)?;
-            }
-            state = state.map(|s| full_round(s, &rc));
-            round += 1;
+    let external = |region: &mut crate::backend::Region<'_, F>,
+                    row: usize,
+                    index: usize,
+                    state: Value<State>|
+     -> Result<Value<State>, Error> {
+        let rc = &c.external[index];
+        let selector = if index == 0 {
+            &config.s_first
         } else {
-            let rc_next = c.round_constants[round + 1];
-            enable(region, &config.s_partial, row)?;
-            for (column, value) in config.rc_a.iter().zip(rc) {
-                fixed(region, *column, row, value)?;
-            }
-            for (column, value) in config.rc_b.iter().zip(rc_next) {
-                fixed(region, *column, row, value)?;
-            }
-            let mid = state.map(|s| sbox(s[0] + rc[0]));
-            assign(region, config.partial_sbox, row, mid)?;
-            state = state.map(|s| partial_round(partial_round(s, &rc), &rc_next));
-            round += 2;
+            &config.s_external
+        };
+        enable(region, selector, row)?;
+        for (column, value) in config.rc.iter().zip(rc) {
+            fixed(region, *column, row, *value)?;
         }
+        Ok(state.map(|s| {
+            let s = if index == 0 {
+                times(&c.external_matrix, s)
+            } else {
+                s
+            };
+            external_round(s, rc)
+        }))
+    };
+    for index in 0..half {
+        state = external(region, row, index, state)?;
+        row += 1;
+        cells = Some(assign_state(config, region, row, state)?);
+    }
+    for pair in c.internal.chunks(2) {
+        let [a, b] = pair else {
+            return Err(Error::Synthesis);
+        };
+        enable(region, &config.s_internal, row)?;
+        fixed(region, config.rc[0], row, *a)?;
+        fixed(region, config.rc[1], row, *b)?;
+        assign(region, config.mid_sbox, row, state.map(|s| sbox(s[0] + a)))?;
+        state = state.map(|s| internal_round(internal_round(s, *a), *b));
+        row += 1;
+        cells = Some(assign_state(config, region, row, state)?);
+    }
+    for index in half..c.external.len() {
+        state = external(region, row, index, state)?;
         row += 1;
         cells = Some(assign_state(config, region, row, state)?);
     }
