@@ -43,9 +43,18 @@ macro_rules! sponge_over {
             hi.copy_from_slice(&bytes[..16]);
             lo.copy_from_slice(&bytes[16..]);
             [
-                <$field>::from_u128(u128::from_be_bytes(hi)),
-                <$field>::from_u128(u128::from_be_bytes(lo)),
+                small(u128::from_be_bytes(hi)),
+                small(u128::from_be_bytes(lo)),
             ]
+        }
+
+        /// A 128-bit integer as a field element, through its canonical encoding (one Montgomery
+        /// multiplication; `from_u128` doubles 64 times).
+        #[inline]
+        fn small(value: u128) -> $field {
+            let mut repr = <$field as PrimeField>::Repr::default();
+            repr.as_mut()[..16].copy_from_slice(&value.to_le_bytes());
+            Option::from(<$field>::from_repr(repr)).expect("below 2^128 is below the modulus")
         }
 
         /// A digest as the field element it encodes, if it is canonical.
@@ -61,11 +70,7 @@ macro_rules! sponge_over {
         /// Poseidon `ConstantLength<L>` (width 3, rate 2): capacity element `L · 2^64` (one
         /// output), input zero-padded to a multiple of the rate.
         pub fn hash<const L: usize>(message: [$field; L]) -> $field {
-            let mut state = [
-                <$field>::ZERO,
-                <$field>::ZERO,
-                <$field>::from_u128((L as u128) << 64),
-            ];
+            let mut state = [<$field>::ZERO, <$field>::ZERO, small((L as u128) << 64)];
             for chunk in message.chunks(2) {
                 state[0] += chunk[0];
                 if let Some(second) = chunk.get(1) {

@@ -273,6 +273,23 @@ mod tests {
     }
 
     #[test]
+    fn limbs_are_the_two_halves_as_integers() {
+        let mut bytes = [0u8; 32];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = (i as u8).wrapping_mul(37) ^ 0xa5;
+        }
+        let bytes = B256::from(bytes);
+        let hi = u128::from_be_bytes(bytes[..16].try_into().unwrap());
+        let lo = u128::from_be_bytes(bytes[16..].try_into().unwrap());
+        assert_eq!(limbs(&bytes), [Fr::from_u128(hi), Fr::from_u128(lo)]);
+        assert_eq!(
+            limbs(&B256::repeat_byte(0xff)),
+            [Fr::from_u128(u128::MAX); 2]
+        );
+        assert_eq!(limbs(&B256::ZERO), [Fr::ZERO; 2]);
+    }
+
+    #[test]
     fn digests_are_canonical_and_domains_differ_() {
         digests_are_canonical_and_domains_differ(Poseidon2Bn254, |d| element(d).is_some());
         assert_eq!(element(&digest(Fr::ONE.double())), Some(Fr::from(2)));
