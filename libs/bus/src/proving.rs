@@ -188,22 +188,35 @@ pub async fn job_consumer(jobs: &Stream, queue: JobQueue) -> Result<PullConsumer
 
 /// Stream of verifiers' finality attestations.
 pub const FINALITY_STREAM: &str = "VERITY_FINALITY";
-/// Subject finality attestations are published on.
+/// Finality attestations are published on this subject followed by `.` and the verifier's
+/// address (`verity.finality.attestations.0x…`).
 pub const FINALITY_SUBJECT: &str = "verity.finality.attestations";
 
-/// Creates (or opens) the finality stream: verifiers' signed attestations, kept so replicas can
-/// start late and count them.
+/// The subject of `verifier`'s attestations.
+pub fn finality_subject(verifier: &[u8]) -> String {
+    format!("{FINALITY_SUBJECT}.{}", message_id(verifier))
+}
+
+/// Creates (or brings to this configuration) the finality stream: verifiers' signed
+/// attestations, so replicas can start late and count them. Only each verifier's newest
+/// attestation is kept (one subject per verifier, one message per subject): a verifier's vote is
+/// the newest block it attested, so the stream stays as large as the verifier set however long
+/// the chain.
 pub async fn ensure_finality_stream(js: &Context) -> Result<Stream, BusError> {
-    js.get_or_create_stream(stream::Config {
+    js.create_or_update_stream(stream::Config {
         name: FINALITY_STREAM.to_string(),
-        subjects: vec![FINALITY_SUBJECT.to_string()],
+        subjects: vec![format!("{FINALITY_SUBJECT}.*")],
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::Limits,
+        max_messages_per_subject: 1,
         duplicate_window: DUPLICATE_WINDOW,
         ..Default::default()
     })
     .await
-    .map_err(|e| js_error("create finality stream", e))
+    .map_err(|e| js_error("create finality stream", e))?;
+    js.get_stream(FINALITY_STREAM)
+        .await
+        .map_err(|e| js_error("open finality stream", e))
 }
 
 /// Publishes a finality attestation of `verifier` for `block` and waits until it is stored.
@@ -222,7 +235,7 @@ pub async fn publish_attestation(
     let message = async_nats::jetstream::message::PublishMessage::build()
         .payload(payload)
         .message_id(id);
-    js.send_publish(FINALITY_SUBJECT, message)
+    js.send_publish(finality_subject(verifier), message)
         .await
         .map_err(|e| js_error("publish attestation", e))?
         .await

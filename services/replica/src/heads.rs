@@ -7,8 +7,11 @@
 //! confirmed fraud raises the replica's alarm (kept in MDBX, reported by `GetHead` and the
 //! gateway's `verity_status`); it never lowers a head.
 //!
-//! The follower re-reads the whole finality stream at start (votes are not persisted); heads only
-//! move forward, so re-reading changes nothing already stored.
+//! Votes (each registered verifier's newest attested block) and the follower's position in the
+//! stream are stored in MDBX with the heads, in one transaction per attestation, so a restart
+//! resumes where the follower stopped; the stream itself keeps only each verifier's newest
+//! attestation, so a replica that starts late reads one message per verifier. Heads only move
+//! forward, so reading an attestation again changes nothing already stored.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -31,6 +34,55 @@ pub mod meta {
     pub const FINALIZED_BLOCK: &str = "finalized_block";
     /// Confirmed fraud reported by a verifier (UTF-8), if any.
     pub const ALARM: &str = "alarm";
+    /// The votes: per registered verifier that attested, its address and its newest attested
+    /// block (big-endian), 28 bytes each.
+    pub const VOTES: &str = "finality_votes";
+    /// First `VERITY_FINALITY` message not yet counted.
+    pub const NEXT_SEQ: &str = "finality_next_seq";
+}
+
+/// The votes as stored under [`meta::VOTES`].
+fn encode_votes(votes: &BTreeMap<Address, u64>) -> Vec<u8> {
+    votes
+        .iter()
+        .flat_map(|(verifier, block)| {
+            verifier
+                .as_slice()
+                .iter()
+                .copied()
+                .chain(block.to_be_bytes())
+                .collect::<Vec<u8>>()
+        })
+        .collect()
+}
+
+/// The votes stored under [`meta::VOTES`]; `None` when the bytes are not a whole number of votes.
+fn decode_votes(bytes: &[u8]) -> Option<BTreeMap<Address, u64>> {
+    if !bytes.len().is_multiple_of(28) {
+        return None;
+    }
+    bytes
+        .chunks_exact(28)
+        .map(|vote| {
+            let (address, block) = vote.split_at(20);
+            Some((
+                Address::from_slice(address),
+                u64::from_be_bytes(block.try_into().ok()?),
+            ))
+        })
+        .collect()
+}
+
+/// The stored votes and the first stream message not yet counted.
+fn load(db: &Database) -> anyhow::Result<(BTreeMap<Address, u64>, u64)> {
+    let read = db.read()?;
+    let votes = match read.meta(meta::VOTES)? {
+        None => BTreeMap::new(),
+        Some(bytes) => decode_votes(&bytes).ok_or_else(|| {
+            anyhow::anyhow!("stored finality votes are corrupt ({} bytes)", bytes.len())
+        })?,
+    };
+    Ok((votes, read.meta_u64(meta::NEXT_SEQ)?.unwrap_or(1)))
 }
 
 /// Who counts.
@@ -83,11 +135,15 @@ async fn follow_once(
     consumer_name: &str,
     stop: &mut watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    let (mut votes, next_seq) = {
+        let db = db.clone();
+        tokio::task::spawn_blocking(move || load(&db)).await??
+    };
     let stream = verity_bus::proving::ensure_finality_stream(js).await?;
     let consumer =
-        verity_bus::proving::reader(&stream, &format!("{consumer_name}-finality"), 1).await?;
+        verity_bus::proving::reader(&stream, &format!("{consumer_name}-finality"), next_seq)
+            .await?;
     let mut messages = consumer.messages().await?;
-    let mut votes: BTreeMap<Address, u64> = BTreeMap::new();
     loop {
         let next = tokio::select! {
             next = messages.next() => next,
@@ -98,47 +154,39 @@ async fn follow_once(
             Some(Err(e)) => anyhow::bail!("finality consumer: {e}"),
             Some(Ok(message)) => message,
         };
-        let attestation = v1::FinalityAttestation::decode(message.payload.as_ref())
-            .map_err(|e| e.to_string())
-            .and_then(|w| FinalityAttestation::try_from(&w).map_err(|e| e.to_string()));
-        message
-            .ack()
-            .await
-            .map_err(|e| anyhow::anyhow!("ack: {e}"))?;
-        let attestation = match attestation {
-            Ok(a) => a,
-            Err(reason) => {
-                tracing::warn!(reason, "undecodable finality attestation ignored");
-                continue;
-            }
-        };
-        if !settings.verifiers.contains(&attestation.verifier) {
-            tracing::warn!(verifier = %attestation.verifier, "attestation from an unregistered verifier ignored");
-            continue;
-        }
-        if let Err(e) = signing::verify(
-            &wire::finality_hash(settings.chain_id, &attestation),
-            &attestation.signature,
-            attestation.verifier,
-        ) {
-            tracing::warn!(verifier = %attestation.verifier, error = %e, "attestation with a bad signature ignored");
-            continue;
-        }
-        let vote = votes.entry(attestation.verifier).or_default();
-        *vote = (*vote).max(attestation.block_number);
+        let next_seq = message
+            .info()
+            .map_err(|e| anyhow::anyhow!("finality message info: {e}"))?
+            .stream_sequence
+            + 1;
+        let counted = count(settings, &mut votes, message.payload.as_ref());
         let (safe, finalized) = heads(&votes, settings.quorum);
-        let alarm = attestation.fraud.as_ref().map(|(chunk, reason)| {
-            format!(
-                "verifier {} confirmed fraud in mini-block {chunk}: {reason}",
-                attestation.verifier
-            )
+        let alarm = counted.and_then(|attestation| {
+            attestation.fraud.as_ref().map(|(chunk, reason)| {
+                format!(
+                    "verifier {} confirmed fraud in mini-block {chunk}: {reason}",
+                    attestation.verifier
+                )
+            })
         });
         if let Some(alarm) = &alarm {
             tracing::error!(alarm, "ALARM");
             metrics::gauge!("verity_replica_fraud_alarm").set(1.0);
         }
+        let stored = Stored {
+            votes: votes.clone(),
+            next_seq,
+            safe,
+            finalized,
+            alarm,
+        };
         let db = db.clone();
-        tokio::task::spawn_blocking(move || store(&db, safe, finalized, alarm)).await??;
+        tokio::task::spawn_blocking(move || store(&db, stored)).await??;
+        // Counted and stored: the message may go.
+        message
+            .ack()
+            .await
+            .map_err(|e| anyhow::anyhow!("ack: {e}"))?;
         if let Some(safe) = safe {
             metrics::gauge!("verity_replica_safe_block").set(safe as f64);
         }
@@ -148,29 +196,70 @@ async fn follow_once(
     }
 }
 
-fn store(
-    db: &Database,
+/// Counts one attestation into `votes` when it is decodable, from a registered verifier and
+/// signed by it; returns it if it counted.
+fn count(
+    settings: &Settings,
+    votes: &mut BTreeMap<Address, u64>,
+    payload: &[u8],
+) -> Option<FinalityAttestation> {
+    let attestation = match v1::FinalityAttestation::decode(payload)
+        .map_err(|e| e.to_string())
+        .and_then(|w| FinalityAttestation::try_from(&w).map_err(|e| e.to_string()))
+    {
+        Ok(a) => a,
+        Err(reason) => {
+            tracing::warn!(reason, "undecodable finality attestation ignored");
+            return None;
+        }
+    };
+    if !settings.verifiers.contains(&attestation.verifier) {
+        tracing::warn!(verifier = %attestation.verifier, "attestation from an unregistered verifier ignored");
+        return None;
+    }
+    if let Err(e) = signing::verify(
+        &wire::finality_hash(settings.chain_id, &attestation),
+        &attestation.signature,
+        attestation.verifier,
+    ) {
+        tracing::warn!(verifier = %attestation.verifier, error = %e, "attestation with a bad signature ignored");
+        return None;
+    }
+    let vote = votes.entry(attestation.verifier).or_default();
+    *vote = (*vote).max(attestation.block_number);
+    Some(attestation)
+}
+
+/// What one counted message leaves in MDBX.
+#[derive(Debug)]
+struct Stored {
+    votes: BTreeMap<Address, u64>,
+    next_seq: u64,
     safe: Option<u64>,
     finalized: Option<u64>,
     alarm: Option<String>,
-) -> anyhow::Result<()> {
+}
+
+fn store(db: &Database, stored: Stored) -> anyhow::Result<()> {
     let read = db.read()?;
     let stored_safe = read.meta_u64(meta::SAFE_BLOCK)?;
     let stored_finalized = read.meta_u64(meta::FINALIZED_BLOCK)?;
     let stored_alarm = read.meta(meta::ALARM)?;
     drop(read);
     let mut write = db.write()?;
-    if safe > stored_safe
-        && let Some(safe) = safe
+    write.set_meta(meta::VOTES, &encode_votes(&stored.votes))?;
+    write.set_meta_u64(meta::NEXT_SEQ, stored.next_seq)?;
+    if stored.safe > stored_safe
+        && let Some(safe) = stored.safe
     {
         write.set_meta_u64(meta::SAFE_BLOCK, safe)?;
     }
-    if finalized > stored_finalized
-        && let Some(finalized) = finalized
+    if stored.finalized > stored_finalized
+        && let Some(finalized) = stored.finalized
     {
         write.set_meta_u64(meta::FINALIZED_BLOCK, finalized)?;
     }
-    if let Some(alarm) = alarm
+    if let Some(alarm) = stored.alarm
         && stored_alarm.is_none()
     {
         write.set_meta(meta::ALARM, alarm.as_bytes())?;
@@ -181,7 +270,88 @@ fn store(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use alloy_primitives::B256;
+    use verity_primitives::SequencerKey;
+
     use super::*;
+
+    fn attestation(key: &SequencerKey, chain_id: u64, block: u64) -> Vec<u8> {
+        let mut attestation = FinalityAttestation {
+            block_number: block,
+            block_hash: B256::repeat_byte(block as u8),
+            state_root: B256::repeat_byte(7),
+            fraud: None,
+            verifier: key.address(),
+            signature: signing::UNSIGNED,
+        };
+        attestation.signature = key.sign(&wire::finality_hash(chain_id, &attestation));
+        v1::FinalityAttestation::from(&attestation).encode_to_vec()
+    }
+
+    #[test]
+    fn only_signed_attestations_of_registered_verifiers_count() {
+        let (registered, stranger) = (SequencerKey::random(), SequencerKey::random());
+        let settings = Settings {
+            chain_id: 7,
+            verifiers: vec![registered.address()],
+            quorum: 1,
+        };
+        let mut votes = BTreeMap::new();
+        assert!(count(&settings, &mut votes, &attestation(&stranger, 7, 5)).is_none());
+        assert!(count(&settings, &mut votes, &attestation(&registered, 8, 5)).is_none());
+        assert!(count(&settings, &mut votes, b"not protobuf").is_none());
+        assert!(votes.is_empty());
+        assert!(count(&settings, &mut votes, &attestation(&registered, 7, 5)).is_some());
+        // An older attestation read again never lowers a vote.
+        assert!(count(&settings, &mut votes, &attestation(&registered, 7, 3)).is_some());
+        assert_eq!(votes, BTreeMap::from([(registered.address(), 5)]));
+    }
+
+    /// A restarted follower gets back its votes and position; heads never move back.
+    #[test]
+    fn votes_and_position_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(&dir.path().join("db")).unwrap();
+        assert_eq!(load(&db).unwrap(), (BTreeMap::new(), 1));
+        let votes = BTreeMap::from([(Address::repeat_byte(1), 10), (Address::repeat_byte(2), 7)]);
+        let (safe, finalized) = heads(&votes, 2);
+        store(
+            &db,
+            Stored {
+                votes: votes.clone(),
+                next_seq: 42,
+                safe,
+                finalized,
+                alarm: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(load(&db).unwrap(), (votes, 42));
+        store(
+            &db,
+            Stored {
+                votes: BTreeMap::new(),
+                next_seq: 43,
+                safe: Some(3),
+                finalized: None,
+                alarm: None,
+            },
+        )
+        .unwrap();
+        let read = db.read().unwrap();
+        assert_eq!(read.meta_u64(meta::SAFE_BLOCK).unwrap(), Some(10));
+        assert_eq!(read.meta_u64(meta::FINALIZED_BLOCK).unwrap(), Some(7));
+        assert_eq!(read.meta_u64(meta::NEXT_SEQ).unwrap(), Some(43));
+    }
+
+    #[test]
+    fn corrupt_stored_votes_are_an_error_not_an_empty_set() {
+        assert_eq!(decode_votes(&[0u8; 27]), None);
+        let votes = BTreeMap::from([(Address::repeat_byte(9), u64::MAX)]);
+        assert_eq!(decode_votes(&encode_votes(&votes)), Some(votes));
+    }
 
     #[test]
     fn safe_needs_one_vote_and_finalized_a_quorum() {
