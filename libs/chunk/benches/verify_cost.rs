@@ -88,7 +88,7 @@ fn main() {
     // The witness builds the job.
     let pre_root = tree.root();
     let (job, witness_cpu, _) =
-        measure(|| build_job(&state, &mut tree, CHAIN_ID, GAS_LIMIT, mini.clone()).unwrap());
+        measure(|| build_job(&state, &mut tree, CHAIN_ID, GAS_LIMIT, vec![mini.clone()]).unwrap());
 
     // The verifier applies the diff to MDBX.
     let dir = tempfile::tempdir().unwrap();
@@ -132,8 +132,15 @@ fn main() {
         let provers = [prover.address()];
         // The verifier's checks, as it runs them: statement, attestation, one batch.
         let (_, verify_cpu, verify_wall) = measure(|| {
-            let statement =
-                check_claim(CHAIN_ID, shape, &provers, pre_root, &mini, &proof).unwrap();
+            let statement = check_claim(
+                CHAIN_ID,
+                shape,
+                &provers,
+                pre_root,
+                std::slice::from_ref(&mini),
+                &proof,
+            )
+            .unwrap();
             verify_proofs(&keys, &[(&statement, &proof)])
                 .remove(0)
                 .unwrap();

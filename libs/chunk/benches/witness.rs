@@ -88,7 +88,8 @@ fn run(accounts: usize) {
 
         // What the witness does now.
         let ((job, encoded), _, wall) = measure(|| {
-            let job = build_job(&state, &mut tree, CHAIN_ID, GAS_LIMIT, mini.clone()).unwrap();
+            let job =
+                build_job(&state, &mut tree, CHAIN_ID, GAS_LIMIT, vec![mini.clone()]).unwrap();
             let encoded = verity_proto::v1::ChunkJob::from(&job).encode_to_vec();
             (job, encoded)
         });

@@ -1,11 +1,16 @@
 //! Chunk jobs, the unit of proving.
 //!
-//! A chunk is one signed mini-block. For each chunk the witness replica builds a [`ChunkJob`]
-//! ([`build_job`]): the mini-block (transactions, receipts, the claimed writes and the execution
-//! environment, all under the sequencer's signature), the pre-state of everything its
-//! re-execution reads ([`Witness`]), and a proof against the pre-root of every key read or
-//! written. The witness reads those proofs off its tree and then applies the chunk's writes as
-//! one batch: it never hashes a path once per key.
+//! A chunk is one or more consecutive signed mini-blocks of one EVM block ([`chunk_of`]). For
+//! each chunk the witness replica builds a [`ChunkJob`] ([`build_job`]): the mini-blocks
+//! (transactions, receipts, the claimed writes and the execution environment, all under the
+//! sequencer's signature), the pre-chunk state of everything their re-execution reads
+//! ([`Witness`]; a later mini-block reads the earlier ones' claimed writes through an
+//! [`Overlay`]), and a proof against the pre-root of every key read or written. The witness
+//! reads those proofs off its tree and then applies the chunk's writes, merged, as one batch: it
+//! never hashes a path once per key, and a path shared by several mini-blocks once per chunk.
+//! (Because a zero written to a key that held nothing changes nothing, while a zero written to
+//! a key that held a value leaves a leaf holding zero, the tree after a chunk can depend on how
+//! mini-blocks were grouped; everyone derives roots from the same chunks, so they agree.)
 //!
 //! A prover checks a job with [`check_job`]: it rebuilds the touched part of the tree from the
 //! proofs ([`PartialTree`]) and derives the state-tree [`Step`]s that take the pre-root to the
@@ -35,7 +40,7 @@ use verity_execution::BlockEnvSpec;
 use verity_primitives::{Account, MiniBlock, StateDiff, StateView};
 
 pub use prove::{Rejection, check_claim, prove_job, verify_proofs};
-pub use witness::{Missing, Recorder, Witness, WitnessState};
+pub use witness::{Missing, Overlay, Recorder, Witness, WitnessState};
 
 /// The state tree every service agrees on.
 pub type StateTree = SparseMerkleTree<Poseidon2Bn254>;
@@ -43,12 +48,10 @@ pub type StateTree = SparseMerkleTree<Poseidon2Bn254>;
 /// A chunk's proving job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChunkJob {
-    /// Chunk number: the mini-block's number.
+    /// Chunk number: the number of its first mini-block.
     pub chunk: u64,
-    /// The signed mini-block.
-    pub mini_block: MiniBlock,
-    /// Gas the EVM block had used before this mini-block.
-    pub cumulative_gas_start: u64,
+    /// The signed mini-blocks: consecutive, of one EVM block ([`chunk_of`]).
+    pub mini_blocks: Vec<MiniBlock>,
     /// Root before the chunk.
     pub pre_root: B256,
     /// Root after the chunk's claimed writes.
@@ -60,12 +63,58 @@ pub struct ChunkJob {
     pub pre_proofs: Vec<(B256, Proof)>,
 }
 
+/// Checks that `mini_blocks` can form chunk `chunk`: at least one, consecutive from `chunk` on,
+/// and all of one EVM block (a later block's mini-block may read the hash of the block sealed
+/// between them, which the chunk's pre-state does not hold).
+pub fn chunk_of(mini_blocks: &[MiniBlock], chunk: u64) -> Result<(), String> {
+    let Some(first) = mini_blocks.first() else {
+        return Err("a chunk needs at least one mini-block".into());
+    };
+    for (i, mini_block) in mini_blocks.iter().enumerate() {
+        if Some(mini_block.number) != chunk.checked_add(i as u64) {
+            return Err(format!(
+                "mini-block {} at position {i} of chunk {chunk}: they must be consecutive from \
+                 the chunk's number",
+                mini_block.number
+            ));
+        }
+        if mini_block.block_number != first.block_number {
+            return Err(format!(
+                "mini-block {} is of block {}, the chunk's first of block {}",
+                mini_block.number, mini_block.block_number, first.block_number
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The writes of `mini_blocks` as one diff, as if applied in order.
+pub fn merged_diff(mini_blocks: &[MiniBlock]) -> StateDiff {
+    let mut diff = StateDiff::default();
+    for mini_block in mini_blocks {
+        diff.merge(&mini_block.diff);
+    }
+    diff
+}
+
+/// The digest of a chunk's transactions, in order: what the proofs' `tx_hash` binds.
+pub fn transactions_digest(mini_blocks: &[MiniBlock]) -> verity_circuits::Fr {
+    tx_digest(
+        mini_blocks
+            .iter()
+            .flat_map(|m| m.transactions.iter().map(|t| *t.tx_hash())),
+    )
+}
+
 /// Why a job cannot be built or checked (not fraud: the job itself is wrong or incomplete).
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     /// Reading the witness replica's state failed.
     #[error("state read failed: {0}")]
     State(String),
+    /// The mini-blocks cannot form a chunk ([`chunk_of`]).
+    #[error("not a chunk: {0}")]
+    Chunk(String),
     /// Execution could not run (not a transaction's fault).
     #[error("execution failed: {0}")]
     Execution(String),
@@ -89,7 +138,7 @@ pub enum Verdict {
     Fraud {
         /// What differs, for people.
         reason: String,
-        /// The writes re-execution produced.
+        /// The writes re-execution produced for the first mini-block that differs.
         reexecuted: StateDiff,
     },
 }
@@ -151,23 +200,32 @@ pub fn tree_writes(
     writes
 }
 
-/// Builds the job of `mini_block` over the pre-chunk `state` and advances `tree` by its claimed
-/// writes. The read set comes from re-executing the transactions here; the claimed writes are
-/// taken as published (proving, not building, decides whether they are right).
+/// Builds the job of the chunk of `mini_blocks` (see [`chunk_of`]) over the pre-chunk `state`
+/// and advances `tree` by its claimed writes, as one batch. The read set comes from re-executing
+/// the transactions here, each mini-block over the state the earlier ones claim to leave; the
+/// claimed writes are taken as published (proving, not building, decides whether they are
+/// right).
 pub fn build_job<S: StateView>(
     state: &S,
     tree: &mut StateTree,
     chain_id: u64,
     gas_limit: u64,
-    mini_block: MiniBlock,
+    mini_blocks: Vec<MiniBlock>,
 ) -> Result<ChunkJob, JobError> {
+    let chunk = mini_blocks.first().map_or(0, |m| m.number);
+    chunk_of(&mini_blocks, chunk).map_err(JobError::Chunk)?;
     let pre_root = tree.root();
     let recorder = Recorder::new(state);
-    let env = block_env(chain_id, gas_limit, &mini_block);
-    let start = cumulative_gas_start(&mini_block);
-    verity_execution::execute(&recorder, &env, mini_block.transactions.clone(), start)
-        .map_err(|e| JobError::Execution(e.to_string()))?;
-    for address in mini_block.diff.accounts.keys() {
+    let mut before = StateDiff::default();
+    for mini_block in &mini_blocks {
+        let view = Overlay::new(&recorder, &before);
+        let env = block_env(chain_id, gas_limit, mini_block);
+        let start = cumulative_gas_start(mini_block);
+        verity_execution::execute(&view, &env, mini_block.transactions.clone(), start)
+            .map_err(|e| JobError::Execution(e.to_string()))?;
+        before.merge(&mini_block.diff);
+    }
+    for address in before.accounts.keys() {
         recorder
             .account(*address)
             .map_err(|e| JobError::State(e.to_string()))?;
@@ -181,7 +239,7 @@ pub fn build_job<S: StateView>(
         .into_iter()
         .map(|(key, _)| (key, None))
         .collect();
-    for (key, value) in tree_writes(&mini_block.diff, &witness.accounts) {
+    for (key, value) in tree_writes(&before, &witness.accounts) {
         touched.insert(key, Some(value));
     }
     let keys: Vec<B256> = touched.keys().copied().collect();
@@ -192,20 +250,29 @@ pub fn build_job<S: StateView>(
             .filter_map(|(key, write)| Some((key, write?))),
     );
     Ok(ChunkJob {
-        chunk: mini_block.number,
-        cumulative_gas_start: start,
+        chunk,
         pre_root,
         post_root,
         witness,
         pre_proofs,
-        mini_block,
+        mini_blocks,
     })
 }
 
 impl ChunkJob {
-    /// The tree writes the mini-block claims, given the witness's pre-state of the accounts.
+    /// The tree writes the mini-blocks claim, given the witness's pre-state of the accounts.
     pub fn writes(&self) -> BTreeMap<B256, B256> {
-        tree_writes(&self.mini_block.diff, &self.witness.accounts)
+        tree_writes(&merged_diff(&self.mini_blocks), &self.witness.accounts)
+    }
+
+    /// The hashes of the chunk's mini-blocks, in order.
+    pub fn mini_block_hashes(&self) -> Vec<B256> {
+        self.mini_blocks.iter().map(|m| m.hash).collect()
+    }
+
+    /// The number of transactions in the chunk.
+    pub fn transactions(&self) -> usize {
+        self.mini_blocks.iter().map(|m| m.transactions.len()).sum()
     }
 
     /// The chunk's tree steps, one per key read or written in key order, derived from the
@@ -286,17 +353,44 @@ pub fn check_job_steps(
             }
         }
     }
-    // Stateless re-execution.
+    chunk_of(&job.mini_blocks, job.chunk).map_err(JobError::Chunk)?;
+    // Stateless re-execution, each mini-block over the state the earlier ones claim to leave.
     let state = WitnessState::new(&job.witness);
-    let env = block_env(chain_id, gas_limit, &job.mini_block);
-    let outcome = verity_execution::execute(
-        &state,
-        &env,
-        job.mini_block.transactions.clone(),
-        job.cumulative_gas_start,
-    );
-    if let Some(missing) = state.missing() {
-        return Err(JobError::Incomplete(missing));
+    let mut before = StateDiff::default();
+    let mut verdict = Verdict::Valid;
+    for claimed in &job.mini_blocks {
+        let view = Overlay::new(&state, &before);
+        let env = block_env(chain_id, gas_limit, claimed);
+        let outcome = verity_execution::execute(
+            &view,
+            &env,
+            claimed.transactions.clone(),
+            cumulative_gas_start(claimed),
+        );
+        if let Some(missing) = state.missing() {
+            return Err(JobError::Incomplete(missing));
+        }
+        let outcome = outcome.map_err(|e| JobError::Execution(e.to_string()))?;
+        let reason = if let Some((hash, rejection)) = outcome.rejected.first() {
+            Some(format!(
+                "transaction {hash} is invalid: {}",
+                rejection.message
+            ))
+        } else if outcome.diff != claimed.diff {
+            Some(describe_diff(&claimed.diff, &outcome.diff))
+        } else if outcome.receipts != claimed.receipts {
+            Some("the receipts differ from re-execution".to_owned())
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            verdict = Verdict::Fraud {
+                reason: format!("mini-block {}: {reason}", claimed.number),
+                reexecuted: outcome.diff,
+            };
+            break;
+        }
+        before.merge(&claimed.diff);
     }
     // Every key touched is read or written (a job carries no extra steps to prove).
     let writes = job.writes();
@@ -310,27 +404,6 @@ pub fn check_job_steps(
             step.key
         )));
     }
-    let outcome = outcome.map_err(|e| JobError::Execution(e.to_string()))?;
-    let claimed = &job.mini_block;
-    let reason = if let Some((hash, rejection)) = outcome.rejected.first() {
-        Some(format!(
-            "transaction {hash} is invalid: {}",
-            rejection.message
-        ))
-    } else if outcome.diff != claimed.diff {
-        Some(describe_diff(&claimed.diff, &outcome.diff))
-    } else if outcome.receipts != claimed.receipts {
-        Some("the receipts differ from re-execution".to_owned())
-    } else {
-        None
-    };
-    let verdict = match reason {
-        None => Verdict::Valid,
-        Some(reason) => Verdict::Fraud {
-            reason,
-            reexecuted: outcome.diff,
-        },
-    };
     Ok((verdict, derived))
 }
 
@@ -375,8 +448,8 @@ impl From<&Step> for Entry {
 /// Why a proof's statement does not match the chain.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StatementError {
-    /// The entries do not write what the mini-block claims.
-    #[error("the proof's entries do not match the mini-block's writes: {0}")]
+    /// The entries do not write what the mini-blocks claim.
+    #[error("the proof's entries do not match the mini-blocks' writes: {0}")]
     Writes(String),
     /// The entries are not in strictly increasing key order.
     #[error("the proof's entries are not in key order")]
@@ -408,12 +481,12 @@ pub struct Statement {
 
 impl Statement {
     /// Recomputes the public inputs of a chunk's segment proofs from: the verifier's `pre_root`
-    /// (the previous chunk's proven post-root), the mini-block it holds, the proof's entries and
-    /// the pre-state of the accounts the mini-block writes, and the roots the proof claims at the
-    /// end of each segment of `per_segment` steps.
+    /// (the previous chunk's proven post-root), the chunk's mini-blocks it holds, the proof's
+    /// entries and the pre-state of the accounts the mini-blocks write, and the roots the proof
+    /// claims at the end of each segment of `per_segment` steps.
     pub fn of(
         pre_root: B256,
-        mini_block: &MiniBlock,
+        mini_blocks: &[MiniBlock],
         entries: &[Entry],
         accounts_before: &BTreeMap<Address, Option<Account>>,
         segment_roots: &[B256],
@@ -430,8 +503,9 @@ impl Statement {
                 _ => return Err(StatementError::Account(*address)),
             }
         }
-        let writes = tree_writes(&mini_block.diff, accounts_before);
-        for address in mini_block.diff.accounts.keys() {
+        let diff = merged_diff(mini_blocks);
+        let writes = tree_writes(&diff, accounts_before);
+        for address in diff.accounts.keys() {
             if !accounts_before.contains_key(address) {
                 return Err(StatementError::Account(*address));
             }
@@ -444,7 +518,7 @@ impl Statement {
                 }
                 Some(value) => {
                     return Err(StatementError::Writes(format!(
-                        "key {} ends at {}, the mini-block writes {value}",
+                        "key {} ends at {}, the mini-blocks write {value}",
                         entry.key, entry.after
                     )));
                 }
@@ -471,7 +545,7 @@ impl Statement {
                 per_segment,
             });
         }
-        let tx_hash = tx_digest(mini_block.transactions.iter().map(|t| *t.tx_hash()));
+        let tx_hash = transactions_digest(mini_blocks);
         let element =
             |root: &B256| verity_commitment::field_element(root).ok_or(StatementError::Root);
         let mut segments = Vec::with_capacity(needed);

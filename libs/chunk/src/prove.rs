@@ -3,11 +3,13 @@
 use std::time::Instant;
 
 use alloy_primitives::{Address, B256};
-use verity_circuits::{Instances, Keys, Shape, circuit_step, tx_digest};
+use verity_circuits::{Instances, Keys, Shape, circuit_step};
 use verity_commitment::Step;
 use verity_primitives::{MiniBlock, signing};
 
-use crate::{ChunkJob, Entry, Statement, StatementError, wire::ChunkProof};
+use crate::{
+    ChunkJob, Entry, Statement, StatementError, merged_diff, transactions_digest, wire::ChunkProof,
+};
 
 /// Proves `job`'s `steps` (from [`crate::check_job_steps`] or [`ChunkJob::steps`]) in segments of the
 /// keys' shape and returns the unsigned proof
@@ -21,7 +23,7 @@ pub fn prove_job(
 ) -> Result<ChunkProof, verity_circuits::Error> {
     let started = Instant::now();
     let shape = keys.shape();
-    let tx_hash = tx_digest(job.mini_block.transactions.iter().map(|t| *t.tx_hash()));
+    let tx_hash = transactions_digest(&job.mini_blocks);
     let segments: Vec<&[Step]> = if steps.is_empty() {
         vec![&[]]
     } else {
@@ -43,9 +45,7 @@ pub fn prove_job(
         (reads, writes) = (instances.reads_out, instances.writes_out);
         progress(done + 1, total);
     }
-    let accounts_before = job
-        .mini_block
-        .diff
+    let accounts_before = merged_diff(&job.mini_blocks)
         .accounts
         .keys()
         .map(|address| {
@@ -57,7 +57,7 @@ pub fn prove_job(
         .collect();
     Ok(ChunkProof {
         chunk: job.chunk,
-        mini_block_hash: job.mini_block.hash,
+        mini_block_hashes: job.mini_block_hashes(),
         pre_root: job.pre_root,
         post_root: root,
         entries: steps.iter().map(Entry::from).collect(),
@@ -73,15 +73,15 @@ pub fn prove_job(
 /// Why a verifier refuses a published proof.
 #[derive(Debug, thiserror::Error)]
 pub enum Rejection {
-    /// The proof is for another mini-block than the one at its number on the chain.
-    #[error("proof for chunk {chunk} names mini-block {claimed}, the chain has {actual}")]
+    /// The proof is for other mini-blocks than the chain has from its number on.
+    #[error("proof for chunk {chunk} names mini-blocks {claimed:?}, the chain has {actual:?}")]
     WrongChunk {
         /// Chunk number.
         chunk: u64,
-        /// Mini-block hash the proof names.
-        claimed: B256,
-        /// Mini-block hash on the chain.
-        actual: B256,
+        /// Mini-block hashes the proof names.
+        claimed: Vec<B256>,
+        /// The chain's mini-block hashes from the chunk's number on (as many as the proof names).
+        actual: Vec<B256>,
     },
     /// The proof does not start where the previous chunk's proof ended.
     #[error(
@@ -130,22 +130,31 @@ pub enum Rejection {
     },
 }
 
-/// Checks everything about `proof` but the halo2 proofs themselves: that it is for
-/// `mini_block`, starts at `pre_root`, is attested by one of `provers`, and that its entries
-/// write exactly the mini-block's writes. Returns the statement the proofs must verify against.
+/// Checks everything about `proof` but the halo2 proofs themselves: that it is for the chunk of
+/// `mini_blocks` (the verifier's own copies, from the proof's chunk number on; extra ones after
+/// the chunk's are ignored), starts at `pre_root`, is attested by one of `provers`, and that its
+/// entries write exactly the mini-blocks' writes. Returns the statement the proofs must verify
+/// against and the number of mini-blocks the proof covers.
 pub fn check_claim(
     chain_id: u64,
     shape: Shape,
     provers: &[Address],
     pre_root: B256,
-    mini_block: &MiniBlock,
+    mini_blocks: &[MiniBlock],
     proof: &ChunkProof,
 ) -> Result<Statement, Rejection> {
-    if proof.mini_block_hash != mini_block.hash || proof.chunk != mini_block.number {
+    let count = proof.mini_block_hashes.len();
+    let covered = mini_blocks.get(..count).unwrap_or(mini_blocks);
+    let actual: Vec<B256> = covered.iter().map(|m| m.hash).collect();
+    if count == 0
+        || actual != proof.mini_block_hashes
+        || covered.first().map(|m| m.number) != Some(proof.chunk)
+        || crate::chunk_of(covered, proof.chunk).is_err()
+    {
         return Err(Rejection::WrongChunk {
             chunk: proof.chunk,
-            claimed: proof.mini_block_hash,
-            actual: mini_block.hash,
+            claimed: proof.mini_block_hashes.clone(),
+            actual,
         });
     }
     if proof.pre_root != pre_root {
@@ -173,7 +182,7 @@ pub fn check_claim(
     let roots: Vec<B256> = proof.segments.iter().map(|(root, _)| *root).collect();
     let statement = Statement::of(
         pre_root,
-        mini_block,
+        covered,
         &proof.entries,
         &proof.accounts_before,
         &roots,

@@ -117,7 +117,7 @@ fn setup(tamper: bool) -> (ChunkJob, StateTree) {
     }
     let before = genesis_tree(&all);
     let mut tree = before.clone();
-    let job = build_job(&state, &mut tree, CHAIN_ID, GAS_LIMIT, mini).unwrap();
+    let job = build_job(&state, &mut tree, CHAIN_ID, GAS_LIMIT, vec![mini]).unwrap();
     assert_eq!(job.post_root, tree.root());
     (job, before)
 }
@@ -146,6 +146,118 @@ fn an_honest_chunk_re_executes_statelessly_to_its_claimed_writes() {
         check_job(&job, CHAIN_ID, GAS_LIMIT).unwrap(),
         Verdict::Valid
     );
+}
+
+/// A chunk of three mini-blocks of one block, each reading what the one before wrote: built
+/// over the pre-chunk state (the witness holds pre-chunk values only), re-executed mini-block by
+/// mini-block, proven once, and checked by a verifier against its own copies of all three.
+#[test]
+fn a_chunk_of_several_mini_blocks_is_built_checked_and_proven_as_one() {
+    let signer = PrivateKeySigner::random();
+    let key = SequencerKey::random();
+    let (mut state, all) = state(&signer);
+    let pre_state = state.clone();
+    let batches = [
+        vec![sign(&signer, 0, COUNTER, U256::ZERO)],
+        vec![
+            sign(&signer, 1, COUNTER, U256::ZERO),
+            sign(&signer, 2, Address::repeat_byte(0x42), U256::from(ETH)),
+        ],
+        vec![],
+    ];
+    let mut minis = vec![];
+    for (i, txs) in batches.into_iter().enumerate() {
+        let mut mini = mini_block(&state, txs, &key);
+        mini.number = 3 + i as u64;
+        mini.index = i as u32;
+        mini.seal(&key);
+        state.apply(&mini.diff);
+        minis.push(mini);
+    }
+    let before = genesis_tree(&all);
+    let mut tree = before.clone();
+    let job = build_job(&pre_state, &mut tree, CHAIN_ID, GAS_LIMIT, minis.clone()).unwrap();
+    assert_eq!(job.chunk, 3);
+    assert_eq!(job.transactions(), 3);
+    // Pre-chunk values, not what the first mini-block left for the second.
+    assert_eq!(job.witness.accounts[&signer.address()].unwrap().nonce, 0);
+    assert_eq!(job.witness.storage[&(COUNTER, U256::ZERO)], U256::from(7));
+    let mut after = all.clone();
+    after.merge(&merged_diff(&minis));
+    assert_eq!(job.post_root, genesis_tree(&after).root());
+    assert_eq!(job.post_root, tree.root());
+    assert_eq!(
+        check_job(&job, CHAIN_ID, GAS_LIMIT).unwrap(),
+        Verdict::Valid
+    );
+    let decoded = ChunkJob::try_from(&verity_proto::v1::ChunkJob::from(&job)).unwrap();
+    assert_eq!(decoded, job);
+
+    // Proven once; a verifier checks it against its own three mini-blocks.
+    let shape = Shape {
+        steps: 4,
+        depth: 12,
+    };
+    let keys = Keys::generate(shape, &Params::setup_insecure(Keys::k_of(shape))).unwrap();
+    let prover = SequencerKey::random();
+    let steps = job.steps().unwrap();
+    let mut proof = prove_job(&keys, &job, &steps, |_, _| {}).unwrap();
+    proof.prover = prover.address();
+    proof.signature = prover.sign(&wire::attestation_hash(CHAIN_ID, &proof));
+    assert_eq!(proof.mini_block_hashes, job.mini_block_hashes());
+    let provers = [prover.address()];
+    let statement = check_claim(CHAIN_ID, shape, &provers, job.pre_root, &minis, &proof).unwrap();
+    verify_proofs(&keys, &[(&statement, &proof)])
+        .remove(0)
+        .unwrap();
+    // A verifier that holds only the first two cannot take it for a chunk of two.
+    assert!(matches!(
+        check_claim(CHAIN_ID, shape, &provers, job.pre_root, &minis[..2], &proof),
+        Err(Rejection::WrongChunk { .. })
+    ));
+    // Nor can a proof name fewer mini-blocks than it proves the writes of. (Dropping only the
+    // empty third one would still be a true statement.)
+    let mut fewer = proof.clone();
+    fewer.mini_block_hashes.truncate(1);
+    fewer.signature = prover.sign(&wire::attestation_hash(CHAIN_ID, &fewer));
+    assert!(matches!(
+        check_claim(CHAIN_ID, shape, &provers, job.pre_root, &minis, &fewer),
+        Err(Rejection::Statement(_))
+    ));
+
+    // Tampering with the middle mini-block is fraud, and the evidence says which.
+    let mut tampered = minis.clone();
+    tampered[1].diff.accounts.insert(
+        Address::repeat_byte(0x66),
+        AccountDiff {
+            balance: Some(U256::from(1000 * ETH)),
+            ..Default::default()
+        },
+    );
+    tampered[1].seal(&key);
+    let job = build_job(
+        &pre_state,
+        &mut before.clone(),
+        CHAIN_ID,
+        GAS_LIMIT,
+        tampered,
+    )
+    .unwrap();
+    match check_job(&job, CHAIN_ID, GAS_LIMIT).unwrap() {
+        Verdict::Fraud { reason, .. } => assert!(reason.starts_with("mini-block 4:"), "{reason}"),
+        Verdict::Valid => panic!("fraud not detected"),
+    }
+
+    // Not chunks: a gap, or mini-blocks of two blocks.
+    let gap = vec![minis[0].clone(), minis[2].clone()];
+    assert!(matches!(
+        build_job(&pre_state, &mut before.clone(), CHAIN_ID, GAS_LIMIT, gap),
+        Err(JobError::Chunk(_))
+    ));
+    let mut two_blocks = minis.clone();
+    two_blocks[2].block_number += 1;
+    assert!(chunk_of(&two_blocks, 3).is_err());
+    assert!(chunk_of(&[], 3).is_err());
 }
 
 #[test]
@@ -257,27 +369,34 @@ fn proofs_verify_for_their_chunk_and_forgeries_are_refused() {
 
     let provers = [prover.address()];
     let check = |proof: &wire::ChunkProof, mini_block: &MiniBlock| {
-        let statement = check_claim(CHAIN_ID, shape, &provers, job.pre_root, mini_block, proof)?;
+        let statement = check_claim(
+            CHAIN_ID,
+            shape,
+            &provers,
+            job.pre_root,
+            std::slice::from_ref(mini_block),
+            proof,
+        )?;
         verify_proofs(&keys, &[(&statement, proof)]).remove(0)
     };
-    check(&proof, &job.mini_block).unwrap();
+    check(&proof, &job.mini_blocks[0]).unwrap();
 
     // One flipped byte in a proof.
     let mut flipped = proof.clone();
     flipped.segments[1].1[100] ^= 1;
     assert!(matches!(
-        check(&flipped, &job.mini_block),
+        check(&flipped, &job.mini_blocks[0]),
         Err(Rejection::Proof { segment: 1, .. })
     ));
     // The right proof presented for another mini-block.
-    let mut other = job.mini_block.clone();
+    let mut other = job.mini_blocks[0].clone();
     other.hash = B256::repeat_byte(9);
     assert!(matches!(
         check(&proof, &other),
         Err(Rejection::WrongChunk { .. })
     ));
     // A mini-block whose writes differ from what was proven.
-    let mut tampered = job.mini_block.clone();
+    let mut tampered = job.mini_blocks[0].clone();
     if let Some(change) = tampered.diff.accounts.values_mut().next() {
         change.balance = Some(U256::from(1));
     }
@@ -291,14 +410,14 @@ fn proofs_verify_for_their_chunk_and_forgeries_are_refused() {
     unregistered.prover = stranger.address();
     unregistered.signature = stranger.sign(&wire::attestation_hash(CHAIN_ID, &unregistered));
     assert!(matches!(
-        check(&unregistered, &job.mini_block),
+        check(&unregistered, &job.mini_blocks[0]),
         Err(Rejection::UnregisteredProver(a)) if a == stranger.address()
     ));
     // A registered prover's name with someone else's signature.
     let mut forged = proof.clone();
     forged.signature = unregistered.signature;
     assert!(matches!(
-        check(&forged, &job.mini_block),
+        check(&forged, &job.mini_blocks[0]),
         Err(Rejection::Signature(_))
     ));
     // Claiming another post-root than the segments reach.
@@ -306,7 +425,7 @@ fn proofs_verify_for_their_chunk_and_forgeries_are_refused() {
     wrong_post.post_root = job.pre_root;
     wrong_post.signature = prover.sign(&wire::attestation_hash(CHAIN_ID, &wrong_post));
     assert!(matches!(
-        check(&wrong_post, &job.mini_block),
+        check(&wrong_post, &job.mini_blocks[0]),
         Err(Rejection::PostRoot { .. })
     ));
     // A proof that does not start at the verifier's root.
@@ -316,7 +435,7 @@ fn proofs_verify_for_their_chunk_and_forgeries_are_refused() {
             shape,
             &provers,
             B256::repeat_byte(1),
-            &job.mini_block,
+            &job.mini_blocks,
             &proof
         ),
         Err(Rejection::PreRoot { .. })
@@ -327,7 +446,7 @@ fn proofs_verify_for_their_chunk_and_forgeries_are_refused() {
     swapped.segments[0].1 = b;
     swapped.segments[1].1 = a;
     assert!(matches!(
-        check(&swapped, &job.mini_block),
+        check(&swapped, &job.mini_blocks[0]),
         Err(Rejection::Proof { segment: 0, .. })
     ));
 }

@@ -214,8 +214,7 @@ impl From<&ChunkJob> for v1::ChunkJob {
     fn from(job: &ChunkJob) -> Self {
         Self {
             chunk: job.chunk,
-            mini_block: Some((&job.mini_block).into()),
-            cumulative_gas_start: job.cumulative_gas_start,
+            mini_blocks: job.mini_blocks.iter().map(Into::into).collect(),
             pre_root: job.pre_root.to_vec(),
             post_root: job.post_root.to_vec(),
             witness: Some(witness(&job.witness)),
@@ -228,24 +227,16 @@ impl TryFrom<&v1::ChunkJob> for ChunkJob {
     type Error = ConversionError;
 
     fn try_from(job: &v1::ChunkJob) -> Result<Self, Self::Error> {
-        let mini_block = MiniBlock::try_from(
-            job.mini_block
-                .as_ref()
-                .ok_or_else(|| missing("chunk_job.mini_block"))?,
-        )?;
-        if mini_block.number != job.chunk {
-            return Err(ConversionError::new(
-                "chunk_job.chunk",
-                format!(
-                    "is {} but the mini-block is {}",
-                    job.chunk, mini_block.number
-                ),
-            ));
-        }
+        let mini_blocks = job
+            .mini_blocks
+            .iter()
+            .map(MiniBlock::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        crate::chunk_of(&mini_blocks, job.chunk)
+            .map_err(|reason| ConversionError::new("chunk_job.mini_blocks", reason))?;
         Ok(Self {
             chunk: job.chunk,
-            mini_block,
-            cumulative_gas_start: job.cumulative_gas_start,
+            mini_blocks,
             pre_root: b256_from(&job.pre_root, "chunk_job.pre_root")?,
             post_root: b256_from(&job.post_root, "chunk_job.post_root")?,
             witness: witness_from(job.witness.as_ref())?,
@@ -257,17 +248,17 @@ impl TryFrom<&v1::ChunkJob> for ChunkJob {
 /// A prover's proof of a valid chunk, as published.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChunkProof {
-    /// The mini-block's number.
+    /// The number of the chunk's first mini-block.
     pub chunk: u64,
-    /// The mini-block's hash.
-    pub mini_block_hash: B256,
+    /// The hashes of the chunk's mini-blocks, in order.
+    pub mini_block_hashes: Vec<B256>,
     /// Root before the chunk.
     pub pre_root: B256,
     /// Root after it.
     pub post_root: B256,
     /// One entry per tree step, in key order.
     pub entries: Vec<Entry>,
-    /// Pre-state of every account the mini-block writes.
+    /// Pre-state of every account the mini-blocks write.
     pub accounts_before: BTreeMap<Address, Option<Account>>,
     /// The circuit shape.
     pub shape: Shape,
@@ -281,14 +272,18 @@ pub struct ChunkProof {
     pub proving_ms: u64,
 }
 
-/// The hash a prover signs for a valid chunk: chain, chunk, mini-block, roots, and the root after
-/// every segment. The proofs themselves are not signed: they stand on their own.
+/// The hash a prover signs for a valid chunk: chain, chunk, mini-blocks, roots, and the root
+/// after every segment. The proofs themselves are not signed: they stand on their own.
 pub fn attestation_hash(chain_id: u64, proof: &ChunkProof) -> B256 {
-    let mut data = Vec::with_capacity(64 + 32 * (4 + proof.segments.len()));
-    data.extend_from_slice(b"verity.chunk-proof.v1");
+    let hashes = proof.mini_block_hashes.len();
+    let mut data = Vec::with_capacity(72 + 32 * (3 + hashes + proof.segments.len()));
+    data.extend_from_slice(b"verity.chunk-proof.v2");
     data.extend_from_slice(&chain_id.to_be_bytes());
     data.extend_from_slice(&proof.chunk.to_be_bytes());
-    data.extend_from_slice(proof.mini_block_hash.as_slice());
+    data.extend_from_slice(&(hashes as u64).to_be_bytes());
+    for hash in &proof.mini_block_hashes {
+        data.extend_from_slice(hash.as_slice());
+    }
     data.extend_from_slice(proof.pre_root.as_slice());
     data.extend_from_slice(proof.post_root.as_slice());
     for (root, _) in &proof.segments {
@@ -301,7 +296,7 @@ impl From<&ChunkProof> for v1::ChunkProof {
     fn from(proof: &ChunkProof) -> Self {
         Self {
             chunk: proof.chunk,
-            mini_block_hash: proof.mini_block_hash.to_vec(),
+            mini_block_hashes: proof.mini_block_hashes.iter().map(|h| h.to_vec()).collect(),
             pre_root: proof.pre_root.to_vec(),
             post_root: proof.post_root.to_vec(),
             entries: proof
@@ -362,7 +357,11 @@ impl TryFrom<&v1::ChunkProof> for ChunkProof {
             .collect::<Result<_, ConversionError>>()?;
         Ok(Self {
             chunk: proof.chunk,
-            mini_block_hash: b256_from(&proof.mini_block_hash, "chunk_proof.mini_block_hash")?,
+            mini_block_hashes: proof
+                .mini_block_hashes
+                .iter()
+                .map(|h| b256_from(h, "chunk_proof.mini_block_hashes"))
+                .collect::<Result<_, _>>()?,
             pre_root: b256_from(&proof.pre_root, "chunk_proof.pre_root")?,
             post_root: b256_from(&proof.post_root, "chunk_proof.post_root")?,
             entries,
@@ -394,14 +393,17 @@ pub struct FraudEvidence {
     pub signature: Signature,
 }
 
-/// The hash a prover signs for fraud evidence: chain, chunk, mini-block, pre-root and the
+/// The hash a prover signs for fraud evidence: chain, chunk, mini-blocks, pre-root and the
 /// writes it re-executed.
 pub fn fraud_hash(chain_id: u64, evidence: &FraudEvidence) -> B256 {
     let mut data = Vec::with_capacity(128);
-    data.extend_from_slice(b"verity.chunk-fraud.v1");
+    data.extend_from_slice(b"verity.chunk-fraud.v2");
     data.extend_from_slice(&chain_id.to_be_bytes());
     data.extend_from_slice(&evidence.job.chunk.to_be_bytes());
-    data.extend_from_slice(evidence.job.mini_block.hash.as_slice());
+    data.extend_from_slice(&(evidence.job.mini_blocks.len() as u64).to_be_bytes());
+    for mini_block in &evidence.job.mini_blocks {
+        data.extend_from_slice(mini_block.hash.as_slice());
+    }
     data.extend_from_slice(evidence.job.pre_root.as_slice());
     data.extend_from_slice(
         keccak256(v1::StateDiff::from(&evidence.reexecuted).encode_to_vec()).as_slice(),

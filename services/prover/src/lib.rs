@@ -335,8 +335,19 @@ impl Prover {
             }
         };
         let (outcome, mini_block_hash) = match &result {
-            ProverResult::Proof(proof) => ("proof", proof.mini_block_hash),
-            ProverResult::Fraud(evidence) => ("fraud", evidence.job.mini_block.hash),
+            ProverResult::Proof(proof) => (
+                "proof",
+                proof.mini_block_hashes.last().copied().unwrap_or_default(),
+            ),
+            ProverResult::Fraud(evidence) => (
+                "fraud",
+                evidence
+                    .job
+                    .mini_blocks
+                    .last()
+                    .map(|m| m.hash)
+                    .unwrap_or_default(),
+            ),
         };
         let mut headers = async_nats::HeaderMap::new();
         verity_telemetry::inject_nats(&mut headers);

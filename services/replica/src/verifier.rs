@@ -455,7 +455,7 @@ fn pick(
                     settings.shape,
                     &settings.provers,
                     root,
-                    mini,
+                    std::slice::from_ref(mini),
                     proof,
                 ) {
                     Ok(statement) => {
@@ -499,8 +499,8 @@ fn confirm_fraud(
         evidence.prover,
     )
     .map_err(|e| e.to_string())?;
-    if evidence.job.mini_block.hash != mini.hash {
-        return Err("the job is for another mini-block".into());
+    if evidence.job.mini_block_hashes() != [mini.hash] {
+        return Err("the job is for other mini-blocks".into());
     }
     if evidence.job.pre_root != root {
         return Err(format!(

@@ -109,9 +109,10 @@ impl Witness {
         };
         if let Some(bytes) = stored {
             let job = v1::ChunkJob::decode(bytes.as_slice()).context("stored job")?;
+            // Jobs are identified by their first mini-block's number and last one's hash.
             let hash = job
-                .mini_block
-                .as_ref()
+                .mini_blocks
+                .last()
                 .map(|m| B256::try_from(m.hash.as_slice()).unwrap_or_default())
                 .unwrap_or_default();
             let fresh = verity_bus::proving::publish_job(
@@ -153,8 +154,9 @@ impl Witness {
         let mut built = None;
         let mut prepare = |read: &ReadTx<'_>, mini: &MiniBlock| -> Result<Prepared, String> {
             let started = Instant::now();
-            let job = verity_chunk::build_job(read, &mut tree, chain_id, gas_limit, mini.clone())
-                .map_err(|e| e.to_string())?;
+            let job =
+                verity_chunk::build_job(read, &mut tree, chain_id, gas_limit, vec![mini.clone()])
+                    .map_err(|e| e.to_string())?;
             let tree_tombstones = zero_leaves(&job.writes(), &tree);
             let bytes = v1::ChunkJob::from(&job).encode_to_vec();
             metrics::histogram!("verity_witness_job_build_seconds")
@@ -169,7 +171,7 @@ impl Witness {
             );
             built = Some(BuiltJob {
                 chunk: job.chunk,
-                mini_block_hash: job.mini_block.hash,
+                mini_block_hash: job.mini_blocks.last().map(|m| m.hash).unwrap_or_default(),
                 bytes: bytes.clone(),
             });
             Ok(Prepared {

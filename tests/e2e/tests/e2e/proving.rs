@@ -213,8 +213,15 @@ async fn chunks_are_proven_a_killed_prover_loses_nothing_and_safe_waits_for_prov
     let mut checked = vec![];
     for chunk in [0u64, 1] {
         let proof = &proofs[&chunk][0];
-        let statement = check_claim(chain_id, SHAPE, &[prover], root, &minis[&chunk], proof)
-            .unwrap_or_else(|e| panic!("chunk {chunk}: {e}"));
+        let statement = check_claim(
+            chain_id,
+            SHAPE,
+            &[prover],
+            root,
+            std::slice::from_ref(&minis[&chunk]),
+            proof,
+        )
+        .unwrap_or_else(|e| panic!("chunk {chunk}: {e}"));
         checked.push(statement);
         root = proof.post_root;
     }
