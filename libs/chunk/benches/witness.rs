@@ -9,7 +9,9 @@
 //! - **step by step** (what it did before): one tree step per key, each re-hashing its path to
 //!   produce the step's proofs.
 //!
-//! It also times what moved to the provers: deriving the steps from the job's proofs.
+//! It also times what moved to the provers: deriving the steps from the job's proofs. Then it
+//! builds chunks of 5 and of 10 mini-blocks (one job, one tree batch per chunk) from 50 more
+//! mini-blocks each, to show what grouping mini-blocks into chunks gives the witness.
 //!
 //! `cargo bench -p verity-chunk --bench witness` (part of `make bench`). Wall time on every
 //! core; prints figures, asserts nothing about time.
@@ -22,9 +24,9 @@ use alloy_primitives::{Address, U256, keccak256};
 use alloy_signer_local::PrivateKeySigner;
 use common::{CHAIN_ID, GAS_LIMIT, empty_mini_block, measure, transfer};
 use prost::Message as _;
-use verity_chunk::{StateTree, block_env, build_job, tree_writes};
+use verity_chunk::{Overlay, StateTree, block_env, build_job, tree_writes};
 use verity_commitment::{account_key, account_value};
-use verity_primitives::{Account, InMemoryState, SequencerKey, StateView};
+use verity_primitives::{Account, InMemoryState, SequencerKey, StateDiff, StateView};
 
 const MINI_BLOCKS: usize = 50;
 const TRANSFERS: usize = 100;
@@ -143,6 +145,80 @@ fn run(accounts: usize) {
     println!(
         "  prover derives the steps from the job: {:.2} ms per mini-block",
         derive_s / MINI_BLOCKS as f64 * 1e3
+    );
+    for (round, per_chunk) in [5usize, 10].into_iter().enumerate() {
+        let first = (MINI_BLOCKS * (round + 1)) as u64;
+        grouped(
+            &mut state,
+            &mut tree,
+            &signers,
+            accounts,
+            per_chunk,
+            first,
+            round as u64 + 1,
+        );
+    }
+}
+
+/// Builds 50 more mini-blocks (senders at `nonce`) into chunks of `per_chunk`, numbered from
+/// `first` (all in one EVM block), and times the witness's job per chunk.
+fn grouped(
+    state: &mut InMemoryState,
+    tree: &mut StateTree,
+    signers: &[PrivateKeySigner],
+    accounts: usize,
+    per_chunk: usize,
+    first: u64,
+    nonce: u64,
+) {
+    let key = SequencerKey::random();
+    let (mut wall_s, mut writes, mut bytes) = (0.0, 0usize, 0usize);
+    for chunk in 0..MINI_BLOCKS / per_chunk {
+        let mut minis = Vec::with_capacity(per_chunk);
+        let mut pending = StateDiff::default();
+        for j in 0..per_chunk {
+            let m = chunk * per_chunk + j;
+            let txs = (0..TRANSFERS)
+                .map(|i| {
+                    let n = m * TRANSFERS + i;
+                    transfer(
+                        &signers[n],
+                        nonce,
+                        recipient(accounts, n + 7919 * nonce as usize),
+                    )
+                })
+                .collect();
+            let mut mini = empty_mini_block(first + m as u64);
+            let env = block_env(CHAIN_ID, GAS_LIMIT, &mini);
+            let outcome =
+                verity_execution::execute(&Overlay::new(&*state, &pending), &env, txs, 0).unwrap();
+            assert!(outcome.rejected.is_empty());
+            mini.transactions = outcome.executed;
+            mini.receipts = outcome.receipts;
+            mini.diff = outcome.diff;
+            mini.seal(&key);
+            pending.merge(&mini.diff);
+            minis.push(mini);
+        }
+        let (chunk_writes, _, wall) = measure(|| {
+            let job = build_job(&*state, tree, CHAIN_ID, GAS_LIMIT, minis).unwrap();
+            let encoded = verity_proto::v1::ChunkJob::from(&job).encode_to_vec();
+            (job.writes().len(), encoded.len())
+        });
+        wall_s += wall;
+        writes += chunk_writes.0;
+        bytes += chunk_writes.1;
+        state.apply(&pending);
+    }
+    let chunks = MINI_BLOCKS / per_chunk;
+    println!(
+        "  chunks of {per_chunk} mini-blocks: {:.0} writes/s ({} distinct writes per chunk), \
+         {:.2} ms per mini-block, {:.0} transfers/s; {:.0} KiB per job",
+        writes as f64 / wall_s,
+        writes / chunks,
+        wall_s / MINI_BLOCKS as f64 * 1e3,
+        (MINI_BLOCKS * TRANSFERS) as f64 / wall_s,
+        bytes as f64 / chunks as f64 / 1024.0
     );
 }
 
