@@ -54,6 +54,20 @@ pub enum BusError {
         /// Why it failed.
         reason: String,
     },
+    /// A message is larger than the NATS server accepts (its `max_payload`).
+    #[error(
+        "{what} of {size} bytes exceeds the NATS server's max_payload of {limit} bytes: raise \
+         max_payload in the server's configuration (at most 64 MiB) or make chunks smaller \
+         (the sequencer's --max-mini-block-txs)"
+    )]
+    TooLarge {
+        /// What was published.
+        what: &'static str,
+        /// Its payload size.
+        size: usize,
+        /// The server's limit.
+        limit: usize,
+    },
     /// The stream's last sequence was not `seq - 1`: someone else published at this position.
     #[error("chain stream is at sequence {actual:?}, expected {expected} before publishing")]
     WrongLastSequence {

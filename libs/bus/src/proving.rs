@@ -108,6 +108,20 @@ pub fn job_id(chunk: u64, mini_block_hash: &[u8]) -> String {
     format!("job-{chunk}-{}", message_id(mini_block_hash))
 }
 
+/// Refuses a payload the server would refuse, with the sizes (the client's own refusal does
+/// not say them). Headers are small and not counted.
+pub fn check_size(js: &Context, what: &'static str, payload: &Bytes) -> Result<(), BusError> {
+    let limit = js.client().server_info().max_payload;
+    if limit > 0 && payload.len() > limit {
+        return Err(BusError::TooLarge {
+            what,
+            size: payload.len(),
+            limit,
+        });
+    }
+    Ok(())
+}
+
 /// Publishes a job and waits until JetStream stored it. Returns false for a duplicate.
 pub async fn publish_job(
     js: &Context,
@@ -116,6 +130,7 @@ pub async fn publish_job(
     payload: Bytes,
     headers: HeaderMap,
 ) -> Result<bool, BusError> {
+    check_size(js, "a chunk job", &payload)?;
     let message = async_nats::jetstream::message::PublishMessage::build()
         .payload(payload)
         .headers(headers)
@@ -138,6 +153,7 @@ pub async fn publish_result(
     payload: Bytes,
     headers: HeaderMap,
 ) -> Result<(), BusError> {
+    check_size(js, "a prover result", &payload)?;
     let id = format!(
         "result-{chunk}-{}-{}",
         message_id(mini_block_hash),

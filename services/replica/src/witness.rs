@@ -200,7 +200,15 @@ impl Witness {
             Bytes::from(job.bytes),
             headers,
         )
-        .await?;
+        .await
+        .inspect_err(|e| {
+            if matches!(e, verity_bus::BusError::TooLarge { .. }) {
+                // Retrying cannot help until the server or the sequencer is reconfigured: say
+                // so loudly; `safe` waits at this chunk meanwhile.
+                metrics::counter!("verity_witness_job_too_large_total").increment(1);
+                tracing::error!(chunk = job.chunk, error = %e, "chunk job cannot be published");
+            }
+        })?;
         metrics::counter!("verity_witness_jobs_published_total").increment(u64::from(fresh));
         metrics::gauge!("verity_witness_last_chunk").set(job.chunk as f64);
         Ok(())
