@@ -456,6 +456,24 @@ pub enum ProverResult {
     Fraud(Box<FraudEvidence>),
 }
 
+impl ProverResult {
+    /// The number of the chunk's first mini-block.
+    pub fn chunk(&self) -> u64 {
+        match self {
+            Self::Proof(proof) => proof.chunk,
+            Self::Fraud(evidence) => evidence.job.chunk,
+        }
+    }
+
+    /// How many mini-blocks the chunk spans.
+    pub fn mini_blocks(&self) -> usize {
+        match self {
+            Self::Proof(proof) => proof.mini_block_hashes.len(),
+            Self::Fraud(evidence) => evidence.job.mini_blocks.len(),
+        }
+    }
+}
+
 impl From<&ProverResult> for v1::ProverResult {
     fn from(result: &ProverResult) -> Self {
         Self {

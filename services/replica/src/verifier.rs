@@ -274,30 +274,59 @@ async fn advance(
         let from = progress.next_seq;
         tokio::task::spawn_blocking(move || db.read()?.events_from(from, 256)).await??
     };
-    let mut steps = Vec::new();
-    let mut root = progress.root;
-    let mut fraud = None;
+    let mut decoded = Vec::with_capacity(events.len());
     for wire_event in events {
-        let seq = wire_event.seq;
         let event = ChainEvent::try_from(&wire_event).context("stored event")?;
         // Stored events were checked when applied; check the signature again anyway, it is
         // cheap next to everything else here.
         event.verify(sequencer).context("stored event signature")?;
-        match event.kind {
-            ChainEventKind::Block(block) => steps.push(Step::Block {
-                seq,
-                number: block.number(),
-                hash: block.hash,
-            }),
+        decoded.push((wire_event.seq, event.kind));
+    }
+    let mut steps = Vec::new();
+    let mut root = progress.root;
+    let mut fraud = None;
+    let mut at = 0;
+    while let Some((seq, kind)) = decoded.get(at) {
+        let seq = *seq;
+        match kind {
+            ChainEventKind::Block(block) => {
+                steps.push(Step::Block {
+                    seq,
+                    number: block.number(),
+                    hash: block.hash,
+                });
+                at += 1;
+            }
             ChainEventKind::MiniBlock(mini) => {
-                match pick(settings, &mini, root, buffer.get_mut(&mini.number)) {
+                // A chunk starts here and may span the mini-blocks after it, up to the end of
+                // its EVM block; the run is complete once the block's seal is stored.
+                let results = buffer.get_mut(&mini.number);
+                let wanted = results.as_ref().map_or(1, |r| {
+                    r.iter().map(|r| r.result.mini_blocks()).max().unwrap_or(1)
+                });
+                let run: Vec<MiniBlock> = decoded[at..]
+                    .iter()
+                    .map_while(|(_, kind)| match kind {
+                        ChainEventKind::MiniBlock(m) => Some(m.as_ref().clone()),
+                        ChainEventKind::Block(_) => None,
+                    })
+                    .take(wanted)
+                    .collect();
+                let complete = run.len() == wanted
+                    || matches!(
+                        decoded.get(at + run.len()),
+                        Some((_, ChainEventKind::Block(_)))
+                    );
+                match pick(settings, &run, complete, root, results) {
                     Pick::Proof(statement, proof) => {
+                        let covered = proof.mini_block_hashes.len();
                         root = proof.post_root;
                         steps.push(Step::Chunk {
-                            seq,
+                            seq: decoded[at + covered - 1].0,
                             statement,
                             proof,
                         });
+                        at += covered;
                     }
                     Pick::Fraud(evidence) => {
                         fraud = Some((seq, evidence));
@@ -348,7 +377,7 @@ async fn advance(
                 Some(Ok(())) => {
                     progress.next_seq = seq + 1;
                     progress.root = proof.post_root;
-                    progress.next_chunk = proof.chunk + 1;
+                    progress.next_chunk = proof.chunk + proof.mini_block_hashes.len() as u64;
                     buffer.remove(&proof.chunk);
                     metrics::counter!("verity_verifier_chunks_verified_total").increment(1);
                 }
@@ -426,27 +455,36 @@ enum Pick {
     Wait,
 }
 
-/// The first result for `mini` that passes the cheap checks, dropping (and logging) those that
-/// do not; confirmed fraud wins over any proof.
+/// The first result for the chunk starting at `run[0]` that passes the cheap checks, dropping
+/// (and logging) those that do not; confirmed fraud wins over any proof. `run` holds the
+/// verifier's mini-blocks from the chunk's first on (as many as the longest result names, or
+/// fewer); `complete` says no more will come for this chunk (the block's seal follows, or the
+/// run is as long as asked), so a result naming more mini-blocks than `run` holds is refused
+/// rather than kept for later.
 fn pick(
     settings: &Settings,
-    mini: &MiniBlock,
+    run: &[MiniBlock],
+    complete: bool,
     root: B256,
     results: Option<&mut Vec<Received>>,
 ) -> Pick {
-    let Some(results) = results else {
+    let (Some(results), Some(first)) = (results, run.first()) else {
         return Pick::Wait;
     };
     let mut picked = None;
     let mut keep = Vec::new();
     for received in results.drain(..) {
+        if received.result.mini_blocks() > run.len() && !complete {
+            keep.push(received);
+            continue;
+        }
         match &received.result {
-            ProverResult::Fraud(evidence) => match confirm_fraud(settings, mini, root, evidence) {
+            ProverResult::Fraud(evidence) => match confirm_fraud(settings, run, root, evidence) {
                 Ok(()) => return Pick::Fraud(evidence.clone()),
                 Err(reason) => {
                     metrics::counter!("verity_verifier_rejected_total", "reason" => "fraud_evidence")
                         .increment(1);
-                    tracing::warn!(chunk = mini.number, prover = %evidence.prover, reason, "verifier: fraud evidence not confirmed");
+                    tracing::warn!(chunk = first.number, prover = %evidence.prover, reason, "verifier: fraud evidence not confirmed");
                 }
             },
             ProverResult::Proof(proof) if picked.is_none() => {
@@ -455,7 +493,7 @@ fn pick(
                     settings.shape,
                     &settings.provers,
                     root,
-                    std::slice::from_ref(mini),
+                    run,
                     proof,
                 ) {
                     Ok(statement) => {
@@ -465,7 +503,7 @@ fn pick(
                     Err(reason) => {
                         metrics::counter!("verity_verifier_rejected_total", "reason" => "claim")
                             .increment(1);
-                        tracing::warn!(chunk = mini.number, prover = %proof.prover, reason = %reason, "verifier: proof refused");
+                        tracing::warn!(chunk = first.number, prover = %proof.prover, reason = %reason, "verifier: proof refused");
                     }
                 }
             }
@@ -480,10 +518,10 @@ fn pick(
 }
 
 /// Confirms fraud evidence by re-executing the chunk from its job: the job must be for this
-/// verifier's mini-block and root, and signed by a registered prover.
+/// verifier's mini-blocks and root, and signed by a registered prover.
 fn confirm_fraud(
     settings: &Settings,
-    mini: &MiniBlock,
+    run: &[MiniBlock],
     root: B256,
     evidence: &FraudEvidence,
 ) -> Result<(), String> {
@@ -499,7 +537,9 @@ fn confirm_fraud(
         evidence.prover,
     )
     .map_err(|e| e.to_string())?;
-    if evidence.job.mini_block_hashes() != [mini.hash] {
+    let hashes = evidence.job.mini_block_hashes();
+    let ours: Vec<B256> = run.iter().take(hashes.len()).map(|m| m.hash).collect();
+    if hashes != ours {
         return Err("the job is for other mini-blocks".into());
     }
     if evidence.job.pre_root != root {
