@@ -113,9 +113,9 @@ pub struct Prepared {
     pub tree_tombstones: Vec<B256>,
 }
 
-/// Builds something from a checked mini-block and the state before it (the witness role's
-/// chunk job); what it returns is stored in the same transaction as the mini-block.
-pub type Prepare<'a> = &'a mut dyn FnMut(&ReadTx<'_>, &MiniBlock) -> Result<Prepared, String>;
+/// Builds something from checked mini-blocks and the state before them (the witness role's
+/// chunk job); what it returns is stored in the same transaction as the mini-blocks.
+pub type Prepare<'a> = &'a mut dyn FnMut(&ReadTx<'_>, &[&MiniBlock]) -> Result<Prepared, String>;
 
 /// Checks and applies one event received at stream position `seq`. With `store_event` the event
 /// itself is kept too (`ChainEvents`), for a verifier to walk the chain it applied.
@@ -126,88 +126,140 @@ pub fn apply_event(
     prepare: Option<Prepare<'_>>,
     store_event: bool,
 ) -> Result<Applied, ApplyError> {
-    let seq = wire.seq;
-    let invalid = |reason: String| ApplyError::Invalid { seq, reason };
+    apply_events(
+        db,
+        sequencer,
+        std::slice::from_ref(wire),
+        prepare,
+        store_event,
+    )
+}
+
+/// Checks and applies consecutive events in one MDBX transaction: one event of any kind, or
+/// several mini-blocks (a witness's chunk; `prepare` sees them all against the state before
+/// the first). Events applied before (a redelivery) are skipped.
+pub fn apply_events(
+    db: &Database,
+    sequencer: Address,
+    wires: &[v1::ChainEvent],
+    prepare: Option<Prepare<'_>>,
+    store_event: bool,
+) -> Result<Applied, ApplyError> {
     let read = db.read()?;
     let last = read.meta_u64(meta::LAST_SEQ)?.unwrap_or(0);
-    if seq <= last {
+    let wires: Vec<&v1::ChainEvent> = wires.iter().filter(|w| w.seq > last).collect();
+    if wires.is_empty() {
         return Ok(Applied::AlreadyApplied);
     }
-    if seq != last + 1 {
-        return Err(invalid(format!("expected event {} next", last + 1)));
-    }
-    let event = ChainEvent::try_from(wire).map_err(|e| invalid(e.to_string()))?;
-    event
-        .verify(sequencer)
-        .map_err(|e| invalid(e.to_string()))?;
-    let next_mini = read.meta_u64(meta::NEXT_MINI_BLOCK)?.unwrap_or(0);
-    let last_mini_hash = read
+    let mut next_mini = read.meta_u64(meta::NEXT_MINI_BLOCK)?.unwrap_or(0);
+    let mut last_mini_hash = read
         .meta(meta::LAST_MINI_HASH)?
         .and_then(|b| B256::try_from(b.as_slice()).ok())
         .unwrap_or_default();
-    let open_txs = read.meta_u64(meta::OPEN_BLOCK_TXS)?.unwrap_or(0);
+    let mut open_txs = read.meta_u64(meta::OPEN_BLOCK_TXS)?.unwrap_or(0);
     let head_number = read.last_block_number()?.unwrap_or(0);
     let head = read
         .block_by_number(head_number)?
-        .ok_or_else(|| invalid(format!("block {head_number} missing locally")))?;
-    let mut prepared = None;
-    if let ChainEventKind::MiniBlock(mini) = &event.kind {
-        check_mini_block(mini, next_mini, last_mini_hash, head_number).map_err(invalid)?;
-        if let Some(prepare) = prepare {
-            prepared = Some(prepare(&read, mini).map_err(|reason| ApplyError::Witness {
-                number: mini.number,
-                reason,
-            })?);
+        .ok_or_else(|| ApplyError::Invalid {
+            seq: wires[0].seq,
+            reason: format!("block {head_number} missing locally"),
+        })?;
+    let mut events = Vec::with_capacity(wires.len());
+    for (i, wire) in wires.iter().enumerate() {
+        let seq = wire.seq;
+        let invalid = |reason: String| ApplyError::Invalid { seq, reason };
+        if seq != last + 1 + i as u64 {
+            return Err(invalid(format!(
+                "expected event {} next",
+                last + 1 + i as u64
+            )));
         }
+        let event = ChainEvent::try_from(*wire).map_err(|e| invalid(e.to_string()))?;
+        event
+            .verify(sequencer)
+            .map_err(|e| invalid(e.to_string()))?;
+        match &event.kind {
+            ChainEventKind::MiniBlock(mini) => {
+                check_mini_block(mini, next_mini, last_mini_hash, head_number).map_err(invalid)?;
+                next_mini = mini.number + 1;
+                last_mini_hash = mini.hash;
+            }
+            ChainEventKind::Block(block) => {
+                if wires.len() > 1 {
+                    return Err(invalid("a block seal is applied on its own".into()));
+                }
+                check_block(block, &head, next_mini, last_mini_hash, open_txs).map_err(invalid)?;
+            }
+        }
+        events.push(event);
     }
+    let minis: Vec<&MiniBlock> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            ChainEventKind::MiniBlock(mini) => Some(mini.as_ref()),
+            ChainEventKind::Block(_) => None,
+        })
+        .collect();
+    let prepared = match (prepare, minis.first()) {
+        (Some(prepare), Some(first)) => {
+            Some(
+                prepare(&read, &minis).map_err(|reason| ApplyError::Witness {
+                    number: first.number,
+                    reason,
+                })?,
+            )
+        }
+        _ => None,
+    };
     drop(read);
 
     let mut write = db.write()?;
-    match &event.kind {
-        ChainEventKind::MiniBlock(mini) => {
-            write.apply_diff(&mini.diff)?;
-            if let Some(prepared) = &prepared {
-                write.set_meta(meta::LAST_JOB, &prepared.job)?;
-                write.put_tree_tombstones(&prepared.tree_tombstones)?;
-            }
-            let base_fee = verity_proto::u256_bytes(alloy_primitives::U256::from(mini.base_fee));
-            for (i, (tx, receipt)) in mini.transactions.iter().zip(&mini.receipts).enumerate() {
-                write.put_transaction(
-                    *tx.tx_hash(),
-                    &v1::StoredTransaction {
-                        transaction: Some(tx.into()),
-                        block_number: mini.block_number,
-                        block_hash: Vec::new(),
-                        index: open_txs + i as u64,
-                        base_fee: base_fee.clone(),
-                    },
-                )?;
-                write.put_receipt(receipt)?;
-            }
-            write.set_meta_u64(meta::NEXT_MINI_BLOCK, mini.number + 1)?;
-            write.set_meta(meta::LAST_MINI_HASH, mini.hash.as_slice())?;
-            write.set_meta_u64(
-                meta::OPEN_BLOCK_TXS,
-                open_txs + mini.transactions.len() as u64,
-            )?;
-        }
-        ChainEventKind::Block(block) => {
-            check_block(block, &head, next_mini, last_mini_hash, open_txs).map_err(invalid)?;
-            write.put_block(block)?;
-            // Transactions learn their block hash now that it exists.
-            for hash in &block.transaction_hashes {
-                if let Some(mut stored) = write.transaction(*hash)? {
-                    stored.block_hash = block.hash.to_vec();
-                    write.put_transaction(*hash, &stored)?;
+    for (wire, event) in wires.iter().zip(&events) {
+        match &event.kind {
+            ChainEventKind::MiniBlock(mini) => {
+                write.apply_diff(&mini.diff)?;
+                let base_fee =
+                    verity_proto::u256_bytes(alloy_primitives::U256::from(mini.base_fee));
+                for (i, (tx, receipt)) in mini.transactions.iter().zip(&mini.receipts).enumerate() {
+                    write.put_transaction(
+                        *tx.tx_hash(),
+                        &v1::StoredTransaction {
+                            transaction: Some(tx.into()),
+                            block_number: mini.block_number,
+                            block_hash: Vec::new(),
+                            index: open_txs + i as u64,
+                            base_fee: base_fee.clone(),
+                        },
+                    )?;
+                    write.put_receipt(receipt)?;
                 }
+                open_txs += mini.transactions.len() as u64;
+                write.set_meta_u64(meta::NEXT_MINI_BLOCK, mini.number + 1)?;
+                write.set_meta(meta::LAST_MINI_HASH, mini.hash.as_slice())?;
+                write.set_meta_u64(meta::OPEN_BLOCK_TXS, open_txs)?;
             }
-            write.set_meta_u64(meta::OPEN_BLOCK_TXS, 0)?;
+            ChainEventKind::Block(block) => {
+                write.put_block(block)?;
+                // Transactions learn their block hash now that it exists.
+                for hash in &block.transaction_hashes {
+                    if let Some(mut stored) = write.transaction(*hash)? {
+                        stored.block_hash = block.hash.to_vec();
+                        write.put_transaction(*hash, &stored)?;
+                    }
+                }
+                write.set_meta_u64(meta::OPEN_BLOCK_TXS, 0)?;
+            }
+        }
+        if store_event {
+            write.put_event(wire)?;
         }
     }
-    if store_event {
-        write.put_event(wire)?;
+    if let Some(prepared) = &prepared {
+        write.set_meta(meta::LAST_JOB, &prepared.job)?;
+        write.put_tree_tombstones(&prepared.tree_tombstones)?;
     }
-    write.set_meta_u64(meta::LAST_SEQ, seq)?;
+    let last_seq = wires.last().map_or(last, |w| w.seq);
+    write.set_meta_u64(meta::LAST_SEQ, last_seq)?;
     write.commit()?;
     Ok(Applied::Applied)
 }

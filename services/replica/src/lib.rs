@@ -74,6 +74,16 @@ pub struct Config {
     /// Registered verifiers that must attest a block before it is `finalized`.
     #[arg(long, env = "VERITY_FINALITY_QUORUM", default_value_t = 1)]
     pub finality_quorum: usize,
+    /// Role witness: close a chunk (one proving job) once its mini-blocks hold this many
+    /// transactions; 0 makes every mini-block a chunk. A chunk also closes at the end of its
+    /// EVM block and when no mini-block arrived for `--chunk-idle-ms`, so under light load
+    /// chunks stay single mini-blocks and under heavy load the witness hashes shared tree paths
+    /// once per chunk.
+    #[arg(long, env = "VERITY_CHUNK_TRANSACTIONS", default_value_t = 0)]
+    pub chunk_transactions: usize,
+    /// Role witness: close a chunk when no mini-block arrived for this many milliseconds.
+    #[arg(long, env = "VERITY_CHUNK_IDLE_MS", default_value_t = 5)]
+    pub chunk_idle_ms: u64,
     /// Role verifier: registered prover addresses (comma-separated) whose attestations count.
     #[arg(long, env = "VERITY_PROVER_ADDRESSES", value_delimiter = ',')]
     pub prover_addresses: Vec<Address>,
@@ -148,7 +158,17 @@ impl Replica {
             .context("flag --nats-url / VERITY_NATS_URL")?;
         let stream = verity_bus::ensure_chain_stream(&js).await?;
         let witness = match config.role {
-            Role::Witness => Some(witness::Witness::new(js.clone(), &spec).await?),
+            Role::Witness => Some(
+                witness::Witness::new(
+                    js.clone(),
+                    &spec,
+                    witness::Chunking {
+                        transactions: config.chunk_transactions,
+                        idle: Duration::from_millis(config.chunk_idle_ms),
+                    },
+                )
+                .await?,
+            ),
             Role::Full | Role::Verifier => None,
         };
         let verifier = match config.role {
@@ -331,10 +351,32 @@ async fn follow_once(
     let mut messages = consumer.messages().await.map_err(|e| transient(e.into()))?;
     tracing::info!(from_seq = last + 1, "following the chain");
     let mut expected = last + 1;
+    // A witness that groups mini-blocks into chunks holds them here, unapplied and unacked,
+    // until the chunk closes: at `--chunk-transactions`, at a block seal, or when no mini-block
+    // arrived for `--chunk-idle-ms`. Held events are redelivered after a crash (the consumer
+    // restarts after the last applied event), so nothing is lost.
+    let chunking = witness
+        .as_ref()
+        .map(|w| w.chunking())
+        .filter(|c| c.transactions > 0);
+    let mut pending: Vec<(async_nats::jetstream::Message, v1::ChainEvent)> = Vec::new();
+    let mut pending_txs = 0usize;
     loop {
-        let next = tokio::select! {
-            next = messages.next() => next,
-            _ = stopped(stop) => return Ok(()),
+        let next = match (pending.is_empty(), chunking) {
+            (false, Some(chunking)) => tokio::select! {
+                next = tokio::time::timeout(chunking.idle, messages.next()) => next.ok(),
+                _ = stopped(stop) => return Ok(()),
+            },
+            _ => tokio::select! {
+                next = messages.next() => Some(next),
+                _ = stopped(stop) => return Ok(()),
+            },
+        };
+        let Some(next) = next else {
+            // Nothing more waiting: the chunk closes.
+            flush(db, sequencer, witness, store_events, &mut pending).await?;
+            pending_txs = 0;
+            continue;
         };
         let message = match next {
             None => return Err(transient(anyhow::anyhow!("consumer ended"))),
@@ -352,6 +394,15 @@ async fn follow_once(
                 "delivery skipped from event {expected} to {seq}; resubscribing"
             )));
         }
+        if seq < expected && !pending.is_empty() {
+            // A redelivery of an event applied or held already.
+            metrics::counter!("verity_replica_redelivered_events_total").increment(1);
+            message
+                .ack()
+                .await
+                .map_err(|e| transient(anyhow::anyhow!("ack: {e}")))?;
+            continue;
+        }
         let event = match verity_bus::decode_event(seq, &message.payload) {
             Ok(event) => event,
             Err(e) => {
@@ -361,52 +412,95 @@ async fn follow_once(
                 }));
             }
         };
-        let span = tracing::info_span!("replica.apply", seq, kind = event_kind(&event));
-        verity_telemetry::link_nats_parent(message.headers.as_ref(), &span);
-        let (applied, job) = {
-            let db = db.clone();
-            let mut role = witness.take();
-            let (applied, job, role) = tokio::task::spawn_blocking(move || match role.as_mut() {
-                Some(w) => {
-                    let (applied, job) = w.apply(&db, sequencer, &event);
-                    (applied, job, role)
-                }
-                None => (
-                    apply::apply_event(&db, sequencer, &event, None, store_events),
-                    None,
-                    role,
-                ),
-            })
-            .instrument(span.clone())
-            .await
-            .map_err(|e| transient(e.into()))?;
-            *witness = role;
-            (applied, job)
+        let mini_txs = match &event.event {
+            Some(v1::chain_event::Event::MiniBlock(mini)) => Some(mini.transactions.len()),
+            _ => None,
         };
-        if let (Some(w), Some(job)) = (witness.as_ref(), job) {
-            // The job is stored with the applied mini-block; publish it before acknowledging
-            // the chain message (a failure here resumes by publishing the stored job).
-            let mut headers = async_nats::HeaderMap::new();
-            span.in_scope(|| verity_telemetry::inject_nats(&mut headers));
-            w.publish(job, headers).await.map_err(transient)?;
+        if mini_txs.is_none() && !pending.is_empty() {
+            // A block seal closes the chunk before it is applied on its own.
+            flush(db, sequencer, witness, store_events, &mut pending).await?;
+            pending_txs = 0;
         }
-        match applied {
-            Ok(Applied::Applied) => {
-                expected = seq + 1;
-                metrics::counter!("verity_replica_applied_events_total").increment(1);
-                metrics::gauge!("verity_replica_last_seq").set(seq as f64);
-            }
-            Ok(Applied::AlreadyApplied) => {
-                metrics::counter!("verity_replica_redelivered_events_total").increment(1);
-            }
-            Err(ApplyError::Storage(e)) => return Err(transient(e.into())),
-            Err(refused) => return Err(FollowError::Refused(refused)),
+        expected = expected.max(seq + 1);
+        pending.push((message, event));
+        pending_txs += mini_txs.unwrap_or(0);
+        let hold = chunking.is_some_and(|c| mini_txs.is_some() && pending_txs < c.transactions);
+        if !hold {
+            flush(db, sequencer, witness, store_events, &mut pending).await?;
+            pending_txs = 0;
         }
+    }
+}
+
+/// Applies the held events in one MDBX transaction (a witness also builds, stores and
+/// publishes their chunk's job), then acknowledges them.
+async fn flush(
+    db: &Database,
+    sequencer: Address,
+    witness: &mut Option<witness::Witness>,
+    store_events: bool,
+    pending: &mut Vec<(async_nats::jetstream::Message, v1::ChainEvent)>,
+) -> Result<(), FollowError> {
+    let transient = |e: anyhow::Error| FollowError::Transient(e);
+    let Some((last_message, last_event)) = pending.last() else {
+        return Ok(());
+    };
+    let span = tracing::info_span!(
+        "replica.apply",
+        seq = last_event.seq,
+        kind = event_kind(last_event),
+        events = pending.len()
+    );
+    verity_telemetry::link_nats_parent(last_message.headers.as_ref(), &span);
+    let events: Vec<v1::ChainEvent> = pending.iter().map(|(_, e)| e.clone()).collect();
+    let count = events.len() as u64;
+    let (applied, job) = {
+        let db = db.clone();
+        let mut role = witness.take();
+        let (applied, job, role) = tokio::task::spawn_blocking(move || match role.as_mut() {
+            Some(w) => {
+                let (applied, job) = w.apply(&db, sequencer, &events);
+                (applied, job, role)
+            }
+            None => (
+                apply::apply_events(&db, sequencer, &events, None, store_events),
+                None,
+                role,
+            ),
+        })
+        .instrument(span.clone())
+        .await
+        .map_err(|e| transient(e.into()))?;
+        *witness = role;
+        (applied, job)
+    };
+    if let (Some(w), Some(job)) = (witness.as_ref(), job) {
+        // The job is stored with the applied mini-blocks; publish it before acknowledging the
+        // chain messages (a failure here resumes by publishing the stored job).
+        let mut headers = async_nats::HeaderMap::new();
+        span.in_scope(|| verity_telemetry::inject_nats(&mut headers));
+        w.publish(job, headers).await.map_err(transient)?;
+    }
+    match applied {
+        Ok(Applied::Applied) => {
+            metrics::counter!("verity_replica_applied_events_total").increment(count);
+            if let Some((_, last)) = pending.last() {
+                metrics::gauge!("verity_replica_last_seq").set(last.seq as f64);
+            }
+        }
+        Ok(Applied::AlreadyApplied) => {
+            metrics::counter!("verity_replica_redelivered_events_total").increment(count);
+        }
+        Err(ApplyError::Storage(e)) => return Err(transient(e.into())),
+        Err(refused) => return Err(FollowError::Refused(refused)),
+    }
+    for (message, _) in pending.drain(..) {
         message
             .ack()
             .await
             .map_err(|e| transient(anyhow::anyhow!("ack: {e}")))?;
     }
+    Ok(())
 }
 
 fn event_kind(event: &v1::ChainEvent) -> &'static str {

@@ -64,26 +64,42 @@ pub struct BuiltJob {
     bytes: Vec<u8>,
 }
 
+/// How the witness groups mini-blocks into chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunking {
+    /// Close a chunk once it holds this many transactions; 0: every mini-block is a chunk.
+    pub transactions: usize,
+    /// Close a chunk when no mini-block arrived for this long.
+    pub idle: std::time::Duration,
+}
+
 /// The witness role's state.
 #[derive(Debug)]
 pub struct Witness {
     js: Context,
     chain_id: u64,
     gas_limit: u64,
+    chunking: Chunking,
     /// The tree and the last applied event it reflects.
     tree: Option<(StateTree, u64)>,
 }
 
 impl Witness {
     /// Creates the proving streams if needed.
-    pub async fn new(js: Context, spec: &ChainSpec) -> anyhow::Result<Self> {
+    pub async fn new(js: Context, spec: &ChainSpec, chunking: Chunking) -> anyhow::Result<Self> {
         verity_bus::proving::ensure_proving_streams(&js).await?;
         Ok(Self {
             js,
             chain_id: spec.chain_id(),
             gas_limit: spec.gas_limit(),
+            chunking,
             tree: None,
         })
+    }
+
+    /// How this witness groups mini-blocks into chunks.
+    pub fn chunking(&self) -> Chunking {
+        self.chunking
     }
 
     /// Brings the tree to the database's state after event `last` (rebuilding it when it is not
@@ -133,13 +149,14 @@ impl Witness {
         Ok(())
     }
 
-    /// Checks and applies `event` like any replica, building the chunk job of a mini-block from
-    /// the state before it. Runs on a blocking thread.
+    /// Checks and applies `events` like any replica (one event, or the consecutive mini-blocks
+    /// of a chunk), building the chunk job of the mini-blocks from the state before them, in
+    /// the same MDBX transaction. Runs on a blocking thread.
     pub fn apply(
         &mut self,
         db: &Database,
         sequencer: alloy_primitives::Address,
-        event: &v1::ChainEvent,
+        events: &[v1::ChainEvent],
     ) -> (Result<Applied, ApplyError>, Option<BuiltJob>) {
         let Some((mut tree, at)) = self.tree.take() else {
             return (
@@ -152,16 +169,18 @@ impl Witness {
         };
         let (chain_id, gas_limit) = (self.chain_id, self.gas_limit);
         let mut built = None;
-        let mut prepare = |read: &ReadTx<'_>, mini: &MiniBlock| -> Result<Prepared, String> {
+        let mut prepare = |read: &ReadTx<'_>, minis: &[&MiniBlock]| -> Result<Prepared, String> {
             let started = Instant::now();
-            let job =
-                verity_chunk::build_job(read, &mut tree, chain_id, gas_limit, vec![mini.clone()])
-                    .map_err(|e| e.to_string())?;
+            let minis = minis.iter().map(|m| (*m).clone()).collect();
+            let job = verity_chunk::build_job(read, &mut tree, chain_id, gas_limit, minis)
+                .map_err(|e| e.to_string())?;
             let tree_tombstones = zero_leaves(&job.writes(), &tree);
             let bytes = v1::ChunkJob::from(&job).encode_to_vec();
             metrics::histogram!("verity_witness_job_build_seconds")
                 .record(started.elapsed().as_secs_f64());
             metrics::histogram!("verity_witness_job_steps").record(job.pre_proofs.len() as f64);
+            metrics::histogram!("verity_witness_chunk_mini_blocks")
+                .record(job.mini_blocks.len() as f64);
             tracing::debug!(
                 chunk = job.chunk,
                 keys = job.pre_proofs.len(),
@@ -179,10 +198,10 @@ impl Witness {
                 tree_tombstones,
             })
         };
-        let result = apply::apply_event(db, sequencer, event, Some(&mut prepare), false);
+        let result = apply::apply_events(db, sequencer, events, Some(&mut prepare), false);
         self.tree = match &result {
             // The tree moved with the state.
-            Ok(Applied::Applied) => Some((tree, event.seq)),
+            Ok(Applied::Applied) => Some((tree, events.last().map_or(at, |e| e.seq))),
             // A redelivery of an event applied before: nothing was built or applied.
             Ok(Applied::AlreadyApplied) => Some((tree, at)),
             // The tree may have advanced without the state: rebuild on resume.

@@ -364,3 +364,84 @@ async fn chunks_are_proven_a_killed_prover_loses_nothing_and_safe_waits_for_prov
     assert_eq!(info.state.messages, 0, "jobs left in the queue: {info:?}");
     net.stop().await.unwrap();
 }
+
+/// A witness that groups mini-blocks into chunks (`--chunk-transactions`): transfers sent one
+/// mini-block apart within one block are proven as chunks of several mini-blocks, which the
+/// verifier replica checks against its own copies of all of them; `safe` passes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mini_blocks_grouped_into_chunks_are_proven_and_become_safe() {
+    let net = TestNet::start(|o| {
+        o.proving = true;
+        o.steps_per_proof = SHAPE.steps;
+        o.block_interval_ms = 3000;
+        o.env.push(("VERITY_CHUNK_TRANSACTIONS".into(), "2".into()));
+        o.env.push(("VERITY_CHUNK_IDLE_MS".into(), "1000".into()));
+    })
+    .await
+    .unwrap();
+    let chain_id = net.devnet.chain_id();
+    let rpc = net.rpc();
+    let sender = dev_signer(&net, 1).unwrap();
+    let mut hashes = vec![];
+    for nonce in 0..4u64 {
+        let (raw, hash) = sign_transfer(
+            &sender,
+            chain_id,
+            nonce,
+            Address::repeat_byte(0x42),
+            U256::from(1_000 + nonce),
+            100_000_000_000,
+        )
+        .unwrap();
+        rpc.call("eth_sendRawTransaction", json!([raw]))
+            .await
+            .unwrap();
+        hashes.push(hash);
+        // Mini-blocks are made every 10 ms while transactions wait: one transfer each.
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    let mut last_block = 0;
+    for hash in &hashes {
+        let receipt = rpc
+            .wait_receipt(hash, Duration::from_secs(30))
+            .await
+            .unwrap();
+        last_block = last_block.max(verity_e2e::parse_quantity(&receipt["blockNumber"]).unwrap());
+    }
+
+    let (_client, js) = verity_bus::connect(net.devnet.nats_url().unwrap(), "e2e")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let status = rpc.call("verity_status", json!([])).await.unwrap();
+        let proofs = results(&js).await;
+        let grouped = proofs
+            .values()
+            .flatten()
+            .any(|p| p.mini_block_hashes.len() >= 2);
+        if grouped && status["safe"].as_u64().is_some_and(|s| s >= last_block) {
+            assert_eq!(status["alarm"], json!(null), "{status}");
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(180) {
+            net.dump_logs();
+            panic!(
+                "no safe chunk of several mini-blocks by block {last_block}: {status}; chunks \
+                 proven: {:?}",
+                proofs
+                    .values()
+                    .flatten()
+                    .map(|p| (p.chunk, p.mini_block_hashes.len()))
+                    .collect::<Vec<_>>()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let verifier_log = std::fs::read_to_string(net.devnet.log_file(Service::Verifier)).unwrap();
+    assert!(
+        !verifier_log.contains("refused"),
+        "the verifier refused an honest proof:\n{verifier_log}"
+    );
+    net.stop().await.unwrap();
+}
