@@ -173,20 +173,7 @@ pub fn tree_writes(
     let mut writes = BTreeMap::new();
     for (address, change) in &diff.accounts {
         let previous = before.get(address).copied().flatten();
-        let mut account = if change.destroyed { None } else { previous };
-        if change.balance.is_some() || change.nonce.is_some() || change.code.is_some() {
-            let mut next = account.unwrap_or_default();
-            if let Some(balance) = change.balance {
-                next.balance = balance;
-            }
-            if let Some(nonce) = change.nonce {
-                next.nonce = nonce;
-            }
-            if let Some(code) = &change.code {
-                next.code_hash = alloy_primitives::keccak256(code);
-            }
-            account = Some(next);
-        }
+        let account = change.account_after(previous);
         if account != previous {
             writes.insert(
                 account_key(*address),

@@ -213,23 +213,7 @@ impl<S: StateView> StateView for Overlay<'_, S> {
         let Some(change) = self.diff.accounts.get(&address) else {
             return self.inner.account(address);
         };
-        // As `tree_writes` and the stores apply a diff: a destroyed account starts over.
-        let previous = self.inner.account(address)?;
-        let mut account = if change.destroyed { None } else { previous };
-        if change.balance.is_some() || change.nonce.is_some() || change.code.is_some() {
-            let mut next = account.unwrap_or_default();
-            if let Some(balance) = change.balance {
-                next.balance = balance;
-            }
-            if let Some(nonce) = change.nonce {
-                next.nonce = nonce;
-            }
-            if let Some(code) = &change.code {
-                next.code_hash = keccak256(code);
-            }
-            account = Some(next);
-        }
-        Ok(account)
+        Ok(change.account_after(self.inner.account(address)?))
     }
 
     fn storage(&self, address: Address, slot: U256) -> Result<U256, Self::Error> {

@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use alloy_primitives::{Address, Bytes, U256};
+use alloy_primitives::{Address, Bytes, U256, keccak256};
+
+use crate::Account;
 
 /// What one mini-block changed in one account. Only changed fields are set.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -27,6 +29,26 @@ impl AccountDiff {
             && self.code.is_none()
             && self.storage.is_empty()
             && !self.destroyed
+    }
+
+    /// The account after this diff, given it before (`None`: absent). A destroyed account starts
+    /// over; an account that gets any field exists afterwards.
+    pub fn account_after(&self, before: Option<Account>) -> Option<Account> {
+        let mut account = if self.destroyed { None } else { before };
+        if self.balance.is_some() || self.nonce.is_some() || self.code.is_some() {
+            let mut next = account.unwrap_or_default();
+            if let Some(balance) = self.balance {
+                next.balance = balance;
+            }
+            if let Some(nonce) = self.nonce {
+                next.nonce = nonce;
+            }
+            if let Some(code) = &self.code {
+                next.code_hash = keccak256(code);
+            }
+            account = Some(next);
+        }
+        account
     }
 }
 
