@@ -333,3 +333,118 @@ fn check_block(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use alloy_primitives::U256;
+    use verity_primitives::{AccountDiff, SequencerKey, StateDiff};
+
+    use super::*;
+
+    fn mini(number: u64, parent: B256, key: &SequencerKey) -> MiniBlock {
+        let mut mini = MiniBlock {
+            number,
+            block_number: 1,
+            index: number as u32,
+            timestamp_ms: 1_700_000_000_000 + number,
+            parent_hash: parent,
+            base_fee: 1_000_000_000,
+            block_timestamp: 1_700_000_000,
+            beneficiary: Address::ZERO,
+            transactions: vec![],
+            receipts: vec![],
+            diff: StateDiff {
+                accounts: [(
+                    Address::repeat_byte(0x10 + number as u8),
+                    AccountDiff {
+                        balance: Some(U256::from(number + 1)),
+                        ..Default::default()
+                    },
+                )]
+                .into(),
+            },
+            hash: B256::ZERO,
+            signature: verity_primitives::UNSIGNED,
+        };
+        mini.seal(key);
+        mini
+    }
+
+    fn wire(seq: u64, mini: &MiniBlock) -> v1::ChainEvent {
+        (&ChainEvent {
+            seq,
+            kind: ChainEventKind::MiniBlock(Box::new(mini.clone())),
+        })
+            .into()
+    }
+
+    /// A witness's chunk of mini-blocks is applied, with its job, in one transaction or not at
+    /// all; its job is built over the state before the first of them.
+    #[test]
+    fn a_chunk_of_mini_blocks_is_applied_at_once_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(&dir.path().join("db")).unwrap();
+        init_genesis(&db, &ChainSpec::dev(31337, 2, 100).unwrap()).unwrap();
+        let key = SequencerKey::random();
+        let a = mini(0, B256::ZERO, &key);
+        let b = mini(1, a.hash, &key);
+        let c = mini(2, b.hash, &key);
+        let unlinked = mini(2, B256::repeat_byte(9), &key);
+
+        let mut prepared = 0;
+        let mut prepare = |_: &ReadTx<'_>, _: &[&MiniBlock]| -> Result<Prepared, String> {
+            prepared += 1;
+            Ok(Prepared::default())
+        };
+        let refused = apply_events(
+            &db,
+            key.address(),
+            &[wire(1, &a), wire(2, &b), wire(3, &unlinked)],
+            Some(&mut prepare),
+            false,
+        );
+        assert!(matches!(refused, Err(ApplyError::Invalid { seq: 3, .. })));
+        assert_eq!(prepared, 0, "nothing is built for a refused chunk");
+        assert_eq!(last_seq(&db).unwrap(), 0);
+        assert_eq!(
+            db.read()
+                .unwrap()
+                .account(Address::repeat_byte(0x10))
+                .unwrap(),
+            None
+        );
+
+        let mut seen = vec![];
+        let mut prepare = |read: &ReadTx<'_>, minis: &[&MiniBlock]| -> Result<Prepared, String> {
+            // The state before the chunk: none of its writes yet.
+            assert_eq!(read.account(Address::repeat_byte(0x11)).unwrap(), None);
+            seen.extend(minis.iter().map(|m| m.number));
+            Ok(Prepared {
+                job: b"job".to_vec(),
+                tree_tombstones: vec![],
+            })
+        };
+        let events = [wire(1, &a), wire(2, &b), wire(3, &c)];
+        let applied = apply_events(&db, key.address(), &events, Some(&mut prepare), false);
+        assert!(matches!(applied, Ok(Applied::Applied)));
+        assert_eq!(seen, [0, 1, 2]);
+        let read = db.read().unwrap();
+        assert_eq!(read.meta_u64(meta::LAST_SEQ).unwrap(), Some(3));
+        assert_eq!(read.meta_u64(meta::NEXT_MINI_BLOCK).unwrap(), Some(3));
+        assert_eq!(read.meta(meta::LAST_JOB).unwrap(), Some(b"job".to_vec()));
+        assert_eq!(
+            read.account(Address::repeat_byte(0x12))
+                .unwrap()
+                .map(|a| a.balance),
+            Some(U256::from(3))
+        );
+        drop(read);
+        // Delivered again (a crash before the acks): already applied.
+        assert!(matches!(
+            apply_events(&db, key.address(), &events[1..], None, false),
+            Ok(Applied::AlreadyApplied)
+        ));
+    }
+}
