@@ -257,6 +257,12 @@ impl ChunkJob {
         self.mini_blocks.iter().map(|m| m.hash).collect()
     }
 
+    /// The hash that, with the chunk number, identifies the chunk on the bus: its last
+    /// mini-block's (the first number and the last hash fix which mini-blocks it spans).
+    pub fn last_hash(&self) -> B256 {
+        self.mini_blocks.last().map(|m| m.hash).unwrap_or_default()
+    }
+
     /// The number of transactions in the chunk.
     pub fn transactions(&self) -> usize {
         self.mini_blocks.iter().map(|m| m.transactions.len()).sum()

@@ -465,6 +465,14 @@ impl ProverResult {
         }
     }
 
+    /// The chunk's last mini-block hash ([`ChunkJob::last_hash`]).
+    pub fn last_hash(&self) -> B256 {
+        match self {
+            Self::Proof(proof) => proof.mini_block_hashes.last().copied().unwrap_or_default(),
+            Self::Fraud(evidence) => evidence.job.last_hash(),
+        }
+    }
+
     /// How many mini-blocks the chunk spans.
     pub fn mini_blocks(&self) -> usize {
         match self {

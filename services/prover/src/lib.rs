@@ -334,21 +334,11 @@ impl Prover {
                 return self.dead_letter(message, payload, &reason).await;
             }
         };
-        let (outcome, mini_block_hash) = match &result {
-            ProverResult::Proof(proof) => (
-                "proof",
-                proof.mini_block_hashes.last().copied().unwrap_or_default(),
-            ),
-            ProverResult::Fraud(evidence) => (
-                "fraud",
-                evidence
-                    .job
-                    .mini_blocks
-                    .last()
-                    .map(|m| m.hash)
-                    .unwrap_or_default(),
-            ),
+        let outcome = match &result {
+            ProverResult::Proof(_) => "proof",
+            ProverResult::Fraud(_) => "fraud",
         };
+        let mini_block_hash = result.last_hash();
         let mut headers = async_nats::HeaderMap::new();
         verity_telemetry::inject_nats(&mut headers);
         proving::publish_result(

@@ -43,17 +43,12 @@ pub mod meta {
 
 /// The votes as stored under [`meta::VOTES`].
 fn encode_votes(votes: &BTreeMap<Address, u64>) -> Vec<u8> {
-    votes
-        .iter()
-        .flat_map(|(verifier, block)| {
-            verifier
-                .as_slice()
-                .iter()
-                .copied()
-                .chain(block.to_be_bytes())
-                .collect::<Vec<u8>>()
-        })
-        .collect()
+    let mut bytes = Vec::with_capacity(28 * votes.len());
+    for (verifier, block) in votes {
+        bytes.extend_from_slice(verifier.as_slice());
+        bytes.extend_from_slice(&block.to_be_bytes());
+    }
+    bytes
 }
 
 /// The votes stored under [`meta::VOTES`]; `None` when the bytes are not a whole number of votes.

@@ -359,8 +359,7 @@ async fn follow_once(
         .as_ref()
         .map(|w| w.chunking())
         .filter(|c| c.transactions > 0);
-    let mut pending: Vec<(async_nats::jetstream::Message, v1::ChainEvent)> = Vec::new();
-    let mut pending_txs = 0usize;
+    let mut pending = Held::default();
     loop {
         let next = match (pending.is_empty(), chunking) {
             (false, Some(chunking)) => tokio::select! {
@@ -375,7 +374,6 @@ async fn follow_once(
         let Some(next) = next else {
             // Nothing more waiting: the chunk closes.
             flush(db, sequencer, witness, store_events, &mut pending).await?;
-            pending_txs = 0;
             continue;
         };
         let message = match next {
@@ -412,23 +410,44 @@ async fn follow_once(
                 }));
             }
         };
-        let mini_txs = match &event.event {
-            Some(v1::chain_event::Event::MiniBlock(mini)) => Some(mini.transactions.len()),
-            _ => None,
-        };
-        if mini_txs.is_none() && !pending.is_empty() {
+        let is_mini_block = transactions(&event).is_some();
+        if !is_mini_block && !pending.is_empty() {
             // A block seal closes the chunk before it is applied on its own.
             flush(db, sequencer, witness, store_events, &mut pending).await?;
-            pending_txs = 0;
         }
         expected = expected.max(seq + 1);
-        pending.push((message, event));
-        pending_txs += mini_txs.unwrap_or(0);
-        let hold = chunking.is_some_and(|c| mini_txs.is_some() && pending_txs < c.transactions);
+        pending.messages.push(message);
+        pending.events.push(event);
+        let hold =
+            chunking.is_some_and(|c| is_mini_block && pending.transactions() < c.transactions);
         if !hold {
             flush(db, sequencer, witness, store_events, &mut pending).await?;
-            pending_txs = 0;
         }
+    }
+}
+
+/// The transactions of a mini-block event; `None` for another event.
+fn transactions(event: &v1::ChainEvent) -> Option<usize> {
+    match &event.event {
+        Some(v1::chain_event::Event::MiniBlock(mini)) => Some(mini.transactions.len()),
+        _ => None,
+    }
+}
+
+/// Chain events received but not applied yet, with their messages (acknowledged once applied).
+#[derive(Default)]
+struct Held {
+    messages: Vec<async_nats::jetstream::Message>,
+    events: Vec<v1::ChainEvent>,
+}
+
+impl Held {
+    fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    fn transactions(&self) -> usize {
+        self.events.iter().filter_map(transactions).sum()
     }
 }
 
@@ -439,20 +458,22 @@ async fn flush(
     sequencer: Address,
     witness: &mut Option<witness::Witness>,
     store_events: bool,
-    pending: &mut Vec<(async_nats::jetstream::Message, v1::ChainEvent)>,
+    pending: &mut Held,
 ) -> Result<(), FollowError> {
     let transient = |e: anyhow::Error| FollowError::Transient(e);
-    let Some((last_message, last_event)) = pending.last() else {
+    let (Some(last_message), Some(last_event)) = (pending.messages.last(), pending.events.last())
+    else {
         return Ok(());
     };
+    let last_seq = last_event.seq;
     let span = tracing::info_span!(
         "replica.apply",
-        seq = last_event.seq,
+        seq = last_seq,
         kind = event_kind(last_event),
-        events = pending.len()
+        events = pending.events.len()
     );
     verity_telemetry::link_nats_parent(last_message.headers.as_ref(), &span);
-    let events: Vec<v1::ChainEvent> = pending.iter().map(|(_, e)| e.clone()).collect();
+    let events = std::mem::take(&mut pending.events);
     let count = events.len() as u64;
     let (applied, job) = {
         let db = db.clone();
@@ -484,9 +505,7 @@ async fn flush(
     match applied {
         Ok(Applied::Applied) => {
             metrics::counter!("verity_replica_applied_events_total").increment(count);
-            if let Some((_, last)) = pending.last() {
-                metrics::gauge!("verity_replica_last_seq").set(last.seq as f64);
-            }
+            metrics::gauge!("verity_replica_last_seq").set(last_seq as f64);
         }
         Ok(Applied::AlreadyApplied) => {
             metrics::counter!("verity_replica_redelivered_events_total").increment(count);
@@ -494,7 +513,7 @@ async fn flush(
         Err(ApplyError::Storage(e)) => return Err(transient(e.into())),
         Err(refused) => return Err(FollowError::Refused(refused)),
     }
-    for (message, _) in pending.drain(..) {
+    for message in pending.messages.drain(..) {
         message
             .ack()
             .await

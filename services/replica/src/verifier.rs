@@ -215,10 +215,7 @@ async fn run_once(
                     .and_then(|w| ProverResult::try_from(&w).map_err(|e| e.to_string()))
                 {
                     Ok(result) => {
-                        let chunk = match &result {
-                            ProverResult::Proof(p) => p.chunk,
-                            ProverResult::Fraud(f) => f.job.chunk,
-                        };
+                        let chunk = result.chunk();
                         if chunk < progress.next_chunk {
                             // Proven twice (a redelivered job, a second prover): harmless.
                             metrics::counter!("verity_verifier_duplicate_results_total").increment(1);

@@ -190,7 +190,7 @@ impl Witness {
             );
             built = Some(BuiltJob {
                 chunk: job.chunk,
-                mini_block_hash: job.mini_blocks.last().map(|m| m.hash).unwrap_or_default(),
+                mini_block_hash: job.last_hash(),
                 bytes: bytes.clone(),
             });
             Ok(Prepared {
