@@ -37,8 +37,23 @@ pub const META: &str = "Meta";
 /// tree keeps (libs/commitment, `Step`). Rebuilding the tree from the plain state needs them.
 pub const TREE_TOMBSTONES: &str = "TreeTombstones";
 
+/// `Address(20) ++ block number(u64 BE)` → the account as it was before block `number` first
+/// changed it (the [`encode_account`] layout; empty: the account did not exist). Written by
+/// [`WriteTx::apply_diff_at`](crate::WriteTx::apply_diff_at); the state after block `n` is, per
+/// account, the value of the first entry above `n`, or the plain state when there is none
+/// (reth's change sets and history indices, folded into one table that a cursor seek answers).
+pub const ACCOUNT_HISTORY: &str = "AccountHistory";
+/// `Address(20) ++ slot(32 BE) ++ block number(u64 BE)` → the slot's value before block
+/// `number` first changed it (trimmed big-endian; empty: zero). Read like [`ACCOUNT_HISTORY`].
+pub const STORAGE_HISTORY: &str = "StorageHistory";
+
+/// Meta key: the first block whose resulting state can be read from the history tables (0 for a
+/// database that recorded history from genesis; a database written before history existed
+/// starts at the block after its head then).
+pub const META_HISTORY_FROM: &str = "state_history_from";
+
 /// Every table, created when the database is opened.
-pub const ALL: [&str; 11] = [
+pub const ALL: [&str; 13] = [
     PLAIN_ACCOUNT_STATE,
     PLAIN_STORAGE_STATE,
     BYTECODES,
@@ -50,6 +65,8 @@ pub const ALL: [&str; 11] = [
     BLOCK_TRANSACTIONS,
     META,
     TREE_TOMBSTONES,
+    ACCOUNT_HISTORY,
+    STORAGE_HISTORY,
 ];
 
 /// Size of an encoded account: nonce (8) ++ balance (32) ++ code hash (32).
@@ -86,6 +103,22 @@ pub fn storage_key(address: Address, slot: U256) -> [u8; 52] {
     let mut key = [0u8; 52];
     key[..20].copy_from_slice(address.as_slice());
     key[20..].copy_from_slice(&slot.to_be_bytes::<32>());
+    key
+}
+
+/// The `AccountHistory` key of `address` changed in block `number`.
+pub fn account_history_key(address: Address, number: u64) -> [u8; 28] {
+    let mut key = [0u8; 28];
+    key[..20].copy_from_slice(address.as_slice());
+    key[20..].copy_from_slice(&number.to_be_bytes());
+    key
+}
+
+/// The `StorageHistory` key of a slot changed in block `number`.
+pub fn storage_history_key(address: Address, slot: U256, number: u64) -> [u8; 60] {
+    let mut key = [0u8; 60];
+    key[..52].copy_from_slice(&storage_key(address, slot));
+    key[52..].copy_from_slice(&number.to_be_bytes());
     key
 }
 

@@ -765,3 +765,139 @@ fn tree_tombstones_are_kept_in_key_order_and_survive_a_reopen() {
         vec![B256::repeat_byte(1), B256::repeat_byte(9)]
     );
 }
+
+mod history {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::StateAt;
+
+    const ADDRESSES: u8 = 3;
+    const SLOTS: u64 = 3;
+
+    fn account_diff() -> impl Strategy<Value = AccountDiff> {
+        (
+            proptest::option::of(0u64..4),
+            proptest::option::of(0u64..4),
+            proptest::bool::weighted(0.15),
+            proptest::collection::btree_map(0..SLOTS, 0u64..3, 0..3),
+            proptest::bool::weighted(0.1),
+        )
+            .prop_map(|(balance, nonce, code, storage, destroyed)| AccountDiff {
+                balance: balance.map(U256::from),
+                nonce,
+                code: code.then(|| Bytes::from(vec![0x60, 0x00])),
+                storage: storage
+                    .into_iter()
+                    .map(|(slot, value)| (U256::from(slot), U256::from(value)))
+                    .collect(),
+                destroyed,
+            })
+    }
+
+    /// Blocks of one to three diffs, each over a few of a small set of accounts and slots, so
+    /// that keys change again and again, within a block and across blocks.
+    fn blocks() -> impl Strategy<Value = Vec<Vec<StateDiff>>> {
+        let state_diff = proptest::collection::btree_map(0..ADDRESSES, account_diff(), 1..3)
+            .prop_map(|accounts| StateDiff {
+                accounts: accounts
+                    .into_iter()
+                    .map(|(a, d)| (Address::repeat_byte(a + 1), d))
+                    .collect(),
+            });
+        proptest::collection::vec(proptest::collection::vec(state_diff, 1..4), 1..8)
+    }
+
+    fn assert_same(view: &impl StateView<Error = StorageError>, model: &InMemoryState, at: u64) {
+        for a in 0..ADDRESSES {
+            let address = Address::repeat_byte(a + 1);
+            assert_eq!(
+                view.account(address).expect("account"),
+                model.account(address).expect("model"),
+                "account {address} after block {at}"
+            );
+            for slot in 0..SLOTS {
+                let slot = U256::from(slot);
+                assert_eq!(
+                    view.storage(address, slot).expect("slot"),
+                    model.storage(address, slot).expect("model"),
+                    "slot {slot} of {address} after block {at}"
+                );
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// The state read at every past block is the state a model had after applying the diffs
+        /// up to that block, and the plain state stays the newest one.
+        #[test]
+        fn every_past_block_reads_as_it_was(blocks in blocks()) {
+            let (_dir, db) = open();
+            let mut model = InMemoryState::default();
+            let genesis = diff([(
+                Address::repeat_byte(1),
+                AccountDiff { balance: Some(U256::from(9)), ..Default::default() },
+            )]);
+            let mut write = db.write().expect("write");
+            write.apply_diff(&genesis).expect("genesis");
+            write.set_history_from(0).expect("meta");
+            write.commit().expect("commit");
+            model.apply(&genesis);
+            let mut snapshots = vec![model.clone()];
+            for (i, diffs) in blocks.iter().enumerate() {
+                let number = i as u64 + 1;
+                for diff in diffs {
+                    // One MDBX transaction per diff, as a replica applies mini-blocks.
+                    let mut write = db.write().expect("write");
+                    write.apply_diff_at(diff, number).expect("apply");
+                    write.commit().expect("commit");
+                    model.apply(diff);
+                }
+                snapshots.push(model.clone());
+            }
+            let read = db.read().expect("read");
+            prop_assert_eq!(read.history_from().expect("meta"), Some(0));
+            for (number, snapshot) in snapshots.iter().enumerate() {
+                assert_same(&StateAt::new(&read, number as u64), snapshot, number as u64);
+            }
+            assert_same(&read, &model, u64::MAX);
+        }
+    }
+
+    #[test]
+    fn a_block_being_built_is_not_part_of_the_state_after_the_head() {
+        let (_dir, db) = open();
+        let address = Address::repeat_byte(7);
+        let credit = |balance: u64| {
+            diff([(
+                address,
+                AccountDiff {
+                    balance: Some(U256::from(balance)),
+                    ..Default::default()
+                },
+            )])
+        };
+        let mut write = db.write().expect("write");
+        write.apply_diff_at(&credit(5), 1).expect("apply");
+        // Two mini-blocks of block 2 (not sealed yet): the state after block 1 ignores both.
+        write.apply_diff_at(&credit(6), 2).expect("apply");
+        write.apply_diff_at(&credit(7), 2).expect("apply");
+        write.commit().expect("commit");
+        let read = db.read().expect("read");
+        let balance = |n| {
+            read.account_at(address, n)
+                .expect("read")
+                .map(|a| a.balance)
+        };
+        assert_eq!(balance(0), None, "the account did not exist before block 1");
+        assert_eq!(balance(1), Some(U256::from(5)));
+        assert_eq!(balance(2), Some(U256::from(7)));
+        assert_eq!(
+            read.account(address).expect("read").map(|a| a.balance),
+            Some(U256::from(7))
+        );
+        assert_eq!(read.history_from().expect("meta"), None);
+    }
+}

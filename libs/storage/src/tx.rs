@@ -14,9 +14,10 @@ use verity_proto::v1;
 use crate::{
     StorageError,
     tables::{
-        BLOCK_TRANSACTIONS, BYTECODES, CHAIN_EVENTS, HEADER_NUMBERS, HEADERS, META,
-        PLAIN_ACCOUNT_STATE, PLAIN_STORAGE_STATE, RECEIPTS, TRANSACTIONS, TREE_TOMBSTONES,
-        decode_account, encode_account, encode_storage_value, storage_key,
+        ACCOUNT_HISTORY, BLOCK_TRANSACTIONS, BYTECODES, CHAIN_EVENTS, HEADER_NUMBERS, HEADERS,
+        META, META_HISTORY_FROM, PLAIN_ACCOUNT_STATE, PLAIN_STORAGE_STATE, RECEIPTS,
+        STORAGE_HISTORY, TRANSACTIONS, TREE_TOMBSTONES, account_history_key, decode_account,
+        encode_account, encode_storage_value, storage_history_key, storage_key,
     },
 };
 
@@ -123,6 +124,53 @@ mod read {
         match get(txn, PLAIN_STORAGE_STATE, &storage_key(address, slot))? {
             Some(bytes) => decode_storage_value(&bytes),
             None => Ok(U256::ZERO),
+        }
+    }
+
+    /// The value recorded in a history table for `prefix` (an account or a slot) at the first
+    /// block after `number`: `Some` when the key changed after block `number` (the value it had
+    /// then), `None` when it has not changed since (the plain state holds it).
+    fn history_after<'t, K: TransactionKind>(
+        txn: &'t Txn<'_, K>,
+        name: &str,
+        prefix: &[u8],
+        number: u64,
+    ) -> Result<Option<Cow<'t, [u8]>>, StorageError> {
+        let Some(after) = number.checked_add(1) else {
+            return Ok(None);
+        };
+        let handle = table(txn, name)?;
+        let mut cursor = txn.cursor(&handle)?;
+        let mut key = Vec::with_capacity(prefix.len() + 8);
+        key.extend_from_slice(prefix);
+        key.extend_from_slice(&after.to_be_bytes());
+        Ok(cursor
+            .set_range::<Cow<'t, [u8]>, Cow<'t, [u8]>>(&key)?
+            .filter(|(found, _)| found.len() == key.len() && found.starts_with(prefix))
+            .map(|(_, value)| value))
+    }
+
+    pub(super) fn account_at<K: TransactionKind>(
+        txn: &Txn<'_, K>,
+        address: Address,
+        number: u64,
+    ) -> Result<Option<Account>, StorageError> {
+        match history_after(txn, ACCOUNT_HISTORY, address.as_slice(), number)? {
+            Some(bytes) if bytes.is_empty() => Ok(None),
+            Some(bytes) => decode_account(&bytes).map(Some),
+            None => account(txn, address),
+        }
+    }
+
+    pub(super) fn storage_at<K: TransactionKind>(
+        txn: &Txn<'_, K>,
+        address: Address,
+        slot: U256,
+        number: u64,
+    ) -> Result<U256, StorageError> {
+        match history_after(txn, STORAGE_HISTORY, &storage_key(address, slot), number)? {
+            Some(bytes) => decode_storage_value(&bytes),
+            None => storage(txn, address, slot),
         }
     }
 
@@ -347,6 +395,34 @@ macro_rules! reads {
                 read::last_event_seq(&self.txn)
             }
 
+            /// The account at `address` as it was after block `number`, read from the history
+            /// tables (see [`ACCOUNT_HISTORY`]); only meaningful from
+            /// [`history_from`](Self::history_from) on.
+            pub fn account_at(
+                &self,
+                address: Address,
+                number: u64,
+            ) -> Result<Option<Account>, StorageError> {
+                read::account_at(&self.txn, address, number)
+            }
+
+            /// A storage slot as it was after block `number` (see
+            /// [`account_at`](Self::account_at)).
+            pub fn storage_at(
+                &self,
+                address: Address,
+                slot: U256,
+                number: u64,
+            ) -> Result<U256, StorageError> {
+                read::storage_at(&self.txn, address, slot, number)
+            }
+
+            /// The first block whose resulting state the history tables can give (`None`: the
+            /// database does not say, as before it recorded history).
+            pub fn history_from(&self) -> Result<Option<u64>, StorageError> {
+                read::meta_u64(&self.txn, META_HISTORY_FROM)
+            }
+
             /// Visits the whole state: every account (by address), then every non-zero storage
             /// slot (by address, then slot).
             pub fn for_each_state(
@@ -430,6 +506,49 @@ macro_rules! reads {
 reads!(ReadTx);
 reads!(WriteTx);
 
+/// The state as it was after block `number`, read through the history tables: what calls and
+/// state reads at a past block run over. Blocks after `number` do not exist for it.
+#[derive(Debug, Clone, Copy)]
+pub struct StateAt<'a, 'db> {
+    read: &'a ReadTx<'db>,
+    number: u64,
+}
+
+impl<'a, 'db> StateAt<'a, 'db> {
+    /// The state after block `number` in the snapshot `read`.
+    pub fn new(read: &'a ReadTx<'db>, number: u64) -> Self {
+        Self { read, number }
+    }
+
+    /// The block whose resulting state this is.
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+}
+
+impl StateView for StateAt<'_, '_> {
+    type Error = StorageError;
+
+    fn account(&self, address: Address) -> Result<Option<Account>, StorageError> {
+        self.read.account_at(address, self.number)
+    }
+
+    fn storage(&self, address: Address, slot: U256) -> Result<U256, StorageError> {
+        self.read.storage_at(address, slot, self.number)
+    }
+
+    fn code(&self, code_hash: B256) -> Result<Option<Bytes>, StorageError> {
+        self.read.code(code_hash)
+    }
+
+    fn block_hash(&self, number: u64) -> Result<Option<B256>, StorageError> {
+        if number > self.number {
+            return Ok(None);
+        }
+        self.read.block_hash(number)
+    }
+}
+
 impl WriteTx<'_> {
     /// Applies a state diff, account by account: a destroyed account is deleted with all its
     /// storage first; set fields then overwrite the account's (creating it with nonce 0,
@@ -485,6 +604,72 @@ impl WriteTx<'_> {
             }
         }
         Ok(())
+    }
+
+    /// [`apply_diff`](Self::apply_diff) for a diff of block `number`, first recording in the
+    /// history tables the value every account and slot it changes had before block `number`
+    /// (only the first change within a block is recorded: that is the state after the block
+    /// before). Reads of past blocks ([`account_at`](Self::account_at)) depend on every diff
+    /// since going through here.
+    pub fn apply_diff_at(&mut self, diff: &StateDiff, number: u64) -> Result<(), StorageError> {
+        let txn = &self.txn;
+        let accounts = read::table(txn, PLAIN_ACCOUNT_STATE)?;
+        let storage = read::table(txn, PLAIN_STORAGE_STATE)?;
+        let account_history = read::table(txn, ACCOUNT_HISTORY)?;
+        let storage_history = read::table(txn, STORAGE_HISTORY)?;
+        let record = |table: &Table<'_>, key: &[u8], value: &[u8]| -> Result<(), StorageError> {
+            if txn.get::<()>(table, key)?.is_none() {
+                txn.put(table, key, value, WriteFlags::empty())?;
+            }
+            Ok(())
+        };
+        for (address, change) in &diff.accounts {
+            let account_changes = change.destroyed
+                || change.balance.is_some()
+                || change.nonce.is_some()
+                || change.code.is_some();
+            if account_changes {
+                let before = txn
+                    .get::<Cow<'_, [u8]>>(&accounts, address.as_slice())?
+                    .unwrap_or_default();
+                record(
+                    &account_history,
+                    &account_history_key(*address, number),
+                    &before,
+                )?;
+            }
+            if change.destroyed {
+                // Every slot the destruction clears.
+                let prefix = address.as_slice();
+                let mut cursor = txn.cursor(&storage)?;
+                let mut item = cursor.set_range::<Cow<'_, [u8]>, Cow<'_, [u8]>>(prefix)?;
+                while let Some((key, value)) = item {
+                    if !key.starts_with(prefix) {
+                        break;
+                    }
+                    let mut history_key = key.to_vec();
+                    history_key.extend_from_slice(&number.to_be_bytes());
+                    record(&storage_history, &history_key, &value)?;
+                    item = cursor.next::<Cow<'_, [u8]>, Cow<'_, [u8]>>()?;
+                }
+            }
+            for slot in change.storage.keys() {
+                let before = txn
+                    .get::<Cow<'_, [u8]>>(&storage, &storage_key(*address, *slot))?
+                    .unwrap_or_default();
+                record(
+                    &storage_history,
+                    &storage_history_key(*address, *slot, number),
+                    &before,
+                )?;
+            }
+        }
+        self.apply_diff(diff)
+    }
+
+    /// Records that the history tables give the state after every block from `number` on.
+    pub fn set_history_from(&mut self, number: u64) -> Result<(), StorageError> {
+        self.set_meta_u64(META_HISTORY_FROM, number)
     }
 
     /// Appends a chain event. Refuses ([`StorageError::OutOfOrder`]) unless `event.seq` is

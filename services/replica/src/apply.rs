@@ -82,11 +82,26 @@ pub fn init_genesis(db: &Database, spec: &ChainSpec) -> Result<(), ApplyError> {
                     configured: spec.genesis_hash,
                 });
             }
+            let read = db.read()?;
+            if read.history_from()?.is_none() {
+                // Written before state history existed: past states are readable from the
+                // first block whose changes are all recorded.
+                let from = read.last_block_number()?.unwrap_or(0) + 1;
+                drop(read);
+                let mut write = db.write()?;
+                write.set_history_from(from)?;
+                write.commit()?;
+                tracing::info!(
+                    from,
+                    "state history starts now: past blocks' state is readable from this block on"
+                );
+            }
             Ok(())
         }
         None => {
             let mut write = db.write()?;
             write.apply_diff(&genesis_diff(&spec.genesis))?;
+            write.set_history_from(0)?;
             write.put_block(&spec.genesis_block())?;
             write.set_meta(meta::GENESIS_HASH, spec.genesis_hash.as_slice())?;
             write.set_meta_u64(meta::LAST_SEQ, 0)?;
@@ -217,7 +232,7 @@ pub fn apply_events(
     for (wire, event) in wires.iter().zip(&events) {
         match &event.kind {
             ChainEventKind::MiniBlock(mini) => {
-                write.apply_diff(&mini.diff)?;
+                write.apply_diff_at(&mini.diff, mini.block_number)?;
                 let base_fee =
                     verity_proto::u256_bytes(alloy_primitives::U256::from(mini.base_fee));
                 for (i, (tx, receipt)) in mini.transactions.iter().zip(&mini.receipts).enumerate() {

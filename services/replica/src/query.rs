@@ -1,18 +1,18 @@
 //! The replica's gRPC read API, served from its own MDBX state. `call` runs on revm over that
 //! state; nothing is ever written by a read.
 //!
-//! This replica keeps the latest state only: reads for `latest`/`pending` (or the head block's
-//! number) are served; older blocks' state is refused with a clear error until historical state
-//! (change sets) is built.
+//! State reads name a block as Ethereum nodes do: `latest`/`pending` (or none) read the newest
+//! applied mini-block; a number, a hash, `earliest`, `safe` or `finalized` read the state after
+//! that sealed block, from the history tables every diff records (`verity_storage::StateAt`).
 
 use std::sync::Arc;
 
 use alloy_primitives::{Address, B256, Bytes, U256};
 use tonic::{Request, Response, Status};
 use verity_execution::{BlockEnvSpec, CallRequest};
-use verity_primitives::ChainSpec;
+use verity_primitives::{Account, ChainSpec, StateView};
 use verity_proto::{address_from, b256_from, opt_address_from, u256_bytes, u256_from, v1};
-use verity_storage::{Database, ReadTx, StorageError};
+use verity_storage::{Database, ReadTx, StateAt, StorageError};
 
 use crate::apply::meta;
 
@@ -102,37 +102,113 @@ fn tagged(read: &ReadTx<'_>, tag: v1::BlockTag) -> Result<u64, Status> {
     })
 }
 
-/// Checks that a state read asks for the latest state, the only one kept.
-fn require_latest_state(read: &ReadTx<'_>, id: Option<&v1::BlockId>) -> Result<(), Status> {
-    let head = head_number(read)?;
-    let latest = match id.and_then(|i| i.id.as_ref()) {
-        None => true,
-        Some(v1::block_id::Id::Tag(tag))
-            if matches!(
-                v1::BlockTag::try_from(*tag),
-                Ok(v1::BlockTag::Safe | v1::BlockTag::Finalized)
-            ) =>
-        {
-            let tag = v1::BlockTag::try_from(*tag).unwrap_or(v1::BlockTag::Safe);
-            tagged(read, tag)? == head
+/// Which state a read is served from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum At {
+    /// The newest applied mini-block: `latest`, `pending`, or no block given.
+    Latest,
+    /// The state after this sealed block (from the history tables).
+    Block(u64),
+}
+
+/// Resolves the block a state read names, as geth does: a number above the head is "header not
+/// found", an unknown hash "header for hash not found"; a block older than the state history
+/// this replica keeps is refused with where its history starts.
+fn state_at(read: &ReadTx<'_>, id: Option<&v1::BlockId>) -> Result<At, Status> {
+    let Some(id) = id.and_then(|i| i.id.as_ref()) else {
+        return Ok(At::Latest);
+    };
+    let number = match id {
+        v1::block_id::Id::Tag(tag) => match v1::BlockTag::try_from(*tag) {
+            Ok(v1::BlockTag::Earliest) => 0,
+            Ok(tag @ (v1::BlockTag::Safe | v1::BlockTag::Finalized)) => tagged(read, tag)?,
+            Ok(v1::BlockTag::Latest | v1::BlockTag::Pending | v1::BlockTag::Unspecified) => {
+                return Ok(At::Latest);
+            }
+            Err(_) => return Err(Status::invalid_argument(format!("unknown block tag {tag}"))),
+        },
+        v1::block_id::Id::Number(n) => {
+            if *n > head_number(read)? {
+                return Err(Status::not_found("header not found"));
+            }
+            *n
         }
-        Some(v1::block_id::Id::Tag(tag)) => matches!(
-            v1::BlockTag::try_from(*tag),
-            Ok(v1::BlockTag::Latest | v1::BlockTag::Pending | v1::BlockTag::Unspecified)
-        ),
-        Some(v1::block_id::Id::Number(n)) => *n >= head,
-        Some(v1::block_id::Id::Hash(h)) => read
+        v1::block_id::Id::Hash(h) => read
             .block_number_by_hash(b256_from(h, "block.hash")?)
             .map_err(storage)?
-            .is_some_and(|n| n == head),
+            .ok_or_else(|| Status::not_found("header for hash not found"))?,
     };
-    if latest {
-        Ok(())
-    } else {
-        Err(Status::failed_precondition(
-            "historical state is not available: this replica keeps the latest state only",
-        ))
+    match read.history_from().map_err(storage)? {
+        Some(from) if number >= from => Ok(At::Block(number)),
+        from => Err(Status::failed_precondition(format!(
+            "the state of block {number} is not available: this replica keeps state history from block {}",
+            from.map_or_else(|| "its next sealed block".to_string(), |f| f.to_string())
+        ))),
     }
+}
+
+/// The state a read runs over: the newest, or a past block's.
+enum View<'a, 'db> {
+    Latest(&'a ReadTx<'db>),
+    At(StateAt<'a, 'db>),
+}
+
+impl<'a, 'db> View<'a, 'db> {
+    fn new(read: &'a ReadTx<'db>, at: At) -> Self {
+        match at {
+            At::Latest => Self::Latest(read),
+            At::Block(number) => Self::At(StateAt::new(read, number)),
+        }
+    }
+}
+
+impl StateView for View<'_, '_> {
+    type Error = StorageError;
+
+    fn account(&self, address: Address) -> Result<Option<Account>, StorageError> {
+        match self {
+            Self::Latest(read) => read.account(address),
+            Self::At(state) => state.account(address),
+        }
+    }
+
+    fn storage(&self, address: Address, slot: U256) -> Result<U256, StorageError> {
+        match self {
+            Self::Latest(read) => read.storage(address, slot),
+            Self::At(state) => state.storage(address, slot),
+        }
+    }
+
+    fn code(&self, code_hash: B256) -> Result<Option<Bytes>, StorageError> {
+        match self {
+            Self::Latest(read) => read.code(code_hash),
+            Self::At(state) => state.code(code_hash),
+        }
+    }
+
+    fn block_hash(&self, number: u64) -> Result<Option<B256>, StorageError> {
+        match self {
+            Self::Latest(read) => read.block_hash(number),
+            Self::At(state) => state.block_hash(number),
+        }
+    }
+}
+
+/// The environment a call at sealed block `number` runs in: that block's own header, as geth's
+/// `eth_call` uses it.
+fn block_env(read: &ReadTx<'_>, spec: &ChainSpec, number: u64) -> Result<BlockEnvSpec, Status> {
+    let block = read
+        .block_by_number(number)
+        .map_err(storage)?
+        .ok_or_else(|| Status::not_found("header not found"))?;
+    Ok(BlockEnvSpec {
+        chain_id: spec.chain_id(),
+        number,
+        timestamp: block.header.timestamp,
+        base_fee: block.header.base_fee_per_gas.unwrap_or_default(),
+        gas_limit: block.header.gas_limit,
+        beneficiary: block.header.beneficiary,
+    })
 }
 
 /// The environment of the block being built: what `latest` calls execute in.
@@ -238,8 +314,8 @@ impl v1::replica_server::Replica for QueryService {
         let request = request.into_inner();
         let address = address_from(&request.address, "address")?;
         self.with_read(move |read, _| {
-            require_latest_state(read, request.block.as_ref())?;
-            let account = read.account(address).map_err(storage)?.unwrap_or_default();
+            let view = View::new(read, state_at(read, request.block.as_ref())?);
+            let account = view.account(address).map_err(storage)?.unwrap_or_default();
             Ok(Response::new(v1::AccountResponse {
                 nonce: account.nonce,
                 balance: u256_bytes(account.balance),
@@ -257,8 +333,8 @@ impl v1::replica_server::Replica for QueryService {
         let address = address_from(&request.address, "address")?;
         let slot = u256_from(&request.slot, "slot")?;
         self.with_read(move |read, _| {
-            require_latest_state(read, request.block.as_ref())?;
-            let value = read.storage(address, slot).map_err(storage)?;
+            let view = View::new(read, state_at(read, request.block.as_ref())?);
+            let value = view.storage(address, slot).map_err(storage)?;
             Ok(Response::new(v1::StorageResponse {
                 value: u256_bytes(value),
             }))
@@ -273,9 +349,9 @@ impl v1::replica_server::Replica for QueryService {
         let request = request.into_inner();
         let address = address_from(&request.address, "address")?;
         self.with_read(move |read, _| {
-            require_latest_state(read, request.block.as_ref())?;
-            let code = match read.account(address).map_err(storage)? {
-                Some(account) => read
+            let view = View::new(read, state_at(read, request.block.as_ref())?);
+            let code = match view.account(address).map_err(storage)? {
+                Some(account) => view
                     .code(account.code_hash)
                     .map_err(storage)?
                     .unwrap_or_default(),
@@ -339,6 +415,45 @@ impl v1::replica_server::Replica for QueryService {
                 transaction: Some(stored),
                 receipt: Some((&receipt).into()),
                 first_log_index,
+            }))
+        })
+        .await
+    }
+
+    async fn get_block_receipts(
+        &self,
+        request: Request<v1::BlockRequest>,
+    ) -> Result<Response<v1::BlockReceiptsResponse>, Status> {
+        let request = request.into_inner();
+        self.with_read(move |read, _| {
+            let Some(number) = resolve_block(read, request.block.as_ref())? else {
+                return Ok(Response::new(v1::BlockReceiptsResponse::default()));
+            };
+            let Some(block) = read.block_by_number(number).map_err(storage)? else {
+                return Ok(Response::new(v1::BlockReceiptsResponse::default()));
+            };
+            let mut receipts = Vec::with_capacity(block.transaction_hashes.len());
+            let mut first_log_index = 0u64;
+            for hash in &block.transaction_hashes {
+                let stored = read.transaction(*hash).map_err(storage)?;
+                let receipt = read.receipt(*hash).map_err(storage)?;
+                let (Some(stored), Some(receipt)) = (stored, receipt) else {
+                    return Err(Status::internal(format!(
+                        "block {number} lists transaction {hash}, which is not stored"
+                    )));
+                };
+                let logs = receipt.logs.len() as u64;
+                receipts.push(v1::ReceiptResponse {
+                    found: true,
+                    transaction: Some(stored),
+                    receipt: Some((&receipt).into()),
+                    first_log_index,
+                });
+                first_log_index += logs;
+            }
+            Ok(Response::new(v1::BlockReceiptsResponse {
+                found: true,
+                receipts,
             }))
         })
         .await
@@ -411,10 +526,14 @@ impl v1::replica_server::Replica for QueryService {
             nonce: None,
         };
         self.with_read(move |read, spec| {
-            require_latest_state(read, request.block.as_ref())?;
-            let env = pending_env(read, spec)?;
+            let at = state_at(read, request.block.as_ref())?;
+            let env = match at {
+                At::Latest => pending_env(read, spec)?,
+                At::Block(number) => block_env(read, spec, number)?,
+            };
+            let view = View::new(read, at);
             let outcome = if request.estimate_gas {
-                match verity_execution::estimate_gas(read, &env, &call)
+                match verity_execution::estimate_gas(&view, &env, &call)
                     .map_err(|e| Status::internal(e.to_string()))?
                 {
                     Ok(gas) => v1::CallResponse {
@@ -426,7 +545,7 @@ impl v1::replica_server::Replica for QueryService {
                 }
             } else {
                 call_response(
-                    verity_execution::call(read, &env, &call)
+                    verity_execution::call(&view, &env, &call)
                         .map_err(|e| Status::internal(e.to_string()))?,
                 )
             };

@@ -57,6 +57,12 @@ def main():
     out["log_index"] = stored["logs"][0]["logIndex"] if stored["logs"] else None
     out["slot0"] = w3.eth.get_storage_at(address, 0).hex()
     out["call"] = w3.eth.call({"to": address}).hex()
+    # The same reads at the block before the store: slot 0 was still empty then.
+    before = stored["blockNumber"] - 1
+    out["slot0_before"] = w3.eth.get_storage_at(address, 0, before).hex()
+    out["call_before"] = w3.eth.call({"to": address}, before).hex()
+    out["call_at_store"] = w3.eth.call({"to": address}, stored["blockNumber"]).hex()
+    out["code_before_deploy"] = w3.eth.get_code(address, deployed["blockNumber"] - 1).hex()
     out["value"] = value.hex()
     out["runtime"] = RUNTIME
     print(json.dumps(out))

@@ -78,6 +78,26 @@ def main():
     out["fee"] = str(receipt["gasUsed"] * receipt["effectiveGasPrice"])
     out["sender_nonce_after"] = w3.eth.get_transaction_count(sender.address)
 
+    # Past state, by number and by EIP-1898 block hash: before the transfer's block and after it.
+    mined = receipt["blockNumber"]
+    out["sender_at_parent"] = str(w3.eth.get_balance(sender.address, mined - 1))
+    out["sender_at_block"] = str(w3.eth.get_balance(sender.address, mined))
+    out["recipient_at_parent"] = str(w3.eth.get_balance(recipient.address, mined - 1))
+    out["nonce_at_parent"] = w3.eth.get_transaction_count(sender.address, mined - 1)
+    by_1898 = w3.provider.make_request(
+        "eth_getBalance",
+        [recipient.address, {"blockHash": receipt["blockHash"].to_0x_hex(), "requireCanonical": True}],
+    )
+    out["recipient_at_block_hash"] = str(int(by_1898["result"], 16))
+    out["recipient_at_earliest"] = str(w3.eth.get_balance(recipient.address, "earliest"))
+    out["future_block_error"] = error_of(
+        lambda: w3.eth.get_balance(sender.address, w3.eth.block_number + 1000)
+    )
+    unknown_hash = "0x" + "ab" * 32
+    out["unknown_hash_error"] = w3.provider.make_request(
+        "eth_getBalance", [sender.address, {"blockHash": unknown_hash}]
+    ).get("error")
+
     # Bad input: each gets its own error, and the node keeps serving.
     def signed_raw(account, **overrides):
         base = dict(tx)

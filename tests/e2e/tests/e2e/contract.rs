@@ -31,6 +31,11 @@ async fn contract_state_and_logs_are_served_by_the_replica() {
     assert_eq!(hex("log_topic"), hex("value"));
     assert_eq!(hex("slot0"), hex("value"));
     assert_eq!(hex("call"), hex("value"));
+    // Past blocks' state: before the store the slot was zero, before the deploy there was no code.
+    assert_eq!(hex("slot0_before"), "00".repeat(32), "{out}");
+    assert_eq!(hex("call_before"), "00".repeat(32), "{out}");
+    assert_eq!(hex("call_at_store"), hex("value"), "{out}");
+    assert_eq!(hex("code_before_deploy"), "", "{out}");
     net.stop().await.unwrap();
 }
 

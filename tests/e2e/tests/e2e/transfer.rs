@@ -42,6 +42,24 @@ async fn web3py_transfer_gets_a_receipt_and_bad_input_gets_clear_errors() {
     assert_eq!(value, 1_500_000_000_000_000_000);
     assert_eq!(after, before - value - fee, "{out}");
     assert_eq!(out["sender_nonce_after"], json!(1));
+    // Past state: the block before the transfer's has the old balances, its own the new ones,
+    // by number or by EIP-1898 hash; unknown blocks are refused as geth refuses them.
+    assert_eq!(wei("sender_at_parent"), before, "{out}");
+    assert_eq!(wei("sender_at_block"), after, "{out}");
+    assert_eq!(out["recipient_at_parent"], json!("0"), "{out}");
+    assert_eq!(out["nonce_at_parent"], json!(0), "{out}");
+    assert_eq!(out["recipient_at_block_hash"], out["value"], "{out}");
+    assert_eq!(out["recipient_at_earliest"], json!("0"), "{out}");
+    assert_eq!(
+        out["future_block_error"]["message"],
+        json!("header not found"),
+        "{out}"
+    );
+    assert_eq!(
+        out["unknown_hash_error"]["message"],
+        json!("header for hash not found"),
+        "{out}"
+    );
 
     let errors = &out["errors"];
     let message = |kind: &str| {
