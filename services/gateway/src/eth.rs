@@ -3,17 +3,18 @@
 
 use alloy_consensus::{ReceiptEnvelope, ReceiptWithBloom, Transaction as _};
 use alloy_eips::{BlockId, BlockNumberOrTag};
-use alloy_primitives::{Address, B256, Bytes, U64, U256};
+use alloy_primitives::{Address, B256, Bytes, U64, U128, U256, keccak256};
 use alloy_rpc_types_eth::{
-    Block, BlockTransactions, Header as RpcHeader, Log as RpcLog, Transaction as RpcTransaction,
-    TransactionReceipt, TransactionRequest,
+    Block, BlockTransactions, Filter, FilterChanges, Header as RpcHeader, Log as RpcLog,
+    Transaction as RpcTransaction, TransactionReceipt, TransactionRequest,
 };
 use serde_json::{Value, json};
 use verity_primitives::{Receipt, Transaction};
 use verity_proto::{b256_from, u256_bytes, u256_from, v1};
 
 use crate::{
-    Backends,
+    Backends, fees,
+    filters::{self, FilterKind},
     jsonrpc::{
         EXECUTION_REVERTED, METHOD_NOT_FOUND, RpcError, SERVER_ERROR, optional_param, param,
     },
@@ -26,7 +27,9 @@ fn to_value<T: serde::Serialize>(value: T) -> Result<Value, RpcError> {
     serde_json::to_value(value).map_err(RpcError::internal)
 }
 
-fn from_status(status: tonic::Status) -> RpcError {
+/// A backend's gRPC status as a JSON-RPC error (geth's code -32000 with the backend's message,
+/// which carries geth's texts such as "header not found").
+pub fn from_status(status: tonic::Status) -> RpcError {
     match status.code() {
         tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss => {
             RpcError::internal(status.message())
@@ -176,6 +179,104 @@ pub async fn dispatch(
             to_value(U64::from(outcome.gas_used))
         }
         "eth_accounts" => Ok(json!([])),
+        "eth_syncing" => Ok(json!(false)),
+        "net_listening" => Ok(json!(true)),
+        // Replicas follow the stream, not peers: a gateway has no peer-to-peer network.
+        "net_peerCount" => to_value(U64::ZERO),
+        "web3_sha3" => {
+            let data: Bytes = param(params, 0)?;
+            to_value(keccak256(&data))
+        }
+        "eth_getBlockReceipts" => {
+            let block: BlockId = param(params, 0)?;
+            block_receipts(backends, block).await
+        }
+        "eth_getBlockTransactionCountByNumber" => {
+            let number: BlockNumberOrTag = param(params, 0)?;
+            block_transaction_count(backends, BlockId::Number(number)).await
+        }
+        "eth_getBlockTransactionCountByHash" => {
+            let hash: B256 = param(params, 0)?;
+            block_transaction_count(backends, BlockId::from(hash)).await
+        }
+        "eth_getTransactionByBlockNumberAndIndex" => {
+            let number: BlockNumberOrTag = param(params, 0)?;
+            let index: U64 = param(params, 1)?;
+            transaction_by_index(backends, BlockId::Number(number), index.to()).await
+        }
+        "eth_getTransactionByBlockHashAndIndex" => {
+            let hash: B256 = param(params, 0)?;
+            let index: U64 = param(params, 1)?;
+            transaction_by_index(backends, BlockId::from(hash), index.to()).await
+        }
+        "eth_getUncleCountByBlockNumber" => {
+            let number: BlockNumberOrTag = param(params, 0)?;
+            uncle_count(backends, BlockId::Number(number)).await
+        }
+        "eth_getUncleCountByBlockHash" => {
+            let hash: B256 = param(params, 0)?;
+            uncle_count(backends, BlockId::from(hash)).await
+        }
+        // A rollup has no uncles.
+        "eth_getUncleByBlockNumberAndIndex" | "eth_getUncleByBlockHashAndIndex" => Ok(Value::Null),
+        "eth_getLogs" => {
+            let filter: Filter = param(params, 0)?;
+            to_value(filters::get_logs(backends, &filter).await?)
+        }
+        "eth_newFilter" => {
+            let filter: Filter = param(params, 0)?;
+            if filter.get_block_hash().is_some() {
+                return Err(RpcError::invalid_params(
+                    "a filter with blockHash cannot be installed: it matches one sealed block; use eth_getLogs",
+                ));
+            }
+            let head = backends.head().await?;
+            to_value(
+                backends
+                    .filters
+                    .install(FilterKind::Logs(Box::new(filter)), head.block_number + 1)?,
+            )
+        }
+        "eth_newBlockFilter" => {
+            let head = backends.head().await?;
+            to_value(
+                backends
+                    .filters
+                    .install(FilterKind::Blocks, head.block_number + 1)?,
+            )
+        }
+        "eth_getFilterChanges" => {
+            let id: U128 = param(params, 0)?;
+            let head = backends.head().await?;
+            let (kind, range) = backends.filters.poll(id, head.block_number)?;
+            let changes = match kind {
+                FilterKind::Blocks => FilterChanges::<RpcTransaction>::Hashes(
+                    filters::block_hashes(backends, range).await?,
+                ),
+                FilterKind::Logs(filter) => {
+                    let (from, to) = clamp(&filter, *range.start(), *range.end());
+                    FilterChanges::<RpcTransaction>::Logs(
+                        filters::logs_in(backends, &filter, from, to).await?,
+                    )
+                }
+            };
+            to_value(changes)
+        }
+        "eth_getFilterLogs" => {
+            let id: U128 = param(params, 0)?;
+            let filter = backends.filters.criteria(id)?;
+            to_value(filters::get_logs(backends, &filter).await?)
+        }
+        "eth_uninstallFilter" => {
+            let id: U128 = param(params, 0)?;
+            Ok(json!(backends.filters.uninstall(id)))
+        }
+        "eth_feeHistory" => {
+            let count = fees::block_count(params.first().unwrap_or(&Value::Null))?;
+            let newest: BlockNumberOrTag = param(params, 1)?;
+            let percentiles: Option<Vec<f64>> = optional_param(params, 2)?;
+            to_value(fees::fee_history(backends, count, newest, percentiles).await?)
+        }
         _ => Err(RpcError::new(
             METHOD_NOT_FOUND,
             format!("the method {method} does not exist/is not available"),
@@ -263,14 +364,22 @@ async fn get_receipt(backends: &Backends, hash: B256) -> Result<Value, RpcError>
         .await
         .map_err(from_status)?
         .into_inner();
-    let (Some(stored), Some(receipt)) = (response.transaction, response.receipt) else {
-        return Ok(Value::Null);
+    match rpc_receipt(&response)? {
+        Some(receipt) => to_value(receipt),
+        None => Ok(Value::Null),
+    }
+}
+
+/// A receipt in the RPC shape; `None` when there is none, or while its block is not sealed.
+fn rpc_receipt(response: &v1::ReceiptResponse) -> Result<Option<TransactionReceipt>, RpcError> {
+    let (Some(stored), Some(receipt)) = (&response.transaction, &response.receipt) else {
+        return Ok(None);
     };
     if !response.found || stored.block_hash.is_empty() {
         // Executed in a mini-block, but its block is not sealed yet.
-        return Ok(Value::Null);
+        return Ok(None);
     }
-    let receipt = Receipt::try_from(&receipt).map_err(wire_err)?;
+    let receipt = Receipt::try_from(receipt).map_err(wire_err)?;
     let block_hash = b256_from(&stored.block_hash, "block_hash").map_err(wire_err)?;
     let logs = receipt
         .logs
@@ -292,7 +401,7 @@ async fn get_receipt(backends: &Backends, hash: B256) -> Result<Value, RpcError>
         cumulative_gas_used: receipt.cumulative_gas_used,
         logs,
     };
-    let rpc = TransactionReceipt {
+    Ok(Some(TransactionReceipt {
         inner: ReceiptEnvelope::from_typed(
             receipt.tx_type,
             ReceiptWithBloom::new(consensus, receipt.bloom()),
@@ -308,8 +417,85 @@ async fn get_receipt(backends: &Backends, hash: B256) -> Result<Value, RpcError>
         from: receipt.from,
         to: receipt.to,
         contract_address: receipt.contract_address,
+    }))
+}
+
+async fn block_receipts(backends: &Backends, id: BlockId) -> Result<Value, RpcError> {
+    let response = backends
+        .replica()
+        .get_block_receipts(v1::BlockRequest {
+            block: Some(block_id_to_wire(Some(id))),
+        })
+        .await
+        .map_err(from_status)?
+        .into_inner();
+    if !response.found {
+        return Ok(Value::Null);
+    }
+    let receipts = response
+        .receipts
+        .iter()
+        .map(|entry| {
+            rpc_receipt(entry)?
+                .ok_or_else(|| RpcError::internal("a sealed block's receipt is missing"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    to_value(receipts)
+}
+
+async fn block_of(backends: &Backends, id: BlockId) -> Result<Option<v1::BlockResponse>, RpcError> {
+    let response = backends
+        .replica()
+        .get_block(v1::BlockRequest {
+            block: Some(block_id_to_wire(Some(id))),
+        })
+        .await
+        .map_err(from_status)?
+        .into_inner();
+    Ok(response.found.then_some(response))
+}
+
+async fn block_transaction_count(backends: &Backends, id: BlockId) -> Result<Value, RpcError> {
+    match block_of(backends, id).await? {
+        Some(block) => to_value(U64::from(
+            block.block.map_or(0, |b| b.transaction_hashes.len()),
+        )),
+        None => Ok(Value::Null),
+    }
+}
+
+async fn transaction_by_index(
+    backends: &Backends,
+    id: BlockId,
+    index: usize,
+) -> Result<Value, RpcError> {
+    let Some(block) = block_of(backends, id).await? else {
+        return Ok(Value::Null);
     };
-    to_value(rpc)
+    match block.transactions.get(index) {
+        Some(stored) => to_value(rpc_transaction(stored)?),
+        None => Ok(Value::Null),
+    }
+}
+
+async fn uncle_count(backends: &Backends, id: BlockId) -> Result<Value, RpcError> {
+    match block_of(backends, id).await? {
+        Some(_) => to_value(U64::ZERO),
+        None => Ok(Value::Null),
+    }
+}
+
+/// The part of `from..=to` a log filter's own range allows.
+fn clamp(filter: &Filter, from: u64, to: u64) -> (u64, u64) {
+    let from = match filter.block_option.get_from_block() {
+        Some(BlockNumberOrTag::Number(n)) => from.max(*n),
+        _ => from,
+    };
+    let to = match filter.block_option.get_to_block() {
+        Some(BlockNumberOrTag::Number(n)) => to.min(*n),
+        _ => to,
+    };
+    (from, to)
 }
 
 async fn get_block(backends: &Backends, id: BlockId, full: bool) -> Result<Value, RpcError> {

@@ -2,12 +2,15 @@
 //!
 //! Writes (`eth_sendRawTransaction`) go to ingress; reads go to a replica; `pending` nonces come
 //! from the sequencer, the only one that knows its mempool. The gateway keeps no state and
-//! scales horizontally. Method coverage is listed in `docs/json-rpc.md`.
+//! scales horizontally, except for polling filters (see [`filters`]). Method coverage is listed
+//! in the README.
 
 pub mod eth;
+pub mod fees;
+pub mod filters;
 pub mod jsonrpc;
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use axum::{
@@ -64,6 +67,18 @@ pub struct Config {
         default_value = "http://127.0.0.1:7100"
     )]
     pub sequencer_url: String,
+    /// Most blocks one `eth_getLogs` (or filter poll) may span.
+    #[arg(long, env = "VERITY_MAX_LOGS_BLOCK_RANGE", default_value_t = 10_000)]
+    pub max_logs_block_range: u64,
+    /// Most logs one `eth_getLogs` may return.
+    #[arg(long, env = "VERITY_MAX_LOGS", default_value_t = 10_000)]
+    pub max_logs: usize,
+    /// A filter (`eth_newFilter`, `eth_newBlockFilter`) nobody polls for this long is removed.
+    #[arg(long, env = "VERITY_FILTER_TIMEOUT_SECS", default_value_t = 300)]
+    pub filter_timeout_secs: u64,
+    /// Most filters installed at once on this gateway.
+    #[arg(long, env = "VERITY_MAX_FILTERS", default_value_t = 10_000)]
+    pub max_filters: usize,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub server: ServerArgs,
@@ -82,6 +97,10 @@ pub struct Backends {
     sequencer: v1::sequencer_client::SequencerClient<Traced>,
     /// The chain id (fixed by genesis).
     pub chain_id: u64,
+    /// Installed polling filters.
+    pub filters: Arc<filters::Filters>,
+    /// `eth_getLogs` limits.
+    pub log_limits: filters::LogLimits,
 }
 
 impl Backends {
@@ -161,6 +180,14 @@ impl Gateway {
                 replica,
                 sequencer,
                 chain_id: head.chain_id,
+                filters: Arc::new(filters::Filters::new(
+                    Duration::from_secs(config.filter_timeout_secs),
+                    config.max_filters,
+                )),
+                log_limits: filters::LogLimits {
+                    max_block_range: config.max_logs_block_range.max(1),
+                    max_results: config.max_logs,
+                },
             },
             config,
         })

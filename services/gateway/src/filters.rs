@@ -1,0 +1,347 @@
+//! `eth_getLogs` and the polling filters (`eth_newFilter`, `eth_newBlockFilter`,
+//! `eth_getFilterChanges`, `eth_getFilterLogs`, `eth_uninstallFilter`).
+//!
+//! Filters live in this gateway's memory, as geth keeps them in its node: a load balancer in
+//! front of several gateways must send a client's polls to the one that installed its filter
+//! (session affinity), and a restarted gateway has forgotten them ("filter not found", after
+//! which clients install a new one). A filter nobody polls for `--filter-timeout-secs` expires.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use alloy_eips::BlockNumberOrTag;
+use alloy_primitives::{B256, U128};
+use alloy_rpc_types_eth::{Filter, FilterBlockOption, Log as RpcLog};
+use rand::rngs::SysRng;
+use rand_core::{Rng as _, UnwrapErr};
+use verity_primitives::Log;
+use verity_proto::{b256_from, v1};
+
+use crate::{
+    Backends,
+    jsonrpc::{LIMIT_EXCEEDED, RpcError, SERVER_ERROR},
+};
+
+/// What an installed filter reports.
+#[derive(Debug, Clone)]
+pub enum FilterKind {
+    /// Logs matching the criteria, from blocks sealed after installation.
+    Logs(Box<Filter>),
+    /// Hashes of blocks sealed after installation.
+    Blocks,
+}
+
+#[derive(Debug)]
+struct Installed {
+    kind: FilterKind,
+    /// First block not reported yet.
+    next_block: u64,
+    last_poll: Instant,
+}
+
+/// The installed filters.
+#[derive(Debug)]
+pub struct Filters {
+    installed: Mutex<HashMap<U128, Installed>>,
+    timeout: Duration,
+    max: usize,
+}
+
+fn not_found() -> RpcError {
+    RpcError::new(SERVER_ERROR, "filter not found")
+}
+
+impl Filters {
+    /// No filters yet; each expires `timeout` after its last poll; at most `max` at once.
+    pub fn new(timeout: Duration, max: usize) -> Self {
+        Self {
+            installed: Mutex::new(HashMap::new()),
+            timeout,
+            max,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<U128, Installed>> {
+        // A panic while holding the lock leaves the map consistent (every update is one insert
+        // or remove), so a poisoned lock is still usable.
+        self.installed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Installs a filter that reports from block `next_block` on; returns its id.
+    pub fn install(&self, kind: FilterKind, next_block: u64) -> Result<U128, RpcError> {
+        let mut installed = self.lock();
+        let now = Instant::now();
+        installed.retain(|_, f| now.duration_since(f.last_poll) < self.timeout);
+        if installed.len() >= self.max {
+            return Err(RpcError::new(
+                LIMIT_EXCEEDED,
+                format!(
+                    "too many filters installed on this gateway (limit {}); uninstall some or wait for them to expire",
+                    self.max
+                ),
+            ));
+        }
+        let mut rng = UnwrapErr(SysRng);
+        let id = U128::from((u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64()));
+        installed.insert(
+            id,
+            Installed {
+                kind,
+                next_block,
+                last_poll: now,
+            },
+        );
+        Ok(id)
+    }
+
+    /// The filter `id` and the blocks it has not reported yet up to `head` (empty when none),
+    /// marking them reported: two concurrent polls never see the same block.
+    pub fn poll(
+        &self,
+        id: U128,
+        head: u64,
+    ) -> Result<(FilterKind, std::ops::RangeInclusive<u64>), RpcError> {
+        let mut installed = self.lock();
+        let now = Instant::now();
+        let filter = installed
+            .get_mut(&id)
+            .filter(|f| now.duration_since(f.last_poll) < self.timeout)
+            .ok_or_else(not_found)?;
+        filter.last_poll = now;
+        let range = filter.next_block..=head;
+        filter.next_block = filter.next_block.max(head + 1);
+        Ok((filter.kind.clone(), range))
+    }
+
+    /// The criteria of log filter `id` (and keeps it alive).
+    pub fn criteria(&self, id: U128) -> Result<Filter, RpcError> {
+        let mut installed = self.lock();
+        let now = Instant::now();
+        let filter = installed
+            .get_mut(&id)
+            .filter(|f| now.duration_since(f.last_poll) < self.timeout)
+            .ok_or_else(not_found)?;
+        filter.last_poll = now;
+        match &filter.kind {
+            FilterKind::Logs(criteria) => Ok((**criteria).clone()),
+            FilterKind::Blocks => Err(not_found()),
+        }
+    }
+
+    /// Removes filter `id`; false when there was none.
+    pub fn uninstall(&self, id: U128) -> bool {
+        self.lock().remove(&id).is_some()
+    }
+}
+
+/// Limits of `eth_getLogs` an operator sets.
+#[derive(Debug, Clone, Copy)]
+pub struct LogLimits {
+    /// Most blocks one query may span.
+    pub max_block_range: u64,
+    /// Most logs one query may return.
+    pub max_results: usize,
+}
+
+/// The block number a filter bound names; `None` for a block not sealed yet.
+fn bound(tag: Option<&BlockNumberOrTag>, head: &v1::ReplicaHead) -> Result<Option<u64>, RpcError> {
+    let missing = |name: &str| {
+        RpcError::new(
+            SERVER_ERROR,
+            format!("{name} block not found: no registered verifier has attested a block yet"),
+        )
+    };
+    Ok(Some(match tag {
+        None | Some(BlockNumberOrTag::Latest | BlockNumberOrTag::Pending) => head.block_number,
+        Some(BlockNumberOrTag::Earliest) => 0,
+        Some(BlockNumberOrTag::Safe) => head.safe_block_number.ok_or_else(|| missing("safe"))?,
+        Some(BlockNumberOrTag::Finalized) => head
+            .finalized_block_number
+            .ok_or_else(|| missing("finalized"))?,
+        Some(BlockNumberOrTag::Number(n)) => *n,
+    }))
+}
+
+/// The inclusive block range a filter covers now.
+async fn range_of(backends: &Backends, filter: &Filter) -> Result<(u64, u64), RpcError> {
+    match filter.block_option {
+        FilterBlockOption::AtBlockHash(hash) => {
+            let block = backends
+                .replica()
+                .get_block(v1::BlockRequest {
+                    block: Some(v1::BlockId {
+                        id: Some(v1::block_id::Id::Hash(hash.to_vec())),
+                    }),
+                })
+                .await
+                .map_err(crate::eth::from_status)?
+                .into_inner();
+            let wire = block
+                .block
+                .filter(|_| block.found)
+                .ok_or_else(|| RpcError::new(SERVER_ERROR, "unknown block"))?;
+            let number = verity_primitives::Block::try_from(&wire)
+                .map_err(RpcError::internal)?
+                .number();
+            Ok((number, number))
+        }
+        FilterBlockOption::Range {
+            from_block,
+            to_block,
+        } => {
+            let head = backends.head().await?;
+            let from = bound(from_block.as_ref(), &head)?.unwrap_or(head.block_number);
+            let to = bound(to_block.as_ref(), &head)?.unwrap_or(head.block_number);
+            Ok((from, to))
+        }
+    }
+}
+
+/// The logs matching `filter` in blocks `from..=to` (at most `limits.max_results`).
+pub async fn logs_in(
+    backends: &Backends,
+    filter: &Filter,
+    from: u64,
+    to: u64,
+) -> Result<Vec<RpcLog>, RpcError> {
+    let limits = backends.log_limits;
+    if to < from {
+        return Ok(Vec::new());
+    }
+    if to - from >= limits.max_block_range {
+        return Err(RpcError::new(
+            LIMIT_EXCEEDED,
+            format!(
+                "query exceeds max block range {} (blocks {from} to {to}); split it",
+                limits.max_block_range
+            ),
+        ));
+    }
+    let response = backends
+        .replica()
+        .get_logs(v1::LogsRequest {
+            from_block: from,
+            to_block: to,
+            addresses: filter.address.iter().map(|a| a.to_vec()).collect(),
+            topics: filter
+                .topics
+                .iter()
+                .map(|topic| v1::TopicFilter {
+                    values: topic.iter().map(|t| t.to_vec()).collect(),
+                })
+                .collect(),
+        })
+        .await
+        .map_err(crate::eth::from_status)?
+        .into_inner();
+    if response.logs.len() > limits.max_results {
+        return Err(RpcError::new(
+            LIMIT_EXCEEDED,
+            format!(
+                "query returned more than {} results; narrow the block range or the filter",
+                limits.max_results
+            ),
+        ));
+    }
+    response.logs.iter().map(rpc_log).collect()
+}
+
+/// `eth_getLogs`: the logs matching `filter` over its block range or block hash.
+pub async fn get_logs(backends: &Backends, filter: &Filter) -> Result<Vec<RpcLog>, RpcError> {
+    let (from, to) = range_of(backends, filter).await?;
+    if from > to {
+        return Err(RpcError::new(SERVER_ERROR, "invalid block range params"));
+    }
+    logs_in(backends, filter, from, to).await
+}
+
+fn rpc_log(indexed: &v1::IndexedLog) -> Result<RpcLog, RpcError> {
+    let wire = indexed
+        .log
+        .as_ref()
+        .ok_or_else(|| RpcError::internal("indexed log without body"))?;
+    let inner = Log::try_from(wire).map_err(RpcError::internal)?;
+    let hash = |bytes: &[u8], field| b256_from(bytes, field).map_err(RpcError::internal);
+    Ok(RpcLog {
+        inner,
+        block_hash: Some(hash(&indexed.block_hash, "block_hash")?),
+        block_number: Some(indexed.block_number),
+        block_timestamp: None,
+        transaction_hash: Some(hash(&indexed.tx_hash, "tx_hash")?),
+        transaction_index: Some(indexed.tx_index),
+        log_index: Some(indexed.log_index),
+        removed: false,
+    })
+}
+
+/// The hashes of sealed blocks `range` (stopping at the first one the replica lacks).
+pub async fn block_hashes(
+    backends: &Backends,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Vec<B256>, RpcError> {
+    let mut hashes = Vec::new();
+    for number in range {
+        let response = backends
+            .replica()
+            .get_block(v1::BlockRequest {
+                block: Some(v1::BlockId {
+                    id: Some(v1::block_id::Id::Number(number)),
+                }),
+            })
+            .await
+            .map_err(crate::eth::from_status)?
+            .into_inner();
+        let Some(block) = response.block.filter(|_| response.found) else {
+            break;
+        };
+        hashes.push(b256_from(&block.hash, "block.hash").map_err(RpcError::internal)?);
+    }
+    Ok(hashes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_poll_reports_each_block_once_and_an_idle_filter_expires() {
+        let filters = Filters::new(Duration::from_millis(200), 2);
+        let id = filters.install(FilterKind::Blocks, 5).expect("accepted");
+        let (_, range) = filters.poll(id, 7).expect("accepted");
+        assert_eq!(range, 5..=7);
+        let (_, range) = filters.poll(id, 7).expect("accepted");
+        assert!(range.is_empty(), "{range:?}");
+        let (_, range) = filters.poll(id, 8).expect("accepted");
+        assert_eq!(range, 8..=8);
+        assert!(
+            filters.criteria(id).is_err(),
+            "a block filter has no criteria"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(
+            filters.poll(id, 9).expect_err("refused").message,
+            "filter not found"
+        );
+    }
+
+    #[test]
+    fn filters_are_capped_and_uninstalled() {
+        let filters = Filters::new(Duration::from_secs(60), 2);
+        let a = filters.install(FilterKind::Blocks, 0).expect("accepted");
+        let b = filters
+            .install(FilterKind::Logs(Box::default()), 0)
+            .expect("accepted");
+        assert_ne!(a, b);
+        let refused = filters.install(FilterKind::Blocks, 0).expect_err("refused");
+        assert_eq!(refused.code, LIMIT_EXCEEDED);
+        assert!(filters.uninstall(a));
+        assert!(!filters.uninstall(a));
+        assert!(filters.install(FilterKind::Blocks, 0).is_ok());
+        assert_eq!(filters.criteria(b).expect("accepted"), Filter::default());
+    }
+}

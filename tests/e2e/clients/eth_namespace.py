@@ -1,0 +1,143 @@
+"""The eth namespace beyond transfers, through web3.py: block receipts and counts, transactions
+by block and index, eth_getLogs with its filters, polling filters, eth_feeHistory, and the small
+net/web3 methods.
+
+Usage: eth_namespace.py RPC_URL
+Deploys a contract that emits LOG1 with its 32-byte call data as the topic, makes two calls
+(topics A and B), then reads everything back. Prints one JSON object; the Rust test asserts on it.
+"""
+
+import json
+import sys
+import time
+
+from eth_account import Account
+from web3 import Web3
+
+Account.enable_unaudited_hdwallet_features()
+MNEMONIC = "test test test test test test test test test test test junk"
+RUNTIME = "36156012576000358060005560006000a1005b60005460005260206000f3"
+INIT = "601e80600c6000396000f300" + RUNTIME
+TOPIC_A = "0x" + "aa" * 32
+TOPIC_B = "0x" + "bb" * 32
+
+
+def error_of(call):
+    try:
+        call()
+    except Exception as error:  # web3 raises several types; the JSON-RPC error is what matters
+        response = getattr(error, "rpc_response", None)
+        if isinstance(response, dict) and isinstance(response.get("error"), dict):
+            return response["error"]
+        args = getattr(error, "args", ())
+        if args and isinstance(args[0], dict):
+            return args[0]
+        return {"message": str(error)}
+    return None
+
+
+def send(w3, account, tx, tip):
+    latest = w3.eth.get_block("latest")
+    tx.update(
+        {
+            "type": 2,
+            "chainId": w3.eth.chain_id,
+            "nonce": w3.eth.get_transaction_count(account.address, "pending"),
+            "maxPriorityFeePerGas": tip,
+            "maxFeePerGas": latest["baseFeePerGas"] * 2 + tip,
+            "gas": 200_000,
+        }
+    )
+    signed = account.sign_transaction(tx)
+    tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+    return w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30, poll_latency=0.1)
+
+
+def hexes(logs):
+    return [log["topics"][0].to_0x_hex() for log in logs]
+
+
+def main():
+    w3 = Web3(Web3.HTTPProvider(sys.argv[1], request_kwargs={"timeout": 30}))
+    account = Account.from_mnemonic(MNEMONIC, account_path="m/44'/60'/0'/0/6")
+    out = {}
+    out["syncing"] = w3.eth.syncing
+    out["listening"] = w3.net.listening
+    out["peer_count"] = w3.net.peer_count
+    out["sha3"] = w3.provider.make_request("web3_sha3", ["0x68656c6c6f"])["result"]
+
+    block_filter = w3.eth.filter("latest")
+    deployed = send(w3, account, {"data": "0x" + INIT}, 1_000_000)
+    address = deployed["contractAddress"]
+    log_filter = w3.eth.filter({"address": address})
+    topic_filter = w3.eth.filter({"address": address, "topics": [TOPIC_B]})
+    first = send(w3, account, {"to": address, "data": TOPIC_A}, 2_000_000)
+    second = send(w3, account, {"to": address, "data": TOPIC_B}, 3_000_000)
+
+    # Blocks and their transactions.
+    number = second["blockNumber"]
+    receipts = w3.eth.get_block_receipts(number)
+    out["block_receipts"] = [r["transactionHash"].to_0x_hex() for r in receipts]
+    out["second_hash"] = second["transactionHash"].to_0x_hex()
+    out["second_log_index"] = second["logs"][0]["logIndex"]
+    out["block_receipt_log_index"] = [r["logs"][0]["logIndex"] for r in receipts if r["logs"]]
+    out["count_by_number"] = w3.eth.get_block_transaction_count(number)
+    out["count_by_hash"] = w3.eth.get_block_transaction_count(second["blockHash"])
+    by_index = w3.eth.get_transaction_by_block(number, second["transactionIndex"])
+    out["by_number_and_index"] = by_index["hash"].to_0x_hex()
+    by_hash_index = w3.eth.get_transaction_by_block(second["blockHash"], second["transactionIndex"])
+    out["by_hash_and_index"] = by_hash_index["hash"].to_0x_hex()
+    out["missing_index"] = w3.provider.make_request(
+        "eth_getTransactionByBlockNumberAndIndex", [hex(number), "0x3e8"]
+    )["result"]
+    out["missing_block_count"] = w3.provider.make_request(
+        "eth_getBlockTransactionCountByNumber", [hex(number + 10_000)]
+    )["result"]
+    out["uncles"] = w3.provider.make_request("eth_getUncleCountByBlockNumber", [hex(number)])["result"]
+
+    # eth_getLogs: by address, by topic, by block hash, over a range.
+    start = deployed["blockNumber"]
+    out["logs_by_address"] = hexes(w3.eth.get_logs({"address": address, "fromBlock": start}))
+    out["logs_by_topic"] = hexes(
+        w3.eth.get_logs({"fromBlock": start, "toBlock": "latest", "topics": [TOPIC_A]})
+    )
+    out["logs_by_topic_or"] = hexes(
+        w3.eth.get_logs({"fromBlock": start, "topics": [[TOPIC_A, TOPIC_B]]})
+    )
+    out["logs_by_block_hash"] = hexes(w3.eth.get_logs({"blockHash": first["blockHash"]}))
+    out["logs_before_deploy"] = hexes(w3.eth.get_logs({"fromBlock": 0, "toBlock": start - 1}))
+    out["inverted_range_error"] = error_of(
+        lambda: w3.eth.get_logs({"fromBlock": start + 1, "toBlock": start})
+    )
+    out["unknown_hash_error"] = error_of(lambda: w3.eth.get_logs({"blockHash": "0x" + "12" * 32}))
+
+    # Polling filters: installed before the calls, they report each change once.
+    out["filter_changes"] = hexes(log_filter.get_new_entries())
+    out["filter_changes_again"] = hexes(log_filter.get_new_entries())
+    out["topic_filter_changes"] = hexes(topic_filter.get_new_entries())
+    out["filter_logs"] = hexes(w3.eth.get_filter_logs(log_filter.filter_id))
+    blocks = block_filter.get_new_entries()
+    out["block_filter_count"] = len(blocks)
+    out["block_filter_has_second"] = second["blockHash"] in blocks
+    out["uninstall"] = w3.eth.uninstall_filter(log_filter.filter_id)
+    out["uninstall_again"] = w3.eth.uninstall_filter(log_filter.filter_id)
+    out["removed_filter_error"] = error_of(lambda: w3.eth.get_filter_changes(log_filter.filter_id))
+
+    # Fee history over the blocks of the three transactions, with reward percentiles.
+    newest = second["blockNumber"]
+    count = newest - deployed["blockNumber"] + 1
+    history = w3.eth.fee_history(count, newest, [0, 50, 100])
+    out["fee_oldest"] = history["oldestBlock"]
+    out["fee_base_fees"] = len(history["baseFeePerGas"])
+    out["fee_ratios"] = len(history["gasUsedRatio"])
+    out["fee_rewards"] = history["reward"]
+    out["deploy_block"] = deployed["blockNumber"]
+    out["fee_base_fee_of_second"] = history["baseFeePerGas"][-2]
+    out["second_base_fee"] = w3.eth.get_block(newest)["baseFeePerGas"]
+    out["fee_beyond_head_error"] = error_of(lambda: w3.eth.fee_history(1, newest + 10_000, []))
+    out["fee_bad_percentile_error"] = error_of(lambda: w3.eth.fee_history(1, newest, [60, 10]))
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+//! The eth namespace beyond transfers, through web3.py: block receipts, counts and transactions
+//! by index, eth_getLogs filters, polling filters (each change reported once, expiry, removal),
+//! eth_feeHistory with reward percentiles, and geth's errors for bad ranges and percentiles.
+
+use serde_json::json;
+use verity_e2e::{TestNet, run_python};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web3py_reads_blocks_logs_filters_and_fee_history() {
+    let net = TestNet::start(|_| {}).await.unwrap();
+    let out = match run_python("eth_namespace.py", &[&net.devnet.rpc_url()]).await {
+        Ok(out) => out,
+        Err(error) => {
+            net.dump_logs();
+            panic!("{error:#}");
+        }
+    };
+    assert_eq!(out["syncing"], json!(false), "{out}");
+    assert_eq!(out["listening"], json!(true));
+    assert_eq!(out["peer_count"], json!(0));
+    // keccak256("hello")
+    assert_eq!(
+        out["sha3"],
+        json!("0x1c8aff950685c2ed4bc3174f3472287b56d9517b9c948127319a09a7a36deac8")
+    );
+
+    // Blocks: the second call's block holds it, found by number, hash and index.
+    let second = &out["second_hash"];
+    assert!(
+        out["block_receipts"].as_array().unwrap().contains(second),
+        "{out}"
+    );
+    assert!(
+        out["block_receipt_log_index"]
+            .as_array()
+            .unwrap()
+            .contains(&out["second_log_index"]),
+        "log indices of eth_getBlockReceipts agree with the receipt's: {out}"
+    );
+    assert_eq!(out["count_by_number"], out["count_by_hash"]);
+    assert!(out["count_by_number"].as_u64().unwrap() >= 1);
+    assert_eq!(&out["by_number_and_index"], second);
+    assert_eq!(&out["by_hash_and_index"], second);
+    assert_eq!(out["missing_index"], json!(null));
+    assert_eq!(out["missing_block_count"], json!(null));
+    assert_eq!(out["uncles"], json!("0x0"));
+
+    // eth_getLogs.
+    let a = json!(format!("0x{}", "aa".repeat(32)));
+    let b = json!(format!("0x{}", "bb".repeat(32)));
+    assert_eq!(out["logs_by_address"], json!([a, b]), "{out}");
+    assert_eq!(out["logs_by_topic"], json!([a]));
+    assert_eq!(out["logs_by_topic_or"], json!([a, b]));
+    assert_eq!(out["logs_by_block_hash"], json!([a]));
+    assert_eq!(out["logs_before_deploy"], json!([]));
+    assert_eq!(
+        out["inverted_range_error"]["message"],
+        json!("invalid block range params")
+    );
+    assert_eq!(out["unknown_hash_error"]["message"], json!("unknown block"));
+
+    // Polling filters: each change once; the topic filter only sees B; removal is final.
+    assert_eq!(out["filter_changes"], json!([a, b]), "{out}");
+    assert_eq!(out["filter_changes_again"], json!([]));
+    assert_eq!(out["topic_filter_changes"], json!([b]));
+    assert_eq!(
+        out["filter_logs"],
+        json!([b]),
+        "fromBlock defaults to latest"
+    );
+    assert!(out["block_filter_count"].as_u64().unwrap() >= 2, "{out}");
+    assert_eq!(out["block_filter_has_second"], json!(true));
+    assert_eq!(out["uninstall"], json!(true));
+    assert_eq!(out["uninstall_again"], json!(false));
+    assert_eq!(
+        out["removed_filter_error"]["message"],
+        json!("filter not found")
+    );
+
+    // Fee history: one entry per block plus the next base fee; rewards are the tips paid
+    // (1, 2 and 3 mwei per gas, one transaction per block as each waits for its receipt).
+    assert_eq!(out["fee_oldest"], out["deploy_block"]);
+    let blocks = out["fee_ratios"].as_u64().unwrap();
+    assert_eq!(out["fee_base_fees"].as_u64().unwrap(), blocks + 1);
+    let rewards = out["fee_rewards"].as_array().unwrap();
+    assert_eq!(rewards.len() as u64, blocks);
+    assert_eq!(
+        rewards.first().unwrap(),
+        &json!([1_000_000, 1_000_000, 1_000_000])
+    );
+    assert_eq!(
+        rewards.last().unwrap(),
+        &json!([3_000_000, 3_000_000, 3_000_000])
+    );
+    assert_eq!(out["fee_base_fee_of_second"], out["second_base_fee"]);
+    assert!(
+        out["fee_beyond_head_error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("request beyond head block"),
+        "{out}"
+    );
+    assert_eq!(
+        out["fee_bad_percentile_error"]["message"],
+        json!("invalid reward percentile: #0:60 > #1:10")
+    );
+    net.stop().await.unwrap();
+}
