@@ -7,6 +7,7 @@
 mod contract;
 mod crash_recovery;
 mod devnet;
+mod errors;
 mod eth_namespace;
 mod fraud;
 mod proving;
