@@ -444,6 +444,8 @@ impl Devnet {
                 self.grpc_url(Service::Replica),
                 "--sequencer-url".into(),
                 self.grpc_url(Service::Sequencer),
+                "--nats-url".into(),
+                nats.clone(),
             ],
             Service::Prover => vec![
                 "--nats-url".into(),

@@ -14,7 +14,7 @@ use verity_proto::{b256_from, u256_bytes, u256_from, v1};
 
 use crate::{
     Backends, fees,
-    filters::{self, FilterKind},
+    filters::{self, Changes, FilterKind},
     jsonrpc::{
         EXECUTION_REVERTED, METHOD_NOT_FOUND, RpcError, SERVER_ERROR, optional_param, param,
     },
@@ -245,19 +245,26 @@ pub async fn dispatch(
                     .install(FilterKind::Blocks, head.block_number + 1)?,
             )
         }
+        "eth_newPendingTransactionFilter" => to_value(
+            backends
+                .filters
+                .install(FilterKind::PendingTransactions, 0)?,
+        ),
         "eth_getFilterChanges" => {
             let id: U128 = param(params, 0)?;
             let head = backends.head().await?;
-            let (kind, range) = backends.filters.poll(id, head.block_number)?;
-            let changes = match kind {
-                FilterKind::Blocks => FilterChanges::<RpcTransaction>::Hashes(
+            let changes = match backends.filters.poll(id, head.block_number)? {
+                Changes::Blocks(range) => FilterChanges::<RpcTransaction>::Hashes(
                     filters::block_hashes(backends, range).await?,
                 ),
-                FilterKind::Logs(filter) => {
+                Changes::Logs(filter, range) => {
                     let (from, to) = clamp(&filter, *range.start(), *range.end());
                     FilterChanges::<RpcTransaction>::Logs(
                         filters::logs_in(backends, &filter, from, to).await?,
                     )
+                }
+                Changes::PendingTransactions(hashes) => {
+                    FilterChanges::<RpcTransaction>::Hashes(hashes)
                 }
             };
             to_value(changes)
@@ -341,7 +348,7 @@ fn decode_stored(
 
 /// A transaction in the RPC shape. Until its block is sealed it is reported as pending (no
 /// block hash, number or index), as a node reports a transaction in its pool.
-fn rpc_transaction(stored: &v1::StoredTransaction) -> Result<RpcTransaction, RpcError> {
+pub fn rpc_transaction(stored: &v1::StoredTransaction) -> Result<RpcTransaction, RpcError> {
     let (tx, block_hash, base_fee) = decode_stored(stored)?;
     let sealed = block_hash.is_some();
     let effective = tx.effective_gas_price(Some(base_fee));
@@ -511,7 +518,6 @@ async fn get_block(backends: &Backends, id: BlockId, full: bool) -> Result<Value
         return Ok(Value::Null);
     };
     let block = verity_primitives::Block::try_from(&wire).map_err(wire_err)?;
-    let size = alloy_rlp_len(&block);
     let transactions = if full {
         BlockTransactions::Full(
             response
@@ -524,12 +530,7 @@ async fn get_block(backends: &Backends, id: BlockId, full: bool) -> Result<Value
         BlockTransactions::Hashes(block.transaction_hashes.clone())
     };
     let rpc: Block = Block {
-        header: RpcHeader {
-            hash: block.hash,
-            inner: block.header,
-            total_difficulty: Some(U256::ZERO),
-            size: Some(U256::from(size)),
-        },
+        header: rpc_header(&block),
         uncles: Vec::new(),
         transactions,
         withdrawals: None,
@@ -537,8 +538,14 @@ async fn get_block(backends: &Backends, id: BlockId, full: bool) -> Result<Value
     to_value(rpc)
 }
 
-fn alloy_rlp_len(block: &verity_primitives::Block) -> usize {
-    block.header_size()
+/// A block's header in the RPC shape.
+pub fn rpc_header(block: &verity_primitives::Block) -> RpcHeader {
+    RpcHeader {
+        hash: block.hash,
+        inner: block.header.clone(),
+        total_difficulty: Some(U256::ZERO),
+        size: Some(U256::from(block.header_size())),
+    }
 }
 
 async fn call(

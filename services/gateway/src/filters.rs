@@ -32,6 +32,24 @@ pub enum FilterKind {
     Logs(Box<Filter>),
     /// Hashes of blocks sealed after installation.
     Blocks,
+    /// Hashes of transactions that entered a mini-block after installation (fed by the chain
+    /// feed, at most [`MAX_PENDING`] kept between polls).
+    PendingTransactions,
+}
+
+/// Most transaction hashes a pending-transaction filter keeps between two polls; older ones are
+/// dropped first.
+pub const MAX_PENDING: usize = 10_000;
+
+/// What a poll of a filter reports.
+#[derive(Debug)]
+pub enum Changes {
+    /// Log filter: its criteria and the sealed blocks not reported yet.
+    Logs(Box<Filter>, std::ops::RangeInclusive<u64>),
+    /// Block filter: the sealed blocks not reported yet.
+    Blocks(std::ops::RangeInclusive<u64>),
+    /// Pending-transaction filter: the hashes seen since the last poll.
+    PendingTransactions(Vec<B256>),
 }
 
 #[derive(Debug)]
@@ -39,6 +57,8 @@ struct Installed {
     kind: FilterKind,
     /// First block not reported yet.
     next_block: u64,
+    /// Transactions seen and not reported yet (pending-transaction filters).
+    pending: std::collections::VecDeque<B256>,
     last_poll: Instant,
 }
 
@@ -93,6 +113,7 @@ impl Filters {
             Installed {
                 kind,
                 next_block,
+                pending: std::collections::VecDeque::new(),
                 last_poll: now,
             },
         );
@@ -101,11 +122,7 @@ impl Filters {
 
     /// The filter `id` and the blocks it has not reported yet up to `head` (empty when none),
     /// marking them reported: two concurrent polls never see the same block.
-    pub fn poll(
-        &self,
-        id: U128,
-        head: u64,
-    ) -> Result<(FilterKind, std::ops::RangeInclusive<u64>), RpcError> {
+    pub fn poll(&self, id: U128, head: u64) -> Result<Changes, RpcError> {
         let mut installed = self.lock();
         let now = Instant::now();
         let filter = installed
@@ -115,7 +132,28 @@ impl Filters {
         filter.last_poll = now;
         let range = filter.next_block..=head;
         filter.next_block = filter.next_block.max(head + 1);
-        Ok((filter.kind.clone(), range))
+        Ok(match &filter.kind {
+            FilterKind::Logs(criteria) => Changes::Logs(criteria.clone(), range),
+            FilterKind::Blocks => Changes::Blocks(range),
+            FilterKind::PendingTransactions => {
+                Changes::PendingTransactions(filter.pending.drain(..).collect())
+            }
+        })
+    }
+
+    /// Hands the transactions of a new mini-block to every pending-transaction filter.
+    pub fn on_pending(&self, hashes: &[B256]) {
+        if hashes.is_empty() {
+            return;
+        }
+        let mut installed = self.lock();
+        for filter in installed.values_mut() {
+            if matches!(filter.kind, FilterKind::PendingTransactions) {
+                filter.pending.extend(hashes.iter().copied());
+                let excess = filter.pending.len().saturating_sub(MAX_PENDING);
+                filter.pending.drain(..excess);
+            }
+        }
     }
 
     /// The criteria of log filter `id` (and keeps it alive).
@@ -129,7 +167,7 @@ impl Filters {
         filter.last_poll = now;
         match &filter.kind {
             FilterKind::Logs(criteria) => Ok((**criteria).clone()),
-            FilterKind::Blocks => Err(not_found()),
+            FilterKind::Blocks | FilterKind::PendingTransactions => Err(not_found()),
         }
     }
 
@@ -312,12 +350,14 @@ mod tests {
     fn a_poll_reports_each_block_once_and_an_idle_filter_expires() {
         let filters = Filters::new(Duration::from_millis(200), 2);
         let id = filters.install(FilterKind::Blocks, 5).expect("accepted");
-        let (_, range) = filters.poll(id, 7).expect("accepted");
-        assert_eq!(range, 5..=7);
-        let (_, range) = filters.poll(id, 7).expect("accepted");
-        assert!(range.is_empty(), "{range:?}");
-        let (_, range) = filters.poll(id, 8).expect("accepted");
-        assert_eq!(range, 8..=8);
+        let range = |changes| match changes {
+            Changes::Blocks(range) => range,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(range(filters.poll(id, 7).expect("accepted")), 5..=7);
+        let again = range(filters.poll(id, 7).expect("accepted"));
+        assert!(again.is_empty(), "{again:?}");
+        assert_eq!(range(filters.poll(id, 8).expect("accepted")), 8..=8);
         assert!(
             filters.criteria(id).is_err(),
             "a block filter has no criteria"
@@ -327,6 +367,36 @@ mod tests {
             filters.poll(id, 9).expect_err("refused").message,
             "filter not found"
         );
+    }
+
+    #[test]
+    fn pending_transaction_filters_report_each_hash_once_and_keep_the_newest() {
+        let filters = Filters::new(Duration::from_secs(60), 4);
+        let id = filters
+            .install(FilterKind::PendingTransactions, 0)
+            .expect("accepted");
+        let blocks = filters.install(FilterKind::Blocks, 0).expect("accepted");
+        let hashes = |changes| match changes {
+            Changes::PendingTransactions(hashes) => hashes,
+            other => panic!("{other:?}"),
+        };
+        filters.on_pending(&[B256::repeat_byte(1), B256::repeat_byte(2)]);
+        assert_eq!(
+            hashes(filters.poll(id, 0).expect("accepted")),
+            vec![B256::repeat_byte(1), B256::repeat_byte(2)]
+        );
+        assert!(hashes(filters.poll(id, 0).expect("accepted")).is_empty());
+        let flood: Vec<B256> = (0..MAX_PENDING + 5)
+            .map(|i| B256::left_padding_from(&(i as u64).to_be_bytes()))
+            .collect();
+        filters.on_pending(&flood);
+        let kept = hashes(filters.poll(id, 0).expect("accepted"));
+        assert_eq!(kept.len(), MAX_PENDING);
+        assert_eq!(kept.first(), flood.get(5));
+        assert!(matches!(
+            filters.poll(blocks, 0).expect("accepted"),
+            Changes::Blocks(_)
+        ));
     }
 
     #[test]

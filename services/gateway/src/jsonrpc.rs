@@ -54,6 +54,32 @@ impl RpcError {
     }
 }
 
+/// A request body: one call or a batch (each entry still to be parsed with [`parse_call`]).
+#[derive(Debug)]
+pub enum Body {
+    /// One call.
+    Single(Value),
+    /// A non-empty batch.
+    Batch(Vec<Value>),
+}
+
+/// Splits a request body into calls, or returns the error response for it (invalid JSON, an
+/// empty batch).
+pub fn parse_body(body: &[u8]) -> Result<Body, Value> {
+    match serde_json::from_slice(body) {
+        Ok(Value::Array(calls)) if calls.is_empty() => Err(response(
+            Value::Null,
+            Err(RpcError::new(INVALID_REQUEST, "empty batch")),
+        )),
+        Ok(Value::Array(calls)) => Ok(Body::Batch(calls)),
+        Ok(single) => Ok(Body::Single(single)),
+        Err(e) => Err(response(
+            Value::Null,
+            Err(RpcError::new(PARSE_ERROR, format!("parse error: {e}"))),
+        )),
+    }
+}
+
 /// One parsed request.
 #[derive(Debug)]
 pub struct Call {

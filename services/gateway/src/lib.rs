@@ -6,9 +6,11 @@
 //! in the README.
 
 pub mod eth;
+pub mod feed;
 pub mod fees;
 pub mod filters;
 pub mod jsonrpc;
+pub mod ws;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -28,12 +30,14 @@ use verity_proto::v1;
 use verity_server::ServerArgs;
 use verity_telemetry::TelemetryArgs;
 
-use jsonrpc::{PARSE_ERROR, RpcError};
+use jsonrpc::RpcError;
 
 /// Default gRPC (health) port of the gateway.
 pub const DEFAULT_GRPC_PORT: u16 = 7600;
 /// Largest accepted request body.
 const MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
+/// Chain events the feed buffers for its slowest subscription before that one is cut off.
+const FEED_CAPACITY: usize = 4_096;
 
 /// `verity-gateway` flags.
 #[derive(clap::Parser, Debug, Clone)]
@@ -67,6 +71,20 @@ pub struct Config {
         default_value = "http://127.0.0.1:7100"
     )]
     pub sequencer_url: String,
+    /// NATS URL of the chain stream, which feeds WebSocket subscriptions and pending-transaction
+    /// filters (the gateway reconnects by itself when NATS is away).
+    #[arg(long, env = "VERITY_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Most WebSocket connections open at once.
+    #[arg(long, env = "VERITY_MAX_WS_CONNECTIONS", default_value_t = 1_000)]
+    pub max_ws_connections: usize,
+    /// Most subscriptions on one WebSocket connection.
+    #[arg(long, env = "VERITY_MAX_SUBSCRIPTIONS", default_value_t = 100)]
+    pub max_subscriptions_per_connection: usize,
+    /// Messages queued for one WebSocket connection before its client counts as too slow and is
+    /// disconnected (close code 1008).
+    #[arg(long, env = "VERITY_WS_QUEUE", default_value_t = 4_096)]
+    pub ws_queue: usize,
     /// Most blocks one `eth_getLogs` (or filter poll) may span.
     #[arg(long, env = "VERITY_MAX_LOGS_BLOCK_RANGE", default_value_t = 10_000)]
     pub max_logs_block_range: u64,
@@ -101,9 +119,51 @@ pub struct Backends {
     pub filters: Arc<filters::Filters>,
     /// `eth_getLogs` limits.
     pub log_limits: filters::LogLimits,
+    /// The chain feed (WebSocket subscriptions, pending-transaction filters).
+    pub feed: feed::Feed,
+    /// WebSocket limits and the open-connection count.
+    pub ws: Arc<ws::WsLimits>,
 }
 
 impl Backends {
+    /// Clients of the services `config` names (connected lazily, on first use), for chain
+    /// `chain_id`, with an empty filter table and a chain feed nobody fills yet (see
+    /// [`Gateway::serve`]).
+    pub fn new(config: &Config, chain_id: u64) -> anyhow::Result<Self> {
+        Ok(Self {
+            ingress: v1::ingress_client::IngressClient::new(channel(
+                "--ingress-url",
+                &config.ingress_url,
+            )?),
+            replica: v1::replica_client::ReplicaClient::new(channel(
+                "--replica-url",
+                &config.replica_url,
+            )?)
+            .max_decoding_message_size(64 * 1024 * 1024),
+            sequencer: v1::sequencer_client::SequencerClient::new(channel(
+                "--sequencer-url",
+                &config.sequencer_url,
+            )?),
+            chain_id,
+            filters: Arc::new(filters::Filters::new(
+                Duration::from_secs(config.filter_timeout_secs),
+                config.max_filters,
+            )),
+            log_limits: filters::LogLimits {
+                max_block_range: config.max_logs_block_range.max(1),
+                max_results: config.max_logs,
+            },
+            feed: feed::Feed::new(FEED_CAPACITY),
+            ws: Arc::new(ws::WsLimits {
+                max_connections: config.max_ws_connections,
+                max_subscriptions: config.max_subscriptions_per_connection,
+                queue: config.ws_queue,
+                max_message_bytes: MAX_BODY_BYTES,
+                open: std::sync::atomic::AtomicUsize::new(0),
+            }),
+        })
+    }
+
     /// Ingress client.
     pub fn ingress(&self) -> v1::ingress_client::IngressClient<Traced> {
         self.ingress.clone()
@@ -149,18 +209,10 @@ impl Gateway {
     /// Validates the configuration and learns the chain id from the replica (waiting up to a
     /// minute for it).
     pub async fn connect(config: Config) -> anyhow::Result<Self> {
-        let ingress =
-            v1::ingress_client::IngressClient::new(channel("--ingress-url", &config.ingress_url)?);
-        let replica =
-            v1::replica_client::ReplicaClient::new(channel("--replica-url", &config.replica_url)?)
-                .max_decoding_message_size(64 * 1024 * 1024);
-        let sequencer = v1::sequencer_client::SequencerClient::new(channel(
-            "--sequencer-url",
-            &config.sequencer_url,
-        )?);
+        let mut backends = Backends::new(&config, 0)?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let head = loop {
-            match replica.clone().get_head(v1::GetHeadRequest {}).await {
+            match backends.replica().get_head(v1::GetHeadRequest {}).await {
                 Ok(head) => break head.into_inner(),
                 Err(status) if tokio::time::Instant::now() < deadline => {
                     tracing::info!(%status, url = %config.replica_url, "waiting for the replica");
@@ -174,23 +226,8 @@ impl Gateway {
                 }
             }
         };
-        Ok(Self {
-            backends: Backends {
-                ingress,
-                replica,
-                sequencer,
-                chain_id: head.chain_id,
-                filters: Arc::new(filters::Filters::new(
-                    Duration::from_secs(config.filter_timeout_secs),
-                    config.max_filters,
-                )),
-                log_limits: filters::LogLimits {
-                    max_block_range: config.max_logs_block_range.max(1),
-                    max_results: config.max_logs,
-                },
-            },
-            config,
-        })
+        backends.chain_id = head.chain_id;
+        Ok(Self { backends, config })
     }
 
     /// Serves JSON-RPC (and gRPC health) until `shutdown` resolves.
@@ -206,6 +243,14 @@ impl Gateway {
         let grpc_addr = verity_server::local_addr(&grpc);
         let app = router(self.backends.clone());
         let stop_rx = verity_server::stop_flag(shutdown);
+        let feed_task = tokio::spawn(feed::run(
+            self.config.nats_url.clone(),
+            self.backends.feed.clone(),
+            self.backends.clone(),
+            stop_rx.clone(),
+        ));
+        let pending_task =
+            tokio::spawn(feed_pending_filters(self.backends.clone(), stop_rx.clone()));
         let grpc_server = tokio::spawn({
             let mut stop = stop_rx.clone();
             verity_server::serve_grpc(tonic::service::Routes::default(), &[], grpc, async move {
@@ -227,15 +272,42 @@ impl Gateway {
             })
             .await?;
         grpc_server.await??;
+        feed_task.await?;
+        pending_task.await?;
         tracing::info!("gateway stopped");
         Ok(())
     }
 }
 
-/// The HTTP routes: JSON-RPC on `/`, liveness on `/health`.
+/// Hands each mini-block's transactions to the pending-transaction filters.
+async fn feed_pending_filters(backends: Backends, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut events = backends.feed.subscribe();
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            _ = verity_server::stopped(&mut stop) => return,
+        };
+        match event {
+            Ok(feed::FeedEvent::MiniBlock { mini, .. }) => {
+                backends
+                    .filters
+                    .on_pending(&feed::transaction_hashes(&mini));
+            }
+            Ok(feed::FeedEvent::Block { .. }) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "pending-transaction filters missed chain events");
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// The HTTP routes: JSON-RPC on `/` (POST, or a WebSocket upgrade on GET), WebSocket on `/ws`,
+/// liveness on `/health`.
 pub fn router(backends: Backends) -> Router {
     Router::new()
-        .route("/", post(handle_http))
+        .route("/", post(handle_http).get(ws::upgrade))
+        .route("/ws", get(ws::upgrade))
         .route("/health", get(|| async { "ok" }))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(backends)
@@ -265,21 +337,9 @@ async fn handle_http(
 /// Answers a request body: one call or a batch. `None` when nothing is to be sent back (only
 /// notifications).
 pub async fn handle_body(backends: &Backends, body: &[u8], span: &tracing::Span) -> Option<Value> {
-    let parsed: Value = match serde_json::from_slice(body) {
-        Ok(value) => value,
-        Err(e) => {
-            return Some(jsonrpc::response(
-                Value::Null,
-                Err(RpcError::new(PARSE_ERROR, format!("parse error: {e}"))),
-            ));
-        }
-    };
-    match parsed {
-        Value::Array(calls) if calls.is_empty() => Some(jsonrpc::response(
-            Value::Null,
-            Err(RpcError::new(jsonrpc::INVALID_REQUEST, "empty batch")),
-        )),
-        Value::Array(calls) => {
+    match jsonrpc::parse_body(body) {
+        Err(response) => Some(response),
+        Ok(jsonrpc::Body::Batch(calls)) => {
             let answers = futures::future::join_all(
                 calls.into_iter().map(|c| handle_call(backends, c, None)),
             )
@@ -287,7 +347,7 @@ pub async fn handle_body(backends: &Backends, body: &[u8], span: &tracing::Span)
             let answers: Vec<Value> = answers.into_iter().flatten().collect();
             (!answers.is_empty()).then_some(Value::Array(answers))
         }
-        single => handle_call(backends, single, Some(span)).await,
+        Ok(jsonrpc::Body::Single(single)) => handle_call(backends, single, Some(span)).await,
     }
 }
 
@@ -303,15 +363,28 @@ async fn handle_call(
     if let Some(span) = span {
         span.record("method", call.method.as_str());
     }
+    let result = measured(
+        &call.method,
+        eth::dispatch(backends, &call.method, &call.params),
+    )
+    .await;
+    call.id.map(|id| jsonrpc::response(id, result))
+}
+
+/// Runs one call's work, recording its latency and outcome per method.
+pub(crate) async fn measured(
+    method: &str,
+    work: impl Future<Output = Result<Value, RpcError>>,
+) -> Result<Value, RpcError> {
     let started = std::time::Instant::now();
-    let result = eth::dispatch(backends, &call.method, &call.params).await;
+    let result = work.await;
     let outcome = if result.is_ok() { "ok" } else { "error" };
-    metrics::histogram!("verity_gateway_request_seconds", "method" => method_label(&call.method), "outcome" => outcome)
+    metrics::histogram!("verity_gateway_request_seconds", "method" => method_label(method), "outcome" => outcome)
         .record(started.elapsed().as_secs_f64());
     if let Err(error) = &result {
-        tracing::debug!(method = %call.method, %error, "request failed");
+        tracing::debug!(%method, %error, "request failed");
     }
-    call.id.map(|id| jsonrpc::response(id, result))
+    result
 }
 
 /// Bounds the metric label set to known method names.

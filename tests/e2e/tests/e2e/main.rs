@@ -11,5 +11,6 @@ mod errors;
 mod eth_namespace;
 mod fraud;
 mod proving;
+mod subscriptions;
 mod trace;
 mod transfer;

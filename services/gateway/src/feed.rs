@@ -1,0 +1,230 @@
+//! The chain feed: this gateway's own ordered JetStream consumer of the chain stream, decoded
+//! once and fanned out to every WebSocket subscription and pending-transaction filter. Nothing
+//! is polled: a mini-block reaches subscribers as soon as NATS delivers it.
+//!
+//! The consumer is ephemeral and starts at new messages: subscriptions are live, not a replay.
+//! When NATS goes away the feed reconnects and carries on from new messages again (subscribers
+//! miss what was published meanwhile, as with a node's own subscription after a restart).
+
+use std::{sync::Arc, time::Duration};
+
+use alloy_primitives::B256;
+use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use futures::StreamExt as _;
+use tokio::sync::broadcast;
+use verity_primitives::{Block, ChainEvent, ChainEventKind, MiniBlock, Receipt};
+use verity_proto::v1;
+
+use crate::Backends;
+
+/// One event as subscribers see it.
+#[derive(Debug, Clone)]
+pub enum FeedEvent {
+    /// A mini-block, with the position of its first transaction and first log in its block.
+    MiniBlock {
+        /// The mini-block.
+        mini: Arc<MiniBlock>,
+        /// Index in its EVM block of its first transaction.
+        first_tx_index: u64,
+        /// Index in its EVM block of its first log.
+        first_log_index: u64,
+    },
+    /// A sealed block with every receipt of it, in order.
+    Block {
+        /// The block.
+        block: Arc<Block>,
+        /// Its receipts.
+        receipts: Arc<Vec<Receipt>>,
+    },
+}
+
+/// The sending side of the feed; subscribers call [`Feed::subscribe`].
+#[derive(Debug, Clone)]
+pub struct Feed {
+    sender: broadcast::Sender<FeedEvent>,
+}
+
+impl Feed {
+    /// A feed that buffers up to `capacity` events for its slowest subscriber.
+    pub fn new(capacity: usize) -> Self {
+        let (sender, _) = broadcast::channel(capacity.max(1));
+        Self { sender }
+    }
+
+    /// Receives every event from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<FeedEvent> {
+        self.sender.subscribe()
+    }
+
+    /// Hands `event` to every subscriber (the feed task does; tests may too).
+    pub fn publish(&self, event: FeedEvent) {
+        // No subscriber is not an error.
+        let _ = self.sender.send(event);
+    }
+}
+
+/// The open block's receipts gathered from its mini-blocks.
+#[derive(Debug, Default)]
+struct OpenBlock {
+    number: u64,
+    receipts: Vec<Receipt>,
+    logs: u64,
+    /// False when the feed joined in the middle of this block.
+    complete: bool,
+}
+
+/// Follows the chain stream at `nats_url` until `stop` resolves, reconnecting after failures.
+pub async fn run(
+    nats_url: String,
+    feed: Feed,
+    backends: Backends,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut open = OpenBlock::default();
+    loop {
+        let result = tokio::select! {
+            result = follow(&nats_url, &feed, &backends, &mut open) => result,
+            _ = verity_server::stopped(&mut stop) => return,
+        };
+        if let Err(error) = result {
+            tracing::warn!(%error, url = %nats_url, "chain feed interrupted; reconnecting");
+            metrics::counter!("verity_gateway_feed_reconnects_total").increment(1);
+        }
+        open = OpenBlock::default();
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = verity_server::stopped(&mut stop) => return,
+        }
+    }
+}
+
+async fn follow(
+    nats_url: &str,
+    feed: &Feed,
+    backends: &Backends,
+    open: &mut OpenBlock,
+) -> anyhow::Result<()> {
+    let (_client, js) = verity_bus::connect(nats_url, "verity-gateway").await?;
+    let stream = js
+        .get_stream(verity_bus::CHAIN_STREAM)
+        .await
+        .map_err(|e| anyhow::anyhow!("chain stream {}: {e}", verity_bus::CHAIN_STREAM))?;
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            deliver_policy: DeliverPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("create the feed consumer: {e}"))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| anyhow::anyhow!("read the chain stream: {e}"))?;
+    tracing::info!("chain feed following {}", verity_bus::CHAIN_STREAM);
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|e| anyhow::anyhow!("chain stream: {e}"))?;
+        let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+        let event = verity_bus::decode_event(seq, &message.payload)
+            .map_err(anyhow::Error::from)
+            .and_then(|wire| ChainEvent::try_from(&wire).map_err(anyhow::Error::from));
+        let event = match event {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::error!(seq, %error, "undecodable chain event skipped by the feed");
+                continue;
+            }
+        };
+        match event.kind {
+            ChainEventKind::MiniBlock(mini) => {
+                if mini.block_number != open.number {
+                    *open = OpenBlock {
+                        number: mini.block_number,
+                        complete: mini.index == 0,
+                        ..Default::default()
+                    };
+                }
+                let first_tx_index = open.receipts.len() as u64;
+                let first_log_index = open.logs;
+                open.logs += mini
+                    .receipts
+                    .iter()
+                    .map(|r| r.logs.len() as u64)
+                    .sum::<u64>();
+                open.receipts.extend(mini.receipts.iter().cloned());
+                feed.publish(FeedEvent::MiniBlock {
+                    mini: Arc::from(mini),
+                    first_tx_index,
+                    first_log_index,
+                });
+            }
+            ChainEventKind::Block(block) => {
+                let receipts = if open.number == block.number()
+                    && open.complete
+                    && open.receipts.len() == block.transaction_hashes.len()
+                {
+                    std::mem::take(&mut open.receipts)
+                } else {
+                    // Joined mid-block: the replica has the rest (or soon will).
+                    block_receipts(backends, &block).await
+                };
+                *open = OpenBlock {
+                    number: block.number() + 1,
+                    complete: true,
+                    ..Default::default()
+                };
+                feed.publish(FeedEvent::Block {
+                    block: Arc::from(block),
+                    receipts: Arc::new(receipts),
+                });
+            }
+        }
+    }
+    anyhow::bail!("the chain stream ended")
+}
+
+/// The receipts of `block` from the replica, waiting up to two seconds for it to apply the block;
+/// empty (logged) when it does not.
+async fn block_receipts(backends: &Backends, block: &Block) -> Vec<Receipt> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let response = backends
+            .replica()
+            .get_block_receipts(v1::BlockRequest {
+                block: Some(v1::BlockId {
+                    id: Some(v1::block_id::Id::Hash(block.hash.to_vec())),
+                }),
+            })
+            .await;
+        if let Ok(response) = response {
+            let response = response.into_inner();
+            if response.found {
+                let receipts: Result<Vec<Receipt>, _> = response
+                    .receipts
+                    .iter()
+                    .filter_map(|entry| entry.receipt.as_ref())
+                    .map(Receipt::try_from)
+                    .collect();
+                match receipts {
+                    Ok(receipts) => return receipts,
+                    Err(error) => {
+                        tracing::error!(%error, "undecodable receipt from the replica");
+                        return Vec::new();
+                    }
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                block = block.number(),
+                "the replica does not have the block yet: its logs are not sent to subscribers"
+            );
+            return Vec::new();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The hashes of a mini-block's transactions.
+pub fn transaction_hashes(mini: &MiniBlock) -> Vec<B256> {
+    mini.transactions.iter().map(|tx| *tx.tx_hash()).collect()
+}

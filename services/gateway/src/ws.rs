@@ -1,0 +1,589 @@
+//! JSON-RPC over WebSocket, on the HTTP port (an upgrade of `GET /`) and on `/ws`: every method
+//! of the HTTP endpoint, plus `eth_subscribe` / `eth_unsubscribe` fed by the chain feed.
+//!
+//! Subscriptions: `newHeads` (with `miniBlockCount`), `logs` (sealed blocks; with `fromBlock` or
+//! `toBlock` = `pending`, each mini-block's logs as it is published instead),
+//! `newPendingTransactions` (hashes, or whole transactions with `true`, as they enter a
+//! mini-block), `miniBlocks`, and `stateChanges` for a list of addresses.
+//!
+//! Backpressure: each connection has a bounded outbound queue (`--ws-queue`). A client that
+//! leaves it full for a second is disconnected with close code 1008 and a reason that says so,
+//! never buffered without bound; so is one whose subscription falls more than the feed's buffer
+//! behind the chain.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
+
+use alloy_eips::BlockNumberOrTag;
+use alloy_primitives::{Address, U64, U128, U256};
+use alloy_rpc_types_eth::{Filter, Log as RpcLog, Transaction as RpcTransaction};
+use axum::{
+    extract::{
+        State,
+        ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade},
+    },
+    response::Response,
+};
+use futures::{SinkExt as _, StreamExt as _};
+use rand::rngs::SysRng;
+use rand_core::{Rng as _, UnwrapErr};
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+use verity_primitives::{Block, MiniBlock, Receipt};
+
+use crate::{
+    Backends,
+    feed::FeedEvent,
+    jsonrpc::{self, Call, LIMIT_EXCEEDED, RpcError, optional_param, param},
+};
+
+/// Close code for a policy violation (RFC 6455): used for slow consumers.
+const CLOSE_POLICY: u16 = 1008;
+/// Close code "try again later": the connection cap is reached.
+const CLOSE_TRY_AGAIN: u16 = 1013;
+/// How long a subscription waits for room in a full outbound queue before it disconnects the
+/// client as too slow (meanwhile the feed buffers its events).
+const SLOW_CLIENT_GRACE: std::time::Duration = std::time::Duration::from_millis(1_000);
+
+/// WebSocket limits an operator sets.
+#[derive(Debug)]
+pub struct WsLimits {
+    /// Most open connections.
+    pub max_connections: usize,
+    /// Most subscriptions per connection.
+    pub max_subscriptions: usize,
+    /// Most messages queued for one connection before it counts as too slow.
+    pub queue: usize,
+    /// Largest accepted message.
+    pub max_message_bytes: usize,
+    /// Open connections now.
+    pub open: AtomicUsize,
+}
+
+/// `GET /` with an upgrade, or `GET /ws`.
+pub async fn upgrade(State(backends): State<Backends>, ws: WebSocketUpgrade) -> Response {
+    let max = backends.ws.max_message_bytes;
+    ws.max_message_size(max)
+        .on_upgrade(move |socket| connection(socket, backends))
+}
+
+/// Decrements the open-connection count when the connection ends.
+struct Slot(Arc<WsLimits>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+        metrics::gauge!("verity_gateway_ws_connections").decrement(1.0);
+    }
+}
+
+/// A message for the writer: text to send, or a close with code and reason.
+enum Outbound {
+    Text(String),
+    Close(u16, String),
+}
+
+async fn connection(socket: WebSocket, backends: Backends) {
+    let limits = backends.ws.clone();
+    let (mut sink, mut source) = socket.split();
+    if limits.open.fetch_add(1, Ordering::SeqCst) >= limits.max_connections {
+        limits.open.fetch_sub(1, Ordering::SeqCst);
+        let reason = format!(
+            "too many WebSocket connections (limit {}); try again later",
+            limits.max_connections
+        );
+        let error = jsonrpc::response(
+            Value::Null,
+            Err(RpcError::new(LIMIT_EXCEEDED, reason.clone())),
+        );
+        let _ = sink.send(Message::Text(error.to_string().into())).await;
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code: CLOSE_TRY_AGAIN,
+                reason: reason.into(),
+            })))
+            .await;
+        return;
+    }
+    metrics::gauge!("verity_gateway_ws_connections").increment(1.0);
+    let _slot = Slot(limits.clone());
+    // Replies and notifications share one bounded queue; closes jump it.
+    let (out, mut out_rx) = mpsc::channel::<String>(limits.queue.max(1));
+    let (close, mut close_rx) = mpsc::unbounded_channel::<Outbound>();
+    let mut writer = tokio::spawn(async move {
+        loop {
+            let next = tokio::select! {
+                biased;
+                Some(close) = close_rx.recv() => close,
+                text = out_rx.recv() => match text {
+                    Some(text) => Outbound::Text(text),
+                    None => return,
+                },
+            };
+            match next {
+                Outbound::Text(text) => {
+                    if sink.send(Message::Text(text.into())).await.is_err() {
+                        return;
+                    }
+                }
+                Outbound::Close(code, reason) => {
+                    tracing::info!(code, %reason, "closing a WebSocket connection");
+                    let _ = sink
+                        .send(Message::Close(Some(CloseFrame {
+                            code,
+                            reason: reason.into(),
+                        })))
+                        .await;
+                    return;
+                }
+            }
+        }
+    });
+    let mut session = Session {
+        backends,
+        out: out.clone(),
+        close,
+        subscriptions: HashMap::new(),
+    };
+    loop {
+        let message = tokio::select! {
+            message = source.next() => message,
+            _ = &mut writer => break,
+        };
+        let body = match message {
+            Some(Ok(Message::Text(text))) => text.as_bytes().to_vec(),
+            Some(Ok(Message::Binary(bytes))) => bytes.to_vec(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+        };
+        let (reply, starts) = session.answer(&body).await;
+        if let Some(reply) = reply
+            && out.send(reply.to_string()).await.is_err()
+        {
+            break;
+        }
+        // Notifications start only after the reply that names their subscription.
+        for start in starts {
+            session.start(start);
+        }
+    }
+    for (_, task) in session.subscriptions.drain() {
+        task.abort();
+    }
+    drop(session);
+    drop(out);
+    if !writer.is_finished() {
+        let _ = writer.await;
+    }
+}
+
+/// What a subscription reports.
+#[derive(Debug, Clone)]
+enum Kind {
+    NewHeads,
+    Logs { filter: Box<Filter>, pending: bool },
+    PendingTransactions { full: bool },
+    MiniBlocks,
+    StateChanges(HashSet<Address>),
+}
+
+/// A subscription accepted but not started yet.
+struct Start {
+    id: U128,
+    kind: Kind,
+    events: broadcast::Receiver<FeedEvent>,
+}
+
+struct Session {
+    backends: Backends,
+    out: mpsc::Sender<String>,
+    close: mpsc::UnboundedSender<Outbound>,
+    subscriptions: HashMap<U128, tokio::task::JoinHandle<()>>,
+}
+
+impl Session {
+    /// Answers a message: one call or a batch. Also returns the subscriptions to start.
+    async fn answer(&mut self, body: &[u8]) -> (Option<Value>, Vec<Start>) {
+        let mut starts = Vec::new();
+        let reply = match jsonrpc::parse_body(body) {
+            Err(response) => Some(response),
+            Ok(jsonrpc::Body::Single(value)) => self.answer_one(value, &mut starts).await,
+            Ok(jsonrpc::Body::Batch(values)) => {
+                let mut answers = Vec::with_capacity(values.len());
+                for value in values {
+                    answers.extend(self.answer_one(value, &mut starts).await);
+                }
+                (!answers.is_empty()).then_some(Value::Array(answers))
+            }
+        };
+        (reply, starts)
+    }
+
+    async fn answer_one(&mut self, value: Value, starts: &mut Vec<Start>) -> Option<Value> {
+        let call = match jsonrpc::parse_call(value) {
+            Ok(call) => call,
+            Err(response) => return Some(response),
+        };
+        let result = match call.method.as_str() {
+            "eth_subscribe" => {
+                let result = self.subscribe(&call, starts.len()).map(|start| {
+                    let id = json!(start.id);
+                    starts.push(start);
+                    id
+                });
+                crate::measured(&call.method, async { result }).await
+            }
+            "eth_unsubscribe" => {
+                let result = self.unsubscribe(&call, starts);
+                crate::measured(&call.method, async { result }).await
+            }
+            method => {
+                crate::measured(
+                    method,
+                    crate::eth::dispatch(&self.backends, method, &call.params),
+                )
+                .await
+            }
+        };
+        call.id.map(|id| jsonrpc::response(id, result))
+    }
+
+    fn subscribe(&self, call: &Call, starting: usize) -> Result<Start, RpcError> {
+        let max = self.backends.ws.max_subscriptions;
+        if self.subscriptions.len() + starting >= max {
+            return Err(RpcError::new(
+                LIMIT_EXCEEDED,
+                format!(
+                    "too many subscriptions on this connection (limit {max}); unsubscribe some"
+                ),
+            ));
+        }
+        let name: String = param(&call.params, 0)?;
+        let kind = match name.as_str() {
+            "newHeads" => Kind::NewHeads,
+            "logs" => {
+                let filter: Filter = optional_param(&call.params, 1)?.unwrap_or_default();
+                if filter.get_block_hash().is_some() {
+                    return Err(RpcError::invalid_params(
+                        "a logs subscription cannot name a blockHash",
+                    ));
+                }
+                let pending = [
+                    filter.block_option.get_from_block(),
+                    filter.block_option.get_to_block(),
+                ]
+                .contains(&Some(&BlockNumberOrTag::Pending));
+                Kind::Logs {
+                    filter: Box::new(filter),
+                    pending,
+                }
+            }
+            "newPendingTransactions" => Kind::PendingTransactions {
+                full: optional_param(&call.params, 1)?.unwrap_or(false),
+            },
+            "miniBlocks" => Kind::MiniBlocks,
+            "stateChanges" => {
+                let addresses: Vec<Address> = param(&call.params, 1)?;
+                if addresses.is_empty() {
+                    return Err(RpcError::invalid_params(
+                        "stateChanges needs a list of at least one address",
+                    ));
+                }
+                Kind::StateChanges(addresses.into_iter().collect())
+            }
+            other => {
+                return Err(RpcError::invalid_params(format!(
+                    "unknown subscription {other:?}; supported: newHeads, logs, newPendingTransactions, miniBlocks, stateChanges"
+                )));
+            }
+        };
+        let mut rng = UnwrapErr(SysRng);
+        let id = U128::from((u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64()));
+        Ok(Start {
+            id,
+            kind,
+            events: self.backends.feed.subscribe(),
+        })
+    }
+
+    fn unsubscribe(&mut self, call: &Call, starts: &mut Vec<Start>) -> Result<Value, RpcError> {
+        let id: U128 = param(&call.params, 0)?;
+        if let Some(task) = self.subscriptions.remove(&id) {
+            task.abort();
+            return Ok(json!(true));
+        }
+        let before = starts.len();
+        starts.retain(|s| s.id != id);
+        Ok(json!(starts.len() != before))
+    }
+
+    /// Runs a subscription: feed events in, notifications out, until the connection ends or
+    /// the client falls behind.
+    fn start(&mut self, start: Start) {
+        let Start {
+            id,
+            kind,
+            mut events,
+        } = start;
+        let out = self.out.clone();
+        let close = self.close.clone();
+        let queue = self.backends.ws.queue;
+        let task = tokio::spawn(async move {
+            loop {
+                let event = match events.recv().await {
+                    Ok(event) => event,
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        metrics::counter!("verity_gateway_ws_slow_consumers_total").increment(1);
+                        let _ = close.send(Outbound::Close(
+                            CLOSE_POLICY,
+                            format!("subscription {id:#x} fell {missed} chain events behind: client too slow"),
+                        ));
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                for result in notifications(&kind, &event) {
+                    let text = json!({
+                        "jsonrpc": "2.0",
+                        "method": "eth_subscription",
+                        "params": {"subscription": id, "result": result},
+                    })
+                    .to_string();
+                    // A burst may fill the queue while the client reads; one that does not
+                    // drain it within the grace period is too slow.
+                    match tokio::time::timeout(SLOW_CLIENT_GRACE, out.send(text)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return,
+                        Err(_) => {
+                            metrics::counter!("verity_gateway_ws_slow_consumers_total")
+                                .increment(1);
+                            let _ = close.send(Outbound::Close(
+                                CLOSE_POLICY,
+                                format!(
+                                    "client too slow: {queue} messages queued and unread for {} ms",
+                                    SLOW_CLIENT_GRACE.as_millis()
+                                ),
+                            ));
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        self.subscriptions.insert(id, task);
+    }
+}
+
+/// The notifications one feed event gives a subscription (none, one, or one per log).
+fn notifications(kind: &Kind, event: &FeedEvent) -> Vec<Value> {
+    match (kind, event) {
+        (Kind::NewHeads, FeedEvent::Block { block, .. }) => vec![new_head(block)],
+        (
+            Kind::Logs {
+                filter,
+                pending: false,
+            },
+            FeedEvent::Block { block, receipts },
+        ) => block_logs(filter, block, receipts),
+        (
+            Kind::Logs {
+                filter,
+                pending: true,
+            },
+            FeedEvent::MiniBlock {
+                mini,
+                first_tx_index,
+                first_log_index,
+            },
+        ) => mini_block_logs(filter, mini, *first_tx_index, *first_log_index),
+        (Kind::PendingTransactions { full }, FeedEvent::MiniBlock { mini, .. }) => mini
+            .transactions
+            .iter()
+            .map(|tx| {
+                if *full {
+                    serde_json::to_value(RpcTransaction {
+                        inner: tx.clone(),
+                        block_hash: None,
+                        block_number: None,
+                        transaction_index: None,
+                        effective_gas_price: None,
+                        block_timestamp: None,
+                    })
+                    .unwrap_or(Value::Null)
+                } else {
+                    json!(tx.tx_hash())
+                }
+            })
+            .collect(),
+        (
+            Kind::MiniBlocks,
+            FeedEvent::MiniBlock {
+                mini,
+                first_tx_index,
+                first_log_index,
+            },
+        ) => vec![mini_block(mini, *first_tx_index, *first_log_index)],
+        (Kind::StateChanges(addresses), FeedEvent::MiniBlock { mini, .. }) => {
+            state_changes(addresses, mini)
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn new_head(block: &Block) -> Value {
+    let mut head = serde_json::to_value(crate::eth::rpc_header(block)).unwrap_or(Value::Null);
+    if let Value::Object(fields) = &mut head {
+        fields.insert(
+            "miniBlockCount".into(),
+            json!(U64::from(block.mini_block_count)),
+        );
+        fields.insert(
+            "firstMiniBlock".into(),
+            json!(U64::from(block.first_mini_block)),
+        );
+    }
+    head
+}
+
+fn block_logs(filter: &Filter, block: &Block, receipts: &[Receipt]) -> Vec<Value> {
+    let mut logs = Vec::new();
+    let mut log_index = 0u64;
+    for (tx_index, receipt) in receipts.iter().enumerate() {
+        for log in &receipt.logs {
+            if filter.matches(log) && filter.matches_block_range(block.number()) {
+                logs.push(json!(RpcLog {
+                    inner: log.clone(),
+                    block_hash: Some(block.hash),
+                    block_number: Some(block.number()),
+                    block_timestamp: Some(block.header.timestamp),
+                    transaction_hash: Some(receipt.tx_hash),
+                    transaction_index: Some(tx_index as u64),
+                    log_index: Some(log_index),
+                    removed: false,
+                }));
+            }
+            log_index += 1;
+        }
+    }
+    logs
+}
+
+/// A mini-block's logs: their block is not sealed, so they carry its number but no hash.
+fn mini_block_logs(
+    filter: &Filter,
+    mini: &MiniBlock,
+    first_tx_index: u64,
+    first_log_index: u64,
+) -> Vec<Value> {
+    mini_block_rpc_logs(mini, first_tx_index, first_log_index)
+        .into_iter()
+        .filter(|log| filter.matches(&log.inner))
+        .map(|log| json!(log))
+        .collect()
+}
+
+fn mini_block_rpc_logs(mini: &MiniBlock, first_tx_index: u64, first_log_index: u64) -> Vec<RpcLog> {
+    let mut logs = Vec::new();
+    let mut log_index = first_log_index;
+    for (i, receipt) in mini.receipts.iter().enumerate() {
+        for log in &receipt.logs {
+            logs.push(RpcLog {
+                inner: log.clone(),
+                block_hash: None,
+                block_number: Some(mini.block_number),
+                block_timestamp: Some(mini.block_timestamp),
+                transaction_hash: Some(receipt.tx_hash),
+                transaction_index: Some(first_tx_index + i as u64),
+                log_index: Some(log_index),
+                removed: false,
+            });
+            log_index += 1;
+        }
+    }
+    logs
+}
+
+/// A mini-block as the `miniBlocks` subscription sends it: its place, its transactions and
+/// their receipts (without a block hash: the block is not sealed yet).
+fn mini_block(mini: &MiniBlock, first_tx_index: u64, first_log_index: u64) -> Value {
+    let logs = mini_block_rpc_logs(mini, first_tx_index, first_log_index);
+    let mut logs = logs.into_iter();
+    let receipts: Vec<Value> = mini
+        .receipts
+        .iter()
+        .enumerate()
+        .map(|(i, receipt)| {
+            let own: Vec<RpcLog> = logs.by_ref().take(receipt.logs.len()).collect();
+            json!({
+                "transactionHash": receipt.tx_hash,
+                "transactionIndex": U64::from(first_tx_index + i as u64),
+                "from": receipt.from,
+                "to": receipt.to,
+                "status": U64::from(u64::from(receipt.success)),
+                "gasUsed": U64::from(receipt.gas_used),
+                "cumulativeGasUsed": U64::from(receipt.cumulative_gas_used),
+                "effectiveGasPrice": U256::from(receipt.effective_gas_price),
+                "contractAddress": receipt.contract_address,
+                "logs": own,
+            })
+        })
+        .collect();
+    let gas_used: u64 = mini.receipts.iter().map(|r| r.gas_used).sum();
+    json!({
+        "number": U64::from(mini.number),
+        "hash": mini.hash,
+        "parentHash": mini.parent_hash,
+        "blockNumber": U64::from(mini.block_number),
+        "index": U64::from(mini.index),
+        "timestamp": U64::from(mini.timestamp_ms),
+        "baseFeePerGas": U64::from(mini.base_fee),
+        "gasUsed": U64::from(gas_used),
+        "transactions": mini.transactions.iter().map(|tx| *tx.tx_hash()).collect::<Vec<_>>(),
+        "receipts": receipts,
+    })
+}
+
+/// What a mini-block changed of the watched accounts: the fields that changed (a field left out
+/// did not change), and the slots written.
+fn state_changes(addresses: &HashSet<Address>, mini: &MiniBlock) -> Vec<Value> {
+    mini.diff
+        .accounts
+        .iter()
+        .filter(|(address, _)| addresses.contains(*address))
+        .map(|(address, change)| {
+            let mut fields = serde_json::Map::new();
+            fields.insert("address".into(), json!(address));
+            fields.insert("miniBlock".into(), json!(U64::from(mini.number)));
+            fields.insert("blockNumber".into(), json!(U64::from(mini.block_number)));
+            if let Some(nonce) = change.nonce {
+                fields.insert("nonce".into(), json!(U64::from(nonce)));
+            }
+            if let Some(balance) = change.balance {
+                fields.insert("balance".into(), json!(balance));
+            }
+            if let Some(code) = &change.code {
+                fields.insert("code".into(), json!(code));
+            }
+            if change.destroyed {
+                fields.insert("destroyed".into(), json!(true));
+            }
+            let storage: serde_json::Map<String, Value> = change
+                .storage
+                .iter()
+                .map(|(slot, value)| {
+                    (
+                        format!("{:#066x}", slot),
+                        json!(alloy_primitives::B256::from(*value)),
+                    )
+                })
+                .collect();
+            fields.insert("storage".into(), Value::Object(storage));
+            Value::Object(fields)
+        })
+        .collect()
+}

@@ -1,0 +1,215 @@
+//! The WebSocket endpoint in process, with the chain feed driven by the test: a client that
+//! stops reading is cut off with close code 1008 and a reason, not buffered without bound; the
+//! connection and subscription caps answer with JSON-RPC errors.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{sync::Arc, time::Duration};
+
+use alloy_primitives::{Signature, U256};
+use clap::Parser as _;
+use futures::{SinkExt as _, StreamExt as _};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::{Message, protocol::frame::coding::CloseCode};
+use verity_gateway::{Backends, Config, feed::FeedEvent, router};
+use verity_primitives::{Block, Header};
+
+/// A gateway router on a run-time loopback port; its backends are never reached.
+async fn serve(args: &[&str]) -> (String, Backends) {
+    let mut argv = vec!["verity-gateway"];
+    argv.extend_from_slice(args);
+    let config = Config::parse_from(argv);
+    let backends = Backends::new(&config, 1).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    let app = router(backends.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, backends)
+}
+
+fn block(number: u64) -> FeedEvent {
+    let header = Header {
+        number,
+        gas_limit: 30_000_000,
+        base_fee_per_gas: Some(7),
+        // Padding makes each notification about 1 KiB, so buffers fill sooner.
+        extra_data: vec![0xab; 512].into(),
+        ..Default::default()
+    };
+    FeedEvent::Block {
+        block: Arc::new(Block {
+            hash: header.hash_slow(),
+            header,
+            first_mini_block: number,
+            mini_block_count: 1,
+            transaction_hashes: Vec::new(),
+            signature: Signature::new(U256::from(1), U256::from(1), false),
+        }),
+        receipts: Arc::new(Vec::new()),
+    }
+}
+
+async fn request(
+    socket: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    body: Value,
+) -> Value {
+    socket
+        .send(Message::Text(body.to_string().into()))
+        .await
+        .unwrap();
+    loop {
+        match socket.next().await.unwrap().unwrap() {
+            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+            Message::Close(frame) => panic!("closed: {frame:?}"),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_disconnected_with_a_reason() {
+    let (url, backends) = serve(&["--ws-queue", "16"]).await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let reply = request(
+        &mut socket,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]}),
+    )
+    .await;
+    assert!(reply["result"].is_string(), "{reply}");
+    // Publish far more than the queue and the socket buffers hold, paced so the subscription
+    // keeps up with the feed: the backlog builds up in front of the client, which reads nothing.
+    for round in 0..200u64 {
+        for i in 0..500 {
+            backends.feed.publish(block(round * 500 + i));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut notifications = 0u64;
+    let frame = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Text(_))) => notifications += 1,
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => {}
+                other => panic!("no close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the server closes the connection");
+    let frame = frame.expect("a close frame with a reason");
+    assert_eq!(frame.code, CloseCode::Policy, "{frame:?}");
+    assert!(frame.reason.contains("too slow"), "{frame:?}");
+    assert!(
+        notifications < 100_000,
+        "the backlog was cut off, not delivered: {notifications}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_larger_than_the_queue_reaches_a_client_that_reads() {
+    let (url, backends) = serve(&["--ws-queue", "16"]).await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let reply = request(
+        &mut socket,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]}),
+    )
+    .await;
+    assert!(reply["result"].is_string(), "{reply}");
+    for number in 0..2_000 {
+        backends.feed.publish(block(number));
+    }
+    let mut numbers = Vec::new();
+    while numbers.len() < 2_000 {
+        match tokio::time::timeout(Duration::from_secs(10), socket.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                let value: Value = serde_json::from_str(&text).unwrap();
+                numbers.push(value["params"]["result"]["number"].clone());
+            }
+            other => panic!("after {} notifications: {other:?}", numbers.len()),
+        }
+    }
+    let expected: Vec<Value> = (0..2_000u64).map(|n| json!(format!("{n:#x}"))).collect();
+    assert_eq!(numbers, expected, "every head, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_and_subscription_caps_answer_with_errors() {
+    let (url, _backends) = serve(&[
+        "--max-ws-connections",
+        "1",
+        "--max-subscriptions-per-connection",
+        "2",
+    ])
+    .await;
+    let (mut first, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let mut ids = Vec::new();
+    for id in 0..2 {
+        let reply = request(
+            &mut first,
+            json!({"jsonrpc": "2.0", "id": id, "method": "eth_subscribe", "params": ["newHeads"]}),
+        )
+        .await;
+        assert!(reply["result"].is_string(), "{reply}");
+        ids.push(reply["result"].clone());
+    }
+    let refused = request(
+        &mut first,
+        json!({"jsonrpc": "2.0", "id": 9, "method": "eth_subscribe", "params": ["miniBlocks"]}),
+    )
+    .await;
+    assert_eq!(refused["error"]["code"], json!(-32005), "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("too many subscriptions"),
+        "{refused}"
+    );
+    let id = request(
+        &mut first,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["stateChanges", []]}),
+    )
+    .await;
+    assert_eq!(
+        id["error"]["code"],
+        json!(-32005),
+        "the cap comes first: {id}"
+    );
+
+    // A second connection is over the cap: an error, then a close saying why.
+    let (mut second, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let mut error = None;
+    let mut close = None;
+    while let Some(Ok(message)) = second.next().await {
+        match message {
+            Message::Text(text) => error = Some(serde_json::from_str::<Value>(&text).unwrap()),
+            Message::Close(frame) => {
+                close = frame;
+                break;
+            }
+            _ => {}
+        }
+    }
+    let error = error.expect("a JSON-RPC error before the close");
+    assert_eq!(error["error"]["code"], json!(-32005), "{error}");
+    let close = close.expect("a close frame");
+    assert_eq!(close.code, CloseCode::Again);
+    assert!(close.reason.contains("too many WebSocket connections"));
+
+    // Unsubscribing frees a slot on the first connection.
+    let removed = request(
+        &mut first,
+        json!({"jsonrpc": "2.0", "id": 4, "method": "eth_unsubscribe", "params": [ids[0]]}),
+    )
+    .await;
+    assert_eq!(removed["result"], json!(true), "{removed}");
+    let subscribed = request(
+        &mut first,
+        json!({"jsonrpc": "2.0", "id": 5, "method": "eth_subscribe", "params": ["newHeads"]}),
+    )
+    .await;
+    assert!(subscribed["result"].is_string(), "{subscribed}");
+}
