@@ -67,6 +67,7 @@ def main():
     out["sha3"] = w3.provider.make_request("web3_sha3", ["0x68656c6c6f"])["result"]
 
     block_filter = w3.eth.filter("latest")
+    pending_filter = w3.eth.filter("pending")
     deployed = send(w3, account, {"data": "0x" + INIT}, 1_000_000)
     address = deployed["contractAddress"]
     log_filter = w3.eth.filter({"address": address})
@@ -116,6 +117,11 @@ def main():
     out["filter_changes_again"] = hexes(log_filter.get_new_entries())
     out["topic_filter_changes"] = hexes(topic_filter.get_new_entries())
     out["filter_logs"] = hexes(w3.eth.get_filter_logs(log_filter.filter_id))
+    pending = [h.to_0x_hex() for h in pending_filter.get_new_entries()]
+    out["pending_filter_has_calls"] = all(
+        r["transactionHash"].to_0x_hex() in pending for r in (deployed, first, second)
+    )
+    out["pending_filter_again"] = len(pending_filter.get_new_entries())
     blocks = block_filter.get_new_entries()
     out["block_filter_count"] = len(blocks)
     out["block_filter_has_second"] = second["blockHash"] in blocks

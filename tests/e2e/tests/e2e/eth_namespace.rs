@@ -68,6 +68,8 @@ async fn web3py_reads_blocks_logs_filters_and_fee_history() {
         json!([b]),
         "fromBlock defaults to latest"
     );
+    assert_eq!(out["pending_filter_has_calls"], json!(true), "{out}");
+    assert_eq!(out["pending_filter_again"], json!(0));
     assert!(out["block_filter_count"].as_u64().unwrap() >= 2, "{out}");
     assert_eq!(out["block_filter_has_second"], json!(true));
     assert_eq!(out["uninstall"], json!(true));
