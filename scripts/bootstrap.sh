@@ -2,7 +2,8 @@
 # Installs what building, testing and running Verity needs, when it is missing:
 #   - libclang (bindgen, for libmdbx's mdbx-sys build)
 #   - nats-server with JetStream (tests and the devnet start their own)
-#   - web3.py (the e2e tests sign and send with a real Ethereum client library)
+#   - web3.py and viem (the e2e tests sign and send with real Ethereum client libraries; viem at
+#     the version pinned in tests/e2e/clients/package-lock.json)
 # Idempotent and quiet when everything is already there.
 set -euo pipefail
 
@@ -24,4 +25,15 @@ fi
 if ! python3 -c 'import web3' >/dev/null 2>&1; then
   echo "bootstrap: installing web3.py"
   python3 -m pip install --quiet 'web3>=7,<9'
+fi
+
+clients="$(cd "$(dirname "$0")/.." && pwd)/tests/e2e/clients"
+if ! command -v node >/dev/null 2>&1; then
+  echo "bootstrap: node is missing; install Node.js (20 or newer) for the viem e2e clients" >&2
+  exit 1
+fi
+if [ ! -f "$clients/node_modules/viem/package.json" ] \
+  || ! cmp -s "$clients/package-lock.json" "$clients/node_modules/.package-lock.json.installed"; then
+  echo "bootstrap: installing viem (npm ci)"
+  (cd "$clients" && npm ci --no-audit --no-fund --silent && cp package-lock.json node_modules/.package-lock.json.installed)
 fi

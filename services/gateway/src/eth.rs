@@ -137,6 +137,10 @@ pub async fn dispatch(
                 .into_inner();
             to_value(b256_from(&response.tx_hash, "tx_hash").map_err(wire_err)?)
         }
+        "realtime_sendRawTransaction" | "eth_sendRawTransactionSync" => {
+            crate::realtime::send_raw_transaction_sync(backends, params).await
+        }
+        "eth_callAfter" => crate::realtime::call_after(backends, params).await,
         "eth_getTransactionByHash" => {
             let hash: B256 = param(params, 0)?;
             let response = backends
@@ -166,12 +170,7 @@ pub async fn dispatch(
             let full: Option<bool> = optional_param(params, 1)?;
             get_block(backends, BlockId::from(hash), full.unwrap_or(false)).await
         }
-        "eth_call" => {
-            let request: TransactionRequest = param(params, 0)?;
-            let block: Option<BlockId> = optional_param(params, 1)?;
-            let outcome = call(backends, &request, block, false).await?;
-            to_value(Bytes::from(outcome.output))
-        }
+        "eth_call" => eth_call(backends, params).await,
         "eth_estimateGas" => {
             let request: TransactionRequest = param(params, 0)?;
             let block: Option<BlockId> = optional_param(params, 1)?;
@@ -291,6 +290,14 @@ pub async fn dispatch(
     }
 }
 
+/// `eth_call(request, block?)`.
+pub async fn eth_call(backends: &Backends, params: &[Value]) -> Result<Value, RpcError> {
+    let request: TransactionRequest = param(params, 0)?;
+    let block: Option<BlockId> = optional_param(params, 1)?;
+    let outcome = call(backends, &request, block, false).await?;
+    to_value(Bytes::from(outcome.output))
+}
+
 async fn get_account(
     backends: &Backends,
     params: &[Value],
@@ -388,18 +395,45 @@ fn rpc_receipt(response: &v1::ReceiptResponse) -> Result<Option<TransactionRecei
     }
     let receipt = Receipt::try_from(receipt).map_err(wire_err)?;
     let block_hash = b256_from(&stored.block_hash, "block_hash").map_err(wire_err)?;
+    Ok(Some(build_receipt(
+        &receipt,
+        Position {
+            block_hash: Some(block_hash),
+            block_number: stored.block_number,
+            transaction_index: stored.index,
+            first_log_index: response.first_log_index,
+        },
+    )))
+}
+
+/// Where a receipt's transaction sits: in a sealed block (with its hash), or in a mini-block of
+/// the block being built (no hash yet).
+#[derive(Debug, Clone, Copy)]
+pub struct Position {
+    /// The block's hash, once sealed.
+    pub block_hash: Option<B256>,
+    /// The block's number.
+    pub block_number: u64,
+    /// The transaction's index in the block.
+    pub transaction_index: u64,
+    /// The index in the block of the transaction's first log.
+    pub first_log_index: u64,
+}
+
+/// A receipt in the RPC shape at `at`.
+pub fn build_receipt(receipt: &Receipt, at: Position) -> TransactionReceipt {
     let logs = receipt
         .logs
         .iter()
         .enumerate()
         .map(|(i, log)| RpcLog {
             inner: log.clone(),
-            block_hash: Some(block_hash),
-            block_number: Some(stored.block_number),
+            block_hash: at.block_hash,
+            block_number: Some(at.block_number),
             block_timestamp: None,
             transaction_hash: Some(receipt.tx_hash),
-            transaction_index: Some(stored.index),
-            log_index: Some(response.first_log_index + i as u64),
+            transaction_index: Some(at.transaction_index),
+            log_index: Some(at.first_log_index + i as u64),
             removed: false,
         })
         .collect();
@@ -408,15 +442,15 @@ fn rpc_receipt(response: &v1::ReceiptResponse) -> Result<Option<TransactionRecei
         cumulative_gas_used: receipt.cumulative_gas_used,
         logs,
     };
-    Ok(Some(TransactionReceipt {
+    TransactionReceipt {
         inner: ReceiptEnvelope::from_typed(
             receipt.tx_type,
             ReceiptWithBloom::new(consensus, receipt.bloom()),
         ),
         transaction_hash: receipt.tx_hash,
-        transaction_index: Some(stored.index),
-        block_hash: Some(block_hash),
-        block_number: Some(stored.block_number),
+        transaction_index: Some(at.transaction_index),
+        block_hash: at.block_hash,
+        block_number: Some(at.block_number),
         gas_used: receipt.gas_used,
         effective_gas_price: receipt.effective_gas_price,
         blob_gas_used: None,
@@ -424,7 +458,7 @@ fn rpc_receipt(response: &v1::ReceiptResponse) -> Result<Option<TransactionRecei
         from: receipt.from,
         to: receipt.to,
         contract_address: receipt.contract_address,
-    }))
+    }
 }
 
 async fn block_receipts(backends: &Backends, id: BlockId) -> Result<Value, RpcError> {

@@ -42,13 +42,30 @@ pub enum FeedEvent {
 #[derive(Debug, Clone)]
 pub struct Feed {
     sender: broadcast::Sender<FeedEvent>,
+    following: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Feed {
     /// A feed that buffers up to `capacity` events for its slowest subscriber.
     pub fn new(capacity: usize) -> Self {
         let (sender, _) = broadcast::channel(capacity.max(1));
-        Self { sender }
+        Self {
+            sender,
+            following: Arc::new(tokio::sync::watch::channel(false).0),
+        }
+    }
+
+    /// Waits until the feed follows the chain stream (its consumer exists, so every event
+    /// published from then on reaches subscribers), at most `timeout`; false if it does not.
+    pub async fn wait_following(&self, timeout: Duration) -> bool {
+        let mut following = self.following.subscribe();
+        tokio::time::timeout(timeout, following.wait_for(|f| *f))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    fn set_following(&self, following: bool) {
+        self.following.send_replace(following);
     }
 
     /// Receives every event from now on.
@@ -86,6 +103,7 @@ pub async fn run(
             result = follow(&nats_url, &feed, &backends, &mut open) => result,
             _ = verity_server::stopped(&mut stop) => return,
         };
+        feed.set_following(false);
         if let Err(error) = result {
             tracing::warn!(%error, url = %nats_url, "chain feed interrupted; reconnecting");
             metrics::counter!("verity_gateway_feed_reconnects_total").increment(1);
@@ -121,6 +139,8 @@ async fn follow(
         .await
         .map_err(|e| anyhow::anyhow!("read the chain stream: {e}"))?;
     tracing::info!("chain feed following {}", verity_bus::CHAIN_STREAM);
+    let mut replica_seq = 0u64;
+    feed.set_following(true);
     while let Some(message) = messages.next().await {
         let message = message.map_err(|e| anyhow::anyhow!("chain stream: {e}"))?;
         let seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
@@ -134,6 +154,9 @@ async fn follow(
                 continue;
             }
         };
+        // Subscribers read through the replica next (viem fetches the block a newHeads names;
+        // a realtime receipt is followed by balance reads): announce nothing it has not applied.
+        replica_seq = wait_for_replica(backends, event.seq, replica_seq).await;
         match event.kind {
             ChainEventKind::MiniBlock(mini) => {
                 if mini.block_number != open.number {
@@ -180,6 +203,33 @@ async fn follow(
         }
     }
     anyhow::bail!("the chain stream ended")
+}
+
+/// Waits until the replica has applied chain event `seq` (at most two seconds, then carries on
+/// with a warning); returns the replica's last applied event as last seen.
+async fn wait_for_replica(backends: &Backends, seq: u64, mut applied: u64) -> u64 {
+    if applied >= seq {
+        return applied;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        if let Ok(head) = backends.head().await {
+            applied = head.last_seq;
+            if applied >= seq {
+                return applied;
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                seq,
+                applied,
+                "the replica lags the chain stream: subscribers get this event before it can be read back"
+            );
+            metrics::counter!("verity_gateway_feed_ahead_of_replica_total").increment(1);
+            return applied;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// The receipts of `block` from the replica, waiting up to two seconds for it to apply the block;

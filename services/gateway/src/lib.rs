@@ -10,6 +10,7 @@ pub mod feed;
 pub mod fees;
 pub mod filters;
 pub mod jsonrpc;
+pub mod realtime;
 pub mod ws;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -85,6 +86,13 @@ pub struct Config {
     /// disconnected (close code 1008).
     #[arg(long, env = "VERITY_WS_QUEUE", default_value_t = 4_096)]
     pub ws_queue: usize,
+    /// How long `eth_sendRawTransactionSync`, `realtime_sendRawTransaction` and `eth_callAfter`
+    /// wait when the caller names no timeout, in milliseconds.
+    #[arg(long, env = "VERITY_SYNC_TIMEOUT_MS", default_value_t = 5_000)]
+    pub sync_timeout_ms: u64,
+    /// The longest wait a caller may ask of those methods, in milliseconds.
+    #[arg(long, env = "VERITY_MAX_SYNC_TIMEOUT_MS", default_value_t = 30_000)]
+    pub max_sync_timeout_ms: u64,
     /// Most blocks one `eth_getLogs` (or filter poll) may span.
     #[arg(long, env = "VERITY_MAX_LOGS_BLOCK_RANGE", default_value_t = 10_000)]
     pub max_logs_block_range: u64,
@@ -119,8 +127,10 @@ pub struct Backends {
     pub filters: Arc<filters::Filters>,
     /// `eth_getLogs` limits.
     pub log_limits: filters::LogLimits,
-    /// The chain feed (WebSocket subscriptions, pending-transaction filters).
+    /// The chain feed (WebSocket subscriptions, pending-transaction filters, realtime sends).
     pub feed: feed::Feed,
+    /// Waiting limits of the realtime methods.
+    pub wait_limits: realtime::WaitLimits,
     /// WebSocket limits and the open-connection count.
     pub ws: Arc<ws::WsLimits>,
 }
@@ -154,6 +164,12 @@ impl Backends {
                 max_results: config.max_logs,
             },
             feed: feed::Feed::new(FEED_CAPACITY),
+            wait_limits: realtime::WaitLimits {
+                default: Duration::from_millis(
+                    config.sync_timeout_ms.min(config.max_sync_timeout_ms),
+                ),
+                max: Duration::from_millis(config.max_sync_timeout_ms),
+            },
             ws: Arc::new(ws::WsLimits {
                 max_connections: config.max_ws_connections,
                 max_subscriptions: config.max_subscriptions_per_connection,
@@ -257,6 +273,19 @@ impl Gateway {
                 verity_server::stopped(&mut stop).await;
             })
         });
+        // Realtime sends and subscriptions rely on the feed: announce readiness once it
+        // follows the stream (or after a grace period, so JSON-RPC serves even without NATS).
+        if !self
+            .backends
+            .feed
+            .wait_following(Duration::from_secs(10))
+            .await
+        {
+            tracing::warn!(
+                url = %self.config.nats_url,
+                "the chain feed does not follow the stream yet: subscriptions and realtime sends wait for it"
+            );
+        }
         verity_server::write_ready_file(
             self.config.server.ready_file.as_deref(),
             &[

@@ -20,7 +20,7 @@ use std::{
 };
 
 use alloy_eips::BlockNumberOrTag;
-use alloy_primitives::{Address, U64, U128, U256};
+use alloy_primitives::{Address, U64, U128};
 use alloy_rpc_types_eth::{Filter, Log as RpcLog, Transaction as RpcTransaction};
 use axum::{
     extract::{
@@ -38,6 +38,7 @@ use verity_primitives::{Block, MiniBlock, Receipt};
 
 use crate::{
     Backends,
+    eth::{Position, build_receipt},
     feed::FeedEvent,
     jsonrpc::{self, Call, LIMIT_EXCEEDED, RpcError, optional_param, param},
 };
@@ -511,26 +512,20 @@ fn mini_block_rpc_logs(mini: &MiniBlock, first_tx_index: u64, first_log_index: u
 /// A mini-block as the `miniBlocks` subscription sends it: its place, its transactions and
 /// their receipts (without a block hash: the block is not sealed yet).
 fn mini_block(mini: &MiniBlock, first_tx_index: u64, first_log_index: u64) -> Value {
-    let logs = mini_block_rpc_logs(mini, first_tx_index, first_log_index);
-    let mut logs = logs.into_iter();
+    let mut log_index = first_log_index;
     let receipts: Vec<Value> = mini
         .receipts
         .iter()
         .enumerate()
         .map(|(i, receipt)| {
-            let own: Vec<RpcLog> = logs.by_ref().take(receipt.logs.len()).collect();
-            json!({
-                "transactionHash": receipt.tx_hash,
-                "transactionIndex": U64::from(first_tx_index + i as u64),
-                "from": receipt.from,
-                "to": receipt.to,
-                "status": U64::from(u64::from(receipt.success)),
-                "gasUsed": U64::from(receipt.gas_used),
-                "cumulativeGasUsed": U64::from(receipt.cumulative_gas_used),
-                "effectiveGasPrice": U256::from(receipt.effective_gas_price),
-                "contractAddress": receipt.contract_address,
-                "logs": own,
-            })
+            let at = Position {
+                block_hash: None,
+                block_number: mini.block_number,
+                transaction_index: first_tx_index + i as u64,
+                first_log_index: log_index,
+            };
+            log_index += receipt.logs.len() as u64;
+            json!(build_receipt(receipt, at))
         })
         .collect();
     let gas_used: u64 = mini.receipts.iter().map(|r| r.gas_used).sum();

@@ -314,9 +314,24 @@ pub fn client_script(name: &str) -> PathBuf {
 
 /// Runs a Python client script with `args`, returning the JSON object it prints.
 pub async fn run_python(script: &str, args: &[&str]) -> anyhow::Result<Value> {
+    run_client("python3", "web3.py", script, args).await
+}
+
+/// Runs a Node.js client script (viem, installed into `tests/e2e/clients/node_modules` by
+/// `make bootstrap`) with `args`, returning the JSON object it prints.
+pub async fn run_node(script: &str, args: &[&str]) -> anyhow::Result<Value> {
+    run_client("node", "viem", script, args).await
+}
+
+async fn run_client(
+    interpreter: &str,
+    library: &str,
+    script: &str,
+    args: &[&str],
+) -> anyhow::Result<Value> {
     let output = tokio::time::timeout(
         Duration::from_secs(180),
-        tokio::process::Command::new("python3")
+        tokio::process::Command::new(interpreter)
             .arg(client_script(script))
             .args(args)
             .kill_on_drop(true)
@@ -324,7 +339,9 @@ pub async fn run_python(script: &str, args: &[&str]) -> anyhow::Result<Value> {
     )
     .await
     .with_context(|| format!("{script} timed out"))?
-    .with_context(|| format!("cannot run python3 {script} (make bootstrap installs web3.py)"))?;
+    .with_context(|| {
+        format!("cannot run {interpreter} {script} (make bootstrap installs {library})")
+    })?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {

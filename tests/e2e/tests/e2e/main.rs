@@ -11,6 +11,7 @@ mod errors;
 mod eth_namespace;
 mod fraud;
 mod proving;
+mod realtime;
 mod subscriptions;
 mod trace;
 mod transfer;

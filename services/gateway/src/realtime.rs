@@ -1,0 +1,253 @@
+//! The realtime extensions: a receipt in the same call that sends the transaction
+//! (`realtime_sendRawTransaction`, and `eth_sendRawTransactionSync` of EIP-7966), and a call that
+//! runs once an account's nonce reaches a target (`eth_callAfter`).
+//!
+//! Both wait on the chain feed, never by polling: the receipt is the one in the published
+//! mini-block that holds the transaction (its block is not sealed yet, so it has the block number
+//! but no block hash), typically tens of milliseconds after the send.
+
+use std::time::Duration;
+
+use alloy_primitives::{Address, B256, Bytes, U64};
+use alloy_rpc_types_eth::TransactionReceipt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+use verity_proto::{b256_from, v1};
+
+use crate::{
+    Backends,
+    eth::{Position, build_receipt, from_status},
+    feed::FeedEvent,
+    jsonrpc::{RpcError, param},
+};
+
+/// EIP-7966's error code for a transaction accepted but not processed within the timeout (the
+/// hash is in `data`).
+pub const TIMEOUT: i64 = 4;
+
+/// Waiting limits an operator sets.
+#[derive(Debug, Clone, Copy)]
+pub struct WaitLimits {
+    /// Used when the caller names no timeout.
+    pub default: Duration,
+    /// The longest a caller may ask for.
+    pub max: Duration,
+}
+
+fn timeout_of(params: &[Value], index: usize, limits: WaitLimits) -> Result<Duration, RpcError> {
+    // EIP-7966: a positive integer of milliseconds (viem sends a number; a hex string is taken
+    // too).
+    let requested = match params.get(index) {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(n.as_u64().filter(|ms| *ms > 0).ok_or_else(|| {
+            RpcError::invalid_params(format!(
+                "parameter {index}: timeout must be a positive integer of milliseconds"
+            ))
+        })?),
+        Some(other) => {
+            let ms: U64 = serde_json::from_value(other.clone()).map_err(|e| {
+                RpcError::invalid_params(format!("parameter {index}: timeout: {e}"))
+            })?;
+            Some(ms.to::<u64>())
+        }
+    };
+    Ok(requested.map_or(limits.default, |ms| {
+        Duration::from_millis(ms).min(limits.max)
+    }))
+}
+
+/// `realtime_sendRawTransaction` / `eth_sendRawTransactionSync`: sends, then answers with the
+/// receipt from the mini-block that holds the transaction, or error 4 with the hash when none
+/// came within the timeout.
+pub async fn send_raw_transaction_sync(
+    backends: &Backends,
+    params: &[Value],
+) -> Result<Value, RpcError> {
+    let raw: Bytes = param(params, 0)?;
+    let timeout = timeout_of(params, 1, backends.wait_limits)?;
+    // Subscribe before sending: the mini-block cannot slip by between the two.
+    let mut events = backends.feed.subscribe();
+    let response = backends
+        .ingress()
+        .submit(v1::SubmitRequest { raw: raw.to_vec() })
+        .await
+        .map_err(from_status)?
+        .into_inner();
+    let hash = b256_from(&response.tx_hash, "tx_hash").map_err(RpcError::internal)?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let receipt = loop {
+        let event = match tokio::time::timeout_at(deadline, events.recv()).await {
+            Err(_) => break None,
+            Ok(Ok(event)) => event,
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
+                // Too many events to look at: the replica may have it already.
+                if let Some(receipt) = replica_receipt(backends, hash).await? {
+                    break Some(receipt);
+                }
+                continue;
+            }
+            Ok(Err(broadcast::error::RecvError::Closed)) => break None,
+        };
+        if let Some(receipt) = receipt_in(&event, hash) {
+            break Some(receipt);
+        }
+    };
+    // A last look at the replica covers a mini-block the feed missed (a reconnect).
+    let receipt = match receipt {
+        Some(receipt) => Some(receipt),
+        None => replica_receipt(backends, hash).await?,
+    };
+    match receipt {
+        Some(receipt) => serde_json::to_value(receipt).map_err(RpcError::internal),
+        None => Err(RpcError {
+            code: TIMEOUT,
+            message: format!(
+                "the transaction {hash} was added to the mempool but was not processed within {} ms",
+                timeout.as_millis()
+            ),
+            data: Some(json!(hash)),
+        }),
+    }
+}
+
+/// The receipt of `hash` if `event` is the mini-block that holds it.
+fn receipt_in(event: &FeedEvent, hash: B256) -> Option<TransactionReceipt> {
+    let FeedEvent::MiniBlock {
+        mini,
+        first_tx_index,
+        first_log_index,
+    } = event
+    else {
+        return None;
+    };
+    let mut log_index = *first_log_index;
+    for (i, receipt) in mini.receipts.iter().enumerate() {
+        if receipt.tx_hash == hash {
+            return Some(build_receipt(
+                receipt,
+                Position {
+                    block_hash: None,
+                    block_number: mini.block_number,
+                    transaction_index: first_tx_index + i as u64,
+                    first_log_index: log_index,
+                },
+            ));
+        }
+        log_index += receipt.logs.len() as u64;
+    }
+    None
+}
+
+/// The receipt of `hash` as the replica has it, sealed or not.
+async fn replica_receipt(
+    backends: &Backends,
+    hash: B256,
+) -> Result<Option<TransactionReceipt>, RpcError> {
+    let response = backends
+        .replica()
+        .get_receipt(v1::TransactionRequest {
+            hash: hash.to_vec(),
+        })
+        .await
+        .map_err(from_status)?
+        .into_inner();
+    let (Some(stored), Some(receipt)) = (response.transaction, response.receipt) else {
+        return Ok(None);
+    };
+    if !response.found {
+        return Ok(None);
+    }
+    let receipt = verity_primitives::Receipt::try_from(&receipt).map_err(RpcError::internal)?;
+    let block_hash = if stored.block_hash.is_empty() {
+        None
+    } else {
+        Some(b256_from(&stored.block_hash, "block_hash").map_err(RpcError::internal)?)
+    };
+    Ok(Some(build_receipt(
+        &receipt,
+        Position {
+            block_hash,
+            block_number: stored.block_number,
+            transaction_index: stored.index,
+            first_log_index: response.first_log_index,
+        },
+    )))
+}
+
+/// The condition of `eth_callAfter`: run once `address`'s nonce is at least `nonce`.
+#[derive(Debug, Deserialize)]
+struct After {
+    address: Address,
+    nonce: U64,
+}
+
+async fn nonce_of(backends: &Backends, address: Address) -> Result<u64, RpcError> {
+    Ok(backends
+        .replica()
+        .get_account(v1::AccountRequest {
+            address: address.to_vec(),
+            block: None,
+        })
+        .await
+        .map_err(from_status)?
+        .into_inner()
+        .nonce)
+}
+
+/// `eth_callAfter(call, {address, nonce}, timeoutMs?)`: waits until the replica's latest state
+/// has `address` at `nonce` or above (woken by the mini-blocks that change that account), then
+/// runs `eth_call` at `latest`. Times out with error 4.
+pub async fn call_after(backends: &Backends, params: &[Value]) -> Result<Value, RpcError> {
+    let call: Value = param(params, 0)?;
+    let after: After = param(params, 1)?;
+    let timeout = timeout_of(params, 2, backends.wait_limits)?;
+    let target = after.nonce.to::<u64>();
+    let mut events = backends.feed.subscribe();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if nonce_of(backends, after.address).await? >= target {
+            return crate::eth::eth_call(backends, &[call, json!("latest")]).await;
+        }
+        // Wait for a mini-block that moves the account to the target; the replica may apply it
+        // a moment after the feed shows it.
+        let reached = loop {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Err(_) => {
+                    return Err(RpcError::new(
+                        TIMEOUT,
+                        format!(
+                            "the nonce of {} did not reach {target} within {} ms",
+                            after.address,
+                            timeout.as_millis()
+                        ),
+                    ));
+                }
+                Ok(Ok(FeedEvent::MiniBlock { mini, .. })) => {
+                    let moved = mini
+                        .diff
+                        .accounts
+                        .get(&after.address)
+                        .and_then(|change| change.nonce);
+                    if moved.is_some_and(|nonce| nonce >= target) {
+                        break true;
+                    }
+                }
+                Ok(Ok(FeedEvent::Block { .. })) => {}
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => break false,
+                Ok(Err(broadcast::error::RecvError::Closed)) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    break false;
+                }
+            }
+        };
+        if reached {
+            for _ in 0..200 {
+                if nonce_of(backends, after.address).await? >= target {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+}
