@@ -15,6 +15,8 @@ pub const INVALID_PARAMS: i64 = -32602;
 pub const INTERNAL_ERROR: i64 = -32603;
 /// Server error (geth uses it for transaction and execution errors).
 pub const SERVER_ERROR: i64 = -32000;
+/// The call took longer than the operator allows (geth's code for "request timed out").
+pub const TIMEOUT: i64 = -32002;
 /// A limit the operator set was exceeded (the code Infura and others use; see EIP-1474).
 pub const LIMIT_EXCEEDED: i64 = -32005;
 /// Execution reverted (geth, with the revert data in `data`).

@@ -10,6 +10,7 @@ pub mod feed;
 pub mod fees;
 pub mod filters;
 pub mod jsonrpc;
+pub mod limits;
 pub mod realtime;
 pub mod ws;
 
@@ -18,7 +19,6 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context as _;
 use axum::{
     Router,
-    body::Bytes,
     extract::State,
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
@@ -35,8 +35,6 @@ use jsonrpc::RpcError;
 
 /// Default gRPC (health) port of the gateway.
 pub const DEFAULT_GRPC_PORT: u16 = 7600;
-/// Largest accepted request body.
-const MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
 /// Chain events the feed buffers for its slowest subscription before that one is cut off.
 const FEED_CAPACITY: usize = 4_096;
 
@@ -93,6 +91,26 @@ pub struct Config {
     /// The longest wait a caller may ask of those methods, in milliseconds.
     #[arg(long, env = "VERITY_MAX_SYNC_TIMEOUT_MS", default_value_t = 30_000)]
     pub max_sync_timeout_ms: u64,
+    /// Largest request body (HTTP) or message (WebSocket), in bytes.
+    #[arg(long, env = "VERITY_MAX_BODY_BYTES", default_value_t = 5 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Most calls in one JSON-RPC batch.
+    #[arg(long, env = "VERITY_MAX_BATCH_SIZE", default_value_t = 1_000)]
+    pub max_batch_size: usize,
+    /// A call not answered within this many milliseconds fails with -32002 "request timed out"
+    /// (the realtime methods wait by their own timeout instead).
+    #[arg(long, env = "VERITY_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+    /// Transactions per second one client IP may send (0: no limit).
+    #[arg(long, env = "VERITY_SEND_RATE_PER_IP", default_value_t = 0)]
+    pub send_rate_per_ip: u32,
+    /// Transactions per second one sender account may send (0: no limit).
+    #[arg(long, env = "VERITY_SEND_RATE_PER_SENDER", default_value_t = 0)]
+    pub send_rate_per_sender: u32,
+    /// Take the client IP from the first `X-Forwarded-For` address (behind a trusted proxy or
+    /// load balancer) rather than from the connection.
+    #[arg(long, env = "VERITY_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
     /// Most blocks one `eth_getLogs` (or filter poll) may span.
     #[arg(long, env = "VERITY_MAX_LOGS_BLOCK_RANGE", default_value_t = 10_000)]
     pub max_logs_block_range: u64,
@@ -133,6 +151,23 @@ pub struct Backends {
     pub wait_limits: realtime::WaitLimits,
     /// WebSocket limits and the open-connection count.
     pub ws: Arc<ws::WsLimits>,
+    /// Request limits.
+    pub serving: Arc<Serving>,
+}
+
+/// Limits on every request.
+#[derive(Debug)]
+pub struct Serving {
+    /// Largest body or message, in bytes.
+    pub max_body_bytes: usize,
+    /// Most calls in a batch.
+    pub max_batch_size: usize,
+    /// Time allowed per call.
+    pub request_timeout: Duration,
+    /// Send rates.
+    pub sends: limits::SendLimits,
+    /// Whether `X-Forwarded-For` names the client.
+    pub trust_forwarded_for: bool,
 }
 
 impl Backends {
@@ -174,8 +209,18 @@ impl Backends {
                 max_connections: config.max_ws_connections,
                 max_subscriptions: config.max_subscriptions_per_connection,
                 queue: config.ws_queue,
-                max_message_bytes: MAX_BODY_BYTES,
+                max_message_bytes: config.max_body_bytes,
                 open: std::sync::atomic::AtomicUsize::new(0),
+            }),
+            serving: Arc::new(Serving {
+                max_body_bytes: config.max_body_bytes,
+                max_batch_size: config.max_batch_size.max(1),
+                request_timeout: Duration::from_millis(config.request_timeout_ms.max(1)),
+                sends: limits::SendLimits::new(
+                    config.send_rate_per_ip,
+                    config.send_rate_per_sender,
+                ),
+                trust_forwarded_for: config.trust_forwarded_for,
             }),
         })
     }
@@ -294,14 +339,30 @@ impl Gateway {
             ],
         )?;
         tracing::info!(%http_addr, %grpc_addr, "gateway serving JSON-RPC");
+        let sweeper = tokio::spawn({
+            let serving = self.backends.serving.clone();
+            let mut stop = stop_rx.clone();
+            async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(60)) => serving.sends.retain_recent(),
+                        _ = verity_server::stopped(&mut stop) => return,
+                    }
+                }
+            }
+        });
         let mut stop = stop_rx;
-        axum::serve(http, app)
-            .with_graceful_shutdown(async move {
-                verity_server::stopped(&mut stop).await;
-            })
-            .await?;
+        axum::serve(
+            http,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            verity_server::stopped(&mut stop).await;
+        })
+        .await?;
         grpc_server.await??;
         feed_task.await?;
+        sweeper.await?;
         pending_task.await?;
         tracing::info!("gateway stopped");
         Ok(())
@@ -338,51 +399,126 @@ pub fn router(backends: Backends) -> Router {
         .route("/", post(handle_http).get(ws::upgrade))
         .route("/ws", get(ws::upgrade))
         .route("/health", get(|| async { "ok" }))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Bodies are limited in `handle_http`, which answers with a JSON-RPC error.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(backends)
+}
+
+/// The client's IP: the connection's peer, or the first `X-Forwarded-For` address when the
+/// gateway is told to trust it; `None` when neither is known.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub Option<std::net::IpAddr>);
+
+impl axum::extract::FromRequestParts<Backends> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        backends: &Backends,
+    ) -> Result<Self, Self::Rejection> {
+        if backends.serving.trust_forwarded_for
+            && let Some(ip) = parts
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.trim().parse().ok())
+        {
+            return Ok(Self(Some(ip)));
+        }
+        Ok(Self(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<SocketAddr>>()
+                .map(|info| info.0.ip()),
+        ))
+    }
 }
 
 async fn handle_http(
     State(backends): State<Backends>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Response {
-    let span = tracing::info_span!("gateway.request", method = tracing::field::Empty);
-    verity_telemetry::link_http_parent(&headers, &span);
-    let response = handle_body(&backends, &body, &span)
-        .instrument(span.clone())
-        .await;
-    match response {
-        Some(value) => (
-            StatusCode::OK,
+    let limit = backends.serving.max_body_bytes;
+    let json = |status: StatusCode, value: Value| {
+        (
+            status,
             [(header::CONTENT_TYPE, "application/json")],
             value.to_string(),
         )
-            .into_response(),
+            .into_response()
+    };
+    let body = match axum::body::to_bytes(body, limit).await {
+        Ok(body) => body,
+        Err(_) => {
+            let error = RpcError::new(
+                jsonrpc::LIMIT_EXCEEDED,
+                format!("request body too large: the limit is {limit} bytes"),
+            );
+            return json(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                jsonrpc::response(Value::Null, Err(error)),
+            );
+        }
+    };
+    let span = tracing::info_span!("gateway.request", method = tracing::field::Empty);
+    verity_telemetry::link_http_parent(&headers, &span);
+    let response = handle_body(&backends, &body, ip, &span)
+        .instrument(span.clone())
+        .await;
+    match response {
+        Some(value) => json(StatusCode::OK, value),
         None => StatusCode::NO_CONTENT.into_response(),
     }
 }
 
 /// Answers a request body: one call or a batch. `None` when nothing is to be sent back (only
 /// notifications).
-pub async fn handle_body(backends: &Backends, body: &[u8], span: &tracing::Span) -> Option<Value> {
+pub async fn handle_body(
+    backends: &Backends,
+    body: &[u8],
+    ip: Option<std::net::IpAddr>,
+    span: &tracing::Span,
+) -> Option<Value> {
     match jsonrpc::parse_body(body) {
         Err(response) => Some(response),
+        Ok(jsonrpc::Body::Batch(calls)) if calls.len() > backends.serving.max_batch_size => {
+            Some(batch_too_large(backends, calls.len()))
+        }
         Ok(jsonrpc::Body::Batch(calls)) => {
             let answers = futures::future::join_all(
-                calls.into_iter().map(|c| handle_call(backends, c, None)),
+                calls
+                    .into_iter()
+                    .map(|c| handle_call(backends, c, ip, None)),
             )
             .await;
             let answers: Vec<Value> = answers.into_iter().flatten().collect();
             (!answers.is_empty()).then_some(Value::Array(answers))
         }
-        Ok(jsonrpc::Body::Single(single)) => handle_call(backends, single, Some(span)).await,
+        Ok(jsonrpc::Body::Single(single)) => handle_call(backends, single, ip, Some(span)).await,
     }
+}
+
+/// The answer to a batch over `--max-batch-size`.
+pub(crate) fn batch_too_large(backends: &Backends, len: usize) -> Value {
+    jsonrpc::response(
+        Value::Null,
+        Err(RpcError::new(
+            jsonrpc::LIMIT_EXCEEDED,
+            format!(
+                "batch too large: {len} calls, the limit is {}",
+                backends.serving.max_batch_size
+            ),
+        )),
+    )
 }
 
 async fn handle_call(
     backends: &Backends,
     value: Value,
+    ip: Option<std::net::IpAddr>,
     span: Option<&tracing::Span>,
 ) -> Option<Value> {
     let call = match jsonrpc::parse_call(value) {
@@ -392,12 +528,41 @@ async fn handle_call(
     if let Some(span) = span {
         span.record("method", call.method.as_str());
     }
-    let result = measured(
-        &call.method,
-        eth::dispatch(backends, &call.method, &call.params),
-    )
-    .await;
+    let result = answer(backends, &call, ip).await;
     call.id.map(|id| jsonrpc::response(id, result))
+}
+
+/// Answers one call under the serving limits: send rates, then the request timeout (the
+/// realtime methods are bounded by their own wait instead).
+pub(crate) async fn answer(
+    backends: &Backends,
+    call: &jsonrpc::Call,
+    ip: Option<std::net::IpAddr>,
+) -> Result<Value, RpcError> {
+    let method = call.method.as_str();
+    let params = &call.params;
+    let work = async {
+        if limits::SEND_METHODS.contains(&method) {
+            let raw: alloy_primitives::Bytes = jsonrpc::param(params, 0)?;
+            backends.serving.sends.check(ip, &raw)?;
+        }
+        if matches!(
+            method,
+            "eth_sendRawTransactionSync" | "realtime_sendRawTransaction" | "eth_callAfter"
+        ) {
+            return eth::dispatch(backends, method, params).await;
+        }
+        let timeout = backends.serving.request_timeout;
+        tokio::time::timeout(timeout, eth::dispatch(backends, method, params))
+            .await
+            .unwrap_or_else(|_| {
+                Err(RpcError::new(
+                    jsonrpc::TIMEOUT,
+                    format!("request timed out after {} ms", timeout.as_millis()),
+                ))
+            })
+    };
+    measured(method, work).await
 }
 
 /// Runs one call's work, recording its latency and outcome per method.

@@ -13,6 +13,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    net::IpAddr,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -37,7 +38,7 @@ use tokio::sync::{broadcast, mpsc};
 use verity_primitives::{Block, MiniBlock, Receipt};
 
 use crate::{
-    Backends,
+    Backends, ClientIp,
     eth::{Position, build_receipt},
     feed::FeedEvent,
     jsonrpc::{self, Call, LIMIT_EXCEEDED, RpcError, optional_param, param},
@@ -67,10 +68,14 @@ pub struct WsLimits {
 }
 
 /// `GET /` with an upgrade, or `GET /ws`.
-pub async fn upgrade(State(backends): State<Backends>, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(backends): State<Backends>,
+    ClientIp(ip): ClientIp,
+    ws: WebSocketUpgrade,
+) -> Response {
     let max = backends.ws.max_message_bytes;
     ws.max_message_size(max)
-        .on_upgrade(move |socket| connection(socket, backends))
+        .on_upgrade(move |socket| connection(socket, backends, ip))
 }
 
 /// Decrements the open-connection count when the connection ends.
@@ -89,7 +94,7 @@ enum Outbound {
     Close(u16, String),
 }
 
-async fn connection(socket: WebSocket, backends: Backends) {
+async fn connection(socket: WebSocket, backends: Backends, ip: Option<IpAddr>) {
     let limits = backends.ws.clone();
     let (mut sink, mut source) = socket.split();
     if limits.open.fetch_add(1, Ordering::SeqCst) >= limits.max_connections {
@@ -147,6 +152,7 @@ async fn connection(socket: WebSocket, backends: Backends) {
     });
     let mut session = Session {
         backends,
+        ip,
         out: out.clone(),
         close,
         subscriptions: HashMap::new(),
@@ -202,6 +208,7 @@ struct Start {
 
 struct Session {
     backends: Backends,
+    ip: Option<IpAddr>,
     out: mpsc::Sender<String>,
     close: mpsc::UnboundedSender<Outbound>,
     subscriptions: HashMap<U128, tokio::task::JoinHandle<()>>,
@@ -214,6 +221,11 @@ impl Session {
         let reply = match jsonrpc::parse_body(body) {
             Err(response) => Some(response),
             Ok(jsonrpc::Body::Single(value)) => self.answer_one(value, &mut starts).await,
+            Ok(jsonrpc::Body::Batch(values))
+                if values.len() > self.backends.serving.max_batch_size =>
+            {
+                Some(crate::batch_too_large(&self.backends, values.len()))
+            }
             Ok(jsonrpc::Body::Batch(values)) => {
                 let mut answers = Vec::with_capacity(values.len());
                 for value in values {
@@ -243,13 +255,7 @@ impl Session {
                 let result = self.unsubscribe(&call, starts);
                 crate::measured(&call.method, async { result }).await
             }
-            method => {
-                crate::measured(
-                    method,
-                    crate::eth::dispatch(&self.backends, method, &call.params),
-                )
-                .await
-            }
+            _ => crate::answer(&self.backends, &call, self.ip).await,
         };
         call.id.map(|id| jsonrpc::response(id, result))
     }
