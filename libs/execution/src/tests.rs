@@ -285,3 +285,69 @@ fn intrinsic_gas_counts_calldata_and_creation() {
     let envelope: TxEnvelope = legacy.into_signed(signature).into();
     assert_eq!(intrinsic_gas(&envelope), 53_000);
 }
+
+/// A caller that forwards all its gas to a callee storing a new slot (22,100 gas, of which only
+/// 63/64 of what is left reaches the callee), and reverts if that call failed: the gas such a
+/// transaction needs is well above what it uses, so only a real search finds it.
+#[test]
+fn estimate_gas_is_the_least_limit_the_transaction_then_succeeds_with() {
+    let alice = PrivateKeySigner::random();
+    let mut state = funded(&alice);
+    let callee = Address::repeat_byte(0xc1);
+    let caller = Address::repeat_byte(0xc2);
+    // PUSH1 1 PUSH1 0 SSTORE STOP
+    let callee_code = Bytes::from_static(&hex!("600160005500"));
+    // CALL(GAS, callee, 0, 0, 0, 0, 0); if it failed, REVERT(0, 0).
+    let mut caller_code = hex!("60006000600060006000").to_vec();
+    caller_code.push(0x73);
+    caller_code.extend_from_slice(callee.as_slice());
+    // GAS CALL ISZERO PUSH1 38 JUMPI STOP; 38: JUMPDEST PUSH1 0 DUP1 REVERT
+    caller_code.extend_from_slice(&hex!("5af115602657005b600080fd"));
+    for (address, code) in [(callee, callee_code), (caller, Bytes::from(caller_code))] {
+        let diff = verity_primitives::StateDiff {
+            accounts: [(
+                address,
+                verity_primitives::AccountDiff {
+                    code: Some(code),
+                    nonce: Some(1),
+                    ..Default::default()
+                },
+            )]
+            .into_iter()
+            .collect(),
+        };
+        state.apply(&diff);
+    }
+    let request = CallRequest {
+        from: Some(alice.address()),
+        to: Some(caller),
+        ..CallRequest::default()
+    };
+    let estimate = estimate_gas(&state, &env(), &request).unwrap().unwrap();
+    let used = call(&state, &env(), &request).unwrap().gas_used;
+    assert!(
+        estimate > used,
+        "the 63/64 rule needs headroom: {estimate} vs {used}"
+    );
+
+    let run = |gas: u64| {
+        let tx = sign_1559(
+            &alice,
+            0,
+            TxKind::Call(caller),
+            U256::ZERO,
+            Bytes::new(),
+            gas,
+        );
+        let outcome = execute(&state, &env(), vec![tx], 0).unwrap();
+        assert!(outcome.rejected.is_empty(), "{:?}", outcome.rejected);
+        outcome.receipts[0].clone()
+    };
+    let enough = run(estimate);
+    assert!(enough.success, "the estimate is enough");
+    assert_eq!(
+        enough.gas_used, used,
+        "and the transaction uses what the call used"
+    );
+    assert!(!run(estimate - 1).success, "one gas less is not");
+}

@@ -56,6 +56,51 @@ pub struct ChainSpec {
     pub genesis_header: Header,
     /// `genesis_header.hash_slow()`.
     pub genesis_hash: B256,
+    /// EIP-1559 parameters: Ethereum's unless the genesis sets `config.verity.eip1559Elasticity`
+    /// and `config.verity.eip1559Denominator`.
+    pub base_fee_params: BaseFeeParams,
+}
+
+/// The chain-specific part of the genesis `config` (`config.verity`).
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct VerityConfig {
+    /// Gas limit over gas target (Ethereum: 2).
+    eip1559_elasticity: Option<u64>,
+    /// The base fee moves by at most 1/denominator per block (Ethereum: 8).
+    eip1559_denominator: Option<u64>,
+}
+
+/// The EIP-1559 parameters a genesis sets in `config.verity`, each defaulting to Ethereum's.
+fn base_fee_params(genesis: &Genesis) -> Result<BaseFeeParams, ChainSpecError> {
+    let config: VerityConfig = match genesis.config.extra_fields.get_deserialized("verity") {
+        None => VerityConfig::default(),
+        Some(parsed) => parsed.map_err(|e| ChainSpecError::Invalid {
+            field: "config.verity",
+            reason: e.to_string(),
+        })?,
+    };
+    let ethereum = BaseFeeParams::ethereum();
+    let positive = |value: Option<u64>, default: u128, field| match value {
+        None => Ok(default),
+        Some(0) => Err(ChainSpecError::Invalid {
+            field,
+            reason: "must be a positive integer".into(),
+        }),
+        Some(v) => Ok(u128::from(v)),
+    };
+    Ok(BaseFeeParams::new(
+        positive(
+            config.eip1559_denominator,
+            ethereum.max_change_denominator,
+            "config.verity.eip1559Denominator",
+        )?,
+        positive(
+            config.eip1559_elasticity,
+            ethereum.elasticity_multiplier,
+            "config.verity.eip1559Elasticity",
+        )?,
+    ))
 }
 
 impl ChainSpec {
@@ -119,10 +164,12 @@ impl ChainSpec {
             ..Default::default()
         };
         let genesis_hash = genesis_header.hash_slow();
+        let base_fee_params = base_fee_params(&genesis)?;
         Ok(Self {
             genesis,
             genesis_header,
             genesis_hash,
+            base_fee_params,
         })
     }
 
@@ -161,7 +208,7 @@ impl ChainSpec {
 
     /// EIP-1559 parameters (Ethereum mainnet's).
     pub fn base_fee_params(&self) -> BaseFeeParams {
-        BaseFeeParams::ethereum()
+        self.base_fee_params
     }
 
     /// Base fee of the block after `parent` (EIP-1559).
@@ -247,5 +294,36 @@ mod tests {
     fn a_genesis_without_chain_id_is_refused_with_the_field_named() {
         let error = ChainSpec::from_json(r#"{"config":{},"alloc":{}}"#).expect_err("refused");
         assert!(error.to_string().contains("config.chainId"), "{error}");
+    }
+
+    #[test]
+    fn eip1559_parameters_come_from_the_genesis_and_drive_the_base_fee() {
+        let parent = |gas_used: u64| Header {
+            gas_limit: 30_000_000,
+            gas_used,
+            base_fee_per_gas: Some(1_000_000_000),
+            ..Default::default()
+        };
+        let ethereum =
+            ChainSpec::from_json(r#"{"config":{"chainId":7},"alloc":{}}"#).expect("parse");
+        assert_eq!(ethereum.base_fee_params(), BaseFeeParams::ethereum());
+        // A full block raises the base fee by 1/8 with Ethereum's parameters...
+        assert_eq!(ethereum.next_base_fee(&parent(30_000_000)), 1_125_000_000);
+        let custom = ChainSpec::from_json(
+            r#"{"config":{"chainId":7,"verity":{"eip1559Elasticity":4,"eip1559Denominator":50}},"alloc":{}}"#,
+        )
+        .expect("parse");
+        assert_eq!(custom.base_fee_params(), BaseFeeParams::new(50, 4));
+        // ...and by 1/50 of (used - target) / target with a target of a quarter of the limit.
+        assert_eq!(custom.next_base_fee(&parent(30_000_000)), 1_060_000_000);
+        assert_eq!(custom.next_base_fee(&parent(7_500_000)), 1_000_000_000);
+        for bad in [
+            r#"{"config":{"chainId":7,"verity":{"eip1559Denominator":0}},"alloc":{}}"#,
+            r#"{"config":{"chainId":7,"verity":{"eip1559Elasticity":0}},"alloc":{}}"#,
+            r#"{"config":{"chainId":7,"verity":{"eip1559Elastic":2}},"alloc":{}}"#,
+        ] {
+            let error = ChainSpec::from_json(bad).expect_err("refused");
+            assert!(error.to_string().contains("config.verity"), "{error}");
+        }
     }
 }
