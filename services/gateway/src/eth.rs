@@ -5,8 +5,9 @@ use alloy_consensus::{ReceiptEnvelope, ReceiptWithBloom, Transaction as _};
 use alloy_eips::{BlockId, BlockNumberOrTag};
 use alloy_primitives::{Address, B256, Bytes, U64, U128, U256, keccak256};
 use alloy_rpc_types_eth::{
-    Block, BlockTransactions, Filter, FilterChanges, Header as RpcHeader, Log as RpcLog,
-    Transaction as RpcTransaction, TransactionReceipt, TransactionRequest,
+    Block, BlockOverrides, BlockTransactions, Filter, FilterChanges, Header as RpcHeader,
+    Log as RpcLog, Transaction as RpcTransaction, TransactionReceipt, TransactionRequest,
+    state::StateOverride,
 };
 use serde_json::{Value, json};
 use verity_primitives::{Receipt, Transaction};
@@ -172,9 +173,7 @@ pub async fn dispatch(
         }
         "eth_call" => eth_call(backends, params).await,
         "eth_estimateGas" => {
-            let request: TransactionRequest = param(params, 0)?;
-            let block: Option<BlockId> = optional_param(params, 1)?;
-            let outcome = call(backends, &request, block, true).await?;
+            let outcome = call(backends, params, true).await?;
             to_value(U64::from(outcome.gas_used))
         }
         "eth_accounts" => Ok(json!([])),
@@ -290,12 +289,84 @@ pub async fn dispatch(
     }
 }
 
-/// `eth_call(request, block?)`.
+/// `eth_call(request, block?, stateOverrides?, blockOverrides?)`.
 pub async fn eth_call(backends: &Backends, params: &[Value]) -> Result<Value, RpcError> {
-    let request: TransactionRequest = param(params, 0)?;
-    let block: Option<BlockId> = optional_param(params, 1)?;
-    let outcome = call(backends, &request, block, false).await?;
+    let outcome = call(backends, params, false).await?;
     to_value(Bytes::from(outcome.output))
+}
+
+/// geth's state overrides (third parameter of `eth_call` and `eth_estimateGas`) on the wire.
+fn state_overrides(params: &[Value]) -> Result<Vec<v1::AccountOverride>, RpcError> {
+    let Some(overrides): Option<StateOverride> = optional_param(params, 2)? else {
+        return Ok(Vec::new());
+    };
+    let mut wire = Vec::with_capacity(overrides.len());
+    for (address, account) in overrides {
+        if account.move_precompile_to.is_some() {
+            return Err(RpcError::invalid_params(
+                "movePrecompileToAddress is not supported",
+            ));
+        }
+        let (replace_storage, slots) = match (account.state, account.state_diff) {
+            (Some(_), Some(_)) => {
+                return Err(RpcError::invalid_params(format!(
+                    "account {address} has both 'state' and 'stateDiff'"
+                )));
+            }
+            (Some(state), None) => (true, state),
+            (None, Some(diff)) => (false, diff),
+            (None, None) => (false, Default::default()),
+        };
+        wire.push(v1::AccountOverride {
+            address: address.to_vec(),
+            balance: account.balance.map(u256_bytes).unwrap_or_default(),
+            nonce: account.nonce,
+            code: account.code.map(|c| c.to_vec()),
+            replace_storage,
+            storage: slots
+                .into_iter()
+                .map(|(slot, value)| v1::StorageOverride {
+                    slot: slot.to_vec(),
+                    value: value.to_vec(),
+                })
+                .collect(),
+        });
+    }
+    Ok(wire)
+}
+
+/// geth's block overrides (fourth parameter) on the wire; fields this chain cannot honour are
+/// refused by name.
+fn block_overrides(params: &[Value]) -> Result<Option<v1::BlockOverrides>, RpcError> {
+    let Some(overrides): Option<BlockOverrides> = optional_param(params, 3)? else {
+        return Ok(None);
+    };
+    for (name, set) in [
+        ("difficulty", overrides.difficulty.is_some()),
+        ("random (prevRandao)", overrides.random.is_some()),
+        ("blobBaseFee", overrides.blob_base_fee.is_some()),
+        ("blockHash", overrides.block_hash.is_some()),
+    ] {
+        if set {
+            return Err(RpcError::invalid_params(format!(
+                "block override {name} is not supported"
+            )));
+        }
+    }
+    let number = overrides
+        .number
+        .map(|n| {
+            u64::try_from(n)
+                .map_err(|_| RpcError::invalid_params("block override number exceeds 64 bits"))
+        })
+        .transpose()?;
+    Ok(Some(v1::BlockOverrides {
+        number,
+        time: overrides.time,
+        gas_limit: overrides.gas_limit,
+        coinbase: overrides.coinbase.map(|a| a.to_vec()).unwrap_or_default(),
+        base_fee: overrides.base_fee.map(u256_bytes).unwrap_or_default(),
+    }))
 }
 
 async fn get_account(
@@ -584,10 +655,13 @@ pub fn rpc_header(block: &verity_primitives::Block) -> RpcHeader {
 
 async fn call(
     backends: &Backends,
-    request: &TransactionRequest,
-    block: Option<BlockId>,
+    params: &[Value],
     estimate_gas: bool,
 ) -> Result<v1::CallResponse, RpcError> {
+    let request: TransactionRequest = param(params, 0)?;
+    let block: Option<BlockId> = optional_param(params, 1)?;
+    let state_overrides = state_overrides(params)?;
+    let block_overrides = block_overrides(params)?;
     let to = match request.to {
         Some(alloy_primitives::TxKind::Call(to)) => to.to_vec(),
         _ => Vec::new(),
@@ -608,6 +682,8 @@ async fn call(
             .unwrap_or_default(),
         block: Some(block_id_to_wire(block)),
         estimate_gas,
+        state_overrides,
+        block_overrides,
     };
     let response = backends
         .replica()

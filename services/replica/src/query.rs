@@ -194,6 +194,135 @@ impl StateView for View<'_, '_> {
     }
 }
 
+/// One account as a call's state overrides describe it.
+#[derive(Debug, Default)]
+struct Override {
+    balance: Option<U256>,
+    nonce: Option<u64>,
+    code: Option<(B256, Bytes)>,
+    replace_storage: bool,
+    storage: std::collections::HashMap<U256, U256>,
+}
+
+/// A state view with geth's state overrides laid over it.
+struct Overridden<V> {
+    inner: V,
+    accounts: std::collections::HashMap<Address, Override>,
+}
+
+impl<V> Overridden<V> {
+    fn new(inner: V, wire: &[v1::AccountOverride]) -> Result<Self, Status> {
+        let mut accounts = std::collections::HashMap::new();
+        for entry in wire {
+            let address = address_from(&entry.address, "state_overrides.address")?;
+            let mut storage = std::collections::HashMap::new();
+            for slot in &entry.storage {
+                storage.insert(
+                    u256_from(&slot.slot, "state_overrides.storage.slot")?,
+                    u256_from(&slot.value, "state_overrides.storage.value")?,
+                );
+            }
+            let code = entry.code.as_ref().map(|code| {
+                let code = Bytes::from(code.clone());
+                (alloy_primitives::keccak256(&code), code)
+            });
+            let balance = if entry.balance.is_empty() {
+                None
+            } else {
+                Some(u256_from(&entry.balance, "state_overrides.balance")?)
+            };
+            accounts.insert(
+                address,
+                Override {
+                    balance,
+                    nonce: entry.nonce,
+                    code,
+                    replace_storage: entry.replace_storage,
+                    storage,
+                },
+            );
+        }
+        Ok(Self { inner, accounts })
+    }
+}
+
+impl<V: StateView<Error = StorageError>> StateView for Overridden<V> {
+    type Error = StorageError;
+
+    fn account(&self, address: Address) -> Result<Option<Account>, StorageError> {
+        let stored = self.inner.account(address)?;
+        let Some(change) = self.accounts.get(&address) else {
+            return Ok(stored);
+        };
+        let mut account = stored.unwrap_or_default();
+        if let Some(balance) = change.balance {
+            account.balance = balance;
+        }
+        if let Some(nonce) = change.nonce {
+            account.nonce = nonce;
+        }
+        if let Some((hash, _)) = &change.code {
+            account.code_hash = *hash;
+        }
+        Ok(Some(account))
+    }
+
+    fn storage(&self, address: Address, slot: U256) -> Result<U256, StorageError> {
+        match self.accounts.get(&address) {
+            Some(change) => match change.storage.get(&slot) {
+                Some(value) => Ok(*value),
+                None if change.replace_storage => Ok(U256::ZERO),
+                None => self.inner.storage(address, slot),
+            },
+            None => self.inner.storage(address, slot),
+        }
+    }
+
+    fn code(&self, code_hash: B256) -> Result<Option<Bytes>, StorageError> {
+        for change in self.accounts.values() {
+            if let Some((hash, code)) = &change.code
+                && *hash == code_hash
+            {
+                return Ok(Some(code.clone()));
+            }
+        }
+        self.inner.code(code_hash)
+    }
+
+    fn block_hash(&self, number: u64) -> Result<Option<B256>, StorageError> {
+        self.inner.block_hash(number)
+    }
+}
+
+/// `env` with geth's block overrides applied.
+fn override_env(
+    mut env: BlockEnvSpec,
+    overrides: Option<&v1::BlockOverrides>,
+) -> Result<BlockEnvSpec, Status> {
+    let Some(overrides) = overrides else {
+        return Ok(env);
+    };
+    if let Some(number) = overrides.number {
+        env.number = number;
+    }
+    if let Some(time) = overrides.time {
+        env.timestamp = time;
+    }
+    if let Some(gas_limit) = overrides.gas_limit {
+        env.gas_limit = gas_limit;
+    }
+    if !overrides.coinbase.is_empty() {
+        env.beneficiary = address_from(&overrides.coinbase, "block_overrides.coinbase")?;
+    }
+    if !overrides.base_fee.is_empty() {
+        env.base_fee = u64::try_from(u256_from(&overrides.base_fee, "block_overrides.base_fee")?)
+            .map_err(|_| {
+            Status::invalid_argument("block_overrides.base_fee exceeds 64 bits")
+        })?;
+    }
+    Ok(env)
+}
+
 /// The environment a call at sealed block `number` runs in: that block's own header, as geth's
 /// `eth_call` uses it.
 fn block_env(read: &ReadTx<'_>, spec: &ChainSpec, number: u64) -> Result<BlockEnvSpec, Status> {
@@ -531,7 +660,8 @@ impl v1::replica_server::Replica for QueryService {
                 At::Latest => pending_env(read, spec)?,
                 At::Block(number) => block_env(read, spec, number)?,
             };
-            let view = View::new(read, at);
+            let env = override_env(env, request.block_overrides.as_ref())?;
+            let view = Overridden::new(View::new(read, at), &request.state_overrides)?;
             let outcome = if request.estimate_gas {
                 match verity_execution::estimate_gas(&view, &env, &call)
                     .map_err(|e| Status::internal(e.to_string()))?

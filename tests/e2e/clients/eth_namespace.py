@@ -129,6 +129,46 @@ def main():
     out["uninstall_again"] = w3.eth.uninstall_filter(log_filter.filter_id)
     out["removed_filter_error"] = error_of(lambda: w3.eth.get_filter_changes(log_filter.filter_id))
 
+    # eth_call and eth_estimateGas with geth's state and block overrides.
+    value = "0x" + "77" * 32
+    out["override_slot"] = w3.eth.call(
+        {"to": address}, "latest", {address: {"stateDiff": {"0x" + "00" * 32: value}}}
+    ).to_0x_hex()
+    out["override_value"] = value
+    stranger = Web3.to_checksum_address("0x" + "5e" * 20)
+    out["override_code"] = w3.eth.call(
+        {"to": stranger},
+        "latest",
+        {stranger: {"code": "0x" + RUNTIME, "state": {"0x" + "00" * 32: value}}},
+    ).to_0x_hex()
+    poor = Web3.to_checksum_address("0x" + "70" * 20)
+    out["without_balance"] = error_of(
+        lambda: w3.eth.call({"from": poor, "to": stranger, "value": 10**18})
+    )
+    out["with_balance"] = w3.eth.call(
+        {"from": poor, "to": stranger, "value": 10**18}, "latest", {poor: {"balance": hex(2 * 10**18)}}
+    ).to_0x_hex()
+    out["estimate_with_balance"] = w3.eth.estimate_gas(
+        {"from": poor, "to": stranger, "value": 10**18}, "latest", {poor: {"balance": hex(2 * 10**18)}}
+    )
+    # NUMBER, then TIMESTAMP, each returned as one word.
+    env_reader = "0x4360005260206000f3"
+    time_reader = "0x4260005260206000f3"
+    out["block_number_override"] = w3.provider.make_request(
+        "eth_call",
+        [{"to": stranger}, "latest", {stranger: {"code": env_reader}}, {"number": "0x1234"}],
+    )["result"]
+    out["block_time_override"] = w3.provider.make_request(
+        "eth_call",
+        [{"to": stranger}, "latest", {stranger: {"code": time_reader}}, {"time": "0x5678"}],
+    )["result"]
+    out["unsupported_override"] = w3.provider.make_request(
+        "eth_call", [{"to": stranger}, "latest", {}, {"random": "0x" + "11" * 32}]
+    ).get("error")
+    out["both_state_and_diff"] = w3.provider.make_request(
+        "eth_call", [{"to": stranger}, "latest", {stranger: {"state": {}, "stateDiff": {}}}]
+    ).get("error")
+
     # Fee history over the blocks of the three transactions, with reward percentiles.
     newest = second["blockNumber"]
     count = newest - deployed["blockNumber"] + 1

@@ -79,6 +79,29 @@ async fn web3py_reads_blocks_logs_filters_and_fee_history() {
         json!("filter not found")
     );
 
+    // Overrides: a slot, code, a balance, the block number and time a call sees.
+    assert_eq!(out["override_slot"], out["override_value"], "{out}");
+    assert_eq!(out["override_code"], out["override_value"]);
+    assert!(
+        out["without_balance"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("insufficient funds"),
+        "{out}"
+    );
+    assert_eq!(out["with_balance"], json!("0x"));
+    assert_eq!(out["estimate_with_balance"], json!(21_000));
+    assert_eq!(
+        out["block_number_override"],
+        json!(format!("0x{:064x}", 0x1234))
+    );
+    assert_eq!(
+        out["block_time_override"],
+        json!(format!("0x{:064x}", 0x5678))
+    );
+    assert_eq!(out["unsupported_override"]["code"], json!(-32602), "{out}");
+    assert_eq!(out["both_state_and_diff"]["code"], json!(-32602), "{out}");
+
     // Fee history: one entry per block plus the next base fee; rewards are the tips paid
     // (1, 2 and 3 mwei per gas, one transaction per block as each waits for its receipt).
     assert_eq!(out["fee_oldest"], out["deploy_block"]);
