@@ -95,6 +95,8 @@ pub struct CallRequest {
     pub gas_price: Option<u128>,
     /// Nonce; the sender's current nonce when absent.
     pub nonce: Option<u64>,
+    /// EIP-2930 access list (charged as intrinsic gas, warming what it lists).
+    pub access_list: alloy_eips::eip2930::AccessList,
 }
 
 /// What running a message produced.
@@ -428,8 +430,14 @@ fn run_call<S: StateView>(
     let mut cfg = cfg_env(env.chain_id);
     cfg.disable_nonce_check = request.nonce.is_none();
     let caller = request.from.unwrap_or_default();
+    let tx_type = match (request.gas_price.is_some(), request.access_list.is_empty()) {
+        (true, _) => 2,
+        (false, false) => 1,
+        (false, true) => 0,
+    };
     let tx = TxEnv {
-        tx_type: if request.gas_price.is_some() { 2 } else { 0 },
+        tx_type,
+        access_list: request.access_list.clone(),
         caller,
         gas_limit: gas,
         gas_price: request.gas_price.unwrap_or(0),

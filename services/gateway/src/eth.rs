@@ -684,6 +684,15 @@ async fn call(
         estimate_gas,
         state_overrides,
         block_overrides,
+        access_list: request
+            .access_list
+            .iter()
+            .flat_map(|list| list.0.iter())
+            .map(|item| v1::AccessListItem {
+                address: item.address.to_vec(),
+                storage_keys: item.storage_keys.iter().map(|k| k.to_vec()).collect(),
+            })
+            .collect(),
     };
     let response = backends
         .replica()

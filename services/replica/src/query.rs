@@ -653,6 +653,7 @@ impl v1::replica_server::Replica for QueryService {
                 )
             },
             nonce: None,
+            access_list: access_list(&request.access_list)?,
         };
         self.with_read(move |read, spec| {
             let at = state_at(read, request.block.as_ref())?;
@@ -683,6 +684,22 @@ impl v1::replica_server::Replica for QueryService {
         })
         .await
     }
+}
+
+fn access_list(wire: &[v1::AccessListItem]) -> Result<alloy_eips::eip2930::AccessList, Status> {
+    wire.iter()
+        .map(|item| {
+            Ok(alloy_eips::eip2930::AccessListItem {
+                address: address_from(&item.address, "access_list.address")?,
+                storage_keys: item
+                    .storage_keys
+                    .iter()
+                    .map(|key| b256_from(key, "access_list.storage_keys"))
+                    .collect::<Result<_, _>>()?,
+            })
+        })
+        .collect::<Result<Vec<_>, Status>>()
+        .map(alloy_eips::eip2930::AccessList)
 }
 
 fn call_response(outcome: verity_execution::CallOutcome) -> v1::CallResponse {

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod conformance;
 mod contract;
 mod crash_recovery;
 mod devnet;

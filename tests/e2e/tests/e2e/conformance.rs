@@ -1,0 +1,95 @@
+//! Conformance with two real client libraries on one devnet with the proving path on: viem
+//! (Node.js) and web3.py each deploy an ERC-20 compiled from Solidity by solc-js, transfer it
+//! with legacy, EIP-2930 and EIP-1559 transactions, read its Transfer logs through eth_getLogs,
+//! a filter and a WebSocket subscription, call balanceOf, decode a revert reason, replace a
+//! pending transaction with a higher fee, and read the safe and finalized blocks.
+
+use serde_json::{Value, json};
+use verity_e2e::{TestNet, run_node, run_python};
+
+fn check(library: &str, out: &Value, status_ok: &Value, types: [&Value; 3]) {
+    let context = format!("{library}: {out}");
+    assert_eq!(&out["deploy_status"], status_ok, "{context}");
+    for (name, expected_type) in ["legacy", "eip2930", "eip1559"].iter().zip(types) {
+        assert_eq!(&out["types"][name]["status"], status_ok, "{name} {context}");
+        assert_eq!(
+            &out["types"][name]["type"], expected_type,
+            "{name} {context}"
+        );
+    }
+    let number = |v: &Value| -> u64 {
+        v.as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .unwrap_or_else(|| panic!("not a number: {v} in {context}"))
+    };
+    let values = |key: &str| -> Vec<u64> {
+        out[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{key} missing: {context}"))
+            .iter()
+            .map(number)
+            .collect()
+    };
+    assert_eq!(number(&out["balance"]), 600, "{context}");
+    assert_eq!(values("get_logs"), [1_000_000, 100, 200, 300], "{context}");
+    assert_eq!(values("filter_logs"), [100, 200, 300], "{context}");
+    assert_eq!(values("streamed"), [100, 200, 300], "{context}");
+    assert!(
+        out["revert"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("balance too low"),
+        "{context}"
+    );
+    assert_eq!(&out["replacement"]["status"], status_ok, "{context}");
+    assert_eq!(out["replacement"]["nonce_after"], json!(6), "{context}");
+    assert!(
+        out["replaced_receipt"]
+            .as_str()
+            .unwrap()
+            .contains("NotFound"),
+        "the replaced transaction never lands: {context}"
+    );
+    let latest = number(&out["latest"]);
+    for tag in ["safe", "finalized"] {
+        let block = &out[tag];
+        assert!(block["hash"].is_string(), "{tag} block: {context}");
+        assert!(
+            number(&block["number"]) <= latest,
+            "{tag} above latest: {context}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viem_and_web3py_run_an_erc20_through_every_transaction_type_and_read_path() {
+    let net = TestNet::start(|o| o.proving = true).await.unwrap();
+    let url = net.devnet.rpc_url();
+    let viem = match run_node("conformance.mjs", &[&url, "1"]).await {
+        Ok(out) => out,
+        Err(error) => {
+            net.dump_logs();
+            panic!("{error:#}");
+        }
+    };
+    check(
+        "viem",
+        &viem,
+        &json!("success"),
+        [&json!("legacy"), &json!("eip2930"), &json!("eip1559")],
+    );
+    let web3py = match run_python("conformance.py", &[&url, "2"]).await {
+        Ok(out) => out,
+        Err(error) => {
+            net.dump_logs();
+            panic!("{error:#}");
+        }
+    };
+    check(
+        "web3.py",
+        &web3py,
+        &json!(1),
+        [&json!(0), &json!(1), &json!(2)],
+    );
+    net.stop().await.unwrap();
+}
