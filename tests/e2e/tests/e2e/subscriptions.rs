@@ -87,3 +87,24 @@ async fn web3py_subscriptions_see_mini_blocks_logs_heads_and_state_changes() {
     assert!(out["block_number_on_ws_path"].is_string(), "{out}");
     net.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_streams_lose_nothing_across_a_thousand_mini_blocks() {
+    let net = TestNet::start(|_| {}).await.unwrap();
+    let out = match run_python("streams.py", &[&net.devnet.rpc_url()]).await {
+        Ok(out) => out,
+        Err(error) => {
+            net.dump_logs();
+            panic!("{error:#}");
+        }
+    };
+    assert!(out["mini_blocks"].as_u64().unwrap() >= 1_000, "{out}");
+    assert_eq!(out["mini_block_gaps"], json!(0), "{out}");
+    assert_eq!(out["mini_block_txs_missing"], json!(0), "{out}");
+    assert_eq!(out["pending_seen"], out["sent"], "{out}");
+    assert_eq!(out["pending_missing"], json!(0), "{out}");
+    assert_eq!(out["pending_duplicates"], json!(0), "{out}");
+    assert!(out["heads"].as_u64().unwrap() >= 2, "{out}");
+    assert_eq!(out["head_gaps"], json!(0), "{out}");
+    net.stop().await.unwrap();
+}
