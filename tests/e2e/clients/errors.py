@@ -74,6 +74,17 @@ def main():
     out["filled_status"] = [receipt["status"], replaced["status"]]
     out["nonce_after"] = w3.eth.get_transaction_count(account.address)
 
+    out["nonce_too_low"] = send(raw(nonce=0)).get("error")
+    stranger = Account.create()
+    out["insufficient_funds"] = send(
+        stranger.sign_transaction(
+            {"type": 2, "chainId": chain_id, "nonce": 0, "to": "0x" + "42" * 20, "value": 1,
+             "gas": 21_000, "maxPriorityFeePerGas": 1, "maxFeePerGas": base_fee * 4}
+        ).raw_transaction.to_0x_hex()
+    ).get("error")
+    out["over_block_gas_limit"] = send(raw(nonce=out["nonce_after"], gas=10**9)).get("error")
+    out["wrong_chain"] = send(raw(nonce=out["nonce_after"], chainId=chain_id + 1)).get("error")
+
     # Reverts: code 3, the revert data, the reason in the message; web3.py decodes the reason.
     out["call_revert"] = w3.provider.make_request("eth_call", [{"data": "0x" + REVERTER}, "latest"]).get("error")
     out["estimate_revert"] = w3.provider.make_request("eth_estimateGas", [{"data": "0x" + REVERTER}]).get("error")
