@@ -44,14 +44,17 @@ e2e: bootstrap bins
 
 ## bench: benchmarks (figures printed, never asserted); record them in docs/benchmarks.md.
 ## Built so far: the state tree's write throughput, the witness replica's job building at
-## 10,000 transfers/s, chunk proofs, the IPA/KZG backend comparison, and verification against
-## execution (tens of minutes).
+## 10,000 transfers/s, chunk proofs, the IPA/KZG backend comparison, verification against
+## execution (tens of minutes), and JSON-RPC on a release-built devnet (realtime send latency,
+## read throughput).
 bench: bootstrap
 	$(CARGO) bench -p verity-commitment --bench tree
 	$(CARGO) bench -p verity-chunk --bench witness
 	$(CARGO) bench -p verity-circuits --bench chunk
 	$(CARGO) bench -p verity-circuits --features ipa --bench backends
 	$(CARGO) bench -p verity-chunk --bench verify_cost
+	$(CARGO) build --release --bins
+	$(CARGO) bench -p verity-e2e --bench rpc
 
 clean:
 	$(CARGO) clean
