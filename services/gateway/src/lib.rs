@@ -149,6 +149,8 @@ pub struct Backends {
     pub feed: feed::Feed,
     /// Waiting limits of the realtime methods.
     pub wait_limits: realtime::WaitLimits,
+    /// Callers waiting for a receipt (`eth_sendRawTransactionSync`).
+    pub waiters: Arc<realtime::Waiters>,
     /// WebSocket limits and the open-connection count.
     pub ws: Arc<ws::WsLimits>,
     /// Request limits.
@@ -199,6 +201,7 @@ impl Backends {
                 max_results: config.max_logs,
             },
             feed: feed::Feed::new(FEED_CAPACITY),
+            waiters: Arc::new(realtime::Waiters::default()),
             wait_limits: realtime::WaitLimits {
                 default: Duration::from_millis(
                     config.sync_timeout_ms.min(config.max_sync_timeout_ms),
@@ -312,6 +315,10 @@ impl Gateway {
         ));
         let pending_task =
             tokio::spawn(feed_pending_filters(self.backends.clone(), stop_rx.clone()));
+        let receipts_task = tokio::spawn(realtime::deliver_receipts(
+            self.backends.clone(),
+            stop_rx.clone(),
+        ));
         let grpc_server = tokio::spawn({
             let mut stop = stop_rx.clone();
             verity_server::serve_grpc(tonic::service::Routes::default(), &[], grpc, async move {
@@ -364,6 +371,7 @@ impl Gateway {
         feed_task.await?;
         sweeper.await?;
         pending_task.await?;
+        receipts_task.await?;
         tracing::info!("gateway stopped");
         Ok(())
     }

@@ -57,6 +57,86 @@ fn timeout_of(params: &[Value], index: usize, limits: WaitLimits) -> Result<Dura
     }))
 }
 
+/// Senders waiting for the receipt of a transaction, by hash. One task reads the feed and hands
+/// each mini-block's receipts to their waiters, so a mini-block is scanned once however many
+/// callers wait.
+#[derive(Debug, Default)]
+pub struct Waiters {
+    waiting: std::sync::Mutex<
+        std::collections::HashMap<B256, Vec<tokio::sync::oneshot::Sender<TransactionReceipt>>>,
+    >,
+}
+
+impl Waiters {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<B256, Vec<tokio::sync::oneshot::Sender<TransactionReceipt>>>,
+    > {
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits for the receipt of `hash` (register before sending).
+    pub fn register(&self, hash: B256) -> tokio::sync::oneshot::Receiver<TransactionReceipt> {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        self.lock().entry(hash).or_default().push(sender);
+        receiver
+    }
+
+    /// Drops the waiters of `hash` that gave up.
+    pub fn forget(&self, hash: B256) {
+        let mut waiting = self.lock();
+        if let Some(senders) = waiting.get_mut(&hash) {
+            senders.retain(|s| !s.is_closed());
+            if senders.is_empty() {
+                waiting.remove(&hash);
+            }
+        }
+    }
+
+    /// Hands the receipts of a mini-block to whoever waits for them.
+    pub fn deliver(&self, event: &FeedEvent) {
+        let FeedEvent::MiniBlock { mini, .. } = event else {
+            return;
+        };
+        let mut waiting = self.lock();
+        if waiting.is_empty() {
+            return;
+        }
+        for receipt in &mini.receipts {
+            if let Some(senders) = waiting.remove(&receipt.tx_hash)
+                && let Some(found) = receipt_in(event, receipt.tx_hash)
+            {
+                for sender in senders {
+                    let _ = sender.send(found.clone());
+                }
+            }
+        }
+    }
+}
+
+/// Feeds [`Waiters`] from the chain feed until `stop`.
+pub async fn deliver_receipts(backends: Backends, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut events = backends.feed.subscribe();
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            _ = verity_server::stopped(&mut stop) => return,
+        };
+        match event {
+            Ok(event) => backends.waiters.deliver(&event),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                // Their waiters find the receipt on the replica when their wait ends.
+                tracing::warn!(missed, "realtime receipts missed chain events");
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
 /// `realtime_sendRawTransaction` / `eth_sendRawTransactionSync`: sends, then answers with the
 /// receipt from the mini-block that holds the transaction, or error 4 with the hash when none
 /// came within the timeout.
@@ -66,34 +146,29 @@ pub async fn send_raw_transaction_sync(
 ) -> Result<Value, RpcError> {
     let raw: Bytes = param(params, 0)?;
     let timeout = timeout_of(params, 1, backends.wait_limits)?;
-    // Subscribe before sending: the mini-block cannot slip by between the two.
-    let mut events = backends.feed.subscribe();
-    let response = backends
+    // A transaction's hash is the hash of its EIP-2718 encoding: wait for it before sending, so
+    // the mini-block cannot slip by between the two.
+    let hash = alloy_primitives::keccak256(&raw);
+    let waiting = backends.waiters.register(hash);
+    let submitted = backends
         .ingress()
         .submit(v1::SubmitRequest { raw: raw.to_vec() })
-        .await
-        .map_err(from_status)?
-        .into_inner();
-    let hash = b256_from(&response.tx_hash, "tx_hash").map_err(RpcError::internal)?;
-    let deadline = tokio::time::Instant::now() + timeout;
-    let receipt = loop {
-        let event = match tokio::time::timeout_at(deadline, events.recv()).await {
-            Err(_) => break None,
-            Ok(Ok(event)) => event,
-            Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
-                // Too many events to look at: the replica may have it already.
-                if let Some(receipt) = replica_receipt(backends, hash).await? {
-                    break Some(receipt);
-                }
-                continue;
-            }
-            Ok(Err(broadcast::error::RecvError::Closed)) => break None,
-        };
-        if let Some(receipt) = receipt_in(&event, hash) {
-            break Some(receipt);
+        .await;
+    let response = match submitted {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            drop(waiting);
+            backends.waiters.forget(hash);
+            return Err(from_status(status));
         }
     };
-    // A last look at the replica covers a mini-block the feed missed (a reconnect).
+    let hash = b256_from(&response.tx_hash, "tx_hash").map_err(RpcError::internal)?;
+    let receipt = tokio::time::timeout(timeout, waiting)
+        .await
+        .ok()
+        .and_then(Result::ok);
+    backends.waiters.forget(hash);
+    // A last look at the replica covers a mini-block the feed missed (a reconnect, a lag).
     let receipt = match receipt {
         Some(receipt) => Some(receipt),
         None => replica_receipt(backends, hash).await?,
