@@ -1,6 +1,6 @@
 //! JSON-RPC figures on a whole devnet on this machine (`make bench`; printed, never asserted):
-//! `realtime_sendRawTransaction` latency from submit to receipt, open loop at 100 and 1,000
-//! transfers/s, and `eth_getBalance` / `eth_call` throughput against one gateway and one replica.
+//! `realtime_sendRawTransaction` latency from submit to receipt, one client closed loop and open
+//! loop at 100 and 1,000 transfers/s, and `eth_getBalance` / `eth_call` throughput against one gateway and one replica.
 //!
 //! The services are the binaries next to this benchmark (`target/release` under `make bench`;
 //! `VERITY_BIN_DIR` overrides). The load generator, NATS and every service share the machine.
@@ -97,6 +97,40 @@ async fn realtime_latency(net: &TestNet, rate: u64, seconds: u64, nonces: &mut [
     }
 }
 
+/// One client sending its next transfer as soon as the previous receipt came back: the path's
+/// floor and its tail, without queueing behind other senders.
+async fn realtime_closed_loop(net: &TestNet, count: usize, nonces: &mut [u64]) {
+    let signer = dev_signer(net, 0).unwrap();
+    let chain_id = net.devnet.chain_id();
+    let rpc = net.rpc();
+    let mut latencies = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (raw, _) = sign_transfer(
+            &signer,
+            chain_id,
+            nonces[0],
+            Address::repeat_byte(0x43),
+            U256::from(1),
+            100_000_000_000,
+        )
+        .unwrap();
+        nonces[0] += 1;
+        let sent = Instant::now();
+        rpc.call("realtime_sendRawTransaction", json!([raw]))
+            .await
+            .unwrap();
+        latencies.push(sent.elapsed());
+    }
+    latencies.sort();
+    println!(
+        "realtime_sendRawTransaction, one client, closed loop, {count} transfers: p50 {}, p90 {}, p99 {}, min {}",
+        ms(percentile(&latencies, 50.0)),
+        ms(percentile(&latencies, 90.0)),
+        ms(percentile(&latencies, 99.0)),
+        ms(percentile(&latencies, 0.0)),
+    );
+}
+
 async fn read_throughput(net: &TestNet, method: &str, params: serde_json::Value, workers: usize) {
     let rpc = net.rpc();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -142,6 +176,7 @@ fn main() {
             std::thread::available_parallelism().map_or(0, |n| n.get())
         );
         let mut nonces = vec![0u64; 10];
+        realtime_closed_loop(&net, 500, &mut nonces).await;
         realtime_latency(&net, 100, 10, &mut nonces).await;
         realtime_latency(&net, 1_000, 10, &mut nonces).await;
         let account = dev_signer(&net, 0).unwrap().address();
