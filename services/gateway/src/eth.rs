@@ -405,6 +405,16 @@ async fn get_transaction_count(backends: &Backends, params: &[Value]) -> Result<
     to_value(U64::from(account.nonce))
 }
 
+/// The hash of the block holding `stored`; `None` while that block is not sealed.
+fn sealed_in(stored: &v1::StoredTransaction) -> Result<Option<B256>, RpcError> {
+    if stored.block_hash.is_empty() {
+        return Ok(None);
+    }
+    b256_from(&stored.block_hash, "block_hash")
+        .map(Some)
+        .map_err(wire_err)
+}
+
 fn decode_stored(
     stored: &v1::StoredTransaction,
 ) -> Result<(Transaction, Option<B256>, u64), RpcError> {
@@ -413,11 +423,7 @@ fn decode_stored(
         .as_ref()
         .ok_or_else(|| RpcError::internal("stored transaction without body"))?;
     let tx = Transaction::try_from(wire).map_err(wire_err)?;
-    let block_hash = if stored.block_hash.is_empty() {
-        None
-    } else {
-        Some(b256_from(&stored.block_hash, "block_hash").map_err(wire_err)?)
-    };
+    let block_hash = sealed_in(stored)?;
     let base_fee = u256_from(&stored.base_fee, "base_fee")
         .map_err(wire_err)?
         .saturating_to::<u64>();
@@ -441,6 +447,22 @@ pub fn rpc_transaction(stored: &v1::StoredTransaction) -> Result<RpcTransaction,
 }
 
 async fn get_receipt(backends: &Backends, hash: B256) -> Result<Value, RpcError> {
+    // A receipt appears once its block is sealed, as geth's does once mined.
+    match receipt_of(backends, hash)
+        .await?
+        .filter(|r| r.block_hash.is_some())
+    {
+        Some(receipt) => to_value(receipt),
+        None => Ok(Value::Null),
+    }
+}
+
+/// The receipt of `hash` as the replica has it: sealed (with its block hash) or only in a
+/// mini-block of the open block (without).
+pub async fn receipt_of(
+    backends: &Backends,
+    hash: B256,
+) -> Result<Option<TransactionReceipt>, RpcError> {
     let response = backends
         .replica()
         .get_receipt(v1::TransactionRequest {
@@ -449,27 +471,23 @@ async fn get_receipt(backends: &Backends, hash: B256) -> Result<Value, RpcError>
         .await
         .map_err(from_status)?
         .into_inner();
-    match rpc_receipt(&response)? {
-        Some(receipt) => to_value(receipt),
-        None => Ok(Value::Null),
-    }
+    rpc_receipt(&response)
 }
 
-/// A receipt in the RPC shape; `None` when there is none, or while its block is not sealed.
+/// A replica's receipt in the RPC shape; `None` when there is none.
 fn rpc_receipt(response: &v1::ReceiptResponse) -> Result<Option<TransactionReceipt>, RpcError> {
     let (Some(stored), Some(receipt)) = (&response.transaction, &response.receipt) else {
         return Ok(None);
     };
-    if !response.found || stored.block_hash.is_empty() {
-        // Executed in a mini-block, but its block is not sealed yet.
+    if !response.found {
         return Ok(None);
     }
     let receipt = Receipt::try_from(receipt).map_err(wire_err)?;
-    let block_hash = b256_from(&stored.block_hash, "block_hash").map_err(wire_err)?;
+    let block_hash = sealed_in(stored)?;
     Ok(Some(build_receipt(
         &receipt,
         Position {
-            block_hash: Some(block_hash),
+            block_hash,
             block_number: stored.block_number,
             transaction_index: stored.index,
             first_log_index: response.first_log_index,
@@ -533,6 +551,17 @@ pub fn build_receipt(receipt: &Receipt, at: Position) -> TransactionReceipt {
 }
 
 async fn block_receipts(backends: &Backends, id: BlockId) -> Result<Value, RpcError> {
+    match sealed_block_receipts(backends, id).await? {
+        Some(receipts) => to_value(receipts),
+        None => Ok(Value::Null),
+    }
+}
+
+/// Every receipt of a sealed block, in order; `None` when there is no such block.
+pub async fn sealed_block_receipts(
+    backends: &Backends,
+    id: BlockId,
+) -> Result<Option<Vec<TransactionReceipt>>, RpcError> {
     let response = backends
         .replica()
         .get_block_receipts(v1::BlockRequest {
@@ -542,17 +571,30 @@ async fn block_receipts(backends: &Backends, id: BlockId) -> Result<Value, RpcEr
         .map_err(from_status)?
         .into_inner();
     if !response.found {
-        return Ok(Value::Null);
+        return Ok(None);
     }
-    let receipts = response
+    response
         .receipts
         .iter()
         .map(|entry| {
             rpc_receipt(entry)?
+                .filter(|r| r.block_hash.is_some())
                 .ok_or_else(|| RpcError::internal("a sealed block's receipt is missing"))
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    to_value(receipts)
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// A sealed block (header, hash, transaction hashes); `None` when there is no such block.
+pub async fn sealed_block(
+    backends: &Backends,
+    id: BlockId,
+) -> Result<Option<verity_primitives::Block>, RpcError> {
+    block_of(backends, id)
+        .await?
+        .and_then(|response| response.block)
+        .map(|wire| verity_primitives::Block::try_from(&wire).map_err(wire_err))
+        .transpose()
 }
 
 async fn block_of(backends: &Backends, id: BlockId) -> Result<Option<v1::BlockResponse>, RpcError> {

@@ -1,5 +1,6 @@
 //! The chain feed: this gateway's own ordered JetStream consumer of the chain stream, decoded
-//! once and fanned out to every WebSocket subscription and pending-transaction filter. Nothing
+//! once, handed to the pending-transaction filters and realtime waiters, and fanned out to every
+//! WebSocket subscription. Nothing
 //! is polled: a mini-block reaches subscribers as soon as NATS delivers it.
 //!
 //! The consumer is ephemeral and starts at new messages: subscriptions are live, not a replay.
@@ -174,11 +175,18 @@ async fn follow(
                     .map(|r| r.logs.len() as u64)
                     .sum::<u64>();
                 open.receipts.extend(mini.receipts.iter().cloned());
-                feed.publish(FeedEvent::MiniBlock {
+                let event = FeedEvent::MiniBlock {
                     mini: Arc::from(mini),
                     first_tx_index,
                     first_log_index,
-                });
+                };
+                // The gateway's own consumers take it here, in order and without a queue that
+                // could lag; subscriptions through the broadcast.
+                if let FeedEvent::MiniBlock { mini, .. } = &event {
+                    backends.filters.on_pending(&transaction_hashes(mini));
+                }
+                backends.waiters.deliver(&event);
+                feed.publish(event);
             }
             ChainEventKind::Block(block) => {
                 let receipts = if open.number == block.number()
@@ -272,6 +280,26 @@ async fn block_receipts(backends: &Backends, block: &Block) -> Vec<Receipt> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A mini-block's receipts, each with where it sits in the block being built (no block hash
+/// yet), given the index of the mini-block's first transaction and first log in that block.
+pub fn positioned(
+    mini: &MiniBlock,
+    first_tx_index: u64,
+    first_log_index: u64,
+) -> impl Iterator<Item = (&Receipt, crate::eth::Position)> {
+    let mut log_index = first_log_index;
+    mini.receipts.iter().enumerate().map(move |(i, receipt)| {
+        let at = crate::eth::Position {
+            block_hash: None,
+            block_number: mini.block_number,
+            transaction_index: first_tx_index + i as u64,
+            first_log_index: log_index,
+        };
+        log_index += receipt.logs.len() as u64;
+        (receipt, at)
+    })
 }
 
 /// The hashes of a mini-block's transactions.

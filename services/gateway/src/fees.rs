@@ -2,14 +2,13 @@
 //! geth's rules (at most 1024 blocks, percentiles in 0..=100 and non-decreasing, rewards weighted
 //! by the gas each transaction used).
 
-use alloy_eips::BlockNumberOrTag;
+use alloy_eips::{BlockId, BlockNumberOrTag};
 use alloy_rpc_types_eth::FeeHistory;
 use serde_json::Value;
-use verity_proto::{u256_from, v1};
+use verity_proto::u256_from;
 
 use crate::{
     Backends,
-    eth::from_status,
     jsonrpc::{RpcError, SERVER_ERROR},
 };
 
@@ -78,21 +77,9 @@ pub fn rewards(mut tips: Vec<(u128, u64)>, block_gas_used: u64, percentiles: &[f
 }
 
 async fn block(backends: &Backends, number: u64) -> Result<verity_primitives::Block, RpcError> {
-    let response = backends
-        .replica()
-        .get_block(v1::BlockRequest {
-            block: Some(v1::BlockId {
-                id: Some(v1::block_id::Id::Number(number)),
-            }),
-        })
-        .await
-        .map_err(from_status)?
-        .into_inner();
-    let wire = response
-        .block
-        .filter(|_| response.found)
-        .ok_or_else(|| RpcError::internal(format!("block {number} missing on the replica")))?;
-    verity_primitives::Block::try_from(&wire).map_err(RpcError::internal)
+    crate::eth::sealed_block(backends, BlockId::number(number))
+        .await?
+        .ok_or_else(|| RpcError::internal(format!("block {number} missing on the replica")))
 }
 
 async fn block_tips(
@@ -100,32 +87,13 @@ async fn block_tips(
     number: u64,
     base_fee: u128,
 ) -> Result<Vec<(u128, u64)>, RpcError> {
-    let response = backends
-        .replica()
-        .get_block_receipts(v1::BlockRequest {
-            block: Some(v1::BlockId {
-                id: Some(v1::block_id::Id::Number(number)),
-            }),
-        })
-        .await
-        .map_err(from_status)?
-        .into_inner();
-    response
-        .receipts
+    let receipts = crate::eth::sealed_block_receipts(backends, BlockId::number(number))
+        .await?
+        .ok_or_else(|| RpcError::internal(format!("block {number} missing on the replica")))?;
+    Ok(receipts
         .iter()
-        .map(|entry| {
-            let receipt = entry
-                .receipt
-                .as_ref()
-                .ok_or_else(|| RpcError::internal("receipt entry without receipt"))?;
-            let receipt =
-                verity_primitives::Receipt::try_from(receipt).map_err(RpcError::internal)?;
-            Ok((
-                receipt.effective_gas_price.saturating_sub(base_fee),
-                receipt.gas_used,
-            ))
-        })
-        .collect()
+        .map(|r| (r.effective_gas_price.saturating_sub(base_fee), r.gas_used))
+        .collect())
 }
 
 /// `eth_feeHistory(blockCount, newestBlock, rewardPercentiles)`.

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use alloy_eips::BlockNumberOrTag;
+use alloy_eips::{BlockId, BlockNumberOrTag};
 use alloy_primitives::{B256, U128};
 use alloy_rpc_types_eth::{Filter, FilterBlockOption, Log as RpcLog};
 use rand::rngs::SysRng;
@@ -123,6 +123,25 @@ impl Filters {
     /// The filter `id` and the blocks it has not reported yet up to `head` (empty when none),
     /// marking them reported: two concurrent polls never see the same block.
     pub fn poll(&self, id: U128, head: u64) -> Result<Changes, RpcError> {
+        self.touch(id, |filter| {
+            let range = filter.next_block..=head;
+            filter.next_block = filter.next_block.max(head + 1);
+            Ok(match &filter.kind {
+                FilterKind::Logs(criteria) => Changes::Logs(criteria.clone(), range),
+                FilterKind::Blocks => Changes::Blocks(range),
+                FilterKind::PendingTransactions => {
+                    Changes::PendingTransactions(filter.pending.drain(..).collect())
+                }
+            })
+        })
+    }
+
+    /// Runs `f` on live filter `id`, which counts as a poll (it keeps the filter alive).
+    fn touch<T>(
+        &self,
+        id: U128,
+        f: impl FnOnce(&mut Installed) -> Result<T, RpcError>,
+    ) -> Result<T, RpcError> {
         let mut installed = self.lock();
         let now = Instant::now();
         let filter = installed
@@ -130,15 +149,7 @@ impl Filters {
             .filter(|f| now.duration_since(f.last_poll) < self.timeout)
             .ok_or_else(not_found)?;
         filter.last_poll = now;
-        let range = filter.next_block..=head;
-        filter.next_block = filter.next_block.max(head + 1);
-        Ok(match &filter.kind {
-            FilterKind::Logs(criteria) => Changes::Logs(criteria.clone(), range),
-            FilterKind::Blocks => Changes::Blocks(range),
-            FilterKind::PendingTransactions => {
-                Changes::PendingTransactions(filter.pending.drain(..).collect())
-            }
-        })
+        f(filter)
     }
 
     /// Hands the transactions of a new mini-block to every pending-transaction filter.
@@ -158,17 +169,10 @@ impl Filters {
 
     /// The criteria of log filter `id` (and keeps it alive).
     pub fn criteria(&self, id: U128) -> Result<Filter, RpcError> {
-        let mut installed = self.lock();
-        let now = Instant::now();
-        let filter = installed
-            .get_mut(&id)
-            .filter(|f| now.duration_since(f.last_poll) < self.timeout)
-            .ok_or_else(not_found)?;
-        filter.last_poll = now;
-        match &filter.kind {
+        self.touch(id, |filter| match &filter.kind {
             FilterKind::Logs(criteria) => Ok((**criteria).clone()),
             FilterKind::Blocks | FilterKind::PendingTransactions => Err(not_found()),
-        }
+        })
     }
 
     /// Removes filter `id`; false when there was none.
@@ -209,22 +213,9 @@ fn bound(tag: Option<&BlockNumberOrTag>, head: &v1::ReplicaHead) -> Result<Optio
 async fn range_of(backends: &Backends, filter: &Filter) -> Result<(u64, u64), RpcError> {
     match filter.block_option {
         FilterBlockOption::AtBlockHash(hash) => {
-            let block = backends
-                .replica()
-                .get_block(v1::BlockRequest {
-                    block: Some(v1::BlockId {
-                        id: Some(v1::block_id::Id::Hash(hash.to_vec())),
-                    }),
-                })
-                .await
-                .map_err(crate::eth::from_status)?
-                .into_inner();
-            let wire = block
-                .block
-                .filter(|_| block.found)
-                .ok_or_else(|| RpcError::new(SERVER_ERROR, "unknown block"))?;
-            let number = verity_primitives::Block::try_from(&wire)
-                .map_err(RpcError::internal)?
+            let number = crate::eth::sealed_block(backends, BlockId::from(hash))
+                .await?
+                .ok_or_else(|| RpcError::new(SERVER_ERROR, "unknown block"))?
                 .number();
             Ok((number, number))
         }
@@ -324,20 +315,10 @@ pub async fn block_hashes(
 ) -> Result<Vec<B256>, RpcError> {
     let mut hashes = Vec::new();
     for number in range {
-        let response = backends
-            .replica()
-            .get_block(v1::BlockRequest {
-                block: Some(v1::BlockId {
-                    id: Some(v1::block_id::Id::Number(number)),
-                }),
-            })
-            .await
-            .map_err(crate::eth::from_status)?
-            .into_inner();
-        let Some(block) = response.block.filter(|_| response.found) else {
-            break;
-        };
-        hashes.push(b256_from(&block.hash, "block.hash").map_err(RpcError::internal)?);
+        match crate::eth::sealed_block(backends, BlockId::number(number)).await? {
+            Some(block) => hashes.push(block.hash),
+            None => break,
+        }
     }
     Ok(hashes)
 }

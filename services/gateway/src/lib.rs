@@ -313,12 +313,6 @@ impl Gateway {
             self.backends.clone(),
             stop_rx.clone(),
         ));
-        let pending_task =
-            tokio::spawn(feed_pending_filters(self.backends.clone(), stop_rx.clone()));
-        let receipts_task = tokio::spawn(realtime::deliver_receipts(
-            self.backends.clone(),
-            stop_rx.clone(),
-        ));
         let grpc_server = tokio::spawn({
             let mut stop = stop_rx.clone();
             verity_server::serve_grpc(tonic::service::Routes::default(), &[], grpc, async move {
@@ -370,33 +364,8 @@ impl Gateway {
         grpc_server.await??;
         feed_task.await?;
         sweeper.await?;
-        pending_task.await?;
-        receipts_task.await?;
         tracing::info!("gateway stopped");
         Ok(())
-    }
-}
-
-/// Hands each mini-block's transactions to the pending-transaction filters.
-async fn feed_pending_filters(backends: Backends, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut events = backends.feed.subscribe();
-    loop {
-        let event = tokio::select! {
-            event = events.recv() => event,
-            _ = verity_server::stopped(&mut stop) => return,
-        };
-        match event {
-            Ok(feed::FeedEvent::MiniBlock { mini, .. }) => {
-                backends
-                    .filters
-                    .on_pending(&feed::transaction_hashes(&mini));
-            }
-            Ok(feed::FeedEvent::Block { .. }) => {}
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::warn!(missed, "pending-transaction filters missed chain events");
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        }
     }
 }
 

@@ -17,7 +17,7 @@ use verity_proto::{b256_from, v1};
 
 use crate::{
     Backends,
-    eth::{Position, build_receipt, from_status},
+    eth::{build_receipt, from_status},
     feed::FeedEvent,
     jsonrpc::{RpcError, param},
 };
@@ -57,9 +57,8 @@ fn timeout_of(params: &[Value], index: usize, limits: WaitLimits) -> Result<Dura
     }))
 }
 
-/// Senders waiting for the receipt of a transaction, by hash. One task reads the feed and hands
-/// each mini-block's receipts to their waiters, so a mini-block is scanned once however many
-/// callers wait.
+/// Senders waiting for the receipt of a transaction, by hash. The feed hands each mini-block's
+/// receipts to their waiters, so a mini-block is scanned once however many callers wait.
 #[derive(Debug, Default)]
 pub struct Waiters {
     waiting: std::sync::Mutex<
@@ -118,25 +117,6 @@ impl Waiters {
     }
 }
 
-/// Feeds [`Waiters`] from the chain feed until `stop`.
-pub async fn deliver_receipts(backends: Backends, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut events = backends.feed.subscribe();
-    loop {
-        let event = tokio::select! {
-            event = events.recv() => event,
-            _ = verity_server::stopped(&mut stop) => return,
-        };
-        match event {
-            Ok(event) => backends.waiters.deliver(&event),
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                // Their waiters find the receipt on the replica when their wait ends.
-                tracing::warn!(missed, "realtime receipts missed chain events");
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        }
-    }
-}
-
 /// `realtime_sendRawTransaction` / `eth_sendRawTransactionSync`: sends, then answers with the
 /// receipt from the mini-block that holds the transaction, or error 4 with the hash when none
 /// came within the timeout.
@@ -168,10 +148,10 @@ pub async fn send_raw_transaction_sync(
         .ok()
         .and_then(Result::ok);
     backends.waiters.forget(hash);
-    // A last look at the replica covers a mini-block the feed missed (a reconnect, a lag).
+    // A last look at the replica covers a mini-block the feed missed (while it reconnected).
     let receipt = match receipt {
         Some(receipt) => Some(receipt),
-        None => replica_receipt(backends, hash).await?,
+        None => crate::eth::receipt_of(backends, hash).await?,
     };
     match receipt {
         Some(receipt) => serde_json::to_value(receipt).map_err(RpcError::internal),
@@ -196,58 +176,9 @@ fn receipt_in(event: &FeedEvent, hash: B256) -> Option<TransactionReceipt> {
     else {
         return None;
     };
-    let mut log_index = *first_log_index;
-    for (i, receipt) in mini.receipts.iter().enumerate() {
-        if receipt.tx_hash == hash {
-            return Some(build_receipt(
-                receipt,
-                Position {
-                    block_hash: None,
-                    block_number: mini.block_number,
-                    transaction_index: first_tx_index + i as u64,
-                    first_log_index: log_index,
-                },
-            ));
-        }
-        log_index += receipt.logs.len() as u64;
-    }
-    None
-}
-
-/// The receipt of `hash` as the replica has it, sealed or not.
-async fn replica_receipt(
-    backends: &Backends,
-    hash: B256,
-) -> Result<Option<TransactionReceipt>, RpcError> {
-    let response = backends
-        .replica()
-        .get_receipt(v1::TransactionRequest {
-            hash: hash.to_vec(),
-        })
-        .await
-        .map_err(from_status)?
-        .into_inner();
-    let (Some(stored), Some(receipt)) = (response.transaction, response.receipt) else {
-        return Ok(None);
-    };
-    if !response.found {
-        return Ok(None);
-    }
-    let receipt = verity_primitives::Receipt::try_from(&receipt).map_err(RpcError::internal)?;
-    let block_hash = if stored.block_hash.is_empty() {
-        None
-    } else {
-        Some(b256_from(&stored.block_hash, "block_hash").map_err(RpcError::internal)?)
-    };
-    Ok(Some(build_receipt(
-        &receipt,
-        Position {
-            block_hash,
-            block_number: stored.block_number,
-            transaction_index: stored.index,
-            first_log_index: response.first_log_index,
-        },
-    )))
+    crate::feed::positioned(mini, *first_tx_index, *first_log_index)
+        .find(|(receipt, _)| receipt.tx_hash == hash)
+        .map(|(receipt, at)| build_receipt(receipt, at))
 }
 
 /// The condition of `eth_callAfter`: run once `address`'s nonce is at least `nonce`.

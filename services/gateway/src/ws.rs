@@ -39,8 +39,8 @@ use verity_primitives::{Block, MiniBlock, Receipt};
 
 use crate::{
     Backends, ClientIp,
-    eth::{Position, build_receipt},
-    feed::FeedEvent,
+    eth::build_receipt,
+    feed::{FeedEvent, positioned},
     jsonrpc::{self, Call, LIMIT_EXCEEDED, RpcError, optional_param, param},
 };
 
@@ -495,44 +495,27 @@ fn mini_block_logs(
 }
 
 fn mini_block_rpc_logs(mini: &MiniBlock, first_tx_index: u64, first_log_index: u64) -> Vec<RpcLog> {
-    let mut logs = Vec::new();
-    let mut log_index = first_log_index;
-    for (i, receipt) in mini.receipts.iter().enumerate() {
-        for log in &receipt.logs {
-            logs.push(RpcLog {
+    positioned(mini, first_tx_index, first_log_index)
+        .flat_map(|(receipt, at)| {
+            receipt.logs.iter().enumerate().map(move |(i, log)| RpcLog {
                 inner: log.clone(),
                 block_hash: None,
-                block_number: Some(mini.block_number),
+                block_number: Some(at.block_number),
                 block_timestamp: Some(mini.block_timestamp),
                 transaction_hash: Some(receipt.tx_hash),
-                transaction_index: Some(first_tx_index + i as u64),
-                log_index: Some(log_index),
+                transaction_index: Some(at.transaction_index),
+                log_index: Some(at.first_log_index + i as u64),
                 removed: false,
-            });
-            log_index += 1;
-        }
-    }
-    logs
+            })
+        })
+        .collect()
 }
 
 /// A mini-block as the `miniBlocks` subscription sends it: its place, its transactions and
 /// their receipts (without a block hash: the block is not sealed yet).
 fn mini_block(mini: &MiniBlock, first_tx_index: u64, first_log_index: u64) -> Value {
-    let mut log_index = first_log_index;
-    let receipts: Vec<Value> = mini
-        .receipts
-        .iter()
-        .enumerate()
-        .map(|(i, receipt)| {
-            let at = Position {
-                block_hash: None,
-                block_number: mini.block_number,
-                transaction_index: first_tx_index + i as u64,
-                first_log_index: log_index,
-            };
-            log_index += receipt.logs.len() as u64;
-            json!(build_receipt(receipt, at))
-        })
+    let receipts: Vec<Value> = positioned(mini, first_tx_index, first_log_index)
+        .map(|(receipt, at)| json!(build_receipt(receipt, at)))
         .collect();
     let gas_used: u64 = mini.receipts.iter().map(|r| r.gas_used).sum();
     json!({
