@@ -13,7 +13,7 @@
 use alloy_consensus::Transaction as _;
 use alloy_primitives::{Address, B256, Bytes, KECCAK256_EMPTY, TxKind, U256};
 use revm::{
-    Context, DatabaseCommit, DatabaseRef, ExecuteEvm, MainBuilder, MainContext,
+    Context, Database, DatabaseCommit, DatabaseRef, ExecuteEvm, MainBuilder, MainContext,
     bytecode::Bytecode,
     context::{
         BlockEnv, CfgEnv, TxEnv,
@@ -23,7 +23,7 @@ use revm::{
     database::{CacheDB, WrapDatabaseRef},
     database_interface::DBErrorMarker,
     primitives::hardfork::SpecId,
-    state::{AccountInfo, EvmState},
+    state::{Account, AccountInfo, EvmState, TransactionId},
 };
 use verity_primitives::{AccountDiff, Receipt, StateDiff, StateView, Transaction, TxEnvelope};
 
@@ -76,6 +76,20 @@ pub struct ExecutionOutcome {
     pub rejected: Vec<(B256, TxRejection)>,
     /// Every write of the included transactions.
     pub diff: StateDiff,
+    /// How the parallel executor got its results (zero for the sequential one).
+    pub speculation: SpeculationStats,
+}
+
+/// How [`execute_parallel`] got each included or rejected transaction's result.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpeculationStats {
+    /// Speculations found valid and committed as they were.
+    pub committed: usize,
+    /// Transactions executed again over the committed state (a conflict, or refused over the
+    /// starting state).
+    pub reexecuted: usize,
+    /// Transactions the committer reached before any worker and executed itself.
+    pub direct: usize,
 }
 
 /// A message to run without a signature (`eth_call`, `eth_estimateGas`).
@@ -326,6 +340,53 @@ fn diff_of<D: DatabaseRef>(state: &EvmState, before: &D) -> Result<StateDiff, D:
     Ok(diff)
 }
 
+/// What one transaction changed, relative to the state it ran over.
+#[derive(Debug, Default)]
+struct Changes {
+    /// Its writes, as replicas apply them.
+    diff: StateDiff,
+    /// Accounts whose balance, nonce or code changed, or that were created or destroyed (only
+    /// when asked for).
+    accounts: Vec<Address>,
+    /// Slots whose value changed (only when asked for).
+    slots: Vec<(Address, U256)>,
+}
+
+impl Changes {
+    /// The changes of `state` over `before`; with `keys`, also which accounts and slots changed
+    /// value (what the parallel executor validates later transactions against).
+    fn of<D: DatabaseRef>(state: &EvmState, before: &D, keys: bool) -> Result<Self, D::Error> {
+        let mut changes = Changes {
+            diff: diff_of(state, before)?,
+            ..Changes::default()
+        };
+        if !keys {
+            return Ok(changes);
+        }
+        for (address, account) in state {
+            if !account.is_touched() {
+                continue;
+            }
+            let previous = before.basic_ref(*address)?;
+            let info = &account.info;
+            let changed = account.is_created()
+                || account.is_selfdestructed()
+                || previous.is_none_or(|b| {
+                    b.balance != info.balance
+                        || b.nonce != info.nonce
+                        || b.code_hash != info.code_hash
+                });
+            if changed {
+                changes.accounts.push(*address);
+            }
+            for (slot, _) in account.changed_storage_slots() {
+                changes.slots.push((*address, *slot));
+            }
+        }
+        Ok(changes)
+    }
+}
+
 /// Gas used by a result, refunds applied.
 fn gas_used(result: &ExecutionResult<HaltReason>) -> u64 {
     result.gas().tx_gas_used()
@@ -335,74 +396,191 @@ fn gas_used(result: &ExecutionResult<HaltReason>) -> u64 {
 /// whose EVM block has already used `cumulative_gas_start`. A transaction revm refuses (nonce,
 /// funds, fees, gas) is rejected and leaves no trace; one that would overflow the block gas
 /// limit is rejected with "gas limit reached" so the caller can retry it in the next block.
+///
+/// This is the reference executor: [`execute_parallel`] must produce exactly its outcome.
 pub fn execute<S: StateView>(
     state: &S,
     env: &BlockEnvSpec,
     txs: Vec<Transaction>,
     cumulative_gas_start: u64,
 ) -> Result<ExecutionOutcome, ExecutionError> {
-    let db = CacheDB::new(WrapDatabaseRef(ViewDb(state)));
-    let mut evm = Context::mainnet()
-        .with_db(db)
-        .with_block(block_env(env))
-        .with_cfg(cfg_env(env.chain_id))
-        .build_mainnet();
-    let mut outcome = ExecutionOutcome::default();
-    let mut cumulative = cumulative_gas_start;
-    for tx in txs {
-        let hash = *tx.tx_hash();
+    let mut block = BlockBuilder::new(state, env, cumulative_gas_start);
+    for tx in &txs {
+        block.execute_next(tx)?;
+    }
+    Ok(block.finish(txs))
+}
+
+/// The EVM over the block's accumulated state: every transaction's writes are committed into
+/// its cache, so the next one reads them.
+type BlockEvm<'a, S> = revm::handler::MainnetEvm<
+    revm::handler::MainnetContext<CacheDB<WrapDatabaseRef<ViewDb<'a, S>>>>,
+>;
+
+/// What became of one transaction of a batch.
+#[derive(Debug)]
+enum Decision {
+    Included(Receipt),
+    Rejected(TxRejection),
+}
+
+/// Builds a batch's outcome one transaction at a time, in order, over the block's accumulated
+/// state. Both executors commit through it, so their receipts, gas accounting and diffs come
+/// from the same code.
+struct BlockBuilder<'a, S: StateView> {
+    evm: BlockEvm<'a, S>,
+    env: BlockEnvSpec,
+    cumulative: u64,
+    diff: StateDiff,
+    decisions: Vec<Decision>,
+    /// What the committed transactions changed, when a parallel executor validates against it.
+    written: Option<parallel::Written>,
+    speculation: SpeculationStats,
+    /// Fees owed to the beneficiary and not paid yet (see `defer_fee`).
+    unpaid: U256,
+}
+
+impl<'a, S: StateView> BlockBuilder<'a, S> {
+    fn new(state: &'a S, env: &BlockEnvSpec, cumulative_gas_start: u64) -> Self {
+        let db = CacheDB::new(WrapDatabaseRef(ViewDb(state)));
+        let evm = Context::mainnet()
+            .with_db(db)
+            .with_block(block_env(env))
+            .with_cfg(cfg_env(env.chain_id))
+            .build_mainnet();
+        Self {
+            evm,
+            env: *env,
+            cumulative: cumulative_gas_start,
+            diff: StateDiff::default(),
+            decisions: Vec::new(),
+            written: None,
+            speculation: SpeculationStats::default(),
+            unpaid: U256::ZERO,
+        }
+    }
+
+    /// Keeps the set of accounts and slots committed transactions change.
+    fn track_writes(&mut self) {
+        self.written = Some(parallel::Written::default());
+    }
+
+    /// The block-level refusal of `tx`, before any execution: its gas limit exceeds the
+    /// block's, or what is left of it.
+    fn gas_refusal(&self, tx: &Transaction) -> Option<TxRejection> {
         let limit = tx.inner().gas_limit();
-        if limit > env.gas_limit {
-            outcome.rejected.push((
-                hash,
-                TxRejection {
-                    message: "exceeds block gas limit".to_owned(),
-                },
-            ));
-            continue;
+        let message = if limit > self.env.gas_limit {
+            "exceeds block gas limit"
+        } else if self.cumulative.saturating_add(limit) > self.env.gas_limit {
+            "gas limit reached"
+        } else {
+            return None;
+        };
+        Some(TxRejection {
+            message: message.to_owned(),
+        })
+    }
+
+    /// Executes `tx` over the accumulated state and commits it (the sequential step).
+    fn execute_next(&mut self, tx: &Transaction) -> Result<(), ExecutionError> {
+        // It may read the beneficiary's balance: pay what it is owed first.
+        self.settle_fees()?;
+        if let Some(refusal) = self.gas_refusal(tx) {
+            self.decisions.push(Decision::Rejected(refusal));
+            return Ok(());
         }
-        if cumulative.saturating_add(limit) > env.gas_limit {
-            outcome.rejected.push((
-                hash,
-                TxRejection {
-                    message: "gas limit reached".to_owned(),
-                },
-            ));
-            continue;
-        }
-        let result = match evm.transact(tx_env(&tx)) {
+        let result = match self.evm.transact(tx_env(tx)) {
             Ok(result) => result,
             Err(EVMError::Transaction(error)) => {
-                let message = rejection_message(&error, &tx);
-                outcome.rejected.push((hash, TxRejection { message }));
-                continue;
+                let message = rejection_message(&error, tx);
+                self.decisions
+                    .push(Decision::Rejected(TxRejection { message }));
+                return Ok(());
             }
             Err(error) => return Err(evm_error(error)),
         };
-        let diff =
-            diff_of(&result.state, evm.ctx.db_ref()).map_err(|e| ExecutionError::State(e.0))?;
-        evm.ctx.db_mut().commit(result.state);
-        outcome.diff.merge(&diff);
+        self.commit(result.state)?;
+        self.include(tx, &result.result);
+        Ok(())
+    }
 
-        let used = gas_used(&result.result);
-        cumulative += used;
+    /// Commits one transaction's state changes, recording their diff (and, when tracked, which
+    /// accounts and slots changed value).
+    fn commit(&mut self, state: EvmState) -> Result<(), ExecutionError> {
+        let changes = Changes::of(&state, self.evm.ctx.db_ref(), self.written.is_some())
+            .map_err(|e| ExecutionError::State(e.0))?;
+        self.commit_changes(state, changes);
+        Ok(())
+    }
+
+    /// Commits a transaction's state with its changes computed already.
+    fn commit_changes(&mut self, state: EvmState, changes: Changes) {
+        if let Some(written) = &mut self.written {
+            written.extend(&changes);
+        }
+        self.evm.ctx.db_mut().commit(state);
+        self.diff.merge(&changes.diff);
+    }
+
+    /// Pays the beneficiary a fee the way revm's handler does at the end of a transaction:
+    /// the account is touched (so an empty one is cleared, EIP-161) and its balance raised
+    /// unless that would overflow.
+    fn pay_beneficiary(&mut self, reward: U256) -> Result<(), ExecutionError> {
+        let beneficiary = self.env.beneficiary;
+        let before = self
+            .evm
+            .ctx
+            .db_mut()
+            .basic(beneficiary)
+            .map_err(|e| ExecutionError::State(e.0))?;
+        let mut account = match before {
+            Some(info) => Account::from(info),
+            None => Account::new_not_existing(TransactionId::ZERO),
+        };
+        account.mark_touch();
+        if let Some(balance) = account.info.balance.checked_add(reward) {
+            account.info.balance = balance;
+        }
+        self.commit(EvmState::from_iter([(beneficiary, account)]))
+    }
+
+    /// Records the receipt of a transaction whose state was committed.
+    fn include(&mut self, tx: &Transaction, result: &ExecutionResult<HaltReason>) {
+        let used = gas_used(result);
+        self.cumulative += used;
         let envelope = tx.inner();
-        let receipt = Receipt {
-            tx_hash: hash,
+        self.decisions.push(Decision::Included(Receipt {
+            tx_hash: *tx.tx_hash(),
             tx_type: envelope.tx_type(),
-            success: result.result.is_success(),
+            success: result.is_success(),
             gas_used: used,
-            cumulative_gas_used: cumulative,
-            effective_gas_price: envelope.effective_gas_price(Some(env.base_fee)),
-            logs: result.result.logs().to_vec(),
-            contract_address: result.result.created_address(),
+            cumulative_gas_used: self.cumulative,
+            effective_gas_price: envelope.effective_gas_price(Some(self.env.base_fee)),
+            logs: result.logs().to_vec(),
+            contract_address: result.created_address(),
             from: tx.signer(),
             to: envelope.kind().to().copied(),
-        };
-        outcome.receipts.push(receipt);
-        outcome.executed.push(tx);
+        }));
     }
-    Ok(outcome)
+
+    /// The outcome, given the batch the decisions were made for (in the same order).
+    fn finish(self, txs: Vec<Transaction>) -> ExecutionOutcome {
+        let mut outcome = ExecutionOutcome {
+            diff: self.diff,
+            speculation: self.speculation,
+            ..ExecutionOutcome::default()
+        };
+        for (tx, decision) in txs.into_iter().zip(self.decisions) {
+            match decision {
+                Decision::Included(receipt) => {
+                    outcome.receipts.push(receipt);
+                    outcome.executed.push(tx);
+                }
+                Decision::Rejected(rejection) => outcome.rejected.push((*tx.tx_hash(), rejection)),
+            }
+        }
+        outcome
+    }
 }
 
 /// Runs a message over `state` (nothing is written) in block `env`.
@@ -562,6 +740,9 @@ pub fn estimate_gas<S: StateView>(
     }
     Ok(Ok(high))
 }
+
+mod parallel;
+pub use parallel::{Schedule, execute_parallel, execute_scheduled};
 
 #[cfg(test)]
 mod tests;
