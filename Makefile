@@ -43,11 +43,13 @@ e2e: bootstrap bins
 	$(CARGO) test -p verity-e2e
 
 ## bench: benchmarks (figures printed, never asserted); record them in docs/benchmarks.md.
-## Built so far: the state tree's write throughput, the witness replica's job building at
+## Built so far: sequencer execution alone (sequential and parallel against plain revm; it
+## rewrites its section of docs/benchmarks.md), the state tree's write throughput, the witness replica's job building at
 ## 10,000 transfers/s, chunk proofs, the IPA/KZG backend comparison, verification against
 ## execution (tens of minutes), and JSON-RPC on a release-built devnet (realtime send latency,
 ## read throughput).
 bench: bootstrap
+	$(CARGO) bench -p verity-execution --bench execution
 	$(CARGO) bench -p verity-commitment --bench tree
 	$(CARGO) bench -p verity-chunk --bench witness
 	$(CARGO) bench -p verity-circuits --bench chunk
