@@ -37,6 +37,11 @@ pub struct Config {
     /// max_payload (the devnet's: 8 MiB); 1,000 per 10 ms is still 100,000 transactions/s.
     #[arg(long, env = "VERITY_MAX_MINI_BLOCK_TXS", default_value_t = 1000)]
     pub max_mini_block_txs: usize,
+    /// Threads executing a mini-block (the producer's own included); default: every core.
+    /// Results are the same on any number (the parallel executor is checked against the
+    /// sequential one); 1 executes sequentially.
+    #[arg(long, env = "VERITY_EXECUTION_THREADS")]
+    pub execution_threads: Option<usize>,
     /// Most transactions one sender may have waiting.
     #[arg(long, env = "VERITY_MEMPOOL_PER_SENDER", default_value_t = 500)]
     pub mempool_per_sender: usize,
@@ -90,7 +95,20 @@ impl Config {
                 reason: "must be at least 1".into(),
             });
         }
+        if self.execution_threads == Some(0) {
+            return Err(ConfigError {
+                flag: "--execution-threads",
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
         Ok(())
+    }
+
+    /// Threads executing a mini-block.
+    pub fn execution_threads(&self) -> usize {
+        self.execution_threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
     }
 
     /// The mini-block interval.

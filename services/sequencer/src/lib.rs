@@ -112,10 +112,12 @@ impl Sequencer {
         let fee_recipient = config.fee_recipient.unwrap_or_else(|| key.address());
         let data_dir = config.data_dir.clone();
         let max_txs = config.max_mini_block_txs;
+        let threads = config.execution_threads();
         let (db, producer) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             let db = Database::open(&data_dir)
                 .with_context(|| format!("cannot open --data-dir {}", data_dir.display()))?;
-            let producer = Producer::open(db.clone(), spec, key, fee_recipient, max_txs)?;
+            let mut producer = Producer::open(db.clone(), spec, key, fee_recipient, max_txs)?;
+            producer.set_execution_threads(threads);
             Ok((db, producer))
         })
         .await??;

@@ -24,6 +24,9 @@ use verity_storage::{Database, StorageError};
 
 use crate::SharedState;
 
+/// Mini-blocks with fewer transactions are executed on the producer thread alone.
+const PARALLEL_MIN_TXS: usize = 16;
+
 /// Meta key: hash of the genesis this database was initialised with.
 const META_GENESIS_HASH: &str = "genesis_hash";
 /// Meta key: sequence of the last block event (0 before the first block).
@@ -105,6 +108,7 @@ pub struct Producer {
     spec: ChainSpec,
     fee_recipient: Address,
     max_txs: usize,
+    execution_threads: usize,
     last_seq: u64,
     last_mini_hash: B256,
     last_mini_timestamp_ms: u64,
@@ -218,6 +222,7 @@ impl Producer {
             spec,
             fee_recipient,
             max_txs,
+            execution_threads: 1,
             last_seq,
             last_mini_hash,
             last_mini_timestamp_ms,
@@ -233,6 +238,11 @@ impl Producer {
     pub fn tamper_with(&mut self, tamper: Tamper) {
         tracing::warn!("FAULT INJECTION: this sequencer will sign tampered mini-blocks");
         self.tamper = Some(TamperHook(tamper));
+    }
+
+    /// Executes mini-blocks on `threads` threads (see [`verity_execution::execute_parallel`]).
+    pub fn set_execution_threads(&mut self, threads: usize) {
+        self.execution_threads = threads.max(1);
     }
 
     /// The current head.
@@ -286,7 +296,18 @@ impl Producer {
         let mut by_hash: HashMap<B256, Transaction> =
             txs.iter().map(|t| (*t.tx_hash(), t.clone())).collect();
         let traces = shared.take_traces(txs.iter().map(|t| *t.tx_hash()));
-        let outcome = verity_execution::execute(&read, &env, txs, self.open.gas_used)?;
+        // Starting worker threads costs more than a few transactions take.
+        let threads = if txs.len() >= PARALLEL_MIN_TXS {
+            self.execution_threads
+        } else {
+            1
+        };
+        let outcome =
+            verity_execution::execute_parallel(&read, &env, txs, self.open.gas_used, threads)?;
+        metrics::counter!("verity_sequencer_speculations_kept_total")
+            .increment(outcome.speculation.committed as u64);
+        metrics::counter!("verity_sequencer_speculations_redone_total")
+            .increment(outcome.speculation.reexecuted as u64);
         drop(read);
 
         let mut retry = Vec::new();
