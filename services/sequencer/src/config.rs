@@ -45,6 +45,13 @@ pub struct Config {
     /// Most transactions one sender may have waiting.
     #[arg(long, env = "VERITY_MEMPOOL_PER_SENDER", default_value_t = 500)]
     pub mempool_per_sender: usize,
+    /// Most transactions waiting in the mempool; when full, a transaction that pays a higher tip
+    /// than the cheapest one waiting evicts its sender's last transaction.
+    #[arg(long, env = "VERITY_MEMPOOL_MAX_TXS", default_value_t = 100_000)]
+    pub mempool_max_txs: usize,
+    /// Most bytes of encoded transactions waiting in the mempool (bounds its memory).
+    #[arg(long, env = "VERITY_MEMPOOL_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub mempool_max_bytes: usize,
     /// Fee recipient of every block (default: the sequencer key's address).
     #[arg(long, env = "VERITY_FEE_RECIPIENT")]
     pub fee_recipient: Option<Address>,
@@ -94,6 +101,19 @@ impl Config {
                 value: "0".into(),
                 reason: "must be at least 1".into(),
             });
+        }
+        for (flag, value) in [
+            ("--mempool-per-sender", self.mempool_per_sender),
+            ("--mempool-max-txs", self.mempool_max_txs),
+            ("--mempool-max-bytes", self.mempool_max_bytes),
+        ] {
+            if value == 0 {
+                return Err(ConfigError {
+                    flag,
+                    value: "0".into(),
+                    reason: "must be at least 1".into(),
+                });
+            }
         }
         if self.execution_threads == Some(0) {
             return Err(ConfigError {

@@ -125,6 +125,8 @@ impl Sequencer {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let limits = MempoolLimits {
             per_sender: config.mempool_per_sender,
+            total: config.mempool_max_txs,
+            total_bytes: config.mempool_max_bytes,
             ..MempoolLimits::default()
         };
         tracing::info!(

@@ -5,7 +5,7 @@
 //! transaction of the same sender without a gap. Senders are served in the order their oldest
 //! ready transaction arrived, so nobody is starved.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use alloy_consensus::Transaction as _;
 use alloy_primitives::{Address, B256, U256};
@@ -20,6 +20,9 @@ pub struct MempoolLimits {
     pub max_nonce_gap: u64,
     /// Most transactions in total.
     pub total: usize,
+    /// Most bytes of encoded transactions in total (what bounds memory under a flood of large
+    /// transactions, which `total` alone does not).
+    pub total_bytes: usize,
 }
 
 impl Default for MempoolLimits {
@@ -28,6 +31,7 @@ impl Default for MempoolLimits {
             per_sender: 500,
             max_nonce_gap: 64,
             total: 100_000,
+            total_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -71,9 +75,13 @@ pub enum Admission {
         /// gas limit * max fee + value.
         want: U256,
     },
-    /// The sender has too many transactions waiting, or the pool is full.
+    /// The sender has too many transactions waiting, or the pool is full of transactions that
+    /// pay at least as much.
     #[error("txpool is full")]
     PoolFull,
+    /// The pool is full and the transaction pays no more than the cheapest one waiting.
+    #[error("transaction underpriced")]
+    Underpriced,
 }
 
 #[derive(Debug, Default)]
@@ -90,7 +98,22 @@ pub struct Mempool {
     /// Senders in the order they first queued a transaction; a sender re-enters at the back
     /// after being served.
     order: VecDeque<Address>,
+    /// Every waiting transaction by its tip (cheapest first): what a full pool evicts.
+    by_tip: BTreeSet<(u128, Address, u64)>,
     len: usize,
+    bytes: usize,
+}
+
+/// The tip a transaction offers (its max priority fee; its gas price for a legacy one): what
+/// the pool orders eviction by.
+fn tip(tx: &Transaction) -> u128 {
+    tx.max_priority_fee_per_gas()
+        .unwrap_or_else(|| tx.max_fee_per_gas())
+}
+
+fn size(tx: &Transaction) -> usize {
+    use alloy_eips::eip2718::Encodable2718 as _;
+    tx.inner().encode_2718_len()
 }
 
 /// The maximum a transaction can cost: gas limit * max fee per gas + value.
@@ -110,6 +133,62 @@ impl Mempool {
     /// Number of waiting transactions.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Bytes of the waiting transactions, encoded.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Records a transaction that entered a sender's queue.
+    fn added(&mut self, tx: &Transaction) {
+        self.known.insert(*tx.tx_hash());
+        self.by_tip.insert((tip(tx), tx.signer(), tx.nonce()));
+        self.len += 1;
+        self.bytes += size(tx);
+    }
+
+    /// Records a transaction that left a sender's queue.
+    fn removed(&mut self, tx: &Transaction) {
+        self.known.remove(tx.tx_hash());
+        self.by_tip.remove(&(tip(tx), tx.signer(), tx.nonce()));
+        self.len -= 1;
+        self.bytes -= size(tx);
+    }
+
+    /// Makes room for `incoming` in a full pool by evicting the last transaction (highest
+    /// nonce, so no gap is left) of the sender of the cheapest waiting one, as long as that
+    /// one pays less than `incoming`. The sender's other transactions stay executable.
+    fn make_room(&mut self, incoming: &Transaction) -> Result<(), Admission> {
+        let need = size(incoming);
+        while self.len >= self.limits.total || self.bytes + need > self.limits.total_bytes {
+            let Some(&(cheapest, sender, _)) = self.by_tip.first() else {
+                return Err(Admission::PoolFull);
+            };
+            if cheapest >= tip(incoming) {
+                return Err(Admission::Underpriced);
+            }
+            let Some(queue) = self.senders.get_mut(&sender) else {
+                return Err(Admission::PoolFull);
+            };
+            let Some((&last, _)) = queue.by_nonce.last_key_value() else {
+                return Err(Admission::PoolFull);
+            };
+            if sender == incoming.signer() && last < incoming.nonce() {
+                // Evicting it would leave a gap right before the incoming transaction.
+                return Err(Admission::Underpriced);
+            }
+            let Some(evicted) = queue.by_nonce.remove(&last) else {
+                return Err(Admission::PoolFull);
+            };
+            if queue.by_nonce.is_empty() {
+                // Its place in `order` is dropped when `take_ready` reaches it.
+                self.senders.remove(&sender);
+            }
+            self.removed(&evicted);
+            metrics::counter!("verity_sequencer_mempool_evicted_total").increment(1);
+        }
+        Ok(())
     }
 
     /// True when nothing waits.
@@ -156,21 +235,42 @@ impl Mempool {
             if !pays_ten_percent_more(&tx, existing) {
                 return Err(Admission::ReplacementUnderpriced);
             }
-            let old_hash = *existing.tx_hash();
-            self.known.remove(&old_hash);
-            self.known.insert(*tx.tx_hash());
-            queue.by_nonce.insert(nonce, tx);
+            if let Some(old) = queue.by_nonce.insert(nonce, tx.clone()) {
+                self.removed(&old);
+            }
+            self.added(&tx);
             return Ok(());
         }
-        if queue.by_nonce.len() >= self.limits.per_sender || self.len >= self.limits.total {
+        if queue.by_nonce.len() >= self.limits.per_sender {
+            if queue.by_nonce.is_empty() {
+                self.senders.remove(&sender);
+            }
             return Err(Admission::PoolFull);
         }
+        let fresh_sender = queue.by_nonce.is_empty();
+        let full =
+            self.len >= self.limits.total || self.bytes + size(&tx) > self.limits.total_bytes;
+        if full && nonce != self.pending_nonce(sender, state_nonce) {
+            // A full pool makes room only for transactions that can run next, never for one
+            // behind a nonce gap (a flood of those would otherwise fill it with nothing
+            // executable).
+            if fresh_sender {
+                self.senders.remove(&sender);
+            }
+            return Err(Admission::PoolFull);
+        }
+        if let Err(refused) = self.make_room(&tx) {
+            if fresh_sender {
+                self.senders.remove(&sender);
+            }
+            return Err(refused);
+        }
+        let queue = self.senders.entry(sender).or_default();
         if queue.by_nonce.is_empty() {
             self.order.push_back(sender);
         }
-        self.known.insert(*tx.tx_hash());
-        queue.by_nonce.insert(nonce, tx);
-        self.len += 1;
+        queue.by_nonce.insert(nonce, tx.clone());
+        self.added(&tx);
         Ok(())
     }
 
@@ -203,7 +303,7 @@ impl Mempool {
             let Some(sender) = self.order.pop_front() else {
                 break;
             };
-            let Some(queue) = self.senders.get_mut(&sender) else {
+            let Some(mut queue) = self.senders.remove(&sender) else {
                 continue;
             };
             let mut next = state_nonce(sender);
@@ -213,8 +313,7 @@ impl Mempool {
                     break;
                 }
                 if let Some((_, stale)) = queue.by_nonce.pop_first() {
-                    self.known.remove(stale.tx_hash());
-                    self.len -= 1;
+                    self.removed(&stale);
                 }
             }
             while taken.len() < max_txs {
@@ -226,15 +325,13 @@ impl Mempool {
                 }
                 gas += tx.gas_limit();
                 if let Some(tx) = queue.by_nonce.remove(&next) {
-                    self.known.remove(tx.tx_hash());
-                    self.len -= 1;
+                    self.removed(&tx);
                     taken.push(tx);
                 }
                 next += 1;
             }
-            if queue.by_nonce.is_empty() {
-                self.senders.remove(&sender);
-            } else {
+            if !queue.by_nonce.is_empty() {
+                self.senders.insert(sender, queue);
                 self.order.push_back(sender);
             }
         }
@@ -245,14 +342,19 @@ impl Mempool {
     pub fn restore(&mut self, txs: Vec<Transaction>) {
         for tx in txs {
             let sender = tx.signer();
+            if self.known.contains(tx.tx_hash()) {
+                continue;
+            }
             let queue = self.senders.entry(sender).or_default();
             if queue.by_nonce.is_empty() {
                 self.order.push_front(sender);
             }
-            if self.known.insert(*tx.tx_hash()) {
-                self.len += 1;
+            if queue.by_nonce.contains_key(&tx.nonce()) {
+                // Admitted while this one was out being executed: keep the newcomer.
+                continue;
             }
-            queue.by_nonce.insert(tx.nonce(), tx);
+            queue.by_nonce.insert(tx.nonce(), tx.clone());
+            self.added(&tx);
         }
     }
 }
@@ -272,13 +374,17 @@ fn pays_ten_percent_more(new: &Transaction, old: &Transaction) -> bool {
 #[cfg(test)]
 mod tests {
     use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
-    use alloy_primitives::TxKind;
+    use alloy_primitives::{Bytes, TxKind};
     use alloy_signer::SignerSync;
     use alloy_signer_local::PrivateKeySigner;
 
     use super::*;
 
     fn tx(signer: &PrivateKeySigner, nonce: u64, max_fee: u128) -> Transaction {
+        tx_with(signer, nonce, max_fee, Bytes::new())
+    }
+
+    fn tx_with(signer: &PrivateKeySigner, nonce: u64, max_fee: u128, input: Bytes) -> Transaction {
         let tx = TxEip1559 {
             chain_id: 1,
             nonce,
@@ -287,6 +393,7 @@ mod tests {
             max_priority_fee_per_gas: max_fee / 2,
             to: TxKind::Call(Address::repeat_byte(1)),
             value: U256::from(1u64),
+            input,
             ..Default::default()
         };
         let signature = signer.sign_hash_sync(&tx.signature_hash()).expect("sign");
@@ -361,5 +468,96 @@ mod tests {
             taken.iter().filter(|t| t.signer() == address).count() as u64
         });
         assert_eq!(rest.len(), 2);
+    }
+
+    /// The pool's indexes agree with its queues.
+    fn assert_consistent(pool: &Mempool) {
+        let queued: usize = pool.senders.values().map(|q| q.by_nonce.len()).sum();
+        assert_eq!(queued, pool.len());
+        assert_eq!(pool.known.len(), pool.len());
+        assert_eq!(pool.by_tip.len(), pool.len());
+        let bytes: usize = pool
+            .senders
+            .values()
+            .flat_map(|q| q.by_nonce.values())
+            .map(size)
+            .sum();
+        assert_eq!(bytes, pool.bytes());
+    }
+
+    #[test]
+    fn a_full_pool_evicts_the_cheapest_senders_last_transaction_for_a_better_one() {
+        let limits = MempoolLimits {
+            total: 3,
+            ..MempoolLimits::default()
+        };
+        let mut pool = Mempool::new(limits);
+        let cheap = PrivateKeySigner::random();
+        let dear = PrivateKeySigner::random();
+        pool.insert(tx(&cheap, 0, 100), 0, RICH).expect("admitted");
+        pool.insert(tx(&cheap, 1, 100), 0, RICH).expect("admitted");
+        pool.insert(tx(&dear, 0, 400), 0, RICH).expect("admitted");
+        let newcomer = PrivateKeySigner::random();
+        let refused = pool
+            .insert(tx(&newcomer, 0, 100), 0, RICH)
+            .expect_err("no better than the cheapest");
+        assert_eq!(refused.to_string(), "transaction underpriced");
+        pool.insert(tx(&newcomer, 0, 300), 0, RICH)
+            .expect("pays more than the cheapest");
+        assert_eq!(pool.len(), 3);
+        assert_eq!(
+            pool.pending_nonce(cheap.address(), 0),
+            1,
+            "the cheap sender lost its last transaction, not its first"
+        );
+        assert_consistent(&pool);
+        // A sender's own queue is never cut in front of its new transaction.
+        let refused = pool
+            .insert(tx(&cheap, 1, 1_000), 0, RICH)
+            .expect_err("its own predecessor is the cheapest");
+        assert_eq!(refused, Admission::Underpriced);
+        assert_consistent(&pool);
+    }
+
+    #[test]
+    fn a_flood_stays_within_the_count_and_byte_bounds_and_leaves_executable_transactions() {
+        let limits = MempoolLimits {
+            total: 500,
+            total_bytes: 200 * 1024,
+            ..MempoolLimits::default()
+        };
+        let mut pool = Mempool::new(limits);
+        let signers: Vec<_> = (0..400).map(|_| PrivateKeySigner::random()).collect();
+        let mut admitted = 0;
+        for round in 0..5u64 {
+            for (i, signer) in signers.iter().enumerate() {
+                // Fees rise with the round; every other sender sends 1 KiB of calldata.
+                let fee = 100 + u128::from(round) * 50 + (i as u128 % 7);
+                let input = if i % 2 == 0 {
+                    Bytes::from(vec![1u8; 1024])
+                } else {
+                    Bytes::new()
+                };
+                if pool
+                    .insert(tx_with(signer, round, fee, input), 0, RICH)
+                    .is_ok()
+                {
+                    admitted += 1;
+                }
+                assert!(pool.len() <= 500);
+                assert!(pool.bytes() <= 200 * 1024);
+            }
+        }
+        assert!(admitted > 500, "eviction made room: {admitted}");
+        assert_consistent(&pool);
+        let left = pool.len();
+        let taken = pool.take_ready(usize::MAX, u64::MAX, |_| 0);
+        assert!(
+            taken.len() * 2 > left,
+            "{} of {left} executable",
+            taken.len()
+        );
+        assert_eq!(pool.len() + taken.len(), left);
+        assert_consistent(&pool);
     }
 }

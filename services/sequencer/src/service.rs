@@ -39,7 +39,7 @@ fn storage_status(error: impl std::fmt::Display) -> Status {
 pub fn admission_code(error: &Admission) -> tonic::Code {
     match error {
         Admission::AlreadyKnown => tonic::Code::AlreadyExists,
-        Admission::PoolFull => tonic::Code::ResourceExhausted,
+        Admission::PoolFull | Admission::Underpriced => tonic::Code::ResourceExhausted,
         Admission::NonceTooLow { .. }
         | Admission::NonceTooHigh { .. }
         | Admission::ReplacementUnderpriced
