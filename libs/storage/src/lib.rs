@@ -20,7 +20,7 @@ use libmdbx::{DatabaseOptions, Mode, NoWriteMap, ReadWriteOptions, SyncMode, Tab
 pub mod tables;
 mod tx;
 
-pub use tx::{ReadTx, StateAt, WriteTx};
+pub use tx::{ReadTx, StateAt, StateDigest, WriteTx};
 
 /// Upper bound of the database file: 1 TiB of address space is reserved, the file grows into it.
 const MAX_SIZE: u64 = 1 << 40;

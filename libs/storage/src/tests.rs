@@ -901,3 +901,61 @@ mod history {
         assert_eq!(read.history_from().expect("meta"), None);
     }
 }
+
+#[test]
+fn the_state_digest_depends_on_the_state_not_on_how_it_was_written() {
+    let a = Address::repeat_byte(0xa1);
+    let b = Address::repeat_byte(0xb2);
+    let account = |balance: u64, slots: &[(u64, u64)]| AccountDiff {
+        balance: Some(U256::from(balance)),
+        nonce: Some(1),
+        storage: slots
+            .iter()
+            .map(|(k, v)| (U256::from(*k), U256::from(*v)))
+            .collect(),
+        ..AccountDiff::default()
+    };
+    // One database writes the final state at once; the other gets there in two steps, with a
+    // slot written and zeroed again and an account that comes and goes.
+    let (_one_dir, one) = open();
+    let mut write = one.write().expect("write");
+    write
+        .apply_diff(&diff([(a, account(5, &[(1, 10)])), (b, account(7, &[]))]))
+        .expect("apply");
+    write.commit().expect("commit");
+    let (_two_dir, two) = open();
+    let gone = Address::repeat_byte(0xc3);
+    for step in [
+        diff([
+            (a, account(3, &[(1, 10), (2, 20)])),
+            (gone, account(1, &[(9, 9)])),
+        ]),
+        diff([
+            (a, account(5, &[(2, 0)])),
+            (b, account(7, &[])),
+            (
+                gone,
+                AccountDiff {
+                    destroyed: true,
+                    ..AccountDiff::default()
+                },
+            ),
+        ]),
+    ] {
+        let mut write = two.write().expect("write");
+        write.apply_diff(&step).expect("apply");
+        write.commit().expect("commit");
+    }
+    let first = one.read().expect("read").state_digest().expect("digest");
+    let second = two.read().expect("read").state_digest().expect("digest");
+    assert_eq!(first, second);
+    assert_eq!((first.accounts, first.slots), (2, 1));
+
+    let mut write = two.write().expect("write");
+    write
+        .apply_diff(&diff([(b, account(8, &[]))]))
+        .expect("apply");
+    write.commit().expect("commit");
+    let changed = two.read().expect("read").state_digest().expect("digest");
+    assert_ne!(changed.digest, first.digest, "one balance differs");
+}

@@ -24,6 +24,19 @@ use crate::{
 /// An MDBX transaction over this crate's environment kind.
 type Txn<'db, K> = Transaction<'db, K, NoWriteMap>;
 
+/// What [`ReadTx::state_digest`] returns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateDigest {
+    /// keccak256 over every account, slot and code entry in key order.
+    pub digest: B256,
+    /// Accounts.
+    pub accounts: u64,
+    /// Non-zero storage slots.
+    pub slots: u64,
+    /// Distinct codes.
+    pub codes: u64,
+}
+
 /// A read-only, consistent snapshot of the database (an MDBX read transaction).
 ///
 /// Dropping it ends the snapshot. It is `Send` and `Sync`, and implements [`StateView`].
@@ -265,6 +278,34 @@ mod read {
         get_proto(txn, CHAIN_EVENTS, &seq.to_be_bytes())
     }
 
+    pub(super) fn state_digest<K: TransactionKind>(
+        txn: &Txn<'_, K>,
+    ) -> Result<StateDigest, StorageError> {
+        let mut hasher = alloy_primitives::Keccak256::new();
+        let mut digest = StateDigest::default();
+        for (name, count) in [
+            (PLAIN_ACCOUNT_STATE, &mut digest.accounts),
+            (PLAIN_STORAGE_STATE, &mut digest.slots),
+            (BYTECODES, &mut digest.codes),
+        ] {
+            let handle = table(txn, name)?;
+            let mut cursor = txn.cursor(&handle)?;
+            // Tables are walked in key order; each entry is length-prefixed so no two states
+            // hash the same bytes.
+            hasher.update(name.as_bytes());
+            for item in cursor.iter_start::<Cow<'_, [u8]>, Cow<'_, [u8]>>() {
+                let (key, value) = item?;
+                hasher.update((key.len() as u32).to_be_bytes());
+                hasher.update(&key);
+                hasher.update((value.len() as u32).to_be_bytes());
+                hasher.update(&value);
+                *count += 1;
+            }
+        }
+        digest.digest = hasher.finalize();
+        Ok(digest)
+    }
+
     pub(super) fn last_event_seq<K: TransactionKind>(
         txn: &Txn<'_, K>,
     ) -> Result<u64, StorageError> {
@@ -393,6 +434,12 @@ macro_rules! reads {
             /// The sequence of the last stored chain event; 0 when none is stored.
             pub fn last_event_seq(&self) -> Result<u64, StorageError> {
                 read::last_event_seq(&self.txn)
+            }
+
+            /// A digest of the plain state (every account, slot and code, in key order): two
+            /// databases holding the same state give the same digest, whatever history led there.
+            pub fn state_digest(&self) -> Result<StateDigest, StorageError> {
+                read::state_digest(&self.txn)
             }
 
             /// The account at `address` as it was after block `number`, read from the history

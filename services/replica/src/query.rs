@@ -403,6 +403,23 @@ fn topic_matches(filter: &[v1::TopicFilter], topics: &[B256]) -> bool {
 
 #[tonic::async_trait]
 impl v1::replica_server::Replica for QueryService {
+    async fn get_state_digest(
+        &self,
+        _request: Request<v1::GetStateDigestRequest>,
+    ) -> Result<Response<v1::StateDigest>, Status> {
+        self.with_read(|read, _| {
+            let digest = read.state_digest().map_err(storage)?;
+            Ok(Response::new(v1::StateDigest {
+                last_seq: read.meta_u64(meta::LAST_SEQ).map_err(storage)?.unwrap_or(0),
+                digest: digest.digest.to_vec(),
+                accounts: digest.accounts,
+                slots: digest.slots,
+                codes: digest.codes,
+            }))
+        })
+        .await
+    }
+
     async fn get_head(
         &self,
         _request: Request<v1::GetHeadRequest>,

@@ -177,6 +177,27 @@ impl v1::sequencer_server::Sequencer for SequencerService {
             block_gas_limit: self.shared.spec.gas_limit(),
         }))
     }
+
+    async fn get_state_digest(
+        &self,
+        _request: Request<v1::GetStateDigestRequest>,
+    ) -> Result<Response<v1::StateDigest>, Status> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            // One snapshot: the state and the last event it includes.
+            let read = shared.db.read().map_err(storage_status)?;
+            let digest = read.state_digest().map_err(storage_status)?;
+            Ok(Response::new(v1::StateDigest {
+                last_seq: read.last_event_seq().map_err(storage_status)?,
+                digest: digest.digest.to_vec(),
+                accounts: digest.accounts,
+                slots: digest.slots,
+                codes: digest.codes,
+            }))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+    }
 }
 
 /// Sends every event from `from` on: first from storage, then live; falls back to storage

@@ -11,6 +11,7 @@ mod devnet;
 mod errors;
 mod eth_namespace;
 mod fraud;
+mod kill_nine;
 mod proving;
 mod realtime;
 mod subscriptions;

@@ -1,0 +1,288 @@
+//! SIGKILL of the sequencer, the publisher or the replica at random moments under load, over and
+//! over (at least 20 kills), each restarted after a random pause. Afterwards:
+//! - every transaction a client got a receipt for (`realtime_sendRawTransaction`) is in the chain
+//!   and served as such;
+//! - no transaction is in the chain twice, and the stream holds every event once, in order;
+//! - the sequencer and the replica hold the same state (their state digests agree at the same
+//!   chain position).
+//!
+//! The kill schedule comes from a seed printed in every failure message; `VERITY_E2E_SEED`
+//! replays one.
+
+use std::{
+    collections::HashSet,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use alloy_primitives::{Address, U256};
+use nix::sys::signal::Signal;
+use serde_json::json;
+use verity_e2e::{Rpc, TestNet, dev_signer, sign_transfer, verity_devnet::Service};
+use verity_proto::v1::{
+    self, GetHeadRequest, GetStateDigestRequest, replica_client::ReplicaClient,
+    sequencer_client::SequencerClient,
+};
+
+const KILLS: usize = 20;
+const SENDERS: usize = 4;
+
+/// xorshift64*: the schedule only needs to be replayable, not unpredictable.
+struct Schedule(u64);
+
+impl Schedule {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn millis(&mut self, low: u64, high: u64) -> Duration {
+        Duration::from_millis(low + self.next() % (high - low))
+    }
+}
+
+/// Sends transfers until `stop`, each with `realtime_sendRawTransaction`, and records the hash
+/// of every one answered with a receipt. After any failure (a service down, a nonce the chain
+/// moved past) it reads the account's nonce again and goes on from there.
+async fn load(
+    rpc: Rpc,
+    signer: alloy_signer_local::PrivateKeySigner,
+    chain_id: u64,
+    stop: Arc<AtomicBool>,
+    receipted: Arc<Mutex<Vec<String>>>,
+) -> (u64, u64) {
+    let address = format!("{:#x}", signer.address());
+    let mut nonce = None;
+    let mut attempt = 0u64;
+    let mut failures = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let current = match nonce {
+            Some(n) => n,
+            None => match rpc
+                .try_call("eth_getTransactionCount", json!([address, "latest"]))
+                .await
+            {
+                Ok(Ok(value)) => verity_e2e::parse_quantity(&value).unwrap(),
+                _ => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        attempt += 1;
+        // A distinct value per attempt: a resent nonce is a different transaction.
+        let (raw, hash) = sign_transfer(
+            &signer,
+            chain_id,
+            current,
+            Address::repeat_byte(0x4b),
+            U256::from(attempt),
+            100_000_000_000,
+        )
+        .unwrap();
+        match rpc
+            .try_call("realtime_sendRawTransaction", json!([raw]))
+            .await
+        {
+            Ok(Ok(receipt)) => {
+                assert_eq!(receipt["transactionHash"].as_str(), Some(hash.as_str()));
+                receipted.lock().unwrap().push(hash);
+                nonce = Some(current + 1);
+            }
+            _ => {
+                failures += 1;
+                nonce = None;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    (attempt, failures)
+}
+
+async fn sequencer_client(net: &TestNet) -> Option<SequencerClient<tonic::transport::Channel>> {
+    SequencerClient::connect(net.devnet.grpc_url(Service::Sequencer))
+        .await
+        .ok()
+}
+
+async fn replica_client(net: &TestNet) -> Option<ReplicaClient<tonic::transport::Channel>> {
+    ReplicaClient::connect(net.devnet.grpc_url(Service::Replica))
+        .await
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_moments_loses_no_receipted_transaction() {
+    let seed = std::env::var("VERITY_E2E_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    let mut schedule = Schedule(seed);
+    let mut net = TestNet::start(|o| o.block_interval_ms = 200).await.unwrap();
+    let chain_id = net.devnet.chain_id();
+    let stop = Arc::new(AtomicBool::new(false));
+    let receipted = Arc::new(Mutex::new(Vec::new()));
+    let loaders: Vec<_> = (1..=SENDERS)
+        .map(|i| {
+            tokio::spawn(load(
+                net.rpc(),
+                dev_signer(&net, i).unwrap(),
+                chain_id,
+                stop.clone(),
+                receipted.clone(),
+            ))
+        })
+        .collect();
+
+    let victims = [Service::Sequencer, Service::Publisher, Service::Replica];
+    let mut killed = Vec::new();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for kill in 0..KILLS {
+        tokio::time::sleep(schedule.millis(150, 900)).await;
+        // Each service first, in random moments; then random services.
+        let victim = match victims.get(kill) {
+            Some(victim) => *victim,
+            None => victims[(schedule.next() % victims.len() as u64) as usize],
+        };
+        net.devnet.signal(victim, Signal::SIGKILL).await.unwrap();
+        killed.push(victim);
+        tokio::time::sleep(schedule.millis(0, 400)).await;
+        if let Err(error) = net.devnet.start_service(victim).await {
+            net.dump_logs();
+            panic!("seed {seed}: {victim} did not come back after SIGKILL: {error}");
+        }
+    }
+    // Load on a healthy network for a moment, then stop.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut attempts = 0;
+    for loader in loaders {
+        attempts += loader.await.unwrap().0;
+    }
+    let receipted = receipted.lock().unwrap().clone();
+    assert!(
+        receipted.len() > 50,
+        "seed {seed}: only {} of {attempts} transfers got a receipt (kills: {killed:?})",
+        receipted.len()
+    );
+
+    // Let the open block be sealed, then wait until the replica has applied everything the
+    // sequencer committed.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let target = loop {
+        let sequencer = match sequencer_client(&net).await {
+            Some(mut c) => c.get_head(GetHeadRequest {}).await.ok(),
+            None => None,
+        };
+        let replica = match replica_client(&net).await {
+            Some(mut c) => c.get_head(GetHeadRequest {}).await.ok(),
+            None => None,
+        };
+        if let (Some(s), Some(r)) = (sequencer, replica)
+            && r.get_ref().last_seq >= s.get_ref().last_seq
+        {
+            break s.into_inner().last_seq;
+        }
+        if tokio::time::Instant::now() > deadline {
+            net.dump_logs();
+            panic!("seed {seed}: the replica did not catch up with the sequencer");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // The stream: every event once, in order; no transaction twice.
+    let (_client, js) = verity_bus::connect(net.devnet.nats_url().unwrap(), "e2e")
+        .await
+        .unwrap();
+    let mut stream = verity_bus::ensure_chain_stream(&js).await.unwrap();
+    let last = verity_bus::last_chain_seq(&mut stream).await.unwrap();
+    assert!(
+        last >= target,
+        "seed {seed}: stream at {last}, chain at {target}"
+    );
+    let mut in_chain = HashSet::new();
+    for seq in 1..=target {
+        let message = stream.get_raw_message(seq).await.unwrap();
+        let event = verity_bus::decode_event(seq, &message.payload).unwrap();
+        assert_eq!(
+            event.seq, seq,
+            "seed {seed}: stream message {seq} holds event {}",
+            event.seq
+        );
+        if let Some(v1::chain_event::Event::Block(block)) = &event.event {
+            let block = verity_primitives::Block::try_from(block).unwrap();
+            for hash in &block.transaction_hashes {
+                assert!(
+                    in_chain.insert(hash.to_string()),
+                    "seed {seed}: transaction {hash} is in the chain twice"
+                );
+            }
+        }
+    }
+
+    // Every receipt a client was given stands.
+    let rpc = net.rpc();
+    for hash in &receipted {
+        assert!(
+            in_chain.contains(hash),
+            "seed {seed}: {hash} got a receipt but is in no block (kills: {killed:?})"
+        );
+        let receipt = rpc
+            .call("eth_getTransactionReceipt", json!([hash]))
+            .await
+            .unwrap();
+        assert_eq!(
+            receipt["status"],
+            json!("0x1"),
+            "seed {seed}: {hash}: {receipt}"
+        );
+    }
+
+    // Sequencer and replica agree on the state. Nothing was sent since `target`, and the empty
+    // blocks sealed since change no state, so the digests must agree whatever their positions.
+    let sequencer = sequencer_client(&net)
+        .await
+        .unwrap()
+        .get_state_digest(GetStateDigestRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let replica = replica_client(&net)
+        .await
+        .unwrap()
+        .get_state_digest(GetStateDigestRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(replica.last_seq >= target, "seed {seed}");
+    assert_eq!(
+        (
+            &sequencer.digest,
+            sequencer.accounts,
+            sequencer.slots,
+            sequencer.codes
+        ),
+        (
+            &replica.digest,
+            replica.accounts,
+            replica.slots,
+            replica.codes
+        ),
+        "seed {seed}: the replica's state differs from the sequencer's"
+    );
+    assert_eq!(sequencer.digest.len(), 32);
+    assert!(sequencer.accounts > SENDERS as u64);
+    net.stop().await.unwrap();
+}
