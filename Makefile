@@ -46,8 +46,9 @@ e2e: bootstrap bins
 ## Built so far: sequencer execution alone (sequential and parallel against plain revm; it
 ## rewrites its section of docs/benchmarks.md), the state tree's write throughput, the witness replica's job building at
 ## 10,000 transfers/s, chunk proofs, the IPA/KZG backend comparison, verification against
-## execution (tens of minutes), and JSON-RPC on a release-built devnet (realtime send latency,
-## read throughput).
+## execution (tens of minutes), JSON-RPC on a release-built devnet (realtime send latency,
+## read throughput), and the chain under `verity bench` (transfers up to 10,000/s, ERC-20,
+## counter, mixed; it rewrites its section of docs/benchmarks.md).
 bench: bootstrap
 	$(CARGO) bench -p verity-execution --bench execution
 	$(CARGO) bench -p verity-commitment --bench tree
@@ -57,6 +58,7 @@ bench: bootstrap
 	$(CARGO) bench -p verity-chunk --bench verify_cost
 	$(CARGO) build --release --bins
 	$(CARGO) bench -p verity-e2e --bench rpc
+	$(CARGO) bench -p verity-e2e --bench load
 
 clean:
 	$(CARGO) clean

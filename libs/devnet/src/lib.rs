@@ -142,6 +142,8 @@ pub struct DevnetOptions {
     pub bin_dir: PathBuf,
     /// Chain id for a new chain (an existing genesis file wins).
     pub chain_id: u64,
+    /// Block gas limit of a new chain (an existing genesis file wins).
+    pub gas_limit: u64,
     /// JSON-RPC address of the gateway (port 0 picks one).
     pub rpc_addr: SocketAddr,
     /// Mini-block interval.
@@ -173,6 +175,7 @@ impl DevnetOptions {
             data_dir: data_dir.into(),
             bin_dir: default_bin_dir(),
             chain_id: 31337,
+            gas_limit: verity_primitives::chain_spec::DEFAULT_GAS_LIMIT,
             rpc_addr: SocketAddr::from(([127, 0, 0, 1], 8545)),
             mini_block_interval_ms: 10,
             block_interval_ms: 1000,
@@ -253,8 +256,9 @@ impl Devnet {
         let spec = if genesis.is_file() {
             ChainSpec::load(&genesis).map_err(|e| DevnetError::Setup(e.to_string()))?
         } else {
-            let spec = ChainSpec::dev(options.chain_id, 10, 10_000)
-                .map_err(|e| DevnetError::Setup(e.to_string()))?;
+            let spec =
+                ChainSpec::dev_with_gas_limit(options.chain_id, 10, 10_000, options.gas_limit)
+                    .map_err(|e| DevnetError::Setup(e.to_string()))?;
             let json = spec
                 .to_json()
                 .map_err(|e| DevnetError::Setup(e.to_string()))?;

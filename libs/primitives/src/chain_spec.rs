@@ -176,10 +176,21 @@ impl ChainSpec {
     /// The devnet genesis: the first `accounts` accounts of [`DEV_MNEMONIC`] funded with
     /// `balance_eth` ETH each.
     pub fn dev(chain_id: u64, accounts: u32, balance_eth: u64) -> Result<Self, ChainSpecError> {
+        Self::dev_with_gas_limit(chain_id, accounts, balance_eth, DEFAULT_GAS_LIMIT)
+    }
+
+    /// [`ChainSpec::dev`] with another block gas limit (a 1 s block of 30M gas holds ~1,400
+    /// transfers; load tests at 10,000 transfers/s need more).
+    pub fn dev_with_gas_limit(
+        chain_id: u64,
+        accounts: u32,
+        balance_eth: u64,
+        gas_limit: u64,
+    ) -> Result<Self, ChainSpecError> {
         let balance = U256::from(balance_eth) * U256::from(10u64).pow(U256::from(18));
         let mut genesis = Genesis::default();
         genesis.config.chain_id = chain_id;
-        genesis.gas_limit = DEFAULT_GAS_LIMIT;
+        genesis.gas_limit = gas_limit;
         genesis.base_fee_per_gas = Some(u128::from(INITIAL_BASE_FEE));
         for address in dev_accounts(accounts)? {
             genesis

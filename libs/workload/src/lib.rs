@@ -47,6 +47,61 @@ pub const ERC20_GAS: u64 = 80_000;
 /// Gas limit of a counter increment (~26,500 used, ~43,000 the first time).
 pub const COUNTER_GAS: u64 = 60_000;
 
+/// Where a workload's contracts are: [`TOKEN`] and [`COUNTER`] in [`Accounts::genesis`]'s
+/// state, wherever they were deployed on a live chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Targets {
+    /// The ERC-20.
+    pub token: Address,
+    /// The counter.
+    pub counter: Address,
+}
+
+impl Default for Targets {
+    fn default() -> Self {
+        Self {
+            token: TOKEN,
+            counter: COUNTER,
+        }
+    }
+}
+
+/// Init code that writes `storage` and deploys `runtime`: how a load generator puts the
+/// workload's contracts on a live chain (the ERC-20 with its deployer's balance set).
+pub fn deploy_code(runtime: &[u8], storage: &[(U256, U256)]) -> Bytes {
+    let mut code = Vec::with_capacity(runtime.len() + 66 * storage.len() + 16);
+    for (slot, value) in storage {
+        // PUSH32 value, PUSH32 slot, SSTORE
+        code.push(0x7f);
+        code.extend_from_slice(&value.to_be_bytes::<32>());
+        code.push(0x7f);
+        code.extend_from_slice(&slot.to_be_bytes::<32>());
+        code.push(0x55);
+    }
+    let len = u16::try_from(runtime.len())
+        .unwrap_or(u16::MAX)
+        .to_be_bytes();
+    // PUSH2 len, PUSH2 offset, PUSH0, CODECOPY, PUSH2 len, PUSH0, RETURN
+    let offset = u16::try_from(code.len() + 13)
+        .unwrap_or(u16::MAX)
+        .to_be_bytes();
+    code.extend_from_slice(&[0x61, len[0], len[1], 0x61, offset[0], offset[1], 0x5f, 0x39]);
+    code.extend_from_slice(&[0x61, len[0], len[1], 0x5f, 0xf3]);
+    code.extend_from_slice(runtime);
+    Bytes::from(code)
+}
+
+/// Init code of the ERC-20 with `supply` units held by `holder`.
+pub fn token_deploy_code(holder: Address, supply: U256) -> Bytes {
+    deploy_code(
+        &token_code(),
+        &[
+            (token_balance_slot(holder), supply),
+            (U256::from(TOTAL_SUPPLY_SLOT), supply),
+        ],
+    )
+}
+
 /// The ERC-20's deployed code.
 pub fn token_code() -> Bytes {
     let text = include_str!("token.hex").trim();
@@ -273,8 +328,15 @@ impl Accounts {
     }
 
     /// Transaction `i` of `kind`, unsigned: sent by account `i % n` with nonce
-    /// `first_nonce + i / n`.
-    pub fn unsigned(&self, kind: Kind, i: usize, first_nonce: u64, params: &TxParams) -> TxEip1559 {
+    /// `first_nonce + i / n`, to the contracts at `targets`.
+    pub fn unsigned(
+        &self,
+        kind: Kind,
+        i: usize,
+        first_nonce: u64,
+        params: &TxParams,
+        targets: &Targets,
+    ) -> TxEip1559 {
         let sender = i % self.len();
         let nonce = first_nonce + (i / self.len()) as u64;
         let action = kind.action(i);
@@ -282,11 +344,11 @@ impl Accounts {
         let (to, value, input) = match action {
             Action::Transfer => (recipient, U256::from(1u64), Bytes::new()),
             Action::Erc20 => (
-                TOKEN,
+                targets.token,
                 U256::ZERO,
                 erc20_transfer(recipient, U256::from(1u64)),
             ),
-            Action::Counter => (COUNTER, U256::ZERO, Bytes::new()),
+            Action::Counter => (targets.counter, U256::ZERO, Bytes::new()),
         };
         TxEip1559 {
             chain_id: params.chain_id,
@@ -301,8 +363,9 @@ impl Accounts {
         }
     }
 
-    /// Signs transactions `range` of `kind` on every core; `first_nonce(sender)` is the nonce of
-    /// the sender's first transaction in the workload.
+    /// Signs transactions `range` of `kind` on every core, to the contracts of
+    /// [`Accounts::genesis`]; `first_nonce(sender)` is the nonce of the sender's first
+    /// transaction in the workload.
     pub fn sign(
         &self,
         kind: Kind,
@@ -310,11 +373,23 @@ impl Accounts {
         params: &TxParams,
         first_nonce: impl Fn(usize) -> u64 + Sync,
     ) -> Result<Vec<Signed>, alloy_signer::Error> {
+        self.sign_for(kind, range, params, &Targets::default(), first_nonce)
+    }
+
+    /// [`Accounts::sign`] to the contracts at `targets`.
+    pub fn sign_for(
+        &self,
+        kind: Kind,
+        range: std::ops::Range<usize>,
+        params: &TxParams,
+        targets: &Targets,
+        first_nonce: impl Fn(usize) -> u64 + Sync,
+    ) -> Result<Vec<Signed>, alloy_signer::Error> {
         range
             .into_par_iter()
             .map(|i| {
                 let sender = i % self.len();
-                let tx = self.unsigned(kind, i, first_nonce(sender), params);
+                let tx = self.unsigned(kind, i, first_nonce(sender), params, targets);
                 let key = &self.keys[sender];
                 let signature = key.sign_hash_sync(&tx.signature_hash())?;
                 let envelope: TxEnvelope = tx.into_signed(signature).into();

@@ -110,3 +110,52 @@ fn transactions_rotate_senders_with_consecutive_nonces() {
     assert_eq!("erc20".parse::<Kind>().expect("known"), Kind::Erc20);
     assert!("nft".parse::<Kind>().is_err());
 }
+
+#[test]
+fn the_deploy_code_installs_the_token_with_its_holders_balance() {
+    let accounts = Accounts::new(2);
+    let mut state = InMemoryState::default();
+    state.apply(&accounts.genesis(U256::from(10u128.pow(21)), U256::ZERO));
+    let deployer = accounts.key(0);
+    let create = alloy_consensus::TxEip1559 {
+        chain_id: PARAMS.chain_id,
+        nonce: 0,
+        gas_limit: 1_000_000,
+        max_fee_per_gas: PARAMS.max_fee_per_gas,
+        max_priority_fee_per_gas: 0,
+        to: alloy_primitives::TxKind::Create,
+        value: U256::ZERO,
+        input: token_deploy_code(deployer.address(), U256::from(5_000u64)),
+        access_list: Default::default(),
+    };
+    use alloy_consensus::SignableTransaction as _;
+    use alloy_signer::SignerSync as _;
+    let signature = deployer
+        .sign_hash_sync(&create.signature_hash())
+        .expect("sign");
+    let tx = verity_primitives::Transaction::new_unchecked(
+        create.into_signed(signature).into(),
+        deployer.address(),
+    );
+    let outcome = execute(&state, &env(), vec![tx], 0).expect("execute");
+    let token = outcome.receipts[0].contract_address.expect("created");
+    state.apply(&outcome.diff);
+    let code_hash = state.accounts[&token].code_hash;
+    assert_eq!(state.code[&code_hash], token_code());
+    assert_eq!(
+        state
+            .storage(token, token_balance_slot(deployer.address()))
+            .expect("read"),
+        U256::from(5_000u64)
+    );
+    // And it works: a workload ERC-20 transfer against it.
+    let targets = Targets {
+        token,
+        counter: COUNTER,
+    };
+    let transfer = accounts
+        .sign_for(Kind::Erc20, 0..1, &PARAMS, &targets, |_| 1)
+        .expect("sign");
+    let outcome = execute(&state, &env(), vec![transfer[0].transaction()], 0).expect("execute");
+    assert!(outcome.receipts[0].success);
+}

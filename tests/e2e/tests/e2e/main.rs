@@ -12,6 +12,7 @@ mod errors;
 mod eth_namespace;
 mod fraud;
 mod kill_nine;
+mod load_generator;
 mod proving;
 mod realtime;
 mod subscriptions;

@@ -1,0 +1,586 @@
+//! `verity bench`: a load generator against a running chain's JSON-RPC gateway.
+//!
+//! 1. **Setup**: derives the workload's accounts (`verity-workload`), funds the ones that need
+//!    it from `--funder-key` (by default the devnet's first account), and deploys the ERC-20
+//!    (with the funder's balance) and the counter when the workload calls them, then hands each
+//!    account its tokens. Transactions of the setup go out in windows the mempool accepts (64
+//!    nonces ahead at most).
+//! 2. **Pre-signing** the whole run on every core, before the clock starts.
+//! 3. **The run**: open loop at `--rate` transactions/s for `--duration` seconds, or closed
+//!    loop (`--closed-loop N`: N clients, each sending its next transaction when the previous
+//!    one's receipt came back). Every transaction is sent with `realtime_sendRawTransaction`,
+//!    which answers with its receipt: the latency is from the moment the transaction was due
+//!    (open loop: its scheduled time, so a stalled sender cannot hide latency) to its receipt.
+//!    A progress line is printed every second.
+//! 4. **Report**: transactions/s and gas/s from the receipts, latency percentiles, errors by
+//!    message; `--json` prints it as JSON too.
+//!
+//! Not built yet: the per-stage breakdown (ingress, mempool, execution, commit, stream, replica)
+//! the issue asks for.
+
+use std::{
+    collections::BTreeMap,
+    io::Write as _,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+use alloy_eips::eip2718::Encodable2718;
+use alloy_primitives::{Address, Bytes, TxKind, U256};
+use alloy_signer::SignerSync;
+use alloy_signer_local::PrivateKeySigner;
+use anyhow::{Context, anyhow, bail};
+use http_body_util::{BodyExt, Full};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use serde_json::{Value, json};
+use verity_workload::{Accounts, Action, Kind, Signed, Targets, TxParams};
+
+/// `verity bench` flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// JSON-RPC URL of the gateway.
+    #[arg(long, env = "VERITY_RPC_URL", default_value = "http://127.0.0.1:8545")]
+    pub rpc_url: String,
+    /// Workload: transfers, erc20, counter or mixed.
+    #[arg(long, default_value = "transfers")]
+    pub workload: Kind,
+    /// Accounts sending the workload (each sends every `accounts`-th transaction).
+    #[arg(long, default_value_t = 2000)]
+    pub accounts: usize,
+    /// Open loop: transactions per second.
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u64,
+    /// Open loop: seconds of load.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Closed loop with this many clients instead of an open loop (`--count` transactions).
+    #[arg(long)]
+    pub closed_loop: Option<usize>,
+    /// Closed loop: transactions in all.
+    #[arg(long, default_value_t = 10_000)]
+    pub count: usize,
+    /// Most requests in flight (the connection pool grows to it).
+    #[arg(long, default_value_t = 1024)]
+    pub max_in_flight: usize,
+    /// Hex private key that funds the accounts (default: the devnet's first account).
+    #[arg(long, env = "VERITY_BENCH_FUNDER_KEY")]
+    pub funder_key: Option<String>,
+    /// Print the report as JSON as well.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The figures of a run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    /// Workload name.
+    pub workload: String,
+    /// "open 1000/s" or "closed 16 clients".
+    pub mode: String,
+    /// Transactions sent.
+    pub sent: u64,
+    /// Receipts received.
+    pub receipts: u64,
+    /// Seconds from the first send to the last receipt.
+    pub seconds: f64,
+    /// Receipts per second.
+    pub tps: f64,
+    /// Gas of the receipts per second.
+    pub gas_per_second: f64,
+    /// Latency percentiles in milliseconds: p50, p90, p99, p99.9, max.
+    pub latency_ms: BTreeMap<String, f64>,
+    /// Errors by message.
+    pub errors: BTreeMap<String, u64>,
+    /// The ERC-20 the run used (deployed by its setup), when it used one.
+    pub token: Option<Address>,
+    /// The counter the run used, when it used one.
+    pub counter: Option<Address>,
+}
+
+/// A small JSON-RPC client over a pooled HTTP/1.1 connection set.
+#[derive(Clone, Debug)]
+struct Rpc {
+    url: hyper::Uri,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<bytes::Bytes>>,
+}
+
+impl Rpc {
+    fn new(url: &str) -> anyhow::Result<Self> {
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build_http();
+        Ok(Self {
+            url: url.parse().with_context(|| format!("--rpc-url {url}"))?,
+            client,
+        })
+    }
+
+    /// `Ok(Err(message))` is the node's JSON-RPC error.
+    async fn call(&self, method: &str, params: Value) -> anyhow::Result<Result<Value, String>> {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let request = hyper::Request::post(self.url.clone())
+            .header("content-type", "application/json")
+            .body(Full::new(bytes::Bytes::from(serde_json::to_vec(&body)?)))?;
+        let response = self.client.request(request).await?;
+        let bytes = response.into_body().collect().await?.to_bytes();
+        let value: Value = serde_json::from_slice(&bytes)
+            .with_context(|| format!("not JSON: {}", String::from_utf8_lossy(&bytes)))?;
+        if let Some(error) = value.get("error") {
+            return Ok(Err(error["message"].as_str().unwrap_or("error").to_owned()));
+        }
+        value
+            .get("result")
+            .cloned()
+            .map(Ok)
+            .ok_or_else(|| anyhow!("no result in {value}"))
+    }
+
+    async fn ok(&self, method: &str, params: Value) -> anyhow::Result<Value> {
+        self.call(method, params)
+            .await?
+            .map_err(|e| anyhow!("{method}: {e}"))
+    }
+
+    async fn quantity(&self, method: &str, params: Value) -> anyhow::Result<u64> {
+        let value = self.ok(method, params).await?;
+        let text = value.as_str().unwrap_or_default();
+        u64::from_str_radix(text.trim_start_matches("0x"), 16)
+            .with_context(|| format!("{method} answered {value}"))
+    }
+}
+
+/// Progress and errors, printed on one line that is rewritten.
+fn progress(line: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "\r\x1b[2K{line}");
+    let _ = err.flush();
+}
+
+fn done(line: &str) {
+    progress(line);
+    let _ = writeln!(std::io::stderr().lock());
+}
+
+/// Runs `verity bench`.
+pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
+    if args.accounts == 0 {
+        bail!("invalid --accounts 0: must be at least 1");
+    }
+    if args.closed_loop.is_none() && (args.rate == 0 || args.duration == 0) {
+        bail!("--rate and --duration must be at least 1");
+    }
+    let rpc = Rpc::new(&args.rpc_url)?;
+    let chain_id = rpc
+        .quantity("eth_chainId", json!([]))
+        .await
+        .with_context(|| format!("cannot reach the gateway at {}", args.rpc_url))?;
+    let gas_price = rpc.quantity("eth_gasPrice", json!([])).await?;
+    let params = TxParams {
+        chain_id,
+        // Room for the base fee to double several times during the run.
+        max_fee_per_gas: u128::from(gas_price) * 8 + 1_000_000,
+        max_priority_fee_per_gas: 1_000_000,
+    };
+    let funder = match &args.funder_key {
+        Some(hex) => hex
+            .trim()
+            .parse::<PrivateKeySigner>()
+            .context("--funder-key is not a hex private key")?,
+        None => verity_primitives::chain_spec::dev_signers(1)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("no dev account"))?,
+    };
+
+    progress(&format!("deriving {} accounts", args.accounts));
+    let accounts = Accounts::new(args.accounts);
+    let actions: Vec<Action> = (0..10).map(|i| args.workload.action(i)).collect();
+    let mut setup = Setup::new(rpc.clone(), funder, params).await?;
+    let targets = setup.prepare(&accounts, &actions).await?;
+    done(&format!(
+        "setup done: {} accounts funded, token {}, counter {}",
+        accounts.len(),
+        targets.token,
+        targets.counter
+    ));
+
+    let total = match args.closed_loop {
+        Some(_) => args.count,
+        None => usize::try_from(args.rate * args.duration)?,
+    };
+    progress(&format!("reading {} nonces", accounts.len()));
+    let nonces = account_nonces(&rpc, &accounts).await?;
+    progress(&format!("signing {total} transactions"));
+    let started = Instant::now();
+    let kind = args.workload;
+    let signed = {
+        let accounts = accounts.clone();
+        let nonces = nonces.clone();
+        tokio::task::spawn_blocking(move || {
+            accounts.sign_for(kind, 0..total, &params, &targets, |s| nonces[s])
+        })
+        .await??
+    };
+    done(&format!(
+        "signed {total} transactions in {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
+    let mut report = send(&rpc, signed, &args).await;
+    report.token = actions.contains(&Action::Erc20).then_some(targets.token);
+    report.counter = actions
+        .contains(&Action::Counter)
+        .then_some(targets.counter);
+    Ok(report)
+}
+
+/// Per-account nonces, read concurrently.
+async fn account_nonces(rpc: &Rpc, accounts: &Accounts) -> anyhow::Result<Vec<u64>> {
+    let mut nonces = vec![0; accounts.len()];
+    for start in (0..accounts.len()).step_by(256) {
+        let end = (start + 256).min(accounts.len());
+        let reads = (start..end).map(|i| {
+            let rpc = rpc.clone();
+            let address = format!("{:#x}", accounts.address(i));
+            async move {
+                rpc.quantity("eth_getTransactionCount", json!([address, "latest"]))
+                    .await
+            }
+        });
+        for (i, nonce) in (start..end).zip(futures::future::join_all(reads).await) {
+            nonces[i] = nonce?;
+        }
+    }
+    Ok(nonces)
+}
+
+/// The funder's side of the setup.
+struct Setup {
+    rpc: Rpc,
+    funder: PrivateKeySigner,
+    nonce: u64,
+    params: TxParams,
+}
+
+/// How far ahead of the account's nonce the mempool queues transactions.
+const WINDOW: usize = 64;
+/// Wei each account is funded with when it holds less than half of it (1 ETH: thousands of
+/// transactions' gas; a devnet account's 10,000 ETH funds 10,000 accounts).
+const FUNDING: u128 = 1_000_000_000_000_000_000;
+/// Token units each account is given.
+const TOKENS: u64 = 1_000_000_000;
+
+impl Setup {
+    async fn new(rpc: Rpc, funder: PrivateKeySigner, params: TxParams) -> anyhow::Result<Self> {
+        let address = format!("{:#x}", funder.address());
+        let nonce = rpc
+            .quantity("eth_getTransactionCount", json!([address, "latest"]))
+            .await?;
+        Ok(Self {
+            rpc,
+            funder,
+            nonce,
+            params,
+        })
+    }
+
+    fn sign(&mut self, to: TxKind, value: U256, input: Bytes, gas: u64) -> anyhow::Result<String> {
+        let tx = TxEip1559 {
+            chain_id: self.params.chain_id,
+            nonce: self.nonce,
+            gas_limit: gas,
+            max_fee_per_gas: self.params.max_fee_per_gas,
+            max_priority_fee_per_gas: self.params.max_priority_fee_per_gas,
+            to,
+            value,
+            input,
+            access_list: Default::default(),
+        };
+        self.nonce += 1;
+        let signature = self.funder.sign_hash_sync(&tx.signature_hash())?;
+        let envelope: TxEnvelope = tx.into_signed(signature).into();
+        Ok(alloy_primitives::hex::encode_prefixed(
+            envelope.encoded_2718(),
+        ))
+    }
+
+    /// Sends one transaction and waits for its receipt.
+    async fn send_one(&self, raw: String) -> anyhow::Result<Value> {
+        let receipt = self
+            .rpc
+            .ok("realtime_sendRawTransaction", json!([raw]))
+            .await?;
+        if receipt["status"] != json!("0x1") {
+            bail!("setup transaction failed: {receipt}");
+        }
+        Ok(receipt)
+    }
+
+    /// Sends `raws` in windows of [`WINDOW`], each window as one batch, waiting for every
+    /// receipt of a window before the next.
+    async fn send_windows(&self, raws: Vec<String>, what: &str) -> anyhow::Result<()> {
+        let total = raws.len();
+        for (n, window) in raws.chunks(WINDOW).enumerate() {
+            let sends = window.iter().map(|raw| self.send_one(raw.clone()));
+            for result in futures::future::join_all(sends).await {
+                result.with_context(|| format!("setup: {what}"))?;
+            }
+            progress(&format!(
+                "setup: {what} {}/{total}",
+                (n * WINDOW + window.len()).min(total)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Funds the accounts that need it and deploys the contracts `actions` call.
+    async fn prepare(
+        &mut self,
+        accounts: &Accounts,
+        actions: &[Action],
+    ) -> anyhow::Result<Targets> {
+        // ETH for gas (and transfers) where an account holds less than half the funding.
+        let mut raws = Vec::new();
+        for start in (0..accounts.len()).step_by(256) {
+            let end = (start + 256).min(accounts.len());
+            let reads = (start..end).map(|i| {
+                let rpc = self.rpc.clone();
+                let address = format!("{:#x}", accounts.address(i));
+                async move { rpc.ok("eth_getBalance", json!([address, "latest"])).await }
+            });
+            let balances = futures::future::join_all(reads).await;
+            for (i, balance) in (start..end).zip(balances) {
+                let balance = balance?;
+                let balance: U256 = serde_json::from_value(balance)?;
+                if balance < U256::from(FUNDING / 2) {
+                    let to = TxKind::Call(accounts.address(i));
+                    raws.push(self.sign(to, U256::from(FUNDING), Bytes::new(), 21_000)?);
+                }
+            }
+        }
+        self.send_windows(raws, "funding accounts").await?;
+
+        let mut targets = Targets::default();
+        if actions.contains(&Action::Counter) {
+            let code = verity_workload::deploy_code(&verity_workload::counter_code(), &[]);
+            let raw = self.sign(TxKind::Create, U256::ZERO, code, 200_000)?;
+            targets.counter = contract_address(&self.send_one(raw).await?)?;
+        }
+        if actions.contains(&Action::Erc20) {
+            let supply = U256::from(TOKENS) * U256::from(accounts.len());
+            let code = verity_workload::token_deploy_code(self.funder.address(), supply);
+            let raw = self.sign(TxKind::Create, U256::ZERO, code, 3_000_000)?;
+            targets.token = contract_address(&self.send_one(raw).await?)?;
+            let mut raws = Vec::new();
+            for i in 0..accounts.len() {
+                let input =
+                    verity_workload::erc20_transfer(accounts.address(i), U256::from(TOKENS));
+                raws.push(self.sign(TxKind::Call(targets.token), U256::ZERO, input, 80_000)?);
+            }
+            self.send_windows(raws, "handing out tokens").await?;
+        }
+        Ok(targets)
+    }
+}
+
+fn contract_address(receipt: &Value) -> anyhow::Result<Address> {
+    receipt["contractAddress"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| anyhow!("no contract address in {receipt}"))
+}
+
+/// What the senders record.
+#[derive(Debug, Default)]
+struct Tally {
+    latencies: Mutex<Vec<Duration>>,
+    errors: Mutex<BTreeMap<String, u64>>,
+    gas: AtomicU64,
+    receipts: AtomicU64,
+    sent: AtomicU64,
+}
+
+impl Tally {
+    fn record(&self, result: anyhow::Result<Result<Value, String>>, due: Instant) {
+        match result {
+            Ok(Ok(receipt)) => {
+                let latency = due.elapsed();
+                let gas = receipt["gasUsed"]
+                    .as_str()
+                    .and_then(|g| u64::from_str_radix(g.trim_start_matches("0x"), 16).ok())
+                    .unwrap_or(0);
+                self.gas.fetch_add(gas, Ordering::Relaxed);
+                self.receipts.fetch_add(1, Ordering::Relaxed);
+                self.latencies
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(latency);
+            }
+            Ok(Err(message)) => self.error(message),
+            Err(error) => self.error(format!("{error:#}")),
+        }
+    }
+
+    fn error(&self, message: String) {
+        // Group "nonce too low: address 0x…, tx: 5 state: 6" and the like by their kind.
+        let kind = message.split(':').next().unwrap_or(&message).to_owned();
+        *self
+            .errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(kind)
+            .or_default() += 1;
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted.len() - 1) as f64 * p / 100.0).round() as usize;
+    sorted[index.min(sorted.len() - 1)].as_secs_f64() * 1e3
+}
+
+/// Sends the signed transactions (open or closed loop) and reports.
+async fn send(rpc: &Rpc, signed: Vec<Signed>, args: &BenchArgs) -> Report {
+    let tally = Arc::new(Tally::default());
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(args.max_in_flight.max(1)));
+    let signed = Arc::new(signed);
+    let start = Instant::now();
+    let reporter = {
+        let tally = tally.clone();
+        tokio::spawn(async move {
+            let mut last = (Instant::now(), 0u64);
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let receipts = tally.receipts.load(Ordering::Relaxed);
+                let now = Instant::now();
+                let rate = (receipts - last.1) as f64 / (now - last.0).as_secs_f64();
+                last = (now, receipts);
+                let mut recent = tally
+                    .latencies
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                recent.sort();
+                let errors: u64 = tally
+                    .errors
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .values()
+                    .sum();
+                progress(&format!(
+                    "[{:>3.0} s] sent {} receipts {receipts} ({rate:.0}/s) p50 {:.1} ms p99 {:.1} ms errors {errors}",
+                    start.elapsed().as_secs_f64(),
+                    tally.sent.load(Ordering::Relaxed),
+                    percentile(&recent, 50.0),
+                    percentile(&recent, 99.0),
+                ));
+            }
+        })
+    };
+    let mode = match args.closed_loop {
+        Some(clients) => {
+            let next = Arc::new(AtomicUsize::new(0));
+            let workers: Vec<_> = (0..clients.max(1))
+                .map(|_| {
+                    let (rpc, tally, signed, next) =
+                        (rpc.clone(), tally.clone(), signed.clone(), next.clone());
+                    tokio::spawn(async move {
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(tx) = signed.get(i) else { break };
+                            let raw = alloy_primitives::hex::encode_prefixed(&tx.raw);
+                            let due = Instant::now();
+                            tally.sent.fetch_add(1, Ordering::Relaxed);
+                            let result =
+                                rpc.call("realtime_sendRawTransaction", json!([raw])).await;
+                            tally.record(result, due);
+                        }
+                    })
+                })
+                .collect();
+            for worker in workers {
+                let _ = worker.await;
+            }
+            format!("closed loop, {} clients", clients.max(1))
+        }
+        None => {
+            let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
+            let mut tasks = Vec::with_capacity(signed.len());
+            for i in 0..signed.len() {
+                let due = start + interval.mul_f64(i as f64);
+                tokio::time::sleep_until(due.into()).await;
+                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                    break;
+                };
+                let (rpc, tally, signed) = (rpc.clone(), tally.clone(), signed.clone());
+                tally.sent.fetch_add(1, Ordering::Relaxed);
+                tasks.push(tokio::spawn(async move {
+                    let raw = alloy_primitives::hex::encode_prefixed(&signed[i].raw);
+                    let result = rpc.call("realtime_sendRawTransaction", json!([raw])).await;
+                    tally.record(result, due);
+                    drop(permit);
+                }));
+            }
+            for task in tasks {
+                let _ = task.await;
+            }
+            format!("open loop, {} tx/s for {} s", args.rate, args.duration)
+        }
+    };
+    reporter.abort();
+    let seconds = start.elapsed().as_secs_f64();
+    let mut latencies = tally
+        .latencies
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    latencies.sort();
+    let receipts = tally.receipts.load(Ordering::Relaxed);
+    let report = Report {
+        workload: args.workload.to_string(),
+        mode,
+        sent: tally.sent.load(Ordering::Relaxed),
+        receipts,
+        seconds,
+        tps: receipts as f64 / seconds,
+        gas_per_second: tally.gas.load(Ordering::Relaxed) as f64 / seconds,
+        latency_ms: [
+            ("p50", 50.0),
+            ("p90", 90.0),
+            ("p99", 99.0),
+            ("p99.9", 99.9),
+            ("max", 100.0),
+        ]
+        .into_iter()
+        .map(|(name, p)| (name.to_owned(), percentile(&latencies, p)))
+        .collect(),
+        errors: tally
+            .errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
+        token: None,
+        counter: None,
+    };
+    done(&format!(
+        "{}: {}: {} of {} receipted in {:.1} s: {:.0} tx/s, {:.1} Mgas/s; latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms; errors {:?}",
+        report.workload,
+        report.mode,
+        report.receipts,
+        report.sent,
+        report.seconds,
+        report.tps,
+        report.gas_per_second / 1e6,
+        report.latency_ms["p50"],
+        report.latency_ms["p90"],
+        report.latency_ms["p99"],
+        report.latency_ms["max"],
+        report.errors
+    ));
+    report
+}

@@ -1,0 +1,143 @@
+//! The chain end to end under `verity bench` (`make bench`; printed and written to
+//! docs/benchmarks.md, never asserted): a release devnet on this machine (proving off, 10 ms
+//! mini-blocks, 1 s blocks of 300M gas so that 10,000 transfers/s fit), loaded by the release
+//! `verity bench` through the JSON-RPC gateway with `realtime_sendRawTransaction`. The load
+//! generator, NATS and every service share the machine's cores.
+//!
+//! `VERITY_BENCH_SECONDS` (default 60) is the length of the 10,000 transfers/s run; the other
+//! runs take a third of it.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+use std::path::Path;
+
+use serde_json::Value;
+use verity_e2e::{TestNet, verity_devnet};
+use verity_workload::report;
+
+async fn bench(url: &str, args: &[String]) -> Option<Value> {
+    let verity = verity_devnet::default_bin_dir().join("verity");
+    let output = tokio::process::Command::new(&verity)
+        .args(["bench", "--rpc-url", url, "--json"])
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        println!("verity bench {args:?} failed");
+        return None;
+    }
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).ok()
+}
+
+fn main() {
+    let seconds: u64 = std::env::var("VERITY_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let short = (seconds / 3).max(5);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let net = TestNet::start(|o| {
+            o.gas_limit = 300_000_000;
+            o.log_filter = "info".into();
+        })
+        .await
+        .unwrap();
+        let url = net.devnet.rpc_url();
+        println!(
+            "devnet of {} on {} cores, 10 ms mini-blocks, 1 s blocks of 300M gas, proving off",
+            verity_devnet::default_bin_dir().display(),
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+        let runs: Vec<(String, Vec<String>)> = [
+            ("transfers", "1000", short, "2000"),
+            ("transfers", "5000", short, "5000"),
+            ("transfers", "10000", seconds, "5000"),
+            ("erc20", "2000", short, "2000"),
+            ("counter", "2000", short, "2000"),
+            ("mixed", "2000", short, "2000"),
+        ]
+        .into_iter()
+        .map(|(workload, rate, duration, accounts)| {
+            (
+                format!("{workload}, open loop {rate}/s for {duration} s"),
+                [
+                    "--workload",
+                    workload,
+                    "--rate",
+                    rate,
+                    "--duration",
+                    &duration.to_string(),
+                    "--accounts",
+                    accounts,
+                ]
+                .map(str::to_owned)
+                .to_vec(),
+            )
+        })
+        .chain(std::iter::once((
+            "transfers, closed loop, 64 clients".to_owned(),
+            [
+                "--workload",
+                "transfers",
+                "--closed-loop",
+                "64",
+                "--count",
+                "20000",
+                "--accounts",
+                "2000",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        )))
+        .collect();
+        let mut rows = Vec::new();
+        for (name, args) in runs {
+            println!("\n{name}");
+            let Some(report) = bench(&url, &args).await else {
+                rows.push(format!("| {name} | failed | | | | | | |"));
+                continue;
+            };
+            let latency = |p: &str| report["latency_ms"][p].as_f64().unwrap_or_default();
+            let errors: u64 = report["errors"]
+                .as_object()
+                .map(|e| e.values().filter_map(Value::as_u64).sum())
+                .unwrap_or_default();
+            rows.push(format!(
+                "| {name} | {}/{} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {errors} |",
+                report["receipts"],
+                report["sent"],
+                report["tps"].as_f64().unwrap_or_default(),
+                report["gas_per_second"].as_f64().unwrap_or_default() / 1e6,
+                latency("p50"),
+                latency("p99"),
+                latency("max"),
+            ));
+        }
+        net.stop().await.unwrap();
+        let body = format!(
+            "Command: `cargo bench -p verity-e2e --bench load` (part of `make bench`, release \
+             binaries). Machine: {}. Date: {}. Whole devnet, NATS and `verity bench` on this \
+             machine; proving off; 10 ms mini-blocks, 1 s blocks of 300M gas; latency from the \
+             moment a transaction was due to its receipt (`realtime_sendRawTransaction`).\n\n\
+             | run | receipts/sent | tx/s | Mgas/s | p50 ms | p99 ms | max ms | errors |\n\
+             |---|---|---|---|---|---|---|---|\n{}\n",
+            report::machine(),
+            report::today(),
+            rows.join("\n")
+        );
+        println!("\n{body}");
+        let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/benchmarks.md");
+        match report::write_section(&doc, "load", &body) {
+            Ok(()) => println!("written to {}", doc.display()),
+            Err(e) => println!("could not write {}: {e}", doc.display()),
+        }
+    });
+}

@@ -1,0 +1,79 @@
+//! `verity bench`, the load generator, against a devnet: its setup funds the workload's accounts
+//! and deploys the ERC-20 and the counter, an open-loop run of the mixed workload and a
+//! closed-loop run of the contended counter get a receipt for every transaction, and the chain
+//! shows the work (the counter counts every call).
+
+use serde_json::{Value, json};
+use verity_e2e::{TestNet, verity_devnet};
+
+async fn bench(net: &TestNet, args: &[&str]) -> Value {
+    let verity = verity_devnet::default_bin_dir().join("verity");
+    let url = net.devnet.rpc_url();
+    let output = tokio::process::Command::new(&verity)
+        .args(["bench", "--rpc-url", url.as_str(), "--json"])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "verity bench {args:?} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("report is not JSON ({e}): {stdout}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verity_bench_sets_up_sends_and_reports_every_receipt() {
+    let net = TestNet::start(|_| {}).await.unwrap();
+
+    let open = bench(
+        &net,
+        &[
+            "--workload",
+            "mixed",
+            "--accounts",
+            "40",
+            "--rate",
+            "50",
+            "--duration",
+            "3",
+        ],
+    )
+    .await;
+    assert_eq!(open["sent"], json!(150), "{open}");
+    assert_eq!(open["receipts"], json!(150), "{open}");
+    assert_eq!(open["errors"], json!({}), "{open}");
+    assert!(open["gas_per_second"].as_f64().unwrap() > 0.0, "{open}");
+    let p50 = open["latency_ms"]["p50"].as_f64().unwrap();
+    let max = open["latency_ms"]["max"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p50 <= max, "{open}");
+
+    let closed = bench(
+        &net,
+        &[
+            "--workload",
+            "counter",
+            "--accounts",
+            "10",
+            "--closed-loop",
+            "4",
+            "--count",
+            "40",
+        ],
+    )
+    .await;
+    assert_eq!(closed["receipts"], json!(40), "{closed}");
+    assert_eq!(closed["errors"], json!({}), "{closed}");
+    // The run deployed its own counter: it counted exactly the run's calls.
+    let counter = closed["counter"].as_str().unwrap();
+    let count = net
+        .rpc()
+        .call("eth_getStorageAt", json!([counter, "0x0", "latest"]))
+        .await
+        .unwrap();
+    assert_eq!(verity_e2e::parse_quantity(&count).unwrap(), 40, "{closed}");
+    net.stop().await.unwrap();
+}
