@@ -51,6 +51,7 @@ e2e: bootstrap bins
 ## counter, mixed; it rewrites its section of docs/benchmarks.md).
 bench: bootstrap
 	$(CARGO) bench -p verity-execution --bench execution
+	$(CARGO) bench -p verity-ingress --bench recover
 	$(CARGO) bench -p verity-commitment --bench tree
 	$(CARGO) bench -p verity-chunk --bench witness
 	$(CARGO) bench -p verity-circuits --bench chunk
