@@ -25,11 +25,10 @@ use alloy_primitives::{Address, U256};
 use revm::{
     Context, ExecuteCommitEvm, MainBuilder, MainContext,
     bytecode::Bytecode,
-    context::{BlockEnv, CfgEnv, TxEnv},
     database::{CacheDB, EmptyDB},
     state::AccountInfo,
 };
-use verity_execution::{BlockEnvSpec, SPEC, execute, execute_parallel};
+use verity_execution::{BlockEnvSpec, block_env, cfg_env, execute, execute_parallel, tx_env};
 use verity_primitives::{InMemoryState, StateDiff, Transaction};
 use verity_workload::{Accounts, Kind, TxParams, report};
 
@@ -76,40 +75,14 @@ fn revm_db(genesis: &StateDiff) -> CacheDB<EmptyDB> {
 /// Plain revm: the batch committed transaction by transaction; returns the gas used.
 fn plain_revm(db: CacheDB<EmptyDB>, txs: &[Transaction]) -> u64 {
     let env = env();
-    let mut cfg = CfgEnv::new_with_spec(SPEC);
-    cfg.chain_id = CHAIN_ID;
-    let block = BlockEnv {
-        number: U256::from(env.number),
-        beneficiary: env.beneficiary,
-        timestamp: U256::from(env.timestamp),
-        gas_limit: env.gas_limit,
-        basefee: env.base_fee,
-        prevrandao: Some(alloy_primitives::B256::ZERO),
-        ..BlockEnv::default()
-    };
     let mut evm = Context::mainnet()
         .with_db(db)
-        .with_block(block)
-        .with_cfg(cfg)
+        .with_block(block_env(&env))
+        .with_cfg(cfg_env(env.chain_id))
         .build_mainnet();
     let mut gas = 0;
     for tx in txs {
-        use alloy_consensus::Transaction as _;
-        let envelope = tx.inner();
-        let tx_env = TxEnv {
-            tx_type: envelope.tx_type() as u8,
-            caller: tx.signer(),
-            gas_limit: envelope.gas_limit(),
-            gas_price: envelope.max_fee_per_gas(),
-            kind: envelope.kind(),
-            value: envelope.value(),
-            data: envelope.input().clone(),
-            nonce: envelope.nonce(),
-            chain_id: envelope.chain_id(),
-            gas_priority_fee: envelope.max_priority_fee_per_gas(),
-            ..TxEnv::default()
-        };
-        let result = evm.transact_commit(tx_env).unwrap();
+        let result = evm.transact_commit(tx_env(tx)).unwrap();
         assert!(result.is_success(), "{result:?}");
         gas += result.tx_gas_used();
     }
@@ -204,30 +177,24 @@ fn main() {
             stats.committed + stats.reexecuted + stats.direct,
             stats.reexecuted
         );
-        println!(
-            "{:<10} {:>13.0} {:>10.0} {:>13.0} {:>10.0} {:>13.0} {:>10.0} {:>7.2}x {:>22}",
-            kind.name(),
-            revm.tx_per_s,
-            revm.gas_per_s / 1e6,
-            sequential.tx_per_s,
-            sequential.gas_per_s / 1e6,
-            parallel.tx_per_s,
-            parallel.gas_per_s / 1e6,
-            speedup,
-            kept
-        );
-        rows.push(format!(
-            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2}x | {} |",
-            kind.name(),
-            revm.tx_per_s,
-            revm.gas_per_s / 1e6,
-            sequential.tx_per_s,
-            sequential.gas_per_s / 1e6,
-            parallel.tx_per_s,
-            parallel.gas_per_s / 1e6,
-            speedup,
-            kept
-        ));
+        let cells = [
+            format!("{:.0}", revm.tx_per_s),
+            format!("{:.0}", revm.gas_per_s / 1e6),
+            format!("{:.0}", sequential.tx_per_s),
+            format!("{:.0}", sequential.gas_per_s / 1e6),
+            format!("{:.0}", parallel.tx_per_s),
+            format!("{:.0}", parallel.gas_per_s / 1e6),
+            format!("{speedup:.2}x"),
+            kept,
+        ];
+        let widths = [13, 10, 13, 10, 13, 10, 8, 22];
+        let printed: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:>width$}"))
+            .collect();
+        println!("{:<10} {}", kind.name(), printed.join(" "));
+        rows.push(format!("| {} | {} |", kind.name(), cells.join(" | ")));
     }
     let body = format!(
         "Command: `cargo bench -p verity-execution --bench execution` (part of `make bench`). \

@@ -188,7 +188,8 @@ fn boxed<E: std::error::Error + Send + Sync + 'static>(e: E) -> StateReadError {
     StateReadError(Box::new(e))
 }
 
-fn block_env(env: &BlockEnvSpec) -> BlockEnv {
+/// revm's block environment of `env`.
+pub fn block_env(env: &BlockEnvSpec) -> BlockEnv {
     BlockEnv {
         number: U256::from(env.number),
         beneficiary: env.beneficiary,
@@ -201,14 +202,15 @@ fn block_env(env: &BlockEnvSpec) -> BlockEnv {
     }
 }
 
-fn cfg_env(chain_id: u64) -> CfgEnv {
+/// revm's configuration: [`SPEC`] and `chain_id`.
+pub fn cfg_env(chain_id: u64) -> CfgEnv {
     let mut cfg = CfgEnv::new_with_spec(SPEC);
     cfg.chain_id = chain_id;
     cfg
 }
 
 /// The revm transaction of a signed envelope.
-fn tx_env(tx: &Transaction) -> TxEnv {
+pub fn tx_env(tx: &Transaction) -> TxEnv {
     let envelope = tx.inner();
     let mut env = TxEnv {
         tx_type: envelope.tx_type() as u8,
@@ -288,56 +290,46 @@ fn evm_error<D: std::fmt::Display>(error: EVMError<StateReadError, D>) -> Execut
     }
 }
 
-/// The state diff of one transaction's state changes, given the state before it.
-fn diff_of<D: DatabaseRef>(state: &EvmState, before: &D) -> Result<StateDiff, D::Error> {
-    let mut diff = StateDiff::default();
-    for (address, account) in state {
-        if !account.is_touched() {
-            continue;
-        }
-        let previous = before.basic_ref(*address)?;
-        let mut change = AccountDiff::default();
-        if account.is_selfdestructed() || account.state_clear_aware_is_empty(SPEC) {
-            // Gone (self-destructed in its creating transaction, or touched while empty:
-            // EIP-161). Only an account that existed needs deleting.
-            if previous.is_some() {
-                change.destroyed = true;
-                diff.accounts.insert(*address, change);
-            }
-            continue;
-        }
-        let info = &account.info;
-        let (old_balance, old_nonce, old_code_hash) = previous
-            .as_ref()
-            .map(|p| (Some(p.balance), Some(p.nonce), p.code_hash))
-            .unwrap_or((None, None, KECCAK256_EMPTY));
-        if account.is_created() && previous.is_some() {
-            // Re-creation at an address that had state (only a balance is possible): storage
-            // starts empty.
-            change.destroyed = true;
-        }
-        if old_balance != Some(info.balance) || change.destroyed {
-            change.balance = Some(info.balance);
-        }
-        if old_nonce != Some(info.nonce) || change.destroyed {
-            change.nonce = Some(info.nonce);
-        }
-        if info.code_hash != old_code_hash && info.code_hash != KECCAK256_EMPTY {
-            let code = info
-                .code
-                .as_ref()
-                .map(|c| c.original_bytes())
-                .unwrap_or_default();
-            change.code = Some(code);
-        }
-        for (slot, value) in account.changed_storage_slots() {
-            change.storage.insert(*slot, value.present_value());
-        }
-        if !change.is_empty() {
-            diff.accounts.insert(*address, change);
-        }
+/// The diff entry of one touched account, given what it was before the transaction (`None`
+/// when it changed nothing replicas need to apply).
+fn account_diff(
+    account: &revm::state::Account,
+    previous: Option<&AccountInfo>,
+) -> Option<AccountDiff> {
+    let mut change = AccountDiff::default();
+    if account.is_selfdestructed() || account.state_clear_aware_is_empty(SPEC) {
+        // Gone (self-destructed in its creating transaction, or touched while empty:
+        // EIP-161). Only an account that existed needs deleting.
+        change.destroyed = true;
+        return previous.is_some().then_some(change);
     }
-    Ok(diff)
+    let info = &account.info;
+    let (old_balance, old_nonce, old_code_hash) = previous
+        .map(|p| (Some(p.balance), Some(p.nonce), p.code_hash))
+        .unwrap_or((None, None, KECCAK256_EMPTY));
+    if account.is_created() && previous.is_some() {
+        // Re-creation at an address that had state (only a balance is possible): storage
+        // starts empty.
+        change.destroyed = true;
+    }
+    if old_balance != Some(info.balance) || change.destroyed {
+        change.balance = Some(info.balance);
+    }
+    if old_nonce != Some(info.nonce) || change.destroyed {
+        change.nonce = Some(info.nonce);
+    }
+    if info.code_hash != old_code_hash && info.code_hash != KECCAK256_EMPTY {
+        let code = info
+            .code
+            .as_ref()
+            .map(|c| c.original_bytes())
+            .unwrap_or_default();
+        change.code = Some(code);
+    }
+    for (slot, value) in account.changed_storage_slots() {
+        change.storage.insert(*slot, value.present_value());
+    }
+    (!change.is_empty()).then_some(change)
 }
 
 /// What one transaction changed, relative to the state it ran over.
@@ -354,33 +346,33 @@ struct Changes {
 
 impl Changes {
     /// The changes of `state` over `before`; with `keys`, also which accounts and slots changed
-    /// value (what the parallel executor validates later transactions against).
+    /// value (what the parallel executor validates later transactions against). Each touched
+    /// account's previous value is read once.
     fn of<D: DatabaseRef>(state: &EvmState, before: &D, keys: bool) -> Result<Self, D::Error> {
-        let mut changes = Changes {
-            diff: diff_of(state, before)?,
-            ..Changes::default()
-        };
-        if !keys {
-            return Ok(changes);
-        }
+        let mut changes = Changes::default();
         for (address, account) in state {
             if !account.is_touched() {
                 continue;
             }
             let previous = before.basic_ref(*address)?;
-            let info = &account.info;
-            let changed = account.is_created()
-                || account.is_selfdestructed()
-                || previous.is_none_or(|b| {
-                    b.balance != info.balance
-                        || b.nonce != info.nonce
-                        || b.code_hash != info.code_hash
-                });
-            if changed {
-                changes.accounts.push(*address);
+            if keys {
+                let info = &account.info;
+                let changed = account.is_created()
+                    || account.is_selfdestructed()
+                    || previous.as_ref().is_none_or(|b| {
+                        b.balance != info.balance
+                            || b.nonce != info.nonce
+                            || b.code_hash != info.code_hash
+                    });
+                if changed {
+                    changes.accounts.push(*address);
+                }
+                for (slot, _) in account.changed_storage_slots() {
+                    changes.slots.push((*address, *slot));
+                }
             }
-            for (slot, _) in account.changed_storage_slots() {
-                changes.slots.push((*address, *slot));
+            if let Some(change) = account_diff(account, previous.as_ref()) {
+                changes.diff.accounts.insert(*address, change);
             }
         }
         Ok(changes)
@@ -440,16 +432,19 @@ struct BlockBuilder<'a, S: StateView> {
     unpaid: U256,
 }
 
+/// An EVM for block `env` over `state`, caching what it reads.
+fn block_evm<'a, S: StateView>(state: &'a S, env: &BlockEnvSpec) -> BlockEvm<'a, S> {
+    Context::mainnet()
+        .with_db(CacheDB::new(WrapDatabaseRef(ViewDb(state))))
+        .with_block(block_env(env))
+        .with_cfg(cfg_env(env.chain_id))
+        .build_mainnet()
+}
+
 impl<'a, S: StateView> BlockBuilder<'a, S> {
     fn new(state: &'a S, env: &BlockEnvSpec, cumulative_gas_start: u64) -> Self {
-        let db = CacheDB::new(WrapDatabaseRef(ViewDb(state)));
-        let evm = Context::mainnet()
-            .with_db(db)
-            .with_block(block_env(env))
-            .with_cfg(cfg_env(env.chain_id))
-            .build_mainnet();
         Self {
-            evm,
+            evm: block_evm(state, env),
             env: *env,
             cumulative: cumulative_gas_start,
             diff: StateDiff::default(),

@@ -32,13 +32,12 @@ use std::{
 
 use alloy_primitives::{Address, U256, map::HashSet};
 use revm::{
-    Context, Database, ExecuteEvm, MainBuilder, MainContext,
+    Database, ExecuteEvm,
     context::{
         ContextSetters,
         result::{EVMError, ExecutionResult, HaltReason, InvalidTransaction},
     },
     context_interface::{Block as _, ContextTr, JournalTr, Transaction as _},
-    database::{CacheDB, WrapDatabaseRef},
     handler::{EvmTr, EvmTrError, FrameResult, FrameTr, Handler},
     interpreter::interpreter_action::FrameInit,
     state::EvmState,
@@ -46,8 +45,8 @@ use revm::{
 use verity_primitives::{StateView, Transaction};
 
 use crate::{
-    BlockBuilder, BlockEnvSpec, Changes, ExecutionError, ExecutionOutcome, StateReadError, ViewDb,
-    block_env, cfg_env, execute, tx_env,
+    BlockBuilder, BlockEnvSpec, Changes, ExecutionError, ExecutionOutcome, StateReadError, execute,
+    tx_env,
 };
 
 /// Executes `txs` like [`execute`] (same outcome, field for field) on `threads` threads, the
@@ -282,13 +281,9 @@ struct Speculator<'a, S: StateView> {
 
 impl<'a, S: StateView> Speculator<'a, S> {
     fn new(state: &'a S, env: &BlockEnvSpec) -> Self {
-        let db = CacheDB::new(WrapDatabaseRef(ViewDb(state)));
-        let evm = Context::mainnet()
-            .with_db(db)
-            .with_block(block_env(env))
-            .with_cfg(cfg_env(env.chain_id))
-            .build_mainnet();
-        Self { evm }
+        Self {
+            evm: crate::block_evm(state, env),
+        }
     }
 
     /// Runs `tx` as if it were the batch's first transaction, the beneficiary unpaid.
