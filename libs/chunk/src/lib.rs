@@ -40,7 +40,8 @@ use verity_execution::BlockEnvSpec;
 use verity_primitives::{Account, MiniBlock, StateDiff, StateView};
 
 pub use prove::{Rejection, check_claim, prove_job, verify_proofs};
-pub use witness::{Missing, Overlay, Recorder, Witness, WitnessState};
+pub use verity_primitives::Overlay;
+pub use witness::{Missing, Recorder, Witness, WitnessState};
 
 /// The state tree every service agrees on.
 pub type StateTree = SparseMerkleTree<Poseidon2Bn254>;

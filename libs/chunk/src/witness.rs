@@ -3,9 +3,9 @@
 
 use std::{cell::RefCell, collections::BTreeMap};
 
-use alloy_primitives::{Address, B256, Bytes, KECCAK256_EMPTY, U256, keccak256};
+use alloy_primitives::{Address, B256, Bytes, KECCAK256_EMPTY, U256};
 use verity_commitment::{EMPTY, account_key, account_value, storage_key, storage_value};
-use verity_primitives::{Account, StateDiff, StateView};
+use verity_primitives::{Account, StateView};
 
 /// Pre-state values, each one bound to the pre-root by a tree step (block hashes excepted: they
 /// are chain history, not state).
@@ -187,140 +187,5 @@ impl StateView for WitnessState<'_> {
             Some(hash) => Ok(Some(*hash)),
             None => self.miss(Missing::BlockHash(number)),
         }
-    }
-}
-
-/// A [`StateView`] of `inner` after `diff`: what a chunk's later mini-block reads after the
-/// earlier ones' claimed writes. Reads the diff does not answer go to `inner` (so a
-/// [`Recorder`] or [`WitnessState`] under it sees only pre-chunk reads).
-#[derive(Debug)]
-pub struct Overlay<'a, S> {
-    inner: &'a S,
-    diff: &'a StateDiff,
-}
-
-impl<'a, S: StateView> Overlay<'a, S> {
-    /// `inner` with `diff` applied.
-    pub fn new(inner: &'a S, diff: &'a StateDiff) -> Self {
-        Self { inner, diff }
-    }
-}
-
-impl<S: StateView> StateView for Overlay<'_, S> {
-    type Error = S::Error;
-
-    fn account(&self, address: Address) -> Result<Option<Account>, Self::Error> {
-        let Some(change) = self.diff.accounts.get(&address) else {
-            return self.inner.account(address);
-        };
-        Ok(change.account_after(self.inner.account(address)?))
-    }
-
-    fn storage(&self, address: Address, slot: U256) -> Result<U256, Self::Error> {
-        match self.diff.accounts.get(&address) {
-            Some(change) => match change.storage.get(&slot) {
-                Some(value) => Ok(*value),
-                None if change.destroyed => Ok(U256::ZERO),
-                None => self.inner.storage(address, slot),
-            },
-            None => self.inner.storage(address, slot),
-        }
-    }
-
-    fn code(&self, code_hash: B256) -> Result<Option<Bytes>, Self::Error> {
-        let deployed = self
-            .diff
-            .accounts
-            .values()
-            .filter_map(|change| change.code.as_ref())
-            .find(|code| keccak256(code) == code_hash);
-        match deployed {
-            Some(code) => Ok(Some(code.clone())),
-            None => self.inner.code(code_hash),
-        }
-    }
-
-    fn block_hash(&self, number: u64) -> Result<Option<B256>, Self::Error> {
-        self.inner.block_hash(number)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use verity_primitives::{AccountDiff, InMemoryState};
-
-    use super::*;
-
-    /// The overlay reads as the state with the diff applied would.
-    #[test]
-    fn an_overlay_reads_as_the_applied_diff() {
-        let (a, b, c) = (
-            Address::repeat_byte(1),
-            Address::repeat_byte(2),
-            Address::repeat_byte(3),
-        );
-        let mut state = InMemoryState::default();
-        for address in [a, b] {
-            state.insert_account(
-                address,
-                Account {
-                    balance: U256::from(5),
-                    nonce: 1,
-                    ..Account::default()
-                },
-            );
-        }
-        state
-            .storage
-            .insert(a, [(U256::from(1), U256::from(10))].into());
-        state
-            .storage
-            .insert(b, [(U256::from(1), U256::from(20))].into());
-        let code = Bytes::from_static(&[0x60, 0x00]);
-        let diff = StateDiff {
-            accounts: [
-                (
-                    a,
-                    AccountDiff {
-                        nonce: Some(2),
-                        storage: [(U256::from(2), U256::from(3))].into(),
-                        ..Default::default()
-                    },
-                ),
-                (
-                    b,
-                    AccountDiff {
-                        destroyed: true,
-                        ..Default::default()
-                    },
-                ),
-                (
-                    c,
-                    AccountDiff {
-                        code: Some(code.clone()),
-                        ..Default::default()
-                    },
-                ),
-            ]
-            .into(),
-        };
-        let overlay = Overlay::new(&state, &diff);
-        let mut applied = state.clone();
-        applied.apply(&diff);
-        for address in [a, b, c, Address::repeat_byte(4)] {
-            assert_eq!(
-                overlay.account(address).unwrap(),
-                applied.account(address).unwrap()
-            );
-            for slot in [1u64, 2, 3] {
-                assert_eq!(
-                    overlay.storage(address, U256::from(slot)).unwrap(),
-                    applied.storage(address, U256::from(slot)).unwrap()
-                );
-            }
-        }
-        assert_eq!(overlay.code(keccak256(&code)).unwrap(), Some(code));
     }
 }

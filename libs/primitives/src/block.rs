@@ -182,13 +182,14 @@ impl Block {
     /// `state_root` is zero: the state commitment is derived off the hot path by the witness
     /// replica, never by the sequencer. `mix_hash` carries the last mini-block hash, so the
     /// header commits to the mini-block chain.
-    pub fn seal(
+    pub fn seal<M: std::borrow::Borrow<MiniBlock>>(
         template: BlockTemplate,
         first_mini_block: u64,
-        mini_blocks: &[MiniBlock],
+        mini_blocks: &[M],
         last_mini_block_hash: B256,
         key: &signing::SequencerKey,
     ) -> Self {
+        let mini_blocks: Vec<&MiniBlock> = mini_blocks.iter().map(M::borrow).collect();
         let transactions: Vec<&Recovered<_>> =
             mini_blocks.iter().flat_map(|m| &m.transactions).collect();
         let envelopes: Vec<_> = transactions.iter().map(|t| t.inner()).collect();
@@ -212,7 +213,7 @@ impl Block {
             difficulty: U256::ZERO,
             number: template.number,
             gas_limit: template.gas_limit,
-            gas_used: mini_blocks.iter().map(MiniBlock::gas_used).sum(),
+            gas_used: mini_blocks.iter().map(|m| m.gas_used()).sum(),
             timestamp: template.timestamp,
             extra_data: Bytes::new(),
             mix_hash: last_mini_block_hash,
@@ -385,7 +386,7 @@ mod tests {
         );
         assert!(block.verify(key.address()).is_ok());
         assert_eq!(block.header.mix_hash, mini.hash);
-        let other = Block::seal(template, 4, &[], B256::ZERO, &key);
+        let other = Block::seal::<MiniBlock>(template, 4, &[], B256::ZERO, &key);
         assert_ne!(block.hash, other.hash);
     }
 }

@@ -13,10 +13,9 @@
 //!    (open loop: its scheduled time, so a stalled sender cannot hide latency) to its receipt.
 //!    A progress line is printed every second.
 //! 4. **Report**: transactions/s and gas/s from the receipts, latency percentiles, errors by
-//!    message; `--json` prints it as JSON too.
-//!
-//! Not built yet: the per-stage breakdown (ingress, mempool, execution, commit, stream, replica)
-//! the issue asks for.
+//!    message, and the per-stage breakdown ([`crate::stages`]: every service's histograms
+//!    scraped before and after the run, from the devnet's run files or `--metrics-url`);
+//!    `--json` prints it as JSON too.
 
 use std::{
     collections::BTreeMap,
@@ -72,6 +71,14 @@ pub struct BenchArgs {
     /// Print the report as JSON as well.
     #[arg(long)]
     pub json: bool,
+    /// A devnet's data directory: its services' metrics endpoints (in `run/*.json`) give the
+    /// per-stage breakdown, when its gateway is the one at --rpc-url.
+    #[arg(long, env = "VERITY_DEVNET_DIR", default_value = ".devnet")]
+    pub devnet_dir: std::path::PathBuf,
+    /// More metrics endpoints for the breakdown, as SERVICE=URL (service: gateway, ingress,
+    /// sequencer, publisher or replica); repeatable.
+    #[arg(long = "metrics-url", value_name = "SERVICE=URL")]
+    pub metrics_urls: Vec<String>,
 }
 
 /// The figures of a run.
@@ -99,6 +106,10 @@ pub struct Report {
     pub token: Option<Address>,
     /// The counter the run used, when it used one.
     pub counter: Option<Address>,
+    /// Where the time went, per stage (empty without metrics endpoints).
+    pub stages: Vec<crate::stages::Stage>,
+    /// CPU seconds each service (and `bench` itself) used during the run.
+    pub cpu: Vec<crate::stages::ServiceCpu>,
 }
 
 /// A small JSON-RPC client over a pooled HTTP/1.1 connection set.
@@ -229,7 +240,47 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         "signed {total} transactions in {:.1} s",
         started.elapsed().as_secs_f64()
     ));
+    let endpoints = crate::stages::Endpoints::discover(
+        Some(&args.devnet_dir),
+        &args.rpc_url,
+        &args.metrics_urls,
+    )?;
+    let before = endpoints.scrape().await;
+    let own_before = verity_telemetry::process_cpu_seconds();
     let mut report = send(&rpc, signed, &args).await;
+    let own_after = verity_telemetry::process_cpu_seconds();
+    if !endpoints.is_empty() {
+        // The last mini-blocks reach the replica and the gateway just after the last receipt.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let after = endpoints.scrape().await;
+        report.stages = crate::stages::breakdown(&before, &after);
+        report.cpu = crate::stages::cpu(&before, &after);
+    }
+    if let (Some(before), Some(after)) = (own_before, own_after) {
+        report.cpu.push(crate::stages::ServiceCpu {
+            service: "bench".into(),
+            cpu_seconds: after - before,
+        });
+    }
+    let mut err = std::io::stderr().lock();
+    if !report.stages.is_empty() {
+        let _ = write!(err, "{}", crate::stages::table(&report.stages));
+    }
+    let per_tx = |cpu: f64| cpu / report.receipts.max(1) as f64 * 1e6;
+    let cpu_line: Vec<String> = report
+        .cpu
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {:.2} cores ({:.0} us/tx)",
+                c.service,
+                c.cpu_seconds / report.seconds,
+                per_tx(c.cpu_seconds)
+            )
+        })
+        .collect();
+    let _ = writeln!(err, "CPU: {}", cpu_line.join(", "));
+    drop(err);
     report.token = actions.contains(&Action::Erc20).then_some(targets.token);
     report.counter = actions
         .contains(&Action::Counter)
@@ -454,17 +505,21 @@ async fn send(rpc: &Rpc, signed: Vec<Signed>, args: &BenchArgs) -> Report {
         let tally = tally.clone();
         tokio::spawn(async move {
             let mut last = (Instant::now(), 0u64);
+            let mut seen = 0;
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let receipts = tally.receipts.load(Ordering::Relaxed);
                 let now = Instant::now();
                 let rate = (receipts - last.1) as f64 / (now - last.0).as_secs_f64();
                 last = (now, receipts);
-                let mut recent = tally
-                    .latencies
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
+                // The last second's latencies only: sorting the whole run every second would
+                // take the devnet's CPU on a small machine.
+                let mut recent = {
+                    let all = tally.latencies.lock().unwrap_or_else(|e| e.into_inner());
+                    let recent = all[seen.min(all.len())..].to_vec();
+                    seen = all.len();
+                    recent
+                };
                 recent.sort();
                 let errors: u64 = tally
                     .errors
@@ -473,7 +528,7 @@ async fn send(rpc: &Rpc, signed: Vec<Signed>, args: &BenchArgs) -> Report {
                     .values()
                     .sum();
                 progress(&format!(
-                    "[{:>3.0} s] sent {} receipts {receipts} ({rate:.0}/s) p50 {:.1} ms p99 {:.1} ms errors {errors}",
+                    "[{:>3.0} s] sent {} receipts {receipts} ({rate:.0}/s), last second p50 {:.1} ms p99 {:.1} ms, errors {errors}",
                     start.elapsed().as_secs_f64(),
                     tally.sent.load(Ordering::Relaxed),
                     percentile(&recent, 50.0),
@@ -566,6 +621,8 @@ async fn send(rpc: &Rpc, signed: Vec<Signed>, args: &BenchArgs) -> Report {
             .clone(),
         token: None,
         counter: None,
+        stages: Vec::new(),
+        cpu: Vec::new(),
     };
     done(&format!(
         "{}: {}: {} of {} receipted in {:.1} s: {:.0} tx/s, {:.1} Mgas/s; latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms; errors {:?}",

@@ -2,6 +2,7 @@
 //! `governance`, `status`.
 
 mod bench;
+mod stages;
 
 use std::{io::Write as _, net::SocketAddr, path::PathBuf, time::Duration};
 

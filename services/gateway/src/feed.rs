@@ -157,7 +157,19 @@ async fn follow(
         };
         // Subscribers read through the replica next (viem fetches the block a newHeads names;
         // a realtime receipt is followed by balance reads): announce nothing it has not applied.
+        let produced_ms = match &event.kind {
+            ChainEventKind::MiniBlock(mini) => Some(mini.timestamp_ms),
+            ChainEventKind::Block(_) => None,
+        };
+        if let Some(ms) = produced_ms {
+            metrics::histogram!("verity_gateway_feed_mini_block_age_seconds")
+                .record(verity_telemetry::age_seconds(ms));
+        }
         replica_seq = wait_for_replica(backends, event.seq, replica_seq).await;
+        if let Some(ms) = produced_ms {
+            metrics::histogram!("verity_gateway_announce_mini_block_age_seconds")
+                .record(verity_telemetry::age_seconds(ms));
+        }
         match event.kind {
             ChainEventKind::MiniBlock(mini) => {
                 if mini.block_number != open.number {

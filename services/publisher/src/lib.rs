@@ -170,6 +170,11 @@ impl Publisher {
                 verity_telemetry::inject_nats(&mut headers);
             }
             let ack = verity_bus::publish_event(&self.js, &event, &hash, headers).await?;
+            if let Some(v1::chain_event::Event::MiniBlock(mini)) = &event.event {
+                // Sent to NATS; its ack is awaited later, within the in-flight window.
+                metrics::histogram!("verity_publisher_mini_block_age_seconds")
+                    .record(verity_telemetry::age_seconds(mini.timestamp_ms));
+            }
             in_flight.push_back((event.seq, ack));
             if in_flight.len() >= self.config.max_in_flight
                 && let Some((seq, ack)) = in_flight.pop_front()

@@ -475,6 +475,13 @@ async fn flush(
     verity_telemetry::link_nats_parent(last_message.headers.as_ref(), &span);
     let events = std::mem::take(&mut pending.events);
     let count = events.len() as u64;
+    let produced_ms: Vec<u64> = events
+        .iter()
+        .filter_map(|event| match &event.event {
+            Some(v1::chain_event::Event::MiniBlock(mini)) => Some(mini.timestamp_ms),
+            _ => None,
+        })
+        .collect();
     let (applied, job) = {
         let db = db.clone();
         let mut role = witness.take();
@@ -504,6 +511,10 @@ async fn flush(
     }
     match applied {
         Ok(Applied::Applied) => {
+            for ms in produced_ms {
+                metrics::histogram!("verity_replica_mini_block_age_seconds")
+                    .record(verity_telemetry::age_seconds(ms));
+            }
             metrics::counter!("verity_replica_applied_events_total").increment(count);
             metrics::gauge!("verity_replica_last_seq").set(last_seq as f64);
         }

@@ -21,13 +21,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use alloy_primitives::B256;
+use alloy_primitives::{Address, B256};
 use anyhow::Context as _;
 pub use config::Config;
 use mempool::{Mempool, MempoolLimits};
-use producer::{Head, Producer};
+use producer::{Committer, Head, Producer};
 use tokio::sync::{broadcast, watch};
-use verity_primitives::{ChainSpec, SequencerKey};
+use verity_primitives::{ChainSpec, MiniBlock, SequencerKey};
 use verity_proto::v1;
 use verity_storage::Database;
 
@@ -49,6 +49,8 @@ pub struct SharedState {
     pub spec: ChainSpec,
     mempool: Mutex<Mempool>,
     traces: Mutex<HashMap<B256, TraceContext>>,
+    /// The signed mini-block the committer is writing, if any (its nonces count as pending).
+    uncommitted: Mutex<Option<Arc<MiniBlock>>>,
     /// New chain events, after they were committed.
     pub events: broadcast::Sender<Arc<v1::ChainEvent>>,
     /// The head after the last commit.
@@ -56,6 +58,26 @@ pub struct SharedState {
 }
 
 impl SharedState {
+    /// The state of a sequencer over `db` with an empty mempool bounded by `limits`; `head` is
+    /// what the producer's committer publishes to.
+    pub fn new(
+        db: Database,
+        spec: ChainSpec,
+        limits: MempoolLimits,
+        head: watch::Receiver<Head>,
+    ) -> Self {
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        Self {
+            db,
+            spec,
+            mempool: Mutex::new(Mempool::new(limits)),
+            traces: Mutex::new(HashMap::new()),
+            uncommitted: Mutex::new(None),
+            events,
+            head,
+        }
+    }
+
     /// Locks the mempool (critical sections are short; a poisoned lock is recovered because the
     /// mempool's invariants hold between its methods).
     pub fn lock_mempool(&self) -> MutexGuard<'_, Mempool> {
@@ -72,6 +94,31 @@ impl SharedState {
             traces.clear();
         }
         traces.insert(hash, context);
+    }
+
+    /// Records the mini-block handed to the committer.
+    pub fn set_uncommitted(&self, mini: Option<Arc<MiniBlock>>) {
+        *self.uncommitted.lock().unwrap_or_else(|e| e.into_inner()) = mini;
+    }
+
+    /// Called by the committer once `mini` is on disk.
+    pub fn committed(&self, mini: &Arc<MiniBlock>) {
+        let mut uncommitted = self.uncommitted.lock().unwrap_or_else(|e| e.into_inner());
+        if uncommitted.as_ref().is_some_and(|u| Arc::ptr_eq(u, mini)) {
+            *uncommitted = None;
+        }
+    }
+
+    /// The nonce `sender` has after the mini-block being committed, if that one changed it.
+    /// Read it *before* the committed state: whichever way the commit races the two reads,
+    /// the larger of both is the sender's nonce.
+    pub fn uncommitted_nonce(&self, sender: Address) -> Option<u64> {
+        self.uncommitted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|mini| mini.diff.accounts.get(&sender))
+            .and_then(|change| change.nonce)
     }
 
     /// Takes the trace contexts of transactions leaving the mempool.
@@ -122,7 +169,6 @@ impl Sequencer {
         })
         .await??;
         let (head_tx, head) = watch::channel(producer.head());
-        let (events, _) = broadcast::channel(EVENT_BUFFER);
         let limits = MempoolLimits {
             per_sender: config.mempool_per_sender,
             total: config.mempool_max_txs,
@@ -136,14 +182,7 @@ impl Sequencer {
             "sequencer opened"
         );
         Ok(Self {
-            shared: Arc::new(SharedState {
-                db,
-                spec: producer.spec().clone(),
-                mempool: Mutex::new(Mempool::new(limits)),
-                traces: Mutex::new(HashMap::new()),
-                events,
-                head,
-            }),
+            shared: Arc::new(SharedState::new(db, producer.spec().clone(), limits, head)),
             producer,
             head_tx,
             config,
@@ -185,7 +224,7 @@ impl Sequencer {
             std::thread::Builder::new()
                 .name("producer".into())
                 .spawn(move || {
-                    let result = run_producer(producer, &shared, &head_tx, mini, block, &stop);
+                    let result = run_producer(producer, &shared, head_tx, mini, block, &stop);
                     if result.is_err() {
                         failed.notify_one();
                     }
@@ -234,16 +273,33 @@ fn producer_address(config: &Config) -> anyhow::Result<alloy_primitives::Address
 }
 
 /// The producer loop: a mini-block every `mini` when transactions wait, a block every `block`.
-/// Returns when `stop` is set, or on a storage error (the sequencer must not go on after a
-/// failed commit: its in-memory head would no longer match the disk).
+/// Returns when `stop` is set (after everything produced is committed), or on a storage error
+/// (the sequencer must not go on after a failed commit: its in-memory head would no longer match
+/// the disk).
 fn run_producer(
     mut producer: Producer,
-    shared: &SharedState,
-    head: &watch::Sender<Head>,
+    shared: &Arc<SharedState>,
+    head: watch::Sender<Head>,
     mini: Duration,
     block: Duration,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
+    let committer = Committer::spawn(shared.clone(), head, producer.head().last_seq)?;
+    let produced = produce(&mut producer, shared, &committer, mini, block, stop);
+    let committed = committer.finish();
+    produced?;
+    committed?;
+    Ok(())
+}
+
+fn produce(
+    producer: &mut Producer,
+    shared: &SharedState,
+    committer: &Committer,
+    mini: Duration,
+    block: Duration,
+    stop: &AtomicBool,
+) -> Result<(), producer::ProducerError> {
     let mut next_block = Instant::now() + block;
     let mut next_mini = Instant::now() + mini;
     while !stop.load(Ordering::SeqCst) {
@@ -256,12 +312,9 @@ fn run_producer(
         if next_mini < now {
             next_mini = now + mini;
         }
-        if let Some(event) = producer.produce_mini_block(shared)? {
-            producer::publish_head(head, &shared.events, &producer, event);
-        }
+        producer.produce_mini_block(shared, committer)?;
         if Instant::now() >= next_block {
-            let event = producer.seal_block()?;
-            producer::publish_head(head, &shared.events, &producer, event);
+            producer.seal_block(committer)?;
             next_block += block;
             if next_block < Instant::now() {
                 next_block = Instant::now() + block;

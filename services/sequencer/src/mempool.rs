@@ -5,7 +5,10 @@
 //! transaction of the same sender without a gap. Senders are served in the order their oldest
 //! ready transaction arrived, so nobody is starved.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    time::Instant,
+};
 
 use alloy_consensus::Transaction as _;
 use alloy_primitives::{Address, B256, U256};
@@ -94,7 +97,8 @@ struct SenderQueue {
 pub struct Mempool {
     limits: MempoolLimits,
     senders: HashMap<Address, SenderQueue>,
-    known: HashSet<B256>,
+    /// Every waiting transaction's hash, with when it entered the pool.
+    known: HashMap<B256, Instant>,
     /// Senders in the order they first queued a transaction; a sender re-enters at the back
     /// after being served.
     order: VecDeque<Address>,
@@ -142,18 +146,19 @@ impl Mempool {
 
     /// Records a transaction that entered a sender's queue.
     fn added(&mut self, tx: &Transaction) {
-        self.known.insert(*tx.tx_hash());
+        self.known.insert(*tx.tx_hash(), Instant::now());
         self.by_tip.insert((tip(tx), tx.signer(), tx.nonce()));
         self.len += 1;
         self.bytes += size(tx);
     }
 
-    /// Records a transaction that left a sender's queue.
-    fn removed(&mut self, tx: &Transaction) {
-        self.known.remove(tx.tx_hash());
+    /// Records a transaction that left a sender's queue; returns when it had entered.
+    fn removed(&mut self, tx: &Transaction) -> Option<Instant> {
+        let entered = self.known.remove(tx.tx_hash());
         self.by_tip.remove(&(tip(tx), tx.signer(), tx.nonce()));
         self.len -= 1;
         self.bytes -= size(tx);
+        entered
     }
 
     /// Makes room for `incoming` in a full pool by evicting the last transaction (highest
@@ -205,7 +210,7 @@ impl Mempool {
     ) -> Result<(), Admission> {
         let sender = tx.signer();
         let nonce = tx.nonce();
-        if self.known.contains(tx.tx_hash()) {
+        if self.known.contains_key(tx.tx_hash()) {
             return Err(Admission::AlreadyKnown);
         }
         if nonce < state_nonce {
@@ -325,7 +330,10 @@ impl Mempool {
                 }
                 gas += tx.gas_limit();
                 if let Some(tx) = queue.by_nonce.remove(&next) {
-                    self.removed(&tx);
+                    if let Some(entered) = self.removed(&tx) {
+                        metrics::histogram!("verity_sequencer_mempool_wait_seconds")
+                            .record(entered.elapsed().as_secs_f64());
+                    }
                     taken.push(tx);
                 }
                 next += 1;
@@ -342,7 +350,7 @@ impl Mempool {
     pub fn restore(&mut self, txs: Vec<Transaction>) {
         for tx in txs {
             let sender = tx.signer();
-            if self.known.contains(tx.tx_hash()) {
+            if self.known.contains_key(tx.tx_hash()) {
                 continue;
             }
             let queue = self.senders.entry(sender).or_default();

@@ -1,23 +1,31 @@
 //! The block producer: the one writer of the chain.
 //!
 //! Every mini-block interval it takes the ready transactions from the mempool, executes them on
-//! revm over the MDBX state, signs the mini-block, and commits its state diff together with the
-//! chain event in one MDBX transaction; only then is the event handed to stream subscribers.
-//! Every block interval it seals the mini-blocks since the previous block into a signed EVM block
-//! the same way. It runs on a dedicated OS thread: execution and storage are blocking work.
+//! revm, and signs the mini-block; every block interval it seals the mini-blocks since the
+//! previous block into a signed EVM block. It runs on a dedicated OS thread (execution is
+//! blocking work) and hands each signed mini-block or block to the [`Committer`], a second thread
+//! that writes its state diff and chain event in one durable MDBX transaction and only then
+//! hands the event to stream subscribers. The two overlap: mini-block n+1 executes while n is
+//! being committed, reading the committed state with n's diff laid over it ([`Overlay`]). The
+//! producer never runs more than one mini-block ahead of the disk, and waits for a sealed block
+//! to be committed before it executes the next block's first mini-block (`BLOCKHASH` reads it).
+//!
+//! Nothing is published before it is durable, so a crash loses only transactions that no client
+//! got a receipt for; they were never announced.
 
 use std::{
     collections::HashMap,
-    sync::Arc,
+    sync::{Arc, Condvar, Mutex, mpsc},
+    thread::JoinHandle,
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
 use alloy_primitives::{Address, B256};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use verity_execution::BlockEnvSpec;
 use verity_primitives::{
-    Block, BlockTemplate, ChainEventKind, ChainSpec, Header, MiniBlock, SequencerKey, Transaction,
-    genesis_diff,
+    Block, BlockTemplate, ChainEventKind, ChainSpec, Header, MiniBlock, Overlay, SequencerKey,
+    StateDiff, StateView as _, Transaction, genesis_diff,
 };
 use verity_proto::v1;
 use verity_storage::{Database, StorageError};
@@ -54,6 +62,9 @@ pub enum ProducerError {
     /// The stored chain is inconsistent.
     #[error("stored chain is inconsistent: {0}")]
     Corrupt(String),
+    /// The commit thread stopped (after a failed commit, or it could not start).
+    #[error("the commit thread stopped: {0}")]
+    CommitterGone(String),
 }
 
 /// What the rest of the sequencer may read about the head.
@@ -76,7 +87,7 @@ struct OpenBlock {
     /// Decided by the first mini-block; `None` while the block is empty.
     timestamp: Option<u64>,
     first_mini_block: u64,
-    mini_blocks: Vec<MiniBlock>,
+    mini_blocks: Vec<Arc<MiniBlock>>,
     gas_used: u64,
 }
 
@@ -116,6 +127,11 @@ pub struct Producer {
     parent: Header,
     parent_hash: B256,
     open: OpenBlock,
+    /// The last mini-block handed to the committer, while it may not be on disk yet (cleared
+    /// when a block is sealed after it).
+    in_flight: Option<Arc<MiniBlock>>,
+    /// Mini-blocks executed while their predecessor was still being committed.
+    pipelined: u64,
 }
 
 fn now_ms() -> u64 {
@@ -178,7 +194,7 @@ impl Producer {
                 let event = verity_primitives::ChainEvent::try_from(event)
                     .map_err(|e| ProducerError::Corrupt(e.to_string()))?;
                 match event.kind {
-                    ChainEventKind::MiniBlock(mini) => open_minis.push(*mini),
+                    ChainEventKind::MiniBlock(mini) => open_minis.push(Arc::new(*mini)),
                     ChainEventKind::Block(_) => {
                         return Err(ProducerError::Corrupt(format!(
                             "block event {} after the last recorded block event {last_block_seq}",
@@ -205,7 +221,7 @@ impl Producer {
             base_fee,
             timestamp,
             first_mini_block: sealed_next_mini,
-            gas_used: open_minis.iter().map(MiniBlock::gas_used).sum(),
+            gas_used: open_minis.iter().map(|m| m.gas_used()).sum(),
             mini_blocks: open_minis,
         };
         tracing::info!(
@@ -230,6 +246,8 @@ impl Producer {
             parent_hash: parent_block.hash,
             parent: parent_block.header,
             open,
+            in_flight: None,
+            pipelined: 0,
         })
     }
 
@@ -245,6 +263,12 @@ impl Producer {
         self.execution_threads = threads.max(1);
     }
 
+    /// How many mini-blocks started executing while their predecessor was still being
+    /// committed (over the committed state plus its diff).
+    pub fn pipelined(&self) -> u64 {
+        self.pipelined
+    }
+
     /// The current head.
     pub fn head(&self) -> Head {
         Head {
@@ -255,21 +279,40 @@ impl Producer {
         }
     }
 
-    /// Executes the ready transactions into a mini-block, commits it and returns its event;
-    /// `None` when no transaction was ready.
+    /// Executes the ready transactions into a signed mini-block and hands it to `committer`;
+    /// false when no transaction was ready.
     pub fn produce_mini_block(
         &mut self,
         shared: &SharedState,
-    ) -> Result<Option<Arc<v1::ChainEvent>>, ProducerError> {
+        committer: &Committer,
+    ) -> Result<bool, ProducerError> {
+        if shared.lock_mempool().is_empty() {
+            return Ok(false);
+        }
+        // At most one mini-block may be uncommitted while the next executes.
+        let waited = Instant::now();
+        let on_disk = match self.in_flight {
+            Some(_) => self.last_seq - 1,
+            None => self.last_seq,
+        };
+        committer.wait_until(on_disk)?;
+        metrics::histogram!("verity_sequencer_commit_wait_seconds")
+            .record(waited.elapsed().as_secs_f64());
+
+        let started = Instant::now();
         let remaining_gas = self.spec.gas_limit().saturating_sub(self.open.gas_used);
         let read = self.db.read()?;
+        let nothing = StateDiff::default();
+        let uncommitted = match &self.in_flight {
+            Some(mini) if read.last_event_seq()? < self.last_seq => Some(&mini.diff),
+            _ => None,
+        };
+        let overlaid = uncommitted.is_some();
+        let view = Overlay::new(&read, uncommitted.unwrap_or(&nothing));
         let txs = {
             let mut mempool = shared.lock_mempool();
-            if mempool.is_empty() {
-                return Ok(None);
-            }
             mempool.take_ready(self.max_txs, remaining_gas, |address| {
-                read.account(address)
+                view.account(address)
                     .ok()
                     .flatten()
                     .map(|a| a.nonce)
@@ -277,9 +320,12 @@ impl Producer {
             })
         };
         if txs.is_empty() {
-            return Ok(None);
+            return Ok(false);
         }
-        let started = Instant::now();
+        if overlaid {
+            self.pipelined += 1;
+            metrics::counter!("verity_sequencer_pipelined_mini_blocks_total").increment(1);
+        }
         let timestamp_ms = now_ms().max(self.last_mini_timestamp_ms);
         let timestamp = *self
             .open
@@ -303,7 +349,7 @@ impl Producer {
             1
         };
         let outcome =
-            verity_execution::execute_parallel(&read, &env, txs, self.open.gas_used, threads)?;
+            verity_execution::execute_parallel(&view, &env, txs, self.open.gas_used, threads)?;
         metrics::counter!("verity_sequencer_speculations_kept_total")
             .increment(outcome.speculation.committed as u64);
         metrics::counter!("verity_sequencer_speculations_redone_total")
@@ -327,7 +373,7 @@ impl Producer {
             shared.lock_mempool().restore(retry);
         }
         if outcome.executed.is_empty() {
-            return Ok(None);
+            return Ok(false);
         }
 
         let first_trace = outcome
@@ -343,7 +389,6 @@ impl Producer {
             txs = outcome.executed.len()
         );
         verity_telemetry::link_map_parent(&first_trace, &span);
-        let _entered = span.enter();
 
         let mut mini = MiniBlock {
             number: self.next_mini_block,
@@ -365,39 +410,37 @@ impl Producer {
             tamper(mini.number, &mut mini.diff);
         }
         mini.seal(&self.key);
-        let mut event = v1::ChainEvent {
-            seq: self.last_seq + 1,
-            event: Some(v1::chain_event::Event::MiniBlock((&mini).into())),
-            trace_context: Default::default(),
-        };
-        let mut write = self.db.write()?;
-        write.apply_diff(&mini.diff)?;
-        write.put_event(&event)?;
-        write.commit()?;
-        event.trace_context = verity_telemetry::inject_map();
+        let mini = Arc::new(mini);
+        metrics::histogram!("verity_sequencer_execute_seconds")
+            .record(started.elapsed().as_secs_f64());
 
-        self.last_seq = event.seq;
+        self.last_seq += 1;
         self.last_mini_hash = mini.hash;
         self.last_mini_timestamp_ms = timestamp_ms;
         self.next_mini_block += 1;
         self.open.gas_used += mini.gas_used();
-        metrics::counter!("verity_sequencer_transactions_total")
-            .increment(mini.transactions.len() as u64);
-        metrics::counter!("verity_sequencer_mini_blocks_total").increment(1);
-        metrics::histogram!("verity_sequencer_mini_block_seconds")
-            .record(started.elapsed().as_secs_f64());
+        self.open.mini_blocks.push(mini.clone());
+        self.in_flight = Some(mini.clone());
+        shared.set_uncommitted(Some(mini.clone()));
         tracing::debug!(
             height = mini.number,
             txs = mini.transactions.len(),
             gas = mini.gas_used(),
-            "mini-block committed"
+            "mini-block signed"
         );
-        self.open.mini_blocks.push(mini);
-        Ok(Some(Arc::new(event)))
+        committer.submit(Job {
+            seq: self.last_seq,
+            head: self.head(),
+            work: Work::MiniBlock(mini),
+            started,
+            span,
+        })?;
+        Ok(true)
     }
 
-    /// Seals the open block (possibly empty), commits it and returns its event.
-    pub fn seal_block(&mut self) -> Result<Arc<v1::ChainEvent>, ProducerError> {
+    /// Seals the open block (possibly empty) and hands it to `committer`.
+    pub fn seal_block(&mut self, committer: &Committer) -> Result<(), ProducerError> {
+        let started = Instant::now();
         let timestamp = self
             .open
             .timestamp
@@ -417,21 +460,11 @@ impl Producer {
             self.last_mini_hash,
             &self.key,
         );
+        metrics::histogram!("verity_sequencer_seal_block_seconds")
+            .record(started.elapsed().as_secs_f64());
         let span =
             tracing::info_span!("sequencer.block", height = block.number(), hash = %block.hash);
-        let _entered = span.enter();
-        let event = v1::ChainEvent {
-            seq: self.last_seq + 1,
-            event: Some(v1::chain_event::Event::Block((&block).into())),
-            trace_context: Default::default(),
-        };
-        let mut write = self.db.write()?;
-        write.put_block(&block)?;
-        write.put_event(&event)?;
-        write.set_meta_u64(META_LAST_BLOCK_SEQ, event.seq)?;
-        write.commit()?;
-
-        self.last_seq = event.seq;
+        self.last_seq += 1;
         self.open = OpenBlock {
             number: block.number() + 1,
             base_fee: self.spec.next_base_fee(&block.header),
@@ -441,11 +474,16 @@ impl Producer {
             gas_used: 0,
         };
         self.parent_hash = block.hash;
-        self.parent = block.header;
-        metrics::counter!("verity_sequencer_blocks_total").increment(1);
-        metrics::gauge!("verity_sequencer_block_height").set(self.parent.number as f64);
+        self.parent = block.header.clone();
+        self.in_flight = None;
         tracing::debug!(height = self.parent.number, "block sealed");
-        Ok(Arc::new(event))
+        committer.submit(Job {
+            seq: self.last_seq,
+            head: self.head(),
+            work: Work::Block(Box::new(block)),
+            started,
+            span,
+        })
     }
 
     /// The current chain spec.
@@ -459,14 +497,175 @@ fn block_timestamp(parent: &Header, first_mini_block_ms: u64) -> u64 {
     (first_mini_block_ms / 1000).max(parent.timestamp + 1)
 }
 
-/// Publishes the head to watchers after every commit.
-pub fn publish_head(
+/// What the producer hands to the committer.
+#[derive(Debug)]
+pub struct Job {
+    seq: u64,
+    /// The head once this is committed.
+    head: Head,
+    work: Work,
+    /// When producing it started.
+    started: Instant,
+    span: tracing::Span,
+}
+
+#[derive(Debug)]
+enum Work {
+    MiniBlock(Arc<MiniBlock>),
+    Block(Box<Block>),
+}
+
+#[derive(Debug, Default)]
+struct Progress {
+    /// Sequence of the last committed event.
+    committed: u64,
+    /// Set when the thread stopped on an error.
+    failed: Option<String>,
+}
+
+/// The commit thread: writes what the producer signed, in order, each in one durable MDBX
+/// transaction, then publishes the head and the event. It stops at the first failed commit (the
+/// producer's in-memory head would no longer match the disk); the producer learns it at its next
+/// [`Committer::submit`] or [`Committer::wait_until`].
+#[derive(Debug)]
+pub struct Committer {
+    jobs: Option<mpsc::Sender<Job>>,
+    progress: Arc<(Mutex<Progress>, Condvar)>,
+    thread: Option<JoinHandle<Result<(), ProducerError>>>,
+}
+
+impl Committer {
+    /// Starts the thread; `committed` is the last event already on disk.
+    pub fn spawn(
+        shared: Arc<SharedState>,
+        head: watch::Sender<Head>,
+        committed: u64,
+    ) -> Result<Self, ProducerError> {
+        let (jobs, receiver) = mpsc::channel::<Job>();
+        let progress = Arc::new((
+            Mutex::new(Progress {
+                committed,
+                failed: None,
+            }),
+            Condvar::new(),
+        ));
+        let thread = {
+            let progress = progress.clone();
+            std::thread::Builder::new()
+                .name("committer".into())
+                .spawn(move || {
+                    let result = run_committer(&shared, &head, &receiver, &progress);
+                    let (lock, changed) = &*progress;
+                    let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Err(error) = &result {
+                        tracing::error!(%error, "commit failed; the producer stops");
+                        state.failed = Some(error.to_string());
+                    } else {
+                        state.failed = Some("stopped".into());
+                    }
+                    changed.notify_all();
+                    result
+                })
+                .map_err(|e| ProducerError::CommitterGone(format!("cannot start: {e}")))?
+        };
+        Ok(Self {
+            jobs: Some(jobs),
+            progress,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues a job (commits happen in submission order).
+    pub fn submit(&self, job: Job) -> Result<(), ProducerError> {
+        let sent = self
+            .jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(job).is_ok());
+        if sent { Ok(()) } else { Err(self.gone()) }
+    }
+
+    /// Blocks until event `seq` is committed.
+    pub fn wait_until(&self, seq: u64) -> Result<(), ProducerError> {
+        let (lock, changed) = &*self.progress;
+        let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
+        while state.committed < seq {
+            if let Some(failed) = &state.failed {
+                return Err(ProducerError::CommitterGone(failed.clone()));
+            }
+            state = changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        Ok(())
+    }
+
+    /// Commits everything queued, then stops the thread; its error if a commit failed.
+    pub fn finish(mut self) -> Result<(), ProducerError> {
+        self.jobs = None;
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(ProducerError::CommitterGone("the thread panicked".into())),
+            None => Ok(()),
+        }
+    }
+
+    fn gone(&self) -> ProducerError {
+        let (lock, _) = &*self.progress;
+        let state = lock.lock().unwrap_or_else(|e| e.into_inner());
+        ProducerError::CommitterGone(state.failed.clone().unwrap_or_else(|| "stopped".into()))
+    }
+}
+
+fn run_committer(
+    shared: &SharedState,
     head: &watch::Sender<Head>,
-    events: &broadcast::Sender<Arc<v1::ChainEvent>>,
-    producer: &Producer,
-    event: Arc<v1::ChainEvent>,
-) {
-    head.send_replace(producer.head());
-    // No receiver is fine: nobody is streaming right now.
-    let _ = events.send(event);
+    jobs: &mpsc::Receiver<Job>,
+    progress: &(Mutex<Progress>, Condvar),
+) -> Result<(), ProducerError> {
+    for job in jobs {
+        let _entered = job.span.enter();
+        let committing = Instant::now();
+        let mut event = v1::ChainEvent {
+            seq: job.seq,
+            event: None,
+            trace_context: Default::default(),
+        };
+        let mut write = shared.db.write()?;
+        match &job.work {
+            Work::MiniBlock(mini) => {
+                event.event = Some(v1::chain_event::Event::MiniBlock(mini.as_ref().into()));
+                write.apply_diff(&mini.diff)?;
+                write.put_event(&event)?;
+            }
+            Work::Block(block) => {
+                event.event = Some(v1::chain_event::Event::Block(block.as_ref().into()));
+                write.put_block(block)?;
+                write.put_event(&event)?;
+                write.set_meta_u64(META_LAST_BLOCK_SEQ, event.seq)?;
+            }
+        }
+        write.commit()?;
+        event.trace_context = verity_telemetry::inject_map();
+        metrics::histogram!("verity_sequencer_commit_seconds")
+            .record(committing.elapsed().as_secs_f64());
+        match &job.work {
+            Work::MiniBlock(mini) => {
+                shared.committed(mini);
+                metrics::counter!("verity_sequencer_transactions_total")
+                    .increment(mini.transactions.len() as u64);
+                metrics::counter!("verity_sequencer_mini_blocks_total").increment(1);
+                metrics::histogram!("verity_sequencer_mini_block_seconds")
+                    .record(job.started.elapsed().as_secs_f64());
+            }
+            Work::Block(block) => {
+                metrics::counter!("verity_sequencer_blocks_total").increment(1);
+                metrics::gauge!("verity_sequencer_block_height").set(block.number() as f64);
+            }
+        }
+        head.send_replace(job.head);
+        // No receiver is fine: nobody is streaming right now.
+        let _ = shared.events.send(Arc::new(event));
+        let (lock, changed) = progress;
+        lock.lock().unwrap_or_else(|e| e.into_inner()).committed = job.seq;
+        changed.notify_all();
+    }
+    Ok(())
 }

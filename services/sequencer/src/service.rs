@@ -62,6 +62,7 @@ async fn admit(
     verity_telemetry::link_map_parent(&request.trace_context, &span);
     async move {
         let sender = tx.signer();
+        let uncommitted_nonce = shared.uncommitted_nonce(sender);
         let db = shared.db.clone();
         let account = tokio::task::spawn_blocking(move || db.read()?.account(sender))
             .await
@@ -71,7 +72,11 @@ async fn admit(
         let hash = *tx.tx_hash();
         shared
             .lock_mempool()
-            .insert(tx, account.nonce, account.balance)
+            .insert(
+                tx,
+                account.nonce.max(uncommitted_nonce.unwrap_or(0)),
+                account.balance,
+            )
             .map_err(|e| (admission_code(&e), e.to_string()))?;
         shared.remember_trace(hash, verity_telemetry::inject_map());
         tracing::debug!("admitted");
@@ -106,7 +111,11 @@ impl v1::sequencer_server::Sequencer for SequencerService {
                     }
                 };
                 let id = message.id;
-                let response = match admit(&shared, message).await {
+                let started = std::time::Instant::now();
+                let admitted = admit(&shared, message).await;
+                metrics::histogram!("verity_sequencer_admit_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                let response = match admitted {
                     Ok(()) => v1::ForwardResponse {
                         id,
                         error: String::new(),
@@ -146,6 +155,7 @@ impl v1::sequencer_server::Sequencer for SequencerService {
         request: Request<v1::GetAccountRequest>,
     ) -> Result<Response<v1::AccountState>, Status> {
         let address = address_from(&request.into_inner().address, "address")?;
+        let uncommitted_nonce = self.shared.uncommitted_nonce(address);
         let db = self.shared.db.clone();
         let account = tokio::task::spawn_blocking(move || db.read()?.account(address))
             .await
@@ -155,7 +165,7 @@ impl v1::sequencer_server::Sequencer for SequencerService {
         let pending_nonce = self
             .shared
             .lock_mempool()
-            .pending_nonce(address, account.nonce);
+            .pending_nonce(address, account.nonce.max(uncommitted_nonce.unwrap_or(0)));
         Ok(Response::new(v1::AccountState {
             nonce: account.nonce,
             pending_nonce,

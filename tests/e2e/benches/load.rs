@@ -15,10 +15,12 @@ use serde_json::Value;
 use verity_e2e::{TestNet, verity_devnet};
 use verity_workload::report;
 
-async fn bench(url: &str, args: &[String]) -> Option<Value> {
+async fn bench(url: &str, devnet_dir: &Path, args: &[String]) -> Option<Value> {
     let verity = verity_devnet::default_bin_dir().join("verity");
     let output = tokio::process::Command::new(&verity)
         .args(["bench", "--rpc-url", url, "--json"])
+        .arg("--devnet-dir")
+        .arg(devnet_dir)
         .args(args)
         .stderr(std::process::Stdio::inherit())
         .output()
@@ -99,9 +101,10 @@ fn main() {
         )))
         .collect();
         let mut rows = Vec::new();
+        let mut breakdowns = Vec::new();
         for (name, args) in runs {
             println!("\n{name}");
-            let Some(report) = bench(&url, &args).await else {
+            let Some(report) = bench(&url, net.dir.path(), &args).await else {
                 rows.push(format!("| {name} | failed | | | | | | |"));
                 continue;
             };
@@ -120,6 +123,9 @@ fn main() {
                 latency("p99"),
                 latency("max"),
             ));
+            if name.starts_with("transfers, open loop") {
+                breakdowns.push(breakdown(&name, &report));
+            }
         }
         net.stop().await.unwrap();
         let body = format!(
@@ -128,10 +134,14 @@ fn main() {
              machine; proving off; 10 ms mini-blocks, 1 s blocks of 300M gas; latency from the \
              moment a transaction was due to its receipt (`realtime_sendRawTransaction`).\n\n\
              | run | receipts/sent | tx/s | Mgas/s | p50 ms | p99 ms | max ms | errors |\n\
-             |---|---|---|---|---|---|---|---|\n{}\n",
+             |---|---|---|---|---|---|---|---|\n{}\n\n\
+             Per-stage breakdown (`verity bench` scrapes every service's histograms before and \
+             after a run; p50/p99 interpolated inside histogram buckets; the `age` stages are the \
+             mini-block's age since the sequencer started it, so they add up along the path):\n\n{}",
             report::machine(),
             report::today(),
-            rows.join("\n")
+            rows.join("\n"),
+            breakdowns.join("\n")
         );
         println!("\n{body}");
         let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/benchmarks.md");
@@ -140,4 +150,41 @@ fn main() {
             Err(e) => println!("could not write {}: {e}", doc.display()),
         }
     });
+}
+
+/// A run's per-stage breakdown as a markdown table.
+fn breakdown(name: &str, report: &Value) -> String {
+    let mut out = format!(
+        "{name}:\n\n| service | stage | count | mean ms | p50 ms | p99 ms |\n|---|---|---|---|---|---|\n"
+    );
+    for stage in report["stages"].as_array().into_iter().flatten() {
+        let ms = |key: &str| stage[key].as_f64().unwrap_or_default();
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.2} | {:.2} | {:.2} |\n",
+            stage["service"].as_str().unwrap_or_default(),
+            stage["stage"].as_str().unwrap_or_default(),
+            stage["count"],
+            ms("mean_ms"),
+            ms("p50_ms"),
+            ms("p99_ms"),
+        ));
+    }
+    let seconds = report["seconds"].as_f64().unwrap_or(1.0).max(1e-9);
+    let receipts = report["receipts"].as_f64().unwrap_or(1.0).max(1.0);
+    let cpu: Vec<String> = report["cpu"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let used = c["cpu_seconds"].as_f64().unwrap_or_default();
+            format!(
+                "{} {:.2} ({:.0} us/tx)",
+                c["service"].as_str().unwrap_or_default(),
+                used / seconds,
+                used / receipts * 1e6
+            )
+        })
+        .collect();
+    out.push_str(&format!("\nCPU cores used: {}\n", cpu.join(", ")));
+    out
 }

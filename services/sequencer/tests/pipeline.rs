@@ -1,0 +1,150 @@
+//! The pipelined producer: a mini-block executes while the previous one is still being committed,
+//! over the committed state with the uncommitted diff laid over it. Dependent transactions spread
+//! over many small mini-blocks (every sender's nonces, a counter every third transaction
+//! increments, token balances) come out as if each mini-block had waited for the one before,
+//! blocks sealed in between included; and the overlapping path was taken.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use alloy_genesis::{Genesis, GenesisAccount};
+use alloy_primitives::{Address, B256, U256};
+use tokio::sync::watch;
+use verity_primitives::{ChainSpec, SequencerKey};
+use verity_sequencer::{
+    SharedState,
+    mempool::MempoolLimits,
+    producer::{Committer, Producer},
+};
+use verity_storage::Database;
+use verity_workload::{Accounts, Action, COUNTER, Kind, TOKEN, TxParams, token_balance_slot};
+
+const SENDERS: usize = 8;
+const PER_SENDER: usize = 24;
+const TOKENS: u64 = 1_000_000;
+
+fn spec(accounts: &Accounts) -> ChainSpec {
+    let balance = U256::from(10u64).pow(U256::from(19));
+    let mut genesis = Genesis::default();
+    genesis.config.chain_id = 1337;
+    genesis.gas_limit = 300_000_000;
+    genesis.base_fee_per_gas = Some(1_000_000_000);
+    for (address, change) in accounts.genesis(balance, U256::from(TOKENS)).accounts {
+        let mut account = GenesisAccount::default()
+            .with_balance(change.balance.unwrap_or_default())
+            .with_nonce(change.nonce);
+        account.code = change.code;
+        account.storage = Some(
+            change
+                .storage
+                .iter()
+                .map(|(slot, value)| (B256::from(*slot), B256::from(*value)))
+                .collect(),
+        );
+        genesis.alloc.insert(address, account);
+    }
+    ChainSpec::from_genesis(genesis).unwrap()
+}
+
+#[test]
+fn pipelined_mini_blocks_read_what_the_uncommitted_one_wrote() {
+    let accounts = Accounts::new(SENDERS);
+    let spec = spec(&accounts);
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    // Four transactions per mini-block: each sender's next ones depend on the mini-block before.
+    let mut producer = Producer::open(
+        db.clone(),
+        spec.clone(),
+        SequencerKey::random(),
+        Address::repeat_byte(0xfe),
+        4,
+    )
+    .unwrap();
+    let (head_tx, head_rx) = watch::channel(producer.head());
+    let shared = Arc::new(SharedState::new(
+        db.clone(),
+        spec,
+        MempoolLimits::default(),
+        head_rx,
+    ));
+    let params = TxParams {
+        chain_id: 1337,
+        max_fee_per_gas: 10_000_000_000,
+        max_priority_fee_per_gas: 1,
+    };
+    let total = SENDERS * PER_SENDER;
+    let signed = accounts
+        .sign(Kind::Mixed, 0..total, &params, |_| 0)
+        .unwrap();
+    {
+        let mut mempool = shared.lock_mempool();
+        for tx in &signed {
+            mempool
+                .insert(tx.transaction(), 0, U256::from(10u64).pow(U256::from(19)))
+                .unwrap();
+        }
+    }
+    let count = |action| {
+        (0..total)
+            .filter(|&i| Kind::Mixed.action(i) == action)
+            .count() as u64
+    };
+
+    let committer = Committer::spawn(shared.clone(), head_tx, producer.head().last_seq).unwrap();
+    let mut mini_blocks = 0;
+    while producer.produce_mini_block(&shared, &committer).unwrap() {
+        mini_blocks += 1;
+        if mini_blocks % 7 == 0 {
+            producer.seal_block(&committer).unwrap();
+        }
+    }
+    producer.seal_block(&committer).unwrap();
+    let last_seq = producer.head().last_seq;
+    committer.finish().unwrap();
+
+    assert_eq!(
+        mini_blocks,
+        total / 4,
+        "four transactions in every mini-block"
+    );
+    assert!(
+        producer.pipelined() > 0,
+        "no mini-block executed while its predecessor was being committed"
+    );
+    let read = db.read().unwrap();
+    assert_eq!(read.last_event_seq().unwrap(), last_seq);
+    assert_eq!(
+        read.storage(COUNTER, U256::ZERO).unwrap(),
+        U256::from(count(Action::Counter)),
+        "every counter call counted"
+    );
+    let mut tokens = U256::ZERO;
+    for i in 0..SENDERS {
+        let account = read.account(accounts.address(i)).unwrap().unwrap();
+        assert_eq!(account.nonce, PER_SENDER as u64, "sender {i}");
+        tokens += read
+            .storage(TOKEN, token_balance_slot(accounts.address(i)))
+            .unwrap();
+    }
+    assert_eq!(
+        tokens,
+        U256::from(TOKENS * SENDERS as u64 - count(Action::Erc20)),
+        "each token transfer moved one unit out of the senders"
+    );
+    // Every mini-block paid the fee recipient (a tip of 1 wei per gas): its balance adds up
+    // only if each one read the balance the one before left.
+    let last_block = read.last_block_number().unwrap().unwrap();
+    let gas: u64 = (1..=last_block)
+        .map(|n| read.block_by_number(n).unwrap().unwrap().header.gas_used)
+        .sum();
+    assert!(gas > 0);
+    assert_eq!(
+        read.account(Address::repeat_byte(0xfe))
+            .unwrap()
+            .unwrap()
+            .balance,
+        U256::from(gas)
+    );
+}
