@@ -62,6 +62,11 @@ struct DevnetArgs {
     steps_per_proof: usize,
 }
 
+/// mimalloc, as in every Verity binary (ADR 0008); the load generator should not be the one
+/// process slowed by its allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
