@@ -7,6 +7,7 @@ pub mod block;
 pub use block::{BlockCheckError, BlockTemplate};
 pub mod chain_spec;
 pub mod diff;
+pub mod governance;
 pub mod receipt;
 pub mod signing;
 pub mod state;
