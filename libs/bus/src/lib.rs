@@ -2,11 +2,14 @@
 //!
 //! The chain stream `VERITY_CHAIN` holds every mini-block and block in order on one subject.
 //! Each message is a prost-encoded `verity.v1.ChainEvent`; its JetStream sequence number equals
-//! the event's `seq`. The publisher guarantees that with two headers on every publish:
+//! the event's `seq`. The active sequencer guarantees that with two headers on every publish:
 //! `Nats-Msg-Id` = the event hash (a re-publish after a crash is recognised as a duplicate) and
 //! `Nats-Expected-Last-Sequence` = `seq - 1` (nothing can land out of order or twice at one
-//! position). Consumers therefore resume from "the sequence after the last one I applied".
+//! position, so two sequencers can never both extend the chain at one position). Consumers
+//! therefore resume from "the sequence after the last one I applied". [`lease`] is the
+//! key-value entry that says which sequencer is active.
 
+pub mod lease;
 pub mod proving;
 pub mod server;
 
@@ -132,6 +135,47 @@ pub async fn last_chain_seq(stream: &mut Stream) -> Result<u64, BusError> {
         .await
         .map_err(|e| js_error("stream info", e))?;
     Ok(info.state.last_sequence)
+}
+
+/// The chain event the stream holds at `seq`.
+pub async fn chain_event_at(stream: &Stream, seq: u64) -> Result<v1::ChainEvent, BusError> {
+    let message = stream
+        .get_raw_message(seq)
+        .await
+        .map_err(|e| js_error("read chain event", e))?;
+    decode_event(seq, &message.payload)
+}
+
+/// An ordered, ephemeral consumer of the chain stream from `from_seq` on (for followers that
+/// keep their own position, like a standby sequencer).
+pub async fn ordered_chain_consumer(
+    stream: &Stream,
+    from_seq: u64,
+) -> Result<consumer::Consumer<consumer::pull::OrderedConfig>, BusError> {
+    stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: if from_seq <= 1 {
+                DeliverPolicy::All
+            } else {
+                DeliverPolicy::ByStartSequence {
+                    start_sequence: from_seq,
+                }
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| js_error("create ordered consumer", e))
+}
+
+/// The hash identifying an encoded chain event (its mini-block's, block's or handover's), used
+/// as its message id.
+pub fn event_hash(event: &v1::ChainEvent) -> Vec<u8> {
+    match &event.event {
+        Some(v1::chain_event::Event::MiniBlock(m)) => m.hash.clone(),
+        Some(v1::chain_event::Event::Block(b)) => b.hash.clone(),
+        Some(v1::chain_event::Event::Handover(h)) => h.hash.clone(),
+        None => Vec::new(),
+    }
 }
 
 /// Encodes a chain event for the stream.

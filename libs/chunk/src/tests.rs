@@ -73,6 +73,7 @@ fn mini_block(state: &InMemoryState, txs: Vec<Transaction>, key: &SequencerKey) 
         number: 3,
         block_number: 1,
         index: 0,
+        epoch: 0,
         timestamp_ms: 1_700_000_000_000,
         parent_hash: B256::repeat_byte(1),
         base_fee: 1_000_000_000,

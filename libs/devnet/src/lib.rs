@@ -21,15 +21,20 @@ use nix::{sys::signal::Signal, unistd::Pid};
 use tokio::process::{Child, Command};
 use verity_bus::server::NatsServer;
 use verity_circuits::{Keys, Params, Shape};
-use verity_primitives::{ChainSpec, SequencerKey, chain_spec::dev_signers};
+use verity_primitives::{
+    ChainSpec, SequencerKey,
+    chain_spec::dev_signers,
+    governance::{Appointment, Governance, SignedAppointment},
+};
 
 /// The services of a devnet, in start order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Service {
-    /// `verity-sequencer`.
+    /// `verity-sequencer`: the sequencer genesis names (epoch 0).
     Sequencer,
-    /// `verity-publisher`.
-    Publisher,
+    /// A second `verity-sequencer` with its own key: a hot standby that takes over when the
+    /// active one stops (only with [`DevnetOptions::standby`]).
+    Standby,
     /// `verity-replica` (role full).
     Replica,
     /// `verity-replica` (role witness): the state tree and the proving jobs.
@@ -48,7 +53,7 @@ impl Service {
     /// Every service, in start order.
     pub const ALL: [Service; 8] = [
         Service::Sequencer,
-        Service::Publisher,
+        Service::Standby,
         Service::Replica,
         Service::Witness,
         Service::Verifier,
@@ -61,7 +66,7 @@ impl Service {
     pub fn name(self) -> &'static str {
         match self {
             Service::Sequencer => "sequencer",
-            Service::Publisher => "publisher",
+            Service::Standby => "standby",
             Service::Replica => "replica",
             Service::Witness => "witness",
             Service::Verifier => "verifier",
@@ -75,6 +80,7 @@ impl Service {
     pub fn binary(self) -> String {
         match self {
             Service::Witness | Service::Verifier => "verity-replica".into(),
+            Service::Standby => "verity-sequencer".into(),
             _ => format!("verity-{}", self.name()),
         }
     }
@@ -158,6 +164,8 @@ pub struct DevnetOptions {
     pub ready_timeout: Duration,
     /// Whether to run the proving path (witness replica and prover).
     pub proving: bool,
+    /// Whether to run a hot-standby sequencer.
+    pub standby: bool,
     /// Tree steps per halo2 proof.
     pub steps_per_proof: usize,
     /// Seconds before an unacknowledged proving job goes to another prover.
@@ -183,6 +191,7 @@ impl DevnetOptions {
             log_filter: "info".into(),
             ready_timeout: Duration::from_secs(60),
             proving: true,
+            standby: false,
             steps_per_proof: 8,
             prover_ack_wait_secs: 30,
             binaries: BTreeMap::new(),
@@ -233,6 +242,7 @@ pub struct Devnet {
     genesis: PathBuf,
     key_file: PathBuf,
     sequencer_address: Address,
+    standby_address: Address,
     prover_address: Address,
     verifier_address: Address,
     chain_id: u64,
@@ -252,12 +262,29 @@ impl Devnet {
                 return Err(DevnetError::MissingBinary(binary));
             }
         }
+        let key_file = dir.join("sequencer.key");
+        let load = |name: &str| {
+            SequencerKey::load_or_create(&dir.join(name))
+                .map(|(key, _)| key)
+                .map_err(|e| DevnetError::Setup(e.to_string()))
+        };
+        let key = load("sequencer.key")?;
+        let standby = load("standby.key")?;
         let genesis = dir.join("genesis.json");
         let spec = if genesis.is_file() {
             ChainSpec::load(&genesis).map_err(|e| DevnetError::Setup(e.to_string()))?
         } else {
+            // Genesis names the sequencer of epoch 0 and a 2-of-3 governance.
+            std::fs::create_dir_all(dir.join(GOVERNANCE_DIR))
+                .map_err(io("cannot create the governance key directory"))?;
+            let governors = (1..=3)
+                .map(|i| load(&format!("{GOVERNANCE_DIR}/{i}.key")).map(|k| k.address()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let governance =
+                Governance::new(governors, 2).map_err(|e| DevnetError::Setup(e.to_string()))?;
             let spec =
                 ChainSpec::dev_with_gas_limit(options.chain_id, 10, 10_000, options.gas_limit)
+                    .and_then(|spec| spec.with_sequencing(key.address(), Some(governance)))
                     .map_err(|e| DevnetError::Setup(e.to_string()))?;
             let json = spec
                 .to_json()
@@ -265,17 +292,7 @@ impl Devnet {
             std::fs::write(&genesis, json).map_err(io("cannot write genesis.json"))?;
             spec
         };
-        let key_file = dir.join("sequencer.key");
-        let key = if key_file.is_file() {
-            let text =
-                std::fs::read_to_string(&key_file).map_err(io("cannot read sequencer.key"))?;
-            SequencerKey::from_hex(&text)
-                .map_err(|e| DevnetError::Setup(format!("sequencer.key: {e}")))?
-        } else {
-            let key = SequencerKey::random();
-            std::fs::write(&key_file, key.to_hex()).map_err(io("cannot write sequencer.key"))?;
-            key
-        };
+        standing_appointments(dir, &spec, &key, &standby)?;
         // The proving keys are made here so every service can be told whom to trust.
         let attester = |name: &str| {
             SequencerKey::load_or_create(&dir.join(name))
@@ -293,6 +310,7 @@ impl Devnet {
             verifier_address,
             chain_id: spec.chain_id(),
             sequencer_address: key.address(),
+            standby_address: standby.address(),
             options,
             nats: Some(nats),
             children: BTreeMap::new(),
@@ -311,7 +329,13 @@ impl Devnet {
         Service::ALL
             .into_iter()
             .filter(|s| self.options.proving || !s.proves())
+            .filter(|s| self.options.standby || *s != Service::Standby)
             .collect()
+    }
+
+    /// The standby sequencer's address.
+    pub fn standby_address(&self) -> Address {
+        self.standby_address
     }
 
     /// The chain id.
@@ -402,24 +426,30 @@ impl Devnet {
         let path = |p: &Path| p.display().to_string();
         let nats = self.nats_url().unwrap_or_default().to_string();
         let mut args: Vec<String> = match service {
-            Service::Sequencer => vec![
-                "--data-dir".into(),
-                path(&dir.join("sequencer")),
-                "--genesis".into(),
-                path(&self.genesis),
-                "--key-file".into(),
-                path(&self.key_file),
-                "--mini-block-interval-ms".into(),
-                self.options.mini_block_interval_ms.to_string(),
-                "--block-interval-ms".into(),
-                self.options.block_interval_ms.to_string(),
-            ],
-            Service::Publisher => vec![
-                "--sequencer-url".into(),
-                self.grpc_url(Service::Sequencer),
-                "--nats-url".into(),
-                nats,
-            ],
+            Service::Sequencer | Service::Standby => {
+                let (data, key) = match service {
+                    Service::Sequencer => ("sequencer", self.key_file.clone()),
+                    _ => ("standby", dir.join("standby.key")),
+                };
+                let mut args = vec![
+                    "--data-dir".into(),
+                    path(&dir.join(data)),
+                    "--genesis".into(),
+                    path(&self.genesis),
+                    "--key-file".into(),
+                    path(&key),
+                    "--mini-block-interval-ms".into(),
+                    self.options.mini_block_interval_ms.to_string(),
+                    "--block-interval-ms".into(),
+                    self.options.block_interval_ms.to_string(),
+                    "--nats-url".into(),
+                    nats.clone(),
+                ];
+                if dir.join(APPOINTMENTS).is_file() {
+                    args.extend(["--appointments".into(), path(&dir.join(APPOINTMENTS))]);
+                }
+                args
+            }
             Service::Replica => self.replica_args("full", "replica", &nats),
             Service::Witness => self.replica_args("witness", "witness", &nats),
             Service::Verifier => {
@@ -436,7 +466,8 @@ impl Devnet {
                 ]);
                 args
             }
-            Service::Ingress => vec!["--sequencer-url".into(), self.grpc_url(Service::Sequencer)],
+            // Ingress and the gateway follow the sequencer lease to the active sequencer.
+            Service::Ingress => vec!["--nats-url".into(), nats.clone()],
             Service::Gateway => vec![
                 "--http-addr".into(),
                 // A restarted gateway keeps the address clients already use.
@@ -446,8 +477,6 @@ impl Devnet {
                 self.grpc_url(Service::Ingress),
                 "--replica-url".into(),
                 self.grpc_url(Service::Replica),
-                "--sequencer-url".into(),
-                self.grpc_url(Service::Sequencer),
                 "--nats-url".into(),
                 nats.clone(),
             ],
@@ -584,6 +613,22 @@ impl Devnet {
         }
     }
 
+    /// The process id of a running service.
+    pub fn pid(&self, service: Service) -> Option<u32> {
+        self.children.get(&service).and_then(Child::id)
+    }
+
+    /// Waits up to `timeout` for a service to exit by itself; its status, if it did.
+    pub async fn wait_exit(&mut self, service: Service, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.children.get_mut(&service)?;
+        let status = tokio::time::timeout(timeout, child.wait())
+            .await
+            .ok()?
+            .ok()?;
+        self.children.remove(&service);
+        Some(status)
+    }
+
     /// Whether a service's process is still running.
     pub fn is_running(&mut self, service: Service) -> bool {
         self.children
@@ -620,6 +665,60 @@ impl Devnet {
         }
     }
 }
+/// The devnet's governance keys (`1.key`, `2.key`, `3.key`; genesis lets 2 of them appoint).
+pub const GOVERNANCE_DIR: &str = "governance";
+/// The standing appointments of the devnet's two sequencer keys, in its data directory.
+pub const APPOINTMENTS: &str = "appointments.json";
+/// How many standing appointments the devnet pre-signs (epochs 1..=this, alternating between
+/// the standby and the sequencer, so either can take over from the other this many times).
+pub const STANDING_EPOCHS: u64 = 64;
+
+/// Pre-signs standing appointments for a genesis with the devnet's governance: odd epochs for the
+/// standby, even ones for the sequencer (each takes over from the other), signed by governance
+/// keys 1 and 2. Nothing to do for a genesis without governance or when the file exists.
+fn standing_appointments(
+    dir: &Path,
+    spec: &ChainSpec,
+    sequencer: &SequencerKey,
+    standby: &SequencerKey,
+) -> Result<(), DevnetError> {
+    let file = dir.join(APPOINTMENTS);
+    if file.is_file() || spec.governance.is_none() {
+        return Ok(());
+    }
+    let governors = (1..=2)
+        .map(|i| {
+            let path = dir.join(GOVERNANCE_DIR).join(format!("{i}.key"));
+            let text = std::fs::read_to_string(&path)
+                .map_err(io(format!("cannot read {}", path.display())))?;
+            SequencerKey::from_hex(&text)
+                .map_err(|e| DevnetError::Setup(format!("{}: {e}", path.display())))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let appointments: Vec<SignedAppointment> = (1..=STANDING_EPOCHS)
+        .map(|epoch| {
+            let appointment = Appointment {
+                chain_id: spec.chain_id(),
+                epoch,
+                sequencer: if epoch % 2 == 1 {
+                    standby.address()
+                } else {
+                    sequencer.address()
+                },
+                first_height: 0,
+                parent_hash: Default::default(),
+            };
+            SignedAppointment {
+                signatures: governors.iter().map(|k| appointment.sign(k)).collect(),
+                appointment,
+            }
+        })
+        .collect();
+    let json = serde_json::to_string_pretty(&appointments)
+        .map_err(|e| DevnetError::Setup(e.to_string()))?;
+    std::fs::write(&file, json).map_err(io(format!("cannot write {}", file.display())))
+}
+
 /// The devnet's KZG parameters file, in its data directory.
 pub const KZG_PARAMS: &str = "kzg.params";
 

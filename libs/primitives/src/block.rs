@@ -21,6 +21,8 @@ pub struct MiniBlock {
     pub block_number: u64,
     /// Position inside that EVM block, from 0.
     pub index: u32,
+    /// The sequencer epoch it was signed under.
+    pub epoch: u64,
     /// Milliseconds since the Unix epoch at execution.
     pub timestamp_ms: u64,
     /// Hash of the previous mini-block (zero for the first).
@@ -51,6 +53,7 @@ impl MiniBlock {
         put_u64(&mut buf, self.number);
         put_u64(&mut buf, self.block_number);
         put_u64(&mut buf, u64::from(self.index));
+        put_u64(&mut buf, self.epoch);
         put_u64(&mut buf, self.timestamp_ms);
         buf.extend_from_slice(self.parent_hash.as_slice());
         put_u64(&mut buf, self.base_fee);
@@ -174,6 +177,8 @@ pub struct BlockTemplate {
     pub base_fee: u64,
     /// Fee recipient.
     pub beneficiary: Address,
+    /// The sequencer epoch it is sealed under (in the header's `extra_data`, 8 bytes).
+    pub epoch: u64,
 }
 
 impl Block {
@@ -215,7 +220,7 @@ impl Block {
             gas_limit: template.gas_limit,
             gas_used: mini_blocks.iter().map(|m| m.gas_used()).sum(),
             timestamp: template.timestamp,
-            extra_data: Bytes::new(),
+            extra_data: Bytes::copy_from_slice(&template.epoch.to_be_bytes()),
             mix_hash: last_mini_block_hash,
             nonce: Default::default(),
             base_fee_per_gas: Some(template.base_fee),
@@ -250,6 +255,12 @@ impl Block {
         self.header.number
     }
 
+    /// The sequencer epoch it was sealed under (`extra_data` as a big-endian u64; none: 0).
+    pub fn epoch(&self) -> u64 {
+        let data = self.header.extra_data.as_ref();
+        <[u8; 8]>::try_from(data).map_or(0, u64::from_be_bytes)
+    }
+
     /// The EIP-2718 encodings of transactions are not kept here: replicas keep transactions by
     /// hash. This returns the size of the header's RLP, for metrics.
     pub fn header_size(&self) -> usize {
@@ -276,6 +287,9 @@ pub enum BlockCheckError {
     /// The signature is malformed or from the wrong key.
     #[error("bad sequencer signature: {0}")]
     Signature(#[from] signing::SignatureCheckError),
+    /// Signed under another epoch than the one in force.
+    #[error("{0}")]
+    Epoch(String),
 }
 
 /// What an event of the chain stream carries.
@@ -285,6 +299,8 @@ pub enum ChainEventKind {
     MiniBlock(Box<MiniBlock>),
     /// A sealed EVM block.
     Block(Box<Block>),
+    /// A new sequencer takes over from this position on.
+    Handover(Box<crate::governance::Handover>),
 }
 
 /// One entry of the ordered chain stream.
@@ -303,16 +319,102 @@ impl ChainEvent {
         match &self.kind {
             ChainEventKind::MiniBlock(m) => m.hash,
             ChainEventKind::Block(b) => b.hash,
+            ChainEventKind::Handover(h) => h.hash,
         }
     }
 
-    /// Checks the event's hash and sequencer signature.
-    pub fn verify(&self, sequencer: Address) -> Result<(), BlockCheckError> {
-        match &self.kind {
-            ChainEventKind::MiniBlock(m) => m.verify(sequencer),
-            ChainEventKind::Block(b) => b.verify(sequencer),
-        }
+    /// Checks a mini-block's or block's hash, sequencer signature and epoch against the epoch
+    /// in force. A handover is checked by [`crate::governance::Epoch::check_handover`], which
+    /// needs the chain's position; here it passes.
+    pub fn verify(&self, epoch: &crate::governance::Epoch) -> Result<(), BlockCheckError> {
+        let claimed = match &self.kind {
+            ChainEventKind::MiniBlock(m) => {
+                m.verify(epoch.sequencer)?;
+                m.epoch
+            }
+            ChainEventKind::Block(b) => {
+                b.verify(epoch.sequencer)?;
+                b.epoch()
+            }
+            ChainEventKind::Handover(_) => return Ok(()),
+        };
+        epoch
+            .check_producer(claimed)
+            .map_err(|e| BlockCheckError::Epoch(e.to_string()))
     }
+}
+
+/// Checks that `mini` is the next link of the chain: mini-block number `next_mini`, after the
+/// mini-block `last_mini_hash`, in the block after `head_number`.
+pub fn check_mini_block_link(
+    mini: &MiniBlock,
+    next_mini: u64,
+    last_mini_hash: B256,
+    head_number: u64,
+) -> Result<(), String> {
+    if mini.number != next_mini {
+        return Err(format!(
+            "mini-block {} where {next_mini} was due",
+            mini.number
+        ));
+    }
+    if mini.parent_hash != last_mini_hash {
+        return Err(format!(
+            "mini-block parent {} is not the last mini-block {last_mini_hash}",
+            mini.parent_hash
+        ));
+    }
+    if mini.block_number != head_number + 1 {
+        return Err(format!(
+            "mini-block of block {} while block {} is being built",
+            mini.block_number,
+            head_number + 1
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that `block` seals exactly the mini-blocks applied since `head`, on `head`.
+pub fn check_block_link(
+    block: &Block,
+    head: &Block,
+    next_mini: u64,
+    last_mini_hash: B256,
+    open_txs: u64,
+) -> Result<(), String> {
+    if block.number() != head.number() + 1 {
+        return Err(format!(
+            "block {} after block {}",
+            block.number(),
+            head.number()
+        ));
+    }
+    if block.header.parent_hash != head.hash {
+        return Err(format!(
+            "block parent {} is not block {} ({})",
+            block.header.parent_hash,
+            head.number(),
+            head.hash
+        ));
+    }
+    if block.first_mini_block + block.mini_block_count != next_mini {
+        return Err(format!(
+            "block seals mini-blocks {}..{} but {} were applied",
+            block.first_mini_block,
+            block.first_mini_block + block.mini_block_count,
+            next_mini
+        ));
+    }
+    if block.header.mix_hash != last_mini_hash {
+        return Err("block does not seal the last applied mini-block".into());
+    }
+    if block.transaction_hashes.len() as u64 != open_txs {
+        return Err(format!(
+            "block lists {} transactions, {open_txs} were applied",
+            block.transaction_hashes.len()
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -333,6 +435,7 @@ mod tests {
             number: 4,
             block_number: 1,
             index: 0,
+            epoch: 0,
             timestamp_ms: 1_700_000_000_000,
             parent_hash: B256::repeat_byte(9),
             base_fee: 1_000_000_000,
@@ -376,6 +479,7 @@ mod tests {
             gas_limit: 30_000_000,
             base_fee: 1_000_000_000,
             beneficiary: Address::ZERO,
+            epoch: 3,
         };
         let block = Block::seal(
             template.clone(),
@@ -386,6 +490,7 @@ mod tests {
         );
         assert!(block.verify(key.address()).is_ok());
         assert_eq!(block.header.mix_hash, mini.hash);
+        assert_eq!(block.epoch(), 3);
         let other = Block::seal::<MiniBlock>(template, 4, &[], B256::ZERO, &key);
         assert_ne!(block.hash, other.hash);
     }

@@ -59,27 +59,46 @@ pub struct ChainSpec {
     /// EIP-1559 parameters: Ethereum's unless the genesis sets `config.verity.eip1559Elasticity`
     /// and `config.verity.eip1559Denominator`.
     pub base_fee_params: BaseFeeParams,
+    /// The sequencer of epoch 0 (`config.verity.sequencer`), if genesis names one.
+    pub sequencer: Option<Address>,
+    /// Who may appoint later sequencers (`config.verity.governance`: `{keys, threshold}`).
+    pub governance: Option<crate::governance::Governance>,
 }
 
 /// The chain-specific part of the genesis `config` (`config.verity`).
-#[derive(Debug, Clone, Copy, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct VerityConfig {
+pub struct VerityConfig {
     /// Gas limit over gas target (Ethereum: 2).
-    eip1559_elasticity: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eip1559_elasticity: Option<u64>,
     /// The base fee moves by at most 1/denominator per block (Ethereum: 8).
-    eip1559_denominator: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eip1559_denominator: Option<u64>,
+    /// The sequencer key of epoch 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequencer: Option<Address>,
+    /// The governance keys and how many must sign an appointment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub governance: Option<crate::governance::Governance>,
 }
 
-/// The EIP-1559 parameters a genesis sets in `config.verity`, each defaulting to Ethereum's.
-fn base_fee_params(genesis: &Genesis) -> Result<BaseFeeParams, ChainSpecError> {
-    let config: VerityConfig = match genesis.config.extra_fields.get_deserialized("verity") {
-        None => VerityConfig::default(),
+/// Domain tag of the genesis commitment to its sequencing configuration.
+const SEQUENCING_DOMAIN: &[u8] = b"verity/genesis-sequencing/v1";
+
+/// `config.verity` of a genesis (all defaults when absent).
+fn verity_config(genesis: &Genesis) -> Result<VerityConfig, ChainSpecError> {
+    match genesis.config.extra_fields.get_deserialized("verity") {
+        None => Ok(VerityConfig::default()),
         Some(parsed) => parsed.map_err(|e| ChainSpecError::Invalid {
             field: "config.verity",
             reason: e.to_string(),
-        })?,
-    };
+        }),
+    }
+}
+
+/// The EIP-1559 parameters a genesis sets in `config.verity`, each defaulting to Ethereum's.
+fn base_fee_params(config: &VerityConfig) -> Result<BaseFeeParams, ChainSpecError> {
     let ethereum = BaseFeeParams::ethereum();
     let positive = |value: Option<u64>, default: u128, field| match value {
         None => Ok(default),
@@ -152,6 +171,40 @@ impl ChainSpec {
             })?,
         };
         genesis.base_fee_per_gas = Some(u128::from(base_fee));
+        let config = verity_config(&genesis)?;
+        let base_fee_params = base_fee_params(&config)?;
+        let governance = match &config.governance {
+            None => None,
+            Some(g) => Some(
+                crate::governance::Governance::new(g.keys.clone(), g.threshold).map_err(|e| {
+                    ChainSpecError::Invalid {
+                        field: "config.verity.governance",
+                        reason: e.to_string(),
+                    }
+                })?,
+            ),
+        };
+        // The block-0 header commits to who sequences the chain and who may appoint, so nodes
+        // configured with different governance never share a genesis hash.
+        if config.sequencer.is_some() || governance.is_some() {
+            if !genesis.extra_data.is_empty() {
+                return Err(ChainSpecError::Invalid {
+                    field: "extraData",
+                    reason: "must be empty when config.verity names a sequencer or governance \
+                             (block 0's extraData commits to them)"
+                        .into(),
+                });
+            }
+            let mut buf = SEQUENCING_DOMAIN.to_vec();
+            buf.extend_from_slice(config.sequencer.unwrap_or_default().as_slice());
+            if let Some(g) = &governance {
+                buf.extend_from_slice(&(g.threshold as u64).to_be_bytes());
+                for key in &g.keys {
+                    buf.extend_from_slice(key.as_slice());
+                }
+            }
+            genesis.extra_data = alloy_primitives::keccak256(buf).0.to_vec().into();
+        }
         let genesis_header = Header {
             ommers_hash: EMPTY_OMMER_ROOT_HASH,
             beneficiary: genesis.coinbase,
@@ -164,12 +217,13 @@ impl ChainSpec {
             ..Default::default()
         };
         let genesis_hash = genesis_header.hash_slow();
-        let base_fee_params = base_fee_params(&genesis)?;
         Ok(Self {
             genesis,
             genesis_header,
             genesis_hash,
             base_fee_params,
+            sequencer: config.sequencer,
+            governance,
         })
     }
 
@@ -241,9 +295,77 @@ impl ChainSpec {
         }
     }
 
-    /// The genesis as pretty JSON, for writing a genesis file.
+    /// The genesis as pretty JSON, for writing a genesis file (the derived `extraData` is
+    /// left out: it is recomputed on load).
     pub fn to_json(&self) -> Result<String, serde_json::Error> {
-        serde_json::to_string_pretty(&self.genesis)
+        let mut genesis = self.genesis.clone();
+        if self.sequencer.is_some() || self.governance.is_some() {
+            genesis.extra_data = Default::default();
+        }
+        serde_json::to_string_pretty(&genesis)
+    }
+
+    /// Sets who sequences epoch 0 and who may appoint later sequencers (`config.verity`), and
+    /// re-derives block 0.
+    pub fn with_sequencing(
+        &self,
+        sequencer: Address,
+        governance: Option<crate::governance::Governance>,
+    ) -> Result<Self, ChainSpecError> {
+        let mut genesis = self.genesis.clone();
+        if self.sequencer.is_some() || self.governance.is_some() {
+            genesis.extra_data = Default::default();
+        }
+        let mut config = verity_config(&genesis)?;
+        config.sequencer = Some(sequencer);
+        config.governance = governance;
+        let value = serde_json::to_value(&config)?;
+        genesis
+            .config
+            .extra_fields
+            .insert("verity".to_string(), value);
+        Self::from_genesis(genesis)
+    }
+
+    /// The chain's sequencing rules (see [`ChainSpec::genesis_epoch`] for `fallback`).
+    pub fn sequencing(
+        &self,
+        fallback: Option<Address>,
+    ) -> Result<crate::governance::Sequencing, ChainSpecError> {
+        Ok(crate::governance::Sequencing {
+            chain_id: self.chain_id(),
+            governance: self.governance.clone(),
+            genesis: self.genesis_epoch(fallback)?,
+        })
+    }
+
+    /// The epoch in force at genesis: epoch 0 of the sequencer genesis names, or of `fallback`
+    /// (a `--sequencer-address` flag) for a genesis that names none. Refused when both are
+    /// given and differ, or neither is.
+    pub fn genesis_epoch(
+        &self,
+        fallback: Option<Address>,
+    ) -> Result<crate::governance::Epoch, ChainSpecError> {
+        let sequencer = match (self.sequencer, fallback) {
+            (Some(named), Some(flag)) if named != flag => {
+                return Err(ChainSpecError::Invalid {
+                    field: "config.verity.sequencer",
+                    reason: format!("genesis names {named}, but {flag} was configured"),
+                });
+            }
+            (Some(named), _) => named,
+            (None, Some(flag)) => flag,
+            (None, None) => {
+                return Err(ChainSpecError::Invalid {
+                    field: "config.verity.sequencer",
+                    reason: "genesis names no sequencer and none was configured".into(),
+                });
+            }
+        };
+        Ok(crate::governance::Epoch {
+            number: 0,
+            sequencer,
+        })
     }
 }
 

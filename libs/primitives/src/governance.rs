@@ -1,15 +1,17 @@
-//! Governance appointments of sequencers (issue 6, in progress).
+//! Sequencer epochs, governance appointments and handovers.
 //!
 //! An appointment says: from block `first_height` on, whose parent is `parent_hash`, the chain's
 //! blocks are signed by `sequencer` under epoch `epoch`. It is valid when at least `threshold` of
 //! the governance keys (fixed by the chain's genesis) signed its [`Appointment::signing_hash`],
-//! its epoch is above every epoch used so far, and it extends the chain where the caller says
-//! the chain is. Every consumer checks appointments with [`Governance::verify`]; the refusals
-//! carry a reason an operator can act on.
+//! its epoch is above every epoch used so far, and it extends the chain where it is. An
+//! appointment with `first_height` 0 is *standing*: it pre-authorises a hot standby to open that
+//! epoch wherever it takes over.
 //!
-//! Built so far: the appointment, its signing and its verification. Not built yet: governance
-//! keys in genesis, the `verity governance` command, epochs in blocks, and the consumers that
-//! switch keys at an appointment's first height.
+//! An appointment takes effect when the appointed sequencer puts a [`Handover`] into the chain
+//! stream: the stream's compare-and-set publish orders it against everything the deposed
+//! sequencer sends, and from that position on every consumer accepts mini-blocks and blocks only
+//! from the new key under the new epoch ([`Epoch::check_handover`]). Epoch 0 is the sequencer
+//! that genesis names. The refusals carry a reason an operator can act on.
 
 use std::collections::BTreeSet;
 
@@ -20,6 +22,8 @@ use crate::SequencerKey;
 /// Domain tag of appointment signatures: a governance signature can never be mistaken for a
 /// signature over a block or mini-block hash.
 const DOMAIN: &[u8] = b"verity/appointment/v1";
+/// Domain tag of handover signatures (by the appointed sequencer).
+const HANDOVER_DOMAIN: &[u8] = b"verity/handover/v1";
 
 /// Who may appoint sequencers: `threshold` signatures among `keys`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -39,9 +43,10 @@ pub struct Appointment {
     pub epoch: u64,
     /// The appointed sequencer's key.
     pub sequencer: Address,
-    /// The first block the sequencer signs.
+    /// The first block the sequencer signs; 0 for a standing appointment (a hot standby's:
+    /// wherever it takes over).
     pub first_height: u64,
-    /// The hash of block `first_height - 1`.
+    /// The hash of block `first_height - 1` (zero for a standing appointment).
     pub parent_hash: B256,
 }
 
@@ -98,7 +103,7 @@ pub enum AppointmentError {
     },
     /// The appointment does not extend the chain where it is.
     #[error(
-        "appointment starts at block {first_height} on parent {parent_hash}, but block {height} is {hash}"
+        "appointment starts at block {first_height} on parent {parent_hash}, but the chain is building block {} on block {height} = {hash}", height + 1
     )]
     WrongParent {
         /// The appointment's first height.
@@ -110,6 +115,19 @@ pub enum AppointmentError {
         /// Its hash.
         hash: B256,
     },
+    /// The chain's genesis names no governance, so no appointment can be valid.
+    #[error(
+        "this chain's genesis sets no governance (config.verity.governance): nothing can appoint a sequencer"
+    )]
+    NoGovernance,
+    /// A mini-block or block of another epoch than the one in force.
+    #[error("signed under epoch {epoch}, but epoch {current} is in force here")]
+    WrongEpoch {
+        /// Claimed.
+        epoch: u64,
+        /// In force.
+        current: u64,
+    },
     /// For another chain.
     #[error("appointment is for chain {claimed}, this is chain {chain_id}")]
     WrongChain {
@@ -118,6 +136,180 @@ pub enum AppointmentError {
         /// This chain.
         chain_id: u64,
     },
+}
+
+/// A sequencer taking over: the appointment it acts on, where in the chain it takes over, and
+/// its own signature (so nobody but the appointed key can spend its appointment). It travels as
+/// an event of the chain stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handover {
+    /// The governance-signed appointment.
+    pub appointment: SignedAppointment,
+    /// The block being built when it takes over (the new sequencer seals it).
+    pub block_number: u64,
+    /// Hash of block `block_number - 1`.
+    pub parent_hash: B256,
+    /// `compute_hash()` of the above.
+    pub hash: B256,
+    /// The appointed sequencer's signature over `hash`.
+    pub signature: Signature,
+}
+
+impl Handover {
+    /// A handover at `block_number` (parent `parent_hash`), signed by `key`.
+    pub fn new(
+        appointment: SignedAppointment,
+        block_number: u64,
+        parent_hash: B256,
+        key: &SequencerKey,
+    ) -> Self {
+        let mut handover = Self {
+            appointment,
+            block_number,
+            parent_hash,
+            hash: B256::ZERO,
+            signature: crate::UNSIGNED,
+        };
+        handover.hash = handover.compute_hash();
+        handover.signature = key.sign(&handover.hash);
+        handover
+    }
+
+    /// keccak256 of the domain tag, the appointment's signing hash, the block number and the
+    /// parent hash.
+    pub fn compute_hash(&self) -> B256 {
+        let mut buf = Vec::with_capacity(HANDOVER_DOMAIN.len() + 32 + 8 + 32);
+        buf.extend_from_slice(HANDOVER_DOMAIN);
+        buf.extend_from_slice(self.appointment.appointment.signing_hash().as_slice());
+        buf.extend_from_slice(&self.block_number.to_be_bytes());
+        buf.extend_from_slice(self.parent_hash.as_slice());
+        keccak256(buf)
+    }
+
+    /// The epoch it opens.
+    pub fn epoch(&self) -> u64 {
+        self.appointment.appointment.epoch
+    }
+
+    /// The key it hands the chain to.
+    pub fn sequencer(&self) -> Address {
+        self.appointment.appointment.sequencer
+    }
+}
+
+/// Storage meta key under which nodes keep the epoch in force ([`Epoch::to_bytes`]).
+pub const EPOCH_META_KEY: &str = "epoch";
+
+/// The chain's sequencing rules, from genesis: who sequences epoch 0 and who may appoint.
+#[derive(Debug, Clone)]
+pub struct Sequencing {
+    /// The chain id appointments must name.
+    pub chain_id: u64,
+    /// The governance set, if genesis has one.
+    pub governance: Option<Governance>,
+    /// Epoch 0.
+    pub genesis: Epoch,
+}
+
+impl Sequencing {
+    /// The epoch in force given what is stored under [`EPOCH_META_KEY`] (nothing: epoch 0).
+    pub fn current(&self, stored: Option<&[u8]>) -> Epoch {
+        stored.and_then(Epoch::from_bytes).unwrap_or(self.genesis)
+    }
+
+    /// [`Epoch::check_handover`] under these rules.
+    pub fn check_handover(
+        &self,
+        epoch: &Epoch,
+        handover: &Handover,
+        open_block: u64,
+        parent_hash: B256,
+    ) -> Result<Epoch, AppointmentError> {
+        epoch.check_handover(
+            handover,
+            self.governance.as_ref(),
+            self.chain_id,
+            open_block,
+            parent_hash,
+        )
+    }
+}
+
+/// The epoch in force and the key that signs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Epoch {
+    /// Epoch number (0: the sequencer genesis names).
+    pub number: u64,
+    /// The sequencer key of the epoch.
+    pub sequencer: Address,
+}
+
+impl Epoch {
+    /// Encoding for storage: 8 bytes of epoch, 20 of address.
+    pub fn to_bytes(self) -> [u8; 28] {
+        let mut out = [0u8; 28];
+        out[..8].copy_from_slice(&self.number.to_be_bytes());
+        out[8..].copy_from_slice(self.sequencer.as_slice());
+        out
+    }
+
+    /// Decodes [`Epoch::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        let number = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+        let sequencer = Address::from_slice(bytes.get(8..28)?);
+        Some(Self { number, sequencer })
+    }
+
+    /// Checks that a mini-block or block of `epoch`, signed by `signer`'s key, belongs to this
+    /// epoch.
+    pub fn check_producer(&self, epoch: u64) -> Result<(), AppointmentError> {
+        if epoch != self.number {
+            return Err(AppointmentError::WrongEpoch {
+                epoch,
+                current: self.number,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks a handover found in the chain where block `open_block` is being built on parent
+    /// `parent_hash`, and returns the epoch it opens.
+    pub fn check_handover(
+        &self,
+        handover: &Handover,
+        governance: Option<&Governance>,
+        chain_id: u64,
+        open_block: u64,
+        parent_hash: B256,
+    ) -> Result<Self, AppointmentError> {
+        let governance = governance.ok_or(AppointmentError::NoGovernance)?;
+        governance.verify(
+            &handover.appointment,
+            chain_id,
+            self.number,
+            open_block,
+            parent_hash,
+        )?;
+        if handover.block_number != open_block || handover.parent_hash != parent_hash {
+            return Err(AppointmentError::WrongParent {
+                first_height: handover.block_number,
+                parent_hash: handover.parent_hash,
+                height: open_block.saturating_sub(1),
+                hash: parent_hash,
+            });
+        }
+        if handover.compute_hash() != handover.hash {
+            return Err(AppointmentError::Malformed(
+                "handover hash does not match its contents".into(),
+            ));
+        }
+        crate::signing::verify(&handover.hash, &handover.signature, handover.sequencer())
+            .map_err(|e| AppointmentError::Malformed(format!("handover signature: {e}")))?;
+        Ok(Self {
+            number: handover.epoch(),
+            sequencer: handover.sequencer(),
+        })
+    }
 }
 
 impl Appointment {
@@ -137,6 +329,12 @@ impl Appointment {
     pub fn sign(&self, key: &SequencerKey) -> Signature {
         key.sign(&self.signing_hash())
     }
+
+    /// A standing appointment pre-authorises a hot standby to open its epoch at whatever height
+    /// it takes over.
+    pub fn is_standing(&self) -> bool {
+        self.first_height == 0
+    }
 }
 
 impl Governance {
@@ -152,15 +350,17 @@ impl Governance {
         Ok(Self { keys, threshold })
     }
 
-    /// Checks `signed` for chain `chain_id` whose current epoch is `current_epoch` and whose
-    /// block `signed.appointment.first_height - 1` has hash `parent_hash` (as this node knows
-    /// it). A signature by a non-governance key refuses the whole appointment (it is malformed,
-    /// not merely short); a key that signed twice counts once.
+    /// Checks `signed` for chain `chain_id` whose current epoch is `current_epoch`, where block
+    /// `open_block` is the one being built and its parent has hash `parent_hash` (as this node
+    /// knows them). A standing appointment fits anywhere; any other must start at `open_block`
+    /// on `parent_hash`. A signature by a non-governance key refuses the whole appointment (it
+    /// is malformed, not merely short); a key that signed twice counts once.
     pub fn verify(
         &self,
         signed: &SignedAppointment,
         chain_id: u64,
         current_epoch: u64,
+        open_block: u64,
         parent_hash: B256,
     ) -> Result<(), AppointmentError> {
         let a = &signed.appointment;
@@ -176,11 +376,11 @@ impl Governance {
                 current: current_epoch,
             });
         }
-        if a.parent_hash != parent_hash {
+        if !a.is_standing() && (a.first_height != open_block || a.parent_hash != parent_hash) {
             return Err(AppointmentError::WrongParent {
                 first_height: a.first_height,
                 parent_hash: a.parent_hash,
-                height: a.first_height.saturating_sub(1),
+                height: open_block.saturating_sub(1),
                 hash: parent_hash,
             });
         }
@@ -240,14 +440,14 @@ mod tests {
     fn an_appointment_needs_m_of_n_on_the_right_parent_and_a_new_epoch() {
         let (keys, governance, signed) = setup();
         let parent = B256::repeat_byte(7);
-        assert_eq!(governance.verify(&signed, 31337, 1, parent), Ok(()));
+        assert_eq!(governance.verify(&signed, 31337, 1, 100, parent), Ok(()));
 
         let mut short = signed.clone();
         short.signatures.pop();
         // A key signing twice still counts once.
         short.signatures.push(short.signatures[0]);
         assert_eq!(
-            governance.verify(&short, 31337, 1, parent),
+            governance.verify(&short, 31337, 1, 100, parent),
             Err(AppointmentError::TooFewSignatures {
                 epoch: 2,
                 valid: 2,
@@ -255,13 +455,13 @@ mod tests {
             })
         );
         assert_eq!(
-            governance.verify(&signed, 31337, 2, parent),
+            governance.verify(&signed, 31337, 2, 100, parent),
             Err(AppointmentError::EpochReused {
                 epoch: 2,
                 current: 2
             })
         );
-        let wrong_parent = governance.verify(&signed, 31337, 1, B256::repeat_byte(8));
+        let wrong_parent = governance.verify(&signed, 31337, 1, 100, B256::repeat_byte(8));
         assert!(
             matches!(
                 wrong_parent,
@@ -272,10 +472,10 @@ mod tests {
         assert!(
             wrong_parent
                 .err()
-                .is_some_and(|e| e.to_string().contains("block 99 is 0x0808"))
+                .is_some_and(|e| e.to_string().contains("block 99 = 0x0808"))
         );
         assert_eq!(
-            governance.verify(&signed, 1, 1, parent),
+            governance.verify(&signed, 1, 1, 100, parent),
             Err(AppointmentError::WrongChain {
                 claimed: 31337,
                 chain_id: 1
@@ -285,7 +485,7 @@ mod tests {
         let mut foreign = signed.clone();
         foreign.signatures.push(signed.appointment.sign(&outsider));
         assert_eq!(
-            governance.verify(&foreign, 31337, 1, parent),
+            governance.verify(&foreign, 31337, 1, 100, parent),
             Err(AppointmentError::NotAGovernanceKey {
                 signer: outsider.address()
             })
@@ -294,7 +494,7 @@ mod tests {
         let mut moved = signed.clone();
         moved.appointment.first_height = 101;
         assert!(matches!(
-            governance.verify(&moved, 31337, 1, parent),
+            governance.verify(&moved, 31337, 1, 101, parent),
             Err(AppointmentError::NotAGovernanceKey { .. })
         ));
         // And a signature over a block hash is not an appointment signature.
@@ -303,7 +503,70 @@ mod tests {
             .iter()
             .map(|k| k.sign(&B256::repeat_byte(7)))
             .collect();
-        assert!(governance.verify(&reused, 31337, 1, parent).is_err());
+        assert!(governance.verify(&reused, 31337, 1, 100, parent).is_err());
+    }
+
+    /// A handover opens the appointed epoch only where its appointment fits, only when signed by
+    /// the appointed key, and never twice.
+    #[test]
+    fn a_handover_opens_its_epoch_only_where_it_fits() {
+        let (keys, governance, mut standing) = setup();
+        let sequencer = SequencerKey::random();
+        standing.appointment.sequencer = sequencer.address();
+        standing.appointment.first_height = 0;
+        standing.appointment.parent_hash = B256::ZERO;
+        standing.signatures = keys[..3]
+            .iter()
+            .map(|k| standing.appointment.sign(k))
+            .collect();
+        let old = Epoch {
+            number: 1,
+            sequencer: SequencerKey::random().address(),
+        };
+        let parent = B256::repeat_byte(3);
+        // A standing appointment fits wherever the chain is.
+        let handover = Handover::new(standing.clone(), 57, parent, &sequencer);
+        let opened = old.check_handover(&handover, Some(&governance), 31337, 57, parent);
+        assert_eq!(
+            opened,
+            Ok(Epoch {
+                number: 2,
+                sequencer: sequencer.address()
+            })
+        );
+        // Not at another place than the one it names.
+        assert!(matches!(
+            old.check_handover(&handover, Some(&governance), 31337, 58, parent),
+            Err(AppointmentError::WrongParent { .. })
+        ));
+        // Not twice: epoch 2 is in force after it.
+        let again = Epoch {
+            number: 2,
+            sequencer: sequencer.address(),
+        };
+        assert!(matches!(
+            again.check_handover(&handover, Some(&governance), 31337, 57, parent),
+            Err(AppointmentError::EpochReused { .. })
+        ));
+        // Not by anyone but the appointed key.
+        let stolen = Handover::new(standing, 57, parent, &SequencerKey::random());
+        assert!(matches!(
+            old.check_handover(&stolen, Some(&governance), 31337, 57, parent),
+            Err(AppointmentError::Malformed(_))
+        ));
+        // Not on a chain without governance.
+        assert_eq!(
+            old.check_handover(&handover, None, 31337, 57, parent),
+            Err(AppointmentError::NoGovernance)
+        );
+        // And blocks of the old epoch are refused once the new one is in force.
+        assert!(matches!(
+            again.check_producer(1),
+            Err(AppointmentError::WrongEpoch {
+                epoch: 1,
+                current: 2
+            })
+        ));
     }
 
     #[test]

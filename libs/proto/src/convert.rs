@@ -6,6 +6,7 @@ use alloy_primitives::{Address, B256, Bytes, Log, LogData, Signature, U256};
 use verity_primitives::{
     self as domain, AccountDiff, ChainEventKind, Header, Receipt, StateDiff, Transaction,
     TxEnvelope,
+    governance::{Appointment, Handover, SignedAppointment},
 };
 
 use crate::v1;
@@ -262,6 +263,7 @@ impl From<&domain::MiniBlock> for v1::MiniBlock {
             number: m.number,
             block_number: m.block_number,
             index: m.index,
+            epoch: m.epoch,
             timestamp_ms: m.timestamp_ms,
             parent_hash: m.parent_hash.to_vec(),
             transactions: m.transactions.iter().map(v1::Transaction::from).collect(),
@@ -294,6 +296,7 @@ impl TryFrom<&v1::MiniBlock> for domain::MiniBlock {
             number: m.number,
             block_number: m.block_number,
             index: m.index,
+            epoch: m.epoch,
             timestamp_ms: m.timestamp_ms,
             parent_hash: b256_from(&m.parent_hash, "mini_block.parent_hash")?,
             base_fee: u64_from_u256(&m.base_fee, "mini_block.base_fee")?,
@@ -355,6 +358,75 @@ impl TryFrom<&v1::Block> for domain::Block {
     }
 }
 
+impl From<&SignedAppointment> for v1::SignedAppointment {
+    fn from(s: &SignedAppointment) -> Self {
+        let a = &s.appointment;
+        Self {
+            chain_id: a.chain_id,
+            epoch: a.epoch,
+            sequencer: a.sequencer.to_vec(),
+            first_height: a.first_height,
+            parent_hash: a.parent_hash.to_vec(),
+            signatures: s
+                .signatures
+                .iter()
+                .map(|sig| sig.as_bytes().to_vec())
+                .collect(),
+        }
+    }
+}
+
+impl TryFrom<&v1::SignedAppointment> for SignedAppointment {
+    type Error = ConversionError;
+
+    fn try_from(s: &v1::SignedAppointment) -> Result<Self, Self::Error> {
+        Ok(Self {
+            appointment: Appointment {
+                chain_id: s.chain_id,
+                epoch: s.epoch,
+                sequencer: address_from(&s.sequencer, "appointment.sequencer")?,
+                first_height: s.first_height,
+                parent_hash: b256_from(&s.parent_hash, "appointment.parent_hash")?,
+            },
+            signatures: s
+                .signatures
+                .iter()
+                .map(|sig| signature_from(sig, "appointment.signatures"))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+impl From<&Handover> for v1::Handover {
+    fn from(h: &Handover) -> Self {
+        Self {
+            appointment: Some((&h.appointment).into()),
+            block_number: h.block_number,
+            parent_hash: h.parent_hash.to_vec(),
+            hash: h.hash.to_vec(),
+            signature: h.signature.as_bytes().to_vec(),
+        }
+    }
+}
+
+impl TryFrom<&v1::Handover> for Handover {
+    type Error = ConversionError;
+
+    fn try_from(h: &v1::Handover) -> Result<Self, Self::Error> {
+        Ok(Self {
+            appointment: h
+                .appointment
+                .as_ref()
+                .ok_or_else(|| ConversionError::new("handover.appointment", "missing"))?
+                .try_into()?,
+            block_number: h.block_number,
+            parent_hash: b256_from(&h.parent_hash, "handover.parent_hash")?,
+            hash: b256_from(&h.hash, "handover.hash")?,
+            signature: signature_from(&h.signature, "handover.signature")?,
+        })
+    }
+}
+
 impl From<&domain::ChainEvent> for v1::ChainEvent {
     fn from(e: &domain::ChainEvent) -> Self {
         Self {
@@ -364,6 +436,7 @@ impl From<&domain::ChainEvent> for v1::ChainEvent {
                     v1::chain_event::Event::MiniBlock(m.as_ref().into())
                 }
                 ChainEventKind::Block(b) => v1::chain_event::Event::Block(b.as_ref().into()),
+                ChainEventKind::Handover(h) => v1::chain_event::Event::Handover(h.as_ref().into()),
             }),
             trace_context: Default::default(),
         }
@@ -380,6 +453,9 @@ impl TryFrom<&v1::ChainEvent> for domain::ChainEvent {
             }
             Some(v1::chain_event::Event::Block(b)) => {
                 ChainEventKind::Block(Box::new(b.try_into()?))
+            }
+            Some(v1::chain_event::Event::Handover(h)) => {
+                ChainEventKind::Handover(Box::new(h.try_into()?))
             }
             None => return Err(ConversionError::new("chain_event.event", "missing")),
         };

@@ -67,6 +67,7 @@ fn mini_block(key: &SequencerKey) -> MiniBlock {
         number: 12,
         block_number: 2,
         index: 3,
+        epoch: 0,
         timestamp_ms: 1_700_000_000_123,
         parent_hash: B256::repeat_byte(1),
         base_fee: 1_000_000_000,
@@ -92,8 +93,44 @@ fn a_mini_block_event_round_trips_and_still_verifies() {
     let wire = v1::ChainEvent::from(&event);
     let back = ChainEvent::try_from(&wire).expect("decodes");
     assert_eq!(back, event);
-    back.verify(key.address())
-        .expect("signature and hash still hold");
+    let epoch = verity_primitives::governance::Epoch {
+        number: 0,
+        sequencer: key.address(),
+    };
+    back.verify(&epoch).expect("signature and hash still hold");
+    // Signed under epoch 0, so refused where epoch 1 is in force.
+    let later = verity_primitives::governance::Epoch { number: 1, ..epoch };
+    assert!(back.verify(&later).is_err());
+}
+
+#[test]
+fn a_handover_event_round_trips() {
+    use verity_primitives::governance::{Appointment, Handover, SignedAppointment};
+    let governor = SequencerKey::random();
+    let sequencer = SequencerKey::random();
+    let appointment = Appointment {
+        chain_id: 7,
+        epoch: 3,
+        sequencer: sequencer.address(),
+        first_height: 0,
+        parent_hash: Default::default(),
+    };
+    let signed = SignedAppointment {
+        signatures: vec![appointment.sign(&governor)],
+        appointment,
+    };
+    let handover = Handover::new(
+        signed,
+        12,
+        alloy_primitives::B256::repeat_byte(4),
+        &sequencer,
+    );
+    let event = ChainEvent {
+        seq: 41,
+        kind: ChainEventKind::Handover(Box::new(handover)),
+    };
+    let wire = v1::ChainEvent::from(&event);
+    assert_eq!(ChainEvent::try_from(&wire).expect("decodes"), event);
 }
 
 #[test]

@@ -76,7 +76,7 @@ pub struct BenchArgs {
     #[arg(long, env = "VERITY_DEVNET_DIR", default_value = ".devnet")]
     pub devnet_dir: std::path::PathBuf,
     /// More metrics endpoints for the breakdown, as SERVICE=URL (service: gateway, ingress,
-    /// sequencer, publisher or replica); repeatable.
+    /// sequencer or replica); repeatable.
     #[arg(long = "metrics-url", value_name = "SERVICE=URL")]
     pub metrics_urls: Vec<String>,
 }

@@ -54,6 +54,10 @@ struct DevnetArgs {
     /// Log filter of the services.
     #[arg(long, env = "VERITY_LOG", default_value = "info")]
     log_filter: String,
+    /// Also run a hot-standby sequencer, which takes over within a second when the active one
+    /// stops (the devnet's governance pre-signs the appointments it needs).
+    #[arg(long)]
+    standby: bool,
     /// Do not run the proving path (witness replica and prover): saves both cores.
     #[arg(long)]
     no_proving: bool,
@@ -105,6 +109,7 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
     options.otlp_endpoint = args.otlp_endpoint;
     options.log_filter = args.log_filter;
     options.proving = !args.no_proving;
+    options.standby = args.standby;
     options.steps_per_proof = args.steps_per_proof;
     let mut net = Devnet::start(options).await?;
 

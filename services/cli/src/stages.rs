@@ -4,7 +4,7 @@
 //!
 //! The stages in the order a transaction passes them:
 //! gateway call → ingress (validate, forward) → sequencer (admission, mempool wait, execution,
-//! commit) → publisher (sent to JetStream) → replica (applied) → gateway (feed, announced).
+//! commit) → publishing (sent to JetStream) → replica (applied) → gateway (feed, announced).
 //! The later ones are measured as the age of the mini-block (from its `timestamp_ms`, taken
 //! when the sequencer started producing it) where it passes each service, so they add up along
 //! the path instead of being separate intervals; on one machine the clocks agree.
@@ -110,7 +110,7 @@ const STAGES: &[(&str, &str, LabelFilter, &str)] = &[
         "seal a block: roots, sign (per block)",
     ),
     (
-        "publisher",
+        "sequencer",
         "verity_publisher_mini_block_age_seconds",
         None,
         "mini-block age when sent to JetStream",

@@ -393,6 +393,7 @@ async fn get_transaction_count(backends: &Backends, params: &[Value]) -> Result<
         // Only the sequencer knows the transactions waiting in its mempool.
         let state = backends
             .sequencer()
+            .map_err(from_status)?
             .get_account(v1::GetAccountRequest {
                 address: address.to_vec(),
             })

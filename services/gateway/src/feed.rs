@@ -159,7 +159,7 @@ async fn follow(
         // a realtime receipt is followed by balance reads): announce nothing it has not applied.
         let produced_ms = match &event.kind {
             ChainEventKind::MiniBlock(mini) => Some(mini.timestamp_ms),
-            ChainEventKind::Block(_) => None,
+            ChainEventKind::Block(_) | ChainEventKind::Handover(_) => None,
         };
         if let Some(ms) = produced_ms {
             metrics::histogram!("verity_gateway_feed_mini_block_age_seconds")
@@ -219,6 +219,15 @@ async fn follow(
                     block: Arc::from(block),
                     receipts: Arc::new(receipts),
                 });
+            }
+            // A new sequencer from here on: subscribers see only its mini-blocks and blocks.
+            ChainEventKind::Handover(handover) => {
+                tracing::info!(
+                    seq = event.seq,
+                    epoch = handover.epoch(),
+                    sequencer = %handover.sequencer(),
+                    "sequencer handover"
+                );
             }
         }
     }

@@ -25,7 +25,7 @@ use axum::{
     routing::{get, post},
 };
 use serde_json::Value;
-use tonic::transport::Channel;
+use tonic::{Status, transport::Channel};
 use tracing::Instrument as _;
 use verity_proto::v1;
 use verity_server::ServerArgs;
@@ -63,13 +63,10 @@ pub struct Config {
         default_value = "http://127.0.0.1:7300"
     )]
     pub replica_url: String,
-    /// gRPC URL of the sequencer (pending nonces).
-    #[arg(
-        long,
-        env = "VERITY_SEQUENCER_URL",
-        default_value = "http://127.0.0.1:7100"
-    )]
-    pub sequencer_url: String,
+    /// gRPC URL of the sequencer (pending nonces); without it, the gateway follows the
+    /// sequencer lease on `--nats-url` to whichever sequencer is active.
+    #[arg(long, env = "VERITY_SEQUENCER_URL")]
+    pub sequencer_url: Option<String>,
     /// NATS URL of the chain stream, which feeds WebSocket subscriptions and pending-transaction
     /// filters (the gateway reconnects by itself when NATS is away).
     #[arg(long, env = "VERITY_NATS_URL", default_value = "nats://127.0.0.1:4222")]
@@ -138,7 +135,7 @@ use verity_telemetry::TracedChannel as Traced;
 pub struct Backends {
     ingress: v1::ingress_client::IngressClient<Traced>,
     replica: v1::replica_client::ReplicaClient<Traced>,
-    sequencer: v1::sequencer_client::SequencerClient<Traced>,
+    sequencer: SequencerEndpoint,
     /// The chain id (fixed by genesis).
     pub chain_id: u64,
     /// Installed polling filters.
@@ -187,10 +184,7 @@ impl Backends {
                 &config.replica_url,
             )?)
             .max_decoding_message_size(64 * 1024 * 1024),
-            sequencer: v1::sequencer_client::SequencerClient::new(channel(
-                "--sequencer-url",
-                &config.sequencer_url,
-            )?),
+            sequencer: SequencerEndpoint::new(config)?,
             chain_id,
             filters: Arc::new(filters::Filters::new(
                 Duration::from_secs(config.filter_timeout_secs),
@@ -238,9 +232,9 @@ impl Backends {
         self.replica.clone()
     }
 
-    /// Sequencer client.
-    pub fn sequencer(&self) -> v1::sequencer_client::SequencerClient<Traced> {
-        self.sequencer.clone()
+    /// A client of the active sequencer; unavailable while none holds the lease.
+    pub fn sequencer(&self) -> Result<v1::sequencer_client::SequencerClient<Traced>, Status> {
+        self.sequencer.client()
     }
 
     /// The replica's head.
@@ -250,6 +244,56 @@ impl Backends {
             .await
             .map(tonic::Response::into_inner)
             .map_err(|s| RpcError::internal(format!("replica: {}", s.message())))
+    }
+}
+
+type SequencerClient = v1::sequencer_client::SequencerClient<Traced>;
+
+/// Where the sequencer is: a fixed `--sequencer-url`, or the lease's holder.
+#[derive(Debug, Clone)]
+struct SequencerEndpoint {
+    /// The sender of a fixed URL (kept so the target stays).
+    _fixed: Option<Arc<tokio::sync::watch::Sender<Option<String>>>>,
+    target: tokio::sync::watch::Receiver<Option<String>>,
+    cache: Arc<std::sync::Mutex<Option<(String, SequencerClient)>>>,
+}
+
+impl SequencerEndpoint {
+    fn new(config: &Config) -> anyhow::Result<Self> {
+        let (fixed, target) = match &config.sequencer_url {
+            Some(url) => {
+                channel("--sequencer-url", url)?;
+                let (tx, rx) = tokio::sync::watch::channel(Some(url.clone()));
+                (Some(Arc::new(tx)), rx)
+            }
+            None => (
+                None,
+                verity_bus::lease::follow_holder(config.nats_url.clone(), "verity-gateway"),
+            ),
+        };
+        Ok(Self {
+            _fixed: fixed,
+            target,
+            cache: Arc::default(),
+        })
+    }
+
+    fn client(&self) -> Result<v1::sequencer_client::SequencerClient<Traced>, Status> {
+        let url = self.target.borrow().clone().ok_or_else(|| {
+            Status::unavailable("no sequencer is active (a handover may be in progress); retry")
+        })?;
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((cached, client)) = cache.as_ref()
+            && *cached == url
+        {
+            return Ok(client.clone());
+        }
+        let client = v1::sequencer_client::SequencerClient::new(
+            channel("the lease's sequencer URL", &url)
+                .map_err(|e| Status::unavailable(e.to_string()))?,
+        );
+        *cache = Some((url, client.clone()));
+        Ok(client)
     }
 }
 

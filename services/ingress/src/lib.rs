@@ -4,13 +4,20 @@
 //! chain id, intrinsic gas, fee floor), then forwarded to the sequencer over one long-lived
 //! stream, whose admission check against the committed state and its mempool (nonce, balance,
 //! replacement, pool limits) answers the caller. Ingress keeps no state and scales
-//! horizontally. (It used to read the sender's account from the sequencer first: that was a
+//! horizontally.
+//!
+//! With `--nats-url` and no `--sequencer-url`, ingress follows the sequencer lease: it forwards to
+//! whichever sequencer is active, and when another one takes over it waits for it (up to
+//! `FAILOVER_WAIT`, then a retryable error). Whenever the forward stream reopens (a restarted
+//! or a new sequencer), the transactions accepted in the last `REFORWARD_WINDOW` are forwarded
+//! once more: any that a lost mempool held are admitted again, those already in the chain are
+//! refused as known nonces. (It used to read the sender's account from the sequencer first: that was a
 //! second round trip per transaction for the very checks admission makes again.)
 
 pub mod validate;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     future::Future,
     sync::{
         Arc, Mutex,
@@ -20,7 +27,7 @@ use std::{
 };
 
 use futures::StreamExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, transport::Channel};
 use tracing::Instrument as _;
@@ -37,6 +44,12 @@ pub const DEFAULT_PORT: u16 = 7200;
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the chain rules (base fee) are reused before asking the sequencer again.
 const RULES_TTL: Duration = Duration::from_millis(250);
+/// How long older rules still serve while no sequencer answers (a handover in progress).
+const STALE_RULES_TTL: Duration = Duration::from_secs(10);
+/// How long a submission waits for a sequencer to forward to.
+const FAILOVER_WAIT: Duration = Duration::from_secs(3);
+/// Accepted transactions kept for forwarding again to a sequencer that takes over.
+const REFORWARD_WINDOW: Duration = Duration::from_secs(10);
 
 /// `verity-ingress` flags.
 #[derive(clap::Parser, Debug, Clone)]
@@ -46,13 +59,13 @@ const RULES_TTL: Duration = Duration::from_millis(250);
     about = "Verity ingress: validates and forwards transactions"
 )]
 pub struct Config {
-    /// gRPC URL of the sequencer.
-    #[arg(
-        long,
-        env = "VERITY_SEQUENCER_URL",
-        default_value = "http://127.0.0.1:7100"
-    )]
-    pub sequencer_url: String,
+    /// gRPC URL of the sequencer; without it, ingress follows the sequencer lease on
+    /// `--nats-url` to whichever sequencer is active.
+    #[arg(long, env = "VERITY_SEQUENCER_URL")]
+    pub sequencer_url: Option<String>,
+    /// NATS server URL (the sequencer lease), used when `--sequencer-url` is not given.
+    #[arg(long, env = "VERITY_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
     /// Largest accepted transaction envelope in bytes.
     #[arg(long, env = "VERITY_MAX_TX_BYTES", default_value_t = DEFAULT_MAX_TX_BYTES)]
     pub max_tx_bytes: usize,
@@ -73,14 +86,65 @@ pub struct Ingress {
     config: Arc<Config>,
 }
 
+type Client = v1::sequencer_client::SequencerClient<verity_telemetry::TracedChannel>;
+
 #[derive(Debug)]
 struct Inner {
-    sequencer: v1::sequencer_client::SequencerClient<verity_telemetry::TracedChannel>,
+    /// The sender of a fixed `--sequencer-url` (kept so the target stays).
+    _fixed: Option<watch::Sender<Option<String>>>,
+    /// The active sequencer's URL (fixed, or from the lease).
+    target: watch::Receiver<Option<String>>,
+    /// A client for the last target seen.
+    client: Mutex<Option<(String, Client)>>,
     max_tx_bytes: usize,
     rules: Mutex<(Instant, ChainRules)>,
     next_id: AtomicU64,
     pending: Pending,
-    outgoing: Arc<Mutex<Option<mpsc::Sender<v1::ForwardRequest>>>>,
+    outgoing: watch::Sender<Option<mpsc::Sender<v1::ForwardRequest>>>,
+    /// Recently accepted transactions, oldest first.
+    recent: Mutex<VecDeque<(Instant, v1::Transaction)>>,
+}
+
+impl Inner {
+    /// A client for the current target, if there is one.
+    fn client(&self) -> Option<Client> {
+        let url = self.target.borrow().clone()?;
+        let mut cached = self.client.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((cached_url, client)) = cached.as_ref()
+            && *cached_url == url
+        {
+            return Some(client.clone());
+        }
+        let channel = Channel::from_shared(url.clone())
+            .ok()?
+            .connect_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        let client = Client::new(verity_telemetry::traced(channel));
+        *cached = Some((url, client.clone()));
+        Some(client)
+    }
+
+    fn remember(&self, tx: v1::Transaction) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        while recent
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > REFORWARD_WINDOW)
+        {
+            recent.pop_front();
+        }
+        recent.push_back((now, tx));
+    }
+
+    fn recent(&self) -> Vec<v1::Transaction> {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        recent
+            .iter()
+            .filter(|(at, _)| now.duration_since(*at) <= REFORWARD_WINDOW)
+            .map(|(_, tx)| tx.clone())
+            .collect()
+    }
 }
 
 impl Ingress {
@@ -89,37 +153,50 @@ impl Ingress {
         if config.max_tx_bytes == 0 {
             anyhow::bail!("invalid --max-tx-bytes 0: must be at least 1");
         }
-        let endpoint = Channel::from_shared(config.sequencer_url.clone()).map_err(|e| {
-            anyhow::anyhow!("invalid --sequencer-url {:?}: {e}", config.sequencer_url)
-        })?;
-        let channel = endpoint
-            .connect_timeout(Duration::from_secs(5))
-            .connect_lazy();
-        let sequencer =
-            v1::sequencer_client::SequencerClient::new(verity_telemetry::traced(channel));
-        let mut probe = sequencer.clone();
+        let (fixed, target) = match &config.sequencer_url {
+            Some(url) => {
+                Channel::from_shared(url.clone())
+                    .map_err(|e| anyhow::anyhow!("invalid --sequencer-url {url:?}: {e}"))?;
+                let (tx, rx) = watch::channel(Some(url.clone()));
+                (Some(tx), rx)
+            }
+            None => (
+                None,
+                verity_bus::lease::follow_holder(config.nats_url.clone(), "verity-ingress"),
+            ),
+        };
+        let (outgoing, _) = watch::channel(None);
+        let inner = Arc::new(Inner {
+            _fixed: fixed,
+            target,
+            client: Mutex::new(None),
+            max_tx_bytes: config.max_tx_bytes,
+            rules: Mutex::new((Instant::now(), ChainRules::default())),
+            next_id: AtomicU64::new(1),
+            pending: Arc::default(),
+            outgoing,
+            recent: Mutex::new(VecDeque::new()),
+        });
         let deadline = Instant::now() + Duration::from_secs(60);
         let rules = loop {
-            match fetch_rules(&mut probe, config.max_tx_bytes).await {
+            let fetched = match inner.client() {
+                Some(mut client) => fetch_rules(&mut client, config.max_tx_bytes).await,
+                None => Err(Status::unavailable("no sequencer holds the lease yet")),
+            };
+            match fetched {
                 Ok(rules) => break rules,
                 Err(status) if Instant::now() < deadline => {
-                    tracing::info!(%status, url = %config.sequencer_url, "waiting for the sequencer");
+                    tracing::info!(%status, "waiting for the sequencer");
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
                 Err(status) => anyhow::bail!(
-                    "sequencer at --sequencer-url {} is unreachable: {status}",
-                    config.sequencer_url
+                    "no sequencer reachable (--sequencer-url {:?}, or the lease on --nats-url {}): {status}",
+                    config.sequencer_url,
+                    config.nats_url
                 ),
             }
         };
-        let inner = Arc::new(Inner {
-            sequencer,
-            max_tx_bytes: config.max_tx_bytes,
-            rules: Mutex::new((Instant::now(), rules)),
-            next_id: AtomicU64::new(1),
-            pending: Arc::default(),
-            outgoing: Arc::default(),
-        });
+        *inner.rules.lock().unwrap_or_else(|e| e.into_inner()) = (Instant::now(), rules);
         tokio::spawn(run_forward_stream(inner.clone()));
         Ok(Self {
             inner,
@@ -178,32 +255,49 @@ impl Ingress {
                 return Ok(cached.1);
             }
         }
-        let mut client = self.inner.sequencer.clone();
-        let rules = fetch_rules(&mut client, self.inner.max_tx_bytes)
-            .await
-            .map_err(unavailable)?;
-        *self.inner.rules.lock().unwrap_or_else(|e| e.into_inner()) = (Instant::now(), rules);
-        Ok(rules)
+        let fetched = match self.inner.client() {
+            Some(mut client) => fetch_rules(&mut client, self.inner.max_tx_bytes).await,
+            None => Err(Status::unavailable("no sequencer holds the lease")),
+        };
+        match fetched {
+            Ok(rules) => {
+                *self.inner.rules.lock().unwrap_or_else(|e| e.into_inner()) =
+                    (Instant::now(), rules);
+                Ok(rules)
+            }
+            Err(status) => {
+                // A handover in progress: the base fee moves slowly, keep validating with the
+                // last rules for a while (admission checks again).
+                let cached = self.inner.rules.lock().unwrap_or_else(|e| e.into_inner());
+                if cached.0.elapsed() < STALE_RULES_TTL {
+                    Ok(cached.1)
+                } else {
+                    Err(unavailable(status))
+                }
+            }
+        }
     }
 
     async fn forward(&self, tx: &Transaction) -> Result<(), Rejection> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (answer_tx, answer_rx) = oneshot::channel();
-        let outgoing = self
-            .inner
-            .outgoing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or_else(|| unavailable("sequencer stream is reconnecting"))?;
+        let outgoing = {
+            let mut open = self.inner.outgoing.subscribe();
+            match tokio::time::timeout(FAILOVER_WAIT, open.wait_for(Option::is_some)).await {
+                Ok(Ok(sender)) => sender.clone(),
+                _ => None,
+            }
+        }
+        .ok_or_else(|| unavailable("no sequencer to forward to (a handover may be in progress)"))?;
         self.inner
             .pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, answer_tx);
+        let wire = v1::Transaction::from(tx);
         let request = v1::ForwardRequest {
             id,
-            transaction: Some(v1::Transaction::from(tx)),
+            transaction: Some(wire.clone()),
             trace_context: verity_telemetry::inject_map(),
         };
         if outgoing.send(request).await.is_err() {
@@ -221,6 +315,7 @@ impl Ingress {
             }
         };
         if answer.error.is_empty() {
+            self.inner.remember(wire);
             Ok(())
         } else {
             metrics::counter!("verity_ingress_rejected_total", "stage" => "sequencer").increment(1);
@@ -264,23 +359,67 @@ async fn fetch_rules(
     })
 }
 
-/// Keeps one forward stream open to the sequencer, reconnecting with back-off; answers are
-/// matched to waiting submissions by id. When the stream breaks, every waiting submission gets
-/// a retryable error instead of waiting for its timeout.
+/// Keeps one forward stream open to the active sequencer, reconnecting with back-off and
+/// switching when another sequencer takes over; answers are matched to waiting submissions by
+/// id. When the stream breaks, every waiting submission gets a retryable error instead of
+/// waiting for its timeout. A new sequencer first gets the recently accepted transactions again.
 async fn run_forward_stream(inner: Arc<Inner>) {
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(1));
+    let mut target = inner.target.clone();
+    let mut reconnected = false;
     loop {
+        let url = match target.wait_for(Option::is_some).await {
+            Ok(url) => url.clone().unwrap_or_default(),
+            Err(_) => return,
+        };
+        let Some(mut client) = inner.client() else {
+            tokio::time::sleep(backoff.next_delay()).await;
+            continue;
+        };
         let (tx, rx) = mpsc::channel(4096);
-        let mut client = inner.sequencer.clone();
         match client.forward(ReceiverStream::new(rx)).await {
             Ok(response) => {
                 backoff.reset();
-                *inner.outgoing.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
-                tracing::info!("forward stream to the sequencer open");
+                // After a broken stream (a restarted or a new sequencer), the transactions
+                // accepted lately go once more: a mempool may have been lost with them.
+                if reconnected {
+                    let again = inner.recent();
+                    tracing::info!(
+                        %url,
+                        transactions = again.len(),
+                        "sequencer stream reopened: forwarding recent transactions again"
+                    );
+                    metrics::counter!("verity_ingress_reforwarded_total")
+                        .increment(again.len() as u64);
+                    for transaction in again {
+                        // Answers to id 0 have no waiter: already-known nonces are expected.
+                        let request = v1::ForwardRequest {
+                            id: 0,
+                            transaction: Some(transaction),
+                            trace_context: Default::default(),
+                        };
+                        if tx.send(request).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                reconnected = true;
+                inner.outgoing.send_replace(Some(tx));
+                tracing::info!(%url, "forward stream to the sequencer open");
                 let mut answers = response.into_inner();
-                while let Some(answer) = answers.next().await {
+                loop {
+                    let answer = tokio::select! {
+                        answer = answers.next() => answer,
+                        changed = target.changed() => {
+                            if changed.is_err() || target.borrow().as_ref() != Some(&url) {
+                                tracing::info!("the sequencer lease moved; switching");
+                                break;
+                            }
+                            continue;
+                        }
+                    };
                     match answer {
-                        Ok(answer) => {
+                        Some(Ok(answer)) => {
                             let waiter = inner
                                 .pending
                                 .lock()
@@ -290,13 +429,14 @@ async fn run_forward_stream(inner: Arc<Inner>) {
                                 let _ = waiter.send(answer);
                             }
                         }
-                        Err(status) => {
+                        Some(Err(status)) => {
                             tracing::warn!(%status, "forward stream broke");
                             break;
                         }
+                        None => break,
                     }
                 }
-                *inner.outgoing.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                inner.outgoing.send_replace(None);
                 // Dropping the waiters' senders tells each submission the stream closed.
                 inner
                     .pending

@@ -10,7 +10,7 @@ use verity_primitives::Transaction;
 pub const DEFAULT_MAX_TX_BYTES: usize = 128 * 1024;
 
 /// What the chain allows, as the sequencer reports it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ChainRules {
     /// Chain id transactions must be signed for.
     pub chain_id: u64,

@@ -5,8 +5,11 @@
 //! transaction together with the replica's position, so a crash at any point leaves either the
 //! whole event applied or none of it, and redelivered events are recognised and skipped.
 
-use alloy_primitives::{Address, B256};
-use verity_primitives::{Block, ChainEvent, ChainEventKind, ChainSpec, MiniBlock, genesis_diff};
+use alloy_primitives::B256;
+use verity_primitives::{
+    ChainEvent, ChainEventKind, ChainSpec, MiniBlock, genesis_diff,
+    governance::{EPOCH_META_KEY, Sequencing},
+};
 use verity_proto::v1;
 use verity_storage::{Database, ReadTx, StorageError};
 
@@ -136,26 +139,22 @@ pub type Prepare<'a> = &'a mut dyn FnMut(&ReadTx<'_>, &[&MiniBlock]) -> Result<P
 /// itself is kept too (`ChainEvents`), for a verifier to walk the chain it applied.
 pub fn apply_event(
     db: &Database,
-    sequencer: Address,
+    rules: &Sequencing,
     wire: &v1::ChainEvent,
     prepare: Option<Prepare<'_>>,
     store_event: bool,
 ) -> Result<Applied, ApplyError> {
-    apply_events(
-        db,
-        sequencer,
-        std::slice::from_ref(wire),
-        prepare,
-        store_event,
-    )
+    apply_events(db, rules, std::slice::from_ref(wire), prepare, store_event)
 }
 
 /// Checks and applies consecutive events in one MDBX transaction: one event of any kind, or
 /// several mini-blocks (a witness's chunk; `prepare` sees them all against the state before
-/// the first). Events applied before (a redelivery) are skipped.
+/// the first). Events applied before (a redelivery) are skipped. Mini-blocks and blocks must be
+/// signed by the sequencer of the epoch in force under that epoch; a handover (checked against
+/// `rules`) changes the epoch from its position on.
 pub fn apply_events(
     db: &Database,
-    sequencer: Address,
+    rules: &Sequencing,
     wires: &[v1::ChainEvent],
     prepare: Option<Prepare<'_>>,
     store_event: bool,
@@ -172,6 +171,7 @@ pub fn apply_events(
         .and_then(|b| B256::try_from(b.as_slice()).ok())
         .unwrap_or_default();
     let mut open_txs = read.meta_u64(meta::OPEN_BLOCK_TXS)?.unwrap_or(0);
+    let mut epoch = rules.current(read.meta(EPOCH_META_KEY)?.as_deref());
     let head_number = read.last_block_number()?.unwrap_or(0);
     let head = read
         .block_by_number(head_number)?
@@ -190,12 +190,16 @@ pub fn apply_events(
             )));
         }
         let event = ChainEvent::try_from(*wire).map_err(|e| invalid(e.to_string()))?;
-        event
-            .verify(sequencer)
-            .map_err(|e| invalid(e.to_string()))?;
+        event.verify(&epoch).map_err(|e| invalid(e.to_string()))?;
         match &event.kind {
             ChainEventKind::MiniBlock(mini) => {
-                check_mini_block(mini, next_mini, last_mini_hash, head_number).map_err(invalid)?;
+                verity_primitives::block::check_mini_block_link(
+                    mini,
+                    next_mini,
+                    last_mini_hash,
+                    head_number,
+                )
+                .map_err(invalid)?;
                 next_mini = mini.number + 1;
                 last_mini_hash = mini.hash;
             }
@@ -203,7 +207,29 @@ pub fn apply_events(
                 if wires.len() > 1 {
                     return Err(invalid("a block seal is applied on its own".into()));
                 }
-                check_block(block, &head, next_mini, last_mini_hash, open_txs).map_err(invalid)?;
+                verity_primitives::block::check_block_link(
+                    block,
+                    &head,
+                    next_mini,
+                    last_mini_hash,
+                    open_txs,
+                )
+                .map_err(invalid)?;
+            }
+            ChainEventKind::Handover(handover) => {
+                if wires.len() > 1 {
+                    return Err(invalid("a handover is applied on its own".into()));
+                }
+                epoch = rules
+                    .check_handover(&epoch, handover, head_number + 1, head.hash)
+                    .map_err(|e| invalid(format!("handover refused: {e}")))?;
+                tracing::info!(
+                    seq,
+                    epoch = epoch.number,
+                    sequencer = %epoch.sequencer,
+                    block = head_number + 1,
+                    "sequencer handover"
+                );
             }
         }
         events.push(event);
@@ -212,7 +238,7 @@ pub fn apply_events(
         .iter()
         .filter_map(|e| match &e.kind {
             ChainEventKind::MiniBlock(mini) => Some(mini.as_ref()),
-            ChainEventKind::Block(_) => None,
+            ChainEventKind::Block(_) | ChainEventKind::Handover(_) => None,
         })
         .collect();
     let prepared = match (prepare, minis.first()) {
@@ -264,6 +290,13 @@ pub fn apply_events(
                 }
                 write.set_meta_u64(meta::OPEN_BLOCK_TXS, 0)?;
             }
+            ChainEventKind::Handover(handover) => {
+                let opened = verity_primitives::governance::Epoch {
+                    number: handover.epoch(),
+                    sequencer: handover.sequencer(),
+                };
+                write.set_meta(EPOCH_META_KEY, &opened.to_bytes())?;
+            }
         }
         if store_event {
             write.put_event(wire)?;
@@ -279,82 +312,12 @@ pub fn apply_events(
     Ok(Applied::Applied)
 }
 
-fn check_mini_block(
-    mini: &MiniBlock,
-    next_mini: u64,
-    last_mini_hash: B256,
-    head_number: u64,
-) -> Result<(), String> {
-    if mini.number != next_mini {
-        return Err(format!(
-            "mini-block {} where {next_mini} was due",
-            mini.number
-        ));
-    }
-    if mini.parent_hash != last_mini_hash {
-        return Err(format!(
-            "mini-block parent {} is not the last mini-block {last_mini_hash}",
-            mini.parent_hash
-        ));
-    }
-    if mini.block_number != head_number + 1 {
-        return Err(format!(
-            "mini-block of block {} while block {} is being built",
-            mini.block_number,
-            head_number + 1
-        ));
-    }
-    Ok(())
-}
-
-fn check_block(
-    block: &Block,
-    head: &Block,
-    next_mini: u64,
-    last_mini_hash: B256,
-    open_txs: u64,
-) -> Result<(), String> {
-    if block.number() != head.number() + 1 {
-        return Err(format!(
-            "block {} after block {}",
-            block.number(),
-            head.number()
-        ));
-    }
-    if block.header.parent_hash != head.hash {
-        return Err(format!(
-            "block parent {} is not block {} ({})",
-            block.header.parent_hash,
-            head.number(),
-            head.hash
-        ));
-    }
-    if block.first_mini_block + block.mini_block_count != next_mini {
-        return Err(format!(
-            "block seals mini-blocks {}..{} but {} were applied",
-            block.first_mini_block,
-            block.first_mini_block + block.mini_block_count,
-            next_mini
-        ));
-    }
-    if block.header.mix_hash != last_mini_hash {
-        return Err("block does not seal the last applied mini-block".into());
-    }
-    if block.transaction_hashes.len() as u64 != open_txs {
-        return Err(format!(
-            "block lists {} transactions, {open_txs} were applied",
-            block.transaction_hashes.len()
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use alloy_primitives::U256;
-    use verity_primitives::{AccountDiff, SequencerKey, StateDiff};
+    use alloy_primitives::{Address, U256};
+    use verity_primitives::{AccountDiff, SequencerKey, StateDiff, governance::Epoch};
 
     use super::*;
 
@@ -363,6 +326,7 @@ mod tests {
             number,
             block_number: 1,
             index: number as u32,
+            epoch: 0,
             timestamp_ms: 1_700_000_000_000 + number,
             parent_hash: parent,
             base_fee: 1_000_000_000,
@@ -403,6 +367,14 @@ mod tests {
         let db = Database::open(&dir.path().join("db")).unwrap();
         init_genesis(&db, &ChainSpec::dev(31337, 2, 100).unwrap()).unwrap();
         let key = SequencerKey::random();
+        let rules = Sequencing {
+            chain_id: 31337,
+            governance: None,
+            genesis: Epoch {
+                number: 0,
+                sequencer: key.address(),
+            },
+        };
         let a = mini(0, B256::ZERO, &key);
         let b = mini(1, a.hash, &key);
         let c = mini(2, b.hash, &key);
@@ -415,7 +387,7 @@ mod tests {
         };
         let refused = apply_events(
             &db,
-            key.address(),
+            &rules,
             &[wire(1, &a), wire(2, &b), wire(3, &unlinked)],
             Some(&mut prepare),
             false,
@@ -442,7 +414,7 @@ mod tests {
             })
         };
         let events = [wire(1, &a), wire(2, &b), wire(3, &c)];
-        let applied = apply_events(&db, key.address(), &events, Some(&mut prepare), false);
+        let applied = apply_events(&db, &rules, &events, Some(&mut prepare), false);
         assert!(matches!(applied, Ok(Applied::Applied)));
         assert_eq!(seen, [0, 1, 2]);
         let read = db.read().unwrap();
@@ -458,7 +430,7 @@ mod tests {
         drop(read);
         // Delivered again (a crash before the acks): already applied.
         assert!(matches!(
-            apply_events(&db, key.address(), &events[1..], None, false),
+            apply_events(&db, &rules, &events[1..], None, false),
             Ok(Applied::AlreadyApplied)
         ));
     }

@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use futures::{FutureExt as _, StreamExt};
 use tokio::sync::watch;
 use tracing::Instrument as _;
-use verity_primitives::ChainSpec;
+use verity_primitives::{ChainSpec, governance::Sequencing};
 use verity_proto::v1;
 use verity_server::{Backoff, ServerArgs, stopped};
 use verity_storage::Database;
@@ -58,9 +58,10 @@ pub struct Config {
     /// Genesis JSON file (the same the sequencer uses).
     #[arg(long, env = "VERITY_GENESIS")]
     pub genesis: PathBuf,
-    /// Address of the sequencer key whose signatures are accepted.
+    /// Address of the epoch-0 sequencer key, for a genesis that names none
+    /// (`config.verity.sequencer`); later epochs come from handovers in the chain stream.
     #[arg(long, env = "VERITY_SEQUENCER_ADDRESS")]
-    pub sequencer_address: Address,
+    pub sequencer_address: Option<Address>,
     /// NATS server URL.
     #[arg(long, env = "VERITY_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
@@ -118,6 +119,7 @@ pub struct Replica {
     config: Config,
     db: Database,
     spec: Arc<ChainSpec>,
+    rules: Arc<Sequencing>,
     stream: async_nats::jetstream::stream::Stream,
     js: async_nats::jetstream::Context,
     witness: Option<witness::Witness>,
@@ -144,6 +146,10 @@ impl Replica {
             }
         }
         let spec = ChainSpec::load(&config.genesis).context("flag --genesis / VERITY_GENESIS")?;
+        let rules = Arc::new(
+            spec.sequencing(config.sequencer_address)
+                .context("flags --genesis / --sequencer-address")?,
+        );
         let data_dir = config.data_dir.clone();
         let init_spec = spec.clone();
         let db = tokio::task::spawn_blocking(move || -> anyhow::Result<Database> {
@@ -209,6 +215,7 @@ impl Replica {
             config,
             db,
             spec: Arc::new(spec),
+            rules,
             stream,
             js,
             witness,
@@ -228,7 +235,7 @@ impl Replica {
             self.db.clone(),
             self.stream.clone(),
             self.config.consumer_name.clone(),
-            self.config.sequencer_address,
+            self.rules.clone(),
             self.witness,
             self.verifier.is_some(),
             stop_rx.clone(),
@@ -252,7 +259,6 @@ impl Replica {
                 self.db.clone(),
                 self.js.clone(),
                 settings,
-                self.config.sequencer_address,
                 stop_rx.clone(),
             )));
         }
@@ -288,7 +294,7 @@ async fn follow_chain(
     db: Database,
     stream: async_nats::jetstream::stream::Stream,
     consumer_name: String,
-    sequencer: Address,
+    rules: Arc<Sequencing>,
     mut witness: Option<witness::Witness>,
     store_events: bool,
     mut stop: watch::Receiver<bool>,
@@ -299,7 +305,7 @@ async fn follow_chain(
             &db,
             &stream,
             &consumer_name,
-            sequencer,
+            &rules,
             &mut witness,
             store_events,
             &mut stop,
@@ -329,7 +335,7 @@ async fn follow_once(
     db: &Database,
     stream: &async_nats::jetstream::stream::Stream,
     consumer_name: &str,
-    sequencer: Address,
+    rules: &Arc<Sequencing>,
     witness: &mut Option<witness::Witness>,
     store_events: bool,
     stop: &mut watch::Receiver<bool>,
@@ -382,7 +388,7 @@ async fn follow_once(
         };
         let Some(next) = next else {
             // Nothing more waiting: the chunk closes.
-            flush(db, sequencer, witness, store_events, &mut pending).await?;
+            flush(db, rules, witness, store_events, &mut pending).await?;
             continue;
         };
         let message = match next {
@@ -422,7 +428,7 @@ async fn follow_once(
         let is_mini_block = transactions(&event).is_some();
         if !is_mini_block && !pending.is_empty() {
             // A block seal closes the chunk before it is applied on its own.
-            flush(db, sequencer, witness, store_events, &mut pending).await?;
+            flush(db, rules, witness, store_events, &mut pending).await?;
         }
         expected = expected.max(seq + 1);
         pending.messages.push(message);
@@ -433,7 +439,7 @@ async fn follow_once(
             None => batching && is_mini_block,
         };
         if !hold {
-            flush(db, sequencer, witness, store_events, &mut pending).await?;
+            flush(db, rules, witness, store_events, &mut pending).await?;
         }
     }
 }
@@ -470,7 +476,7 @@ impl Held {
 /// publishes their chunk's job), then acknowledges them.
 async fn flush(
     db: &Database,
-    sequencer: Address,
+    rules: &Arc<Sequencing>,
     witness: &mut Option<witness::Witness>,
     store_events: bool,
     pending: &mut Held,
@@ -499,14 +505,15 @@ async fn flush(
         .collect();
     let (applied, job) = {
         let db = db.clone();
+        let rules = rules.clone();
         let mut role = witness.take();
         let (applied, job, role) = tokio::task::spawn_blocking(move || match role.as_mut() {
             Some(w) => {
-                let (applied, job) = w.apply(&db, sequencer, &events);
+                let (applied, job) = w.apply(&db, &rules, &events);
                 (applied, job, role)
             }
             None => (
-                apply::apply_events(&db, sequencer, &events, None, store_events),
+                apply::apply_events(&db, &rules, &events, None, store_events),
                 None,
                 role,
             ),
@@ -552,6 +559,7 @@ fn event_kind(event: &v1::ChainEvent) -> &'static str {
     match event.event {
         Some(v1::chain_event::Event::MiniBlock(_)) => "mini_block",
         Some(v1::chain_event::Event::Block(_)) => "block",
+        Some(v1::chain_event::Event::Handover(_)) => "handover",
         None => "none",
     }
 }

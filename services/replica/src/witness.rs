@@ -155,7 +155,7 @@ impl Witness {
     pub fn apply(
         &mut self,
         db: &Database,
-        sequencer: alloy_primitives::Address,
+        rules: &verity_primitives::governance::Sequencing,
         events: &[v1::ChainEvent],
     ) -> (Result<Applied, ApplyError>, Option<BuiltJob>) {
         let Some((mut tree, at)) = self.tree.take() else {
@@ -198,7 +198,7 @@ impl Witness {
                 tree_tombstones,
             })
         };
-        let result = apply::apply_events(db, sequencer, events, Some(&mut prepare), false);
+        let result = apply::apply_events(db, rules, events, Some(&mut prepare), false);
         self.tree = match &result {
             // The tree moved with the state.
             Ok(Applied::Applied) => Some((tree, events.last().map_or(at, |e| e.seq))),

@@ -55,6 +55,29 @@ pub struct Config {
     /// Fee recipient of every block (default: the sequencer key's address).
     #[arg(long, env = "VERITY_FEE_RECIPIENT")]
     pub fee_recipient: Option<Address>,
+    /// NATS server URL: the chain stream it publishes to (or follows as a standby) and the
+    /// lease that says which sequencer is active.
+    #[arg(long, env = "VERITY_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// The gRPC URL others reach this sequencer at, written into the lease while it is active
+    /// (default: http:// and the address it listens on).
+    #[arg(long, env = "VERITY_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+    /// JSON file of governance-signed appointments for this node's key (an array, as
+    /// `verity governance` writes them): a standing one lets a hot standby take over; one with
+    /// a first height appoints this node from that block on.
+    #[arg(long, env = "VERITY_APPOINTMENTS")]
+    pub appointments: Option<PathBuf>,
+    /// The active sequencer rewrites its lease this often (milliseconds).
+    #[arg(long, env = "VERITY_LEASE_RENEW_MS", default_value_t = 50)]
+    pub lease_renew_ms: u64,
+    /// A standby takes over when the lease has not changed for this long (milliseconds); the
+    /// active sequencer stops producing when it could not renew for half of it.
+    #[arg(long, env = "VERITY_LEASE_TTL_MS", default_value_t = 300)]
+    pub lease_ttl_ms: u64,
+    /// Most publishes awaiting their JetStream ack.
+    #[arg(long, env = "VERITY_MAX_IN_FLIGHT", default_value_t = 256)]
+    pub max_in_flight: usize,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub server: ServerArgs,
@@ -115,6 +138,23 @@ impl Config {
                 });
             }
         }
+        if self.lease_renew_ms == 0 || self.lease_ttl_ms < 3 * self.lease_renew_ms {
+            return Err(ConfigError {
+                flag: "--lease-ttl-ms",
+                value: self.lease_ttl_ms.to_string(),
+                reason: format!(
+                    "must be at least three renewals (--lease-renew-ms {}), which must be positive",
+                    self.lease_renew_ms
+                ),
+            });
+        }
+        if self.max_in_flight == 0 {
+            return Err(ConfigError {
+                flag: "--max-in-flight",
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
         if self.execution_threads == Some(0) {
             return Err(ConfigError {
                 flag: "--execution-threads",
@@ -139,5 +179,15 @@ impl Config {
     /// The block interval.
     pub fn block_interval(&self) -> Duration {
         Duration::from_millis(self.block_interval_ms)
+    }
+
+    /// How often the lease is renewed.
+    pub fn lease_renew(&self) -> Duration {
+        Duration::from_millis(self.lease_renew_ms)
+    }
+
+    /// How long an unchanged lease lives.
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_millis(self.lease_ttl_ms)
     }
 }

@@ -5,10 +5,16 @@
 //!   anyone sees them.
 //! - [`service`]: the gRPC API: transaction intake from ingress, the resumable chain stream,
 //!   account and head queries.
+//! - [`publish`]: the active sequencer's compare-and-set publishing onto JetStream.
+//! - [`follow`]: a standby's application of the chain stream to its own database.
+//! - [`node`]: standby and active: the lease, takeovers, handovers, stepping down.
 
 pub mod config;
+pub mod follow;
 pub mod mempool;
+pub mod node;
 pub mod producer;
+pub mod publish;
 pub mod service;
 
 use std::{
@@ -16,18 +22,17 @@ use std::{
     future::Future,
     sync::{
         Arc, Mutex, MutexGuard,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use alloy_primitives::{Address, B256};
-use anyhow::Context as _;
 pub use config::Config;
 use mempool::{Mempool, MempoolLimits};
 use producer::{Committer, Head, Producer};
 use tokio::sync::{broadcast, watch};
-use verity_primitives::{ChainSpec, MiniBlock, SequencerKey};
+use verity_primitives::{ChainSpec, MiniBlock};
 use verity_proto::v1;
 use verity_storage::Database;
 
@@ -55,6 +60,13 @@ pub struct SharedState {
     pub events: broadcast::Sender<Arc<v1::ChainEvent>>,
     /// The head after the last commit.
     pub head: watch::Receiver<Head>,
+    /// Whether this node is the active sequencer (a standby refuses transactions).
+    active: AtomicBool,
+    /// Until when (milliseconds since `started`) the lease is surely ours.
+    lease_until: AtomicU64,
+    started: Instant,
+    /// The last event JetStream acknowledged.
+    published: AtomicU64,
 }
 
 impl SharedState {
@@ -75,7 +87,43 @@ impl SharedState {
             uncommitted: Mutex::new(None),
             events,
             head,
+            active: AtomicBool::new(true),
+            lease_until: AtomicU64::new(u64::MAX),
+            started: Instant::now(),
+            published: AtomicU64::new(0),
         }
+    }
+
+    /// The last event JetStream acknowledged.
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::SeqCst)
+    }
+
+    /// Records an acknowledged event.
+    pub fn set_published(&self, seq: u64) {
+        self.published.fetch_max(seq, Ordering::SeqCst);
+    }
+
+    /// Whether this node is the active sequencer.
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    /// Marks this node active or standby.
+    pub fn set_active(&self, active: bool) {
+        self.active.store(active, Ordering::SeqCst);
+    }
+
+    /// Records that the lease is ours until `until`.
+    pub fn hold_lease_until(&self, until: Instant) {
+        let ms = until.saturating_duration_since(self.started).as_millis() as u64;
+        self.lease_until.store(ms, Ordering::SeqCst);
+    }
+
+    /// Whether the lease is surely still ours (always, for a node without a lease).
+    pub fn lease_held(&self) -> bool {
+        let now = self.started.elapsed().as_millis() as u64;
+        now < self.lease_until.load(Ordering::SeqCst)
     }
 
     /// Locks the mempool (critical sections are short; a poisoned lock is recovered because the
@@ -130,156 +178,81 @@ impl SharedState {
     }
 }
 
-/// A sequencer ready to serve.
+/// A sequencer ready to serve: its database opened (genesis initialised), connected to NATS.
 #[derive(Debug)]
 pub struct Sequencer {
     config: Config,
-    shared: Arc<SharedState>,
-    producer: Producer,
-    head_tx: watch::Sender<Head>,
+    node: node::Node,
 }
 
 impl Sequencer {
-    /// Validates the configuration, loads genesis and key, and opens (or initialises) the chain.
+    /// Validates the configuration, loads genesis, key and appointments, opens (or initialises)
+    /// the database and connects to NATS.
     pub async fn open(config: Config) -> anyhow::Result<Self> {
         config.validate()?;
-        let spec = ChainSpec::load(&config.genesis).context("flag --genesis / VERITY_GENESIS")?;
-        let key_text = std::fs::read_to_string(&config.key_file).with_context(|| {
-            format!(
-                "cannot read --key-file / VERITY_SEQUENCER_KEY_FILE {}",
-                config.key_file.display()
-            )
-        })?;
-        let key = SequencerKey::from_hex(&key_text).with_context(|| {
-            format!(
-                "--key-file {} does not hold a hex secp256k1 private key",
-                config.key_file.display()
-            )
-        })?;
-        let fee_recipient = config.fee_recipient.unwrap_or_else(|| key.address());
-        let data_dir = config.data_dir.clone();
-        let max_txs = config.max_mini_block_txs;
-        let threads = config.execution_threads();
-        let (db, producer) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let db = Database::open(&data_dir)
-                .with_context(|| format!("cannot open --data-dir {}", data_dir.display()))?;
-            let mut producer = Producer::open(db.clone(), spec, key, fee_recipient, max_txs)?;
-            producer.set_execution_threads(threads);
-            Ok((db, producer))
-        })
-        .await??;
-        let (head_tx, head) = watch::channel(producer.head());
-        let limits = MempoolLimits {
-            per_sender: config.mempool_per_sender,
-            total: config.mempool_max_txs,
-            total_bytes: config.mempool_max_bytes,
-            ..MempoolLimits::default()
-        };
-        tracing::info!(
-            sequencer = %producer_address(&config)?,
-            chain_id = producer.spec().chain_id(),
-            head = ?producer.head(),
-            "sequencer opened"
-        );
-        Ok(Self {
-            shared: Arc::new(SharedState::new(db, producer.spec().clone(), limits, head)),
-            producer,
-            head_tx,
-            config,
-        })
+        let node = node::Node::open(&config).await?;
+        Ok(Self { config, node })
     }
 
     /// Makes this sequencer tamper with its mini-blocks' writes (test builds only: the
     /// `fault-injection` feature).
     #[cfg(feature = "fault-injection")]
     pub fn tamper_with(&mut self, tamper: producer::Tamper) {
-        self.producer.tamper_with(tamper);
+        self.node.tamper = Some(node::TamperSlot(tamper));
     }
 
-    /// The shared state (for tests).
-    pub fn shared(&self) -> Arc<SharedState> {
-        self.shared.clone()
-    }
-
-    /// Runs the producer and the gRPC server until `shutdown` resolves; then stops producing,
-    /// finishes the mini-block in progress, and drains the server.
-    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let Self {
-            config,
-            shared,
-            producer,
-            head_tx,
-        } = self;
+    /// Serves gRPC and runs the node until `shutdown` resolves: a standby following the chain
+    /// until it may take over, then the active sequencer (producing, publishing, holding the
+    /// lease). On shutdown it finishes and publishes what it produced and releases the lease.
+    /// Returns an error when it was deposed (another sequencer took over).
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self { config, node } = self;
         let listener =
             verity_server::bind(config.server.grpc_addr_or(config::DEFAULT_PORT)).await?;
         let addr = verity_server::local_addr(&listener);
-        let stop = Arc::new(AtomicBool::new(false));
-        let failed = Arc::new(tokio::sync::Notify::new());
-        let thread = {
-            let shared = shared.clone();
-            let stop = stop.clone();
-            let failed = failed.clone();
-            let mini = config.mini_block_interval();
-            let block = config.block_interval();
-            std::thread::Builder::new()
-                .name("producer".into())
-                .spawn(move || {
-                    let result = run_producer(producer, &shared, head_tx, mini, block, &stop);
-                    if result.is_err() {
-                        failed.notify_one();
-                    }
-                    result
-                })?
-        };
+        let shared = node.shared.clone();
+        let stop = verity_server::stop_flag(shutdown);
+        let (server_stop_tx, mut server_stop) = watch::channel(false);
         let routes = tonic::service::Routes::new(
             v1::sequencer_server::SequencerServer::new(service::SequencerService::new(shared))
                 .max_decoding_message_size(64 * 1024 * 1024)
                 .max_encoding_message_size(64 * 1024 * 1024),
         );
+        let server = tokio::spawn(verity_server::serve_grpc(
+            routes,
+            &["verity.v1.Sequencer"],
+            listener,
+            async move { verity_server::stopped(&mut server_stop).await },
+        ));
         verity_server::write_ready_file(
             config.server.ready_file.as_deref(),
             &[("grpc", addr.to_string())],
         )?;
-        tracing::info!(%addr, "sequencer serving");
-        let stop_on_shutdown = {
-            let stop = stop.clone();
-            async move {
-                tokio::select! {
-                    () = shutdown => {}
-                    () = failed.notified() => {
-                        tracing::error!("producer stopped on an error; shutting down");
-                    }
-                }
-                stop.store(true, Ordering::SeqCst);
-            }
-        };
-        let served =
-            verity_server::serve_grpc(routes, &["verity.v1.Sequencer"], listener, stop_on_shutdown)
-                .await;
-        stop.store(true, Ordering::SeqCst);
-        let produced = tokio::task::spawn_blocking(move || thread.join())
-            .await?
-            .map_err(|_| anyhow::anyhow!("producer thread panicked"))?;
-        served?;
-        produced?;
+        let advertise = config
+            .advertise_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
+        tracing::info!(%addr, %advertise, "sequencer serving");
+        let ran = node.run(&config, advertise, stop).await;
+        let _ = server_stop_tx.send(true);
+        server.await??;
+        ran?;
         tracing::info!("sequencer stopped");
         Ok(())
     }
-}
-
-fn producer_address(config: &Config) -> anyhow::Result<alloy_primitives::Address> {
-    let text = std::fs::read_to_string(&config.key_file)?;
-    Ok(SequencerKey::from_hex(&text)?.address())
 }
 
 /// The producer loop: a mini-block every `mini` when transactions wait, a block every `block`.
 /// Returns when `stop` is set (after everything produced is committed), or on a storage error
 /// (the sequencer must not go on after a failed commit: its in-memory head would no longer match
 /// the disk).
-fn run_producer(
+pub(crate) fn run_producer(
     mut producer: Producer,
     shared: &Arc<SharedState>,
-    head: watch::Sender<Head>,
+    head: Arc<watch::Sender<Head>>,
     mini: Duration,
     block: Duration,
     stop: &AtomicBool,
@@ -304,6 +277,12 @@ fn produce(
     let mut next_mini = Instant::now() + mini;
     while !stop.load(Ordering::SeqCst) {
         let now = Instant::now();
+        if !shared.lease_held() {
+            // Not renewed in time: another sequencer may be taking over. Produce nothing until
+            // the lease is renewed (or the node learns it was deposed and stops).
+            std::thread::sleep(mini);
+            continue;
+        }
         if now < next_mini {
             std::thread::sleep(next_mini - now);
             continue;

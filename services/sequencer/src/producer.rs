@@ -26,6 +26,7 @@ use verity_execution::BlockEnvSpec;
 use verity_primitives::{
     Block, BlockTemplate, ChainEventKind, ChainSpec, Header, MiniBlock, Overlay, SequencerKey,
     StateDiff, StateView as _, Transaction, genesis_diff,
+    governance::{EPOCH_META_KEY, Epoch, Sequencing},
 };
 use verity_proto::v1;
 use verity_storage::{Database, StorageError};
@@ -38,7 +39,7 @@ const PARALLEL_MIN_TXS: usize = 16;
 /// Meta key: hash of the genesis this database was initialised with.
 const META_GENESIS_HASH: &str = "genesis_hash";
 /// Meta key: sequence of the last block event (0 before the first block).
-const META_LAST_BLOCK_SEQ: &str = "last_block_seq";
+pub const META_LAST_BLOCK_SEQ: &str = "last_block_seq";
 
 /// Errors of the producer.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +66,126 @@ pub enum ProducerError {
     /// The commit thread stopped (after a failed commit, or it could not start).
     #[error("the commit thread stopped: {0}")]
     CommitterGone(String),
+    /// This node's key is not the sequencer of the epoch in force.
+    #[error(
+        "key {key} is not the sequencer of epoch {} ({}): only an appointment can make it one",
+        epoch.number,
+        epoch.sequencer
+    )]
+    NotAppointed {
+        /// This node's key.
+        key: Address,
+        /// The epoch in force.
+        epoch: Epoch,
+    },
+}
+
+/// The chain as stored: what a producer or a follower resumes from.
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    /// Last event sequence.
+    pub last_seq: u64,
+    /// The last sealed block.
+    pub parent: Block,
+    /// The mini-blocks of the open block.
+    pub open_minis: Vec<Arc<MiniBlock>>,
+    /// The epoch in force.
+    pub epoch: Epoch,
+}
+
+impl Recovered {
+    /// Hash of the last mini-block (the chain of mini-blocks runs across blocks).
+    pub fn last_mini_hash(&self) -> B256 {
+        self.open_minis
+            .last()
+            .map_or(self.parent.header.mix_hash, |m| m.hash)
+    }
+
+    /// Number of the next mini-block.
+    pub fn next_mini_block(&self) -> u64 {
+        self.open_minis.last().map_or(
+            self.parent.first_mini_block + self.parent.mini_block_count,
+            |m| m.number + 1,
+        )
+    }
+
+    /// Transactions in the open block so far.
+    pub fn open_transactions(&self) -> u64 {
+        self.open_minis
+            .iter()
+            .map(|m| m.transactions.len() as u64)
+            .sum()
+    }
+}
+
+/// Initialises genesis in an empty database, or checks that the stored one is `spec`'s.
+pub fn init_genesis(db: &Database, spec: &ChainSpec) -> Result<(), ProducerError> {
+    let stored = db.read()?.meta(META_GENESIS_HASH)?;
+    match stored {
+        None => {
+            let mut write = db.write()?;
+            write.apply_diff(&genesis_diff(&spec.genesis))?;
+            write.put_block(&spec.genesis_block())?;
+            write.set_meta(META_GENESIS_HASH, spec.genesis_hash.as_slice())?;
+            write.set_meta_u64(META_LAST_BLOCK_SEQ, 0)?;
+            write.commit()?;
+            tracing::info!(genesis = %spec.genesis_hash, chain_id = spec.chain_id(), "initialised genesis");
+        }
+        Some(bytes) => {
+            let stored = B256::try_from(bytes.as_slice())
+                .map_err(|_| ProducerError::Corrupt("genesis hash is not 32 bytes".into()))?;
+            if stored != spec.genesis_hash {
+                return Err(ProducerError::GenesisMismatch {
+                    stored,
+                    configured: spec.genesis_hash,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads the head, the open block and the epoch in force from what was committed.
+pub fn recover(db: &Database, rules: &Sequencing) -> Result<Recovered, ProducerError> {
+    let read = db.read()?;
+    let last_seq = read.last_event_seq()?;
+    let last_block_seq = read.meta_u64(META_LAST_BLOCK_SEQ)?.unwrap_or(0);
+    let epoch = rules.current(read.meta(EPOCH_META_KEY)?.as_deref());
+    let parent_number = read
+        .last_block_number()?
+        .ok_or_else(|| ProducerError::Corrupt("no genesis block".into()))?;
+    let parent = read
+        .block_by_number(parent_number)?
+        .ok_or_else(|| ProducerError::Corrupt(format!("block {parent_number} missing")))?;
+    let mut open_minis = Vec::new();
+    let mut next = last_block_seq + 1;
+    while next <= last_seq {
+        let events = read.events_from(next, 512)?;
+        if events.is_empty() {
+            break;
+        }
+        for event in &events {
+            let event = verity_primitives::ChainEvent::try_from(event)
+                .map_err(|e| ProducerError::Corrupt(e.to_string()))?;
+            match event.kind {
+                ChainEventKind::MiniBlock(mini) => open_minis.push(Arc::new(*mini)),
+                ChainEventKind::Handover(_) => {}
+                ChainEventKind::Block(_) => {
+                    return Err(ProducerError::Corrupt(format!(
+                        "block event {} after the last recorded block event {last_block_seq}",
+                        event.seq
+                    )));
+                }
+            }
+            next = event.seq + 1;
+        }
+    }
+    Ok(Recovered {
+        last_seq,
+        parent,
+        open_minis,
+        epoch,
+    })
 }
 
 /// What the rest of the sequencer may read about the head.
@@ -117,6 +238,8 @@ pub struct Producer {
     db: Database,
     key: SequencerKey,
     spec: ChainSpec,
+    /// The epoch it signs under.
+    epoch: u64,
     fee_recipient: Address,
     max_txs: usize,
     execution_threads: usize,
@@ -142,71 +265,31 @@ fn now_ms() -> u64 {
 }
 
 impl Producer {
-    /// Opens the chain in `db`: initialises genesis on first start, otherwise recovers the head
-    /// and the open block from what was committed.
+    /// Opens the chain in `db` (initialising genesis on first start) and recovers the head and
+    /// the open block from what was committed. Refused unless `key` is the sequencer of the
+    /// epoch in force.
     pub fn open(
         db: Database,
         spec: ChainSpec,
+        rules: &Sequencing,
         key: SequencerKey,
         fee_recipient: Address,
         max_txs: usize,
     ) -> Result<Self, ProducerError> {
-        let stored = db.read()?.meta(META_GENESIS_HASH)?;
-        match stored {
-            None => {
-                let mut write = db.write()?;
-                write.apply_diff(&genesis_diff(&spec.genesis))?;
-                write.put_block(&spec.genesis_block())?;
-                write.set_meta(META_GENESIS_HASH, spec.genesis_hash.as_slice())?;
-                write.set_meta_u64(META_LAST_BLOCK_SEQ, 0)?;
-                write.commit()?;
-                tracing::info!(genesis = %spec.genesis_hash, chain_id = spec.chain_id(), "initialised genesis");
-            }
-            Some(bytes) => {
-                let stored = B256::try_from(bytes.as_slice())
-                    .map_err(|_| ProducerError::Corrupt("genesis hash is not 32 bytes".into()))?;
-                if stored != spec.genesis_hash {
-                    return Err(ProducerError::GenesisMismatch {
-                        stored,
-                        configured: spec.genesis_hash,
-                    });
-                }
-            }
+        init_genesis(&db, &spec)?;
+        let Recovered {
+            last_seq,
+            parent: parent_block,
+            open_minis,
+            epoch,
+        } = recover(&db, rules)?;
+        if epoch.sequencer != key.address() {
+            return Err(ProducerError::NotAppointed {
+                key: key.address(),
+                epoch,
+            });
         }
-
-        let read = db.read()?;
-        let last_seq = read.last_event_seq()?;
-        let last_block_seq = read.meta_u64(META_LAST_BLOCK_SEQ)?.unwrap_or(0);
-        let parent_number = read
-            .last_block_number()?
-            .ok_or_else(|| ProducerError::Corrupt("no genesis block".into()))?;
-        let parent_block = read
-            .block_by_number(parent_number)?
-            .ok_or_else(|| ProducerError::Corrupt(format!("block {parent_number} missing")))?;
-        let mut open_minis = Vec::new();
-        let mut next = last_block_seq + 1;
-        while next <= last_seq {
-            let events = read.events_from(next, 512)?;
-            if events.is_empty() {
-                break;
-            }
-            for event in &events {
-                let event = verity_primitives::ChainEvent::try_from(event)
-                    .map_err(|e| ProducerError::Corrupt(e.to_string()))?;
-                match event.kind {
-                    ChainEventKind::MiniBlock(mini) => open_minis.push(Arc::new(*mini)),
-                    ChainEventKind::Block(_) => {
-                        return Err(ProducerError::Corrupt(format!(
-                            "block event {} after the last recorded block event {last_block_seq}",
-                            event.seq
-                        )));
-                    }
-                }
-                next = event.seq + 1;
-            }
-        }
-        drop(read);
-
+        let parent_number = parent_block.number();
         let sealed_next_mini = parent_block.first_mini_block + parent_block.mini_block_count;
         let (last_mini_hash, last_mini_timestamp_ms, next_mini_block) = match open_minis.last() {
             Some(last) => (last.hash, last.timestamp_ms, last.number + 1),
@@ -228,6 +311,7 @@ impl Producer {
             last_seq,
             block = open.number,
             open_mini_blocks = open.mini_blocks.len(),
+            epoch = epoch.number,
             "chain recovered"
         );
         Ok(Self {
@@ -236,6 +320,7 @@ impl Producer {
             db,
             key,
             spec,
+            epoch: epoch.number,
             fee_recipient,
             max_txs,
             execution_threads: 1,
@@ -394,6 +479,7 @@ impl Producer {
             number: self.next_mini_block,
             block_number: self.open.number,
             index: self.open.mini_blocks.len() as u32,
+            epoch: self.epoch,
             timestamp_ms,
             parent_hash: self.last_mini_hash,
             base_fee: self.open.base_fee,
@@ -452,6 +538,7 @@ impl Producer {
             gas_limit: self.spec.gas_limit(),
             base_fee: self.open.base_fee,
             beneficiary: self.fee_recipient,
+            epoch: self.epoch,
         };
         let block = Block::seal(
             template,
@@ -538,7 +625,7 @@ impl Committer {
     /// Starts the thread; `committed` is the last event already on disk.
     pub fn spawn(
         shared: Arc<SharedState>,
-        head: watch::Sender<Head>,
+        head: Arc<watch::Sender<Head>>,
         committed: u64,
     ) -> Result<Self, ProducerError> {
         let (jobs, receiver) = mpsc::channel::<Job>();

@@ -52,6 +52,12 @@ async fn admit(
     shared: &Arc<SharedState>,
     request: v1::ForwardRequest,
 ) -> Result<(), (tonic::Code, String)> {
+    if !shared.is_active() {
+        return Err((
+            tonic::Code::Unavailable,
+            "this sequencer is a standby and takes no transactions; retry (ingress follows the active sequencer)".to_string(),
+        ));
+    }
     let wire = request.transaction.ok_or((
         tonic::Code::InvalidArgument,
         "missing transaction".to_string(),
@@ -215,7 +221,7 @@ impl v1::sequencer_server::Sequencer for SequencerService {
 
 /// Sends every event from `from` on: first from storage, then live; falls back to storage
 /// whenever the subscriber lags behind the live buffer. Ends when the receiver goes away.
-async fn stream_events(
+pub(crate) async fn stream_events(
     shared: Arc<SharedState>,
     mut next: u64,
     tx: &mpsc::Sender<Result<v1::ChainEvent, Status>>,

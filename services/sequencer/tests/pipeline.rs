@@ -54,10 +54,13 @@ fn pipelined_mini_blocks_read_what_the_uncommitted_one_wrote() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path()).unwrap();
     // Four transactions per mini-block: each sender's next ones depend on the mini-block before.
+    let key = SequencerKey::random();
+    let rules = spec.sequencing(Some(key.address())).unwrap();
     let mut producer = Producer::open(
         db.clone(),
         spec.clone(),
-        SequencerKey::random(),
+        &rules,
+        key,
         Address::repeat_byte(0xfe),
         4,
     )
@@ -92,7 +95,8 @@ fn pipelined_mini_blocks_read_what_the_uncommitted_one_wrote() {
             .count() as u64
     };
 
-    let committer = Committer::spawn(shared.clone(), head_tx, producer.head().last_seq).unwrap();
+    let committer =
+        Committer::spawn(shared.clone(), Arc::new(head_tx), producer.head().last_seq).unwrap();
     let mut mini_blocks = 0;
     while producer.produce_mini_block(&shared, &committer).unwrap() {
         mini_blocks += 1;

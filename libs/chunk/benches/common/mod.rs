@@ -60,6 +60,7 @@ pub fn empty_mini_block(number: u64) -> MiniBlock {
         number,
         block_number: 1 + number / 100,
         index: (number % 100) as u32,
+        epoch: 0,
         timestamp_ms: 1_700_000_000_000 + 10 * number,
         parent_hash: B256::ZERO,
         base_fee: 1_000_000_000,

@@ -1,4 +1,4 @@
-//! SIGKILL of the sequencer, the publisher or the replica at random moments under load, over and
+//! SIGKILL of the sequencer (which publishes its own chain) or the replica at random moments under load, over and
 //! over (at least 20 kills), each restarted after a random pause. Afterwards:
 //! - every transaction a client got a receipt for (`realtime_sendRawTransaction`) is in the chain
 //!   and served as such;
@@ -31,17 +31,17 @@ const KILLS: usize = 20;
 const SENDERS: usize = 4;
 
 /// xorshift64*: the schedule only needs to be replayable, not unpredictable.
-struct Schedule(u64);
+pub(crate) struct Schedule(pub(crate) u64);
 
 impl Schedule {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 
-    fn millis(&mut self, low: u64, high: u64) -> Duration {
+    pub(crate) fn millis(&mut self, low: u64, high: u64) -> Duration {
         Duration::from_millis(low + self.next() % (high - low))
     }
 }
@@ -49,7 +49,7 @@ impl Schedule {
 /// Sends transfers until `stop`, each with `realtime_sendRawTransaction`, and records the hash
 /// of every one answered with a receipt. After any failure (a service down, a nonce the chain
 /// moved past) it reads the account's nonce again and goes on from there.
-async fn load(
+pub(crate) async fn load(
     rpc: Rpc,
     signer: alloy_signer_local::PrivateKeySigner,
     chain_id: u64,
@@ -145,7 +145,7 @@ async fn sigkill_at_random_moments_loses_no_receipted_transaction() {
         })
         .collect();
 
-    let victims = [Service::Sequencer, Service::Publisher, Service::Replica];
+    let victims = [Service::Sequencer, Service::Replica];
     let mut killed = Vec::new();
     tokio::time::sleep(Duration::from_millis(800)).await;
     for kill in 0..KILLS {

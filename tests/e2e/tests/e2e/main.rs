@@ -10,6 +10,7 @@ mod crash_recovery;
 mod devnet;
 mod errors;
 mod eth_namespace;
+mod failover;
 mod fraud;
 mod kill_nine;
 mod load_generator;

@@ -1,4 +1,4 @@
-//! A dApp backend's transfer through web3.py: gateway -> ingress -> sequencer -> publisher ->
+//! A dApp backend's transfer through web3.py: gateway -> ingress -> sequencer -> JetStream ->
 //! JetStream -> replica -> gateway, plus bad input that must each get its own clear error.
 
 use serde_json::json;

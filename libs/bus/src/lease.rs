@@ -1,0 +1,237 @@
+//! The sequencer lease: one JetStream key-value entry that says which sequencer is active.
+//!
+//! The active sequencer rewrites the entry every renewal interval, each time conditioned on the
+//! revision it last wrote (`update(key, value, revision)`), so it learns at once when anyone
+//! else wrote it. A standby watches the entry; when no new revision arrived for the lease's
+//! time to live, it takes the entry by the same compare-and-set on the last revision it saw.
+//! Two standbys racing for it cannot both win. Expiry is measured by each watcher's own clock
+//! from the last change it saw, so no clocks need to agree.
+//!
+//! The lease decides who *may* produce; the chain stream's compare-and-set publish decides what
+//! is in the chain. Ingress and gateways read the holder's gRPC URL from the entry to follow
+//! the active sequencer.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self, Context,
+    kv::{self, CreateErrorKind, Store, UpdateErrorKind},
+};
+use futures::StreamExt;
+use verity_primitives::Address;
+
+use crate::BusError;
+
+/// Key-value bucket of the lease.
+pub const LEASE_BUCKET: &str = "VERITY_SEQUENCER";
+/// Key of the sequencer lease in [`LEASE_BUCKET`].
+pub const LEASE_KEY: &str = "lease";
+
+/// Who holds the lease.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Holder {
+    /// The sequencer key's address.
+    pub sequencer: Address,
+    /// The epoch it produces under.
+    pub epoch: u64,
+    /// Its gRPC URL, where ingress forwards transactions.
+    pub url: String,
+}
+
+/// A lease entry as read: its holder and revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The holder (`None` for a deleted entry).
+    pub holder: Option<Holder>,
+    /// The entry's revision (the compare-and-set token).
+    pub revision: u64,
+}
+
+/// The lease was taken by someone else (or never was ours).
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// Another writer changed the entry since `revision`.
+    #[error("the sequencer lease changed after revision {revision}: another sequencer holds it")]
+    Lost {
+        /// The revision the write was conditioned on.
+        revision: u64,
+    },
+    /// NATS failed.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+fn kv_error(operation: &'static str, error: impl std::fmt::Display) -> BusError {
+    BusError::JetStream {
+        operation,
+        reason: error.to_string(),
+    }
+}
+
+/// Opens (creating when missing) the lease bucket; it keeps one revision per key.
+///
+/// The bucket's stream is created here with the key-value layout (`KV_<bucket>` on
+/// `$KV.<bucket>.>`, one message per subject, roll-ups, direct gets) rather than by
+/// `create_key_value`, which first queries the account's JetStream info in a shape nats-server
+/// 2.9 (Debian's) does not send.
+pub async fn lease_store(js: &Context) -> Result<Store, BusError> {
+    js.get_or_create_stream(jetstream::stream::Config {
+        name: format!("KV_{LEASE_BUCKET}"),
+        description: Some("which Verity sequencer is active".to_string()),
+        subjects: vec![format!("$KV.{LEASE_BUCKET}.>")],
+        max_messages_per_subject: 1,
+        storage: jetstream::stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: jetstream::stream::DiscardPolicy::New,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| kv_error("create lease bucket", e))?;
+    js.get_key_value(LEASE_BUCKET)
+        .await
+        .map_err(|e| kv_error("open lease bucket", e))
+}
+
+fn decode(entry: kv::Entry) -> Entry {
+    let holder = match entry.operation {
+        kv::Operation::Put => serde_json::from_slice(&entry.value).ok(),
+        kv::Operation::Delete | kv::Operation::Purge => None,
+    };
+    Entry {
+        holder,
+        revision: entry.revision,
+    }
+}
+
+/// The current entry, if any.
+pub async fn read(store: &Store) -> Result<Option<Entry>, BusError> {
+    Ok(store
+        .entry(LEASE_KEY)
+        .await
+        .map_err(|e| kv_error("read lease", e))?
+        .map(decode))
+}
+
+fn encode(holder: &Holder) -> bytes::Bytes {
+    serde_json::to_vec(holder).unwrap_or_default().into()
+}
+
+/// Writes `holder` over the entry at `revision` (`None`: the entry must not exist); returns
+/// the new revision.
+pub async fn write(
+    store: &Store,
+    holder: &Holder,
+    revision: Option<u64>,
+) -> Result<u64, LeaseError> {
+    match revision {
+        None => store
+            .create(LEASE_KEY, encode(holder))
+            .await
+            .map_err(|e| match e.kind() {
+                CreateErrorKind::AlreadyExists => LeaseError::Lost { revision: 0 },
+                _ => LeaseError::Bus(kv_error("create lease", e)),
+            }),
+        Some(revision) => store
+            .update(LEASE_KEY, encode(holder), revision)
+            .await
+            .map_err(|e| match e.kind() {
+                UpdateErrorKind::WrongLastRevision => LeaseError::Lost { revision },
+                _ => LeaseError::Bus(kv_error("renew lease", e)),
+            }),
+    }
+}
+
+/// Watches the entry: yields the current one first (if any), then every change.
+pub async fn watch(
+    store: &Store,
+) -> Result<impl futures::Stream<Item = Result<Entry, BusError>> + Send + use<>, BusError> {
+    let watch = store
+        .watch_with_history(LEASE_KEY)
+        .await
+        .map_err(|e| kv_error("watch lease", e))?;
+    Ok(watch.map(|entry| entry.map(decode).map_err(|e| kv_error("lease watch", e))))
+}
+
+/// Waits until the entry has not changed for `ttl` (as this caller's clock sees it), or does not
+/// exist or was deleted, or names a holder `take_now` accepts at once (a restarted sequencer's
+/// own lease), and returns it as last seen (`None`: no entry). Callers race it against their own
+/// stop signal.
+pub async fn wait_vacant(
+    store: &Store,
+    ttl: Duration,
+    take_now: impl Fn(&Holder) -> bool,
+) -> Result<Option<Entry>, BusError> {
+    let mut changes = Box::pin(watch(store).await?);
+    // The watch delivers the current value first, if there is one; an empty bucket delivers
+    // nothing, so a short wait for that first value decides.
+    let mut last =
+        match tokio::time::timeout(Duration::from_millis(50).min(ttl), changes.next()).await {
+            Err(_) => match read(store).await? {
+                None => return Ok(None),
+                Some(entry) => Some(entry),
+            },
+            Ok(None) => return Err(kv_error("lease watch", "ended")),
+            Ok(Some(entry)) => Some(entry?),
+        };
+    loop {
+        if last
+            .as_ref()
+            .is_some_and(|e| e.holder.as_ref().is_none_or(&take_now))
+        {
+            return Ok(last);
+        }
+        match tokio::time::timeout(ttl, changes.next()).await {
+            Err(_) => return Ok(last),
+            Ok(None) => return Err(kv_error("lease watch", "ended")),
+            Ok(Some(entry)) => last = Some(entry?),
+        }
+    }
+}
+
+/// Gives the lease up (a planned stop), only if it is still at `revision`: a standby then takes
+/// over without waiting for the lease to expire.
+pub async fn release(store: &Store, revision: u64) -> Result<(), LeaseError> {
+    store
+        .delete_expect_revision(LEASE_KEY, Some(revision))
+        .await
+        .map_err(|e| LeaseError::Bus(kv_error("release lease", e)))
+}
+
+/// Follows the lease from `nats_url`: the receiver holds the active sequencer's gRPC URL (`None`
+/// while no sequencer holds the lease or NATS is unreachable). Reconnects by itself; ends when
+/// every receiver is gone.
+pub fn follow_holder(
+    nats_url: String,
+    name: &'static str,
+) -> tokio::sync::watch::Receiver<Option<String>> {
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    tokio::spawn(async move {
+        loop {
+            let followed = async {
+                let (_client, js) = crate::connect(&nats_url, name).await?;
+                let store = lease_store(&js).await?;
+                let mut changes = Box::pin(watch(&store).await?);
+                while let Some(entry) = changes.next().await {
+                    let url = entry?.holder.map(|h| h.url);
+                    tx.send_if_modified(|current| {
+                        let changed = *current != url;
+                        *current = url.clone();
+                        changed
+                    });
+                }
+                Ok::<(), BusError>(())
+            }
+            .await;
+            if tx.is_closed() {
+                return;
+            }
+            if let Err(error) = followed {
+                tracing::warn!(%error, "cannot follow the sequencer lease; retrying");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    rx
+}
