@@ -26,6 +26,8 @@ use crate::BusError;
 pub const LEASE_BUCKET: &str = "VERITY_SEQUENCER";
 /// Key of the sequencer lease in [`LEASE_BUCKET`].
 pub const LEASE_KEY: &str = "lease";
+/// Key-value bucket of published appointments, one key per epoch (`epoch-<n>`).
+pub const APPOINTMENTS_BUCKET: &str = "VERITY_APPOINTMENTS";
 
 /// Who holds the lease.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -75,10 +77,24 @@ fn kv_error(operation: &'static str, error: impl std::fmt::Display) -> BusError 
 /// `create_key_value`, which first queries the account's JetStream info in a shape nats-server
 /// 2.9 (Debian's) does not send.
 pub async fn lease_store(js: &Context) -> Result<Store, BusError> {
+    kv_store(js, LEASE_BUCKET, "which Verity sequencer is active").await
+}
+
+/// Opens (creating when missing) the bucket of published appointments.
+pub async fn appointments_store(js: &Context) -> Result<Store, BusError> {
+    kv_store(
+        js,
+        APPOINTMENTS_BUCKET,
+        "governance-signed Verity sequencer appointments",
+    )
+    .await
+}
+
+async fn kv_store(js: &Context, bucket: &str, description: &str) -> Result<Store, BusError> {
     js.get_or_create_stream(jetstream::stream::Config {
-        name: format!("KV_{LEASE_BUCKET}"),
-        description: Some("which Verity sequencer is active".to_string()),
-        subjects: vec![format!("$KV.{LEASE_BUCKET}.>")],
+        name: format!("KV_{bucket}"),
+        description: Some(description.to_string()),
+        subjects: vec![format!("$KV.{bucket}.>")],
         max_messages_per_subject: 1,
         storage: jetstream::stream::StorageType::File,
         allow_rollup: true,
@@ -88,10 +104,10 @@ pub async fn lease_store(js: &Context) -> Result<Store, BusError> {
         ..Default::default()
     })
     .await
-    .map_err(|e| kv_error("create lease bucket", e))?;
-    js.get_key_value(LEASE_BUCKET)
+    .map_err(|e| kv_error("create key-value bucket", e))?;
+    js.get_key_value(bucket)
         .await
-        .map_err(|e| kv_error("open lease bucket", e))
+        .map_err(|e| kv_error("open key-value bucket", e))
 }
 
 fn decode(entry: kv::Entry) -> Entry {
@@ -234,4 +250,42 @@ pub fn follow_holder(
         }
     });
     rx
+}
+
+/// Publishes a signed appointment under its epoch's key; refused when that epoch was published
+/// already (an epoch is appointed once).
+pub async fn publish_appointment(
+    store: &Store,
+    appointment: &verity_primitives::governance::SignedAppointment,
+) -> Result<u64, LeaseError> {
+    let key = format!("epoch-{}", appointment.appointment.epoch);
+    let value = serde_json::to_vec(appointment).unwrap_or_default();
+    store
+        .create(&key, value.into())
+        .await
+        .map_err(|e| match e.kind() {
+            CreateErrorKind::AlreadyExists => LeaseError::Lost { revision: 0 },
+            _ => LeaseError::Bus(kv_error("publish appointment", e)),
+        })
+}
+
+/// Every published appointment, then each one published later (undecodable entries are
+/// skipped: a node checks each appointment itself before acting on it).
+pub async fn watch_appointments(
+    store: &Store,
+) -> Result<
+    impl futures::Stream<Item = verity_primitives::governance::SignedAppointment> + Send + use<>,
+    BusError,
+> {
+    let watch = store
+        .watch_all_from_revision(1)
+        .await
+        .map_err(|e| kv_error("watch appointments", e))?;
+    Ok(watch.filter_map(|entry| async move {
+        let entry = entry.ok()?;
+        match entry.operation {
+            kv::Operation::Put => serde_json::from_slice(&entry.value).ok(),
+            kv::Operation::Delete | kv::Operation::Purge => None,
+        }
+    }))
 }

@@ -166,6 +166,9 @@ pub struct DevnetOptions {
     pub proving: bool,
     /// Whether to run a hot-standby sequencer.
     pub standby: bool,
+    /// Whether the sequencers get the devnet's pre-signed standing appointments (without them,
+    /// only appointments published with `verity governance` let a node take over).
+    pub standing_appointments: bool,
     /// Tree steps per halo2 proof.
     pub steps_per_proof: usize,
     /// Seconds before an unacknowledged proving job goes to another prover.
@@ -192,6 +195,7 @@ impl DevnetOptions {
             ready_timeout: Duration::from_secs(60),
             proving: true,
             standby: false,
+            standing_appointments: true,
             steps_per_proof: 8,
             prover_ack_wait_secs: 30,
             binaries: BTreeMap::new(),
@@ -445,7 +449,7 @@ impl Devnet {
                     "--nats-url".into(),
                     nats.clone(),
                 ];
-                if dir.join(APPOINTMENTS).is_file() {
+                if self.options.standing_appointments && dir.join(APPOINTMENTS).is_file() {
                     args.extend(["--appointments".into(), path(&dir.join(APPOINTMENTS))]);
                 }
                 args

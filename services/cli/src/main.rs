@@ -1,7 +1,8 @@
-//! `verity`: the operator CLI. Built: `devnet`, `bench` (load generator). Not built yet: `keys`,
-//! `governance`, `status`.
+//! `verity`: the operator CLI. Built: `devnet`, `bench` (load generator), `governance`
+//! (sequencer appointments). Not built yet: `keys`, `status`.
 
 mod bench;
+mod governance;
 mod stages;
 
 use std::{io::Write as _, net::SocketAddr, path::PathBuf, time::Duration};
@@ -25,6 +26,9 @@ enum Command {
     /// erc20, counter, mixed), open loop at a rate or closed loop, and report transactions/s,
     /// gas/s and submit-to-receipt latency.
     Bench(bench::BenchArgs),
+    /// Appoint a sequencer with m of the n governance keys genesis names: keygen, draft, sign,
+    /// publish.
+    Governance(governance::GovernanceArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -93,6 +97,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Governance(args) => governance::run(args).await,
     }
 }
 

@@ -430,6 +430,10 @@ impl v1::replica_server::Replica for QueryService {
                 .block_by_number(number)
                 .map_err(storage)?
                 .ok_or_else(|| Status::internal("head block missing"))?;
+            let epoch = read
+                .meta(verity_primitives::governance::EPOCH_META_KEY)
+                .map_err(storage)?
+                .and_then(|b| verity_primitives::governance::Epoch::from_bytes(&b));
             Ok(Response::new(v1::ReplicaHead {
                 block_number: number,
                 block_hash: head.hash.to_vec(),
@@ -447,6 +451,12 @@ impl v1::replica_server::Replica for QueryService {
                     .meta(crate::heads::meta::ALARM)
                     .map_err(storage)?
                     .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default(),
+                epoch: epoch.map_or(0, |e| e.number),
+                epoch_sequencer: epoch
+                    .map(|e| e.sequencer)
+                    .or(spec.sequencer)
+                    .map(|a| a.to_vec())
                     .unwrap_or_default(),
             }))
         })

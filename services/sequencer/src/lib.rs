@@ -61,7 +61,7 @@ pub struct SharedState {
     /// The head after the last commit.
     pub head: watch::Receiver<Head>,
     /// Whether this node is the active sequencer (a standby refuses transactions).
-    active: AtomicBool,
+    active: watch::Sender<bool>,
     /// Until when (milliseconds since `started`) the lease is surely ours.
     lease_until: AtomicU64,
     started: Instant,
@@ -87,7 +87,7 @@ impl SharedState {
             uncommitted: Mutex::new(None),
             events,
             head,
-            active: AtomicBool::new(true),
+            active: watch::Sender::new(true),
             lease_until: AtomicU64::new(u64::MAX),
             started: Instant::now(),
             published: AtomicU64::new(0),
@@ -106,12 +106,20 @@ impl SharedState {
 
     /// Whether this node is the active sequencer.
     pub fn is_active(&self) -> bool {
-        self.active.load(Ordering::SeqCst)
+        *self.active.borrow()
+    }
+
+    /// Waits up to `within` for this node to be the active sequencer.
+    pub async fn wait_active(&self, within: Duration) -> bool {
+        let mut active = self.active.subscribe();
+        tokio::time::timeout(within, active.wait_for(|a| *a))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Marks this node active or standby.
     pub fn set_active(&self, active: bool) {
-        self.active.store(active, Ordering::SeqCst);
+        self.active.send_replace(active);
     }
 
     /// Records that the lease is ours until `until`.

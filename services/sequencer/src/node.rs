@@ -77,7 +77,10 @@ pub struct Node {
     rules: Arc<Sequencing>,
     key: SequencerKey,
     fee_recipient: Address,
-    appointments: Vec<SignedAppointment>,
+    /// Appointments for this node's key: from `--appointments` and the published ones.
+    appointments: Arc<std::sync::Mutex<Vec<SignedAppointment>>>,
+    /// Bumped when an appointment arrives.
+    appointed: watch::Sender<u64>,
     js: jetstream::Context,
     stream: Stream,
     lease: kv::Store,
@@ -201,7 +204,8 @@ impl Node {
             rules: Arc::new(rules),
             fee_recipient: config.fee_recipient.unwrap_or_else(|| key.address()),
             key,
-            appointments,
+            appointments: Arc::new(std::sync::Mutex::new(appointments)),
+            appointed: watch::channel(0).0,
             js,
             stream,
             lease,
@@ -218,6 +222,8 @@ impl Node {
             return Some(Authority::Own);
         }
         self.appointments
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
             .iter()
             .filter(|a| a.appointment.epoch > cursor.epoch.number)
             .min_by_key(|a| a.appointment.epoch)
@@ -230,15 +236,37 @@ impl Node {
         self,
         config: &Config,
         advertise: String,
-        mut stop: watch::Receiver<bool>,
+        stop: watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         let mut cursor = {
             let (db, rules) = (self.db.clone(), self.rules.clone());
             blocking(move || follow::cursor(&db, &rules)).await??
         };
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+        let watcher = tokio::spawn(watch_appointments(
+            self.js.clone(),
+            self.key.address(),
+            self.appointments.clone(),
+            self.appointed.clone(),
+        ));
+        let result = self
+            .standby_then_active(config, advertise, &mut cursor, &mut backoff, stop)
+            .await;
+        watcher.abort();
+        result
+    }
+
+    async fn standby_then_active(
+        self,
+        config: &Config,
+        advertise: String,
+        cursor: &mut Cursor,
+        backoff: &mut Backoff,
+        mut stop: watch::Receiver<bool>,
+    ) -> anyhow::Result<()> {
+        let mut appointed = self.appointed.subscribe();
         loop {
-            let authority = self.authority(&cursor);
+            let authority = self.authority(cursor);
             let (follow_stop, follow_stop_rx) = watch::channel(false);
             let mut follower = tokio::spawn(follow_stream(
                 self.db.clone(),
@@ -249,6 +277,10 @@ impl Node {
                 self.head.clone(),
                 follow_stop_rx,
             ));
+            // An appointment given explicitly (a first height) takes over at once, even from a
+            // live sequencer: governance decided; the handover's place in the stream decides.
+            let explicit =
+                matches!(&authority, Some(Authority::Appointed(a)) if !a.appointment.is_standing());
             if authority.is_none() {
                 tracing::info!(
                     epoch = cursor.epoch.number,
@@ -260,8 +292,11 @@ impl Node {
                 // The lease of this key and epoch is a previous run's of this node: no need to
                 // wait for it to expire.
                 vacancy = lease::wait_vacant(&self.lease, config.lease_ttl(), |holder| {
-                    holder.sequencer == self.key.address() && holder.epoch == cursor.epoch.number
-                }), if authority.is_some() => Some(vacancy),
+                    explicit
+                        || (holder.sequencer == self.key.address()
+                            && holder.epoch == cursor.epoch.number)
+                }), if authority.is_some() => Some(Some(vacancy)),
+                _ = appointed.changed() => Some(None),
                 _ = stopped(&mut stop) => None,
                 ended = &mut follower => {
                     // The follower only ends by itself on a refused or diverging event.
@@ -273,11 +308,15 @@ impl Node {
                 }
             };
             let _ = follow_stop.send(true);
-            cursor = follower
+            *cursor = follower
                 .await
                 .map_err(|e| anyhow::anyhow!("the chain follower panicked: {e}"))??;
             let Some(vacancy) = vacancy else {
                 return Ok(());
+            };
+            // A new appointment: look again at what this node may do.
+            let Some(vacancy) = vacancy else {
+                continue;
             };
             let vacancy = match vacancy {
                 Ok(vacancy) => vacancy,
@@ -287,7 +326,7 @@ impl Node {
                     continue;
                 }
             };
-            let Some(authority) = self.authority(&cursor) else {
+            let Some(authority) = self.authority(cursor) else {
                 continue;
             };
             // The lease names the epoch this node will produce under.
@@ -325,7 +364,7 @@ impl Node {
                 config.lease_ttl(),
                 self.shared.clone(),
             );
-            match self.take_over(&mut cursor).await {
+            match self.take_over(cursor).await {
                 Ok(()) => {}
                 Err(TakeoverError::Refused(error)) => {
                     renewer.release().await;
@@ -563,6 +602,43 @@ enum TakeoverError {
     Retry(anyhow::Error),
     /// Never: the appointment does not fit the chain, or the data directory diverged.
     Refused(anyhow::Error),
+}
+
+/// Adds the published appointments naming `key` to `appointments` (and bumps `appointed`), for
+/// as long as the node runs; reconnects by itself.
+async fn watch_appointments(
+    js: jetstream::Context,
+    key: Address,
+    appointments: Arc<std::sync::Mutex<Vec<SignedAppointment>>>,
+    appointed: watch::Sender<u64>,
+) {
+    loop {
+        let watched = async {
+            let store = lease::appointments_store(&js).await?;
+            let mut published = Box::pin(lease::watch_appointments(&store).await?);
+            while let Some(appointment) = published.next().await {
+                if appointment.appointment.sequencer != key {
+                    continue;
+                }
+                let mut known = appointments.lock().unwrap_or_else(|e| e.into_inner());
+                if !known.contains(&appointment) {
+                    tracing::info!(
+                        epoch = appointment.appointment.epoch,
+                        first_height = appointment.appointment.first_height,
+                        "appointment published for this node"
+                    );
+                    known.push(appointment);
+                    appointed.send_modify(|n| *n += 1);
+                }
+            }
+            Ok::<(), BusError>(())
+        }
+        .await;
+        if let Err(error) = watched {
+            tracing::warn!(%error, "cannot watch published appointments; retrying");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Publishes until `stop`, retrying after transient errors; ends with an error when deposed.

@@ -15,6 +15,9 @@ use verity_proto::{address_from, u256_bytes, v1};
 
 use crate::{SharedState, mempool::Admission};
 
+/// How long an admission waits for a node that is taking over to become active.
+const TAKEOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Events read from storage per batch when a subscriber catches up.
 const BACKFILL_BATCH: usize = 256;
 
@@ -52,7 +55,9 @@ async fn admit(
     shared: &Arc<SharedState>,
     request: v1::ForwardRequest,
 ) -> Result<(), (tonic::Code, String)> {
-    if !shared.is_active() {
+    // A node taking over answers once it is active (catching up and the handover take
+    // milliseconds); a standby, after a while, with a retryable error.
+    if !shared.is_active() && !shared.wait_active(TAKEOVER_WAIT).await {
         return Err((
             tonic::Code::Unavailable,
             "this sequencer is a standby and takes no transactions; retry (ingress follows the active sequencer)".to_string(),

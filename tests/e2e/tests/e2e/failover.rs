@@ -388,3 +388,195 @@ async fn a_frozen_sequencer_wakes_up_deposed_and_steps_down() {
     assert!(same_state(&standby, &replica));
     net.stop().await.unwrap();
 }
+
+/// Runs `verity governance …`; its exit status and its output (stdout and stderr).
+async fn governance(args: &[&str]) -> (bool, String) {
+    let output =
+        tokio::process::Command::new(verity_e2e::verity_devnet::default_bin_dir().join("verity"))
+            .arg("governance")
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn governance_appoints_a_new_sequencer_that_rebuilds_and_continues_the_chain() {
+    let mut net = TestNet::start(|o| {
+        o.standing_appointments = false;
+        o.block_interval_ms = 200;
+    })
+    .await
+    .unwrap();
+    let chain_id = net.devnet.chain_id();
+    let stop = Arc::new(AtomicBool::new(false));
+    let receipted = Arc::new(Mutex::new(Vec::new()));
+    let loader = tokio::spawn(crate::kill_nine::load(
+        net.rpc(),
+        dev_signer(&net, 1).unwrap(),
+        chain_id,
+        stop.clone(),
+        receipted.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    loader.await.unwrap();
+    // The sequencer stops for good (a planned stop: it publishes everything, releases the lease).
+    let status = net
+        .devnet
+        .signal(Service::Sequencer, Signal::SIGTERM)
+        .await
+        .unwrap();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let dir = net.devnet.data_dir().to_path_buf();
+    let path = |p: &str| dir.join(p).display().to_string();
+    let genesis = path("genesis.json");
+    let replica = net.devnet.grpc_url(Service::Replica);
+    let nats = net.devnet.nats_url().unwrap().to_string();
+    let appointed = net.devnet.standby_address().to_string();
+    let draft = |name: &'static str, extra: &'static [&'static str]| {
+        let (genesis, replica, appointed, out) = (
+            genesis.clone(),
+            replica.clone(),
+            appointed.clone(),
+            path(name),
+        );
+        async move {
+            let mut args = vec![
+                "draft",
+                "--sequencer",
+                &appointed,
+                "--genesis",
+                &genesis,
+                "--replica-url",
+                &replica,
+                "--out",
+                &out,
+            ];
+            args.extend_from_slice(extra);
+            let (ok, text) = governance(&args).await;
+            assert!(ok, "draft {name}: {text}");
+            out
+        }
+    };
+    let sign = |file: String, key: u8| {
+        let key = path(&format!("governance/{key}.key"));
+        async move {
+            let (ok, text) = governance(&["sign", "--appointment", &file, "--key", &key]).await;
+            assert!(ok, "sign: {text}");
+        }
+    };
+    let publish = |file: String| {
+        let (genesis, replica, nats) = (genesis.clone(), replica.clone(), nats.clone());
+        async move {
+            governance(&[
+                "publish",
+                "--appointment",
+                &file,
+                "--genesis",
+                &genesis,
+                "--replica-url",
+                &replica,
+                "--nats-url",
+                &nats,
+            ])
+            .await
+        }
+    };
+
+    // m - 1 = one signature of the 2 needed.
+    let short = draft("short.json", &[]).await;
+    sign(short.clone(), 1).await;
+    let (ok, text) = publish(short).await;
+    assert!(
+        !ok && text.contains("1 valid governance signature(s), 2 needed"),
+        "{text}"
+    );
+    // A wrong parent hash.
+    let wrong = draft(
+        "wrong-parent.json",
+        &[
+            "--parent-hash",
+            "0x1111111111111111111111111111111111111111111111111111111111111111",
+        ],
+    )
+    .await;
+    sign(wrong.clone(), 1).await;
+    sign(wrong.clone(), 2).await;
+    let (ok, text) = publish(wrong).await;
+    assert!(
+        !ok && text.contains("appointment starts at block"),
+        "{text}"
+    );
+    // A reused epoch (0 is genesis's).
+    let reused = draft("reused.json", &["--epoch", "0"]).await;
+    sign(reused.clone(), 2).await;
+    sign(reused.clone(), 3).await;
+    let (ok, text) = publish(reused).await;
+    assert!(
+        !ok && text.contains("is not above the current epoch 0"),
+        "{text}"
+    );
+    // m of n: published.
+    let good = draft("appointment.json", &[]).await;
+    sign(good.clone(), 1).await;
+    sign(good.clone(), 3).await;
+    let (ok, text) = publish(good.clone()).await;
+    assert!(ok, "{text}");
+    let (ok, text) = publish(good).await;
+    assert!(!ok && text.contains("was published already"), "{text}");
+
+    // The appointed sequencer starts with an empty disk, rebuilds from the stream and goes on.
+    let started = Instant::now();
+    net.devnet.start_service(Service::Standby).await.unwrap();
+    if !wait_holder(&net, net.devnet.standby_address(), Duration::from_secs(30)).await {
+        net.dump_logs();
+        panic!("the appointed sequencer did not take over");
+    }
+    let rpc = net.rpc();
+    let signer = dev_signer(&net, 2).unwrap();
+    let (raw, hash) = verity_e2e::sign_transfer(
+        &signer,
+        chain_id,
+        0,
+        Address::repeat_byte(7),
+        alloy_primitives::U256::from(5),
+        100_000_000_000,
+    )
+    .unwrap();
+    let receipt = rpc
+        .call("realtime_sendRawTransaction", json!([raw]))
+        .await
+        .unwrap();
+    assert_eq!(receipt["transactionHash"], json!(hash));
+    assert!(started.elapsed() < Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    wait_caught_up(&net, Service::Standby, "after the appointment").await;
+
+    let events = stream_events(&net).await;
+    let (epochs, in_chain) = check_chain(&events, "after the appointment");
+    assert_eq!(epochs, vec![1]);
+    assert!(in_chain.contains(&hash));
+    // All history intact: every receipt given before the appointment still stands.
+    let receipted = receipted.lock().unwrap().clone();
+    for hash in &receipted {
+        assert!(in_chain.contains(hash));
+        let receipt = rpc
+            .call("eth_getTransactionReceipt", json!([hash]))
+            .await
+            .unwrap();
+        assert_eq!(receipt["status"], json!("0x1"));
+    }
+    let replica = replica_digest(&net).await;
+    let appointed = sequencer_digest(&net, Service::Standby).await;
+    assert!(same_state(&appointed, &replica));
+    net.stop().await.unwrap();
+}
