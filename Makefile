@@ -48,7 +48,8 @@ e2e: bootstrap bins
 ## 10,000 transfers/s, chunk proofs, the IPA/KZG backend comparison, verification against
 ## execution (tens of minutes), JSON-RPC on a release-built devnet (realtime send latency,
 ## read throughput), and the chain under `verity bench` (transfers up to 10,000/s, ERC-20,
-## counter, mixed; it rewrites its section of docs/benchmarks.md).
+## counter, mixed; it rewrites its section of docs/benchmarks.md), and sequencer failover (takeover
+## after SIGKILL over 20 runs, cold appointment against state size; it rewrites its section).
 bench: bootstrap
 	$(CARGO) bench -p verity-execution --bench execution
 	$(CARGO) bench -p verity-ingress --bench recover
@@ -60,6 +61,7 @@ bench: bootstrap
 	$(CARGO) build --release --bins
 	$(CARGO) bench -p verity-e2e --bench rpc
 	$(CARGO) bench -p verity-e2e --bench load
+	$(CARGO) bench -p verity-e2e --bench takeover
 
 clean:
 	$(CARGO) clean

@@ -166,6 +166,9 @@ pub struct DevnetOptions {
     pub proving: bool,
     /// Whether to run a hot-standby sequencer.
     pub standby: bool,
+    /// Accounts added to a new genesis beside the funded dev accounts (1 wei each), for
+    /// benchmarks of state size.
+    pub extra_genesis_accounts: usize,
     /// Whether the sequencers get the devnet's pre-signed standing appointments (without them,
     /// only appointments published with `verity governance` let a node take over).
     pub standing_appointments: bool,
@@ -196,6 +199,7 @@ impl DevnetOptions {
             proving: true,
             standby: false,
             standing_appointments: true,
+            extra_genesis_accounts: 0,
             steps_per_proof: 8,
             prover_ack_wait_secs: 30,
             binaries: BTreeMap::new(),
@@ -286,8 +290,25 @@ impl Devnet {
                 .collect::<Result<Vec<_>, _>>()?;
             let governance =
                 Governance::new(governors, 2).map_err(|e| DevnetError::Setup(e.to_string()))?;
+            let extra = options.extra_genesis_accounts;
             let spec =
                 ChainSpec::dev_with_gas_limit(options.chain_id, 10, 10_000, options.gas_limit)
+                    .and_then(|spec| {
+                        if extra == 0 {
+                            return Ok(spec);
+                        }
+                        let mut genesis = spec.genesis;
+                        for i in 0..extra as u64 {
+                            let address =
+                                Address::from_word(alloy_primitives::keccak256(i.to_be_bytes()));
+                            genesis.alloc.insert(
+                                address,
+                                alloy_genesis::GenesisAccount::default()
+                                    .with_balance(alloy_primitives::U256::from(1)),
+                            );
+                        }
+                        ChainSpec::from_genesis(genesis)
+                    })
                     .and_then(|spec| spec.with_sequencing(key.address(), Some(governance)))
                     .map_err(|e| DevnetError::Setup(e.to_string()))?;
             let json = spec

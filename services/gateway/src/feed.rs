@@ -3,6 +3,10 @@
 //! WebSocket subscription. Nothing
 //! is polled: a mini-block reaches subscribers as soon as NATS delivers it.
 //!
+//! Every mini-block and block must be signed by the sequencer appointed for its position (the
+//! epoch the gateway's replica reports, which follows the handovers in the stream); anything
+//! else is dropped and counted (`verity_gateway_feed_refused_total`).
+//!
 //! The consumer is ephemeral and starts at new messages: subscriptions are live, not a replay.
 //! When NATS goes away the feed reconnects and carries on from new messages again (subscribers
 //! miss what was published meanwhile, as with a node's own subscription after a restart).
@@ -141,6 +145,7 @@ async fn follow(
         .map_err(|e| anyhow::anyhow!("read the chain stream: {e}"))?;
     tracing::info!("chain feed following {}", verity_bus::CHAIN_STREAM);
     let mut replica_seq = 0u64;
+    let mut epoch = replica_epoch(backends).await;
     feed.set_following(true);
     while let Some(message) = messages.next().await {
         let message = message.map_err(|e| anyhow::anyhow!("chain stream: {e}"))?;
@@ -155,6 +160,24 @@ async fn follow(
                 continue;
             }
         };
+        // Only the key appointed for this position may have signed it. The epoch comes from
+        // the replica (which checks each handover against genesis's governance): looked up again
+        // after a handover, or when an event does not verify (the replica may have been behind).
+        let verified = match &epoch {
+            Some(current) => event.verify(current).is_ok(),
+            None => true,
+        };
+        if !verified || matches!(event.kind, ChainEventKind::Handover(_)) {
+            replica_seq = wait_for_replica(backends, event.seq, replica_seq).await;
+            epoch = replica_epoch(backends).await;
+            if let Some(current) = &epoch
+                && let Err(error) = event.verify(current)
+            {
+                tracing::error!(seq, %error, "chain event refused by the feed: not signed by the appointed sequencer");
+                metrics::counter!("verity_gateway_feed_refused_total").increment(1);
+                continue;
+            }
+        }
         // Subscribers read through the replica next (viem fetches the block a newHeads names;
         // a realtime receipt is followed by balance reads): announce nothing it has not applied.
         let produced_ms = match &event.kind {
@@ -232,6 +255,16 @@ async fn follow(
         }
     }
     anyhow::bail!("the chain stream ended")
+}
+
+/// The epoch in force as the replica reports it (`None`: unknown, events are not checked).
+async fn replica_epoch(backends: &Backends) -> Option<verity_primitives::governance::Epoch> {
+    let head = backends.head().await.ok()?;
+    let sequencer = alloy_primitives::Address::try_from(head.epoch_sequencer.as_slice()).ok()?;
+    Some(verity_primitives::governance::Epoch {
+        number: head.epoch,
+        sequencer,
+    })
 }
 
 /// Waits until the replica has applied chain event `seq` (at most two seconds, then carries on
