@@ -8,7 +8,7 @@ mod stages;
 use std::{io::Write as _, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand};
-use verity_devnet::{Devnet, DevnetOptions};
+use verity_devnet::{Devnet, DevnetOptions, Service};
 
 #[derive(Parser, Debug)]
 #[command(name = "verity", version, about = "Verity operator CLI")]
@@ -152,8 +152,18 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
         tokio::select! {
             () = &mut shutdown => break None,
             () = tokio::time::sleep(Duration::from_millis(500)) => {
-                if let Some(service) = net.exited() {
-                    break Some(service);
+                match net.exited() {
+                    // With a standby, one sequencer stopping is what failover is for: the other
+                    // takes over; the devnet goes on while one of them runs.
+                    Some(service @ (Service::Sequencer | Service::Standby))
+                        if net.is_running(Service::Sequencer) || net.is_running(Service::Standby) =>
+                    {
+                        tracing::warn!(%service, log = %net.log_file(service).display(), "a sequencer exited; the other one carries on");
+                        // Reap it, so the next exit reported is another one.
+                        let _ = net.signal(service, nix::sys::signal::Signal::SIGKILL).await;
+                    }
+                    Some(service) => break Some(service),
+                    None => {}
                 }
             }
         }

@@ -181,3 +181,156 @@ pub fn apply(
 pub fn cursor(db: &Database, rules: &Sequencing) -> Result<Cursor, crate::producer::ProducerError> {
     Ok(Cursor::of(&crate::producer::recover(db, rules)?))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use alloy_primitives::{Address, U256};
+    use verity_primitives::{
+        AccountDiff, ChainSpec, MiniBlock, SequencerKey, StateDiff,
+        governance::{Appointment, Governance, Handover, SignedAppointment},
+    };
+
+    use super::*;
+
+    fn mini(number: u64, epoch: u64, parent: B256, key: &SequencerKey) -> MiniBlock {
+        let mut mini = MiniBlock {
+            number,
+            block_number: 1,
+            index: number as u32,
+            epoch,
+            timestamp_ms: 1_700_000_000_000 + number,
+            parent_hash: parent,
+            base_fee: 1_000_000_000,
+            block_timestamp: 1_700_000_000,
+            beneficiary: Address::ZERO,
+            transactions: vec![],
+            receipts: vec![],
+            diff: StateDiff {
+                accounts: [(
+                    Address::repeat_byte(0x10 + number as u8),
+                    AccountDiff {
+                        balance: Some(U256::from(number + 1)),
+                        ..Default::default()
+                    },
+                )]
+                .into(),
+            },
+            hash: B256::ZERO,
+            signature: verity_primitives::UNSIGNED,
+        };
+        mini.seal(key);
+        mini
+    }
+
+    fn wire(seq: u64, kind: ChainEventKind) -> v1::ChainEvent {
+        (&ChainEvent { seq, kind }).into()
+    }
+
+    /// A standby applies what the epoch's key signed, refuses anything else, notices a local
+    /// event the stream replaced, and switches keys at a handover.
+    #[test]
+    fn a_standby_applies_the_appointed_chain_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(dir.path()).unwrap();
+        let first = SequencerKey::random();
+        let second = SequencerKey::random();
+        let governor = SequencerKey::random();
+        let spec = ChainSpec::dev(31337, 2, 100)
+            .unwrap()
+            .with_sequencing(
+                first.address(),
+                Some(Governance::new(vec![governor.address()], 1).unwrap()),
+            )
+            .unwrap();
+        let rules = spec.sequencing(None).unwrap();
+        crate::producer::init_genesis(&db, &spec).unwrap();
+        let mut cursor = cursor(&db, &rules).unwrap();
+        let parent = cursor.last_mini_hash;
+
+        let a = mini(0, 0, parent, &first);
+        apply(
+            &db,
+            &rules,
+            &mut cursor,
+            &wire(1, ChainEventKind::MiniBlock(Box::new(a.clone()))),
+        )
+        .unwrap();
+        // The same event again is recognised; another one at that position is a divergence.
+        apply(
+            &db,
+            &rules,
+            &mut cursor,
+            &wire(1, ChainEventKind::MiniBlock(Box::new(a.clone()))),
+        )
+        .unwrap();
+        let mut other = mini(0, 0, parent, &first);
+        other.timestamp_ms += 1;
+        other.seal(&first);
+        assert!(matches!(
+            apply(
+                &db,
+                &rules,
+                &mut cursor,
+                &wire(1, ChainEventKind::MiniBlock(Box::new(other)))
+            ),
+            Err(FollowError::Diverged { seq: 1, .. })
+        ));
+        // Signed by a key that is not the epoch's.
+        let stranger = mini(1, 0, a.hash, &second);
+        assert!(matches!(
+            apply(
+                &db,
+                &rules,
+                &mut cursor,
+                &wire(2, ChainEventKind::MiniBlock(Box::new(stranger)))
+            ),
+            Err(FollowError::Invalid { seq: 2, .. })
+        ));
+        // A handover to the second key under a standing appointment.
+        let appointment = Appointment {
+            chain_id: 31337,
+            epoch: 1,
+            sequencer: second.address(),
+            first_height: 0,
+            parent_hash: B256::ZERO,
+        };
+        let signed = SignedAppointment {
+            signatures: vec![appointment.sign(&governor)],
+            appointment,
+        };
+        let handover = Handover::new(signed, 1, cursor.head.hash, &second);
+        apply(
+            &db,
+            &rules,
+            &mut cursor,
+            &wire(2, ChainEventKind::Handover(Box::new(handover))),
+        )
+        .unwrap();
+        assert_eq!(cursor.epoch.sequencer, second.address());
+        // The deposed key is refused from here on, the new one accepted.
+        let late = mini(1, 0, a.hash, &first);
+        assert!(matches!(
+            apply(
+                &db,
+                &rules,
+                &mut cursor,
+                &wire(3, ChainEventKind::MiniBlock(Box::new(late)))
+            ),
+            Err(FollowError::Invalid { seq: 3, .. })
+        ));
+        let next = mini(1, 1, a.hash, &second);
+        apply(
+            &db,
+            &rules,
+            &mut cursor,
+            &wire(3, ChainEventKind::MiniBlock(Box::new(next))),
+        )
+        .unwrap();
+        // And the producer resumes from what was applied, under the new epoch.
+        let recovered = crate::producer::recover(&db, &rules).unwrap();
+        assert_eq!((recovered.last_seq, recovered.epoch.number), (3, 1));
+        assert_eq!(recovered.open_minis.len(), 2);
+    }
+}

@@ -387,7 +387,16 @@ impl Node {
     /// Catches up with the stream and, for a new epoch, places the handover.
     async fn take_over(&self, cursor: &mut Cursor) -> Result<(), TakeoverError> {
         for _ in 0..HANDOVER_ATTEMPTS {
-            let stream_last = self.catch_up(cursor).await.map_err(TakeoverError::Retry)?;
+            let stream_last = self.catch_up(cursor).await.map_err(|error| {
+                if matches!(
+                    error.downcast_ref::<follow::FollowError>(),
+                    Some(follow::FollowError::Diverged { .. })
+                ) {
+                    TakeoverError::Refused(error)
+                } else {
+                    TakeoverError::Retry(error)
+                }
+            })?;
             // What the stream holds may have changed what this node may do.
             let authority = self.authority(cursor).ok_or_else(|| {
                 TakeoverError::Retry(anyhow::anyhow!(
@@ -679,8 +688,16 @@ async fn follow_stream(
 ) -> anyhow::Result<Cursor> {
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
     while !*stop.borrow() {
-        let consumer = match verity_bus::ordered_chain_consumer(&stream, cursor.last_seq + 1).await
-        {
+        // From the stream's end if that is below ours: events this node committed but never
+        // published must match what the stream holds there, or it diverged.
+        let stream_last = {
+            let mut stream = stream.clone();
+            verity_bus::last_chain_seq(&mut stream)
+                .await
+                .unwrap_or(cursor.last_seq)
+        };
+        let from = stream_last.min(cursor.last_seq) + 1;
+        let consumer = match verity_bus::ordered_chain_consumer(&stream, from).await {
             Ok(consumer) => consumer,
             Err(error) => {
                 tracing::warn!(%error, "standby: cannot follow the chain; retrying");

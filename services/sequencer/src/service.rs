@@ -72,25 +72,13 @@ async fn admit(
     let span = tracing::info_span!("sequencer.admit", tx_hash = %tx.tx_hash());
     verity_telemetry::link_map_parent(&request.trace_context, &span);
     async move {
-        let sender = tx.signer();
-        let uncommitted_nonce = shared.uncommitted_nonce(sender);
-        // Read in place, not on the blocking pool: one account is a B-tree lookup in MDBX's
-        // memory map (microseconds), while a hop to a blocking thread and back cost more than
-        // the whole admission and serialised this stream's admissions behind it under load.
-        let account = shared
-            .db
-            .read()
-            .and_then(|read| read.account(sender))
-            .map_err(|e| (tonic::Code::Internal, format!("storage: {e}")))?
-            .unwrap_or_default();
+        let (account, nonce) = shared
+            .account_with_next_nonce(tx.signer())
+            .map_err(|e| (tonic::Code::Internal, format!("storage: {e}")))?;
         let hash = *tx.tx_hash();
         shared
             .lock_mempool()
-            .insert(
-                tx,
-                account.nonce.max(uncommitted_nonce.unwrap_or(0)),
-                account.balance,
-            )
+            .insert(tx, nonce, account.balance)
             .map_err(|e| (admission_code(&e), e.to_string()))?;
         shared.remember_trace(hash, verity_telemetry::inject_map());
         tracing::debug!("admitted");
@@ -169,17 +157,11 @@ impl v1::sequencer_server::Sequencer for SequencerService {
         request: Request<v1::GetAccountRequest>,
     ) -> Result<Response<v1::AccountState>, Status> {
         let address = address_from(&request.into_inner().address, "address")?;
-        let uncommitted_nonce = self.shared.uncommitted_nonce(address);
-        let db = self.shared.db.clone();
-        let account = tokio::task::spawn_blocking(move || db.read()?.account(address))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(storage_status)?
-            .unwrap_or_default();
-        let pending_nonce = self
+        let (account, nonce) = self
             .shared
-            .lock_mempool()
-            .pending_nonce(address, account.nonce.max(uncommitted_nonce.unwrap_or(0)));
+            .account_with_next_nonce(address)
+            .map_err(storage_status)?;
+        let pending_nonce = self.shared.lock_mempool().pending_nonce(address, nonce);
         Ok(Response::new(v1::AccountState {
             nonce: account.nonce,
             pending_nonce,

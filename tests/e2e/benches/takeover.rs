@@ -71,38 +71,12 @@ async fn trickle(
     }
 }
 
-async fn holder(nats: &str) -> Option<Address> {
-    let (_client, js) = verity_bus::connect(nats, "bench").await.ok()?;
-    let store = verity_bus::lease::lease_store(&js).await.ok()?;
-    verity_bus::lease::read(&store)
-        .await
-        .ok()??
-        .holder
-        .map(|h| h.sequencer)
-}
-
 async fn wait_holder(nats: &str, address: Address, within: Duration) -> Option<Duration> {
-    let started = Instant::now();
-    while started.elapsed() < within {
-        if holder(nats).await == Some(address) {
-            return Some(started.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    None
+    verity_e2e::wait_lease_holder(nats, address, within).await
 }
 
 async fn events(nats: &str) -> Vec<ChainEvent> {
-    let (_client, js) = verity_bus::connect(nats, "bench").await.unwrap();
-    let mut stream = verity_bus::ensure_chain_stream(&js).await.unwrap();
-    let last = verity_bus::last_chain_seq(&mut stream).await.unwrap();
-    let mut out = Vec::new();
-    for seq in 1..=last {
-        out.push(
-            ChainEvent::try_from(&verity_bus::chain_event_at(&stream, seq).await.unwrap()).unwrap(),
-        );
-    }
-    out
+    verity_e2e::chain_events(nats).await.unwrap()
 }
 
 /// The gap at each handover: old epoch's last mini-block to the new epoch's first, in ms.
@@ -199,18 +173,8 @@ async fn takeovers(runs: usize) -> String {
 
 /// `verity governance …` must succeed.
 async fn governance(args: &[&str]) {
-    let output =
-        tokio::process::Command::new(verity_e2e::verity_devnet::default_bin_dir().join("verity"))
-            .arg("governance")
-            .args(args)
-            .output()
-            .await
-            .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (ok, text) = verity_e2e::governance(args).await.unwrap();
+    assert!(ok, "{text}");
 }
 
 /// A cold appointment on a chain whose state holds `accounts` extra genesis accounts.

@@ -356,3 +356,74 @@ async fn run_client(
         .ok_or_else(|| anyhow!("{script} printed nothing; stderr:\n{stderr}"))?;
     serde_json::from_str(line).with_context(|| format!("{script} printed no JSON: {stdout}"))
 }
+
+/// The seed of a randomised scenario: `VERITY_E2E_SEED` to replay one, else the clock (odd, so
+/// xorshift never sticks at zero).
+pub fn seed() -> u64 {
+    std::env::var("VERITY_E2E_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+                | 1
+        })
+}
+
+/// The address in the sequencer lease on `nats_url`, if any.
+pub async fn lease_holder(nats_url: &str) -> Option<Address> {
+    let (_client, js) = verity_bus::connect(nats_url, "e2e").await.ok()?;
+    let store = verity_bus::lease::lease_store(&js).await.ok()?;
+    verity_bus::lease::read(&store)
+        .await
+        .ok()??
+        .holder
+        .map(|h| h.sequencer)
+}
+
+/// Waits until the lease names `address`; how long that took, or `None` after `within`.
+pub async fn wait_lease_holder(
+    nats_url: &str,
+    address: Address,
+    within: Duration,
+) -> Option<Duration> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < within {
+        if lease_holder(nats_url).await == Some(address) {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    None
+}
+
+/// The chain stream on `nats_url`, decoded, from event 1 to its end.
+pub async fn chain_events(nats_url: &str) -> anyhow::Result<Vec<verity_primitives::ChainEvent>> {
+    let (_client, js) = verity_bus::connect(nats_url, "e2e").await?;
+    let mut stream = verity_bus::ensure_chain_stream(&js).await?;
+    let last = verity_bus::last_chain_seq(&mut stream).await?;
+    let mut events = Vec::new();
+    for seq in 1..=last {
+        let wire = verity_bus::chain_event_at(&stream, seq).await?;
+        events.push(verity_primitives::ChainEvent::try_from(&wire)?);
+    }
+    Ok(events)
+}
+
+/// Runs `verity governance <args>`; whether it succeeded, and its stdout and stderr.
+pub async fn governance(args: &[&str]) -> anyhow::Result<(bool, String)> {
+    let output = tokio::process::Command::new(verity_devnet::default_bin_dir().join("verity"))
+        .arg("governance")
+        .args(args)
+        .output()
+        .await?;
+    Ok((
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    ))
+}

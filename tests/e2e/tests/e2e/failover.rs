@@ -35,19 +35,6 @@ use verity_proto::v1::{
 const TAKEOVERS: usize = 10;
 const SENDERS: usize = 3;
 
-/// The lease holder's address, if any.
-async fn holder(net: &TestNet) -> Option<Address> {
-    let (_client, js) = verity_bus::connect(net.devnet.nats_url()?, "e2e")
-        .await
-        .ok()?;
-    let store = verity_bus::lease::lease_store(&js).await.ok()?;
-    verity_bus::lease::read(&store)
-        .await
-        .ok()??
-        .holder
-        .map(|h| h.sequencer)
-}
-
 fn service_of(net: &TestNet, address: Address) -> Service {
     if address == net.devnet.standby_address() {
         Service::Standby
@@ -58,34 +45,16 @@ fn service_of(net: &TestNet, address: Address) -> Service {
 
 /// Waits until the lease names `address`.
 async fn wait_holder(net: &TestNet, address: Address, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if holder(net).await == Some(address) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
+    verity_e2e::wait_lease_holder(net.devnet.nats_url().unwrap(), address, within)
+        .await
+        .is_some()
 }
 
 /// The chain stream, decoded, from event 1 to its end.
 async fn stream_events(net: &TestNet) -> Vec<ChainEvent> {
-    let (_client, js) = verity_bus::connect(net.devnet.nats_url().unwrap(), "e2e")
+    verity_e2e::chain_events(net.devnet.nats_url().unwrap())
         .await
-        .unwrap();
-    let mut stream = verity_bus::ensure_chain_stream(&js).await.unwrap();
-    let last = verity_bus::last_chain_seq(&mut stream).await.unwrap();
-    let mut events = Vec::new();
-    for seq in 1..=last {
-        let wire = verity_bus::chain_event_at(&stream, seq).await.unwrap();
-        assert_eq!(
-            wire.seq, seq,
-            "stream message {seq} holds event {}",
-            wire.seq
-        );
-        events.push(ChainEvent::try_from(&wire).unwrap());
-    }
-    events
+        .unwrap()
 }
 
 /// Checks the chain as the stream holds it: one block per height on its parent, rising epochs
@@ -202,16 +171,7 @@ fn same_state(a: &StateDigest, b: &StateDigest) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_standby_takes_over_after_each_sigkill_and_the_chain_never_forks() {
-    let seed = std::env::var("VERITY_E2E_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
+    let seed = verity_e2e::seed();
     let mut schedule = crate::kill_nine::Schedule(seed);
     let mut net = TestNet::start(|o| {
         o.standby = true;
@@ -389,21 +349,8 @@ async fn a_frozen_sequencer_wakes_up_deposed_and_steps_down() {
     net.stop().await.unwrap();
 }
 
-/// Runs `verity governance …`; its exit status and its output (stdout and stderr).
 async fn governance(args: &[&str]) -> (bool, String) {
-    let output =
-        tokio::process::Command::new(verity_e2e::verity_devnet::default_bin_dir().join("verity"))
-            .arg("governance")
-            .args(args)
-            .output()
-            .await
-            .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    verity_e2e::governance(args).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

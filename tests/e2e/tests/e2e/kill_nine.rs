@@ -118,16 +118,7 @@ async fn replica_client(net: &TestNet) -> Option<ReplicaClient<tonic::transport:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_loses_no_receipted_transaction() {
-    let seed = std::env::var("VERITY_E2E_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
+    let seed = verity_e2e::seed();
     let mut schedule = Schedule(seed);
     let mut net = TestNet::start(|o| o.block_interval_ms = 200).await.unwrap();
     let chain_id = net.devnet.chain_id();
