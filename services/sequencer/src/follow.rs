@@ -14,7 +14,7 @@ use verity_primitives::{
     governance::{EPOCH_META_KEY, Epoch, Sequencing},
 };
 use verity_proto::v1;
-use verity_storage::{Database, StorageError};
+use verity_storage::{Database, StorageError, WriteTx};
 
 use crate::producer::{META_LAST_BLOCK_SEQ, Recovered};
 
@@ -88,12 +88,38 @@ pub fn apply(
     cursor: &mut Cursor,
     wire: &v1::ChainEvent,
 ) -> Result<(), FollowError> {
+    apply_batch(db, rules, cursor, std::slice::from_ref(wire))
+}
+
+/// [`apply`] for consecutive events in one durable MDBX transaction (one fsync for the batch):
+/// all of them or, on the first refused one, none; the cursor moves only when they are on disk.
+pub fn apply_batch(
+    db: &Database,
+    rules: &Sequencing,
+    cursor: &mut Cursor,
+    wires: &[v1::ChainEvent],
+) -> Result<(), FollowError> {
+    let mut next = cursor.clone();
+    let mut write = db.write()?;
+    for wire in wires {
+        apply_in(&mut write, rules, &mut next, wire)?;
+    }
+    write.commit()?;
+    *cursor = next;
+    Ok(())
+}
+
+fn apply_in(
+    write: &mut WriteTx<'_>,
+    rules: &Sequencing,
+    cursor: &mut Cursor,
+    wire: &v1::ChainEvent,
+) -> Result<(), FollowError> {
     let seq = wire.seq;
     let invalid = |reason: String| FollowError::Invalid { seq, reason };
     let event = ChainEvent::try_from(wire).map_err(|e| invalid(e.to_string()))?;
     if seq <= cursor.last_seq {
-        let local = db
-            .read()?
+        let local = write
             .events_from(seq, 1)?
             .into_iter()
             .next()
@@ -118,7 +144,6 @@ pub fn apply(
     event
         .verify(&cursor.epoch)
         .map_err(|e| invalid(e.to_string()))?;
-    let mut write = db.write()?;
     match &event.kind {
         ChainEventKind::MiniBlock(mini) => {
             check_mini_block_link(
@@ -130,7 +155,6 @@ pub fn apply(
             .map_err(invalid)?;
             write.apply_diff(&mini.diff)?;
             write.put_event(wire)?;
-            write.commit()?;
             cursor.next_mini = mini.number + 1;
             cursor.last_mini_hash = mini.hash;
             cursor.open_txs += mini.transactions.len() as u64;
@@ -147,7 +171,6 @@ pub fn apply(
             write.put_block(block)?;
             write.put_event(wire)?;
             write.set_meta_u64(META_LAST_BLOCK_SEQ, seq)?;
-            write.commit()?;
             cursor.head = block.as_ref().clone();
             cursor.open_txs = 0;
         }
@@ -162,7 +185,6 @@ pub fn apply(
                 .map_err(|e| invalid(format!("handover refused: {e}")))?;
             write.put_event(wire)?;
             write.set_meta(EPOCH_META_KEY, &epoch.to_bytes())?;
-            write.commit()?;
             tracing::info!(
                 seq,
                 epoch = epoch.number,
@@ -328,6 +350,24 @@ mod tests {
             &wire(3, ChainEventKind::MiniBlock(Box::new(next))),
         )
         .unwrap();
+        // A batch is applied whole or not at all.
+        let fine = mini(2, 1, cursor.last_mini_hash, &second);
+        let broken = mini(3, 1, B256::repeat_byte(1), &second);
+        let before = cursor.clone();
+        assert!(matches!(
+            apply_batch(
+                &db,
+                &rules,
+                &mut cursor,
+                &[
+                    wire(4, ChainEventKind::MiniBlock(Box::new(fine.clone()))),
+                    wire(5, ChainEventKind::MiniBlock(Box::new(broken))),
+                ],
+            ),
+            Err(FollowError::Invalid { seq: 5, .. })
+        ));
+        assert_eq!(cursor.last_seq, before.last_seq);
+        assert_eq!(db.read().unwrap().last_event_seq().unwrap(), 3);
         // And the producer resumes from what was applied, under the new epoch.
         let recovered = crate::producer::recover(&db, &rules).unwrap();
         assert_eq!((recovered.last_seq, recovered.epoch.number), (3, 1));

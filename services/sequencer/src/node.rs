@@ -34,7 +34,7 @@ use std::{
 use alloy_primitives::Address;
 use anyhow::Context as _;
 use async_nats::jetstream::{self, kv, stream::Stream};
-use futures::StreamExt;
+use futures::{FutureExt as _, StreamExt};
 use tokio::sync::watch;
 use verity_bus::{
     BusError,
@@ -55,6 +55,26 @@ use crate::{
     producer::{self, Head, Producer},
     publish::{self, PublishError},
 };
+
+/// Most chain events a follower applies in one MDBX transaction.
+const APPLY_BATCH: usize = 256;
+
+/// A message of an ordered chain consumer, decoded (an end or an error of the consumer is an
+/// error: the caller resubscribes).
+fn decode(
+    message: Option<
+        Result<async_nats::jetstream::Message, async_nats::jetstream::consumer::pull::OrderedError>,
+    >,
+) -> anyhow::Result<v1::ChainEvent> {
+    let message = message
+        .ok_or_else(|| anyhow::anyhow!("the chain consumer ended"))?
+        .map_err(|e| anyhow::anyhow!("chain consumer: {e}"))?;
+    let seq = message
+        .info()
+        .map_err(|e| anyhow::anyhow!("message info: {e}"))?
+        .stream_sequence;
+    Ok(verity_bus::decode_event(seq, &message.payload)?)
+}
 
 /// Attempts at placing a handover before giving the lease up again.
 const HANDOVER_ATTEMPTS: usize = 20;
@@ -482,12 +502,33 @@ impl Node {
     async fn catch_up(&self, cursor: &mut Cursor) -> anyhow::Result<u64> {
         let mut stream = self.stream.clone();
         let last = verity_bus::last_chain_seq(&mut stream).await?;
-        while cursor.last_seq < last {
-            let wire = verity_bus::chain_event_at(&self.stream, cursor.last_seq + 1).await?;
-            let (db, rules) = (self.db.clone(), self.rules.clone());
-            let mut next = cursor.clone();
-            *cursor = blocking(move || follow::apply(&db, &rules, &mut next, &wire).map(|()| next))
+        if cursor.last_seq < last {
+            // Read with a consumer and applied in batches (one fsync each): a cold node
+            // rebuilds at the stream's pace, not one round trip and one fsync per event.
+            let consumer =
+                verity_bus::ordered_chain_consumer(&self.stream, cursor.last_seq + 1).await?;
+            let mut messages = consumer
+                .messages()
+                .await
+                .map_err(|e| anyhow::anyhow!("read the chain stream: {e}"))?;
+            while cursor.last_seq < last {
+                let first = tokio::time::timeout(Duration::from_secs(5), messages.next())
+                    .await
+                    .map_err(|_| anyhow::anyhow!("the chain stream stalled during catch-up"))?;
+                let mut batch = vec![decode(first)?];
+                while batch.len() < APPLY_BATCH && batch.last().is_some_and(|w| w.seq < last) {
+                    match messages.next().now_or_never() {
+                        Some(next) => batch.push(decode(next)?),
+                        None => break,
+                    }
+                }
+                let (db, rules) = (self.db.clone(), self.rules.clone());
+                let mut next = cursor.clone();
+                *cursor = blocking(move || {
+                    follow::apply_batch(&db, &rules, &mut next, &batch).map(|()| next)
+                })
                 .await??;
+            }
         }
         if last > 0 && cursor.last_seq > last {
             // Our own events beyond the stream's end: the stream's last must be ours too.
@@ -729,13 +770,31 @@ async fn follow_stream(
             let Ok(seq) = message.info().map(|i| i.stream_sequence) else {
                 break;
             };
-            let wire = verity_bus::decode_event(seq, &message.payload)?;
+            let mut batch = vec![verity_bus::decode_event(seq, &message.payload)?];
+            // What has arrived already goes into the same transaction (one fsync per batch).
+            let mut interrupted = false;
+            while batch.len() < APPLY_BATCH {
+                match messages.next().now_or_never() {
+                    None => break,
+                    Some(next @ Some(Ok(_))) => batch.push(decode(next)?),
+                    Some(_) => {
+                        interrupted = true;
+                        break;
+                    }
+                }
+            }
             let (db, rules) = (db.clone(), rules.clone());
             let mut next = cursor.clone();
-            cursor = blocking(move || follow::apply(&db, &rules, &mut next, &wire).map(|()| next))
-                .await??;
+            cursor = blocking(move || {
+                follow::apply_batch(&db, &rules, &mut next, &batch).map(|()| next)
+            })
+            .await??;
             head.send_replace(head_of(&cursor, &spec));
             metrics::gauge!("verity_sequencer_standby_last_seq").set(cursor.last_seq as f64);
+            if interrupted {
+                tracing::warn!("standby: chain consumer interrupted; resubscribing");
+                break;
+            }
         }
         backoff.wait(&mut stop).await;
     }
