@@ -97,10 +97,9 @@ pub struct Node {
     rules: Arc<Sequencing>,
     key: SequencerKey,
     fee_recipient: Address,
-    /// Appointments for this node's key: from `--appointments` and the published ones.
-    appointments: Arc<std::sync::Mutex<Vec<SignedAppointment>>>,
-    /// Bumped when an appointment arrives.
-    appointed: watch::Sender<u64>,
+    /// Appointments for this node's key: from `--appointments` and the published ones
+    /// (subscribers learn of each one that arrives).
+    appointments: watch::Sender<Vec<SignedAppointment>>,
     js: jetstream::Context,
     stream: Stream,
     lease: kv::Store,
@@ -224,8 +223,7 @@ impl Node {
             rules: Arc::new(rules),
             fee_recipient: config.fee_recipient.unwrap_or_else(|| key.address()),
             key,
-            appointments: Arc::new(std::sync::Mutex::new(appointments)),
-            appointed: watch::channel(0).0,
+            appointments: watch::Sender::new(appointments),
             js,
             stream,
             lease,
@@ -242,8 +240,7 @@ impl Node {
             return Some(Authority::Own);
         }
         self.appointments
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .borrow()
             .iter()
             .filter(|a| a.appointment.epoch > cursor.epoch.number)
             .min_by_key(|a| a.appointment.epoch)
@@ -267,7 +264,6 @@ impl Node {
             self.js.clone(),
             self.key.address(),
             self.appointments.clone(),
-            self.appointed.clone(),
         ));
         let result = self
             .standby_then_active(config, advertise, &mut cursor, &mut backoff, stop)
@@ -284,7 +280,7 @@ impl Node {
         backoff: &mut Backoff,
         mut stop: watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
-        let mut appointed = self.appointed.subscribe();
+        let mut appointed = self.appointments.subscribe();
         loop {
             let authority = self.authority(cursor);
             let (follow_stop, follow_stop_rx) = watch::channel(false);
@@ -654,13 +650,12 @@ enum TakeoverError {
     Refused(anyhow::Error),
 }
 
-/// Adds the published appointments naming `key` to `appointments` (and bumps `appointed`), for
+/// Adds the published appointments naming `key` to `appointments`, for
 /// as long as the node runs; reconnects by itself.
 async fn watch_appointments(
     js: jetstream::Context,
     key: Address,
-    appointments: Arc<std::sync::Mutex<Vec<SignedAppointment>>>,
-    appointed: watch::Sender<u64>,
+    appointments: watch::Sender<Vec<SignedAppointment>>,
 ) {
     loop {
         let watched = async {
@@ -670,16 +665,18 @@ async fn watch_appointments(
                 if appointment.appointment.sequencer != key {
                     continue;
                 }
-                let mut known = appointments.lock().unwrap_or_else(|e| e.into_inner());
-                if !known.contains(&appointment) {
+                appointments.send_if_modified(|known| {
+                    if known.contains(&appointment) {
+                        return false;
+                    }
                     tracing::info!(
                         epoch = appointment.appointment.epoch,
                         first_height = appointment.appointment.first_height,
                         "appointment published for this node"
                     );
                     known.push(appointment);
-                    appointed.send_modify(|n| *n += 1);
-                }
+                    true
+                });
             }
             Ok::<(), BusError>(())
         }

@@ -277,12 +277,15 @@ impl Producer {
         max_txs: usize,
     ) -> Result<Self, ProducerError> {
         init_genesis(&db, &spec)?;
+        let recovered = recover(&db, rules)?;
+        let (last_mini_hash, next_mini_block) =
+            (recovered.last_mini_hash(), recovered.next_mini_block());
         let Recovered {
             last_seq,
             parent: parent_block,
             open_minis,
             epoch,
-        } = recover(&db, rules)?;
+        } = recovered;
         if epoch.sequencer != key.address() {
             return Err(ProducerError::NotAppointed {
                 key: key.address(),
@@ -291,10 +294,7 @@ impl Producer {
         }
         let parent_number = parent_block.number();
         let sealed_next_mini = parent_block.first_mini_block + parent_block.mini_block_count;
-        let (last_mini_hash, last_mini_timestamp_ms, next_mini_block) = match open_minis.last() {
-            Some(last) => (last.hash, last.timestamp_ms, last.number + 1),
-            None => (parent_block.header.mix_hash, 0, sealed_next_mini),
-        };
+        let last_mini_timestamp_ms = open_minis.last().map_or(0, |m| m.timestamp_ms);
         let base_fee = spec.next_base_fee(&parent_block.header);
         let timestamp = open_minis
             .first()
