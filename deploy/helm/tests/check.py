@@ -1,0 +1,293 @@
+#!/usr/bin/env python3
+"""Checks rendered Kubernetes manifests (the chart's `helm template` output, deploy/k8s's
+kustomize builds): schema validation against the Kubernetes versions given (kubernetes-validate,
+strict), the CRDs this chart uses against the schemas in crds/, policy (every container has
+resources, probes, a pinned image and runs non-root with a locked-down security context), and
+references (every selector, scale target and serviceName points at something rendered).
+
+    check.py validate [--k8s 1.33.0,1.35.0] [--guaranteed COMPONENT] FILE...
+    check.py self-test      # each policy rule catches the manifest that breaks it
+
+Exit status 1 with one line per problem."""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import yaml
+
+HERE = Path(__file__).resolve().parent
+WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"}
+CRD_SCHEMAS = {
+    ("keda.sh/v1alpha1", "ScaledObject"): HERE / "crds" / "keda.sh_v1alpha1_ScaledObject.json",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): HERE / "crds" / "monitoring.coreos.com_v1_ServiceMonitor.json",
+}
+
+
+def name_of(doc):
+    return f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+
+
+def pod_spec(doc):
+    if doc.get("kind") in WORKLOADS:
+        return doc.get("spec", {}).get("template", {}).get("spec", {})
+    if doc.get("kind") == "Pod":
+        return doc.get("spec", {})
+    return None
+
+
+def pod_labels(doc):
+    if doc.get("kind") == "Pod":
+        return doc.get("metadata", {}).get("labels", {}) or {}
+    return doc.get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {}) or {}
+
+
+def matches(selector, labels):
+    """A label selector (matchLabels/matchExpressions, or a Service's plain map) against labels."""
+    if selector is None:
+        return False
+    if "matchLabels" in selector or "matchExpressions" in selector:
+        plain = selector.get("matchLabels", {}) or {}
+        for expr in selector.get("matchExpressions", []) or []:
+            key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+            if op == "In" and labels.get(key) not in values:
+                return False
+            if op == "NotIn" and labels.get(key) in values:
+                return False
+            if op == "Exists" and key not in labels:
+                return False
+            if op == "DoesNotExist" and key in labels:
+                return False
+    else:
+        plain = selector
+    return all(labels.get(k) == v for k, v in plain.items())
+
+
+def schema_problems(docs, versions):
+    problems = []
+    for doc in docs:
+        key = (doc.get("apiVersion"), doc.get("kind"))
+        if key in CRD_SCHEMAS:
+            schema = json.loads(CRD_SCHEMAS[key].read_text())
+            for error in jsonschema.Draft7Validator(schema).iter_errors(doc):
+                path = "/".join(str(p) for p in error.absolute_path)
+                problems.append(f"{name_of(doc)}: schema ({key[0]}): at /{path}: {error.message}")
+            continue
+        for version in versions:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as error:
+                path = "/".join(str(p) for p in error.path)
+                problems.append(f"{name_of(doc)}: schema (Kubernetes {version}): at /{path}: {error.message}")
+            except kubernetes_validate.SchemaNotFoundError:
+                problems.append(f"{name_of(doc)}: no schema for {key[0]} {key[1]} in Kubernetes {version} "
+                                "and none in deploy/helm/tests/crds")
+    return problems
+
+
+def effective(container, pod, field):
+    value = (container.get("securityContext") or {}).get(field)
+    if value is None:
+        value = (pod.get("securityContext") or {}).get(field)
+    return value
+
+
+def policy_problems(docs, guaranteed=()):
+    problems = []
+    for doc in docs:
+        spec = pod_spec(doc)
+        if spec is None:
+            continue
+        where = name_of(doc)
+        if spec.get("hostPID") or spec.get("hostIPC"):
+            problems.append(f"{where}: shares the host's PID or IPC namespace")
+        init = spec.get("initContainers", []) or []
+        for container in (spec.get("containers", []) or []) + init:
+            c = f"{where} container {container.get('name')}"
+            is_init = container in init
+            resources = container.get("resources") or {}
+            for kind in ("requests", "limits"):
+                for res in ("cpu", "memory"):
+                    if res not in (resources.get(kind) or {}):
+                        problems.append(f"{c}: no resources.{kind}.{res}")
+            if not is_init:
+                for probe in ("readinessProbe", "livenessProbe"):
+                    if probe not in container:
+                        problems.append(f"{c}: no {probe}")
+            image = container.get("image", "")
+            last = image.rsplit("/", 1)[-1]
+            if "@sha256:" not in image and (":" not in last or last.endswith(":latest") or last.endswith(":")):
+                problems.append(f"{c}: image {image!r} is not pinned to a tag or digest")
+            if effective(container, spec, "runAsNonRoot") is not True:
+                problems.append(f"{c}: runAsNonRoot is not true")
+            if effective(container, spec, "runAsUser") == 0:
+                problems.append(f"{c}: runs as uid 0")
+            sc = container.get("securityContext") or {}
+            if sc.get("allowPrivilegeEscalation") is not False:
+                problems.append(f"{c}: allowPrivilegeEscalation is not false")
+            if sc.get("readOnlyRootFilesystem") is not True:
+                problems.append(f"{c}: readOnlyRootFilesystem is not true")
+            if sc.get("privileged"):
+                problems.append(f"{c}: privileged")
+            if "ALL" not in ((sc.get("capabilities") or {}).get("drop") or []):
+                problems.append(f"{c}: capabilities do not drop ALL")
+            seccomp = effective(container, spec, "seccompProfile") or {}
+            if seccomp.get("type") not in ("RuntimeDefault", "Localhost"):
+                problems.append(f"{c}: seccompProfile is not RuntimeDefault")
+            if "/verity-" in image and not is_init:
+                if "grpc" not in (container.get("readinessProbe") or {}):
+                    problems.append(f"{c}: readiness is not on the gRPC health service")
+                if ((container.get("livenessProbe") or {}).get("httpGet") or {}).get("path") != "/metrics":
+                    problems.append(f"{c}: liveness is not on /metrics")
+            component = pod_labels(doc).get("app.kubernetes.io/component")
+            if component in guaranteed and not is_init:
+                if (resources.get("requests") or {}) != (resources.get("limits") or {}):
+                    problems.append(f"{c}: requests differ from limits (not Guaranteed QoS)")
+    return problems
+
+
+def reference_problems(docs):
+    problems = []
+    workloads = [d for d in docs if pod_spec(d) is not None]
+    by_kind = {}
+    for d in docs:
+        by_kind.setdefault(d.get("kind"), {})[d["metadata"]["name"]] = d
+
+    def some_pod(selector):
+        return any(matches(selector, pod_labels(w)) for w in workloads)
+
+    for d in docs:
+        kind, where, spec = d.get("kind"), name_of(d), d.get("spec", {})
+        if kind == "Service" and spec.get("selector") and not some_pod(spec["selector"]):
+            problems.append(f"{where}: its selector matches no pod")
+        if kind == "Service":
+            for port in spec.get("ports", []):
+                target = port.get("targetPort")
+                if isinstance(target, str) and not any(
+                    matches(spec.get("selector"), pod_labels(w))
+                    and any(p.get("name") == target for c in pod_spec(w).get("containers", []) for p in c.get("ports", []))
+                    for w in workloads
+                ):
+                    problems.append(f"{where}: targetPort {target!r} is no named port of its pods")
+        if kind in ("PodDisruptionBudget", "NetworkPolicy"):
+            selector = spec.get("selector") if kind == "PodDisruptionBudget" else spec.get("podSelector")
+            if not some_pod(selector):
+                problems.append(f"{where}: its selector matches no pod")
+        if kind in ("Deployment", "StatefulSet") and not matches(spec.get("selector"), pod_labels(d)):
+            problems.append(f"{where}: its selector does not match its own pod template")
+        if kind == "StatefulSet":
+            svc = by_kind.get("Service", {}).get(spec.get("serviceName"))
+            if svc is None or svc["spec"].get("clusterIP") != "None":
+                problems.append(f"{where}: serviceName {spec.get('serviceName')!r} is no headless Service rendered here")
+        if kind in ("HorizontalPodAutoscaler", "ScaledObject"):
+            ref = spec.get("scaleTargetRef", {})
+            target = by_kind.get(ref.get("kind", "Deployment"), {}).get(ref.get("name"))
+            if target is None:
+                problems.append(f"{where}: scale target {ref.get('kind')}/{ref.get('name')} is not rendered")
+            elif "replicas" in target.get("spec", {}):
+                problems.append(f"{where}: its target {name_of(target)} sets spec.replicas (they would fight)")
+    for w in workloads:
+        for volume in pod_spec(w).get("volumes", []) or []:
+            cm = (volume.get("configMap") or {}).get("name", "")
+            if cm.endswith("-nats") and cm not in by_kind.get("ConfigMap", {}):
+                problems.append(f"{name_of(w)}: ConfigMap {cm} is not rendered")
+    return problems
+
+
+def load(paths):
+    docs = []
+    for path in paths:
+        for doc in yaml.safe_load_all(Path(path).read_text()):
+            if doc:
+                docs.append(doc)
+    return docs
+
+
+def self_test():
+    """Every rule must catch the manifest that breaks it (a checker that cannot fail checks nothing)."""
+    good = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "x"},
+        "spec": {"selector": {"matchLabels": {"app": "x"}},
+                 "template": {"metadata": {"labels": {"app": "x"}}, "spec": {
+                     "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                     "containers": [{
+                         "name": "c", "image": "ghcr.io/verity-rollup/verity-gateway:0.1.0",
+                         "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+                         "readinessProbe": {"grpc": {"port": 7600}},
+                         "livenessProbe": {"httpGet": {"path": "/metrics", "port": 9100}},
+                         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                             "capabilities": {"drop": ["ALL"]}}}]}}}}
+    assert policy_problems([good]) == [], policy_problems([good])
+    assert schema_problems([good], ["1.33.0"]) == [], schema_problems([good], ["1.33.0"])
+
+    def broken(edit):
+        doc = json.loads(json.dumps(good))
+        edit(doc["spec"]["template"]["spec"], doc["spec"]["template"]["spec"]["containers"][0])
+        return doc
+
+    cases = [
+        (lambda p, c: c["resources"]["limits"].pop("memory"), "no resources.limits.memory"),
+        (lambda p, c: c.pop("readinessProbe"), "no readinessProbe"),
+        (lambda p, c: c.update(image="ghcr.io/verity-rollup/verity-gateway"), "is not pinned"),
+        (lambda p, c: c.update(image="nats:latest"), "is not pinned"),
+        (lambda p, c: p["securityContext"].pop("runAsNonRoot"), "runAsNonRoot is not true"),
+        (lambda p, c: c["securityContext"].update(runAsUser=0), "runs as uid 0"),
+        (lambda p, c: c["securityContext"].pop("allowPrivilegeEscalation"), "allowPrivilegeEscalation"),
+        (lambda p, c: c["securityContext"].update(readOnlyRootFilesystem=False), "readOnlyRootFilesystem"),
+        (lambda p, c: c["securityContext"].update(capabilities={"drop": ["NET_RAW"]}), "do not drop ALL"),
+        (lambda p, c: p["securityContext"].pop("seccompProfile"), "seccompProfile"),
+        (lambda p, c: c.update(readinessProbe={"tcpSocket": {"port": 7600}}), "not on the gRPC health"),
+        (lambda p, c: c.update(livenessProbe={"httpGet": {"path": "/", "port": 9100}}), "not on /metrics"),
+    ]
+    for edit, expected in cases:
+        found = policy_problems([broken(edit)])
+        assert any(expected in p for p in found), f"rule {expected!r} missed: {found}"
+    qos = broken(lambda p, c: c["resources"]["limits"].update(cpu="2"))
+    qos["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] = "sequencer"
+    assert any("Guaranteed" in p for p in policy_problems([qos], guaranteed=("sequencer",)))
+    typo = broken(lambda p, c: c.update(imagePullPolice="Always"))
+    assert any("imagePullPolice" in p for p in schema_problems([typo], ["1.33.0"])), "strict schema missed a typo"
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+           "spec": {"selector": {"app": "y"}, "ports": [{"port": 1, "targetPort": "grpc"}]}}
+    assert any("matches no pod" in p for p in reference_problems([good, svc]))
+    hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "h"},
+           "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "missing"}, "maxReplicas": 2}}
+    assert any("not rendered" in p for p in reference_problems([good, hpa]))
+    scaled = {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "p"},
+              "spec": {"scaleTargetRef": {"name": "x"},
+                       "triggers": [{"type": "nats-jetstream", "metadata": {"stream": "S"}}]}}
+    assert any("consumer" in p for p in schema_problems([scaled], ["1.33.0"])), "CRD schema missed a field"
+    print(f"check.py self-test: {len(cases) + 6} rules each caught their broken manifest")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    v = sub.add_parser("validate")
+    v.add_argument("--k8s", default="1.33.0,1.35.0", help="Kubernetes versions, comma-separated")
+    v.add_argument("--guaranteed", action="append", default=[], help="a component whose pods must be Guaranteed QoS")
+    v.add_argument("files", nargs="+")
+    sub.add_parser("self-test")
+    args = parser.parse_args()
+    if args.command == "self-test":
+        self_test()
+        return
+    docs = load(args.files)
+    if not docs:
+        sys.exit(f"{' '.join(args.files)}: no manifests")
+    problems = (schema_problems(docs, args.k8s.split(","))
+                + policy_problems(docs, tuple(args.guaranteed))
+                + reference_problems(docs))
+    for problem in problems:
+        print(problem)
+    kinds = sorted({d["kind"] for d in docs})
+    if problems:
+        sys.exit(f"{' '.join(args.files)}: {len(problems)} problems in {len(docs)} manifests")
+    print(f"{' '.join(args.files)}: {len(docs)} manifests valid ({', '.join(kinds)})")
+
+
+if __name__ == "__main__":
+    main()
