@@ -20,7 +20,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked --bins \
  && mkdir -p /out \
  && cp target/release/verity target/release/verity-sequencer target/release/verity-ingress \
-       target/release/verity-replica target/release/verity-gateway target/release/verity-prover /out/
+       target/release/verity-replica target/release/verity-gateway target/release/verity-prover \
+       target/release/verity-autoscaler /out/
 
 FROM gcr.io/distroless/cc-debian12:nonroot AS runtime
 LABEL org.opencontainers.image.source="https://github.com/verity-rollup/verity" \
@@ -47,6 +48,10 @@ ENTRYPOINT ["/usr/local/bin/verity-gateway"]
 FROM runtime AS prover
 COPY --from=build /out/verity-prover /usr/local/bin/
 ENTRYPOINT ["/usr/local/bin/verity-prover"]
+
+FROM runtime AS autoscaler
+COPY --from=build /out/verity-autoscaler /usr/local/bin/
+ENTRYPOINT ["/usr/local/bin/verity-autoscaler"]
 
 # The operator's tool: `verity governance ...` (appointments), `verity bench` (load).
 FROM runtime AS cli

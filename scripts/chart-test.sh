@@ -46,8 +46,12 @@ render default
 render default-with-crds "${crds[@]}"
 python3 "$tests/check.py" validate --guaranteed sequencer "$out/default.yaml"
 python3 "$tests/check.py" validate --guaranteed sequencer "$out/default-with-crds.yaml"
-grep -q '^kind: ScaledObject' "$out/default-with-crds.yaml" || { echo "chart-test: KEDA present but no ScaledObject" >&2; exit 1; }
+# Prover scaling `auto`: KEDA's ScaledObject where KEDA is, Verity's autoscaler elsewhere.
+has() { grep -q "^kind: $1\$" "$2" && grep -q "name: verity-$3\$" "$2"; }
+has ScaledObject "$out/default-with-crds.yaml" prover || { echo "chart-test: KEDA present but no ScaledObject" >&2; exit 1; }
 ! grep -q '^kind: ScaledObject' "$out/default.yaml" || { echo "chart-test: ScaledObject rendered without KEDA" >&2; exit 1; }
+has Deployment "$out/default.yaml" autoscaler || { echo "chart-test: no KEDA and no Verity autoscaler" >&2; exit 1; }
+! grep -q 'name: verity-autoscaler$' "$out/default-with-crds.yaml" || { echo "chart-test: both KEDA and Verity's autoscaler" >&2; exit 1; }
 for values in "$chart"/ci/*.yaml; do
   name="$(basename "$values" .yaml)"
   render "$name" -f "$values"

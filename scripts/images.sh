@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 REGISTRY="${REGISTRY:-ghcr.io/verity-rollup}"
 TAG="${TAG:-$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)}"
-SERVICES=(sequencer ingress replica gateway prover cli)
+SERVICES=(sequencer ingress replica gateway prover autoscaler cli)
 
 engine="${ENGINE:-}"
 if [ -z "$engine" ]; then

@@ -188,6 +188,28 @@ def reference_problems(docs):
                 problems.append(f"{where}: scale target {ref.get('kind')}/{ref.get('name')} is not rendered")
             elif "replicas" in target.get("spec", {}):
                 problems.append(f"{where}: its target {name_of(target)} sets spec.replicas (they would fight)")
+    kinds_of = {"deployments": "Deployment", "deployments/scale": "Deployment", "leases": "Lease",
+                "statefulsets": "StatefulSet", "configmaps": "ConfigMap", "secrets": "Secret"}
+    for role in by_kind.get("Role", {}).values():
+        for rule in role.get("rules", []):
+            for resource in rule.get("resources", []):
+                kind = kinds_of.get(resource)
+                for name in rule.get("resourceNames", []) or []:
+                    if kind in ("Deployment", "Lease", "StatefulSet") and name not in by_kind.get(kind, {}):
+                        problems.append(f"{name_of(role)}: grants {resource} {name!r}, which is not rendered")
+    for binding in by_kind.get("RoleBinding", {}).values():
+        if binding["roleRef"]["name"] not in by_kind.get(binding["roleRef"]["kind"], {}):
+            problems.append(f"{name_of(binding)}: binds {binding['roleRef']['name']}, which is not rendered")
+        for subject in binding.get("subjects", []):
+            if subject["kind"] == "ServiceAccount" and subject["name"] not in by_kind.get("ServiceAccount", {}):
+                problems.append(f"{name_of(binding)}: subject {subject['name']} is not rendered")
+    for w in workloads:
+        account = pod_spec(w).get("serviceAccountName")
+        if account and account not in by_kind.get("ServiceAccount", {}):
+            problems.append(f"{name_of(w)}: serviceAccountName {account} is not rendered")
+        if pod_spec(w).get("automountServiceAccountToken") is not False and not account:
+            problems.append(f"{name_of(w)}: mounts the default service account's token (set "
+                            "automountServiceAccountToken: false or a serviceAccountName)")
     for w in workloads:
         for volume in pod_spec(w).get("volumes", []) or []:
             cm = (volume.get("configMap") or {}).get("name", "")
@@ -253,6 +275,10 @@ def self_test():
     svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
            "spec": {"selector": {"app": "y"}, "ports": [{"port": 1, "targetPort": "grpc"}]}}
     assert any("matches no pod" in p for p in reference_problems([good, svc]))
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "r"},
+            "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                       "resourceNames": ["missing"], "verbs": ["get"]}]}
+    assert any("not rendered" in p for p in reference_problems([good, role]))
     hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "h"},
            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "missing"}, "maxReplicas": 2}}
     assert any("not rendered" in p for p in reference_problems([good, hpa]))
@@ -260,7 +286,7 @@ def self_test():
               "spec": {"scaleTargetRef": {"name": "x"},
                        "triggers": [{"type": "nats-jetstream", "metadata": {"stream": "S"}}]}}
     assert any("consumer" in p for p in schema_problems([scaled], ["1.33.0"])), "CRD schema missed a field"
-    print(f"check.py self-test: {len(cases) + 6} rules each caught their broken manifest")
+    print(f"check.py self-test: {len(cases) + 7} rules each caught their broken manifest")
 
 
 def main():

@@ -151,14 +151,18 @@ schema = {
             "autoscaling": {"type": "object", "additionalProperties": False,
                             "required": ["mode", "minReplicas", "maxReplicas"],
                             "properties": {
-                                "mode": {"enum": ["auto", "keda", "fixed"],
-                                         "description": "auto (KEDA when installed), keda or fixed"},
+                                "mode": {"enum": ["auto", "keda", "verity", "fixed"],
+                                         "description": "auto (KEDA when installed, else Verity's autoscaler), keda, verity or fixed"},
                                 "minReplicas": {"type": "integer", "minimum": 0},
                                 "maxReplicas": {"type": "integer", "minimum": 1},
                                 "lagPerWorker": {"type": "integer", "minimum": 1},
                                 "pollingIntervalSeconds": {"type": "integer", "minimum": 1},
-                                "cooldownPeriodSeconds": {"type": "integer", "minimum": 0}}},
+                                "cooldownPeriodSeconds": {"type": "integer", "minimum": 0},
+                                "latencyTargetSeconds": {"type": "integer", "minimum": 1},
+                                "secondsPerJob": {"type": "number", "exclusiveMinimum": 0},
+                                "scaleUpCooldownSeconds": {"type": "integer", "minimum": 0}}},
         }),
+        "autoscaler": pod(),
         "metrics": {"type": "object", "additionalProperties": False, "properties": {
             "serviceMonitor": {"type": "object", "additionalProperties": False, "properties": {
                 "enabled": {"type": "boolean"},
@@ -169,6 +173,7 @@ schema = {
             "metricsFrom": {"type": "array", "items": {"type": "object"}},
             "natsMonitoringFrom": {"type": "array", "items": {"type": "object"}},
             "externalNats": {"type": "array", "items": {"type": "object"}},
+            "kubeApi": {"type": "array", "items": {"type": "object"}},
             "rpcFrom": {"type": "array", "items": {"type": "object"}}}},
     },
 }

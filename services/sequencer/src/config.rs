@@ -75,6 +75,23 @@ pub struct Config {
     /// active sequencer stops producing when it could not renew for half of it.
     #[arg(long, env = "VERITY_LEASE_TTL_MS", default_value_t = 300)]
     pub lease_ttl_ms: u64,
+    /// Name of a coordination.k8s.io Lease the active sequencer records itself in (pod, epoch,
+    /// address) when it runs in Kubernetes; a sequencer that finds a higher epoch there steps
+    /// down. Needs `get`, `create`, `update` on that Lease (the chart's Role).
+    #[arg(long, env = "VERITY_K8S_LEASE")]
+    pub k8s_lease: Option<String>,
+    /// The Lease's namespace (default: this pod's).
+    #[arg(long, env = "VERITY_K8S_NAMESPACE")]
+    pub k8s_namespace: Option<String>,
+    /// The holder identity written into the Lease (default: $POD_NAME, else the host name).
+    #[arg(long, env = "VERITY_K8S_IDENTITY")]
+    pub k8s_identity: Option<String>,
+    /// The Kubernetes API server's URL (default: in-cluster, or $KUBECONFIG).
+    #[arg(long, env = "VERITY_KUBE_API")]
+    pub kube_api: Option<String>,
+    /// Seconds between two renewals of the Lease (each is valid for five times this).
+    #[arg(long, env = "VERITY_K8S_LEASE_RENEW_SECS", default_value_t = 2)]
+    pub k8s_lease_renew_secs: u64,
     /// Most publishes awaiting their JetStream ack.
     #[arg(long, env = "VERITY_MAX_IN_FLIGHT", default_value_t = 256)]
     pub max_in_flight: usize,

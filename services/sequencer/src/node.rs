@@ -40,6 +40,7 @@ use verity_bus::{
     BusError,
     lease::{self, Holder, LeaseError},
 };
+use verity_kube::lease::{Fence, SequencerLease};
 use verity_primitives::{
     ChainSpec, SequencerKey,
     governance::{Handover, Sequencing, SignedAppointment},
@@ -103,6 +104,8 @@ pub struct Node {
     js: jetstream::Context,
     stream: Stream,
     lease: kv::Store,
+    /// The Kubernetes Lease the active sequencer records itself in (`--k8s-lease`).
+    k8s_lease: Option<SequencerLease>,
     head: Arc<watch::Sender<Head>>,
     #[cfg(feature = "fault-injection")]
     pub(crate) tamper: Option<TamperSlot>,
@@ -207,6 +210,10 @@ impl Node {
             .context("flag --nats-url / VERITY_NATS_URL")?;
         let stream = verity_bus::ensure_chain_stream(&js).await?;
         let lease = lease::lease_store(&js).await?;
+        let k8s_lease = match &config.k8s_lease {
+            Some(name) => Some(kubernetes_lease(config, name).await?),
+            None => None,
+        };
         tracing::info!(
             sequencer = %key.address(),
             chain_id = spec.chain_id(),
@@ -227,6 +234,7 @@ impl Node {
             js,
             stream,
             lease,
+            k8s_lease,
             head: Arc::new(head),
             #[cfg(feature = "fault-injection")]
             tamper: None,
@@ -396,7 +404,7 @@ impl Node {
                     continue;
                 }
             }
-            return self.active(config, renewer, stop).await;
+            return self.active(config, renewer, epoch, stop).await;
         }
     }
 
@@ -542,6 +550,7 @@ impl Node {
         self,
         config: &Config,
         renewer: Renewer,
+        epoch: u64,
         mut stop: watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         let producer = {
@@ -598,8 +607,27 @@ impl Node {
             publish_stop_rx,
         ));
         let mut deposed = renewer.lost.clone();
+        // In Kubernetes: the Lease names this node from now on; a higher epoch there deposes it.
+        let fence = self.k8s_lease.clone().map(|lease| {
+            Fence::start(
+                lease,
+                epoch,
+                self.key.address().to_string(),
+                Duration::from_secs(config.k8s_lease_renew_secs.max(1)),
+            )
+        });
+        let mut superseded = fence.as_ref().map(|f| f.superseded.clone());
         let outcome: anyhow::Result<()> = tokio::select! {
             _ = stopped(&mut stop) => Ok(()),
+            reason = async {
+                match superseded.as_mut() {
+                    Some(rx) => rx.wait_for(Option::is_some).await.ok().and_then(|r| r.clone()),
+                    None => std::future::pending().await,
+                }
+            } => Err(anyhow::anyhow!(
+                "deposed: {}; stepping down",
+                reason.unwrap_or_else(|| "the Kubernetes Lease fence stopped".into())
+            )),
             _ = failed.notified() => Err(anyhow::anyhow!("the producer stopped on an error")),
             _ = deposed.changed() => Err(anyhow::anyhow!(
                 "deposed: the sequencer lease was taken by another sequencer; stepping down"
@@ -619,6 +647,9 @@ impl Node {
             tracing::error!(error = format!("{error:#}"), "stepping down");
             publisher.abort();
             renewer.stop();
+            if let Some(fence) = fence {
+                fence.stop();
+            }
             metrics::counter!("verity_sequencer_step_downs_total").increment(1);
             return Err(error);
         }
@@ -637,9 +668,45 @@ impl Node {
             .await
             .map_err(|e| anyhow::anyhow!("the publisher panicked: {e}"))?;
         renewer.release().await;
+        if let Some(fence) = fence {
+            fence.release().await;
+        }
         published?;
         Ok(())
     }
+}
+
+/// The Lease of `--k8s-lease`, with its namespace, identity and API server resolved.
+async fn kubernetes_lease(config: &Config, name: &str) -> anyhow::Result<SequencerLease> {
+    let namespace = config
+        .k8s_namespace
+        .clone()
+        .or_else(verity_kube::pod_namespace)
+        .context("--k8s-lease needs a namespace: pass --k8s-namespace (or run in a pod)")?;
+    let identity = config
+        .k8s_identity
+        .clone()
+        .or_else(|| std::env::var("POD_NAME").ok().filter(|s| !s.is_empty()))
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
+        .context("--k8s-lease needs an identity: pass --k8s-identity")?;
+    let client = verity_kube::client(config.kube_api.as_deref())
+        .await
+        .context(
+            "--k8s-lease: cannot build a Kubernetes client (flag --kube-api, or in-cluster config)",
+        )?;
+    let renew = Duration::from_secs(config.k8s_lease_renew_secs.max(1));
+    let lease = SequencerLease::new(client, &namespace, name, &identity, renew * 5);
+    // A clear error at start (RBAC, a wrong namespace) instead of warnings once active.
+    lease
+        .read()
+        .await
+        .with_context(|| format!("--k8s-lease {name} in namespace {namespace}"))?;
+    tracing::info!(lease = name, %namespace, %identity, "recording the active sequencer in a Kubernetes Lease");
+    Ok(lease)
 }
 
 /// Why a takeover did not complete.

@@ -275,3 +275,20 @@ spec:
           type: Utilization
           averageUtilization: {{ .values.autoscaling.targetCPUUtilizationPercentage }}
 {{- end -}}
+
+{{/* How the prover pool is scaled: keda, verity or fixed. */}}
+{{- define "verity.proverScaling" -}}
+{{- $mode := .Values.prover.autoscaling.mode -}}
+{{- if not .Values.proving.enabled -}}
+none
+{{- else if eq $mode "auto" -}}
+{{- if .Capabilities.APIVersions.Has "keda.sh/v1alpha1/ScaledObject" }}keda{{ else }}verity{{ end -}}
+{{- else -}}
+{{- $mode -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The sequencers' Lease (with the standby). */}}
+{{- define "verity.sequencerLease" -}}
+{{- printf "%s-sequencer" (include "verity.fullname" .) -}}
+{{- end -}}

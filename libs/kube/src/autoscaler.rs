@@ -1,0 +1,202 @@
+//! The prover autoscaler's controller: every interval it reads the job queue (`VERITY_JOBS`, a
+//! work-queue stream: its messages are the jobs not yet finished, its last sequence every job
+//! ever queued) and the prover Deployment's `scale` subresource, asks [`Scaler`] and, when the
+//! size changes, patches the scale. For clusters without KEDA; the approach of zkSync's prover
+//! autoscaler (queue depth → workers, with cooldowns and bounds).
+//!
+//! RBAC it needs, in the Deployment's namespace: `get` and `patch` on `deployments/scale`
+//! (and `get` on `deployments` for the startup check).
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+};
+
+use crate::scale::{Decision, Policy, Reason, Sample, Scaler};
+
+/// Errors of the controller.
+#[derive(Debug, thiserror::Error)]
+pub enum AutoscalerError {
+    /// The Kubernetes API refused or failed a call.
+    #[error("Kubernetes API: {action} deployment {name}: {source}")]
+    Kube {
+        /// What was attempted.
+        action: &'static str,
+        /// The Deployment.
+        name: String,
+        /// The client's error.
+        source: kube::Error,
+    },
+    /// The job queue could not be read.
+    #[error("job queue: {0}")]
+    Queue(String),
+    /// The policy is inconsistent.
+    #[error("invalid policy: {0}")]
+    Policy(String),
+}
+
+/// The prover Deployment, through its `scale` subresource.
+#[derive(Clone)]
+pub struct ScaleTarget {
+    api: Api<Deployment>,
+    name: String,
+}
+
+impl std::fmt::Debug for ScaleTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScaleTarget")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl ScaleTarget {
+    /// The Deployment `name` in `namespace`.
+    pub fn new(client: Client, namespace: &str, name: &str) -> Self {
+        Self {
+            api: Api::namespaced(client, namespace),
+            name: name.to_string(),
+        }
+    }
+
+    fn error(&self, action: &'static str) -> impl FnOnce(kube::Error) -> AutoscalerError + '_ {
+        move |source| AutoscalerError::Kube {
+            action,
+            name: self.name.clone(),
+            source,
+        }
+    }
+
+    /// Checks that the Deployment exists (a clear error at start instead of one per interval).
+    pub async fn check(&self) -> Result<(), AutoscalerError> {
+        self.api
+            .get(&self.name)
+            .await
+            .map(|_| ())
+            .map_err(self.error("get"))
+    }
+
+    /// The Deployment's desired replicas.
+    pub async fn replicas(&self) -> Result<u32, AutoscalerError> {
+        let scale = self
+            .api
+            .get_scale(&self.name)
+            .await
+            .map_err(self.error("get the scale of"))?;
+        Ok(scale
+            .spec
+            .and_then(|s| s.replicas)
+            .map_or(0, |r| u32::try_from(r).unwrap_or(0)))
+    }
+
+    /// Sets the desired replicas; returns what the API server recorded.
+    pub async fn scale(&self, replicas: u32) -> Result<u32, AutoscalerError> {
+        let replicas = i32::try_from(replicas).unwrap_or(i32::MAX);
+        let patch = serde_json::json!({ "spec": { "replicas": replicas } });
+        let scale = self
+            .api
+            .patch_scale(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(self.error("scale"))?;
+        Ok(scale
+            .spec
+            .and_then(|s| s.replicas)
+            .map_or(0, |r| u32::try_from(r).unwrap_or(0)))
+    }
+}
+
+/// Reads the job queue: (backlog, finished).
+pub async fn read_queue(
+    jobs: &mut async_nats::jetstream::stream::Stream,
+) -> Result<(u64, u64), AutoscalerError> {
+    let info = jobs
+        .info()
+        .await
+        .map_err(|e| AutoscalerError::Queue(e.to_string()))?;
+    let state = &info.state;
+    // Work-queue retention: a finished (acknowledged) job leaves the stream.
+    Ok((
+        state.messages,
+        state.last_sequence.saturating_sub(state.messages),
+    ))
+}
+
+/// One step of the controller: sample, decide, apply. Returns the decision.
+pub async fn step(
+    scaler: &mut Scaler,
+    target: &ScaleTarget,
+    at: Duration,
+    backlog: u64,
+    finished: u64,
+) -> Result<Decision, AutoscalerError> {
+    let current = target.replicas().await?;
+    let decision = scaler.observe(
+        Sample {
+            at,
+            backlog,
+            finished,
+        },
+        current,
+    );
+    metrics::gauge!("verity_autoscaler_backlog_jobs").set(backlog as f64);
+    metrics::gauge!("verity_autoscaler_current_replicas").set(f64::from(current));
+    metrics::gauge!("verity_autoscaler_needed_replicas").set(f64::from(decision.needed));
+    metrics::gauge!("verity_autoscaler_worker_jobs_per_second").set(decision.worker_rate);
+    if decision.replicas != current {
+        let set = target.scale(decision.replicas).await?;
+        metrics::counter!("verity_autoscaler_scalings_total", "reason" => decision.reason.as_str())
+            .increment(1);
+        tracing::info!(
+            from = current,
+            to = set,
+            backlog,
+            needed = decision.needed,
+            worker_jobs_per_second = decision.worker_rate,
+            reason = decision.reason.as_str(),
+            "scaled the prover pool"
+        );
+    } else if matches!(decision.reason, Reason::UpCooldown | Reason::DownCooldown) {
+        tracing::debug!(
+            current,
+            needed = decision.needed,
+            reason = decision.reason.as_str(),
+            "holding"
+        );
+    }
+    Ok(decision)
+}
+
+/// Runs the controller every `interval` until `stop` turns true. Errors of one interval are
+/// logged and counted; the next interval tries again.
+pub async fn run(
+    policy: Policy,
+    target: ScaleTarget,
+    mut jobs: async_nats::jetstream::stream::Stream,
+    interval: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), AutoscalerError> {
+    policy.validate().map_err(AutoscalerError::Policy)?;
+    let mut scaler = Scaler::new(policy);
+    let origin = Instant::now();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        }
+        let result = match read_queue(&mut jobs).await {
+            Ok((backlog, finished)) => {
+                step(&mut scaler, &target, origin.elapsed(), backlog, finished).await
+            }
+            Err(error) => Err(error),
+        };
+        if let Err(error) = result {
+            metrics::counter!("verity_autoscaler_errors_total").increment(1);
+            tracing::warn!(%error, "autoscaler interval failed; trying again next interval");
+        }
+    }
+}

@@ -1,0 +1,317 @@
+//! The autoscaler's and the Lease's calls against a mocked Kubernetes API that answers as a real
+//! API server does (Scale, Lease, Status objects; 404, 403, 409), through the real kube client.
+
+use std::time::Duration;
+
+use serde_json::json;
+use verity_kube::{
+    autoscaler::{AutoscalerError, ScaleTarget, step},
+    lease::{LeaseError, SequencerLease},
+    mock::{self, MockApi},
+    scale::{Policy, Reason, Scaler},
+};
+
+const NS: &str = "verity";
+const SCALE: &str = "/apis/apps/v1/namespaces/verity/deployments/verity-prover/scale";
+const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/verity/leases/verity-sequencer";
+const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/verity/leases";
+const ADDRESS: &str = "0x5B38Da6a701c568545dCfcB03FcB875f56beddC4";
+
+fn policy() -> Policy {
+    Policy {
+        min_replicas: 1,
+        max_replicas: 16,
+        latency_target: Duration::from_secs(60),
+        seconds_per_job: Duration::from_secs(10),
+        scale_up_cooldown: Duration::from_secs(30),
+        scale_down_cooldown: Duration::from_secs(300),
+    }
+}
+
+async fn api() -> (MockApi, kube::Client) {
+    let api = MockApi::start().await.expect("mock API server");
+    let client = verity_kube::client(Some(api.url())).await.expect("client");
+    (api, client)
+}
+
+#[tokio::test]
+async fn a_backlog_patches_the_deployments_scale_with_a_merge_patch() {
+    let (api, client) = api().await;
+    let target = ScaleTarget::new(client, NS, "verity-prover");
+    let mut scaler = Scaler::new(policy());
+    api.expect("GET", SCALE, 200, mock::scale(NS, "verity-prover", 1, 1));
+    api.expect("PATCH", SCALE, 200, mock::scale(NS, "verity-prover", 7, 1));
+    // 40 jobs at 10 s each within 60 s: 7 workers.
+    let decision = step(&mut scaler, &target, Duration::ZERO, 40, 0)
+        .await
+        .expect("step");
+    assert_eq!((decision.replicas, decision.reason), (7, Reason::Up));
+    let requests = api.requests();
+    assert_eq!(requests.len(), 2, "{requests:#?}");
+    let patch = &requests[1];
+    assert_eq!(patch.method, "PATCH");
+    assert_eq!(patch.content_type, "application/merge-patch+json");
+    assert_eq!(patch.body, json!({"spec": {"replicas": 7}}));
+    assert!(api.unexpected().is_empty(), "{:?}", api.unexpected());
+
+    // Ten seconds later the backlog grew, but the scale-up cooldown holds: a read, no patch.
+    api.expect("GET", SCALE, 200, mock::scale(NS, "verity-prover", 7, 7));
+    let decision = step(&mut scaler, &target, Duration::from_secs(10), 200, 0)
+        .await
+        .expect("step");
+    assert_eq!(
+        (decision.replicas, decision.reason),
+        (7, Reason::UpCooldown)
+    );
+    assert_eq!(api.requests().len(), 3);
+    assert_eq!(api.remaining(), 0);
+}
+
+#[tokio::test]
+async fn an_api_refusal_names_the_call_and_the_reason() {
+    let (api, client) = api().await;
+    let target = ScaleTarget::new(client, NS, "verity-prover");
+    api.expect(
+        "GET",
+        "/apis/apps/v1/namespaces/verity/deployments/verity-prover",
+        404,
+        mock::status(
+            404,
+            "NotFound",
+            "deployments.apps \"verity-prover\" not found",
+        ),
+    );
+    let error = target.check().await.expect_err("missing deployment");
+    let text = error.to_string();
+    assert!(matches!(error, AutoscalerError::Kube { .. }), "{text}");
+    assert!(
+        text.contains("verity-prover") && text.contains("not found"),
+        "{text}"
+    );
+
+    let mut scaler = Scaler::new(policy());
+    api.expect("GET", SCALE, 200, mock::scale(NS, "verity-prover", 1, 1));
+    api.expect(
+        "PATCH",
+        SCALE,
+        403,
+        mock::status(
+            403,
+            "Forbidden",
+            "deployments.apps \"verity-prover\" is forbidden: User \"system:serviceaccount:verity:verity-autoscaler\" cannot patch resource \"deployments/scale\" in API group \"apps\" in the namespace \"verity\"",
+        ),
+    );
+    let text = step(&mut scaler, &target, Duration::ZERO, 40, 0)
+        .await
+        .expect_err("forbidden")
+        .to_string();
+    assert!(
+        text.contains("scale deployment verity-prover") && text.contains("cannot patch"),
+        "{text}"
+    );
+}
+
+fn lease(client: kube::Client, identity: &str) -> SequencerLease {
+    SequencerLease::new(
+        client,
+        NS,
+        "verity-sequencer",
+        identity,
+        Duration::from_secs(10),
+    )
+}
+
+#[tokio::test]
+async fn the_first_sequencer_creates_the_lease_with_its_epoch() {
+    let (api, client) = api().await;
+    api.expect(
+        "GET",
+        LEASE,
+        404,
+        mock::status(
+            404,
+            "NotFound",
+            "leases.coordination.k8s.io \"verity-sequencer\" not found",
+        ),
+    );
+    api.expect(
+        "POST",
+        LEASES,
+        201,
+        mock::lease(
+            NS,
+            "verity-sequencer",
+            "1001",
+            Some(("verity-sequencer-0", 0, ADDRESS)),
+            0,
+        ),
+    );
+    let record = lease(client, "verity-sequencer-0")
+        .acquire(0, ADDRESS)
+        .await
+        .expect("acquire");
+    assert_eq!(
+        (record.holder.as_str(), record.epoch),
+        ("verity-sequencer-0", 0)
+    );
+    let create = &api.requests()[1];
+    assert_eq!(create.body["metadata"]["name"], "verity-sequencer");
+    assert_eq!(
+        create.body["metadata"]["annotations"]["verity.io/epoch"],
+        "0"
+    );
+    assert_eq!(
+        create.body["metadata"]["annotations"]["verity.io/sequencer"],
+        ADDRESS
+    );
+    assert_eq!(create.body["spec"]["holderIdentity"], "verity-sequencer-0");
+    assert_eq!(create.body["spec"]["leaseDurationSeconds"], 10);
+    assert!(create.body["spec"]["renewTime"].is_string());
+}
+
+#[tokio::test]
+async fn a_new_epoch_takes_a_stale_record_over_and_a_conflict_reads_again() {
+    let (api, client) = api().await;
+    let stale = mock::lease(
+        NS,
+        "verity-sequencer",
+        "2000",
+        Some(("verity-sequencer-0", 3, ADDRESS)),
+        3,
+    );
+    api.expect("GET", LEASE, 200, stale.clone());
+    // Someone wrote in between: 409, as the API server answers a stale resourceVersion.
+    api.expect(
+        "PUT",
+        LEASE,
+        409,
+        mock::status(409, "Conflict", "Operation cannot be fulfilled on leases.coordination.k8s.io \"verity-sequencer\": the object has been modified; please apply your changes to the latest version and try again"),
+    );
+    let renewed = mock::lease(
+        NS,
+        "verity-sequencer",
+        "2001",
+        Some(("verity-sequencer-0", 3, ADDRESS)),
+        3,
+    );
+    api.expect("GET", LEASE, 200, renewed);
+    api.expect(
+        "PUT",
+        LEASE,
+        200,
+        mock::lease(
+            NS,
+            "verity-sequencer",
+            "2002",
+            Some(("verity-sequencer-standby-0", 4, "0xabc")),
+            4,
+        ),
+    );
+    let record = lease(client, "verity-sequencer-standby-0")
+        .acquire(4, "0xabc")
+        .await
+        .expect("acquire");
+    assert_eq!((record.epoch, record.transitions), (4, 4));
+    let requests = api.requests();
+    assert_eq!(requests.len(), 4, "{requests:#?}");
+    // Each write carries the resourceVersion it read: the API server's compare-and-set.
+    assert_eq!(requests[1].body["metadata"]["resourceVersion"], "2000");
+    let put = &requests[3];
+    assert_eq!(put.body["metadata"]["resourceVersion"], "2001");
+    assert_eq!(
+        put.body["spec"]["holderIdentity"],
+        "verity-sequencer-standby-0"
+    );
+    assert_eq!(put.body["spec"]["leaseTransitions"], 4);
+    assert_eq!(put.body["metadata"]["annotations"]["verity.io/epoch"], "4");
+}
+
+#[tokio::test]
+async fn a_higher_epoch_in_the_lease_supersedes_the_sequencer() {
+    let (api, client) = api().await;
+    api.expect(
+        "GET",
+        LEASE,
+        200,
+        mock::lease(
+            NS,
+            "verity-sequencer",
+            "3000",
+            Some(("verity-sequencer-standby-0", 9, "0xabc")),
+            9,
+        ),
+    );
+    let error = lease(client, "verity-sequencer-0")
+        .renew(8, ADDRESS)
+        .await
+        .expect_err("superseded");
+    assert!(
+        matches!(
+            error,
+            LeaseError::Superseded {
+                epoch: 9,
+                ours: 8,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("verity-sequencer-standby-0"),
+        "{error}"
+    );
+    // Nothing was written.
+    assert_eq!(api.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_planned_stop_clears_the_holder_only_if_it_is_still_ours() {
+    let (api, client) = api().await;
+    api.expect(
+        "GET",
+        LEASE,
+        200,
+        mock::lease(
+            NS,
+            "verity-sequencer",
+            "4000",
+            Some(("verity-sequencer-0", 5, ADDRESS)),
+            5,
+        ),
+    );
+    api.expect(
+        "PUT",
+        LEASE,
+        200,
+        mock::lease(NS, "verity-sequencer", "4001", None, 5),
+    );
+    lease(client.clone(), "verity-sequencer-0")
+        .release(5)
+        .await
+        .expect("release");
+    let put = &api.requests()[1];
+    assert!(
+        put.body["spec"].get("holderIdentity").is_none(),
+        "{}",
+        put.body
+    );
+    // Another sequencer's record is left alone.
+    api.expect(
+        "GET",
+        LEASE,
+        200,
+        mock::lease(
+            NS,
+            "verity-sequencer",
+            "4002",
+            Some(("verity-sequencer-standby-0", 5, "0xabc")),
+            6,
+        ),
+    );
+    lease(client, "verity-sequencer-0")
+        .release(5)
+        .await
+        .expect("release");
+    assert_eq!(api.requests().len(), 3);
+    assert!(api.unexpected().is_empty(), "{:?}", api.unexpected());
+}

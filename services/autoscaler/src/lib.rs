@@ -1,0 +1,148 @@
+//! Verity's prover autoscaler, for clusters without KEDA: scales the prover Deployment from the
+//! `VERITY_JOBS` backlog and a proof-latency target, with cooldowns and bounds
+//! (`verity_kube::scale` has the policy, `verity_kube::autoscaler` the controller). Serves the
+//! gRPC health service and `/metrics` like every Verity service.
+//!
+//! RBAC: `get` on the Deployment, `get` and `patch` on `deployments/scale` in its namespace (the
+//! chart's Role). Run one: two would both act on the same readings, harmlessly but twice.
+
+use std::{future::Future, time::Duration};
+
+use anyhow::Context as _;
+use verity_kube::{
+    autoscaler::{self, ScaleTarget},
+    scale::Policy,
+};
+use verity_server::{ServerArgs, stopped};
+use verity_telemetry::TelemetryArgs;
+
+/// Default gRPC (health) port.
+pub const DEFAULT_PORT: u16 = 7700;
+
+/// `verity-autoscaler` flags.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(
+    name = "verity-autoscaler",
+    version,
+    about = "Scales the Verity prover Deployment from the JetStream job backlog and a proof-latency target"
+)]
+pub struct Config {
+    /// NATS server URL.
+    #[arg(long, env = "VERITY_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// The prover Deployment to scale.
+    #[arg(long, env = "VERITY_PROVER_DEPLOYMENT")]
+    pub deployment: String,
+    /// Its namespace (default: this pod's).
+    #[arg(long, env = "VERITY_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// The Kubernetes API server's URL (default: in-cluster, or $KUBECONFIG).
+    #[arg(long, env = "VERITY_KUBE_API")]
+    pub kube_api: Option<String>,
+    /// Fewest workers, even when idle.
+    #[arg(long, env = "VERITY_MIN_REPLICAS", default_value_t = 1)]
+    pub min_replicas: u32,
+    /// Most workers.
+    #[arg(long, env = "VERITY_MAX_REPLICAS", default_value_t = 16)]
+    pub max_replicas: u32,
+    /// Seconds within which a queued job should be proved.
+    #[arg(long, env = "VERITY_LATENCY_TARGET_SECS", default_value_t = 60)]
+    pub latency_target_secs: u64,
+    /// One worker's seconds per job until throughput is measured.
+    #[arg(long, env = "VERITY_SECONDS_PER_JOB", default_value_t = 10.0)]
+    pub seconds_per_job: f64,
+    /// Least seconds between two scale-ups.
+    #[arg(long, env = "VERITY_SCALE_UP_COOLDOWN_SECS", default_value_t = 30)]
+    pub scale_up_cooldown_secs: u64,
+    /// Least seconds after a change before scaling down (and the window whose largest need a
+    /// scale-down keeps).
+    #[arg(long, env = "VERITY_SCALE_DOWN_COOLDOWN_SECS", default_value_t = 300)]
+    pub scale_down_cooldown_secs: u64,
+    /// Milliseconds between two readings.
+    #[arg(long, env = "VERITY_INTERVAL_MS", default_value_t = 5_000)]
+    pub interval_ms: u64,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub telemetry: TelemetryArgs,
+}
+
+impl Config {
+    /// The scaling policy these flags describe, checked.
+    pub fn policy(&self) -> anyhow::Result<Policy> {
+        if !(self.seconds_per_job.is_finite() && self.seconds_per_job > 0.0) {
+            anyhow::bail!("--seconds-per-job must be above zero");
+        }
+        let policy = Policy {
+            min_replicas: self.min_replicas,
+            max_replicas: self.max_replicas,
+            latency_target: Duration::from_secs(self.latency_target_secs),
+            seconds_per_job: Duration::from_secs_f64(self.seconds_per_job),
+            scale_up_cooldown: Duration::from_secs(self.scale_up_cooldown_secs),
+            scale_down_cooldown: Duration::from_secs(self.scale_down_cooldown_secs),
+        };
+        policy.validate().map_err(|e| {
+            anyhow::anyhow!("{e} (flags --min-replicas, --max-replicas, --latency-target-secs)")
+        })?;
+        Ok(policy)
+    }
+}
+
+/// Connects to NATS and Kubernetes, then scales until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let policy = config.policy()?;
+    let namespace = config
+        .namespace
+        .clone()
+        .or_else(verity_kube::pod_namespace)
+        .context("no namespace: pass --namespace (or run in a pod)")?;
+    let client = verity_kube::client(config.kube_api.as_deref())
+        .await
+        .context("cannot build a Kubernetes client (flag --kube-api, or in-cluster config)")?;
+    let target = ScaleTarget::new(client, &namespace, &config.deployment);
+    target.check().await.context("flag --deployment")?;
+    let (_nats, js) = verity_bus::connect(&config.nats_url, "verity-autoscaler")
+        .await
+        .context("flag --nats-url / VERITY_NATS_URL")?;
+    let (jobs, _) = verity_bus::proving::ensure_proving_streams(&js).await?;
+
+    let listener = verity_server::bind(config.server.grpc_addr_or(DEFAULT_PORT)).await?;
+    let addr = verity_server::local_addr(&listener);
+    let stop = verity_server::stop_flag(shutdown);
+    verity_server::write_ready_file(
+        config.server.ready_file.as_deref(),
+        &[("grpc", addr.to_string())],
+    )?;
+    tracing::info!(
+        %addr,
+        deployment = %config.deployment,
+        %namespace,
+        ?policy,
+        "autoscaler running"
+    );
+    let controller = tokio::spawn(autoscaler::run(
+        policy,
+        target,
+        jobs,
+        Duration::from_millis(config.interval_ms.max(10)),
+        stop.clone(),
+    ));
+    let mut serving_stop = stop;
+    verity_server::serve_grpc(
+        tonic::service::Routes::default(),
+        &[],
+        listener,
+        async move {
+            stopped(&mut serving_stop).await;
+        },
+    )
+    .await?;
+    controller.await??;
+    tracing::info!("autoscaler stopped");
+    Ok(())
+}
