@@ -270,78 +270,20 @@ impl Devnet {
                 return Err(DevnetError::MissingBinary(binary));
             }
         }
-        let key_file = dir.join("sequencer.key");
-        let load = |name: &str| {
-            SequencerKey::load_or_create(&dir.join(name))
-                .map(|(key, _)| key)
-                .map_err(|e| DevnetError::Setup(e.to_string()))
-        };
-        let key = load("sequencer.key")?;
-        let standby = load("standby.key")?;
-        let genesis = dir.join("genesis.json");
-        let spec = if genesis.is_file() {
-            ChainSpec::load(&genesis).map_err(|e| DevnetError::Setup(e.to_string()))?
-        } else {
-            // Genesis names the sequencer of epoch 0 and a 2-of-3 governance.
-            std::fs::create_dir_all(dir.join(GOVERNANCE_DIR))
-                .map_err(io("cannot create the governance key directory"))?;
-            let governors = (1..=3)
-                .map(|i| load(&format!("{GOVERNANCE_DIR}/{i}.key")).map(|k| k.address()))
-                .collect::<Result<Vec<_>, _>>()?;
-            let governance =
-                Governance::new(governors, 2).map_err(|e| DevnetError::Setup(e.to_string()))?;
-            let extra = options.extra_genesis_accounts;
-            let spec =
-                ChainSpec::dev_with_gas_limit(options.chain_id, 10, 10_000, options.gas_limit)
-                    .and_then(|spec| {
-                        if extra == 0 {
-                            return Ok(spec);
-                        }
-                        let mut genesis = spec.genesis;
-                        for i in 0..extra as u64 {
-                            let address =
-                                Address::from_word(alloy_primitives::keccak256(i.to_be_bytes()));
-                            genesis.alloc.insert(
-                                address,
-                                alloy_genesis::GenesisAccount::default()
-                                    .with_balance(alloy_primitives::U256::from(1)),
-                            );
-                        }
-                        ChainSpec::from_genesis(genesis)
-                    })
-                    .and_then(|spec| spec.with_sequencing(key.address(), Some(governance)))
-                    .map_err(|e| DevnetError::Setup(e.to_string()))?;
-            let json = spec
-                .to_json()
-                .map_err(|e| DevnetError::Setup(e.to_string()))?;
-            std::fs::write(&genesis, json).map_err(io("cannot write genesis.json"))?;
-            spec
-        };
-        standing_appointments(dir, &spec, &key, &standby)?;
-        // The proving keys are made here so every service can be told whom to trust.
-        let attester = |name: &str| {
-            SequencerKey::load_or_create(&dir.join(name))
-                .map(|(key, _)| key.address())
-                .map_err(|e| DevnetError::Setup(e.to_string()))
-        };
-        let prover_address = attester("prover.key")?;
-        let verifier_address = attester("verifier.key")?;
-        if options.proving {
-            kzg_params(dir, options.steps_per_proof).await?;
-        }
+        let chain = prepare(&options).await?;
         let nats = NatsServer::start(&dir.join("nats")).await?;
         let mut devnet = Self {
-            prover_address,
-            verifier_address,
-            chain_id: spec.chain_id(),
-            sequencer_address: key.address(),
-            standby_address: standby.address(),
+            prover_address: chain.prover,
+            verifier_address: chain.verifier,
+            chain_id: chain.chain_id,
+            sequencer_address: chain.sequencer,
+            standby_address: chain.standby,
             options,
             nats: Some(nats),
             children: BTreeMap::new(),
             addresses: BTreeMap::new(),
-            genesis,
-            key_file,
+            genesis: chain.genesis,
+            key_file: chain.key_file,
         };
         for service in devnet.services() {
             devnet.start_service(service).await?;
@@ -697,6 +639,103 @@ pub const APPOINTMENTS: &str = "appointments.json";
 /// How many standing appointments the devnet pre-signs (epochs 1..=this, alternating between
 /// the standby and the sequencer, so either can take over from the other this many times).
 pub const STANDING_EPOCHS: u64 = 64;
+
+/// A chain's files in a data directory, as `verity devnet` runs them and `verity chain init`
+/// writes them for a cluster: `genesis.json`, the sequencer's, standby's, prover's and verifier's
+/// keys (`*.key`), the governance keys (`governance/`), the standby's standing appointments
+/// (`appointments.json`) and, with proving, insecure local KZG parameters (`kzg.params`).
+#[derive(Debug, Clone)]
+pub struct ChainFiles {
+    /// `genesis.json`.
+    pub genesis: PathBuf,
+    /// The epoch-0 sequencer's key file.
+    pub key_file: PathBuf,
+    /// The chain id.
+    pub chain_id: u64,
+    /// The epoch-0 sequencer's address.
+    pub sequencer: Address,
+    /// The standby's address.
+    pub standby: Address,
+    /// The prover's attestation address.
+    pub prover: Address,
+    /// The verifier's attestation address.
+    pub verifier: Address,
+}
+
+/// Makes what is missing of a chain's files in `options.data_dir` (keys, genesis naming the
+/// sequencer and a 2-of-3 governance, standing appointments, attestation keys, and with
+/// `options.proving` the KZG parameters) and returns what they hold. Idempotent: an existing
+/// chain keeps its genesis and keys.
+pub async fn prepare(options: &DevnetOptions) -> Result<ChainFiles, DevnetError> {
+    let dir = &options.data_dir;
+    std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
+    let key_file = dir.join("sequencer.key");
+    let load = |name: &str| {
+        SequencerKey::load_or_create(&dir.join(name))
+            .map(|(key, _)| key)
+            .map_err(|e| DevnetError::Setup(e.to_string()))
+    };
+    let key = load("sequencer.key")?;
+    let standby = load("standby.key")?;
+    let genesis = dir.join("genesis.json");
+    let spec = if genesis.is_file() {
+        ChainSpec::load(&genesis).map_err(|e| DevnetError::Setup(e.to_string()))?
+    } else {
+        // Genesis names the sequencer of epoch 0 and a 2-of-3 governance.
+        std::fs::create_dir_all(dir.join(GOVERNANCE_DIR))
+            .map_err(io("cannot create the governance key directory"))?;
+        let governors = (1..=3)
+            .map(|i| load(&format!("{GOVERNANCE_DIR}/{i}.key")).map(|k| k.address()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let governance =
+            Governance::new(governors, 2).map_err(|e| DevnetError::Setup(e.to_string()))?;
+        let extra = options.extra_genesis_accounts;
+        let spec = ChainSpec::dev_with_gas_limit(options.chain_id, 10, 10_000, options.gas_limit)
+            .and_then(|spec| {
+                if extra == 0 {
+                    return Ok(spec);
+                }
+                let mut genesis = spec.genesis;
+                for i in 0..extra as u64 {
+                    let address = Address::from_word(alloy_primitives::keccak256(i.to_be_bytes()));
+                    genesis.alloc.insert(
+                        address,
+                        alloy_genesis::GenesisAccount::default()
+                            .with_balance(alloy_primitives::U256::from(1)),
+                    );
+                }
+                ChainSpec::from_genesis(genesis)
+            })
+            .and_then(|spec| spec.with_sequencing(key.address(), Some(governance)))
+            .map_err(|e| DevnetError::Setup(e.to_string()))?;
+        let json = spec
+            .to_json()
+            .map_err(|e| DevnetError::Setup(e.to_string()))?;
+        std::fs::write(&genesis, json).map_err(io("cannot write genesis.json"))?;
+        spec
+    };
+    standing_appointments(dir, &spec, &key, &standby)?;
+    // The proving keys are made here so every service can be told whom to trust.
+    let attester = |name: &str| {
+        SequencerKey::load_or_create(&dir.join(name))
+            .map(|(key, _)| key.address())
+            .map_err(|e| DevnetError::Setup(e.to_string()))
+    };
+    let prover_address = attester("prover.key")?;
+    let verifier_address = attester("verifier.key")?;
+    if options.proving {
+        kzg_params(dir, options.steps_per_proof).await?;
+    }
+    Ok(ChainFiles {
+        genesis,
+        key_file,
+        chain_id: spec.chain_id(),
+        sequencer: key.address(),
+        standby: standby.address(),
+        prover: prover_address,
+        verifier: verifier_address,
+    })
+}
 
 /// Pre-signs standing appointments for a genesis with the devnet's governance: odd epochs for the
 /// standby, even ones for the sequencer (each takes over from the other), signed by governance

@@ -1,7 +1,9 @@
 //! `verity`: the operator CLI. Built: `devnet`, `bench` (load generator), `governance`
-//! (sequencer appointments). Not built yet: `keys`, `status`.
+//! (sequencer appointments), `chain init` (a new chain's files, for a cluster). Not built yet:
+//! `keys`, `status`.
 
 mod bench;
+mod chain;
 mod governance;
 mod stages;
 
@@ -29,6 +31,8 @@ enum Command {
     /// Appoint a sequencer with m of the n governance keys genesis names: keygen, draft, sign,
     /// publish.
     Governance(governance::GovernanceArgs),
+    /// A new chain's genesis and keys, for a cluster: `verity chain init --out chain`.
+    Chain(chain::ChainArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -98,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Governance(args) => governance::run(args).await,
+        Command::Chain(args) => chain::run(args).await,
     }
 }
 

@@ -1,0 +1,113 @@
+//! `verity chain init`: the files of a new chain, for a cluster (or any set of machines): the
+//! same layout `verity devnet` runs from, plus the attestation addresses as files, and the
+//! `kubectl` commands that turn them into the chart's ConfigMap and Secret.
+
+use std::{io::Write as _, path::PathBuf};
+
+use anyhow::Context as _;
+use verity_devnet::{ChainFiles, DevnetOptions};
+
+/// `verity chain ...`
+#[derive(clap::Args, Debug)]
+pub struct ChainArgs {
+    #[command(subcommand)]
+    command: ChainCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum ChainCommand {
+    /// Write a new chain's genesis and keys into a directory (an existing chain there is kept):
+    /// genesis naming the epoch-0 sequencer and a 2-of-3 governance, the sequencer's, the
+    /// standby's, the prover's and the verifier's keys, the governance keys, the standby's
+    /// standing appointments, and the attestation addresses as files.
+    Init(InitArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct InitArgs {
+    /// Directory to write into.
+    #[arg(long, default_value = "chain")]
+    out: PathBuf,
+    /// Chain id.
+    #[arg(long, default_value_t = 31337)]
+    chain_id: u64,
+    /// Block gas limit.
+    #[arg(long, default_value_t = 30_000_000)]
+    gas_limit: u64,
+    /// Also write KZG parameters made here (INSECURE: their secret passed through this
+    /// process; for a test cluster only; a real chain uses a public ceremony's).
+    #[arg(long)]
+    insecure_kzg: bool,
+    /// Tree steps per halo2 proof the KZG parameters must fit (the chart's
+    /// `proving.stepsPerProof`).
+    #[arg(long, default_value_t = 8)]
+    steps_per_proof: usize,
+}
+
+/// Runs `verity chain ...`.
+pub async fn run(args: ChainArgs) -> anyhow::Result<()> {
+    match args.command {
+        ChainCommand::Init(args) => init(args).await,
+    }
+}
+
+async fn init(args: InitArgs) -> anyhow::Result<()> {
+    if args.chain_id == 0 {
+        anyhow::bail!("--chain-id must not be 0");
+    }
+    let mut options = DevnetOptions::new(&args.out);
+    options.chain_id = args.chain_id;
+    options.gas_limit = args.gas_limit;
+    options.proving = args.insecure_kzg;
+    options.steps_per_proof = args.steps_per_proof;
+    let chain = verity_devnet::prepare(&options)
+        .await
+        .with_context(|| format!("cannot write the chain into --out {}", args.out.display()))?;
+    write_addresses(&args.out, &chain)?;
+    let dir = args.out.display();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "chain {} in {dir}: sequencer {}, standby {}, prover {}, verifier {}",
+        chain.chain_id, chain.sequencer, chain.standby, chain.prover, chain.verifier
+    )?;
+    writeln!(
+        out,
+        "\nFor the Helm chart (docs/deploy.md), in the release's namespace:\n\n  \
+         kubectl create configmap verity-chain --from-file={dir}/genesis.json \\\n    \
+         --from-file={dir}/appointments.json --from-file=sequencer-address={dir}/sequencer.address \\\n    \
+         --from-file=prover-addresses={dir}/prover.address --from-file=verifier-addresses={dir}/verifier.address\n  \
+         kubectl create secret generic verity-keys --from-file={dir}/sequencer.key \\\n    \
+         --from-file={dir}/standby.key --from-file={dir}/prover.key --from-file={dir}/verifier.key\n\n\
+         Keep {dir}/governance/ off the cluster: those keys appoint sequencers."
+    )?;
+    if args.insecure_kzg {
+        writeln!(
+            out,
+            "\n{dir}/kzg.params is INSECURE (made here): copy it into the volume the chart's \
+             proving.kzgParams.volume names, for a test cluster only."
+        )?;
+    } else {
+        writeln!(
+            out,
+            "\nKZG parameters: put a public ceremony's file (halo2 raw format) into the volume \
+             the chart's proving.kzgParams.volume names (--insecure-kzg makes a local one for a \
+             test cluster)."
+        )?;
+    }
+    Ok(())
+}
+
+/// The attestation addresses, one file each, as the chart's ConfigMap keys hold them.
+fn write_addresses(dir: &std::path::Path, chain: &ChainFiles) -> anyhow::Result<()> {
+    for (name, address) in [
+        ("sequencer.address", chain.sequencer),
+        ("prover.address", chain.prover),
+        ("verifier.address", chain.verifier),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, address.to_string())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! `verity chain init` writes a chain the services load, the files its printed `kubectl`
+//! commands name, and keeps an existing chain.
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+
+use verity_primitives::{ChainSpec, SequencerKey};
+
+fn init(dir: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_verity"))
+        .args(["chain", "init", "--out"])
+        .arg(dir)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_new_chain_has_every_file_the_chart_needs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("chain");
+    let output = init(&dir, &["--chain-id", "4242"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let spec = ChainSpec::load(&dir.join("genesis.json")).unwrap();
+    assert_eq!(spec.chain_id(), 4242);
+    let key = SequencerKey::from_hex(&std::fs::read_to_string(dir.join("sequencer.key")).unwrap())
+        .unwrap();
+    assert_eq!(spec.sequencer, Some(key.address()));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("sequencer.address")).unwrap(),
+        key.address().to_string()
+    );
+    let prover =
+        SequencerKey::from_hex(&std::fs::read_to_string(dir.join("prover.key")).unwrap()).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.join("prover.address")).unwrap(),
+        prover.address().to_string()
+    );
+    let appointments: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("appointments.json")).unwrap())
+            .unwrap();
+    assert!(appointments.as_array().is_some_and(|a| !a.is_empty()));
+    // No KZG parameters unless asked (they would be insecure).
+    assert!(!dir.join("kzg.params").exists());
+
+    // Every file the printed kubectl commands take exists.
+    let files: Vec<&str> = stdout
+        .split_whitespace()
+        .filter_map(|word| word.strip_prefix("--from-file="))
+        .map(|f| f.rsplit('=').next().unwrap_or(f))
+        .collect();
+    assert_eq!(files.len(), 9, "{stdout}");
+    for file in files {
+        assert!(
+            std::path::Path::new(file).is_file(),
+            "{file} is named but missing:\n{stdout}"
+        );
+    }
+
+    // Run again: the same chain (genesis and keys kept).
+    let genesis = std::fs::read_to_string(dir.join("genesis.json")).unwrap();
+    assert!(init(&dir, &["--chain-id", "7"]).status.success());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("genesis.json")).unwrap(),
+        genesis
+    );
+}
+
+#[test]
+fn chain_id_zero_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let output = init(tmp.path(), &["--chain-id", "0"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--chain-id must not be 0"));
+}
