@@ -174,6 +174,8 @@ schema = {
             "natsMonitoringFrom": {"type": "array", "items": {"type": "object"}},
             "externalNats": {"type": "array", "items": {"type": "object"}},
             "kubeApi": {"type": "array", "items": {"type": "object"}},
+            "sequencerNodes": {"type": "array", "items": {"type": "object"}},
+            "otlp": {"type": "array", "items": {"type": "object"}},
             "rpcFrom": {"type": "array", "items": {"type": "object"}}}},
     },
 }

@@ -1,11 +1,11 @@
 //! The prover autoscaler's controller: every interval it reads the job queue (`VERITY_JOBS`, a
 //! work-queue stream: its messages are the jobs not yet finished, its last sequence every job
-//! ever queued) and the prover Deployment's `scale` subresource, asks [`Scaler`] and, when the
-//! size changes, patches the scale. For clusters without KEDA; the approach of zkSync's prover
+//! ever queued) and the prover Deployment (desired and ready replicas), asks [`Scaler`] and,
+//! when the size changes, patches the Deployment's `scale` subresource. For clusters without KEDA; the approach of zkSync's prover
 //! autoscaler (queue depth → workers, with cooldowns and bounds).
 //!
-//! RBAC it needs, in the Deployment's namespace: `get` and `patch` on `deployments/scale`
-//! (and `get` on `deployments` for the startup check).
+//! RBAC it needs, in the Deployment's namespace: `get` on the Deployment and `patch` on its
+//! `deployments/scale`.
 
 use std::time::{Duration, Instant};
 
@@ -79,17 +79,14 @@ impl ScaleTarget {
             .map_err(self.error("get"))
     }
 
-    /// The Deployment's desired replicas.
-    pub async fn replicas(&self) -> Result<u32, AutoscalerError> {
-        let scale = self
-            .api
-            .get_scale(&self.name)
-            .await
-            .map_err(self.error("get the scale of"))?;
-        Ok(scale
-            .spec
-            .and_then(|s| s.replicas)
-            .map_or(0, |r| u32::try_from(r).unwrap_or(0)))
+    /// The Deployment's desired replicas and its ready ones (pods still scheduling or loading
+    /// their parameters prove nothing yet).
+    pub async fn replicas(&self) -> Result<(u32, u32), AutoscalerError> {
+        let deployment = self.api.get(&self.name).await.map_err(self.error("get"))?;
+        let count = |n: Option<i32>| n.map_or(0, |r| u32::try_from(r).unwrap_or(0));
+        let desired = count(deployment.spec.as_ref().and_then(|s| s.replicas));
+        let ready = count(deployment.status.as_ref().and_then(|s| s.ready_replicas));
+        Ok((desired, ready))
     }
 
     /// Sets the desired replicas; returns what the API server recorded.
@@ -132,7 +129,7 @@ pub async fn step(
     backlog: u64,
     finished: u64,
 ) -> Result<Decision, AutoscalerError> {
-    let current = target.replicas().await?;
+    let (current, ready) = target.replicas().await?;
     let decision = scaler.observe(
         Sample {
             at,
@@ -140,9 +137,11 @@ pub async fn step(
             finished,
         },
         current,
+        ready,
     );
     metrics::gauge!("verity_autoscaler_backlog_jobs").set(backlog as f64);
     metrics::gauge!("verity_autoscaler_current_replicas").set(f64::from(current));
+    metrics::gauge!("verity_autoscaler_ready_replicas").set(f64::from(ready));
     metrics::gauge!("verity_autoscaler_needed_replicas").set(f64::from(decision.needed));
     metrics::gauge!("verity_autoscaler_worker_jobs_per_second").set(decision.worker_rate);
     if decision.replicas != current {

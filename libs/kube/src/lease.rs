@@ -4,16 +4,19 @@
 //! stream's compare-and-set publish is what makes two producers impossible (ADR 0009). This
 //! Lease is the same fact in Kubernetes' own terms, plus a second fence that needs no NATS:
 //!
-//! - the active sequencer records itself (`holderIdentity` = its pod, annotation
-//!   `verity.io/epoch` = its epoch, `verity.io/sequencer` = its address) once it has handed
-//!   over, renews it every few seconds, and gives it up on a planned stop, so
-//!   `kubectl get lease` names the active sequencer and `leaseTransitions` counts failovers;
+//! - the active sequencer records itself (`holderIdentity` = its pod, annotations
+//!   `verity.io/epoch` = its epoch, `verity.io/sequencer` = its address, `verity.io/genesis` =
+//!   its chain's genesis hash) once it has handed over, renews it every few seconds, and gives
+//!   it up on a planned stop, so `kubectl get lease` names the active sequencer and
+//!   `leaseTransitions` counts epoch changes (takeovers);
 //! - every write is conditioned on the object's `resourceVersion` (a conflict re-reads), and a
 //!   sequencer that finds a **higher epoch** recorded there was superseded: it steps down at
 //!   once, even if its NATS connection has not told it yet. A record with a lower epoch is
-//!   stale (a sequencer that died holding it) and is taken over.
+//!   stale (a sequencer that died holding it) and is taken over, as is one of another genesis
+//!   (a chain re-created in the same namespace).
 //!
-//! RBAC: `get`, `create`, `update` on `leases` (named in the Role) in the release's namespace.
+//! RBAC: `get` and `update` on the Lease, `create` on `leases` (if it was deleted) in the
+//! release's namespace.
 
 use std::time::Duration;
 
@@ -29,6 +32,8 @@ use tokio::sync::watch;
 pub const EPOCH_ANNOTATION: &str = "verity.io/epoch";
 /// Annotation holding the holder's sequencer address.
 pub const ADDRESS_ANNOTATION: &str = "verity.io/sequencer";
+/// Annotation holding the genesis hash of the holder's chain.
+pub const GENESIS_ANNOTATION: &str = "verity.io/genesis";
 /// Writes retried after a conflict before giving up for this round.
 const ATTEMPTS: usize = 5;
 
@@ -69,6 +74,8 @@ pub struct Record {
     pub epoch: u64,
     /// The holder's address.
     pub address: String,
+    /// The genesis hash of the holder's chain.
+    pub genesis: String,
     /// `leaseTransitions`.
     pub transitions: i32,
 }
@@ -88,6 +95,10 @@ impl Record {
                 .get(ADDRESS_ANNOTATION)
                 .cloned()
                 .unwrap_or_default(),
+            genesis: annotations
+                .get(GENESIS_ANNOTATION)
+                .cloned()
+                .unwrap_or_default(),
             transitions: spec.lease_transitions.unwrap_or(0),
         }
     }
@@ -99,6 +110,7 @@ pub struct SequencerLease {
     api: Api<Lease>,
     name: String,
     identity: String,
+    genesis: String,
     duration: Duration,
 }
 
@@ -116,19 +128,21 @@ fn now() -> MicroTime {
 }
 
 impl SequencerLease {
-    /// The Lease `name` in `namespace`, written as `identity` (the pod's name), each record
-    /// valid for `duration` after its renewal.
+    /// The Lease `name` in `namespace`, written as `identity` (the pod's name) for the chain
+    /// of `genesis` (its hash, hex), each record valid for `duration` after its renewal.
     pub fn new(
         client: Client,
         namespace: &str,
         name: &str,
         identity: &str,
+        genesis: &str,
         duration: Duration,
     ) -> Self {
         Self {
             api: Api::namespaced(client, namespace),
             name: name.to_string(),
             identity: identity.to_string(),
+            genesis: genesis.to_string(),
             duration,
         }
     }
@@ -148,13 +162,17 @@ impl SequencerLease {
 
     /// Records this sequencer as the holder for `epoch` (creating the Lease if needed).
     pub async fn acquire(&self, epoch: u64, address: &str) -> Result<Record, LeaseError> {
-        self.write(epoch, |lease, record, identity, duration| {
+        let genesis = self.genesis.clone();
+        self.write(epoch, move |lease, record, identity, duration| {
             let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-            if record.holder != identity || record.epoch != epoch {
+            let ours = record.genesis == genesis;
+            if record.holder != identity || record.epoch != epoch || !ours {
                 spec.acquire_time = Some(now());
-                if !record.holder.is_empty() || record.transitions > 0 {
-                    spec.lease_transitions = Some(record.transitions + 1);
-                }
+            }
+            // A transition is a new epoch (a takeover), not a restart of the same holder.
+            let recorded = !record.genesis.is_empty() || !record.holder.is_empty();
+            if recorded && (record.epoch != epoch || !ours) {
+                spec.lease_transitions = Some(record.transitions + 1);
             }
             spec.holder_identity = Some(identity.to_string());
             spec.lease_duration_seconds =
@@ -166,6 +184,7 @@ impl SequencerLease {
                 .get_or_insert_with(Default::default);
             annotations.insert(EPOCH_ANNOTATION.into(), epoch.to_string());
             annotations.insert(ADDRESS_ANNOTATION.into(), address.to_string());
+            annotations.insert(GENESIS_ANNOTATION.into(), genesis.clone());
             true
         })
         .await
@@ -178,8 +197,9 @@ impl SequencerLease {
 
     /// Gives the Lease up if it still records this sequencer's `epoch` (a planned stop).
     pub async fn release(&self, epoch: u64) -> Result<(), LeaseError> {
-        self.write(epoch, |lease, record, identity, _| {
-            if record.holder != identity || record.epoch != epoch {
+        let genesis = self.genesis.clone();
+        self.write(epoch, move |lease, record, identity, _| {
+            if record.holder != identity || record.epoch != epoch || record.genesis != genesis {
                 return false;
             }
             let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
@@ -209,7 +229,8 @@ impl SequencerLease {
                 spec: Some(LeaseSpec::default()),
             });
             let record = Record::of(&lease);
-            if record.epoch > epoch {
+            // Another genesis's record is stale, whatever its epoch (a re-created chain).
+            if record.epoch > epoch && record.genesis == self.genesis {
                 return Err(LeaseError::Superseded {
                     holder: record.holder,
                     epoch: record.epoch,

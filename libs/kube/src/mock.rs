@@ -239,8 +239,9 @@ pub fn scale(namespace: &str, name: &str, replicas: u32, ready: u32) -> Value {
     })
 }
 
-/// A Deployment (the fields a `get` shows that matter here).
-pub fn deployment(namespace: &str, name: &str, replicas: u32) -> Value {
+/// A Deployment (the fields a `get` shows that matter here) with `replicas` desired and
+/// `ready` of them ready.
+pub fn deployment(namespace: &str, name: &str, replicas: u32, ready: u32) -> Value {
     json!({
         "kind": "Deployment",
         "apiVersion": "apps/v1",
@@ -261,11 +262,16 @@ pub fn deployment(namespace: &str, name: &str, replicas: u32) -> Value {
                 "spec": {"containers": [{"name": "prover", "image": "ghcr.io/verity-rollup/verity-prover:0.1.0"}]}
             }
         },
-        "status": {"replicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas, "observedGeneration": 3}
+        "status": {"replicas": replicas, "readyReplicas": ready, "availableReplicas": ready, "updatedReplicas": replicas, "observedGeneration": 3}
     })
 }
 
-/// A coordination.k8s.io/v1 Lease held by `holder` for `epoch` (`None`: never held).
+/// The genesis hash the mock's Lease records carry (tests pass it to `SequencerLease::new`,
+/// or another one to play a re-created chain).
+pub const GENESIS: &str = "0x8d2a4bd2a5a8e3d6f1b7c3e9a0f4d5c6b7a8e9f0a1b2c3d4e5f60718293a4b5c";
+
+/// A coordination.k8s.io/v1 Lease held by `holder` for `epoch` (`None`: never held), recorded
+/// under [`GENESIS`].
 pub fn lease(
     namespace: &str,
     name: &str,
@@ -278,6 +284,7 @@ pub fn lease(
     if let Some((identity, epoch, address)) = holder {
         annotations.insert("verity.io/epoch".into(), json!(epoch.to_string()));
         annotations.insert("verity.io/sequencer".into(), json!(address));
+        annotations.insert("verity.io/genesis".into(), json!(GENESIS));
         spec["holderIdentity"] = json!(identity);
         spec["acquireTime"] = json!("2026-11-26T10:00:00.000000Z");
         spec["renewTime"] = json!("2026-11-26T10:00:02.000000Z");

@@ -2,9 +2,13 @@
 //! the latency target, with cooldowns and bounds. Pure (time is passed in), so every rule is
 //! unit-tested; [`crate::autoscaler`] feeds it and applies its decisions.
 //!
-//! - **Throughput** per worker is measured, not assumed: between two samples taken while every
-//!   worker had a job waiting, `finished jobs / (workers × seconds)`, smoothed (EWMA). Until such
-//!   a sample exists the configured seconds per job stand in.
+//! - **Throughput** per worker is measured, not assumed: over the intervals of the last
+//!   `rate_window` in which every *ready* worker had a job (the backlog at least the ready
+//!   workers at both ends), `finished jobs / worker-seconds`. Intervals in which nothing
+//!   finished count too (a proof can take longer than an interval); while nothing at all has
+//!   finished in the window the rate is at most one job per its worker-seconds. Pods not ready
+//!   yet (scheduling, loading parameters) are not counted as workers. Until a busy interval
+//!   exists the configured seconds per job stand in.
 //! - **Need**: `ceil(backlog / (per-worker rate × latency target))` workers clear the backlog
 //!   within the target; at least one while anything is queued; then bounded by min and max.
 //! - **Up** at once, at most once per up-cooldown (the new workers need time to start and show
@@ -30,6 +34,8 @@ pub struct Policy {
     /// Least time after any change before scaling down, and the window whose largest need a
     /// scale-down keeps.
     pub scale_down_cooldown: Duration,
+    /// How far back busy intervals count towards the measured per-worker rate.
+    pub rate_window: Duration,
 }
 
 impl Policy {
@@ -44,8 +50,14 @@ impl Policy {
                 self.min_replicas, self.max_replicas
             ));
         }
-        if self.latency_target.is_zero() || self.seconds_per_job.is_zero() {
-            return Err("the latency target and the seconds per job must be above zero".into());
+        if self.latency_target.is_zero()
+            || self.seconds_per_job.is_zero()
+            || self.rate_window.is_zero()
+        {
+            return Err(
+                "the latency target, the seconds per job and the rate window must be above zero"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -106,15 +118,13 @@ impl Reason {
     }
 }
 
-/// Smoothing of the measured per-worker rate (weight of the newest interval).
-const RATE_WEIGHT: f64 = 0.3;
-
 /// The policy's memory between samples.
 #[derive(Debug, Clone)]
 pub struct Scaler {
     policy: Policy,
     last: Option<Sample>,
-    rate: Option<f64>,
+    /// Busy intervals of the rate window: (end, worker-seconds, finished jobs).
+    busy: VecDeque<(Duration, f64, u64)>,
     last_up: Option<Duration>,
     last_change: Option<Duration>,
     /// (when, need) over the down-cooldown window.
@@ -128,7 +138,7 @@ impl Scaler {
         Self {
             policy,
             last: None,
-            rate: None,
+            busy: VecDeque::new(),
             last_up: None,
             last_change: None,
             needs: VecDeque::new(),
@@ -136,17 +146,29 @@ impl Scaler {
         }
     }
 
-    /// The measured jobs per second of one worker, once measured.
+    /// The measured jobs per second of one worker, once a busy interval was seen.
     pub fn measured_rate(&self) -> Option<f64> {
-        self.rate
+        let worker_seconds: f64 = self.busy.iter().map(|&(_, w, _)| w).sum();
+        let finished: u64 = self.busy.iter().map(|&(_, _, f)| f).sum();
+        if worker_seconds <= 0.0 {
+            return None;
+        }
+        let prior = 1.0 / self.policy.seconds_per_job.as_secs_f64();
+        Some(if finished == 0 {
+            // Not one job in that many worker-seconds: slower than both bounds say.
+            prior.min(1.0 / worker_seconds)
+        } else {
+            finished as f64 / worker_seconds
+        })
     }
 
-    /// Takes a sample and the pool's current size, and decides its size now.
-    pub fn observe(&mut self, sample: Sample, current: u32) -> Decision {
+    /// Takes a sample, the pool's size (desired replicas) and its ready workers, and decides
+    /// its size now.
+    pub fn observe(&mut self, sample: Sample, current: u32, ready: u32) -> Decision {
         let policy = self.policy.clone();
-        self.measure(sample, current);
+        self.measure(sample, ready);
         let worker_rate = self
-            .rate
+            .measured_rate()
             .unwrap_or(1.0 / policy.seconds_per_job.as_secs_f64());
         let needed = need(sample.backlog, worker_rate, policy.latency_target)
             .clamp(policy.min_replicas, policy.max_replicas);
@@ -197,8 +219,9 @@ impl Scaler {
         }
     }
 
-    /// Updates the per-worker rate from the interval since the last sample, when every worker
-    /// had work throughout it (otherwise idle time would read as slowness).
+    /// Records the interval since the last sample when every ready worker had work throughout
+    /// it (otherwise idle time would read as slowness), and forgets intervals older than the
+    /// rate window.
     fn measure(&mut self, sample: Sample, workers: u32) {
         if let Some(last) = self.last
             && sample.at > last.at
@@ -207,13 +230,15 @@ impl Scaler {
             && last.backlog >= u64::from(workers)
             && sample.backlog >= u64::from(workers)
         {
-            let seconds = (sample.at - last.at).as_secs_f64();
-            let rate = (sample.finished - last.finished) as f64 / (f64::from(workers) * seconds);
-            if rate > 0.0 {
-                self.rate = Some(match self.rate {
-                    Some(old) => old + RATE_WEIGHT * (rate - old),
-                    None => rate,
-                });
+            let worker_seconds = f64::from(workers) * (sample.at - last.at).as_secs_f64();
+            self.busy
+                .push_back((sample.at, worker_seconds, sample.finished - last.finished));
+        }
+        while let Some(&(end, _, _)) = self.busy.front() {
+            if sample.at.saturating_sub(end) > self.policy.rate_window {
+                self.busy.pop_front();
+            } else {
+                break;
             }
         }
         self.last = Some(sample);
@@ -247,6 +272,7 @@ mod tests {
             seconds_per_job: Duration::from_secs(10),
             scale_up_cooldown: Duration::from_secs(30),
             scale_down_cooldown: Duration::from_secs(300),
+            rate_window: Duration::from_secs(600),
         }
     }
 
@@ -271,30 +297,31 @@ mod tests {
     #[test]
     fn a_backlog_scales_up_at_once_within_the_bounds() {
         let mut scaler = Scaler::new(policy());
-        let d = scaler.observe(at(0, 40, 0), 1);
+        let d = scaler.observe(at(0, 40, 0), 1, 1);
         assert_eq!((d.replicas, d.reason), (7, Reason::Up));
         let mut scaler = Scaler::new(policy());
-        let d = scaler.observe(at(0, 10_000, 0), 1);
+        let d = scaler.observe(at(0, 10_000, 0), 1, 1);
         assert_eq!((d.replicas, d.needed), (16, 16));
     }
 
     #[test]
     fn scale_ups_wait_for_their_cooldown() {
         let mut scaler = Scaler::new(policy());
-        assert_eq!(scaler.observe(at(0, 12, 0), 1).replicas, 2);
-        let d = scaler.observe(at(10, 30, 0), 2);
+        assert_eq!(scaler.observe(at(0, 12, 0), 1, 1).replicas, 2);
+        // (Two workers finishing a job each per 10 s: the measured rate is the prior's.)
+        let d = scaler.observe(at(10, 30, 2), 2, 2);
         assert_eq!((d.replicas, d.reason), (2, Reason::UpCooldown));
-        let d = scaler.observe(at(31, 30, 0), 2);
+        let d = scaler.observe(at(30, 30, 6), 2, 2);
         assert_eq!((d.replicas, d.reason), (5, Reason::Up));
     }
 
     #[test]
     fn scale_downs_keep_the_largest_need_of_the_window_and_wait_for_it() {
         let mut scaler = Scaler::new(policy());
-        assert_eq!(scaler.observe(at(0, 60, 0), 1).replicas, 10);
+        assert_eq!(scaler.observe(at(0, 60, 0), 1, 1).replicas, 10);
         // The backlog drains: no scale-down before 300 s since the change.
         for t in (10..300).step_by(10) {
-            let d = scaler.observe(at(t, 0, 60), 10);
+            let d = scaler.observe(at(t, 0, 60), 10, 10);
             assert_eq!(
                 (d.replicas, d.reason),
                 (10, Reason::DownCooldown),
@@ -302,48 +329,95 @@ mod tests {
             );
         }
         // At 300 s the window still holds the need of 10 seen at 0 s: nothing to drop.
-        let d = scaler.observe(at(300, 0, 60), 10);
+        let d = scaler.observe(at(300, 0, 60), 10, 10);
         assert_eq!(d.replicas, 10);
         // Past the window only idle needs remain: down to the minimum.
-        let d = scaler.observe(at(310, 0, 60), 10);
+        let d = scaler.observe(at(310, 0, 60), 10, 10);
         assert_eq!((d.replicas, d.reason), (1, Reason::Down));
     }
 
     #[test]
     fn a_short_dip_does_not_shrink_the_pool() {
         let mut scaler = Scaler::new(policy());
-        assert_eq!(scaler.observe(at(0, 30, 0), 1).replicas, 5);
+        assert_eq!(scaler.observe(at(0, 30, 0), 1, 1).replicas, 5);
         for t in (10..=400).step_by(10) {
             // Every 100 s a burst needs 5 workers again.
             let backlog = if t % 100 == 0 { 30 } else { 0 };
-            let d = scaler.observe(at(t, backlog, t), 5);
+            let d = scaler.observe(at(t, backlog, t), 5, 5);
             assert_eq!(d.replicas, 5, "at {t} s: {d:?}");
         }
     }
 
     #[test]
+    fn proofs_longer_than_the_interval_are_measured_with_their_idle_intervals() {
+        // One worker, 60 s per proof, a reading every 5 s: eleven intervals finish nothing,
+        // the twelfth one job. Counting only the twelfth would read 0.2 jobs/s.
+        let mut scaler = Scaler::new(policy());
+        for i in 0..=24u64 {
+            scaler.observe(at(i * 5, 50, i / 12), 1, 1);
+        }
+        let rate = scaler.measured_rate().unwrap_or_default();
+        assert!((rate - 1.0 / 60.0).abs() < 1e-9, "{rate}");
+    }
+
+    #[test]
+    fn nothing_finished_yet_bounds_the_rate_from_above() {
+        // 4 ready workers busy for 100 s with nothing finished: at most 1 job per 400
+        // worker-seconds, well below the 10 s prior.
+        let mut scaler = Scaler::new(policy());
+        scaler.observe(at(0, 100, 0), 4, 4);
+        scaler.observe(at(100, 100, 0), 4, 4);
+        let rate = scaler.measured_rate().unwrap_or_default();
+        assert!((rate - 1.0 / 400.0).abs() < 1e-12, "{rate}");
+    }
+
+    #[test]
+    fn pods_not_ready_are_not_counted_as_slow_workers() {
+        // 8 desired, 2 ready: 2 workers finished 4 jobs in 10 s = 0.2 jobs/s each.
+        let mut scaler = Scaler::new(policy());
+        scaler.observe(at(0, 100, 0), 8, 2);
+        scaler.observe(at(10, 100, 4), 8, 2);
+        let rate = scaler.measured_rate().unwrap_or_default();
+        assert!((rate - 0.2).abs() < 1e-9, "{rate}");
+    }
+
+    #[test]
+    fn intervals_older_than_the_window_are_forgotten() {
+        let mut p = policy();
+        p.rate_window = Duration::from_secs(30);
+        let mut scaler = Scaler::new(p);
+        scaler.observe(at(0, 100, 0), 1, 1);
+        scaler.observe(at(10, 100, 10), 1, 1); // 1 job/s
+        for t in (20..=60).step_by(10) {
+            scaler.observe(at(t, 100, 10 + (t - 10) / 10), 1, 1); // 0.1 job/s
+        }
+        let rate = scaler.measured_rate().unwrap_or_default();
+        assert!((rate - 0.1).abs() < 1e-9, "{rate}");
+    }
+
+    #[test]
     fn the_measured_rate_replaces_the_estimate_only_from_saturated_intervals() {
         let mut scaler = Scaler::new(policy());
-        scaler.observe(at(0, 100, 0), 4);
+        scaler.observe(at(0, 100, 0), 4, 4);
         // Idle workers (backlog below the pool) say nothing about speed.
-        scaler.observe(at(10, 2, 98), 4);
+        scaler.observe(at(10, 2, 98), 4, 4);
         assert_eq!(scaler.measured_rate(), None);
         let mut scaler = Scaler::new(policy());
-        scaler.observe(at(0, 100, 0), 4);
+        scaler.observe(at(0, 100, 0), 4, 4);
         // 4 workers finished 20 jobs in 10 s: 0.5 jobs/s each (5x the 10 s estimate).
-        scaler.observe(at(10, 100, 20), 4);
+        scaler.observe(at(10, 100, 20), 4, 4);
         let rate = scaler.measured_rate().unwrap_or_default();
         assert!((rate - 0.5).abs() < 1e-9, "{rate}");
         // With 0.5 jobs/s and 60 s, one worker clears 30: a backlog of 100 needs 4.
-        assert_eq!(scaler.observe(at(20, 100, 40), 4).needed, 4);
+        assert_eq!(scaler.observe(at(20, 100, 40), 4, 4).needed, 4);
     }
 
     #[test]
     fn a_pool_changed_by_hand_is_brought_back_within_the_bounds() {
         let mut scaler = Scaler::new(policy());
-        let d = scaler.observe(at(0, 0, 0), 40);
+        let d = scaler.observe(at(0, 0, 0), 40, 40);
         assert_eq!((d.replicas, d.reason), (16, Reason::Bounds));
-        let d = scaler.observe(at(1, 0, 0), 0);
+        let d = scaler.observe(at(1, 0, 0), 0, 0);
         assert_eq!((d.replicas, d.reason), (1, Reason::Bounds));
     }
 

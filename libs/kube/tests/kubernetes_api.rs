@@ -12,6 +12,7 @@ use verity_kube::{
 };
 
 const NS: &str = "verity";
+const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/verity/deployments/verity-prover";
 const SCALE: &str = "/apis/apps/v1/namespaces/verity/deployments/verity-prover/scale";
 const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/verity/leases/verity-sequencer";
 const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/verity/leases";
@@ -25,6 +26,7 @@ fn policy() -> Policy {
         seconds_per_job: Duration::from_secs(10),
         scale_up_cooldown: Duration::from_secs(30),
         scale_down_cooldown: Duration::from_secs(300),
+        rate_window: Duration::from_secs(600),
     }
 }
 
@@ -39,7 +41,12 @@ async fn a_backlog_patches_the_deployments_scale_with_a_merge_patch() {
     let (api, client) = api().await;
     let target = ScaleTarget::new(client, NS, "verity-prover");
     let mut scaler = Scaler::new(policy());
-    api.expect("GET", SCALE, 200, mock::scale(NS, "verity-prover", 1, 1));
+    api.expect(
+        "GET",
+        DEPLOYMENT,
+        200,
+        mock::deployment(NS, "verity-prover", 1, 1),
+    );
     api.expect("PATCH", SCALE, 200, mock::scale(NS, "verity-prover", 7, 1));
     // 40 jobs at 10 s each within 60 s: 7 workers.
     let decision = step(&mut scaler, &target, Duration::ZERO, 40, 0)
@@ -54,8 +61,14 @@ async fn a_backlog_patches_the_deployments_scale_with_a_merge_patch() {
     assert_eq!(patch.body, json!({"spec": {"replicas": 7}}));
     assert!(api.unexpected().is_empty(), "{:?}", api.unexpected());
 
-    // Ten seconds later the backlog grew, but the scale-up cooldown holds: a read, no patch.
-    api.expect("GET", SCALE, 200, mock::scale(NS, "verity-prover", 7, 7));
+    // Ten seconds later (two of the seven ready) the backlog grew, but the scale-up cooldown
+    // holds: a read, no patch.
+    api.expect(
+        "GET",
+        DEPLOYMENT,
+        200,
+        mock::deployment(NS, "verity-prover", 7, 2),
+    );
     let decision = step(&mut scaler, &target, Duration::from_secs(10), 200, 0)
         .await
         .expect("step");
@@ -73,7 +86,7 @@ async fn an_api_refusal_names_the_call_and_the_reason() {
     let target = ScaleTarget::new(client, NS, "verity-prover");
     api.expect(
         "GET",
-        "/apis/apps/v1/namespaces/verity/deployments/verity-prover",
+        DEPLOYMENT,
         404,
         mock::status(
             404,
@@ -90,7 +103,12 @@ async fn an_api_refusal_names_the_call_and_the_reason() {
     );
 
     let mut scaler = Scaler::new(policy());
-    api.expect("GET", SCALE, 200, mock::scale(NS, "verity-prover", 1, 1));
+    api.expect(
+        "GET",
+        DEPLOYMENT,
+        200,
+        mock::deployment(NS, "verity-prover", 1, 1),
+    );
     api.expect(
         "PATCH",
         SCALE,
@@ -117,6 +135,7 @@ fn lease(client: kube::Client, identity: &str) -> SequencerLease {
         NS,
         "verity-sequencer",
         identity,
+        mock::GENESIS,
         Duration::from_secs(10),
     )
 }
@@ -314,4 +333,73 @@ async fn a_planned_stop_clears_the_holder_only_if_it_is_still_ours() {
         .expect("release");
     assert_eq!(api.requests().len(), 3);
     assert!(api.unexpected().is_empty(), "{:?}", api.unexpected());
+}
+
+#[tokio::test]
+async fn a_record_of_another_genesis_is_stale_whatever_its_epoch() {
+    // The namespace held a chain that was deleted and made again: its record says epoch 9.
+    let (api, client) = api().await;
+    let mut old_chain = mock::lease(
+        NS,
+        "verity-sequencer",
+        "5000",
+        Some(("verity-sequencer-0", 9, ADDRESS)),
+        9,
+    );
+    old_chain["metadata"]["annotations"]["verity.io/genesis"] = json!("0x0badc0de");
+    api.expect("GET", LEASE, 200, old_chain);
+    api.expect(
+        "PUT",
+        LEASE,
+        200,
+        mock::lease(
+            NS,
+            "verity-sequencer",
+            "5001",
+            Some(("verity-sequencer-0", 0, ADDRESS)),
+            10,
+        ),
+    );
+    let record = lease(client, "verity-sequencer-0")
+        .acquire(0, ADDRESS)
+        .await
+        .expect("a new chain's epoch 0 takes the old chain's record");
+    assert_eq!(record.epoch, 0);
+    let put = &api.requests()[1];
+    assert_eq!(
+        put.body["metadata"]["annotations"]["verity.io/genesis"],
+        mock::GENESIS
+    );
+    assert_eq!(put.body["metadata"]["annotations"]["verity.io/epoch"], "0");
+}
+
+#[tokio::test]
+async fn a_restart_under_the_same_epoch_is_not_a_transition() {
+    // Released on a planned stop (no holder), taken again by the same sequencer and epoch.
+    let (api, client) = api().await;
+    let mut released = mock::lease(NS, "verity-sequencer", "6000", Some(("x", 5, ADDRESS)), 5);
+    released["spec"]
+        .as_object_mut()
+        .expect("spec")
+        .remove("holderIdentity");
+    api.expect("GET", LEASE, 200, released);
+    api.expect(
+        "PUT",
+        LEASE,
+        200,
+        mock::lease(
+            NS,
+            "verity-sequencer",
+            "6001",
+            Some(("verity-sequencer-0", 5, ADDRESS)),
+            5,
+        ),
+    );
+    lease(client, "verity-sequencer-0")
+        .acquire(5, ADDRESS)
+        .await
+        .expect("acquire");
+    let put = &api.requests()[1];
+    assert_eq!(put.body["spec"]["leaseTransitions"], 5);
+    assert_eq!(put.body["spec"]["holderIdentity"], "verity-sequencer-0");
 }

@@ -3,8 +3,7 @@
 //! (`verity_kube::scale` has the policy, `verity_kube::autoscaler` the controller). Serves the
 //! gRPC health service and `/metrics` like every Verity service.
 //!
-//! RBAC: `get` on the Deployment, `get` and `patch` on `deployments/scale` in its namespace (the
-//! chart's Role). Run one: two would both act on the same readings, harmlessly but twice.
+//! RBAC: `get` on the Deployment and `patch` on its `deployments/scale` (the chart's Role). Run one: two would both act on the same readings, harmlessly but twice.
 
 use std::{future::Future, time::Duration};
 
@@ -58,6 +57,9 @@ pub struct Config {
     /// scale-down keeps).
     #[arg(long, env = "VERITY_SCALE_DOWN_COOLDOWN_SECS", default_value_t = 300)]
     pub scale_down_cooldown_secs: u64,
+    /// Seconds of busy intervals the measured per-worker rate is taken over.
+    #[arg(long, env = "VERITY_RATE_WINDOW_SECS", default_value_t = 600)]
+    pub rate_window_secs: u64,
     /// Milliseconds between two readings.
     #[arg(long, env = "VERITY_INTERVAL_MS", default_value_t = 5_000)]
     pub interval_ms: u64,
@@ -82,6 +84,7 @@ impl Config {
             seconds_per_job: Duration::from_secs_f64(self.seconds_per_job),
             scale_up_cooldown: Duration::from_secs(self.scale_up_cooldown_secs),
             scale_down_cooldown: Duration::from_secs(self.scale_down_cooldown_secs),
+            rate_window: Duration::from_secs(self.rate_window_secs),
         };
         policy.validate().map_err(|e| {
             anyhow::anyhow!("{e} (flags --min-replicas, --max-replicas, --latency-target-secs)")

@@ -64,9 +64,8 @@ async fn the_pool_follows_the_backlog_up_and_back_down() {
         "GET",
         DEPLOYMENT,
         200,
-        mock::deployment(NS, "verity-prover", 1),
+        mock::deployment(NS, "verity-prover", 1, 1),
     );
-    api.serve("GET", SCALE, 200, mock::scale(NS, "verity-prover", 1, 1));
     api.serve("PATCH", SCALE, 200, mock::scale(NS, "verity-prover", 7, 1));
 
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_verity-autoscaler"))
@@ -116,7 +115,12 @@ async fn the_pool_follows_the_backlog_up_and_back_down() {
     let scaled_up = Instant::now();
 
     // The pool now has 7; the workers finish every job.
-    api.serve("GET", SCALE, 200, mock::scale(NS, "verity-prover", 7, 7));
+    api.serve(
+        "GET",
+        DEPLOYMENT,
+        200,
+        mock::deployment(NS, "verity-prover", 7, 7),
+    );
     api.serve("PATCH", SCALE, 200, mock::scale(NS, "verity-prover", 1, 7));
     let consumer = job_consumer(&jobs, JobQueue::default())
         .await

@@ -77,7 +77,7 @@ pub struct Config {
     pub lease_ttl_ms: u64,
     /// Name of a coordination.k8s.io Lease the active sequencer records itself in (pod, epoch,
     /// address) when it runs in Kubernetes; a sequencer that finds a higher epoch there steps
-    /// down. Needs `get`, `create`, `update` on that Lease (the chart's Role).
+    /// down. Needs `get` and `update` on that Lease and `create` on leases (the chart's Role).
     #[arg(long, env = "VERITY_K8S_LEASE")]
     pub k8s_lease: Option<String>,
     /// The Lease's namespace (default: this pod's).

@@ -40,7 +40,7 @@ use verity_bus::{
     BusError,
     lease::{self, Holder, LeaseError},
 };
-use verity_kube::lease::{Fence, SequencerLease};
+use verity_kube::lease::{Fence, LeaseError as KubeLeaseError, SequencerLease};
 use verity_primitives::{
     ChainSpec, SequencerKey,
     governance::{Handover, Sequencing, SignedAppointment},
@@ -211,7 +211,7 @@ impl Node {
         let stream = verity_bus::ensure_chain_stream(&js).await?;
         let lease = lease::lease_store(&js).await?;
         let k8s_lease = match &config.k8s_lease {
-            Some(name) => Some(kubernetes_lease(config, name).await?),
+            Some(name) => Some(kubernetes_lease(config, name, spec.genesis_hash).await?),
             None => None,
         };
         tracing::info!(
@@ -677,7 +677,11 @@ impl Node {
 }
 
 /// The Lease of `--k8s-lease`, with its namespace, identity and API server resolved.
-async fn kubernetes_lease(config: &Config, name: &str) -> anyhow::Result<SequencerLease> {
+async fn kubernetes_lease(
+    config: &Config,
+    name: &str,
+    genesis: alloy_primitives::B256,
+) -> anyhow::Result<SequencerLease> {
     let namespace = config
         .k8s_namespace
         .clone()
@@ -699,12 +703,32 @@ async fn kubernetes_lease(config: &Config, name: &str) -> anyhow::Result<Sequenc
             "--k8s-lease: cannot build a Kubernetes client (flag --kube-api, or in-cluster config)",
         )?;
     let renew = Duration::from_secs(config.k8s_lease_renew_secs.max(1));
-    let lease = SequencerLease::new(client, &namespace, name, &identity, renew * 5);
-    // A clear error at start (RBAC, a wrong namespace) instead of warnings once active.
-    lease
-        .read()
-        .await
-        .with_context(|| format!("--k8s-lease {name} in namespace {namespace}"))?;
+    let lease = SequencerLease::new(
+        client,
+        &namespace,
+        name,
+        &identity,
+        &genesis.to_string(),
+        renew * 5,
+    );
+    // A clear error at start for what will not fix itself (no RBAC, a wrong namespace's
+    // permissions); an API server that is down (a control-plane upgrade) only delays the
+    // first record, the fence retries.
+    match lease.read().await {
+        Ok(_) => {}
+        Err(KubeLeaseError::Kube {
+            source: kube::Error::Api(status),
+            ..
+        }) if status.code == 401 || status.code == 403 => {
+            anyhow::bail!(
+                "--k8s-lease {name} in namespace {namespace}: {} (the service account needs get and update on this Lease)",
+                status.message
+            );
+        }
+        Err(error) => {
+            tracing::warn!(%error, lease = name, "cannot read the Kubernetes Lease yet; going on (the fence retries)");
+        }
+    }
     tracing::info!(lease = name, %namespace, %identity, "recording the active sequencer in a Kubernetes Lease");
     Ok(lease)
 }

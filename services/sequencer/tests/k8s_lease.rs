@@ -25,6 +25,7 @@ struct Setup {
     api: MockApi,
     args: Vec<String>,
     address: String,
+    genesis: String,
 }
 
 async fn setup() -> Setup {
@@ -69,6 +70,7 @@ async fn setup() -> Setup {
         api,
         args,
         address: key.address().to_string(),
+        genesis: spec.genesis_hash.to_string(),
     }
 }
 
@@ -97,14 +99,21 @@ async fn wait_for(api: &MockApi, what: impl Fn(&Recorded) -> bool) -> Recorded {
     }
 }
 
-fn held(setup: &Setup, rv: &str, epoch: u64) -> Value {
-    mock::lease(
+/// A Lease record of this chain held by `holder` under `epoch`.
+fn record(setup: &Setup, rv: &str, holder: &str, epoch: u64) -> Value {
+    let mut lease = mock::lease(
         NS,
         "verity-sequencer",
         rv,
-        Some(("verity-sequencer-0", epoch, &setup.address)),
+        Some((holder, epoch, &setup.address)),
         0,
-    )
+    );
+    lease["metadata"]["annotations"]["verity.io/genesis"] = Value::String(setup.genesis.clone());
+    lease
+}
+
+fn held(setup: &Setup, rv: &str, epoch: u64) -> Value {
+    record(setup, rv, "verity-sequencer-0", epoch)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,13 +189,7 @@ async fn a_higher_epoch_in_the_lease_deposes_the_sequencer() {
         "GET",
         LEASE,
         200,
-        mock::lease(
-            NS,
-            "verity-sequencer",
-            "30",
-            Some(("verity-sequencer-standby-0", 1, "0xabc")),
-            1,
-        ),
+        record(&setup, "30", "verity-sequencer-standby-0", 1),
     );
     let output = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
         .await
@@ -224,5 +227,39 @@ async fn no_rbac_for_the_lease_stops_it_at_start() {
         stderr.contains("--k8s-lease verity-sequencer") && stderr.contains("forbidden"),
         "{stderr}"
     );
+    drop(setup.nats);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_api_server_does_not_stop_it_from_starting() {
+    let mut setup = setup().await;
+    // Nothing listens there (a control-plane upgrade): the sequencer starts and produces anyway;
+    // the fence keeps retrying the Lease.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let at = setup.args.iter().position(|a| a == "--kube-api").unwrap();
+    setup.args[at + 1] = url;
+    let ready = setup._dir.path().join("ready.json");
+    setup
+        .args
+        .extend(["--ready-file".into(), ready.display().to_string()]);
+    let mut child = spawn(&setup);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready.is_file() {
+        assert!(Instant::now() < deadline, "not ready");
+        assert!(child.try_wait().unwrap().is_none(), "exited");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = child.id().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
     drop(setup.nats);
 }
