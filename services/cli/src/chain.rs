@@ -17,9 +17,10 @@ pub struct ChainArgs {
 #[derive(clap::Subcommand, Debug)]
 enum ChainCommand {
     /// Write a new chain's genesis and keys into a directory (an existing chain there is kept):
-    /// genesis naming the epoch-0 sequencer and a 2-of-3 governance, the sequencer's, the
-    /// standby's, the prover's and the verifier's keys, the governance keys, the standby's
-    /// standing appointments, and the attestation addresses as files.
+    /// genesis naming the epoch-0 sequencer and a 2-of-3 governance (and funding the public
+    /// test mnemonic's ten accounts, as the devnet does), the sequencer's, the standby's, the
+    /// prover's and the verifier's keys, the governance keys, the standby's standing
+    /// appointments, and the attestation addresses as files.
     Init(InitArgs),
 }
 
@@ -79,7 +80,10 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
          --from-file=prover-addresses={dir}/prover.address --from-file=verifier-addresses={dir}/verifier.address\n  \
          kubectl create secret generic verity-keys --from-file={dir}/sequencer.key \\\n    \
          --from-file={dir}/standby.key --from-file={dir}/prover.key --from-file={dir}/verifier.key\n\n\
-         Keep {dir}/governance/ off the cluster: those keys appoint sequencers."
+         Keep {dir}/governance/ off the cluster: those keys appoint sequencers.\n\n\
+         genesis.json funds the ten accounts of the public test mnemonic (test test ... junk), \
+         as the devnet does: for a chain with value, replace its `alloc` before any node \
+         starts (the genesis hash is taken from the file)."
     )?;
     if args.insecure_kzg {
         writeln!(
