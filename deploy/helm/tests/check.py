@@ -188,14 +188,16 @@ def reference_problems(docs):
                 problems.append(f"{where}: scale target {ref.get('kind')}/{ref.get('name')} is not rendered")
             elif "replicas" in target.get("spec", {}):
                 problems.append(f"{where}: its target {name_of(target)} sets spec.replicas (they would fight)")
+    # Resources a Role may name that the chart itself renders (others, e.g. the chain's Secret,
+    # are the operator's).
     kinds_of = {"deployments": "Deployment", "deployments/scale": "Deployment", "leases": "Lease",
-                "statefulsets": "StatefulSet", "configmaps": "ConfigMap", "secrets": "Secret"}
+                "statefulsets": "StatefulSet"}
     for role in by_kind.get("Role", {}).values():
         for rule in role.get("rules", []):
             for resource in rule.get("resources", []):
                 kind = kinds_of.get(resource)
                 for name in rule.get("resourceNames", []) or []:
-                    if kind in ("Deployment", "Lease", "StatefulSet") and name not in by_kind.get(kind, {}):
+                    if kind and name not in by_kind.get(kind, {}):
                         problems.append(f"{name_of(role)}: grants {resource} {name!r}, which is not rendered")
     for binding in by_kind.get("RoleBinding", {}).values():
         if binding["roleRef"]["name"] not in by_kind.get(binding["roleRef"]["kind"], {}):
@@ -210,7 +212,6 @@ def reference_problems(docs):
         if pod_spec(w).get("automountServiceAccountToken") is not False and not account:
             problems.append(f"{name_of(w)}: mounts the default service account's token (set "
                             "automountServiceAccountToken: false or a serviceAccountName)")
-    for w in workloads:
         for volume in pod_spec(w).get("volumes", []) or []:
             cm = (volume.get("configMap") or {}).get("name", "")
             if cm.endswith("-nats") and cm not in by_kind.get("ConfigMap", {}):

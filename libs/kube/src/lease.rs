@@ -65,6 +65,20 @@ pub enum LeaseError {
     },
 }
 
+impl LeaseError {
+    /// The API server's message when it refused for lack of authentication or permission
+    /// (401, 403): that will not fix itself by retrying.
+    pub fn refusal(&self) -> Option<&str> {
+        match self {
+            Self::Kube {
+                source: kube::Error::Api(status),
+                ..
+            } if status.code == 401 || status.code == 403 => Some(&status.message),
+            _ => None,
+        }
+    }
+}
+
 /// Who the Lease records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -162,11 +176,10 @@ impl SequencerLease {
 
     /// Records this sequencer as the holder for `epoch` (creating the Lease if needed).
     pub async fn acquire(&self, epoch: u64, address: &str) -> Result<Record, LeaseError> {
-        let genesis = self.genesis.clone();
-        self.write(epoch, move |lease, record, identity, duration| {
+        self.write(epoch, |lease, record| {
             let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-            let ours = record.genesis == genesis;
-            if record.holder != identity || record.epoch != epoch || !ours {
+            let ours = record.genesis == self.genesis;
+            if record.holder != self.identity || record.epoch != epoch || !ours {
                 spec.acquire_time = Some(now());
             }
             // A transition is a new epoch (a takeover), not a restart of the same holder.
@@ -174,9 +187,9 @@ impl SequencerLease {
             if recorded && (record.epoch != epoch || !ours) {
                 spec.lease_transitions = Some(record.transitions + 1);
             }
-            spec.holder_identity = Some(identity.to_string());
+            spec.holder_identity = Some(self.identity.clone());
             spec.lease_duration_seconds =
-                Some(i32::try_from(duration.as_secs().max(1)).unwrap_or(i32::MAX));
+                Some(i32::try_from(self.duration.as_secs().max(1)).unwrap_or(i32::MAX));
             spec.renew_time = Some(now());
             let annotations = lease
                 .metadata
@@ -184,7 +197,7 @@ impl SequencerLease {
                 .get_or_insert_with(Default::default);
             annotations.insert(EPOCH_ANNOTATION.into(), epoch.to_string());
             annotations.insert(ADDRESS_ANNOTATION.into(), address.to_string());
-            annotations.insert(GENESIS_ANNOTATION.into(), genesis.clone());
+            annotations.insert(GENESIS_ANNOTATION.into(), self.genesis.clone());
             true
         })
         .await
@@ -197,9 +210,11 @@ impl SequencerLease {
 
     /// Gives the Lease up if it still records this sequencer's `epoch` (a planned stop).
     pub async fn release(&self, epoch: u64) -> Result<(), LeaseError> {
-        let genesis = self.genesis.clone();
-        self.write(epoch, move |lease, record, identity, _| {
-            if record.holder != identity || record.epoch != epoch || record.genesis != genesis {
+        self.write(epoch, |lease, record| {
+            if record.holder != self.identity
+                || record.epoch != epoch
+                || record.genesis != self.genesis
+            {
                 return false;
             }
             let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
@@ -216,7 +231,7 @@ impl SequencerLease {
     async fn write(
         &self,
         epoch: u64,
-        edit: impl Fn(&mut Lease, &Record, &str, Duration) -> bool,
+        edit: impl Fn(&mut Lease, &Record) -> bool,
     ) -> Result<Record, LeaseError> {
         for _ in 0..ATTEMPTS {
             let existing = self.api.get_opt(&self.name).await.map_err(self.kube())?;
@@ -237,7 +252,7 @@ impl SequencerLease {
                     ours: epoch,
                 });
             }
-            if !edit(&mut lease, &record, &self.identity, self.duration) {
+            if !edit(&mut lease, &record) {
                 return Ok(record);
             }
             let written = if created {
@@ -260,14 +275,14 @@ impl SequencerLease {
     }
 }
 
-/// The Lease kept for an active sequencer: renewed every `every`; `superseded` turns `Some`
-/// (with the reason) when a higher epoch is recorded.
+/// The Lease kept for an active sequencer: renewed every `every` until
+/// [`superseded`](Self::superseded) says a higher epoch is recorded.
 #[derive(Debug)]
 pub struct Fence {
     task: tokio::task::JoinHandle<()>,
     stop: watch::Sender<bool>,
     /// `Some(reason)` once this sequencer was superseded.
-    pub superseded: watch::Receiver<Option<String>>,
+    superseded: watch::Receiver<Option<String>>,
     lease: SequencerLease,
     epoch: u64,
 }
@@ -313,6 +328,16 @@ impl Fence {
             superseded,
             lease,
             epoch,
+        }
+    }
+
+    /// Resolves, with the reason, once a higher epoch is recorded (never otherwise).
+    pub async fn superseded(&self) -> String {
+        let mut superseded = self.superseded.clone();
+        match superseded.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            // The renewing task ended without a reason: it was stopped, nothing superseded.
+            Err(_) => std::future::pending().await,
         }
     }
 

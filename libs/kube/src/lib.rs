@@ -24,6 +24,18 @@ pub async fn client(url: Option<&str>) -> Result<kube::Client, kube::Error> {
     }
 }
 
+/// This pod's name (`$POD_NAME`, from the downward API), else the host name.
+pub fn pod_name() -> Option<String> {
+    std::env::var("POD_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
+}
+
 /// The namespace this pod runs in (the service account's), when it runs in one.
 pub fn pod_namespace() -> Option<String> {
     std::env::var("POD_NAMESPACE")

@@ -207,4 +207,9 @@ impl Config {
     pub fn lease_ttl(&self) -> Duration {
         Duration::from_millis(self.lease_ttl_ms)
     }
+
+    /// How often the Kubernetes Lease is renewed.
+    pub fn k8s_lease_renew(&self) -> Duration {
+        Duration::from_secs(self.k8s_lease_renew_secs.max(1))
+    }
 }

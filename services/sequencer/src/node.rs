@@ -40,7 +40,7 @@ use verity_bus::{
     BusError,
     lease::{self, Holder, LeaseError},
 };
-use verity_kube::lease::{Fence, LeaseError as KubeLeaseError, SequencerLease};
+use verity_kube::lease::{Fence, SequencerLease};
 use verity_primitives::{
     ChainSpec, SequencerKey,
     governance::{Handover, Sequencing, SignedAppointment},
@@ -613,21 +613,17 @@ impl Node {
                 lease,
                 epoch,
                 self.key.address().to_string(),
-                Duration::from_secs(config.k8s_lease_renew_secs.max(1)),
+                config.k8s_lease_renew(),
             )
         });
-        let mut superseded = fence.as_ref().map(|f| f.superseded.clone());
         let outcome: anyhow::Result<()> = tokio::select! {
             _ = stopped(&mut stop) => Ok(()),
             reason = async {
-                match superseded.as_mut() {
-                    Some(rx) => rx.wait_for(Option::is_some).await.ok().and_then(|r| r.clone()),
+                match &fence {
+                    Some(fence) => fence.superseded().await,
                     None => std::future::pending().await,
                 }
-            } => Err(anyhow::anyhow!(
-                "deposed: {}; stepping down",
-                reason.unwrap_or_else(|| "the Kubernetes Lease fence stopped".into())
-            )),
+            } => Err(anyhow::anyhow!("deposed: {reason}; stepping down")),
             _ = failed.notified() => Err(anyhow::anyhow!("the producer stopped on an error")),
             _ = deposed.changed() => Err(anyhow::anyhow!(
                 "deposed: the sequencer lease was taken by another sequencer; stepping down"
@@ -690,19 +686,14 @@ async fn kubernetes_lease(
     let identity = config
         .k8s_identity
         .clone()
-        .or_else(|| std::env::var("POD_NAME").ok().filter(|s| !s.is_empty()))
-        .or_else(|| {
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .ok()
-                .map(|s| s.trim().to_string())
-        })
+        .or_else(verity_kube::pod_name)
         .context("--k8s-lease needs an identity: pass --k8s-identity")?;
     let client = verity_kube::client(config.kube_api.as_deref())
         .await
         .context(
             "--k8s-lease: cannot build a Kubernetes client (flag --kube-api, or in-cluster config)",
         )?;
-    let renew = Duration::from_secs(config.k8s_lease_renew_secs.max(1));
+    let renew = config.k8s_lease_renew();
     let lease = SequencerLease::new(
         client,
         &namespace,
@@ -714,19 +705,14 @@ async fn kubernetes_lease(
     // A clear error at start for what will not fix itself (no RBAC, a wrong namespace's
     // permissions); an API server that is down (a control-plane upgrade) only delays the
     // first record, the fence retries.
-    match lease.read().await {
-        Ok(_) => {}
-        Err(KubeLeaseError::Kube {
-            source: kube::Error::Api(status),
-            ..
-        }) if status.code == 401 || status.code == 403 => {
-            anyhow::bail!(
-                "--k8s-lease {name} in namespace {namespace}: {} (the service account needs get and update on this Lease)",
-                status.message
-            );
-        }
-        Err(error) => {
-            tracing::warn!(%error, lease = name, "cannot read the Kubernetes Lease yet; going on (the fence retries)");
+    if let Err(error) = lease.read().await {
+        match error.refusal() {
+            Some(refusal) => anyhow::bail!(
+                "--k8s-lease {name} in namespace {namespace}: {refusal} (the service account needs get and update on this Lease)"
+            ),
+            None => {
+                tracing::warn!(%error, lease = name, "cannot read the Kubernetes Lease yet; going on (the fence retries)")
+            }
         }
     }
     tracing::info!(lease = name, %namespace, %identity, "recording the active sequencer in a Kubernetes Lease");
