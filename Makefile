@@ -1,7 +1,7 @@
 # Verity: the two commands a newcomer needs are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run test bootstrap build bins fmt fmt-check clippy unit e2e bench clean chart-test manifests images
+.PHONY: run test bootstrap build bins fmt fmt-check clippy unit e2e bench clean chart-test manifests images check-production
 
 ## run: build everything and start a whole devnet on this machine (Ctrl-C stops it; run again
 ## to resume the same chain from .devnet/). Pass flags with ARGS, e.g. ARGS="--chain-id 7".
@@ -11,8 +11,16 @@ run: bootstrap bins
 	./target/debug/verity devnet $(ARGS)
 
 ## test: formatting, the Helm chart and manifests, lints, unit, integration and end-to-end tests
-## (tests/e2e starts the real binaries, so they are built first)
-test: bootstrap fmt-check chart-test clippy bins unit
+## (tests/e2e starts the real binaries, so they are built first), then a check that no
+## production binary holds test-only code. Each step prints its wall time.
+test: bootstrap
+	@./scripts/step.sh fmt-check $(CARGO) fmt --all -- --check
+	@./scripts/step.sh chart-test ./scripts/chart-test.sh
+	@./scripts/step.sh clippy $(CARGO) clippy --workspace --all-targets -- -D warnings
+	@./scripts/step.sh bins $(CARGO) build --bins
+	@./scripts/step.sh unit $(CARGO) test --workspace --exclude verity-e2e
+	@./scripts/step.sh e2e $(CARGO) test -p verity-e2e
+	@./scripts/step.sh production ./scripts/check-production.sh
 
 bootstrap:
 	@./scripts/bootstrap.sh
@@ -28,14 +36,17 @@ fmt-check:
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy -p verity-circuits --features ipa --all-targets -- -D warnings
 
+## bins: the production binaries (the workspace's default members leave tests/e2e out, so no
+## test-only feature reaches them; scripts/check-production.sh checks)
 bins:
 	$(CARGO) build --bins
 
+## unit: unit and integration tests of every crate but the end-to-end suite. tests/e2e is run
+## on its own because it builds the fault-injecting sequencer: in one `cargo test` with the
+## other crates, feature unification would give their test-built binaries that feature too.
 unit:
-	$(CARGO) test --workspace
-	$(CARGO) test -p verity-circuits --features ipa ipa::
+	$(CARGO) test --workspace --exclude verity-e2e
 
 ## e2e: only the end-to-end scenarios (real nats-server and binaries); VERITY_E2E_KEEP=1 keeps
 ## each scenario's data directory and logs
@@ -45,7 +56,7 @@ e2e: bootstrap bins
 ## bench: benchmarks (figures printed, never asserted); record them in docs/benchmarks.md.
 ## Built so far: sequencer execution alone (sequential and parallel against plain revm; it
 ## rewrites its section of docs/benchmarks.md), the state tree's write throughput, the witness replica's job building at
-## 10,000 transfers/s, chunk proofs, the IPA/KZG backend comparison, verification against
+## 10,000 transfers/s, chunk proofs, verification against
 ## execution (tens of minutes), JSON-RPC on a release-built devnet (realtime send latency,
 ## read throughput), and the chain under `verity bench` (transfers up to 10,000/s, ERC-20,
 ## counter, mixed; it rewrites its section of docs/benchmarks.md), and sequencer failover (takeover
@@ -56,12 +67,16 @@ bench: bootstrap
 	$(CARGO) bench -p verity-commitment --bench tree
 	$(CARGO) bench -p verity-chunk --bench witness
 	$(CARGO) bench -p verity-circuits --bench chunk
-	$(CARGO) bench -p verity-circuits --features ipa --bench backends
 	$(CARGO) bench -p verity-chunk --bench verify_cost
 	$(CARGO) build --release --bins
 	$(CARGO) bench -p verity-e2e --bench rpc
 	$(CARGO) bench -p verity-e2e --bench load
 	$(CARGO) bench -p verity-e2e --bench takeover
+
+## check-production: fails if a production binary in target/debug was built with a test-only
+## feature (their --version says "test build")
+check-production:
+	./scripts/check-production.sh
 
 ## chart-test: helm lint and template of deploy/helm/verity with its ci/ values, every manifest
 ## validated against the Kubernetes schemas and the policy checks, bad values refused, deploy/k8s

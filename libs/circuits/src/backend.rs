@@ -1,13 +1,12 @@
 //! What the chunk circuit ([`crate::circuit`]) needs from its proof system, for `halo2-axiom`
-//! (KZG over BN254, the production backend). The circuit is written once against these names;
-//! `ipa::backend` provides the same names for zcash's `halo2_proofs` (feature `ipa`), so both
-//! backends prove the very same constraint system (see `docs/adr/0007-halo2-backend.md`).
+//! (KZG over BN254, the production backend). The circuit is written against these names only,
+//! so another backend (zcash's `halo2_proofs` was one, until ADR 0007 measured it and it was
+//! removed) needs only this module again.
 //!
 //! `halo2-axiom`'s own floor planner does not lay regions out (every region starts at row 0;
 //! its circuits place rows themselves), so this module brings the layout zcash's
 //! `SimpleFloorPlanner` does: each region is first run to measure its shape (columns and
 //! height), then placed at the first row where all its columns are free, then run for real.
-//! Both backends therefore put the same gates on the same number of rows.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;

@@ -1,12 +1,9 @@
 //! The chunk circuit: a sequence of single-key steps over the compressed sparse Merkle tree of
-//! `verity-commitment`, hashed with a width-3, rate-2, x^5 sponge: Poseidon2 over BN254 in
-//! production, Poseidon over Pasta in `ipa`.
+//! `verity-commitment`, hashed with a width-3, rate-2, x^5 sponge: Poseidon2 over BN254.
 //!
-//! The circuit is written once against the names its parent's `backend` module provides (the
-//! field `F`, the hash chip, cell assignment), and compiled for each backend: `halo2-axiom`
-//! (KZG over BN254, the Poseidon2 chip of `poseidon2.rs`) in production, zcash's `halo2_proofs`
-//! over Pasta (`halo2_gadgets`' Poseidon `Pow5Chip`) in `ipa` for the measured comparison of
-//! ADR 0007.
+//! The circuit is written against the names its parent's `backend` module provides (the
+//! field `F`, the hash chip, cell assignment): `halo2-axiom` (KZG over BN254, the Poseidon2 chip
+//! of `poseidon2.rs`).
 //!
 //! Each enabled step proves, for one key `k`:
 //! - under the running root `r`, `k` holds `before` (a leaf `(k, before)`), or holds nothing

@@ -2,8 +2,8 @@
 //! [`circuit`]), the conversion of native steps into its witness, and the prove/verify API.
 //!
 //! The backend is `halo2-axiom`: PLONK with the KZG commitment over BN254, SHPLONK openings,
-//! chosen by measurement against zcash's `halo2_proofs` (IPA over Pasta; still built, with the
-//! same circuit, behind the `ipa` feature for that comparison): `docs/adr/0007-halo2-backend.md`.
+//! chosen by measurement against zcash's `halo2_proofs` (IPA over Pasta; that backend was removed
+//! after the measurement, see `docs/adr/0007-halo2-backend.md`).
 //!
 //! KZG needs a structured reference string ([`Params`]). Production loads the parameters of a
 //! public ceremony ([`Params::read`]); [`Params::setup_insecure`] makes local ones, which is
@@ -13,8 +13,6 @@
 
 mod backend;
 pub mod circuit;
-#[cfg(feature = "ipa")]
-pub mod ipa;
 mod poseidon2;
 mod witness;
 

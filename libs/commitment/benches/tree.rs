@@ -12,9 +12,7 @@ use std::{
 };
 
 use alloy_primitives::{B256, keccak256};
-use verity_commitment::{
-    Keccak, Poseidon2Bn254, SparseMerkleTree, TreeHasher, Update, pasta::PoseidonPasta,
-};
+use verity_commitment::{Keccak, Poseidon2Bn254, SparseMerkleTree, TreeHasher, Update};
 
 /// Counts hash calls of an inner hasher.
 #[derive(Debug, Default)]
@@ -113,7 +111,6 @@ fn throughput_in_pool<H: TreeHasher + Default>(
 fn main() {
     per_call("keccak", &Keccak, 1_000_000);
     per_call("poseidon2 (BN254, 8 + 56 rounds)", &Poseidon2Bn254, 20_000);
-    per_call("poseidon (P128Pow5T3, Pasta)", &PoseidonPasta, 20_000);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     throughput::<Keccak>("keccak", 100_000, 5_000, 1);
     throughput::<Keccak>("keccak", 1_000_000, 5_000, 1);

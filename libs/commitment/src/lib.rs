@@ -15,9 +15,8 @@
 //! never make two keys collide.
 //!
 //! **Hash.** The tree is generic over [`TreeHasher`]. [`Poseidon2Bn254`] is the state tree's
-//! hash, over the field of the KZG chunk proofs (docs/adr/0007-halo2-backend.md); [`pasta`]'s
-//! Poseidon is the IPA backend's, kept for the measured comparison; [`Keccak`] is the fast
-//! native one, for comparison and for uses that never enter a circuit.
+//! hash, over the field of the KZG chunk proofs (docs/adr/0007-halo2-backend.md); [`Keccak`] is
+//! the fast native one, for comparison and for uses that never enter a circuit.
 //!
 //! **Updates** come in batches ([`SparseMerkleTree::apply`]): every touched path is re-hashed
 //! once, with shared upper nodes hashed once per batch, not once per write.
@@ -31,11 +30,11 @@ use verity_primitives::Account;
 mod partial;
 mod poseidon;
 pub use partial::{PartialError, PartialTree};
+pub use poseidon::bn254;
 pub use poseidon::bn254::{
     Poseidon2Bn254, digest as field_digest, element as field_element, hash as poseidon_hash,
     limbs as field_limbs,
 };
-pub use poseidon::{bn254, pasta};
 
 /// The digest of an empty subtree.
 pub const EMPTY: B256 = B256::ZERO;

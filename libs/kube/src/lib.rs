@@ -47,6 +47,3 @@ pub fn pod_namespace() -> Option<String> {
                 .map(|s| s.trim().to_string())
         })
 }
-
-#[cfg(feature = "mock")]
-pub mod mock;

@@ -7,9 +7,9 @@ use serde_json::json;
 use verity_kube::{
     autoscaler::{AutoscalerError, ScaleTarget, step},
     lease::{LeaseError, SequencerLease},
-    mock::{self, MockApi},
     scale::{Policy, Reason, Scaler},
 };
+use verity_testkit::kube_api::{self, MockApi};
 
 const NS: &str = "verity";
 const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/verity/deployments/verity-prover";
@@ -45,9 +45,14 @@ async fn a_backlog_patches_the_deployments_scale_with_a_merge_patch() {
         "GET",
         DEPLOYMENT,
         200,
-        mock::deployment(NS, "verity-prover", 1, 1),
+        kube_api::deployment(NS, "verity-prover", 1, 1),
     );
-    api.expect("PATCH", SCALE, 200, mock::scale(NS, "verity-prover", 7, 1));
+    api.expect(
+        "PATCH",
+        SCALE,
+        200,
+        kube_api::scale(NS, "verity-prover", 7, 1),
+    );
     // 40 jobs at 10 s each within 60 s: 7 workers.
     let decision = step(&mut scaler, &target, Duration::ZERO, 40, 0)
         .await
@@ -67,7 +72,7 @@ async fn a_backlog_patches_the_deployments_scale_with_a_merge_patch() {
         "GET",
         DEPLOYMENT,
         200,
-        mock::deployment(NS, "verity-prover", 7, 2),
+        kube_api::deployment(NS, "verity-prover", 7, 2),
     );
     let decision = step(&mut scaler, &target, Duration::from_secs(10), 200, 0)
         .await
@@ -88,7 +93,7 @@ async fn an_api_refusal_names_the_call_and_the_reason() {
         "GET",
         DEPLOYMENT,
         404,
-        mock::status(
+        kube_api::status(
             404,
             "NotFound",
             "deployments.apps \"verity-prover\" not found",
@@ -107,13 +112,13 @@ async fn an_api_refusal_names_the_call_and_the_reason() {
         "GET",
         DEPLOYMENT,
         200,
-        mock::deployment(NS, "verity-prover", 1, 1),
+        kube_api::deployment(NS, "verity-prover", 1, 1),
     );
     api.expect(
         "PATCH",
         SCALE,
         403,
-        mock::status(
+        kube_api::status(
             403,
             "Forbidden",
             "deployments.apps \"verity-prover\" is forbidden: User \"system:serviceaccount:verity:verity-autoscaler\" cannot patch resource \"deployments/scale\" in API group \"apps\" in the namespace \"verity\"",
@@ -135,7 +140,7 @@ fn lease(client: kube::Client, identity: &str) -> SequencerLease {
         NS,
         "verity-sequencer",
         identity,
-        mock::GENESIS,
+        kube_api::GENESIS,
         Duration::from_secs(10),
     )
 }
@@ -147,7 +152,7 @@ async fn the_first_sequencer_creates_the_lease_with_its_epoch() {
         "GET",
         LEASE,
         404,
-        mock::status(
+        kube_api::status(
             404,
             "NotFound",
             "leases.coordination.k8s.io \"verity-sequencer\" not found",
@@ -157,7 +162,7 @@ async fn the_first_sequencer_creates_the_lease_with_its_epoch() {
         "POST",
         LEASES,
         201,
-        mock::lease(
+        kube_api::lease(
             NS,
             "verity-sequencer",
             "1001",
@@ -191,7 +196,7 @@ async fn the_first_sequencer_creates_the_lease_with_its_epoch() {
 #[tokio::test]
 async fn a_new_epoch_takes_a_stale_record_over_and_a_conflict_reads_again() {
     let (api, client) = api().await;
-    let stale = mock::lease(
+    let stale = kube_api::lease(
         NS,
         "verity-sequencer",
         "2000",
@@ -204,9 +209,9 @@ async fn a_new_epoch_takes_a_stale_record_over_and_a_conflict_reads_again() {
         "PUT",
         LEASE,
         409,
-        mock::status(409, "Conflict", "Operation cannot be fulfilled on leases.coordination.k8s.io \"verity-sequencer\": the object has been modified; please apply your changes to the latest version and try again"),
+        kube_api::status(409, "Conflict", "Operation cannot be fulfilled on leases.coordination.k8s.io \"verity-sequencer\": the object has been modified; please apply your changes to the latest version and try again"),
     );
-    let renewed = mock::lease(
+    let renewed = kube_api::lease(
         NS,
         "verity-sequencer",
         "2001",
@@ -218,7 +223,7 @@ async fn a_new_epoch_takes_a_stale_record_over_and_a_conflict_reads_again() {
         "PUT",
         LEASE,
         200,
-        mock::lease(
+        kube_api::lease(
             NS,
             "verity-sequencer",
             "2002",
@@ -252,7 +257,7 @@ async fn a_higher_epoch_in_the_lease_supersedes_the_sequencer() {
         "GET",
         LEASE,
         200,
-        mock::lease(
+        kube_api::lease(
             NS,
             "verity-sequencer",
             "3000",
@@ -290,7 +295,7 @@ async fn a_planned_stop_clears_the_holder_only_if_it_is_still_ours() {
         "GET",
         LEASE,
         200,
-        mock::lease(
+        kube_api::lease(
             NS,
             "verity-sequencer",
             "4000",
@@ -302,7 +307,7 @@ async fn a_planned_stop_clears_the_holder_only_if_it_is_still_ours() {
         "PUT",
         LEASE,
         200,
-        mock::lease(NS, "verity-sequencer", "4001", None, 5),
+        kube_api::lease(NS, "verity-sequencer", "4001", None, 5),
     );
     lease(client.clone(), "verity-sequencer-0")
         .release(5)
@@ -319,7 +324,7 @@ async fn a_planned_stop_clears_the_holder_only_if_it_is_still_ours() {
         "GET",
         LEASE,
         200,
-        mock::lease(
+        kube_api::lease(
             NS,
             "verity-sequencer",
             "4002",
@@ -339,7 +344,7 @@ async fn a_planned_stop_clears_the_holder_only_if_it_is_still_ours() {
 async fn a_record_of_another_genesis_is_stale_whatever_its_epoch() {
     // The namespace held a chain that was deleted and made again: its record says epoch 9.
     let (api, client) = api().await;
-    let mut old_chain = mock::lease(
+    let mut old_chain = kube_api::lease(
         NS,
         "verity-sequencer",
         "5000",
@@ -352,7 +357,7 @@ async fn a_record_of_another_genesis_is_stale_whatever_its_epoch() {
         "PUT",
         LEASE,
         200,
-        mock::lease(
+        kube_api::lease(
             NS,
             "verity-sequencer",
             "5001",
@@ -368,7 +373,7 @@ async fn a_record_of_another_genesis_is_stale_whatever_its_epoch() {
     let put = &api.requests()[1];
     assert_eq!(
         put.body["metadata"]["annotations"]["verity.io/genesis"],
-        mock::GENESIS
+        kube_api::GENESIS
     );
     assert_eq!(put.body["metadata"]["annotations"]["verity.io/epoch"], "0");
 }
@@ -377,7 +382,7 @@ async fn a_record_of_another_genesis_is_stale_whatever_its_epoch() {
 async fn a_restart_under_the_same_epoch_is_not_a_transition() {
     // Released on a planned stop (no holder), taken again by the same sequencer and epoch.
     let (api, client) = api().await;
-    let mut released = mock::lease(NS, "verity-sequencer", "6000", Some(("x", 5, ADDRESS)), 5);
+    let mut released = kube_api::lease(NS, "verity-sequencer", "6000", Some(("x", 5, ADDRESS)), 5);
     released["spec"]
         .as_object_mut()
         .expect("spec")
@@ -387,7 +392,7 @@ async fn a_restart_under_the_same_epoch_is_not_a_transition() {
         "PUT",
         LEASE,
         200,
-        mock::lease(
+        kube_api::lease(
             NS,
             "verity-sequencer",
             "6001",

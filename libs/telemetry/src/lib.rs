@@ -9,8 +9,7 @@
 //! - Metrics: the `metrics` facade, rendered by the Prometheus exporter at `GET /metrics` on
 //!   `--metrics-addr`.
 //!
-//! With feature `test-collector`, [`test_collector`] is an in-process OTLP trace receiver for
-//! tests.
+//! Tests check what is exported with `verity_testkit::otlp`, an in-process OTLP receiver.
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
@@ -27,9 +26,6 @@ use opentelemetry_sdk::{
 };
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
-
-#[cfg(feature = "test-collector")]
-pub mod test_collector;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

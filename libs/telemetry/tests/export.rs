@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use verity_telemetry::{TelemetryArgs, test_collector::TestCollector};
+use verity_telemetry::TelemetryArgs;
+use verity_testkit::otlp::TestCollector;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_are_exported_with_the_service_name() {

@@ -13,7 +13,7 @@ use verity_bus::{
     proving::{JobQueue, ensure_proving_streams, job_consumer, publish_job},
     server::NatsServer,
 };
-use verity_kube::mock::{self, MockApi, Recorded};
+use verity_testkit::kube_api::{self, MockApi, Recorded};
 
 const NS: &str = "verity";
 const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/verity/deployments/verity-prover";
@@ -64,9 +64,14 @@ async fn the_pool_follows_the_backlog_up_and_back_down() {
         "GET",
         DEPLOYMENT,
         200,
-        mock::deployment(NS, "verity-prover", 1, 1),
+        kube_api::deployment(NS, "verity-prover", 1, 1),
     );
-    api.serve("PATCH", SCALE, 200, mock::scale(NS, "verity-prover", 7, 1));
+    api.serve(
+        "PATCH",
+        SCALE,
+        200,
+        kube_api::scale(NS, "verity-prover", 7, 1),
+    );
 
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_verity-autoscaler"))
         .args([
@@ -119,9 +124,14 @@ async fn the_pool_follows_the_backlog_up_and_back_down() {
         "GET",
         DEPLOYMENT,
         200,
-        mock::deployment(NS, "verity-prover", 7, 7),
+        kube_api::deployment(NS, "verity-prover", 7, 7),
     );
-    api.serve("PATCH", SCALE, 200, mock::scale(NS, "verity-prover", 1, 7));
+    api.serve(
+        "PATCH",
+        SCALE,
+        200,
+        kube_api::scale(NS, "verity-prover", 1, 7),
+    );
     let consumer = job_consumer(&jobs, JobQueue::default())
         .await
         .expect("consumer");
@@ -178,7 +188,7 @@ async fn a_missing_deployment_stops_it_at_start_with_the_flag_to_fix() {
         "GET",
         DEPLOYMENT,
         404,
-        mock::status(
+        kube_api::status(
             404,
             "NotFound",
             "deployments.apps \"verity-prover\" not found",

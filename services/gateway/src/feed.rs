@@ -4,8 +4,10 @@
 //! is polled: a mini-block reaches subscribers as soon as NATS delivers it.
 //!
 //! Every mini-block and block must be signed by the sequencer appointed for its position (the
-//! epoch the gateway's replica reports, which follows the handovers in the stream); anything
-//! else is dropped and counted (`verity_gateway_feed_refused_total`).
+//! epoch the gateway's replica reports, which follows the handovers in the stream), checked by
+//! the same code every follower checks it with ([`verity_chain::check_signer`]); anything else is
+//! dropped and counted (`verity_gateway_feed_refused_total`). While the replica cannot say which
+//! epoch is in force, nothing is let through: the check fails closed.
 //!
 //! The consumer is ephemeral and starts at new messages: subscriptions are live, not a replay.
 //! When NATS goes away the feed reconnects and carries on from new messages again (subscribers
@@ -17,7 +19,8 @@ use alloy_primitives::B256;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use futures::StreamExt as _;
 use tokio::sync::broadcast;
-use verity_primitives::{Block, ChainEvent, ChainEventKind, MiniBlock, Receipt};
+use verity_chain::ChainError;
+use verity_primitives::{Block, ChainEvent, ChainEventKind, MiniBlock, Receipt, governance::Epoch};
 use verity_proto::v1;
 
 use crate::Backends;
@@ -144,8 +147,7 @@ async fn follow(
         .await
         .map_err(|e| anyhow::anyhow!("read the chain stream: {e}"))?;
     tracing::info!("chain feed following {}", verity_bus::CHAIN_STREAM);
-    let mut replica_seq = 0u64;
-    let mut epoch = replica_epoch(backends).await;
+    let mut replica = ReplicaView::start(backends).await;
     feed.set_following(true);
     while let Some(message) = messages.next().await {
         let message = message.map_err(|e| anyhow::anyhow!("chain stream: {e}"))?;
@@ -160,23 +162,10 @@ async fn follow(
                 continue;
             }
         };
-        // Only the key appointed for this position may have signed it. The epoch comes from
-        // the replica (which checks each handover against genesis's governance): looked up again
-        // after a handover, or when an event does not verify (the replica may have been behind).
-        let verified = match &epoch {
-            Some(current) => event.verify(current).is_ok(),
-            None => true,
-        };
-        if !verified || matches!(event.kind, ChainEventKind::Handover(_)) {
-            replica_seq = wait_for_replica(backends, event.seq, replica_seq).await;
-            epoch = replica_epoch(backends).await;
-            if let Some(current) = &epoch
-                && let Err(error) = event.verify(current)
-            {
-                tracing::error!(seq, %error, "chain event refused by the feed: not signed by the appointed sequencer");
-                metrics::counter!("verity_gateway_feed_refused_total").increment(1);
-                continue;
-            }
+        if let Err(error) = replica.check_signer(backends, &event).await {
+            tracing::error!(seq, %error, "chain event refused by the feed");
+            metrics::counter!("verity_gateway_feed_refused_total").increment(1);
+            continue;
         }
         // Subscribers read through the replica next (viem fetches the block a newHeads names;
         // a realtime receipt is followed by balance reads): announce nothing it has not applied.
@@ -188,7 +177,7 @@ async fn follow(
             metrics::histogram!("verity_gateway_feed_mini_block_age_seconds")
                 .record(verity_telemetry::age_seconds(ms));
         }
-        replica_seq = wait_for_replica(backends, event.seq, replica_seq).await;
+        replica.wait_applied(backends, event.seq).await;
         if let Some(ms) = produced_ms {
             metrics::histogram!("verity_gateway_announce_mini_block_age_seconds")
                 .record(verity_telemetry::age_seconds(ms));
@@ -257,41 +246,90 @@ async fn follow(
     anyhow::bail!("the chain stream ended")
 }
 
-/// The epoch in force as the replica reports it (`None`: unknown, events are not checked).
-async fn replica_epoch(backends: &Backends) -> Option<verity_primitives::governance::Epoch> {
-    let head = backends.head().await.ok()?;
+/// What the feed asks of the replica it announces through.
+trait ReplicaHead {
+    /// The replica's head (how far it applied the chain, the epoch in force there); `None` when
+    /// it cannot be reached.
+    async fn replica_head(&self) -> Option<v1::ReplicaHead>;
+}
+
+impl ReplicaHead for Backends {
+    async fn replica_head(&self) -> Option<v1::ReplicaHead> {
+        self.head().await.ok()
+    }
+}
+
+/// The replica as the feed last saw it: the epoch in force there (`None`: unknown) and the last
+/// event it applied.
+#[derive(Debug)]
+struct ReplicaView {
+    epoch: Option<Epoch>,
+    applied: u64,
+}
+
+impl ReplicaView {
+    /// The replica as it is when the feed starts (the epoch stays unknown if it cannot say).
+    async fn start(replica: &impl ReplicaHead) -> Self {
+        Self {
+            epoch: replica_epoch(replica).await,
+            applied: 0,
+        }
+    }
+
+    /// Checks that the key appointed for `event`'s position signed it. The epoch comes from the
+    /// replica (which checks each handover against genesis's governance): looked up again after
+    /// a handover, when an event does not verify (the replica may have been behind), and while
+    /// it is unknown. Still unknown, the event is refused.
+    async fn check_signer(
+        &mut self,
+        replica: &impl ReplicaHead,
+        event: &ChainEvent,
+    ) -> Result<(), ChainError> {
+        let handover = matches!(event.kind, ChainEventKind::Handover(_));
+        if !handover && verity_chain::check_signer(event, self.epoch.as_ref()).is_ok() {
+            return Ok(());
+        }
+        self.wait_applied(replica, event.seq).await;
+        self.epoch = replica_epoch(replica).await;
+        verity_chain::check_signer(event, self.epoch.as_ref())
+    }
+
+    /// Waits until the replica has applied chain event `seq` (at most two seconds, then carries
+    /// on with a warning).
+    async fn wait_applied(&mut self, replica: &impl ReplicaHead, seq: u64) {
+        if self.applied >= seq {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            if let Some(head) = replica.replica_head().await {
+                self.applied = head.last_seq;
+                if self.applied >= seq {
+                    return;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    seq,
+                    applied = self.applied,
+                    "the replica lags the chain stream: subscribers get this event before it can be read back"
+                );
+                metrics::counter!("verity_gateway_feed_ahead_of_replica_total").increment(1);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+/// The epoch in force as the replica reports it (`None`: unknown).
+async fn replica_epoch(replica: &impl ReplicaHead) -> Option<Epoch> {
+    let head = replica.replica_head().await?;
     let sequencer = alloy_primitives::Address::try_from(head.epoch_sequencer.as_slice()).ok()?;
-    Some(verity_primitives::governance::Epoch {
+    Some(Epoch {
         number: head.epoch,
         sequencer,
     })
-}
-
-/// Waits until the replica has applied chain event `seq` (at most two seconds, then carries on
-/// with a warning); returns the replica's last applied event as last seen.
-async fn wait_for_replica(backends: &Backends, seq: u64, mut applied: u64) -> u64 {
-    if applied >= seq {
-        return applied;
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    loop {
-        if let Ok(head) = backends.head().await {
-            applied = head.last_seq;
-            if applied >= seq {
-                return applied;
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            tracing::warn!(
-                seq,
-                applied,
-                "the replica lags the chain stream: subscribers get this event before it can be read back"
-            );
-            metrics::counter!("verity_gateway_feed_ahead_of_replica_total").increment(1);
-            return applied;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
 }
 
 /// The receipts of `block` from the replica, waiting up to two seconds for it to apply the block;
@@ -359,4 +397,95 @@ pub fn positioned(
 /// The hashes of a mini-block's transactions.
 pub fn transaction_hashes(mini: &MiniBlock) -> Vec<B256> {
     mini.transactions.iter().map(|tx| *tx.tx_hash()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use verity_primitives::{ChainSpec, SequencerKey};
+    use verity_testkit::chain::ChainBuilder;
+
+    use super::*;
+
+    /// A replica that cannot be reached for its first `unreachable` calls, then reports `head`.
+    struct Scripted {
+        unreachable: usize,
+        calls: AtomicUsize,
+        head: v1::ReplicaHead,
+    }
+
+    impl ReplicaHead for Scripted {
+        async fn replica_head(&self) -> Option<v1::ReplicaHead> {
+            let call = self.calls.fetch_add(1, Ordering::SeqCst);
+            (call >= self.unreachable).then(|| self.head.clone())
+        }
+    }
+
+    /// Mini-blocks 0 and 1 (events 1 and 2): the first signed by a stranger, the second by
+    /// `appointed`, the key of epoch 0.
+    fn events(appointed: &SequencerKey) -> (ChainEvent, ChainEvent) {
+        let mut chain = ChainBuilder::new(ChainSpec::dev(31337, 1, 1).unwrap().genesis_block());
+        let forged = ChainEvent {
+            seq: chain.next_seq(),
+            kind: ChainEventKind::MiniBlock(Box::new(chain.mini_block(&SequencerKey::random()))),
+        };
+        chain.push_mini_block(appointed);
+        let honest = ChainEvent {
+            seq: chain.next_seq(),
+            kind: ChainEventKind::MiniBlock(Box::new(chain.mini_block(appointed))),
+        };
+        (forged, honest)
+    }
+
+    fn replica(unreachable: usize, appointed: &SequencerKey) -> Scripted {
+        Scripted {
+            unreachable,
+            calls: AtomicUsize::new(0),
+            head: v1::ReplicaHead {
+                last_seq: 2,
+                epoch: 0,
+                epoch_sequencer: appointed.address().to_vec(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// The replica could not be reached when the feed started, so the epoch is unknown: an event
+    /// the appointed key did not sign is not let through; the epoch is looked up again and the
+    /// appointed key's events pass.
+    #[tokio::test]
+    async fn with_an_unknown_epoch_at_start_a_forged_event_is_refused() {
+        let appointed = SequencerKey::random();
+        let (forged, honest) = events(&appointed);
+        let replica = replica(1, &appointed);
+        let mut view = ReplicaView::start(&replica).await;
+        assert_eq!(view.epoch, None);
+        let refused = view.check_signer(&replica, &forged).await.unwrap_err();
+        assert!(
+            matches!(refused, ChainError::Invalid { seq: 1, .. }),
+            "{refused}"
+        );
+        assert_eq!(view.epoch.map(|e| e.sequencer), Some(appointed.address()));
+        view.check_signer(&replica, &honest).await.unwrap();
+    }
+
+    /// While the replica cannot say which epoch is in force, nothing is let through, not even
+    /// the appointed key's events.
+    #[tokio::test]
+    async fn while_the_epoch_stays_unknown_nothing_is_let_through() {
+        let appointed = SequencerKey::random();
+        let (forged, honest) = events(&appointed);
+        let replica = replica(usize::MAX, &appointed);
+        let mut view = ReplicaView::start(&replica).await;
+        for event in [&forged, &honest] {
+            let refused = view.check_signer(&replica, event).await.unwrap_err();
+            assert!(
+                matches!(refused, ChainError::UnknownEpoch { .. }),
+                "{refused}"
+            );
+        }
+    }
 }

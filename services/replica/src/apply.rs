@@ -1,17 +1,22 @@
 //! Applying the chain stream to the replica's own state, without executing any transaction.
 //!
-//! Each event is checked (sequencer signature over the hash, hash over the contents, and its
-//! place in the chain: sequence, mini-block number and parent hash), then applied in one MDBX
-//! transaction together with the replica's position, so a crash at any point leaves either the
-//! whole event applied or none of it, and redelivered events are recognised and skipped.
+//! Each event is checked as every follower checks it ([`verity_chain`]: sequencer signature and
+//! epoch, hash over the contents, its place in the chain, a handover against genesis's
+//! governance), then applied in one MDBX transaction together with the replica's position, so a
+//! crash at any point leaves either the whole event applied or none of it, and redelivered
+//! events are recognised and skipped. What is the replica's own is here: where it keeps its
+//! position ([`meta`]), what it stores besides the chain data (transactions and receipts by
+//! hash, state history, the witness's job), and that a block seal or a handover is applied on
+//! its own.
 
 use alloy_primitives::B256;
+use verity_chain::{ChainError, CheckedEvent, Cursor, Layout, Redelivered};
 use verity_primitives::{
-    ChainEvent, ChainEventKind, ChainSpec, MiniBlock, genesis_diff,
+    ChainEventKind, ChainSpec, MiniBlock, genesis_diff,
     governance::{EPOCH_META_KEY, Sequencing},
 };
 use verity_proto::v1;
-use verity_storage::{Database, ReadTx, StorageError};
+use verity_storage::{Database, ReadTx, StorageError, WriteTx};
 
 /// Meta keys of the replica's position.
 pub mod meta {
@@ -33,18 +38,11 @@ pub mod meta {
 /// Why an event was not applied.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    /// Storage failed.
-    #[error("storage: {0}")]
-    Storage(#[from] StorageError),
-    /// The event is not valid: wrong signer, wrong hash, or not the next link of the chain. The
-    /// replica refuses it and everything after it.
-    #[error("refused event {seq}: {reason}")]
-    Invalid {
-        /// Event sequence.
-        seq: u64,
-        /// Why.
-        reason: String,
-    },
+    /// Storage failed ([`ChainError::Storage`]), or the event is not valid
+    /// ([`ChainError::Invalid`]: wrong signer, wrong hash, or not the next link of the chain; the
+    /// replica refuses it and everything after it).
+    #[error(transparent)]
+    Chain(#[from] ChainError),
     /// The witness could not build the job of a valid mini-block.
     #[error("witness: cannot build the job of mini-block {number}: {reason}")]
     Witness {
@@ -63,6 +61,12 @@ pub enum ApplyError {
         /// Configured genesis hash.
         configured: B256,
     },
+}
+
+impl From<StorageError> for ApplyError {
+    fn from(error: StorageError) -> Self {
+        Self::Chain(error.into())
+    }
 }
 
 /// What applying one event did.
@@ -149,9 +153,10 @@ pub fn apply_event(
 
 /// Checks and applies consecutive events in one MDBX transaction: one event of any kind, or
 /// several mini-blocks (a witness's chunk; `prepare` sees them all against the state before
-/// the first). Events applied before (a redelivery) are skipped. Mini-blocks and blocks must be
-/// signed by the sequencer of the epoch in force under that epoch; a handover (checked against
-/// `rules`) changes the epoch from its position on.
+/// the first). Events applied before (a redelivery) are skipped. The checks are every
+/// follower's ([`verity_chain::Cursor::advance`]): mini-blocks and blocks signed by the
+/// sequencer of the epoch in force under that epoch, each the next link of the chain; a
+/// handover (checked against `rules`) changes the epoch from its position on.
 pub fn apply_events(
     db: &Database,
     rules: &Sequencing,
@@ -161,86 +166,27 @@ pub fn apply_events(
 ) -> Result<Applied, ApplyError> {
     let read = db.read()?;
     let last = read.meta_u64(meta::LAST_SEQ)?.unwrap_or(0);
-    let wires: Vec<&v1::ChainEvent> = wires.iter().filter(|w| w.seq > last).collect();
-    if wires.is_empty() {
+    let Some(first_new) = wires.iter().find(|w| w.seq > last) else {
         return Ok(Applied::AlreadyApplied);
-    }
-    let mut next_mini = read.meta_u64(meta::NEXT_MINI_BLOCK)?.unwrap_or(0);
-    let mut last_mini_hash = read
-        .meta(meta::LAST_MINI_HASH)?
-        .and_then(|b| B256::try_from(b.as_slice()).ok())
-        .unwrap_or_default();
-    let mut open_txs = read.meta_u64(meta::OPEN_BLOCK_TXS)?.unwrap_or(0);
-    let mut epoch = rules.current(read.meta(EPOCH_META_KEY)?.as_deref());
-    let head_number = read.last_block_number()?.unwrap_or(0);
-    let head = read
-        .block_by_number(head_number)?
-        .ok_or_else(|| ApplyError::Invalid {
-            seq: wires[0].seq,
-            reason: format!("block {head_number} missing locally"),
-        })?;
-    let mut events = Vec::with_capacity(wires.len());
-    for (i, wire) in wires.iter().enumerate() {
-        let seq = wire.seq;
-        let invalid = |reason: String| ApplyError::Invalid { seq, reason };
-        if seq != last + 1 + i as u64 {
-            return Err(invalid(format!(
-                "expected event {} next",
-                last + 1 + i as u64
-            )));
+    };
+    let cursor = cursor(&read, rules, last, first_new.seq)?;
+    let checked = verity_chain::check_batch(&read, rules, &cursor, wires, Redelivered::Skip)?;
+    if checked.events().len() > 1 {
+        // A block seal or a handover closes what came before it: it is applied on its own.
+        for event in checked.events() {
+            let alone = match event.event().kind {
+                ChainEventKind::MiniBlock(_) => continue,
+                ChainEventKind::Block(_) => "a block seal is applied on its own",
+                ChainEventKind::Handover(_) => "a handover is applied on its own",
+            };
+            return Err(ChainError::Invalid {
+                seq: event.event().seq,
+                reason: alone.into(),
+            }
+            .into());
         }
-        let event = ChainEvent::try_from(*wire).map_err(|e| invalid(e.to_string()))?;
-        event.verify(&epoch).map_err(|e| invalid(e.to_string()))?;
-        match &event.kind {
-            ChainEventKind::MiniBlock(mini) => {
-                verity_primitives::block::check_mini_block_link(
-                    mini,
-                    next_mini,
-                    last_mini_hash,
-                    head_number,
-                )
-                .map_err(invalid)?;
-                next_mini = mini.number + 1;
-                last_mini_hash = mini.hash;
-            }
-            ChainEventKind::Block(block) => {
-                if wires.len() > 1 {
-                    return Err(invalid("a block seal is applied on its own".into()));
-                }
-                verity_primitives::block::check_block_link(
-                    block,
-                    &head,
-                    next_mini,
-                    last_mini_hash,
-                    open_txs,
-                )
-                .map_err(invalid)?;
-            }
-            ChainEventKind::Handover(handover) => {
-                if wires.len() > 1 {
-                    return Err(invalid("a handover is applied on its own".into()));
-                }
-                epoch = rules
-                    .check_handover(&epoch, handover, head_number + 1, head.hash)
-                    .map_err(|e| invalid(format!("handover refused: {e}")))?;
-                tracing::info!(
-                    seq,
-                    epoch = epoch.number,
-                    sequencer = %epoch.sequencer,
-                    block = head_number + 1,
-                    "sequencer handover"
-                );
-            }
-        }
-        events.push(event);
     }
-    let minis: Vec<&MiniBlock> = events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            ChainEventKind::MiniBlock(mini) => Some(mini.as_ref()),
-            ChainEventKind::Block(_) | ChainEventKind::Handover(_) => None,
-        })
-        .collect();
+    let minis: Vec<&MiniBlock> = checked.mini_blocks().collect();
     let prepared = match (prepare, minis.first()) {
         (Some(prepare), Some(first)) => {
             Some(
@@ -252,15 +198,75 @@ pub fn apply_events(
         }
         _ => None,
     };
+    drop(minis);
     drop(read);
+    verity_chain::commit(
+        db,
+        checked,
+        &mut ReplicaLayout {
+            store_event,
+            prepared,
+        },
+    )?;
+    Ok(Applied::Applied)
+}
 
-    let mut write = db.write()?;
-    for (wire, event) in wires.iter().zip(&events) {
-        match &event.kind {
+/// The replica's position (its meta keys, the last block, the epoch in force), as the checks
+/// need it; the events from `first_new` on are not applied yet.
+fn cursor(
+    read: &ReadTx<'_>,
+    rules: &Sequencing,
+    last_seq: u64,
+    first_new: u64,
+) -> Result<Cursor, ApplyError> {
+    let head_number = read.last_block_number()?.unwrap_or(0);
+    let head = read
+        .block_by_number(head_number)?
+        .ok_or_else(|| ChainError::Invalid {
+            seq: first_new,
+            reason: format!("block {head_number} missing locally"),
+        })?;
+    Ok(Cursor {
+        last_seq,
+        next_mini: read.meta_u64(meta::NEXT_MINI_BLOCK)?.unwrap_or(0),
+        last_mini_hash: read
+            .meta(meta::LAST_MINI_HASH)?
+            .and_then(|b| B256::try_from(b.as_slice()).ok())
+            .unwrap_or_default(),
+        head,
+        open_txs: read.meta_u64(meta::OPEN_BLOCK_TXS)?.unwrap_or(0),
+        epoch: rules.current(read.meta(EPOCH_META_KEY)?.as_deref()),
+    })
+}
+
+/// How a replica keeps the chain: state with its history (reads at past blocks), transactions
+/// and receipts by hash, its position in its meta keys, the events when it is a verifier, and
+/// what the witness built for the batch.
+#[derive(Debug)]
+struct ReplicaLayout {
+    store_event: bool,
+    prepared: Option<Prepared>,
+}
+
+impl Layout for ReplicaLayout {
+    fn history(&self) -> bool {
+        true
+    }
+
+    fn keeps_events(&self) -> bool {
+        self.store_event
+    }
+
+    fn write_event(
+        &mut self,
+        write: &mut WriteTx<'_>,
+        event: &CheckedEvent<'_>,
+    ) -> Result<(), StorageError> {
+        match &event.event().kind {
             ChainEventKind::MiniBlock(mini) => {
-                write.apply_diff_at(&mini.diff, mini.block_number)?;
                 let base_fee =
                     verity_proto::u256_bytes(alloy_primitives::U256::from(mini.base_fee));
+                let first = event.open_txs_before();
                 for (i, (tx, receipt)) in mini.transactions.iter().zip(&mini.receipts).enumerate() {
                     write.put_transaction(
                         *tx.tx_hash(),
@@ -268,19 +274,14 @@ pub fn apply_events(
                             transaction: Some(tx.into()),
                             block_number: mini.block_number,
                             block_hash: Vec::new(),
-                            index: open_txs + i as u64,
+                            index: first + i as u64,
                             base_fee: base_fee.clone(),
                         },
                     )?;
                     write.put_receipt(receipt)?;
                 }
-                open_txs += mini.transactions.len() as u64;
-                write.set_meta_u64(meta::NEXT_MINI_BLOCK, mini.number + 1)?;
-                write.set_meta(meta::LAST_MINI_HASH, mini.hash.as_slice())?;
-                write.set_meta_u64(meta::OPEN_BLOCK_TXS, open_txs)?;
             }
             ChainEventKind::Block(block) => {
-                write.put_block(block)?;
                 // Transactions learn their block hash now that it exists.
                 for hash in &block.transaction_hashes {
                     if let Some(mut stored) = write.transaction(*hash)? {
@@ -288,97 +289,65 @@ pub fn apply_events(
                         write.put_transaction(*hash, &stored)?;
                     }
                 }
-                write.set_meta_u64(meta::OPEN_BLOCK_TXS, 0)?;
             }
-            ChainEventKind::Handover(handover) => {
-                let opened = verity_primitives::governance::Epoch {
-                    number: handover.epoch(),
-                    sequencer: handover.sequencer(),
-                };
-                write.set_meta(EPOCH_META_KEY, &opened.to_bytes())?;
-            }
+            ChainEventKind::Handover(_) => {}
         }
-        if store_event {
-            write.put_event(wire)?;
+        Ok(())
+    }
+
+    fn finish(&mut self, write: &mut WriteTx<'_>, cursor: &Cursor) -> Result<(), StorageError> {
+        write.set_meta_u64(meta::NEXT_MINI_BLOCK, cursor.next_mini)?;
+        write.set_meta(meta::LAST_MINI_HASH, cursor.last_mini_hash.as_slice())?;
+        write.set_meta_u64(meta::OPEN_BLOCK_TXS, cursor.open_txs)?;
+        if let Some(prepared) = &self.prepared {
+            write.set_meta(meta::LAST_JOB, &prepared.job)?;
+            write.put_tree_tombstones(&prepared.tree_tombstones)?;
         }
+        write.set_meta_u64(meta::LAST_SEQ, cursor.last_seq)
     }
-    if let Some(prepared) = &prepared {
-        write.set_meta(meta::LAST_JOB, &prepared.job)?;
-        write.put_tree_tombstones(&prepared.tree_tombstones)?;
-    }
-    let last_seq = wires.last().map_or(last, |w| w.seq);
-    write.set_meta_u64(meta::LAST_SEQ, last_seq)?;
-    write.commit()?;
-    Ok(Applied::Applied)
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use alloy_primitives::{Address, U256};
-    use verity_primitives::{AccountDiff, SequencerKey, StateDiff, governance::Epoch};
+    use alloy_primitives::U256;
+    use verity_primitives::SequencerKey;
+    use verity_testkit::chain::{ChainBuilder, written_account};
 
     use super::*;
 
-    fn mini(number: u64, parent: B256, key: &SequencerKey) -> MiniBlock {
-        let mut mini = MiniBlock {
-            number,
-            block_number: 1,
-            index: number as u32,
-            epoch: 0,
-            timestamp_ms: 1_700_000_000_000 + number,
-            parent_hash: parent,
-            base_fee: 1_000_000_000,
-            block_timestamp: 1_700_000_000,
-            beneficiary: Address::ZERO,
-            transactions: vec![],
-            receipts: vec![],
-            diff: StateDiff {
-                accounts: [(
-                    Address::repeat_byte(0x10 + number as u8),
-                    AccountDiff {
-                        balance: Some(U256::from(number + 1)),
-                        ..Default::default()
-                    },
-                )]
-                .into(),
-            },
-            hash: B256::ZERO,
-            signature: verity_primitives::UNSIGNED,
-        };
-        mini.seal(key);
-        mini
-    }
-
-    fn wire(seq: u64, mini: &MiniBlock) -> v1::ChainEvent {
-        (&ChainEvent {
-            seq,
-            kind: ChainEventKind::MiniBlock(Box::new(mini.clone())),
-        })
-            .into()
+    /// A replica's database at genesis, the rules (epoch 0 is `key`'s) and a chain to feed it.
+    fn at_genesis() -> (
+        tempfile::TempDir,
+        Database,
+        Sequencing,
+        SequencerKey,
+        ChainBuilder,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(&dir.path().join("db")).unwrap();
+        let spec = ChainSpec::dev(31337, 2, 100).unwrap();
+        init_genesis(&db, &spec).unwrap();
+        let key = SequencerKey::random();
+        let rules = spec.sequencing(Some(key.address())).unwrap();
+        let chain = ChainBuilder::new(spec.genesis_block());
+        (dir, db, rules, key, chain)
     }
 
     /// A witness's chunk of mini-blocks is applied, with its job, in one transaction or not at
-    /// all; its job is built over the state before the first of them.
+    /// all; its job is built over the state before the first of them. (The rules every follower
+    /// enforces are `verity-chain`'s suite.)
     #[test]
     fn a_chunk_of_mini_blocks_is_applied_at_once_or_not_at_all() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::open(&dir.path().join("db")).unwrap();
-        init_genesis(&db, &ChainSpec::dev(31337, 2, 100).unwrap()).unwrap();
-        let key = SequencerKey::random();
-        let rules = Sequencing {
-            chain_id: 31337,
-            governance: None,
-            genesis: Epoch {
-                number: 0,
-                sequencer: key.address(),
-            },
-        };
-        let a = mini(0, B256::ZERO, &key);
-        let b = mini(1, a.hash, &key);
-        let c = mini(2, b.hash, &key);
-        let unlinked = mini(2, B256::repeat_byte(9), &key);
+        let (_dir, db, rules, key, mut chain) = at_genesis();
+        let a = chain.push_mini_block(&key);
+        let b = chain.push_mini_block(&key);
+        let mut unlinked = chain.mini_block(&key);
+        unlinked.parent_hash = B256::repeat_byte(9);
+        unlinked.seal(&key);
+        let unlinked = chain.wire(ChainEventKind::MiniBlock(Box::new(unlinked)));
+        let c = chain.push_mini_block(&key);
 
         let mut prepared = 0;
         let mut prepare = |_: &ReadTx<'_>, _: &[&MiniBlock]| -> Result<Prepared, String> {
@@ -388,32 +357,32 @@ mod tests {
         let refused = apply_events(
             &db,
             &rules,
-            &[wire(1, &a), wire(2, &b), wire(3, &unlinked)],
+            &[a.clone(), b.clone(), unlinked],
             Some(&mut prepare),
             false,
         );
-        assert!(matches!(refused, Err(ApplyError::Invalid { seq: 3, .. })));
+        assert!(matches!(
+            refused,
+            Err(ApplyError::Chain(ChainError::Invalid { seq: 3, .. }))
+        ));
         assert_eq!(prepared, 0, "nothing is built for a refused chunk");
         assert_eq!(last_seq(&db).unwrap(), 0);
         assert_eq!(
-            db.read()
-                .unwrap()
-                .account(Address::repeat_byte(0x10))
-                .unwrap(),
+            db.read().unwrap().account(written_account(0)).unwrap(),
             None
         );
 
         let mut seen = vec![];
         let mut prepare = |read: &ReadTx<'_>, minis: &[&MiniBlock]| -> Result<Prepared, String> {
             // The state before the chunk: none of its writes yet.
-            assert_eq!(read.account(Address::repeat_byte(0x11)).unwrap(), None);
+            assert_eq!(read.account(written_account(1)).unwrap(), None);
             seen.extend(minis.iter().map(|m| m.number));
             Ok(Prepared {
                 job: b"job".to_vec(),
                 tree_tombstones: vec![],
             })
         };
-        let events = [wire(1, &a), wire(2, &b), wire(3, &c)];
+        let events = [a, b, c];
         let applied = apply_events(&db, &rules, &events, Some(&mut prepare), false);
         assert!(matches!(applied, Ok(Applied::Applied)));
         assert_eq!(seen, [0, 1, 2]);
@@ -422,9 +391,7 @@ mod tests {
         assert_eq!(read.meta_u64(meta::NEXT_MINI_BLOCK).unwrap(), Some(3));
         assert_eq!(read.meta(meta::LAST_JOB).unwrap(), Some(b"job".to_vec()));
         assert_eq!(
-            read.account(Address::repeat_byte(0x12))
-                .unwrap()
-                .map(|a| a.balance),
+            read.account(written_account(2)).unwrap().map(|a| a.balance),
             Some(U256::from(3))
         );
         drop(read);
@@ -433,5 +400,24 @@ mod tests {
             apply_events(&db, &rules, &events[1..], None, false),
             Ok(Applied::AlreadyApplied)
         ));
+    }
+
+    /// A block seal or a handover is applied on its own, never in a batch with mini-blocks.
+    #[test]
+    fn a_block_seal_is_applied_on_its_own() {
+        let (_dir, db, rules, key, mut chain) = at_genesis();
+        let events = [chain.push_mini_block(&key), chain.push_block(&key)];
+        let refused = apply_events(&db, &rules, &events, None, false).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "refused event 2: a block seal is applied on its own"
+        );
+        for event in &events {
+            apply_event(&db, &rules, event, None, true).unwrap();
+        }
+        let read = db.read().unwrap();
+        assert_eq!(read.last_block_number().unwrap(), Some(1));
+        assert_eq!(read.meta_u64(meta::OPEN_BLOCK_TXS).unwrap(), Some(0));
+        assert_eq!(read.event(2).unwrap().as_ref(), Some(&events[1]));
     }
 }

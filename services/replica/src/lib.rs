@@ -26,6 +26,7 @@ use verity_storage::Database;
 use verity_telemetry::TelemetryArgs;
 
 use apply::{Applied, ApplyError};
+use verity_chain::ChainError;
 
 /// Default gRPC port of a replica.
 pub const DEFAULT_PORT: u16 = 7300;
@@ -419,10 +420,13 @@ async fn follow_once(
         let event = match verity_bus::decode_event(seq, &message.payload) {
             Ok(event) => event,
             Err(e) => {
-                return Err(FollowError::Refused(ApplyError::Invalid {
-                    seq,
-                    reason: e.to_string(),
-                }));
+                return Err(FollowError::Refused(
+                    ChainError::Invalid {
+                        seq,
+                        reason: e.to_string(),
+                    }
+                    .into(),
+                ));
             }
         };
         let is_mini_block = transactions(&event).is_some();
@@ -543,7 +547,7 @@ async fn flush(
         Ok(Applied::AlreadyApplied) => {
             metrics::counter!("verity_replica_redelivered_events_total").increment(count);
         }
-        Err(ApplyError::Storage(e)) => return Err(transient(e.into())),
+        Err(ApplyError::Chain(ChainError::Storage(e))) => return Err(transient(e.into())),
         Err(refused) => return Err(FollowError::Refused(refused)),
     }
     for message in pending.messages.drain(..) {

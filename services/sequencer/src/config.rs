@@ -13,7 +13,7 @@ pub const DEFAULT_PORT: u16 = 7100;
 #[derive(clap::Parser, Debug, Clone)]
 #[command(
     name = "verity-sequencer",
-    version,
+    version = crate::VERSION,
     about = "Verity sequencer: orders, executes and signs the chain"
 )]
 pub struct Config {

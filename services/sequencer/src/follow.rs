@@ -2,73 +2,50 @@
 //!
 //! A standby (or a newly appointed sequencer with an empty disk) writes every event from the
 //! stream exactly as the active sequencer's committer wrote it (state diff + event, block +
-//! event + the last-block position, a handover's epoch), after the checks every replica makes:
-//! the signature and epoch of the sequencer in force, the hash over the contents, and the links
-//! (sequence, mini-block number, parent hashes). When it takes over, [`crate::producer::Producer`]
-//! resumes from this database as if it had produced the chain itself.
+//! event + the last-block position, a handover's epoch), after the checks every follower makes
+//! ([`verity_chain::Cursor::advance`]: the signature and epoch of the sequencer in force, the
+//! hash over the contents, the links, a handover against genesis's governance). An event at or
+//! below its cursor must be the one it stored: a sequencer stores what it produces before the
+//! stream has it ([`Redelivered::MustMatch`]). When it takes over,
+//! [`crate::producer::Producer`] resumes from this database as if it had produced the chain
+//! itself.
 
-use alloy_primitives::B256;
-use verity_primitives::{
-    Block, ChainEvent, ChainEventKind,
-    block::{check_block_link, check_mini_block_link},
-    governance::{EPOCH_META_KEY, Epoch, Sequencing},
-};
+use verity_chain::{ChainError, CheckedEvent, Cursor, Layout, Redelivered};
+use verity_primitives::{ChainEventKind, governance::Sequencing};
 use verity_proto::v1;
 use verity_storage::{Database, StorageError, WriteTx};
 
-use crate::producer::{META_LAST_BLOCK_SEQ, Recovered};
+use crate::producer::{META_LAST_BLOCK_SEQ, ProducerError, Recovered};
 
-/// Why an event from the stream was not applied.
-#[derive(Debug, thiserror::Error)]
-pub enum FollowError {
-    /// Storage failed.
-    #[error("storage: {0}")]
-    Storage(#[from] StorageError),
-    /// The event is not valid at its position.
-    #[error("refused event {seq}: {reason}")]
-    Invalid {
-        /// Stream sequence.
-        seq: u64,
-        /// Why.
-        reason: String,
-    },
-    /// The local database holds a different event at this position: this node produced events
-    /// that never reached the stream (it was deposed before publishing them).
-    #[error(
-        "the data directory holds event {seq} = {local}, but the chain stream holds {stream}: \
-         this node produced events that never reached the stream before another sequencer took \
-         over; move the data directory away and start again (the node rebuilds from the stream)"
-    )]
-    Diverged {
-        /// Stream sequence.
-        seq: u64,
-        /// Local event hash.
-        local: B256,
-        /// The stream's.
-        stream: B256,
-    },
+/// How a sequencer keeps the chain: as its committer writes it (the latest state only, every
+/// event, and the position of the last block event, where recovery starts).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Standby;
+
+impl Layout for Standby {
+    fn history(&self) -> bool {
+        false
+    }
+
+    fn keeps_events(&self) -> bool {
+        true
+    }
+
+    fn write_event(
+        &mut self,
+        write: &mut WriteTx<'_>,
+        event: &CheckedEvent<'_>,
+    ) -> Result<(), StorageError> {
+        if let ChainEventKind::Block(_) = event.event().kind {
+            write.set_meta_u64(META_LAST_BLOCK_SEQ, event.event().seq)?;
+        }
+        Ok(())
+    }
 }
 
-/// Where the local chain ends, as the checks need it.
-#[derive(Debug, Clone)]
-pub struct Cursor {
-    /// Last applied event.
-    pub last_seq: u64,
-    /// Next mini-block number.
-    pub next_mini: u64,
-    /// Hash of the last mini-block.
-    pub last_mini_hash: B256,
-    /// The last sealed block.
-    pub head: Block,
-    /// Transactions in the open block.
-    pub open_txs: u64,
-    /// The epoch in force.
-    pub epoch: Epoch,
-}
-
-impl Cursor {
+impl From<&Recovered> for Cursor {
     /// The cursor at the end of a recovered chain.
-    pub fn of(recovered: &Recovered) -> Self {
+    fn from(recovered: &Recovered) -> Self {
         Self {
             last_seq: recovered.last_seq,
             next_mini: recovered.next_mini_block(),
@@ -87,7 +64,7 @@ pub fn apply(
     rules: &Sequencing,
     cursor: &mut Cursor,
     wire: &v1::ChainEvent,
-) -> Result<(), FollowError> {
+) -> Result<(), ChainError> {
     apply_batch(db, rules, cursor, std::slice::from_ref(wire))
 }
 
@@ -98,162 +75,42 @@ pub fn apply_batch(
     rules: &Sequencing,
     cursor: &mut Cursor,
     wires: &[v1::ChainEvent],
-) -> Result<(), FollowError> {
-    let mut next = cursor.clone();
-    let mut write = db.write()?;
-    for wire in wires {
-        apply_in(&mut write, rules, &mut next, wire)?;
-    }
-    write.commit()?;
-    *cursor = next;
-    Ok(())
-}
-
-fn apply_in(
-    write: &mut WriteTx<'_>,
-    rules: &Sequencing,
-    cursor: &mut Cursor,
-    wire: &v1::ChainEvent,
-) -> Result<(), FollowError> {
-    let seq = wire.seq;
-    let invalid = |reason: String| FollowError::Invalid { seq, reason };
-    let event = ChainEvent::try_from(wire).map_err(|e| invalid(e.to_string()))?;
-    if seq <= cursor.last_seq {
-        let local = write
-            .events_from(seq, 1)?
-            .into_iter()
-            .next()
-            .and_then(|e| ChainEvent::try_from(&e).ok())
-            .map(|e| e.hash())
-            .unwrap_or_default();
-        if local != event.hash() {
-            return Err(FollowError::Diverged {
-                seq,
-                local,
-                stream: event.hash(),
-            });
-        }
-        return Ok(());
-    }
-    if seq != cursor.last_seq + 1 {
-        return Err(invalid(format!(
-            "expected event {} next",
-            cursor.last_seq + 1
-        )));
-    }
-    event
-        .verify(&cursor.epoch)
-        .map_err(|e| invalid(e.to_string()))?;
-    match &event.kind {
-        ChainEventKind::MiniBlock(mini) => {
-            check_mini_block_link(
-                mini,
-                cursor.next_mini,
-                cursor.last_mini_hash,
-                cursor.head.number(),
-            )
-            .map_err(invalid)?;
-            write.apply_diff(&mini.diff)?;
-            write.put_event(wire)?;
-            cursor.next_mini = mini.number + 1;
-            cursor.last_mini_hash = mini.hash;
-            cursor.open_txs += mini.transactions.len() as u64;
-        }
-        ChainEventKind::Block(block) => {
-            check_block_link(
-                block,
-                &cursor.head,
-                cursor.next_mini,
-                cursor.last_mini_hash,
-                cursor.open_txs,
-            )
-            .map_err(invalid)?;
-            write.put_block(block)?;
-            write.put_event(wire)?;
-            write.set_meta_u64(META_LAST_BLOCK_SEQ, seq)?;
-            cursor.head = block.as_ref().clone();
-            cursor.open_txs = 0;
-        }
-        ChainEventKind::Handover(handover) => {
-            let epoch = rules
-                .check_handover(
-                    &cursor.epoch,
-                    handover,
-                    cursor.head.number() + 1,
-                    cursor.head.hash,
-                )
-                .map_err(|e| invalid(format!("handover refused: {e}")))?;
-            write.put_event(wire)?;
-            write.set_meta(EPOCH_META_KEY, &epoch.to_bytes())?;
-            tracing::info!(
-                seq,
-                epoch = epoch.number,
-                sequencer = %epoch.sequencer,
-                block = cursor.head.number() + 1,
-                "sequencer handover applied"
-            );
-            cursor.epoch = epoch;
-        }
-    }
-    cursor.last_seq = seq;
+) -> Result<(), ChainError> {
+    verity_chain::apply_batch(
+        db,
+        rules,
+        cursor,
+        wires,
+        Redelivered::MustMatch,
+        &mut Standby,
+    )?;
     Ok(())
 }
 
 /// The local cursor after recovering `db`.
-pub fn cursor(db: &Database, rules: &Sequencing) -> Result<Cursor, crate::producer::ProducerError> {
-    Ok(Cursor::of(&crate::producer::recover(db, rules)?))
+pub fn cursor(db: &Database, rules: &Sequencing) -> Result<Cursor, ProducerError> {
+    Ok(Cursor::from(&crate::producer::recover(db, rules)?))
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use alloy_primitives::{Address, U256};
+    use alloy_primitives::B256;
     use verity_primitives::{
-        AccountDiff, ChainSpec, MiniBlock, SequencerKey, StateDiff,
-        governance::{Appointment, Governance, Handover, SignedAppointment},
+        ChainSpec, SequencerKey,
+        governance::{Appointment, Governance, SignedAppointment},
     };
+    use verity_testkit::chain::ChainBuilder;
 
     use super::*;
 
-    fn mini(number: u64, epoch: u64, parent: B256, key: &SequencerKey) -> MiniBlock {
-        let mut mini = MiniBlock {
-            number,
-            block_number: 1,
-            index: number as u32,
-            epoch,
-            timestamp_ms: 1_700_000_000_000 + number,
-            parent_hash: parent,
-            base_fee: 1_000_000_000,
-            block_timestamp: 1_700_000_000,
-            beneficiary: Address::ZERO,
-            transactions: vec![],
-            receipts: vec![],
-            diff: StateDiff {
-                accounts: [(
-                    Address::repeat_byte(0x10 + number as u8),
-                    AccountDiff {
-                        balance: Some(U256::from(number + 1)),
-                        ..Default::default()
-                    },
-                )]
-                .into(),
-            },
-            hash: B256::ZERO,
-            signature: verity_primitives::UNSIGNED,
-        };
-        mini.seal(key);
-        mini
-    }
-
-    fn wire(seq: u64, kind: ChainEventKind) -> v1::ChainEvent {
-        (&ChainEvent { seq, kind }).into()
-    }
-
-    /// A standby applies what the epoch's key signed, refuses anything else, notices a local
-    /// event the stream replaced, and switches keys at a handover.
+    /// What a standby applied is a chain the producer resumes from as if it had produced it:
+    /// the open block, the epoch a handover opened; and a local event the stream replaced is a
+    /// divergence, not a redelivery. (The rules every follower enforces are `verity-chain`'s
+    /// suite.)
     #[test]
-    fn a_standby_applies_the_appointed_chain_and_nothing_else() {
+    fn the_producer_resumes_from_what_a_standby_applied() {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::open(dir.path()).unwrap();
         let first = SequencerKey::random();
@@ -269,48 +126,7 @@ mod tests {
         let rules = spec.sequencing(None).unwrap();
         crate::producer::init_genesis(&db, &spec).unwrap();
         let mut cursor = cursor(&db, &rules).unwrap();
-        let parent = cursor.last_mini_hash;
 
-        let a = mini(0, 0, parent, &first);
-        apply(
-            &db,
-            &rules,
-            &mut cursor,
-            &wire(1, ChainEventKind::MiniBlock(Box::new(a.clone()))),
-        )
-        .unwrap();
-        // The same event again is recognised; another one at that position is a divergence.
-        apply(
-            &db,
-            &rules,
-            &mut cursor,
-            &wire(1, ChainEventKind::MiniBlock(Box::new(a.clone()))),
-        )
-        .unwrap();
-        let mut other = mini(0, 0, parent, &first);
-        other.timestamp_ms += 1;
-        other.seal(&first);
-        assert!(matches!(
-            apply(
-                &db,
-                &rules,
-                &mut cursor,
-                &wire(1, ChainEventKind::MiniBlock(Box::new(other)))
-            ),
-            Err(FollowError::Diverged { seq: 1, .. })
-        ));
-        // Signed by a key that is not the epoch's.
-        let stranger = mini(1, 0, a.hash, &second);
-        assert!(matches!(
-            apply(
-                &db,
-                &rules,
-                &mut cursor,
-                &wire(2, ChainEventKind::MiniBlock(Box::new(stranger)))
-            ),
-            Err(FollowError::Invalid { seq: 2, .. })
-        ));
-        // A handover to the second key under a standing appointment.
         let appointment = Appointment {
             chain_id: 31337,
             epoch: 1,
@@ -318,59 +134,43 @@ mod tests {
             first_height: 0,
             parent_hash: B256::ZERO,
         };
-        let signed = SignedAppointment {
+        let appointment = SignedAppointment {
             signatures: vec![appointment.sign(&governor)],
             appointment,
         };
-        let handover = Handover::new(signed, 1, cursor.head.hash, &second);
-        apply(
-            &db,
-            &rules,
-            &mut cursor,
-            &wire(2, ChainEventKind::Handover(Box::new(handover))),
-        )
-        .unwrap();
-        assert_eq!(cursor.epoch.sequencer, second.address());
-        // The deposed key is refused from here on, the new one accepted.
-        let late = mini(1, 0, a.hash, &first);
-        assert!(matches!(
-            apply(
-                &db,
-                &rules,
-                &mut cursor,
-                &wire(3, ChainEventKind::MiniBlock(Box::new(late)))
-            ),
-            Err(FollowError::Invalid { seq: 3, .. })
-        ));
-        let next = mini(1, 1, a.hash, &second);
-        apply(
-            &db,
-            &rules,
-            &mut cursor,
-            &wire(3, ChainEventKind::MiniBlock(Box::new(next))),
-        )
-        .unwrap();
-        // A batch is applied whole or not at all.
-        let fine = mini(2, 1, cursor.last_mini_hash, &second);
-        let broken = mini(3, 1, B256::repeat_byte(1), &second);
-        let before = cursor.clone();
-        assert!(matches!(
-            apply_batch(
-                &db,
-                &rules,
-                &mut cursor,
-                &[
-                    wire(4, ChainEventKind::MiniBlock(Box::new(fine.clone()))),
-                    wire(5, ChainEventKind::MiniBlock(Box::new(broken))),
-                ],
-            ),
-            Err(FollowError::Invalid { seq: 5, .. })
-        ));
-        assert_eq!(cursor.last_seq, before.last_seq);
-        assert_eq!(db.read().unwrap().last_event_seq().unwrap(), 3);
-        // And the producer resumes from what was applied, under the new epoch.
+        let mut chain = ChainBuilder::new(spec.genesis_block());
+        let first_event = chain.push_mini_block(&first);
+        let batch = [
+            first_event.clone(),
+            chain.push_block(&first),
+            chain.push_mini_block(&first),
+            chain.push_handover(appointment, &second),
+            chain.push_mini_block(&second),
+        ];
+        apply_batch(&db, &rules, &mut cursor, &batch).unwrap();
+
         let recovered = crate::producer::recover(&db, &rules).unwrap();
-        assert_eq!((recovered.last_seq, recovered.epoch.number), (3, 1));
-        assert_eq!(recovered.open_minis.len(), 2);
+        assert_eq!(Cursor::from(&recovered), cursor);
+        assert_eq!(
+            (
+                recovered.last_seq,
+                recovered.parent.number(),
+                recovered.open_minis.len(),
+                recovered.epoch.number,
+            ),
+            (5, 1, 2, 1)
+        );
+
+        // The same event again is recognised; another one at that position is a divergence.
+        apply(&db, &rules, &mut cursor, &first_event).unwrap();
+        let mut other = ChainBuilder::new(spec.genesis_block()).mini_block(&first);
+        other.timestamp_ms += 1;
+        other.seal(&first);
+        let other = ChainBuilder::new(spec.genesis_block())
+            .wire(ChainEventKind::MiniBlock(Box::new(other)));
+        assert!(matches!(
+            apply(&db, &rules, &mut cursor, &other),
+            Err(ChainError::Diverged { seq: 1, .. })
+        ));
     }
 }

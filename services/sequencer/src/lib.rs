@@ -209,6 +209,15 @@ pub struct Sequencer {
     node: node::Node,
 }
 
+/// What `--version` prints. A build with the test-only `fault-injection` feature says so: `make
+/// test` (`scripts/check-production.sh`) refuses a production binary whose version says it.
+#[cfg(not(feature = "fault-injection"))]
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// What `--version` prints: this build has the test-only `fault-injection` feature, which no
+/// production binary may have (`scripts/check-production.sh`).
+#[cfg(feature = "fault-injection")]
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (test build: fault-injection)");
+
 impl Sequencer {
     /// Validates the configuration, loads genesis, key and appointments, opens (or initialises)
     /// the database and connects to NATS.

@@ -40,6 +40,7 @@ use verity_bus::{
     BusError,
     lease::{self, Holder, LeaseError},
 };
+use verity_chain::{ChainError, Cursor};
 use verity_kube::lease::{Fence, SequencerLease};
 use verity_primitives::{
     ChainSpec, SequencerKey,
@@ -50,8 +51,7 @@ use verity_server::{Backoff, stopped};
 use verity_storage::Database;
 
 use crate::{
-    Config, SharedState,
-    follow::{self, Cursor},
+    Config, SharedState, follow,
     mempool::MempoolLimits,
     producer::{self, Head, Producer},
     publish::{self, PublishError},
@@ -195,7 +195,7 @@ impl Node {
             })
             .await??
         };
-        let cursor = Cursor::of(&recovered);
+        let cursor = Cursor::from(&recovered);
         let (head, head_rx) = watch::channel(head_of(&cursor, &spec));
         let limits = MempoolLimits {
             per_sender: config.mempool_per_sender,
@@ -413,8 +413,8 @@ impl Node {
         for _ in 0..HANDOVER_ATTEMPTS {
             let stream_last = self.catch_up(cursor).await.map_err(|error| {
                 if matches!(
-                    error.downcast_ref::<follow::FollowError>(),
-                    Some(follow::FollowError::Diverged { .. })
+                    error.downcast_ref::<ChainError>(),
+                    Some(ChainError::Diverged { .. })
                 ) {
                     TakeoverError::Refused(error)
                 } else {

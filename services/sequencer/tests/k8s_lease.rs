@@ -12,8 +12,8 @@ use std::{
 
 use serde_json::Value;
 use verity_bus::server::NatsServer;
-use verity_kube::mock::{self, MockApi, Recorded};
 use verity_primitives::{ChainSpec, SequencerKey};
+use verity_testkit::kube_api::{self, MockApi, Recorded};
 
 const NS: &str = "verity";
 const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/verity/leases/verity-sequencer";
@@ -101,7 +101,7 @@ async fn wait_for(api: &MockApi, what: impl Fn(&Recorded) -> bool) -> Recorded {
 
 /// A Lease record of this chain held by `holder` under `epoch`.
 fn record(setup: &Setup, rv: &str, holder: &str, epoch: u64) -> Value {
-    let mut lease = mock::lease(
+    let mut lease = kube_api::lease(
         NS,
         "verity-sequencer",
         rv,
@@ -120,7 +120,7 @@ fn held(setup: &Setup, rv: &str, epoch: u64) -> Value {
 async fn the_active_sequencer_records_itself_and_releases_on_sigterm() {
     let setup = setup().await;
     let api = &setup.api;
-    let absent = mock::status(
+    let absent = kube_api::status(
         404,
         "NotFound",
         "leases.coordination.k8s.io \"verity-sequencer\" not found",
@@ -211,7 +211,7 @@ async fn no_rbac_for_the_lease_stops_it_at_start() {
         "GET",
         LEASE,
         403,
-        mock::status(
+        kube_api::status(
             403,
             "Forbidden",
             "leases.coordination.k8s.io \"verity-sequencer\" is forbidden: User \"system:serviceaccount:verity:default\" cannot get resource \"leases\" in API group \"coordination.k8s.io\" in the namespace \"verity\"",

@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, time::Duration};
 use alloy_primitives::{Address, U256};
 use serde_json::json;
 use verity_e2e::{TestNet, dev_signer, sign_transfer};
-use verity_telemetry::test_collector::TestCollector;
+use verity_testkit::otlp::TestCollector;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_transfer_is_one_trace_across_services() {
