@@ -228,6 +228,30 @@ impl Rpc {
         parse_quantity(&value)
     }
 
+    /// Asks for the receipt of every one of `hashes` (eight requests at a time: a scenario checks
+    /// thousands) and asserts each is there with status 1; `context` goes into the message.
+    pub async fn assert_receipts_succeeded(&self, hashes: &[String], context: &str) {
+        use futures::StreamExt;
+        let receipts: Vec<(&String, Value)> = futures::stream::iter(hashes)
+            .map(|hash| async move {
+                let receipt = self
+                    .call("eth_getTransactionReceipt", json!([hash]))
+                    .await
+                    .unwrap_or_else(|e| panic!("{context}: receipt of {hash}: {e:#}"));
+                (hash, receipt)
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        for (hash, receipt) in receipts {
+            assert_eq!(
+                receipt["status"],
+                json!("0x1"),
+                "{context}: {hash}: {receipt}"
+            );
+        }
+    }
+
     /// Polls for a receipt until `timeout`.
     pub async fn wait_receipt(&self, hash: &str, timeout: Duration) -> anyhow::Result<Value> {
         let deadline = tokio::time::Instant::now() + timeout;

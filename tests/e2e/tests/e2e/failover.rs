@@ -260,16 +260,9 @@ async fn the_standby_takes_over_after_each_sigkill_and_the_chain_never_forks() {
             in_chain.contains(hash),
             "seed {seed}: {hash} got a receipt but is in no block"
         );
-        let receipt = rpc
-            .call("eth_getTransactionReceipt", json!([hash]))
-            .await
-            .unwrap();
-        assert_eq!(
-            receipt["status"],
-            json!("0x1"),
-            "seed {seed}: {hash}: {receipt}"
-        );
     }
+    rpc.assert_receipts_succeeded(&receipted, &format!("seed {seed}"))
+        .await;
     let replica = replica_digest(&net).await;
     for service in [active_service, standby_service] {
         let digest = sequencer_digest(&net, service).await;
@@ -516,12 +509,9 @@ async fn governance_appoints_a_new_sequencer_that_rebuilds_and_continues_the_cha
     let receipted = receipted.lock().unwrap().clone();
     for hash in &receipted {
         assert!(in_chain.contains(hash));
-        let receipt = rpc
-            .call("eth_getTransactionReceipt", json!([hash]))
-            .await
-            .unwrap();
-        assert_eq!(receipt["status"], json!("0x1"));
     }
+    rpc.assert_receipts_succeeded(&receipted, "after the appointment")
+        .await;
     let replica = replica_digest(&net).await;
     let appointed = sequencer_digest(&net, Service::Standby).await;
     assert!(same_state(&appointed, &replica));
