@@ -96,6 +96,26 @@ fn js_error(operation: &'static str, error: impl std::fmt::Display) -> BusError 
     }
 }
 
+/// The NATS URL a service uses when told no other (the devnet and the tests start their own
+/// server on a port of its own and pass it).
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+/// How a process reaches NATS: the flags every service on the bus shares, in one place so that
+/// what a connection needs is added once for all of them.
+#[derive(clap::Args, Debug, Clone)]
+pub struct NatsArgs {
+    /// NATS server URL.
+    #[arg(long = "nats-url", env = "VERITY_NATS_URL", default_value = DEFAULT_NATS_URL)]
+    pub url: String,
+}
+
+impl NatsArgs {
+    /// Connects as `name` (see [`connect`]).
+    pub async fn connect(&self, name: &str) -> Result<(async_nats::Client, Context), BusError> {
+        connect(&self.url, name).await
+    }
+}
+
 /// Connects to NATS with a client name, and returns the client and its JetStream context.
 pub async fn connect(url: &str, name: &str) -> Result<(async_nats::Client, Context), BusError> {
     let client = async_nats::ConnectOptions::new()

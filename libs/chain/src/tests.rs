@@ -6,7 +6,7 @@
 
 use alloy_primitives::{Address, B256, U256};
 use verity_primitives::{
-    Block, ChainEvent, ChainEventKind, ChainSpec, MiniBlock, SequencerKey, genesis_diff,
+    Block, ChainEvent, ChainEventKind, ChainSpec, MiniBlock, SigningKey, genesis_diff,
     governance::{Appointment, EPOCH_META_KEY, Epoch, Governance, Sequencing, SignedAppointment},
 };
 use verity_proto::v1;
@@ -59,18 +59,18 @@ struct Node {
     rules: Sequencing,
     cursor: Cursor,
     chain: ChainBuilder,
-    first: SequencerKey,
-    second: SequencerKey,
-    governors: Vec<SequencerKey>,
+    first: SigningKey,
+    second: SigningKey,
+    governors: Vec<SigningKey>,
     layout: Recording,
 }
 
 impl Node {
     fn new() -> Self {
-        let first = SequencerKey::random();
-        let governors: Vec<SequencerKey> = (0..3).map(|_| SequencerKey::random()).collect();
+        let first = SigningKey::random();
+        let governors: Vec<SigningKey> = (0..3).map(|_| SigningKey::random()).collect();
         let governance =
-            Governance::new(governors.iter().map(SequencerKey::address).collect(), 2).unwrap();
+            Governance::new(governors.iter().map(SigningKey::address).collect(), 2).unwrap();
         let spec = ChainSpec::dev(CHAIN_ID, 2, 100)
             .unwrap()
             .with_sequencing(first.address(), Some(governance))
@@ -78,7 +78,7 @@ impl Node {
         Self::with_spec(spec, first, governors)
     }
 
-    fn with_spec(spec: ChainSpec, first: SequencerKey, governors: Vec<SequencerKey>) -> Self {
+    fn with_spec(spec: ChainSpec, first: SigningKey, governors: Vec<SigningKey>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::open(dir.path()).unwrap();
         let mut write = db.write().unwrap();
@@ -93,7 +93,7 @@ impl Node {
             rules,
             chain: ChainBuilder::new(spec.genesis_block()),
             first,
-            second: SequencerKey::random(),
+            second: SigningKey::random(),
             governors,
             layout: Recording {
                 events: true,
@@ -132,7 +132,7 @@ impl Node {
     }
 
     /// A standing appointment of `second` to `epoch`, signed by the governors `by`.
-    fn appointment(&self, epoch: u64, by: &[&SequencerKey]) -> SignedAppointment {
+    fn appointment(&self, epoch: u64, by: &[&SigningKey]) -> SignedAppointment {
         let appointment = Appointment {
             chain_id: CHAIN_ID,
             epoch,
@@ -168,7 +168,7 @@ fn reason(error: &ChainError) -> &str {
 }
 
 /// A block signed by `key` but with header fields changed by `change` (and hashed again).
-fn reseal_block(mut block: Block, key: &SequencerKey, change: impl FnOnce(&mut Block)) -> Block {
+fn reseal_block(mut block: Block, key: &SigningKey, change: impl FnOnce(&mut Block)) -> Block {
     change(&mut block);
     block.hash = block.header.hash_slow();
     block.signature = key.sign(&block.hash);
@@ -229,7 +229,7 @@ fn the_appointed_chain_is_applied_in_one_transaction_per_batch() {
 #[test]
 fn an_event_not_signed_by_the_epochs_key_is_refused() {
     let mut node = Node::new();
-    let (first, stranger) = (node.first.clone(), SequencerKey::random());
+    let (first, stranger) = (node.first.clone(), SigningKey::random());
     // A mini-block and a block signed by a key that is not the epoch's.
     let wire = node.mini(node.chain.mini_block(&stranger));
     assert!(reason(&node.refuse(wire)).contains("signature"));
@@ -362,9 +362,9 @@ fn an_event_at_the_wrong_height_is_refused() {
 #[test]
 fn a_handover_governance_did_not_appoint_is_refused() {
     let mut node = Node::new();
-    let (second, stranger) = (node.second.clone(), SequencerKey::random());
+    let (second, stranger) = (node.second.clone(), SigningKey::random());
     let governors = node.governors.clone();
-    let handover = |node: &Node, appointment: SignedAppointment, key: &SequencerKey| {
+    let handover = |node: &Node, appointment: SignedAppointment, key: &SigningKey| {
         node.chain.wire(ChainEventKind::Handover(Box::new(
             node.chain.handover(appointment, key),
         )))
@@ -430,12 +430,12 @@ fn a_handover_governance_did_not_appoint_is_refused() {
 
 #[test]
 fn without_governance_no_handover_is_valid() {
-    let first = SequencerKey::random();
+    let first = SigningKey::random();
     let spec = ChainSpec::dev(CHAIN_ID, 2, 100)
         .unwrap()
         .with_sequencing(first.address(), None)
         .unwrap();
-    let governors: Vec<SequencerKey> = (0..3).map(|_| SequencerKey::random()).collect();
+    let governors: Vec<SigningKey> = (0..3).map(|_| SigningKey::random()).collect();
     let mut node = Node::with_spec(spec, first, governors);
     let wire = node.chain.wire(ChainEventKind::Handover(Box::new(
         node.chain.handover(node.appointed(), &node.second),
@@ -526,7 +526,7 @@ fn an_unknown_epoch_lets_no_signer_through() {
     let first = node.first.clone();
     let honest = ChainEvent::try_from(&node.mini(node.chain.mini_block(&first))).unwrap();
     let stranger =
-        ChainEvent::try_from(&node.mini(node.chain.mini_block(&SequencerKey::random()))).unwrap();
+        ChainEvent::try_from(&node.mini(node.chain.mini_block(&SigningKey::random()))).unwrap();
     let epoch = node.rules.genesis;
     check_signer(&honest, Some(&epoch)).unwrap();
     assert!(matches!(

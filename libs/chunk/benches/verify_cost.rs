@@ -22,7 +22,7 @@ use common::{CHAIN_ID, GAS_LIMIT, empty_mini_block, measure, transfer};
 use verity_chunk::{StateTree, block_env, build_job, check_claim, prove_job, verify_proofs, wire};
 use verity_circuits::{Keys, Params, Shape};
 use verity_commitment::{account_key, account_value};
-use verity_primitives::{Account, InMemoryState, SequencerKey, StateDiff};
+use verity_primitives::{Account, InMemoryState, SigningKey, StateDiff};
 
 const ACCOUNTS: usize = 100_000;
 const TRANSFERS: usize = 24;
@@ -59,7 +59,7 @@ fn main() {
     println!("state of {ACCOUNTS} accounts; its Poseidon tree built in {wall:.1} s");
 
     // The sequencer executes one mini-block of transfers to existing accounts.
-    let key = SequencerKey::random();
+    let key = SigningKey::random();
     let txs: Vec<_> = signers
         .iter()
         .zip(&others)
@@ -124,7 +124,7 @@ fn main() {
             depth: 32,
         };
         let keys = Keys::generate(shape, &Params::setup_insecure(Keys::k_of(shape))).unwrap();
-        let prover = SequencerKey::random();
+        let prover = SigningKey::random();
         let (mut proof, prove_cpu, prove_wall) =
             measure(|| prove_job(&keys, &job, &steps, |_, _| {}).unwrap());
         proof.prover = prover.address();

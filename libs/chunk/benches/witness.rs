@@ -26,7 +26,7 @@ use common::{CHAIN_ID, GAS_LIMIT, empty_mini_block, measure, transfer};
 use prost::Message as _;
 use verity_chunk::{Overlay, StateTree, block_env, build_job, tree_writes};
 use verity_commitment::{account_key, account_value};
-use verity_primitives::{Account, InMemoryState, SequencerKey, StateDiff, StateView};
+use verity_primitives::{Account, InMemoryState, SigningKey, StateDiff, StateView};
 
 const MINI_BLOCKS: usize = 50;
 const TRANSFERS: usize = 100;
@@ -69,7 +69,7 @@ fn run(accounts: usize) {
     );
     let mut stepwise = tree.clone();
 
-    let key = SequencerKey::random();
+    let key = SigningKey::random();
     let (mut batch_s, mut step_s, mut derive_s) = (0.0, 0.0, 0.0);
     let (mut writes, mut keys, mut bytes) = (0usize, 0usize, 0usize);
     for m in 0..MINI_BLOCKS {
@@ -171,7 +171,7 @@ fn grouped(
     first: u64,
     nonce: u64,
 ) {
-    let key = SequencerKey::random();
+    let key = SigningKey::random();
     let (mut wall_s, mut writes, mut bytes) = (0.0, 0usize, 0usize);
     for chunk in 0..MINI_BLOCKS / per_chunk {
         let mut minis = Vec::with_capacity(per_chunk);

@@ -5,9 +5,7 @@ use alloy_primitives::{Address, B256, Bytes, TxKind, U256, address, hex, keccak2
 use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
 use verity_circuits::{Keys, Params, Shape};
-use verity_primitives::{
-    Account, AccountDiff, InMemoryState, SequencerKey, Transaction, TxEnvelope,
-};
+use verity_primitives::{Account, AccountDiff, InMemoryState, SigningKey, Transaction, TxEnvelope};
 
 use super::*;
 
@@ -68,7 +66,7 @@ fn state(signer: &PrivateKeySigner) -> (InMemoryState, StateDiff) {
     (state, all)
 }
 
-fn mini_block(state: &InMemoryState, txs: Vec<Transaction>, key: &SequencerKey) -> MiniBlock {
+fn mini_block(state: &InMemoryState, txs: Vec<Transaction>, key: &SigningKey) -> MiniBlock {
     let mut mini = MiniBlock {
         number: 3,
         block_number: 1,
@@ -98,7 +96,7 @@ fn mini_block(state: &InMemoryState, txs: Vec<Transaction>, key: &SequencerKey) 
 /// A job, and the witness's tree before it.
 fn setup(tamper: bool) -> (ChunkJob, StateTree) {
     let signer = PrivateKeySigner::random();
-    let key = SequencerKey::random();
+    let key = SigningKey::random();
     let (state, all) = state(&signer);
     let txs = vec![
         sign(&signer, 0, Address::repeat_byte(0x42), U256::from(ETH)),
@@ -155,7 +153,7 @@ fn an_honest_chunk_re_executes_statelessly_to_its_claimed_writes() {
 #[test]
 fn a_chunk_of_several_mini_blocks_is_built_checked_and_proven_as_one() {
     let signer = PrivateKeySigner::random();
-    let key = SequencerKey::random();
+    let key = SigningKey::random();
     let (mut state, all) = state(&signer);
     let pre_state = state.clone();
     let batches = [
@@ -200,7 +198,7 @@ fn a_chunk_of_several_mini_blocks_is_built_checked_and_proven_as_one() {
         depth: 12,
     };
     let keys = Keys::generate(shape, &Params::setup_insecure(Keys::k_of(shape))).unwrap();
-    let prover = SequencerKey::random();
+    let prover = SigningKey::random();
     let steps = job.steps().unwrap();
     let mut proof = prove_job(&keys, &job, &steps, |_, _| {}).unwrap();
     proof.prover = prover.address();
@@ -348,7 +346,7 @@ fn proofs_verify_for_their_chunk_and_forgeries_are_refused() {
         depth: 12,
     };
     let keys = Keys::generate(shape, &Params::setup_insecure(Keys::k_of(shape))).unwrap();
-    let prover = SequencerKey::random();
+    let prover = SigningKey::random();
     let mut calls = vec![];
     let steps = job.steps().unwrap();
     let mut proof =
@@ -406,7 +404,7 @@ fn proofs_verify_for_their_chunk_and_forgeries_are_refused() {
         Err(Rejection::Statement(StatementError::Writes(_)))
     ));
     // An attestation by a key nobody registered, even if well signed.
-    let stranger = SequencerKey::random();
+    let stranger = SigningKey::random();
     let mut unregistered = proof.clone();
     unregistered.prover = stranger.address();
     unregistered.signature = stranger.sign(&wire::attestation_hash(CHAIN_ID, &unregistered));
@@ -461,7 +459,7 @@ fn jobs_and_fraud_evidence_survive_the_wire() {
     else {
         panic!("fraud expected");
     };
-    let prover = SequencerKey::random();
+    let prover = SigningKey::random();
     let mut evidence = wire::FraudEvidence {
         job,
         reexecuted,

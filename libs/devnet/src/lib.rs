@@ -22,7 +22,7 @@ use tokio::process::{Child, Command};
 use verity_bus::server::NatsServer;
 use verity_circuits::{Keys, Params, Shape};
 use verity_primitives::{
-    ChainSpec, SequencerKey,
+    ChainSpec, SigningKey,
     chain_spec::dev_signers,
     governance::{Appointment, Governance, SignedAppointment},
 };
@@ -671,7 +671,7 @@ pub async fn prepare(options: &DevnetOptions) -> Result<ChainFiles, DevnetError>
     std::fs::create_dir_all(dir).map_err(io(format!("cannot create {}", dir.display())))?;
     let key_file = dir.join("sequencer.key");
     let load = |name: &str| {
-        SequencerKey::load_or_create(&dir.join(name))
+        SigningKey::load_or_create(&dir.join(name))
             .map(|(key, _)| key)
             .map_err(|e| DevnetError::Setup(e.to_string()))
     };
@@ -717,7 +717,7 @@ pub async fn prepare(options: &DevnetOptions) -> Result<ChainFiles, DevnetError>
     standing_appointments(dir, &spec, &key, &standby)?;
     // The proving keys are made here so every service can be told whom to trust.
     let attester = |name: &str| {
-        SequencerKey::load_or_create(&dir.join(name))
+        SigningKey::load_or_create(&dir.join(name))
             .map(|(key, _)| key.address())
             .map_err(|e| DevnetError::Setup(e.to_string()))
     };
@@ -743,8 +743,8 @@ pub async fn prepare(options: &DevnetOptions) -> Result<ChainFiles, DevnetError>
 fn standing_appointments(
     dir: &Path,
     spec: &ChainSpec,
-    sequencer: &SequencerKey,
-    standby: &SequencerKey,
+    sequencer: &SigningKey,
+    standby: &SigningKey,
 ) -> Result<(), DevnetError> {
     let file = dir.join(APPOINTMENTS);
     if file.is_file() || spec.governance.is_none() {
@@ -755,7 +755,7 @@ fn standing_appointments(
             let path = dir.join(GOVERNANCE_DIR).join(format!("{i}.key"));
             let text = std::fs::read_to_string(&path)
                 .map_err(io(format!("cannot read {}", path.display())))?;
-            SequencerKey::from_hex(&text)
+            SigningKey::from_hex(&text)
                 .map_err(|e| DevnetError::Setup(format!("{}: {e}", path.display())))
         })
         .collect::<Result<Vec<_>, _>>()?;

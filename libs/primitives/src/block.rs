@@ -85,7 +85,7 @@ impl MiniBlock {
     }
 
     /// Sets `hash` and `signature` for the current contents.
-    pub fn seal(&mut self, key: &signing::SequencerKey) {
+    pub fn seal(&mut self, key: &signing::SigningKey) {
         self.hash = self.compute_hash();
         self.signature = key.sign(&self.hash);
     }
@@ -192,7 +192,7 @@ impl Block {
         first_mini_block: u64,
         mini_blocks: &[M],
         last_mini_block_hash: B256,
-        key: &signing::SequencerKey,
+        key: &signing::SigningKey,
     ) -> Self {
         let mini_blocks: Vec<&MiniBlock> = mini_blocks.iter().map(M::borrow).collect();
         let transactions: Vec<&Recovered<_>> =
@@ -420,7 +420,7 @@ pub fn check_block_link(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AccountDiff, SequencerKey};
+    use crate::{AccountDiff, SigningKey};
 
     fn mini_block() -> MiniBlock {
         let mut diff = StateDiff::default();
@@ -451,11 +451,11 @@ mod tests {
 
     #[test]
     fn a_sealed_mini_block_verifies_and_any_tampered_write_is_caught() {
-        let key = SequencerKey::random();
+        let key = SigningKey::random();
         let mut block = mini_block();
         block.seal(&key);
         assert!(block.verify(key.address()).is_ok());
-        assert!(block.verify(SequencerKey::random().address()).is_err());
+        assert!(block.verify(SigningKey::random().address()).is_err());
 
         let mut tampered = block.clone();
         if let Some(account) = tampered.diff.accounts.get_mut(&Address::repeat_byte(2)) {
@@ -469,7 +469,7 @@ mod tests {
 
     #[test]
     fn a_sealed_block_commits_to_its_mini_blocks() {
-        let key = SequencerKey::random();
+        let key = SigningKey::random();
         let mut mini = mini_block();
         mini.seal(&key);
         let template = BlockTemplate {

@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 
 use alloy_primitives::{Address, B256, Signature, keccak256};
 
-use crate::SequencerKey;
+use crate::SigningKey;
 
 /// Domain tag of appointment signatures: a governance signature can never be mistaken for a
 /// signature over a block or mini-block hash.
@@ -161,7 +161,7 @@ impl Handover {
         appointment: SignedAppointment,
         block_number: u64,
         parent_hash: B256,
-        key: &SequencerKey,
+        key: &SigningKey,
     ) -> Self {
         let mut handover = Self {
             appointment,
@@ -326,7 +326,7 @@ impl Appointment {
     }
 
     /// One governance key's signature over it.
-    pub fn sign(&self, key: &SequencerKey) -> Signature {
+    pub fn sign(&self, key: &SigningKey) -> Signature {
         key.sign(&self.signing_hash())
     }
 
@@ -410,13 +410,13 @@ impl Governance {
 mod tests {
     use super::*;
 
-    fn setup() -> (Vec<SequencerKey>, Governance, SignedAppointment) {
-        let keys: Vec<SequencerKey> = (0..5).map(|_| SequencerKey::random()).collect();
-        let governance = Governance::new(keys.iter().map(SequencerKey::address).collect(), 3);
+    fn setup() -> (Vec<SigningKey>, Governance, SignedAppointment) {
+        let keys: Vec<SigningKey> = (0..5).map(|_| SigningKey::random()).collect();
+        let governance = Governance::new(keys.iter().map(SigningKey::address).collect(), 3);
         let appointment = Appointment {
             chain_id: 31337,
             epoch: 2,
-            sequencer: SequencerKey::random().address(),
+            sequencer: SigningKey::random().address(),
             first_height: 100,
             parent_hash: B256::repeat_byte(7),
         };
@@ -481,7 +481,7 @@ mod tests {
                 chain_id: 1
             })
         );
-        let outsider = SequencerKey::random();
+        let outsider = SigningKey::random();
         let mut foreign = signed.clone();
         foreign.signatures.push(signed.appointment.sign(&outsider));
         assert_eq!(
@@ -511,7 +511,7 @@ mod tests {
     #[test]
     fn a_handover_opens_its_epoch_only_where_it_fits() {
         let (keys, governance, mut standing) = setup();
-        let sequencer = SequencerKey::random();
+        let sequencer = SigningKey::random();
         standing.appointment.sequencer = sequencer.address();
         standing.appointment.first_height = 0;
         standing.appointment.parent_hash = B256::ZERO;
@@ -521,7 +521,7 @@ mod tests {
             .collect();
         let old = Epoch {
             number: 1,
-            sequencer: SequencerKey::random().address(),
+            sequencer: SigningKey::random().address(),
         };
         let parent = B256::repeat_byte(3);
         // A standing appointment fits wherever the chain is.
@@ -549,7 +549,7 @@ mod tests {
             Err(AppointmentError::EpochReused { .. })
         ));
         // Not by anyone but the appointed key.
-        let stolen = Handover::new(standing, 57, parent, &SequencerKey::random());
+        let stolen = Handover::new(standing, 57, parent, &SigningKey::random());
         assert!(matches!(
             old.check_handover(&stolen, Some(&governance), 31337, 57, parent),
             Err(AppointmentError::Malformed(_))

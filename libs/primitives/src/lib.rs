@@ -18,7 +18,7 @@ pub use block::{Block, ChainEvent, ChainEventKind, MiniBlock};
 pub use chain_spec::{ChainSpec, ChainSpecError, DEV_MNEMONIC};
 pub use diff::{AccountDiff, StateDiff};
 pub use receipt::Receipt;
-pub use signing::{SequencerKey, SignatureCheckError, UNSIGNED};
+pub use signing::{SignatureCheckError, SigningKey, UNSIGNED};
 pub use state::{Account, InMemoryState, Overlay, StateView, genesis_diff};
 
 /// A transaction as it travels inside Verity: the signed EIP-2718 envelope with the sender

@@ -1,5 +1,8 @@
-//! The sequencer's epoch key: it signs every mini-block and block hash, and every consumer checks
-//! the signature against the key it expects before accepting anything.
+//! Signing keys (secp256k1, Ethereum-style signatures over 32-byte hashes) and their checks. One
+//! type serves every role that signs: the sequencer's epoch key (every mini-block and block
+//! hash), a prover's attestation key, a verifier's finality key, a governance key. Every
+//! consumer checks a signature against the key it expects for that role before accepting
+//! anything.
 
 use alloy_primitives::{Address, B256, Signature};
 use alloy_signer::SignerSync;
@@ -29,13 +32,13 @@ pub const UNSIGNED: Signature = Signature::new(
     false,
 );
 
-/// A sequencer signing key.
+/// A signing key (of a sequencer, a prover, a verifier or a governance member).
 #[derive(Debug, Clone)]
-pub struct SequencerKey {
+pub struct SigningKey {
     signer: PrivateKeySigner,
 }
 
-impl SequencerKey {
+impl SigningKey {
     /// Wraps a local private key.
     pub fn new(signer: PrivateKeySigner) -> Self {
         Self { signer }
@@ -92,7 +95,7 @@ pub enum KeyFileError {
     },
 }
 
-impl SequencerKey {
+impl SigningKey {
     /// Reads the hex key in `path`, or creates the file (mode 0600) with a fresh key when it does
     /// not exist. Returns the key and whether it was created.
     pub fn load_or_create(path: &std::path::Path) -> Result<(Self, bool), KeyFileError> {
@@ -150,8 +153,8 @@ mod tests {
 
     #[test]
     fn a_signature_verifies_for_its_key_only() {
-        let key = SequencerKey::random();
-        let other = SequencerKey::random();
+        let key = SigningKey::random();
+        let other = SigningKey::random();
         let hash = B256::repeat_byte(7);
         let signature = key.sign(&hash);
         assert!(verify(&hash, &signature, key.address()).is_ok());
@@ -160,7 +163,7 @@ mod tests {
             Err(SignatureCheckError::WrongSigner { .. })
         ));
         assert!(verify(&B256::repeat_byte(8), &signature, key.address()).is_err());
-        let restored = SequencerKey::from_hex(&key.to_hex()).expect("hex round trip");
+        let restored = SigningKey::from_hex(&key.to_hex()).expect("hex round trip");
         assert_eq!(restored.address(), key.address());
     }
 }

@@ -5,7 +5,7 @@ use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
 use alloy_primitives::{Address, B256, Bytes, Log, TxKind, U256};
 use alloy_signer_local::PrivateKeySigner;
 use verity_primitives::{
-    AccountDiff, ChainEvent, ChainEventKind, MiniBlock, Receipt, SequencerKey, StateDiff,
+    AccountDiff, ChainEvent, ChainEventKind, MiniBlock, Receipt, SigningKey, StateDiff,
     Transaction, TxType,
 };
 use verity_proto::v1;
@@ -27,7 +27,7 @@ fn signed_transfer(signer: &PrivateKeySigner) -> Transaction {
     Transaction::new_unchecked(envelope, signer.address())
 }
 
-fn mini_block(key: &SequencerKey) -> MiniBlock {
+fn mini_block(key: &SigningKey) -> MiniBlock {
     let signer = PrivateKeySigner::random();
     let tx = signed_transfer(&signer);
     let receipt = Receipt {
@@ -85,7 +85,7 @@ fn mini_block(key: &SequencerKey) -> MiniBlock {
 
 #[test]
 fn a_mini_block_event_round_trips_and_still_verifies() {
-    let key = SequencerKey::random();
+    let key = SigningKey::random();
     let event = ChainEvent {
         seq: 40,
         kind: ChainEventKind::MiniBlock(Box::new(mini_block(&key))),
@@ -106,8 +106,8 @@ fn a_mini_block_event_round_trips_and_still_verifies() {
 #[test]
 fn a_handover_event_round_trips() {
     use verity_primitives::governance::{Appointment, Handover, SignedAppointment};
-    let governor = SequencerKey::random();
-    let sequencer = SequencerKey::random();
+    let governor = SigningKey::random();
+    let sequencer = SigningKey::random();
     let appointment = Appointment {
         chain_id: 7,
         epoch: 3,
@@ -144,7 +144,7 @@ fn a_transaction_whose_hash_does_not_match_its_envelope_is_refused() {
 
 #[test]
 fn a_short_address_is_refused_with_the_field_named() {
-    let key = SequencerKey::random();
+    let key = SigningKey::random();
     let mut wire = v1::MiniBlock::from(&mini_block(&key));
     if let Some(diff) = wire.diff.as_mut() {
         diff.accounts[0].address = vec![1, 2, 3];

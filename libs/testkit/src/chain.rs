@@ -7,7 +7,7 @@
 
 use alloy_primitives::{Address, B256, U256};
 use verity_primitives::{
-    AccountDiff, Block, BlockTemplate, ChainEvent, ChainEventKind, MiniBlock, SequencerKey,
+    AccountDiff, Block, BlockTemplate, ChainEvent, ChainEventKind, MiniBlock, SigningKey,
     StateDiff,
     governance::{Handover, SignedAppointment},
 };
@@ -55,7 +55,7 @@ impl ChainBuilder {
 
     /// The next mini-block, without transactions, writing [`written_account`]'s balance, under
     /// the epoch in force, signed by `key`.
-    pub fn mini_block(&self, key: &SequencerKey) -> MiniBlock {
+    pub fn mini_block(&self, key: &SigningKey) -> MiniBlock {
         let number = self.next_mini;
         let mut mini = MiniBlock {
             number,
@@ -88,7 +88,7 @@ impl ChainBuilder {
 
     /// The block sealing the mini-blocks since the last block, under the epoch in force, signed
     /// by `key`.
-    pub fn block(&self, key: &SequencerKey) -> Block {
+    pub fn block(&self, key: &SigningKey) -> Block {
         Block::seal(
             BlockTemplate {
                 number: self.head.number() + 1,
@@ -107,7 +107,7 @@ impl ChainBuilder {
     }
 
     /// A handover to `key` under `appointment`, at the block being built.
-    pub fn handover(&self, appointment: SignedAppointment, key: &SequencerKey) -> Handover {
+    pub fn handover(&self, appointment: SignedAppointment, key: &SigningKey) -> Handover {
         Handover::new(appointment, self.head.number() + 1, self.head.hash, key)
     }
 
@@ -141,13 +141,13 @@ impl ChainBuilder {
     }
 
     /// Adds the next mini-block signed by `key` ([`Self::mini_block`]).
-    pub fn push_mini_block(&mut self, key: &SequencerKey) -> v1::ChainEvent {
+    pub fn push_mini_block(&mut self, key: &SigningKey) -> v1::ChainEvent {
         let mini = self.mini_block(key);
         self.push(ChainEventKind::MiniBlock(Box::new(mini)))
     }
 
     /// Adds the block sealing the open mini-blocks, signed by `key` ([`Self::block`]).
-    pub fn push_block(&mut self, key: &SequencerKey) -> v1::ChainEvent {
+    pub fn push_block(&mut self, key: &SigningKey) -> v1::ChainEvent {
         let block = self.block(key);
         self.push(ChainEventKind::Block(Box::new(block)))
     }
@@ -156,7 +156,7 @@ impl ChainBuilder {
     pub fn push_handover(
         &mut self,
         appointment: SignedAppointment,
-        key: &SequencerKey,
+        key: &SigningKey,
     ) -> v1::ChainEvent {
         let handover = self.handover(appointment, key);
         self.push(ChainEventKind::Handover(Box::new(handover)))

@@ -26,9 +26,6 @@ pub const DEFAULT_PORT: u16 = 7700;
     about = "Scales the Verity prover Deployment from the JetStream job backlog and a proof-latency target"
 )]
 pub struct Config {
-    /// NATS server URL.
-    #[arg(long, env = "VERITY_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
     /// The prover Deployment to scale.
     #[arg(long, env = "VERITY_PROVER_DEPLOYMENT")]
     pub deployment: String,
@@ -63,6 +60,9 @@ pub struct Config {
     /// Milliseconds between two readings.
     #[arg(long, env = "VERITY_INTERVAL_MS", default_value_t = 5_000)]
     pub interval_ms: u64,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub nats: verity_bus::NatsArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub server: ServerArgs,
@@ -109,7 +109,9 @@ pub async fn run(
         .context("cannot build a Kubernetes client (flag --kube-api, or in-cluster config)")?;
     let target = ScaleTarget::new(client, &namespace, &config.deployment);
     target.check().await.context("flag --deployment")?;
-    let (_nats, js) = verity_bus::connect(&config.nats_url, "verity-autoscaler")
+    let (_nats, js) = config
+        .nats
+        .connect("verity-autoscaler")
         .await
         .context("flag --nats-url / VERITY_NATS_URL")?;
     let (jobs, _) = verity_bus::proving::ensure_proving_streams(&js).await?;

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use alloy_primitives::{Address, B256};
 use anyhow::Context as _;
 use verity_primitives::{
-    ChainSpec, SequencerKey,
+    ChainSpec, SigningKey,
     governance::{Appointment, SignedAppointment},
 };
 use verity_proto::v1;
@@ -144,7 +144,7 @@ fn say(text: &str) -> anyhow::Result<()> {
 pub async fn run(args: GovernanceArgs) -> anyhow::Result<()> {
     match args.command {
         GovernanceCommand::Keygen { out } => {
-            let key = SequencerKey::random();
+            let key = SigningKey::random();
             write_new(&out, &key.to_hex())?;
             say(&format!("{}", key.address()))
         }
@@ -187,7 +187,7 @@ pub async fn run(args: GovernanceArgs) -> anyhow::Result<()> {
             let mut signed = read_appointment(&appointment)?;
             let text = std::fs::read_to_string(&key)
                 .with_context(|| format!("cannot read --key {}", key.display()))?;
-            let key = SequencerKey::from_hex(&text)
+            let key = SigningKey::from_hex(&text)
                 .with_context(|| format!("--key {} is not a hex private key", key.display()))?;
             let signature = signed.appointment.sign(&key);
             if !signed.signatures.contains(&signature) {

@@ -111,7 +111,7 @@ const STAGES: &[(&str, &str, LabelFilter, &str)] = &[
     ),
     (
         "sequencer",
-        "verity_publisher_mini_block_age_seconds",
+        "verity_sequencer_publish_mini_block_age_seconds",
         None,
         "mini-block age when sent to JetStream",
     ),

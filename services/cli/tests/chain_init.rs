@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use verity_primitives::{ChainSpec, SequencerKey};
+use verity_primitives::{ChainSpec, SigningKey};
 
 fn init(dir: &std::path::Path, extra: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_verity"))
@@ -30,15 +30,15 @@ fn a_new_chain_has_every_file_the_chart_needs() {
 
     let spec = ChainSpec::load(&dir.join("genesis.json")).unwrap();
     assert_eq!(spec.chain_id(), 4242);
-    let key = SequencerKey::from_hex(&std::fs::read_to_string(dir.join("sequencer.key")).unwrap())
-        .unwrap();
+    let key =
+        SigningKey::from_hex(&std::fs::read_to_string(dir.join("sequencer.key")).unwrap()).unwrap();
     assert_eq!(spec.sequencer, Some(key.address()));
     assert_eq!(
         std::fs::read_to_string(dir.join("sequencer.address")).unwrap(),
         key.address().to_string()
     );
     let prover =
-        SequencerKey::from_hex(&std::fs::read_to_string(dir.join("prover.key")).unwrap()).unwrap();
+        SigningKey::from_hex(&std::fs::read_to_string(dir.join("prover.key")).unwrap()).unwrap();
     assert_eq!(
         std::fs::read_to_string(dir.join("prover.address")).unwrap(),
         prover.address().to_string()

@@ -405,7 +405,7 @@ mod tests {
 
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use verity_primitives::{ChainSpec, SequencerKey};
+    use verity_primitives::{ChainSpec, SigningKey};
     use verity_testkit::chain::ChainBuilder;
 
     use super::*;
@@ -426,11 +426,11 @@ mod tests {
 
     /// Mini-blocks 0 and 1 (events 1 and 2): the first signed by a stranger, the second by
     /// `appointed`, the key of epoch 0.
-    fn events(appointed: &SequencerKey) -> (ChainEvent, ChainEvent) {
+    fn events(appointed: &SigningKey) -> (ChainEvent, ChainEvent) {
         let mut chain = ChainBuilder::new(ChainSpec::dev(31337, 1, 1).unwrap().genesis_block());
         let forged = ChainEvent {
             seq: chain.next_seq(),
-            kind: ChainEventKind::MiniBlock(Box::new(chain.mini_block(&SequencerKey::random()))),
+            kind: ChainEventKind::MiniBlock(Box::new(chain.mini_block(&SigningKey::random()))),
         };
         chain.push_mini_block(appointed);
         let honest = ChainEvent {
@@ -440,7 +440,7 @@ mod tests {
         (forged, honest)
     }
 
-    fn replica(unreachable: usize, appointed: &SequencerKey) -> Scripted {
+    fn replica(unreachable: usize, appointed: &SigningKey) -> Scripted {
         Scripted {
             unreachable,
             calls: AtomicUsize::new(0),
@@ -458,7 +458,7 @@ mod tests {
     /// appointed key's events pass.
     #[tokio::test]
     async fn with_an_unknown_epoch_at_start_a_forged_event_is_refused() {
-        let appointed = SequencerKey::random();
+        let appointed = SigningKey::random();
         let (forged, honest) = events(&appointed);
         let replica = replica(1, &appointed);
         let mut view = ReplicaView::start(&replica).await;
@@ -476,7 +476,7 @@ mod tests {
     /// the appointed key's events.
     #[tokio::test]
     async fn while_the_epoch_stays_unknown_nothing_is_let_through() {
-        let appointed = SequencerKey::random();
+        let appointed = SigningKey::random();
         let (forged, honest) = events(&appointed);
         let replica = replica(usize::MAX, &appointed);
         let mut view = ReplicaView::start(&replica).await;

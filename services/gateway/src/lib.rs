@@ -67,10 +67,6 @@ pub struct Config {
     /// sequencer lease on `--nats-url` to whichever sequencer is active.
     #[arg(long, env = "VERITY_SEQUENCER_URL")]
     pub sequencer_url: Option<String>,
-    /// NATS URL of the chain stream, which feeds WebSocket subscriptions and pending-transaction
-    /// filters (the gateway reconnects by itself when NATS is away).
-    #[arg(long, env = "VERITY_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
     /// Most WebSocket connections open at once.
     #[arg(long, env = "VERITY_MAX_WS_CONNECTIONS", default_value_t = 1_000)]
     pub max_ws_connections: usize,
@@ -120,6 +116,9 @@ pub struct Config {
     /// Most filters installed at once on this gateway.
     #[arg(long, env = "VERITY_MAX_FILTERS", default_value_t = 10_000)]
     pub max_filters: usize,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub nats: verity_bus::NatsArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub server: ServerArgs,
@@ -268,7 +267,7 @@ impl SequencerEndpoint {
             }
             None => (
                 None,
-                verity_bus::lease::follow_holder(config.nats_url.clone(), "verity-gateway"),
+                verity_bus::lease::follow_holder(config.nats.url.clone(), "verity-gateway"),
             ),
         };
         Ok(Self {
@@ -352,7 +351,7 @@ impl Gateway {
         let app = router(self.backends.clone());
         let stop_rx = verity_server::stop_flag(shutdown);
         let feed_task = tokio::spawn(feed::run(
-            self.config.nats_url.clone(),
+            self.config.nats.url.clone(),
             self.backends.feed.clone(),
             self.backends.clone(),
             stop_rx.clone(),
@@ -372,7 +371,7 @@ impl Gateway {
             .await
         {
             tracing::warn!(
-                url = %self.config.nats_url,
+                url = %self.config.nats.url,
                 "the chain feed does not follow the stream yet: subscriptions and realtime sends wait for it"
             );
         }

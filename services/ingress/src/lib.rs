@@ -63,12 +63,12 @@ pub struct Config {
     /// `--nats-url` to whichever sequencer is active.
     #[arg(long, env = "VERITY_SEQUENCER_URL")]
     pub sequencer_url: Option<String>,
-    /// NATS server URL (the sequencer lease), used when `--sequencer-url` is not given.
-    #[arg(long, env = "VERITY_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
     /// Largest accepted transaction envelope in bytes.
     #[arg(long, env = "VERITY_MAX_TX_BYTES", default_value_t = DEFAULT_MAX_TX_BYTES)]
     pub max_tx_bytes: usize,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub nats: verity_bus::NatsArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub server: ServerArgs,
@@ -162,7 +162,7 @@ impl Ingress {
             }
             None => (
                 None,
-                verity_bus::lease::follow_holder(config.nats_url.clone(), "verity-ingress"),
+                verity_bus::lease::follow_holder(config.nats.url.clone(), "verity-ingress"),
             ),
         };
         let (outgoing, _) = watch::channel(None);
@@ -192,7 +192,7 @@ impl Ingress {
                 Err(status) => anyhow::bail!(
                     "no sequencer reachable (--sequencer-url {:?}, or the lease on --nats-url {}): {status}",
                     config.sequencer_url,
-                    config.nats_url
+                    config.nats.url
                 ),
             }
         };

@@ -31,7 +31,7 @@ use verity_chunk::{
     wire::{self, ChunkProof, FraudEvidence, ProverResult},
 };
 use verity_circuits::{Keys, Params, Shape};
-use verity_primitives::{ChainSpec, SequencerKey};
+use verity_primitives::{ChainSpec, SigningKey};
 use verity_proto::v1;
 use verity_server::{Backoff, ServerArgs, stopped};
 use verity_telemetry::TelemetryArgs;
@@ -47,9 +47,6 @@ pub const DEFAULT_PORT: u16 = 7500;
     about = "Verity prover worker: re-executes chunk jobs statelessly and proves them with halo2"
 )]
 pub struct Config {
-    /// NATS server URL.
-    #[arg(long, env = "VERITY_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
     /// Genesis JSON file (for the chain id and block gas limit).
     #[arg(long, env = "VERITY_GENESIS")]
     pub genesis: PathBuf,
@@ -78,6 +75,9 @@ pub struct Config {
     /// Deliveries of a job before it is dead-lettered.
     #[arg(long, env = "VERITY_MAX_DELIVER", default_value_t = 5)]
     pub max_deliver: i64,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub nats: verity_bus::NatsArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub server: ServerArgs,
@@ -111,8 +111,8 @@ pub async fn load_params(path: &std::path::Path, shape: Shape) -> anyhow::Result
 }
 
 /// Reads the key in `path`, or creates it.
-pub fn load_or_create_key(path: &std::path::Path) -> anyhow::Result<SequencerKey> {
-    let (key, created) = SequencerKey::load_or_create(path)?;
+pub fn load_or_create_key(path: &std::path::Path) -> anyhow::Result<SigningKey> {
+    let (key, created) = SigningKey::load_or_create(path)?;
     if created {
         tracing::info!(path = %path.display(), address = %key.address(), "created a key");
     }
@@ -126,7 +126,7 @@ pub struct Prover {
     shape: Shape,
     chain_id: u64,
     gas_limit: u64,
-    key: SequencerKey,
+    key: SigningKey,
     params: Arc<Params>,
     js: jetstream::Context,
     jobs: jetstream::stream::Stream,
@@ -139,7 +139,9 @@ impl Prover {
         let spec = ChainSpec::load(&config.genesis).context("flag --genesis / VERITY_GENESIS")?;
         let key = load_or_create_key(&config.key_file).context("flag --key-file")?;
         let params = load_params(&config.kzg_params, shape).await?;
-        let (_client, js) = verity_bus::connect(&config.nats_url, "verity-prover")
+        let (_client, js) = config
+            .nats
+            .connect("verity-prover")
             .await
             .context("flag --nats-url / VERITY_NATS_URL")?;
         let (jobs, _) = proving::ensure_proving_streams(&js).await?;
@@ -396,7 +398,7 @@ impl Prover {
 /// Checks a job and proves it or produces fraud evidence. `Err` is a job no worker can handle.
 fn run_job(
     keys: &Keys,
-    key: &SequencerKey,
+    key: &SigningKey,
     chain_id: u64,
     gas_limit: u64,
     job: ChunkJob,

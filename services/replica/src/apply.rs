@@ -312,7 +312,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use alloy_primitives::U256;
-    use verity_primitives::SequencerKey;
+    use verity_primitives::SigningKey;
     use verity_testkit::chain::{ChainBuilder, written_account};
 
     use super::*;
@@ -322,14 +322,14 @@ mod tests {
         tempfile::TempDir,
         Database,
         Sequencing,
-        SequencerKey,
+        SigningKey,
         ChainBuilder,
     ) {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::open(&dir.path().join("db")).unwrap();
         let spec = ChainSpec::dev(31337, 2, 100).unwrap();
         init_genesis(&db, &spec).unwrap();
-        let key = SequencerKey::random();
+        let key = SigningKey::random();
         let rules = spec.sequencing(Some(key.address())).unwrap();
         let chain = ChainBuilder::new(spec.genesis_block());
         (dir, db, rules, key, chain)

@@ -268,11 +268,11 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use alloy_primitives::B256;
-    use verity_primitives::SequencerKey;
+    use verity_primitives::SigningKey;
 
     use super::*;
 
-    fn attestation(key: &SequencerKey, chain_id: u64, block: u64) -> Vec<u8> {
+    fn attestation(key: &SigningKey, chain_id: u64, block: u64) -> Vec<u8> {
         let mut attestation = FinalityAttestation {
             block_number: block,
             block_hash: B256::repeat_byte(block as u8),
@@ -287,7 +287,7 @@ mod tests {
 
     #[test]
     fn only_signed_attestations_of_registered_verifiers_count() {
-        let (registered, stranger) = (SequencerKey::random(), SequencerKey::random());
+        let (registered, stranger) = (SigningKey::random(), SigningKey::random());
         let settings = Settings {
             chain_id: 7,
             verifiers: vec![registered.address()],

@@ -63,9 +63,6 @@ pub struct Config {
     /// (`config.verity.sequencer`); later epochs come from handovers in the chain stream.
     #[arg(long, env = "VERITY_SEQUENCER_ADDRESS")]
     pub sequencer_address: Option<Address>,
-    /// NATS server URL.
-    #[arg(long, env = "VERITY_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
     /// Name of the durable JetStream consumer (unique per replica).
     #[arg(long, env = "VERITY_CONSUMER_NAME", default_value = "replica-full")]
     pub consumer_name: String,
@@ -106,6 +103,9 @@ pub struct Config {
     /// `verity devnet` makes an insecure local one).
     #[arg(long, env = "VERITY_KZG_PARAMS", default_value = ".devnet/kzg.params")]
     pub kzg_params: PathBuf,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub nats: verity_bus::NatsArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub server: ServerArgs,
@@ -160,7 +160,9 @@ impl Replica {
             Ok(db)
         })
         .await??;
-        let (_client, js) = verity_bus::connect(&config.nats_url, &config.consumer_name)
+        let (_client, js) = config
+            .nats
+            .connect(&config.consumer_name)
             .await
             .context("flag --nats-url / VERITY_NATS_URL")?;
         let stream = verity_bus::ensure_chain_stream(&js).await?;
@@ -181,7 +183,7 @@ impl Replica {
         let verifier = match config.role {
             Role::Verifier => {
                 let (key, created) =
-                    verity_primitives::SequencerKey::load_or_create(&config.key_file)
+                    verity_primitives::SigningKey::load_or_create(&config.key_file)
                         .context("flag --key-file / VERITY_VERIFIER_KEY_FILE")?;
                 if created {
                     tracing::info!(path = %config.key_file.display(), address = %key.address(), "created a verifier key");

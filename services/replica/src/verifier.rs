@@ -34,7 +34,7 @@ use verity_chunk::{
     wire::{self, ChunkProof, FinalityAttestation, FraudEvidence, ProverResult},
 };
 use verity_circuits::{Keys, Params, Shape};
-use verity_primitives::{ChainEvent, ChainEventKind, MiniBlock, SequencerKey, signing};
+use verity_primitives::{ChainEvent, ChainEventKind, MiniBlock, SigningKey, signing};
 use verity_proto::v1;
 use verity_server::{Backoff, stopped};
 use verity_storage::Database;
@@ -69,7 +69,7 @@ pub struct Settings {
     /// Registered prover addresses.
     pub provers: Vec<Address>,
     /// This verifier's attestation key.
-    pub key: SequencerKey,
+    pub key: SigningKey,
     /// The tree root of genesis.
     pub genesis_root: B256,
 }

@@ -55,10 +55,6 @@ pub struct Config {
     /// Fee recipient of every block (default: the sequencer key's address).
     #[arg(long, env = "VERITY_FEE_RECIPIENT")]
     pub fee_recipient: Option<Address>,
-    /// NATS server URL: the chain stream it publishes to (or follows as a standby) and the
-    /// lease that says which sequencer is active.
-    #[arg(long, env = "VERITY_NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
     /// The gRPC URL others reach this sequencer at, written into the lease while it is active
     /// (default: http:// and the address it listens on).
     #[arg(long, env = "VERITY_ADVERTISE_URL")]
@@ -95,6 +91,9 @@ pub struct Config {
     /// Most publishes awaiting their JetStream ack.
     #[arg(long, env = "VERITY_MAX_IN_FLIGHT", default_value_t = 256)]
     pub max_in_flight: usize,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub nats: verity_bus::NatsArgs,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub server: ServerArgs,

@@ -98,7 +98,7 @@ mod tests {
 
     use alloy_primitives::B256;
     use verity_primitives::{
-        ChainSpec, SequencerKey,
+        ChainSpec, SigningKey,
         governance::{Appointment, Governance, SignedAppointment},
     };
     use verity_testkit::chain::ChainBuilder;
@@ -113,9 +113,9 @@ mod tests {
     fn the_producer_resumes_from_what_a_standby_applied() {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::open(dir.path()).unwrap();
-        let first = SequencerKey::random();
-        let second = SequencerKey::random();
-        let governor = SequencerKey::random();
+        let first = SigningKey::random();
+        let second = SigningKey::random();
+        let governor = SigningKey::random();
         let spec = ChainSpec::dev(31337, 2, 100)
             .unwrap()
             .with_sequencing(

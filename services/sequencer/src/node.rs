@@ -43,7 +43,7 @@ use verity_bus::{
 use verity_chain::{ChainError, Cursor};
 use verity_kube::lease::{Fence, SequencerLease};
 use verity_primitives::{
-    ChainSpec, SequencerKey,
+    ChainSpec, SigningKey,
     governance::{Handover, Sequencing, SignedAppointment},
 };
 use verity_proto::v1;
@@ -96,7 +96,7 @@ pub struct Node {
     db: Database,
     spec: Arc<ChainSpec>,
     rules: Arc<Sequencing>,
-    key: SequencerKey,
+    key: SigningKey,
     fee_recipient: Address,
     /// Appointments for this node's key: from `--appointments` and the published ones
     /// (subscribers learn of each one that arrives).
@@ -168,7 +168,7 @@ impl Node {
                 config.key_file.display()
             )
         })?;
-        let key = SequencerKey::from_hex(&key_text).with_context(|| {
+        let key = SigningKey::from_hex(&key_text).with_context(|| {
             format!(
                 "--key-file {} does not hold a hex secp256k1 private key",
                 config.key_file.display()
@@ -205,7 +205,9 @@ impl Node {
         };
         let shared = Arc::new(SharedState::new(db.clone(), spec.clone(), limits, head_rx));
         shared.set_active(false);
-        let (_client, js) = verity_bus::connect(&config.nats_url, "verity-sequencer")
+        let (_client, js) = config
+            .nats
+            .connect("verity-sequencer")
             .await
             .context("flag --nats-url / VERITY_NATS_URL")?;
         let stream = verity_bus::ensure_chain_stream(&js).await?;
@@ -780,7 +782,7 @@ async fn publish_until_stopped(
             Err(PublishError::Deposed(reason)) => return Err(PublishError::Deposed(reason)),
             Err(PublishError::Transient(error)) => {
                 tracing::warn!(%error, "publishing interrupted; resuming from the stream head");
-                metrics::counter!("verity_publisher_interruptions_total").increment(1);
+                metrics::counter!("verity_sequencer_publish_interruptions_total").increment(1);
                 backoff.wait(&mut stop).await;
                 if *stop.borrow() {
                     return Ok(());

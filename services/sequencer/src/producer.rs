@@ -24,7 +24,7 @@ use alloy_primitives::{Address, B256};
 use tokio::sync::watch;
 use verity_execution::BlockEnvSpec;
 use verity_primitives::{
-    Block, BlockTemplate, ChainEventKind, ChainSpec, Header, MiniBlock, Overlay, SequencerKey,
+    Block, BlockTemplate, ChainEventKind, ChainSpec, Header, MiniBlock, Overlay, SigningKey,
     StateDiff, StateView as _, Transaction, genesis_diff,
     governance::{EPOCH_META_KEY, Epoch, Sequencing},
 };
@@ -236,7 +236,7 @@ pub struct Producer {
     #[cfg(feature = "fault-injection")]
     tamper: Option<TamperHook>,
     db: Database,
-    key: SequencerKey,
+    key: SigningKey,
     spec: ChainSpec,
     /// The epoch it signs under.
     epoch: u64,
@@ -272,7 +272,7 @@ impl Producer {
         db: Database,
         spec: ChainSpec,
         rules: &Sequencing,
-        key: SequencerKey,
+        key: SigningKey,
         fee_recipient: Address,
         max_txs: usize,
     ) -> Result<Self, ProducerError> {

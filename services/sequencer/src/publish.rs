@@ -86,7 +86,7 @@ pub async fn publish(
 ) -> Result<(), PublishError> {
     let last = check_stream_head(&shared, stream).await?;
     shared.set_published(last);
-    metrics::gauge!("verity_publisher_last_seq").set(last as f64);
+    metrics::gauge!("verity_sequencer_publish_last_seq").set(last as f64);
     let (tx, mut events) = mpsc::channel(1024);
     let reader = tokio::spawn({
         let shared = shared.clone();
@@ -137,7 +137,7 @@ pub async fn publish(
             Err(error) => break Err(error.into()),
         };
         if let Some(v1::chain_event::Event::MiniBlock(mini)) = &event.event {
-            metrics::histogram!("verity_publisher_mini_block_age_seconds")
+            metrics::histogram!("verity_sequencer_publish_mini_block_age_seconds")
                 .record(verity_telemetry::age_seconds(mini.timestamp_ms));
         }
         if acks.send((event.seq, ack)).await.is_err() {
@@ -161,11 +161,11 @@ pub async fn publish(
 fn settle(seq: u64, ack: Result<bool, BusError>) -> Result<(), PublishError> {
     let stored = ack?;
     if stored {
-        metrics::counter!("verity_publisher_published_total").increment(1);
+        metrics::counter!("verity_sequencer_publish_events_total").increment(1);
     } else {
-        metrics::counter!("verity_publisher_duplicates_total").increment(1);
+        metrics::counter!("verity_sequencer_publish_duplicates_total").increment(1);
         tracing::debug!(seq, "already published");
     }
-    metrics::gauge!("verity_publisher_last_seq").set(seq as f64);
+    metrics::gauge!("verity_sequencer_publish_last_seq").set(seq as f64);
     Ok(())
 }

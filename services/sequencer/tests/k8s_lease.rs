@@ -12,7 +12,7 @@ use std::{
 
 use serde_json::Value;
 use verity_bus::server::NatsServer;
-use verity_primitives::{ChainSpec, SequencerKey};
+use verity_primitives::{ChainSpec, SigningKey};
 use verity_testkit::kube_api::{self, MockApi, Recorded};
 
 const NS: &str = "verity";
@@ -31,7 +31,7 @@ struct Setup {
 async fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let nats = NatsServer::start(&dir.path().join("nats")).await.unwrap();
-    let key = SequencerKey::random();
+    let key = SigningKey::random();
     let spec = ChainSpec::dev(1337, 2, 10)
         .unwrap()
         .with_sequencing(key.address(), None)

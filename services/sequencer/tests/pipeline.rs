@@ -11,7 +11,7 @@ use std::sync::Arc;
 use alloy_genesis::{Genesis, GenesisAccount};
 use alloy_primitives::{Address, B256, U256};
 use tokio::sync::watch;
-use verity_primitives::{ChainSpec, SequencerKey};
+use verity_primitives::{ChainSpec, SigningKey};
 use verity_sequencer::{
     SharedState,
     mempool::MempoolLimits,
@@ -54,7 +54,7 @@ fn pipelined_mini_blocks_read_what_the_uncommitted_one_wrote() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path()).unwrap();
     // Four transactions per mini-block: each sender's next ones depend on the mini-block before.
-    let key = SequencerKey::random();
+    let key = SigningKey::random();
     let rules = spec.sequencing(Some(key.address())).unwrap();
     let mut producer = Producer::open(
         db.clone(),

@@ -76,7 +76,7 @@ async fn verity_bench_sets_up_sends_and_reports_every_receipt() {
     for per_mini_block in [
         "verity_sequencer_execute_seconds",
         "verity_sequencer_commit_seconds",
-        "verity_publisher_mini_block_age_seconds",
+        "verity_sequencer_publish_mini_block_age_seconds",
         "verity_replica_mini_block_age_seconds",
         "verity_gateway_announce_mini_block_age_seconds",
     ] {

@@ -18,7 +18,7 @@ use verity_chunk::{
 };
 use verity_circuits::{Keys, Params, Shape};
 use verity_e2e::{TestNet, dev_signer, sign_transfer, verity_devnet::Service};
-use verity_primitives::{ChainEventKind, ChainSpec, MiniBlock, SequencerKey, genesis_diff};
+use verity_primitives::{ChainEventKind, ChainSpec, MiniBlock, SigningKey, genesis_diff};
 use verity_proto::v1;
 
 const SHAPE: Shape = Shape {
@@ -299,9 +299,9 @@ async fn chunks_are_proven_a_killed_prover_loses_nothing_and_safe_waits_for_prov
     })
     .await
     .unwrap();
-    let (registered, _) = SequencerKey::load_or_create(&net.dir.path().join("prover.key")).unwrap();
+    let (registered, _) = SigningKey::load_or_create(&net.dir.path().join("prover.key")).unwrap();
     assert_eq!(registered.address(), prover);
-    let attest = |mut proof: ChunkProof, key: &SequencerKey| {
+    let attest = |mut proof: ChunkProof, key: &SigningKey| {
         proof.prover = key.address();
         proof.signature = key.sign(&verity_chunk::wire::attestation_hash(chain_id, &proof));
         proof
@@ -313,7 +313,7 @@ async fn chunks_are_proven_a_killed_prover_loses_nothing_and_safe_waits_for_prov
     let forgeries = [
         attest(flipped, &registered),
         attest(relabelled, &registered),
-        attest(own, &SequencerKey::random()),
+        attest(own, &SigningKey::random()),
     ];
     for forged in forgeries {
         let wire = v1::ProverResult::from(&ProverResult::Proof(Box::new(forged)));
