@@ -35,6 +35,10 @@ for bin in $bins; do
     failed=1
   fi
 done
+if [ "$count" -eq 0 ] && [ "$failed" -eq 0 ]; then
+  echo "check-production: no production binary found in the workspace's default members" >&2
+  failed=1
+fi
 if [ "$failed" -ne 0 ]; then
   echo "check-production: production binaries must not contain test-only code; build them with" >&2
   echo "  cargo build --bins   (the workspace's default members exclude tests/e2e)" >&2

@@ -135,14 +135,16 @@ pub fn check_batch<'w>(
     let mut events: Vec<CheckedEvent<'w>> = Vec::with_capacity(wires.len());
     for wire in wires {
         let seq = wire.seq;
-        if seq <= next.last_seq && redelivered == Redelivered::Skip {
+        // Skipped: only what was stored before this batch. A sequence repeated inside the batch
+        // goes on to `advance`, which refuses it as out of order.
+        if seq <= stored && redelivered == Redelivered::Skip {
             continue;
         }
         let event = ChainEvent::try_from(wire).map_err(|e| ChainError::Invalid {
             seq,
             reason: e.to_string(),
         })?;
-        if seq <= next.last_seq {
+        if seq <= next.last_seq && redelivered == Redelivered::MustMatch {
             // Stored before this batch, or checked earlier in it.
             let local = if seq <= stored {
                 read.event(seq)?

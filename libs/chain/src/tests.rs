@@ -504,6 +504,23 @@ fn an_event_at_or_below_the_cursor_is_skipped_or_must_match() {
     )
     .unwrap();
     assert_eq!((applied, node.cursor.last_seq), (0, 2));
+    // Under Skip, only what was stored before the batch is skipped: a sequence repeated inside
+    // one batch is out of order, and the whole batch is refused.
+    let c = node.chain.push_mini_block(&first);
+    let refused = apply_batch(
+        &node.db,
+        &node.rules,
+        &mut node.cursor,
+        &[c.clone(), c],
+        Redelivered::Skip,
+        &mut node.layout,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(refused, ChainError::Invalid { seq: 3, .. }),
+        "{refused}"
+    );
+    assert_eq!(node.cursor.last_seq, 2);
 }
 
 #[test]

@@ -269,6 +269,7 @@ impl Replica {
             v1::replica_server::ReplicaServer::new(query::QueryService::new(
                 self.db.clone(),
                 self.spec.clone(),
+                self.rules.clone(),
             ))
             .max_encoding_message_size(64 * 1024 * 1024),
         );

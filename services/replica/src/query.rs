@@ -10,7 +10,7 @@ use std::sync::Arc;
 use alloy_primitives::{Address, B256, Bytes, U256};
 use tonic::{Request, Response, Status};
 use verity_execution::{BlockEnvSpec, CallRequest};
-use verity_primitives::{Account, ChainSpec, StateView};
+use verity_primitives::{Account, ChainSpec, StateView, governance::Sequencing};
 use verity_proto::{address_from, b256_from, opt_address_from, u256_bytes, u256_from, v1};
 use verity_storage::{Database, ReadTx, StateAt, StorageError};
 
@@ -21,12 +21,15 @@ use crate::apply::meta;
 pub struct QueryService {
     db: Database,
     spec: Arc<ChainSpec>,
+    rules: Arc<Sequencing>,
 }
 
 impl QueryService {
-    /// Serves reads from `db`.
-    pub fn new(db: Database, spec: Arc<ChainSpec>) -> Self {
-        Self { db, spec }
+    /// Serves reads from `db`; `rules` are the sequencing rules this replica applies the chain
+    /// under (`GetHead` reports the epoch they put in force, so the gateway checks signatures
+    /// against the very key the replica does).
+    pub fn new(db: Database, spec: Arc<ChainSpec>, rules: Arc<Sequencing>) -> Self {
+        Self { db, spec, rules }
     }
 
     async fn with_read<T: Send + 'static>(
@@ -424,16 +427,20 @@ impl v1::replica_server::Replica for QueryService {
         &self,
         _request: Request<v1::GetHeadRequest>,
     ) -> Result<Response<v1::ReplicaHead>, Status> {
-        self.with_read(|read, spec| {
+        let rules = self.rules.clone();
+        self.with_read(move |read, spec| {
             let number = head_number(read)?;
             let head = read
                 .block_by_number(number)
                 .map_err(storage)?
                 .ok_or_else(|| Status::internal("head block missing"))?;
-            let epoch = read
-                .meta(verity_primitives::governance::EPOCH_META_KEY)
-                .map_err(storage)?
-                .and_then(|b| verity_primitives::governance::Epoch::from_bytes(&b));
+            // The epoch in force as this replica enforces it: the stored one after a handover,
+            // else epoch 0 under genesis's sequencer or `--sequencer-address`.
+            let epoch = rules.current(
+                read.meta(verity_primitives::governance::EPOCH_META_KEY)
+                    .map_err(storage)?
+                    .as_deref(),
+            );
             Ok(Response::new(v1::ReplicaHead {
                 block_number: number,
                 block_hash: head.hash.to_vec(),
@@ -452,12 +459,8 @@ impl v1::replica_server::Replica for QueryService {
                     .map_err(storage)?
                     .map(|b| String::from_utf8_lossy(&b).into_owned())
                     .unwrap_or_default(),
-                epoch: epoch.map_or(0, |e| e.number),
-                epoch_sequencer: epoch
-                    .map(|e| e.sequencer)
-                    .or(spec.sequencer)
-                    .map(|a| a.to_vec())
-                    .unwrap_or_default(),
+                epoch: epoch.number,
+                epoch_sequencer: epoch.sequencer.to_vec(),
             }))
         })
         .await
@@ -736,5 +739,37 @@ fn call_response(outcome: verity_execution::CallOutcome) -> v1::CallResponse {
         gas_used: outcome.gas_used,
         error: outcome.error.unwrap_or_default(),
         reverted: outcome.reverted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use verity_primitives::SigningKey;
+    use verity_proto::v1::replica_server::Replica as _;
+
+    use super::*;
+
+    /// A genesis that names no sequencer, with the sequencer given by `--sequencer-address`:
+    /// `GetHead` reports the key this replica enforces, so the gateway's feed (which refuses
+    /// everything under an unknown epoch) checks against it instead of going dark.
+    #[tokio::test]
+    async fn get_head_reports_the_epoch_the_replica_enforces() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(&dir.path().join("db")).unwrap();
+        let spec = ChainSpec::dev(31337, 2, 100).unwrap();
+        assert!(spec.sequencer.is_none());
+        crate::apply::init_genesis(&db, &spec).unwrap();
+        let key = SigningKey::random();
+        let rules = Arc::new(spec.sequencing(Some(key.address())).unwrap());
+        let service = QueryService::new(db, Arc::new(spec), rules);
+        let head = service
+            .get_head(Request::new(v1::GetHeadRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(head.epoch, 0);
+        assert_eq!(head.epoch_sequencer, key.address().to_vec());
     }
 }
