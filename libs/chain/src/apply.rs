@@ -65,11 +65,6 @@ pub struct CheckedEvent<'w> {
 }
 
 impl CheckedEvent<'_> {
-    /// The event as the stream carried it.
-    pub fn wire(&self) -> &v1::ChainEvent {
-        self.wire
-    }
-
     /// The decoded event.
     pub fn event(&self) -> &ChainEvent {
         &self.event
@@ -79,11 +74,6 @@ impl CheckedEvent<'_> {
     /// first transaction in its block).
     pub fn open_txs_before(&self) -> u64 {
         self.open_txs
-    }
-
-    /// The epoch in force from this event on (a handover's: the one it opens).
-    pub fn epoch(&self) -> Epoch {
-        self.epoch
     }
 }
 
@@ -101,22 +91,12 @@ impl<'w> Checked<'w> {
         &self.events
     }
 
-    /// True when every event was a redelivery: nothing to write.
-    pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
-    }
-
     /// The mini-blocks among the events, in order.
     pub fn mini_blocks(&self) -> impl Iterator<Item = &MiniBlock> {
         self.events.iter().filter_map(|e| match &e.event.kind {
             ChainEventKind::MiniBlock(mini) => Some(mini.as_ref()),
             ChainEventKind::Block(_) | ChainEventKind::Handover(_) => None,
         })
-    }
-
-    /// The cursor after the batch.
-    pub fn cursor(&self) -> &Cursor {
-        &self.cursor
     }
 }
 
