@@ -1,0 +1,81 @@
+//! Renewing the sequencer lease while active.
+
+use super::*;
+
+/// Renews the lease in the background while this node is active.
+pub(super) struct Renewer {
+    task: tokio::task::JoinHandle<Option<u64>>,
+    stop: CancellationToken,
+    /// Cancelled when the lease was lost.
+    pub(super) lost: CancellationToken,
+    store: kv::Store,
+}
+
+impl Renewer {
+    pub(super) fn start(
+        store: kv::Store,
+        holder: Holder,
+        revision: u64,
+        every: Duration,
+        ttl: Duration,
+        shared: Arc<SharedState>,
+    ) -> Self {
+        let stop = CancellationToken::new();
+        let lost = CancellationToken::new();
+        let task = tokio::spawn({
+            let store = store.clone();
+            let (stop, lost) = (stop.clone(), lost.clone());
+            async move {
+                let mut revision = revision;
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stop.cancelled() => return Some(revision),
+                    }
+                    let sent = Instant::now();
+                    match lease::write(&store, &holder, Some(revision)).await {
+                        Ok(next) => {
+                            revision = next;
+                            shared.hold_lease_until(sent + ttl / 2);
+                        }
+                        Err(LeaseError::Lost { .. }) => {
+                            tracing::error!("the sequencer lease was taken by another sequencer");
+                            shared.hold_lease_until(sent);
+                            lost.cancel();
+                            return None;
+                        }
+                        Err(LeaseError::Bus(error)) => {
+                            metrics::counter!("verity_sequencer_lease_renewal_failures_total")
+                                .increment(1);
+                            tracing::warn!(%error, "cannot renew the sequencer lease");
+                        }
+                    }
+                }
+            }
+        });
+        Self {
+            task,
+            stop,
+            lost,
+            store,
+        }
+    }
+
+    /// Stops renewing (the lease then expires).
+    pub(super) fn stop(self) {
+        self.stop.cancel();
+        self.task.abort();
+    }
+
+    /// Stops renewing and gives the lease up, if it is still ours.
+    pub(super) async fn release(self) {
+        self.stop.cancel();
+        if let Ok(Some(revision)) = self.task.await
+            && let Err(error) = lease::release(&self.store, revision).await
+        {
+            tracing::warn!(%error, "could not release the sequencer lease; it will expire");
+        }
+    }
+}
