@@ -92,15 +92,7 @@ impl MiniBlock {
 
     /// Checks that `hash` matches the contents and that `sequencer` signed it.
     pub fn verify(&self, sequencer: Address) -> Result<(), BlockCheckError> {
-        let computed = self.compute_hash();
-        if computed != self.hash {
-            return Err(BlockCheckError::HashMismatch {
-                claimed: self.hash,
-                computed,
-            });
-        }
-        signing::verify(&self.hash, &self.signature, sequencer)?;
-        Ok(())
+        check_signed(self.hash, self.compute_hash(), &self.signature, sequencer)
     }
 
     /// Gas used by all transactions of this mini-block.
@@ -239,15 +231,12 @@ impl Block {
 
     /// Checks that `hash` is the header's hash and that `sequencer` signed it.
     pub fn verify(&self, sequencer: Address) -> Result<(), BlockCheckError> {
-        let computed = self.header.hash_slow();
-        if computed != self.hash {
-            return Err(BlockCheckError::HashMismatch {
-                claimed: self.hash,
-                computed,
-            });
-        }
-        signing::verify(&self.hash, &self.signature, sequencer)?;
-        Ok(())
+        check_signed(
+            self.hash,
+            self.header.hash_slow(),
+            &self.signature,
+            sequencer,
+        )
     }
 
     /// Block number.
@@ -271,6 +260,20 @@ impl Block {
 /// The transaction envelope's canonical encoding, used wherever a transaction is stored.
 pub fn encode_transaction(tx: &Transaction) -> Vec<u8> {
     tx.inner().encoded_2718()
+}
+
+/// Checks that the `claimed` hash is the `computed` one and that `sequencer` signed it.
+fn check_signed(
+    claimed: B256,
+    computed: B256,
+    signature: &Signature,
+    sequencer: Address,
+) -> Result<(), BlockCheckError> {
+    if computed != claimed {
+        return Err(BlockCheckError::HashMismatch { claimed, computed });
+    }
+    signing::verify(&claimed, signature, sequencer)?;
+    Ok(())
 }
 
 /// Why a mini-block or block was refused.

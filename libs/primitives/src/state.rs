@@ -65,21 +65,11 @@ impl InMemoryState {
                 self.accounts.remove(address);
                 self.storage.remove(address);
             }
-            let has_fields =
-                change.balance.is_some() || change.nonce.is_some() || change.code.is_some();
-            if has_fields {
-                let account = self.accounts.entry(*address).or_default();
-                if let Some(balance) = change.balance {
-                    account.balance = balance;
-                }
-                if let Some(nonce) = change.nonce {
-                    account.nonce = nonce;
-                }
-                if let Some(code) = &change.code {
-                    let hash = keccak256(code);
-                    account.code_hash = hash;
-                    self.code.insert(hash, code.clone());
-                }
+            if let Some(after) = change.account_after(self.accounts.get(address).copied()) {
+                self.accounts.insert(*address, after);
+            }
+            if let Some(code) = &change.code {
+                self.code.insert(keccak256(code), code.clone());
             }
             if !change.storage.is_empty() {
                 let slots = self.storage.entry(*address).or_default();

@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
+use alloy_primitives::{Address, B256, Bytes, U256};
 use libmdbx::{NoWriteMap, RO, RW, Table, Transaction, WriteFlags};
 use prost::Message;
 use verity_primitives::{Account, Block, Receipt, StateDiff, StateView};
@@ -612,22 +612,18 @@ impl WriteTx<'_> {
                 clear_storage(txn, &storage, *address)?;
             }
             if change.balance.is_some() || change.nonce.is_some() || change.code.is_some() {
-                let mut account = match txn.get::<Cow<'_, [u8]>>(&accounts, address.as_slice())? {
-                    Some(bytes) => decode_account(&bytes)?,
-                    None => Account::default(),
+                let before = match txn.get::<Cow<'_, [u8]>>(&accounts, address.as_slice())? {
+                    Some(bytes) => Some(decode_account(&bytes)?),
+                    None => None,
                 };
-                if let Some(balance) = change.balance {
-                    account.balance = balance;
-                }
-                if let Some(nonce) = change.nonce {
-                    account.nonce = nonce;
-                }
-                if let Some(code) = &change.code {
-                    let hash = keccak256(code);
-                    account.code_hash = hash;
-                    if txn.get::<()>(&bytecodes, hash.as_slice())?.is_none() {
-                        txn.put(&bytecodes, hash.as_slice(), code, WriteFlags::empty())?;
-                    }
+                let account = change.account_after(before).unwrap_or_default();
+                if let Some(code) = &change.code
+                    && txn
+                        .get::<()>(&bytecodes, account.code_hash.as_slice())?
+                        .is_none()
+                {
+                    let hash = account.code_hash;
+                    txn.put(&bytecodes, hash.as_slice(), code, WriteFlags::empty())?;
                 }
                 txn.put(
                     &accounts,
