@@ -39,6 +39,19 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The autoscaler's defaults (its flags start from these): 1 to 16 workers, a job proved
+    /// within 60 s, 10 s per job until measured, 30 s between scale-ups, 5 minutes before a
+    /// scale-down, a 10-minute rate window.
+    pub const DEFAULT: Self = Self {
+        min_replicas: 1,
+        max_replicas: 16,
+        latency_target: Duration::from_secs(60),
+        seconds_per_job: Duration::from_secs(10),
+        scale_up_cooldown: Duration::from_secs(30),
+        scale_down_cooldown: Duration::from_secs(300),
+        rate_window: Duration::from_secs(600),
+    };
+
     /// Checks the bounds and durations.
     pub fn validate(&self) -> Result<(), String> {
         if self.max_replicas == 0 {
@@ -264,18 +277,6 @@ fn need(backlog: u64, worker_rate: f64, target: Duration) -> u32 {
 mod tests {
     use super::*;
 
-    fn policy() -> Policy {
-        Policy {
-            min_replicas: 1,
-            max_replicas: 16,
-            latency_target: Duration::from_secs(60),
-            seconds_per_job: Duration::from_secs(10),
-            scale_up_cooldown: Duration::from_secs(30),
-            scale_down_cooldown: Duration::from_secs(300),
-            rate_window: Duration::from_secs(600),
-        }
-    }
-
     fn at(secs: u64, backlog: u64, finished: u64) -> Sample {
         Sample {
             at: Duration::from_secs(secs),
@@ -296,17 +297,17 @@ mod tests {
 
     #[test]
     fn a_backlog_scales_up_at_once_within_the_bounds() {
-        let mut scaler = Scaler::new(policy());
+        let mut scaler = Scaler::new(Policy::DEFAULT);
         let d = scaler.observe(at(0, 40, 0), 1, 1);
         assert_eq!((d.replicas, d.reason), (7, Reason::Up));
-        let mut scaler = Scaler::new(policy());
+        let mut scaler = Scaler::new(Policy::DEFAULT);
         let d = scaler.observe(at(0, 10_000, 0), 1, 1);
         assert_eq!((d.replicas, d.needed), (16, 16));
     }
 
     #[test]
     fn scale_ups_wait_for_their_cooldown() {
-        let mut scaler = Scaler::new(policy());
+        let mut scaler = Scaler::new(Policy::DEFAULT);
         assert_eq!(scaler.observe(at(0, 12, 0), 1, 1).replicas, 2);
         // (Two workers finishing a job each per 10 s: the measured rate is the prior's.)
         let d = scaler.observe(at(10, 30, 2), 2, 2);
@@ -317,7 +318,7 @@ mod tests {
 
     #[test]
     fn scale_downs_keep_the_largest_need_of_the_window_and_wait_for_it() {
-        let mut scaler = Scaler::new(policy());
+        let mut scaler = Scaler::new(Policy::DEFAULT);
         assert_eq!(scaler.observe(at(0, 60, 0), 1, 1).replicas, 10);
         // The backlog drains: no scale-down before 300 s since the change.
         for t in (10..300).step_by(10) {
@@ -338,7 +339,7 @@ mod tests {
 
     #[test]
     fn a_short_dip_does_not_shrink_the_pool() {
-        let mut scaler = Scaler::new(policy());
+        let mut scaler = Scaler::new(Policy::DEFAULT);
         assert_eq!(scaler.observe(at(0, 30, 0), 1, 1).replicas, 5);
         for t in (10..=400).step_by(10) {
             // Every 100 s a burst needs 5 workers again.
@@ -352,7 +353,7 @@ mod tests {
     fn proofs_longer_than_the_interval_are_measured_with_their_idle_intervals() {
         // One worker, 60 s per proof, a reading every 5 s: eleven intervals finish nothing,
         // the twelfth one job. Counting only the twelfth would read 0.2 jobs/s.
-        let mut scaler = Scaler::new(policy());
+        let mut scaler = Scaler::new(Policy::DEFAULT);
         for i in 0..=24u64 {
             scaler.observe(at(i * 5, 50, i / 12), 1, 1);
         }
@@ -364,7 +365,7 @@ mod tests {
     fn nothing_finished_yet_bounds_the_rate_from_above() {
         // 4 ready workers busy for 100 s with nothing finished: at most 1 job per 400
         // worker-seconds, well below the 10 s prior.
-        let mut scaler = Scaler::new(policy());
+        let mut scaler = Scaler::new(Policy::DEFAULT);
         scaler.observe(at(0, 100, 0), 4, 4);
         scaler.observe(at(100, 100, 0), 4, 4);
         let rate = scaler.measured_rate().unwrap_or_default();
@@ -374,7 +375,7 @@ mod tests {
     #[test]
     fn pods_not_ready_are_not_counted_as_slow_workers() {
         // 8 desired, 2 ready: 2 workers finished 4 jobs in 10 s = 0.2 jobs/s each.
-        let mut scaler = Scaler::new(policy());
+        let mut scaler = Scaler::new(Policy::DEFAULT);
         scaler.observe(at(0, 100, 0), 8, 2);
         scaler.observe(at(10, 100, 4), 8, 2);
         let rate = scaler.measured_rate().unwrap_or_default();
@@ -383,7 +384,7 @@ mod tests {
 
     #[test]
     fn intervals_older_than_the_window_are_forgotten() {
-        let mut p = policy();
+        let mut p = Policy::DEFAULT;
         p.rate_window = Duration::from_secs(30);
         let mut scaler = Scaler::new(p);
         scaler.observe(at(0, 100, 0), 1, 1);
@@ -397,12 +398,12 @@ mod tests {
 
     #[test]
     fn the_measured_rate_replaces_the_estimate_only_from_saturated_intervals() {
-        let mut scaler = Scaler::new(policy());
+        let mut scaler = Scaler::new(Policy::DEFAULT);
         scaler.observe(at(0, 100, 0), 4, 4);
         // Idle workers (backlog below the pool) say nothing about speed.
         scaler.observe(at(10, 2, 98), 4, 4);
         assert_eq!(scaler.measured_rate(), None);
-        let mut scaler = Scaler::new(policy());
+        let mut scaler = Scaler::new(Policy::DEFAULT);
         scaler.observe(at(0, 100, 0), 4, 4);
         // 4 workers finished 20 jobs in 10 s: 0.5 jobs/s each (5x the 10 s estimate).
         scaler.observe(at(10, 100, 20), 4, 4);
@@ -414,7 +415,7 @@ mod tests {
 
     #[test]
     fn a_pool_changed_by_hand_is_brought_back_within_the_bounds() {
-        let mut scaler = Scaler::new(policy());
+        let mut scaler = Scaler::new(Policy::DEFAULT);
         let d = scaler.observe(at(0, 0, 0), 40, 40);
         assert_eq!((d.replicas, d.reason), (16, Reason::Bounds));
         let d = scaler.observe(at(1, 0, 0), 0, 0);
@@ -423,12 +424,12 @@ mod tests {
 
     #[test]
     fn bad_policies_are_refused() {
-        let mut p = policy();
+        let mut p = Policy::DEFAULT;
         p.min_replicas = 20;
         assert!(p.validate().is_err());
-        let mut p = policy();
+        let mut p = Policy::DEFAULT;
         p.latency_target = Duration::ZERO;
         assert!(p.validate().is_err());
-        assert!(policy().validate().is_ok());
+        assert!(Policy::DEFAULT.validate().is_ok());
     }
 }

@@ -3,14 +3,18 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use verity_kube::{
     autoscaler::{AutoscalerError, ScaleTarget, step},
     lease::{LeaseError, SequencerLease},
     scale::{Policy, Reason, Scaler},
 };
-use verity_testkit::kube_api::{self, MockApi};
+use verity_testkit::kube_api::{self, Answer, MockApi, Workload};
 
+const PROVER: Workload = Workload {
+    namespace: NS,
+    name: "verity-prover",
+};
 const NS: &str = "verity";
 const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/verity/deployments/verity-prover";
 const SCALE: &str = "/apis/apps/v1/namespaces/verity/deployments/verity-prover/scale";
@@ -18,16 +22,15 @@ const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/verity/leases/verit
 const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/verity/leases";
 const ADDRESS: &str = "0x5B38Da6a701c568545dCfcB03FcB875f56beddC4";
 
-fn policy() -> Policy {
-    Policy {
-        min_replicas: 1,
-        max_replicas: 16,
-        latency_target: Duration::from_secs(60),
-        seconds_per_job: Duration::from_secs(10),
-        scale_up_cooldown: Duration::from_secs(30),
-        scale_down_cooldown: Duration::from_secs(300),
-        rate_window: Duration::from_secs(600),
-    }
+/// The Lease at `version`, held by `holder` for `sequencer` in `epoch`, after `transitions`.
+fn held(version: &str, holder: &str, epoch: u64, sequencer: &str, transitions: i32) -> Value {
+    kube_api::lease(
+        NS,
+        "verity-sequencer",
+        version,
+        Some((holder, epoch, sequencer)),
+        transitions,
+    )
 }
 
 async fn api() -> (MockApi, kube::Client) {
@@ -40,19 +43,9 @@ async fn api() -> (MockApi, kube::Client) {
 async fn a_backlog_patches_the_deployments_scale_with_a_merge_patch() {
     let (api, client) = api().await;
     let target = ScaleTarget::new(client, NS, "verity-prover");
-    let mut scaler = Scaler::new(policy());
-    api.expect(
-        "GET",
-        DEPLOYMENT,
-        200,
-        kube_api::deployment(NS, "verity-prover", 1, 1),
-    );
-    api.expect(
-        "PATCH",
-        SCALE,
-        200,
-        kube_api::scale(NS, "verity-prover", 7, 1),
-    );
+    let mut scaler = Scaler::new(Policy::DEFAULT);
+    api.answer_deployment(Answer::Next, PROVER, 1, 1);
+    api.answer_scale(Answer::Next, PROVER, 7, 1);
     // 40 jobs at 10 s each within 60 s: 7 workers.
     let decision = step(&mut scaler, &target, Duration::ZERO, 40, 0)
         .await
@@ -68,12 +61,7 @@ async fn a_backlog_patches_the_deployments_scale_with_a_merge_patch() {
 
     // Ten seconds later (two of the seven ready) the backlog grew, but the scale-up cooldown
     // holds: a read, no patch.
-    api.expect(
-        "GET",
-        DEPLOYMENT,
-        200,
-        kube_api::deployment(NS, "verity-prover", 7, 2),
-    );
+    api.answer_deployment(Answer::Next, PROVER, 7, 2);
     let decision = step(&mut scaler, &target, Duration::from_secs(10), 200, 0)
         .await
         .expect("step");
@@ -93,11 +81,7 @@ async fn an_api_refusal_names_the_call_and_the_reason() {
         "GET",
         DEPLOYMENT,
         404,
-        kube_api::status(
-            404,
-            "NotFound",
-            "deployments.apps \"verity-prover\" not found",
-        ),
+        kube_api::not_found("deployments.apps", "verity-prover"),
     );
     let error = target.check().await.expect_err("missing deployment");
     let text = error.to_string();
@@ -107,13 +91,8 @@ async fn an_api_refusal_names_the_call_and_the_reason() {
         "{text}"
     );
 
-    let mut scaler = Scaler::new(policy());
-    api.expect(
-        "GET",
-        DEPLOYMENT,
-        200,
-        kube_api::deployment(NS, "verity-prover", 1, 1),
-    );
+    let mut scaler = Scaler::new(Policy::DEFAULT);
+    api.answer_deployment(Answer::Next, PROVER, 1, 1);
     api.expect(
         "PATCH",
         SCALE,
@@ -152,23 +131,13 @@ async fn the_first_sequencer_creates_the_lease_with_its_epoch() {
         "GET",
         LEASE,
         404,
-        kube_api::status(
-            404,
-            "NotFound",
-            "leases.coordination.k8s.io \"verity-sequencer\" not found",
-        ),
+        kube_api::not_found("leases.coordination.k8s.io", "verity-sequencer"),
     );
     api.expect(
         "POST",
         LEASES,
         201,
-        kube_api::lease(
-            NS,
-            "verity-sequencer",
-            "1001",
-            Some(("verity-sequencer-0", 0, ADDRESS)),
-            0,
-        ),
+        held("1001", "verity-sequencer-0", 0, ADDRESS, 0),
     );
     let record = lease(client, "verity-sequencer-0")
         .acquire(0, ADDRESS)
@@ -196,13 +165,7 @@ async fn the_first_sequencer_creates_the_lease_with_its_epoch() {
 #[tokio::test]
 async fn a_new_epoch_takes_a_stale_record_over_and_a_conflict_reads_again() {
     let (api, client) = api().await;
-    let stale = kube_api::lease(
-        NS,
-        "verity-sequencer",
-        "2000",
-        Some(("verity-sequencer-0", 3, ADDRESS)),
-        3,
-    );
+    let stale = held("2000", "verity-sequencer-0", 3, ADDRESS, 3);
     api.expect("GET", LEASE, 200, stale.clone());
     // Someone wrote in between: 409, as the API server answers a stale resourceVersion.
     api.expect(
@@ -211,25 +174,13 @@ async fn a_new_epoch_takes_a_stale_record_over_and_a_conflict_reads_again() {
         409,
         kube_api::status(409, "Conflict", "Operation cannot be fulfilled on leases.coordination.k8s.io \"verity-sequencer\": the object has been modified; please apply your changes to the latest version and try again"),
     );
-    let renewed = kube_api::lease(
-        NS,
-        "verity-sequencer",
-        "2001",
-        Some(("verity-sequencer-0", 3, ADDRESS)),
-        3,
-    );
+    let renewed = held("2001", "verity-sequencer-0", 3, ADDRESS, 3);
     api.expect("GET", LEASE, 200, renewed);
     api.expect(
         "PUT",
         LEASE,
         200,
-        kube_api::lease(
-            NS,
-            "verity-sequencer",
-            "2002",
-            Some(("verity-sequencer-standby-0", 4, "0xabc")),
-            4,
-        ),
+        held("2002", "verity-sequencer-standby-0", 4, "0xabc", 4),
     );
     let record = lease(client, "verity-sequencer-standby-0")
         .acquire(4, "0xabc")
@@ -257,13 +208,7 @@ async fn a_higher_epoch_in_the_lease_supersedes_the_sequencer() {
         "GET",
         LEASE,
         200,
-        kube_api::lease(
-            NS,
-            "verity-sequencer",
-            "3000",
-            Some(("verity-sequencer-standby-0", 9, "0xabc")),
-            9,
-        ),
+        held("3000", "verity-sequencer-standby-0", 9, "0xabc", 9),
     );
     let error = lease(client, "verity-sequencer-0")
         .renew(8, ADDRESS)
@@ -295,13 +240,7 @@ async fn a_planned_stop_clears_the_holder_only_if_it_is_still_ours() {
         "GET",
         LEASE,
         200,
-        kube_api::lease(
-            NS,
-            "verity-sequencer",
-            "4000",
-            Some(("verity-sequencer-0", 5, ADDRESS)),
-            5,
-        ),
+        held("4000", "verity-sequencer-0", 5, ADDRESS, 5),
     );
     api.expect(
         "PUT",
@@ -324,13 +263,7 @@ async fn a_planned_stop_clears_the_holder_only_if_it_is_still_ours() {
         "GET",
         LEASE,
         200,
-        kube_api::lease(
-            NS,
-            "verity-sequencer",
-            "4002",
-            Some(("verity-sequencer-standby-0", 5, "0xabc")),
-            6,
-        ),
+        held("4002", "verity-sequencer-standby-0", 5, "0xabc", 6),
     );
     lease(client, "verity-sequencer-0")
         .release(5)
@@ -344,26 +277,14 @@ async fn a_planned_stop_clears_the_holder_only_if_it_is_still_ours() {
 async fn a_record_of_another_genesis_is_stale_whatever_its_epoch() {
     // The namespace held a chain that was deleted and made again: its record says epoch 9.
     let (api, client) = api().await;
-    let mut old_chain = kube_api::lease(
-        NS,
-        "verity-sequencer",
-        "5000",
-        Some(("verity-sequencer-0", 9, ADDRESS)),
-        9,
-    );
+    let mut old_chain = held("5000", "verity-sequencer-0", 9, ADDRESS, 9);
     old_chain["metadata"]["annotations"]["verity.io/genesis"] = json!("0x0badc0de");
     api.expect("GET", LEASE, 200, old_chain);
     api.expect(
         "PUT",
         LEASE,
         200,
-        kube_api::lease(
-            NS,
-            "verity-sequencer",
-            "5001",
-            Some(("verity-sequencer-0", 0, ADDRESS)),
-            10,
-        ),
+        held("5001", "verity-sequencer-0", 0, ADDRESS, 10),
     );
     let record = lease(client, "verity-sequencer-0")
         .acquire(0, ADDRESS)
@@ -382,7 +303,7 @@ async fn a_record_of_another_genesis_is_stale_whatever_its_epoch() {
 async fn a_restart_under_the_same_epoch_is_not_a_transition() {
     // Released on a planned stop (no holder), taken again by the same sequencer and epoch.
     let (api, client) = api().await;
-    let mut released = kube_api::lease(NS, "verity-sequencer", "6000", Some(("x", 5, ADDRESS)), 5);
+    let mut released = held("6000", "x", 5, ADDRESS, 5);
     released["spec"]
         .as_object_mut()
         .expect("spec")
@@ -392,13 +313,7 @@ async fn a_restart_under_the_same_epoch_is_not_a_transition() {
         "PUT",
         LEASE,
         200,
-        kube_api::lease(
-            NS,
-            "verity-sequencer",
-            "6001",
-            Some(("verity-sequencer-0", 5, ADDRESS)),
-            5,
-        ),
+        held("6001", "verity-sequencer-0", 5, ADDRESS, 5),
     );
     lease(client, "verity-sequencer-0")
         .acquire(5, ADDRESS)

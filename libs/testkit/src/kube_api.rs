@@ -88,6 +88,26 @@ impl MockApi {
         &self.url
     }
 
+    /// A 200 with `body` for `method` on `path`, once in script order or always.
+    fn answer(&self, when: Answer, method: &str, path: &str, body: Value) {
+        match when {
+            Answer::Next => self.expect(method, path, 200, body),
+            Answer::Always => self.serve(method, path, 200, body),
+        }
+    }
+
+    /// Answers `GET` of Deployment `at`: `replicas` desired, `ready` of them ready.
+    pub fn answer_deployment(&self, when: Answer, at: Workload<'_>, replicas: u32, ready: u32) {
+        let body = deployment(at.namespace, at.name, replicas, ready);
+        self.answer(when, "GET", &deployment_path(at.namespace, at.name), body);
+    }
+
+    /// Lets a `PATCH` of that Deployment's scale succeed at `replicas` (`ready` ready).
+    pub fn answer_scale(&self, when: Answer, at: Workload<'_>, replicas: u32, ready: u32) {
+        let body = scale(at.namespace, at.name, replicas, ready);
+        self.answer(when, "PATCH", &scale_path(at.namespace, at.name), body);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -206,6 +226,12 @@ fn answer(
     }
 }
 
+/// The API server's 404 for `resource` (`deployments.apps`, `leases.coordination.k8s.io`)
+/// `name`.
+pub fn not_found(resource: &str, name: &str) -> Value {
+    status(404, "NotFound", &format!("{resource} \"{name}\" not found"))
+}
+
 /// A `Status` object as the API server sends with an error.
 pub fn status(code: u16, reason: &str, message: &str) -> Value {
     json!({
@@ -217,6 +243,34 @@ pub fn status(code: u16, reason: &str, message: &str) -> Value {
         "reason": reason,
         "code": code,
     })
+}
+
+/// A Deployment by namespace and name.
+#[derive(Debug, Clone, Copy)]
+pub struct Workload<'a> {
+    /// Its namespace.
+    pub namespace: &'a str,
+    /// Its name.
+    pub name: &'a str,
+}
+
+/// When a scripted answer applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// The next matching request, in script order ([`MockApi::expect`]).
+    Next,
+    /// Every matching request the script does not answer ([`MockApi::serve`]).
+    Always,
+}
+
+/// The API path of Deployment `namespace/name`.
+pub fn deployment_path(namespace: &str, name: &str) -> String {
+    format!("/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
+}
+
+/// The API path of that Deployment's scale subresource.
+pub fn scale_path(namespace: &str, name: &str) -> String {
+    format!("{}/scale", deployment_path(namespace, name))
 }
 
 /// A Deployment's `autoscaling/v1` Scale as the API server returns it.

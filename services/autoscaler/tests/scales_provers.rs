@@ -13,11 +13,14 @@ use verity_bus::{
     proving::{JobQueue, ensure_proving_streams, job_consumer, publish_job},
     server::NatsServer,
 };
-use verity_testkit::kube_api::{self, MockApi, Recorded};
+use verity_testkit::kube_api::{self, Answer, MockApi, Recorded, Workload};
 
+const PROVER: Workload = Workload {
+    namespace: NS,
+    name: "verity-prover",
+};
 const NS: &str = "verity";
 const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/verity/deployments/verity-prover";
-const SCALE: &str = "/apis/apps/v1/namespaces/verity/deployments/verity-prover/scale";
 
 fn patches(api: &MockApi) -> Vec<Recorded> {
     api.requests()
@@ -37,6 +40,17 @@ async fn wait_for_patch(api: &MockApi, replicas: u32, timeout: Duration) -> Vec<
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Runs the autoscaler with `args`, which it must refuse: its stderr.
+async fn refused(args: &[&str]) -> String {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_verity-autoscaler"))
+        .args(args)
+        .output()
+        .await
+        .expect("run verity-autoscaler");
+    assert!(!output.status.success());
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,18 +74,8 @@ async fn the_pool_follows_the_backlog_up_and_back_down() {
     }
 
     let api = MockApi::start().await.expect("mock API");
-    api.serve(
-        "GET",
-        DEPLOYMENT,
-        200,
-        kube_api::deployment(NS, "verity-prover", 1, 1),
-    );
-    api.serve(
-        "PATCH",
-        SCALE,
-        200,
-        kube_api::scale(NS, "verity-prover", 7, 1),
-    );
+    api.answer_deployment(Answer::Always, PROVER, 1, 1);
+    api.answer_scale(Answer::Always, PROVER, 7, 1);
 
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_verity-autoscaler"))
         .args([
@@ -120,18 +124,8 @@ async fn the_pool_follows_the_backlog_up_and_back_down() {
     let scaled_up = Instant::now();
 
     // The pool now has 7; the workers finish every job.
-    api.serve(
-        "GET",
-        DEPLOYMENT,
-        200,
-        kube_api::deployment(NS, "verity-prover", 7, 7),
-    );
-    api.serve(
-        "PATCH",
-        SCALE,
-        200,
-        kube_api::scale(NS, "verity-prover", 1, 7),
-    );
+    api.answer_deployment(Answer::Always, PROVER, 7, 7);
+    api.answer_scale(Answer::Always, PROVER, 1, 7);
     let consumer = job_consumer(&jobs, JobQueue::default())
         .await
         .expect("consumer");
@@ -188,28 +182,19 @@ async fn a_missing_deployment_stops_it_at_start_with_the_flag_to_fix() {
         "GET",
         DEPLOYMENT,
         404,
-        kube_api::status(
-            404,
-            "NotFound",
-            "deployments.apps \"verity-prover\" not found",
-        ),
+        kube_api::not_found("deployments.apps", "verity-prover"),
     );
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_verity-autoscaler"))
-        .args([
-            "--deployment",
-            "verity-prover",
-            "--namespace",
-            NS,
-            "--kube-api",
-            api.url(),
-            "--grpc-addr",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .await
-        .expect("run verity-autoscaler");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused(&[
+        "--deployment",
+        "verity-prover",
+        "--namespace",
+        NS,
+        "--kube-api",
+        api.url(),
+        "--grpc-addr",
+        "127.0.0.1:0",
+    ])
+    .await;
     assert!(
         stderr.contains("--deployment") && stderr.contains("not found"),
         "{stderr}"
@@ -218,22 +203,17 @@ async fn a_missing_deployment_stops_it_at_start_with_the_flag_to_fix() {
 
 #[tokio::test]
 async fn bounds_that_cannot_hold_are_refused() {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_verity-autoscaler"))
-        .args([
-            "--deployment",
-            "p",
-            "--namespace",
-            NS,
-            "--min-replicas",
-            "9",
-            "--max-replicas",
-            "4",
-        ])
-        .output()
-        .await
-        .expect("run verity-autoscaler");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = refused(&[
+        "--deployment",
+        "p",
+        "--namespace",
+        NS,
+        "--min-replicas",
+        "9",
+        "--max-replicas",
+        "4",
+    ])
+    .await;
     assert!(
         stderr.contains("minimum number of workers (9) is above the maximum (4)"),
         "{stderr}"

@@ -116,15 +116,21 @@ fn held(setup: &Setup, rv: &str, epoch: u64) -> Value {
     record(setup, rv, "verity-sequencer-0", epoch)
 }
 
+/// Waits (up to 15 s) for the sequencer to exit, which must be a failure: its stderr.
+async fn failure(child: impl Future<Output = std::io::Result<std::process::Output>>) -> String {
+    let output = tokio::time::timeout(Duration::from_secs(15), child)
+        .await
+        .expect("the sequencer exits")
+        .expect("its output");
+    assert!(!output.status.success());
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_active_sequencer_records_itself_and_releases_on_sigterm() {
     let setup = setup().await;
     let api = &setup.api;
-    let absent = kube_api::status(
-        404,
-        "NotFound",
-        "leases.coordination.k8s.io \"verity-sequencer\" not found",
-    );
+    let absent = kube_api::not_found("leases.coordination.k8s.io", "verity-sequencer");
     // Start-up check, then the first record (no Lease yet): GET 404, POST.
     api.expect("GET", LEASE, 404, absent.clone());
     api.expect("GET", LEASE, 404, absent);
@@ -191,12 +197,7 @@ async fn a_higher_epoch_in_the_lease_deposes_the_sequencer() {
         200,
         record(&setup, "30", "verity-sequencer-standby-0", 1),
     );
-    let output = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
-        .await
-        .expect("steps down")
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = failure(child.wait_with_output()).await;
     assert!(
         stderr.contains("deposed") && stderr.contains("epoch 1 held by verity-sequencer-standby-0"),
         "{stderr}"
@@ -217,12 +218,7 @@ async fn no_rbac_for_the_lease_stops_it_at_start() {
             "leases.coordination.k8s.io \"verity-sequencer\" is forbidden: User \"system:serviceaccount:verity:default\" cannot get resource \"leases\" in API group \"coordination.k8s.io\" in the namespace \"verity\"",
         ),
     );
-    let output = tokio::time::timeout(Duration::from_secs(15), spawn(&setup).wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = failure(spawn(&setup).wait_with_output()).await;
     assert!(
         stderr.contains("--k8s-lease verity-sequencer") && stderr.contains("forbidden"),
         "{stderr}"

@@ -40,11 +40,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
     let short = (seconds / 3).max(5);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = verity_e2e::bench_runtime();
     runtime.block_on(async {
         let net = TestNet::start(|o| {
             o.gas_limit = 300_000_000;

@@ -42,7 +42,6 @@ async fn realtime_latency(net: &TestNet, rate: u64, seconds: u64, nonces: &mut [
                 nonce,
                 Address::repeat_byte(0x42),
                 U256::from(1),
-                100_000_000_000,
             )
             .unwrap()
             .0
@@ -111,7 +110,6 @@ async fn realtime_closed_loop(net: &TestNet, count: usize, nonces: &mut [u64]) {
             nonces[0],
             Address::repeat_byte(0x43),
             U256::from(1),
-            100_000_000_000,
         )
         .unwrap();
         nonces[0] += 1;
@@ -163,11 +161,7 @@ async fn read_throughput(net: &TestNet, method: &str, params: serde_json::Value,
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = verity_e2e::bench_runtime();
     runtime.block_on(async {
         let net = TestNet::start(|_| {}).await.unwrap();
         println!(

@@ -25,7 +25,7 @@ use std::{
 use alloy_primitives::{Address, U256};
 use nix::sys::signal::Signal;
 use serde_json::json;
-use verity_e2e::{Rpc, TestNet, sign_transfer, verity_devnet::Service};
+use verity_e2e::{Governance, Rpc, TestNet, sign_transfer, verity_devnet::Service};
 use verity_primitives::{ChainEvent, ChainEventKind};
 use verity_workload::report;
 
@@ -60,7 +60,6 @@ async fn trickle(
             current,
             Address::repeat_byte(9),
             U256::from(value),
-            100_000_000_000,
         )
         .unwrap();
         match rpc.try_call("eth_sendRawTransaction", json!([raw])).await {
@@ -172,11 +171,6 @@ async fn takeovers(runs: usize) -> String {
 }
 
 /// `verity governance …` must succeed.
-async fn governance(args: &[&str]) {
-    let (ok, text) = verity_e2e::governance(args).await.unwrap();
-    assert!(ok, "{text}");
-}
-
 /// A cold appointment on a chain whose state holds `accounts` extra genesis accounts.
 async fn cold_appointment(accounts: usize) -> String {
     let mut net = TestNet::start(|o| {
@@ -202,49 +196,17 @@ async fn cold_appointment(accounts: usize) -> String {
         .unwrap();
     stop.store(true, Ordering::Relaxed);
     loader.await.unwrap();
-    let dir = net.devnet.data_dir().to_path_buf();
-    let path = |p: &str| dir.join(p).display().to_string();
-    let (genesis, replica, out) = (
-        path("genesis.json"),
-        net.devnet.grpc_url(Service::Replica),
-        path("appointment.json"),
-    );
+    let governance = Governance::of(&net.devnet);
     let appointed = net.devnet.standby_address().to_string();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    governance(&[
-        "draft",
-        "--sequencer",
-        &appointed,
-        "--genesis",
-        &genesis,
-        "--replica-url",
-        &replica,
-        "--out",
-        &out,
-    ])
-    .await;
+    let (ok, text, appointment) = governance.draft(&appointed, "appointment.json", &[]).await;
+    assert!(ok, "{text}");
     for key in [1, 2] {
-        governance(&[
-            "sign",
-            "--appointment",
-            &out,
-            "--key",
-            &path(&format!("governance/{key}.key")),
-        ])
-        .await;
+        let (ok, text) = governance.sign(&appointment, key).await;
+        assert!(ok, "{text}");
     }
-    governance(&[
-        "publish",
-        "--appointment",
-        &out,
-        "--genesis",
-        &genesis,
-        "--replica-url",
-        &replica,
-        "--nats-url",
-        &nats,
-    ])
-    .await;
+    let (ok, text) = governance.publish(&appointment).await;
+    assert!(ok, "{text}");
     let events_before = events(&nats).await.len();
     let started = Instant::now();
     net.devnet.start_service(Service::Standby).await.unwrap();
@@ -296,11 +258,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = verity_e2e::bench_runtime();
     runtime.block_on(async {
         let takeover = takeovers(runs).await;
         println!("{takeover}");

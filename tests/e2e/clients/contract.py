@@ -11,45 +11,26 @@ Prints one JSON object; the Rust test asserts on it.
 import json
 import sys
 
-from eth_account import Account
 from web3 import Web3
 
-Account.enable_unaudited_hdwallet_features()
-MNEMONIC = "test test test test test test test test test test test junk"
+from devnet_web3 import account as devnet_account, send
+
 RUNTIME = "36156012576000358060005560006000a1005b60005460005260206000f3"
 INIT = "601e80600c6000396000f300" + RUNTIME
 VALUE = 0x2A2A
 
 
-def send(w3, account, tx):
-    latest = w3.eth.get_block("latest")
-    tip = w3.eth.max_priority_fee
-    tx.update(
-        {
-            "type": 2,
-            "chainId": w3.eth.chain_id,
-            "nonce": w3.eth.get_transaction_count(account.address, "pending"),
-            "maxPriorityFeePerGas": tip,
-            "maxFeePerGas": latest["baseFeePerGas"] * 2 + tip,
-        }
-    )
-    tx["gas"] = w3.eth.estimate_gas({k: v for k, v in tx.items() if k in ("from", "to", "data", "value")})
-    signed = account.sign_transaction({k: v for k, v in tx.items() if k != "from"})
-    tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
-    return w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30, poll_latency=0.1)
-
-
 def main():
     w3 = Web3(Web3.HTTPProvider(sys.argv[1], request_kwargs={"timeout": 30}))
-    account = Account.from_mnemonic(MNEMONIC, account_path="m/44'/60'/0'/0/4")
+    account = devnet_account(4)
     out = {}
-    deployed = send(w3, account, {"from": account.address, "data": "0x" + INIT})
+    deployed = send(w3, account, {"data": "0x" + INIT})
     address = deployed["contractAddress"]
     out["deploy_status"] = deployed["status"]
     out["contract_address"] = address
     out["code"] = w3.eth.get_code(address).hex()
     value = VALUE.to_bytes(32, "big")
-    stored = send(w3, account, {"from": account.address, "to": address, "data": "0x" + value.hex()})
+    stored = send(w3, account, {"to": address, "data": "0x" + value.hex()})
     out["store_status"] = stored["status"]
     out["log_count"] = len(stored["logs"])
     out["log_address"] = stored["logs"][0]["address"] if stored["logs"] else None

@@ -11,46 +11,14 @@ import json
 import sys
 import time
 
-from eth_account import Account
 from web3 import Web3
 
-Account.enable_unaudited_hdwallet_features()
-MNEMONIC = "test test test test test test test test test test test junk"
+from devnet_web3 import account as devnet_account, error_of, send
+
 RUNTIME = "36156012576000358060005560006000a1005b60005460005260206000f3"
 INIT = "601e80600c6000396000f300" + RUNTIME
 TOPIC_A = "0x" + "aa" * 32
 TOPIC_B = "0x" + "bb" * 32
-
-
-def error_of(call):
-    try:
-        call()
-    except Exception as error:  # web3 raises several types; the JSON-RPC error is what matters
-        response = getattr(error, "rpc_response", None)
-        if isinstance(response, dict) and isinstance(response.get("error"), dict):
-            return response["error"]
-        args = getattr(error, "args", ())
-        if args and isinstance(args[0], dict):
-            return args[0]
-        return {"message": str(error)}
-    return None
-
-
-def send(w3, account, tx, tip):
-    latest = w3.eth.get_block("latest")
-    tx.update(
-        {
-            "type": 2,
-            "chainId": w3.eth.chain_id,
-            "nonce": w3.eth.get_transaction_count(account.address, "pending"),
-            "maxPriorityFeePerGas": tip,
-            "maxFeePerGas": latest["baseFeePerGas"] * 2 + tip,
-            "gas": 200_000,
-        }
-    )
-    signed = account.sign_transaction(tx)
-    tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
-    return w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30, poll_latency=0.1)
 
 
 def hexes(logs):
@@ -59,7 +27,7 @@ def hexes(logs):
 
 def main():
     w3 = Web3(Web3.HTTPProvider(sys.argv[1], request_kwargs={"timeout": 30}))
-    account = Account.from_mnemonic(MNEMONIC, account_path="m/44'/60'/0'/0/6")
+    account = devnet_account(6)
     out = {}
     out["syncing"] = w3.eth.syncing
     out["listening"] = w3.net.listening
@@ -68,12 +36,12 @@ def main():
 
     block_filter = w3.eth.filter("latest")
     pending_filter = w3.eth.filter("pending")
-    deployed = send(w3, account, {"data": "0x" + INIT}, 1_000_000)
+    deployed = send(w3, account, {"data": "0x" + INIT}, tip=1_000_000, gas=200_000)
     address = deployed["contractAddress"]
     log_filter = w3.eth.filter({"address": address})
     topic_filter = w3.eth.filter({"address": address, "topics": [TOPIC_B]})
-    first = send(w3, account, {"to": address, "data": TOPIC_A}, 2_000_000)
-    second = send(w3, account, {"to": address, "data": TOPIC_B}, 3_000_000)
+    first = send(w3, account, {"to": address, "data": TOPIC_A}, tip=2_000_000, gas=200_000)
+    second = send(w3, account, {"to": address, "data": TOPIC_B}, tip=3_000_000, gas=200_000)
 
     # Blocks and their transactions.
     number = second["blockNumber"]

@@ -14,27 +14,12 @@ import rlp
 from eth_account import Account
 from web3 import Web3
 
-Account.enable_unaudited_hdwallet_features()
-MNEMONIC = "test test test test test test test test test test test junk"
-
-
-def error_of(call):
-    try:
-        call()
-    except Exception as error:  # web3 raises several types; the JSON-RPC error is what matters
-        response = getattr(error, "rpc_response", None)
-        if isinstance(response, dict) and isinstance(response.get("error"), dict):
-            return response["error"]
-        args = getattr(error, "args", ())
-        if args and isinstance(args[0], dict):
-            return args[0]
-        return {"message": str(error)}
-    return None
+from devnet_web3 import account as devnet_account, error_of
 
 
 def main():
     w3 = Web3(Web3.HTTPProvider(sys.argv[1], request_kwargs={"timeout": 30}))
-    sender = Account.from_mnemonic(MNEMONIC, account_path="m/44'/60'/0'/0/0")
+    sender = devnet_account(0)
     recipient = Account.create()
     out = {"chain_id": w3.eth.chain_id, "client_version": w3.client_version}
     # Wei amounts are printed as decimal strings: they exceed what a JSON number carries exactly.

@@ -5,7 +5,14 @@
 
 #![allow(clippy::print_stderr)]
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
 use alloy_eips::eip2718::Encodable2718;
@@ -17,6 +24,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use serde_json::{Value, json};
 use verity_devnet::{Devnet, DevnetOptions, Service};
+use verity_proto::v1;
 
 pub use verity_devnet;
 
@@ -104,6 +112,100 @@ impl TestNet {
     /// A JSON-RPC client of the gateway.
     pub fn rpc(&self) -> Rpc {
         Rpc::new(self.devnet.rpc_url())
+    }
+
+    /// Runs a web3.py client script (see [`run_python`]); on failure prints every service log
+    /// and fails the test.
+    pub async fn python(&self, script: &str, args: &[&str]) -> Value {
+        self.expect_client(run_python(script, args).await)
+    }
+
+    /// Runs a viem client script (see [`run_node`]); on failure prints every service log and
+    /// fails the test.
+    pub async fn node(&self, script: &str, args: &[&str]) -> Value {
+        self.expect_client(run_node(script, args).await)
+    }
+
+    fn expect_client(&self, ran: anyhow::Result<Value>) -> Value {
+        ran.unwrap_or_else(|error| {
+            self.dump_logs();
+            panic!("{error:#}");
+        })
+    }
+
+    /// A JetStream context on the devnet's NATS server (keep the client while using it).
+    pub async fn jetstream(&self) -> (verity_bus::NatsClient, async_nats::jetstream::Context) {
+        let url = self.devnet.nats_url().expect("the devnet runs NATS");
+        verity_bus::connect(url, "e2e").await.expect("NATS")
+    }
+
+    /// The chain stream (keep the client while using it).
+    pub async fn chain_stream(
+        &self,
+    ) -> (
+        verity_bus::NatsClient,
+        async_nats::jetstream::stream::Stream,
+    ) {
+        let (client, js) = self.jetstream().await;
+        let stream = verity_bus::ensure_chain_stream(&js)
+            .await
+            .expect("the chain stream");
+        (client, stream)
+    }
+
+    /// The sealed blocks among the chain stream's events 1..=`through`, after checking that the
+    /// stream holds each of those events once, in order (message n is event n), and reaches
+    /// `through`. `context` starts every failure message (a seed to replay, a phase).
+    pub async fn sealed_blocks(
+        &self,
+        through: u64,
+        context: &str,
+    ) -> Vec<verity_primitives::Block> {
+        let (_client, mut stream) = self.chain_stream().await;
+        let last = verity_bus::last_chain_seq(&mut stream)
+            .await
+            .expect("the stream's end");
+        assert!(
+            last >= through,
+            "{context}: stream at {last}, chain at {through}"
+        );
+        let mut blocks = Vec::new();
+        for seq in 1..=through {
+            let message = stream.get_raw_message(seq).await.expect("a stored event");
+            let event = verity_bus::decode_event(seq, &message.payload).expect("an event");
+            assert_eq!(
+                event.seq, seq,
+                "{context}: stream message {seq} holds event {}",
+                event.seq
+            );
+            if let Some(verity_proto::v1::chain_event::Event::Block(block)) = &event.event {
+                blocks.push(verity_primitives::Block::try_from(block).expect("a block"));
+            }
+        }
+        blocks
+    }
+
+    /// The state digest of `service`: a sequencer (active or standby) or the replica.
+    pub async fn state_digest(&self, service: Service) -> v1::StateDigest {
+        let url = self.devnet.grpc_url(service);
+        let request = v1::GetStateDigestRequest {};
+        let answer = match service {
+            Service::Replica => {
+                let client = v1::replica_client::ReplicaClient::connect(url).await;
+                client
+                    .expect("the replica answers")
+                    .get_state_digest(request)
+                    .await
+            }
+            _ => {
+                let client = v1::sequencer_client::SequencerClient::connect(url).await;
+                client
+                    .expect("the sequencer answers")
+                    .get_state_digest(request)
+                    .await
+            }
+        };
+        answer.expect("a state digest").into_inner()
     }
 
     /// Prints every service log (for a failing test's output).
@@ -252,6 +354,12 @@ impl Rpc {
         }
     }
 
+    /// Sends a signed transaction and waits (up to 20 s) for its receipt.
+    pub async fn send_and_wait(&self, raw: &str, hash: &str) -> anyhow::Result<Value> {
+        self.call("eth_sendRawTransaction", json!([raw])).await?;
+        self.wait_receipt(hash, Duration::from_secs(20)).await
+    }
+
     /// Polls for a receipt until `timeout`.
     pub async fn wait_receipt(&self, hash: &str, timeout: Duration) -> anyhow::Result<Value> {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -292,6 +400,9 @@ pub fn parse_quantity(value: &Value) -> anyhow::Result<u64> {
         .with_context(|| format!("not a quantity: {text}"))
 }
 
+/// The fee cap of every transfer the tests sign: 100 gwei, far above the devnet's base fee.
+pub const TRANSFER_MAX_FEE: u128 = 100_000_000_000;
+
 /// Signs an EIP-1559 transfer and returns the raw envelope as `0x` hex, with its hash.
 pub fn sign_transfer(
     signer: &PrivateKeySigner,
@@ -299,13 +410,12 @@ pub fn sign_transfer(
     nonce: u64,
     to: Address,
     value: U256,
-    max_fee_per_gas: u128,
 ) -> anyhow::Result<(String, String)> {
     let tx = TxEip1559 {
         chain_id,
         nonce,
         gas_limit: 21_000,
-        max_fee_per_gas,
+        max_fee_per_gas: TRANSFER_MAX_FEE,
         max_priority_fee_per_gas: 1_000_000,
         to: TxKind::Call(to),
         value,
@@ -320,6 +430,22 @@ pub fn sign_transfer(
     ))
 }
 
+/// A transfer that only has to exist (load, blocks to prove): 1,000 + `nonce` wei to
+/// 0x4242…42, signed as [`sign_transfer`] signs.
+pub fn sign_filler(
+    signer: &PrivateKeySigner,
+    chain_id: u64,
+    nonce: u64,
+) -> anyhow::Result<(String, String)> {
+    sign_transfer(
+        signer,
+        chain_id,
+        nonce,
+        Address::repeat_byte(0x42),
+        U256::from(1_000 + nonce),
+    )
+}
+
 /// The standard test mnemonic's account `index` as a signer.
 pub fn dev_signer(net: &TestNet, index: usize) -> anyhow::Result<PrivateKeySigner> {
     let accounts = net.devnet.accounts();
@@ -327,6 +453,122 @@ pub fn dev_signer(net: &TestNet, index: usize) -> anyhow::Result<PrivateKeySigne
         .get(index)
         .ok_or_else(|| anyhow!("no dev account {index}"))?;
     Ok(account.private_key.parse()?)
+}
+
+/// Senders, one per dev account, each sending transfers with `realtime_sendRawTransaction`
+/// until stopped and recording every transfer answered with a receipt: the load of the fault
+/// scenarios, whose receipted transfers must all be in the chain afterwards.
+#[derive(Debug)]
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    receipted: Arc<Mutex<Vec<String>>>,
+    senders: Vec<tokio::task::JoinHandle<(u64, u64)>>,
+}
+
+impl Load {
+    /// Starts a sender for each of the dev `accounts`.
+    pub fn start(net: &TestNet, accounts: impl IntoIterator<Item = usize>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let receipted = Arc::new(Mutex::new(Vec::new()));
+        let chain_id = net.devnet.chain_id();
+        let senders = accounts
+            .into_iter()
+            .map(|account| {
+                tokio::spawn(send_until_stopped(
+                    net.rpc(),
+                    dev_signer(net, account).expect("a dev account"),
+                    chain_id,
+                    stop.clone(),
+                    receipted.clone(),
+                ))
+            })
+            .collect();
+        Self {
+            stop,
+            receipted,
+            senders,
+        }
+    }
+
+    /// Stops every sender: the transfers attempted, and the hashes of those receipted.
+    pub async fn stop(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut attempts = 0;
+        for sender in self.senders {
+            attempts += sender.await.expect("a sender panicked").0;
+        }
+        let receipted = self.receipted.lock().unwrap_or_else(|e| e.into_inner());
+        (attempts, receipted.clone())
+    }
+}
+
+/// Sends transfers until `stop`, each with `realtime_sendRawTransaction`, and records the hash
+/// of every one answered with a receipt. After any failure (a service down, a nonce the chain
+/// moved past) it reads the account's nonce again and goes on from there.
+async fn send_until_stopped(
+    rpc: Rpc,
+    signer: alloy_signer_local::PrivateKeySigner,
+    chain_id: u64,
+    stop: Arc<AtomicBool>,
+    receipted: Arc<Mutex<Vec<String>>>,
+) -> (u64, u64) {
+    let address = format!("{:#x}", signer.address());
+    let mut nonce = None;
+    let mut attempt = 0u64;
+    let mut failures = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let current = match nonce {
+            Some(n) => n,
+            None => match rpc
+                .try_call("eth_getTransactionCount", json!([address, "latest"]))
+                .await
+            {
+                Ok(Ok(value)) => parse_quantity(&value).expect("a nonce"),
+                _ => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        attempt += 1;
+        // A distinct value per attempt: a resent nonce is a different transaction.
+        let (raw, hash) = sign_transfer(
+            &signer,
+            chain_id,
+            current,
+            Address::repeat_byte(0x4b),
+            U256::from(attempt),
+        )
+        .expect("a signed transfer");
+        match rpc
+            .try_call("realtime_sendRawTransaction", json!([raw]))
+            .await
+        {
+            Ok(Ok(receipt)) => {
+                assert_eq!(receipt["transactionHash"].as_str(), Some(hash.as_str()));
+                receipted
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(hash);
+                nonce = Some(current + 1);
+            }
+            _ => {
+                failures += 1;
+                nonce = None;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    (attempt, failures)
+}
+
+/// The runtime of a benchmark's `main`: two workers, like the machine it is measured on.
+pub fn bench_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
 }
 
 /// Path of a client script in `tests/e2e/clients`.
@@ -433,6 +675,84 @@ pub async fn chain_events(nats_url: &str) -> anyhow::Result<Vec<verity_primitive
         events.push(verity_primitives::ChainEvent::try_from(&wire)?);
     }
     Ok(events)
+}
+
+/// `verity governance` pointed at a devnet: its genesis, its replica, its NATS server, and its
+/// governance keys (`governance/<n>.key`); appointments are written in its directory.
+#[derive(Debug, Clone)]
+pub struct Governance {
+    dir: PathBuf,
+    genesis: String,
+    replica: String,
+    nats: String,
+}
+
+impl Governance {
+    /// The governance of `devnet`.
+    pub fn of(devnet: &Devnet) -> Self {
+        let dir = devnet.data_dir().to_path_buf();
+        Self {
+            genesis: dir.join("genesis.json").display().to_string(),
+            replica: devnet.grpc_url(Service::Replica),
+            nats: devnet.nats_url().expect("the devnet runs NATS").to_string(),
+            dir,
+        }
+    }
+
+    /// Drafts the appointment of `sequencer` into `file` (with `extra` flags): whether the CLI
+    /// succeeded, its output, and the file's path.
+    pub async fn draft(
+        &self,
+        sequencer: &str,
+        file: &str,
+        extra: &[&str],
+    ) -> (bool, String, String) {
+        let out = self.dir.join(file).display().to_string();
+        let mut args = vec![
+            "draft",
+            "--sequencer",
+            sequencer,
+            "--genesis",
+            &self.genesis,
+            "--replica-url",
+            &self.replica,
+            "--out",
+            &out,
+        ];
+        args.extend_from_slice(extra);
+        let (ok, text) = run_governance(&args).await;
+        (ok, text, out)
+    }
+
+    /// Signs `appointment` with governance key `key`.
+    pub async fn sign(&self, appointment: &str, key: u8) -> (bool, String) {
+        let key = self
+            .dir
+            .join(format!("governance/{key}.key"))
+            .display()
+            .to_string();
+        run_governance(&["sign", "--appointment", appointment, "--key", &key]).await
+    }
+
+    /// Publishes `appointment`.
+    pub async fn publish(&self, appointment: &str) -> (bool, String) {
+        run_governance(&[
+            "publish",
+            "--appointment",
+            appointment,
+            "--genesis",
+            &self.genesis,
+            "--replica-url",
+            &self.replica,
+            "--nats-url",
+            &self.nats,
+        ])
+        .await
+    }
+}
+
+async fn run_governance(args: &[&str]) -> (bool, String) {
+    governance(args).await.expect("run verity governance")
 }
 
 /// Runs `verity governance <args>`; whether it succeeded, and its stdout and stderr.

@@ -5,7 +5,7 @@
 //! pending transaction with a higher fee, and read the safe and finalized blocks.
 
 use serde_json::{Value, json};
-use verity_e2e::{TestNet, run_node, run_python};
+use verity_e2e::TestNet;
 
 fn check(library: &str, out: &Value, status_ok: &Value, types: [&Value; 3]) {
     let context = format!("{library}: {out}");
@@ -65,26 +65,14 @@ fn check(library: &str, out: &Value, status_ok: &Value, types: [&Value; 3]) {
 async fn viem_and_web3py_run_an_erc20_through_every_transaction_type_and_read_path() {
     let net = TestNet::start(|o| o.proving = true).await.unwrap();
     let url = net.devnet.rpc_url();
-    let viem = match run_node("conformance.mjs", &[&url, "1"]).await {
-        Ok(out) => out,
-        Err(error) => {
-            net.dump_logs();
-            panic!("{error:#}");
-        }
-    };
+    let viem = net.node("conformance.mjs", &[&url, "1"]).await;
     check(
         "viem",
         &viem,
         &json!("success"),
         [&json!("legacy"), &json!("eip2930"), &json!("eip1559")],
     );
-    let web3py = match run_python("conformance.py", &[&url, "2"]).await {
-        Ok(out) => out,
-        Err(error) => {
-            net.dump_logs();
-            panic!("{error:#}");
-        }
-    };
+    let web3py = net.python("conformance.py", &[&url, "2"]).await;
     check(
         "web3.py",
         &web3py,

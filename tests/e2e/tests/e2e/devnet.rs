@@ -20,16 +20,10 @@ async fn transfer(net: &TestNet, nonce: u64) -> serde_json::Value {
         nonce,
         RECIPIENT,
         U256::from(1_000_000),
-        100_000_000_000,
     )
     .unwrap();
     let rpc = net.rpc();
-    rpc.call("eth_sendRawTransaction", json!([raw]))
-        .await
-        .unwrap();
-    rpc.wait_receipt(&hash, Duration::from_secs(20))
-        .await
-        .unwrap()
+    rpc.send_and_wait(&raw, &hash).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

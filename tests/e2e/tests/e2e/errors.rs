@@ -3,18 +3,12 @@
 //! and batches answered entry by entry.
 
 use serde_json::{Value, json};
-use verity_e2e::{TestNet, run_python};
+use verity_e2e::TestNet;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_are_geths_codes_and_texts() {
     let net = TestNet::start(|_| {}).await.unwrap();
-    let out = match run_python("errors.py", &[&net.devnet.rpc_url()]).await {
-        Ok(out) => out,
-        Err(error) => {
-            net.dump_logs();
-            panic!("{error:#}");
-        }
-    };
+    let out = net.python("errors.py", &[&net.devnet.rpc_url()]).await;
     // Every error a client can get here: (case, code, how geth's message starts).
     let table: &[(&str, i64, &str)] = &[
         ("already_known", -32000, "already known"),

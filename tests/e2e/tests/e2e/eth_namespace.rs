@@ -3,18 +3,14 @@
 //! eth_feeHistory with reward percentiles, and geth's errors for bad ranges and percentiles.
 
 use serde_json::json;
-use verity_e2e::{TestNet, run_python};
+use verity_e2e::TestNet;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web3py_reads_blocks_logs_filters_and_fee_history() {
     let net = TestNet::start(|_| {}).await.unwrap();
-    let out = match run_python("eth_namespace.py", &[&net.devnet.rpc_url()]).await {
-        Ok(out) => out,
-        Err(error) => {
-            net.dump_logs();
-            panic!("{error:#}");
-        }
-    };
+    let out = net
+        .python("eth_namespace.py", &[&net.devnet.rpc_url()])
+        .await;
     assert_eq!(out["syncing"], json!(false), "{out}");
     assert_eq!(out["listening"], json!(true));
     assert_eq!(out["peer_count"], json!(0));

@@ -15,21 +15,16 @@
 
 use std::{
     collections::HashSet,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
     time::{Duration, Instant},
 };
 
 use alloy_primitives::Address;
 use nix::{sys::signal::Signal, unistd::Pid};
 use serde_json::json;
-use verity_e2e::{TestNet, dev_signer, verity_devnet::Service};
+use verity_e2e::{Governance, Load, TestNet, dev_signer, verity_devnet::Service};
 use verity_primitives::{ChainEvent, ChainEventKind};
 use verity_proto::v1::{
-    GetHeadRequest, GetStateDigestRequest, StateDigest, replica_client::ReplicaClient,
-    sequencer_client::SequencerClient,
+    GetHeadRequest, StateDigest, replica_client::ReplicaClient, sequencer_client::SequencerClient,
 };
 
 const TAKEOVERS: usize = 10;
@@ -106,33 +101,10 @@ fn check_chain(events: &[ChainEvent], context: &str) -> (Vec<u64>, HashSet<Strin
     (epochs, transactions)
 }
 
-async fn sequencer_digest(net: &TestNet, service: Service) -> StateDigest {
-    SequencerClient::connect(net.devnet.grpc_url(service))
-        .await
-        .unwrap()
-        .get_state_digest(GetStateDigestRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-async fn replica_digest(net: &TestNet) -> StateDigest {
-    ReplicaClient::connect(net.devnet.grpc_url(Service::Replica))
-        .await
-        .unwrap()
-        .get_state_digest(GetStateDigestRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-}
-
 /// Waits until `service` (a sequencer, active or standby) and the replica have reached the
 /// stream's end.
 async fn wait_caught_up(net: &TestNet, service: Service, context: &str) {
-    let (_client, js) = verity_bus::connect(net.devnet.nats_url().unwrap(), "e2e")
-        .await
-        .unwrap();
-    let mut stream = verity_bus::ensure_chain_stream(&js).await.unwrap();
+    let (_client, mut stream) = net.chain_stream().await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let last = verity_bus::last_chain_seq(&mut stream).await.unwrap();
@@ -179,20 +151,7 @@ async fn the_standby_takes_over_after_each_sigkill_and_the_chain_never_forks() {
     })
     .await
     .unwrap();
-    let chain_id = net.devnet.chain_id();
-    let stop = Arc::new(AtomicBool::new(false));
-    let receipted = Arc::new(Mutex::new(Vec::new()));
-    let loaders: Vec<_> = (1..=SENDERS)
-        .map(|i| {
-            tokio::spawn(crate::kill_nine::load(
-                net.rpc(),
-                dev_signer(&net, i).unwrap(),
-                chain_id,
-                stop.clone(),
-                receipted.clone(),
-            ))
-        })
-        .collect();
+    let load = Load::start(&net, 1..=SENDERS);
     let mut active = net.devnet.sequencer_address();
     assert!(
         wait_holder(&net, active, Duration::from_secs(10)).await,
@@ -224,12 +183,7 @@ async fn the_standby_takes_over_after_each_sigkill_and_the_chain_never_forks() {
         }
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut attempts = 0;
-    for loader in loaders {
-        attempts += loader.await.unwrap().0;
-    }
-    let receipted = receipted.lock().unwrap().clone();
+    let (attempts, receipted) = load.stop().await;
     assert!(
         receipted.len() > 30,
         "seed {seed}: only {} of {attempts} transfers got a receipt",
@@ -263,9 +217,9 @@ async fn the_standby_takes_over_after_each_sigkill_and_the_chain_never_forks() {
     }
     rpc.assert_receipts_succeeded(&receipted, &format!("seed {seed}"))
         .await;
-    let replica = replica_digest(&net).await;
+    let replica = net.state_digest(Service::Replica).await;
     for service in [active_service, standby_service] {
-        let digest = sequencer_digest(&net, service).await;
+        let digest = net.state_digest(service).await;
         assert!(
             same_state(&digest, &replica),
             "seed {seed}: {service} (at {}) and the replica (at {}) disagree",
@@ -286,16 +240,7 @@ async fn a_frozen_sequencer_wakes_up_deposed_and_steps_down() {
     })
     .await
     .unwrap();
-    let chain_id = net.devnet.chain_id();
-    let stop = Arc::new(AtomicBool::new(false));
-    let receipted = Arc::new(Mutex::new(Vec::new()));
-    let loader = tokio::spawn(crate::kill_nine::load(
-        net.rpc(),
-        dev_signer(&net, 1).unwrap(),
-        chain_id,
-        stop.clone(),
-        receipted.clone(),
-    ));
+    let load = Load::start(&net, [1]);
     let primary = net.devnet.sequencer_address();
     assert!(wait_holder(&net, primary, Duration::from_secs(10)).await);
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -320,8 +265,7 @@ async fn a_frozen_sequencer_wakes_up_deposed_and_steps_down() {
     let log = std::fs::read_to_string(net.devnet.log_file(Service::Sequencer)).unwrap();
     assert!(log.contains("deposed"), "its log says why it stepped down");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    loader.await.unwrap();
+    let (_, receipted) = load.stop().await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     wait_caught_up(&net, Service::Standby, "after SIGSTOP").await;
 
@@ -330,20 +274,16 @@ async fn a_frozen_sequencer_wakes_up_deposed_and_steps_down() {
     let events = stream_events(&net).await;
     let (epochs, in_chain) = check_chain(&events, "after SIGSTOP");
     assert_eq!(epochs, vec![1]);
-    for hash in receipted.lock().unwrap().iter() {
+    for hash in &receipted {
         assert!(
             in_chain.contains(hash),
             "{hash} got a receipt but is in no block"
         );
     }
-    let replica = replica_digest(&net).await;
-    let standby = sequencer_digest(&net, Service::Standby).await;
+    let replica = net.state_digest(Service::Replica).await;
+    let standby = net.state_digest(Service::Standby).await;
     assert!(same_state(&standby, &replica));
     net.stop().await.unwrap();
-}
-
-async fn governance(args: &[&str]) -> (bool, String) {
-    verity_e2e::governance(args).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,18 +295,9 @@ async fn governance_appoints_a_new_sequencer_that_rebuilds_and_continues_the_cha
     .await
     .unwrap();
     let chain_id = net.devnet.chain_id();
-    let stop = Arc::new(AtomicBool::new(false));
-    let receipted = Arc::new(Mutex::new(Vec::new()));
-    let loader = tokio::spawn(crate::kill_nine::load(
-        net.rpc(),
-        dev_signer(&net, 1).unwrap(),
-        chain_id,
-        stop.clone(),
-        receipted.clone(),
-    ));
+    let load = Load::start(&net, [1]);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    stop.store(true, Ordering::Relaxed);
-    loader.await.unwrap();
+    let (_, receipted) = load.stop().await;
     // The sequencer stops for good (a planned stop: it publishes everything, releases the lease).
     let status = net
         .devnet
@@ -376,60 +307,26 @@ async fn governance_appoints_a_new_sequencer_that_rebuilds_and_continues_the_cha
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let dir = net.devnet.data_dir().to_path_buf();
-    let path = |p: &str| dir.join(p).display().to_string();
-    let genesis = path("genesis.json");
-    let replica = net.devnet.grpc_url(Service::Replica);
-    let nats = net.devnet.nats_url().unwrap().to_string();
+    let governance = Governance::of(&net.devnet);
     let appointed = net.devnet.standby_address().to_string();
-    let draft = |name: &'static str, extra: &'static [&'static str]| {
-        let (genesis, replica, appointed, out) = (
-            genesis.clone(),
-            replica.clone(),
-            appointed.clone(),
-            path(name),
-        );
+    let draft = |file: &'static str, extra: &'static [&'static str]| {
+        let (governance, appointed) = (governance.clone(), appointed.clone());
         async move {
-            let mut args = vec![
-                "draft",
-                "--sequencer",
-                &appointed,
-                "--genesis",
-                &genesis,
-                "--replica-url",
-                &replica,
-                "--out",
-                &out,
-            ];
-            args.extend_from_slice(extra);
-            let (ok, text) = governance(&args).await;
-            assert!(ok, "draft {name}: {text}");
+            let (ok, text, out) = governance.draft(&appointed, file, extra).await;
+            assert!(ok, "draft {file}: {text}");
             out
         }
     };
     let sign = |file: String, key: u8| {
-        let key = path(&format!("governance/{key}.key"));
+        let governance = governance.clone();
         async move {
-            let (ok, text) = governance(&["sign", "--appointment", &file, "--key", &key]).await;
+            let (ok, text) = governance.sign(&file, key).await;
             assert!(ok, "sign: {text}");
         }
     };
     let publish = |file: String| {
-        let (genesis, replica, nats) = (genesis.clone(), replica.clone(), nats.clone());
-        async move {
-            governance(&[
-                "publish",
-                "--appointment",
-                &file,
-                "--genesis",
-                &genesis,
-                "--replica-url",
-                &replica,
-                "--nats-url",
-                &nats,
-            ])
-            .await
-        }
+        let governance = governance.clone();
+        async move { governance.publish(&file).await }
     };
 
     // m - 1 = one signature of the 2 needed.
@@ -489,7 +386,6 @@ async fn governance_appoints_a_new_sequencer_that_rebuilds_and_continues_the_cha
         0,
         Address::repeat_byte(7),
         alloy_primitives::U256::from(5),
-        100_000_000_000,
     )
     .unwrap();
     let receipt = rpc
@@ -506,14 +402,13 @@ async fn governance_appoints_a_new_sequencer_that_rebuilds_and_continues_the_cha
     assert_eq!(epochs, vec![1]);
     assert!(in_chain.contains(&hash));
     // All history intact: every receipt given before the appointment still stands.
-    let receipted = receipted.lock().unwrap().clone();
     for hash in &receipted {
         assert!(in_chain.contains(hash));
     }
     rpc.assert_receipts_succeeded(&receipted, "after the appointment")
         .await;
-    let replica = replica_digest(&net).await;
-    let appointed = sequencer_digest(&net, Service::Standby).await;
+    let replica = net.state_digest(Service::Replica).await;
+    let appointed = net.state_digest(Service::Standby).await;
     assert!(same_state(&appointed, &replica));
     net.stop().await.unwrap();
 }

@@ -5,11 +5,10 @@
 
 use std::time::Duration;
 
-use alloy_primitives::{Address, U256};
 use prost::Message as _;
 use serde_json::{Value, json};
 use verity_chunk::wire::ProverResult;
-use verity_e2e::{FRAUD_BENEFICIARY, TestNet, dev_signer, sign_transfer, verity_devnet::Service};
+use verity_e2e::{FRAUD_BENEFICIARY, TestNet, dev_signer, sign_filler, verity_devnet::Service};
 use verity_proto::v1;
 
 /// The block a transaction landed in.
@@ -44,21 +43,8 @@ async fn a_tampered_diff_raises_the_alarm_and_safe_stops_before_it() {
     let mut hashes = vec![];
     // Mini-blocks 0 (honest), 1 (tampered) and 2 (honest, built on the tampered state).
     for nonce in 0..3u64 {
-        let (raw, hash) = sign_transfer(
-            &sender,
-            chain_id,
-            nonce,
-            Address::repeat_byte(0x42),
-            U256::from(7),
-            100_000_000_000,
-        )
-        .unwrap();
-        rpc.call("eth_sendRawTransaction", json!([raw]))
-            .await
-            .unwrap();
-        rpc.wait_receipt(&hash, Duration::from_secs(20))
-            .await
-            .unwrap();
+        let (raw, hash) = sign_filler(&sender, chain_id, nonce).unwrap();
+        rpc.send_and_wait(&raw, &hash).await.unwrap();
         hashes.push(hash);
     }
     // `latest` shows the money that came from nowhere: replicas apply what is signed.
@@ -93,9 +79,7 @@ async fn a_tampered_diff_raises_the_alarm_and_safe_stops_before_it() {
     );
 
     // The prover published fraud evidence for chunk 1, naming the re-executed writes.
-    let (_client, js) = verity_bus::connect(net.devnet.nats_url().unwrap(), "e2e")
-        .await
-        .unwrap();
+    let (_client, js) = net.jetstream().await;
     let proofs = js
         .get_stream(verity_bus::proving::PROOFS_STREAM)
         .await

@@ -9,22 +9,12 @@
 //! The kill schedule comes from a seed printed in every failure message; `VERITY_E2E_SEED`
 //! replays one.
 
-use std::{
-    collections::HashSet,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{collections::HashSet, time::Duration};
 
-use alloy_primitives::{Address, U256};
 use nix::sys::signal::Signal;
-use serde_json::json;
-use verity_e2e::{Rpc, TestNet, dev_signer, sign_transfer, verity_devnet::Service};
+use verity_e2e::{Load, TestNet, verity_devnet::Service};
 use verity_proto::v1::{
-    self, GetHeadRequest, GetStateDigestRequest, replica_client::ReplicaClient,
-    sequencer_client::SequencerClient,
+    GetHeadRequest, replica_client::ReplicaClient, sequencer_client::SequencerClient,
 };
 
 const KILLS: usize = 20;
@@ -46,64 +36,6 @@ impl Schedule {
     }
 }
 
-/// Sends transfers until `stop`, each with `realtime_sendRawTransaction`, and records the hash
-/// of every one answered with a receipt. After any failure (a service down, a nonce the chain
-/// moved past) it reads the account's nonce again and goes on from there.
-pub(crate) async fn load(
-    rpc: Rpc,
-    signer: alloy_signer_local::PrivateKeySigner,
-    chain_id: u64,
-    stop: Arc<AtomicBool>,
-    receipted: Arc<Mutex<Vec<String>>>,
-) -> (u64, u64) {
-    let address = format!("{:#x}", signer.address());
-    let mut nonce = None;
-    let mut attempt = 0u64;
-    let mut failures = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        let current = match nonce {
-            Some(n) => n,
-            None => match rpc
-                .try_call("eth_getTransactionCount", json!([address, "latest"]))
-                .await
-            {
-                Ok(Ok(value)) => verity_e2e::parse_quantity(&value).unwrap(),
-                _ => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        attempt += 1;
-        // A distinct value per attempt: a resent nonce is a different transaction.
-        let (raw, hash) = sign_transfer(
-            &signer,
-            chain_id,
-            current,
-            Address::repeat_byte(0x4b),
-            U256::from(attempt),
-            100_000_000_000,
-        )
-        .unwrap();
-        match rpc
-            .try_call("realtime_sendRawTransaction", json!([raw]))
-            .await
-        {
-            Ok(Ok(receipt)) => {
-                assert_eq!(receipt["transactionHash"].as_str(), Some(hash.as_str()));
-                receipted.lock().unwrap().push(hash);
-                nonce = Some(current + 1);
-            }
-            _ => {
-                failures += 1;
-                nonce = None;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-    (attempt, failures)
-}
-
 async fn sequencer_client(net: &TestNet) -> Option<SequencerClient<tonic::transport::Channel>> {
     SequencerClient::connect(net.devnet.grpc_url(Service::Sequencer))
         .await
@@ -121,20 +53,7 @@ async fn sigkill_at_random_moments_loses_no_receipted_transaction() {
     let seed = verity_e2e::seed();
     let mut schedule = Schedule(seed);
     let mut net = TestNet::start(|o| o.block_interval_ms = 200).await.unwrap();
-    let chain_id = net.devnet.chain_id();
-    let stop = Arc::new(AtomicBool::new(false));
-    let receipted = Arc::new(Mutex::new(Vec::new()));
-    let loaders: Vec<_> = (1..=SENDERS)
-        .map(|i| {
-            tokio::spawn(load(
-                net.rpc(),
-                dev_signer(&net, i).unwrap(),
-                chain_id,
-                stop.clone(),
-                receipted.clone(),
-            ))
-        })
-        .collect();
+    let load = Load::start(&net, 1..=SENDERS);
 
     let victims = [Service::Sequencer, Service::Replica];
     let mut killed = Vec::new();
@@ -156,12 +75,7 @@ async fn sigkill_at_random_moments_loses_no_receipted_transaction() {
     }
     // Load on a healthy network for a moment, then stop.
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut attempts = 0;
-    for loader in loaders {
-        attempts += loader.await.unwrap().0;
-    }
-    let receipted = receipted.lock().unwrap().clone();
+    let (attempts, receipted) = load.stop().await;
     assert!(
         receipted.len() > 50,
         "seed {seed}: only {} of {attempts} transfers got a receipt (kills: {killed:?})",
@@ -194,32 +108,13 @@ async fn sigkill_at_random_moments_loses_no_receipted_transaction() {
     };
 
     // The stream: every event once, in order; no transaction twice.
-    let (_client, js) = verity_bus::connect(net.devnet.nats_url().unwrap(), "e2e")
-        .await
-        .unwrap();
-    let mut stream = verity_bus::ensure_chain_stream(&js).await.unwrap();
-    let last = verity_bus::last_chain_seq(&mut stream).await.unwrap();
-    assert!(
-        last >= target,
-        "seed {seed}: stream at {last}, chain at {target}"
-    );
     let mut in_chain = HashSet::new();
-    for seq in 1..=target {
-        let message = stream.get_raw_message(seq).await.unwrap();
-        let event = verity_bus::decode_event(seq, &message.payload).unwrap();
-        assert_eq!(
-            event.seq, seq,
-            "seed {seed}: stream message {seq} holds event {}",
-            event.seq
-        );
-        if let Some(v1::chain_event::Event::Block(block)) = &event.event {
-            let block = verity_primitives::Block::try_from(block).unwrap();
-            for hash in &block.transaction_hashes {
-                assert!(
-                    in_chain.insert(hash.to_string()),
-                    "seed {seed}: transaction {hash} is in the chain twice"
-                );
-            }
+    for block in net.sealed_blocks(target, &format!("seed {seed}")).await {
+        for hash in &block.transaction_hashes {
+            assert!(
+                in_chain.insert(hash.to_string()),
+                "seed {seed}: transaction {hash} is in the chain twice"
+            );
         }
     }
 
@@ -236,20 +131,8 @@ async fn sigkill_at_random_moments_loses_no_receipted_transaction() {
 
     // Sequencer and replica agree on the state. Nothing was sent since `target`, and the empty
     // blocks sealed since change no state, so the digests must agree whatever their positions.
-    let sequencer = sequencer_client(&net)
-        .await
-        .unwrap()
-        .get_state_digest(GetStateDigestRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let replica = replica_client(&net)
-        .await
-        .unwrap()
-        .get_state_digest(GetStateDigestRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let sequencer = net.state_digest(Service::Sequencer).await;
+    let replica = net.state_digest(Service::Replica).await;
     assert!(replica.last_seq >= target, "seed {seed}");
     assert_eq!(
         (

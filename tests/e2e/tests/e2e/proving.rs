@@ -8,7 +8,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use alloy_primitives::{Address, U256};
+use alloy_primitives::Address;
 use nix::sys::signal::Signal;
 use prost::Message as _;
 use serde_json::json;
@@ -17,7 +17,7 @@ use verity_chunk::{
     wire::{ChunkProof, ProverResult},
 };
 use verity_circuits::{Keys, Params, Shape};
-use verity_e2e::{TestNet, dev_signer, sign_transfer, verity_devnet::Service};
+use verity_e2e::{TestNet, dev_signer, sign_filler, verity_devnet::Service};
 use verity_primitives::{ChainEventKind, ChainSpec, MiniBlock, SigningKey, genesis_diff};
 use verity_proto::v1;
 
@@ -142,24 +142,9 @@ async fn chunks_are_proven_a_killed_prover_loses_nothing_and_safe_waits_for_prov
     let sender = dev_signer(&net, 1).unwrap();
     let rpc = net.rpc();
     let send = |nonce: u64| {
-        let (raw, hash) = sign_transfer(
-            &sender,
-            chain_id,
-            nonce,
-            Address::repeat_byte(0x42),
-            U256::from(1_000 + nonce),
-            100_000_000_000,
-        )
-        .unwrap();
+        let (raw, hash) = sign_filler(&sender, chain_id, nonce).unwrap();
         let rpc = rpc.clone();
-        async move {
-            rpc.call("eth_sendRawTransaction", json!([raw]))
-                .await
-                .unwrap();
-            rpc.wait_receipt(&hash, Duration::from_secs(20))
-                .await
-                .unwrap()
-        }
+        async move { rpc.send_and_wait(&raw, &hash).await.unwrap() }
     };
     send(0).await;
 
@@ -179,9 +164,7 @@ async fn chunks_are_proven_a_killed_prover_loses_nothing_and_safe_waits_for_prov
     send(1).await;
 
     // Both chunks get proven; chunk 0 on its second delivery.
-    let (_client, js) = verity_bus::connect(net.devnet.nats_url().unwrap(), "e2e")
-        .await
-        .unwrap();
+    let (_client, js) = net.jetstream().await;
     let started = std::time::Instant::now();
     let proofs = loop {
         let proofs = results(&js).await;
@@ -384,15 +367,7 @@ async fn mini_blocks_grouped_into_chunks_are_proven_and_become_safe() {
     let sender = dev_signer(&net, 1).unwrap();
     let mut hashes = vec![];
     for nonce in 0..4u64 {
-        let (raw, hash) = sign_transfer(
-            &sender,
-            chain_id,
-            nonce,
-            Address::repeat_byte(0x42),
-            U256::from(1_000 + nonce),
-            100_000_000_000,
-        )
-        .unwrap();
+        let (raw, hash) = sign_filler(&sender, chain_id, nonce).unwrap();
         rpc.call("eth_sendRawTransaction", json!([raw]))
             .await
             .unwrap();
@@ -409,9 +384,7 @@ async fn mini_blocks_grouped_into_chunks_are_proven_and_become_safe() {
         last_block = last_block.max(verity_e2e::parse_quantity(&receipt["blockNumber"]).unwrap());
     }
 
-    let (_client, js) = verity_bus::connect(net.devnet.nats_url().unwrap(), "e2e")
-        .await
-        .unwrap();
+    let (_client, js) = net.jetstream().await;
     let started = std::time::Instant::now();
     loop {
         let status = rpc.call("verity_status", json!([])).await.unwrap();

@@ -4,18 +4,12 @@
 //! WebSocket transport watching blocks over `eth_subscribe`.
 
 use serde_json::json;
-use verity_e2e::{TestNet, run_node};
+use verity_e2e::TestNet;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viem_gets_receipts_in_the_sending_call_and_calls_after_a_nonce() {
     let net = TestNet::start(|_| {}).await.unwrap();
-    let out = match run_node("realtime.mjs", &[&net.devnet.rpc_url()]).await {
-        Ok(out) => out,
-        Err(error) => {
-            net.dump_logs();
-            panic!("{error:#}");
-        }
-    };
+    let out = net.node("realtime.mjs", &[&net.devnet.rpc_url()]).await;
     // The receipt comes from the mini-block: executed, numbered, not sealed (no hash yet).
     let deploy = &out["deploy"];
     assert_eq!(deploy["status"], json!("success"), "{out}");

@@ -4,19 +4,13 @@
 //! eth_unsubscribe.
 
 use serde_json::json;
-use verity_e2e::{TestNet, run_python};
+use verity_e2e::TestNet;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web3py_subscriptions_see_mini_blocks_logs_heads_and_state_changes() {
     let net = TestNet::start(|_| {}).await.unwrap();
     let ws_url = net.devnet.rpc_url().replacen("http://", "ws://", 1);
-    let out = match run_python("subscriptions.py", &[&ws_url]).await {
-        Ok(out) => out,
-        Err(error) => {
-            net.dump_logs();
-            panic!("{error:#}");
-        }
-    };
+    let out = net.python("subscriptions.py", &[&ws_url]).await;
     assert_eq!(out["timed_out"], json!(null), "{out}");
     assert_eq!(out["chain_id_over_ws"], json!(31337));
     assert_eq!(out["subscription_ids_distinct"], json!(true));
@@ -91,13 +85,7 @@ async fn web3py_subscriptions_see_mini_blocks_logs_heads_and_state_changes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscription_streams_lose_nothing_across_a_thousand_mini_blocks() {
     let net = TestNet::start(|_| {}).await.unwrap();
-    let out = match run_python("streams.py", &[&net.devnet.rpc_url()]).await {
-        Ok(out) => out,
-        Err(error) => {
-            net.dump_logs();
-            panic!("{error:#}");
-        }
-    };
+    let out = net.python("streams.py", &[&net.devnet.rpc_url()]).await;
     assert!(out["mini_blocks"].as_u64().unwrap() >= 1_000, "{out}");
     assert_eq!(out["mini_block_gaps"], json!(0), "{out}");
     assert_eq!(out["mini_block_txs_missing"], json!(0), "{out}");

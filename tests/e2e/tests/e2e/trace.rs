@@ -23,7 +23,6 @@ async fn one_transfer_is_one_trace_across_services() {
         0,
         Address::repeat_byte(0x51),
         U256::from(7),
-        100_000_000_000,
     )
     .unwrap();
     let sent = rpc
