@@ -110,9 +110,15 @@ pub struct NatsArgs {
 }
 
 impl NatsArgs {
-    /// Connects as `name` (see [`connect`]).
+    /// Connects as `name` (see [`connect`]); a failure names the flag to fix.
     pub async fn connect(&self, name: &str) -> Result<(async_nats::Client, Context), BusError> {
-        connect(&self.url, name).await
+        connect(&self.url, name).await.map_err(|error| match error {
+            BusError::Connect { url, reason } => BusError::Connect {
+                url,
+                reason: format!("{reason} (flag --nats-url / VERITY_NATS_URL)"),
+            },
+            other => other,
+        })
     }
 }
 

@@ -168,14 +168,14 @@ pub async fn step(
     Ok(decision)
 }
 
-/// Runs the controller every `interval` until `stop` turns true. Errors of one interval are
+/// Runs the controller every `interval` until `stop` is cancelled. Errors of one interval are
 /// logged and counted; the next interval tries again.
 pub async fn run(
     policy: Policy,
     target: ScaleTarget,
     mut jobs: async_nats::jetstream::stream::Stream,
     interval: Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio_util::sync::CancellationToken,
 ) -> Result<(), AutoscalerError> {
     policy.validate().map_err(AutoscalerError::Policy)?;
     let mut scaler = Scaler::new(policy);
@@ -185,7 +185,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => return Ok(()),
+            _ = stop.cancelled() => return Ok(()),
         }
         let result = match read_queue(&mut jobs).await {
             Ok((backlog, finished)) => {

@@ -19,6 +19,7 @@
 //! release's namespace.
 
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
@@ -280,7 +281,7 @@ impl SequencerLease {
 #[derive(Debug)]
 pub struct Fence {
     task: tokio::task::JoinHandle<()>,
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     /// `Some(reason)` once this sequencer was superseded.
     superseded: watch::Receiver<Option<String>>,
     lease: SequencerLease,
@@ -291,17 +292,17 @@ impl Fence {
     /// Records `epoch` and keeps renewing it in the background. Failures of the API are logged
     /// and retried (the JetStream lease stays authoritative); only a higher epoch ends it.
     pub fn start(lease: SequencerLease, epoch: u64, address: String, every: Duration) -> Self {
-        let (stop, mut stop_rx) = watch::channel(false);
+        let stop = CancellationToken::new();
         let (superseded_tx, superseded) = watch::channel(None);
         let task = tokio::spawn({
-            let lease = lease.clone();
+            let (lease, stop) = (lease.clone(), stop.clone());
             async move {
                 let mut tick = tokio::time::interval(every);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tokio::select! {
                         _ = tick.tick() => {}
-                        _ = stop_rx.wait_for(|s| *s) => return,
+                        _ = stop.cancelled() => return,
                     }
                     match lease.renew(epoch, &address).await {
                         Ok(record) => {
@@ -343,13 +344,13 @@ impl Fence {
 
     /// Stops renewing (a step-down: the record stays until the next sequencer overwrites it).
     pub fn stop(self) {
-        let _ = self.stop.send(true);
+        self.stop.cancel();
         self.task.abort();
     }
 
     /// Stops renewing and gives the Lease up (a planned stop).
     pub async fn release(self) {
-        let _ = self.stop.send(true);
+        self.stop.cancel();
         let _ = self.task.await;
         if let Err(error) = self.lease.release(self.epoch).await {
             tracing::warn!(%error, "could not release the Kubernetes Lease");

@@ -9,6 +9,7 @@ use alloy_rpc_types_eth::{
     Log as RpcLog, Transaction as RpcTransaction, TransactionReceipt, TransactionRequest,
     state::StateOverride,
 };
+use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use verity_primitives::{Receipt, Transaction};
 use verity_proto::{b256_from, u256_bytes, u256_from, v1};
@@ -29,14 +30,37 @@ fn to_value<T: serde::Serialize>(value: T) -> Result<Value, RpcError> {
 }
 
 /// A backend's gRPC status as a JSON-RPC error (geth's code -32000 with the backend's message,
-/// which carries geth's texts such as "header not found").
+/// which carries geth's texts such as "header not found"). A rejected transaction is mapped from
+/// its typed reason, not from its text.
 pub fn from_status(status: tonic::Status) -> RpcError {
+    if let Some(rejection) = verity_server::status::rejection_of(&status) {
+        return from_rejection(rejection, status.message());
+    }
     match status.code() {
         tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss => {
             RpcError::internal(status.message())
         }
         tonic::Code::InvalidArgument => RpcError::new(SERVER_ERROR, status.message()),
         _ => RpcError::new(SERVER_ERROR, status.message()),
+    }
+}
+
+/// A rejected transaction as geth reports one: -32000 with geth's text for every reason the
+/// transaction (or the pool) is the cause of, -32603 when the sequencer itself failed.
+fn from_rejection(rejection: v1::TxRejection, message: &str) -> RpcError {
+    use v1::TxRejection as R;
+    match rejection {
+        R::Internal => RpcError::internal(message),
+        R::None
+        | R::Invalid
+        | R::AlreadyKnown
+        | R::NonceTooLow
+        | R::NonceTooHigh
+        | R::ReplacementUnderpriced
+        | R::InsufficientFunds
+        | R::PoolFull
+        | R::Underpriced
+        | R::Unavailable => RpcError::new(SERVER_ERROR, message),
     }
 }
 
@@ -60,21 +84,30 @@ fn wire_err(e: verity_proto::ConversionError) -> RpcError {
     RpcError::internal(e)
 }
 
-/// Dispatches one call.
-pub async fn dispatch(
-    backends: &Backends,
-    method: &str,
-    params: &[Value],
-) -> Result<Value, RpcError> {
-    match method {
-        "web3_clientVersion" => Ok(json!(format!("verity/v{}/rust", env!("CARGO_PKG_VERSION")))),
-        "eth_chainId" => to_value(U64::from(backends.chain_id)),
-        "net_version" => Ok(json!(backends.chain_id.to_string())),
-        "eth_blockNumber" => {
+/// A method's handler: the call's parameters in, the result (or geth's error) out.
+pub type Handler = for<'a> fn(&'a Backends, &'a [Value]) -> BoxFuture<'a, Result<Value, RpcError>>;
+
+/// Every method the gateway serves over HTTP and WebSocket (`eth_subscribe` and
+/// `eth_unsubscribe` are the WebSocket's own, in [`crate::ws`]), with its handler. A test holds
+/// it against the method list of docs/json-rpc.md.
+pub static METHODS: &[(&str, Handler)] = &[
+    ("web3_clientVersion", |_, _| {
+        Box::pin(async move { Ok(json!(format!("verity/v{}/rust", env!("CARGO_PKG_VERSION")))) })
+    }),
+    ("eth_chainId", |backends, _| {
+        Box::pin(async move { to_value(U64::from(backends.chain_id)) })
+    }),
+    ("net_version", |backends, _| {
+        Box::pin(async move { Ok(json!(backends.chain_id.to_string())) })
+    }),
+    ("eth_blockNumber", |backends, _| {
+        Box::pin(async move {
             let head = backends.head().await?;
             to_value(U64::from(head.block_number))
-        }
-        "verity_status" => {
+        })
+    }),
+    ("verity_status", |backends, _| {
+        Box::pin(async move {
             let head = backends.head().await?;
             let lag = |n: Option<u64>| n.map(|n| head.block_number.saturating_sub(n));
             Ok(json!({
@@ -86,19 +119,29 @@ pub async fn dispatch(
                 "finalizedLag": lag(head.finalized_block_number),
                 "alarm": (!head.alarm.is_empty()).then_some(head.alarm),
             }))
-        }
-        "eth_gasPrice" => {
+        })
+    }),
+    ("eth_gasPrice", |backends, _| {
+        Box::pin(async move {
             let head = backends.head().await?;
             let base_fee = u256_from(&head.base_fee, "base_fee").map_err(wire_err)?;
             to_value(base_fee + U256::from(SUGGESTED_TIP))
-        }
-        "eth_maxPriorityFeePerGas" => to_value(U256::from(SUGGESTED_TIP)),
-        "eth_getBalance" => {
+        })
+    }),
+    ("eth_maxPriorityFeePerGas", |_, _| {
+        Box::pin(async move { to_value(U256::from(SUGGESTED_TIP)) })
+    }),
+    ("eth_getBalance", |backends, params| {
+        Box::pin(async move {
             let account = get_account(backends, params).await?;
             to_value(u256_from(&account.balance, "balance").map_err(wire_err)?)
-        }
-        "eth_getTransactionCount" => get_transaction_count(backends, params).await,
-        "eth_getCode" => {
+        })
+    }),
+    ("eth_getTransactionCount", |backends, params| {
+        Box::pin(get_transaction_count(backends, params))
+    }),
+    ("eth_getCode", |backends, params| {
+        Box::pin(async move {
             let address: Address = param(params, 0)?;
             let block: Option<BlockId> = optional_param(params, 1)?;
             let code = backends
@@ -111,8 +154,10 @@ pub async fn dispatch(
                 .map_err(from_status)?
                 .into_inner();
             to_value(Bytes::from(code.code))
-        }
-        "eth_getStorageAt" => {
+        })
+    }),
+    ("eth_getStorageAt", |backends, params| {
+        Box::pin(async move {
             let address: Address = param(params, 0)?;
             let slot: U256 = param(params, 1)?;
             let block: Option<BlockId> = optional_param(params, 2)?;
@@ -127,8 +172,10 @@ pub async fn dispatch(
                 .map_err(from_status)?
                 .into_inner();
             to_value(b256_from(&value.value, "value").map_err(wire_err)?)
-        }
-        "eth_sendRawTransaction" => {
+        })
+    }),
+    ("eth_sendRawTransaction", |backends, params| {
+        Box::pin(async move {
             let raw: Bytes = param(params, 0)?;
             let response = backends
                 .ingress()
@@ -137,12 +184,19 @@ pub async fn dispatch(
                 .map_err(from_status)?
                 .into_inner();
             to_value(b256_from(&response.tx_hash, "tx_hash").map_err(wire_err)?)
-        }
-        "realtime_sendRawTransaction" | "eth_sendRawTransactionSync" => {
-            crate::realtime::send_raw_transaction_sync(backends, params).await
-        }
-        "eth_callAfter" => crate::realtime::call_after(backends, params).await,
-        "eth_getTransactionByHash" => {
+        })
+    }),
+    ("realtime_sendRawTransaction", |backends, params| {
+        Box::pin(crate::realtime::send_raw_transaction_sync(backends, params))
+    }),
+    ("eth_sendRawTransactionSync", |backends, params| {
+        Box::pin(crate::realtime::send_raw_transaction_sync(backends, params))
+    }),
+    ("eth_callAfter", |backends, params| {
+        Box::pin(crate::realtime::call_after(backends, params))
+    }),
+    ("eth_getTransactionByHash", |backends, params| {
+        Box::pin(async move {
             let hash: B256 = param(params, 0)?;
             let response = backends
                 .replica()
@@ -156,72 +210,125 @@ pub async fn dispatch(
                 Some(stored) if response.found => to_value(rpc_transaction(&stored)?),
                 _ => Ok(Value::Null),
             }
-        }
-        "eth_getTransactionReceipt" => {
+        })
+    }),
+    ("eth_getTransactionReceipt", |backends, params| {
+        Box::pin(async move {
             let hash: B256 = param(params, 0)?;
             get_receipt(backends, hash).await
-        }
-        "eth_getBlockByNumber" => {
+        })
+    }),
+    ("eth_getBlockByNumber", |backends, params| {
+        Box::pin(async move {
             let number: BlockNumberOrTag = param(params, 0)?;
             let full: Option<bool> = optional_param(params, 1)?;
             get_block(backends, BlockId::Number(number), full.unwrap_or(false)).await
-        }
-        "eth_getBlockByHash" => {
+        })
+    }),
+    ("eth_getBlockByHash", |backends, params| {
+        Box::pin(async move {
             let hash: B256 = param(params, 0)?;
             let full: Option<bool> = optional_param(params, 1)?;
             get_block(backends, BlockId::from(hash), full.unwrap_or(false)).await
-        }
-        "eth_call" => eth_call(backends, params).await,
-        "eth_estimateGas" => {
+        })
+    }),
+    ("eth_call", |backends, params| {
+        Box::pin(eth_call(backends, params))
+    }),
+    ("eth_estimateGas", |backends, params| {
+        Box::pin(async move {
             let outcome = call(backends, params, true).await?;
             to_value(U64::from(outcome.gas_used))
-        }
-        "eth_accounts" => Ok(json!([])),
-        "eth_syncing" => Ok(json!(false)),
-        "net_listening" => Ok(json!(true)),
-        // Replicas follow the stream, not peers: a gateway has no peer-to-peer network.
-        "net_peerCount" => to_value(U64::ZERO),
-        "web3_sha3" => {
+        })
+    }),
+    ("eth_accounts", |_, _| {
+        Box::pin(async move { Ok(json!([])) })
+    }),
+    ("eth_syncing", |_, _| {
+        Box::pin(async move { Ok(json!(false)) })
+    }),
+    ("net_listening", |_, _| {
+        Box::pin(async move { Ok(json!(true)) })
+    }),
+    // Replicas follow the stream, not peers: a gateway has no peer-to-peer network.
+    ("net_peerCount", |_, _| {
+        Box::pin(async move { to_value(U64::ZERO) })
+    }),
+    ("web3_sha3", |_, params| {
+        Box::pin(async move {
             let data: Bytes = param(params, 0)?;
             to_value(keccak256(&data))
-        }
-        "eth_getBlockReceipts" => {
+        })
+    }),
+    ("eth_getBlockReceipts", |backends, params| {
+        Box::pin(async move {
             let block: BlockId = param(params, 0)?;
             block_receipts(backends, block).await
-        }
-        "eth_getBlockTransactionCountByNumber" => {
-            let number: BlockNumberOrTag = param(params, 0)?;
-            block_transaction_count(backends, BlockId::Number(number)).await
-        }
-        "eth_getBlockTransactionCountByHash" => {
+        })
+    }),
+    (
+        "eth_getBlockTransactionCountByNumber",
+        |backends, params| {
+            Box::pin(async move {
+                let number: BlockNumberOrTag = param(params, 0)?;
+                block_transaction_count(backends, BlockId::Number(number)).await
+            })
+        },
+    ),
+    ("eth_getBlockTransactionCountByHash", |backends, params| {
+        Box::pin(async move {
             let hash: B256 = param(params, 0)?;
             block_transaction_count(backends, BlockId::from(hash)).await
-        }
-        "eth_getTransactionByBlockNumberAndIndex" => {
-            let number: BlockNumberOrTag = param(params, 0)?;
-            let index: U64 = param(params, 1)?;
-            transaction_by_index(backends, BlockId::Number(number), index.to()).await
-        }
-        "eth_getTransactionByBlockHashAndIndex" => {
-            let hash: B256 = param(params, 0)?;
-            let index: U64 = param(params, 1)?;
-            transaction_by_index(backends, BlockId::from(hash), index.to()).await
-        }
-        "eth_getUncleCountByBlockNumber" => {
+        })
+    }),
+    (
+        "eth_getTransactionByBlockNumberAndIndex",
+        |backends, params| {
+            Box::pin(async move {
+                let number: BlockNumberOrTag = param(params, 0)?;
+                let index: U64 = param(params, 1)?;
+                transaction_by_index(backends, BlockId::Number(number), index.to()).await
+            })
+        },
+    ),
+    (
+        "eth_getTransactionByBlockHashAndIndex",
+        |backends, params| {
+            Box::pin(async move {
+                let hash: B256 = param(params, 0)?;
+                let index: U64 = param(params, 1)?;
+                transaction_by_index(backends, BlockId::from(hash), index.to()).await
+            })
+        },
+    ),
+    ("eth_getUncleCountByBlockNumber", |backends, params| {
+        Box::pin(async move {
             let number: BlockNumberOrTag = param(params, 0)?;
             uncle_count(backends, BlockId::Number(number)).await
-        }
-        "eth_getUncleCountByBlockHash" => {
+        })
+    }),
+    ("eth_getUncleCountByBlockHash", |backends, params| {
+        Box::pin(async move {
             let hash: B256 = param(params, 0)?;
             uncle_count(backends, BlockId::from(hash)).await
-        }
-        // A rollup has no uncles.
-        "eth_getUncleByBlockNumberAndIndex" | "eth_getUncleByBlockHashAndIndex" => Ok(Value::Null),
-        "eth_getLogs" => {
+        })
+    }),
+    // A rollup has no uncles.
+    ("eth_getUncleByBlockNumberAndIndex", |_, _| {
+        Box::pin(async move { Ok(Value::Null) })
+    }),
+    // A rollup has no uncles.
+    ("eth_getUncleByBlockHashAndIndex", |_, _| {
+        Box::pin(async move { Ok(Value::Null) })
+    }),
+    ("eth_getLogs", |backends, params| {
+        Box::pin(async move {
             let filter: Filter = param(params, 0)?;
             to_value(filters::get_logs(backends, &filter).await?)
-        }
-        "eth_newFilter" => {
+        })
+    }),
+    ("eth_newFilter", |backends, params| {
+        Box::pin(async move {
             let filter: Filter = param(params, 0)?;
             if filter.get_block_hash().is_some() {
                 return Err(RpcError::invalid_params(
@@ -234,21 +341,29 @@ pub async fn dispatch(
                     .filters
                     .install(FilterKind::Logs(Box::new(filter)), head.block_number + 1)?,
             )
-        }
-        "eth_newBlockFilter" => {
+        })
+    }),
+    ("eth_newBlockFilter", |backends, _| {
+        Box::pin(async move {
             let head = backends.head().await?;
             to_value(
                 backends
                     .filters
                     .install(FilterKind::Blocks, head.block_number + 1)?,
             )
-        }
-        "eth_newPendingTransactionFilter" => to_value(
-            backends
-                .filters
-                .install(FilterKind::PendingTransactions, 0)?,
-        ),
-        "eth_getFilterChanges" => {
+        })
+    }),
+    ("eth_newPendingTransactionFilter", |backends, _| {
+        Box::pin(async move {
+            to_value(
+                backends
+                    .filters
+                    .install(FilterKind::PendingTransactions, 0)?,
+            )
+        })
+    }),
+    ("eth_getFilterChanges", |backends, params| {
+        Box::pin(async move {
             let id: U128 = param(params, 0)?;
             let head = backends.head().await?;
             let changes = match backends.filters.poll(id, head.block_number)? {
@@ -266,23 +381,40 @@ pub async fn dispatch(
                 }
             };
             to_value(changes)
-        }
-        "eth_getFilterLogs" => {
+        })
+    }),
+    ("eth_getFilterLogs", |backends, params| {
+        Box::pin(async move {
             let id: U128 = param(params, 0)?;
             let filter = backends.filters.criteria(id)?;
             to_value(filters::get_logs(backends, &filter).await?)
-        }
-        "eth_uninstallFilter" => {
+        })
+    }),
+    ("eth_uninstallFilter", |backends, params| {
+        Box::pin(async move {
             let id: U128 = param(params, 0)?;
             Ok(json!(backends.filters.uninstall(id)))
-        }
-        "eth_feeHistory" => {
+        })
+    }),
+    ("eth_feeHistory", |backends, params| {
+        Box::pin(async move {
             let count = fees::block_count(params.first().unwrap_or(&Value::Null))?;
             let newest: BlockNumberOrTag = param(params, 1)?;
             let percentiles: Option<Vec<f64>> = optional_param(params, 2)?;
             to_value(fees::fee_history(backends, count, newest, percentiles).await?)
-        }
-        _ => Err(RpcError::new(
+        })
+    }),
+];
+
+/// Dispatches one call.
+pub async fn dispatch(
+    backends: &Backends,
+    method: &str,
+    params: &[Value],
+) -> Result<Value, RpcError> {
+    match METHODS.iter().find(|(name, _)| *name == method) {
+        Some((_, handler)) => handler(backends, params).await,
+        None => Err(RpcError::new(
             METHOD_NOT_FOUND,
             format!("the method {method} does not exist/is not available"),
         )),
@@ -792,5 +924,77 @@ mod tests {
         .expect("hex");
         assert_eq!(decode_revert_reason(&data).as_deref(), Some("nope"));
         assert_eq!(decode_revert_reason(&[1, 2, 3]), None);
+    }
+}
+
+#[cfg(test)]
+mod method_table {
+    use std::collections::BTreeSet;
+
+    use super::METHODS;
+
+    /// Methods of the WebSocket alone (handled in `crate::ws` before the table).
+    const WEBSOCKET_ONLY: [&str; 2] = ["eth_subscribe", "eth_unsubscribe"];
+
+    /// The `## Methods` table of docs/json-rpc.md: each row's method names and status.
+    fn documented() -> Vec<(Vec<String>, String)> {
+        let doc = include_str!("../../../docs/json-rpc.md");
+        let section = doc
+            .split("\n## Methods\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("docs/json-rpc.md has a Methods section");
+        section
+            .lines()
+            .filter(|line| line.starts_with("| `"))
+            .map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let names = cells[1]
+                    .split(',')
+                    .map(|name| name.trim().trim_matches('`').to_string())
+                    .collect();
+                (names, cells[2].to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_method_table_is_the_documented_list() {
+        let table: BTreeSet<&str> = METHODS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(table.len(), METHODS.len(), "a method is in the table twice");
+        let mut served = BTreeSet::new();
+        for (names, status) in documented() {
+            for name in names {
+                let known =
+                    table.contains(name.as_str()) || WEBSOCKET_ONLY.contains(&name.as_str());
+                match status.as_str() {
+                    "yes" | "differs" | "extension" => {
+                        assert!(
+                            known,
+                            "docs say {name} is served; the gateway has no such method"
+                        );
+                        served.insert(name);
+                    }
+                    "no" => {
+                        let prefix = name.trim_end_matches('*');
+                        assert!(
+                            !table.iter().any(|m| if name.ends_with('*') {
+                                m.starts_with(prefix)
+                            } else {
+                                *m == name
+                            }),
+                            "docs say {name} is not served; the gateway serves it"
+                        );
+                    }
+                    other => panic!("unknown status {other:?} for {name}"),
+                }
+            }
+        }
+        for name in table {
+            assert!(
+                served.contains(name),
+                "{name} is served but not in docs/json-rpc.md"
+            );
+        }
     }
 }

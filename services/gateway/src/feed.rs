@@ -22,6 +22,7 @@ use tokio::sync::broadcast;
 use verity_chain::ChainError;
 use verity_primitives::{Block, ChainEvent, ChainEventKind, MiniBlock, Receipt, governance::Epoch};
 use verity_proto::v1;
+use verity_server::CancellationToken;
 
 use crate::Backends;
 
@@ -98,18 +99,13 @@ struct OpenBlock {
     complete: bool,
 }
 
-/// Follows the chain stream at `nats_url` until `stop` resolves, reconnecting after failures.
-pub async fn run(
-    nats_url: String,
-    feed: Feed,
-    backends: Backends,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
+/// Follows the chain stream at `nats_url` until `stop` is cancelled, reconnecting after failures.
+pub async fn run(nats_url: String, feed: Feed, backends: Backends, stop: CancellationToken) {
     let mut open = OpenBlock::default();
     loop {
         let result = tokio::select! {
             result = follow(&nats_url, &feed, &backends, &mut open) => result,
-            _ = verity_server::stopped(&mut stop) => return,
+            _ = stop.cancelled() => return,
         };
         feed.set_following(false);
         if let Err(error) = result {
@@ -119,7 +115,7 @@ pub async fn run(
         open = OpenBlock::default();
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = verity_server::stopped(&mut stop) => return,
+            _ = stop.cancelled() => return,
         }
     }
 }

@@ -28,8 +28,7 @@ use serde_json::Value;
 use tonic::{Status, transport::Channel};
 use tracing::Instrument as _;
 use verity_proto::v1;
-use verity_server::ServerArgs;
-use verity_telemetry::TelemetryArgs;
+use verity_server::{CancellationToken, ServiceArgs, TaskTracker};
 
 use jsonrpc::RpcError;
 
@@ -40,11 +39,7 @@ const FEED_CAPACITY: usize = 4_096;
 
 /// `verity-gateway` flags.
 #[derive(clap::Parser, Debug, Clone)]
-#[command(
-    name = "verity-gateway",
-    version,
-    about = "Verity gateway: Ethereum JSON-RPC"
-)]
+#[command(version, about, long_about = None)]
 pub struct Config {
     /// Address of the JSON-RPC HTTP server.
     #[arg(long, env = "VERITY_HTTP_ADDR", default_value = "127.0.0.1:8545")]
@@ -118,13 +113,7 @@ pub struct Config {
     pub max_filters: usize,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub nats: verity_bus::NatsArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub server: ServerArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub telemetry: TelemetryArgs,
+    pub service: ServiceArgs,
 }
 
 use verity_telemetry::TracedChannel as Traced;
@@ -267,7 +256,7 @@ impl SequencerEndpoint {
             }
             None => (
                 None,
-                verity_bus::lease::follow_holder(config.nats.url.clone(), "verity-gateway"),
+                verity_bus::lease::follow_holder(config.service.nats.url.clone(), "verity-gateway"),
             ),
         };
         Ok(Self {
@@ -312,10 +301,13 @@ pub struct Gateway {
     backends: Backends,
 }
 
-impl Gateway {
+impl verity_server::Service for Gateway {
+    type Config = Config;
+    const NAME: &'static str = "gateway";
+
     /// Validates the configuration and learns the chain id from the replica (waiting up to a
     /// minute for it).
-    pub async fn connect(config: Config) -> anyhow::Result<Self> {
+    async fn open(config: Config) -> anyhow::Result<Self> {
         let mut backends = Backends::new(&config, 0)?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let head = loop {
@@ -337,31 +329,22 @@ impl Gateway {
         Ok(Self { backends, config })
     }
 
-    /// Serves JSON-RPC (and gRPC health) until `shutdown` resolves.
-    pub async fn serve(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    /// Serves JSON-RPC (and gRPC health) until `stop` is cancelled.
+    async fn serve(self, stop: CancellationToken) -> anyhow::Result<()> {
         let http = tokio::net::TcpListener::bind(self.config.http_addr)
             .await
             .with_context(|| format!("cannot listen on --http-addr {}", self.config.http_addr))?;
         let http_addr = http.local_addr()?;
-        let grpc = verity_server::bind(self.config.server.grpc_addr_or(DEFAULT_GRPC_PORT)).await?;
-        let grpc_addr = verity_server::local_addr(&grpc);
+        let (grpc, grpc_addr) = self.config.service.server.bind(DEFAULT_GRPC_PORT).await?;
         let app = router(self.backends.clone());
-        let stop_rx = verity_server::stop_flag(shutdown);
-        let feed_task = tokio::spawn(feed::run(
-            self.config.nats.url.clone(),
+        let tasks = TaskTracker::new();
+        tasks.spawn(feed::run(
+            self.config.service.nats.url.clone(),
             self.backends.feed.clone(),
             self.backends.clone(),
-            stop_rx.clone(),
+            stop.clone(),
         ));
-        let grpc_server = tokio::spawn({
-            let mut stop = stop_rx.clone();
-            verity_server::serve_grpc(tonic::service::Routes::default(), &[], grpc, async move {
-                verity_server::stopped(&mut stop).await;
-            })
-        });
+        let grpc_server = tokio::spawn(verity_server::serve_health(grpc, stop.clone()));
         // Realtime sends and subscriptions rely on the feed: announce readiness once it
         // follows the stream (or after a grace period, so JSON-RPC serves even without NATS).
         if !self
@@ -371,46 +354,45 @@ impl Gateway {
             .await
         {
             tracing::warn!(
-                url = %self.config.nats.url,
+                url = %self.config.service.nats.url,
                 "the chain feed does not follow the stream yet: subscriptions and realtime sends wait for it"
             );
         }
         verity_server::write_ready_file(
-            self.config.server.ready_file.as_deref(),
+            self.config.service.server.ready_file.as_deref(),
             &[
                 ("http", http_addr.to_string()),
                 ("grpc", grpc_addr.to_string()),
             ],
         )?;
         tracing::info!(%http_addr, %grpc_addr, "gateway serving JSON-RPC");
-        let sweeper = tokio::spawn({
+        tasks.spawn({
             let serving = self.backends.serving.clone();
-            let mut stop = stop_rx.clone();
+            let stop = stop.clone();
             async move {
                 loop {
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_secs(60)) => serving.sends.retain_recent(),
-                        _ = verity_server::stopped(&mut stop) => return,
+                        _ = stop.cancelled() => return,
                     }
                 }
             }
         });
-        let mut stop = stop_rx;
+        tasks.close();
         axum::serve(
             http,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(async move {
-            verity_server::stopped(&mut stop).await;
-        })
+        .with_graceful_shutdown(stop.clone().cancelled_owned())
         .await?;
         grpc_server.await??;
-        feed_task.await?;
-        sweeper.await?;
+        tasks.wait().await;
         tracing::info!("gateway stopped");
         Ok(())
     }
 }
+
+impl Gateway {}
 
 /// The HTTP routes: JSON-RPC on `/` (POST, or a WebSocket upgrade on GET), WebSocket on `/ws`,
 /// liveness on `/health`.

@@ -18,7 +18,6 @@ pub mod validate;
 
 use std::{
     collections::{HashMap, VecDeque},
-    future::Future,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -33,8 +32,7 @@ use tonic::{Request, Response, Status, transport::Channel};
 use tracing::Instrument as _;
 use verity_primitives::Transaction;
 use verity_proto::{u256_from, v1};
-use verity_server::{Backoff, ServerArgs};
-use verity_telemetry::TelemetryArgs;
+use verity_server::{Backoff, CancellationToken, ServiceArgs};
 
 pub use validate::{ChainRules, DEFAULT_MAX_TX_BYTES, Rejection, validate};
 
@@ -53,11 +51,7 @@ const REFORWARD_WINDOW: Duration = Duration::from_secs(10);
 
 /// `verity-ingress` flags.
 #[derive(clap::Parser, Debug, Clone)]
-#[command(
-    name = "verity-ingress",
-    version,
-    about = "Verity ingress: validates and forwards transactions"
-)]
+#[command(version, about, long_about = None)]
 pub struct Config {
     /// gRPC URL of the sequencer; without it, ingress follows the sequencer lease on
     /// `--nats-url` to whichever sequencer is active.
@@ -68,13 +62,7 @@ pub struct Config {
     pub max_tx_bytes: usize,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub nats: verity_bus::NatsArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub server: ServerArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub telemetry: TelemetryArgs,
+    pub service: ServiceArgs,
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<v1::ForwardResponse>>>>;
@@ -147,9 +135,12 @@ impl Inner {
     }
 }
 
-impl Ingress {
+impl verity_server::Service for Ingress {
+    type Config = Config;
+    const NAME: &'static str = "ingress";
+
     /// Connects to the sequencer (waiting up to a minute for it) and starts the forward stream.
-    pub async fn connect(config: Config) -> anyhow::Result<Self> {
+    async fn open(config: Config) -> anyhow::Result<Self> {
         if config.max_tx_bytes == 0 {
             anyhow::bail!("invalid --max-tx-bytes 0: must be at least 1");
         }
@@ -162,7 +153,7 @@ impl Ingress {
             }
             None => (
                 None,
-                verity_bus::lease::follow_holder(config.nats.url.clone(), "verity-ingress"),
+                verity_bus::lease::follow_holder(config.service.nats.url.clone(), "verity-ingress"),
             ),
         };
         let (outgoing, _) = watch::channel(None);
@@ -192,7 +183,7 @@ impl Ingress {
                 Err(status) => anyhow::bail!(
                     "no sequencer reachable (--sequencer-url {:?}, or the lease on --nats-url {}): {status}",
                     config.sequencer_url,
-                    config.nats.url
+                    config.service.nats.url
                 ),
             }
         };
@@ -204,21 +195,28 @@ impl Ingress {
         })
     }
 
-    /// Serves the Ingress gRPC API until `shutdown` resolves.
-    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let listener = verity_server::bind(self.config.server.grpc_addr_or(DEFAULT_PORT)).await?;
-        let addr = verity_server::local_addr(&listener);
+    /// Serves the Ingress gRPC API until `stop` is cancelled.
+    async fn serve(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let (listener, addr) = self.config.service.server.bind(DEFAULT_PORT).await?;
         let routes =
             tonic::service::Routes::new(v1::ingress_server::IngressServer::new(self.clone()));
         verity_server::write_ready_file(
-            self.config.server.ready_file.as_deref(),
+            self.config.service.server.ready_file.as_deref(),
             &[("grpc", addr.to_string())],
         )?;
         tracing::info!(%addr, "ingress serving");
-        verity_server::serve_grpc(routes, &["verity.v1.Ingress"], listener, shutdown).await?;
+        verity_server::serve_grpc(
+            routes,
+            &["verity.v1.Ingress"],
+            listener,
+            stop.cancelled_owned(),
+        )
+        .await?;
         Ok(())
     }
+}
 
+impl Ingress {
     /// Validates and forwards one envelope; returns the transaction hash.
     pub async fn submit(&self, raw: &[u8]) -> Result<alloy_primitives::B256, Rejection> {
         let span = tracing::info_span!("ingress.submit", tx_hash = tracing::field::Empty);
@@ -314,15 +312,21 @@ impl Ingress {
                 )));
             }
         };
-        if answer.error.is_empty() {
-            self.inner.remember(wire);
-            Ok(())
-        } else {
-            metrics::counter!("verity_ingress_rejected_total", "stage" => "sequencer").increment(1);
-            Err(Rejection {
-                code: tonic::Code::from_i32(answer.code),
-                message: answer.error,
-            })
+        match v1::TxRejection::try_from(answer.rejection) {
+            Ok(v1::TxRejection::None) => {
+                self.inner.remember(wire);
+                Ok(())
+            }
+            reason => {
+                metrics::counter!("verity_ingress_rejected_total", "stage" => "sequencer")
+                    .increment(1);
+                Err(Rejection {
+                    // A reason this ingress does not know (a newer sequencer): not the
+                    // transaction's fault as far as it can tell.
+                    reason: reason.unwrap_or(v1::TxRejection::Internal),
+                    message: answer.message,
+                })
+            }
         }
     }
 
@@ -337,7 +341,7 @@ impl Ingress {
 
 fn unavailable(error: impl std::fmt::Display) -> Rejection {
     Rejection {
-        code: tonic::Code::Unavailable,
+        reason: v1::TxRejection::Unavailable,
         message: format!("sequencer unavailable, retry: {error}"),
     }
 }
@@ -476,7 +480,7 @@ impl v1::ingress_server::Ingress for Ingress {
                 result: Some(match result {
                     Ok(hash) => v1::submit_result::Result::TxHash(hash.to_vec()),
                     Err(r) => v1::submit_result::Result::Error(v1::SubmitError {
-                        code: r.code as i32,
+                        rejection: r.reason as i32,
                         message: r.message,
                     }),
                 }),

@@ -5,6 +5,7 @@ use alloy_consensus::{Transaction as _, TxEnvelope};
 use alloy_eips::eip2718::Decodable2718;
 use alloy_primitives::Address;
 use verity_primitives::Transaction;
+use verity_proto::v1::TxRejection;
 
 /// Largest accepted envelope (geth's txpool limit is 128 KiB).
 pub const DEFAULT_MAX_TX_BYTES: usize = 128 * 1024;
@@ -22,12 +23,12 @@ pub struct ChainRules {
     pub max_tx_bytes: usize,
 }
 
-/// A rejected transaction: the gRPC code and geth's message.
+/// A rejected transaction: why, typed, and geth's message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct Rejection {
-    /// The status code.
-    pub code: tonic::Code,
+    /// Why.
+    pub reason: TxRejection,
     /// The message a client sees.
     pub message: String,
 }
@@ -35,15 +36,20 @@ pub struct Rejection {
 impl Rejection {
     fn invalid(message: impl Into<String>) -> Self {
         Self {
-            code: tonic::Code::InvalidArgument,
+            reason: TxRejection::Invalid,
             message: message.into(),
         }
+    }
+
+    /// The gRPC code it maps to.
+    pub fn code(&self) -> tonic::Code {
+        verity_server::status::rejection_code(self.reason)
     }
 }
 
 impl From<Rejection> for tonic::Status {
     fn from(rejection: Rejection) -> Self {
-        tonic::Status::new(rejection.code, rejection.message)
+        verity_server::status::rejected(rejection.reason, rejection.message)
     }
 }
 

@@ -16,14 +16,13 @@
 //! goes to the dead-letter stream with the reason, as does a job delivered `--max-deliver`
 //! times without a result (workers crashed on it).
 
-use std::{future::Future, path::PathBuf, sync::Arc, time::Duration, time::Instant};
+use std::{path::PathBuf, sync::Arc, time::Duration, time::Instant};
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message as _;
-use tokio::sync::watch;
 use tracing::Instrument as _;
 use verity_bus::proving::{self, JobQueue};
 use verity_chunk::{
@@ -33,19 +32,14 @@ use verity_chunk::{
 use verity_circuits::{Keys, Params, Shape};
 use verity_primitives::{ChainSpec, SigningKey};
 use verity_proto::v1;
-use verity_server::{Backoff, ServerArgs, stopped};
-use verity_telemetry::TelemetryArgs;
+use verity_server::{Backoff, CancellationToken, ServiceArgs};
 
 /// Default gRPC (health) port of a prover.
 pub const DEFAULT_PORT: u16 = 7500;
 
 /// `verity-prover` flags.
 #[derive(clap::Parser, Debug, Clone)]
-#[command(
-    name = "verity-prover",
-    version,
-    about = "Verity prover worker: re-executes chunk jobs statelessly and proves them with halo2"
-)]
+#[command(version, about, long_about = None)]
 pub struct Config {
     /// Genesis JSON file (for the chain id and block gas limit).
     #[arg(long, env = "VERITY_GENESIS")]
@@ -77,13 +71,7 @@ pub struct Config {
     pub max_deliver: i64,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub nats: verity_bus::NatsArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub server: ServerArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub telemetry: TelemetryArgs,
+    pub service: ServiceArgs,
 }
 
 impl Config {
@@ -132,18 +120,17 @@ pub struct Prover {
     jobs: jetstream::stream::Stream,
 }
 
-impl Prover {
+impl verity_server::Service for Prover {
+    type Config = Config;
+    const NAME: &'static str = "prover";
+
     /// Validates the configuration, loads the key and connects to NATS.
-    pub async fn connect(config: Config) -> anyhow::Result<Self> {
+    async fn open(config: Config) -> anyhow::Result<Self> {
         let shape = config.shape()?;
         let spec = ChainSpec::load(&config.genesis).context("flag --genesis / VERITY_GENESIS")?;
         let key = load_or_create_key(&config.key_file).context("flag --key-file")?;
         let params = load_params(&config.kzg_params, shape).await?;
-        let (_client, js) = config
-            .nats
-            .connect("verity-prover")
-            .await
-            .context("flag --nats-url / VERITY_NATS_URL")?;
+        let (_client, js) = config.service.nats.connect("verity-prover").await?;
         let (jobs, _) = proving::ensure_proving_streams(&js).await?;
         Ok(Self {
             shape,
@@ -157,51 +144,39 @@ impl Prover {
         })
     }
 
-    /// The worker's attestation address.
-    pub fn address(&self) -> alloy_primitives::Address {
-        self.key.address()
-    }
-
-    /// Generates the proving keys, then proves jobs until `shutdown` resolves. Health is served
+    /// Generates the proving keys, then proves jobs until `stop` is cancelled. Health is served
     /// from the start; work begins once the keys exist.
-    pub async fn serve(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        let listener = verity_server::bind(self.config.server.grpc_addr_or(DEFAULT_PORT)).await?;
-        let addr = verity_server::local_addr(&listener);
-        let stop_rx = verity_server::stop_flag(shutdown);
+    async fn serve(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let (listener, addr) = self.config.service.server.bind(DEFAULT_PORT).await?;
         verity_server::write_ready_file(
-            self.config.server.ready_file.as_deref(),
+            self.config.service.server.ready_file.as_deref(),
             &[
                 ("grpc", addr.to_string()),
                 ("prover", self.key.address().to_string()),
             ],
         )?;
         tracing::info!(%addr, prover = %self.key.address(), shape = ?self.shape, "prover serving");
-        let worker = tokio::spawn(self.work(stop_rx.clone()));
-        let mut stop = stop_rx;
-        verity_server::serve_grpc(
-            tonic::service::Routes::default(),
-            &[],
-            listener,
-            async move {
-                stopped(&mut stop).await;
-            },
-        )
-        .await?;
+        let worker = tokio::spawn(self.work(stop.clone()));
+        verity_server::serve_health(listener, stop).await?;
         worker.await??;
         tracing::info!("prover stopped");
         Ok(())
     }
+}
 
-    async fn work(self, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+impl Prover {
+    /// The worker's attestation address.
+    pub fn address(&self) -> alloy_primitives::Address {
+        self.key.address()
+    }
+
+    async fn work(self, stop: CancellationToken) -> anyhow::Result<()> {
         let shape = self.shape;
         tracing::info!(?shape, "generating proving keys from the KZG parameters");
         let params = self.params.clone();
         let keys = tokio::select! {
             keys = tokio::task::spawn_blocking(move || Keys::generate(shape, &params)) => Arc::new(keys??),
-            _ = stopped(&mut stop) => return Ok(()),
+            _ = stop.cancelled() => return Ok(()),
         };
         tracing::info!(k = keys.k(), elapsed = ?keys.generated_in(), "proving keys ready");
         metrics::gauge!("verity_prover_ready").set(1.0);
@@ -210,15 +185,15 @@ impl Prover {
             max_deliver: self.config.max_deliver.max(1),
         };
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-        while !*stop.borrow() {
-            match self.pull(&keys, queue, &mut stop).await {
+        while !stop.is_cancelled() {
+            match self.pull(&keys, queue, &stop).await {
                 Ok(()) => backoff.reset(),
                 Err(error) => {
                     tracing::warn!(
                         error = format!("{error:#}"),
                         "job queue interrupted; retrying"
                     );
-                    backoff.wait(&mut stop).await;
+                    backoff.wait(&stop).await;
                 }
             }
         }
@@ -230,7 +205,7 @@ impl Prover {
         &self,
         keys: &Arc<Keys>,
         queue: JobQueue,
-        stop: &mut watch::Receiver<bool>,
+        stop: &CancellationToken,
     ) -> anyhow::Result<()> {
         let consumer = proving::job_consumer(&self.jobs, queue).await?;
         loop {
@@ -242,12 +217,12 @@ impl Prover {
                 .await?;
             let next = tokio::select! {
                 next = batch.next() => next,
-                _ = stopped(stop) => return Ok(()),
+                _ = stop.cancelled() => return Ok(()),
             };
             let Some(message) = next else { continue };
             let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
             self.handle(keys, queue, message, stop).await?;
-            if *stop.borrow() {
+            if stop.is_cancelled() {
                 return Ok(());
             }
         }
@@ -258,7 +233,7 @@ impl Prover {
         keys: &Arc<Keys>,
         queue: JobQueue,
         message: jetstream::Message,
-        stop: &mut watch::Receiver<bool>,
+        stop: &CancellationToken,
     ) -> anyhow::Result<()> {
         let delivered = message
             .info()
@@ -300,7 +275,7 @@ impl Prover {
         message: &jetstream::Message,
         payload: Bytes,
         job: ChunkJob,
-        stop: &mut watch::Receiver<bool>,
+        stop: &CancellationToken,
     ) -> anyhow::Result<()> {
         let chunk = job.chunk;
         tracing::info!(chunk, keys = job.pre_proofs.len(), "job received");
@@ -321,7 +296,7 @@ impl Prover {
                         tracing::warn!(error = %e, "in-progress ack failed");
                     }
                 }
-                _ = stopped(stop) => {
+                _ = stop.cancelled() => {
                     // Leave the job unacknowledged: it is redelivered to another worker.
                     tracing::info!(chunk, "stopping mid-job; the job will be redelivered");
                     return Ok(());

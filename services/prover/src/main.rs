@@ -1,17 +1,3 @@
 //! `verity-prover`: wiring only; the logic is in the library.
 
-use clap::Parser;
-use verity_prover::{Config, Prover};
-
-/// mimalloc, as in every Verity binary: under load glibc's malloc took 10-20 % of a service's
-/// CPU in profiles (ADR 0008).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
-    let _telemetry = verity_telemetry::init("prover", &config.telemetry).await?;
-    let prover = Prover::connect(config).await?;
-    prover.serve(verity_telemetry::shutdown_signal()).await
-}
+verity_server::main!(verity_prover::Prover);

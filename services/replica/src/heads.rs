@@ -19,11 +19,11 @@ use alloy_primitives::Address;
 use async_nats::jetstream::Context;
 use futures::StreamExt;
 use prost::Message as _;
-use tokio::sync::watch;
+
 use verity_chunk::wire::{self, FinalityAttestation};
 use verity_primitives::signing;
 use verity_proto::v1;
-use verity_server::{Backoff, stopped};
+use verity_server::{Backoff, CancellationToken};
 use verity_storage::Database;
 
 /// Meta keys of the heads.
@@ -106,18 +106,18 @@ pub async fn follow(
     js: Context,
     settings: Settings,
     consumer_name: String,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-    while !*stop.borrow() {
-        match follow_once(&db, &js, &settings, &consumer_name, &mut stop).await {
+    while !stop.is_cancelled() {
+        match follow_once(&db, &js, &settings, &consumer_name, &stop).await {
             Ok(()) => break,
             Err(error) => {
                 tracing::warn!(
                     error = format!("{error:#}"),
                     "finality follower interrupted; retrying"
                 );
-                backoff.wait(&mut stop).await;
+                backoff.wait(&stop).await;
             }
         }
     }
@@ -128,7 +128,7 @@ async fn follow_once(
     js: &Context,
     settings: &Settings,
     consumer_name: &str,
-    stop: &mut watch::Receiver<bool>,
+    stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     let (mut votes, next_seq) = {
         let db = db.clone();
@@ -142,7 +142,7 @@ async fn follow_once(
     loop {
         let next = tokio::select! {
             next = messages.next() => next,
-            _ = stopped(stop) => return Ok(()),
+            _ = stop.cancelled() => return Ok(()),
         };
         let message = match next {
             None => anyhow::bail!("finality consumer ended"),

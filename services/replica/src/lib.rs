@@ -12,18 +12,16 @@ pub mod query;
 pub mod verifier;
 pub mod witness;
 
-use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use alloy_primitives::Address;
 use anyhow::Context as _;
 use futures::{FutureExt as _, StreamExt};
-use tokio::sync::watch;
 use tracing::Instrument as _;
 use verity_primitives::{ChainSpec, governance::Sequencing};
 use verity_proto::v1;
-use verity_server::{Backoff, ServerArgs, stopped};
+use verity_server::{Backoff, CancellationToken, ServiceArgs, TaskTracker};
 use verity_storage::Database;
-use verity_telemetry::TelemetryArgs;
 
 use apply::{Applied, ApplyError};
 use verity_chain::ChainError;
@@ -44,11 +42,7 @@ pub enum Role {
 
 /// `verity-replica` flags.
 #[derive(clap::Parser, Debug, Clone)]
-#[command(
-    name = "verity-replica",
-    version,
-    about = "Verity replica: applies state diffs, serves reads"
-)]
+#[command(version, about, long_about = None)]
 pub struct Config {
     /// The replica's role.
     #[arg(long, env = "VERITY_ROLE", value_enum, default_value = "full")]
@@ -105,13 +99,7 @@ pub struct Config {
     pub kzg_params: PathBuf,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub nats: verity_bus::NatsArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub server: ServerArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub telemetry: TelemetryArgs,
+    pub service: ServiceArgs,
 }
 
 /// An opened replica.
@@ -127,10 +115,13 @@ pub struct Replica {
     verifier: Option<verifier::Settings>,
 }
 
-impl Replica {
+impl verity_server::Service for Replica {
+    type Config = Config;
+    const NAME: &'static str = "replica";
+
     /// Validates the configuration, opens the database (initialising genesis) and connects to
     /// NATS.
-    pub async fn open(config: Config) -> anyhow::Result<Self> {
+    async fn open(config: Config) -> anyhow::Result<Self> {
         if config.finality_quorum == 0 {
             anyhow::bail!("invalid --finality-quorum 0: at least one verifier must attest");
         }
@@ -160,11 +151,7 @@ impl Replica {
             Ok(db)
         })
         .await??;
-        let (_client, js) = config
-            .nats
-            .connect(&config.consumer_name)
-            .await
-            .context("flag --nats-url / VERITY_NATS_URL")?;
+        let (_client, js) = config.service.nats.connect(&config.consumer_name).await?;
         let stream = verity_bus::ensure_chain_stream(&js).await?;
         let witness = match config.role {
             Role::Witness => Some(
@@ -226,26 +213,21 @@ impl Replica {
         })
     }
 
-    /// Applies the chain and serves reads until `shutdown` resolves.
-    pub async fn serve(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        let listener = verity_server::bind(self.config.server.grpc_addr_or(DEFAULT_PORT)).await?;
-        let addr = verity_server::local_addr(&listener);
-        let stop_rx = verity_server::stop_flag(shutdown);
-        let follower = tokio::spawn(follow_chain(
+    /// Applies the chain and serves reads until `stop` is cancelled.
+    async fn serve(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let (listener, addr) = self.config.service.server.bind(DEFAULT_PORT).await?;
+        let tasks = TaskTracker::new();
+        tasks.spawn(follow_chain(
             self.db.clone(),
             self.stream.clone(),
             self.config.consumer_name.clone(),
             self.rules.clone(),
             self.witness,
             self.verifier.is_some(),
-            stop_rx.clone(),
+            stop.clone(),
         ));
-        let mut tasks = Vec::new();
         if !self.config.verifier_addresses.is_empty() {
-            tasks.push(tokio::spawn(heads::follow(
+            tasks.spawn(heads::follow(
                 self.db.clone(),
                 self.js.clone(),
                 heads::Settings {
@@ -254,17 +236,18 @@ impl Replica {
                     quorum: self.config.finality_quorum,
                 },
                 self.config.consumer_name.clone(),
-                stop_rx.clone(),
-            )));
+                stop.clone(),
+            ));
         }
         if let Some(settings) = self.verifier.clone() {
-            tasks.push(tokio::spawn(verifier::run(
+            tasks.spawn(verifier::run(
                 self.db.clone(),
                 self.js.clone(),
                 settings,
-                stop_rx.clone(),
-            )));
+                stop.clone(),
+            ));
         }
+        tasks.close();
         let routes = tonic::service::Routes::new(
             v1::replica_server::ReplicaServer::new(query::QueryService::new(
                 self.db.clone(),
@@ -274,25 +257,26 @@ impl Replica {
             .max_encoding_message_size(64 * 1024 * 1024),
         );
         verity_server::write_ready_file(
-            self.config.server.ready_file.as_deref(),
+            self.config.service.server.ready_file.as_deref(),
             &[("grpc", addr.to_string())],
         )?;
         tracing::info!(%addr, "replica serving");
-        let mut stop = stop_rx;
-        verity_server::serve_grpc(routes, &["verity.v1.Replica"], listener, async move {
-            stopped(&mut stop).await;
-        })
+        verity_server::serve_grpc(
+            routes,
+            &["verity.v1.Replica"],
+            listener,
+            stop.cancelled_owned(),
+        )
         .await?;
-        follower.await?;
-        for task in tasks {
-            task.await?;
-        }
+        tasks.wait().await;
         tracing::info!("replica stopped");
         Ok(())
     }
 }
 
-/// Follows the chain stream until `stop` is set. Transient NATS errors are retried; an invalid
+impl Replica {}
+
+/// Follows the chain stream until `stop` is cancelled. Transient NATS errors are retried; an invalid
 /// event halts following (the replica keeps serving the last valid state and reports the alarm).
 async fn follow_chain(
     db: Database,
@@ -301,10 +285,10 @@ async fn follow_chain(
     rules: Arc<Sequencing>,
     mut witness: Option<witness::Witness>,
     store_events: bool,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-    while !*stop.borrow() {
+    while !stop.is_cancelled() {
         match follow_once(
             &db,
             &stream,
@@ -312,7 +296,7 @@ async fn follow_chain(
             &rules,
             &mut witness,
             store_events,
-            &mut stop,
+            &stop,
         )
         .await
         {
@@ -324,7 +308,7 @@ async fn follow_chain(
             }
             Err(FollowError::Transient(error)) => {
                 tracing::warn!(%error, "chain consumer interrupted; retrying");
-                backoff.wait(&mut stop).await;
+                backoff.wait(&stop).await;
             }
         }
     }
@@ -342,7 +326,7 @@ async fn follow_once(
     rules: &Arc<Sequencing>,
     witness: &mut Option<witness::Witness>,
     store_events: bool,
-    stop: &mut watch::Receiver<bool>,
+    stop: &CancellationToken,
 ) -> Result<(), FollowError> {
     let transient = |e: anyhow::Error| FollowError::Transient(e);
     let last = {
@@ -376,7 +360,7 @@ async fn follow_once(
         let next = match (pending.is_empty(), chunking) {
             (false, Some(chunking)) => tokio::select! {
                 next = tokio::time::timeout(chunking.idle, messages.next()) => next.ok(),
-                _ = stopped(stop) => return Ok(()),
+                _ = stop.cancelled() => return Ok(()),
             },
             // Without chunks, the mini-blocks that have already arrived are applied together in
             // one MDBX transaction (one fsync), so a replica that falls behind catches up
@@ -387,7 +371,7 @@ async fn follow_once(
             (false, None) => None,
             _ => tokio::select! {
                 next = messages.next() => Some(next),
-                _ = stopped(stop) => return Ok(()),
+                _ = stop.cancelled() => return Ok(()),
             },
         };
         let Some(next) = next else {

@@ -47,9 +47,7 @@ impl QueryService {
     }
 }
 
-fn storage(error: StorageError) -> Status {
-    Status::internal(format!("storage: {error}"))
-}
+use verity_server::status::storage;
 
 /// The head block number (newest sealed block).
 fn head_number(read: &ReadTx<'_>) -> Result<u64, Status> {

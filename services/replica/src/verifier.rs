@@ -28,7 +28,7 @@ use async_nats::jetstream::Context;
 use bytes::Bytes;
 use futures::StreamExt;
 use prost::Message as _;
-use tokio::sync::watch;
+
 use verity_chunk::{
     Statement, Verdict,
     wire::{self, ChunkProof, FinalityAttestation, FraudEvidence, ProverResult},
@@ -36,7 +36,7 @@ use verity_chunk::{
 use verity_circuits::{Keys, Params, Shape};
 use verity_primitives::{ChainEvent, ChainEventKind, MiniBlock, SigningKey, signing};
 use verity_proto::v1;
-use verity_server::{Backoff, stopped};
+use verity_server::{Backoff, CancellationToken};
 use verity_storage::Database;
 
 /// Meta keys of the verifier's progress.
@@ -124,7 +124,7 @@ fn save(db: &Database, progress: &Progress) -> anyhow::Result<()> {
 }
 
 /// Runs the verifier until `stop`.
-pub async fn run(db: Database, js: Context, settings: Settings, mut stop: watch::Receiver<bool>) {
+pub async fn run(db: Database, js: Context, settings: Settings, stop: CancellationToken) {
     let shape = settings.shape;
     tracing::info!(?shape, provers = ?settings.provers, "verifier: generating verifying keys");
     let keys = tokio::select! {
@@ -136,19 +136,19 @@ pub async fn run(db: Database, js: Context, settings: Settings, mut stop: watch:
             Ok(Err(e)) => return tracing::error!(error = %e, "verifier: cannot generate keys"),
             Err(e) => return tracing::error!(error = %e, "verifier: keygen panicked"),
         },
-        _ = stopped(&mut stop) => return,
+        _ = stop.cancelled() => return,
     };
     tracing::info!(k = keys.k(), elapsed = ?keys.generated_in(), "verifier: keys ready");
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-    while !*stop.borrow() {
-        match run_once(&db, &js, &settings, &keys, &mut stop).await {
+    while !stop.is_cancelled() {
+        match run_once(&db, &js, &settings, &keys, &stop).await {
             Ok(()) => break,
             Err(error) => {
                 tracing::warn!(
                     error = format!("{error:#}"),
                     "verifier interrupted; retrying"
                 );
-                backoff.wait(&mut stop).await;
+                backoff.wait(&stop).await;
             }
         }
     }
@@ -165,7 +165,7 @@ async fn run_once(
     js: &Context,
     settings: &Settings,
     keys: &Arc<Keys>,
-    stop: &mut watch::Receiver<bool>,
+    stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     let mut progress = {
         let db = db.clone();
@@ -180,7 +180,7 @@ async fn run_once(
             safe = progress.safe,
             "verifier halted: fraud was confirmed in chunk {chunk}"
         );
-        stopped(stop).await;
+        stop.cancelled().await;
         return Ok(());
     }
     metrics::gauge!("verity_verifier_safe_block").set(progress.safe as f64);
@@ -227,11 +227,11 @@ async fn run_once(
             _ = tick.tick() => {
                 advance(db, js, settings, keys, &mut progress, &mut buffer, last_stream_seq).await?;
                 if progress.fraud.is_some() {
-                    stopped(stop).await;
+                    stop.cancelled().await;
                     return Ok(());
                 }
             }
-            _ = stopped(stop) => return Ok(()),
+            _ = stop.cancelled() => return Ok(()),
         }
     }
 }

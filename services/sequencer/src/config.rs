@@ -3,19 +3,14 @@
 use std::{path::PathBuf, time::Duration};
 
 use alloy_primitives::Address;
-use verity_server::ServerArgs;
-use verity_telemetry::TelemetryArgs;
+use verity_server::ServiceArgs;
 
 /// Default gRPC port of the sequencer.
 pub const DEFAULT_PORT: u16 = 7100;
 
 /// `verity-sequencer` flags.
 #[derive(clap::Parser, Debug, Clone)]
-#[command(
-    name = "verity-sequencer",
-    version = crate::VERSION,
-    about = "Verity sequencer: orders, executes and signs the chain"
-)]
+#[command(version = crate::VERSION, about, long_about = None)]
 pub struct Config {
     /// Directory of the sequencer's MDBX database.
     #[arg(long, env = "VERITY_DATA_DIR", default_value = ".devnet/sequencer")]
@@ -93,13 +88,7 @@ pub struct Config {
     pub max_in_flight: usize,
     #[command(flatten)]
     #[allow(missing_docs)]
-    pub nats: verity_bus::NatsArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub server: ServerArgs,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub telemetry: TelemetryArgs,
+    pub service: ServiceArgs,
 }
 
 /// A configuration value that cannot work.

@@ -19,7 +19,6 @@ pub mod service;
 
 use std::{
     collections::HashMap,
-    future::Future,
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -34,6 +33,7 @@ use producer::{Committer, Head, Producer};
 use tokio::sync::{broadcast, watch};
 use verity_primitives::{ChainSpec, MiniBlock};
 use verity_proto::v1;
+use verity_server::CancellationToken;
 use verity_storage::Database;
 
 /// A W3C trace context carried as a string map.
@@ -218,37 +218,27 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[cfg(feature = "fault-injection")]
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (test build: fault-injection)");
 
-impl Sequencer {
+impl verity_server::Service for Sequencer {
+    type Config = Config;
+    const NAME: &'static str = "sequencer";
+
     /// Validates the configuration, loads genesis, key and appointments, opens (or initialises)
     /// the database and connects to NATS.
-    pub async fn open(config: Config) -> anyhow::Result<Self> {
+    async fn open(config: Config) -> anyhow::Result<Self> {
         config.validate()?;
         let node = node::Node::open(&config).await?;
         Ok(Self { config, node })
     }
 
-    /// Makes this sequencer tamper with its mini-blocks' writes (test builds only: the
-    /// `fault-injection` feature).
-    #[cfg(feature = "fault-injection")]
-    pub fn tamper_with(&mut self, tamper: producer::Tamper) {
-        self.node.tamper = Some(node::TamperSlot(tamper));
-    }
-
-    /// Serves gRPC and runs the node until `shutdown` resolves: a standby following the chain
+    /// Serves gRPC and runs the node until `stop` is cancelled: a standby following the chain
     /// until it may take over, then the active sequencer (producing, publishing, holding the
     /// lease). On shutdown it finishes and publishes what it produced and releases the lease.
     /// Returns an error when it was deposed (another sequencer took over).
-    pub async fn serve(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    async fn serve(self, stop: CancellationToken) -> anyhow::Result<()> {
         let Self { config, node } = self;
-        let listener =
-            verity_server::bind(config.server.grpc_addr_or(config::DEFAULT_PORT)).await?;
-        let addr = verity_server::local_addr(&listener);
+        let (listener, addr) = config.service.server.bind(config::DEFAULT_PORT).await?;
         let shared = node.shared.clone();
-        let stop = verity_server::stop_flag(shutdown);
-        let (server_stop_tx, mut server_stop) = watch::channel(false);
+        let server_stop = CancellationToken::new();
         let routes = tonic::service::Routes::new(
             v1::sequencer_server::SequencerServer::new(service::SequencerService::new(shared))
                 .max_decoding_message_size(64 * 1024 * 1024)
@@ -258,10 +248,10 @@ impl Sequencer {
             routes,
             &["verity.v1.Sequencer"],
             listener,
-            async move { verity_server::stopped(&mut server_stop).await },
+            server_stop.clone().cancelled_owned(),
         ));
         verity_server::write_ready_file(
-            config.server.ready_file.as_deref(),
+            config.service.server.ready_file.as_deref(),
             &[("grpc", addr.to_string())],
         )?;
         let advertise = config
@@ -270,11 +260,20 @@ impl Sequencer {
             .unwrap_or_else(|| format!("http://{addr}"));
         tracing::info!(%addr, %advertise, "sequencer serving");
         let ran = node.run(&config, advertise, stop).await;
-        let _ = server_stop_tx.send(true);
+        server_stop.cancel();
         server.await??;
         ran?;
         tracing::info!("sequencer stopped");
         Ok(())
+    }
+}
+
+impl Sequencer {
+    /// Makes this sequencer tamper with its mini-blocks' writes (test builds only: the
+    /// `fault-injection` feature).
+    #[cfg(feature = "fault-injection")]
+    pub fn tamper_with(&mut self, tamper: producer::Tamper) {
+        self.node.tamper = Some(node::TamperSlot(tamper));
     }
 }
 

@@ -13,10 +13,10 @@
 use std::sync::Arc;
 
 use async_nats::jetstream::{self, stream::Stream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use verity_bus::BusError;
 use verity_proto::v1;
-use verity_server::stopped;
+use verity_server::CancellationToken;
 
 use crate::SharedState;
 
@@ -75,14 +75,14 @@ pub async fn check_stream_head(
     Ok(last)
 }
 
-/// Publishes every event after the stream's last one, as it is committed, until `stop` is set
+/// Publishes every event after the stream's last one, as it is committed, until `stop` is cancelled
 /// (then waits for the acks in flight) or an error.
 pub async fn publish(
     shared: Arc<SharedState>,
     js: &jetstream::Context,
     stream: &mut Stream,
     max_in_flight: usize,
-    stop: &mut watch::Receiver<bool>,
+    stop: &CancellationToken,
 ) -> Result<(), PublishError> {
     let last = check_stream_head(&shared, stream).await?;
     shared.set_published(last);
@@ -120,7 +120,7 @@ pub async fn publish(
                 settled = Some(done.and_then(|r| r));
                 break Ok(());
             }
-            _ = stopped(stop) => break Ok(()),
+            _ = stop.cancelled() => break Ok(()),
         };
         let event = match next {
             None => break Err(PublishError::Transient("event reader ended".into())),

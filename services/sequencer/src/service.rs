@@ -11,7 +11,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument as _;
 use verity_primitives::Transaction;
-use verity_proto::{address_from, u256_bytes, v1};
+use verity_proto::{
+    address_from, u256_bytes,
+    v1::{self, TxRejection},
+};
 
 use crate::{SharedState, mempool::Admission};
 
@@ -34,19 +37,16 @@ impl SequencerService {
     }
 }
 
-fn storage_status(error: impl std::fmt::Display) -> Status {
-    Status::internal(format!("storage: {error}"))
-}
-
-/// The gRPC code an admission failure maps to.
-pub fn admission_code(error: &Admission) -> tonic::Code {
+/// The typed reason of a mempool refusal.
+pub fn admission_rejection(error: &Admission) -> TxRejection {
     match error {
-        Admission::AlreadyKnown => tonic::Code::AlreadyExists,
-        Admission::PoolFull | Admission::Underpriced => tonic::Code::ResourceExhausted,
-        Admission::NonceTooLow { .. }
-        | Admission::NonceTooHigh { .. }
-        | Admission::ReplacementUnderpriced
-        | Admission::InsufficientFunds { .. } => tonic::Code::FailedPrecondition,
+        Admission::AlreadyKnown => TxRejection::AlreadyKnown,
+        Admission::PoolFull => TxRejection::PoolFull,
+        Admission::Underpriced => TxRejection::Underpriced,
+        Admission::NonceTooLow { .. } => TxRejection::NonceTooLow,
+        Admission::NonceTooHigh { .. } => TxRejection::NonceTooHigh,
+        Admission::ReplacementUnderpriced => TxRejection::ReplacementUnderpriced,
+        Admission::InsufficientFunds { .. } => TxRejection::InsufficientFunds,
     }
 }
 
@@ -54,32 +54,30 @@ pub fn admission_code(error: &Admission) -> tonic::Code {
 async fn admit(
     shared: &Arc<SharedState>,
     request: v1::ForwardRequest,
-) -> Result<(), (tonic::Code, String)> {
+) -> Result<(), (TxRejection, String)> {
     // A node taking over answers once it is active (catching up and the handover take
     // milliseconds); a standby, after a while, with a retryable error.
     if !shared.is_active() && !shared.wait_active(TAKEOVER_WAIT).await {
         return Err((
-            tonic::Code::Unavailable,
+            TxRejection::Unavailable,
             "this sequencer is a standby and takes no transactions; retry (ingress follows the active sequencer)".to_string(),
         ));
     }
-    let wire = request.transaction.ok_or((
-        tonic::Code::InvalidArgument,
-        "missing transaction".to_string(),
-    ))?;
-    let tx =
-        Transaction::try_from(&wire).map_err(|e| (tonic::Code::InvalidArgument, e.to_string()))?;
+    let wire = request
+        .transaction
+        .ok_or((TxRejection::Invalid, "missing transaction".to_string()))?;
+    let tx = Transaction::try_from(&wire).map_err(|e| (TxRejection::Invalid, e.to_string()))?;
     let span = tracing::info_span!("sequencer.admit", tx_hash = %tx.tx_hash());
     verity_telemetry::link_map_parent(&request.trace_context, &span);
     async move {
         let (account, nonce) = shared
             .account_with_next_nonce(tx.signer())
-            .map_err(|e| (tonic::Code::Internal, format!("storage: {e}")))?;
+            .map_err(|e| (TxRejection::Internal, format!("storage: {e}")))?;
         let hash = *tx.tx_hash();
         shared
             .lock_mempool()
             .insert(tx, nonce, account.balance)
-            .map_err(|e| (admission_code(&e), e.to_string()))?;
+            .map_err(|e| (admission_rejection(&e), e.to_string()))?;
         shared.remember_trace(hash, verity_telemetry::inject_map());
         tracing::debug!("admitted");
         Ok(())
@@ -120,13 +118,13 @@ impl v1::sequencer_server::Sequencer for SequencerService {
                 let response = match admitted {
                     Ok(()) => v1::ForwardResponse {
                         id,
-                        error: String::new(),
-                        code: 0,
+                        rejection: TxRejection::None as i32,
+                        message: String::new(),
                     },
-                    Err((code, error)) => v1::ForwardResponse {
+                    Err((rejection, message)) => v1::ForwardResponse {
                         id,
-                        error,
-                        code: code as i32,
+                        rejection: rejection as i32,
+                        message,
                     },
                 };
                 if tx.send(Ok(response)).await.is_err() {
@@ -160,7 +158,7 @@ impl v1::sequencer_server::Sequencer for SequencerService {
         let (account, nonce) = self
             .shared
             .account_with_next_nonce(address)
-            .map_err(storage_status)?;
+            .map_err(verity_server::status::storage)?;
         let pending_nonce = self.shared.lock_mempool().pending_nonce(address, nonce);
         Ok(Response::new(v1::AccountState {
             nonce: account.nonce,
@@ -191,10 +189,14 @@ impl v1::sequencer_server::Sequencer for SequencerService {
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
             // One snapshot: the state and the last event it includes.
-            let read = shared.db.read().map_err(storage_status)?;
-            let digest = read.state_digest().map_err(storage_status)?;
+            let read = shared.db.read().map_err(verity_server::status::storage)?;
+            let digest = read
+                .state_digest()
+                .map_err(verity_server::status::storage)?;
             Ok(Response::new(v1::StateDigest {
-                last_seq: read.last_event_seq().map_err(storage_status)?,
+                last_seq: read
+                    .last_event_seq()
+                    .map_err(verity_server::status::storage)?,
                 digest: digest.digest.to_vec(),
                 accounts: digest.accounts,
                 slots: digest.slots,
@@ -223,7 +225,7 @@ pub(crate) async fn stream_events(
                 tokio::task::spawn_blocking(move || db.read()?.events_from(next, BACKFILL_BATCH))
                     .await
                     .map_err(|e| Status::internal(e.to_string()))?
-                    .map_err(storage_status)?;
+                    .map_err(verity_server::status::storage)?;
             if batch.is_empty() {
                 break;
             }

@@ -7,27 +7,36 @@
 use std::sync::Arc;
 
 use alloy_primitives::U256;
-use clap::Parser;
 use verity_sequencer::{Config, Sequencer};
+use verity_server::{CancellationToken, Service};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
-    let _telemetry = verity_telemetry::init("sequencer", &config.telemetry).await?;
-    let target: Option<u64> = std::env::var("VERITY_FAULT_TAMPER_MINI_BLOCK")
-        .ok()
-        .and_then(|v| v.parse().ok());
-    let mut sequencer = Sequencer::open(config).await?;
-    if let Some(target) = target {
-        sequencer.tamper_with(Arc::new(move |number, diff| {
-            if number == target {
-                let credit = diff
-                    .accounts
-                    .entry(verity_e2e::FRAUD_BENEFICIARY)
-                    .or_default();
-                credit.balance = Some(U256::from(1_000_000_000_000_000_000u128));
-            }
-        }));
+/// The real sequencer, told to tamper once it is open.
+struct Faulty(Sequencer);
+
+impl Service for Faulty {
+    type Config = Config;
+    const NAME: &'static str = "sequencer";
+    async fn open(config: Config) -> anyhow::Result<Self> {
+        let target: Option<u64> = std::env::var("VERITY_FAULT_TAMPER_MINI_BLOCK")
+            .ok()
+            .and_then(|v| v.parse().ok());
+        let mut sequencer = Sequencer::open(config).await?;
+        if let Some(target) = target {
+            sequencer.tamper_with(Arc::new(move |number, diff| {
+                if number == target {
+                    let credit = diff
+                        .accounts
+                        .entry(verity_e2e::FRAUD_BENEFICIARY)
+                        .or_default();
+                    credit.balance = Some(U256::from(1_000_000_000_000_000_000u128));
+                }
+            }));
+        }
+        Ok(Self(sequencer))
     }
-    sequencer.serve(verity_telemetry::shutdown_signal()).await
+    async fn serve(self, stop: CancellationToken) -> anyhow::Result<()> {
+        self.0.serve(stop).await
+    }
 }
+
+verity_server::main!(Faulty);

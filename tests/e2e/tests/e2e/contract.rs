@@ -3,19 +3,14 @@
 
 use alloy_primitives::{Address, U256};
 use serde_json::json;
-use verity_e2e::{TestNet, dev_signer, run_python, sign_transfer, verity_devnet::Service};
+use verity_e2e::{TestNet, dev_signer, sign_transfer, verity_devnet::Service};
 use verity_proto::v1::{self, ingress_client::IngressClient, submit_result::Result as Entry};
+use verity_server::status::rejection_of;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contract_state_and_logs_are_served_by_the_replica() {
     let net = TestNet::start(|_| {}).await.unwrap();
-    let out = match run_python("contract.py", &[&net.devnet.rpc_url()]).await {
-        Ok(out) => out,
-        Err(error) => {
-            net.dump_logs();
-            panic!("{error:#}");
-        }
-    };
+    let out = net.python("contract.py", &[&net.devnet.rpc_url()]).await;
     assert_eq!(out["deploy_status"], json!(1), "{out}");
     assert_eq!(out["store_status"], json!(1), "{out}");
     let hex = |key: &str| {
@@ -51,7 +46,6 @@ async fn a_batch_submission_answers_each_entry() {
             nonce,
             Address::repeat_byte(0x99),
             U256::from(5),
-            100_000_000_000,
         )
         .unwrap();
         (
@@ -67,7 +61,7 @@ async fn a_batch_submission_answers_each_entry() {
         .unwrap();
     let results = ingress
         .submit_batch(v1::SubmitBatchRequest {
-            raw: vec![first, wrong_chain, second, vec![0xc0]],
+            raw: vec![first.clone(), wrong_chain.clone(), second, vec![0xc0]],
         })
         .await
         .unwrap()
@@ -78,7 +72,7 @@ async fn a_batch_submission_answers_each_entry() {
     match &results[1].result {
         Some(Entry::Error(error)) => {
             assert!(error.message.starts_with("invalid chain id"), "{error:?}");
-            assert_eq!(error.code, tonic::Code::InvalidArgument as i32);
+            assert_eq!(error.rejection, v1::TxRejection::Invalid as i32);
         }
         other => panic!("{other:?}"),
     }
@@ -94,5 +88,24 @@ async fn a_batch_submission_answers_each_entry() {
         .await
         .unwrap();
     assert_eq!(receipt["status"], json!("0x1"));
+
+    // One submission's refusal carries its reason typed, in the status details: from ingress's
+    // own checks and from the sequencer's mempool alike.
+    let refused = ingress
+        .submit(v1::SubmitRequest { raw: wrong_chain })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert_eq!(rejection_of(&refused), Some(v1::TxRejection::Invalid));
+    let replayed = ingress
+        .submit(v1::SubmitRequest { raw: first })
+        .await
+        .unwrap_err();
+    assert!(
+        replayed.message().starts_with("nonce too low"),
+        "{replayed:?}"
+    );
+    assert_eq!(replayed.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(rejection_of(&replayed), Some(v1::TxRejection::NonceTooLow));
     net.stop().await.unwrap();
 }
