@@ -19,7 +19,7 @@
 //! release's namespace.
 
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
@@ -282,6 +282,8 @@ impl SequencerLease {
 pub struct Fence {
     task: tokio::task::JoinHandle<()>,
     stop: CancellationToken,
+    /// Stops renewing when the fence is dropped without `stop` or `release` (an error path).
+    _stop_on_drop: DropGuard,
     /// `Some(reason)` once this sequencer was superseded.
     superseded: watch::Receiver<Option<String>>,
     lease: SequencerLease,
@@ -325,6 +327,7 @@ impl Fence {
         });
         Self {
             task,
+            _stop_on_drop: stop.clone().drop_guard(),
             stop,
             superseded,
             lease,

@@ -20,7 +20,7 @@ use std::{
 
 use clap::FromArgMatches as _;
 use tokio::net::TcpListener;
-pub use tokio_util::{sync::CancellationToken, task::TaskTracker};
+pub use tokio_util::sync::{CancellationToken, DropGuard};
 use tonic::{service::Routes, transport::server::TcpIncoming};
 use verity_bus::NatsArgs;
 use verity_telemetry::TelemetryArgs;

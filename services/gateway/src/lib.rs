@@ -28,7 +28,7 @@ use serde_json::Value;
 use tonic::{Status, transport::Channel};
 use tracing::Instrument as _;
 use verity_proto::v1;
-use verity_server::{CancellationToken, ServiceArgs, TaskTracker};
+use verity_server::{CancellationToken, ServiceArgs};
 
 use jsonrpc::RpcError;
 
@@ -337,7 +337,7 @@ impl verity_server::Service for Gateway {
         let http_addr = http.local_addr()?;
         let (grpc, grpc_addr) = self.config.service.server.bind(DEFAULT_GRPC_PORT).await?;
         let app = router(self.backends.clone());
-        let tasks = TaskTracker::new();
+        let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(feed::run(
             self.config.service.nats.url.clone(),
             self.backends.feed.clone(),
@@ -378,7 +378,6 @@ impl verity_server::Service for Gateway {
                 }
             }
         });
-        tasks.close();
         axum::serve(
             http,
             app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -386,13 +385,15 @@ impl verity_server::Service for Gateway {
         .with_graceful_shutdown(stop.clone().cancelled_owned())
         .await?;
         grpc_server.await??;
-        tasks.wait().await;
+        // A task that panicked fails the service, as before (JoinSet also aborts the others
+        // if this returns early).
+        while let Some(joined) = tasks.join_next().await {
+            joined?;
+        }
         tracing::info!("gateway stopped");
         Ok(())
     }
 }
-
-impl Gateway {}
 
 /// The HTTP routes: JSON-RPC on `/` (POST, or a WebSocket upgrade on GET), WebSocket on `/ws`,
 /// liveness on `/health`.

@@ -312,20 +312,15 @@ impl Ingress {
                 )));
             }
         };
-        match v1::TxRejection::try_from(answer.rejection) {
-            Ok(v1::TxRejection::None) => {
+        match forward_answer(&answer) {
+            None => {
                 self.inner.remember(wire);
                 Ok(())
             }
-            reason => {
+            Some(rejection) => {
                 metrics::counter!("verity_ingress_rejected_total", "stage" => "sequencer")
                     .increment(1);
-                Err(Rejection {
-                    // A reason this ingress does not know (a newer sequencer): not the
-                    // transaction's fault as far as it can tell.
-                    reason: reason.unwrap_or(v1::TxRejection::Internal),
-                    message: answer.message,
-                })
+                Err(rejection)
             }
         }
     }
@@ -336,6 +331,50 @@ impl Ingress {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
+    }
+}
+
+/// The sequencer's answer to one forwarded transaction: `None` when admitted.
+fn forward_answer(answer: &v1::ForwardResponse) -> Option<Rejection> {
+    match v1::TxRejection::try_from(answer.rejection) {
+        Ok(v1::TxRejection::None) if answer.error.is_empty() => None,
+        // A sequencer of the previous release: only the legacy fields.
+        Ok(v1::TxRejection::None) => Some(Rejection {
+            reason: legacy_reason(answer.code, &answer.error),
+            message: answer.error.clone(),
+        }),
+        Ok(reason) => Some(Rejection {
+            reason,
+            message: answer.message.clone(),
+        }),
+        // A reason this ingress does not know (a newer sequencer): refused, not its fault as far
+        // as it can tell.
+        Err(_) => Some(Rejection {
+            reason: v1::TxRejection::Internal,
+            message: answer.message.clone(),
+        }),
+    }
+}
+
+/// The reason a previous release's refusal (a gRPC code and geth's text) stands for. Reading the
+/// text is what the typed reason replaced; it is done here only for that release's peers.
+fn legacy_reason(code: i32, message: &str) -> v1::TxRejection {
+    use v1::TxRejection as R;
+    match tonic::Code::from_i32(code) {
+        tonic::Code::InvalidArgument => R::Invalid,
+        tonic::Code::AlreadyExists => R::AlreadyKnown,
+        tonic::Code::ResourceExhausted if message.starts_with("transaction underpriced") => {
+            R::Underpriced
+        }
+        tonic::Code::ResourceExhausted => R::PoolFull,
+        tonic::Code::FailedPrecondition if message.starts_with("nonce too low") => R::NonceTooLow,
+        tonic::Code::FailedPrecondition if message.starts_with("nonce too high") => R::NonceTooHigh,
+        tonic::Code::FailedPrecondition if message.starts_with("insufficient funds") => {
+            R::InsufficientFunds
+        }
+        tonic::Code::FailedPrecondition => R::ReplacementUnderpriced,
+        tonic::Code::Unavailable => R::Unavailable,
+        _ => R::Internal,
     }
 }
 
@@ -487,5 +526,94 @@ impl v1::ingress_server::Ingress for Ingress {
             })
             .collect();
         Ok(Response::new(v1::SubmitBatchResponse { results }))
+    }
+}
+
+#[cfg(test)]
+mod forward_answer_tests {
+    use super::*;
+
+    fn answer(
+        rejection: v1::TxRejection,
+        message: &str,
+        error: &str,
+        code: tonic::Code,
+    ) -> v1::ForwardResponse {
+        v1::ForwardResponse {
+            id: 1,
+            error: error.into(),
+            code: code as i32,
+            rejection: rejection as i32,
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn an_admitted_transaction_has_no_rejection() {
+        assert_eq!(forward_answer(&v1::ForwardResponse::default()), None);
+    }
+
+    #[test]
+    fn the_typed_reason_wins_over_the_legacy_fields() {
+        let refused = answer(
+            v1::TxRejection::InsufficientFunds,
+            "insufficient funds for gas * price + value",
+            "insufficient funds for gas * price + value",
+            tonic::Code::FailedPrecondition,
+        );
+        let rejection = forward_answer(&refused).expect("refused");
+        assert_eq!(rejection.reason, v1::TxRejection::InsufficientFunds);
+        assert_eq!(rejection.code(), tonic::Code::FailedPrecondition);
+    }
+
+    #[test]
+    fn a_previous_releases_refusal_is_still_a_refusal() {
+        let cases = [
+            (
+                "nonce too low: address 0x01, tx: 0 state: 1",
+                tonic::Code::FailedPrecondition,
+                v1::TxRejection::NonceTooLow,
+            ),
+            (
+                "replacement transaction underpriced",
+                tonic::Code::FailedPrecondition,
+                v1::TxRejection::ReplacementUnderpriced,
+            ),
+            (
+                "already known",
+                tonic::Code::AlreadyExists,
+                v1::TxRejection::AlreadyKnown,
+            ),
+            (
+                "txpool is full",
+                tonic::Code::ResourceExhausted,
+                v1::TxRejection::PoolFull,
+            ),
+            (
+                "storage: disk full",
+                tonic::Code::Internal,
+                v1::TxRejection::Internal,
+            ),
+        ];
+        for (text, code, reason) in cases {
+            let legacy = answer(v1::TxRejection::None, "", text, code);
+            let rejection = forward_answer(&legacy).expect("refused");
+            assert_eq!(rejection.reason, reason, "{text}");
+            assert_eq!(rejection.code(), code, "{text}");
+            assert_eq!(rejection.message, text);
+        }
+    }
+
+    #[test]
+    fn an_unknown_reason_is_a_refusal() {
+        let mut newer = answer(
+            v1::TxRejection::None,
+            "something new",
+            "something new",
+            tonic::Code::Aborted,
+        );
+        newer.rejection = 99;
+        let rejection = forward_answer(&newer).expect("refused");
+        assert_eq!(rejection.reason, v1::TxRejection::Internal);
     }
 }

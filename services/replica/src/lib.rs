@@ -20,7 +20,7 @@ use futures::{FutureExt as _, StreamExt};
 use tracing::Instrument as _;
 use verity_primitives::{ChainSpec, governance::Sequencing};
 use verity_proto::v1;
-use verity_server::{Backoff, CancellationToken, ServiceArgs, TaskTracker};
+use verity_server::{Backoff, CancellationToken, ServiceArgs};
 use verity_storage::Database;
 
 use apply::{Applied, ApplyError};
@@ -216,7 +216,7 @@ impl verity_server::Service for Replica {
     /// Applies the chain and serves reads until `stop` is cancelled.
     async fn serve(self, stop: CancellationToken) -> anyhow::Result<()> {
         let (listener, addr) = self.config.service.server.bind(DEFAULT_PORT).await?;
-        let tasks = TaskTracker::new();
+        let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(follow_chain(
             self.db.clone(),
             self.stream.clone(),
@@ -247,7 +247,6 @@ impl verity_server::Service for Replica {
                 stop.clone(),
             ));
         }
-        tasks.close();
         let routes = tonic::service::Routes::new(
             v1::replica_server::ReplicaServer::new(query::QueryService::new(
                 self.db.clone(),
@@ -268,13 +267,15 @@ impl verity_server::Service for Replica {
             stop.cancelled_owned(),
         )
         .await?;
-        tasks.wait().await;
+        // A task that panicked fails the service, as before (JoinSet also aborts the others
+        // if this returns early).
+        while let Some(joined) = tasks.join_next().await {
+            joined?;
+        }
         tracing::info!("replica stopped");
         Ok(())
     }
 }
-
-impl Replica {}
 
 /// Follows the chain stream until `stop` is cancelled. Transient NATS errors are retried; an invalid
 /// event halts following (the replica keeps serving the last valid state and reports the alarm).

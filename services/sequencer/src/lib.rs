@@ -239,6 +239,7 @@ impl verity_server::Service for Sequencer {
         let (listener, addr) = config.service.server.bind(config::DEFAULT_PORT).await?;
         let shared = node.shared.clone();
         let server_stop = CancellationToken::new();
+        let _server_stop_on_drop = server_stop.clone().drop_guard();
         let routes = tonic::service::Routes::new(
             v1::sequencer_server::SequencerServer::new(service::SequencerService::new(shared))
                 .max_decoding_message_size(64 * 1024 * 1024)

@@ -118,11 +118,12 @@ impl v1::sequencer_server::Sequencer for SequencerService {
                 let response = match admitted {
                     Ok(()) => v1::ForwardResponse {
                         id,
-                        rejection: TxRejection::None as i32,
-                        message: String::new(),
+                        ..Default::default()
                     },
                     Err((rejection, message)) => v1::ForwardResponse {
                         id,
+                        error: message.clone(),
+                        code: verity_server::status::rejection_code(rejection) as i32,
                         rejection: rejection as i32,
                         message,
                     },

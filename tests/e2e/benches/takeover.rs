@@ -170,7 +170,6 @@ async fn takeovers(runs: usize) -> String {
     )
 }
 
-/// `verity governance …` must succeed.
 /// A cold appointment on a chain whose state holds `accounts` extra genesis accounts.
 async fn cold_appointment(accounts: usize) -> String {
     let mut net = TestNet::start(|o| {

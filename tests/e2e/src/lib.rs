@@ -185,22 +185,22 @@ impl TestNet {
         blocks
     }
 
-    /// The state digest of `service`: a sequencer (active or standby) or the replica.
+    /// The state digest of `service`: a sequencer (active or standby) or a replica (any role).
     pub async fn state_digest(&self, service: Service) -> v1::StateDigest {
         let url = self.devnet.grpc_url(service);
         let request = v1::GetStateDigestRequest {};
         let answer = match service {
-            Service::Replica => {
-                let client = v1::replica_client::ReplicaClient::connect(url).await;
+            Service::Sequencer | Service::Standby => {
+                let client = v1::sequencer_client::SequencerClient::connect(url).await;
                 client
-                    .expect("the replica answers")
+                    .expect("the sequencer answers")
                     .get_state_digest(request)
                     .await
             }
             _ => {
-                let client = v1::sequencer_client::SequencerClient::connect(url).await;
+                let client = v1::replica_client::ReplicaClient::connect(url).await;
                 client
-                    .expect("the sequencer answers")
+                    .expect("the replica answers")
                     .get_state_digest(request)
                     .await
             }

@@ -58,6 +58,8 @@ impl Node {
                 })?
         };
         let publish_stop = CancellationToken::new();
+        // Any early return stops the publisher too.
+        let _publish_stop_on_drop = publish_stop.clone().drop_guard();
         let mut publisher = tokio::spawn(publish_until_stopped(
             self.shared.clone(),
             self.js.clone(),

@@ -51,7 +51,7 @@ use verity_primitives::{
     governance::{Handover, Sequencing, SignedAppointment},
 };
 use verity_proto::v1;
-use verity_server::{Backoff, CancellationToken};
+use verity_server::{Backoff, CancellationToken, DropGuard};
 use verity_storage::Database;
 
 mod active;

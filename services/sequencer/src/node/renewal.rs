@@ -6,6 +6,9 @@ use super::*;
 pub(super) struct Renewer {
     task: tokio::task::JoinHandle<Option<u64>>,
     stop: CancellationToken,
+    /// Stops renewing when the renewer is dropped on a path that neither stops nor releases it
+    /// (an error while active): the lease then expires and a standby takes over.
+    _stop_on_drop: DropGuard,
     /// Cancelled when the lease was lost.
     pub(super) lost: CancellationToken,
     store: kv::Store,
@@ -57,6 +60,7 @@ impl Renewer {
         });
         Self {
             task,
+            _stop_on_drop: stop.clone().drop_guard(),
             stop,
             lost,
             store,
