@@ -59,7 +59,7 @@ e2e: bootstrap bins
 ## bench: benchmarks (figures printed, never asserted); record them in docs/benchmarks.md.
 ## Built so far: sequencer execution alone (sequential and parallel against plain revm; it
 ## rewrites its section of docs/benchmarks.md), the state tree's write throughput, the witness replica's job building at
-## 10,000 transfers/s, chunk proofs, verification against
+## 10,000 transfers/s, a prover's check of its job (sender recovery, re-execution), chunk proofs, verification against
 ## execution (tens of minutes), JSON-RPC on a release-built devnet (realtime send latency,
 ## read throughput), and the chain under `verity bench` (transfers up to 10,000/s, ERC-20,
 ## counter, mixed; it rewrites its section of docs/benchmarks.md), and sequencer failover (takeover
@@ -69,6 +69,7 @@ bench: bootstrap
 	$(CARGO) bench -p verity-ingress --bench recover
 	$(CARGO) bench -p verity-commitment --bench tree
 	$(CARGO) bench -p verity-chunk --bench witness
+	$(CARGO) bench -p verity-chunk --bench check_cost
 	$(CARGO) bench -p verity-circuits --bench chunk
 	$(CARGO) bench -p verity-chunk --bench verify_cost
 	$(CARGO) build --release --bins

@@ -37,7 +37,7 @@ use verity_commitment::{
     storage_key, storage_value,
 };
 use verity_execution::BlockEnvSpec;
-use verity_primitives::{Account, MiniBlock, StateDiff, StateView};
+use verity_primitives::{Account, MiniBlock, StateDiff, StateView, Transaction};
 
 pub use prove::{Rejection, check_claim, prove_job, verify_proofs};
 pub use verity_primitives::Overlay;
@@ -320,6 +320,63 @@ pub fn check_job(job: &ChunkJob, chain_id: u64, gas_limit: u64) -> Result<Verdic
     check_job_steps(job, chain_id, gas_limit).map(|(verdict, _)| verdict)
 }
 
+/// How a verifier judges a prover's fraud evidence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Judgement {
+    /// The chunk is fraudulent: re-checked on the verifier's own data, it does not do what its
+    /// transactions say.
+    Confirmed {
+        /// What differs.
+        reason: String,
+    },
+    /// The evidence does not hold up on the verifier's own data: the accusing prover lied (or
+    /// erred), and is to be named and ignored.
+    FalseAccusation {
+        /// Why it does not hold up.
+        reason: String,
+    },
+}
+
+/// Judges fraud evidence (its prover's registration and signature already checked) against the
+/// verifier's own authenticated data only: `own`, its stored mini-blocks from the chunk's first
+/// on (each hash recomputed and signature checked under the epoch's key when it was applied),
+/// and `root`, its verified root before the chunk. Of the evidence's mini-blocks only the
+/// hashes are read, to say which they are; the job is re-checked with the verifier's own copies,
+/// so a receipt, a transaction or a diff edited in the evidence changes nothing. The witness
+/// and the pre-state proofs come from the evidence and are checked against `root`.
+pub fn judge_fraud(
+    evidence: &wire::FraudEvidence,
+    own: &[MiniBlock],
+    root: B256,
+    chain_id: u64,
+    gas_limit: u64,
+) -> Judgement {
+    let false_accusation = |reason: String| Judgement::FalseAccusation { reason };
+    let named = evidence.job.mini_block_hashes();
+    let ours: Vec<B256> = own.iter().take(named.len()).map(|m| m.hash).collect();
+    if named.is_empty() || named != ours {
+        return false_accusation(
+            "the evidence is for mini-blocks this verifier does not hold".into(),
+        );
+    }
+    if evidence.job.pre_root != root {
+        return false_accusation(format!(
+            "the evidence starts at root {}, the verified root is {root}",
+            evidence.job.pre_root
+        ));
+    }
+    let mut job = evidence.job.clone();
+    job.mini_blocks = own[..named.len()].to_vec();
+    match check_job(&job, chain_id, gas_limit) {
+        Ok(Verdict::Fraud { reason, .. }) => Judgement::Confirmed { reason },
+        Ok(Verdict::Valid) => false_accusation(
+            "re-executing the verifier's own mini-blocks reproduces their writes and receipts"
+                .into(),
+        ),
+        Err(error) => false_accusation(format!("the evidence's job does not hold up: {error}")),
+    }
+}
+
 /// [`check_job`], also returning the steps it derived ([`ChunkJob::steps`]), which a prover
 /// then proves.
 pub fn check_job_steps(
@@ -355,12 +412,18 @@ pub fn check_job_steps(
     for claimed in &job.mini_blocks {
         let view = Overlay::new(&state, &before);
         let env = block_env(chain_id, gas_limit, claimed);
-        let outcome = verity_execution::execute(
-            &view,
-            &env,
-            claimed.transactions.clone(),
-            cumulative_gas_start(claimed),
-        );
+        // Each sender is recovered here, never taken from the job. A transaction whose claimed
+        // sender did not sign it is fraud whatever it wrote (the witness, built from what the
+        // sequencer executed, need not even hold the real signer's account).
+        let (signed, forged) = recover_senders(claimed);
+        if let Some(forged) = forged {
+            verdict = Verdict::Fraud {
+                reason: format!("mini-block {}: {forged}", claimed.number),
+                reexecuted: StateDiff::default(),
+            };
+            break;
+        }
+        let outcome = verity_execution::execute(&view, &env, signed, cumulative_gas_start(claimed));
         if let Some(missing) = state.missing() {
             return Err(JobError::Incomplete(missing));
         }
@@ -399,6 +462,38 @@ pub fn check_job_steps(
         )));
     }
     Ok((verdict, derived))
+}
+
+/// The mini-block's transactions with the senders their signatures recover to, and, when a
+/// claimed sender is not the signer (or a signature recovers to nobody), what is wrong with the
+/// first such transaction.
+fn recover_senders(mini_block: &MiniBlock) -> (Vec<Transaction>, Option<String>) {
+    use alloy_consensus::transaction::SignerRecoverable as _;
+    let mut forged = None;
+    let mut signed = Vec::with_capacity(mini_block.transactions.len());
+    for tx in &mini_block.transactions {
+        let claimed = tx.signer();
+        match tx.inner().recover_signer() {
+            Ok(signer) => {
+                if signer != claimed && forged.is_none() {
+                    forged = Some(format!(
+                        "transaction {} is signed by {signer}, not by its claimed sender {claimed}",
+                        tx.tx_hash()
+                    ));
+                }
+                signed.push(Transaction::new_unchecked(tx.inner().clone(), signer));
+            }
+            Err(error) => {
+                forged.get_or_insert_with(|| {
+                    format!(
+                        "transaction {} (claimed sender {claimed}) has no valid signature: {error}",
+                        tx.tx_hash()
+                    )
+                });
+            }
+        }
+    }
+    (signed, forged)
 }
 
 fn describe_diff(claimed: &StateDiff, reexecuted: &StateDiff) -> String {

@@ -279,6 +279,35 @@ fn a_tampered_diff_is_fraud() {
 }
 
 #[test]
+fn a_transaction_its_claimed_sender_did_not_sign_is_fraud() {
+    // The sequencer executes a transfer signed by a stranger as if the funded account had sent
+    // it: everything else about the mini-block (diff, receipts, hash, signature) is consistent.
+    let victim = PrivateKeySigner::random();
+    let stranger = PrivateKeySigner::random();
+    let key = SigningKey::random();
+    let (state, all) = state(&victim);
+    let signed = sign(&stranger, 0, Address::repeat_byte(0x42), U256::from(ETH));
+    let forged = Transaction::new_unchecked(signed.into_inner(), victim.address());
+    let mini = mini_block(&state, vec![forged], &key);
+    assert!(mini.diff.accounts[&victim.address()].balance < Some(U256::from(9 * ETH)));
+    let mut tree = genesis_tree(&all);
+    let job = build_job(&state, &mut tree, CHAIN_ID, GAS_LIMIT, vec![mini]).unwrap();
+    match check_job(&job, CHAIN_ID, GAS_LIMIT).unwrap() {
+        Verdict::Fraud { reason, .. } => {
+            assert!(
+                reason.contains(&format!(
+                    "is signed by {}, not by its claimed sender {}",
+                    stranger.address(),
+                    victim.address()
+                )),
+                "{reason}"
+            );
+        }
+        Verdict::Valid => panic!("a forged sender passed"),
+    }
+}
+
+#[test]
 fn an_incomplete_or_inconsistent_witness_is_a_bad_job_not_fraud() {
     let (job, before) = setup(false);
     let mut incomplete = job.clone();
@@ -447,6 +476,86 @@ fn proofs_verify_for_their_chunk_and_forgeries_are_refused() {
     assert!(matches!(
         check(&swapped, &job.mini_blocks[0]),
         Err(Rejection::Proof { segment: 0, .. })
+    ));
+}
+
+/// Fraud evidence for `job` signed by a fresh prover key, with `reason`.
+fn evidence_for(job: ChunkJob, reason: &str) -> wire::FraudEvidence {
+    let prover = SigningKey::random();
+    let mut evidence = wire::FraudEvidence {
+        job,
+        reexecuted: StateDiff::default(),
+        reason: reason.into(),
+        prover: prover.address(),
+        signature: verity_primitives::signing::UNSIGNED,
+    };
+    evidence.signature = prover.sign(&wire::fraud_hash(CHAIN_ID, &evidence));
+    evidence
+}
+
+#[test]
+fn real_fraud_is_confirmed_on_the_verifiers_own_mini_blocks() {
+    let (job, _) = setup(true);
+    let own = job.mini_blocks.clone();
+    let evidence = evidence_for(job.clone(), "tampered diff");
+    match judge_fraud(&evidence, &own, job.pre_root, CHAIN_ID, GAS_LIMIT) {
+        Judgement::Confirmed { reason } => {
+            assert!(
+                reason.contains(&Address::repeat_byte(0x66).to_string()),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn evidence_built_on_an_edited_receipt_is_a_false_accusation() {
+    // An honest chunk; the accuser edits a receipt in its copy of the job (the mini-block keeps
+    // its hash field) so that its re-execution "differs".
+    let (job, _) = setup(false);
+    let own = job.mini_blocks.clone();
+    let mut edited = job.clone();
+    edited.mini_blocks[0].receipts[0].gas_used += 1;
+    assert!(
+        matches!(
+            check_job(&edited, CHAIN_ID, GAS_LIMIT),
+            Ok(Verdict::Fraud { .. })
+        ),
+        "the edited job alone looks fraudulent"
+    );
+    let evidence = evidence_for(edited, "the receipts differ from re-execution");
+    match judge_fraud(&evidence, &own, job.pre_root, CHAIN_ID, GAS_LIMIT) {
+        Judgement::FalseAccusation { reason } => {
+            assert!(
+                reason.contains("reproduces their writes and receipts"),
+                "{reason}"
+            );
+        }
+        other => panic!("a forged accusation was confirmed: {other:?}"),
+    }
+    // Evidence for other mini-blocks, or from another root, does not hold up either.
+    let mut elsewhere = job.clone();
+    elsewhere.mini_blocks[0].hash = B256::repeat_byte(9);
+    assert!(matches!(
+        judge_fraud(
+            &evidence_for(elsewhere, "x"),
+            &own,
+            job.pre_root,
+            CHAIN_ID,
+            GAS_LIMIT
+        ),
+        Judgement::FalseAccusation { .. }
+    ));
+    assert!(matches!(
+        judge_fraud(
+            &evidence_for(job.clone(), "x"),
+            &own,
+            B256::repeat_byte(3),
+            CHAIN_ID,
+            GAS_LIMIT
+        ),
+        Judgement::FalseAccusation { .. }
     ));
 }
 

@@ -525,10 +525,24 @@ pub struct FinalityAttestation {
     pub state_root: B256,
     /// Fraud confirmed in the next chunk: `(chunk, reason)`.
     pub fraud: Option<(u64, String)>,
+    /// Provers whose fraud evidence the verifier's own data refuted, which it ignores.
+    pub false_accusations: Vec<FalseAccusation>,
     /// The verifier.
     pub verifier: Address,
     /// Its signature over [`finality_hash`].
     pub signature: Signature,
+}
+
+/// Fraud evidence that did not hold up on a verifier's own data (see
+/// [`crate::judge_fraud`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FalseAccusation {
+    /// The accusing prover.
+    pub prover: Address,
+    /// The chunk it accused.
+    pub chunk: u64,
+    /// Why the evidence does not hold up.
+    pub reason: String,
 }
 
 /// The hash a verifier signs.
@@ -547,6 +561,16 @@ pub fn finality_hash(chain_id: u64, attestation: &FinalityAttestation) -> B256 {
         }
         None => data.push(0),
     }
+    // Appended only when present: an attestation without accusations hashes as before.
+    if !attestation.false_accusations.is_empty() {
+        data.push(2);
+        data.extend_from_slice(&(attestation.false_accusations.len() as u64).to_be_bytes());
+        for accusation in &attestation.false_accusations {
+            data.extend_from_slice(accusation.prover.as_slice());
+            data.extend_from_slice(&accusation.chunk.to_be_bytes());
+            data.extend_from_slice(keccak256(accusation.reason.as_bytes()).as_slice());
+        }
+    }
     keccak256(data)
 }
 
@@ -562,6 +586,15 @@ impl From<&FinalityAttestation> for v1::FinalityAttestation {
             fraud_reason,
             verifier: a.verifier.to_vec(),
             signature: a.signature.as_bytes().to_vec(),
+            false_accusations: a
+                .false_accusations
+                .iter()
+                .map(|f| v1::FalseAccusation {
+                    prover: f.prover.to_vec(),
+                    chunk: f.chunk,
+                    reason: f.reason.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -575,6 +608,17 @@ impl TryFrom<&v1::FinalityAttestation> for FinalityAttestation {
             block_hash: b256_from(&a.block_hash, "finality_attestation.block_hash")?,
             state_root: b256_from(&a.state_root, "finality_attestation.state_root")?,
             fraud: a.fraud.then(|| (a.fraud_chunk, a.fraud_reason.clone())),
+            false_accusations: a
+                .false_accusations
+                .iter()
+                .map(|f| {
+                    Ok(FalseAccusation {
+                        prover: address_from(&f.prover, "false_accusation.prover")?,
+                        chunk: f.chunk,
+                        reason: f.reason.clone(),
+                    })
+                })
+                .collect::<Result<_, ConversionError>>()?,
             verifier: address_from(&a.verifier, "finality_attestation.verifier")?,
             signature: signature_from(&a.signature, "finality_attestation.signature")?,
         })

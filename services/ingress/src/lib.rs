@@ -568,32 +568,22 @@ mod forward_answer_tests {
 
     #[test]
     fn a_previous_releases_refusal_is_still_a_refusal() {
+        use tonic::Code;
+        use v1::TxRejection as R;
         let cases = [
             (
                 "nonce too low: address 0x01, tx: 0 state: 1",
-                tonic::Code::FailedPrecondition,
-                v1::TxRejection::NonceTooLow,
+                Code::FailedPrecondition,
+                R::NonceTooLow,
             ),
             (
                 "replacement transaction underpriced",
-                tonic::Code::FailedPrecondition,
-                v1::TxRejection::ReplacementUnderpriced,
+                Code::FailedPrecondition,
+                R::ReplacementUnderpriced,
             ),
-            (
-                "already known",
-                tonic::Code::AlreadyExists,
-                v1::TxRejection::AlreadyKnown,
-            ),
-            (
-                "txpool is full",
-                tonic::Code::ResourceExhausted,
-                v1::TxRejection::PoolFull,
-            ),
-            (
-                "storage: disk full",
-                tonic::Code::Internal,
-                v1::TxRejection::Internal,
-            ),
+            ("already known", Code::AlreadyExists, R::AlreadyKnown),
+            ("txpool is full", Code::ResourceExhausted, R::PoolFull),
+            ("storage: disk full", Code::Internal, R::Internal),
         ];
         for (text, code, reason) in cases {
             let legacy = answer(v1::TxRejection::None, "", text, code);

@@ -34,6 +34,9 @@ pub mod meta {
     pub const FINALIZED_BLOCK: &str = "finalized_block";
     /// Confirmed fraud reported by a verifier (UTF-8), if any.
     pub const ALARM: &str = "alarm";
+    /// A false accusation reported by a verifier (UTF-8), if any: the first one. Shown when
+    /// there is no fraud alarm; `safe` goes on.
+    pub const ACCUSATION: &str = "false_accusation_alarm";
     /// The votes: per registered verifier that attested, its address and its newest attested
     /// block (big-endian), 28 bytes each.
     pub const VOTES: &str = "finality_votes";
@@ -156,7 +159,7 @@ async fn follow_once(
             + 1;
         let counted = count(settings, &mut votes, message.payload.as_ref());
         let (safe, finalized) = heads(&votes, settings.quorum);
-        let alarm = counted.and_then(|attestation| {
+        let alarm = counted.as_ref().and_then(|attestation| {
             attestation.fraud.as_ref().map(|(chunk, reason)| {
                 format!(
                     "verifier {} confirmed fraud in mini-block {chunk}: {reason}",
@@ -168,12 +171,24 @@ async fn follow_once(
             tracing::error!(alarm, "ALARM");
             metrics::gauge!("verity_replica_fraud_alarm").set(1.0);
         }
+        let accusation = counted.as_ref().and_then(|attestation| {
+            attestation.false_accusations.first().map(|accused| {
+                format!(
+                    "verifier {} refuted fraud evidence from prover {} for mini-block {}: {}; that prover's results are ignored",
+                    attestation.verifier, accused.prover, accused.chunk, accused.reason
+                )
+            })
+        });
+        if let Some(accusation) = &accusation {
+            tracing::warn!(accusation, "FALSE ACCUSATION");
+        }
         let stored = Stored {
             votes: votes.clone(),
             next_seq,
             safe,
             finalized,
             alarm,
+            accusation,
         };
         let db = db.clone();
         tokio::task::spawn_blocking(move || store(&db, stored)).await??;
@@ -233,6 +248,18 @@ struct Stored {
     safe: Option<u64>,
     finalized: Option<u64>,
     alarm: Option<String>,
+    accusation: Option<String>,
+}
+
+/// What `verity_status` shows as the alarm: confirmed fraud, or else a false accusation.
+pub fn alarm(
+    read: &verity_storage::ReadTx<'_>,
+) -> Result<Option<String>, verity_storage::StorageError> {
+    let stored = match read.meta(meta::ALARM)? {
+        Some(alarm) => Some(alarm),
+        None => read.meta(meta::ACCUSATION)?,
+    };
+    Ok(stored.map(|b| String::from_utf8_lossy(&b).into_owned()))
 }
 
 fn store(db: &Database, stored: Stored) -> anyhow::Result<()> {
@@ -240,6 +267,7 @@ fn store(db: &Database, stored: Stored) -> anyhow::Result<()> {
     let stored_safe = read.meta_u64(meta::SAFE_BLOCK)?;
     let stored_finalized = read.meta_u64(meta::FINALIZED_BLOCK)?;
     let stored_alarm = read.meta(meta::ALARM)?;
+    let stored_accusation = read.meta(meta::ACCUSATION)?;
     drop(read);
     let mut write = db.write()?;
     write.set_meta(meta::VOTES, &encode_votes(&stored.votes))?;
@@ -259,6 +287,11 @@ fn store(db: &Database, stored: Stored) -> anyhow::Result<()> {
     {
         write.set_meta(meta::ALARM, alarm.as_bytes())?;
     }
+    if let Some(accusation) = stored.accusation
+        && stored_accusation.is_none()
+    {
+        write.set_meta(meta::ACCUSATION, accusation.as_bytes())?;
+    }
     write.commit()?;
     Ok(())
 }
@@ -274,6 +307,7 @@ mod tests {
 
     fn attestation(key: &SigningKey, chain_id: u64, block: u64) -> Vec<u8> {
         let mut attestation = FinalityAttestation {
+            false_accusations: Vec::new(),
             block_number: block,
             block_hash: B256::repeat_byte(block as u8),
             state_root: B256::repeat_byte(7),
@@ -320,6 +354,7 @@ mod tests {
                 safe,
                 finalized,
                 alarm: None,
+                accusation: None,
             },
         )
         .unwrap();
@@ -332,6 +367,7 @@ mod tests {
                 safe: Some(3),
                 finalized: None,
                 alarm: None,
+                accusation: None,
             },
         )
         .unwrap();

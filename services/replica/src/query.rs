@@ -452,10 +452,8 @@ impl v1::replica_server::Replica for QueryService {
                 block_gas_limit: spec.gas_limit(),
                 safe_block_number: heads(read)?.0,
                 finalized_block_number: heads(read)?.1,
-                alarm: read
-                    .meta(crate::heads::meta::ALARM)
+                alarm: crate::heads::alarm(read)
                     .map_err(storage)?
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
                     .unwrap_or_default(),
                 epoch: epoch.number,
                 epoch_sequencer: epoch.sequencer.to_vec(),

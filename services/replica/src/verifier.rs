@@ -30,8 +30,8 @@ use futures::StreamExt;
 use prost::Message as _;
 
 use verity_chunk::{
-    Statement, Verdict,
-    wire::{self, ChunkProof, FinalityAttestation, FraudEvidence, ProverResult},
+    Judgement, Statement,
+    wire::{self, ChunkProof, FalseAccusation, FinalityAttestation, FraudEvidence, ProverResult},
 };
 use verity_circuits::{Keys, Params, Shape};
 use verity_primitives::{ChainEvent, ChainEventKind, MiniBlock, SigningKey, signing};
@@ -53,6 +53,8 @@ pub mod meta {
     pub const NEXT_CHUNK: &str = "verifier_next_chunk";
     /// Confirmed fraud: `chunk(u64 BE) ++ reason`.
     pub const FRAUD: &str = "verifier_fraud";
+    /// Provers caught in a false accusation: length-delimited `FalseAccusation` messages.
+    pub const FALSE_ACCUSATIONS: &str = "verifier_false_accusations";
 }
 
 /// What a verifier checks against.
@@ -82,6 +84,35 @@ struct Progress {
     safe: u64,
     proofs_seq: u64,
     fraud: Option<(u64, String)>,
+    /// Provers whose fraud evidence this verifier's own data refuted: their results are ignored.
+    accused: Vec<FalseAccusation>,
+}
+
+fn encode_accusations(accused: &[FalseAccusation]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for accusation in accused {
+        let wire = v1::FalseAccusation {
+            prover: accusation.prover.to_vec(),
+            chunk: accusation.chunk,
+            reason: accusation.reason.clone(),
+        };
+        // Writing to a Vec cannot fail.
+        let _ = wire.encode_length_delimited(&mut bytes);
+    }
+    bytes
+}
+
+fn decode_accusations(mut bytes: &[u8]) -> anyhow::Result<Vec<FalseAccusation>> {
+    let mut accused = Vec::new();
+    while !bytes.is_empty() {
+        let wire = v1::FalseAccusation::decode_length_delimited(&mut bytes)?;
+        accused.push(FalseAccusation {
+            prover: Address::try_from(wire.prover.as_slice())?,
+            chunk: wire.chunk,
+            reason: wire.reason,
+        });
+    }
+    Ok(accused)
 }
 
 fn load(db: &Database, genesis_root: B256) -> anyhow::Result<Progress> {
@@ -104,6 +135,10 @@ fn load(db: &Database, genesis_root: B256) -> anyhow::Result<Progress> {
         safe: read.meta_u64(meta::SAFE_BLOCK)?.unwrap_or(0),
         proofs_seq: read.meta_u64(meta::PROOFS_SEQ)?.unwrap_or(1),
         fraud,
+        accused: match read.meta(meta::FALSE_ACCUSATIONS)? {
+            Some(bytes) => decode_accusations(&bytes).context("stored false accusations")?,
+            None => Vec::new(),
+        },
     })
 }
 
@@ -114,6 +149,10 @@ fn save(db: &Database, progress: &Progress) -> anyhow::Result<()> {
     write.set_meta(meta::ROOT, progress.root.as_slice())?;
     write.set_meta_u64(meta::SAFE_BLOCK, progress.safe)?;
     write.set_meta_u64(meta::PROOFS_SEQ, progress.proofs_seq)?;
+    write.set_meta(
+        meta::FALSE_ACCUSATIONS,
+        &encode_accusations(&progress.accused),
+    )?;
     if let Some((chunk, reason)) = &progress.fraud {
         let mut bytes = chunk.to_be_bytes().to_vec();
         bytes.extend_from_slice(reason.as_bytes());
@@ -172,14 +211,8 @@ async fn run_once(
         let root = settings.genesis_root;
         tokio::task::spawn_blocking(move || load(&db, root)).await??
     };
-    if let Some((chunk, reason)) = &progress.fraud {
-        metrics::gauge!("verity_verifier_fraud_alarm").set(1.0);
-        tracing::error!(
-            chunk,
-            reason,
-            safe = progress.safe,
-            "verifier halted: fraud was confirmed in chunk {chunk}"
-        );
+    if progress.fraud.is_some() {
+        report_fraud(&progress, "verifier halted: fraud was confirmed earlier");
         stop.cancelled().await;
         return Ok(());
     }
@@ -271,6 +304,7 @@ async fn advance(
         let event = ChainEvent::try_from(&wire_event).context("stored event")?;
         decoded.push((wire_event.seq, event.kind));
     }
+    let accused_before = progress.accused.len();
     let mut steps = Vec::new();
     let mut root = progress.root;
     let mut fraud = None;
@@ -311,7 +345,14 @@ async fn advance(
                         decoded.get(at + run.len()),
                         Some((_, ChainEventKind::Block(_) | ChainEventKind::Handover(_)))
                     );
-                match pick(settings, &run, complete, root, results) {
+                match pick(
+                    settings,
+                    &run,
+                    complete,
+                    root,
+                    results,
+                    &mut progress.accused,
+                ) {
                     Pick::Proof(statement, proof) => {
                         let covered = proof.mini_block_hashes.len();
                         root = proof.post_root;
@@ -404,17 +445,11 @@ async fn advance(
     if let Some((number, hash)) = new_safe {
         metrics::gauge!("verity_verifier_safe_block").set(number as f64);
         tracing::debug!(block = number, root = %progress.root, "verifier: block safe");
-        attest(js, settings, number, hash, progress.root, None).await?;
+        attest(js, settings, number, hash, progress, None).await?;
     }
-    if let Some((chunk, reason)) = &progress.fraud {
-        metrics::gauge!("verity_verifier_fraud_alarm").set(1.0);
-        tracing::error!(
-            chunk,
-            reason,
-            safe = progress.safe,
-            "FRAUD CONFIRMED: chunk {chunk} does not do what its transactions say; `safe` stays at block {}",
-            progress.safe
-        );
+    let accused_now = progress.accused.len() > accused_before;
+    if progress.fraud.is_some() || (accused_now && new_safe.is_none()) {
+        // Say it at once, at the block this verifier stands at.
         let hash = {
             let db = db.clone();
             let safe = progress.safe;
@@ -428,12 +463,24 @@ async fn advance(
             settings,
             progress.safe,
             hash,
-            progress.root,
+            progress,
             progress.fraud.clone(),
         )
         .await?;
     }
+    report_fraud(
+        progress,
+        "FRAUD CONFIRMED: a chunk does not do what its transactions say; `safe` stays",
+    );
     Ok(())
+}
+
+/// Logs and counts the confirmed fraud in `progress`, if any.
+fn report_fraud(progress: &Progress, message: &str) {
+    if let Some((chunk, reason)) = &progress.fraud {
+        metrics::gauge!("verity_verifier_fraud_alarm").set(1.0);
+        tracing::error!(chunk, reason, safe = progress.safe, "{message}");
+    }
 }
 
 fn reject(buffer: &mut BTreeMap<u64, Vec<Received>>, proof: &ChunkProof, reason: &str) {
@@ -455,13 +502,15 @@ enum Pick {
 /// verifier's mini-blocks from the chunk's first on (as many as the longest result names, or
 /// fewer); `complete` says no more will come for this chunk (the block's seal follows, or the
 /// run is as long as asked), so a result naming more mini-blocks than `run` holds is refused
-/// rather than kept for later.
+/// rather than kept for later. Results of an `accused` prover are dropped; fraud evidence its
+/// own data refutes puts its prover there.
 fn pick(
     settings: &Settings,
     run: &[MiniBlock],
     complete: bool,
     root: B256,
     results: Option<&mut Vec<Received>>,
+    accused: &mut Vec<FalseAccusation>,
 ) -> Pick {
     let (Some(results), Some(first)) = (results, run.first()) else {
         return Pick::Wait;
@@ -469,17 +518,41 @@ fn pick(
     let mut picked = None;
     let mut keep = Vec::new();
     for received in results.drain(..) {
+        let prover = match &received.result {
+            ProverResult::Proof(proof) => proof.prover,
+            ProverResult::Fraud(evidence) => evidence.prover,
+        };
+        if accused.iter().any(|a| a.prover == prover) {
+            metrics::counter!("verity_verifier_rejected_total", "reason" => "accused_prover")
+                .increment(1);
+            tracing::debug!(chunk = first.number, %prover, "verifier: result of a prover caught in a false accusation ignored");
+            continue;
+        }
         if received.result.mini_blocks() > run.len() && !complete {
             keep.push(received);
             continue;
         }
         match &received.result {
-            ProverResult::Fraud(evidence) => match confirm_fraud(settings, run, root, evidence) {
-                Ok(()) => return Pick::Fraud(evidence.clone()),
+            ProverResult::Fraud(evidence) => match judge(settings, run, root, evidence) {
+                Ok(Judgement::Confirmed { .. }) => return Pick::Fraud(evidence.clone()),
+                Ok(Judgement::FalseAccusation { reason }) => {
+                    metrics::counter!("verity_verifier_false_accusations_total").increment(1);
+                    tracing::error!(
+                        chunk = first.number,
+                        prover = %evidence.prover,
+                        reason,
+                        "FALSE ACCUSATION: fraud evidence refuted by this verifier's own data; the prover's results are ignored from now on"
+                    );
+                    accused.push(FalseAccusation {
+                        prover: evidence.prover,
+                        chunk: first.number,
+                        reason,
+                    });
+                }
                 Err(reason) => {
                     metrics::counter!("verity_verifier_rejected_total", "reason" => "fraud_evidence")
                         .increment(1);
-                    tracing::warn!(chunk = first.number, prover = %evidence.prover, reason, "verifier: fraud evidence not confirmed");
+                    tracing::warn!(chunk = first.number, prover = %evidence.prover, reason, "verifier: fraud evidence not from a registered prover");
                 }
             },
             ProverResult::Proof(proof) if picked.is_none() => {
@@ -512,14 +585,15 @@ fn pick(
     }
 }
 
-/// Confirms fraud evidence by re-executing the chunk from its job: the job must be for this
-/// verifier's mini-blocks and root, and signed by a registered prover.
-fn confirm_fraud(
+/// Judges fraud evidence from a registered prover, signed by it, against this verifier's own
+/// mini-blocks and root ([`verity_chunk::judge_fraud`]). An error: not attributable to a
+/// registered prover (nobody to accuse).
+fn judge(
     settings: &Settings,
     run: &[MiniBlock],
     root: B256,
     evidence: &FraudEvidence,
-) -> Result<(), String> {
+) -> Result<Judgement, String> {
     if !settings.provers.contains(&evidence.prover) {
         return Err(format!(
             "signed by {}, not a registered prover",
@@ -532,22 +606,13 @@ fn confirm_fraud(
         evidence.prover,
     )
     .map_err(|e| e.to_string())?;
-    let hashes = evidence.job.mini_block_hashes();
-    let ours: Vec<B256> = run.iter().take(hashes.len()).map(|m| m.hash).collect();
-    if hashes != ours {
-        return Err("the job is for other mini-blocks".into());
-    }
-    if evidence.job.pre_root != root {
-        return Err(format!(
-            "the job starts at root {}, the verified root is {root}",
-            evidence.job.pre_root
-        ));
-    }
-    match verity_chunk::check_job(&evidence.job, settings.chain_id, settings.gas_limit) {
-        Ok(Verdict::Fraud { .. }) => Ok(()),
-        Ok(Verdict::Valid) => Err("re-execution reproduces the claimed writes".into()),
-        Err(e) => Err(format!("malformed job: {e}")),
-    }
+    Ok(verity_chunk::judge_fraud(
+        evidence,
+        run,
+        root,
+        settings.chain_id,
+        settings.gas_limit,
+    ))
 }
 
 async fn attest(
@@ -555,14 +620,15 @@ async fn attest(
     settings: &Settings,
     block_number: u64,
     block_hash: B256,
-    state_root: B256,
+    progress: &Progress,
     fraud: Option<(u64, String)>,
 ) -> anyhow::Result<()> {
     let mut attestation = FinalityAttestation {
         block_number,
         block_hash,
-        state_root,
+        state_root: progress.root,
         fraud,
+        false_accusations: progress.accused.clone(),
         verifier: settings.key.address(),
         signature: signing::UNSIGNED,
     };

@@ -59,18 +59,7 @@ async fn a_tampered_diff_raises_the_alarm_and_safe_stops_before_it() {
     let tampered_block = block_of(&rpc, &hashes[1]).await;
 
     // The alarm reaches the full replica the gateway reads.
-    let started = std::time::Instant::now();
-    let alarmed = loop {
-        let status = status(&rpc).await;
-        if !status["alarm"].is_null() {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(300) {
-            net.dump_logs();
-            panic!("no alarm: {status}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let alarmed = wait_alarm(&net, &rpc).await;
     let alarm = alarmed["alarm"].as_str().unwrap();
     assert!(alarm.contains("fraud in mini-block 1"), "{alarm}");
     assert!(
@@ -131,5 +120,117 @@ async fn a_tampered_diff_raises_the_alarm_and_safe_stops_before_it() {
         "{after}"
     );
     assert!(log_has(Service::Verifier, "FRAUD CONFIRMED"));
+    net.stop().await.unwrap();
+}
+
+/// Waits for `verity_status` to show an alarm; fails the test after five minutes.
+async fn wait_alarm(net: &TestNet, rpc: &verity_e2e::Rpc) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let status = status(rpc).await;
+        if !status["alarm"].is_null() {
+            return status;
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            net.dump_logs();
+            panic!("no alarm: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_sender_raises_the_alarm_and_safe_keeps_the_victims_funds() {
+    let net = TestNet::start(|o| {
+        o.proving = true;
+        o.steps_per_proof = 4;
+        o.block_interval_ms = 300;
+    })
+    .await
+    .unwrap();
+    let chain_id = net.devnet.chain_id();
+    let rpc = net.rpc();
+    let victim = dev_signer(&net, 3).unwrap().address();
+    let funds = rpc
+        .call("eth_getBalance", json!([victim.to_string(), "latest"]))
+        .await
+        .unwrap();
+
+    // An honest transfer first, proven, so that `safe` is a block before the forgery.
+    let honest = dev_signer(&net, 2).unwrap();
+    let (raw, hash) = sign_filler(&honest, chain_id, 0).unwrap();
+    rpc.send_and_wait(&raw, &hash).await.unwrap();
+    let honest_block = block_of(&rpc, &hash).await;
+    let started = std::time::Instant::now();
+    while status(&rpc).await["safe"].as_u64() < Some(honest_block) {
+        if started.elapsed() > Duration::from_secs(300) {
+            net.dump_logs();
+            panic!("block {honest_block} never became safe");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // A stranger's key signs a transfer of the victim's money to itself, and the transaction
+    // reaches the sequencer claiming the victim as its sender (what a dishonest sequencer, or
+    // anyone on its Forward stream, can do): it is executed as the victim's.
+    let stranger = alloy_signer_local::PrivateKeySigner::random();
+    let one_eth = alloy_primitives::U256::from(10u128.pow(18));
+    let (raw, hash) =
+        verity_e2e::sign_transfer(&stranger, chain_id, 0, stranger.address(), one_eth).unwrap();
+    let forged = v1::ForwardRequest {
+        id: 1,
+        transaction: Some(v1::Transaction {
+            raw: alloy_primitives::hex::decode(&raw).unwrap(),
+            sender: victim.to_vec(),
+            hash: alloy_primitives::hex::decode(&hash).unwrap(),
+        }),
+        trace_context: Default::default(),
+    };
+    let mut sequencer =
+        v1::sequencer_client::SequencerClient::connect(net.devnet.grpc_url(Service::Sequencer))
+            .await
+            .unwrap();
+    let mut answers = sequencer
+        .forward(futures::stream::iter([forged]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().expect("an answer");
+    assert_eq!(answer.rejection, v1::TxRejection::None as i32, "{answer:?}");
+    let receipt = rpc
+        .wait_receipt(&hash, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let from: alloy_primitives::Address = receipt["from"].as_str().unwrap().parse().unwrap();
+    assert_eq!(from, victim, "executed as the victim's");
+    let forged_block = block_of(&rpc, &hash).await;
+
+    // A prover recovers the signer, the verifier confirms, every replica shows the alarm.
+    let alarmed = wait_alarm(&net, &rpc).await;
+    let alarm = alarmed["alarm"].as_str().unwrap();
+    assert!(
+        alarm.contains(&format!(
+            "is signed by {}, not by its claimed sender {victim}",
+            stranger.address()
+        )),
+        "{alarm}"
+    );
+    // `safe` stays before the forgery, and the victim's money is all there at `safe`.
+    let after = status(&rpc).await;
+    let safe = after["safe"].as_u64().expect("a safe block");
+    assert!(
+        safe < forged_block,
+        "safe {safe} reached block {forged_block}: {after}"
+    );
+    let at_safe = rpc
+        .call("eth_getBalance", json!([victim.to_string(), "safe"]))
+        .await
+        .unwrap();
+    assert_eq!(at_safe, funds);
+    let at_latest = rpc
+        .call("eth_getBalance", json!([victim.to_string(), "latest"]))
+        .await
+        .unwrap();
+    assert_ne!(at_latest, funds, "the forgery was applied at latest");
     net.stop().await.unwrap();
 }
