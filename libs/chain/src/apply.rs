@@ -91,10 +91,10 @@ impl<'w> Checked<'w> {
         &self.events
     }
 
-    /// The mini-blocks among the events, in order.
-    pub fn mini_blocks(&self) -> impl Iterator<Item = &MiniBlock> {
+    /// The mini-blocks among the events, in order, each with its stream position.
+    pub fn mini_blocks(&self) -> impl Iterator<Item = (u64, &MiniBlock)> {
         self.events.iter().filter_map(|e| match &e.event.kind {
-            ChainEventKind::MiniBlock(mini) => Some(mini.as_ref()),
+            ChainEventKind::MiniBlock(mini) => Some((e.event.seq, mini.as_ref())),
             ChainEventKind::Block(_) | ChainEventKind::Handover(_) => None,
         })
     }

@@ -53,6 +53,9 @@ pub struct ChunkJob {
     pub chunk: u64,
     /// The signed mini-blocks: consecutive, of one EVM block ([`chunk_of`]).
     pub mini_blocks: Vec<MiniBlock>,
+    /// Where each mini-block stands in the chain stream (empty when the builder did not say):
+    /// a prover checks its copies against the published ones there.
+    pub mini_block_seqs: Vec<u64>,
     /// Root before the chunk.
     pub pre_root: B256,
     /// Root after the chunk's claimed writes.
@@ -244,6 +247,7 @@ pub fn build_job<S: StateView>(
         witness,
         pre_proofs,
         mini_blocks,
+        mini_block_seqs: Vec::new(),
     })
 }
 

@@ -219,6 +219,7 @@ impl From<&ChunkJob> for v1::ChunkJob {
             post_root: job.post_root.to_vec(),
             witness: Some(witness(&job.witness)),
             pre_proofs: key_proofs(&job.pre_proofs),
+            mini_block_seqs: job.mini_block_seqs.clone(),
         }
     }
 }
@@ -241,6 +242,7 @@ impl TryFrom<&v1::ChunkJob> for ChunkJob {
             post_root: b256_from(&job.post_root, "chunk_job.post_root")?,
             witness: witness_from(job.witness.as_ref())?,
             pre_proofs: key_proofs_from(&job.pre_proofs)?,
+            mini_block_seqs: job.mini_block_seqs.clone(),
         })
     }
 }

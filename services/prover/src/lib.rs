@@ -30,7 +30,7 @@ use verity_chunk::{
     wire::{self, ChunkProof, FraudEvidence, ProverResult},
 };
 use verity_circuits::{Keys, Params, Shape};
-use verity_primitives::{ChainSpec, SigningKey};
+use verity_primitives::{ChainEvent, ChainEventKind, ChainSpec, MiniBlock, SigningKey};
 use verity_proto::v1;
 use verity_server::{Backoff, CancellationToken, ServiceArgs};
 
@@ -118,6 +118,8 @@ pub struct Prover {
     params: Arc<Params>,
     js: jetstream::Context,
     jobs: jetstream::stream::Stream,
+    /// The chain stream, where a job's mini-blocks must have been published.
+    chain: jetstream::stream::Stream,
 }
 
 impl verity_server::Service for Prover {
@@ -132,6 +134,7 @@ impl verity_server::Service for Prover {
         let params = load_params(&config.kzg_params, shape).await?;
         let (_client, js) = config.service.nats.connect("verity-prover").await?;
         let (jobs, _) = proving::ensure_proving_streams(&js).await?;
+        let chain = verity_bus::ensure_chain_stream(&js).await?;
         Ok(Self {
             shape,
             chain_id: spec.chain_id(),
@@ -140,6 +143,7 @@ impl verity_server::Service for Prover {
             params,
             js,
             jobs,
+            chain,
             config,
         })
     }
@@ -260,12 +264,50 @@ impl Prover {
                     .await;
             }
         };
+        let published = self.published(&job).await?;
+        if let Some(reason) = unpublished(&job, &published) {
+            return self
+                .dead_letter(
+                    &message,
+                    payload,
+                    &format!("not the published chain: {reason}"),
+                )
+                .await;
+        }
         let chunk = job.chunk;
         let span = tracing::info_span!("prover.job", chunk, delivered, keys = job.pre_proofs.len());
         verity_telemetry::link_nats_parent(message.headers.as_ref(), &span);
         self.process(keys, queue, &message, payload, job, stop)
             .instrument(span)
             .await
+    }
+
+    /// What the chain stream holds at each of the job's mini-block positions: the mini-block, or
+    /// `None` when the event there is not one. A failure to read the stream is an error (the job
+    /// is tried again), not a verdict on the job.
+    async fn published(&self, job: &ChunkJob) -> anyhow::Result<Vec<Option<MiniBlock>>> {
+        let mut published = Vec::with_capacity(job.mini_block_seqs.len());
+        for &seq in &job.mini_block_seqs {
+            let message = self
+                .chain
+                .get_raw_message(seq)
+                .await
+                .map_err(|e| anyhow::anyhow!("chain stream message {seq}: {e}"))?;
+            let event = verity_bus::decode_event(seq, &message.payload)
+                .map_err(|e| anyhow::anyhow!("chain stream message {seq}: {e}"))
+                .and_then(|wire| {
+                    ChainEvent::try_from(&wire)
+                        .map_err(|e| anyhow::anyhow!("chain stream message {seq}: {e}"))
+                });
+            published.push(match event {
+                Ok(ChainEvent {
+                    kind: ChainEventKind::MiniBlock(mini),
+                    ..
+                }) => Some(*mini),
+                Ok(_) | Err(_) => None,
+            });
+        }
+        Ok(published)
     }
 
     async fn process(
@@ -406,5 +448,112 @@ fn run_job(
             evidence.signature = key.sign(&wire::fraud_hash(chain_id, &evidence));
             Ok(ProverResult::Fraud(Box::new(evidence)))
         }
+    }
+}
+/// Why the job's mini-blocks are not the ones `published` at its stream positions, if they are
+/// not: a job must name a position for each, and each must hold exactly that mini-block (so a
+/// witness replica cannot hand provers mini-blocks, receipts or environments nobody published).
+fn unpublished(job: &ChunkJob, published: &[Option<MiniBlock>]) -> Option<String> {
+    if job.mini_block_seqs.len() != job.mini_blocks.len() {
+        return Some(format!(
+            "the job names {} stream positions for {} mini-blocks",
+            job.mini_block_seqs.len(),
+            job.mini_blocks.len()
+        ));
+    }
+    for ((mini, seq), found) in job
+        .mini_blocks
+        .iter()
+        .zip(&job.mini_block_seqs)
+        .zip(published)
+    {
+        match found {
+            Some(found) if found == mini => {}
+            Some(found) => {
+                return Some(format!(
+                    "mini-block {} differs from the one published at stream position {seq} (hash {})",
+                    mini.number, found.hash
+                ));
+            }
+            None => {
+                return Some(format!(
+                    "stream position {seq} holds no mini-block (the job claims mini-block {})",
+                    mini.number
+                ));
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod published_tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use verity_primitives::StateDiff;
+
+    fn mini(number: u64) -> MiniBlock {
+        let mut mini = MiniBlock {
+            number,
+            block_number: 1,
+            index: number as u32,
+            epoch: 0,
+            timestamp_ms: 1_700_000_000_000 + number,
+            parent_hash: alloy_primitives::B256::ZERO,
+            base_fee: 1_000_000_000,
+            block_timestamp: 1_700_000_000,
+            beneficiary: alloy_primitives::Address::repeat_byte(0xfe),
+            transactions: vec![],
+            receipts: vec![],
+            diff: StateDiff::default(),
+            hash: alloy_primitives::B256::ZERO,
+            signature: verity_primitives::UNSIGNED,
+        };
+        mini.seal(&SigningKey::random());
+        mini
+    }
+
+    fn job(minis: Vec<MiniBlock>, seqs: Vec<u64>) -> ChunkJob {
+        ChunkJob {
+            chunk: minis[0].number,
+            mini_blocks: minis,
+            mini_block_seqs: seqs,
+            pre_root: alloy_primitives::B256::ZERO,
+            post_root: alloy_primitives::B256::ZERO,
+            witness: Default::default(),
+            pre_proofs: vec![],
+        }
+    }
+
+    #[test]
+    fn a_job_of_published_mini_blocks_passes() {
+        let (a, b) = (mini(4), mini(5));
+        let job = job(vec![a.clone(), b.clone()], vec![10, 11]);
+        assert_eq!(unpublished(&job, &[Some(a), Some(b)]), None);
+    }
+
+    #[test]
+    fn an_edited_mini_block_or_a_missing_position_is_refused() {
+        let a = mini(4);
+        // The witness edits a receipt-free field and keeps the hash: the copy differs.
+        let mut edited = a.clone();
+        edited.base_fee += 1;
+        let refused = unpublished(&job(vec![edited], vec![10]), &[Some(a.clone())]);
+        assert!(
+            refused
+                .unwrap()
+                .contains("differs from the one published at stream position 10")
+        );
+        // A position holding something else.
+        let refused = unpublished(&job(vec![a.clone()], vec![10]), &[None]);
+        assert!(refused.unwrap().contains("holds no mini-block"));
+        // No positions at all (a witness that does not say where its mini-blocks are).
+        let refused = unpublished(&job(vec![a], vec![]), &[]);
+        assert!(
+            refused
+                .unwrap()
+                .contains("names 0 stream positions for 1 mini-blocks")
+        );
     }
 }

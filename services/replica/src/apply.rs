@@ -137,7 +137,8 @@ pub struct Prepared {
 
 /// Builds something from checked mini-blocks and the state before them (the witness role's
 /// chunk job); what it returns is stored in the same transaction as the mini-blocks.
-pub type Prepare<'a> = &'a mut dyn FnMut(&ReadTx<'_>, &[&MiniBlock]) -> Result<Prepared, String>;
+pub type Prepare<'a> =
+    &'a mut dyn FnMut(&ReadTx<'_>, &[(u64, &MiniBlock)]) -> Result<Prepared, String>;
 
 /// Checks and applies one event received at stream position `seq`. With `store_event` the event
 /// itself is kept too (`ChainEvents`), for a verifier to walk the chain it applied.
@@ -186,18 +187,17 @@ pub fn apply_events(
             .into());
         }
     }
-    let minis: Vec<&MiniBlock> = checked.mini_blocks().collect();
-    let prepared = match (prepare, minis.first()) {
-        (Some(prepare), Some(first)) => {
-            Some(
-                prepare(&read, &minis).map_err(|reason| ApplyError::Witness {
+    let minis: Vec<(u64, &MiniBlock)> = checked.mini_blocks().collect();
+    let prepared =
+        match (prepare, minis.first()) {
+            (Some(prepare), Some((_, first))) => Some(prepare(&read, &minis).map_err(
+                |reason| ApplyError::Witness {
                     number: first.number,
                     reason,
-                })?,
-            )
-        }
-        _ => None,
-    };
+                },
+            )?),
+            _ => None,
+        };
     drop(minis);
     drop(read);
     verity_chain::commit(
@@ -350,7 +350,7 @@ mod tests {
         let c = chain.push_mini_block(&key);
 
         let mut prepared = 0;
-        let mut prepare = |_: &ReadTx<'_>, _: &[&MiniBlock]| -> Result<Prepared, String> {
+        let mut prepare = |_: &ReadTx<'_>, _: &[(u64, &MiniBlock)]| -> Result<Prepared, String> {
             prepared += 1;
             Ok(Prepared::default())
         };
@@ -373,19 +373,23 @@ mod tests {
         );
 
         let mut seen = vec![];
-        let mut prepare = |read: &ReadTx<'_>, minis: &[&MiniBlock]| -> Result<Prepared, String> {
-            // The state before the chunk: none of its writes yet.
-            assert_eq!(read.account(written_account(1)).unwrap(), None);
-            seen.extend(minis.iter().map(|m| m.number));
-            Ok(Prepared {
-                job: b"job".to_vec(),
-                tree_tombstones: vec![],
-            })
-        };
+        let mut seqs = vec![];
+        let mut prepare =
+            |read: &ReadTx<'_>, minis: &[(u64, &MiniBlock)]| -> Result<Prepared, String> {
+                // The state before the chunk: none of its writes yet.
+                assert_eq!(read.account(written_account(1)).unwrap(), None);
+                seen.extend(minis.iter().map(|(_, m)| m.number));
+                seqs.extend(minis.iter().map(|(seq, _)| *seq));
+                Ok(Prepared {
+                    job: b"job".to_vec(),
+                    tree_tombstones: vec![],
+                })
+            };
         let events = [a, b, c];
         let applied = apply_events(&db, &rules, &events, Some(&mut prepare), false);
         assert!(matches!(applied, Ok(Applied::Applied)));
         assert_eq!(seen, [0, 1, 2]);
+        assert_eq!(seqs, [1, 2, 3], "each mini-block with its stream position");
         let read = db.read().unwrap();
         assert_eq!(read.meta_u64(meta::LAST_SEQ).unwrap(), Some(3));
         assert_eq!(read.meta_u64(meta::NEXT_MINI_BLOCK).unwrap(), Some(3));

@@ -169,35 +169,38 @@ impl Witness {
         };
         let (chain_id, gas_limit) = (self.chain_id, self.gas_limit);
         let mut built = None;
-        let mut prepare = |read: &ReadTx<'_>, minis: &[&MiniBlock]| -> Result<Prepared, String> {
-            let started = Instant::now();
-            let minis = minis.iter().map(|m| (*m).clone()).collect();
-            let job = verity_chunk::build_job(read, &mut tree, chain_id, gas_limit, minis)
-                .map_err(|e| e.to_string())?;
-            let tree_tombstones = zero_leaves(&job.writes(), &tree);
-            let bytes = v1::ChunkJob::from(&job).encode_to_vec();
-            metrics::histogram!("verity_witness_job_build_seconds")
-                .record(started.elapsed().as_secs_f64());
-            metrics::histogram!("verity_witness_job_steps").record(job.pre_proofs.len() as f64);
-            metrics::histogram!("verity_witness_chunk_mini_blocks")
-                .record(job.mini_blocks.len() as f64);
-            tracing::debug!(
-                chunk = job.chunk,
-                keys = job.pre_proofs.len(),
-                pre_root = %job.pre_root,
-                post_root = %job.post_root,
-                "chunk job built"
-            );
-            built = Some(BuiltJob {
-                chunk: job.chunk,
-                mini_block_hash: job.last_hash(),
-                bytes: bytes.clone(),
-            });
-            Ok(Prepared {
-                job: bytes,
-                tree_tombstones,
-            })
-        };
+        let mut prepare =
+            |read: &ReadTx<'_>, minis: &[(u64, &MiniBlock)]| -> Result<Prepared, String> {
+                let started = Instant::now();
+                let seqs = minis.iter().map(|(seq, _)| *seq).collect();
+                let minis = minis.iter().map(|(_, m)| (*m).clone()).collect();
+                let mut job = verity_chunk::build_job(read, &mut tree, chain_id, gas_limit, minis)
+                    .map_err(|e| e.to_string())?;
+                job.mini_block_seqs = seqs;
+                let tree_tombstones = zero_leaves(&job.writes(), &tree);
+                let bytes = v1::ChunkJob::from(&job).encode_to_vec();
+                metrics::histogram!("verity_witness_job_build_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                metrics::histogram!("verity_witness_job_steps").record(job.pre_proofs.len() as f64);
+                metrics::histogram!("verity_witness_chunk_mini_blocks")
+                    .record(job.mini_blocks.len() as f64);
+                tracing::debug!(
+                    chunk = job.chunk,
+                    keys = job.pre_proofs.len(),
+                    pre_root = %job.pre_root,
+                    post_root = %job.post_root,
+                    "chunk job built"
+                );
+                built = Some(BuiltJob {
+                    chunk: job.chunk,
+                    mini_block_hash: job.last_hash(),
+                    bytes: bytes.clone(),
+                });
+                Ok(Prepared {
+                    job: bytes,
+                    tree_tombstones,
+                })
+            };
         let result = apply::apply_events(db, rules, events, Some(&mut prepare), false);
         self.tree = match &result {
             // The tree moved with the state.
