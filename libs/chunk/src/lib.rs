@@ -344,14 +344,17 @@ pub enum Judgement {
 /// Judges fraud evidence (its prover's registration and signature already checked) against the
 /// verifier's own authenticated data only: `own`, its stored mini-blocks from the chunk's first
 /// on (each hash recomputed and signature checked under the epoch's key when it was applied),
-/// and `root`, its verified root before the chunk. Of the evidence's mini-blocks only the
-/// hashes are read, to say which they are; the job is re-checked with the verifier's own copies,
-/// so a receipt, a transaction or a diff edited in the evidence changes nothing. The witness
-/// and the pre-state proofs come from the evidence and are checked against `root`.
+/// and `root`, its verified root before the chunk, and `block_hash`, the hashes of the blocks it
+/// stored. Of the evidence's mini-blocks only the hashes are read, to say which they are; the
+/// job is re-checked with the verifier's own copies, so a receipt, a transaction or a diff
+/// edited in the evidence changes nothing. The witness and the pre-state proofs come from the
+/// evidence and are checked against `root`, and every block hash the witness gives `BLOCKHASH`
+/// must be the verifier's.
 pub fn judge_fraud(
     evidence: &wire::FraudEvidence,
     own: &[MiniBlock],
     root: B256,
+    block_hash: &dyn Fn(u64) -> Option<B256>,
     chain_id: u64,
     gas_limit: u64,
 ) -> Judgement {
@@ -368,6 +371,15 @@ pub fn judge_fraud(
             "the evidence starts at root {}, the verified root is {root}",
             evidence.job.pre_root
         ));
+    }
+    for (&number, &hash) in &evidence.job.witness.block_hashes {
+        let ours = block_hash(number);
+        if ours != Some(hash) {
+            return false_accusation(format!(
+                "the evidence gives BLOCKHASH({number}) = {hash}; this verifier's block {number} is {}",
+                ours.map_or_else(|| "not stored".to_owned(), |h| h.to_string())
+            ));
+        }
     }
     let mut job = evidence.job.clone();
     job.mini_blocks = own[..named.len()].to_vec();

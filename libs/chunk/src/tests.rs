@@ -479,6 +479,11 @@ fn proofs_verify_for_their_chunk_and_forgeries_are_refused() {
     ));
 }
 
+/// A verifier that stored no blocks (the test chunks read no `BLOCKHASH`).
+fn no_blocks(_: u64) -> Option<B256> {
+    None
+}
+
 /// Fraud evidence for `job` signed by a fresh prover key, with `reason`.
 fn evidence_for(job: ChunkJob, reason: &str) -> wire::FraudEvidence {
     let prover = SigningKey::random();
@@ -498,7 +503,14 @@ fn real_fraud_is_confirmed_on_the_verifiers_own_mini_blocks() {
     let (job, _) = setup(true);
     let own = job.mini_blocks.clone();
     let evidence = evidence_for(job.clone(), "tampered diff");
-    match judge_fraud(&evidence, &own, job.pre_root, CHAIN_ID, GAS_LIMIT) {
+    match judge_fraud(
+        &evidence,
+        &own,
+        job.pre_root,
+        &no_blocks,
+        CHAIN_ID,
+        GAS_LIMIT,
+    ) {
         Judgement::Confirmed { reason } => {
             assert!(
                 reason.contains(&Address::repeat_byte(0x66).to_string()),
@@ -525,7 +537,14 @@ fn evidence_built_on_an_edited_receipt_is_a_false_accusation() {
         "the edited job alone looks fraudulent"
     );
     let evidence = evidence_for(edited, "the receipts differ from re-execution");
-    match judge_fraud(&evidence, &own, job.pre_root, CHAIN_ID, GAS_LIMIT) {
+    match judge_fraud(
+        &evidence,
+        &own,
+        job.pre_root,
+        &no_blocks,
+        CHAIN_ID,
+        GAS_LIMIT,
+    ) {
         Judgement::FalseAccusation { reason } => {
             assert!(
                 reason.contains("reproduces their writes and receipts"),
@@ -542,6 +561,7 @@ fn evidence_built_on_an_edited_receipt_is_a_false_accusation() {
             &evidence_for(elsewhere, "x"),
             &own,
             job.pre_root,
+            &no_blocks,
             CHAIN_ID,
             GAS_LIMIT
         ),
@@ -552,10 +572,46 @@ fn evidence_built_on_an_edited_receipt_is_a_false_accusation() {
             &evidence_for(job.clone(), "x"),
             &own,
             B256::repeat_byte(3),
+            &no_blocks,
             CHAIN_ID,
             GAS_LIMIT
         ),
         Judgement::FalseAccusation { .. }
+    ));
+}
+
+#[test]
+fn evidence_with_a_block_hash_the_verifier_did_not_store_is_a_false_accusation() {
+    // Real fraud, but the accuser's witness also claims a BLOCKHASH value of its own.
+    let (mut job, _) = setup(true);
+    let own = job.mini_blocks.clone();
+    job.witness.block_hashes.insert(0, B256::repeat_byte(0xbb));
+    let ours = |number: u64| (number == 0).then(|| B256::repeat_byte(0xaa));
+    match judge_fraud(
+        &evidence_for(job.clone(), "x"),
+        &own,
+        job.pre_root,
+        &ours,
+        CHAIN_ID,
+        GAS_LIMIT,
+    ) {
+        Judgement::FalseAccusation { reason } => {
+            assert!(reason.contains("BLOCKHASH(0)"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // With the verifier's own hash, the fraud stands.
+    job.witness.block_hashes.insert(0, B256::repeat_byte(0xaa));
+    assert!(matches!(
+        judge_fraud(
+            &evidence_for(job.clone(), "x"),
+            &own,
+            job.pre_root,
+            &ours,
+            CHAIN_ID,
+            GAS_LIMIT
+        ),
+        Judgement::Confirmed { .. }
     ));
 }
 

@@ -345,11 +345,16 @@ async fn advance(
                         decoded.get(at + run.len()),
                         Some((_, ChainEventKind::Block(_) | ChainEventKind::Handover(_)))
                     );
+                let stored_hash = |number: u64| {
+                    db.read()
+                        .ok()
+                        .and_then(|read| read.block_hash(number).ok().flatten())
+                };
                 match pick(
                     settings,
                     &run,
                     complete,
-                    root,
+                    (root, &stored_hash),
                     results,
                     &mut progress.accused,
                 ) {
@@ -503,12 +508,13 @@ enum Pick {
 /// fewer); `complete` says no more will come for this chunk (the block's seal follows, or the
 /// run is as long as asked), so a result naming more mini-blocks than `run` holds is refused
 /// rather than kept for later. Results of an `accused` prover are dropped; fraud evidence its
-/// own data refutes puts its prover there.
+/// own data refutes puts its prover there. `(root, block_hash)`: the verified root before the
+/// chunk, and the hashes of the blocks this replica stored.
 fn pick(
     settings: &Settings,
     run: &[MiniBlock],
     complete: bool,
-    root: B256,
+    (root, block_hash): (B256, &dyn Fn(u64) -> Option<B256>),
     results: Option<&mut Vec<Received>>,
     accused: &mut Vec<FalseAccusation>,
 ) -> Pick {
@@ -533,7 +539,8 @@ fn pick(
             continue;
         }
         match &received.result {
-            ProverResult::Fraud(evidence) => match judge(settings, run, root, evidence) {
+            ProverResult::Fraud(evidence) => match judge(settings, run, root, block_hash, evidence)
+            {
                 Ok(Judgement::Confirmed { .. }) => return Pick::Fraud(evidence.clone()),
                 Ok(Judgement::FalseAccusation { reason }) => {
                     metrics::counter!("verity_verifier_false_accusations_total").increment(1);
@@ -592,6 +599,7 @@ fn judge(
     settings: &Settings,
     run: &[MiniBlock],
     root: B256,
+    block_hash: &dyn Fn(u64) -> Option<B256>,
     evidence: &FraudEvidence,
 ) -> Result<Judgement, String> {
     if !settings.provers.contains(&evidence.prover) {
@@ -610,6 +618,7 @@ fn judge(
         evidence,
         run,
         root,
+        block_hash,
         settings.chain_id,
         settings.gas_limit,
     ))
