@@ -19,7 +19,8 @@
 //! end at `post_root`. Two running hashes bind every step's `(k, before)` (the reads)
 //! and `(k, after)` (the writes); they start and end at public inputs, so a chunk may be split
 //! into segments whose hashes chain. The hash of the chunk's transactions is a public input the
-//! circuit only carries: the proof is bound to it through the transcript.
+//! circuit only carries, a label: a proof made with one value does not verify with another (it
+//! is in the transcript), but no gate relates it to the steps.
 //!
 //! Disabled steps pad a segment to its fixed size and leave every running value unchanged.
 
