@@ -47,11 +47,14 @@ pub enum Service {
     Gateway,
     /// `verity-prover`: proves chunk jobs.
     Prover,
+    /// A second `verity-prover` with its own registered key (only with
+    /// [`DevnetOptions::second_prover`]).
+    SecondProver,
 }
 
 impl Service {
     /// Every service, in start order.
-    pub const ALL: [Service; 8] = [
+    pub const ALL: [Service; 9] = [
         Service::Sequencer,
         Service::Standby,
         Service::Replica,
@@ -60,6 +63,7 @@ impl Service {
         Service::Ingress,
         Service::Gateway,
         Service::Prover,
+        Service::SecondProver,
     ];
 
     /// The short name.
@@ -73,6 +77,7 @@ impl Service {
             Service::Ingress => "ingress",
             Service::Gateway => "gateway",
             Service::Prover => "prover",
+            Service::SecondProver => "prover-2",
         }
     }
 
@@ -81,13 +86,17 @@ impl Service {
         match self {
             Service::Witness | Service::Verifier => "verity-replica".into(),
             Service::Standby => "verity-sequencer".into(),
+            Service::SecondProver => "verity-prover".into(),
             _ => format!("verity-{}", self.name()),
         }
     }
 
     /// Whether the service belongs to the proving path (left out when proving is off).
     pub fn proves(self) -> bool {
-        matches!(self, Service::Witness | Service::Verifier | Service::Prover)
+        matches!(
+            self,
+            Service::Witness | Service::Verifier | Service::Prover | Service::SecondProver
+        )
     }
 }
 
@@ -166,6 +175,9 @@ pub struct DevnetOptions {
     pub proving: bool,
     /// Whether to run a hot-standby sequencer.
     pub standby: bool,
+    /// Whether to run a second prover (with its own key, registered with the verifier beside
+    /// the first).
+    pub second_prover: bool,
     /// Accounts added to a new genesis beside the funded dev accounts (1 wei each), for
     /// benchmarks of state size.
     pub extra_genesis_accounts: usize,
@@ -198,6 +210,7 @@ impl DevnetOptions {
             ready_timeout: Duration::from_secs(60),
             proving: true,
             standby: false,
+            second_prover: false,
             standing_appointments: true,
             extra_genesis_accounts: 0,
             steps_per_proof: 8,
@@ -297,7 +310,20 @@ impl Devnet {
             .into_iter()
             .filter(|s| self.options.proving || !s.proves())
             .filter(|s| self.options.standby || *s != Service::Standby)
+            .filter(|s| self.options.second_prover || *s != Service::SecondProver)
             .collect()
+    }
+
+    /// The registered provers' addresses, as `--prover-addresses` takes them.
+    fn prover_addresses(&self) -> String {
+        let mut addresses = vec![self.prover_address.to_string()];
+        if self.options.second_prover {
+            let second = SigningKey::load_or_create(&self.options.data_dir.join(SECOND_PROVER_KEY))
+                .map(|(key, _)| key.address().to_string())
+                .unwrap_or_default();
+            addresses.push(second);
+        }
+        addresses.join(",")
     }
 
     /// The standby sequencer's address.
@@ -425,7 +451,7 @@ impl Devnet {
                     "--key-file".into(),
                     path(&dir.join("verifier.key")),
                     "--prover-addresses".into(),
-                    self.prover_address.to_string(),
+                    self.prover_addresses(),
                     "--steps-per-proof".into(),
                     self.options.steps_per_proof.to_string(),
                     "--kzg-params".into(),
@@ -447,13 +473,13 @@ impl Devnet {
                 "--nats-url".into(),
                 nats.clone(),
             ],
-            Service::Prover => vec![
+            Service::Prover | Service::SecondProver => vec![
                 "--nats-url".into(),
                 nats,
                 "--genesis".into(),
                 path(&self.genesis),
                 "--key-file".into(),
-                path(&dir.join("prover.key")),
+                path(&dir.join(prover_key_file(service))),
                 "--steps-per-proof".into(),
                 self.options.steps_per_proof.to_string(),
                 "--kzg-params".into(),
@@ -735,6 +761,17 @@ pub async fn prepare(options: &DevnetOptions) -> Result<ChainFiles, DevnetError>
         prover: prover_address,
         verifier: verifier_address,
     })
+}
+
+/// The key file of the second prover (created with the chain's other keys).
+const SECOND_PROVER_KEY: &str = "prover-2.key";
+
+/// The key file of a prover service.
+fn prover_key_file(service: Service) -> &'static str {
+    match service {
+        Service::SecondProver => SECOND_PROVER_KEY,
+        _ => "prover.key",
+    }
 }
 
 /// Pre-signs standing appointments for a genesis with the devnet's governance: odd epochs for the

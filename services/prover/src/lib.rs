@@ -37,9 +37,17 @@ use verity_server::{Backoff, CancellationToken, ServiceArgs};
 /// Default gRPC (health) port of a prover.
 pub const DEFAULT_PORT: u16 = 7500;
 
+/// What `--version` prints. A build with the test-only `fault-injection` feature says so: `make
+/// test` (`scripts/check-production.sh`) refuses a production binary whose version says it.
+#[cfg(not(feature = "fault-injection"))]
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// What `--version` prints: this build has the test-only `fault-injection` feature.
+#[cfg(feature = "fault-injection")]
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (test build: fault-injection)");
+
 /// `verity-prover` flags.
 #[derive(clap::Parser, Debug, Clone)]
-#[command(version, about, long_about = None)]
+#[command(version = VERSION, about, long_about = None)]
 pub struct Config {
     /// Genesis JSON file (for the chain id and block gas limit).
     #[arg(long, env = "VERITY_GENESIS")]
@@ -120,6 +128,8 @@ pub struct Prover {
     jobs: jetstream::stream::Stream,
     /// The chain stream, where a job's mini-blocks must have been published.
     chain: jetstream::stream::Stream,
+    #[cfg(feature = "fault-injection")]
+    fault: Arc<fault::FalseAccusation>,
 }
 
 impl verity_server::Service for Prover {
@@ -145,6 +155,8 @@ impl verity_server::Service for Prover {
             jobs,
             chain,
             config,
+            #[cfg(feature = "fault-injection")]
+            fault: Arc::default(),
         })
     }
 
@@ -226,6 +238,11 @@ impl Prover {
             let Some(message) = next else { continue };
             let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
             self.handle(keys, queue, message, stop).await?;
+            #[cfg(feature = "fault-injection")]
+            if self.fault.done() {
+                // It has lied once: it takes no more jobs, so the others prove them.
+                stop.cancelled().await;
+            }
             if stop.is_cancelled() {
                 return Ok(());
             }
@@ -320,6 +337,10 @@ impl Prover {
         stop: &CancellationToken,
     ) -> anyhow::Result<()> {
         let chunk = job.chunk;
+        #[cfg(feature = "fault-injection")]
+        if self.fault.fire() {
+            return self.accuse_falsely_now(message, job).await;
+        }
         tracing::info!(chunk, keys = job.pre_proofs.len(), "job received");
         let started = Instant::now();
 
@@ -450,6 +471,83 @@ fn run_job(
         }
     }
 }
+#[cfg(feature = "fault-injection")]
+mod fault {
+    //! Test-only: a prover that sends false fraud evidence once (the e2e false-accusation
+    //! scenario).
+
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// Whether to lie, and whether it has.
+    #[derive(Debug, Default)]
+    pub(super) struct FalseAccusation {
+        armed: AtomicBool,
+        done: AtomicBool,
+    }
+
+    impl FalseAccusation {
+        /// True the first time it is called while armed.
+        pub(super) fn fire(&self) -> bool {
+            self.armed.load(Ordering::SeqCst) && !self.done.swap(true, Ordering::SeqCst)
+        }
+
+        pub(super) fn done(&self) -> bool {
+            self.done.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Prover {
+        /// Makes this prover answer its next job with fraud evidence built on an edited copy of
+        /// the job (test builds only: the `fault-injection` feature).
+        pub fn accuse_falsely(&mut self) {
+            self.fault.armed.store(true, Ordering::SeqCst);
+        }
+
+        /// Publishes the false evidence and gives the job back (so another prover proves it).
+        pub(super) async fn accuse_falsely_now(
+            &self,
+            message: &jetstream::Message,
+            mut job: ChunkJob,
+        ) -> anyhow::Result<()> {
+            let chunk = job.chunk;
+            let first = &mut job.mini_blocks[0];
+            match first.receipts.first_mut() {
+                Some(receipt) => receipt.gas_used += 1,
+                None => first.base_fee += 1,
+            }
+            let mut evidence = FraudEvidence {
+                job,
+                reexecuted: Default::default(),
+                reason: "the receipts differ from re-execution".into(),
+                prover: self.key.address(),
+                signature: verity_primitives::signing::UNSIGNED,
+            };
+            evidence.signature = self.key.sign(&wire::fraud_hash(self.chain_id, &evidence));
+            let result = ProverResult::Fraud(Box::new(evidence));
+            proving::publish_result(
+                &self.js,
+                chunk,
+                result.last_hash().as_slice(),
+                self.key.address().as_slice(),
+                Bytes::from(v1::ProverResult::from(&result).encode_to_vec()),
+                async_nats::HeaderMap::new(),
+            )
+            .await?;
+            message
+                .ack_with(AckKind::Nak(Some(Duration::from_millis(100))))
+                .await
+                .map_err(|e| anyhow::anyhow!("nak: {e}"))?;
+            tracing::warn!(
+                chunk,
+                "sent FALSE fraud evidence (test build), gave the job back"
+            );
+            Ok(())
+        }
+    }
+}
+
 /// Why the job's mini-blocks are not the ones `published` at its stream positions, if they are
 /// not: a job must name a position for each, and each must hold exactly that mini-block (so a
 /// witness replica cannot hand provers mini-blocks, receipts or environments nobody published).

@@ -234,3 +234,71 @@ async fn a_forged_sender_raises_the_alarm_and_safe_keeps_the_victims_funds() {
     assert_ne!(at_latest, funds, "the forgery was applied at latest");
     net.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn false_fraud_evidence_names_its_prover_and_safe_goes_on() {
+    let net = TestNet::start(|o| {
+        o.proving = true;
+        o.second_prover = true;
+        o.steps_per_proof = 4;
+        o.block_interval_ms = 300;
+        o.binaries
+            .insert(Service::SecondProver, "verity-prover-faulty".into());
+    })
+    .await
+    .unwrap();
+    let liar =
+        verity_primitives::SigningKey::load_or_create(&net.devnet.data_dir().join("prover-2.key"))
+            .unwrap()
+            .0
+            .address();
+    let chain_id = net.devnet.chain_id();
+    let sender = dev_signer(&net, 2).unwrap();
+    let rpc = net.rpc();
+    // Transfers, one at a time, until the lying prover has taken a job and been refuted (it
+    // lies about the first job it gets, then takes no more).
+    let started = std::time::Instant::now();
+    let mut nonce = 0;
+    let alarm = loop {
+        let (raw, hash) = sign_filler(&sender, chain_id, nonce).unwrap();
+        rpc.send_and_wait(&raw, &hash).await.unwrap();
+        nonce += 1;
+        let status = status(&rpc).await;
+        if let Some(alarm) = status["alarm"].as_str() {
+            break alarm.to_owned();
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            net.dump_logs();
+            panic!("no alarm: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        alarm.contains(&format!("refuted fraud evidence from prover {liar}")),
+        "the alarm names the lying prover: {alarm}"
+    );
+    assert!(!alarm.contains("confirmed fraud"), "{alarm}");
+
+    // `safe` goes on with the honest prover: a transfer sent now becomes safe.
+    let (raw, hash) = sign_filler(&sender, chain_id, nonce).unwrap();
+    rpc.send_and_wait(&raw, &hash).await.unwrap();
+    let block = block_of(&rpc, &hash).await;
+    let started = std::time::Instant::now();
+    loop {
+        let status = status(&rpc).await;
+        if status["safe"].as_u64() >= Some(block) {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            net.dump_logs();
+            panic!("safe stopped at {status} (block {block} never safe)");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let log = std::fs::read_to_string(net.devnet.log_file(Service::Verifier)).unwrap();
+    assert!(
+        log.contains("FALSE ACCUSATION"),
+        "the verifier says what it saw"
+    );
+    net.stop().await.unwrap();
+}
