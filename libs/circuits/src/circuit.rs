@@ -277,8 +277,18 @@ impl Circuit<F> for ChunkCircuit {
             let q = meta.query_selector(q_terminal);
             let [t_own, t_empty, t_other, n_leaf, split, lo, lt, ln] =
                 [0, 1, 2, 3, 4, 5, 6, 7].map(|i| meta.query_advice(a[i], Rotation::cur()));
-            let [t_old, t_new, bo_hi, bo_lo, an_hi, an_lo] =
-                [0, 1, 2, 3, 4, 5].map(|i| meta.query_advice(a[i], Rotation::next()));
+            let [
+                t_old,
+                t_new,
+                bo_hi,
+                bo_lo,
+                an_hi,
+                an_lo,
+                inv_hi,
+                z_hi,
+                inv_lo,
+                z_lo,
+            ] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9].map(|i| meta.query_advice(a[i], Rotation::next()));
             Constraints::with_selector(
                 q,
                 [
@@ -293,10 +303,19 @@ impl Circuit<F> for ChunkCircuit {
                     (one() - t_own.clone()) * bo_hi,
                     (one() - t_own.clone()) * bo_lo,
                     // Without a leaf afterwards the key was absent and stays zero.
-                    (one() - n_leaf.clone()) * t_own,
-                    (one() - n_leaf.clone()) * an_hi,
-                    (one() - n_leaf.clone()) * an_lo,
-                    t_new - (n_leaf.clone() * ln + (one() - n_leaf) * t_old),
+                    (one() - n_leaf.clone()) * t_own.clone(),
+                    (one() - n_leaf.clone()) * an_hi.clone(),
+                    (one() - n_leaf.clone()) * an_lo.clone(),
+                    t_new - (n_leaf.clone() * ln + (one() - n_leaf.clone()) * t_old),
+                    // z_hi, z_lo: whether each limb of the value after is zero.
+                    z_hi.clone() - (one() - an_hi.clone() * inv_hi),
+                    an_hi * z_hi.clone(),
+                    z_lo.clone() - (one() - an_lo.clone() * inv_lo),
+                    an_lo * z_lo.clone(),
+                    // A leaf afterwards only where the key had one or gets a value: a zero write
+                    // to an absent key leaves the tree as it was (no tombstone), so the root
+                    // after is a function of the root before and the writes.
+                    n_leaf * (one() - t_own) * z_hi * z_lo,
                 ],
             )
         });
@@ -615,6 +634,22 @@ impl ChunkCircuit {
                     copy(&b_lo, &mut region, a[3], 1)?;
                     copy(&n_hi, &mut region, a[4], 1)?;
                     copy(&n_lo, &mut region, a[5], 1)?;
+                    let inv = |x: F| x.invert().unwrap_or(F::ZERO);
+                    let [after_hi, after_lo] = step.after;
+                    assign(&mut region, a[6], 1, known(inv(after_hi)))?;
+                    assign(
+                        &mut region,
+                        a[7],
+                        1,
+                        known(F::ONE - after_hi * inv(after_hi)),
+                    )?;
+                    assign(&mut region, a[8], 1, known(inv(after_lo)))?;
+                    assign(
+                        &mut region,
+                        a[9],
+                        1,
+                        known(F::ONE - after_lo * inv(after_lo)),
+                    )?;
                     Ok((t_old, t_new, t_other_cell, split_cell, lt))
                 },
             )?;

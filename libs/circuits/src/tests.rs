@@ -111,6 +111,33 @@ fn a_claimed_post_root_other_than_the_steps_is_rejected() {
 }
 
 #[test]
+fn a_zero_write_to_an_absent_key_cannot_plant_a_tombstone() {
+    // The tree drops a zero write to an absent key (the honest step keeps the root). A prover
+    // could instead claim a new leaf holding zero: the same reads and writes, another post-root.
+    let mut tree = tree_with(&(0..6).map(key).collect::<Vec<_>>());
+    let pre_root = tree.root();
+    let absent = (100..)
+        .map(key)
+        .find(|k| tree.prove(k).terminal.is_none())
+        .unwrap();
+    let honest = tree.clone().step(absent, Some(B256::ZERO));
+    assert!(!honest.is_present);
+    let (circuit, instances) = mock(std::slice::from_ref(&honest), pre_root, 2);
+    run(&circuit, &instances).unwrap();
+    // The forgery: the insertion of a value, with the value set to zero.
+    let mut tombstone = tree.step(absent, Some(B256::repeat_byte(5)));
+    tombstone.after = B256::ZERO;
+    tombstone.new.terminal = Some((absent, B256::ZERO));
+    let (circuit, forged) = mock(std::slice::from_ref(&tombstone), pre_root, 2);
+    assert_eq!(forged.writes_out, instances.writes_out, "the same writes");
+    assert_ne!(forged.post_root, instances.post_root, "another root");
+    assert!(
+        run(&circuit, &forged).is_err(),
+        "a tombstone planted by a zero write"
+    );
+}
+
+#[test]
 fn a_write_the_tree_did_not_make_is_rejected() {
     let (steps, pre_root) = every_kind_of_step();
     let (mut circuit, instances) = mock(&steps, pre_root, steps.len());
