@@ -67,6 +67,10 @@ pub struct SharedState {
     started: Instant,
     /// The last event JetStream acknowledged.
     published: AtomicU64,
+    /// Test builds: admit a forwarded transaction's sender without recovering it (a dishonest
+    /// sequencer, for the e2e scenario that shows provers catch it).
+    #[cfg(feature = "fault-injection")]
+    pub(crate) trust_forwarded_senders: AtomicBool,
 }
 
 impl SharedState {
@@ -91,6 +95,8 @@ impl SharedState {
             lease_until: AtomicU64::new(u64::MAX),
             started: Instant::now(),
             published: AtomicU64::new(0),
+            #[cfg(feature = "fault-injection")]
+            trust_forwarded_senders: AtomicBool::new(false),
         }
     }
 
@@ -275,6 +281,16 @@ impl Sequencer {
     #[cfg(feature = "fault-injection")]
     pub fn tamper_with(&mut self, tamper: producer::Tamper) {
         self.node.tamper = Some(node::TamperSlot(tamper));
+    }
+
+    /// Makes this sequencer admit forwarded transactions as from whatever sender they claim,
+    /// without recovering it (test builds only: the `fault-injection` feature).
+    #[cfg(feature = "fault-injection")]
+    pub fn trust_forwarded_senders(&self) {
+        self.node
+            .shared
+            .trust_forwarded_senders
+            .store(true, Ordering::SeqCst);
     }
 }
 

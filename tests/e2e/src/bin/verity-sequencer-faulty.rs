@@ -1,7 +1,8 @@
-//! Test-only: `verity-sequencer` that signs one tampered mini-block, for the adversarial
-//! end-to-end scenarios. Mini-block `VERITY_FAULT_TAMPER_MINI_BLOCK` gets an extra write
-//! crediting [`verity_e2e::FRAUD_BENEFICIARY`] with 1 ETH it never paid for; everything else is
-//! the real sequencer. It exists only in this test crate (the `fault-injection` feature of
+//! Test-only: `verity-sequencer` that lies, for the adversarial end-to-end scenarios. Mini-block
+//! `VERITY_FAULT_TAMPER_MINI_BLOCK` gets an extra write crediting
+//! [`verity_e2e::FRAUD_BENEFICIARY`] with 1 ETH it never paid for; with
+//! `VERITY_FAULT_TRUST_SENDERS` set it executes forwarded transactions as whatever sender they
+//! claim. Everything else is the real sequencer. It exists only in this test crate (the `fault-injection` feature of
 //! verity-sequencer is enabled nowhere else).
 
 use std::sync::Arc;
@@ -31,6 +32,9 @@ impl Service for Faulty {
                     credit.balance = Some(U256::from(1_000_000_000_000_000_000u128));
                 }
             }));
+        }
+        if std::env::var_os("VERITY_FAULT_TRUST_SENDERS").is_some() {
+            sequencer.trust_forwarded_senders();
         }
         Ok(Self(sequencer))
     }

@@ -107,5 +107,39 @@ async fn a_batch_submission_answers_each_entry() {
     );
     assert_eq!(replayed.code(), tonic::Code::FailedPrecondition);
     assert_eq!(rejection_of(&replayed), Some(v1::TxRejection::NonceTooLow));
+
+    // Straight to the sequencer, a transfer signed by a stranger but claiming a funded sender:
+    // the sequencer recovers the signer itself and refuses.
+    let stranger = alloy_signer_local::PrivateKeySigner::random();
+    let (raw, hash) =
+        sign_transfer(&stranger, chain_id, 2, stranger.address(), U256::from(1)).unwrap();
+    let forged = v1::ForwardRequest {
+        id: 7,
+        transaction: Some(v1::Transaction {
+            raw: alloy_primitives::hex::decode(raw).unwrap(),
+            sender: signer.address().to_vec(),
+            hash: alloy_primitives::hex::decode(hash).unwrap(),
+        }),
+        trace_context: Default::default(),
+    };
+    let mut sequencer =
+        v1::sequencer_client::SequencerClient::connect(net.devnet.grpc_url(Service::Sequencer))
+            .await
+            .unwrap();
+    let answer = sequencer
+        .forward(futures::stream::iter([forged]))
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .expect("an answer");
+    assert_eq!(
+        answer.rejection,
+        v1::TxRejection::Invalid as i32,
+        "{answer:?}"
+    );
+    assert!(answer.message.starts_with("invalid sender"), "{answer:?}");
     net.stop().await.unwrap();
 }

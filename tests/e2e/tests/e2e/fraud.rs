@@ -141,10 +141,16 @@ async fn wait_alarm(net: &TestNet, rpc: &verity_e2e::Rpc) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_sender_raises_the_alarm_and_safe_keeps_the_victims_funds() {
+    // A dishonest sequencer: it executes forwarded transactions as whoever they claim to be from
+    // (the honest one recovers the sender and refuses; e2e `contract`).
     let net = TestNet::start(|o| {
         o.proving = true;
         o.steps_per_proof = 4;
         o.block_interval_ms = 300;
+        o.binaries
+            .insert(Service::Sequencer, "verity-sequencer-faulty".into());
+        o.env
+            .push(("VERITY_FAULT_TRUST_SENDERS".into(), "1".into()));
     })
     .await
     .unwrap();
@@ -171,8 +177,8 @@ async fn a_forged_sender_raises_the_alarm_and_safe_keeps_the_victims_funds() {
     }
 
     // A stranger's key signs a transfer of the victim's money to itself, and the transaction
-    // reaches the sequencer claiming the victim as its sender (what a dishonest sequencer, or
-    // anyone on its Forward stream, can do): it is executed as the victim's.
+    // reaches the sequencer claiming the victim as its sender: the dishonest sequencer executes
+    // it as the victim's.
     let stranger = alloy_signer_local::PrivateKeySigner::random();
     let one_eth = alloy_primitives::U256::from(10u128.pow(18));
     let (raw, hash) =
