@@ -745,15 +745,19 @@ impl ChunkCircuit {
                 ))
             },
         )?;
-        let reads_hashed = Self::hash(
-            config,
+        // The running hashes live in a sponge domain of their own: a chain value can never be
+        // taken for a tree node (both hash two elements).
+        let reads_hashed = super::backend::hash_in_domain(
+            &config.poseidon,
             layouter.namespace(|| "reads hash"),
             [reads_in.clone(), leaf_own],
+            super::CHAIN_DOMAIN,
         )?;
-        let writes_hashed = Self::hash(
-            config,
+        let writes_hashed = super::backend::hash_in_domain(
+            &config.poseidon,
             layouter.namespace(|| "writes hash"),
             [writes_in.clone(), leaf_new],
+            super::CHAIN_DOMAIN,
         )?;
         layouter.assign_region(
             || "output",

@@ -43,6 +43,10 @@ pub use backend::{F as Fr, Field, PrimeField};
 pub use circuit::{ChunkCircuit, Step as CircuitStep, Terminal, poseidon};
 pub use witness::{Instances, StepError, chain_hash, circuit_step};
 
+/// The sponge domain of the reads and writes running hashes (the capacity element
+/// `2 · 2^64 + 1`), apart from the tree's nodes (domain 0), which also hash two elements.
+pub const CHAIN_DOMAIN: u64 = 1;
+
 /// Why proving or verifying failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

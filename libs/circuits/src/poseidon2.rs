@@ -21,8 +21,12 @@ const RATE: usize = 2;
 type State = [F; WIDTH];
 type Matrix = [[F; WIDTH]; WIDTH];
 
-fn initial_state<const L: usize>() -> State {
-    [F::ZERO, F::ZERO, F::from_u128((L as u128) << 64)]
+fn initial_state<const L: usize>(domain: u64) -> State {
+    [
+        F::ZERO,
+        F::ZERO,
+        F::from_u128(((L as u128) << 64) | u128::from(domain)),
+    ]
 }
 
 /// Columns and gates of the chip.
@@ -238,8 +242,19 @@ fn permutation(
 /// Constrains `Poseidon_ConstantLength<L>(message)` and returns the digest cell.
 pub fn hash<const L: usize>(
     config: &PoseidonConfig,
+    layouter: impl Layouter<F>,
+    message: [Cell; L],
+) -> Result<Cell, Error> {
+    hash_in_domain(config, layouter, message, 0)
+}
+
+/// [`hash`] in sponge domain `domain` (the capacity element `L · 2^64 + domain`, as
+/// `verity_commitment::bn254::hash_in_domain`).
+pub fn hash_in_domain<const L: usize>(
+    config: &PoseidonConfig,
     mut layouter: impl Layouter<F>,
     message: [Cell; L],
+    domain: u64,
 ) -> Result<Cell, Error> {
     layouter.assign_region(
         || "poseidon",
@@ -250,7 +265,7 @@ pub fn hash<const L: usize>(
             let first = chunks.next().ok_or(Error::Synthesis)?;
             // Row 0: the initial state plus the first words (the state starts at zero but
             // for its capacity element, a constant of the domain).
-            let capacity = initial_state::<L>()[2];
+            let capacity = initial_state::<L>(domain)[2];
             for (i, column) in config.state.iter().take(RATE).enumerate() {
                 match first.get(i) {
                     Some(word) => {
@@ -262,7 +277,7 @@ pub fn hash<const L: usize>(
                 }
             }
             from_constant(region, config.state[2], 0, capacity)?;
-            let start = first_state::<L>(&words);
+            let start = first_state::<L>(&words, domain);
             let (mut row, mut state, mut out) = permutation(config, region, 0, start)?;
             for chunk in chunks {
                 enable(region, &config.s_absorb, row)?;
@@ -292,12 +307,12 @@ pub fn hash<const L: usize>(
 }
 
 /// The state after absorbing the first words: each of the first `RATE` slots plus its word.
-fn first_state<const L: usize>(words: &[Value<F>]) -> Value<State> {
+fn first_state<const L: usize>(words: &[Value<F>], domain: u64) -> Value<State> {
     let zero = Value::known(F::ZERO);
     let w0 = words.first().copied().unwrap_or(zero);
     let w1 = words.get(1).copied().unwrap_or(zero);
     w0.zip(w1).map(|(a, b)| {
-        let s = initial_state::<L>();
+        let s = initial_state::<L>(domain);
         [s[0] + a, s[1] + b, s[2]]
     })
 }

@@ -252,3 +252,18 @@ fn segments_chain_their_hashes() {
         run(&circuit_of(segment, 2), &instances).unwrap();
     }
 }
+
+#[test]
+fn the_running_hashes_are_not_tree_node_hashes() {
+    // The same two elements hashed as a tree node and as a step of a running hash: different
+    // sponge domains give different digests, so a chain value cannot pass for a node.
+    let (k, v) = (key(1), key(2));
+    use verity_commitment::TreeHasher as _;
+    let leaf = backend::field_element(&backend::Hasher.leaf(&k, &v)).unwrap();
+    let acc = Fr::from(7u64);
+    assert_ne!(chain_hash(acc, [(&k, &v)]), backend::poseidon([acc, leaf]));
+    assert_eq!(
+        chain_hash(acc, [(&k, &v)]),
+        backend::poseidon_in_domain([acc, leaf], CHAIN_DOMAIN)
+    );
+}

@@ -87,12 +87,12 @@ pub fn circuit_step(step: &Step, depth: usize) -> Result<CircuitStep, StepError>
 }
 
 /// The running hash the circuit keeps over leaves: `Poseidon(acc, leaf(key, value))` for each
-/// `(key, value)`, from `start`.
+/// `(key, value)`, from `start`, in the chains' sponge domain ([`super::CHAIN_DOMAIN`]).
 pub fn chain_hash<'a>(start: F, leaves: impl IntoIterator<Item = (&'a B256, &'a B256)>) -> F {
     leaves.into_iter().fold(start, |acc, (key, value)| {
         let leaf = Hasher.leaf(key, value);
         let leaf = field_element(&leaf).unwrap_or(F::ZERO);
-        super::backend::poseidon([acc, leaf])
+        super::backend::poseidon_in_domain([acc, leaf], super::CHAIN_DOMAIN)
     })
 }
 

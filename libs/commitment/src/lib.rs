@@ -33,7 +33,7 @@ pub use partial::{PartialError, PartialTree};
 pub use poseidon::bn254;
 pub use poseidon::bn254::{
     Poseidon2Bn254, digest as field_digest, element as field_element, hash as poseidon_hash,
-    limbs as field_limbs,
+    hash_in_domain as poseidon_hash_in_domain, limbs as field_limbs,
 };
 
 /// The digest of an empty subtree.

@@ -63,7 +63,15 @@ macro_rules! sponge_over {
         /// Poseidon `ConstantLength<L>` (width 3, rate 2): capacity element `L · 2^64` (one
         /// output), input zero-padded to a multiple of the rate.
         pub fn hash<const L: usize>(message: [$field; L]) -> $field {
-            let mut state = [<$field>::ZERO, <$field>::ZERO, small((L as u128) << 64)];
+            hash_in_domain(message, 0)
+        }
+
+        /// [`hash`] in sponge domain `domain`: capacity element `L · 2^64 + domain`, so that
+        /// hashes of one purpose can never be taken for another's of the same length (domain
+        /// 0 is the tree's).
+        pub fn hash_in_domain<const L: usize>(message: [$field; L], domain: u64) -> $field {
+            let capacity = ((L as u128) << 64) | u128::from(domain);
+            let mut state = [<$field>::ZERO, <$field>::ZERO, small(capacity)];
             for chunk in message.chunks(2) {
                 state[0] += chunk[0];
                 if let Some(second) = chunk.get(1) {
