@@ -241,12 +241,20 @@ pub async fn publish_attestation(
     verifier: &[u8],
     block: u64,
     fraud: bool,
+    accusations: usize,
     payload: Bytes,
 ) -> Result<(), BusError> {
+    // What the attestation says besides the block is in its id, so that saying more about the
+    // same block (fraud, another false accusation) is not taken for a duplicate.
     let id = format!(
-        "finality-{}-{block}{}",
+        "finality-{}-{block}{}{}",
         message_id(verifier),
-        if fraud { "-fraud" } else { "" }
+        if fraud { "-fraud" } else { "" },
+        if accusations > 0 {
+            format!("-accused-{accusations}")
+        } else {
+            String::new()
+        }
     );
     let message = async_nats::jetstream::message::PublishMessage::build()
         .payload(payload)

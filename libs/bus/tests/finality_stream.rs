@@ -28,13 +28,13 @@ async fn the_stream_keeps_each_verifiers_newest_attestation() {
     for block in 1..=5u64 {
         for verifier in [&a, &b] {
             let payload = format!("{}-{block}", verifier[0]);
-            publish_attestation(&js, verifier, block, false, payload.into())
+            publish_attestation(&js, verifier, block, false, 0, payload.into())
                 .await
                 .expect("publish");
         }
     }
     // A fraud attestation replaces its verifier's last vote, as the verifier stops there.
-    publish_attestation(&js, &a, 5, true, "fraud".into())
+    publish_attestation(&js, &a, 5, true, 0, "fraud".into())
         .await
         .expect("publish");
 

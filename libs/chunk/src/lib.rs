@@ -333,10 +333,20 @@ pub enum Judgement {
         /// What differs.
         reason: String,
     },
-    /// The evidence does not hold up on the verifier's own data: the accusing prover lied (or
-    /// erred), and is to be named and ignored.
+    /// Re-executing the verifier's own mini-blocks from its own root, on the evidence's witness
+    /// (proven against that root) and the verifier's block hashes, reproduces their writes and
+    /// receipts: an honest prover given that job would have found it valid, so the accuser lied
+    /// and is to be named and ignored.
     FalseAccusation {
         /// Why it does not hold up.
+        reason: String,
+    },
+    /// The evidence is not about this verifier's chain or does not hold together (other
+    /// mini-blocks, another root, block hashes this verifier does not have, a broken job). A
+    /// dishonest witness replica can hand an honest prover such a job, so nobody is accused:
+    /// the evidence is dropped.
+    Unfounded {
+        /// Why.
         reason: String,
     },
 }
@@ -358,16 +368,14 @@ pub fn judge_fraud(
     chain_id: u64,
     gas_limit: u64,
 ) -> Judgement {
-    let false_accusation = |reason: String| Judgement::FalseAccusation { reason };
+    let unfounded = |reason: String| Judgement::Unfounded { reason };
     let named = evidence.job.mini_block_hashes();
     let ours: Vec<B256> = own.iter().take(named.len()).map(|m| m.hash).collect();
     if named.is_empty() || named != ours {
-        return false_accusation(
-            "the evidence is for mini-blocks this verifier does not hold".into(),
-        );
+        return unfounded("the evidence is for mini-blocks this verifier does not hold".into());
     }
     if evidence.job.pre_root != root {
-        return false_accusation(format!(
+        return unfounded(format!(
             "the evidence starts at root {}, the verified root is {root}",
             evidence.job.pre_root
         ));
@@ -375,7 +383,7 @@ pub fn judge_fraud(
     for (&number, &hash) in &evidence.job.witness.block_hashes {
         let ours = block_hash(number);
         if ours != Some(hash) {
-            return false_accusation(format!(
+            return unfounded(format!(
                 "the evidence gives BLOCKHASH({number}) = {hash}; this verifier's block {number} is {}",
                 ours.map_or_else(|| "not stored".to_owned(), |h| h.to_string())
             ));
@@ -385,11 +393,12 @@ pub fn judge_fraud(
     job.mini_blocks = own[..named.len()].to_vec();
     match check_job(&job, chain_id, gas_limit) {
         Ok(Verdict::Fraud { reason, .. }) => Judgement::Confirmed { reason },
-        Ok(Verdict::Valid) => false_accusation(
-            "re-executing the verifier's own mini-blocks reproduces their writes and receipts"
-                .into(),
-        ),
-        Err(error) => false_accusation(format!("the evidence's job does not hold up: {error}")),
+        Ok(Verdict::Valid) => Judgement::FalseAccusation {
+            reason:
+                "re-executing the verifier's own mini-blocks reproduces their writes and receipts"
+                    .into(),
+        },
+        Err(error) => unfounded(format!("the evidence's job does not hold up: {error}")),
     }
 }
 

@@ -553,7 +553,8 @@ fn evidence_built_on_an_edited_receipt_is_a_false_accusation() {
         }
         other => panic!("a forged accusation was confirmed: {other:?}"),
     }
-    // Evidence for other mini-blocks, or from another root, does not hold up either.
+    // Evidence for other mini-blocks, or from another root, is unfounded (a dishonest witness
+    // could have handed it to an honest prover): dropped, nobody accused.
     let mut elsewhere = job.clone();
     elsewhere.mini_blocks[0].hash = B256::repeat_byte(9);
     assert!(matches!(
@@ -565,7 +566,7 @@ fn evidence_built_on_an_edited_receipt_is_a_false_accusation() {
             CHAIN_ID,
             GAS_LIMIT
         ),
-        Judgement::FalseAccusation { .. }
+        Judgement::Unfounded { .. }
     ));
     assert!(matches!(
         judge_fraud(
@@ -576,12 +577,12 @@ fn evidence_built_on_an_edited_receipt_is_a_false_accusation() {
             CHAIN_ID,
             GAS_LIMIT
         ),
-        Judgement::FalseAccusation { .. }
+        Judgement::Unfounded { .. }
     ));
 }
 
 #[test]
-fn evidence_with_a_block_hash_the_verifier_did_not_store_is_a_false_accusation() {
+fn evidence_with_a_block_hash_the_verifier_did_not_store_is_unfounded() {
     // Real fraud, but the accuser's witness also claims a BLOCKHASH value of its own.
     let (mut job, _) = setup(true);
     let own = job.mini_blocks.clone();
@@ -595,7 +596,7 @@ fn evidence_with_a_block_hash_the_verifier_did_not_store_is_a_false_accusation()
         CHAIN_ID,
         GAS_LIMIT,
     ) {
-        Judgement::FalseAccusation { reason } => {
+        Judgement::Unfounded { reason } => {
             assert!(reason.contains("BLOCKHASH(0)"), "{reason}")
         }
         other => panic!("{other:?}"),

@@ -350,11 +350,14 @@ async fn advance(
                         .ok()
                         .and_then(|read| read.block_hash(number).ok().flatten())
                 };
+                // Fraud evidence is judged only from a verified root: `root` moves ahead with
+                // each proof picked in this walk before its halo2 batch has run.
+                let settled = !steps.iter().any(|s| matches!(s, Step::Chunk { .. }));
                 match pick(
                     settings,
                     &run,
                     complete,
-                    (root, &stored_hash),
+                    (root, settled, &stored_hash),
                     results,
                     &mut progress.accused,
                 ) {
@@ -368,8 +371,8 @@ async fn advance(
                         });
                         at += covered;
                     }
-                    Pick::Fraud(evidence) => {
-                        fraud = Some((seq, evidence));
+                    Pick::Fraud(chunk, reason) => {
+                        fraud = Some((seq, chunk, reason));
                         break;
                     }
                     Pick::Wait => break,
@@ -430,10 +433,10 @@ async fn advance(
             },
         }
     }
-    if let Some((seq, evidence)) = fraud
+    if let Some((seq, chunk, reason)) = fraud
         && progress.next_seq == seq
     {
-        progress.fraud = Some((evidence.job.chunk, evidence.reason.clone()));
+        progress.fraud = Some((chunk, reason));
     }
     // Keep the proofs stream position at the oldest result still buffered.
     progress.proofs_seq = buffer
@@ -498,7 +501,8 @@ fn reject(buffer: &mut BTreeMap<u64, Vec<Received>>, proof: &ChunkProof, reason:
 
 enum Pick {
     Proof(Statement, Box<ChunkProof>),
-    Fraud(Box<FraudEvidence>),
+    /// Fraud confirmed in this chunk, with what the verifier itself found.
+    Fraud(u64, String),
     Wait,
 }
 
@@ -508,13 +512,14 @@ enum Pick {
 /// fewer); `complete` says no more will come for this chunk (the block's seal follows, or the
 /// run is as long as asked), so a result naming more mini-blocks than `run` holds is refused
 /// rather than kept for later. Results of an `accused` prover are dropped; fraud evidence its
-/// own data refutes puts its prover there. `(root, block_hash)`: the verified root before the
-/// chunk, and the hashes of the blocks this replica stored.
+/// own data refutes puts its prover there. `(root, settled, block_hash)`: the root before the
+/// chunk, whether it is verified (fraud evidence waits until it is), and the hashes of the blocks
+/// this replica stored.
 fn pick(
     settings: &Settings,
     run: &[MiniBlock],
     complete: bool,
-    (root, block_hash): (B256, &dyn Fn(u64) -> Option<B256>),
+    (root, settled, block_hash): (B256, bool, &dyn Fn(u64) -> Option<B256>),
     results: Option<&mut Vec<Received>>,
     accused: &mut Vec<FalseAccusation>,
 ) -> Pick {
@@ -522,6 +527,7 @@ fn pick(
         return Pick::Wait;
     };
     let mut picked = None;
+    let mut confirmed = None;
     let mut keep = Vec::new();
     for received in results.drain(..) {
         let prover = match &received.result {
@@ -539,9 +545,15 @@ fn pick(
             continue;
         }
         match &received.result {
+            ProverResult::Fraud(_) if !settled => keep.push(received),
             ProverResult::Fraud(evidence) => match judge(settings, run, root, block_hash, evidence)
             {
-                Ok(Judgement::Confirmed { .. }) => return Pick::Fraud(evidence.clone()),
+                Ok(Judgement::Confirmed { reason }) => {
+                    if confirmed.is_none() {
+                        confirmed = Some((evidence.job.chunk, reason));
+                    }
+                    keep.push(received);
+                }
                 Ok(Judgement::FalseAccusation { reason }) => {
                     metrics::counter!("verity_verifier_false_accusations_total").increment(1);
                     tracing::error!(
@@ -556,10 +568,10 @@ fn pick(
                         reason,
                     });
                 }
-                Err(reason) => {
+                Ok(Judgement::Unfounded { reason }) | Err(reason) => {
                     metrics::counter!("verity_verifier_rejected_total", "reason" => "fraud_evidence")
                         .increment(1);
-                    tracing::warn!(chunk = first.number, prover = %evidence.prover, reason, "verifier: fraud evidence not from a registered prover");
+                    tracing::warn!(chunk = first.number, prover = %evidence.prover, reason, "verifier: fraud evidence dropped");
                 }
             },
             ProverResult::Proof(proof) if picked.is_none() => {
@@ -586,9 +598,11 @@ fn pick(
         }
     }
     *results = keep;
-    match picked {
-        Some((statement, proof)) => Pick::Proof(statement, proof),
-        None => Pick::Wait,
+    // Confirmed fraud wins over any proof.
+    match (confirmed, picked) {
+        (Some((chunk, reason)), _) => Pick::Fraud(chunk, reason),
+        (None, Some((statement, proof))) => Pick::Proof(statement, proof),
+        (None, None) => Pick::Wait,
     }
 }
 
@@ -649,6 +663,7 @@ async fn attest(
         settings.key.address().as_slice(),
         block_number,
         attestation.fraud.is_some(),
+        attestation.false_accusations.len(),
         Bytes::from(v1::FinalityAttestation::from(&attestation).encode_to_vec()),
     )
     .await?;
