@@ -24,19 +24,40 @@ async fn status(rpc: &verity_e2e::Rpc) -> Value {
     rpc.call("verity_status", json!([])).await.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tampered_diff_raises_the_alarm_and_safe_stops_before_it() {
-    let net = TestNet::start(|o| {
+/// A proving devnet whose sequencer is the test-only faulty one, lying as `fault` (an
+/// environment variable and its value) says.
+async fn with_faulty_sequencer(fault: (&str, &str)) -> TestNet {
+    TestNet::start(|o| {
         o.proving = true;
         o.steps_per_proof = 4;
         o.block_interval_ms = 300;
         o.binaries
             .insert(Service::Sequencer, "verity-sequencer-faulty".into());
-        o.env
-            .push(("VERITY_FAULT_TAMPER_MINI_BLOCK".into(), "1".into()));
+        o.env.push((fault.0.into(), fault.1.into()));
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+/// Waits until `block` is safe; fails the test after five minutes.
+async fn wait_safe(net: &TestNet, rpc: &verity_e2e::Rpc, block: u64) {
+    let started = std::time::Instant::now();
+    loop {
+        let status = status(rpc).await;
+        if status["safe"].as_u64() >= Some(block) {
+            return;
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            net.dump_logs();
+            panic!("safe stopped at {status} (block {block} never safe)");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_diff_raises_the_alarm_and_safe_stops_before_it() {
+    let net = with_faulty_sequencer(("VERITY_FAULT_TAMPER_MINI_BLOCK", "1")).await;
     let chain_id = net.devnet.chain_id();
     let sender = dev_signer(&net, 2).unwrap();
     let rpc = net.rpc();
@@ -143,17 +164,7 @@ async fn wait_alarm(net: &TestNet, rpc: &verity_e2e::Rpc) -> Value {
 async fn a_forged_sender_raises_the_alarm_and_safe_keeps_the_victims_funds() {
     // A dishonest sequencer: it executes forwarded transactions as whoever they claim to be from
     // (the honest one recovers the sender and refuses; e2e `contract`).
-    let net = TestNet::start(|o| {
-        o.proving = true;
-        o.steps_per_proof = 4;
-        o.block_interval_ms = 300;
-        o.binaries
-            .insert(Service::Sequencer, "verity-sequencer-faulty".into());
-        o.env
-            .push(("VERITY_FAULT_TRUST_SENDERS".into(), "1".into()));
-    })
-    .await
-    .unwrap();
+    let net = with_faulty_sequencer(("VERITY_FAULT_TRUST_SENDERS", "1")).await;
     let chain_id = net.devnet.chain_id();
     let rpc = net.rpc();
     let victim = dev_signer(&net, 3).unwrap().address();
@@ -166,15 +177,7 @@ async fn a_forged_sender_raises_the_alarm_and_safe_keeps_the_victims_funds() {
     let honest = dev_signer(&net, 2).unwrap();
     let (raw, hash) = sign_filler(&honest, chain_id, 0).unwrap();
     rpc.send_and_wait(&raw, &hash).await.unwrap();
-    let honest_block = block_of(&rpc, &hash).await;
-    let started = std::time::Instant::now();
-    while status(&rpc).await["safe"].as_u64() < Some(honest_block) {
-        if started.elapsed() > Duration::from_secs(300) {
-            net.dump_logs();
-            panic!("block {honest_block} never became safe");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_safe(&net, &rpc, block_of(&rpc, &hash).await).await;
 
     // A stranger's key signs a transfer of the victim's money to itself, and the transaction
     // reaches the sequencer claiming the victim as its sender: the dishonest sequencer executes
@@ -288,19 +291,7 @@ async fn false_fraud_evidence_names_its_prover_and_safe_goes_on() {
     // `safe` goes on with the honest prover: a transfer sent now becomes safe.
     let (raw, hash) = sign_filler(&sender, chain_id, nonce).unwrap();
     rpc.send_and_wait(&raw, &hash).await.unwrap();
-    let block = block_of(&rpc, &hash).await;
-    let started = std::time::Instant::now();
-    loop {
-        let status = status(&rpc).await;
-        if status["safe"].as_u64() >= Some(block) {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(300) {
-            net.dump_logs();
-            panic!("safe stopped at {status} (block {block} never safe)");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_safe(&net, &rpc, block_of(&rpc, &hash).await).await;
     let log = std::fs::read_to_string(net.devnet.log_file(Service::Verifier)).unwrap();
     assert!(
         log.contains("FALSE ACCUSATION"),
