@@ -419,6 +419,20 @@ impl ChunkCircuit {
     }
 }
 
+/// The witness of an is-zero gadget for `x` in columns `[inv, z]` at `offset`: `inv` = 1/x (0
+/// for 0) and `z` = 1 - x·inv, which is 1 exactly when x is 0 (the gates check both).
+fn is_zero(
+    region: &mut Region<'_, F>,
+    [inv_column, z_column]: [Column<Advice>; 2],
+    offset: usize,
+    x: F,
+) -> Result<(), Error> {
+    let inv = x.invert().unwrap_or(F::ZERO);
+    assign(region, inv_column, offset, known(inv))?;
+    assign(region, z_column, offset, known(F::ONE - x * inv))?;
+    Ok(())
+}
+
 fn known(value: F) -> Value<F> {
     Value::known(value)
 }
@@ -634,22 +648,9 @@ impl ChunkCircuit {
                     copy(&b_lo, &mut region, a[3], 1)?;
                     copy(&n_hi, &mut region, a[4], 1)?;
                     copy(&n_lo, &mut region, a[5], 1)?;
-                    let inv = |x: F| x.invert().unwrap_or(F::ZERO);
                     let [after_hi, after_lo] = step.after;
-                    assign(&mut region, a[6], 1, known(inv(after_hi)))?;
-                    assign(
-                        &mut region,
-                        a[7],
-                        1,
-                        known(F::ONE - after_hi * inv(after_hi)),
-                    )?;
-                    assign(&mut region, a[8], 1, known(inv(after_lo)))?;
-                    assign(
-                        &mut region,
-                        a[9],
-                        1,
-                        known(F::ONE - after_lo * inv(after_lo)),
-                    )?;
+                    is_zero(&mut region, [a[6], a[7]], 1, after_hi)?;
+                    is_zero(&mut region, [a[8], a[9]], 1, after_lo)?;
                     Ok((t_old, t_new, t_other_cell, split_cell, lt))
                 },
             )?;
@@ -658,17 +659,12 @@ impl ChunkCircuit {
             || "keys differ",
             |mut region| {
                 enable(&mut region, &config.q_keys_differ, 0)?;
-                let inv = |x: F| x.invert().unwrap_or(F::ZERO);
-                let d_hi = step.key[0] - other_key[0];
-                let d_lo = step.key[1] - other_key[1];
                 copy(&k_hi, &mut region, a[0], 0)?;
                 copy(&kp_hi, &mut region, a[1], 0)?;
-                assign(&mut region, a[2], 0, known(inv(d_hi)))?;
-                assign(&mut region, a[3], 0, known(F::ONE - d_hi * inv(d_hi)))?;
+                is_zero(&mut region, [a[2], a[3]], 0, step.key[0] - other_key[0])?;
                 copy(&k_lo, &mut region, a[4], 0)?;
                 copy(&kp_lo, &mut region, a[5], 0)?;
-                assign(&mut region, a[6], 0, known(inv(d_lo)))?;
-                assign(&mut region, a[7], 0, known(F::ONE - d_lo * inv(d_lo)))?;
+                is_zero(&mut region, [a[6], a[7]], 0, step.key[1] - other_key[1])?;
                 copy(&t_other_cell, &mut region, a[8], 0)?;
                 Ok(())
             },
