@@ -477,6 +477,16 @@ fn proofs_verify_for_their_chunk_and_forgeries_are_refused() {
         check(&swapped, &job.mini_blocks[0]),
         Err(Rejection::Proof { segment: 0, .. })
     ));
+    // A segment boundary claimed elsewhere (signed by the registered prover): the verifier
+    // chains each segment from the one before, from its own root, so the segment that ends
+    // at the moved root and the one that starts there cannot both verify.
+    let mut moved = proof.clone();
+    moved.segments[0].0 = job.pre_root;
+    moved.signature = prover.sign(&wire::attestation_hash(CHAIN_ID, &moved));
+    assert!(matches!(
+        check(&moved, &job.mini_blocks[0]),
+        Err(Rejection::Proof { segment: 0, .. })
+    ));
 }
 
 /// A verifier that stored no blocks (the test chunks read no `BLOCKHASH`).

@@ -189,9 +189,18 @@ impl<L: PlannerInner> Layouter<F> for Planner<L> {
         self.constants += shape.constants;
         match &mut self.inner {
             None => Ok(measured),
-            Some(inner) => inner.region(name, &mut |region| {
-                assignment(Region::assign(region, start))
-            }),
+            Some(inner) => {
+                #[cfg(test)]
+                tamper::entering(name().into());
+                let assigned = inner.region(name, &mut |region| {
+                    assignment(Region::assign(region, start))
+                })?;
+                #[cfg(test)]
+                for (cell, instance, row) in tamper::exposures() {
+                    inner.expose(cell, instance, row)?;
+                }
+                Ok(assigned)
+            }
         }
     }
 
@@ -287,7 +296,12 @@ pub fn assign(
             Ok(Cell { at: None, value })
         }
         Mode::Assign { region, base } => {
-            let cell = region.assign_advice(column, *base + offset, value).cell();
+            #[cfg(test)]
+            let (value, written) =
+                tamper::assigned(column.index(), (offset, *base + offset), value);
+            #[cfg(not(test))]
+            let written = value;
+            let cell = region.assign_advice(column, *base + offset, written).cell();
             Ok(Cell {
                 at: Some(cell),
                 value,
@@ -365,6 +379,22 @@ pub fn from_constant(
             })
         }
         Mode::Assign { region, base } => {
+            #[cfg(test)]
+            if let (value, Some(written)) = tamper::replaced(
+                column.index(),
+                (offset, *base + offset),
+                Value::known(constant),
+            ) {
+                // A malicious prover writes any value; the constant is a copy constraint.
+                let cell = region
+                    .assign_advice(column, *base + offset, Value::known(written))
+                    .cell();
+                region.constrain_constant(cell, constant)?;
+                return Ok(Cell {
+                    at: Some(cell),
+                    value,
+                });
+            }
             let cell =
                 region.assign_advice_from_constant(|| "", column, *base + offset, constant)?;
             Ok(Cell {
@@ -392,6 +422,23 @@ pub fn from_instance(
             })
         }
         Mode::Assign { region, base } => {
+            #[cfg(test)]
+            if let (value, Some(written)) = tamper::replaced(
+                column.index(),
+                (offset, *base + offset),
+                region.instance_value(instance, row)?,
+            ) {
+                // A malicious prover writes any value; the public input is a copy constraint
+                // the planner adds once the region is assigned.
+                let cell = region
+                    .assign_advice(column, *base + offset, Value::known(written))
+                    .cell();
+                tamper::expose(cell, instance, row);
+                return Ok(Cell {
+                    at: Some(cell),
+                    value,
+                });
+            }
             let cell =
                 region.assign_advice_from_instance(|| "", instance, row, column, *base + offset)?;
             Ok(Cell {
@@ -410,4 +457,116 @@ pub fn expose(
     row: usize,
 ) -> Result<(), Error> {
     layouter.expose(cell, instance, row)
+}
+
+/// Test-only: a malicious synthesizer. Inside [`tamper::run`], every witness cell the circuit
+/// assigns (advice values, and the advice copies of constants and public inputs) is logged in
+/// order, and any of them can be given another value than honest synthesis computed, so tests
+/// can write witnesses no honest path produces (a free flag, a forged accumulator).
+#[cfg(test)]
+pub(crate) mod tamper {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    use super::{Column, F, HaloCell, Instance, Value};
+
+    /// One assigned witness cell, in assignment order.
+    #[derive(Debug, Clone)]
+    pub struct Assigned {
+        /// The region's name.
+        pub region: String,
+        /// The advice column's index.
+        pub column: usize,
+        /// The row in the region.
+        pub offset: usize,
+        /// The row in the circuit.
+        pub row: usize,
+        /// The honest value (unknown only without witnesses).
+        pub value: Value<F>,
+    }
+
+    #[derive(Default)]
+    struct State {
+        active: bool,
+        region: String,
+        log: Vec<Assigned>,
+        replace: HashMap<usize, F>,
+        exposures: Vec<(HaloCell, Column<Instance>, usize)>,
+    }
+
+    thread_local! {
+        static STATE: RefCell<State> = RefCell::new(State::default());
+    }
+
+    /// Runs `synthesis` with the cells of `replace` (by index in assignment order) given their
+    /// new values; returns its result and the log of every cell assigned, honest values. Only
+    /// the cells written change: what synthesis goes on to compute from them is the honest
+    /// value's, so a replacement is one lie, not a consistent forgery.
+    pub fn run<T>(replace: HashMap<usize, F>, synthesis: impl FnOnce() -> T) -> (T, Vec<Assigned>) {
+        STATE.with(|state| {
+            *state.borrow_mut() = State {
+                active: true,
+                replace,
+                ..State::default()
+            };
+        });
+        let result = synthesis();
+        let log = STATE.with(|state| std::mem::take(&mut *state.borrow_mut()).log);
+        (result, log)
+    }
+
+    pub(super) fn entering(region: String) {
+        STATE.with(|state| {
+            let mut state = state.borrow_mut();
+            if state.active {
+                state.region = region;
+            }
+        });
+    }
+
+    /// The value the circuit goes on with and the value written, for an advice cell.
+    pub(super) fn assigned(
+        column: usize,
+        at: (usize, usize),
+        value: Value<F>,
+    ) -> (Value<F>, Value<F>) {
+        let (returned, replaced) = replaced(column, at, value);
+        (returned, replaced.map_or(value, Value::known))
+    }
+
+    /// Logs a cell; returns the value the circuit goes on with and the replacement, if any.
+    /// `at` is the row in the region and in the circuit.
+    pub(super) fn replaced(
+        column: usize,
+        (offset, row): (usize, usize),
+        value: Value<F>,
+    ) -> (Value<F>, Option<F>) {
+        STATE.with(|state| {
+            let mut state = state.borrow_mut();
+            if !state.active {
+                return (value, None);
+            }
+            let index = state.log.len();
+            let region = state.region.clone();
+            state.log.push(Assigned {
+                region,
+                column,
+                offset,
+                row,
+                value,
+            });
+            match state.replace.get(&index) {
+                Some(new) => (value, Some(*new)),
+                None => (value, None),
+            }
+        })
+    }
+
+    pub(super) fn expose(cell: HaloCell, instance: Column<Instance>, row: usize) {
+        STATE.with(|state| state.borrow_mut().exposures.push((cell, instance, row)));
+    }
+
+    pub(super) fn exposures() -> Vec<(HaloCell, Column<Instance>, usize)> {
+        STATE.with(|state| std::mem::take(&mut state.borrow_mut().exposures))
+    }
 }

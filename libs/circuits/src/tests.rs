@@ -267,3 +267,5 @@ fn the_running_hashes_are_not_tree_node_hashes() {
         backend::poseidon_in_domain([acc, leaf], CHAIN_DOMAIN)
     );
 }
+
+mod mutation;
