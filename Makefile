@@ -76,6 +76,7 @@ bench: bootstrap
 	$(CARGO) bench -p verity-e2e --bench rpc
 	$(CARGO) bench -p verity-e2e --bench load
 	$(CARGO) bench -p verity-e2e --bench takeover
+	$(CARGO) bench -p verity-e2e --bench safe_lag
 
 ## check-production: fails if a production binary in target/debug was built with a test-only
 ## feature (their --version says "test build")

@@ -85,6 +85,7 @@ schema = {
                     "properties": {
                         "enabled": {"type": "boolean"},
                         "finalityQuorum": {"type": "integer", "minimum": 1},
+                        "proofQuorum": {"type": "integer", "minimum": 1},
                         "stepsPerProof": {"type": ["integer", "null"], "minimum": 1},
                         "kzgParams": {"type": "object", "additionalProperties": False,
                                       "properties": {"volume": {"type": "object"},

@@ -1,20 +1,25 @@
 //! The proving streams.
 //!
-//! - `VERITY_JOBS` (subject [`JOBS_SUBJECT`]): a **work queue**. The witness replica publishes
-//!   one `verity.v1.ChunkJob` per chunk, with `Nats-Msg-Id` = `job-<chunk>-<mini-block hash>` so
-//!   a re-publish after a crash is dropped as a duplicate. Prover workers share the durable pull
-//!   consumer [`PROVERS_CONSUMER`]: each job goes to one worker, which acknowledges it only
-//!   after its result is stored on `VERITY_PROOFS`. A worker that dies leaves the job
-//!   unacknowledged; JetStream delivers it again after the ack wait. After
-//!   [`JobQueue::max_deliver`] deliveries a worker moves the job to the dead-letter stream
-//!   instead of trying again. Work-queue retention deletes a job once it is acknowledged.
+//! - `VERITY_CHUNK_JOBS` (subject [`JOBS_SUBJECT`]): every chunk job, kept for [`JOBS_MAX_AGE`]
+//!   (limits retention, not a work queue). The witness replica publishes one
+//!   `verity.v1.ChunkJob` per chunk, with `Nats-Msg-Id` = `job-<chunk>-<mini-block hash>` (a
+//!   re-publish after a crash is dropped as a duplicate) and the chunk number in header
+//!   [`CHUNK_HEADER`]. Each registered prover (one attestation key: one worker, or a pool of
+//!   workers sharing it) reads every job through a durable consumer of its own
+//!   ([`job_consumer`]), and works on the chunks [`assignment`] gives it: the R provers ranked
+//!   first by `keccak(chunk ‖ prover)` at once, the others once the chunk is older than their
+//!   takeover deadline and `VERITY_PROOFS` still holds fewer than R results for it. Nobody
+//!   chooses the ranks, so one fast prover cannot take every job, and a prover that withholds
+//!   one delays it by the takeover time (ADR 0013). Workers of one key share its consumer, so
+//!   each job goes to one of them; a worker acknowledges a job only once its result is stored,
+//!   and one that dies leaves it to be delivered again after the ack wait.
 //! - `VERITY_JOBS_DEAD` (subject [`DEAD_SUBJECT`]): jobs no worker could handle, with the reason
 //!   in header [`REASON_HEADER`], kept for operators.
-//! - `VERITY_PROOFS` (subject [`RESULTS_SUBJECT`]): `verity.v1.ProverResult` messages, a proof
-//!   or fraud evidence per chunk, kept (limits retention) so verifier replicas can start late and
-//!   catch up. `Nats-Msg-Id` = `result-<chunk>-<mini-block hash>-<prover>`: a job proven twice
-//!   by one prover inside the duplicate window is stored once, and verifiers ignore any further
-//!   result for a chunk they have already accepted.
+//! - `VERITY_PROOFS` (subjects `verity.proofs.results.<chunk>.<prover>`): `verity.v1.ProverResult`
+//!   messages, a proof or fraud evidence per chunk and prover, kept (limits retention) so
+//!   verifier replicas can start late and catch up, and so provers can count a chunk's results
+//!   ([`proofs_of`]). `Nats-Msg-Id` = `result-<chunk>-<mini-block hash>-<prover>`: a job
+//!   proven twice by one prover inside the duplicate window is stored once.
 
 use std::time::Duration;
 
@@ -30,10 +35,15 @@ use bytes::Bytes;
 
 use crate::{BusError, DUPLICATE_WINDOW, js_error, message_id};
 
-/// Work-queue stream of chunk jobs.
-pub const JOBS_STREAM: &str = "VERITY_JOBS";
+/// Stream of chunk jobs. (`VERITY_JOBS`, the work queue of earlier releases, is no longer
+/// used: a work queue gives each job to one prover.)
+pub const JOBS_STREAM: &str = "VERITY_CHUNK_JOBS";
 /// Subject jobs are published on.
-pub const JOBS_SUBJECT: &str = "verity.jobs.chunk";
+pub const JOBS_SUBJECT: &str = "verity.jobs.chunks";
+/// How long jobs are kept: a prover away longer than this leaves its chunks to the others.
+pub const JOBS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// Header carrying a job's chunk number (so a prover ranks itself without decoding the job).
+pub const CHUNK_HEADER: &str = "Verity-Chunk";
 /// Dead-letter stream.
 pub const DEAD_STREAM: &str = "VERITY_JOBS_DEAD";
 /// Subject of dead-lettered jobs.
@@ -42,10 +52,9 @@ pub const DEAD_SUBJECT: &str = "verity.jobs.dead";
 pub const REASON_HEADER: &str = "Verity-Reason";
 /// Stream of prover results.
 pub const PROOFS_STREAM: &str = "VERITY_PROOFS";
-/// Subject prover results are published on.
+/// Prover results are published on this subject followed by `.<chunk>.<proof|fraud>.<prover>`
+/// (earlier releases published on it alone; the stream keeps both).
 pub const RESULTS_SUBJECT: &str = "verity.proofs.results";
-/// The durable consumer every prover worker shares.
-pub const PROVERS_CONSUMER: &str = "provers";
 
 /// How the job queue redelivers.
 #[derive(Debug, Clone, Copy)]
@@ -56,6 +65,45 @@ pub struct JobQueue {
     pub ack_wait: Duration,
     /// Deliveries before a job is dead-lettered.
     pub max_deliver: i64,
+}
+
+/// Which registered provers work on which chunk: the `quorum` (R) provers ranked first for a
+/// chunk at once, each further one after its takeover deadline.
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    /// The registered provers' addresses.
+    pub provers: Vec<[u8; 20]>,
+    /// Agreeing results a chunk needs (R).
+    pub quorum: usize,
+    /// How long the prover ranked R + k waits, times k + 1, before taking a chunk over.
+    pub takeover: Duration,
+}
+
+impl Assignment {
+    /// `prover`'s rank for `chunk` (0 first), or `None` if it is not registered: the registered
+    /// set ordered by `keccak256(chunk as 8 big-endian bytes ‖ address)`.
+    pub fn rank(&self, chunk: u64, prover: &[u8; 20]) -> Option<usize> {
+        let score = |address: &[u8; 20]| {
+            let mut preimage = [0u8; 28];
+            preimage[..8].copy_from_slice(&chunk.to_be_bytes());
+            preimage[8..].copy_from_slice(address);
+            alloy_primitives::keccak256(preimage)
+        };
+        let own = (score(prover), *prover);
+        self.provers.contains(prover).then(|| {
+            self.provers
+                .iter()
+                .filter(|other| (score(other), **other) < own)
+                .count()
+        })
+    }
+
+    /// How long after a job was published the prover of `rank` starts on it: at once for the
+    /// first `quorum`, then one takeover period more for each rank after them.
+    pub fn start_after(&self, rank: usize) -> Duration {
+        let later = (rank + 1).saturating_sub(self.quorum.max(1));
+        self.takeover * u32::try_from(later).unwrap_or(u32::MAX)
+    }
 }
 
 impl Default for JobQueue {
@@ -74,7 +122,8 @@ pub async fn ensure_proving_streams(js: &Context) -> Result<(Stream, Stream), Bu
             name: JOBS_STREAM.to_string(),
             subjects: vec![JOBS_SUBJECT.to_string()],
             storage: stream::StorageType::File,
-            retention: stream::RetentionPolicy::WorkQueue,
+            retention: stream::RetentionPolicy::Limits,
+            max_age: JOBS_MAX_AGE,
             duplicate_window: DUPLICATE_WINDOW,
             ..Default::default()
         })
@@ -89,17 +138,20 @@ pub async fn ensure_proving_streams(js: &Context) -> Result<(Stream, Stream), Bu
     })
     .await
     .map_err(|e| js_error("create dead-letter stream", e))?;
+    js.create_or_update_stream(stream::Config {
+        name: PROOFS_STREAM.to_string(),
+        subjects: vec![RESULTS_SUBJECT.to_string(), format!("{RESULTS_SUBJECT}.>")],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| js_error("create proofs stream", e))?;
     let proofs = js
-        .get_or_create_stream(stream::Config {
-            name: PROOFS_STREAM.to_string(),
-            subjects: vec![RESULTS_SUBJECT.to_string()],
-            storage: stream::StorageType::File,
-            retention: stream::RetentionPolicy::Limits,
-            duplicate_window: DUPLICATE_WINDOW,
-            ..Default::default()
-        })
+        .get_stream(PROOFS_STREAM)
         .await
-        .map_err(|e| js_error("create proofs stream", e))?;
+        .map_err(|e| js_error("open proofs stream", e))?;
     Ok((jobs, proofs))
 }
 
@@ -128,9 +180,10 @@ pub async fn publish_job(
     chunk: u64,
     mini_block_hash: &[u8],
     payload: Bytes,
-    headers: HeaderMap,
+    mut headers: HeaderMap,
 ) -> Result<bool, BusError> {
     check_size(js, "a chunk job", &payload)?;
+    headers.insert(CHUNK_HEADER, chunk.to_string().as_str());
     let message = async_nats::jetstream::message::PublishMessage::build()
         .payload(payload)
         .headers(headers)
@@ -144,10 +197,11 @@ pub async fn publish_job(
     Ok(!ack.duplicate)
 }
 
-/// Publishes a prover result and waits until JetStream stored it.
+/// Publishes a prover result (fraud evidence when `fraud`, a proof otherwise) and waits until
+/// JetStream stored it.
 pub async fn publish_result(
     js: &Context,
-    chunk: u64,
+    (chunk, fraud): (u64, bool),
     mini_block_hash: &[u8],
     prover: &[u8],
     payload: Bytes,
@@ -163,12 +217,41 @@ pub async fn publish_result(
         .payload(payload)
         .headers(headers)
         .message_id(id);
-    js.send_publish(RESULTS_SUBJECT, message)
+    js.send_publish(result_subject(chunk, fraud, prover), message)
         .await
         .map_err(|e| js_error("publish result", e))?
         .await
         .map_err(|e| js_error("publish result ack", e))?;
     Ok(())
+}
+
+/// The subject of `prover`'s result for `chunk`: fraud evidence when `fraud`, else a proof.
+pub fn result_subject(chunk: u64, fraud: bool, prover: &[u8]) -> String {
+    let kind = if fraud { "fraud" } else { "proof" };
+    format!("{RESULTS_SUBJECT}.{chunk}.{kind}.{}", message_id(prover))
+}
+
+/// The provers (as the hex of their address, the last token of [`result_subject`]) with a
+/// proof of `chunk` on `VERITY_PROOFS`, from the stream's per-subject counts (no result is
+/// read). These are claims only: a verifier checks each proof; a prover counts them to know
+/// whether a chunk still needs it. Fraud evidence is not counted: a chunk someone calls
+/// fraudulent still needs its other provers' verdicts (false evidence must not stop them).
+pub async fn proofs_of(proofs: &Stream, chunk: u64) -> Result<Vec<String>, BusError> {
+    use futures::TryStreamExt as _;
+    let subjects: Vec<(String, usize)> = proofs
+        .info_with_subjects(format!("{RESULTS_SUBJECT}.{chunk}.proof.*"))
+        .await
+        .map_err(|e| js_error("proofs stream subjects", e))?
+        .try_collect()
+        .await
+        .map_err(|e| js_error("proofs stream subjects", e))?;
+    let mut provers: Vec<String> = subjects
+        .into_iter()
+        .filter_map(|(subject, _)| subject.rsplit('.').next().map(str::to_owned))
+        .collect();
+    provers.sort();
+    provers.dedup();
+    Ok(provers)
 }
 
 /// Moves a job to the dead-letter stream with `reason`.
@@ -184,17 +267,28 @@ pub async fn dead_letter(js: &Context, payload: Bytes, reason: &str) -> Result<(
     Ok(())
 }
 
-/// The shared durable consumer of the job queue (created on first use; every worker binds to
-/// the same one, so JetStream hands each job to one of them).
-pub async fn job_consumer(jobs: &Stream, queue: JobQueue) -> Result<PullConsumer, BusError> {
+/// The name of the durable job consumer the workers of `prover`'s key share, unless they are
+/// given one.
+pub fn consumer_name(prover: &[u8]) -> String {
+    format!("provers-{}", message_id(prover))
+}
+
+/// The durable consumer `name` of every job (created on first use; the workers of one prover
+/// key bind to the same one, so JetStream hands each job to one of them). Deliveries are not
+/// bounded here: a worker dead-letters a job it was given `max_deliver` times, and a takeover
+/// candidate hands a job back with a delay until its deadline.
+pub async fn job_consumer(
+    jobs: &Stream,
+    name: &str,
+    queue: JobQueue,
+) -> Result<PullConsumer, BusError> {
     jobs.get_or_create_consumer(
-        PROVERS_CONSUMER,
+        name,
         pull::Config {
-            durable_name: Some(PROVERS_CONSUMER.to_string()),
+            durable_name: Some(name.to_string()),
             deliver_policy: DeliverPolicy::All,
             ack_policy: AckPolicy::Explicit,
             ack_wait: queue.ack_wait,
-            max_deliver: queue.max_deliver,
             ..Default::default()
         },
     )

@@ -186,8 +186,14 @@ pub struct DevnetOptions {
     pub standing_appointments: bool,
     /// Tree steps per halo2 proof.
     pub steps_per_proof: usize,
-    /// Seconds before an unacknowledged proving job goes to another prover.
+    /// Seconds before an unacknowledged proving job goes to another worker of the same key.
     pub prover_ack_wait_secs: u64,
+    /// Agreeing proofs from distinct provers a chunk needs before the verifier accepts it (R;
+    /// at most the provers run).
+    pub proof_quorum: usize,
+    /// Seconds after which a prover takes over a chunk its first-ranked provers left
+    /// unanswered.
+    pub takeover_secs: u64,
     /// Binaries to run instead of a service's own (tests: a fault-injecting sequencer).
     pub binaries: BTreeMap<Service, String>,
     /// Extra environment of every service.
@@ -215,6 +221,8 @@ impl DevnetOptions {
             extra_genesis_accounts: 0,
             steps_per_proof: 8,
             prover_ack_wait_secs: 30,
+            proof_quorum: 1,
+            takeover_secs: 60,
             binaries: BTreeMap::new(),
             env: Vec::new(),
         }
@@ -324,6 +332,11 @@ impl Devnet {
             addresses.push(second);
         }
         addresses.join(",")
+    }
+
+    /// The (first) prover's address.
+    pub fn prover_address(&self) -> Address {
+        self.prover_address
     }
 
     /// The standby sequencer's address.
@@ -452,6 +465,8 @@ impl Devnet {
                     path(&dir.join("verifier.key")),
                     "--prover-addresses".into(),
                     self.prover_addresses(),
+                    "--proof-quorum".into(),
+                    self.options.proof_quorum.to_string(),
                     "--steps-per-proof".into(),
                     self.options.steps_per_proof.to_string(),
                     "--kzg-params".into(),
@@ -486,6 +501,12 @@ impl Devnet {
                 path(&dir.join(KZG_PARAMS)),
                 "--ack-wait-secs".into(),
                 self.options.prover_ack_wait_secs.to_string(),
+                "--prover-addresses".into(),
+                self.prover_addresses(),
+                "--proof-quorum".into(),
+                self.options.proof_quorum.to_string(),
+                "--takeover-secs".into(),
+                self.options.takeover_secs.to_string(),
             ],
         };
         if matches!(

@@ -1,6 +1,6 @@
-//! The prover autoscaler's controller: every interval it reads the job queue (`VERITY_JOBS`, a
-//! work-queue stream: its messages are the jobs not yet finished, its last sequence every job
-//! ever queued) and the prover Deployment (desired and ready replicas), asks [`Scaler`] and,
+//! The prover autoscaler's controller: every interval it reads the pool's job consumer on
+//! `VERITY_CHUNK_JOBS` (its pending and unacknowledged jobs are the backlog; the stream's last
+//! sequence every job ever published) and the prover Deployment (desired and ready replicas), asks [`Scaler`] and,
 //! when the size changes, patches the Deployment's `scale` subresource. For clusters without KEDA; the approach of zkSync's prover
 //! autoscaler (queue depth → workers, with cooldowns and bounds).
 //!
@@ -105,20 +105,31 @@ impl ScaleTarget {
     }
 }
 
-/// Reads the job queue: (backlog, finished).
+/// Reads the pool's job consumer `consumer` on the jobs stream: (backlog, finished). The
+/// backlog is what the pool has not finished: jobs not yet delivered to it and jobs delivered
+/// but not acknowledged (being proven, or handed back until a takeover deadline: a pool ranked
+/// after others for a chunk holds that job until then, so the backlog overstates the proving
+/// work by those). Before any worker created the consumer, every stored job is backlog.
 pub async fn read_queue(
     jobs: &mut async_nats::jetstream::stream::Stream,
+    consumer: &str,
 ) -> Result<(u64, u64), AutoscalerError> {
     let info = jobs
         .info()
         .await
         .map_err(|e| AutoscalerError::Queue(e.to_string()))?;
-    let state = &info.state;
-    // Work-queue retention: a finished (acknowledged) job leaves the stream.
-    Ok((
-        state.messages,
-        state.last_sequence.saturating_sub(state.messages),
-    ))
+    let published = info.state.last_sequence;
+    let stored = info.state.messages;
+    let backlog = match jobs.consumer_info(consumer).await {
+        Ok(consumer) => consumer.num_pending + consumer.num_ack_pending as u64,
+        Err(error)
+            if error.kind() == async_nats::jetstream::context::ConsumerInfoErrorKind::NotFound =>
+        {
+            stored
+        }
+        Err(error) => return Err(AutoscalerError::Queue(error.to_string())),
+    };
+    Ok((backlog, published.saturating_sub(backlog)))
 }
 
 /// One step of the controller: sample, decide, apply. Returns the decision.
@@ -173,7 +184,7 @@ pub async fn step(
 pub async fn run(
     policy: Policy,
     target: ScaleTarget,
-    mut jobs: async_nats::jetstream::stream::Stream,
+    (mut jobs, consumer): (async_nats::jetstream::stream::Stream, String),
     interval: Duration,
     stop: tokio_util::sync::CancellationToken,
 ) -> Result<(), AutoscalerError> {
@@ -187,7 +198,7 @@ pub async fn run(
             _ = tick.tick() => {}
             _ = stop.cancelled() => return Ok(()),
         }
-        let result = match read_queue(&mut jobs).await {
+        let result = match read_queue(&mut jobs, &consumer).await {
             Ok((backlog, finished)) => {
                 step(&mut scaler, &target, origin.elapsed(), backlog, finished).await
             }

@@ -1,5 +1,5 @@
 //! Verity's prover autoscaler, for clusters without KEDA: scales the prover Deployment from the
-//! `VERITY_JOBS` backlog and a proof-latency target, with cooldowns and bounds
+//! `provers` consumer's backlog of `VERITY_CHUNK_JOBS` and a proof-latency target, with cooldowns and bounds
 //! (`verity_kube::scale` has the policy, `verity_kube::autoscaler` the controller). Serves the
 //! gRPC health service and `/metrics` like every Verity service.
 //!
@@ -24,6 +24,10 @@ pub struct Config {
     /// The prover Deployment to scale.
     #[arg(long, env = "VERITY_PROVER_DEPLOYMENT")]
     pub deployment: String,
+    /// The durable job consumer the pool's workers share (their `--consumer`): its backlog is
+    /// what the pool has to do.
+    #[arg(long, env = "VERITY_JOBS_CONSUMER", default_value = "provers")]
+    pub consumer: String,
     /// Its namespace (default: this pod's).
     #[arg(long, env = "VERITY_NAMESPACE")]
     pub namespace: Option<String>,
@@ -144,7 +148,7 @@ impl verity_server::Service for Autoscaler {
         let controller = tokio::spawn(autoscaler::run(
             policy,
             target,
-            jobs,
+            (jobs, config.consumer.clone()),
             Duration::from_millis(config.interval_ms.max(10)),
             stop.clone(),
         ));

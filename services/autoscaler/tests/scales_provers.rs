@@ -126,7 +126,7 @@ async fn the_pool_follows_the_backlog_up_and_back_down() {
     // The pool now has 7; the workers finish every job.
     api.answer_deployment(Answer::Always, PROVER, 7, 7);
     api.answer_scale(Answer::Always, PROVER, 1, 7);
-    let consumer = job_consumer(&jobs, JobQueue::default())
+    let consumer = job_consumer(&jobs, "provers", JobQueue::default())
         .await
         .expect("consumer");
     let mut batch = consumer

@@ -1,7 +1,11 @@
 //! Verity prover worker.
 //!
-//! Pulls chunk jobs from the `VERITY_JOBS` work queue (the durable consumer every worker shares,
-//! so each job goes to one worker; see `verity_bus::proving`), and for each job:
+//! Reads every chunk job from `VERITY_CHUNK_JOBS` through the durable consumer the workers of
+//! its key share (so each job goes to one of them; see `verity_bus::proving`) and works on the
+//! chunks its rank gives it: at once when it is among the `--proof-quorum` (R) provers ranked
+//! first for the chunk, otherwise only once the chunk is older than its takeover deadline and
+//! `VERITY_PROOFS` still holds fewer than R results for it (until then the job waits, handed
+//! back to JetStream with a delay). For each job it works on:
 //!
 //! 1. checks it by re-executing the mini-block with revm against the job's witness alone
 //!    (`verity_chunk::check_job`): no database, and any read outside the witness is an error;
@@ -77,6 +81,24 @@ pub struct Config {
     /// Deliveries of a job before it is dead-lettered.
     #[arg(long, env = "VERITY_MAX_DELIVER", default_value_t = 5)]
     pub max_deliver: i64,
+    /// The registered provers' addresses (comma-separated), as the verifiers are given them:
+    /// each chunk's provers are ranked among them. This prover's own address must be one.
+    /// Empty: this prover alone (it works on every chunk).
+    #[arg(long, env = "VERITY_PROVER_ADDRESSES", value_delimiter = ',')]
+    pub prover_addresses: Vec<alloy_primitives::Address>,
+    /// Agreeing results each chunk needs from distinct provers (R, as the verifiers'
+    /// `--proof-quorum`): the R provers ranked first for a chunk work on it at once.
+    #[arg(long, env = "VERITY_PROOF_QUORUM", default_value_t = 1)]
+    pub proof_quorum: usize,
+    /// Seconds after which the prover ranked R + k for a chunk (k from 0) takes it over, times
+    /// k + 1, if fewer than R results for it are published by then: what a silent prover
+    /// delays `safe` by.
+    #[arg(long, env = "VERITY_TAKEOVER_SECS", default_value_t = 60)]
+    pub takeover_secs: u64,
+    /// Name of the durable job consumer this key's workers share (default
+    /// `provers-<address>`); the autoscaler reads its backlog.
+    #[arg(long, env = "VERITY_JOBS_CONSUMER")]
+    pub consumer: Option<String>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub service: ServiceArgs,
@@ -126,6 +148,8 @@ pub struct Prover {
     params: Arc<Params>,
     js: jetstream::Context,
     jobs: jetstream::stream::Stream,
+    proofs: jetstream::stream::Stream,
+    assignment: proving::Assignment,
     /// The chain stream, where a job's mini-blocks must have been published.
     chain: jetstream::stream::Stream,
     #[cfg(feature = "fault-injection")]
@@ -142,8 +166,25 @@ impl verity_server::Service for Prover {
         let spec = ChainSpec::load(&config.genesis).context("flag --genesis / VERITY_GENESIS")?;
         let key = load_or_create_key(&config.key_file).context("flag --key-file")?;
         let params = load_params(&config.kzg_params, shape).await?;
+        if config.proof_quorum == 0 {
+            anyhow::bail!("invalid --proof-quorum 0: a chunk needs at least one result");
+        }
+        let mut provers = config.prover_addresses.clone();
+        if provers.is_empty() {
+            provers.push(key.address());
+        } else if !provers.contains(&key.address()) {
+            anyhow::bail!(
+                "this prover's address {} is not in --prover-addresses (VERITY_PROVER_ADDRESSES): verifiers would ignore its results",
+                key.address()
+            );
+        }
+        let assignment = proving::Assignment {
+            provers: provers.iter().map(|a| a.0.0).collect(),
+            quorum: config.proof_quorum,
+            takeover: Duration::from_secs(config.takeover_secs),
+        };
         let (_client, js) = config.service.nats.connect("verity-prover").await?;
-        let (jobs, _) = proving::ensure_proving_streams(&js).await?;
+        let (jobs, proofs) = proving::ensure_proving_streams(&js).await?;
         let chain = verity_bus::ensure_chain_stream(&js).await?;
         Ok(Self {
             shape,
@@ -153,6 +194,8 @@ impl verity_server::Service for Prover {
             params,
             js,
             jobs,
+            proofs,
+            assignment,
             chain,
             config,
             #[cfg(feature = "fault-injection")]
@@ -223,7 +266,12 @@ impl Prover {
         queue: JobQueue,
         stop: &CancellationToken,
     ) -> anyhow::Result<()> {
-        let consumer = proving::job_consumer(&self.jobs, queue).await?;
+        let name = self
+            .config
+            .consumer
+            .clone()
+            .unwrap_or_else(|| proving::consumer_name(self.key.address().as_slice()));
+        let consumer = proving::job_consumer(&self.jobs, &name, queue).await?;
         loop {
             let mut batch = consumer
                 .batch()
@@ -237,12 +285,14 @@ impl Prover {
             };
             let Some(message) = next else { continue };
             let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
-            self.handle(keys, queue, message, stop).await?;
             #[cfg(feature = "fault-injection")]
             if self.fault.done() {
-                // It has lied once: it takes no more jobs, so the others prove them.
-                stop.cancelled().await;
+                // It has lied once: from now on it takes jobs and never answers (the others
+                // take its chunks over after the takeover time).
+                tracing::warn!("holding a job without answering (test build)");
+                continue;
             }
+            self.handle(keys, queue, message, stop).await?;
             if stop.is_cancelled() {
                 return Ok(());
             }
@@ -256,11 +306,69 @@ impl Prover {
         message: jetstream::Message,
         stop: &CancellationToken,
     ) -> anyhow::Result<()> {
-        let delivered = message
+        let info = message
             .info()
-            .map_err(|e| anyhow::anyhow!("message info: {e}"))?
-            .delivered;
+            .map_err(|e| anyhow::anyhow!("message info: {e}"))?;
+        let mut delivered = info.delivered;
+        let published = std::time::SystemTime::from(info.published);
         let payload = message.payload.clone();
+        let chunk = match message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(proving::CHUNK_HEADER))
+            .and_then(|v| v.as_str().parse::<u64>().ok())
+        {
+            Some(chunk) => Some(chunk),
+            None => v1::ChunkJob::decode(payload.as_ref()).ok().map(|j| j.chunk),
+        };
+        if let Some(chunk) = chunk {
+            let own = self.key.address().0.0;
+            let rank = self.assignment.rank(chunk, &own).unwrap_or(usize::MAX);
+            let start_after = self.assignment.start_after(rank);
+            if start_after > Duration::ZERO {
+                // A takeover candidate: hand the job back until the deadline, then take it only
+                // if the chunk still lacks results. The first delivery is the hand-back.
+                let waited = published.elapsed().unwrap_or_default();
+                if waited < start_after {
+                    let delay = start_after - waited;
+                    tracing::debug!(
+                        chunk,
+                        rank,
+                        ?delay,
+                        "job for later: taken over only if its provers stay silent"
+                    );
+                    return message
+                        .ack_with(AckKind::Nak(Some(delay)))
+                        .await
+                        .map_err(|e| anyhow::anyhow!("nak: {e}"));
+                }
+                delivered -= 1;
+            }
+            let results = proving::proofs_of(&self.proofs, chunk).await?;
+            let mine = verity_bus::message_id(&own);
+            let others = results.iter().filter(|p| **p != mine).count();
+            if results.contains(&mine) || others >= self.assignment.quorum {
+                tracing::debug!(
+                    chunk,
+                    proofs = results.len(),
+                    "chunk has its proofs; job skipped"
+                );
+                return message
+                    .double_ack()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("ack: {e}"));
+            }
+            if start_after > Duration::ZERO {
+                metrics::counter!("verity_prover_takeovers_total").increment(1);
+                tracing::warn!(
+                    chunk,
+                    rank,
+                    proofs = results.len(),
+                    quorum = self.assignment.quorum,
+                    "taking over a chunk its first provers left unproven"
+                );
+            }
+        }
         if delivered >= queue.max_deliver {
             return self
                 .dead_letter(
@@ -383,7 +491,7 @@ impl Prover {
         verity_telemetry::inject_nats(&mut headers);
         proving::publish_result(
             &self.js,
-            chunk,
+            (chunk, matches!(result, ProverResult::Fraud(_))),
             mini_block_hash.as_slice(),
             self.key.address().as_slice(),
             Bytes::from(v1::ProverResult::from(&result).encode_to_vec()),
@@ -443,6 +551,8 @@ fn run_job(
 ) -> Result<ProverResult, String> {
     let (verdict, steps) =
         verity_chunk::check_job_steps(&job, chain_id, gas_limit).map_err(|e| e.to_string())?;
+    #[cfg(feature = "fault-injection")]
+    let verdict = fault::attested_anyway(verdict);
     match verdict {
         Verdict::Valid => {
             let chunk = job.chunk;
@@ -473,8 +583,9 @@ fn run_job(
 }
 #[cfg(feature = "fault-injection")]
 mod fault {
-    //! Test-only: a prover that sends false fraud evidence once (the e2e false-accusation
-    //! scenario).
+    //! Test-only lies: false fraud evidence once, then silence (the e2e false-accusation and
+    //! silent-prover scenario); or, with `VERITY_FAULT_ATTEST_ANYTHING` set, a proof of whatever
+    //! the sequencer published, valid or not (the dishonest-prover scenario).
 
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -485,6 +596,19 @@ mod fault {
     pub(super) struct FalseAccusation {
         armed: AtomicBool,
         done: AtomicBool,
+    }
+
+    /// The verdict this prover acts on: `Valid` whatever it found when told to attest anything.
+    pub(super) fn attested_anyway(verdict: Verdict) -> Verdict {
+        match verdict {
+            Verdict::Fraud { reason, .. }
+                if std::env::var_os("VERITY_FAULT_ATTEST_ANYTHING").is_some() =>
+            {
+                tracing::warn!(reason, "attesting a chunk found invalid (test build)");
+                Verdict::Valid
+            }
+            verdict => verdict,
+        }
     }
 
     impl FalseAccusation {
@@ -528,7 +652,7 @@ mod fault {
             let result = ProverResult::Fraud(Box::new(evidence));
             proving::publish_result(
                 &self.js,
-                chunk,
+                (chunk, true),
                 result.last_hash().as_slice(),
                 self.key.address().as_slice(),
                 Bytes::from(v1::ProverResult::from(&result).encode_to_vec()),

@@ -80,6 +80,11 @@ pub struct Config {
     /// Role verifier: registered prover addresses (comma-separated) whose attestations count.
     #[arg(long, env = "VERITY_PROVER_ADDRESSES", value_delimiter = ',')]
     pub prover_addresses: Vec<Address>,
+    /// Role verifier: agreeing proofs from distinct registered provers a chunk needs (R) before
+    /// it is verified. With R = 1 one dishonest prover decides alone; R must not exceed the
+    /// provers registered.
+    #[arg(long, env = "VERITY_PROOF_QUORUM", default_value_t = 1)]
+    pub proof_quorum: usize,
     /// Role verifier: file of this verifier's attestation key (hex; created when missing).
     #[arg(
         long,
@@ -129,6 +134,13 @@ impl verity_server::Service for Replica {
             if config.prover_addresses.is_empty() {
                 anyhow::bail!(
                     "role verifier needs --prover-addresses (VERITY_PROVER_ADDRESSES): the provers whose attestations count"
+                );
+            }
+            if config.proof_quorum == 0 || config.proof_quorum > config.prover_addresses.len() {
+                anyhow::bail!(
+                    "invalid --proof-quorum {}: between 1 and the {} registered provers",
+                    config.proof_quorum,
+                    config.prover_addresses.len()
                 );
             }
             if config.steps_per_proof == 0 || config.max_depth == 0 || config.max_depth > 128 {
@@ -192,6 +204,7 @@ impl verity_server::Service for Replica {
                     shape,
                     params: Arc::new(params),
                     provers: config.prover_addresses.clone(),
+                    proof_quorum: config.proof_quorum,
                     key,
                     genesis_root: verity_chunk::genesis_tree(&verity_primitives::genesis_diff(
                         &spec.genesis,

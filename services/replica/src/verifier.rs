@@ -70,6 +70,8 @@ pub struct Settings {
     pub params: Arc<Params>,
     /// Registered prover addresses.
     pub provers: Vec<Address>,
+    /// Agreeing proofs from distinct registered provers a chunk needs (R).
+    pub proof_quorum: usize,
     /// This verifier's attestation key.
     pub key: SigningKey,
     /// The tree root of genesis.
@@ -271,12 +273,8 @@ async fn run_once(
 
 /// One tentative step of the walk.
 enum Step {
-    /// A chunk with a claim that passed the cheap checks.
-    Chunk {
-        seq: u64,
-        statement: Statement,
-        proof: Box<ChunkProof>,
-    },
+    /// A chunk with the R agreeing claims of distinct provers that passed the cheap checks.
+    Chunk { seq: u64, claims: Vec<Claim> },
     /// A block boundary.
     Block { seq: u64, number: u64, hash: B256 },
     /// A sequencer handover (nothing to prove).
@@ -361,13 +359,15 @@ async fn advance(
                     results,
                     &mut progress.accused,
                 ) {
-                    Pick::Proof(statement, proof) => {
+                    Pick::Proofs(claims) => {
+                        let Some((_, proof)) = claims.first() else {
+                            break;
+                        };
                         let covered = proof.mini_block_hashes.len();
                         root = proof.post_root;
                         steps.push(Step::Chunk {
                             seq: decoded[at + covered - 1].0,
-                            statement,
-                            proof,
+                            claims,
                         });
                         at += covered;
                     }
@@ -380,14 +380,15 @@ async fn advance(
             }
         }
     }
-    // The halo2 proofs of every ready chunk, in one batch.
+    // The halo2 proofs of every ready chunk (each of its R claims), in one batch.
     let claims: Vec<(Statement, ChunkProof)> = steps
         .iter()
-        .filter_map(|s| match s {
-            Step::Chunk {
-                statement, proof, ..
-            } => Some((statement.clone(), proof.as_ref().clone())),
-            Step::Block { .. } | Step::Handover { .. } => None,
+        .flat_map(|s| match s {
+            Step::Chunk { claims, .. } => claims
+                .iter()
+                .map(|(statement, proof)| (statement.clone(), proof.as_ref().clone()))
+                .collect(),
+            Step::Block { .. } | Step::Handover { .. } => Vec::new(),
         })
         .collect();
     let verdicts = if claims.is_empty() {
@@ -417,20 +418,28 @@ async fn advance(
                 new_safe = Some((number, hash));
             }
             Step::Handover { seq } => progress.next_seq = seq + 1,
-            Step::Chunk { seq, proof, .. } => match verdicts.next() {
-                Some(Ok(())) => {
-                    progress.next_seq = seq + 1;
-                    progress.root = proof.post_root;
-                    progress.next_chunk = proof.chunk + proof.mini_block_hashes.len() as u64;
-                    buffer.remove(&proof.chunk);
-                    metrics::counter!("verity_verifier_chunks_verified_total").increment(1);
+            Step::Chunk { seq, claims } => {
+                // Verified only if every one of its R claims verifies.
+                let mut refused = false;
+                for (_, proof) in &claims {
+                    match verdicts.next() {
+                        Some(Ok(())) => {}
+                        Some(Err(reason)) => {
+                            reject(buffer, proof, &reason);
+                            refused = true;
+                        }
+                        None => refused = true,
+                    }
                 }
-                Some(Err(reason)) => {
-                    reject(buffer, &proof, &reason);
+                let Some((_, proof)) = claims.first().filter(|_| !refused) else {
                     break;
-                }
-                None => break,
-            },
+                };
+                progress.next_seq = seq + 1;
+                progress.root = proof.post_root;
+                progress.next_chunk = proof.chunk + proof.mini_block_hashes.len() as u64;
+                buffer.remove(&proof.chunk);
+                metrics::counter!("verity_verifier_chunks_verified_total").increment(1);
+            }
         }
     }
     if let Some((seq, chunk, reason)) = fraud
@@ -499,15 +508,20 @@ fn reject(buffer: &mut BTreeMap<u64, Vec<Received>>, proof: &ChunkProof, reason:
     }
 }
 
+/// A proof that passed the cheap checks, with the public inputs it must verify against.
+type Claim = (Statement, Box<ChunkProof>);
+
 enum Pick {
-    Proof(Statement, Box<ChunkProof>),
+    /// R agreeing claims from distinct provers.
+    Proofs(Vec<Claim>),
     /// Fraud confirmed in this chunk, with what the verifier itself found.
     Fraud(u64, String),
     Wait,
 }
 
-/// The first result for the chunk starting at `run[0]` that passes the cheap checks, dropping
-/// (and logging) those that do not; confirmed fraud wins over any proof. `run` holds the
+/// The first R agreeing proofs of distinct provers for the chunk starting at `run[0]` that pass
+/// the cheap checks (R: `settings.proof_quorum`), dropping (and logging) results that do not;
+/// confirmed fraud wins over any number of proofs. `run` holds the
 /// verifier's mini-blocks from the chunk's first on (as many as the longest result names, or
 /// fewer); `complete` says no more will come for this chunk (the block's seal follows, or the
 /// run is as long as asked), so a result naming more mini-blocks than `run` holds is refused
@@ -526,7 +540,7 @@ fn pick(
     let (Some(results), Some(first)) = (results, run.first()) else {
         return Pick::Wait;
     };
-    let mut picked = None;
+    let mut picked: Vec<Claim> = Vec::new();
     let mut confirmed = None;
     let mut keep = Vec::new();
     for received in results.drain(..) {
@@ -574,7 +588,16 @@ fn pick(
                     tracing::warn!(chunk = first.number, prover = %evidence.prover, reason, "verifier: fraud evidence dropped");
                 }
             },
-            ProverResult::Proof(proof) if picked.is_none() => {
+            // Each of R claims comes from another prover, and agrees with the first: the same
+            // mini-blocks and the same post-root.
+            ProverResult::Proof(proof)
+                if picked.len() < settings.proof_quorum.max(1)
+                    && picked.iter().all(|(_, p)| {
+                        p.prover != proof.prover
+                            && p.mini_block_hashes == proof.mini_block_hashes
+                            && p.post_root == proof.post_root
+                    }) =>
+            {
                 match verity_chunk::check_claim(
                     settings.chain_id,
                     settings.shape,
@@ -584,7 +607,7 @@ fn pick(
                     proof,
                 ) {
                     Ok(statement) => {
-                        picked = Some((statement, proof.clone()));
+                        picked.push((statement, proof.clone()));
                         keep.push(received);
                     }
                     Err(reason) => {
@@ -598,11 +621,11 @@ fn pick(
         }
     }
     *results = keep;
-    // Confirmed fraud wins over any proof.
-    match (confirmed, picked) {
-        (Some((chunk, reason)), _) => Pick::Fraud(chunk, reason),
-        (None, Some((statement, proof))) => Pick::Proof(statement, proof),
-        (None, None) => Pick::Wait,
+    // Confirmed fraud wins over any number of proofs.
+    match confirmed {
+        Some((chunk, reason)) => Pick::Fraud(chunk, reason),
+        None if picked.len() >= settings.proof_quorum.max(1) => Pick::Proofs(picked),
+        None => Pick::Wait,
     }
 }
 

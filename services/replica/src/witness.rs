@@ -1,5 +1,5 @@
 //! Role `witness`: maintains the state tree over the replica's state and publishes one proving
-//! job per mini-block on the `VERITY_JOBS` work queue.
+//! job per chunk on `VERITY_CHUNK_JOBS`.
 //!
 //! The job is built from the checked mini-block and the state *before* it, in the same step that
 //! applies the mini-block, and stored with it (meta `last_job`); it is published before the

@@ -65,7 +65,7 @@ async fn mini_blocks(js: &async_nats::jetstream::Context) -> BTreeMap<u64, MiniB
     minis
 }
 
-/// The job of `chunk` waiting in the work queue (no prover has taken it).
+/// The job of `chunk` on the jobs stream.
 async fn queued_job(
     net: &TestNet,
     js: &async_nats::jetstream::Context,
@@ -82,7 +82,7 @@ async fn queued_job(
             (info.state.first_sequence, info.state.last_sequence)
         };
         for seq in first..=last {
-            // Acknowledged jobs are gone from a work queue.
+            // Jobs older than the stream's age limit are gone.
             let Ok(message) = stream.get_raw_message(seq).await else {
                 continue;
             };
@@ -338,13 +338,24 @@ async fn chunks_are_proven_a_killed_prover_loses_nothing_and_safe_waits_for_prov
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    // The job queue is drained: work-queue retention removed every acknowledged job.
-    let mut jobs = js
+    // The prover's consumer is drained: every job delivered to it was acknowledged.
+    let jobs = js
         .get_stream(verity_bus::proving::JOBS_STREAM)
         .await
         .unwrap();
-    let info = jobs.info().await.unwrap();
-    assert_eq!(info.state.messages, 0, "jobs left in the queue: {info:?}");
+    let consumer = verity_bus::proving::consumer_name(net.devnet.prover_address().as_slice());
+    let started = std::time::Instant::now();
+    loop {
+        let info = jobs.consumer_info(&consumer).await.unwrap();
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "jobs left for the prover: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     net.stop().await.unwrap();
 }
 
