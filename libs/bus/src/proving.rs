@@ -6,19 +6,20 @@
 //!   re-publish after a crash is dropped as a duplicate) and the chunk number in header
 //!   [`CHUNK_HEADER`]. Each registered prover (one attestation key: one worker, or a pool of
 //!   workers sharing it) reads every job through a durable consumer of its own
-//!   ([`job_consumer`]), and works on the chunks [`assignment`] gives it: the R provers ranked
-//!   first by `keccak(chunk ‖ prover)` at once, the others once the chunk is older than their
-//!   takeover deadline and `VERITY_PROOFS` still holds fewer than R results for it. Nobody
-//!   chooses the ranks, so one fast prover cannot take every job, and a prover that withholds
-//!   one delays it by the takeover time (ADR 0013). Workers of one key share its consumer, so
+//!   ([`job_consumer`]), and works on the chunks an [`Assignment`] gives it: the R provers
+//!   ranked first by `keccak(chunk ‖ prover)` at once, the others once the chunk is older than
+//!   their takeover deadline and `VERITY_PROOFS` holds fewer than R proofs for it from provers
+//!   not caught lying, or one takeover period later if the chunk is still not `safe` (the
+//!   prover decides, `verity_prover`). Nobody chooses the ranks, so one fast prover cannot take
+//!   every job, and a prover that withholds one delays it by the takeover time (ADR 0013). Workers of one key share its consumer, so
 //!   each job goes to one of them; a worker acknowledges a job only once its result is stored,
 //!   and one that dies leaves it to be delivered again after the ack wait.
 //! - `VERITY_JOBS_DEAD` (subject [`DEAD_SUBJECT`]): jobs no worker could handle, with the reason
 //!   in header [`REASON_HEADER`], kept for operators.
-//! - `VERITY_PROOFS` (subjects `verity.proofs.results.<chunk>.<prover>`): `verity.v1.ProverResult`
-//!   messages, a proof or fraud evidence per chunk and prover, kept (limits retention) so
-//!   verifier replicas can start late and catch up, and so provers can count a chunk's results
-//!   ([`proofs_of`]). `Nats-Msg-Id` = `result-<chunk>-<mini-block hash>-<prover>`: a job
+//! - `VERITY_PROOFS` (subjects `verity.proofs.results.<chunk>.<proof|fraud>.<prover>`):
+//!   `verity.v1.ProverResult` messages, a proof or fraud evidence per chunk and prover, kept
+//!   (limits retention) so verifier replicas can start late and catch up, and so provers can
+//!   count a chunk's proofs ([`proofs_of`]). `Nats-Msg-Id` = `result-<chunk>-<mini-block hash>-<prover>`: a job
 //!   proven twice by one prover inside the duplicate window is stored once.
 
 use std::time::Duration;
@@ -138,20 +139,32 @@ pub async fn ensure_proving_streams(js: &Context) -> Result<(Stream, Stream), Bu
     })
     .await
     .map_err(|e| js_error("create dead-letter stream", e))?;
-    js.create_or_update_stream(stream::Config {
-        name: PROOFS_STREAM.to_string(),
-        subjects: vec![RESULTS_SUBJECT.to_string(), format!("{RESULTS_SUBJECT}.>")],
-        storage: stream::StorageType::File,
-        retention: stream::RetentionPolicy::Limits,
-        duplicate_window: DUPLICATE_WINDOW,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| js_error("create proofs stream", e))?;
-    let proofs = js
-        .get_stream(PROOFS_STREAM)
+    let subjects = vec![RESULTS_SUBJECT.to_string(), format!("{RESULTS_SUBJECT}.>")];
+    let mut proofs = js
+        .get_or_create_stream(stream::Config {
+            name: PROOFS_STREAM.to_string(),
+            subjects: subjects.clone(),
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            duplicate_window: DUPLICATE_WINDOW,
+            ..Default::default()
+        })
         .await
-        .map_err(|e| js_error("open proofs stream", e))?;
+        .map_err(|e| js_error("create proofs stream", e))?;
+    // A stream created by an earlier release has only the first subject: add the per-chunk
+    // ones, and change nothing else an operator may have set.
+    let mut config = proofs
+        .info()
+        .await
+        .map_err(|e| js_error("proofs stream info", e))?
+        .config
+        .clone();
+    if !subjects.iter().all(|s| config.subjects.contains(s)) {
+        config.subjects = subjects;
+        js.update_stream(config)
+            .await
+            .map_err(|e| js_error("add subjects to the proofs stream", e))?;
+    }
     Ok((jobs, proofs))
 }
 
@@ -289,6 +302,9 @@ pub async fn job_consumer(
             deliver_policy: DeliverPolicy::All,
             ack_policy: AckPolicy::Explicit,
             ack_wait: queue.ack_wait,
+            // Jobs handed back until a takeover deadline stay pending; the server's default
+            // limit (1,000) would then stop new jobs reaching this key at all.
+            max_ack_pending: -1,
             ..Default::default()
         },
     )

@@ -149,6 +149,8 @@ pub struct Prover {
     js: jetstream::Context,
     jobs: jetstream::stream::Stream,
     proofs: jetstream::stream::Stream,
+    /// The verifiers' attestations (for the provers they caught in false accusations).
+    finality: jetstream::stream::Stream,
     assignment: proving::Assignment,
     /// The chain stream, where a job's mini-blocks must have been published.
     chain: jetstream::stream::Stream,
@@ -185,6 +187,7 @@ impl verity_server::Service for Prover {
         };
         let (_client, js) = config.service.nats.connect("verity-prover").await?;
         let (jobs, proofs) = proving::ensure_proving_streams(&js).await?;
+        let finality = proving::ensure_finality_stream(&js).await?;
         let chain = verity_bus::ensure_chain_stream(&js).await?;
         Ok(Self {
             shape,
@@ -195,6 +198,7 @@ impl verity_server::Service for Prover {
             js,
             jobs,
             proofs,
+            finality,
             assignment,
             chain,
             config,
@@ -286,9 +290,10 @@ impl Prover {
             let Some(message) = next else { continue };
             let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
             #[cfg(feature = "fault-injection")]
-            if self.fault.done() {
-                // It has lied once: from now on it takes jobs and never answers (the others
-                // take its chunks over after the takeover time).
+            if self.fault.done() && self.fault.hold_next() {
+                // It has lied once: from now on it takes every other job and never answers it
+                // (the others take those chunks over after the takeover time), and proves the
+                // rest, proofs the verifiers ignore since it was caught.
                 tracing::warn!("holding a job without answering (test build)");
                 continue;
             }
@@ -312,61 +317,33 @@ impl Prover {
         let mut delivered = info.delivered;
         let published = std::time::SystemTime::from(info.published);
         let payload = message.payload.clone();
-        let chunk = match message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(proving::CHUNK_HEADER))
-            .and_then(|v| v.as_str().parse::<u64>().ok())
-        {
-            Some(chunk) => Some(chunk),
-            None => v1::ChunkJob::decode(payload.as_ref()).ok().map(|j| j.chunk),
-        };
-        if let Some(chunk) = chunk {
-            let own = self.key.address().0.0;
-            let rank = self.assignment.rank(chunk, &own).unwrap_or(usize::MAX);
-            let start_after = self.assignment.start_after(rank);
-            if start_after > Duration::ZERO {
-                // A takeover candidate: hand the job back until the deadline, then take it only
-                // if the chunk still lacks results. The first delivery is the hand-back.
-                let waited = published.elapsed().unwrap_or_default();
-                if waited < start_after {
-                    let delay = start_after - waited;
-                    tracing::debug!(
-                        chunk,
-                        rank,
-                        ?delay,
-                        "job for later: taken over only if its provers stay silent"
-                    );
-                    return message
-                        .ack_with(AckKind::Nak(Some(delay)))
-                        .await
-                        .map_err(|e| anyhow::anyhow!("nak: {e}"));
-                }
-                delivered -= 1;
+        let wire = match v1::ChunkJob::decode(payload.as_ref()) {
+            Ok(wire) => wire,
+            Err(e) => {
+                return self
+                    .dead_letter(&message, payload, &format!("undecodable job: {e}"))
+                    .await;
             }
-            let results = proving::proofs_of(&self.proofs, chunk).await?;
-            let mine = verity_bus::message_id(&own);
-            let others = results.iter().filter(|p| **p != mine).count();
-            if results.contains(&mine) || others >= self.assignment.quorum {
-                tracing::debug!(
-                    chunk,
-                    proofs = results.len(),
-                    "chunk has its proofs; job skipped"
-                );
+        };
+        match self.turn(&wire, published).await? {
+            Turn::Work { takeover } => {
+                // A takeover candidate's job was handed back once and perhaps re-checked once:
+                // those deliveries are not failed attempts.
+                if takeover {
+                    delivered = delivered.saturating_sub(2);
+                }
+            }
+            Turn::Later(delay) => {
+                return message
+                    .ack_with(AckKind::Nak(Some(delay)))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("nak: {e}"));
+            }
+            Turn::Skip => {
                 return message
                     .double_ack()
                     .await
                     .map_err(|e| anyhow::anyhow!("ack: {e}"));
-            }
-            if start_after > Duration::ZERO {
-                metrics::counter!("verity_prover_takeovers_total").increment(1);
-                tracing::warn!(
-                    chunk,
-                    rank,
-                    proofs = results.len(),
-                    quorum = self.assignment.quorum,
-                    "taking over a chunk its first provers left unproven"
-                );
             }
         }
         if delivered >= queue.max_deliver {
@@ -378,10 +355,7 @@ impl Prover {
                 )
                 .await;
         }
-        let job = match v1::ChunkJob::decode(payload.as_ref())
-            .map_err(|e| e.to_string())
-            .and_then(|wire| ChunkJob::try_from(&wire).map_err(|e| e.to_string()))
-        {
+        let job = match ChunkJob::try_from(&wire).map_err(|e| e.to_string()) {
             Ok(job) => job,
             Err(reason) => {
                 return self
@@ -405,6 +379,113 @@ impl Prover {
         self.process(keys, queue, &message, payload, job, stop)
             .instrument(span)
             .await
+    }
+
+    /// Whether this prover works on `job` now, later or not at all. The R provers ranked first
+    /// for the chunk work at once (unless they already published a proof, or R others did). The
+    /// prover ranked R + k waits until `(k + 1) × takeover` after the job was published, then
+    /// works on it if fewer than R proofs of it from registered provers the verifiers have not
+    /// caught lying are published; if there are R, it looks once more a takeover period later
+    /// and works on it anyway if the chunk's block is still not attested `safe` by then (proofs
+    /// that verifiers refuse must not stall the chunk).
+    async fn turn(
+        &self,
+        job: &v1::ChunkJob,
+        published: std::time::SystemTime,
+    ) -> anyhow::Result<Turn> {
+        let chunk = job.chunk;
+        let own = self.key.address().0.0;
+        let rank = self.assignment.rank(chunk, &own).unwrap_or(usize::MAX);
+        let start_after = self.assignment.start_after(rank);
+        // A clock behind the server's reads as no time waited: the takeover comes later, not
+        // earlier.
+        let waited = published.elapsed().unwrap_or_default();
+        if waited < start_after {
+            let delay = start_after - waited;
+            tracing::debug!(
+                chunk,
+                rank,
+                ?delay,
+                "job for later: taken over only if its provers stay silent"
+            );
+            return Ok(Turn::Later(delay));
+        }
+        let proofs = proving::proofs_of(&self.proofs, chunk).await?;
+        let mine = verity_bus::message_id(&own);
+        let (accused, safe) = self.verdicts().await?;
+        let registered: Vec<String> = self
+            .assignment
+            .provers
+            .iter()
+            .map(|p| verity_bus::message_id(p))
+            .collect();
+        let others = proofs
+            .iter()
+            .filter(|p| **p != mine && registered.contains(p) && !accused.contains(p))
+            .count();
+        let block = job.mini_blocks.last().map_or(u64::MAX, |m| m.block_number);
+        if proofs.contains(&mine) || safe >= block {
+            tracing::debug!(chunk, "chunk proven by this prover or safe; job skipped");
+            return Ok(Turn::Skip);
+        }
+        if start_after == Duration::ZERO {
+            if others >= self.assignment.quorum {
+                tracing::debug!(chunk, proofs = others, "chunk has its proofs; job skipped");
+                return Ok(Turn::Skip);
+            }
+            return Ok(Turn::Work { takeover: false });
+        }
+        let recheck = start_after + self.assignment.takeover;
+        if others >= self.assignment.quorum && waited < recheck {
+            return Ok(Turn::Later(recheck - waited));
+        }
+        metrics::counter!("verity_prover_takeovers_total").increment(1);
+        tracing::warn!(
+            chunk,
+            rank,
+            proofs = others,
+            quorum = self.assignment.quorum,
+            "taking over a chunk its first provers left unproven (or proven but not safe)"
+        );
+        Ok(Turn::Work { takeover: true })
+    }
+
+    /// What the verifiers' newest attestations on `VERITY_FINALITY` say: the provers (as
+    /// [`verity_bus::message_id`] of their address) caught in a false accusation, and the
+    /// highest block attested `safe`. Signatures are not checked (this prover is not told the
+    /// verifier set): a forged attestation can only make it work on a chunk it could have left
+    /// to others, or skip one it was not needed for (a stall until the other provers' takeover,
+    /// and only until the bus is authenticated, issue 22).
+    async fn verdicts(&self) -> anyhow::Result<(Vec<String>, u64)> {
+        use futures::TryStreamExt as _;
+        let subjects: Vec<(String, usize)> = self
+            .finality
+            .info_with_subjects(format!("{}.*", proving::FINALITY_SUBJECT))
+            .await
+            .map_err(|e| anyhow::anyhow!("finality stream: {e}"))?
+            .try_collect()
+            .await
+            .map_err(|e| anyhow::anyhow!("finality stream: {e}"))?;
+        let mut accused = Vec::new();
+        let mut safe = 0;
+        for (subject, _) in subjects {
+            let Ok(message) = self
+                .finality
+                .get_last_raw_message_by_subject(&subject)
+                .await
+            else {
+                continue;
+            };
+            if let Ok(attestation) = v1::FinalityAttestation::decode(message.payload.as_ref()) {
+                safe = safe.max(attestation.block_number);
+                for accusation in attestation.false_accusations {
+                    accused.push(verity_bus::message_id(&accusation.prover));
+                }
+            }
+        }
+        accused.sort();
+        accused.dedup();
+        Ok((accused, safe))
     }
 
     /// What the chain stream holds at each of the job's mini-block positions: the mini-block, or
@@ -541,6 +622,16 @@ impl Prover {
     }
 }
 
+/// What a prover does with a job it was delivered.
+enum Turn {
+    /// Work on it (as a takeover when it was not among the first R).
+    Work { takeover: bool },
+    /// Hand it back, to be delivered again after the delay.
+    Later(Duration),
+    /// Acknowledge it without work (proven enough, or safe).
+    Skip,
+}
+
 /// Checks a job and proves it or produces fraud evidence. `Err` is a job no worker can handle.
 fn run_job(
     keys: &Keys,
@@ -591,11 +682,12 @@ mod fault {
 
     use super::*;
 
-    /// Whether to lie, and whether it has.
+    /// Whether to lie, whether it has, and whether to hold the next job.
     #[derive(Debug, Default)]
     pub(super) struct FalseAccusation {
         armed: AtomicBool,
         done: AtomicBool,
+        hold: AtomicBool,
     }
 
     /// The verdict this prover acts on: `Valid` whatever it found when told to attest anything.
@@ -619,6 +711,11 @@ mod fault {
 
         pub(super) fn done(&self) -> bool {
             self.done.load(Ordering::SeqCst)
+        }
+
+        /// True every other call, from the first.
+        pub(super) fn hold_next(&self) -> bool {
+            !self.hold.fetch_xor(true, Ordering::SeqCst)
         }
     }
 

@@ -540,10 +540,17 @@ fn pick(
     let (Some(results), Some(first)) = (results, run.first()) else {
         return Pick::Wait;
     };
-    let mut picked: Vec<Claim> = Vec::new();
+    // Claims that passed the cheap checks, in groups that agree (same mini-blocks, same
+    // post-root), one claim per prover: a proof that agrees with nobody cannot hold the others
+    // up.
+    let mut groups: Vec<Vec<Claim>> = Vec::new();
     let mut confirmed = None;
+    let mut unjudged = false;
     let mut keep = Vec::new();
-    for received in results.drain(..) {
+    // Fraud evidence first: a prover caught lying in it has its proofs ignored in this pass too.
+    let mut drained: Vec<Received> = std::mem::take(results);
+    drained.sort_by_key(|r| matches!(r.result, ProverResult::Proof(_)));
+    for received in drained {
         let prover = match &received.result {
             ProverResult::Proof(proof) => proof.prover,
             ProverResult::Fraud(evidence) => evidence.prover,
@@ -559,7 +566,10 @@ fn pick(
             continue;
         }
         match &received.result {
-            ProverResult::Fraud(_) if !settled => keep.push(received),
+            ProverResult::Fraud(_) if !settled => {
+                unjudged = true;
+                keep.push(received);
+            }
             ProverResult::Fraud(evidence) => match judge(settings, run, root, block_hash, evidence)
             {
                 Ok(Judgement::Confirmed { reason }) => {
@@ -588,15 +598,12 @@ fn pick(
                     tracing::warn!(chunk = first.number, prover = %evidence.prover, reason, "verifier: fraud evidence dropped");
                 }
             },
-            // Each of R claims comes from another prover, and agrees with the first: the same
-            // mini-blocks and the same post-root.
+            // One claim per prover (a second from the same one waits, unused).
             ProverResult::Proof(proof)
-                if picked.len() < settings.proof_quorum.max(1)
-                    && picked.iter().all(|(_, p)| {
-                        p.prover != proof.prover
-                            && p.mini_block_hashes == proof.mini_block_hashes
-                            && p.post_root == proof.post_root
-                    }) =>
+                if !groups
+                    .iter()
+                    .flatten()
+                    .any(|(_, p)| p.prover == proof.prover) =>
             {
                 match verity_chunk::check_claim(
                     settings.chain_id,
@@ -607,7 +614,16 @@ fn pick(
                     proof,
                 ) {
                     Ok(statement) => {
-                        picked.push((statement, proof.clone()));
+                        let agrees = |group: &&mut Vec<Claim>| {
+                            group.first().is_some_and(|(_, p)| {
+                                p.mini_block_hashes == proof.mini_block_hashes
+                                    && p.post_root == proof.post_root
+                            })
+                        };
+                        match groups.iter_mut().find(agrees) {
+                            Some(group) => group.push((statement, proof.clone())),
+                            None => groups.push(vec![(statement, proof.clone())]),
+                        }
                         keep.push(received);
                     }
                     Err(reason) => {
@@ -621,11 +637,19 @@ fn pick(
         }
     }
     *results = keep;
-    // Confirmed fraud wins over any number of proofs.
+    // Confirmed fraud wins over any number of proofs; evidence not judged yet (the chunk before
+    // is not verified) is waited for, not passed over.
+    let quorum = settings.proof_quorum.max(1);
     match confirmed {
         Some((chunk, reason)) => Pick::Fraud(chunk, reason),
-        None if picked.len() >= settings.proof_quorum.max(1) => Pick::Proofs(picked),
-        None => Pick::Wait,
+        None if unjudged => Pick::Wait,
+        None => match groups.into_iter().find(|g| g.len() >= quorum) {
+            Some(mut group) => {
+                group.truncate(quorum);
+                Pick::Proofs(group)
+            }
+            None => Pick::Wait,
+        },
     }
 }
 

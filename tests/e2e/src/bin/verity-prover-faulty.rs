@@ -1,6 +1,8 @@
-//! Test-only: `verity-prover` that answers the first job it takes with false fraud evidence (a
-//! receipt edited in its copy of the job, signed with its registered key), gives the job back and
-//! takes no more, for the false-accusation scenario. Everything else is the real prover. It
+//! Test-only: `verity-prover` that answers the first job it works on with false fraud evidence
+//! (a receipt edited in its copy of the job, signed with its registered key), then takes every
+//! other job and never answers it and proves the rest (the false-accusation and silent-prover
+//! scenario); or, with `VERITY_FAULT_ATTEST_ANYTHING` set, proves every job whatever its
+//! re-execution found (the dishonest-prover scenario). Everything else is the real prover. It
 //! exists only in this test crate (the `fault-injection` feature of verity-prover is enabled
 //! nowhere else).
 
