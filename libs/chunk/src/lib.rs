@@ -56,6 +56,10 @@ pub struct ChunkJob {
     /// Where each mini-block stands in the chain stream (empty when the builder did not say):
     /// a prover checks its copies against the published ones there.
     pub mini_block_seqs: Vec<u64>,
+    /// Where the seal of each block in `witness.block_hashes` stands in the chain stream, in
+    /// block-number order, block 0 left out (its hash is the genesis's): a prover checks each
+    /// hash against the published seal there.
+    pub block_hash_seqs: Vec<u64>,
     /// Root before the chunk.
     pub pre_root: B256,
     /// Root after the chunk's claimed writes.
@@ -248,6 +252,7 @@ pub fn build_job<S: StateView>(
         pre_proofs,
         mini_blocks,
         mini_block_seqs: Vec::new(),
+        block_hash_seqs: Vec::new(),
     })
 }
 

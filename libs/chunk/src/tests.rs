@@ -685,3 +685,32 @@ fn pre_state_proofs_share_their_upper_siblings_on_the_wire() {
     bad.pre_proofs[1].shared_siblings = 300;
     assert!(ChunkJob::try_from(&bad).is_err());
 }
+
+#[test]
+fn a_fraud_signature_covers_every_field_of_the_evidence() {
+    let (job, _) = setup(true);
+    let evidence = evidence_for(job, "tampered diff");
+    let signed = wire::fraud_hash(CHAIN_ID, &evidence);
+    type Edit = fn(&mut wire::FraudEvidence);
+    let edits: [(&str, Edit); 6] = [
+        ("reason", |e| e.reason.push('!')),
+        ("post-root", |e| e.job.post_root = B256::repeat_byte(3)),
+        ("witness", |e| e.job.witness = Default::default()),
+        ("tree proofs", |e| e.job.pre_proofs.clear()),
+        ("stream positions", |e| e.job.mini_block_seqs.push(99)),
+        ("a receipt", |e| {
+            if let Some(receipt) = e.job.mini_blocks[0].receipts.first_mut() {
+                receipt.gas_used += 1;
+            }
+        }),
+    ];
+    for (what, edit) in edits {
+        let mut edited = evidence.clone();
+        edit(&mut edited);
+        assert_ne!(
+            wire::fraud_hash(CHAIN_ID, &edited),
+            signed,
+            "{what} is not signed"
+        );
+    }
+}

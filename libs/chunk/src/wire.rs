@@ -220,6 +220,7 @@ impl From<&ChunkJob> for v1::ChunkJob {
             witness: Some(witness(&job.witness)),
             pre_proofs: key_proofs(&job.pre_proofs),
             mini_block_seqs: job.mini_block_seqs.clone(),
+            block_hash_seqs: job.block_hash_seqs.clone(),
         }
     }
 }
@@ -243,6 +244,7 @@ impl TryFrom<&v1::ChunkJob> for ChunkJob {
             witness: witness_from(job.witness.as_ref())?,
             pre_proofs: key_proofs_from(&job.pre_proofs)?,
             mini_block_seqs: job.mini_block_seqs.clone(),
+            block_hash_seqs: job.block_hash_seqs.clone(),
         })
     }
 }
@@ -395,11 +397,13 @@ pub struct FraudEvidence {
     pub signature: Signature,
 }
 
-/// The hash a prover signs for fraud evidence: chain, chunk, mini-blocks, pre-root and the
-/// writes it re-executed.
+/// The hash a prover signs for fraud evidence: chain, chunk, mini-blocks, pre-root, the writes
+/// it re-executed, and everything else it says (the whole job, witness and tree proofs
+/// included, and the reason), so nobody relaying it can change a byte of what the prover is
+/// accountable for.
 pub fn fraud_hash(chain_id: u64, evidence: &FraudEvidence) -> B256 {
-    let mut data = Vec::with_capacity(128);
-    data.extend_from_slice(b"verity.chunk-fraud.v2");
+    let mut data = Vec::with_capacity(192);
+    data.extend_from_slice(b"verity.chunk-fraud.v3");
     data.extend_from_slice(&chain_id.to_be_bytes());
     data.extend_from_slice(&evidence.job.chunk.to_be_bytes());
     data.extend_from_slice(&(evidence.job.mini_blocks.len() as u64).to_be_bytes());
@@ -410,6 +414,8 @@ pub fn fraud_hash(chain_id: u64, evidence: &FraudEvidence) -> B256 {
     data.extend_from_slice(
         keccak256(v1::StateDiff::from(&evidence.reexecuted).encode_to_vec()).as_slice(),
     );
+    data.extend_from_slice(keccak256(v1::ChunkJob::from(&evidence.job).encode_to_vec()).as_slice());
+    data.extend_from_slice(keccak256(evidence.reason.as_bytes()).as_slice());
     keccak256(data)
 }
 

@@ -144,6 +144,8 @@ pub struct Prover {
     shape: Shape,
     chain_id: u64,
     gas_limit: u64,
+    /// Block 0's hash, derived from the genesis (it has no seal on the chain stream).
+    genesis_hash: alloy_primitives::B256,
     key: SigningKey,
     params: Arc<Params>,
     js: jetstream::Context,
@@ -193,6 +195,7 @@ impl verity_server::Service for Prover {
             shape,
             chain_id: spec.chain_id(),
             gas_limit: spec.gas_limit(),
+            genesis_hash: spec.genesis_hash,
             key,
             params,
             js,
@@ -364,7 +367,7 @@ impl Prover {
             }
         };
         let published = self.published(&job).await?;
-        if let Some(reason) = unpublished(&job, &published) {
+        if let Some(reason) = unpublished(&job, &published, self.genesis_hash) {
             return self
                 .dead_letter(
                     &message,
@@ -488,32 +491,38 @@ impl Prover {
         Ok((accused, safe))
     }
 
-    /// What the chain stream holds at each of the job's mini-block positions: the mini-block, or
-    /// `None` when the event there is not one. A failure to read the stream is an error (the job
-    /// is tried again), not a verdict on the job.
-    async fn published(&self, job: &ChunkJob) -> anyhow::Result<Vec<Option<MiniBlock>>> {
-        let mut published = Vec::with_capacity(job.mini_block_seqs.len());
+    /// What the chain stream holds at the job's positions: each mini-block position's
+    /// mini-block, and each block-seal position's (number, hash); `None` where the event there is
+    /// not of that kind. A failure to read the stream is an error (the job is tried again), not
+    /// a verdict on the job.
+    async fn published(&self, job: &ChunkJob) -> anyhow::Result<Published> {
+        let mut published = Published::default();
         for &seq in &job.mini_block_seqs {
-            let message = self
-                .chain
-                .get_raw_message(seq)
-                .await
-                .map_err(|e| anyhow::anyhow!("chain stream message {seq}: {e}"))?;
-            let event = verity_bus::decode_event(seq, &message.payload)
-                .map_err(|e| anyhow::anyhow!("chain stream message {seq}: {e}"))
-                .and_then(|wire| {
-                    ChainEvent::try_from(&wire)
-                        .map_err(|e| anyhow::anyhow!("chain stream message {seq}: {e}"))
-                });
-            published.push(match event {
-                Ok(ChainEvent {
-                    kind: ChainEventKind::MiniBlock(mini),
-                    ..
-                }) => Some(*mini),
-                Ok(_) | Err(_) => None,
+            published.mini_blocks.push(match self.event_at(seq).await? {
+                Some(ChainEventKind::MiniBlock(mini)) => Some(*mini),
+                _ => None,
+            });
+        }
+        for &seq in &job.block_hash_seqs {
+            published.blocks.push(match self.event_at(seq).await? {
+                Some(ChainEventKind::Block(block)) => Some((block.number(), block.hash)),
+                _ => None,
             });
         }
         Ok(published)
+    }
+
+    /// The event at `seq` of the chain stream (`None` if it does not decode).
+    async fn event_at(&self, seq: u64) -> anyhow::Result<Option<ChainEventKind>> {
+        let message = self
+            .chain
+            .get_raw_message(seq)
+            .await
+            .map_err(|e| anyhow::anyhow!("chain stream message {seq}: {e}"))?;
+        Ok(verity_bus::decode_event(seq, &message.payload)
+            .ok()
+            .and_then(|wire| ChainEvent::try_from(&wire).ok())
+            .map(|event| event.kind))
     }
 
     async fn process(
@@ -769,10 +778,21 @@ mod fault {
     }
 }
 
+/// What the chain stream holds at a job's positions.
+#[derive(Debug, Default)]
+struct Published {
+    mini_blocks: Vec<Option<MiniBlock>>,
+    blocks: Vec<Option<(u64, alloy_primitives::B256)>>,
+}
+
 /// Why the job's mini-blocks are not the ones `published` at its stream positions, if they are
 /// not: a job must name a position for each, and each must hold exactly that mini-block (so a
 /// witness replica cannot hand provers mini-blocks, receipts or environments nobody published).
-fn unpublished(job: &ChunkJob, published: &[Option<MiniBlock>]) -> Option<String> {
+fn unpublished(
+    job: &ChunkJob,
+    published: &Published,
+    genesis_hash: alloy_primitives::B256,
+) -> Option<String> {
     if job.mini_block_seqs.len() != job.mini_blocks.len() {
         return Some(format!(
             "the job names {} stream positions for {} mini-blocks",
@@ -784,7 +804,7 @@ fn unpublished(job: &ChunkJob, published: &[Option<MiniBlock>]) -> Option<String
         .mini_blocks
         .iter()
         .zip(&job.mini_block_seqs)
-        .zip(published)
+        .zip(&published.mini_blocks)
     {
         match found {
             Some(found) if found == mini => {}
@@ -800,6 +820,38 @@ fn unpublished(job: &ChunkJob, published: &[Option<MiniBlock>]) -> Option<String
                     mini.number
                 ));
             }
+        }
+    }
+    // The hashes `BLOCKHASH` reads: block 0's the genesis's, each other the published seal's.
+    if let Some(hash) = job.witness.block_hashes.get(&0)
+        && *hash != genesis_hash
+    {
+        return Some(format!(
+            "the witness's hash {hash} of block 0 is not the genesis's {genesis_hash}"
+        ));
+    }
+    let hashes: Vec<(&u64, &alloy_primitives::B256)> = job
+        .witness
+        .block_hashes
+        .iter()
+        .filter(|(n, _)| **n != 0)
+        .collect();
+    if job.block_hash_seqs.len() != hashes.len() {
+        return Some(format!(
+            "the job names {} stream positions for {} block hashes",
+            job.block_hash_seqs.len(),
+            hashes.len()
+        ));
+    }
+    for (((number, hash), seq), found) in hashes
+        .into_iter()
+        .zip(&job.block_hash_seqs)
+        .zip(&published.blocks)
+    {
+        if *found != Some((*number, *hash)) {
+            return Some(format!(
+                "the witness's hash {hash} of block {number} is not the seal published at stream position {seq}"
+            ));
         }
     }
     None
@@ -838,6 +890,7 @@ mod published_tests {
             chunk: minis[0].number,
             mini_blocks: minis,
             mini_block_seqs: seqs,
+            block_hash_seqs: vec![],
             pre_root: alloy_primitives::B256::ZERO,
             post_root: alloy_primitives::B256::ZERO,
             witness: Default::default(),
@@ -845,11 +898,68 @@ mod published_tests {
         }
     }
 
+    const GENESIS: alloy_primitives::B256 = alloy_primitives::B256::repeat_byte(0x60);
+
+    fn minis<const N: usize>(found: [Option<MiniBlock>; N]) -> Published {
+        Published {
+            mini_blocks: found.into(),
+            blocks: vec![],
+        }
+    }
+
+    #[test]
+    fn a_block_hash_must_be_the_published_seals() {
+        let a = mini(4);
+        let mut read = job(vec![a.clone()], vec![10]);
+        let sealed = alloy_primitives::B256::repeat_byte(7);
+        read.witness.block_hashes.insert(2, sealed);
+        // No position for the hash the job reads.
+        let refused = unpublished(&read, &minis([Some(a.clone())]), GENESIS);
+        assert!(
+            refused
+                .unwrap()
+                .contains("names 0 stream positions for 1 block hashes")
+        );
+        read.block_hash_seqs = vec![5];
+        let at = |blocks| Published {
+            mini_blocks: vec![Some(a.clone())],
+            blocks,
+        };
+        assert_eq!(
+            unpublished(&read, &at(vec![Some((2, sealed))]), GENESIS),
+            None
+        );
+        // Another hash than the seal's, another block's seal, or no seal there.
+        for blocks in [
+            vec![Some((2, alloy_primitives::B256::repeat_byte(8)))],
+            vec![Some((3, sealed))],
+            vec![None],
+        ] {
+            let refused = unpublished(&read, &at(blocks), GENESIS).unwrap();
+            assert!(
+                refused.contains("is not the seal published at stream position 5"),
+                "{refused}"
+            );
+        }
+        // Block 0 has no seal: its hash is the genesis's, and nothing else.
+        read.witness.block_hashes.insert(0, GENESIS);
+        assert_eq!(
+            unpublished(&read, &at(vec![Some((2, sealed))]), GENESIS),
+            None
+        );
+        read.witness.block_hashes.insert(0, sealed);
+        let refused = unpublished(&read, &at(vec![Some((2, sealed))]), GENESIS).unwrap();
+        assert!(
+            refused.contains("of block 0 is not the genesis's"),
+            "{refused}"
+        );
+    }
+
     #[test]
     fn a_job_of_published_mini_blocks_passes() {
         let (a, b) = (mini(4), mini(5));
         let job = job(vec![a.clone(), b.clone()], vec![10, 11]);
-        assert_eq!(unpublished(&job, &[Some(a), Some(b)]), None);
+        assert_eq!(unpublished(&job, &minis([Some(a), Some(b)]), GENESIS), None);
     }
 
     #[test]
@@ -858,17 +968,21 @@ mod published_tests {
         // The witness edits a receipt-free field and keeps the hash: the copy differs.
         let mut edited = a.clone();
         edited.base_fee += 1;
-        let refused = unpublished(&job(vec![edited], vec![10]), &[Some(a.clone())]);
+        let refused = unpublished(
+            &job(vec![edited], vec![10]),
+            &minis([Some(a.clone())]),
+            GENESIS,
+        );
         assert!(
             refused
                 .unwrap()
                 .contains("differs from the one published at stream position 10")
         );
         // A position holding something else.
-        let refused = unpublished(&job(vec![a.clone()], vec![10]), &[None]);
+        let refused = unpublished(&job(vec![a.clone()], vec![10]), &minis([None]), GENESIS);
         assert!(refused.unwrap().contains("holds no mini-block"));
         // No positions at all (a witness that does not say where its mini-blocks are).
-        let refused = unpublished(&job(vec![a], vec![]), &[]);
+        let refused = unpublished(&job(vec![a], vec![]), &minis([]), GENESIS);
         assert!(
             refused
                 .unwrap()

@@ -20,6 +20,12 @@ use verity_storage::{Database, ReadTx, StorageError, WriteTx};
 
 /// Meta keys of the replica's position.
 pub mod meta {
+    /// The key of the chain-stream position of block `number`'s seal (blocks applied before
+    /// this key existed have none).
+    pub fn block_seq(number: u64) -> String {
+        format!("block_seq/{number}")
+    }
+
     /// Hash of the genesis the database was initialised with.
     pub const GENESIS_HASH: &str = "genesis_hash";
     /// Last applied event sequence.
@@ -282,6 +288,9 @@ impl Layout for ReplicaLayout {
                 }
             }
             ChainEventKind::Block(block) => {
+                // Where its seal stands in the chain stream (a witness names it in jobs that
+                // read the block's hash, for provers to check).
+                write.set_meta_u64(&meta::block_seq(block.number()), event.event().seq)?;
                 // Transactions learn their block hash now that it exists.
                 for hash in &block.transaction_hashes {
                     if let Some(mut stored) = write.transaction(*hash)? {

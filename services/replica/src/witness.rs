@@ -177,6 +177,17 @@ impl Witness {
                 let mut job = verity_chunk::build_job(read, &mut tree, chain_id, gas_limit, minis)
                     .map_err(|e| e.to_string())?;
                 job.mini_block_seqs = seqs;
+                // A block applied before its position was recorded has none: the job then names
+                // fewer positions than hashes and provers refuse it (only `BLOCKHASH` reads of
+                // blocks from before an upgrade).
+                job.block_hash_seqs = job
+                    .witness
+                    .block_hashes
+                    .keys()
+                    // Block 0 has no seal: every node derives its hash from the genesis.
+                    .filter(|n| **n != 0)
+                    .filter_map(|n| read.meta_u64(&apply::meta::block_seq(*n)).ok().flatten())
+                    .collect();
                 let tree_tombstones = zero_leaves(&job.writes(), &tree);
                 let bytes = v1::ChunkJob::from(&job).encode_to_vec();
                 metrics::histogram!("verity_witness_job_build_seconds")

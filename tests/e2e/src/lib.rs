@@ -411,16 +411,48 @@ pub fn sign_transfer(
     to: Address,
     value: U256,
 ) -> anyhow::Result<(String, String)> {
+    sign_1559(
+        signer,
+        TxEip1559 {
+            chain_id,
+            nonce,
+            gas_limit: 21_000,
+            to: TxKind::Call(to),
+            value,
+            ..Default::default()
+        },
+    )
+}
+
+/// Signs an EIP-1559 contract creation running `initcode` with `gas_limit`, as
+/// [`sign_transfer`] signs.
+pub fn sign_create(
+    signer: &PrivateKeySigner,
+    chain_id: u64,
+    nonce: u64,
+    initcode: &[u8],
+    gas_limit: u64,
+) -> anyhow::Result<(String, String)> {
+    sign_1559(
+        signer,
+        TxEip1559 {
+            chain_id,
+            nonce,
+            gas_limit,
+            to: TxKind::Create,
+            input: Bytes::copy_from_slice(initcode),
+            ..Default::default()
+        },
+    )
+}
+
+/// Signs `tx` with the fee cap of every test transaction; the raw envelope as `0x` hex and its
+/// hash.
+fn sign_1559(signer: &PrivateKeySigner, tx: TxEip1559) -> anyhow::Result<(String, String)> {
     let tx = TxEip1559 {
-        chain_id,
-        nonce,
-        gas_limit: 21_000,
         max_fee_per_gas: TRANSFER_MAX_FEE,
         max_priority_fee_per_gas: 1_000_000,
-        to: TxKind::Call(to),
-        value,
-        input: Bytes::new(),
-        access_list: Default::default(),
+        ..tx
     };
     let signature = signer.sign_hash_sync(&tx.signature_hash())?;
     let envelope: TxEnvelope = tx.into_signed(signature).into();

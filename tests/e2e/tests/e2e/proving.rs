@@ -394,6 +394,28 @@ async fn mini_blocks_grouped_into_chunks_are_proven_and_become_safe() {
             .unwrap();
         last_block = last_block.max(verity_e2e::parse_quantity(&receipt["blockNumber"]).unwrap());
     }
+    // A creation whose code reads `BLOCKHASH(NUMBER - 1)` and stores it: its job carries that
+    // hash and the position of the block's seal, which the prover checks before proving.
+    // (PUSH1 1, NUMBER, SUB, BLOCKHASH, PUSH1 0, SSTORE, STOP.)
+    let reads_blockhash = [0x60, 0x01, 0x43, 0x03, 0x40, 0x60, 0x00, 0x55, 0x00];
+    // Once block 1 is sealed, so the hash read is a seal's, not the genesis's.
+    while verity_e2e::parse_quantity(&rpc.call("eth_blockNumber", json!([])).await.unwrap())
+        .unwrap()
+        < 1
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (raw, hash) = verity_e2e::sign_create(
+        &sender,
+        chain_id,
+        hashes.len() as u64,
+        &reads_blockhash,
+        100_000,
+    )
+    .unwrap();
+    let receipt = rpc.send_and_wait(&raw, &hash).await.unwrap();
+    assert_eq!(receipt["status"], json!("0x1"), "{receipt}");
+    last_block = last_block.max(verity_e2e::parse_quantity(&receipt["blockNumber"]).unwrap());
 
     let (_client, js) = net.jetstream().await;
     let started = std::time::Instant::now();
@@ -426,6 +448,11 @@ async fn mini_blocks_grouped_into_chunks_are_proven_and_become_safe() {
     assert!(
         !verifier_log.contains("refused"),
         "the verifier refused an honest proof:\n{verifier_log}"
+    );
+    let prover_log = std::fs::read_to_string(net.devnet.log_file(Service::Prover)).unwrap();
+    assert!(
+        !prover_log.contains("dead-lettered"),
+        "the prover refused an honest job:\n{prover_log}"
     );
     net.stop().await.unwrap();
 }
