@@ -388,9 +388,9 @@ impl Prover {
     /// for the chunk work at once (unless they already published a proof, or R others did). The
     /// prover ranked R + k waits until `(k + 1) × takeover` after the job was published, then
     /// works on it if fewer than R proofs of it from registered provers the verifiers have not
-    /// caught lying are published; if there are R, it looks once more a takeover period later
-    /// and works on it anyway if the chunk's block is still not attested `safe` by then (proofs
-    /// that verifiers refuse must not stall the chunk).
+    /// caught lying are published; if there are R but the chunk's block is not attested `safe`,
+    /// it works on it once the block before is safe and a takeover period has passed (proofs
+    /// that verifiers refuse must not stall the chunk), and looks again every period until then.
     async fn turn(
         &self,
         job: &v1::ChunkJob,
@@ -415,7 +415,8 @@ impl Prover {
         }
         let proofs = proving::proofs_of(&self.proofs, chunk).await?;
         let mine = verity_bus::message_id(&own);
-        let (accused, safe) = self.verdicts().await?;
+        let verdicts = self.verdicts().await?;
+        let accused = &verdicts.accused;
         let registered: Vec<String> = self
             .assignment
             .provers
@@ -426,21 +427,41 @@ impl Prover {
             .iter()
             .filter(|p| **p != mine && registered.contains(p) && !accused.contains(p))
             .count();
-        let block = job.mini_blocks.last().map_or(u64::MAX, |m| m.block_number);
-        if proofs.contains(&mine) || safe >= block {
-            tracing::debug!(chunk, "chunk proven by this prover or safe; job skipped");
+        if proofs.contains(&mine) {
+            tracing::debug!(chunk, "chunk proven by this prover; job skipped");
             return Ok(Turn::Skip);
         }
         if start_after == Duration::ZERO {
+            // One of the chunk's first provers: only R proofs of others spare it the work
+            // (attestations are not checked here, so they never do).
             if others >= self.assignment.quorum {
                 tracing::debug!(chunk, proofs = others, "chunk has its proofs; job skipped");
                 return Ok(Turn::Skip);
             }
             return Ok(Turn::Work { takeover: false });
         }
-        let recheck = start_after + self.assignment.takeover;
-        if others >= self.assignment.quorum && waited < recheck {
-            return Ok(Turn::Later(recheck - waited));
+        // A takeover candidate. After confirmed fraud the verifiers stop: nothing to take over.
+        let block = job.mini_blocks.last().map_or(u64::MAX, |m| m.block_number);
+        if verdicts.fraud || verdicts.safe >= block {
+            tracing::debug!(
+                chunk,
+                "chunk safe, or the chain halted on fraud; job skipped"
+            );
+            return Ok(Turn::Skip);
+        }
+        if others >= self.assignment.quorum {
+            // R proofs are there, yet the chunk is not safe: take it over only once the
+            // verifiers stand at its block (the block before it is safe) a period later, not
+            // while they are busy with earlier ones (that would add work to a backlog).
+            let recheck = start_after + self.assignment.takeover;
+            if waited < recheck || verdicts.safe.saturating_add(1) < block {
+                let delay = if waited < recheck {
+                    recheck - waited
+                } else {
+                    self.assignment.takeover
+                };
+                return Ok(Turn::Later(delay));
+            }
         }
         metrics::counter!("verity_prover_takeovers_total").increment(1);
         tracing::warn!(
@@ -453,13 +474,13 @@ impl Prover {
         Ok(Turn::Work { takeover: true })
     }
 
-    /// What the verifiers' newest attestations on `VERITY_FINALITY` say: the provers (as
-    /// [`verity_bus::message_id`] of their address) caught in a false accusation, and the
-    /// highest block attested `safe`. Signatures are not checked (this prover is not told the
-    /// verifier set): a forged attestation can only make it work on a chunk it could have left
-    /// to others, or skip one it was not needed for (a stall until the other provers' takeover,
-    /// and only until the bus is authenticated, issue 22).
-    async fn verdicts(&self) -> anyhow::Result<(Vec<String>, u64)> {
+    /// What the verifiers' newest attestations on `VERITY_FINALITY` say: the provers caught in
+    /// a false accusation, the highest block attested `safe`, and whether fraud was confirmed.
+    /// Signatures are not checked (this prover is not told the verifier set), so they only
+    /// steer takeovers: a forged attestation can make a takeover candidate work on a chunk it
+    /// could have left, or leave one its first provers left unproven (until issue 22
+    /// authenticates the bus); a chunk's first provers never skip on them.
+    async fn verdicts(&self) -> anyhow::Result<Verdicts> {
         use futures::TryStreamExt as _;
         let subjects: Vec<(String, usize)> = self
             .finality
@@ -469,8 +490,7 @@ impl Prover {
             .try_collect()
             .await
             .map_err(|e| anyhow::anyhow!("finality stream: {e}"))?;
-        let mut accused = Vec::new();
-        let mut safe = 0;
+        let mut verdicts = Verdicts::default();
         for (subject, _) in subjects {
             let Ok(message) = self
                 .finality
@@ -480,15 +500,18 @@ impl Prover {
                 continue;
             };
             if let Ok(attestation) = v1::FinalityAttestation::decode(message.payload.as_ref()) {
-                safe = safe.max(attestation.block_number);
+                verdicts.safe = verdicts.safe.max(attestation.block_number);
+                verdicts.fraud |= attestation.fraud;
                 for accusation in attestation.false_accusations {
-                    accused.push(verity_bus::message_id(&accusation.prover));
+                    verdicts
+                        .accused
+                        .push(verity_bus::message_id(&accusation.prover));
                 }
             }
         }
-        accused.sort();
-        accused.dedup();
-        Ok((accused, safe))
+        verdicts.accused.sort();
+        verdicts.accused.dedup();
+        Ok(verdicts)
     }
 
     /// What the chain stream holds at the job's positions: each mini-block position's
@@ -629,6 +652,17 @@ impl Prover {
         metrics::counter!("verity_prover_dead_letters_total").increment(1);
         Ok(())
     }
+}
+
+/// What the verifiers' newest attestations say (unchecked: see [`Prover::verdicts`]).
+#[derive(Debug, Default)]
+struct Verdicts {
+    /// Provers caught in a false accusation ([`verity_bus::message_id`] of their address).
+    accused: Vec<String>,
+    /// The highest block attested `safe`.
+    safe: u64,
+    /// Whether a verifier confirmed fraud (and stopped).
+    fraud: bool,
 }
 
 /// What a prover does with a job it was delivered.

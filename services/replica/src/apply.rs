@@ -316,6 +316,37 @@ impl Layout for ReplicaLayout {
     }
 }
 
+/// Records the chain-stream position of each block seal among the `window` events up to `last`
+/// whose position is not recorded yet (seals applied by a release that did not record them), so
+/// that a job reading such a block's hash with `BLOCKHASH` can name it. Returns how many it
+/// recorded. `BLOCKHASH` reaches 256 blocks back: the window should span at least as many.
+pub fn backfill_block_seqs(db: &Database, last: u64, window: u64) -> Result<usize, StorageError> {
+    let mut write = db.write()?;
+    let mut seq = last.saturating_sub(window).max(1);
+    let mut recorded = 0;
+    while seq <= last {
+        let events = write.events_from(seq, 1024)?;
+        let Some(end) = events.last().map(|e| e.seq) else {
+            break;
+        };
+        for wire in &events {
+            let Ok(event) = verity_primitives::ChainEvent::try_from(wire) else {
+                continue;
+            };
+            if let ChainEventKind::Block(block) = &event.kind {
+                let key = meta::block_seq(block.number());
+                if write.meta_u64(&key)?.is_none() {
+                    write.set_meta_u64(&key, event.seq)?;
+                    recorded += 1;
+                }
+            }
+        }
+        seq = end + 1;
+    }
+    write.commit()?;
+    Ok(recorded)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -432,5 +463,37 @@ mod tests {
         assert_eq!(read.last_block_number().unwrap(), Some(1));
         assert_eq!(read.meta_u64(meta::OPEN_BLOCK_TXS).unwrap(), Some(0));
         assert_eq!(read.event(2).unwrap().as_ref(), Some(&events[1]));
+        // Where the seal stands in the chain stream, for jobs that read its hash.
+        assert_eq!(read.meta_u64(&meta::block_seq(1)).unwrap(), Some(2));
+    }
+
+    /// Seals stored by a release that did not record their stream positions get them at the
+    /// witness's start, within the window looked back over.
+    #[test]
+    fn seal_positions_missing_from_an_older_release_are_recorded() {
+        let (_dir, db, _rules, key, mut chain) = at_genesis();
+        let events = [
+            chain.push_mini_block(&key),
+            chain.push_block(&key),
+            chain.push_mini_block(&key),
+            chain.push_block(&key),
+        ];
+        let mut write = db.write().unwrap();
+        for event in &events {
+            write.put_event(event).unwrap();
+        }
+        write.commit().unwrap();
+        // A window of one event reaches only the last seal.
+        assert_eq!(backfill_block_seqs(&db, 4, 0).unwrap(), 1);
+        assert_eq!(
+            db.read().unwrap().meta_u64(&meta::block_seq(1)).unwrap(),
+            None
+        );
+        assert_eq!(backfill_block_seqs(&db, 4, 10).unwrap(), 1);
+        let read = db.read().unwrap();
+        assert_eq!(read.meta_u64(&meta::block_seq(1)).unwrap(), Some(2));
+        assert_eq!(read.meta_u64(&meta::block_seq(2)).unwrap(), Some(4));
+        drop(read);
+        assert_eq!(backfill_block_seqs(&db, 4, 10).unwrap(), 0, "nothing left");
     }
 }

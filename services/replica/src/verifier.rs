@@ -566,9 +566,20 @@ fn pick(
             continue;
         }
         match &received.result {
-            ProverResult::Fraud(_) if !settled => {
-                unjudged = true;
-                keep.push(received);
+            // Evidence waits for a verified root; only a registered prover's, signed by it,
+            // holds the chunk back meanwhile (anyone's junk would otherwise slow every pass).
+            ProverResult::Fraud(evidence) if !settled => {
+                if settings.provers.contains(&evidence.prover)
+                    && signing::verify(
+                        &wire::fraud_hash(settings.chain_id, evidence),
+                        &evidence.signature,
+                        evidence.prover,
+                    )
+                    .is_ok()
+                {
+                    unjudged = true;
+                    keep.push(received);
+                }
             }
             ProverResult::Fraud(evidence) => match judge(settings, run, root, block_hash, evidence)
             {
@@ -598,13 +609,7 @@ fn pick(
                     tracing::warn!(chunk = first.number, prover = %evidence.prover, reason, "verifier: fraud evidence dropped");
                 }
             },
-            // One claim per prover (a second from the same one waits, unused).
-            ProverResult::Proof(proof)
-                if !groups
-                    .iter()
-                    .flatten()
-                    .any(|(_, p)| p.prover == proof.prover) =>
-            {
+            ProverResult::Proof(proof) => {
                 match verity_chunk::check_claim(
                     settings.chain_id,
                     settings.shape,
@@ -620,7 +625,10 @@ fn pick(
                                     && p.post_root == proof.post_root
                             })
                         };
+                        // One claim per prover in a group (a second from the same one waits,
+                        // unused; it may still join another group).
                         match groups.iter_mut().find(agrees) {
+                            Some(group) if group.iter().any(|(_, p)| p.prover == proof.prover) => {}
                             Some(group) => group.push((statement, proof.clone())),
                             None => groups.push(vec![(statement, proof.clone())]),
                         }
@@ -633,7 +641,6 @@ fn pick(
                     }
                 }
             }
-            ProverResult::Proof(_) => keep.push(received),
         }
     }
     *results = keep;

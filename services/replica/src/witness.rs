@@ -84,6 +84,10 @@ pub struct Witness {
     tree: Option<(StateTree, u64)>,
 }
 
+/// Events looked back over for seals without a recorded position at start: at one mini-block
+/// per 10 ms and 1 s blocks, 500 blocks, more than the 256 `BLOCKHASH` reads.
+const BLOCK_SEQ_BACKFILL_EVENTS: u64 = 50_000;
+
 impl Witness {
     /// Creates the proving streams if needed.
     pub async fn new(js: Context, spec: &ChainSpec, chunking: Chunking) -> anyhow::Result<Self> {
@@ -107,8 +111,8 @@ impl Witness {
     pub async fn resume(&mut self, db: &Database, last: u64) -> anyhow::Result<()> {
         if self.tree.as_ref().is_none_or(|(_, seq)| *seq != last) {
             let started = Instant::now();
-            let db = db.clone();
-            let tree = tokio::task::spawn_blocking(move || tree_of_state(&db.read()?))
+            let owned = db.clone();
+            let tree = tokio::task::spawn_blocking(move || tree_of_state(&owned.read()?))
                 .await?
                 .context("rebuilding the state tree")?;
             tracing::info!(
@@ -118,6 +122,20 @@ impl Witness {
                 "state tree rebuilt from the replica's state"
             );
             self.tree = Some((tree, last));
+            // Seals applied before their positions were recorded (an upgrade): record those of
+            // the last blocks `BLOCKHASH` can still read.
+            let db = db.clone();
+            let recorded = tokio::task::spawn_blocking(move || {
+                apply::backfill_block_seqs(&db, last, BLOCK_SEQ_BACKFILL_EVENTS)
+            })
+            .await?
+            .context("recording block seal positions")?;
+            if recorded > 0 {
+                tracing::info!(
+                    recorded,
+                    "recorded the stream positions of earlier block seals"
+                );
+            }
         }
         let stored = {
             let db = db.clone();

