@@ -3,8 +3,7 @@
 //! - `VERITY_CHUNK_JOBS` (subject [`JOBS_SUBJECT`]): every chunk job, kept for [`JOBS_MAX_AGE`]
 //!   (limits retention, not a work queue). The witness replica publishes one
 //!   `verity.v1.ChunkJob` per chunk, with `Nats-Msg-Id` = `job-<chunk>-<mini-block hash>` (a
-//!   re-publish after a crash is dropped as a duplicate) and the chunk number in header
-//!   [`CHUNK_HEADER`]. Each registered prover (one attestation key: one worker, or a pool of
+//!   re-publish after a crash is dropped as a duplicate). Each registered prover (one attestation key: one worker, or a pool of
 //!   workers sharing it) reads every job through a durable consumer of its own
 //!   ([`job_consumer`]), and works on the chunks an [`Assignment`] gives it: the R provers
 //!   ranked first by `keccak(chunk ‖ prover)` at once, the others once the chunk is older than
@@ -43,8 +42,6 @@ pub const JOBS_STREAM: &str = "VERITY_CHUNK_JOBS";
 pub const JOBS_SUBJECT: &str = "verity.jobs.chunks";
 /// How long jobs are kept: a prover away longer than this leaves its chunks to the others.
 pub const JOBS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
-/// Header carrying a job's chunk number (so a prover ranks itself without decoding the job).
-pub const CHUNK_HEADER: &str = "Verity-Chunk";
 /// Dead-letter stream.
 pub const DEAD_STREAM: &str = "VERITY_JOBS_DEAD";
 /// Subject of dead-lettered jobs.
@@ -193,10 +190,9 @@ pub async fn publish_job(
     chunk: u64,
     mini_block_hash: &[u8],
     payload: Bytes,
-    mut headers: HeaderMap,
+    headers: HeaderMap,
 ) -> Result<bool, BusError> {
     check_size(js, "a chunk job", &payload)?;
-    headers.insert(CHUNK_HEADER, chunk.to_string().as_str());
     let message = async_nats::jetstream::message::PublishMessage::build()
         .payload(payload)
         .headers(headers)

@@ -322,6 +322,21 @@ impl Devnet {
             .collect()
     }
 
+    /// The flags provers and the verifier must agree on: the registered provers, the quorum,
+    /// the circuit shape and the KZG parameters.
+    fn proving_args(&self) -> Vec<String> {
+        vec![
+            "--prover-addresses".into(),
+            self.prover_addresses(),
+            "--proof-quorum".into(),
+            self.options.proof_quorum.to_string(),
+            "--steps-per-proof".into(),
+            self.options.steps_per_proof.to_string(),
+            "--kzg-params".into(),
+            self.options.data_dir.join(KZG_PARAMS).display().to_string(),
+        ]
+    }
+
     /// The registered provers' addresses, as `--prover-addresses` takes them.
     fn prover_addresses(&self) -> String {
         let mut addresses = vec![self.prover_address.to_string()];
@@ -460,18 +475,8 @@ impl Devnet {
             Service::Witness => self.replica_args("witness", "witness", &nats),
             Service::Verifier => {
                 let mut args = self.replica_args("verifier", "verifier", &nats);
-                args.extend([
-                    "--key-file".into(),
-                    path(&dir.join("verifier.key")),
-                    "--prover-addresses".into(),
-                    self.prover_addresses(),
-                    "--proof-quorum".into(),
-                    self.options.proof_quorum.to_string(),
-                    "--steps-per-proof".into(),
-                    self.options.steps_per_proof.to_string(),
-                    "--kzg-params".into(),
-                    path(&dir.join(KZG_PARAMS)),
-                ]);
+                args.extend(["--key-file".into(), path(&dir.join("verifier.key"))]);
+                args.extend(self.proving_args());
                 args
             }
             // Ingress and the gateway follow the sequencer lease to the active sequencer.
@@ -488,26 +493,22 @@ impl Devnet {
                 "--nats-url".into(),
                 nats.clone(),
             ],
-            Service::Prover | Service::SecondProver => vec![
-                "--nats-url".into(),
-                nats,
-                "--genesis".into(),
-                path(&self.genesis),
-                "--key-file".into(),
-                path(&dir.join(prover_key_file(service))),
-                "--steps-per-proof".into(),
-                self.options.steps_per_proof.to_string(),
-                "--kzg-params".into(),
-                path(&dir.join(KZG_PARAMS)),
-                "--ack-wait-secs".into(),
-                self.options.prover_ack_wait_secs.to_string(),
-                "--prover-addresses".into(),
-                self.prover_addresses(),
-                "--proof-quorum".into(),
-                self.options.proof_quorum.to_string(),
-                "--takeover-secs".into(),
-                self.options.takeover_secs.to_string(),
-            ],
+            Service::Prover | Service::SecondProver => {
+                let mut args = vec![
+                    "--nats-url".into(),
+                    nats,
+                    "--genesis".into(),
+                    path(&self.genesis),
+                    "--key-file".into(),
+                    path(&dir.join(prover_key_file(service))),
+                    "--ack-wait-secs".into(),
+                    self.options.prover_ack_wait_secs.to_string(),
+                    "--takeover-secs".into(),
+                    self.options.takeover_secs.to_string(),
+                ];
+                args.extend(self.proving_args());
+                args
+            }
         };
         if matches!(
             service,

@@ -4,8 +4,8 @@
 //! its key share (so each job goes to one of them; see `verity_bus::proving`) and works on the
 //! chunks its rank gives it: at once when it is among the `--proof-quorum` (R) provers ranked
 //! first for the chunk, otherwise only once the chunk is older than its takeover deadline and
-//! `VERITY_PROOFS` still holds fewer than R results for it (until then the job waits, handed
-//! back to JetStream with a delay). For each job it works on:
+//! still lacks R usable proofs or is still not `safe` ([`Prover`]'s `turn`; until then the job
+//! waits, handed back to JetStream with a delay). For each job it works on:
 //!
 //! 1. checks it by re-executing the mini-block with revm against the job's witness alone
 //!    (`verity_chunk::check_job`): no database, and any read outside the witness is an error;
@@ -91,7 +91,7 @@ pub struct Config {
     #[arg(long, env = "VERITY_PROOF_QUORUM", default_value_t = 1)]
     pub proof_quorum: usize,
     /// Seconds after which the prover ranked R + k for a chunk (k from 0) takes it over, times
-    /// k + 1, if fewer than R results for it are published by then: what a silent prover
+    /// k + 1, if fewer than R usable proofs of it are published by then: what a silent prover
     /// delays `safe` by.
     #[arg(long, env = "VERITY_TAKEOVER_SECS", default_value_t = 60)]
     pub takeover_secs: u64,
@@ -154,6 +154,9 @@ pub struct Prover {
     /// The verifiers' attestations (for the provers they caught in false accusations).
     finality: jetstream::stream::Stream,
     assignment: proving::Assignment,
+    /// The registered provers other than this one, as [`verity_bus::message_id`] names them in
+    /// result subjects.
+    registered: Vec<String>,
     /// The chain stream, where a job's mini-blocks must have been published.
     chain: jetstream::stream::Stream,
     #[cfg(feature = "fault-injection")]
@@ -182,6 +185,11 @@ impl verity_server::Service for Prover {
                 key.address()
             );
         }
+        let registered = provers
+            .iter()
+            .filter(|a| **a != key.address())
+            .map(|a| verity_bus::message_id(a.as_slice()))
+            .collect();
         let assignment = proving::Assignment {
             provers: provers.iter().map(|a| a.0.0).collect(),
             quorum: config.proof_quorum,
@@ -203,6 +211,7 @@ impl verity_server::Service for Prover {
             proofs,
             finality,
             assignment,
+            registered,
             chain,
             config,
             #[cfg(feature = "fault-injection")]
@@ -333,7 +342,7 @@ impl Prover {
                 // A takeover candidate's job was handed back once and perhaps re-checked once:
                 // those deliveries are not failed attempts.
                 if takeover {
-                    delivered = delivered.saturating_sub(2);
+                    delivered = (delivered - 2).max(0);
                 }
             }
             Turn::Later(delay) => {
@@ -415,22 +424,23 @@ impl Prover {
         }
         let proofs = proving::proofs_of(&self.proofs, chunk).await?;
         let mine = verity_bus::message_id(&own);
-        let verdicts = self.verdicts().await?;
-        let accused = &verdicts.accused;
-        let registered: Vec<String> = self
-            .assignment
-            .provers
-            .iter()
-            .map(|p| verity_bus::message_id(p))
-            .collect();
-        let others = proofs
-            .iter()
-            .filter(|p| **p != mine && registered.contains(p) && !accused.contains(p))
-            .count();
         if proofs.contains(&mine) {
             tracing::debug!(chunk, "chunk proven by this prover; job skipped");
             return Ok(Turn::Skip);
         }
+        let mut others: Vec<&String> = proofs
+            .iter()
+            .filter(|p| self.registered.contains(p))
+            .collect();
+        // The attestations are read only when they can matter: for a takeover, or to discount
+        // accused provers' proofs that would otherwise spare this prover the work.
+        let verdicts = if start_after > Duration::ZERO || others.len() >= self.assignment.quorum {
+            self.verdicts().await?
+        } else {
+            Verdicts::default()
+        };
+        others.retain(|p| !verdicts.accused.contains(p));
+        let others = others.len();
         if start_after == Duration::ZERO {
             // One of the chunk's first provers: only R proofs of others spare it the work
             // (attestations are not checked here, so they never do).

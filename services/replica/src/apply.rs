@@ -20,6 +20,9 @@ use verity_storage::{Database, ReadTx, StorageError, WriteTx};
 
 /// Meta keys of the replica's position.
 pub mod meta {
+    /// Set once the seal positions of blocks applied by an older release were recorded
+    /// ([`super::backfill_block_seqs_once`]).
+    pub const BLOCK_SEQS_BACKFILLED: &str = "block_seqs_backfilled";
     /// The key of the chain-stream position of block `number`'s seal (blocks applied before
     /// this key existed have none).
     pub fn block_seq(number: u64) -> String {
@@ -314,6 +317,23 @@ impl Layout for ReplicaLayout {
         }
         write.set_meta_u64(meta::LAST_SEQ, cursor.last_seq)
     }
+}
+
+/// [`backfill_block_seqs`] the first time only (every seal applied since records its own):
+/// `None` when it had run before.
+pub fn backfill_block_seqs_once(
+    db: &Database,
+    last: u64,
+    window: u64,
+) -> Result<Option<usize>, StorageError> {
+    if db.read()?.meta(meta::BLOCK_SEQS_BACKFILLED)?.is_some() {
+        return Ok(None);
+    }
+    let recorded = backfill_block_seqs(db, last, window)?;
+    let mut write = db.write()?;
+    write.set_meta(meta::BLOCK_SEQS_BACKFILLED, b"1")?;
+    write.commit()?;
+    Ok(Some(recorded))
 }
 
 /// Records the chain-stream position of each block seal among the `window` events up to `last`

@@ -126,11 +126,11 @@ impl Witness {
             // the last blocks `BLOCKHASH` can still read.
             let db = db.clone();
             let recorded = tokio::task::spawn_blocking(move || {
-                apply::backfill_block_seqs(&db, last, BLOCK_SEQ_BACKFILL_EVENTS)
+                apply::backfill_block_seqs_once(&db, last, BLOCK_SEQ_BACKFILL_EVENTS)
             })
             .await?
             .context("recording block seal positions")?;
-            if recorded > 0 {
+            if let Some(recorded) = recorded.filter(|n| *n > 0) {
                 tracing::info!(
                     recorded,
                     "recorded the stream positions of earlier block seals"
