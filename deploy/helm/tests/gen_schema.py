@@ -148,6 +148,9 @@ schema = {
             "verifier": pod({"persistence": {"$ref": "#/definitions/persistence"}}, required=("persistence",)),
         }},
         "prover": pod({
+            "pools": {"type": "array", "minItems": 1, "uniqueItems": True,
+                      "items": {"type": "string", "pattern": "^[a-z0-9]{1,8}$"},
+                      "description": "prover pool names, one key each (prover-<pool>.key)"},
             "ackWaitSecs": {"type": "integer", "minimum": 1},
             "autoscaling": {"type": "object", "additionalProperties": False,
                             "required": ["mode", "minReplicas", "maxReplicas"],

@@ -4,8 +4,10 @@
 
 use std::{io::Write as _, path::PathBuf};
 
+use alloy_primitives::Address;
 use anyhow::Context as _;
 use verity_devnet::{ChainFiles, DevnetOptions};
+use verity_primitives::SigningKey;
 
 /// `verity chain ...`
 #[derive(clap::Args, Debug)]
@@ -18,9 +20,10 @@ pub struct ChainArgs {
 enum ChainCommand {
     /// Write a new chain's genesis and keys into a directory (an existing chain there is kept):
     /// genesis naming the epoch-0 sequencer and a 2-of-3 governance (and funding the public
-    /// test mnemonic's ten accounts, as the devnet does), the sequencer's, the standby's, the
-    /// prover's and the verifier's keys, the governance keys, the standby's standing
-    /// appointments, and the attestation addresses as files.
+    /// test mnemonic's ten accounts, as the devnet does), the sequencer's, the standby's, one
+    /// prover key per chart prover pool (`prover-<pool>.key`) and the verifier's keys, the
+    /// governance keys, the standby's standing appointments, and the attestation addresses as
+    /// files.
     Init(InitArgs),
 }
 
@@ -43,6 +46,10 @@ struct InitArgs {
     /// `proving.stepsPerProof`).
     #[arg(long, default_value_t = 8)]
     steps_per_proof: usize,
+    /// The chart's prover pools (`prover.pools`, comma-separated): one key each,
+    /// `prover-<pool>.key`, all in `prover.addresses`.
+    #[arg(long, value_delimiter = ',', default_value = "a,b")]
+    prover_pools: Vec<String>,
 }
 
 /// Runs `verity chain ...`.
@@ -56,6 +63,20 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
     if args.chain_id == 0 {
         anyhow::bail!("--chain-id must not be 0");
     }
+    if let Some(bad) = args.prover_pools.iter().find(|pool| {
+        pool.is_empty()
+            || pool.len() > 8
+            || !pool
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    }) {
+        anyhow::bail!(
+            "--prover-pools: {bad:?} is not a pool name (1 to 8 lower-case letters and digits, as the chart's prover.pools)"
+        );
+    }
+    if args.prover_pools.is_empty() {
+        anyhow::bail!("--prover-pools: at least one pool");
+    }
     let mut options = DevnetOptions::new(&args.out);
     options.chain_id = args.chain_id;
     options.gas_limit = args.gas_limit;
@@ -64,22 +85,41 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
     let chain = verity_devnet::prepare(&options)
         .await
         .with_context(|| format!("cannot write the chain into --out {}", args.out.display()))?;
-    write_addresses(&args.out, &chain)?;
+    let pools = pool_keys(&args.out, &args.prover_pools)?;
+    write_addresses(&args.out, &chain, &pools)?;
     let dir = args.out.display();
+    let pool_keys: String = args
+        .prover_pools
+        .iter()
+        .map(|pool| format!(" --from-file={dir}/prover-{pool}.key"))
+        .collect();
+    let pool_list: Vec<String> = args
+        .prover_pools
+        .iter()
+        .zip(&pools)
+        .map(|(pool, address)| format!("{pool} {address}"))
+        .collect();
+    let pools_value = format!("[{}]", args.prover_pools.join(", "));
+    let count = args.prover_pools.len();
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "chain {} in {dir}: sequencer {}, standby {}, prover {}, verifier {}",
-        chain.chain_id, chain.sequencer, chain.standby, chain.prover, chain.verifier
+        "chain {} in {dir}: sequencer {}, standby {}, prover pools {}, verifier {}",
+        chain.chain_id,
+        chain.sequencer,
+        chain.standby,
+        pool_list.join(", "),
+        chain.verifier
     )?;
     writeln!(
         out,
         "\nFor the Helm chart (docs/deploy.md), in the release's namespace:\n\n  \
          kubectl create configmap verity-chain --from-file={dir}/genesis.json \\\n    \
          --from-file={dir}/appointments.json --from-file=sequencer-address={dir}/sequencer.address \\\n    \
-         --from-file=prover-addresses={dir}/prover.address --from-file=verifier-addresses={dir}/verifier.address\n  \
+         --from-file=prover-addresses={dir}/prover.addresses --from-file=verifier-addresses={dir}/verifier.address\n  \
          kubectl create secret generic verity-keys --from-file={dir}/sequencer.key \\\n    \
-         --from-file={dir}/standby.key --from-file={dir}/prover.key --from-file={dir}/verifier.key\n\n\
+         --from-file={dir}/standby.key{pool_keys} --from-file={dir}/verifier.key\n\n\
+         The chart's prover.pools must be {pools_value} (proving.proofQuorum at most {count}).\n\n\
          Keep {dir}/governance/ off the cluster: those keys appoint sequencers.\n\n\
          genesis.json funds the ten accounts of the public test mnemonic (test test ... junk), \
          as the devnet does: for a chain with value, replace its `alloc` before any node \
@@ -102,15 +142,34 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The attestation addresses, one file each, as the chart's ConfigMap keys hold them.
-fn write_addresses(dir: &std::path::Path, chain: &ChainFiles) -> anyhow::Result<()> {
-    for (name, address) in [
-        ("sequencer.address", chain.sequencer),
-        ("prover.address", chain.prover),
-        ("verifier.address", chain.verifier),
+/// The prover pools' keys (`prover-<pool>.key`, made when missing) and their addresses.
+fn pool_keys(dir: &std::path::Path, pools: &[String]) -> anyhow::Result<Vec<Address>> {
+    pools
+        .iter()
+        .map(|pool| {
+            let path = dir.join(format!("prover-{pool}.key"));
+            SigningKey::load_or_create(&path)
+                .map(|(key, _)| key.address())
+                .map_err(|e| anyhow::anyhow!("cannot make {}: {e}", path.display()))
+        })
+        .collect()
+}
+
+/// The attestation addresses as the chart's ConfigMap keys hold them: one file each, and the
+/// prover pools' comma-separated in `prover.addresses`.
+fn write_addresses(
+    dir: &std::path::Path,
+    chain: &ChainFiles,
+    pools: &[Address],
+) -> anyhow::Result<()> {
+    let provers: Vec<String> = pools.iter().map(ToString::to_string).collect();
+    for (name, addresses) in [
+        ("sequencer.address", chain.sequencer.to_string()),
+        ("prover.addresses", provers.join(",")),
+        ("verifier.address", chain.verifier.to_string()),
     ] {
         let path = dir.join(name);
-        std::fs::write(&path, address.to_string())
+        std::fs::write(&path, addresses)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())

@@ -37,12 +37,20 @@ fn a_new_chain_has_every_file_the_chart_needs() {
         std::fs::read_to_string(dir.join("sequencer.address")).unwrap(),
         key.address().to_string()
     );
-    let prover =
-        SigningKey::from_hex(&std::fs::read_to_string(dir.join("prover.key")).unwrap()).unwrap();
+    // One key per chart prover pool (default a and b), both registered.
+    let pool = |name: &str| {
+        SigningKey::from_hex(
+            &std::fs::read_to_string(dir.join(format!("prover-{name}.key"))).unwrap(),
+        )
+        .unwrap()
+        .address()
+    };
     assert_eq!(
-        std::fs::read_to_string(dir.join("prover.address")).unwrap(),
-        prover.address().to_string()
+        std::fs::read_to_string(dir.join("prover.addresses")).unwrap(),
+        format!("{},{}", pool("a"), pool("b"))
     );
+    assert_ne!(pool("a"), pool("b"));
+    assert!(stdout.contains("prover.pools must be [a, b]"), "{stdout}");
     let appointments: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("appointments.json")).unwrap())
             .unwrap();
@@ -56,7 +64,7 @@ fn a_new_chain_has_every_file_the_chart_needs() {
         .filter_map(|word| word.strip_prefix("--from-file="))
         .map(|f| f.rsplit('=').next().unwrap_or(f))
         .collect();
-    assert_eq!(files.len(), 9, "{stdout}");
+    assert_eq!(files.len(), 10, "{stdout}");
     for file in files {
         assert!(
             std::path::Path::new(file).is_file(),
@@ -71,6 +79,17 @@ fn a_new_chain_has_every_file_the_chart_needs() {
         std::fs::read_to_string(dir.join("genesis.json")).unwrap(),
         genesis
     );
+}
+
+#[test]
+fn a_pool_name_the_chart_refuses_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let output = init(tmp.path(), &["--prover-pools", "a,Pool_B"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("\"Pool_B\" is not a pool name"));
+    let output = init(&tmp.path().join("one"), &["--prover-pools", "x"]);
+    assert!(output.status.success());
+    assert!(tmp.path().join("one/prover-x.key").is_file());
 }
 
 #[test]

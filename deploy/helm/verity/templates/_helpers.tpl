@@ -16,11 +16,14 @@
 {{- end -}}
 {{- end -}}
 
-{{/* Labels: call with (dict "root" $ "component" "sequencer") */}}
+{{/* Labels: call with (dict "root" $ "component" "sequencer"), and "pool" for one prover pool's */}}
 {{- define "verity.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "verity.name" .root }}
 app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
+{{- with .pool }}
+verity.io/prover-pool: {{ . }}
+{{- end }}
 {{- end -}}
 
 {{- define "verity.labels" -}}
@@ -231,15 +234,16 @@ spec:
       protocol: TCP
 {{- end -}}
 
-{{/* A PodDisruptionBudget: (dict "root" $ "component" "ingress" "maxUnavailable" 1) or "minAvailable" */}}
+{{/* A PodDisruptionBudget: (dict "root" $ "component" "ingress" "maxUnavailable" 1) or "minAvailable"; "pool" for a prover pool's */}}
 {{- define "verity.pdb" -}}
+{{- $sel := dict "root" .root "component" .component "pool" .pool -}}
 apiVersion: policy/v1
 kind: PodDisruptionBudget
 metadata:
-  name: {{ include "verity.fullname" .root }}-{{ .component }}
+  name: {{ include "verity.fullname" .root }}-{{ .component }}{{ with .pool }}-{{ . }}{{ end }}
   namespace: {{ .root.Release.Namespace }}
   labels:
-    {{- include "verity.labels" (dict "root" .root "component" .component) | nindent 4 }}
+    {{- include "verity.labels" $sel | nindent 4 }}
 spec:
   {{- if hasKey . "minAvailable" }}
   minAvailable: {{ .minAvailable }}
@@ -248,7 +252,7 @@ spec:
   {{- end }}
   selector:
     matchLabels:
-      {{- include "verity.selectorLabels" (dict "root" .root "component" .component) | nindent 6 }}
+      {{- include "verity.selectorLabels" $sel | nindent 6 }}
 {{- end -}}
 
 {{/* A CPU HorizontalPodAutoscaler for a Deployment: (dict "root" $ "component" "gateway" "values" .Values.gateway) */}}
