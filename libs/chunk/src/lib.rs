@@ -60,6 +60,10 @@ pub struct ChunkJob {
     /// block-number order, block 0 left out (its hash is the genesis's): a prover checks each
     /// hash against the published seal there.
     pub block_hash_seqs: Vec<u64>,
+    /// Where the handover opening each epoch above 0 that the mini-blocks and the seals of
+    /// `block_hash_seqs` are signed under stands in the chain stream, in epoch order: a prover
+    /// takes each epoch's key from its governance-signed handover.
+    pub epoch_seqs: Vec<u64>,
     /// Root before the chunk.
     pub pre_root: B256,
     /// Root after the chunk's claimed writes.
@@ -253,6 +257,7 @@ pub fn build_job<S: StateView>(
         mini_blocks,
         mini_block_seqs: Vec::new(),
         block_hash_seqs: Vec::new(),
+        epoch_seqs: Vec::new(),
     })
 }
 

@@ -692,12 +692,13 @@ fn a_fraud_signature_covers_every_field_of_the_evidence() {
     let evidence = evidence_for(job, "tampered diff");
     let signed = wire::fraud_hash(CHAIN_ID, &evidence);
     type Edit = fn(&mut wire::FraudEvidence);
-    let edits: [(&str, Edit); 6] = [
+    let edits: [(&str, Edit); 7] = [
         ("reason", |e| e.reason.push('!')),
         ("post-root", |e| e.job.post_root = B256::repeat_byte(3)),
         ("witness", |e| e.job.witness = Default::default()),
         ("tree proofs", |e| e.job.pre_proofs.clear()),
         ("stream positions", |e| e.job.mini_block_seqs.push(99)),
+        ("epoch positions", |e| e.job.epoch_seqs.push(99)),
         ("a receipt", |e| {
             if let Some(receipt) = e.job.mini_blocks[0].receipts.first_mut() {
                 receipt.gas_used += 1;

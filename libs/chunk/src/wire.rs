@@ -221,6 +221,7 @@ impl From<&ChunkJob> for v1::ChunkJob {
             pre_proofs: key_proofs(&job.pre_proofs),
             mini_block_seqs: job.mini_block_seqs.clone(),
             block_hash_seqs: job.block_hash_seqs.clone(),
+            epoch_seqs: job.epoch_seqs.clone(),
         }
     }
 }
@@ -245,6 +246,7 @@ impl TryFrom<&v1::ChunkJob> for ChunkJob {
             pre_proofs: key_proofs_from(&job.pre_proofs)?,
             mini_block_seqs: job.mini_block_seqs.clone(),
             block_hash_seqs: job.block_hash_seqs.clone(),
+            epoch_seqs: job.epoch_seqs.clone(),
         })
     }
 }

@@ -20,7 +20,7 @@
 //! goes to the dead-letter stream with the reason, as does a job delivered `--max-deliver`
 //! times without a result (workers crashed on it).
 
-use std::{path::PathBuf, sync::Arc, time::Duration, time::Instant};
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration, time::Instant};
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, AckKind};
@@ -34,7 +34,10 @@ use verity_chunk::{
     wire::{self, ChunkProof, FraudEvidence, ProverResult},
 };
 use verity_circuits::{Keys, Params, Shape};
-use verity_primitives::{ChainEvent, ChainEventKind, ChainSpec, MiniBlock, SigningKey};
+use verity_primitives::{
+    Block, ChainEvent, ChainEventKind, ChainSpec, MiniBlock, SigningKey,
+    governance::{Epoch, Handover, Sequencing},
+};
 use verity_proto::v1;
 use verity_server::{Backoff, CancellationToken, ServiceArgs};
 
@@ -99,6 +102,10 @@ pub struct Config {
     /// `provers-<address>`); the autoscaler reads its backlog.
     #[arg(long, env = "VERITY_JOBS_CONSUMER")]
     pub consumer: Option<String>,
+    /// Address of the epoch-0 sequencer key, for a genesis that names none (refused if it
+    /// names another): every mini-block and seal a job holds must be signed by its epoch's key.
+    #[arg(long, env = "VERITY_SEQUENCER_ADDRESS")]
+    pub sequencer_address: Option<alloy_primitives::Address>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub service: ServiceArgs,
@@ -146,6 +153,8 @@ pub struct Prover {
     gas_limit: u64,
     /// Block 0's hash, derived from the genesis (it has no seal on the chain stream).
     genesis_hash: alloy_primitives::B256,
+    /// Who signs epoch 0 and who appoints the others: what a job's signatures are checked by.
+    rules: Sequencing,
     key: SigningKey,
     params: Arc<Params>,
     js: jetstream::Context,
@@ -171,6 +180,9 @@ impl verity_server::Service for Prover {
     async fn open(config: Config) -> anyhow::Result<Self> {
         let shape = config.shape()?;
         let spec = ChainSpec::load(&config.genesis).context("flag --genesis / VERITY_GENESIS")?;
+        let rules = spec
+            .sequencing(config.sequencer_address)
+            .context("flags --genesis and --sequencer-address")?;
         let key = load_or_create_key(&config.key_file).context("flag --key-file")?;
         let params = load_params(&config.kzg_params, shape).await?;
         if config.proof_quorum == 0 {
@@ -204,6 +216,7 @@ impl verity_server::Service for Prover {
             chain_id: spec.chain_id(),
             gas_limit: spec.gas_limit(),
             genesis_hash: spec.genesis_hash,
+            rules,
             key,
             params,
             js,
@@ -376,7 +389,7 @@ impl Prover {
             }
         };
         let published = self.published(&job).await?;
-        if let Some(reason) = unpublished(&job, &published, self.genesis_hash) {
+        if let Some(reason) = unpublished(&job, &published, self.genesis_hash, &self.rules) {
             return self
                 .dead_letter(
                     &message,
@@ -538,7 +551,13 @@ impl Prover {
         }
         for &seq in &job.block_hash_seqs {
             published.blocks.push(match self.event_at(seq).await? {
-                Some(ChainEventKind::Block(block)) => Some((block.number(), block.hash)),
+                Some(ChainEventKind::Block(block)) => Some(*block),
+                _ => None,
+            });
+        }
+        for &seq in &job.epoch_seqs {
+            published.handovers.push(match self.event_at(seq).await? {
+                Some(ChainEventKind::Handover(handover)) => Some(*handover),
                 _ => None,
             });
         }
@@ -826,17 +845,86 @@ mod fault {
 #[derive(Debug, Default)]
 struct Published {
     mini_blocks: Vec<Option<MiniBlock>>,
-    blocks: Vec<Option<(u64, alloy_primitives::B256)>>,
+    blocks: Vec<Option<Block>>,
+    handovers: Vec<Option<Handover>>,
 }
 
-/// Why the job's mini-blocks are not the ones `published` at its stream positions, if they are
-/// not: a job must name a position for each, and each must hold exactly that mini-block (so a
-/// witness replica cannot hand provers mini-blocks, receipts or environments nobody published).
+/// The sequencer key of each epoch the job names: epoch 0's from the genesis, each later one's
+/// from the handover published at the position the job names, which must carry the
+/// governance's signatures and the appointed key's own (whatever its place in the chain: the
+/// chain's order is the verifiers' to judge). Why not, if a handover does not hold.
+fn epoch_keys(
+    job: &ChunkJob,
+    published: &Published,
+    rules: &Sequencing,
+) -> Result<BTreeMap<u64, alloy_primitives::Address>, String> {
+    let mut keys = BTreeMap::from([(rules.genesis.number, rules.genesis.sequencer)]);
+    for (seq, found) in job.epoch_seqs.iter().zip(&published.handovers) {
+        let Some(handover) = found else {
+            return Err(format!("stream position {seq} holds no handover"));
+        };
+        let before = Epoch {
+            number: handover.epoch().saturating_sub(1),
+            sequencer: alloy_primitives::Address::ZERO,
+        };
+        let epoch = rules
+            .check_handover(
+                &before,
+                handover,
+                handover.block_number,
+                handover.parent_hash,
+            )
+            .map_err(|e| format!("the handover at stream position {seq} does not hold: {e}"))?;
+        if let Some(other) = keys.insert(epoch.number, epoch.sequencer)
+            && other != epoch.sequencer
+        {
+            return Err(format!(
+                "two keys for epoch {}: {other} and {} (stream position {seq})",
+                epoch.number, epoch.sequencer
+            ));
+        }
+    }
+    Ok(keys)
+}
+
+/// Why the job's inputs are not the published chain's, if they are not: a job must name a
+/// stream position for each mini-block, each must hold exactly that mini-block, signed by its
+/// epoch's sequencer key ([`epoch_keys`]); each block hash `BLOCKHASH` reads must be the hash of
+/// a seal published where the job says, signed likewise (so neither a witness replica nor
+/// anyone else who can publish on the bus hands provers mini-blocks, receipts, environments or
+/// block hashes the sequencer did not sign).
 fn unpublished(
     job: &ChunkJob,
     published: &Published,
     genesis_hash: alloy_primitives::B256,
+    rules: &Sequencing,
 ) -> Option<String> {
+    if job.epoch_seqs.len() != published.handovers.len() {
+        return Some(format!(
+            "{} handovers fetched for {} positions",
+            published.handovers.len(),
+            job.epoch_seqs.len()
+        ));
+    }
+    let keys = match epoch_keys(job, published, rules) {
+        Ok(keys) => keys,
+        Err(reason) => return Some(reason),
+    };
+    let signed = |what: String,
+                  epoch: u64,
+                  check: &dyn Fn(
+        alloy_primitives::Address,
+    ) -> Result<(), verity_primitives::BlockCheckError>|
+     -> Option<String> {
+        let Some(key) = keys.get(&epoch) else {
+            return Some(format!(
+                "{what} is signed under epoch {epoch}, whose handover the job does not name"
+            ));
+        };
+        check(*key)
+            .err()
+            .map(|e| format!("{what} is not signed by epoch {epoch}'s sequencer {key}: {e}"))
+    };
     if job.mini_block_seqs.len() != job.mini_blocks.len() {
         return Some(format!(
             "the job names {} stream positions for {} mini-blocks",
@@ -851,7 +939,15 @@ fn unpublished(
         .zip(&published.mini_blocks)
     {
         match found {
-            Some(found) if found == mini => {}
+            Some(found) if found == mini => {
+                if let Some(reason) = signed(
+                    format!("mini-block {} at stream position {seq}", mini.number),
+                    mini.epoch,
+                    &|key| mini.verify(key),
+                ) {
+                    return Some(reason);
+                }
+            }
             Some(found) => {
                 return Some(format!(
                     "mini-block {} differs from the one published at stream position {seq} (hash {})",
@@ -892,10 +988,20 @@ fn unpublished(
         .zip(&job.block_hash_seqs)
         .zip(&published.blocks)
     {
-        if *found != Some((*number, *hash)) {
+        let Some(block) = found
+            .as_ref()
+            .filter(|b| b.number() == *number && b.hash == *hash)
+        else {
             return Some(format!(
                 "the witness's hash {hash} of block {number} is not the seal published at stream position {seq}"
             ));
+        };
+        if let Some(reason) = signed(
+            format!("the seal of block {number} at stream position {seq}"),
+            block.epoch(),
+            &|key| block.verify(key),
+        ) {
+            return Some(reason);
         }
     }
     None
@@ -906,27 +1012,103 @@ mod published_tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use verity_primitives::StateDiff;
+    use alloy_primitives::{Address, B256};
+    use verity_primitives::{
+        BlockTemplate, StateDiff,
+        governance::{Appointment, Governance, SignedAppointment},
+    };
 
-    fn mini(number: u64) -> MiniBlock {
+    const CHAIN_ID: u64 = 31337;
+    const GENESIS: B256 = B256::repeat_byte(0x60);
+
+    /// The epoch-0 sequencer, a standby, and a 2-of-3 governance.
+    struct Keys {
+        sequencer: SigningKey,
+        standby: SigningKey,
+        governors: [SigningKey; 3],
+    }
+
+    fn keys() -> Keys {
+        Keys {
+            sequencer: SigningKey::random(),
+            standby: SigningKey::random(),
+            governors: [
+                SigningKey::random(),
+                SigningKey::random(),
+                SigningKey::random(),
+            ],
+        }
+    }
+
+    fn rules(keys: &Keys) -> Sequencing {
+        Sequencing {
+            chain_id: CHAIN_ID,
+            governance: Some(
+                Governance::new(keys.governors.iter().map(|g| g.address()).collect(), 2).unwrap(),
+            ),
+            genesis: Epoch {
+                number: 0,
+                sequencer: keys.sequencer.address(),
+            },
+        }
+    }
+
+    fn mini(number: u64, epoch: u64, key: &SigningKey) -> MiniBlock {
         let mut mini = MiniBlock {
             number,
             block_number: 1,
             index: number as u32,
-            epoch: 0,
+            epoch,
             timestamp_ms: 1_700_000_000_000 + number,
-            parent_hash: alloy_primitives::B256::ZERO,
+            parent_hash: B256::ZERO,
             base_fee: 1_000_000_000,
             block_timestamp: 1_700_000_000,
-            beneficiary: alloy_primitives::Address::repeat_byte(0xfe),
+            beneficiary: Address::repeat_byte(0xfe),
             transactions: vec![],
             receipts: vec![],
             diff: StateDiff::default(),
-            hash: alloy_primitives::B256::ZERO,
+            hash: B256::ZERO,
             signature: verity_primitives::UNSIGNED,
         };
-        mini.seal(&SigningKey::random());
+        mini.seal(key);
         mini
+    }
+
+    fn seal(number: u64, epoch: u64, key: &SigningKey) -> Block {
+        let template = BlockTemplate {
+            number,
+            parent_hash: B256::repeat_byte(number as u8),
+            timestamp: 1_700_000_000 + number,
+            gas_limit: 30_000_000,
+            base_fee: 1_000_000_000,
+            beneficiary: Address::repeat_byte(0xfe),
+            epoch,
+        };
+        Block::seal::<MiniBlock>(template, 0, &[], B256::ZERO, key)
+    }
+
+    /// `to`'s handover of `epoch`, its appointment signed by the first `signers` governors.
+    fn handover(keys: &Keys, epoch: u64, to: &SigningKey, signers: usize) -> Handover {
+        let appointment = Appointment {
+            chain_id: CHAIN_ID,
+            epoch,
+            sequencer: to.address(),
+            first_height: 0,
+            parent_hash: B256::ZERO,
+        };
+        let signatures = keys.governors[..signers]
+            .iter()
+            .map(|g| appointment.sign(g))
+            .collect();
+        Handover::new(
+            SignedAppointment {
+                appointment,
+                signatures,
+            },
+            7,
+            B256::repeat_byte(9),
+            to,
+        )
     }
 
     fn job(minis: Vec<MiniBlock>, seqs: Vec<u64>) -> ChunkJob {
@@ -935,30 +1117,32 @@ mod published_tests {
             mini_blocks: minis,
             mini_block_seqs: seqs,
             block_hash_seqs: vec![],
-            pre_root: alloy_primitives::B256::ZERO,
-            post_root: alloy_primitives::B256::ZERO,
+            epoch_seqs: vec![],
+            pre_root: B256::ZERO,
+            post_root: B256::ZERO,
             witness: Default::default(),
             pre_proofs: vec![],
         }
     }
 
-    const GENESIS: alloy_primitives::B256 = alloy_primitives::B256::repeat_byte(0x60);
-
     fn minis<const N: usize>(found: [Option<MiniBlock>; N]) -> Published {
         Published {
             mini_blocks: found.into(),
             blocks: vec![],
+            handovers: vec![],
         }
     }
 
     #[test]
     fn a_block_hash_must_be_the_published_seals() {
-        let a = mini(4);
+        let keys = keys();
+        let rules = rules(&keys);
+        let a = mini(4, 0, &keys.sequencer);
         let mut read = job(vec![a.clone()], vec![10]);
-        let sealed = alloy_primitives::B256::repeat_byte(7);
-        read.witness.block_hashes.insert(2, sealed);
+        let sealed = seal(2, 0, &keys.sequencer);
+        read.witness.block_hashes.insert(2, sealed.hash);
         // No position for the hash the job reads.
-        let refused = unpublished(&read, &minis([Some(a.clone())]), GENESIS);
+        let refused = unpublished(&read, &minis([Some(a.clone())]), GENESIS, &rules);
         assert!(
             refused
                 .unwrap()
@@ -968,31 +1152,44 @@ mod published_tests {
         let at = |blocks| Published {
             mini_blocks: vec![Some(a.clone())],
             blocks,
+            handovers: vec![],
         };
         assert_eq!(
-            unpublished(&read, &at(vec![Some((2, sealed))]), GENESIS),
+            unpublished(&read, &at(vec![Some(sealed.clone())]), GENESIS, &rules),
             None
         );
-        // Another hash than the seal's, another block's seal, or no seal there.
+        // Another block's seal, another hash than the seal's, or no seal there.
+        let mut other_hash = sealed.clone();
+        other_hash.hash = B256::repeat_byte(8);
         for blocks in [
-            vec![Some((2, alloy_primitives::B256::repeat_byte(8)))],
-            vec![Some((3, sealed))],
+            vec![Some(seal(3, 0, &keys.sequencer))],
+            vec![Some(other_hash)],
             vec![None],
         ] {
-            let refused = unpublished(&read, &at(blocks), GENESIS).unwrap();
+            let refused = unpublished(&read, &at(blocks), GENESIS, &rules).unwrap();
             assert!(
                 refused.contains("is not the seal published at stream position 5"),
                 "{refused}"
             );
         }
+        // A seal of that hash signed by another key than the epoch's.
+        let mut forged = sealed.clone();
+        forged.signature = keys.standby.sign(&forged.hash);
+        let refused = unpublished(&read, &at(vec![Some(forged)]), GENESIS, &rules).unwrap();
+        assert!(
+            refused.contains(
+                "the seal of block 2 at stream position 5 is not signed by epoch 0's sequencer"
+            ),
+            "{refused}"
+        );
         // Block 0 has no seal: its hash is the genesis's, and nothing else.
         read.witness.block_hashes.insert(0, GENESIS);
         assert_eq!(
-            unpublished(&read, &at(vec![Some((2, sealed))]), GENESIS),
+            unpublished(&read, &at(vec![Some(sealed.clone())]), GENESIS, &rules),
             None
         );
-        read.witness.block_hashes.insert(0, sealed);
-        let refused = unpublished(&read, &at(vec![Some((2, sealed))]), GENESIS).unwrap();
+        read.witness.block_hashes.insert(0, sealed.hash);
+        let refused = unpublished(&read, &at(vec![Some(sealed)]), GENESIS, &rules).unwrap();
         assert!(
             refused.contains("of block 0 is not the genesis's"),
             "{refused}"
@@ -1001,14 +1198,20 @@ mod published_tests {
 
     #[test]
     fn a_job_of_published_mini_blocks_passes() {
-        let (a, b) = (mini(4), mini(5));
+        let keys = keys();
+        let (a, b) = (mini(4, 0, &keys.sequencer), mini(5, 0, &keys.sequencer));
         let job = job(vec![a.clone(), b.clone()], vec![10, 11]);
-        assert_eq!(unpublished(&job, &minis([Some(a), Some(b)]), GENESIS), None);
+        assert_eq!(
+            unpublished(&job, &minis([Some(a), Some(b)]), GENESIS, &rules(&keys)),
+            None
+        );
     }
 
     #[test]
     fn an_edited_mini_block_or_a_missing_position_is_refused() {
-        let a = mini(4);
+        let keys = keys();
+        let rules = rules(&keys);
+        let a = mini(4, 0, &keys.sequencer);
         // The witness edits a receipt-free field and keeps the hash: the copy differs.
         let mut edited = a.clone();
         edited.base_fee += 1;
@@ -1016,6 +1219,7 @@ mod published_tests {
             &job(vec![edited], vec![10]),
             &minis([Some(a.clone())]),
             GENESIS,
+            &rules,
         );
         assert!(
             refused
@@ -1023,14 +1227,95 @@ mod published_tests {
                 .contains("differs from the one published at stream position 10")
         );
         // A position holding something else.
-        let refused = unpublished(&job(vec![a.clone()], vec![10]), &minis([None]), GENESIS);
+        let refused = unpublished(
+            &job(vec![a.clone()], vec![10]),
+            &minis([None]),
+            GENESIS,
+            &rules,
+        );
         assert!(refused.unwrap().contains("holds no mini-block"));
         // No positions at all (a witness that does not say where its mini-blocks are).
-        let refused = unpublished(&job(vec![a], vec![]), &minis([]), GENESIS);
+        let refused = unpublished(&job(vec![a], vec![]), &minis([]), GENESIS, &rules);
         assert!(
             refused
                 .unwrap()
                 .contains("names 0 stream positions for 1 mini-blocks")
         );
+    }
+
+    /// Whoever can publish on the chain stream (a witness, any bus client until the bus is
+    /// authenticated) cannot get provers to prove mini-blocks the epoch's sequencer did not
+    /// sign: epoch 0's key is the genesis's, a later epoch's comes from a handover with the
+    /// governance's signatures.
+    #[test]
+    fn a_mini_block_not_signed_by_its_epochs_key_is_refused() {
+        let keys = keys();
+        let rules = rules(&keys);
+        // Published, hash and all, but signed by another key than epoch 0's.
+        let forged = mini(4, 0, &keys.standby);
+        let refused = unpublished(
+            &job(vec![forged.clone()], vec![10]),
+            &minis([Some(forged)]),
+            GENESIS,
+            &rules,
+        )
+        .unwrap();
+        assert!(
+            refused.contains(
+                "mini-block 4 at stream position 10 is not signed by epoch 0's sequencer"
+            ),
+            "{refused}"
+        );
+
+        // Epoch 1, the standby's: its key comes only from a handover the job names.
+        let next = mini(5, 1, &keys.standby);
+        let mut of_epoch_1 = job(vec![next.clone()], vec![11]);
+        let refused =
+            unpublished(&of_epoch_1, &minis([Some(next.clone())]), GENESIS, &rules).unwrap();
+        assert!(
+            refused.contains("epoch 1, whose handover the job does not name"),
+            "{refused}"
+        );
+        of_epoch_1.epoch_seqs = vec![3];
+        let with = |handover: Option<Handover>| Published {
+            mini_blocks: vec![Some(next.clone())],
+            blocks: vec![],
+            handovers: vec![handover],
+        };
+        assert_eq!(
+            unpublished(
+                &of_epoch_1,
+                &with(Some(handover(&keys, 1, &keys.standby, 2))),
+                GENESIS,
+                &rules
+            ),
+            None
+        );
+        // A handover short of the governance's threshold, to another key, or nothing there.
+        let refused = unpublished(
+            &of_epoch_1,
+            &with(Some(handover(&keys, 1, &keys.standby, 1))),
+            GENESIS,
+            &rules,
+        )
+        .unwrap();
+        assert!(
+            refused.contains("the handover at stream position 3 does not hold"),
+            "{refused}"
+        );
+        let stranger = SigningKey::random();
+        let refused = unpublished(
+            &of_epoch_1,
+            &with(Some(handover(&keys, 1, &stranger, 2))),
+            GENESIS,
+            &rules,
+        )
+        .unwrap();
+        assert!(
+            refused.contains("is not signed by epoch 1's sequencer"),
+            "{refused}"
+        );
+        let refused = unpublished(&of_epoch_1, &with(None), GENESIS, &rules).unwrap();
+        assert!(refused.contains("holds no handover"), "{refused}");
     }
 }

@@ -20,13 +20,16 @@ use verity_storage::{Database, ReadTx, StorageError, WriteTx};
 
 /// Meta keys of the replica's position.
 pub mod meta {
-    /// Set once the seal positions of blocks applied by an older release were recorded
-    /// ([`super::backfill_block_seqs_once`]).
-    pub const BLOCK_SEQS_BACKFILLED: &str = "block_seqs_backfilled";
-    /// The key of the chain-stream position of block `number`'s seal (blocks applied before
-    /// this key existed have none).
+    /// Set once a witness has recorded the stream positions of the seals and handovers an
+    /// older release applied without recording them ([`super::record_stream_positions`]).
+    pub const STREAM_POSITIONS_BACKFILLED: &str = "stream_positions_backfilled";
+    /// The key of the chain-stream position of block `number`'s seal.
     pub fn block_seq(number: u64) -> String {
         format!("block_seq/{number}")
+    }
+    /// The key of the chain-stream position of the handover that opened epoch `number`.
+    pub fn epoch_seq(number: u64) -> String {
+        format!("epoch_seq/{number}")
     }
 
     /// Hash of the genesis the database was initialised with.
@@ -302,7 +305,11 @@ impl Layout for ReplicaLayout {
                     }
                 }
             }
-            ChainEventKind::Handover(_) => {}
+            // Where the epoch's key was handed over (a witness names it in jobs of the epoch, for
+            // provers to take the key from).
+            ChainEventKind::Handover(handover) => {
+                write.set_meta_u64(&meta::epoch_seq(handover.epoch()), event.event().seq)?;
+            }
         }
         Ok(())
     }
@@ -319,49 +326,38 @@ impl Layout for ReplicaLayout {
     }
 }
 
-/// [`backfill_block_seqs`] the first time only (every seal applied since records its own):
-/// `None` when it had run before.
-pub fn backfill_block_seqs_once(
+/// Records the chain-stream positions among `events` (consecutive, as the chain stream holds
+/// them) that a witness names in jobs and has no record of (events applied by a release that
+/// did not record them): every handover's, and each block seal's from position `seals_from` on
+/// (`BLOCKHASH` reads only the last 256 blocks). Mini-blocks are skipped undecoded. Returns how
+/// many it recorded.
+pub fn record_stream_positions(
     db: &Database,
-    last: u64,
-    window: u64,
-) -> Result<Option<usize>, StorageError> {
-    if db.read()?.meta(meta::BLOCK_SEQS_BACKFILLED)?.is_some() {
-        return Ok(None);
-    }
-    let recorded = backfill_block_seqs(db, last, window)?;
+    events: &[v1::ChainEvent],
+    seals_from: u64,
+) -> Result<usize, StorageError> {
     let mut write = db.write()?;
-    write.set_meta(meta::BLOCK_SEQS_BACKFILLED, b"1")?;
-    write.commit()?;
-    Ok(Some(recorded))
-}
-
-/// Records the chain-stream position of each block seal among the `window` events up to `last`
-/// whose position is not recorded yet (seals applied by a release that did not record them), so
-/// that a job reading such a block's hash with `BLOCKHASH` can name it. Returns how many it
-/// recorded. `BLOCKHASH` reaches 256 blocks back: the window should span at least as many.
-pub fn backfill_block_seqs(db: &Database, last: u64, window: u64) -> Result<usize, StorageError> {
-    let mut write = db.write()?;
-    let mut seq = last.saturating_sub(window).max(1);
     let mut recorded = 0;
-    while seq <= last {
-        let events = write.events_from(seq, 1024)?;
-        let Some(end) = events.last().map(|e| e.seq) else {
-            break;
-        };
-        for wire in &events {
-            let Ok(event) = verity_primitives::ChainEvent::try_from(wire) else {
-                continue;
-            };
-            if let ChainEventKind::Block(block) = &event.kind {
-                let key = meta::block_seq(block.number());
-                if write.meta_u64(&key)?.is_none() {
-                    write.set_meta_u64(&key, event.seq)?;
-                    recorded += 1;
+    for wire in events {
+        let key = match &wire.event {
+            Some(v1::chain_event::Event::Block(_)) if wire.seq >= seals_from => {
+                match verity_primitives::ChainEvent::try_from(wire).map(|e| e.kind) {
+                    Ok(ChainEventKind::Block(block)) => meta::block_seq(block.number()),
+                    _ => continue,
                 }
             }
+            Some(v1::chain_event::Event::Handover(_)) => {
+                match verity_primitives::ChainEvent::try_from(wire).map(|e| e.kind) {
+                    Ok(ChainEventKind::Handover(handover)) => meta::epoch_seq(handover.epoch()),
+                    _ => continue,
+                }
+            }
+            _ => continue,
+        };
+        if write.meta_u64(&key)?.is_none() {
+            write.set_meta_u64(&key, wire.seq)?;
+            recorded += 1;
         }
-        seq = end + 1;
     }
     write.commit()?;
     Ok(recorded)
@@ -487,33 +483,49 @@ mod tests {
         assert_eq!(read.meta_u64(&meta::block_seq(1)).unwrap(), Some(2));
     }
 
-    /// Seals stored by a release that did not record their stream positions get them at the
-    /// witness's start, within the window looked back over.
+    /// Seals and handovers applied by a release that did not record their stream positions
+    /// get them from the chain stream at the witness's start: handovers all, seals within the
+    /// window `BLOCKHASH` can read.
     #[test]
-    fn seal_positions_missing_from_an_older_release_are_recorded() {
-        let (_dir, db, _rules, key, mut chain) = at_genesis();
+    fn stream_positions_missing_from_an_older_release_are_recorded() {
+        let (_dir, _db, _rules, key, mut chain) = at_genesis();
+        let standby = SigningKey::random();
+        // Unsigned by governance: only positions are recorded here, nothing is judged.
+        let appointment = verity_primitives::governance::SignedAppointment {
+            appointment: verity_primitives::governance::Appointment {
+                chain_id: 31337,
+                epoch: 1,
+                sequencer: standby.address(),
+                first_height: 0,
+                parent_hash: B256::ZERO,
+            },
+            signatures: vec![],
+        };
         let events = [
             chain.push_mini_block(&key),
             chain.push_block(&key),
-            chain.push_mini_block(&key),
-            chain.push_block(&key),
+            chain.push_handover(appointment, &standby),
+            chain.push_mini_block(&standby),
+            chain.push_block(&standby),
         ];
-        let mut write = db.write().unwrap();
-        for event in &events {
-            write.put_event(event).unwrap();
-        }
-        write.commit().unwrap();
-        // A window of one event reaches only the last seal.
-        assert_eq!(backfill_block_seqs(&db, 4, 0).unwrap(), 1);
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(&dir.path().join("db")).unwrap();
+        // Seals from position 4 on: block 2's only; the handover whatever its position.
+        assert_eq!(record_stream_positions(&db, &events, 4).unwrap(), 2);
+        let read = db.read().unwrap();
+        assert_eq!(read.meta_u64(&meta::block_seq(1)).unwrap(), None);
+        assert_eq!(read.meta_u64(&meta::block_seq(2)).unwrap(), Some(5));
+        assert_eq!(read.meta_u64(&meta::epoch_seq(1)).unwrap(), Some(3));
+        drop(read);
+        assert_eq!(record_stream_positions(&db, &events, 1).unwrap(), 1);
         assert_eq!(
             db.read().unwrap().meta_u64(&meta::block_seq(1)).unwrap(),
-            None
+            Some(2)
         );
-        assert_eq!(backfill_block_seqs(&db, 4, 10).unwrap(), 1);
-        let read = db.read().unwrap();
-        assert_eq!(read.meta_u64(&meta::block_seq(1)).unwrap(), Some(2));
-        assert_eq!(read.meta_u64(&meta::block_seq(2)).unwrap(), Some(4));
-        drop(read);
-        assert_eq!(backfill_block_seqs(&db, 4, 10).unwrap(), 0, "nothing left");
+        assert_eq!(
+            record_stream_positions(&db, &events, 1).unwrap(),
+            0,
+            "nothing left"
+        );
     }
 }

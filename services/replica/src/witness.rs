@@ -18,6 +18,7 @@ use alloy_primitives::B256;
 use anyhow::Context as _;
 use async_nats::{HeaderMap, jetstream::Context};
 use bytes::Bytes;
+use futures::StreamExt as _;
 use prost::Message as _;
 use verity_chunk::StateTree;
 use verity_commitment::{EMPTY, account_key, account_value, storage_key, storage_value};
@@ -88,6 +89,13 @@ pub struct Witness {
 /// per 10 ms and 1 s blocks, 500 blocks, more than the 256 `BLOCKHASH` reads.
 const BLOCK_SEQ_BACKFILL_EVENTS: u64 = 50_000;
 
+/// Events recorded per MDBX transaction while backfilling stream positions.
+const BACKFILL_BATCH: usize = 1024;
+
+/// Longest wait for the next chain-stream message while backfilling: a stream that stops
+/// delivering leaves the backfill for the next start.
+const BACKFILL_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Witness {
     /// Creates the proving streams if needed.
     pub async fn new(js: Context, spec: &ChainSpec, chunking: Chunking) -> anyhow::Result<Self> {
@@ -122,20 +130,9 @@ impl Witness {
                 "state tree rebuilt from the replica's state"
             );
             self.tree = Some((tree, last));
-            // Seals applied before their positions were recorded (an upgrade): record those of
-            // the last blocks `BLOCKHASH` can still read.
-            let db = db.clone();
-            let recorded = tokio::task::spawn_blocking(move || {
-                apply::backfill_block_seqs_once(&db, last, BLOCK_SEQ_BACKFILL_EVENTS)
-            })
-            .await?
-            .context("recording block seal positions")?;
-            if let Some(recorded) = recorded.filter(|n| *n > 0) {
-                tracing::info!(
-                    recorded,
-                    "recorded the stream positions of earlier block seals"
-                );
-            }
+            self.backfill_stream_positions(db, last)
+                .await
+                .context("recording the stream positions of earlier seals and handovers")?;
         }
         let stored = {
             let db = db.clone();
@@ -167,6 +164,94 @@ impl Witness {
         Ok(())
     }
 
+    /// Once per database: the chain-stream positions of the handovers and recent block seals
+    /// that were applied without recording them (by an older release), read from the chain
+    /// stream up to `last`, so that jobs can name them. A database that applied nothing yet
+    /// records every position as it applies.
+    async fn backfill_stream_positions(&self, db: &Database, last: u64) -> anyhow::Result<()> {
+        let done = |db: Database| {
+            tokio::task::spawn_blocking(move || {
+                let mut write = db.write()?;
+                write.set_meta(apply::meta::STREAM_POSITIONS_BACKFILLED, b"1")?;
+                write.commit()
+            })
+        };
+        let flagged = {
+            let db = db.clone();
+            tokio::task::spawn_blocking(move || {
+                db.read()?.meta(apply::meta::STREAM_POSITIONS_BACKFILLED)
+            })
+            .await??
+        };
+        if flagged.is_some() {
+            return Ok(());
+        }
+        if last == 0 {
+            return Ok(done(db.clone()).await??);
+        }
+        let started = Instant::now();
+        let stream = verity_bus::ensure_chain_stream(&self.js).await?;
+        let mut messages = verity_bus::ordered_chain_consumer(&stream, 1)
+            .await?
+            .messages()
+            .await
+            .context("reading the chain stream")?;
+        let seals_from = last.saturating_sub(BLOCK_SEQ_BACKFILL_EVENTS);
+        let (mut batch, mut recorded, mut reached) = (Vec::new(), 0, false);
+        loop {
+            let message = match tokio::time::timeout(BACKFILL_IDLE, messages.next()).await {
+                Ok(Some(message)) => message.context("reading the chain stream")?,
+                // The stream holds nothing more, or stopped delivering: try again next start.
+                Ok(None) | Err(_) => break,
+            };
+            let seq = message
+                .info()
+                .map_err(|e| anyhow::anyhow!("chain stream message: {e}"))?
+                .stream_sequence;
+            if seq > last {
+                reached = true;
+                break;
+            }
+            if let Ok(event) = verity_bus::decode_event(seq, &message.payload) {
+                batch.push(event);
+            }
+            if batch.len() >= BACKFILL_BATCH || seq == last {
+                let (owned, events) = (db.clone(), std::mem::take(&mut batch));
+                recorded += tokio::task::spawn_blocking(move || {
+                    apply::record_stream_positions(&owned, &events, seals_from)
+                })
+                .await??;
+            }
+            if seq == last {
+                reached = true;
+                break;
+            }
+        }
+        if !batch.is_empty() {
+            let (owned, events) = (db.clone(), std::mem::take(&mut batch));
+            recorded += tokio::task::spawn_blocking(move || {
+                apply::record_stream_positions(&owned, &events, seals_from)
+            })
+            .await??;
+        }
+        if reached {
+            done(db.clone()).await??;
+        } else {
+            tracing::warn!(
+                last,
+                "the chain stream stopped before the last applied event: stream positions of earlier seals and handovers are recorded at the next start"
+            );
+        }
+        if recorded > 0 {
+            tracing::info!(
+                recorded,
+                elapsed = ?started.elapsed(),
+                "recorded the stream positions of earlier block seals and handovers"
+            );
+        }
+        Ok(())
+    }
+
     /// Checks and applies `events` like any replica (one event, or the consecutive mini-blocks
     /// of a chunk), building the chunk job of the mini-blocks from the state before them, in
     /// the same MDBX transaction. Runs on a blocking thread.
@@ -187,49 +272,65 @@ impl Witness {
         };
         let (chain_id, gas_limit) = (self.chain_id, self.gas_limit);
         let mut built = None;
-        let mut prepare =
-            |read: &ReadTx<'_>, minis: &[(u64, &MiniBlock)]| -> Result<Prepared, String> {
-                let started = Instant::now();
-                let seqs = minis.iter().map(|(seq, _)| *seq).collect();
-                let minis = minis.iter().map(|(_, m)| (*m).clone()).collect();
-                let mut job = verity_chunk::build_job(read, &mut tree, chain_id, gas_limit, minis)
-                    .map_err(|e| e.to_string())?;
-                job.mini_block_seqs = seqs;
-                // A block applied before its position was recorded has none: the job then names
-                // fewer positions than hashes and provers refuse it (only `BLOCKHASH` reads of
-                // blocks from before an upgrade).
-                job.block_hash_seqs = job
-                    .witness
-                    .block_hashes
-                    .keys()
-                    // Block 0 has no seal: every node derives its hash from the genesis.
-                    .filter(|n| **n != 0)
-                    .filter_map(|n| read.meta_u64(&apply::meta::block_seq(*n)).ok().flatten())
-                    .collect();
-                let tree_tombstones = zero_leaves(&job.writes(), &tree);
-                let bytes = v1::ChunkJob::from(&job).encode_to_vec();
-                metrics::histogram!("verity_witness_job_build_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                metrics::histogram!("verity_witness_job_steps").record(job.pre_proofs.len() as f64);
-                metrics::histogram!("verity_witness_chunk_mini_blocks")
-                    .record(job.mini_blocks.len() as f64);
-                tracing::debug!(
-                    chunk = job.chunk,
-                    keys = job.pre_proofs.len(),
-                    pre_root = %job.pre_root,
-                    post_root = %job.post_root,
-                    "chunk job built"
-                );
-                built = Some(BuiltJob {
-                    chunk: job.chunk,
-                    mini_block_hash: job.last_hash(),
-                    bytes: bytes.clone(),
-                });
-                Ok(Prepared {
-                    job: bytes,
-                    tree_tombstones,
-                })
-            };
+        let mut prepare = |read: &ReadTx<'_>,
+                           minis: &[(u64, &MiniBlock)]|
+         -> Result<Prepared, String> {
+            let started = Instant::now();
+            let seqs = minis.iter().map(|(seq, _)| *seq).collect();
+            let minis = minis.iter().map(|(_, m)| (*m).clone()).collect();
+            let mut job = verity_chunk::build_job(read, &mut tree, chain_id, gas_limit, minis)
+                .map_err(|e| e.to_string())?;
+            job.mini_block_seqs = seqs;
+            // A block applied before its position was recorded has none: the job then names
+            // fewer positions than hashes and provers refuse it (only `BLOCKHASH` reads of
+            // blocks from before an upgrade).
+            job.block_hash_seqs = job
+                .witness
+                .block_hashes
+                .keys()
+                // Block 0 has no seal: every node derives its hash from the genesis.
+                .filter(|n| **n != 0)
+                .filter_map(|n| read.meta_u64(&apply::meta::block_seq(*n)).ok().flatten())
+                .collect();
+            // The handovers of the epochs its mini-blocks and those seals are signed under
+            // (epoch 0's key is the genesis's). One without a recorded position is left out:
+            // provers then refuse the job, naming the epoch.
+            let mut epochs: std::collections::BTreeSet<u64> =
+                job.mini_blocks.iter().map(|m| m.epoch).collect();
+            for number in job.witness.block_hashes.keys().filter(|n| **n != 0) {
+                if let Some(block) = read.block_by_number(*number).map_err(|e| e.to_string())? {
+                    epochs.insert(block.epoch());
+                }
+            }
+            job.epoch_seqs = epochs
+                .into_iter()
+                .filter(|epoch| *epoch > 0)
+                .filter_map(|epoch| read.meta_u64(&apply::meta::epoch_seq(epoch)).ok().flatten())
+                .collect();
+            let tree_tombstones = zero_leaves(&job.writes(), &tree);
+            let bytes = v1::ChunkJob::from(&job).encode_to_vec();
+            metrics::histogram!("verity_witness_job_build_seconds")
+                .record(started.elapsed().as_secs_f64());
+            metrics::histogram!("verity_witness_job_steps").record(job.pre_proofs.len() as f64);
+            metrics::histogram!("verity_witness_chunk_mini_blocks")
+                .record(job.mini_blocks.len() as f64);
+            tracing::debug!(
+                chunk = job.chunk,
+                keys = job.pre_proofs.len(),
+                pre_root = %job.pre_root,
+                post_root = %job.post_root,
+                "chunk job built"
+            );
+            built = Some(BuiltJob {
+                chunk: job.chunk,
+                mini_block_hash: job.last_hash(),
+                bytes: bytes.clone(),
+            });
+            Ok(Prepared {
+                job: bytes,
+                tree_tombstones,
+            })
+        };
         let result = apply::apply_events(db, rules, events, Some(&mut prepare), false);
         self.tree = match &result {
             // The tree moved with the state.

@@ -359,13 +359,30 @@ async fn chunks_are_proven_a_killed_prover_loses_nothing_and_safe_waits_for_prov
     net.stop().await.unwrap();
 }
 
+/// The epoch block `number` was sealed under (its header's `extraData`).
+async fn chain_epoch(net: &TestNet, number: u64) -> u64 {
+    let block = net
+        .rpc()
+        .call(
+            "eth_getBlockByNumber",
+            json!([format!("{number:#x}"), false]),
+        )
+        .await
+        .unwrap();
+    let extra = block["extraData"].as_str().unwrap_or_default();
+    u64::from_str_radix(extra.trim_start_matches("0x"), 16).unwrap_or(0)
+}
+
 /// A witness that groups mini-blocks into chunks (`--chunk-transactions`): transfers sent one
 /// mini-block apart within one block are proven as chunks of several mini-blocks, which the
-/// verifier replica checks against its own copies of all of them; `safe` passes them.
+/// verifier replica checks against its own copies of all of them; `safe` passes them. Then the
+/// standby takes over (epoch 1): the chunks after it are signed by the standby's key, which
+/// provers take from the governance-signed handover the jobs name, and `safe` goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mini_blocks_grouped_into_chunks_are_proven_and_become_safe() {
-    let net = TestNet::start(|o| {
+    let mut net = TestNet::start(|o| {
         o.proving = true;
+        o.standby = true;
         o.steps_per_proof = SHAPE.steps;
         o.block_interval_ms = 3000;
         o.env.push(("VERITY_CHUNK_TRANSACTIONS".into(), "2".into()));
@@ -394,17 +411,28 @@ async fn mini_blocks_grouped_into_chunks_are_proven_and_become_safe() {
             .unwrap();
         last_block = last_block.max(verity_e2e::parse_quantity(&receipt["blockNumber"]).unwrap());
     }
+    // The standby takes over: epoch 1, the standby's key.
+    net.devnet
+        .signal(Service::Sequencer, Signal::SIGKILL)
+        .await
+        .unwrap();
+    let standby = net.devnet.standby_address();
+    if verity_e2e::wait_lease_holder(
+        net.devnet.nats_url().unwrap(),
+        standby,
+        Duration::from_secs(10),
+    )
+    .await
+    .is_none()
+    {
+        net.dump_logs();
+        panic!("the standby did not take over");
+    }
     // A creation whose code reads `BLOCKHASH(NUMBER - 1)` and stores it: its job carries that
-    // hash and the position of the block's seal, which the prover checks before proving.
+    // hash and the position of the block's seal, which the prover checks before proving, as it
+    // checks the creation's mini-block's signature by the epoch-1 key of the handover.
     // (PUSH1 1, NUMBER, SUB, BLOCKHASH, PUSH1 0, SSTORE, STOP.)
     let reads_blockhash = [0x60, 0x01, 0x43, 0x03, 0x40, 0x60, 0x00, 0x55, 0x00];
-    // Once block 1 is sealed, so the hash read is a seal's, not the genesis's.
-    while verity_e2e::parse_quantity(&rpc.call("eth_blockNumber", json!([])).await.unwrap())
-        .unwrap()
-        < 1
-    {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
     let (raw, hash) = verity_e2e::sign_create(
         &sender,
         chain_id,
@@ -427,6 +455,11 @@ async fn mini_blocks_grouped_into_chunks_are_proven_and_become_safe() {
             .flatten()
             .any(|p| p.mini_block_hashes.len() >= 2);
         if grouped && status["safe"].as_u64().is_some_and(|s| s >= last_block) {
+            assert_eq!(
+                chain_epoch(&net, last_block).await,
+                1,
+                "the last block is the standby's"
+            );
             assert_eq!(status["alarm"], json!(null), "{status}");
             break;
         }
