@@ -723,3 +723,222 @@ async fn attest(
     .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod pick_tests {
+    //! [`pick`]'s rules on claims that pass the cheap checks: chunks of mini-blocks that write
+    //! nothing, so a claim is one segment ending at its pre-root, and no halo2 proof is involved
+    //! (those are verified after the pick).
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use verity_chunk::ChunkJob;
+    use verity_primitives::StateDiff;
+
+    const CHAIN_ID: u64 = 31337;
+    const ROOT: B256 = B256::repeat_byte(0x11);
+
+    fn settings(provers: &[&SigningKey], quorum: usize) -> Settings {
+        Settings {
+            chain_id: CHAIN_ID,
+            gas_limit: 30_000_000,
+            shape: Shape::DEFAULT,
+            params: Arc::new(Params::setup_insecure(4)),
+            provers: provers.iter().map(|k| k.address()).collect(),
+            proof_quorum: quorum,
+            key: SigningKey::random(),
+            genesis_root: ROOT,
+        }
+    }
+
+    /// Mini-blocks 4 and 5 of block 1, writing nothing.
+    fn run() -> Vec<MiniBlock> {
+        let sequencer = SigningKey::random();
+        (4..6)
+            .map(|number| {
+                let mut mini = MiniBlock {
+                    number,
+                    block_number: 1,
+                    index: (number - 4) as u32,
+                    epoch: 0,
+                    timestamp_ms: 1_700_000_000_000 + number,
+                    parent_hash: B256::ZERO,
+                    base_fee: 1_000_000_000,
+                    block_timestamp: 1_700_000_000,
+                    beneficiary: Address::repeat_byte(0xfe),
+                    transactions: vec![],
+                    receipts: vec![],
+                    diff: StateDiff::default(),
+                    hash: B256::ZERO,
+                    signature: verity_primitives::UNSIGNED,
+                };
+                mini.seal(&sequencer);
+                mini
+            })
+            .collect()
+    }
+
+    /// `prover`'s signed proof of the first `count` mini-blocks of `run`.
+    fn proof(prover: &SigningKey, run: &[MiniBlock], count: usize) -> Received {
+        let mut proof = ChunkProof {
+            chunk: run[0].number,
+            mini_block_hashes: run[..count].iter().map(|m| m.hash).collect(),
+            pre_root: ROOT,
+            post_root: ROOT,
+            entries: vec![],
+            accounts_before: BTreeMap::new(),
+            shape: Shape::DEFAULT,
+            // One segment, ending where it started (its halo2 proof is checked after the pick).
+            segments: vec![(ROOT, vec![])],
+            prover: prover.address(),
+            signature: verity_primitives::UNSIGNED,
+            proving_ms: 0,
+        };
+        proof.signature = prover.sign(&wire::attestation_hash(CHAIN_ID, &proof));
+        Received {
+            stream_seq: 1,
+            result: ProverResult::Proof(Box::new(proof)),
+        }
+    }
+
+    /// `prover`'s fraud evidence against the chunk, signed by `signer`.
+    fn evidence(prover: &SigningKey, signer: &SigningKey, run: &[MiniBlock]) -> Received {
+        let mut evidence = FraudEvidence {
+            job: ChunkJob {
+                chunk: run[0].number,
+                mini_blocks: run.to_vec(),
+                mini_block_seqs: vec![],
+                block_hash_seqs: vec![],
+                epoch_seqs: vec![],
+                pre_root: ROOT,
+                post_root: ROOT,
+                witness: Default::default(),
+                pre_proofs: vec![],
+            },
+            reexecuted: StateDiff::default(),
+            reason: "made up".into(),
+            prover: prover.address(),
+            signature: verity_primitives::UNSIGNED,
+        };
+        evidence.signature = signer.sign(&wire::fraud_hash(CHAIN_ID, &evidence));
+        Received {
+            stream_seq: 2,
+            result: ProverResult::Fraud(Box::new(evidence)),
+        }
+    }
+
+    /// The provers whose claims [`pick`] chose, or `None` when it waits.
+    fn picked(
+        settings: &Settings,
+        run: &[MiniBlock],
+        settled: bool,
+        results: Vec<Received>,
+        accused: &mut Vec<FalseAccusation>,
+    ) -> Option<Vec<Address>> {
+        let mut results = results;
+        match pick(
+            settings,
+            run,
+            true,
+            (ROOT, settled, &|_| None),
+            Some(&mut results),
+            accused,
+        ) {
+            Pick::Proofs(claims) => Some(claims.iter().map(|(_, p)| p.prover).collect()),
+            Pick::Wait => None,
+            Pick::Fraud(chunk, reason) => panic!("fraud in {chunk}: {reason}"),
+        }
+    }
+
+    #[test]
+    fn r_agreeing_proofs_must_come_from_r_distinct_provers() {
+        let (a, b) = (SigningKey::random(), SigningKey::random());
+        let settings = settings(&[&a, &b], 2);
+        let run = run();
+        // One prover's proof twice is one claim.
+        let twice = vec![proof(&a, &run, 2), proof(&a, &run, 2)];
+        assert_eq!(picked(&settings, &run, true, twice, &mut vec![]), None);
+        let both = vec![proof(&a, &run, 2), proof(&a, &run, 2), proof(&b, &run, 2)];
+        assert_eq!(
+            picked(&settings, &run, true, both, &mut vec![]),
+            Some(vec![a.address(), b.address()])
+        );
+    }
+
+    #[test]
+    fn a_proof_that_agrees_with_nobody_does_not_hold_the_others_up() {
+        let (a, b, c) = (
+            SigningKey::random(),
+            SigningKey::random(),
+            SigningKey::random(),
+        );
+        let settings = settings(&[&a, &b, &c], 2);
+        let run = run();
+        // B claims a chunk of two mini-blocks, A of one: they do not agree.
+        let apart = vec![proof(&a, &run, 1), proof(&b, &run, 2)];
+        assert_eq!(picked(&settings, &run, true, apart, &mut vec![]), None);
+        let with_c = vec![proof(&b, &run, 2), proof(&a, &run, 1), proof(&c, &run, 1)];
+        assert_eq!(
+            picked(&settings, &run, true, with_c, &mut vec![]),
+            Some(vec![a.address(), c.address()])
+        );
+    }
+
+    #[test]
+    fn a_registered_provers_signed_evidence_holds_the_chunk_until_judged() {
+        let (a, b, stranger) = (
+            SigningKey::random(),
+            SigningKey::random(),
+            SigningKey::random(),
+        );
+        let settings = settings(&[&a, &b], 1);
+        let run = run();
+        // The root before the chunk is not verified yet: the evidence cannot be judged.
+        let held = vec![proof(&a, &run, 2), evidence(&b, &b, &run)];
+        assert_eq!(picked(&settings, &run, false, held, &mut vec![]), None);
+        // Evidence signed by another key than its prover's, or by an unregistered prover,
+        // holds nothing.
+        for junk in [
+            evidence(&b, &stranger, &run),
+            evidence(&stranger, &stranger, &run),
+        ] {
+            let results = vec![proof(&a, &run, 2), junk];
+            assert_eq!(
+                picked(&settings, &run, false, results, &mut vec![]),
+                Some(vec![a.address()])
+            );
+        }
+    }
+
+    #[test]
+    fn a_prover_caught_in_a_false_accusation_is_not_counted() {
+        let (a, b) = (SigningKey::random(), SigningKey::random());
+        let settings = settings(&[&a, &b], 1);
+        let run = run();
+        let mut accused = vec![FalseAccusation {
+            prover: a.address(),
+            chunk: 0,
+            reason: "refuted".into(),
+        }];
+        assert_eq!(
+            picked(
+                &settings,
+                &run,
+                true,
+                vec![proof(&a, &run, 2)],
+                &mut accused
+            ),
+            None
+        );
+        assert_eq!(
+            picked(
+                &settings,
+                &run,
+                true,
+                vec![proof(&a, &run, 2), proof(&b, &run, 2)],
+                &mut accused
+            ),
+            Some(vec![b.address()])
+        );
+    }
+}
