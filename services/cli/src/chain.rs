@@ -77,6 +77,12 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
     if args.prover_pools.is_empty() {
         anyhow::bail!("--prover-pools: at least one pool");
     }
+    let distinct: std::collections::BTreeSet<&String> = args.prover_pools.iter().collect();
+    if distinct.len() != args.prover_pools.len() {
+        anyhow::bail!(
+            "--prover-pools: a pool is named twice (one key each, as the chart's prover.pools)"
+        );
+    }
     let mut options = DevnetOptions::new(&args.out);
     options.chain_id = args.chain_id;
     options.gas_limit = args.gas_limit;

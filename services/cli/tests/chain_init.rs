@@ -87,6 +87,9 @@ fn a_pool_name_the_chart_refuses_is_refused() {
     let output = init(tmp.path(), &["--prover-pools", "a,Pool_B"]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("\"Pool_B\" is not a pool name"));
+    let output = init(tmp.path(), &["--prover-pools", "a,b,a"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("a pool is named twice"));
     let output = init(&tmp.path().join("one"), &["--prover-pools", "x"]);
     assert!(output.status.success());
     assert!(tmp.path().join("one/prover-x.key").is_file());

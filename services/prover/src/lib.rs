@@ -849,16 +849,17 @@ struct Published {
     handovers: Vec<Option<Handover>>,
 }
 
-/// The sequencer key of each epoch the job names: epoch 0's from the genesis, each later one's
-/// from the handover published at the position the job names, which must carry the
-/// governance's signatures and the appointed key's own (whatever its place in the chain: the
-/// chain's order is the verifiers' to judge). Why not, if a handover does not hold.
+/// The sequencer key of each epoch the job names, and the stream position of the handover that
+/// opened it (0 for the genesis's): epoch 0's key from the genesis, each later one's from the
+/// handover published at the position the job names, which must carry the governance's
+/// signatures and the appointed key's own (its place in the chain is the verifiers' to judge;
+/// an event of the epoch must at least come after it). Why not, if a handover does not hold.
 fn epoch_keys(
     job: &ChunkJob,
     published: &Published,
     rules: &Sequencing,
-) -> Result<BTreeMap<u64, alloy_primitives::Address>, String> {
-    let mut keys = BTreeMap::from([(rules.genesis.number, rules.genesis.sequencer)]);
+) -> Result<BTreeMap<u64, (alloy_primitives::Address, u64)>, String> {
+    let mut keys = BTreeMap::from([(rules.genesis.number, (rules.genesis.sequencer, 0))]);
     for (seq, found) in job.epoch_seqs.iter().zip(&published.handovers) {
         let Some(handover) = found else {
             return Err(format!("stream position {seq} holds no handover"));
@@ -875,7 +876,7 @@ fn epoch_keys(
                 handover.parent_hash,
             )
             .map_err(|e| format!("the handover at stream position {seq} does not hold: {e}"))?;
-        if let Some(other) = keys.insert(epoch.number, epoch.sequencer)
+        if let Some((other, _)) = keys.insert(epoch.number, (epoch.sequencer, *seq))
             && other != epoch.sequencer
         {
             return Err(format!(
@@ -910,17 +911,24 @@ fn unpublished(
         Ok(keys) => keys,
         Err(reason) => return Some(reason),
     };
+    // Why the event at `seq` of `epoch`, described as `what`, is not its epoch's, if it is not.
     let signed = |what: String,
+                  seq: u64,
                   epoch: u64,
                   check: &dyn Fn(
         alloy_primitives::Address,
     ) -> Result<(), verity_primitives::BlockCheckError>|
      -> Option<String> {
-        let Some(key) = keys.get(&epoch) else {
+        let Some((key, opened)) = keys.get(&epoch) else {
             return Some(format!(
                 "{what} is signed under epoch {epoch}, whose handover the job does not name"
             ));
         };
+        if seq <= *opened {
+            return Some(format!(
+                "{what} comes before the handover of its epoch {epoch} (stream position {opened})"
+            ));
+        }
         check(*key)
             .err()
             .map(|e| format!("{what} is not signed by epoch {epoch}'s sequencer {key}: {e}"))
@@ -942,6 +950,7 @@ fn unpublished(
             Some(found) if found == mini => {
                 if let Some(reason) = signed(
                     format!("mini-block {} at stream position {seq}", mini.number),
+                    *seq,
                     mini.epoch,
                     &|key| mini.verify(key),
                 ) {
@@ -998,6 +1007,7 @@ fn unpublished(
         };
         if let Some(reason) = signed(
             format!("the seal of block {number} at stream position {seq}"),
+            *seq,
             block.epoch(),
             &|key| block.verify(key),
         ) {
@@ -1317,5 +1327,18 @@ mod published_tests {
         );
         let refused = unpublished(&of_epoch_1, &with(None), GENESIS, &rules).unwrap();
         assert!(refused.contains("holds no handover"), "{refused}");
+        // The epoch's mini-block published before the handover that opens the epoch.
+        of_epoch_1.epoch_seqs = vec![12];
+        let refused = unpublished(
+            &of_epoch_1,
+            &with(Some(handover(&keys, 1, &keys.standby, 2))),
+            GENESIS,
+            &rules,
+        )
+        .unwrap();
+        assert!(
+            refused.contains("comes before the handover of its epoch 1 (stream position 12)"),
+            "{refused}"
+        );
     }
 }

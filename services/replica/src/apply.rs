@@ -10,6 +10,7 @@
 //! its own.
 
 use alloy_primitives::B256;
+use prost::Message as _;
 use verity_chain::{ChainError, CheckedEvent, Cursor, Layout, Redelivered};
 use verity_primitives::{
     ChainEventKind, ChainSpec, MiniBlock, genesis_diff,
@@ -326,36 +327,41 @@ impl Layout for ReplicaLayout {
     }
 }
 
-/// Records the chain-stream positions among `events` (consecutive, as the chain stream holds
-/// them) that a witness names in jobs and has no record of (events applied by a release that
-/// did not record them): every handover's, and each block seal's from position `seals_from` on
-/// (`BLOCKHASH` reads only the last 256 blocks). Mini-blocks are skipped undecoded. Returns how
-/// many it recorded.
+/// A chain event read only as far as [`stream_position`] needs: a mini-block (field 2), the
+/// bulk of the stream, is skipped undecoded.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SealOrHandover {
+    #[prost(message, optional, tag = "3")]
+    block: Option<v1::Block>,
+    #[prost(message, optional, tag = "5")]
+    handover: Option<v1::Handover>,
+}
+
+/// The meta key and position a witness records for the chain-stream message at `seq` (see
+/// [`meta::block_seq`], [`meta::epoch_seq`]), if it is a handover, or the seal of a block
+/// numbered `seals_from` or above (`BLOCKHASH` reads only the last 256 blocks).
+pub fn stream_position(seq: u64, payload: &[u8], seals_from: u64) -> Option<(String, u64)> {
+    let event = SealOrHandover::decode(payload).ok()?;
+    if let Some(block) = &event.block {
+        let block = verity_primitives::Block::try_from(block).ok()?;
+        return (block.number() >= seals_from).then(|| (meta::block_seq(block.number()), seq));
+    }
+    let handover =
+        verity_primitives::governance::Handover::try_from(event.handover.as_ref()?).ok()?;
+    Some((meta::epoch_seq(handover.epoch()), seq))
+}
+
+/// Records `positions` ([`stream_position`]) not recorded yet: those of events applied by a
+/// release that did not record them. Returns how many it recorded.
 pub fn record_stream_positions(
     db: &Database,
-    events: &[v1::ChainEvent],
-    seals_from: u64,
+    positions: &[(String, u64)],
 ) -> Result<usize, StorageError> {
     let mut write = db.write()?;
     let mut recorded = 0;
-    for wire in events {
-        let key = match &wire.event {
-            Some(v1::chain_event::Event::Block(_)) if wire.seq >= seals_from => {
-                match verity_primitives::ChainEvent::try_from(wire).map(|e| e.kind) {
-                    Ok(ChainEventKind::Block(block)) => meta::block_seq(block.number()),
-                    _ => continue,
-                }
-            }
-            Some(v1::chain_event::Event::Handover(_)) => {
-                match verity_primitives::ChainEvent::try_from(wire).map(|e| e.kind) {
-                    Ok(ChainEventKind::Handover(handover)) => meta::epoch_seq(handover.epoch()),
-                    _ => continue,
-                }
-            }
-            _ => continue,
-        };
-        if write.meta_u64(&key)?.is_none() {
-            write.set_meta_u64(&key, wire.seq)?;
+    for (key, seq) in positions {
+        if write.meta_u64(key)?.is_none() {
+            write.set_meta_u64(key, *seq)?;
             recorded += 1;
         }
     }
@@ -484,8 +490,8 @@ mod tests {
     }
 
     /// Seals and handovers applied by a release that did not record their stream positions
-    /// get them from the chain stream at the witness's start: handovers all, seals within the
-    /// window `BLOCKHASH` can read.
+    /// get them from the chain stream at the witness's start: handovers all, seals of the
+    /// blocks `BLOCKHASH` can still read.
     #[test]
     fn stream_positions_missing_from_an_older_release_are_recorded() {
         let (_dir, _db, _rules, key, mut chain) = at_genesis();
@@ -508,22 +514,32 @@ mod tests {
             chain.push_mini_block(&standby),
             chain.push_block(&standby),
         ];
+        let positions = |seals_from| -> Vec<(String, u64)> {
+            events
+                .iter()
+                .filter_map(|e| stream_position(e.seq, &e.encode_to_vec(), seals_from))
+                .collect()
+        };
+        // Seals of blocks from 2 on: block 2's only; the handover whatever its block.
+        assert_eq!(
+            positions(2),
+            vec![(meta::epoch_seq(1), 3), (meta::block_seq(2), 5)]
+        );
         let dir = tempfile::tempdir().unwrap();
         let db = Database::open(&dir.path().join("db")).unwrap();
-        // Seals from position 4 on: block 2's only; the handover whatever its position.
-        assert_eq!(record_stream_positions(&db, &events, 4).unwrap(), 2);
+        assert_eq!(record_stream_positions(&db, &positions(2)).unwrap(), 2);
         let read = db.read().unwrap();
         assert_eq!(read.meta_u64(&meta::block_seq(1)).unwrap(), None);
         assert_eq!(read.meta_u64(&meta::block_seq(2)).unwrap(), Some(5));
         assert_eq!(read.meta_u64(&meta::epoch_seq(1)).unwrap(), Some(3));
         drop(read);
-        assert_eq!(record_stream_positions(&db, &events, 1).unwrap(), 1);
+        assert_eq!(record_stream_positions(&db, &positions(0)).unwrap(), 1);
         assert_eq!(
             db.read().unwrap().meta_u64(&meta::block_seq(1)).unwrap(),
             Some(2)
         );
         assert_eq!(
-            record_stream_positions(&db, &events, 1).unwrap(),
+            record_stream_positions(&db, &positions(0)).unwrap(),
             0,
             "nothing left"
         );

@@ -83,13 +83,15 @@ pub struct Witness {
     chunking: Chunking,
     /// The tree and the last applied event it reflects.
     tree: Option<(StateTree, u64)>,
+    /// Whether the stream positions jobs name are all recorded (no job is built before).
+    backfilled: bool,
 }
 
-/// Events looked back over for seals without a recorded position at start: at one mini-block
-/// per 10 ms and 1 s blocks, 500 blocks, more than the 256 `BLOCKHASH` reads.
-const BLOCK_SEQ_BACKFILL_EVENTS: u64 = 50_000;
+/// Blocks back from the head whose seal positions a witness backfills: as far as `BLOCKHASH`
+/// reads.
+const BLOCKHASH_WINDOW: u64 = 256;
 
-/// Events recorded per MDBX transaction while backfilling stream positions.
+/// Positions recorded per MDBX transaction while backfilling.
 const BACKFILL_BATCH: usize = 1024;
 
 /// Longest wait for the next chain-stream message while backfilling: a stream that stops
@@ -106,6 +108,7 @@ impl Witness {
             gas_limit: spec.gas_limit(),
             chunking,
             tree: None,
+            backfilled: false,
         })
     }
 
@@ -130,9 +133,12 @@ impl Witness {
                 "state tree rebuilt from the replica's state"
             );
             self.tree = Some((tree, last));
+        }
+        if !self.backfilled {
             self.backfill_stream_positions(db, last)
                 .await
                 .context("recording the stream positions of earlier seals and handovers")?;
+            self.backfilled = true;
         }
         let stored = {
             let db = db.clone();
@@ -164,10 +170,12 @@ impl Witness {
         Ok(())
     }
 
-    /// Once per database: the chain-stream positions of the handovers and recent block seals
-    /// that were applied without recording them (by an older release), read from the chain
-    /// stream up to `last`, so that jobs can name them. A database that applied nothing yet
-    /// records every position as it applies.
+    /// Once per database: the chain-stream positions of the handovers and of the seals of the
+    /// blocks `BLOCKHASH` can still read that were applied without recording them (by an older
+    /// release), read from the chain stream up to `last`, so that jobs can name them. A
+    /// database that applied nothing yet records every position as it applies. An error (the
+    /// stream unreachable, or stopping before `last`) is retried by the caller before any job
+    /// is built.
     async fn backfill_stream_positions(&self, db: &Database, last: u64) -> anyhow::Result<()> {
         let done = |db: Database| {
             tokio::task::spawn_blocking(move || {
@@ -176,79 +184,81 @@ impl Witness {
                 write.commit()
             })
         };
-        let flagged = {
+        let (flagged, head) = {
             let db = db.clone();
             tokio::task::spawn_blocking(move || {
-                db.read()?.meta(apply::meta::STREAM_POSITIONS_BACKFILLED)
+                let read = db.read()?;
+                Ok::<_, StorageError>((
+                    read.meta(apply::meta::STREAM_POSITIONS_BACKFILLED)?,
+                    read.last_block_number()?.unwrap_or(0),
+                ))
             })
             .await??
         };
         if flagged.is_some() {
             return Ok(());
         }
-        if last == 0 {
+        let stream = verity_bus::ensure_chain_stream(&self.js).await?;
+        let held = stream
+            .get_info()
+            .await
+            .map_err(|e| anyhow::anyhow!("chain stream info: {e}"))?
+            .state;
+        // Nothing applied, or nothing of it left in the stream to read.
+        if last == 0 || held.messages == 0 || held.first_sequence > last {
             return Ok(done(db.clone()).await??);
         }
+        let last = last.min(held.last_sequence);
         let started = Instant::now();
-        let stream = verity_bus::ensure_chain_stream(&self.js).await?;
-        let mut messages = verity_bus::ordered_chain_consumer(&stream, 1)
+        let seals_from = head.saturating_sub(BLOCKHASH_WINDOW);
+        let mut messages = verity_bus::ordered_chain_consumer(&stream, held.first_sequence)
             .await?
             .messages()
             .await
             .context("reading the chain stream")?;
-        let seals_from = last.saturating_sub(BLOCK_SEQ_BACKFILL_EVENTS);
-        let (mut batch, mut recorded, mut reached) = (Vec::new(), 0, false);
+        let (mut batch, mut recorded) = (Vec::new(), 0);
         loop {
-            let message = match tokio::time::timeout(BACKFILL_IDLE, messages.next()).await {
-                Ok(Some(message)) => message.context("reading the chain stream")?,
-                // The stream holds nothing more, or stopped delivering: try again next start.
-                Ok(None) | Err(_) => break,
-            };
+            let message = tokio::time::timeout(BACKFILL_IDLE, messages.next())
+                .await
+                .ok()
+                .flatten()
+                .ok_or_else(|| {
+                    anyhow::anyhow!("the chain stream stopped delivering before event {last}")
+                })?
+                .context("reading the chain stream")?;
             let seq = message
                 .info()
                 .map_err(|e| anyhow::anyhow!("chain stream message: {e}"))?
                 .stream_sequence;
-            if seq > last {
-                reached = true;
-                break;
+            if seq <= last
+                && let Some(position) = apply::stream_position(seq, &message.payload, seals_from)
+            {
+                batch.push(position);
             }
-            if let Ok(event) = verity_bus::decode_event(seq, &message.payload) {
-                batch.push(event);
-            }
-            if batch.len() >= BACKFILL_BATCH || seq == last {
-                let (owned, events) = (db.clone(), std::mem::take(&mut batch));
+            if batch.len() >= BACKFILL_BATCH || seq >= last {
+                let (owned, positions) = (db.clone(), std::mem::take(&mut batch));
                 recorded += tokio::task::spawn_blocking(move || {
-                    apply::record_stream_positions(&owned, &events, seals_from)
+                    apply::record_stream_positions(&owned, &positions)
                 })
                 .await??;
             }
-            if seq == last {
-                reached = true;
+            if seq >= last {
                 break;
             }
+            if seq % 100_000 == 0 {
+                tracing::info!(
+                    seq,
+                    last,
+                    "recording stream positions of earlier seals and handovers"
+                );
+            }
         }
-        if !batch.is_empty() {
-            let (owned, events) = (db.clone(), std::mem::take(&mut batch));
-            recorded += tokio::task::spawn_blocking(move || {
-                apply::record_stream_positions(&owned, &events, seals_from)
-            })
-            .await??;
-        }
-        if reached {
-            done(db.clone()).await??;
-        } else {
-            tracing::warn!(
-                last,
-                "the chain stream stopped before the last applied event: stream positions of earlier seals and handovers are recorded at the next start"
-            );
-        }
-        if recorded > 0 {
-            tracing::info!(
-                recorded,
-                elapsed = ?started.elapsed(),
-                "recorded the stream positions of earlier block seals and handovers"
-            );
-        }
+        done(db.clone()).await??;
+        tracing::info!(
+            recorded,
+            elapsed = ?started.elapsed(),
+            "recorded the stream positions of earlier block seals and handovers"
+        );
         Ok(())
     }
 
@@ -302,11 +312,19 @@ impl Witness {
                     epochs.insert(block.epoch());
                 }
             }
-            job.epoch_seqs = epochs
-                .into_iter()
-                .filter(|epoch| *epoch > 0)
-                .filter_map(|epoch| read.meta_u64(&apply::meta::epoch_seq(epoch)).ok().flatten())
-                .collect();
+            for epoch in epochs.into_iter().filter(|epoch| *epoch > 0) {
+                match read
+                    .meta_u64(&apply::meta::epoch_seq(epoch))
+                    .map_err(|e| e.to_string())?
+                {
+                    Some(seq) => job.epoch_seqs.push(seq),
+                    None => tracing::warn!(
+                        chunk = job.chunk,
+                        epoch,
+                        "no recorded stream position of the epoch's handover: provers will refuse this job"
+                    ),
+                }
+            }
             let tree_tombstones = zero_leaves(&job.writes(), &tree);
             let bytes = v1::ChunkJob::from(&job).encode_to_vec();
             metrics::histogram!("verity_witness_job_build_seconds")

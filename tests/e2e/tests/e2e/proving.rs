@@ -441,7 +441,27 @@ async fn mini_blocks_grouped_into_chunks_are_proven_and_become_safe() {
         100_000,
     )
     .unwrap();
-    let receipt = rpc.send_and_wait(&raw, &hash).await.unwrap();
+    // Ingress may still be finding the new sequencer: resend until one is accepted.
+    let sent = std::time::Instant::now();
+    while let Err(error) = rpc
+        .try_call("eth_sendRawTransaction", json!([raw]))
+        .await
+        .unwrap()
+    {
+        // An earlier attempt got through after all.
+        if error.message.contains("already known") || error.message.contains("nonce too low") {
+            break;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(20),
+            "not accepted after the takeover: {error:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let receipt = rpc
+        .wait_receipt(&hash, Duration::from_secs(30))
+        .await
+        .unwrap();
     assert_eq!(receipt["status"], json!("0x1"), "{receipt}");
     last_block = last_block.max(verity_e2e::parse_quantity(&receipt["blockNumber"]).unwrap());
 
