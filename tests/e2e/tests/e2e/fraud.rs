@@ -337,22 +337,27 @@ async fn false_fraud_evidence_names_its_prover_and_safe_goes_on() {
     let sender = dev_signer(&net, 2).unwrap();
     let rpc = net.rpc();
     // Transfers, one at a time, until the lying prover has taken a job and been refuted (it
-    // lies about the first job it gets, then takes no more).
+    // lies about the first job it gets, then takes no more). Each transfer is a chunk, first
+    // for the liar about every other time: after each, the alarm is waited for a while before
+    // the next, so that few chunks are left to prove afterwards.
     let started = std::time::Instant::now();
     let mut nonce = 0;
-    let alarm = loop {
+    let alarm = 'sending: loop {
         let (raw, hash) = sign_filler(&sender, chain_id, nonce).unwrap();
         rpc.send_and_wait(&raw, &hash).await.unwrap();
         nonce += 1;
-        let status = status(&rpc).await;
-        if let Some(alarm) = status["alarm"].as_str() {
-            break alarm.to_owned();
+        let round = std::time::Instant::now();
+        while round.elapsed() < Duration::from_secs(10) {
+            let status = status(&rpc).await;
+            if let Some(alarm) = status["alarm"].as_str() {
+                break 'sending alarm.to_owned();
+            }
+            if started.elapsed() > Duration::from_secs(300) {
+                net.dump_logs();
+                panic!("no alarm: {status}");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        if started.elapsed() > Duration::from_secs(300) {
-            net.dump_logs();
-            panic!("no alarm: {status}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     };
     assert!(
         alarm.contains(&format!("refuted fraud evidence from prover {liar}")),
@@ -360,9 +365,23 @@ async fn false_fraud_evidence_names_its_prover_and_safe_goes_on() {
     );
     assert!(!alarm.contains("confirmed fraud"), "{alarm}");
 
-    // `safe` goes on with the honest prover: a transfer sent now becomes safe.
-    let (raw, hash) = sign_filler(&sender, chain_id, nonce).unwrap();
-    rpc.send_and_wait(&raw, &hash).await.unwrap();
+    // `safe` goes on with the honest prover: transfers sent now become safe, up to one whose
+    // chunk the caught prover is first for (and holds without answering), so that the honest
+    // one must take it over. Each transfer here is its own mini-block, so its chunk is its
+    // nonce.
+    let assignment = verity_bus::proving::Assignment {
+        provers: vec![net.devnet.prover_address().0.0, liar.0.0],
+        quorum: 1,
+        takeover: Duration::from_secs(3),
+    };
+    let hash = loop {
+        let (raw, hash) = sign_filler(&sender, chain_id, nonce).unwrap();
+        rpc.send_and_wait(&raw, &hash).await.unwrap();
+        nonce += 1;
+        if assignment.rank(nonce - 1, &liar.0.0) == Some(0) {
+            break hash;
+        }
+    };
     wait_safe(&net, &rpc, block_of(&rpc, &hash).await).await;
     let log = std::fs::read_to_string(net.devnet.log_file(Service::Verifier)).unwrap();
     assert!(
