@@ -865,6 +865,35 @@ mod pick_tests {
         );
     }
 
+    /// The assumption stated, not hidden: at R = 1 one registered prover's claim is enough, so
+    /// a dishonest one alone decides the chunk (its halo2 proof of a published but wrong diff
+    /// verifies: the circuit proves the tree transition, not the execution).
+    #[test]
+    fn at_r_1_one_registered_prover_decides_alone() {
+        let (a, b) = (SigningKey::random(), SigningKey::random());
+        let run = run();
+        assert_eq!(
+            picked(
+                &settings(&[&a, &b], 1),
+                &run,
+                true,
+                vec![proof(&a, &run, 2)],
+                &mut vec![]
+            ),
+            Some(vec![a.address()])
+        );
+        assert_eq!(
+            picked(
+                &settings(&[&a, &b], 2),
+                &run,
+                true,
+                vec![proof(&a, &run, 2)],
+                &mut vec![]
+            ),
+            None
+        );
+    }
+
     #[test]
     fn a_proof_that_agrees_with_nobody_does_not_hold_the_others_up() {
         let (a, b, c) = (
