@@ -139,7 +139,7 @@ pub async fn connect(url: &str, name: &str) -> Result<(async_nats::Client, Conte
 }
 
 /// Returns the chain stream, creating it if missing (file storage, nothing ever expires: it is
-/// the chain's history).
+/// the chain's history, and no client may purge it or delete an event).
 pub async fn ensure_chain_stream(js: &Context) -> Result<Stream, BusError> {
     js.get_or_create_stream(stream::Config {
         name: CHAIN_STREAM.to_string(),
@@ -148,6 +148,8 @@ pub async fn ensure_chain_stream(js: &Context) -> Result<Stream, BusError> {
         retention: stream::RetentionPolicy::Limits,
         duplicate_window: DUPLICATE_WINDOW,
         discard: stream::DiscardPolicy::New,
+        deny_delete: true,
+        deny_purge: true,
         ..Default::default()
     })
     .await

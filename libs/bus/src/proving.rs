@@ -123,6 +123,8 @@ pub async fn ensure_proving_streams(js: &Context) -> Result<(Stream, Stream), Bu
             retention: stream::RetentionPolicy::Limits,
             max_age: JOBS_MAX_AGE,
             duplicate_window: DUPLICATE_WINDOW,
+            deny_delete: true,
+            deny_purge: true,
             ..Default::default()
         })
         .await
@@ -132,6 +134,8 @@ pub async fn ensure_proving_streams(js: &Context) -> Result<(Stream, Stream), Bu
         subjects: vec![DEAD_SUBJECT.to_string()],
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::Limits,
+        deny_delete: true,
+        deny_purge: true,
         ..Default::default()
     })
     .await
@@ -144,6 +148,8 @@ pub async fn ensure_proving_streams(js: &Context) -> Result<(Stream, Stream), Bu
             storage: stream::StorageType::File,
             retention: stream::RetentionPolicy::Limits,
             duplicate_window: DUPLICATE_WINDOW,
+            deny_delete: true,
+            deny_purge: true,
             ..Default::default()
         })
         .await
@@ -319,24 +325,40 @@ pub fn finality_subject(verifier: &[u8]) -> String {
     format!("{FINALITY_SUBJECT}.{}", message_id(verifier))
 }
 
-/// Creates (or brings to this configuration) the finality stream: verifiers' signed
-/// attestations, so replicas can start late and count them. Only each verifier's newest
-/// attestation is kept (one subject per verifier, one message per subject): a verifier's vote is
-/// the newest block it attested, so the stream stays as large as the verifier set however long
-/// the chain.
-pub async fn ensure_finality_stream(js: &Context) -> Result<Stream, BusError> {
-    js.create_or_update_stream(stream::Config {
+/// The finality stream: verifiers' signed attestations, so replicas can start late and count
+/// them. Only each verifier's newest attestation is kept (one subject per verifier, one message
+/// per subject): a verifier's vote is the newest block it attested, so the stream stays as large
+/// as the verifier set however long the chain. No client may purge it or delete a message.
+fn finality_config() -> stream::Config {
+    stream::Config {
         name: FINALITY_STREAM.to_string(),
         subjects: vec![format!("{FINALITY_SUBJECT}.*")],
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::Limits,
         max_messages_per_subject: 1,
         duplicate_window: DUPLICATE_WINDOW,
+        deny_delete: true,
+        deny_purge: true,
         ..Default::default()
-    })
-    .await
-    .map_err(|e| js_error("create finality stream", e))?;
+    }
+}
+
+/// Creates the finality stream or brings it to this release's configuration: the verifier's,
+/// which publishes on it.
+pub async fn ensure_finality_stream(js: &Context) -> Result<Stream, BusError> {
+    js.create_or_update_stream(finality_config())
+        .await
+        .map_err(|e| js_error("create finality stream", e))?;
     js.get_stream(FINALITY_STREAM)
+        .await
+        .map_err(|e| js_error("open finality stream", e))
+}
+
+/// Opens the finality stream (creating it when missing) without changing its configuration:
+/// for the roles that only read it (replicas counting votes, provers), so that they need no
+/// right to rewrite it (ADR 0014).
+pub async fn open_finality_stream(js: &Context) -> Result<Stream, BusError> {
+    js.get_or_create_stream(finality_config())
         .await
         .map_err(|e| js_error("open finality stream", e))
 }

@@ -99,3 +99,50 @@ async fn events_land_in_order_once_and_a_consumer_resumes_after_what_it_applied(
         .expect("ok");
     assert_eq!(next.info().expect("info").stream_sequence, 3);
 }
+
+/// Any client (the bus has no permissions yet, ADR 0014) may try: no stream holding the chain
+/// or the proving results can be purged, lose a message, or have that protection lifted by a
+/// configuration update (the server refuses each; deleting a whole stream needs permissions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_client_purges_a_stream_deletes_a_message_or_lifts_that() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = NatsServer::start(dir.path()).await.expect("nats-server");
+    let (_client, js) = connect(server.url(), "bus-test").await.expect("connect");
+    let mut chain = ensure_chain_stream(&js).await.expect("chain stream");
+    let (jobs, proofs) = verity_bus::proving::ensure_proving_streams(&js)
+        .await
+        .expect("proving streams");
+    let finality = verity_bus::proving::ensure_finality_stream(&js)
+        .await
+        .expect("finality stream");
+    let (e, hash) = event(1);
+    let ack = publish_event(&js, &e, &hash, Default::default())
+        .await
+        .expect("send");
+    assert!(await_ack(ack, 1).await.expect("ack"));
+
+    for mut stream in [chain.clone(), jobs, proofs, finality] {
+        let name = stream.cached_info().config.name.clone();
+        assert!(stream.purge().await.is_err(), "{name} was purged");
+        let mut config = stream.info().await.expect("info").config.clone();
+        assert!(
+            config.deny_purge && config.deny_delete,
+            "{name}: {config:?}"
+        );
+        config.deny_purge = false;
+        config.deny_delete = false;
+        assert!(
+            js.update_stream(config).await.is_err(),
+            "{name}: the protection was lifted"
+        );
+    }
+    assert!(
+        chain.delete_message(1).await.is_err(),
+        "an event was deleted"
+    );
+    assert_eq!(last_chain_seq(&mut chain).await.expect("seq"), 1);
+    let kept = verity_bus::chain_event_at(&chain, 1)
+        .await
+        .expect("event 1");
+    assert_eq!(kept, e);
+}

@@ -209,7 +209,7 @@ impl verity_server::Service for Prover {
         };
         let (_client, js) = config.service.nats.connect("verity-prover").await?;
         let (jobs, proofs) = proving::ensure_proving_streams(&js).await?;
-        let finality = proving::ensure_finality_stream(&js).await?;
+        let finality = proving::open_finality_stream(&js).await?;
         let chain = verity_bus::ensure_chain_stream(&js).await?;
         Ok(Self {
             shape,

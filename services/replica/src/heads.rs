@@ -137,7 +137,7 @@ async fn follow_once(
         let db = db.clone();
         tokio::task::spawn_blocking(move || load(&db)).await??
     };
-    let stream = verity_bus::proving::ensure_finality_stream(js).await?;
+    let stream = verity_bus::proving::open_finality_stream(js).await?;
     let consumer =
         verity_bus::proving::reader(&stream, &format!("{consumer_name}-finality"), next_seq)
             .await?;
