@@ -228,6 +228,23 @@ def load(paths):
     return docs
 
 
+def network_problems(docs):
+    """NetworkPolicy ingress open to every namespace (an empty `namespaceSelector` peer): only the
+    public JSON-RPC port (8545) may be."""
+    problems = []
+    for doc in docs:
+        if doc.get("kind") != "NetworkPolicy":
+            continue
+        for rule in (doc.get("spec") or {}).get("ingress") or []:
+            ports = {p.get("port") for p in rule.get("ports") or []}
+            if ports == {8545}:
+                continue
+            for peer in rule.get("from") or []:
+                if peer.get("namespaceSelector") == {} and "podSelector" not in peer:
+                    problems.append(f"{name_of(doc)}: ports {sorted(ports, key=str)} open to every namespace")
+    return problems
+
+
 def self_test():
     """Every rule must catch the manifest that breaks it (a checker that cannot fail checks nothing)."""
     good = {
@@ -287,7 +304,14 @@ def self_test():
               "spec": {"scaleTargetRef": {"name": "x"},
                        "triggers": [{"type": "nats-jetstream", "metadata": {"stream": "S"}}]}}
     assert any("consumer" in p for p in schema_problems([scaled], ["1.33.0"])), "CRD schema missed a field"
-    print(f"check.py self-test: {len(cases) + 7} rules each caught their broken manifest")
+    policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "n"},
+              "spec": {"podSelector": {}, "ingress": [
+                  {"from": [{"namespaceSelector": {}}], "ports": [{"port": 8545}]},
+                  {"from": [{"podSelector": {}}], "ports": [{"port": 9100}]}]}}
+    assert network_problems([policy]) == [], network_problems([policy])
+    policy["spec"]["ingress"][1]["from"].append({"namespaceSelector": {}})
+    assert any("every namespace" in p for p in network_problems([policy])), "open metrics missed"
+    print(f"check.py self-test: {len(cases) + 8} rules each caught their broken manifest")
 
 
 def main():
@@ -307,6 +331,7 @@ def main():
         sys.exit(f"{' '.join(args.files)}: no manifests")
     problems = (schema_problems(docs, args.k8s.split(","))
                 + policy_problems(docs, tuple(args.guaranteed))
+                + network_problems(docs)
                 + reference_problems(docs))
     for problem in problems:
         print(problem)
