@@ -215,18 +215,18 @@ pub async fn release(store: &Store, revision: u64) -> Result<(), LeaseError> {
         .map_err(|e| LeaseError::Bus(kv_error("release lease", e)))
 }
 
-/// Follows the lease from `nats_url`: the receiver holds the active sequencer's gRPC URL (`None`
-/// while no sequencer holds the lease or NATS is unreachable). Reconnects by itself; ends when
-/// every receiver is gone.
+/// Follows the lease on the NATS `nats` names: the receiver holds the active sequencer's gRPC
+/// URL (`None` while no sequencer holds the lease or NATS is unreachable). Reconnects by
+/// itself; ends when every receiver is gone.
 pub fn follow_holder(
-    nats_url: String,
+    nats: crate::NatsArgs,
     name: &'static str,
 ) -> tokio::sync::watch::Receiver<Option<String>> {
     let (tx, rx) = tokio::sync::watch::channel(None);
     tokio::spawn(async move {
         loop {
             let followed = async {
-                let (_client, js) = crate::connect(&nats_url, name).await?;
+                let (_client, js) = nats.connect(name).await?;
                 let store = lease_store(&js).await?;
                 let mut changes = Box::pin(watch(&store).await?);
                 while let Some(entry) = changes.next().await {

@@ -9,6 +9,7 @@
 //! therefore resume from "the sequence after the last one I applied". [`lease`] is the
 //! key-value entry that says which sequencer is active.
 
+pub mod auth;
 pub mod lease;
 pub mod proving;
 pub mod server;
@@ -41,6 +42,14 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// Errors talking to NATS or decoding what it holds.
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
+    /// A NATS credential file cannot be used.
+    #[error("NATS credential {path}: {reason}")]
+    Credential {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Could not connect to the NATS server.
     #[error("cannot connect to NATS at {url}: {reason}")]
     Connect {
@@ -107,24 +116,52 @@ pub struct NatsArgs {
     /// NATS server URL.
     #[arg(long = "nats-url", env = "VERITY_NATS_URL", default_value = DEFAULT_NATS_URL)]
     pub url: String,
+    /// File holding this process's NATS nkey seed (`SU...`), for a server that authenticates
+    /// its clients (the devnet's always does; ADR 0014). None: connect without credentials.
+    #[arg(long = "nats-nkey-file", env = "VERITY_NATS_NKEY_FILE")]
+    pub nkey_file: Option<std::path::PathBuf>,
 }
 
 impl NatsArgs {
-    /// Connects as `name` (see [`connect`]); a failure names the flag to fix.
+    /// Connects as `name` with this process's credential (see [`connect_as`]); a failure names
+    /// the flag to fix.
     pub async fn connect(&self, name: &str) -> Result<(async_nats::Client, Context), BusError> {
-        connect(&self.url, name).await.map_err(|error| match error {
-            BusError::Connect { url, reason } => BusError::Connect {
-                url,
-                reason: format!("{reason} (flag --nats-url / VERITY_NATS_URL)"),
-            },
-            other => other,
-        })
+        connect_as(&self.url, name, self.nkey_file.as_deref())
+            .await
+            .map_err(|error| match error {
+                BusError::Connect { url, reason } => BusError::Connect {
+                    url,
+                    reason: format!(
+                        "{reason} (flags --nats-url / VERITY_NATS_URL, --nats-nkey-file / VERITY_NATS_NKEY_FILE)"
+                    ),
+                },
+                BusError::Credential { path, reason } => BusError::Credential {
+                    path,
+                    reason: format!("{reason} (flag --nats-nkey-file / VERITY_NATS_NKEY_FILE)"),
+                },
+                other => other,
+            })
     }
 }
 
-/// Connects to NATS with a client name, and returns the client and its JetStream context.
+/// Connects to NATS with a client name and no credential, and returns the client and its
+/// JetStream context.
 pub async fn connect(url: &str, name: &str) -> Result<(async_nats::Client, Context), BusError> {
-    let client = async_nats::ConnectOptions::new()
+    connect_as(url, name, None).await
+}
+
+/// Connects to NATS with a client name, authenticating with the nkey whose seed is in
+/// `nkey_file` when given ([`auth`]), and returns the client and its JetStream context.
+pub async fn connect_as(
+    url: &str,
+    name: &str,
+    nkey_file: Option<&std::path::Path>,
+) -> Result<(async_nats::Client, Context), BusError> {
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some(path) = nkey_file {
+        options = options.nkey(auth::read_nkey(path)?.seed);
+    }
+    let client = options
         .name(name)
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))

@@ -51,6 +51,12 @@ impl NatsServer {
     /// `dir/nats.log`, and waits until it reports its client port. The store survives restarts,
     /// so a server started again on the same `dir` has the same streams.
     pub async fn start(dir: &Path) -> Result<Self, ServerError> {
+        Self::start_with_users(dir, &[]).await
+    }
+
+    /// [`NatsServer::start`], accepting only clients that authenticate with one of the nkeys
+    /// whose public keys (`U...`) are in `users` (none: every client, unauthenticated).
+    pub async fn start_with_users(dir: &Path, users: &[String]) -> Result<Self, ServerError> {
         let binary = find_binary()?;
         let ports_dir = dir.join("ports");
         std::fs::create_dir_all(&ports_dir)?;
@@ -61,7 +67,15 @@ impl NatsServer {
         // Chunk jobs carry a mini-block with its witness and tree proofs: allow 8 MiB messages
         // (the default is 1 MiB; nats-server accepts up to 8 MiB without warning).
         let config = dir.join("nats.conf");
-        std::fs::write(&config, "max_payload: 8388608\n")?;
+        let mut text = String::from("max_payload: 8388608\n");
+        if !users.is_empty() {
+            text.push_str("authorization {\n  users = [\n");
+            for user in users {
+                text.push_str(&format!("    {{ nkey: \"{user}\" }}\n"));
+            }
+            text.push_str("  ]\n}\n");
+        }
+        std::fs::write(&config, text)?;
         let child = Command::new(binary)
             .arg("-c")
             .arg(&config)

@@ -292,7 +292,15 @@ impl Devnet {
             }
         }
         let chain = prepare(&options).await?;
-        let nats = NatsServer::start(&dir.join("nats")).await?;
+        // Every service and the devnet's own tools authenticate with an nkey of their own; the
+        // server refuses everyone else (ADR 0014).
+        let mut users = Vec::new();
+        for identity in Service::ALL.iter().map(|s| s.name()).chain([NATS_ADMIN]) {
+            let key = verity_bus::auth::load_or_create_nkey(&nats_nkey_file(dir, identity))
+                .map_err(|e| DevnetError::Setup(e.to_string()))?;
+            users.push(key.public);
+        }
+        let nats = NatsServer::start_with_users(&dir.join("nats"), &users).await?;
         let mut devnet = Self {
             prover_address: chain.prover,
             verifier_address: chain.verifier,
@@ -310,6 +318,14 @@ impl Devnet {
             devnet.start_service(service).await?;
         }
         Ok(devnet)
+    }
+
+    /// How the devnet's own tools (and tests) reach its NATS: the URL and the admin nkey.
+    pub fn nats_admin(&self) -> Option<verity_bus::NatsArgs> {
+        Some(verity_bus::NatsArgs {
+            url: self.nats_url()?.to_string(),
+            nkey_file: Some(nats_nkey_file(&self.options.data_dir, NATS_ADMIN)),
+        })
     }
 
     /// The services this devnet runs, in start order.
@@ -510,6 +526,11 @@ impl Devnet {
                 args
             }
         };
+        // Every service is on the bus, with its own credential.
+        args.extend([
+            "--nats-nkey-file".into(),
+            path(&nats_nkey_file(dir, service.name())),
+        ]);
         if matches!(
             service,
             Service::Replica | Service::Witness | Service::Verifier
@@ -783,6 +804,15 @@ pub async fn prepare(options: &DevnetOptions) -> Result<ChainFiles, DevnetError>
         prover: prover_address,
         verifier: verifier_address,
     })
+}
+
+/// The devnet's NATS identity for its tools and tests (and an operator's `nats` CLI:
+/// `nats --nkey .devnet/nats-keys/admin.nk`).
+pub const NATS_ADMIN: &str = "admin";
+
+/// Where the nkey seed of NATS identity `name` is kept in a devnet directory.
+pub fn nats_nkey_file(dir: &Path, name: &str) -> PathBuf {
+    dir.join("nats-keys").join(format!("{name}.nk"))
 }
 
 /// The key file of the second prover (created with the chain's other keys).

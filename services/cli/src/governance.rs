@@ -58,9 +58,9 @@ enum GovernanceCommand {
         /// A replica of the chain (the epoch in force and the block being built).
         #[arg(long, default_value = "http://127.0.0.1:7300")]
         replica_url: String,
-        /// NATS server of the chain.
-        #[arg(long, default_value = "nats://127.0.0.1:4222")]
-        nats_url: String,
+        /// NATS server of the chain, and the credential to publish with.
+        #[command(flatten)]
+        nats: verity_bus::NatsArgs,
     },
 }
 
@@ -205,7 +205,7 @@ pub async fn run(args: GovernanceArgs) -> anyhow::Result<()> {
             appointment,
             genesis,
             replica_url,
-            nats_url,
+            nats,
         } => {
             let signed = read_appointment(&appointment)?;
             let spec = ChainSpec::load(&genesis).context("flag --genesis")?;
@@ -224,9 +224,7 @@ pub async fn run(args: GovernanceArgs) -> anyhow::Result<()> {
                     at.parent_hash,
                 )
                 .map_err(|e| anyhow::anyhow!("appointment refused: {e}"))?;
-            let (_client, js) = verity_bus::connect(&nats_url, "verity-governance")
-                .await
-                .context("flag --nats-url")?;
+            let (_client, js) = nats.connect("verity-governance").await?;
             let store = verity_bus::lease::appointments_store(&js).await?;
             match verity_bus::lease::publish_appointment(&store, &signed).await {
                 Ok(_) => say(&format!(

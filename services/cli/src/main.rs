@@ -130,8 +130,9 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
     out.push_str(&format!("  Chain id     {}\n", net.chain_id()));
     out.push_str(&format!("  Sequencer    {}\n", net.sequencer_address()));
     out.push_str(&format!(
-        "  NATS         {}\n",
-        net.nats_url().unwrap_or_default()
+        "  NATS         {} (nkey {})\n",
+        net.nats_url().unwrap_or_default(),
+        verity_devnet::nats_nkey_file(&data_dir, verity_devnet::NATS_ADMIN).display()
     ));
     out.push_str(&format!("  Data         {}\n", data_dir.display()));
     out.push_str(&format!(

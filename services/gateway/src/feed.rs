@@ -99,12 +99,19 @@ struct OpenBlock {
     complete: bool,
 }
 
-/// Follows the chain stream at `nats_url` until `stop` is cancelled, reconnecting after failures.
-pub async fn run(nats_url: String, feed: Feed, backends: Backends, stop: CancellationToken) {
+/// Follows the chain stream on the NATS `nats` names until `stop` is cancelled, reconnecting
+/// after failures.
+pub async fn run(
+    nats: verity_bus::NatsArgs,
+    feed: Feed,
+    backends: Backends,
+    stop: CancellationToken,
+) {
+    let nats_url = nats.url.clone();
     let mut open = OpenBlock::default();
     loop {
         let result = tokio::select! {
-            result = follow(&nats_url, &feed, &backends, &mut open) => result,
+            result = follow(&nats, &feed, &backends, &mut open) => result,
             _ = stop.cancelled() => return,
         };
         feed.set_following(false);
@@ -121,12 +128,12 @@ pub async fn run(nats_url: String, feed: Feed, backends: Backends, stop: Cancell
 }
 
 async fn follow(
-    nats_url: &str,
+    nats: &verity_bus::NatsArgs,
     feed: &Feed,
     backends: &Backends,
     open: &mut OpenBlock,
 ) -> anyhow::Result<()> {
-    let (_client, js) = verity_bus::connect(nats_url, "verity-gateway").await?;
+    let (_client, js) = nats.connect("verity-gateway").await?;
     let stream = js
         .get_stream(verity_bus::CHAIN_STREAM)
         .await

@@ -256,7 +256,7 @@ impl SequencerEndpoint {
             }
             None => (
                 None,
-                verity_bus::lease::follow_holder(config.service.nats.url.clone(), "verity-gateway"),
+                verity_bus::lease::follow_holder(config.service.nats.clone(), "verity-gateway"),
             ),
         };
         Ok(Self {
@@ -339,7 +339,7 @@ impl verity_server::Service for Gateway {
         let app = router(self.backends.clone());
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(feed::run(
-            self.config.service.nats.url.clone(),
+            self.config.service.nats.clone(),
             self.backends.feed.clone(),
             self.backends.clone(),
             stop.clone(),

@@ -153,7 +153,7 @@ impl verity_server::Service for Ingress {
             }
             None => (
                 None,
-                verity_bus::lease::follow_holder(config.service.nats.url.clone(), "verity-ingress"),
+                verity_bus::lease::follow_holder(config.service.nats.clone(), "verity-ingress"),
             ),
         };
         let (outgoing, _) = watch::channel(None);

@@ -70,11 +70,15 @@ async fn trickle(
     }
 }
 
-async fn wait_holder(nats: &str, address: Address, within: Duration) -> Option<Duration> {
+async fn wait_holder(
+    nats: &verity_bus::NatsArgs,
+    address: Address,
+    within: Duration,
+) -> Option<Duration> {
     verity_e2e::wait_lease_holder(nats, address, within).await
 }
 
-async fn events(nats: &str) -> Vec<ChainEvent> {
+async fn events(nats: &verity_bus::NatsArgs) -> Vec<ChainEvent> {
     verity_e2e::chain_events(nats).await.unwrap()
 }
 
@@ -114,7 +118,7 @@ async fn takeovers(runs: usize) -> String {
     })
     .await
     .unwrap();
-    let nats = net.devnet.nats_url().unwrap().to_string();
+    let nats = net.devnet.nats_admin().unwrap();
     let chain_id = net.devnet.chain_id();
     let stop = Arc::new(AtomicBool::new(false));
     let loaders: Vec<_> = (1..=2)
@@ -179,7 +183,7 @@ async fn cold_appointment(accounts: usize) -> String {
     })
     .await
     .unwrap();
-    let nats = net.devnet.nats_url().unwrap().to_string();
+    let nats = net.devnet.nats_admin().unwrap();
     let chain_id = net.devnet.chain_id();
     let stop = Arc::new(AtomicBool::new(false));
     let loader = tokio::spawn(trickle(

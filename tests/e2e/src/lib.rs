@@ -135,8 +135,12 @@ impl TestNet {
 
     /// A JetStream context on the devnet's NATS server (keep the client while using it).
     pub async fn jetstream(&self) -> (verity_bus::NatsClient, async_nats::jetstream::Context) {
-        let url = self.devnet.nats_url().expect("the devnet runs NATS");
-        verity_bus::connect(url, "e2e").await.expect("NATS")
+        self.devnet
+            .nats_admin()
+            .expect("the devnet runs NATS")
+            .connect("e2e")
+            .await
+            .expect("NATS")
     }
 
     /// The chain stream (keep the client while using it).
@@ -669,9 +673,9 @@ pub fn seed() -> u64 {
         })
 }
 
-/// The address in the sequencer lease on `nats_url`, if any.
-pub async fn lease_holder(nats_url: &str) -> Option<Address> {
-    let (_client, js) = verity_bus::connect(nats_url, "e2e").await.ok()?;
+/// The address in the sequencer lease on the NATS `nats` names, if any.
+pub async fn lease_holder(nats: &verity_bus::NatsArgs) -> Option<Address> {
+    let (_client, js) = nats.connect("e2e").await.ok()?;
     let store = verity_bus::lease::lease_store(&js).await.ok()?;
     verity_bus::lease::read(&store)
         .await
@@ -682,13 +686,13 @@ pub async fn lease_holder(nats_url: &str) -> Option<Address> {
 
 /// Waits until the lease names `address`; how long that took, or `None` after `within`.
 pub async fn wait_lease_holder(
-    nats_url: &str,
+    nats: &verity_bus::NatsArgs,
     address: Address,
     within: Duration,
 ) -> Option<Duration> {
     let started = std::time::Instant::now();
     while started.elapsed() < within {
-        if lease_holder(nats_url).await == Some(address) {
+        if lease_holder(nats).await == Some(address) {
             return Some(started.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -696,9 +700,11 @@ pub async fn wait_lease_holder(
     None
 }
 
-/// The chain stream on `nats_url`, decoded, from event 1 to its end.
-pub async fn chain_events(nats_url: &str) -> anyhow::Result<Vec<verity_primitives::ChainEvent>> {
-    let (_client, js) = verity_bus::connect(nats_url, "e2e").await?;
+/// The chain stream on the NATS `nats` names, decoded, from event 1 to its end.
+pub async fn chain_events(
+    nats: &verity_bus::NatsArgs,
+) -> anyhow::Result<Vec<verity_primitives::ChainEvent>> {
+    let (_client, js) = nats.connect("e2e").await?;
     let mut stream = verity_bus::ensure_chain_stream(&js).await?;
     let last = verity_bus::last_chain_seq(&mut stream).await?;
     let mut events = Vec::new();
@@ -716,7 +722,7 @@ pub struct Governance {
     dir: PathBuf,
     genesis: String,
     replica: String,
-    nats: String,
+    nats: verity_bus::NatsArgs,
 }
 
 impl Governance {
@@ -726,7 +732,7 @@ impl Governance {
         Self {
             genesis: dir.join("genesis.json").display().to_string(),
             replica: devnet.grpc_url(Service::Replica),
-            nats: devnet.nats_url().expect("the devnet runs NATS").to_string(),
+            nats: devnet.nats_admin().expect("the devnet runs NATS"),
             dir,
         }
     }
@@ -768,6 +774,12 @@ impl Governance {
 
     /// Publishes `appointment`.
     pub async fn publish(&self, appointment: &str) -> (bool, String) {
+        let nkey = self
+            .nats
+            .nkey_file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         run_governance(&[
             "publish",
             "--appointment",
@@ -777,7 +789,9 @@ impl Governance {
             "--replica-url",
             &self.replica,
             "--nats-url",
-            &self.nats,
+            &self.nats.url,
+            "--nats-nkey-file",
+            &nkey,
         ])
         .await
     }

@@ -40,14 +40,14 @@ fn service_of(net: &TestNet, address: Address) -> Service {
 
 /// Waits until the lease names `address`.
 async fn wait_holder(net: &TestNet, address: Address, within: Duration) -> bool {
-    verity_e2e::wait_lease_holder(net.devnet.nats_url().unwrap(), address, within)
+    verity_e2e::wait_lease_holder(&net.devnet.nats_admin().unwrap(), address, within)
         .await
         .is_some()
 }
 
 /// The chain stream, decoded, from event 1 to its end.
 async fn stream_events(net: &TestNet) -> Vec<ChainEvent> {
-    verity_e2e::chain_events(net.devnet.nats_url().unwrap())
+    verity_e2e::chain_events(&net.devnet.nats_admin().unwrap())
         .await
         .unwrap()
 }

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod bus;
 mod conformance;
 mod contract;
 mod crash_recovery;

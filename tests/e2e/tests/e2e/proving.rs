@@ -418,7 +418,7 @@ async fn mini_blocks_grouped_into_chunks_are_proven_and_become_safe() {
         .unwrap();
     let standby = net.devnet.standby_address();
     if verity_e2e::wait_lease_holder(
-        net.devnet.nats_url().unwrap(),
+        &net.devnet.nats_admin().unwrap(),
         standby,
         Duration::from_secs(10),
     )
