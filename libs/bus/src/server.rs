@@ -46,6 +46,50 @@ pub fn find_binary() -> Result<PathBuf, ServerError> {
         .ok_or(ServerError::NotFound)
 }
 
+/// A NATS user of [`NatsServer::start_with_users`]: an nkey and what it may do.
+#[derive(Debug, Clone)]
+pub struct User {
+    /// The public nkey (`U...`).
+    pub nkey: String,
+    /// What it may do (`None`: anything).
+    pub permissions: Option<Permissions>,
+}
+
+/// Subjects a NATS user may publish and subscribe to (wildcards as NATS has them); everything
+/// else is refused, and `publish_deny` is refused even where an allowed wildcard covers it.
+#[derive(Debug, Clone, Default)]
+pub struct Permissions {
+    /// Subjects it may publish to (JetStream API requests and acknowledgements included).
+    pub publish: Vec<String>,
+    /// Subjects it may never publish to.
+    pub publish_deny: Vec<String>,
+    /// Subjects it may subscribe to.
+    pub subscribe: Vec<String>,
+}
+
+fn quoted(subjects: &[String]) -> String {
+    let quoted: Vec<String> = subjects
+        .iter()
+        .map(|s| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+impl User {
+    fn config(&self) -> String {
+        let Some(p) = &self.permissions else {
+            return format!("    {{ nkey: \"{}\" }}\n", self.nkey);
+        };
+        format!(
+            "    {{ nkey: \"{}\", permissions: {{ publish: {{ allow: {}, deny: {} }}, subscribe: {{ allow: {} }} }} }}\n",
+            self.nkey,
+            quoted(&p.publish),
+            quoted(&p.publish_deny),
+            quoted(&p.subscribe)
+        )
+    }
+}
+
 impl NatsServer {
     /// Starts a JetStream server keeping its store in `dir/jetstream` and its log in
     /// `dir/nats.log`, and waits until it reports its client port. The store survives restarts,
@@ -54,9 +98,9 @@ impl NatsServer {
         Self::start_with_users(dir, &[]).await
     }
 
-    /// [`NatsServer::start`], accepting only clients that authenticate with one of the nkeys
-    /// whose public keys (`U...`) are in `users` (none: every client, unauthenticated).
-    pub async fn start_with_users(dir: &Path, users: &[String]) -> Result<Self, ServerError> {
+    /// [`NatsServer::start`], accepting only clients that authenticate with one of the nkeys of
+    /// `users`, each allowed what its permissions say (none: every client, unauthenticated).
+    pub async fn start_with_users(dir: &Path, users: &[User]) -> Result<Self, ServerError> {
         let binary = find_binary()?;
         let ports_dir = dir.join("ports");
         std::fs::create_dir_all(&ports_dir)?;
@@ -71,7 +115,7 @@ impl NatsServer {
         if !users.is_empty() {
             text.push_str("authorization {\n  users = [\n");
             for user in users {
-                text.push_str(&format!("    {{ nkey: \"{user}\" }}\n"));
+                text.push_str(&user.config());
             }
             text.push_str("  ]\n}\n");
         }

@@ -292,14 +292,9 @@ impl Devnet {
             }
         }
         let chain = prepare(&options).await?;
-        // Every service and the devnet's own tools authenticate with an nkey of their own; the
-        // server refuses everyone else (ADR 0014).
-        let mut users = Vec::new();
-        for identity in Service::ALL.iter().map(|s| s.name()).chain([NATS_ADMIN]) {
-            let key = verity_bus::auth::load_or_create_nkey(&nats_nkey_file(dir, identity))
-                .map_err(|e| DevnetError::Setup(e.to_string()))?;
-            users.push(key.public);
-        }
+        // Every service and the devnet's own tools authenticate with an nkey of their own, each
+        // allowed only its role's subjects; the server refuses everyone else (ADR 0014).
+        let users = nats_users(dir, &chain)?;
         let nats = NatsServer::start_with_users(&dir.join("nats"), &users).await?;
         let mut devnet = Self {
             prover_address: chain.prover,
@@ -804,6 +799,106 @@ pub async fn prepare(options: &DevnetOptions) -> Result<ChainFiles, DevnetError>
         prover: prover_address,
         verifier: verifier_address,
     })
+}
+
+/// The devnet's NATS users: one nkey per service, with what its role may do, and the admin
+/// (its tools and tests), who may do anything.
+fn nats_users(
+    dir: &Path,
+    chain: &ChainFiles,
+) -> Result<Vec<verity_bus::server::User>, DevnetError> {
+    let second_prover = SigningKey::load_or_create(&dir.join(SECOND_PROVER_KEY))
+        .map(|(key, _)| key.address())
+        .map_err(|e| DevnetError::Setup(e.to_string()))?;
+    let mut users = Vec::new();
+    for service in Service::ALL {
+        let key = verity_bus::auth::load_or_create_nkey(&nats_nkey_file(dir, service.name()))
+            .map_err(|e| DevnetError::Setup(e.to_string()))?;
+        let prover = match service {
+            Service::SecondProver => second_prover,
+            _ => chain.prover,
+        };
+        users.push(verity_bus::server::User {
+            nkey: key.public,
+            permissions: Some(nats_permissions(service, prover, chain.verifier)),
+        });
+    }
+    let admin = verity_bus::auth::load_or_create_nkey(&nats_nkey_file(dir, NATS_ADMIN))
+        .map_err(|e| DevnetError::Setup(e.to_string()))?;
+    users.push(verity_bus::server::User {
+        nkey: admin.public,
+        permissions: None,
+    });
+    Ok(users)
+}
+
+/// What `service` may do on the bus (docs/security.md, "Who may use which subject"): read the
+/// streams (JetStream's API for stream and consumer info, creating streams and consumers,
+/// fetching, direct and message gets, acknowledging), and publish only its own role's
+/// subjects. Nobody but the admin may purge or delete a stream, delete a message, or update a
+/// stream other than the ones its role configures. (`prover` and `verifier`: the addresses a
+/// prover and the verifier publish under.)
+pub fn nats_permissions(
+    service: Service,
+    prover: Address,
+    verifier: Address,
+) -> verity_bus::server::Permissions {
+    use verity_bus::{lease, proving};
+    let mut publish: Vec<String> = [
+        "$JS.API.INFO",
+        "$JS.API.STREAM.INFO.*",
+        "$JS.API.STREAM.CREATE.*",
+        "$JS.API.STREAM.MSG.GET.*",
+        "$JS.API.DIRECT.GET.>",
+        "$JS.API.CONSUMER.CREATE.>",
+        "$JS.API.CONSUMER.DURABLE.CREATE.>",
+        "$JS.API.CONSUMER.INFO.>",
+        "$JS.API.CONSUMER.MSG.NEXT.>",
+        "$JS.API.CONSUMER.DELETE.>",
+        "$JS.ACK.>",
+        "$JS.FC.>",
+    ]
+    .map(String::from)
+    .to_vec();
+    let update = |stream: &str| format!("$JS.API.STREAM.UPDATE.{stream}");
+    publish.extend(match service {
+        Service::Sequencer | Service::Standby => vec![
+            verity_bus::CHAIN_SUBJECT.to_string(),
+            format!("$KV.{}.{}", lease::LEASE_BUCKET, lease::LEASE_KEY),
+        ],
+        Service::Witness => vec![
+            proving::JOBS_SUBJECT.to_string(),
+            update(proving::PROOFS_STREAM),
+        ],
+        Service::Verifier => vec![
+            proving::finality_subject(verifier.as_slice()),
+            update(proving::FINALITY_STREAM),
+            update(proving::PROOFS_STREAM),
+        ],
+        Service::Prover | Service::SecondProver => vec![
+            format!(
+                "{}.*.*.{}",
+                proving::RESULTS_SUBJECT,
+                verity_bus::message_id(prover.as_slice())
+            ),
+            proving::DEAD_SUBJECT.to_string(),
+            update(proving::PROOFS_STREAM),
+        ],
+        Service::Replica | Service::Ingress | Service::Gateway => vec![],
+    });
+    verity_bus::server::Permissions {
+        publish,
+        publish_deny: [
+            "$JS.API.STREAM.DELETE.>",
+            "$JS.API.STREAM.PURGE.>",
+            "$JS.API.STREAM.MSG.DELETE.>",
+            "$JS.API.STREAM.SNAPSHOT.>",
+            "$JS.API.STREAM.RESTORE.>",
+        ]
+        .map(String::from)
+        .to_vec(),
+        subscribe: vec!["_INBOX.>".into()],
+    }
 }
 
 /// The devnet's NATS identity for its tools and tests (and an operator's `nats` CLI:

@@ -60,3 +60,108 @@ async fn a_client_without_a_known_nkey_is_refused_and_the_chain_goes_on() {
     assert!(after > before, "no block since {before}");
     net.stop().await.unwrap();
 }
+
+/// Whether a JetStream publish of `payload` on `subject` was stored within two seconds.
+async fn stored(
+    js: &async_nats::jetstream::Context,
+    subject: &str,
+    payload: &'static [u8],
+) -> bool {
+    let attempt = async {
+        js.publish(subject.to_string(), payload.into())
+            .await
+            .ok()?
+            .await
+            .ok()
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), attempt).await,
+        Ok(Some(_))
+    )
+}
+
+/// Each service's nkey may publish only its role's subjects: a gateway cannot publish a chain
+/// event (one undecodable message would stop every replica), write the sequencer lease or an
+/// appointment, or purge or delete a stream; a prover cannot publish a result in another
+/// prover's name. The server refuses each (its log names the subject), and the chain goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_cannot_publish_another_roles_subjects_or_purge_a_stream() {
+    let net = TestNet::start(|_| {}).await.unwrap();
+    let admin = net.devnet.nats_admin().unwrap();
+    let as_role = |name: &str| verity_bus::NatsArgs {
+        url: admin.url.clone(),
+        nkey_file: Some(verity_e2e::verity_devnet::nats_nkey_file(
+            net.devnet.data_dir(),
+            name,
+        )),
+    };
+    let (_admin, admin_js) = net.jetstream().await;
+    verity_bus::proving::ensure_proving_streams(&admin_js)
+        .await
+        .unwrap();
+    let (_gateway, gateway) = as_role("gateway").connect("e2e-gateway").await.unwrap();
+    let (_prover, second_prover) = as_role("prover-2").connect("e2e-prover-2").await.unwrap();
+
+    assert!(
+        !stored(&gateway, verity_bus::CHAIN_SUBJECT, b"not an event").await,
+        "a gateway published on the chain"
+    );
+    assert!(
+        !stored(&gateway, "$KV.VERITY_SEQUENCER.lease", b"{}").await,
+        "a gateway wrote the lease"
+    );
+    assert!(
+        !stored(&gateway, "$KV.VERITY_APPOINTMENTS.epoch-99", b"{}").await,
+        "a gateway published an appointment"
+    );
+    for stream in [verity_bus::CHAIN_STREAM, verity_bus::proving::PROOFS_STREAM] {
+        let deleted =
+            tokio::time::timeout(Duration::from_secs(2), gateway.delete_stream(stream)).await;
+        assert!(!matches!(deleted, Ok(Ok(_))), "a gateway deleted {stream}");
+        assert!(
+            admin_js.get_stream(stream).await.is_ok(),
+            "{stream} is gone"
+        );
+    }
+    // A result under the first prover's address, from the second prover's key: refused; under
+    // its own: stored.
+    let first = verity_bus::message_id(net.devnet.prover_address().as_slice());
+    let second_key =
+        verity_primitives::SigningKey::load_or_create(&net.devnet.data_dir().join("prover-2.key"))
+            .unwrap()
+            .0
+            .address();
+    let second = verity_bus::message_id(second_key.as_slice());
+    let results = verity_bus::proving::RESULTS_SUBJECT;
+    assert!(
+        !stored(&second_prover, &format!("{results}.7.proof.{first}"), b"x").await,
+        "a prover published in another's name"
+    );
+    assert!(
+        stored(&second_prover, &format!("{results}.7.proof.{second}"), b"x").await,
+        "a prover could not publish its own result"
+    );
+
+    // The server refused them itself.
+    let log = std::fs::read_to_string(net.devnet.data_dir().join("nats/nats.log")).unwrap();
+    for subject in [
+        verity_bus::CHAIN_SUBJECT.to_string(),
+        "$KV.VERITY_SEQUENCER.lease".into(),
+        format!("$JS.API.STREAM.DELETE.{}", verity_bus::CHAIN_STREAM),
+        format!("{results}.7.proof.{first}"),
+    ] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("Violation") && l.contains(&format!("\"{subject}\""))),
+            "the server did not refuse {subject}:\n{log}"
+        );
+    }
+
+    // The chain goes on.
+    let rpc = net.rpc();
+    let sender = dev_signer(&net, 4).unwrap();
+    let (raw, hash) = sign_filler(&sender, net.devnet.chain_id(), 0).unwrap();
+    let receipt = rpc.send_and_wait(&raw, &hash).await.unwrap();
+    assert_eq!(receipt["status"], json!("0x1"), "{receipt}");
+    net.stop().await.unwrap();
+}
