@@ -213,25 +213,21 @@ pub async fn publish_job(
 }
 
 /// Publishes a prover result (fraud evidence when `fraud`, a proof otherwise) and waits until
-/// JetStream stored it.
+/// JetStream stored it. No message id: JetStream drops a message whose id it saw in the last
+/// two minutes *on any subject of the stream*, so another prover could publish first, on its own
+/// subject, under this prover's id and have this result dropped. A result published twice (a
+/// worker retrying) is stored twice; readers count one claim per prover.
 pub async fn publish_result(
     js: &Context,
     (chunk, fraud): (u64, bool),
-    mini_block_hash: &[u8],
     prover: &[u8],
     payload: Bytes,
     headers: HeaderMap,
 ) -> Result<(), BusError> {
     check_size(js, "a prover result", &payload)?;
-    let id = format!(
-        "result-{chunk}-{}-{}",
-        message_id(mini_block_hash),
-        message_id(prover)
-    );
     let message = async_nats::jetstream::message::PublishMessage::build()
         .payload(payload)
-        .headers(headers)
-        .message_id(id);
+        .headers(headers);
     js.send_publish(result_subject(chunk, fraud, prover), message)
         .await
         .map_err(|e| js_error("publish result", e))?

@@ -877,7 +877,12 @@ pub fn nats_permissions(
         ],
         Service::Prover | Service::SecondProver => vec![
             format!(
-                "{}.*.*.{}",
+                "{}.*.proof.{}",
+                proving::RESULTS_SUBJECT,
+                verity_bus::message_id(prover.as_slice())
+            ),
+            format!(
+                "{}.*.fraud.{}",
                 proving::RESULTS_SUBJECT,
                 verity_bus::message_id(prover.as_slice())
             ),

@@ -628,13 +628,11 @@ impl Prover {
             ProverResult::Proof(_) => "proof",
             ProverResult::Fraud(_) => "fraud",
         };
-        let mini_block_hash = result.last_hash();
         let mut headers = async_nats::HeaderMap::new();
         verity_telemetry::inject_nats(&mut headers);
         proving::publish_result(
             &self.js,
             (chunk, matches!(result, ProverResult::Fraud(_))),
-            mini_block_hash.as_slice(),
             self.key.address().as_slice(),
             Bytes::from(v1::ProverResult::from(&result).encode_to_vec()),
             headers,
@@ -822,7 +820,6 @@ mod fault {
             proving::publish_result(
                 &self.js,
                 (chunk, true),
-                result.last_hash().as_slice(),
                 self.key.address().as_slice(),
                 Bytes::from(v1::ProverResult::from(&result).encode_to_vec()),
                 async_nats::HeaderMap::new(),

@@ -102,27 +102,6 @@ async fn a_role_cannot_publish_another_roles_subjects_or_purge_a_stream() {
     let (_gateway, gateway) = as_role("gateway").connect("e2e-gateway").await.unwrap();
     let (_prover, second_prover) = as_role("prover-2").connect("e2e-prover-2").await.unwrap();
 
-    assert!(
-        !stored(&gateway, verity_bus::CHAIN_SUBJECT, b"not an event").await,
-        "a gateway published on the chain"
-    );
-    assert!(
-        !stored(&gateway, "$KV.VERITY_SEQUENCER.lease", b"{}").await,
-        "a gateway wrote the lease"
-    );
-    assert!(
-        !stored(&gateway, "$KV.VERITY_APPOINTMENTS.epoch-99", b"{}").await,
-        "a gateway published an appointment"
-    );
-    for stream in [verity_bus::CHAIN_STREAM, verity_bus::proving::PROOFS_STREAM] {
-        let deleted =
-            tokio::time::timeout(Duration::from_secs(2), gateway.delete_stream(stream)).await;
-        assert!(!matches!(deleted, Ok(Ok(_))), "a gateway deleted {stream}");
-        assert!(
-            admin_js.get_stream(stream).await.is_ok(),
-            "{stream} is gone"
-        );
-    }
     // A result under the first prover's address, from the second prover's key: refused; under
     // its own: stored.
     let first = verity_bus::message_id(net.devnet.prover_address().as_slice());
@@ -133,12 +112,51 @@ async fn a_role_cannot_publish_another_roles_subjects_or_purge_a_stream() {
             .address();
     let second = verity_bus::message_id(second_key.as_slice());
     let results = verity_bus::proving::RESULTS_SUBJECT;
-    assert!(
-        !stored(&second_prover, &format!("{results}.7.proof.{first}"), b"x").await,
-        "a prover published in another's name"
+    let forged = format!("{results}.7.proof.{first}");
+    // Every refused attempt at once (each waits out its timeout).
+    let deleted = |stream: &'static str| {
+        let gateway = gateway.clone();
+        async move {
+            matches!(
+                tokio::time::timeout(Duration::from_secs(2), gateway.delete_stream(stream)).await,
+                Ok(Ok(_))
+            )
+        }
+    };
+    let (chain, lease, appointment, in_anothers_name, chain_deleted, proofs_deleted) = tokio::join!(
+        stored(&gateway, verity_bus::CHAIN_SUBJECT, b"not an event"),
+        stored(&gateway, "$KV.VERITY_SEQUENCER.lease", b"{}"),
+        stored(&gateway, "$KV.VERITY_APPOINTMENTS.epoch-99", b"{}"),
+        stored(&second_prover, &forged, b"x"),
+        deleted(verity_bus::CHAIN_STREAM),
+        deleted(verity_bus::proving::PROOFS_STREAM),
     );
+    assert!(!chain, "a gateway published on the chain");
+    assert!(!lease, "a gateway wrote the lease");
+    assert!(!appointment, "a gateway published an appointment");
+    assert!(!in_anothers_name, "a prover published in another's name");
     assert!(
-        stored(&second_prover, &format!("{results}.7.proof.{second}"), b"x").await,
+        !chain_deleted && !proofs_deleted,
+        "a gateway deleted a stream"
+    );
+    for stream in [verity_bus::CHAIN_STREAM, verity_bus::proving::PROOFS_STREAM] {
+        assert!(
+            admin_js.get_stream(stream).await.is_ok(),
+            "{stream} is gone"
+        );
+    }
+    let own = async {
+        second_prover
+            .publish(format!("{results}.7.proof.{second}"), "x".into())
+            .await
+            .ok()?
+            .await
+            .ok()
+    };
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), own)
+            .await
+            .is_ok_and(|ack| ack.is_some()),
         "a prover could not publish its own result"
     );
 
@@ -147,7 +165,12 @@ async fn a_role_cannot_publish_another_roles_subjects_or_purge_a_stream() {
     for subject in [
         verity_bus::CHAIN_SUBJECT.to_string(),
         "$KV.VERITY_SEQUENCER.lease".into(),
+        "$KV.VERITY_APPOINTMENTS.epoch-99".into(),
         format!("$JS.API.STREAM.DELETE.{}", verity_bus::CHAIN_STREAM),
+        format!(
+            "$JS.API.STREAM.DELETE.{}",
+            verity_bus::proving::PROOFS_STREAM
+        ),
         format!("{results}.7.proof.{first}"),
     ] {
         assert!(
