@@ -19,6 +19,29 @@ pub fn written_account(number: u64) -> Address {
     Address::from_word(B256::from(U256::from(0x1000 + number)))
 }
 
+/// Mini-block `number` of block 1 (at index `number`), without transactions or writes, under
+/// `epoch`, signed by `key`: for checks of hashes, signatures and chunk shape that read no state.
+pub fn empty_mini_block(number: u64, epoch: u64, key: &SigningKey) -> MiniBlock {
+    let mut mini = MiniBlock {
+        number,
+        block_number: 1,
+        index: number as u32,
+        epoch,
+        timestamp_ms: 1_700_000_000_000 + number,
+        parent_hash: B256::ZERO,
+        base_fee: 1_000_000_000,
+        block_timestamp: 1_700_000_000,
+        beneficiary: Address::repeat_byte(0xfe),
+        transactions: vec![],
+        receipts: vec![],
+        diff: StateDiff::default(),
+        hash: B256::ZERO,
+        signature: verity_primitives::UNSIGNED,
+    };
+    mini.seal(key);
+    mini
+}
+
 /// A chain under construction from genesis: where it ends and what it would accept next.
 #[derive(Debug, Clone)]
 pub struct ChainBuilder {

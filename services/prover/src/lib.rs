@@ -1021,7 +1021,7 @@ mod published_tests {
     use super::*;
     use alloy_primitives::{Address, B256};
     use verity_primitives::{
-        BlockTemplate, StateDiff,
+        BlockTemplate,
         governance::{Appointment, Governance, SignedAppointment},
     };
 
@@ -1061,24 +1061,7 @@ mod published_tests {
     }
 
     fn mini(number: u64, epoch: u64, key: &SigningKey) -> MiniBlock {
-        let mut mini = MiniBlock {
-            number,
-            block_number: 1,
-            index: number as u32,
-            epoch,
-            timestamp_ms: 1_700_000_000_000 + number,
-            parent_hash: B256::ZERO,
-            base_fee: 1_000_000_000,
-            block_timestamp: 1_700_000_000,
-            beneficiary: Address::repeat_byte(0xfe),
-            transactions: vec![],
-            receipts: vec![],
-            diff: StateDiff::default(),
-            hash: B256::ZERO,
-            signature: verity_primitives::UNSIGNED,
-        };
-        mini.seal(key);
-        mini
+        verity_testkit::chain::empty_mini_block(number, epoch, key)
     }
 
     fn seal(number: u64, epoch: u64, key: &SigningKey) -> Block {

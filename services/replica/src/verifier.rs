@@ -755,26 +755,7 @@ mod pick_tests {
     fn run() -> Vec<MiniBlock> {
         let sequencer = SigningKey::random();
         (4..6)
-            .map(|number| {
-                let mut mini = MiniBlock {
-                    number,
-                    block_number: 1,
-                    index: (number - 4) as u32,
-                    epoch: 0,
-                    timestamp_ms: 1_700_000_000_000 + number,
-                    parent_hash: B256::ZERO,
-                    base_fee: 1_000_000_000,
-                    block_timestamp: 1_700_000_000,
-                    beneficiary: Address::repeat_byte(0xfe),
-                    transactions: vec![],
-                    receipts: vec![],
-                    diff: StateDiff::default(),
-                    hash: B256::ZERO,
-                    signature: verity_primitives::UNSIGNED,
-                };
-                mini.seal(&sequencer);
-                mini
-            })
+            .map(|number| verity_testkit::chain::empty_mini_block(number, 0, &sequencer))
             .collect()
     }
 
