@@ -10,6 +10,12 @@
 //! The lease decides who *may* produce; the chain stream's compare-and-set publish decides what
 //! is in the chain. Ingress and gateways read the holder's gRPC URL from the entry to follow
 //! the active sequencer.
+//!
+//! Anyone who may write the entry on NATS could name any URL in it, so an entry counts only when
+//! it is signed by the key of the epoch it claims ([`Sequencing::check_lease`]): genesis's for
+//! epoch 0, the one a governance appointment (carried in the entry) names for a later epoch.
+//! Every reader here checks that against the genesis it was started with; an entry that does
+//! not verify reads as no holder at all.
 
 use std::time::Duration;
 
@@ -18,7 +24,10 @@ use async_nats::jetstream::{
     kv::{self, CreateErrorKind, Store, UpdateErrorKind},
 };
 use futures::StreamExt;
-use verity_primitives::Address;
+use verity_primitives::{
+    Address, Signature, SigningKey,
+    governance::{LeaseClaimError, Sequencing, SignedAppointment, lease_signing_hash},
+};
 
 use crate::BusError;
 
@@ -29,7 +38,7 @@ pub const LEASE_KEY: &str = "lease";
 /// Key-value bucket of published appointments, one key per epoch (`epoch-<n>`).
 pub const APPOINTMENTS_BUCKET: &str = "VERITY_APPOINTMENTS";
 
-/// Who holds the lease.
+/// Who holds the lease, signed by the holder.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Holder {
     /// The sequencer key's address.
@@ -38,13 +47,52 @@ pub struct Holder {
     pub epoch: u64,
     /// Its gRPC URL, where ingress forwards transactions.
     pub url: String,
+    /// For an epoch above 0: governance's appointment of `sequencer` for `epoch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub appointment: Option<SignedAppointment>,
+    /// The sequencer key's signature over [`lease_signing_hash`].
+    pub signature: Signature,
+}
+
+impl Holder {
+    /// A claim of the lease by `key` for `epoch` of chain `chain_id`, forwarding to `url`.
+    pub fn signed(
+        key: &SigningKey,
+        chain_id: u64,
+        epoch: u64,
+        url: String,
+        appointment: Option<SignedAppointment>,
+    ) -> Self {
+        let signature = key.sign(&lease_signing_hash(chain_id, epoch, key.address(), &url));
+        Self {
+            sequencer: key.address(),
+            epoch,
+            url,
+            appointment,
+            signature,
+        }
+    }
+
+    /// Checks the claim against the chain's sequencing rules.
+    pub fn verify(&self, rules: &Sequencing) -> Result<(), LeaseClaimError> {
+        rules.check_lease(
+            self.sequencer,
+            self.epoch,
+            &self.url,
+            self.appointment.as_ref(),
+            &self.signature,
+        )
+    }
 }
 
 /// A lease entry as read: its holder and revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    /// The holder (`None` for a deleted entry).
+    /// The holder, when the entry names one whose claim verifies (`None` for a deleted entry
+    /// or one refused).
     pub holder: Option<Holder>,
+    /// Why the entry was refused (`None` when it verified or was deleted).
+    pub refused: Option<String>,
     /// The entry's revision (the compare-and-set token).
     pub revision: u64,
 }
@@ -110,24 +158,43 @@ async fn kv_store(js: &Context, bucket: &str, description: &str) -> Result<Store
         .map_err(|e| kv_error("open key-value bucket", e))
 }
 
-fn decode(entry: kv::Entry) -> Entry {
-    let holder = match entry.operation {
-        kv::Operation::Put => serde_json::from_slice(&entry.value).ok(),
-        kv::Operation::Delete | kv::Operation::Purge => None,
+fn decode(entry: kv::Entry, rules: &Sequencing) -> Entry {
+    let checked = match entry.operation {
+        kv::Operation::Put => match serde_json::from_slice::<Holder>(&entry.value) {
+            Ok(holder) => match holder.verify(rules) {
+                Ok(()) => Ok(Some(holder)),
+                Err(error) => Err(error.to_string()),
+            },
+            Err(error) => Err(format!("undecodable lease entry: {error}")),
+        },
+        kv::Operation::Delete | kv::Operation::Purge => Ok(None),
+    };
+    if let Err(reason) = &checked {
+        metrics::counter!("verity_lease_entries_refused_total").increment(1);
+        tracing::warn!(
+            revision = entry.revision,
+            reason,
+            "ignoring a sequencer lease entry that does not verify"
+        );
+    }
+    let (holder, refused) = match checked {
+        Ok(holder) => (holder, None),
+        Err(reason) => (None, Some(reason)),
     };
     Entry {
         holder,
+        refused,
         revision: entry.revision,
     }
 }
 
-/// The current entry, if any.
-pub async fn read(store: &Store) -> Result<Option<Entry>, BusError> {
+/// The current entry, if any, checked against `rules`.
+pub async fn read(store: &Store, rules: &Sequencing) -> Result<Option<Entry>, BusError> {
     Ok(store
         .entry(LEASE_KEY)
         .await
         .map_err(|e| kv_error("read lease", e))?
-        .map(decode))
+        .map(|entry| decode(entry, rules)))
 }
 
 fn encode(holder: &Holder) -> bytes::Bytes {
@@ -159,32 +226,39 @@ pub async fn write(
     }
 }
 
-/// Watches the entry: yields the current one first (if any), then every change.
+/// Watches the entry: yields the current one first (if any), then every change, each checked
+/// against `rules`.
 pub async fn watch(
     store: &Store,
+    rules: Sequencing,
 ) -> Result<impl futures::Stream<Item = Result<Entry, BusError>> + Send + use<>, BusError> {
     let watch = store
         .watch_with_history(LEASE_KEY)
         .await
         .map_err(|e| kv_error("watch lease", e))?;
-    Ok(watch.map(|entry| entry.map(decode).map_err(|e| kv_error("lease watch", e))))
+    Ok(watch.map(move |entry| {
+        entry
+            .map(|entry| decode(entry, &rules))
+            .map_err(|e| kv_error("lease watch", e))
+    }))
 }
 
 /// Waits until the entry has not changed for `ttl` (as this caller's clock sees it), or does not
-/// exist or was deleted, or names a holder `take_now` accepts at once (a restarted sequencer's
-/// own lease), and returns it as last seen (`None`: no entry). Callers race it against their own
-/// stop signal.
+/// exist, was deleted or does not verify against `rules`, or names a holder `take_now` accepts
+/// at once (a restarted sequencer's own lease), and returns it as last seen (`None`: no entry).
+/// Callers race it against their own stop signal.
 pub async fn wait_vacant(
     store: &Store,
+    rules: &Sequencing,
     ttl: Duration,
     take_now: impl Fn(&Holder) -> bool,
 ) -> Result<Option<Entry>, BusError> {
-    let mut changes = Box::pin(watch(store).await?);
+    let mut changes = Box::pin(watch(store, rules.clone()).await?);
     // The watch delivers the current value first, if there is one; an empty bucket delivers
     // nothing, so a short wait for that first value decides.
     let mut last =
         match tokio::time::timeout(Duration::from_millis(50).min(ttl), changes.next()).await {
-            Err(_) => match read(store).await? {
+            Err(_) => match read(store, rules).await? {
                 None => return Ok(None),
                 Some(entry) => Some(entry),
             },
@@ -215,22 +289,79 @@ pub async fn release(store: &Store, revision: u64) -> Result<(), LeaseError> {
         .map_err(|e| LeaseError::Bus(kv_error("release lease", e)))
 }
 
+/// What a process that follows the lease but not the chain (ingress, a gateway) trusts to
+/// check it: the chain's genesis (the epoch-0 sequencer and the governance keys).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct LeaseTrustArgs {
+    /// Chain genesis file: who may sign the sequencer lease (its epoch-0 sequencer and the
+    /// governance keys that appoint later ones). Needed to follow the lease.
+    #[arg(long = "genesis", env = "VERITY_GENESIS")]
+    pub genesis: Option<std::path::PathBuf>,
+    /// Address of the epoch-0 sequencer key, for a genesis that names none.
+    #[arg(long = "sequencer-address", env = "VERITY_SEQUENCER_ADDRESS")]
+    pub sequencer_address: Option<Address>,
+}
+
+impl LeaseTrustArgs {
+    /// The sequencing rules lease entries are checked against; the error names the flags.
+    pub fn rules(&self) -> Result<Sequencing, BusError> {
+        let genesis = self.genesis.as_ref().ok_or_else(|| {
+            BusError::LeaseTrust(
+                "following the sequencer lease needs --genesis / VERITY_GENESIS, to check who \
+                 signed it"
+                    .into(),
+            )
+        })?;
+        verity_primitives::ChainSpec::load(genesis)
+            .and_then(|spec| spec.sequencing(self.sequencer_address))
+            .map_err(|e| {
+                BusError::LeaseTrust(format!(
+                    "{e} (flags --genesis / VERITY_GENESIS, --sequencer-address / \
+                     VERITY_SEQUENCER_ADDRESS)"
+                ))
+            })
+    }
+}
+
 /// Follows the lease on the NATS `nats` names: the receiver holds the active sequencer's gRPC
 /// URL (`None` while no sequencer holds the lease or NATS is unreachable). Reconnects by
 /// itself; ends when every receiver is gone.
+///
+/// Only entries that verify against `rules` count, and only for an epoch at least as high as
+/// the highest this follower has seen verify: an entry that does not verify leaves the URL as
+/// it was, and an old holder's signed entry written again cannot take the followers back to a
+/// deposed sequencer (one that starts after such a replay believes it until the next renewal
+/// of the real holder overwrites it).
 pub fn follow_holder(
     nats: crate::NatsArgs,
     name: &'static str,
+    rules: Sequencing,
 ) -> tokio::sync::watch::Receiver<Option<String>> {
     let (tx, rx) = tokio::sync::watch::channel(None);
     tokio::spawn(async move {
+        let mut highest = 0;
         loop {
             let followed = async {
                 let (_client, js) = nats.connect(name).await?;
                 let store = lease_store(&js).await?;
-                let mut changes = Box::pin(watch(&store).await?);
+                let mut changes = Box::pin(watch(&store, rules.clone()).await?);
                 while let Some(entry) = changes.next().await {
-                    let url = entry?.holder.map(|h| h.url);
+                    let entry = entry?;
+                    if entry.refused.is_some() {
+                        continue;
+                    }
+                    if let Some(holder) = &entry.holder {
+                        if holder.epoch < highest {
+                            tracing::warn!(
+                                epoch = holder.epoch,
+                                highest,
+                                "ignoring a sequencer lease entry of an epoch already superseded"
+                            );
+                            continue;
+                        }
+                        highest = holder.epoch;
+                    }
+                    let url = entry.holder.map(|h| h.url);
                     tx.send_if_modified(|current| {
                         let changed = *current != url;
                         *current = url.clone();

@@ -50,6 +50,9 @@ pub enum BusError {
         /// What is wrong with it.
         reason: String,
     },
+    /// What the sequencer lease is checked against cannot be loaded.
+    #[error("cannot check the sequencer lease: {0}")]
+    LeaseTrust(String),
     /// Could not connect to the NATS server.
     #[error("cannot connect to NATS at {url}: {reason}")]
     Connect {

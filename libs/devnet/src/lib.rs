@@ -490,9 +490,21 @@ impl Devnet {
                 args.extend(self.proving_args());
                 args
             }
-            // Ingress and the gateway follow the sequencer lease to the active sequencer.
-            Service::Ingress => vec!["--nats-url".into(), nats.clone()],
+            // Ingress and the gateway follow the sequencer lease to the active sequencer,
+            // checking each entry's signature against the genesis.
+            Service::Ingress => vec![
+                "--nats-url".into(),
+                nats.clone(),
+                "--genesis".into(),
+                path(&self.genesis),
+                "--sequencer-address".into(),
+                self.sequencer_address.to_string(),
+            ],
             Service::Gateway => vec![
+                "--genesis".into(),
+                path(&self.genesis),
+                "--sequencer-address".into(),
+                self.sequencer_address.to_string(),
                 "--http-addr".into(),
                 // A restarted gateway keeps the address clients already use.
                 self.address(Service::Gateway, "http")

@@ -235,6 +235,91 @@ impl Sequencing {
     }
 }
 
+/// Domain tag of sequencer-lease signatures (by the lease holder's sequencer key).
+const LEASE_DOMAIN: &[u8] = b"verity/lease/v1";
+
+/// What a sequencer signs when it claims the lease: its key, the epoch it produces under and
+/// the gRPC URL ingress and gateways should forward to, for one chain.
+pub fn lease_signing_hash(chain_id: u64, epoch: u64, sequencer: Address, url: &str) -> B256 {
+    let mut buf = Vec::with_capacity(LEASE_DOMAIN.len() + 8 * 3 + 20 + url.len());
+    buf.extend_from_slice(LEASE_DOMAIN);
+    buf.extend_from_slice(&chain_id.to_be_bytes());
+    buf.extend_from_slice(&epoch.to_be_bytes());
+    buf.extend_from_slice(sequencer.as_slice());
+    buf.extend_from_slice(&(url.len() as u64).to_be_bytes());
+    buf.extend_from_slice(url.as_bytes());
+    keccak256(buf)
+}
+
+/// Why a lease claim was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeaseClaimError {
+    /// The signature does not recover to the claimed sequencer.
+    #[error("the lease is not signed by the sequencer it names ({0})")]
+    BadSignature(String),
+    /// Epoch 0 claimed by a key other than genesis's.
+    #[error("epoch 0 is sequenced by {genesis}, not by {claimed}")]
+    NotGenesisSequencer {
+        /// The genesis's sequencer.
+        genesis: Address,
+        /// The lease's.
+        claimed: Address,
+    },
+    /// A later epoch without an appointment naming this key and epoch.
+    #[error("no governance appointment of {sequencer} for epoch {epoch} comes with the lease")]
+    NoAppointment {
+        /// The lease's key.
+        sequencer: Address,
+        /// The lease's epoch.
+        epoch: u64,
+    },
+    /// The appointment that comes with it is not governance's.
+    #[error(transparent)]
+    Appointment(#[from] AppointmentError),
+}
+
+impl Sequencing {
+    /// Checks a lease claim by `sequencer` for `epoch` at `url`: signed by `sequencer`'s key,
+    /// which is genesis's for epoch 0 and, for a later epoch, the one a governance-signed
+    /// appointment of that epoch on this chain (carried with the claim) names. It does not say
+    /// the epoch is the newest: a follower keeps the highest it has seen for that.
+    pub fn check_lease(
+        &self,
+        sequencer: Address,
+        epoch: u64,
+        url: &str,
+        appointment: Option<&SignedAppointment>,
+        signature: &Signature,
+    ) -> Result<(), LeaseClaimError> {
+        if epoch == self.genesis.number {
+            if sequencer != self.genesis.sequencer {
+                return Err(LeaseClaimError::NotGenesisSequencer {
+                    genesis: self.genesis.sequencer,
+                    claimed: sequencer,
+                });
+            }
+        } else {
+            let signed = appointment
+                .filter(|s| s.appointment.epoch == epoch && s.appointment.sequencer == sequencer)
+                .ok_or(LeaseClaimError::NoAppointment { sequencer, epoch })?;
+            if signed.appointment.chain_id != self.chain_id {
+                return Err(AppointmentError::WrongChain {
+                    claimed: signed.appointment.chain_id,
+                    chain_id: self.chain_id,
+                }
+                .into());
+            }
+            self.governance
+                .as_ref()
+                .ok_or(AppointmentError::NoGovernance)?
+                .check_signatures(signed)?;
+        }
+        let hash = lease_signing_hash(self.chain_id, epoch, sequencer, url);
+        crate::signing::verify(&hash, signature, sequencer)
+            .map_err(|e| LeaseClaimError::BadSignature(e.to_string()))
+    }
+}
+
 /// The epoch in force and the key that signs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Epoch {
@@ -384,6 +469,14 @@ impl Governance {
                 hash: parent_hash,
             });
         }
+        self.check_signatures(signed)
+    }
+
+    /// Checks only that `threshold` distinct governance keys signed `signed` (and no other key
+    /// did): what a node that does not follow the chain (ingress, a gateway) can check of an
+    /// appointment.
+    pub fn check_signatures(&self, signed: &SignedAppointment) -> Result<(), AppointmentError> {
+        let a = &signed.appointment;
         let hash = a.signing_hash();
         let mut signers = BTreeSet::new();
         for signature in &signed.signatures {
@@ -432,6 +525,93 @@ mod tests {
             ),
             Err(e) => panic!("{e}"),
         }
+    }
+
+    /// A lease claim verifies only when signed by its epoch's key: genesis's for epoch 0, the
+    /// key a governance appointment of that epoch names otherwise; the URL is signed too.
+    #[test]
+    fn a_lease_claim_needs_its_epochs_key_and_signs_its_url() {
+        let (keys, governance, _) = setup();
+        let genesis = SigningKey::random();
+        let rules = Sequencing {
+            chain_id: 31337,
+            governance: Some(governance),
+            genesis: Epoch {
+                number: 0,
+                sequencer: genesis.address(),
+            },
+        };
+        let url = "http://10.0.0.1:7100";
+        let claim = |key: &SigningKey, epoch, url| {
+            key.sign(&lease_signing_hash(31337, epoch, key.address(), url))
+        };
+        let signature = claim(&genesis, 0, url);
+        assert_eq!(
+            rules.check_lease(genesis.address(), 0, url, None, &signature),
+            Ok(())
+        );
+        // The URL is part of what is signed.
+        assert!(matches!(
+            rules.check_lease(genesis.address(), 0, "http://evil:1", None, &signature),
+            Err(LeaseClaimError::BadSignature(_))
+        ));
+        // Another key cannot claim epoch 0, even signing for itself.
+        let other = SigningKey::random();
+        assert!(matches!(
+            rules.check_lease(other.address(), 0, url, None, &claim(&other, 0, url)),
+            Err(LeaseClaimError::NotGenesisSequencer { .. })
+        ));
+        // Epoch 1 needs the appointment naming the key and epoch, signed by governance.
+        let appointee = SigningKey::random();
+        let appointment = Appointment {
+            chain_id: 31337,
+            epoch: 1,
+            sequencer: appointee.address(),
+            first_height: 0,
+            parent_hash: B256::ZERO,
+        };
+        let signed = SignedAppointment {
+            signatures: keys[..3].iter().map(|k| appointment.sign(k)).collect(),
+            appointment,
+        };
+        let signature = claim(&appointee, 1, url);
+        assert_eq!(
+            rules.check_lease(appointee.address(), 1, url, Some(&signed), &signature),
+            Ok(())
+        );
+        assert!(matches!(
+            rules.check_lease(appointee.address(), 1, url, None, &signature),
+            Err(LeaseClaimError::NoAppointment { epoch: 1, .. })
+        ));
+        assert!(matches!(
+            rules.check_lease(
+                appointee.address(),
+                2,
+                url,
+                Some(&signed),
+                &claim(&appointee, 2, url)
+            ),
+            Err(LeaseClaimError::NoAppointment { epoch: 2, .. })
+        ));
+        let mut short = signed.clone();
+        short.signatures.pop();
+        assert!(matches!(
+            rules.check_lease(appointee.address(), 1, url, Some(&short), &signature),
+            Err(LeaseClaimError::Appointment(
+                AppointmentError::TooFewSignatures { .. }
+            ))
+        ));
+        // The appointee's appointment does not let another key sign in its name.
+        assert!(matches!(
+            rules.check_lease(
+                appointee.address(),
+                1,
+                url,
+                Some(&signed),
+                &claim(&other, 1, url)
+            ),
+            Err(LeaseClaimError::BadSignature(_))
+        ));
     }
 
     /// m of n signatures appoint; m-1, a reused epoch, a wrong parent, another chain or an

@@ -113,6 +113,9 @@ pub struct Config {
     pub max_filters: usize,
     #[command(flatten)]
     #[allow(missing_docs)]
+    pub lease_trust: verity_bus::lease::LeaseTrustArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
     pub service: ServiceArgs,
 }
 
@@ -256,7 +259,11 @@ impl SequencerEndpoint {
             }
             None => (
                 None,
-                verity_bus::lease::follow_holder(config.service.nats.clone(), "verity-gateway"),
+                verity_bus::lease::follow_holder(
+                    config.service.nats.clone(),
+                    "verity-gateway",
+                    config.lease_trust.rules()?,
+                ),
             ),
         };
         Ok(Self {

@@ -62,6 +62,9 @@ pub struct Config {
     pub max_tx_bytes: usize,
     #[command(flatten)]
     #[allow(missing_docs)]
+    pub lease_trust: verity_bus::lease::LeaseTrustArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
     pub service: ServiceArgs,
 }
 
@@ -153,7 +156,11 @@ impl verity_server::Service for Ingress {
             }
             None => (
                 None,
-                verity_bus::lease::follow_holder(config.service.nats.clone(), "verity-ingress"),
+                verity_bus::lease::follow_holder(
+                    config.service.nats.clone(),
+                    "verity-ingress",
+                    config.lease_trust.rules()?,
+                ),
             ),
         };
         let (outgoing, _) = watch::channel(None);

@@ -673,14 +673,14 @@ pub fn seed() -> u64 {
         })
 }
 
-/// The address in the sequencer lease on the NATS `nats` names, if any.
+/// The address in the sequencer lease on the NATS `nats` names, if any (as written: the test
+/// observes, it does not check the signature).
 pub async fn lease_holder(nats: &verity_bus::NatsArgs) -> Option<Address> {
     let (_client, js) = nats.connect("e2e").await.ok()?;
     let store = verity_bus::lease::lease_store(&js).await.ok()?;
-    verity_bus::lease::read(&store)
-        .await
-        .ok()??
-        .holder
+    let value = store.get(verity_bus::lease::LEASE_KEY).await.ok()??;
+    serde_json::from_slice::<verity_bus::lease::Holder>(&value)
+        .ok()
         .map(|h| h.sequencer)
 }
 

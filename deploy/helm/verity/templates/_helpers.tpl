@@ -196,6 +196,18 @@ livenessProbe:
 {{- end -}}
 
 {{/* Volumes a read-only root filesystem needs: a writable /tmp. */}}
+{{/* Whom the chain trusts for epoch 0, from the chain ConfigMap, for a genesis that names no
+sequencer: the key mini-blocks, seals and the sequencer lease of epoch 0 are signed with (later
+epochs' come from governance appointments). */}}
+{{- define "verity.sequencerAddressEnv" -}}
+- name: VERITY_SEQUENCER_ADDRESS
+  valueFrom:
+    configMapKeyRef:
+      name: {{ .Values.chain.configMap }}
+      key: sequencer-address
+      optional: true
+{{- end -}}
+
 {{- define "verity.tmpVolume" -}}
 - name: tmp
   emptyDir:

@@ -310,7 +310,7 @@ impl Node {
             let vacancy = tokio::select! {
                 // The lease of this key and epoch is a previous run's of this node: no need to
                 // wait for it to expire.
-                vacancy = lease::wait_vacant(&self.lease, config.lease_ttl(), |holder| {
+                vacancy = lease::wait_vacant(&self.lease, &self.rules, config.lease_ttl(), |holder| {
                     explicit
                         || (holder.sequencer == self.key.address()
                             && holder.epoch == cursor.epoch.number)
@@ -353,11 +353,42 @@ impl Node {
                 Authority::Own => cursor.epoch.number,
                 Authority::Appointed(a) => a.appointment.epoch,
             };
-            let holder = Holder {
-                sequencer: self.key.address(),
-                epoch,
-                url: advertise.clone(),
+            // A lease of a later epoch carries its appointment, so that ingress and gateways,
+            // which know only the genesis, can check who signed it.
+            let appointment = match &authority {
+                Authority::Own if epoch == self.rules.genesis.number => None,
+                Authority::Own => {
+                    let known = self
+                        .appointments
+                        .borrow()
+                        .iter()
+                        .find(|a| a.appointment.epoch == epoch)
+                        .cloned();
+                    if known.is_none() {
+                        tracing::warn!(
+                            epoch,
+                            "this node's epoch is in force but its appointment is not known \
+                             yet (published appointments or --appointments); waiting for it \
+                             before claiming the lease"
+                        );
+                        tokio::select! {
+                            _ = appointed.changed() => {}
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            _ = stop.cancelled() => return Ok(()),
+                        }
+                        continue;
+                    }
+                    known
+                }
+                Authority::Appointed(a) => Some(a.clone()),
             };
+            let holder = Holder::signed(
+                &self.key,
+                self.spec.chain_id(),
+                epoch,
+                advertise.clone(),
+                appointment,
+            );
             let sent = Instant::now();
             let revision =
                 match lease::write(&self.lease, &holder, vacancy.map(|e| e.revision)).await {
@@ -377,6 +408,7 @@ impl Node {
             metrics::counter!("verity_sequencer_takeovers_total").increment(1);
             let renewer = Renewer::start(
                 self.lease.clone(),
+                self.rules.clone(),
                 holder,
                 revision,
                 config.lease_renew(),

@@ -17,6 +17,7 @@ pub(super) struct Renewer {
 impl Renewer {
     pub(super) fn start(
         store: kv::Store,
+        rules: Arc<Sequencing>,
         holder: Holder,
         revision: u64,
         every: Duration,
@@ -44,6 +45,11 @@ impl Renewer {
                             shared.hold_lease_until(sent + ttl / 2);
                         }
                         Err(LeaseError::Lost { .. }) => {
+                            if let Some(next) = reclaim(&store, &rules, &holder, ttl).await {
+                                revision = next;
+                                shared.hold_lease_until(sent + ttl / 2);
+                                continue;
+                            }
                             tracing::error!("the sequencer lease was taken by another sequencer");
                             shared.hold_lease_until(sent);
                             lost.cancel();
@@ -82,4 +88,62 @@ impl Renewer {
             tracing::warn!(%error, "could not release the sequencer lease; it will expire");
         }
     }
+}
+
+/// The entry changed under an active sequencer's renewal. Unless a holder of a later epoch
+/// signed it (a real takeover), it is not another holder's: an entry nobody signed, a deletion,
+/// or an older epoch's or this node's own signed entry written again. Then the lease is still
+/// this node's and it writes it back, retrying for up to `ttl` while somebody keeps writing.
+/// Returns the new revision, or `None` when the lease is lost.
+async fn reclaim(
+    store: &kv::Store,
+    rules: &Sequencing,
+    holder: &Holder,
+    ttl: Duration,
+) -> Option<u64> {
+    let deadline = Instant::now() + ttl;
+    while Instant::now() < deadline {
+        let entry = match lease::read(store, rules).await {
+            Ok(entry) => entry,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the sequencer lease");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let (written, what) = match &entry {
+            Some(entry) => match &entry.holder {
+                Some(other) if other.epoch > holder.epoch => return None,
+                Some(other) if other == holder => return Some(entry.revision),
+                Some(_) => (
+                    lease::write(store, holder, Some(entry.revision)).await,
+                    "an earlier signed entry written again".to_string(),
+                ),
+                None => (
+                    lease::write(store, holder, Some(entry.revision)).await,
+                    entry.refused.clone().unwrap_or_else(|| "deleted".into()),
+                ),
+            },
+            None => (
+                lease::write(store, holder, None).await,
+                "removed".to_string(),
+            ),
+        };
+        match written {
+            Ok(next) => {
+                metrics::counter!("verity_sequencer_lease_reclaims_total").increment(1);
+                tracing::warn!(
+                    replaced = what,
+                    "wrote back a sequencer lease entry that was not another holder's"
+                );
+                return Some(next);
+            }
+            Err(LeaseError::Lost { .. }) => continue,
+            Err(LeaseError::Bus(error)) => {
+                tracing::warn!(%error, "cannot write the sequencer lease back");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    None
 }

@@ -1,5 +1,6 @@
 //! Who may use the bus (issue 22, ADR 0014): the devnet's NATS server knows each service's
-//! nkey and its tools' and refuses every other client, while the chain goes on.
+//! nkey and its tools' and refuses every other client; a lease entry not signed by its epoch's
+//! sequencer key is ignored by those who follow it; the chain goes on throughout.
 
 use std::time::Duration;
 
@@ -19,8 +20,138 @@ async fn try_connect(url: &str, seed: Option<String>) -> Result<async_nats::Clie
         .map_err(|e| e.to_string())
 }
 
+/// Writes lease entries that do not verify, one after another every few milliseconds until
+/// `stop`, as a client holding the sequencer role's own NATS credential: each names `trap` as
+/// the sequencer's URL. Returns how many were written.
+async fn write_forged_leases(
+    nats: verity_bus::NatsArgs,
+    chain_id: u64,
+    genesis_sequencer: verity_primitives::Address,
+    trap: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> usize {
+    use verity_bus::lease::{Holder, LEASE_KEY, lease_store};
+    let (_client, js) = nats.connect("e2e-forger").await.unwrap();
+    let store = lease_store(&js).await.unwrap();
+    let stranger = verity_primitives::SigningKey::random();
+    // Signed by a stranger but naming the genesis sequencer.
+    let mut impostor = Holder::signed(&stranger, chain_id, 0, trap.clone(), None);
+    impostor.sequencer = genesis_sequencer;
+    let forged: Vec<Vec<u8>> = vec![
+        // No signature at all.
+        serde_json::to_vec(&json!({"sequencer": genesis_sequencer, "epoch": 0, "url": trap}))
+            .unwrap(),
+        serde_json::to_vec(&impostor).unwrap(),
+        // A stranger's own claim to epoch 0, and to a later epoch with no appointment.
+        serde_json::to_vec(&Holder::signed(&stranger, chain_id, 0, trap.clone(), None)).unwrap(),
+        serde_json::to_vec(&Holder::signed(&stranger, chain_id, 7, trap.clone(), None)).unwrap(),
+    ];
+    let mut written = 0;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let value = forged[written % forged.len()].clone();
+        store.put(LEASE_KEY, value.into()).await.unwrap();
+        written += 1;
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    written
+}
+
+/// A lease entry written with the sequencer role's valid NATS credential but without the
+/// signature of the epoch's key is ignored: ingress keeps forwarding transactions to the real
+/// sequencer, the gateway keeps asking it for pending nonces, nobody connects to the URL the
+/// forged entries name, and the active sequencer writes its own lease back instead of stepping
+/// down.
+async fn unsigned_leases_are_ignored(net: &TestNet) {
+    let trap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let trap_url = format!("http://{}", trap.local_addr().unwrap());
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let trapped = tokio::spawn({
+        let connections = connections.clone();
+        async move {
+            while let Ok((_socket, _)) = trap.accept().await {
+                connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    let admin = net.devnet.nats_admin().unwrap();
+    let as_sequencer = verity_bus::NatsArgs {
+        url: admin.url.clone(),
+        nkey_file: Some(verity_e2e::verity_devnet::nats_nkey_file(
+            net.devnet.data_dir(),
+            "sequencer",
+        )),
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let forger = tokio::spawn(write_forged_leases(
+        as_sequencer,
+        net.devnet.chain_id(),
+        net.devnet.sequencer_address(),
+        trap_url.clone(),
+        stop.clone(),
+    ));
+    // While forged entries keep coming: transfers through ingress, pending nonces through the
+    // gateway's own sequencer client.
+    let rpc = net.rpc();
+    let sender = dev_signer(net, 5).unwrap();
+    for nonce in 0..3 {
+        let (raw, hash) = sign_filler(&sender, net.devnet.chain_id(), nonce).unwrap();
+        let receipt = rpc.send_and_wait(&raw, &hash).await.unwrap();
+        assert_eq!(receipt["status"], json!("0x1"), "{receipt}");
+        let pending = rpc
+            .call(
+                "eth_getTransactionCount",
+                json!([format!("{:#x}", sender.address()), "pending"]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            verity_e2e::parse_quantity(&pending).unwrap(),
+            nonce + 1,
+            "pending nonce"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let written = forger.await.unwrap();
+    assert!(written > 10, "only {written} forged entries were written");
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a follower connected to the URL of a forged lease ({trap_url})"
+    );
+    trapped.abort();
+
+    // The real sequencer holds a lease that verifies, and never stepped down.
+    let rules = verity_primitives::ChainSpec::load(&net.devnet.data_dir().join("genesis.json"))
+        .unwrap()
+        .sequencing(Some(net.devnet.sequencer_address()))
+        .unwrap();
+    let (_client, js) = net.jetstream().await;
+    let store = verity_bus::lease::lease_store(&js).await.unwrap();
+    let mut entry = None;
+    for _ in 0..100 {
+        entry = verity_bus::lease::read(&store, &rules).await.unwrap();
+        if entry.as_ref().is_some_and(|e| e.holder.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let holder = entry
+        .and_then(|e| e.holder)
+        .expect("no lease that verifies");
+    assert_eq!(holder.sequencer, net.devnet.sequencer_address());
+    let log = std::fs::read_to_string(
+        net.devnet
+            .log_file(verity_e2e::verity_devnet::Service::Sequencer),
+    )
+    .unwrap();
+    assert!(
+        !log.contains("stepping down"),
+        "the sequencer stepped down:\n{log}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_without_a_known_nkey_is_refused_and_the_chain_goes_on() {
+async fn strangers_are_refused_and_unsigned_leases_ignored_while_the_chain_goes_on() {
     let net = TestNet::start(|_| {}).await.unwrap();
     let url = net.devnet.nats_url().unwrap().to_string();
     let rpc = net.rpc();
@@ -58,6 +189,8 @@ async fn a_client_without_a_known_nkey_is_refused_and_the_chain_goes_on() {
     let after =
         verity_e2e::parse_quantity(&rpc.call("eth_blockNumber", json!([])).await.unwrap()).unwrap();
     assert!(after > before, "no block since {before}");
+
+    unsigned_leases_are_ignored(&net).await;
     net.stop().await.unwrap();
 }
 
