@@ -27,6 +27,8 @@ use verity_primitives::{
     governance::{Appointment, Governance, SignedAppointment},
 };
 
+use verity_server::tls::{Role, TlsArgs};
+
 /// The services of a devnet, in start order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Service {
@@ -78,6 +80,19 @@ impl Service {
             Service::Gateway => "gateway",
             Service::Prover => "prover",
             Service::SecondProver => "prover-2",
+        }
+    }
+
+    /// The role its certificate names.
+    pub fn role(self) -> Role {
+        match self {
+            Service::Sequencer | Service::Standby => Role::Sequencer,
+            Service::Replica => Role::Replica,
+            Service::Witness => Role::Witness,
+            Service::Verifier => Role::Verifier,
+            Service::Ingress => Role::Ingress,
+            Service::Gateway => Role::Gateway,
+            Service::Prover | Service::SecondProver => Role::Prover,
         }
     }
 
@@ -295,6 +310,16 @@ impl Devnet {
         // Every service and the devnet's own tools authenticate with an nkey of their own, each
         // allowed only its role's subjects; the server refuses everyone else (ADR 0014).
         let users = nats_users(dir, &chain)?;
+        // And a certificate of the devnet's CA naming its role, for mutual TLS on gRPC; the
+        // admin's is for the devnet's tools and tests. Made once; an older devnet directory
+        // without them gets them here.
+        let identities: Vec<(&str, Role)> = Service::ALL
+            .iter()
+            .map(|s| (s.name(), s.role()))
+            .chain([(TLS_ADMIN, Role::Admin)])
+            .collect();
+        verity_server::tls::issue(&dir.join(TLS_DIR), &identities)
+            .map_err(|e| DevnetError::Setup(e.to_string()))?;
         let nats = NatsServer::start_with_users(&dir.join("nats"), &users).await?;
         let mut devnet = Self {
             prover_address: chain.prover,
@@ -313,6 +338,11 @@ impl Devnet {
             devnet.start_service(service).await?;
         }
         Ok(devnet)
+    }
+
+    /// The devnet's admin certificate (its tools and tests): may call every gRPC method.
+    pub fn tls_admin(&self) -> TlsArgs {
+        TlsArgs::in_dir(&self.options.data_dir.join(TLS_DIR), TLS_ADMIN)
     }
 
     /// How the devnet's own tools (and tests) reach its NATS: the URL and the admin nkey.
@@ -533,11 +563,13 @@ impl Devnet {
                 args
             }
         };
-        // Every service is on the bus, with its own credential.
+        // Every service is on the bus, with its own credential, and serves and calls gRPC over
+        // mutual TLS with its own certificate.
         args.extend([
             "--nats-nkey-file".into(),
             path(&nats_nkey_file(dir, service.name())),
         ]);
+        args.extend(TlsArgs::in_dir(&dir.join(TLS_DIR), service.name()).to_args());
         if matches!(
             service,
             Service::Replica | Service::Witness | Service::Verifier
@@ -917,6 +949,11 @@ pub fn nats_permissions(
         subscribe: vec!["_INBOX.>".into()],
     }
 }
+
+/// Where a devnet keeps its CA and certificates (`ca.pem`, `<service>.pem`, `<service>.key`).
+pub const TLS_DIR: &str = "tls";
+/// The certificate name of the devnet's tools and tests (role admin).
+pub const TLS_ADMIN: &str = "admin";
 
 /// The devnet's NATS identity for its tools and tests (and an operator's `nats` CLI:
 /// `nats --nkey .devnet/nats-keys/admin.nk`).

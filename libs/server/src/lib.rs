@@ -10,6 +10,7 @@
 //! atomically, once it accepts requests.
 
 pub mod status;
+pub mod tls;
 
 use std::{
     future::Future,
@@ -41,6 +42,9 @@ pub struct ServiceArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub telemetry: TelemetryArgs,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tls: tls::TlsArgs,
 }
 
 /// A service binary: opened from its flags, then served until its token is cancelled.
@@ -157,14 +161,41 @@ pub fn local_addr(listener: &TcpListener) -> SocketAddr {
         .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
 }
 
+/// How a gRPC server admits callers: over mutual TLS with `tls`, each method only for the roles
+/// `policy` names; without TLS, everyone (see [`tls`]).
+#[derive(Debug, Clone)]
+pub struct Security {
+    /// The server's TLS material (`None`: plaintext, nobody authorized).
+    pub tls: Option<tls::Tls>,
+    /// Who may call what.
+    pub policy: tls::Policy,
+}
+
+impl Security {
+    /// Loads the `--tls-*` flags of `args` for a server applying `policy`; logs when gRPC is
+    /// served without TLS.
+    pub fn load(args: &ServiceArgs, policy: tls::Policy) -> Result<Self, tls::TlsError> {
+        let tls = args.tls.load()?;
+        if tls.is_none() {
+            tracing::warn!(
+                "gRPC without TLS (no --tls-cert): every caller may call every method; give \
+                 --tls-cert, --tls-key and --tls-ca outside tests"
+            );
+        }
+        Ok(Self { tls, policy })
+    }
+}
+
 /// Serves `routes` plus health and reflection on `listener` until `shutdown` resolves, then
 /// stops accepting and lets in-flight requests finish. `services` are the fully qualified names
-/// reported as SERVING by the health service.
+/// reported as SERVING by the health service. With TLS in `security`, every call but health's
+/// needs a client certificate of a role its policy admits.
 pub async fn serve_grpc(
     routes: Routes,
     services: &[&str],
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
+    security: Security,
 ) -> Result<(), ServeError> {
     let (reporter, health) = tonic_health::server::health_reporter();
     for name in services {
@@ -177,8 +208,16 @@ pub async fn serve_grpc(
         .build_v1()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
     let routes = routes.add_service(health).add_service(reflection);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &security.tls {
+        builder = builder.tls_config(tls.server_config())?;
+    }
+    builder
         .trace_fn(verity_telemetry::grpc_server_span)
+        .layer(tls::AuthorizeLayer::new(
+            security.policy,
+            security.tls.is_some(),
+        ))
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
         .await?;
@@ -186,12 +225,21 @@ pub async fn serve_grpc(
 }
 
 /// Serves only health and reflection (a service whose work is not a gRPC API: it still answers
-/// probes) on `listener` until `stop` is cancelled.
+/// probes) on `listener` until `stop` is cancelled; reflection needs an admin certificate when
+/// `security` has TLS (load it with [`tls::Policy::HEALTH_ONLY`]).
 pub async fn serve_health(
     listener: TcpListener,
     stop: CancellationToken,
+    security: Security,
 ) -> Result<(), ServeError> {
-    serve_grpc(Routes::default(), &[], listener, stop.cancelled_owned()).await
+    serve_grpc(
+        Routes::default(),
+        &[],
+        listener,
+        stop.cancelled_owned(),
+        security,
+    )
+    .await
 }
 
 /// Writes the ready file (when configured) atomically: a JSON object of `fields`, plus

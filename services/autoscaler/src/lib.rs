@@ -132,6 +132,10 @@ impl verity_server::Service for Autoscaler {
             target,
             jobs,
         } = self;
+        let security = verity_server::Security::load(
+            &config.service,
+            verity_server::tls::Policy::HEALTH_ONLY,
+        )?;
         let server = &config.service.server;
         let (listener, addr) = server.bind(DEFAULT_PORT).await?;
         verity_server::write_ready_file(
@@ -152,7 +156,7 @@ impl verity_server::Service for Autoscaler {
             Duration::from_millis(config.interval_ms.max(10)),
             stop.clone(),
         ));
-        verity_server::serve_health(listener, stop).await?;
+        verity_server::serve_health(listener, stop, security).await?;
         controller.await??;
         tracing::info!("autoscaler stopped");
         Ok(())

@@ -58,6 +58,9 @@ enum GovernanceCommand {
         /// A replica of the chain (the epoch in force and the block being built).
         #[arg(long, default_value = "http://127.0.0.1:7300")]
         replica_url: String,
+        /// The certificate to call the replica with (an admin's, over mutual TLS).
+        #[command(flatten)]
+        tls: verity_server::tls::TlsArgs,
         /// NATS server of the chain, and the credential to publish with.
         #[command(flatten)]
         nats: verity_bus::NatsArgs,
@@ -75,6 +78,9 @@ struct DraftArgs {
     /// A replica to read the chain's position from (epoch, block being built, parent hash).
     #[arg(long, default_value = "http://127.0.0.1:7300")]
     replica_url: String,
+    /// The certificate to call the replica with (an admin's, over mutual TLS).
+    #[command(flatten)]
+    tls: verity_server::tls::TlsArgs,
     /// Epoch to open (default: the epoch in force + 1).
     #[arg(long)]
     epoch: Option<u64>,
@@ -99,10 +105,20 @@ struct Position {
     parent_hash: B256,
 }
 
-async fn position(replica_url: &str) -> anyhow::Result<Position> {
-    let mut client = v1::replica_client::ReplicaClient::connect(replica_url.to_string())
-        .await
-        .with_context(|| format!("cannot reach the replica at --replica-url {replica_url}"))?;
+async fn position(
+    replica_url: &str,
+    tls: &verity_server::tls::TlsArgs,
+) -> anyhow::Result<Position> {
+    let tls = tls.load()?;
+    let endpoint =
+        verity_server::tls::endpoint(replica_url, tls.as_ref(), verity_server::tls::Role::Replica)
+            .map_err(|e| anyhow::anyhow!("--replica-url: {e}"))?;
+    let mut client = v1::replica_client::ReplicaClient::new(
+        endpoint
+            .connect()
+            .await
+            .with_context(|| format!("cannot reach the replica at --replica-url {replica_url}"))?,
+    );
     let head = client
         .get_head(v1::GetHeadRequest {})
         .await
@@ -153,7 +169,7 @@ pub async fn run(args: GovernanceArgs) -> anyhow::Result<()> {
             let needs_chain = args.epoch.is_none()
                 || (!args.standing && (args.first_height.is_none() || args.parent_hash.is_none()));
             let at = if needs_chain {
-                Some(position(&args.replica_url).await?)
+                Some(position(&args.replica_url, &args.tls).await?)
             } else {
                 None
             };
@@ -205,6 +221,7 @@ pub async fn run(args: GovernanceArgs) -> anyhow::Result<()> {
             appointment,
             genesis,
             replica_url,
+            tls,
             nats,
         } => {
             let signed = read_appointment(&appointment)?;
@@ -214,7 +231,7 @@ pub async fn run(args: GovernanceArgs) -> anyhow::Result<()> {
                     "this chain's genesis sets no governance (config.verity.governance): nothing can appoint a sequencer"
                 )
             })?;
-            let at = position(&replica_url).await?;
+            let at = position(&replica_url, &tls).await?;
             governance
                 .verify(
                     &signed,

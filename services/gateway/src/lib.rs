@@ -25,7 +25,7 @@ use axum::{
     routing::{get, post},
 };
 use serde_json::Value;
-use tonic::{Status, transport::Channel};
+use tonic::Status;
 use tracing::Instrument as _;
 use verity_proto::v1;
 use verity_server::{CancellationToken, ServiceArgs};
@@ -119,6 +119,7 @@ pub struct Config {
     pub service: ServiceArgs,
 }
 
+use verity_server::tls::{Role, Tls};
 use verity_telemetry::TracedChannel as Traced;
 
 /// Clients of the services behind the gateway.
@@ -165,17 +166,22 @@ impl Backends {
     /// `chain_id`, with an empty filter table and a chain feed nobody fills yet (see
     /// [`Gateway::serve`]).
     pub fn new(config: &Config, chain_id: u64) -> anyhow::Result<Self> {
+        let tls = config.service.tls.load()?;
         Ok(Self {
             ingress: v1::ingress_client::IngressClient::new(channel(
                 "--ingress-url",
                 &config.ingress_url,
+                tls.as_ref(),
+                Role::Ingress,
             )?),
             replica: v1::replica_client::ReplicaClient::new(channel(
                 "--replica-url",
                 &config.replica_url,
+                tls.as_ref(),
+                Role::Replica,
             )?)
             .max_decoding_message_size(64 * 1024 * 1024),
-            sequencer: SequencerEndpoint::new(config)?,
+            sequencer: SequencerEndpoint::new(config, tls)?,
             chain_id,
             filters: Arc::new(filters::Filters::new(
                 Duration::from_secs(config.filter_timeout_secs),
@@ -247,13 +253,14 @@ struct SequencerEndpoint {
     _fixed: Option<Arc<tokio::sync::watch::Sender<Option<String>>>>,
     target: tokio::sync::watch::Receiver<Option<String>>,
     cache: Arc<std::sync::Mutex<Option<(String, SequencerClient)>>>,
+    tls: Option<Tls>,
 }
 
 impl SequencerEndpoint {
-    fn new(config: &Config) -> anyhow::Result<Self> {
+    fn new(config: &Config, tls: Option<Tls>) -> anyhow::Result<Self> {
         let (fixed, target) = match &config.sequencer_url {
             Some(url) => {
-                channel("--sequencer-url", url)?;
+                channel("--sequencer-url", url, tls.as_ref(), Role::Sequencer)?;
                 let (tx, rx) = tokio::sync::watch::channel(Some(url.clone()));
                 (Some(Arc::new(tx)), rx)
             }
@@ -270,6 +277,7 @@ impl SequencerEndpoint {
             _fixed: fixed,
             target,
             cache: Arc::default(),
+            tls,
         })
     }
 
@@ -284,17 +292,24 @@ impl SequencerEndpoint {
             return Ok(client.clone());
         }
         let client = v1::sequencer_client::SequencerClient::new(
-            channel("the lease's sequencer URL", &url)
-                .map_err(|e| Status::unavailable(e.to_string()))?,
+            channel(
+                "the lease's sequencer URL",
+                &url,
+                self.tls.as_ref(),
+                Role::Sequencer,
+            )
+            .map_err(|e| Status::unavailable(e.to_string()))?,
         );
         *cache = Some((url, client.clone()));
         Ok(client)
     }
 }
 
-fn channel(flag: &str, url: &str) -> anyhow::Result<Traced> {
-    let channel = Channel::from_shared(url.to_string())
-        .map_err(|e| anyhow::anyhow!("invalid {flag} {url:?}: {e}"))?
+/// A lazily connected channel to the server of role `peer` at `url` (over mutual TLS when this
+/// gateway has a certificate).
+fn channel(flag: &str, url: &str, tls: Option<&Tls>, peer: Role) -> anyhow::Result<Traced> {
+    let channel = verity_server::tls::endpoint(url, tls, peer)
+        .map_err(|e| anyhow::anyhow!("invalid {flag}: {e}"))?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
         .connect_lazy();
@@ -351,7 +366,11 @@ impl verity_server::Service for Gateway {
             self.backends.clone(),
             stop.clone(),
         ));
-        let grpc_server = tokio::spawn(verity_server::serve_health(grpc, stop.clone()));
+        let security = verity_server::Security::load(
+            &self.config.service,
+            verity_server::tls::Policy::HEALTH_ONLY,
+        )?;
+        let grpc_server = tokio::spawn(verity_server::serve_health(grpc, stop.clone(), security));
         // Realtime sends and subscriptions rely on the feed: announce readiness once it
         // follows the stream (or after a grace period, so JSON-RPC serves even without NATS).
         if !self

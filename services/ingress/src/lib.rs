@@ -28,7 +28,7 @@ use std::{
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, transport::Channel};
+use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 use verity_primitives::Transaction;
 use verity_proto::{u256_from, v1};
@@ -38,6 +38,11 @@ pub use validate::{ChainRules, DEFAULT_MAX_TX_BYTES, Rejection, validate};
 
 /// Default gRPC port of ingress.
 pub const DEFAULT_PORT: u16 = 7200;
+
+/// Who may submit to ingress over mutual TLS (ADR 0014): gateways (and the admin).
+pub const POLICY: verity_server::tls::Policy = verity_server::tls::Policy {
+    rules: &[("/verity.v1.Ingress/", &[verity_server::tls::Role::Gateway])],
+};
 /// How long a submission waits for the sequencer's answer.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the chain rules (base fee) are reused before asking the sequencer again.
@@ -88,6 +93,8 @@ struct Inner {
     /// A client for the last target seen.
     client: Mutex<Option<(String, Client)>>,
     max_tx_bytes: usize,
+    /// This ingress's certificate, presented to the sequencer (whose own must name its role).
+    tls: Option<verity_server::tls::Tls>,
     rules: Mutex<(Instant, ChainRules)>,
     next_id: AtomicU64,
     pending: Pending,
@@ -106,10 +113,14 @@ impl Inner {
         {
             return Some(client.clone());
         }
-        let channel = Channel::from_shared(url.clone())
-            .ok()?
-            .connect_timeout(Duration::from_secs(5))
-            .connect_lazy();
+        let channel = verity_server::tls::endpoint(
+            &url,
+            self.tls.as_ref(),
+            verity_server::tls::Role::Sequencer,
+        )
+        .ok()?
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy();
         let client = Client::new(verity_telemetry::traced(channel));
         *cached = Some((url, client.clone()));
         Some(client)
@@ -147,10 +158,15 @@ impl verity_server::Service for Ingress {
         if config.max_tx_bytes == 0 {
             anyhow::bail!("invalid --max-tx-bytes 0: must be at least 1");
         }
+        let tls = config.service.tls.load()?;
         let (fixed, target) = match &config.sequencer_url {
             Some(url) => {
-                Channel::from_shared(url.clone())
-                    .map_err(|e| anyhow::anyhow!("invalid --sequencer-url {url:?}: {e}"))?;
+                verity_server::tls::endpoint(
+                    url,
+                    tls.as_ref(),
+                    verity_server::tls::Role::Sequencer,
+                )
+                .map_err(|e| anyhow::anyhow!("invalid --sequencer-url {url:?}: {e}"))?;
                 let (tx, rx) = watch::channel(Some(url.clone()));
                 (Some(tx), rx)
             }
@@ -169,6 +185,7 @@ impl verity_server::Service for Ingress {
             target,
             client: Mutex::new(None),
             max_tx_bytes: config.max_tx_bytes,
+            tls,
             rules: Mutex::new((Instant::now(), ChainRules::default())),
             next_id: AtomicU64::new(1),
             pending: Arc::default(),
@@ -204,6 +221,7 @@ impl verity_server::Service for Ingress {
 
     /// Serves the Ingress gRPC API until `stop` is cancelled.
     async fn serve(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let security = verity_server::Security::load(&self.config.service, POLICY)?;
         let (listener, addr) = self.config.service.server.bind(DEFAULT_PORT).await?;
         let routes =
             tonic::service::Routes::new(v1::ingress_server::IngressServer::new(self.clone()));
@@ -217,6 +235,7 @@ impl verity_server::Service for Ingress {
             &["verity.v1.Ingress"],
             listener,
             stop.cancelled_owned(),
+            security,
         )
         .await?;
         Ok(())

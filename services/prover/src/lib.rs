@@ -244,8 +244,12 @@ impl verity_server::Service for Prover {
             ],
         )?;
         tracing::info!(%addr, prover = %self.key.address(), shape = ?self.shape, "prover serving");
+        let security = verity_server::Security::load(
+            &self.config.service,
+            verity_server::tls::Policy::HEALTH_ONLY,
+        )?;
         let worker = tokio::spawn(self.work(stop.clone()));
-        verity_server::serve_health(listener, stop).await?;
+        verity_server::serve_health(listener, stop, security).await?;
         worker.await??;
         tracing::info!("prover stopped");
         Ok(())

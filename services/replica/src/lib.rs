@@ -29,6 +29,12 @@ use verity_chain::ChainError;
 /// Default gRPC port of a replica.
 pub const DEFAULT_PORT: u16 = 7300;
 
+/// Who may query a replica over mutual TLS (ADR 0014): gateways (and the admin: the `verity`
+/// CLI, tests).
+pub const POLICY: verity_server::tls::Policy = verity_server::tls::Policy {
+    rules: &[("/verity.v1.Replica/", &[verity_server::tls::Role::Gateway])],
+};
+
 /// What a replica does.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -228,6 +234,7 @@ impl verity_server::Service for Replica {
 
     /// Applies the chain and serves reads until `stop` is cancelled.
     async fn serve(self, stop: CancellationToken) -> anyhow::Result<()> {
+        let security = verity_server::Security::load(&self.config.service, POLICY)?;
         let (listener, addr) = self.config.service.server.bind(DEFAULT_PORT).await?;
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(follow_chain(
@@ -278,6 +285,7 @@ impl verity_server::Service for Replica {
             &["verity.v1.Replica"],
             listener,
             stop.cancelled_owned(),
+            security,
         )
         .await?;
         // A task that panicked fails the service, as before (JoinSet also aborts the others

@@ -224,6 +224,23 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[cfg(feature = "fault-injection")]
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (test build: fault-injection)");
 
+/// Who may call the sequencer over mutual TLS (ADR 0014; docs/security.md): ingress forwards
+/// transactions, ingress and gateways read the head, gateways read pending nonces; the chain
+/// stream and the state digest are the admin's (the devnet's tools and tests).
+pub const POLICY: verity_server::tls::Policy = {
+    use verity_server::tls::Role;
+    verity_server::tls::Policy {
+        rules: &[
+            ("/verity.v1.Sequencer/Forward", &[Role::Ingress]),
+            (
+                "/verity.v1.Sequencer/GetHead",
+                &[Role::Ingress, Role::Gateway],
+            ),
+            ("/verity.v1.Sequencer/GetAccount", &[Role::Gateway]),
+        ],
+    }
+};
+
 impl verity_server::Service for Sequencer {
     type Config = Config;
     const NAME: &'static str = "sequencer";
@@ -242,6 +259,7 @@ impl verity_server::Service for Sequencer {
     /// Returns an error when it was deposed (another sequencer took over).
     async fn serve(self, stop: CancellationToken) -> anyhow::Result<()> {
         let Self { config, node } = self;
+        let security = verity_server::Security::load(&config.service, POLICY)?;
         let (listener, addr) = config.service.server.bind(config::DEFAULT_PORT).await?;
         let shared = node.shared.clone();
         let server_stop = CancellationToken::new();
@@ -256,6 +274,7 @@ impl verity_server::Service for Sequencer {
             &["verity.v1.Sequencer"],
             listener,
             server_stop.clone().cancelled_owned(),
+            security,
         ));
         verity_server::write_ready_file(
             config.service.server.ready_file.as_deref(),

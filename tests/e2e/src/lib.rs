@@ -191,18 +191,17 @@ impl TestNet {
 
     /// The state digest of `service`: a sequencer (active or standby) or a replica (any role).
     pub async fn state_digest(&self, service: Service) -> v1::StateDigest {
-        let url = self.devnet.grpc_url(service);
         let request = v1::GetStateDigestRequest {};
         let answer = match service {
             Service::Sequencer | Service::Standby => {
-                let client = v1::sequencer_client::SequencerClient::connect(url).await;
+                let client = sequencer_client(&self.devnet, service).await;
                 client
                     .expect("the sequencer answers")
                     .get_state_digest(request)
                     .await
             }
             _ => {
-                let client = v1::replica_client::ReplicaClient::connect(url).await;
+                let client = replica_client(&self.devnet, service).await;
                 client
                     .expect("the replica answers")
                     .get_state_digest(request)
@@ -673,6 +672,70 @@ pub fn seed() -> u64 {
         })
 }
 
+/// A gRPC channel to `service` of `devnet`, as the devnet's admin (mutual TLS: the server's
+/// certificate must name the service's role).
+pub async fn grpc(devnet: &Devnet, service: Service) -> anyhow::Result<tonic::transport::Channel> {
+    let tls = devnet.tls_admin().load()?;
+    let endpoint =
+        verity_server::tls::endpoint(&devnet.grpc_url(service), tls.as_ref(), service.role())
+            .map_err(anyhow::Error::msg)?;
+    Ok(endpoint.connect().await?)
+}
+
+/// A gRPC channel to `service` of `devnet` over TLS (the server's certificate checked) but
+/// presenting no certificate of its own: what a stranger, or a probe, gets.
+pub async fn grpc_without_certificate(
+    devnet: &Devnet,
+    service: Service,
+) -> anyhow::Result<tonic::transport::Channel> {
+    let ca_file = devnet.tls_admin().ca.context("the devnet has no CA")?;
+    let ca = tonic::transport::Certificate::from_pem(std::fs::read(ca_file)?);
+    let url = devnet.grpc_url(service).replacen("http://", "https://", 1);
+    let endpoint = tonic::transport::Endpoint::from_shared(url)?.tls_config(
+        tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(ca)
+            .domain_name(service.role().dns_name()),
+    )?;
+    Ok(endpoint.connect().await?)
+}
+
+/// A gRPC channel to `service` of `devnet` presenting the certificate the devnet issued to
+/// `as_name` (another service's, to act in its role).
+pub async fn grpc_as(
+    devnet: &Devnet,
+    service: Service,
+    as_name: &str,
+) -> anyhow::Result<tonic::transport::Channel> {
+    let dir = devnet.data_dir().join(verity_devnet::TLS_DIR);
+    let tls = verity_server::tls::TlsArgs::in_dir(&dir, as_name)
+        .load()?
+        .context("no certificate")?;
+    let endpoint =
+        verity_server::tls::endpoint(&devnet.grpc_url(service), Some(&tls), service.role())
+            .map_err(anyhow::Error::msg)?;
+    Ok(endpoint.connect().await?)
+}
+
+/// A sequencer client of `service` (the sequencer or the standby), as the admin.
+pub async fn sequencer_client(
+    devnet: &Devnet,
+    service: Service,
+) -> anyhow::Result<v1::sequencer_client::SequencerClient<tonic::transport::Channel>> {
+    Ok(v1::sequencer_client::SequencerClient::new(
+        grpc(devnet, service).await?,
+    ))
+}
+
+/// A replica client of `service` (any replica role), as the admin.
+pub async fn replica_client(
+    devnet: &Devnet,
+    service: Service,
+) -> anyhow::Result<v1::replica_client::ReplicaClient<tonic::transport::Channel>> {
+    Ok(v1::replica_client::ReplicaClient::new(
+        grpc(devnet, service).await?,
+    ))
+}
+
 /// The address in the sequencer lease on the NATS `nats` names, if any (as written: the test
 /// observes, it does not check the signature).
 pub async fn lease_holder(nats: &verity_bus::NatsArgs) -> Option<Address> {
@@ -723,6 +786,8 @@ pub struct Governance {
     genesis: String,
     replica: String,
     nats: verity_bus::NatsArgs,
+    /// The devnet's admin certificate flags (the replica is called over mutual TLS).
+    tls: Vec<String>,
 }
 
 impl Governance {
@@ -733,6 +798,7 @@ impl Governance {
             genesis: dir.join("genesis.json").display().to_string(),
             replica: devnet.grpc_url(Service::Replica),
             nats: devnet.nats_admin().expect("the devnet runs NATS"),
+            tls: devnet.tls_admin().to_args(),
             dir,
         }
     }
@@ -757,6 +823,7 @@ impl Governance {
             "--out",
             &out,
         ];
+        args.extend(self.tls.iter().map(String::as_str));
         args.extend_from_slice(extra);
         let (ok, text) = run_governance(&args).await;
         (ok, text, out)
@@ -780,7 +847,7 @@ impl Governance {
             .as_ref()
             .map(|p| p.display().to_string())
             .unwrap_or_default();
-        run_governance(&[
+        let mut args = vec![
             "publish",
             "--appointment",
             appointment,
@@ -792,8 +859,9 @@ impl Governance {
             &self.nats.url,
             "--nats-nkey-file",
             &nkey,
-        ])
-        .await
+        ];
+        args.extend(self.tls.iter().map(String::as_str));
+        run_governance(&args).await
     }
 }
 

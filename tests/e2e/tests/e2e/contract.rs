@@ -56,9 +56,11 @@ async fn a_batch_submission_answers_each_entry() {
     let (first, first_hash) = raw(0, chain_id);
     let (second, second_hash) = raw(1, chain_id);
     let (wrong_chain, _) = raw(2, chain_id + 1);
-    let mut ingress = IngressClient::connect(net.devnet.grpc_url(Service::Ingress))
-        .await
-        .unwrap();
+    let mut ingress = IngressClient::new(
+        verity_e2e::grpc(&net.devnet, Service::Ingress)
+            .await
+            .unwrap(),
+    );
     let results = ingress
         .submit_batch(v1::SubmitBatchRequest {
             raw: vec![first.clone(), wrong_chain.clone(), second, vec![0xc0]],
@@ -122,10 +124,9 @@ async fn a_batch_submission_answers_each_entry() {
         }),
         trace_context: Default::default(),
     };
-    let mut sequencer =
-        v1::sequencer_client::SequencerClient::connect(net.devnet.grpc_url(Service::Sequencer))
-            .await
-            .unwrap();
+    let mut sequencer = verity_e2e::sequencer_client(&net.devnet, Service::Sequencer)
+        .await
+        .unwrap();
     let answer = sequencer
         .forward(futures::stream::iter([forged]))
         .await

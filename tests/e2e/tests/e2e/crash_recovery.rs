@@ -13,9 +13,7 @@ use std::{
 use nix::sys::signal::Signal;
 use serde_json::json;
 use verity_e2e::{Rpc, TestNet, dev_signer, sign_filler, verity_devnet::Service};
-use verity_proto::v1::{
-    self, GetHeadRequest, replica_client::ReplicaClient, sequencer_client::SequencerClient,
-};
+use verity_proto::v1::{self, GetHeadRequest};
 
 /// Sends transfers from one dev account until `stop`, returning how many were accepted.
 async fn load(
@@ -47,7 +45,7 @@ async fn load(
 }
 
 async fn sequencer_head(net: &TestNet) -> v1::SequencerHead {
-    let mut client = SequencerClient::connect(net.devnet.grpc_url(Service::Sequencer))
+    let mut client = verity_e2e::sequencer_client(&net.devnet, Service::Sequencer)
         .await
         .unwrap();
     client
@@ -58,7 +56,7 @@ async fn sequencer_head(net: &TestNet) -> v1::SequencerHead {
 }
 
 async fn replica_head(net: &TestNet) -> Option<v1::ReplicaHead> {
-    let mut client = ReplicaClient::connect(net.devnet.grpc_url(Service::Replica))
+    let mut client = verity_e2e::replica_client(&net.devnet, Service::Replica)
         .await
         .ok()?;
     Some(client.get_head(GetHeadRequest {}).await.ok()?.into_inner())

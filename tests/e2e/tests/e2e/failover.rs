@@ -23,9 +23,7 @@ use nix::{sys::signal::Signal, unistd::Pid};
 use serde_json::json;
 use verity_e2e::{Governance, Load, TestNet, dev_signer, verity_devnet::Service};
 use verity_primitives::{ChainEvent, ChainEventKind};
-use verity_proto::v1::{
-    GetHeadRequest, StateDigest, replica_client::ReplicaClient, sequencer_client::SequencerClient,
-};
+use verity_proto::v1::{GetHeadRequest, StateDigest};
 
 const TAKEOVERS: usize = 10;
 const SENDERS: usize = 3;
@@ -108,7 +106,7 @@ async fn wait_caught_up(net: &TestNet, service: Service, context: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let last = verity_bus::last_chain_seq(&mut stream).await.unwrap();
-        let sequencer = match SequencerClient::connect(net.devnet.grpc_url(service)).await {
+        let sequencer = match verity_e2e::sequencer_client(&net.devnet, service).await {
             Ok(mut c) => c
                 .get_head(GetHeadRequest {})
                 .await
@@ -116,7 +114,7 @@ async fn wait_caught_up(net: &TestNet, service: Service, context: &str) {
                 .map(|h| h.into_inner().last_seq),
             Err(_) => None,
         };
-        let replica = match ReplicaClient::connect(net.devnet.grpc_url(Service::Replica)).await {
+        let replica = match verity_e2e::replica_client(&net.devnet, Service::Replica).await {
             Ok(mut c) => c
                 .get_head(GetHeadRequest {})
                 .await

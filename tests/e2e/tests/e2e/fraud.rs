@@ -265,10 +265,9 @@ async fn a_forged_sender_raises_the_alarm_and_safe_keeps_the_victims_funds() {
         }),
         trace_context: Default::default(),
     };
-    let mut sequencer =
-        v1::sequencer_client::SequencerClient::connect(net.devnet.grpc_url(Service::Sequencer))
-            .await
-            .unwrap();
+    let mut sequencer = verity_e2e::sequencer_client(&net.devnet, Service::Sequencer)
+        .await
+        .unwrap();
     let mut answers = sequencer
         .forward(futures::stream::iter([forged]))
         .await

@@ -37,13 +37,13 @@ impl Schedule {
 }
 
 async fn sequencer_client(net: &TestNet) -> Option<SequencerClient<tonic::transport::Channel>> {
-    SequencerClient::connect(net.devnet.grpc_url(Service::Sequencer))
+    verity_e2e::sequencer_client(&net.devnet, Service::Sequencer)
         .await
         .ok()
 }
 
 async fn replica_client(net: &TestNet) -> Option<ReplicaClient<tonic::transport::Channel>> {
-    ReplicaClient::connect(net.devnet.grpc_url(Service::Replica))
+    verity_e2e::replica_client(&net.devnet, Service::Replica)
         .await
         .ok()
 }

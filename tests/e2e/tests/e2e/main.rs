@@ -13,6 +13,7 @@ mod errors;
 mod eth_namespace;
 mod failover;
 mod fraud;
+mod grpc_auth;
 mod kill_nine;
 mod load_generator;
 mod proving;

@@ -507,5 +507,7 @@ async fn mini_blocks_grouped_into_chunks_are_proven_and_become_safe() {
         !prover_log.contains("dead-lettered"),
         "the prover refused an honest job:\n{prover_log}"
     );
+    // The prover's gRPC port, like every service's, is open for health only (issue 22).
+    crate::grpc_auth::the_prover_answers_only_health_and_the_admin(&net).await;
     net.stop().await.unwrap();
 }
