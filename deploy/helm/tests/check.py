@@ -23,6 +23,7 @@ WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"}
 CRD_SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): HERE / "crds" / "keda.sh_v1alpha1_ScaledObject.json",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): HERE / "crds" / "monitoring.coreos.com_v1_ServiceMonitor.json",
+    ("cert-manager.io/v1", "Certificate"): HERE / "crds" / "cert-manager.io_v1_Certificate.json",
 }
 
 
@@ -245,6 +246,60 @@ def network_problems(docs):
     return problems
 
 
+# The private key file each component may mount from the chain's keys Secret.
+OWN_KEYS = {
+    "sequencer": {"sequencer.key", "standby.key"},
+    "replica-verifier": {"verifier.key"},
+}
+
+
+def credential_problems(docs):
+    """Each Verity pod serves and calls gRPC with a certificate (--tls-cert) from the TLS Secret of
+    its own component (`<prefix>-<component>`, `-prover-<pool>` for a prover pool), mounted
+    read-only, and mounts no other component's Secret; from the shared keys Secret it projects only
+    its own key file."""
+    problems = []
+    for doc in docs:
+        spec = pod_spec(doc)
+        if spec is None:
+            continue
+        containers = [c for c in spec.get("containers") or [] if "/verity-" in c.get("image", "")]
+        if not containers:
+            continue
+        where = name_of(doc)
+        labels = pod_labels(doc)
+        component = labels.get("app.kubernetes.io/component", "")
+        own = component + (f"-{labels['verity.io/prover-pool']}" if component == "prover" else "")
+        tls_volumes = set()
+        for volume in spec.get("volumes") or []:
+            secret = volume.get("secret")
+            if secret is None:
+                continue
+            name = secret.get("secretName", "")
+            items = [i.get("key") for i in secret.get("items") or []]
+            if name.endswith(f"-{own}") and not items:
+                tls_volumes.add(volume.get("name"))
+            elif items:
+                allowed = OWN_KEYS.get(component, set()) | ({f"prover-{labels.get('verity.io/prover-pool')}.key"} if component == "prover" else set())
+                strangers = [i for i in items if i not in allowed]
+                if strangers or len(items) != 1:
+                    problems.append(f"{where}: mounts {items} of Secret {name}; only its own key file may be")
+            else:
+                problems.append(f"{where}: mounts Secret {name}, which is not its own ({own})")
+        for container in containers:
+            args = container.get("args") or []
+            if not any(a.startswith("--tls-cert=") for a in args):
+                problems.append(f"{where} container {container.get('name')}: gRPC without a certificate (no --tls-cert)")
+                continue
+            mounts = {m.get("name"): m for m in container.get("volumeMounts") or []}
+            tls = [m for n, m in mounts.items() if n in tls_volumes and m.get("mountPath") == "/etc/verity/tls"]
+            if not tls:
+                problems.append(f"{where} container {container.get('name')}: its TLS Secret ({own}) is not mounted at /etc/verity/tls")
+            elif not tls[0].get("readOnly"):
+                problems.append(f"{where} container {container.get('name')}: its TLS Secret is mounted writable")
+    return problems
+
+
 def self_test():
     """Every rule must catch the manifest that breaks it (a checker that cannot fail checks nothing)."""
     good = {
@@ -311,7 +366,28 @@ def self_test():
     assert network_problems([policy]) == [], network_problems([policy])
     policy["spec"]["ingress"][1]["from"].append({"namespaceSelector": {}})
     assert any("every namespace" in p for p in network_problems([policy])), "open metrics missed"
-    print(f"check.py self-test: {len(cases) + 8} rules each caught their broken manifest")
+    tls_pod = json.loads(json.dumps(good))
+    tls_pod["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] = "gateway"
+    pod_spec_ = tls_pod["spec"]["template"]["spec"]
+    pod_spec_["containers"][0]["args"] = ["--tls-cert=/etc/verity/tls/tls.crt"]
+    pod_spec_["containers"][0]["volumeMounts"] = [{"name": "tls", "mountPath": "/etc/verity/tls", "readOnly": True}]
+    pod_spec_["volumes"] = [{"name": "tls", "secret": {"secretName": "verity-tls-gateway"}}]
+    assert credential_problems([tls_pod]) == [], credential_problems([tls_pod])
+    tls_cases = [
+        (lambda p: p["containers"][0].update(args=[]), "no --tls-cert"),
+        (lambda p: p["volumes"][0]["secret"].update(secretName="verity-tls-sequencer"), "not its own"),
+        (lambda p: p["containers"][0]["volumeMounts"][0].pop("readOnly"), "mounted writable"),
+        (lambda p: p["volumes"].append({"name": "key", "secret": {"secretName": "verity-keys",
+                                                                   "items": [{"key": "sequencer.key", "path": "k"}]}}),
+         "only its own key file"),
+        (lambda p: p["volumes"].append({"name": "key", "secret": {"secretName": "verity-keys"}}), "not its own"),
+    ]
+    for edit, expected in tls_cases:
+        doc = json.loads(json.dumps(tls_pod))
+        edit(doc["spec"]["template"]["spec"])
+        found = credential_problems([doc])
+        assert any(expected in p for p in found), f"credential rule {expected!r} missed: {found}"
+    print(f"check.py self-test: {len(cases) + len(tls_cases) + 8} rules each caught their broken manifest")
 
 
 def main():
@@ -332,6 +408,7 @@ def main():
     problems = (schema_problems(docs, args.k8s.split(","))
                 + policy_problems(docs, tuple(args.guaranteed))
                 + network_problems(docs)
+                + credential_problems(docs)
                 + reference_problems(docs))
     for problem in problems:
         print(problem)

@@ -81,6 +81,23 @@ schema = {
         "chain": {"type": "object", "additionalProperties": False, "required": ["configMap", "keysSecret"],
                   "properties": {"configMap": {"type": "string", "minLength": 1},
                                  "keysSecret": {"type": "string", "minLength": 1}}},
+        "tls": {"type": "object", "additionalProperties": False,
+                "required": ["enabled", "secretPrefix", "healthPort"],
+                "properties": {
+                    "enabled": {"type": "boolean"},
+                    "secretPrefix": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$"},
+                    "healthPort": {"type": "integer", "minimum": 1024, "maximum": 65535,
+                                   "not": {"enum": [7100, 7200, 7300, 7500, 7600, 7700, 8545]}},
+                    "certManager": {"type": "object", "additionalProperties": False,
+                                    "properties": {
+                                        "enabled": {"type": "boolean"},
+                                        "issuerRef": {"type": "object", "additionalProperties": False,
+                                                      "required": ["name"],
+                                                      "properties": {"name": {"type": "string", "minLength": 1},
+                                                                     "kind": {"enum": ["Issuer", "ClusterIssuer"]},
+                                                                     "group": {"type": "string"}}},
+                                        "duration": {"type": "string", "pattern": "^[0-9]+h$"},
+                                        "renewBefore": {"type": "string", "pattern": "^[0-9]+h$"}}}}},
         "proving": {"type": "object", "additionalProperties": False,
                     "properties": {
                         "enabled": {"type": "boolean"},

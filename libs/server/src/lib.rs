@@ -102,6 +102,10 @@ pub struct ServerArgs {
     /// A JSON file written once the service is ready, with the addresses it bound.
     #[arg(long, env = "VERITY_READY_FILE")]
     pub ready_file: Option<PathBuf>,
+    /// Also serve the gRPC health service alone, in plaintext, on this address: for probes
+    /// that cannot speak TLS (kubelet's gRPC probes) when --tls-cert is given.
+    #[arg(long, env = "VERITY_HEALTH_ADDR")]
+    pub health_addr: Option<SocketAddr>,
 }
 
 impl ServerArgs {
@@ -169,6 +173,8 @@ pub struct Security {
     pub tls: Option<tls::Tls>,
     /// Who may call what.
     pub policy: tls::Policy,
+    /// Where health alone is served in plaintext (`--health-addr`), if anywhere.
+    pub health_addr: Option<SocketAddr>,
 }
 
 impl Security {
@@ -182,7 +188,11 @@ impl Security {
                  --tls-cert, --tls-key and --tls-ca outside tests"
             );
         }
-        Ok(Self { tls, policy })
+        Ok(Self {
+            tls,
+            policy,
+            health_addr: args.server.health_addr,
+        })
     }
 }
 
@@ -207,7 +217,25 @@ pub async fn serve_grpc(
         .register_encoded_file_descriptor_set(verity_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
-    let routes = routes.add_service(health).add_service(reflection);
+    let routes = routes.add_service(health.clone()).add_service(reflection);
+    // The plaintext health-only listener, bound before serving so a bad address fails the
+    // start; it stops with the main server.
+    let health_only = match security.health_addr {
+        Some(addr) => {
+            let listener = bind(addr).await?;
+            let stop = CancellationToken::new();
+            let serving = tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_routes(Routes::new(health))
+                    .serve_with_incoming_shutdown(
+                        TcpIncoming::from(listener),
+                        stop.clone().cancelled_owned(),
+                    ),
+            );
+            Some((stop.drop_guard(), serving))
+        }
+        None => None,
+    };
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &security.tls {
         builder = builder.tls_config(tls.server_config())?;
@@ -221,6 +249,7 @@ pub async fn serve_grpc(
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
         .await?;
+    drop(health_only);
     Ok(())
 }
 

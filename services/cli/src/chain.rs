@@ -8,6 +8,7 @@ use alloy_primitives::Address;
 use anyhow::Context as _;
 use verity_devnet::{ChainFiles, DevnetOptions};
 use verity_primitives::SigningKey;
+use verity_server::tls::Role;
 
 /// `verity chain ...`
 #[derive(clap::Args, Debug)]
@@ -93,6 +94,25 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write the chain into --out {}", args.out.display()))?;
     let pools = pool_keys(&args.out, &args.prover_pools)?;
     write_addresses(&args.out, &chain, &pools)?;
+    let components = tls_components(&args.prover_pools);
+    let identities: Vec<(&str, Role)> = components
+        .iter()
+        .map(|(name, role)| (name.as_str(), *role))
+        .chain([("admin", Role::Admin)])
+        .collect();
+    let tls_dir = args.out.join("tls");
+    verity_server::tls::issue(&tls_dir, &identities)
+        .with_context(|| format!("cannot write certificates into {}", tls_dir.display()))?;
+    let tls_secrets: String = components
+        .iter()
+        .map(|(name, _)| {
+            let tls = tls_dir.display();
+            format!(
+                "\n  kubectl create secret generic verity-tls-{name} --from-file=tls.crt={tls}/{name}.pem \\\n    \
+                 --from-file=tls.key={tls}/{name}.key --from-file=ca.crt={tls}/ca.pem"
+            )
+        })
+        .collect();
     let dir = args.out.display();
     let pool_keys: String = args
         .prover_pools
@@ -126,7 +146,12 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
          kubectl create secret generic verity-keys --from-file={dir}/sequencer.key \\\n    \
          --from-file={dir}/standby.key{pool_keys} --from-file={dir}/verifier.key\n\n\
          The chart's prover.pools must be {pools_value} (proving.proofQuorum at most {count}).\n\n\
-         Keep {dir}/governance/ off the cluster: those keys appoint sequencers.\n\n\
+         gRPC certificates (the chart's tls.secretPrefix verity-tls), one Secret per component:{tls_secrets}\n\n\
+         Or let cert-manager issue them (tls.certManager.enabled): a CA Issuer from the chain's CA,\n  \
+         kubectl create secret tls verity-ca --cert={dir}/tls/ca.pem --key={dir}/tls/ca.key\n\
+         {dir}/tls/admin.pem and admin.key are an operator's (grpcurl, verity governance).\n\n\
+         Keep {dir}/governance/ and {dir}/tls/ca.key off the cluster: those keys appoint sequencers \
+         and certify roles.\n\n\
          genesis.json funds the ten accounts of the public test mnemonic (test test ... junk), \
          as the devnet does: for a chain with value, replace its `alloc` before any node \
          starts (the genesis hash is taken from the file)."
@@ -146,6 +171,29 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The chart's components that serve or call gRPC, each with the role its certificate names
+/// (the names of the chart's `verity-tls-<component>` Secrets).
+fn tls_components(pools: &[String]) -> Vec<(String, Role)> {
+    let mut components: Vec<(String, Role)> = [
+        ("sequencer", Role::Sequencer),
+        ("ingress", Role::Ingress),
+        ("gateway", Role::Gateway),
+        ("replica-full", Role::Replica),
+        ("replica-witness", Role::Witness),
+        ("replica-verifier", Role::Verifier),
+        ("autoscaler", Role::Autoscaler),
+    ]
+    .into_iter()
+    .map(|(name, role)| (name.to_string(), role))
+    .collect();
+    components.extend(
+        pools
+            .iter()
+            .map(|pool| (format!("prover-{pool}"), Role::Prover)),
+    );
+    components
 }
 
 /// The prover pools' keys (`prover-<pool>.key`, made when missing) and their addresses.

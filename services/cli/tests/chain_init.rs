@@ -64,7 +64,26 @@ fn a_new_chain_has_every_file_the_chart_needs() {
         .filter_map(|word| word.strip_prefix("--from-file="))
         .map(|f| f.rsplit('=').next().unwrap_or(f))
         .collect();
-    assert_eq!(files.len(), 10, "{stdout}");
+    // The ConfigMap's and keys Secret's 10, and three for each of the 9 TLS Secrets.
+    assert_eq!(files.len(), 10 + 9 * 3, "{stdout}");
+    // Each component's certificate names its role (what the chart's Secret of that name holds).
+    for (component, role) in [
+        ("sequencer", "sequencer"),
+        ("gateway", "gateway"),
+        ("replica-full", "replica"),
+        ("replica-verifier", "verifier"),
+        ("prover-b", "prover"),
+    ] {
+        let tls = verity_server::tls::TlsArgs::in_dir(&dir.join("tls"), component)
+            .load()
+            .unwrap()
+            .unwrap();
+        assert_eq!(tls.role.name(), role, "{component}");
+        assert!(
+            stdout.contains(&format!("secret generic verity-tls-{component} ")),
+            "{stdout}"
+        );
+    }
     for file in files {
         assert!(
             std::path::Path::new(file).is_file(),

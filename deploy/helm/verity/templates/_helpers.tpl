@@ -145,14 +145,16 @@ status), liveness on /metrics (the process answers HTTP). `startupSeconds` bound
 (a standby catching up, a prover loading KZG parameters).
 */}}
 {{- define "verity.probes" -}}
+{{- $port := .port -}}
+{{- if and .root .root.Values.tls.enabled }}{{ $port = .root.Values.tls.healthPort }}{{ end -}}
 startupProbe:
   grpc:
-    port: {{ .port }}
+    port: {{ $port }}
   periodSeconds: 2
   failureThreshold: {{ div (default 120 .startupSeconds) 2 }}
 readinessProbe:
   grpc:
-    port: {{ .port }}
+    port: {{ $port }}
   periodSeconds: 5
   timeoutSeconds: 2
   failureThreshold: 3
@@ -196,6 +198,35 @@ livenessProbe:
 {{- end -}}
 
 {{/* Volumes a read-only root filesystem needs: a writable /tmp. */}}
+{{/* The gRPC TLS flags of a component (tls.enabled): (dict "root" $) */}}
+{{- define "verity.tlsArgs" -}}
+{{- if .root.Values.tls.enabled }}
+- --tls-cert=/etc/verity/tls/tls.crt
+- --tls-key=/etc/verity/tls/tls.key
+- --tls-ca=/etc/verity/tls/ca.crt
+- --health-addr=0.0.0.0:{{ .root.Values.tls.healthPort }}
+{{- end }}
+{{- end -}}
+
+{{/* The mount of a component's TLS Secret: (dict "root" $) */}}
+{{- define "verity.tlsMount" -}}
+{{- if .root.Values.tls.enabled }}
+- name: tls
+  mountPath: /etc/verity/tls
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* A component's own TLS Secret as a volume: (dict "root" $ "component" "ingress") */}}
+{{- define "verity.tlsVolume" -}}
+{{- if .root.Values.tls.enabled }}
+- name: tls
+  secret:
+    secretName: {{ .root.Values.tls.secretPrefix }}-{{ .component }}
+    defaultMode: 0440
+{{- end }}
+{{- end -}}
+
 {{/* Whom the chain trusts for epoch 0, from the chain ConfigMap, for a genesis that names no
 sequencer: the key mini-blocks, seals and the sequencer lease of epoch 0 are signed with (later
 epochs' come from governance appointments). */}}
@@ -307,4 +338,20 @@ none
 {{/* The sequencers' Lease (with the standby). */}}
 {{- define "verity.sequencerLease" -}}
 {{- printf "%s-sequencer" (include "verity.fullname" .) -}}
+{{- end -}}
+
+{{/* The components that serve or call gRPC, each with the role its certificate names (JSON). */}}
+{{- define "verity.tlsComponents" -}}
+{{- $c := dict "sequencer" "sequencer" "ingress" "ingress" "gateway" "gateway" "replica-full" "replica" -}}
+{{- if .Values.proving.enabled }}
+{{- $_ := set $c "replica-witness" "witness" }}
+{{- $_ := set $c "replica-verifier" "verifier" }}
+{{- range $pool := .Values.prover.pools }}
+{{- $_ := set $c (printf "prover-%s" $pool) "prover" }}
+{{- end }}
+{{- end }}
+{{- if eq (include "verity.proverScaling" .) "verity" }}
+{{- $_ := set $c "autoscaler" "autoscaler" }}
+{{- end }}
+{{- toJson $c -}}
 {{- end -}}
