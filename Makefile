@@ -63,7 +63,8 @@ e2e: bootstrap bins
 ## execution (tens of minutes), JSON-RPC on a release-built devnet (realtime send latency,
 ## read throughput), and the chain under `verity bench` (transfers up to 10,000/s, ERC-20,
 ## counter, mixed; it rewrites its section of docs/benchmarks.md), and sequencer failover (takeover
-## after SIGKILL over 20 runs, cold appointment against state size; it rewrites its section).
+## after SIGKILL over 20 runs, cold appointment against state size; it rewrites its section), and
+## what authenticated NATS and mutual TLS cost (the same runs without them; its section too).
 bench: bootstrap
 	$(CARGO) bench -p verity-execution --bench execution
 	$(CARGO) bench -p verity-ingress --bench recover
@@ -77,6 +78,7 @@ bench: bootstrap
 	$(CARGO) bench -p verity-e2e --bench load
 	$(CARGO) bench -p verity-e2e --bench takeover
 	$(CARGO) bench -p verity-e2e --bench safe_lag
+	$(CARGO) bench -p verity-e2e --bench security
 
 ## check-production: fails if a production binary in target/debug was built with a test-only
 ## feature (their --version says "test build")

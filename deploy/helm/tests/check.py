@@ -254,10 +254,10 @@ OWN_KEYS = {
 
 
 def credential_problems(docs):
-    """Each Verity pod serves and calls gRPC with a certificate (--tls-cert) from the TLS Secret of
-    its own component (`<prefix>-<component>`, `-prover-<pool>` for a prover pool), mounted
-    read-only, and mounts no other component's Secret; from the shared keys Secret it projects only
-    its own key file."""
+    """Each Verity pod serves and calls gRPC with a certificate (--tls-cert) and connects to NATS
+    with an nkey (--nats-nkey-file), each from a Secret of its own component (`<prefix>-<component>`,
+    `-prover-<pool>` for a prover pool) mounted read-only, and mounts no other component's Secret;
+    from the shared keys Secret it projects only its own key file."""
     problems = []
     for doc in docs:
         spec = pod_spec(doc)
@@ -270,15 +270,15 @@ def credential_problems(docs):
         labels = pod_labels(doc)
         component = labels.get("app.kubernetes.io/component", "")
         own = component + (f"-{labels['verity.io/prover-pool']}" if component == "prover" else "")
-        tls_volumes = set()
+        own_volumes = set()
         for volume in spec.get("volumes") or []:
             secret = volume.get("secret")
             if secret is None:
                 continue
             name = secret.get("secretName", "")
             items = [i.get("key") for i in secret.get("items") or []]
-            if name.endswith(f"-{own}") and not items:
-                tls_volumes.add(volume.get("name"))
+            if name.endswith(f"-{own}"):
+                own_volumes.add(volume.get("name"))
             elif items:
                 allowed = OWN_KEYS.get(component, set()) | ({f"prover-{labels.get('verity.io/prover-pool')}.key"} if component == "prover" else set())
                 strangers = [i for i in items if i not in allowed]
@@ -287,16 +287,19 @@ def credential_problems(docs):
             else:
                 problems.append(f"{where}: mounts Secret {name}, which is not its own ({own})")
         for container in containers:
+            c = f"{where} container {container.get('name')}"
             args = container.get("args") or []
-            if not any(a.startswith("--tls-cert=") for a in args):
-                problems.append(f"{where} container {container.get('name')}: gRPC without a certificate (no --tls-cert)")
-                continue
             mounts = {m.get("name"): m for m in container.get("volumeMounts") or []}
-            tls = [m for n, m in mounts.items() if n in tls_volumes and m.get("mountPath") == "/etc/verity/tls"]
-            if not tls:
-                problems.append(f"{where} container {container.get('name')}: its TLS Secret ({own}) is not mounted at /etc/verity/tls")
-            elif not tls[0].get("readOnly"):
-                problems.append(f"{where} container {container.get('name')}: its TLS Secret is mounted writable")
+            for flag, path, what in (("--tls-cert=", "/etc/verity/tls", "gRPC without a certificate"),
+                                     ("--nats-nkey-file=", "/etc/verity/nats", "NATS without a credential")):
+                if not any(a.startswith(flag) for a in args):
+                    problems.append(f"{c}: {what} (no {flag.rstrip('=')})")
+                    continue
+                mounted = [m for n, m in mounts.items() if n in own_volumes and m.get("mountPath") == path]
+                if not mounted:
+                    problems.append(f"{c}: its own Secret ({own}) is not mounted at {path}")
+                elif not mounted[0].get("readOnly"):
+                    problems.append(f"{c}: its Secret at {path} is mounted writable")
     return problems
 
 
@@ -369,12 +372,17 @@ def self_test():
     tls_pod = json.loads(json.dumps(good))
     tls_pod["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] = "gateway"
     pod_spec_ = tls_pod["spec"]["template"]["spec"]
-    pod_spec_["containers"][0]["args"] = ["--tls-cert=/etc/verity/tls/tls.crt"]
-    pod_spec_["containers"][0]["volumeMounts"] = [{"name": "tls", "mountPath": "/etc/verity/tls", "readOnly": True}]
-    pod_spec_["volumes"] = [{"name": "tls", "secret": {"secretName": "verity-tls-gateway"}}]
+    pod_spec_["containers"][0]["args"] = ["--tls-cert=/etc/verity/tls/tls.crt", "--nats-nkey-file=/etc/verity/nats/nkey"]
+    pod_spec_["containers"][0]["volumeMounts"] = [{"name": "tls", "mountPath": "/etc/verity/tls", "readOnly": True},
+                                                  {"name": "nats-key", "mountPath": "/etc/verity/nats", "readOnly": True}]
+    pod_spec_["volumes"] = [{"name": "tls", "secret": {"secretName": "verity-tls-gateway"}},
+                            {"name": "nats-key", "secret": {"secretName": "verity-nats-gateway",
+                                                            "items": [{"key": "nkey", "path": "nkey"}]}}]
     assert credential_problems([tls_pod]) == [], credential_problems([tls_pod])
     tls_cases = [
-        (lambda p: p["containers"][0].update(args=[]), "no --tls-cert"),
+        (lambda p: p["containers"][0]["args"].pop(0), "no --tls-cert"),
+        (lambda p: p["containers"][0]["args"].pop(1), "no --nats-nkey-file"),
+        (lambda p: p["volumes"][1]["secret"].update(secretName="verity-nats-ingress"), "not mounted at /etc/verity/nats"),
         (lambda p: p["volumes"][0]["secret"].update(secretName="verity-tls-sequencer"), "not its own"),
         (lambda p: p["containers"][0]["volumeMounts"][0].pop("readOnly"), "mounted writable"),
         (lambda p: p["volumes"].append({"name": "key", "secret": {"secretName": "verity-keys",
@@ -388,6 +396,34 @@ def self_test():
         found = credential_problems([doc])
         assert any(expected in p for p in found), f"credential rule {expected!r} missed: {found}"
     print(f"check.py self-test: {len(cases) + len(tls_cases) + 8} rules each caught their broken manifest")
+
+
+# A public user nkey (of no secret anyone holds), for the stub authorization of `nats_config`.
+STUB_NKEY = "UB6PTGHV3VEKBAU2YUDHY4GD3P3QB2GGIY36EYJYD27KVXDWGXFLHO2N"
+
+
+def nats_config_problems(docs):
+    """The bundled NATS's rendered configuration is one `nats-server -t` accepts (with a stub of
+    the `auth.conf` that `verity chain init` writes when auth is on)."""
+    import shutil
+    import subprocess
+    import tempfile
+    problems = []
+    server = shutil.which("nats-server") or ("/usr/sbin/nats-server" if Path("/usr/sbin/nats-server").exists() else None)
+    for doc in docs:
+        if doc.get("kind") != "ConfigMap" or "nats.conf" not in (doc.get("data") or {}):
+            continue
+        if server is None:
+            return [f"{name_of(doc)}: nats-server is not installed (scripts/bootstrap.sh installs it)"]
+        with tempfile.TemporaryDirectory() as tmp:
+            conf = doc["data"]["nats.conf"].replace("/data", f"{tmp}/data").replace("/var/run/nats", tmp)
+            Path(tmp, "nats.conf").write_text(conf)
+            Path(tmp, "auth.conf").write_text(f'authorization {{\n  users = [ {{ nkey: "{STUB_NKEY}" }} ]\n}}\n')
+            run = subprocess.run([server, "-c", str(Path(tmp, "nats.conf")), "-t"], capture_output=True, text=True,
+                                 env={"POD_NAME": "nats-0", "PATH": "/usr/bin:/bin"})
+            if run.returncode != 0:
+                problems.append(f"{name_of(doc)}: nats-server refuses its nats.conf: {(run.stderr or run.stdout).strip()}")
+    return problems
 
 
 def main():
@@ -409,6 +445,7 @@ def main():
                 + policy_problems(docs, tuple(args.guaranteed))
                 + network_problems(docs)
                 + credential_problems(docs)
+                + nats_config_problems(docs)
                 + reference_problems(docs))
     for problem in problems:
         print(problem)

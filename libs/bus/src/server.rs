@@ -75,6 +75,18 @@ fn quoted(subjects: &[String]) -> String {
     format!("[{}]", quoted.join(", "))
 }
 
+/// The `authorization` block of a NATS server configuration that admits exactly `users`, each to
+/// what its permissions say (the devnet's server, and the file `verity chain init` writes for a
+/// cluster's).
+pub fn authorization(users: &[User]) -> String {
+    let mut text = String::from("authorization {\n  users = [\n");
+    for user in users {
+        text.push_str(&user.config());
+    }
+    text.push_str("  ]\n}\n");
+    text
+}
+
 impl User {
     fn config(&self) -> String {
         let Some(p) = &self.permissions else {
@@ -113,11 +125,7 @@ impl NatsServer {
         let config = dir.join("nats.conf");
         let mut text = String::from("max_payload: 8388608\n");
         if !users.is_empty() {
-            text.push_str("authorization {\n  users = [\n");
-            for user in users {
-                text.push_str(&user.config());
-            }
-            text.push_str("  ]\n}\n");
+            text.push_str(&authorization(users));
         }
         std::fs::write(&config, text)?;
         let child = Command::new(binary)

@@ -213,6 +213,10 @@ pub struct DevnetOptions {
     pub binaries: BTreeMap<Service, String>,
     /// Extra environment of every service.
     pub env: Vec<(String, String)>,
+    /// Authenticate and authorize every NATS client (nkeys, per-role permissions) and every
+    /// gRPC call (mutual TLS). Off only to measure what that costs (`make bench`): then NATS
+    /// admits anyone and gRPC is plaintext.
+    pub secure: bool,
 }
 
 impl DevnetOptions {
@@ -240,6 +244,7 @@ impl DevnetOptions {
             takeover_secs: 60,
             binaries: BTreeMap::new(),
             env: Vec::new(),
+            secure: true,
         }
     }
 }
@@ -309,7 +314,11 @@ impl Devnet {
         let chain = prepare(&options).await?;
         // Every service and the devnet's own tools authenticate with an nkey of their own, each
         // allowed only its role's subjects; the server refuses everyone else (ADR 0014).
-        let users = nats_users(dir, &chain)?;
+        let users = if options.secure {
+            nats_users(dir, &chain)?
+        } else {
+            Vec::new()
+        };
         // And a certificate of the devnet's CA naming its role, for mutual TLS on gRPC; the
         // admin's is for the devnet's tools and tests. Made once; an older devnet directory
         // without them gets them here.
@@ -320,7 +329,11 @@ impl Devnet {
             .collect();
         verity_server::tls::issue(&dir.join(TLS_DIR), &identities)
             .map_err(|e| DevnetError::Setup(e.to_string()))?;
-        let nats = NatsServer::start_with_users(&dir.join("nats"), &users).await?;
+        let nats = if options.secure {
+            NatsServer::start_with_users(&dir.join("nats"), &users).await?
+        } else {
+            NatsServer::start(&dir.join("nats")).await?
+        };
         let mut devnet = Self {
             prover_address: chain.prover,
             verifier_address: chain.verifier,
@@ -342,6 +355,9 @@ impl Devnet {
 
     /// The devnet's admin certificate (its tools and tests): may call every gRPC method.
     pub fn tls_admin(&self) -> TlsArgs {
+        if !self.options.secure {
+            return TlsArgs::default();
+        }
         TlsArgs::in_dir(&self.options.data_dir.join(TLS_DIR), TLS_ADMIN)
     }
 
@@ -349,7 +365,10 @@ impl Devnet {
     pub fn nats_admin(&self) -> Option<verity_bus::NatsArgs> {
         Some(verity_bus::NatsArgs {
             url: self.nats_url()?.to_string(),
-            nkey_file: Some(nats_nkey_file(&self.options.data_dir, NATS_ADMIN)),
+            nkey_file: self
+                .options
+                .secure
+                .then(|| nats_nkey_file(&self.options.data_dir, NATS_ADMIN)),
         })
     }
 
@@ -565,11 +584,13 @@ impl Devnet {
         };
         // Every service is on the bus, with its own credential, and serves and calls gRPC over
         // mutual TLS with its own certificate.
-        args.extend([
-            "--nats-nkey-file".into(),
-            path(&nats_nkey_file(dir, service.name())),
-        ]);
-        args.extend(TlsArgs::in_dir(&dir.join(TLS_DIR), service.name()).to_args());
+        if self.options.secure {
+            args.extend([
+                "--nats-nkey-file".into(),
+                path(&nats_nkey_file(dir, service.name())),
+            ]);
+            args.extend(TlsArgs::in_dir(&dir.join(TLS_DIR), service.name()).to_args());
+        }
         if matches!(
             service,
             Service::Replica | Service::Witness | Service::Verifier

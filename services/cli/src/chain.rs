@@ -103,6 +103,17 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
     let tls_dir = args.out.join("tls");
     verity_server::tls::issue(&tls_dir, &identities)
         .with_context(|| format!("cannot write certificates into {}", tls_dir.display()))?;
+    let nats_dir = args.out.join("nats");
+    write_nats_auth(&nats_dir, &chain, &args.prover_pools, &pools)?;
+    let nats_secrets: String = components
+        .iter()
+        .map(|(name, _)| {
+            let nats = nats_dir.display();
+            format!(
+                "\n  kubectl create secret generic verity-nats-{name} --from-file=nkey={nats}/{name}.nk"
+            )
+        })
+        .collect();
     let tls_secrets: String = components
         .iter()
         .map(|(name, _)| {
@@ -146,6 +157,10 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
          kubectl create secret generic verity-keys --from-file={dir}/sequencer.key \\\n    \
          --from-file={dir}/standby.key{pool_keys} --from-file={dir}/verifier.key\n\n\
          The chart's prover.pools must be {pools_value} (proving.proofQuorum at most {count}).\n\n\
+         NATS credentials (the chart's nats.auth), the server's authorization and one nkey per \
+         component:\n  \
+         kubectl create configmap verity-nats-auth --from-file={dir}/nats/auth.conf{nats_secrets}\n\
+         {dir}/nats/admin.nk is an operator's (`nats --nkey`): it may delete and purge streams.\n\n\
          gRPC certificates (the chart's tls.secretPrefix verity-tls), one Secret per component:{tls_secrets}\n\n\
          Or let cert-manager issue them (tls.certManager.enabled): a CA Issuer from the chain's CA,\n  \
          kubectl create secret tls verity-ca --cert={dir}/tls/ca.pem --key={dir}/tls/ca.key\n\
@@ -194,6 +209,62 @@ fn tls_components(pools: &[String]) -> Vec<(String, Role)> {
             .map(|pool| (format!("prover-{pool}"), Role::Prover)),
     );
     components
+}
+
+/// One NATS nkey per chart component (`<component>.nk`, made when missing) and `auth.conf`, the
+/// server's `authorization` block admitting each to what its role may publish (as on the
+/// devnet, `verity_devnet::nats_permissions`) and `admin.nk` to everything.
+fn write_nats_auth(
+    dir: &std::path::Path,
+    chain: &ChainFiles,
+    pools: &[String],
+    pool_addresses: &[Address],
+) -> anyhow::Result<()> {
+    use verity_devnet::Service;
+    let mut users = Vec::new();
+    let key = |name: &str| {
+        let path = dir.join(format!("{name}.nk"));
+        verity_bus::auth::load_or_create_nkey(&path)
+            .map(|key| key.public)
+            .map_err(|e| anyhow::anyhow!("cannot make {}: {e}", path.display()))
+    };
+    // The autoscaler only reads (consumer backlogs): a full replica's grants, which publish
+    // nothing of their own.
+    for (name, service) in [
+        ("sequencer", Service::Sequencer),
+        ("ingress", Service::Ingress),
+        ("gateway", Service::Gateway),
+        ("replica-full", Service::Replica),
+        ("replica-witness", Service::Witness),
+        ("replica-verifier", Service::Verifier),
+        ("autoscaler", Service::Replica),
+    ] {
+        users.push(verity_bus::server::User {
+            nkey: key(name)?,
+            permissions: Some(verity_devnet::nats_permissions(
+                service,
+                Address::ZERO,
+                chain.verifier,
+            )),
+        });
+    }
+    for (pool, address) in pools.iter().zip(pool_addresses) {
+        users.push(verity_bus::server::User {
+            nkey: key(&format!("prover-{pool}"))?,
+            permissions: Some(verity_devnet::nats_permissions(
+                Service::Prover,
+                *address,
+                chain.verifier,
+            )),
+        });
+    }
+    users.push(verity_bus::server::User {
+        nkey: key("admin")?,
+        permissions: None,
+    });
+    let path = dir.join("auth.conf");
+    std::fs::write(&path, verity_bus::server::authorization(&users))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The prover pools' keys (`prover-<pool>.key`, made when missing) and their addresses.

@@ -64,8 +64,28 @@ fn a_new_chain_has_every_file_the_chart_needs() {
         .filter_map(|word| word.strip_prefix("--from-file="))
         .map(|f| f.rsplit('=').next().unwrap_or(f))
         .collect();
-    // The ConfigMap's and keys Secret's 10, and three for each of the 9 TLS Secrets.
-    assert_eq!(files.len(), 10 + 9 * 3, "{stdout}");
+    // The ConfigMap's and keys Secret's 10, the NATS authorization and one nkey for each of the
+    // 9 components, and three for each of their TLS Secrets.
+    assert_eq!(files.len(), 10 + 1 + 9 + 9 * 3, "{stdout}");
+    // The server's authorization admits each component's nkey, a prover's only to its own
+    // results, and the admin to everything.
+    let auth = std::fs::read_to_string(dir.join("nats/auth.conf")).unwrap();
+    for component in ["sequencer", "gateway", "prover-a", "admin"] {
+        let key = verity_bus::auth::read_nkey(&dir.join(format!("nats/{component}.nk"))).unwrap();
+        assert!(
+            auth.contains(&key.public),
+            "{component} missing from:\n{auth}"
+        );
+    }
+    let pool_a = verity_bus::message_id(pool("a").as_slice());
+    assert!(
+        auth.contains(&format!("verity.proofs.results.*.proof.{pool_a}")),
+        "{auth}"
+    );
+    assert!(
+        stdout.contains("secret generic verity-nats-prover-b "),
+        "{stdout}"
+    );
     // Each component's certificate names its role (what the chart's Secret of that name holds).
     for (component, role) in [
         ("sequencer", "sequencer"),

@@ -200,6 +200,7 @@ livenessProbe:
 {{/* Volumes a read-only root filesystem needs: a writable /tmp. */}}
 {{/* The gRPC TLS flags of a component (tls.enabled): (dict "root" $) */}}
 {{- define "verity.tlsArgs" -}}
+{{- include "verity.natsAuthArgs" . }}
 {{- if .root.Values.tls.enabled }}
 - --tls-cert=/etc/verity/tls/tls.crt
 - --tls-key=/etc/verity/tls/tls.key
@@ -208,11 +209,23 @@ livenessProbe:
 {{- end }}
 {{- end -}}
 
+{{/* The NATS nkey flag of a component (nats.auth.enabled): (dict "root" $) */}}
+{{- define "verity.natsAuthArgs" -}}
+{{- if .root.Values.nats.auth.enabled }}
+- --nats-nkey-file=/etc/verity/nats/nkey
+{{- end }}
+{{- end -}}
+
 {{/* The mount of a component's TLS Secret: (dict "root" $) */}}
 {{- define "verity.tlsMount" -}}
 {{- if .root.Values.tls.enabled }}
 - name: tls
   mountPath: /etc/verity/tls
+  readOnly: true
+{{- end }}
+{{- if .root.Values.nats.auth.enabled }}
+- name: nats-key
+  mountPath: /etc/verity/nats
   readOnly: true
 {{- end }}
 {{- end -}}
@@ -224,6 +237,15 @@ livenessProbe:
   secret:
     secretName: {{ .root.Values.tls.secretPrefix }}-{{ .component }}
     defaultMode: 0440
+{{- end }}
+{{- if .root.Values.nats.auth.enabled }}
+- name: nats-key
+  secret:
+    secretName: {{ .root.Values.nats.auth.secretPrefix }}-{{ .component }}
+    defaultMode: 0440
+    items:
+      - key: nkey
+        path: nkey
 {{- end }}
 {{- end -}}
 
