@@ -229,13 +229,21 @@ def load(paths):
     return docs
 
 
-def network_problems(docs):
+def network_problems(docs, narrow_egress=()):
     """NetworkPolicy ingress open to every namespace (an empty `namespaceSelector` peer): only the
-    public JSON-RPC port (8545) may be."""
+    public JSON-RPC port (8545) may be. For the components in `narrow_egress`, egress to anywhere
+    (`0.0.0.0/0`) but DNS."""
     problems = []
     for doc in docs:
         if doc.get("kind") != "NetworkPolicy":
             continue
+        component = ((doc.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/component")
+        if component in narrow_egress:
+            for rule in (doc.get("spec") or {}).get("egress") or []:
+                for peer in rule.get("to") or []:
+                    if (peer.get("ipBlock") or {}).get("cidr") in ("0.0.0.0/0", "::/0"):
+                        ports = sorted(p.get("port") for p in rule.get("ports") or [])
+                        problems.append(f"{name_of(doc)}: egress to anywhere on ports {ports}")
         for rule in (doc.get("spec") or {}).get("ingress") or []:
             ports = {p.get("port") for p in rule.get("ports") or []}
             if ports == {8545}:
@@ -369,6 +377,13 @@ def self_test():
     assert network_problems([policy]) == [], network_problems([policy])
     policy["spec"]["ingress"][1]["from"].append({"namespaceSelector": {}})
     assert any("every namespace" in p for p in network_problems([policy])), "open metrics missed"
+    egress = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+              "metadata": {"name": "e", "labels": {"app.kubernetes.io/component": "sequencer"}},
+              "spec": {"podSelector": {}, "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/28"}}],
+                                                      "ports": [{"port": 443}]}]}}
+    assert network_problems([egress], ("sequencer",)) == [], network_problems([egress], ("sequencer",))
+    egress["spec"]["egress"][0]["to"][0]["ipBlock"]["cidr"] = "0.0.0.0/0"
+    assert any("egress to anywhere" in p for p in network_problems([egress], ("sequencer",))), "open egress missed"
     tls_pod = json.loads(json.dumps(good))
     tls_pod["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] = "gateway"
     pod_spec_ = tls_pod["spec"]["template"]["spec"]
@@ -395,7 +410,7 @@ def self_test():
         edit(doc["spec"]["template"]["spec"])
         found = credential_problems([doc])
         assert any(expected in p for p in found), f"credential rule {expected!r} missed: {found}"
-    print(f"check.py self-test: {len(cases) + len(tls_cases) + 8} rules each caught their broken manifest")
+    print(f"check.py self-test: {len(cases) + len(tls_cases) + 9} rules each caught their broken manifest")
 
 
 # A public user nkey (of no secret anyone holds), for the stub authorization of `nats_config`.
@@ -432,6 +447,8 @@ def main():
     v = sub.add_parser("validate")
     v.add_argument("--k8s", default="1.33.0,1.35.0", help="Kubernetes versions, comma-separated")
     v.add_argument("--guaranteed", action="append", default=[], help="a component whose pods must be Guaranteed QoS")
+    v.add_argument("--narrow-egress", action="append", default=[],
+                   help="a component whose NetworkPolicy may not allow egress to anywhere")
     v.add_argument("files", nargs="+")
     sub.add_parser("self-test")
     args = parser.parse_args()
@@ -443,7 +460,7 @@ def main():
         sys.exit(f"{' '.join(args.files)}: no manifests")
     problems = (schema_problems(docs, args.k8s.split(","))
                 + policy_problems(docs, tuple(args.guaranteed))
-                + network_problems(docs)
+                + network_problems(docs, tuple(args.narrow_egress))
                 + credential_problems(docs)
                 + nats_config_problems(docs)
                 + reference_problems(docs))
