@@ -240,10 +240,16 @@ def network_problems(docs, narrow_egress=()):
         component = ((doc.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/component")
         if component in narrow_egress:
             for rule in (doc.get("spec") or {}).get("egress") or []:
-                for peer in rule.get("to") or []:
-                    if (peer.get("ipBlock") or {}).get("cidr") in ("0.0.0.0/0", "::/0"):
-                        ports = sorted(p.get("port") for p in rule.get("ports") or [])
-                        problems.append(f"{name_of(doc)}: egress to anywhere on ports {ports}")
+                ports = sorted(p.get("port") for p in rule.get("ports") or [])
+                if ports == [53, 53]:
+                    continue  # DNS, UDP and TCP
+                peers = rule.get("to")
+                anywhere = not peers or any(
+                    (peer.get("ipBlock") or {}).get("cidr") in ("0.0.0.0/0", "::/0")
+                    or (peer.get("namespaceSelector") == {} and "podSelector" not in peer)
+                    for peer in peers)
+                if anywhere:
+                    problems.append(f"{name_of(doc)}: egress to anywhere on ports {ports or 'all'}")
         for rule in (doc.get("spec") or {}).get("ingress") or []:
             ports = {p.get("port") for p in rule.get("ports") or []}
             if ports == {8545}:
@@ -384,6 +390,10 @@ def self_test():
     assert network_problems([egress], ("sequencer",)) == [], network_problems([egress], ("sequencer",))
     egress["spec"]["egress"][0]["to"][0]["ipBlock"]["cidr"] = "0.0.0.0/0"
     assert any("egress to anywhere" in p for p in network_problems([egress], ("sequencer",))), "open egress missed"
+    egress["spec"]["egress"][0].pop("to")
+    assert any("egress to anywhere" in p for p in network_problems([egress], ("sequencer",))), "egress without `to` missed"
+    egress["spec"]["egress"][0]["to"] = [{"namespaceSelector": {}}]
+    assert any("egress to anywhere" in p for p in network_problems([egress], ("sequencer",))), "every namespace missed"
     tls_pod = json.loads(json.dumps(good))
     tls_pod["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] = "gateway"
     pod_spec_ = tls_pod["spec"]["template"]["spec"]

@@ -47,6 +47,15 @@ pub struct Holder {
     pub epoch: u64,
     /// Its gRPC URL, where ingress forwards transactions.
     pub url: String,
+    /// Which process wrote it (chosen at random when a node claims the lease): two processes
+    /// with the same key tell each other apart.
+    #[serde(default)]
+    pub instance: u64,
+    /// The holder's renewal count, raised at every write: a standby counts only a higher one
+    /// as the holder being alive, so an old entry written again does not keep a dead holder's
+    /// lease alive.
+    #[serde(default)]
+    pub renewal: u64,
     /// For an epoch above 0: governance's appointment of `sequencer` for `epoch`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub appointment: Option<SignedAppointment>,
@@ -55,7 +64,8 @@ pub struct Holder {
 }
 
 impl Holder {
-    /// A claim of the lease by `key` for `epoch` of chain `chain_id`, forwarding to `url`.
+    /// A new claim of the lease by `key` for `epoch` of chain `chain_id`, forwarding to `url`,
+    /// by a process of its own (a new `instance`), renewal 0.
     pub fn signed(
         key: &SigningKey,
         chain_id: u64,
@@ -63,14 +73,38 @@ impl Holder {
         url: String,
         appointment: Option<SignedAppointment>,
     ) -> Self {
-        let signature = key.sign(&lease_signing_hash(chain_id, epoch, key.address(), &url));
-        Self {
+        let mut holder = Self {
             sequencer: key.address(),
             epoch,
             url,
+            instance: new_instance(),
+            renewal: 0,
             appointment,
-            signature,
-        }
+            signature: Signature::new(Default::default(), Default::default(), false),
+        };
+        holder.signature = key.sign(&holder.signing_hash(chain_id));
+        holder
+    }
+
+    /// The same claim, renewed: the next renewal count, signed again.
+    pub fn renewed(&self, key: &SigningKey, chain_id: u64) -> Self {
+        let mut next = self.clone();
+        next.renewal += 1;
+        next.signature = key.sign(&next.signing_hash(chain_id));
+        next
+    }
+
+    /// What the entry says besides key and epoch, as signed: instance, renewal and URL.
+    fn claim(&self) -> Vec<u8> {
+        let mut claim = Vec::with_capacity(16 + self.url.len());
+        claim.extend_from_slice(&self.instance.to_be_bytes());
+        claim.extend_from_slice(&self.renewal.to_be_bytes());
+        claim.extend_from_slice(self.url.as_bytes());
+        claim
+    }
+
+    fn signing_hash(&self, chain_id: u64) -> alloy_primitives::B256 {
+        lease_signing_hash(chain_id, self.epoch, self.sequencer, &self.claim())
     }
 
     /// Checks the claim against the chain's sequencing rules.
@@ -78,11 +112,28 @@ impl Holder {
         rules.check_lease(
             self.sequencer,
             self.epoch,
-            &self.url,
+            &self.claim(),
             self.appointment.as_ref(),
             &self.signature,
         )
     }
+
+    /// Whether this entry, read after `earlier`, shows its holder alive: another holder or
+    /// process, or the same process's later renewal (not an old entry written again).
+    pub fn is_newer_than(&self, earlier: &Holder) -> bool {
+        (self.sequencer, self.epoch, self.instance)
+            != (earlier.sequencer, earlier.epoch, earlier.instance)
+            || self.renewal > earlier.renewal
+    }
+}
+
+/// A process's lease instance: unique enough that two processes holding one key differ (it is
+/// signed, not secret).
+fn new_instance() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 40)
 }
 
 /// A lease entry as read: its holder and revision.
@@ -265,17 +316,32 @@ pub async fn wait_vacant(
             Ok(None) => return Err(kv_error("lease watch", "ended")),
             Ok(Some(entry)) => Some(entry?),
         };
+    // The lease expires `ttl` after the last sign of life of a holder: an entry that verifies
+    // and is newer than the last one seen (another holder, or a higher renewal). An entry that
+    // does not verify, or an old one written again, neither frees the lease at once nor keeps
+    // it alive; it only moves the compare-and-set revision along.
+    let mut alive: Option<Holder> = last.as_ref().and_then(|e| e.holder.clone());
+    let mut deadline = tokio::time::Instant::now() + ttl;
     loop {
         if last
             .as_ref()
-            .is_some_and(|e| e.holder.as_ref().is_none_or(&take_now))
+            .is_some_and(|e| e.refused.is_none() && e.holder.as_ref().is_none_or(&take_now))
         {
             return Ok(last);
         }
-        match tokio::time::timeout(ttl, changes.next()).await {
+        match tokio::time::timeout_at(deadline, changes.next()).await {
             Err(_) => return Ok(last),
             Ok(None) => return Err(kv_error("lease watch", "ended")),
-            Ok(Some(entry)) => last = Some(entry?),
+            Ok(Some(entry)) => {
+                let entry = entry?;
+                if let Some(holder) = &entry.holder
+                    && alive.as_ref().is_none_or(|seen| holder.is_newer_than(seen))
+                {
+                    alive = Some(holder.clone());
+                    deadline = tokio::time::Instant::now() + ttl;
+                }
+                last = Some(entry);
+            }
         }
     }
 }
@@ -327,11 +393,11 @@ impl LeaseTrustArgs {
 /// URL (`None` while no sequencer holds the lease or NATS is unreachable). Reconnects by
 /// itself; ends when every receiver is gone.
 ///
-/// Only entries that verify against `rules` count, and only for an epoch at least as high as
-/// the highest this follower has seen verify: an entry that does not verify leaves the URL as
-/// it was, and an old holder's signed entry written again cannot take the followers back to a
-/// deposed sequencer (one that starts after such a replay believes it until the next renewal
-/// of the real holder overwrites it).
+/// Only entries that verify against `rules` count: an entry that does not verify leaves the URL
+/// as it was. An old holder's signed entry written again takes the followers back to a deposed
+/// sequencer (which refuses transactions as a standby) until the real holder's next renewal
+/// overwrites it; pinning the highest epoch seen instead would strand them on a takeover that
+/// was abandoned, or on an epoch a standing appointment lets a standby claim early.
 pub fn follow_holder(
     nats: crate::NatsArgs,
     name: &'static str,
@@ -339,7 +405,6 @@ pub fn follow_holder(
 ) -> tokio::sync::watch::Receiver<Option<String>> {
     let (tx, rx) = tokio::sync::watch::channel(None);
     tokio::spawn(async move {
-        let mut highest = 0;
         loop {
             let followed = async {
                 let (_client, js) = nats.connect(name).await?;
@@ -349,17 +414,6 @@ pub fn follow_holder(
                     let entry = entry?;
                     if entry.refused.is_some() {
                         continue;
-                    }
-                    if let Some(holder) = &entry.holder {
-                        if holder.epoch < highest {
-                            tracing::warn!(
-                                epoch = holder.epoch,
-                                highest,
-                                "ignoring a sequencer lease entry of an epoch already superseded"
-                            );
-                            continue;
-                        }
-                        highest = holder.epoch;
                     }
                     let url = entry.holder.map(|h| h.url);
                     tx.send_if_modified(|current| {

@@ -238,16 +238,17 @@ impl Sequencing {
 /// Domain tag of sequencer-lease signatures (by the lease holder's sequencer key).
 const LEASE_DOMAIN: &[u8] = b"verity/lease/v1";
 
-/// What a sequencer signs when it claims the lease: its key, the epoch it produces under and
-/// the gRPC URL ingress and gateways should forward to, for one chain.
-pub fn lease_signing_hash(chain_id: u64, epoch: u64, sequencer: Address, url: &str) -> B256 {
-    let mut buf = Vec::with_capacity(LEASE_DOMAIN.len() + 8 * 3 + 20 + url.len());
+/// What a sequencer signs when it claims the lease: its key and the epoch it produces under,
+/// for one chain, and `claim`, the rest of the entry as its writer encodes it (the gRPC URL
+/// ingress and gateways forward to, which process, which renewal).
+pub fn lease_signing_hash(chain_id: u64, epoch: u64, sequencer: Address, claim: &[u8]) -> B256 {
+    let mut buf = Vec::with_capacity(LEASE_DOMAIN.len() + 8 * 3 + 20 + claim.len());
     buf.extend_from_slice(LEASE_DOMAIN);
     buf.extend_from_slice(&chain_id.to_be_bytes());
     buf.extend_from_slice(&epoch.to_be_bytes());
     buf.extend_from_slice(sequencer.as_slice());
-    buf.extend_from_slice(&(url.len() as u64).to_be_bytes());
-    buf.extend_from_slice(url.as_bytes());
+    buf.extend_from_slice(&(claim.len() as u64).to_be_bytes());
+    buf.extend_from_slice(claim);
     keccak256(buf)
 }
 
@@ -279,7 +280,8 @@ pub enum LeaseClaimError {
 }
 
 impl Sequencing {
-    /// Checks a lease claim by `sequencer` for `epoch` at `url`: signed by `sequencer`'s key,
+    /// Checks a lease claim (`claim`: what else the entry says) by `sequencer` for `epoch`:
+    /// signed by `sequencer`'s key,
     /// which is genesis's for epoch 0 and, for a later epoch, the one a governance-signed
     /// appointment of that epoch on this chain (carried with the claim) names. It does not say
     /// the epoch is the newest: a follower keeps the highest it has seen for that.
@@ -287,7 +289,7 @@ impl Sequencing {
         &self,
         sequencer: Address,
         epoch: u64,
-        url: &str,
+        claim: &[u8],
         appointment: Option<&SignedAppointment>,
         signature: &Signature,
     ) -> Result<(), LeaseClaimError> {
@@ -314,7 +316,7 @@ impl Sequencing {
                 .ok_or(AppointmentError::NoGovernance)?
                 .check_signatures(signed)?;
         }
-        let hash = lease_signing_hash(self.chain_id, epoch, sequencer, url);
+        let hash = lease_signing_hash(self.chain_id, epoch, sequencer, claim);
         crate::signing::verify(&hash, signature, sequencer)
             .map_err(|e| LeaseClaimError::BadSignature(e.to_string()))
     }
@@ -542,23 +544,40 @@ mod tests {
             },
         };
         let url = "http://10.0.0.1:7100";
-        let claim = |key: &SigningKey, epoch, url| {
-            key.sign(&lease_signing_hash(31337, epoch, key.address(), url))
+        let claim = |key: &SigningKey, epoch, url: &str| {
+            key.sign(&lease_signing_hash(
+                31337,
+                epoch,
+                key.address(),
+                url.as_bytes(),
+            ))
         };
         let signature = claim(&genesis, 0, url);
         assert_eq!(
-            rules.check_lease(genesis.address(), 0, url, None, &signature),
+            rules.check_lease(genesis.address(), 0, url.as_bytes(), None, &signature),
             Ok(())
         );
         // The URL is part of what is signed.
         assert!(matches!(
-            rules.check_lease(genesis.address(), 0, "http://evil:1", None, &signature),
+            rules.check_lease(
+                genesis.address(),
+                0,
+                "http://evil:1".as_bytes(),
+                None,
+                &signature
+            ),
             Err(LeaseClaimError::BadSignature(_))
         ));
         // Another key cannot claim epoch 0, even signing for itself.
         let other = SigningKey::random();
         assert!(matches!(
-            rules.check_lease(other.address(), 0, url, None, &claim(&other, 0, url)),
+            rules.check_lease(
+                other.address(),
+                0,
+                url.as_bytes(),
+                None,
+                &claim(&other, 0, url)
+            ),
             Err(LeaseClaimError::NotGenesisSequencer { .. })
         ));
         // Epoch 1 needs the appointment naming the key and epoch, signed by governance.
@@ -576,18 +595,24 @@ mod tests {
         };
         let signature = claim(&appointee, 1, url);
         assert_eq!(
-            rules.check_lease(appointee.address(), 1, url, Some(&signed), &signature),
+            rules.check_lease(
+                appointee.address(),
+                1,
+                url.as_bytes(),
+                Some(&signed),
+                &signature
+            ),
             Ok(())
         );
         assert!(matches!(
-            rules.check_lease(appointee.address(), 1, url, None, &signature),
+            rules.check_lease(appointee.address(), 1, url.as_bytes(), None, &signature),
             Err(LeaseClaimError::NoAppointment { epoch: 1, .. })
         ));
         assert!(matches!(
             rules.check_lease(
                 appointee.address(),
                 2,
-                url,
+                url.as_bytes(),
                 Some(&signed),
                 &claim(&appointee, 2, url)
             ),
@@ -596,7 +621,13 @@ mod tests {
         let mut short = signed.clone();
         short.signatures.pop();
         assert!(matches!(
-            rules.check_lease(appointee.address(), 1, url, Some(&short), &signature),
+            rules.check_lease(
+                appointee.address(),
+                1,
+                url.as_bytes(),
+                Some(&short),
+                &signature
+            ),
             Err(LeaseClaimError::Appointment(
                 AppointmentError::TooFewSignatures { .. }
             ))
@@ -606,7 +637,7 @@ mod tests {
             rules.check_lease(
                 appointee.address(),
                 1,
-                url,
+                url.as_bytes(),
                 Some(&signed),
                 &claim(&other, 1, url)
             ),

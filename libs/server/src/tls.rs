@@ -228,9 +228,21 @@ impl Tls {
 /// scheme becomes `https`, so that a URL advertised as `http://` cannot silently go plaintext),
 /// plaintext otherwise.
 pub fn endpoint(url: &str, tls: Option<&Tls>, peer: Role) -> Result<Endpoint, String> {
-    let url = match (tls, url.strip_prefix("http://")) {
-        (Some(_), Some(rest)) => format!("https://{rest}"),
-        _ => url.to_string(),
+    let url = match tls {
+        Some(_) => {
+            // tonic speaks TLS only to a scheme of exactly `https`; anything else would go out
+            // in plaintext with the server unchecked.
+            let (scheme, rest) = url
+                .split_once("://")
+                .ok_or_else(|| format!("{url:?}: no scheme (http:// or https://)"))?;
+            if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+                return Err(format!(
+                    "{url:?}: scheme {scheme:?} is neither http nor https"
+                ));
+            }
+            format!("https://{rest}")
+        }
+        None => url.to_string(),
     };
     let endpoint = Endpoint::from_shared(url.clone()).map_err(|e| format!("{url:?}: {e}"))?;
     match tls {
@@ -559,6 +571,16 @@ mod tests {
                 )
                 .is_err()
         );
+        // With a certificate, every URL is called over TLS, whatever case its scheme is in.
+        for url in [
+            "http://127.0.0.1:1",
+            "HTTP://127.0.0.1:1",
+            "https://127.0.0.1:1",
+        ] {
+            let endpoint = endpoint(url, Some(&tls), Role::Sequencer).unwrap();
+            assert_eq!(endpoint.uri().scheme_str(), Some("https"), "{url}");
+        }
+        assert!(endpoint("ftp://127.0.0.1:1", Some(&tls), Role::Sequencer).is_err());
         // Half the flags is an error, not plaintext.
         let half = TlsArgs {
             cert: Some(dir.path().join("ingress.pem")),

@@ -29,10 +29,26 @@ use verity_chain::ChainError;
 /// Default gRPC port of a replica.
 pub const DEFAULT_PORT: u16 = 7300;
 
-/// Who may query a replica over mutual TLS (ADR 0014): gateways (and the admin: the `verity`
-/// CLI, tests).
-pub const POLICY: verity_server::tls::Policy = verity_server::tls::Policy {
-    rules: &[("/verity.v1.Replica/", &[verity_server::tls::Role::Gateway])],
+/// Who may query a replica over mutual TLS (ADR 0014): gateways the chain's data (and the
+/// admin everything: the `verity` CLI, tests); the state digest is the admin's, as on the
+/// sequencer.
+pub const POLICY: verity_server::tls::Policy = {
+    use verity_server::tls::Role;
+    const GATEWAY: &[Role] = &[Role::Gateway];
+    verity_server::tls::Policy {
+        rules: &[
+            ("/verity.v1.Replica/GetHead", GATEWAY),
+            ("/verity.v1.Replica/GetAccount", GATEWAY),
+            ("/verity.v1.Replica/GetStorage", GATEWAY),
+            ("/verity.v1.Replica/GetCode", GATEWAY),
+            ("/verity.v1.Replica/GetBlock", GATEWAY),
+            ("/verity.v1.Replica/GetTransaction", GATEWAY),
+            ("/verity.v1.Replica/GetReceipt", GATEWAY),
+            ("/verity.v1.Replica/GetBlockReceipts", GATEWAY),
+            ("/verity.v1.Replica/GetLogs", GATEWAY),
+            ("/verity.v1.Replica/Call", GATEWAY),
+        ],
+    }
 };
 
 /// What a replica does.

@@ -408,7 +408,11 @@ impl Node {
             metrics::counter!("verity_sequencer_takeovers_total").increment(1);
             let renewer = Renewer::start(
                 self.lease.clone(),
-                self.rules.clone(),
+                renewal::LeaseSigner {
+                    key: self.key.clone(),
+                    chain_id: self.spec.chain_id(),
+                    rules: self.rules.clone(),
+                },
                 holder,
                 revision,
                 config.lease_renew(),

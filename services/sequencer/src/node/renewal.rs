@@ -14,10 +14,17 @@ pub(super) struct Renewer {
     store: kv::Store,
 }
 
+/// What signs this node's lease entries and checks others'.
+pub(super) struct LeaseSigner {
+    pub(super) key: SigningKey,
+    pub(super) chain_id: u64,
+    pub(super) rules: Arc<Sequencing>,
+}
+
 impl Renewer {
     pub(super) fn start(
         store: kv::Store,
-        rules: Arc<Sequencing>,
+        signer: LeaseSigner,
         holder: Holder,
         revision: u64,
         every: Duration,
@@ -30,6 +37,7 @@ impl Renewer {
             let store = store.clone();
             let (stop, lost) = (stop.clone(), lost.clone());
             async move {
+                let mut holder = holder;
                 let mut revision = revision;
                 let mut tick = tokio::time::interval(every);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -39,13 +47,16 @@ impl Renewer {
                         _ = stop.cancelled() => return Some(revision),
                     }
                     let sent = Instant::now();
+                    // Every renewal is signed anew with a higher count: a standby sees the
+                    // holder alive only in a renewal it has not seen before.
+                    holder = holder.renewed(&signer.key, signer.chain_id);
                     match lease::write(&store, &holder, Some(revision)).await {
                         Ok(next) => {
                             revision = next;
                             shared.hold_lease_until(sent + ttl / 2);
                         }
                         Err(LeaseError::Lost { .. }) => {
-                            if let Some(next) = reclaim(&store, &rules, &holder, ttl).await {
+                            if let Some(next) = reclaim(&store, &signer.rules, &holder, ttl).await {
                                 revision = next;
                                 shared.hold_lease_until(sent + ttl / 2);
                                 continue;
@@ -91,9 +102,11 @@ impl Renewer {
 }
 
 /// The entry changed under an active sequencer's renewal. Unless a holder of a later epoch
-/// signed it (a real takeover), it is not another holder's: an entry nobody signed, a deletion,
-/// or an older epoch's or this node's own signed entry written again. Then the lease is still
-/// this node's and it writes it back, retrying for up to `ttl` while somebody keeps writing.
+/// signed it (a real takeover) or another process with this node's key and epoch did (a
+/// restarted node while this one was cut off: the older one steps down, never both
+/// renewing), it is not another holder's: an entry nobody signed, a deletion, or an older
+/// epoch's or this process's own signed entry written again. Then the lease is still this
+/// node's and it writes it back, retrying for up to `ttl` while somebody keeps writing.
 /// Returns the new revision, or `None` when the lease is lost.
 async fn reclaim(
     store: &kv::Store,
@@ -114,6 +127,12 @@ async fn reclaim(
         let (written, what) = match &entry {
             Some(entry) => match &entry.holder {
                 Some(other) if other.epoch > holder.epoch => return None,
+                Some(other)
+                    if (other.sequencer, other.epoch) == (holder.sequencer, holder.epoch)
+                        && other.instance != holder.instance =>
+                {
+                    return None;
+                }
                 Some(other) if other == holder => return Some(entry.revision),
                 Some(_) => (
                     lease::write(store, holder, Some(entry.revision)).await,

@@ -59,8 +59,8 @@ async fn write_forged_leases(
 /// A lease entry written with the sequencer role's valid NATS credential but without the
 /// signature of the epoch's key is ignored: ingress keeps forwarding transactions to the real
 /// sequencer, the gateway keeps asking it for pending nonces, nobody connects to the URL the
-/// forged entries name, and the active sequencer writes its own lease back instead of stepping
-/// down.
+/// forged entries name, the active sequencer writes its own lease back instead of stepping
+/// down, and the hot standby does not take the lease over.
 async fn unsigned_leases_are_ignored(net: &TestNet) {
     let trap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let trap_url = format!("http://{}", trap.local_addr().unwrap());
@@ -152,7 +152,8 @@ async fn unsigned_leases_are_ignored(net: &TestNet) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_are_refused_and_unsigned_leases_ignored_while_the_chain_goes_on() {
-    let net = TestNet::start(|_| {}).await.unwrap();
+    // With a hot standby: a forged entry must not make it take over either.
+    let net = TestNet::start(|o| o.standby = true).await.unwrap();
     let url = net.devnet.nats_url().unwrap().to_string();
     let rpc = net.rpc();
     let before =
