@@ -15,25 +15,6 @@ use serde_json::Value;
 use verity_e2e::{TestNet, verity_devnet};
 use verity_workload::report;
 
-async fn bench(url: &str, devnet_dir: &Path, args: &[String]) -> Option<Value> {
-    let verity = verity_devnet::default_bin_dir().join("verity");
-    let output = tokio::process::Command::new(&verity)
-        .args(["bench", "--rpc-url", url, "--json"])
-        .arg("--devnet-dir")
-        .arg(devnet_dir)
-        .args(args)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        println!("verity bench {args:?} failed");
-        return None;
-    }
-    serde_json::from_str(stdout.lines().last().unwrap_or_default()).ok()
-}
-
 fn main() {
     let seconds: u64 = std::env::var("VERITY_BENCH_SECONDS")
         .ok()
@@ -100,7 +81,7 @@ fn main() {
         let mut breakdowns = Vec::new();
         for (name, args) in runs {
             println!("\n{name}");
-            let Some(report) = bench(&url, net.dir.path(), &args).await else {
+            let Some(report) = verity_e2e::verity_bench(&url, net.dir.path(), &args).await else {
                 rows.push(format!("| {name} | failed | | | | | | |"));
                 continue;
             };

@@ -10,28 +10,8 @@
 
 use std::path::Path;
 
-use serde_json::Value;
-use verity_e2e::{TestNet, verity_devnet};
+use verity_e2e::TestNet;
 use verity_workload::report;
-
-async fn bench(url: &str, devnet_dir: &Path, args: &[String]) -> Option<Value> {
-    let verity = verity_devnet::default_bin_dir().join("verity");
-    let output = tokio::process::Command::new(&verity)
-        .args(["bench", "--rpc-url", url, "--json"])
-        .arg("--devnet-dir")
-        .arg(devnet_dir)
-        .args(args)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .await
-        .unwrap();
-    if !output.status.success() {
-        println!("verity bench {args:?} failed");
-        return None;
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(stdout.lines().last().unwrap_or_default()).ok()
-}
 
 /// (tx/s, p50 ms, p99 ms) of one run.
 type Figures = (f64, f64, f64);
@@ -88,14 +68,19 @@ fn main() {
             let mut row = Vec::new();
             for (name, args) in &runs {
                 println!("\n{name}, {}", if secure { "secure" } else { "open" });
-                row.push(bench(&url, net.dir.path(), args).await.map(|report| {
-                    let latency = |p: &str| report["latency_ms"][p].as_f64().unwrap_or_default();
-                    (
-                        report["tps"].as_f64().unwrap_or_default(),
-                        latency("p50"),
-                        latency("p99"),
-                    )
-                }));
+                row.push(
+                    verity_e2e::verity_bench(&url, net.dir.path(), args)
+                        .await
+                        .map(|report| {
+                            let latency =
+                                |p: &str| report["latency_ms"][p].as_f64().unwrap_or_default();
+                            (
+                                report["tps"].as_f64().unwrap_or_default(),
+                                latency("p50"),
+                                latency("p99"),
+                            )
+                        }),
+                );
             }
             net.stop().await.unwrap();
             all.push(row);

@@ -606,6 +606,34 @@ pub fn bench_runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
+/// Runs the built `verity bench` against the gateway at `url` of the devnet in `devnet_dir`
+/// with `args` (`--json`): its report, or `None` (said on stdout) when it failed. For the
+/// benchmarks' `main`s.
+pub async fn verity_bench(
+    url: &str,
+    devnet_dir: &std::path::Path,
+    args: &[String],
+) -> Option<Value> {
+    let verity = verity_devnet::default_bin_dir().join("verity");
+    let output = tokio::process::Command::new(&verity)
+        .args(["bench", "--rpc-url", url, "--json"])
+        .arg("--devnet-dir")
+        .arg(devnet_dir)
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await
+        .ok()?;
+    if !output.status.success() {
+        let mut stdout = std::io::stdout().lock();
+        let _ =
+            std::io::Write::write_fmt(&mut stdout, format_args!("verity bench {args:?} failed\n"));
+        return None;
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).ok()
+}
+
 /// Path of a client script in `tests/e2e/clients`.
 pub fn client_script(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
