@@ -305,7 +305,8 @@ def credential_problems(docs):
             args = container.get("args") or []
             mounts = {m.get("name"): m for m in container.get("volumeMounts") or []}
             for flag, path, what in (("--tls-cert=", "/etc/verity/tls", "gRPC without a certificate"),
-                                     ("--nats-nkey-file=", "/etc/verity/nats", "NATS without a credential")):
+                                     ("--nats-nkey-file=", "/etc/verity/nats", "NATS without a credential"),
+                                     ("--nats-tls-ca=", "/etc/verity/tls", "NATS in plaintext")):
                 if not any(a.startswith(flag) for a in args):
                     problems.append(f"{c}: {what} (no {flag.rstrip('=')})")
                     continue
@@ -397,7 +398,8 @@ def self_test():
     tls_pod = json.loads(json.dumps(good))
     tls_pod["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] = "gateway"
     pod_spec_ = tls_pod["spec"]["template"]["spec"]
-    pod_spec_["containers"][0]["args"] = ["--tls-cert=/etc/verity/tls/tls.crt", "--nats-nkey-file=/etc/verity/nats/nkey"]
+    pod_spec_["containers"][0]["args"] = ["--tls-cert=/etc/verity/tls/tls.crt", "--nats-nkey-file=/etc/verity/nats/nkey",
+                                           "--nats-tls-ca=/etc/verity/tls/ca.crt"]
     pod_spec_["containers"][0]["volumeMounts"] = [{"name": "tls", "mountPath": "/etc/verity/tls", "readOnly": True},
                                                   {"name": "nats-key", "mountPath": "/etc/verity/nats", "readOnly": True}]
     pod_spec_["volumes"] = [{"name": "tls", "secret": {"secretName": "verity-tls-gateway"}},
@@ -407,6 +409,7 @@ def self_test():
     tls_cases = [
         (lambda p: p["containers"][0]["args"].pop(0), "no --tls-cert"),
         (lambda p: p["containers"][0]["args"].pop(1), "no --nats-nkey-file"),
+        (lambda p: p["containers"][0]["args"].pop(2), "no --nats-tls-ca"),
         (lambda p: p["volumes"][1]["secret"].update(secretName="verity-nats-ingress"), "not mounted at /etc/verity/nats"),
         (lambda p: p["volumes"][0]["secret"].update(secretName="verity-tls-sequencer"), "not its own"),
         (lambda p: p["containers"][0]["volumeMounts"][0].pop("readOnly"), "mounted writable"),
@@ -420,11 +423,59 @@ def self_test():
         edit(doc["spec"]["template"]["spec"])
         found = credential_problems([doc])
         assert any(expected in p for p in found), f"credential rule {expected!r} missed: {found}"
-    print(f"check.py self-test: {len(cases) + len(tls_cases) + 9} rules each caught their broken manifest")
+    nats = {"kind": "ConfigMap", "metadata": {"name": "nats"}, "data": {"nats.conf": (
+        "port: 4222\ntls {\n  cert_file: /etc/nats/tls/tls.crt\n}\njetstream {\n}\ncluster {\n  port: 6222\n"
+        "  tls {\n    verify: true\n  }\n}\n")}}
+    assert nats_tls_problems([nats]) == [], nats_tls_problems([nats])
+    nats_cases = [
+        (lambda c: c.replace("tls {\n  cert_file", "# {\n  cert_file"), "clients in plaintext"),
+        (lambda c: c.replace("verify: true", "verify: false"), "routes without mutual TLS"),
+        (lambda c: c.replace("  tls {\n    verify: true\n  }\n", ""), "routes without mutual TLS"),
+    ]
+    for edit, expected in nats_cases:
+        doc = json.loads(json.dumps(nats))
+        doc["data"]["nats.conf"] = edit(doc["data"]["nats.conf"])
+        found = nats_tls_problems([doc])
+        assert any(expected in p for p in found), f"NATS rule {expected!r} missed: {found}"
+    print(f"check.py self-test: {len(cases) + len(tls_cases) + len(nats_cases) + 9} rules each caught their broken manifest")
+
+
+def nats_tls_problems(docs):
+    """The bundled NATS serves its clients over TLS only (a top-level `tls` block), and a clustered
+    one routes over mutual TLS (`verify: true` in the `cluster` block's `tls`)."""
+    problems = []
+    for doc in docs:
+        if doc.get("kind") != "ConfigMap" or "nats.conf" not in (doc.get("data") or {}):
+            continue
+        lines = [line.split("#", 1)[0].rstrip() for line in doc["data"]["nats.conf"].splitlines()]
+        if "tls {" not in lines:
+            problems.append(f"{name_of(doc)}: NATS serves its clients in plaintext (no top-level tls block)")
+        if "cluster {" in lines:
+            block = lines[lines.index("cluster {") + 1:]
+            block = block[:block.index("}")] if "}" in block else block
+            if "  tls {" not in block or "    verify: true" not in block:
+                problems.append(f"{name_of(doc)}: NATS routes without mutual TLS (cluster tls with verify: true)")
+    return problems
 
 
 # A public user nkey (of no secret anyone holds), for the stub authorization of `nats_config`.
 STUB_NKEY = "UB6PTGHV3VEKBAU2YUDHY4GD3P3QB2GGIY36EYJYD27KVXDWGXFLHO2N"
+
+
+def stub_certificate(directory):
+    """A self-signed `tls.crt`, `tls.key` and `ca.crt` in `directory`, for `nats-server -t` to load."""
+    import shutil
+    import subprocess
+    if shutil.which("openssl") is None:
+        return "openssl is not installed (needed to check a nats.conf with TLS; apt-get install openssl)"
+    directory.mkdir()
+    run = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                          "-subj", "/CN=stub", "-days", "1", "-keyout", str(directory / "tls.key"),
+                          "-out", str(directory / "tls.crt")], capture_output=True, text=True)
+    if run.returncode != 0:
+        return f"openssl could not make a stub certificate: {run.stderr.strip()}"
+    shutil.copy(directory / "tls.crt", directory / "ca.crt")
+    return None
 
 
 def nats_config_problems(docs):
@@ -441,7 +492,12 @@ def nats_config_problems(docs):
         if server is None:
             return [f"{name_of(doc)}: nats-server is not installed (scripts/bootstrap.sh installs it)"]
         with tempfile.TemporaryDirectory() as tmp:
-            conf = doc["data"]["nats.conf"].replace("/data", f"{tmp}/data").replace("/var/run/nats", tmp)
+            conf = (doc["data"]["nats.conf"].replace("/data", f"{tmp}/data").replace("/var/run/nats", tmp)
+                    .replace("/etc/nats/tls", f"{tmp}/tls"))
+            if f"{tmp}/tls" in conf:
+                problem = stub_certificate(Path(tmp, "tls"))
+                if problem:
+                    return [f"{name_of(doc)}: {problem}"]
             Path(tmp, "nats.conf").write_text(conf)
             Path(tmp, "auth.conf").write_text(f'authorization {{\n  users = [ {{ nkey: "{STUB_NKEY}" }} ]\n}}\n')
             run = subprocess.run([server, "-c", str(Path(tmp, "nats.conf")), "-t"], capture_output=True, text=True,
@@ -473,6 +529,7 @@ def main():
                 + network_problems(docs, tuple(args.narrow_egress))
                 + credential_problems(docs)
                 + nats_config_problems(docs)
+                + nats_tls_problems(docs)
                 + reference_problems(docs))
     for problem in problems:
         print(problem)

@@ -127,6 +127,8 @@ schema = {
                                     "configMap": {"type": "string", "minLength": 1},
                                     "secretPrefix": {"type": "string",
                                                      "pattern": "^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$"}}},
+            "tls": {"type": "object", "additionalProperties": False, "required": ["enabled"],
+                    "properties": {"enabled": {"type": "boolean"}}},
             "image": {"type": "object", "additionalProperties": False, "required": ["repository", "tag"],
                       "properties": {"repository": {"type": "string"},
                                      "tag": {"$ref": "#/definitions/tag"},

@@ -84,3 +84,29 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     std::fs::write(path, contents)
 }
+
+/// A TLS client configuration that trusts the CA certificates in `ca` (PEM) and nothing else:
+/// the NATS server's certificate must chain to the chain's own CA, never to a public one.
+pub fn tls_client_config(ca: &Path) -> Result<async_nats::rustls::ClientConfig, BusError> {
+    use async_nats::rustls;
+    use rustls_pki_types::{CertificateDer, pem::PemObject as _};
+    let mut roots = rustls::RootCertStore::empty();
+    let certificates = CertificateDer::pem_file_iter(ca)
+        .map_err(|e| credential_error(ca, format!("cannot read the CA: {e}")))?;
+    for certificate in certificates {
+        let certificate =
+            certificate.map_err(|e| credential_error(ca, format!("not a PEM certificate: {e}")))?;
+        roots
+            .add(certificate)
+            .map_err(|e| credential_error(ca, format!("not a CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(credential_error(ca, "holds no certificate"));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| credential_error(ca, e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}

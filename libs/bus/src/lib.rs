@@ -123,59 +123,74 @@ pub struct NatsArgs {
     /// its clients (the devnet's always does; ADR 0014). None: connect without credentials.
     #[arg(long = "nats-nkey-file", env = "VERITY_NATS_NKEY_FILE")]
     pub nkey_file: Option<std::path::PathBuf>,
+    /// CA certificate (PEM) the NATS server's certificate must chain to. Given: the connection
+    /// is TLS or nothing (a server that offers no TLS, or shows another CA's certificate or one
+    /// not naming the URL's host, is refused). None: whatever the server asks for.
+    #[arg(long = "nats-tls-ca", env = "VERITY_NATS_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 impl NatsArgs {
-    /// Connects as `name` with this process's credential (see [`connect_as`]); a failure names
+    /// A server at `url`, reached without credentials or a pinned CA.
+    pub fn plain(url: &str) -> Self {
+        Self {
+            url: url.to_string(),
+            nkey_file: None,
+            tls_ca: None,
+        }
+    }
+
+    /// Connects as `name` with this process's credential (see [`connect`]); a failure names
     /// the flag to fix.
     pub async fn connect(&self, name: &str) -> Result<(async_nats::Client, Context), BusError> {
-        connect_as(&self.url, name, self.nkey_file.as_deref())
+        self.connect_inner(name)
             .await
             .map_err(|error| match error {
                 BusError::Connect { url, reason } => BusError::Connect {
                     url,
                     reason: format!(
-                        "{reason} (flags --nats-url / VERITY_NATS_URL, --nats-nkey-file / VERITY_NATS_NKEY_FILE)"
+                        "{reason} (flags --nats-url / VERITY_NATS_URL, --nats-nkey-file / VERITY_NATS_NKEY_FILE, --nats-tls-ca / VERITY_NATS_TLS_CA)"
                     ),
                 },
                 BusError::Credential { path, reason } => BusError::Credential {
                     path,
-                    reason: format!("{reason} (flag --nats-nkey-file / VERITY_NATS_NKEY_FILE)"),
+                    reason: format!(
+                        "{reason} (flags --nats-nkey-file / VERITY_NATS_NKEY_FILE, --nats-tls-ca / VERITY_NATS_TLS_CA)"
+                    ),
                 },
                 other => other,
             })
+    }
+
+    async fn connect_inner(&self, name: &str) -> Result<(async_nats::Client, Context), BusError> {
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some(path) = &self.nkey_file {
+            options = options.nkey(auth::read_nkey(path)?.seed);
+        }
+        if let Some(ca) = &self.tls_ca {
+            options = options
+                .require_tls(true)
+                .tls_client_config(auth::tls_client_config(ca)?);
+        }
+        let client = options
+            .name(name)
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(self.url.as_str())
+            .await
+            .map_err(|e| BusError::Connect {
+                url: self.url.clone(),
+                reason: e.to_string(),
+            })?;
+        let context = jetstream::new(client.clone());
+        Ok((client, context))
     }
 }
 
 /// Connects to NATS with a client name and no credential, and returns the client and its
 /// JetStream context.
 pub async fn connect(url: &str, name: &str) -> Result<(async_nats::Client, Context), BusError> {
-    connect_as(url, name, None).await
-}
-
-/// Connects to NATS with a client name, authenticating with the nkey whose seed is in
-/// `nkey_file` when given ([`auth`]), and returns the client and its JetStream context.
-pub async fn connect_as(
-    url: &str,
-    name: &str,
-    nkey_file: Option<&std::path::Path>,
-) -> Result<(async_nats::Client, Context), BusError> {
-    let mut options = async_nats::ConnectOptions::new();
-    if let Some(path) = nkey_file {
-        options = options.nkey(auth::read_nkey(path)?.seed);
-    }
-    let client = options
-        .name(name)
-        .retry_on_initial_connect()
-        .connection_timeout(Duration::from_secs(5))
-        .connect(url)
-        .await
-        .map_err(|e| BusError::Connect {
-            url: url.to_string(),
-            reason: e.to_string(),
-        })?;
-    let context = jetstream::new(client.clone());
-    Ok((client, context))
+    NatsArgs::plain(url).connect_inner(name).await
 }
 
 /// Returns the chain stream, creating it if missing (file storage, nothing ever expires: it is

@@ -46,7 +46,33 @@ pub fn find_binary() -> Result<PathBuf, ServerError> {
         .ok_or(ServerError::NotFound)
 }
 
-/// A NATS user of [`NatsServer::start_with_users`]: an nkey and what it may do.
+/// The certificate a TLS-only NATS server presents (PEM files; the client checks it against
+/// the CA it was given, `--nats-tls-ca`).
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// The server's certificate, naming the hosts clients dial.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+}
+
+impl ServerTls {
+    /// The server configuration's `tls` block: every client connection is TLS (a client that
+    /// does not upgrade is closed), the handshake given 2 s.
+    pub fn config(&self) -> String {
+        format!(
+            "tls {{\n  cert_file: {}\n  key_file: {}\n  timeout: 2\n}}\n",
+            quoted_one(&self.cert.display().to_string()),
+            quoted_one(&self.key.display().to_string())
+        )
+    }
+}
+
+fn quoted_one(text: &str) -> String {
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// A NATS user of [`NatsServer::start_with`]: an nkey and what it may do.
 #[derive(Debug, Clone)]
 pub struct User {
     /// The public nkey (`U...`).
@@ -68,10 +94,7 @@ pub struct Permissions {
 }
 
 fn quoted(subjects: &[String]) -> String {
-    let quoted: Vec<String> = subjects
-        .iter()
-        .map(|s| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")))
-        .collect();
+    let quoted: Vec<String> = subjects.iter().map(|s| quoted_one(s)).collect();
     format!("[{}]", quoted.join(", "))
 }
 
@@ -107,12 +130,17 @@ impl NatsServer {
     /// `dir/nats.log`, and waits until it reports its client port. The store survives restarts,
     /// so a server started again on the same `dir` has the same streams.
     pub async fn start(dir: &Path) -> Result<Self, ServerError> {
-        Self::start_with_users(dir, &[]).await
+        Self::start_with(dir, &[], None).await
     }
 
     /// [`NatsServer::start`], accepting only clients that authenticate with one of the nkeys of
-    /// `users`, each allowed what its permissions say (none: every client, unauthenticated).
-    pub async fn start_with_users(dir: &Path, users: &[User]) -> Result<Self, ServerError> {
+    /// `users`, each allowed what its permissions say (none: every client, unauthenticated),
+    /// and with `tls` only over TLS with that certificate (none: plaintext).
+    pub async fn start_with(
+        dir: &Path,
+        users: &[User],
+        tls: Option<&ServerTls>,
+    ) -> Result<Self, ServerError> {
         let binary = find_binary()?;
         let ports_dir = dir.join("ports");
         std::fs::create_dir_all(&ports_dir)?;
@@ -126,6 +154,9 @@ impl NatsServer {
         let mut text = String::from("max_payload: 8388608\n");
         if !users.is_empty() {
             text.push_str(&authorization(users));
+        }
+        if let Some(tls) = tls {
+            text.push_str(&tls.config());
         }
         std::fs::write(&config, text)?;
         let child = Command::new(binary)
@@ -157,7 +188,7 @@ impl NatsServer {
         }
     }
 
-    /// The client URL (`nats://127.0.0.1:PORT`).
+    /// The client URL (`nats://127.0.0.1:PORT`, or `tls://` when it serves TLS only).
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -174,8 +205,8 @@ fn read_ports_file(dir: &Path) -> Option<String> {
         .flatten()
         .find(|e| e.path().extension().is_some_and(|x| x == "ports"))?;
     let text = std::fs::read_to_string(entry.path()).ok()?;
-    // {"nats":["nats://127.0.0.1:45605"]}
-    let start = text.find("nats://")?;
+    // {"nats":["nats://127.0.0.1:45605"]}, or tls:// for a TLS-only server
+    let start = text.find("nats://").or_else(|| text.find("tls://"))?;
     let end = text[start..].find('"')? + start;
     Some(text[start..end].to_string())
 }

@@ -329,8 +329,20 @@ impl Devnet {
             .collect();
         verity_server::tls::issue(&dir.join(TLS_DIR), &identities)
             .map_err(|e| DevnetError::Setup(e.to_string()))?;
+        // NATS serves TLS only, with a certificate of the same CA naming the loopback address
+        // the services dial; they trust that CA alone for it.
+        verity_server::tls::issue_server(
+            &dir.join(TLS_DIR),
+            NATS_SERVER_CERT,
+            &["127.0.0.1".to_string(), "localhost".to_string()],
+        )
+        .map_err(|e| DevnetError::Setup(e.to_string()))?;
         let nats = if options.secure {
-            NatsServer::start_with_users(&dir.join("nats"), &users).await?
+            let tls = verity_bus::server::ServerTls {
+                cert: dir.join(TLS_DIR).join(format!("{NATS_SERVER_CERT}.pem")),
+                key: dir.join(TLS_DIR).join(format!("{NATS_SERVER_CERT}.key")),
+            };
+            NatsServer::start_with(&dir.join("nats"), &users, Some(&tls)).await?
         } else {
             NatsServer::start(&dir.join("nats")).await?
         };
@@ -361,14 +373,25 @@ impl Devnet {
         TlsArgs::in_dir(&self.options.data_dir.join(TLS_DIR), TLS_ADMIN)
     }
 
-    /// How the devnet's own tools (and tests) reach its NATS: the URL and the admin nkey.
+    /// How the devnet's own tools (and tests) reach its NATS: the URL, the admin nkey and the
+    /// CA its server's certificate chains to.
     pub fn nats_admin(&self) -> Option<verity_bus::NatsArgs> {
+        let mut args = self.nats_as(NATS_ADMIN)?;
+        if !self.options.secure {
+            args.nkey_file = None;
+        }
+        Some(args)
+    }
+
+    /// How `name` (a service's name, or [`NATS_ADMIN`]) reaches the devnet's NATS with its own
+    /// nkey and the devnet's CA (none of either when the devnet is not `secure`).
+    pub fn nats_as(&self, name: &str) -> Option<verity_bus::NatsArgs> {
+        let secure = self.options.secure;
+        let dir = &self.options.data_dir;
         Some(verity_bus::NatsArgs {
             url: self.nats_url()?.to_string(),
-            nkey_file: self
-                .options
-                .secure
-                .then(|| nats_nkey_file(&self.options.data_dir, NATS_ADMIN)),
+            nkey_file: secure.then(|| nats_nkey_file(dir, name)),
+            tls_ca: secure.then(|| dir.join(TLS_DIR).join(verity_server::tls::CA_CERT)),
         })
     }
 
@@ -588,6 +611,8 @@ impl Devnet {
             args.extend([
                 "--nats-nkey-file".into(),
                 path(&nats_nkey_file(dir, service.name())),
+                "--nats-tls-ca".into(),
+                path(&dir.join(TLS_DIR).join(verity_server::tls::CA_CERT)),
             ]);
             args.extend(TlsArgs::in_dir(&dir.join(TLS_DIR), service.name()).to_args());
         }
@@ -975,9 +1000,12 @@ pub fn nats_permissions(
 pub const TLS_DIR: &str = "tls";
 /// The certificate name of the devnet's tools and tests (role admin).
 pub const TLS_ADMIN: &str = "admin";
+/// The name of the NATS server's certificate in [`TLS_DIR`] (`nats-server.pem`), naming
+/// 127.0.0.1 and localhost.
+pub const NATS_SERVER_CERT: &str = "nats-server";
 
 /// The devnet's NATS identity for its tools and tests (and an operator's `nats` CLI:
-/// `nats --nkey .devnet/nats-keys/admin.nk`).
+/// `nats --nkey .devnet/nats-keys/admin.nk --tlsca .devnet/tls/ca.pem`).
 pub const NATS_ADMIN: &str = "admin";
 
 /// Where the nkey seed of NATS identity `name` is kept in a devnet directory.

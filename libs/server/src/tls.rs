@@ -461,6 +461,52 @@ fn write_private(path: &Path, contents: &str) -> Result<(), TlsError> {
 /// `<name>.pem` and `<name>.key` (0600), the role as its DNS name. Existing files are kept, so
 /// running it again only fills what is missing. Returns the names issued now.
 pub fn issue(dir: &Path, identities: &[(&str, Role)]) -> Result<Vec<String>, TlsError> {
+    let issuer = chain_ca(dir)?;
+    let mut issued = Vec::new();
+    for (name, role) in identities {
+        if issue_one(
+            dir,
+            &issuer,
+            name,
+            vec![role.dns_name()],
+            &format!("verity {role} {name}"),
+        )? {
+            issued.push((*name).to_string());
+        }
+    }
+    Ok(issued)
+}
+
+/// Makes (once) the CA in `dir` and a server certificate `<name>.pem`/`<name>.key` for a
+/// server that is not a Verity role, the NATS server: `hosts` are the DNS names (`*.` wildcards
+/// allowed) and IP addresses its clients dial. Kept when it exists and names exactly `hosts`;
+/// made again when the hosts changed. Returns whether it was issued now.
+pub fn issue_server(dir: &Path, name: &str, hosts: &[String]) -> Result<bool, TlsError> {
+    let issuer = chain_ca(dir)?;
+    let stamp = dir.join(format!("{name}.hosts"));
+    let wanted = hosts.join("\n");
+    let current = std::fs::read_to_string(&stamp).unwrap_or_default();
+    if current != wanted {
+        let _ = std::fs::remove_file(dir.join(format!("{name}.pem")));
+    }
+    let issued = issue_one(
+        dir,
+        &issuer,
+        name,
+        hosts.to_vec(),
+        &format!("verity {name}"),
+    )?;
+    if issued {
+        std::fs::write(&stamp, wanted).map_err(|source| TlsError::Io {
+            path: stamp.clone(),
+            source,
+        })?;
+    }
+    Ok(issued)
+}
+
+/// The chain's CA in `dir`, made there when it has none.
+fn chain_ca(dir: &Path) -> Result<rcgen::Issuer<'static, rcgen::KeyPair>, TlsError> {
     std::fs::create_dir_all(dir).map_err(|source| TlsError::Io {
         path: dir.to_path_buf(),
         source,
@@ -477,33 +523,40 @@ pub fn issue(dir: &Path, identities: &[(&str, Role)]) -> Result<Vec<String>, Tls
         write_private(&ca_cert, &cert.pem())?;
         key
     };
-    let issuer = rcgen::Issuer::new(ca_params()?, ca_key_pair);
-    let mut issued = Vec::new();
-    for (name, role) in identities {
-        let (cert_path, key_path) = (
-            dir.join(format!("{name}.pem")),
-            dir.join(format!("{name}.key")),
-        );
-        if cert_path.is_file() && key_path.is_file() {
-            continue;
-        }
-        let key = rcgen::KeyPair::generate().map_err(issue_error)?;
-        let mut params =
-            rcgen::CertificateParams::new(vec![role.dns_name()]).map_err(issue_error)?;
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, format!("verity {role} {name}"));
-        params.extended_key_usages = vec![
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-        let cert = params.signed_by(&key, &issuer).map_err(issue_error)?;
-        write_private(&key_path, &key.serialize_pem())?;
-        write_private(&cert_path, &cert.pem())?;
-        issued.push((*name).to_string());
+    Ok(rcgen::Issuer::new(ca_params()?, ca_key_pair))
+}
+
+/// Issues `<name>.pem`/`<name>.key` naming `names` (IP addresses become IP names) unless both
+/// exist; returns whether it did.
+fn issue_one(
+    dir: &Path,
+    issuer: &rcgen::Issuer<'static, rcgen::KeyPair>,
+    name: &str,
+    names: Vec<String>,
+    common_name: &str,
+) -> Result<bool, TlsError> {
+    let issue_error = |e: rcgen::Error| TlsError::Issue(e.to_string());
+    let (cert_path, key_path) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    if cert_path.is_file() && key_path.is_file() {
+        return Ok(false);
     }
-    Ok(issued)
+    let key = rcgen::KeyPair::generate().map_err(issue_error)?;
+    let mut params = rcgen::CertificateParams::new(names).map_err(issue_error)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, common_name);
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    let cert = params.signed_by(&key, issuer).map_err(issue_error)?;
+    write_private(&key_path, &key.serialize_pem())?;
+    write_private(&cert_path, &cert.pem())?;
+    Ok(true)
 }
 
 #[cfg(test)]

@@ -51,6 +51,14 @@ struct InitArgs {
     /// `prover-<pool>.key`, all in `prover.addresses`.
     #[arg(long, value_delimiter = ',', default_value = "a,b")]
     prover_pools: Vec<String>,
+    /// The namespace the chart is installed in: the bundled NATS server's certificate names
+    /// its Services there.
+    #[arg(long, default_value = "verity")]
+    namespace: String,
+    /// The chart's full name (the release name, or `<release>-verity` when that does not
+    /// contain "verity"; `fullnameOverride`): the NATS Services are `<fullname>-nats`.
+    #[arg(long, default_value = "verity")]
+    fullname: String,
 }
 
 /// Runs `verity chain ...`.
@@ -103,6 +111,24 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
     let tls_dir = args.out.join("tls");
     verity_server::tls::issue(&tls_dir, &identities)
         .with_context(|| format!("cannot write certificates into {}", tls_dir.display()))?;
+    for (flag, value) in [
+        ("--namespace", &args.namespace),
+        ("--fullname", &args.fullname),
+    ] {
+        let label = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-';
+        if value.is_empty() || value.len() > 63 || !value.bytes().all(label) {
+            anyhow::bail!(
+                "{flag}: {value:?} is not a Kubernetes name (lower-case letters, digits, '-')"
+            );
+        }
+    }
+    let nats_hosts = nats_hosts(&args.fullname, &args.namespace);
+    verity_server::tls::issue_server(&tls_dir, "nats", &nats_hosts).with_context(|| {
+        format!(
+            "cannot write the NATS certificate into {}",
+            tls_dir.display()
+        )
+    })?;
     let nats_dir = args.out.join("nats");
     write_nats_auth(&nats_dir, &chain, &args.prover_pools, &pools)?;
     let nats_secrets: String = components
@@ -138,6 +164,7 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
         .collect();
     let pools_value = format!("[{}]", args.prover_pools.join(", "));
     let count = args.prover_pools.len();
+    let nats_names = nats_hosts.join(", ");
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -162,6 +189,9 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
          kubectl create configmap verity-nats-auth --from-file={dir}/nats/auth.conf{nats_secrets}\n\
          {dir}/nats/admin.nk is an operator's (`nats --nkey`): it may delete and purge streams.\n\n\
          gRPC certificates (the chart's tls.secretPrefix verity-tls), one Secret per component:{tls_secrets}\n\n\
+         The NATS server's (nats.tls; it names {nats_names}):\n  \
+         kubectl create secret generic verity-tls-nats --from-file=tls.crt={dir}/tls/nats.pem \\\n    \
+         --from-file=tls.key={dir}/tls/nats.key --from-file=ca.crt={dir}/tls/ca.pem\n\n\
          Or let cert-manager issue them (tls.certManager.enabled): a CA Issuer from the chain's CA,\n  \
          kubectl create secret tls verity-ca --cert={dir}/tls/ca.pem --key={dir}/tls/ca.key\n\
          {dir}/tls/admin.pem and admin.key are an operator's (grpcurl, verity governance).\n\n\
@@ -186,6 +216,18 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The names the chart's bundled NATS server is dialled at (its `verity.natsHosts`): the client
+/// Service, and each pod under the headless Service for the routes.
+fn nats_hosts(fullname: &str, namespace: &str) -> Vec<String> {
+    vec![
+        format!("{fullname}-nats"),
+        format!("{fullname}-nats.{namespace}.svc"),
+        format!("{fullname}-nats.{namespace}.svc.cluster.local"),
+        format!("*.{fullname}-nats-headless.{namespace}.svc"),
+        format!("*.{fullname}-nats-headless.{namespace}.svc.cluster.local"),
+    ]
 }
 
 /// The chart's components that serve or call gRPC, each with the role its certificate names

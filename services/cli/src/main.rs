@@ -130,9 +130,13 @@ async fn devnet(args: DevnetArgs) -> anyhow::Result<()> {
     out.push_str(&format!("  Chain id     {}\n", net.chain_id()));
     out.push_str(&format!("  Sequencer    {}\n", net.sequencer_address()));
     out.push_str(&format!(
-        "  NATS         {} (nkey {})\n",
+        "  NATS         {} (nkey {}, CA {})\n",
         net.nats_url().unwrap_or_default(),
-        verity_devnet::nats_nkey_file(&data_dir, verity_devnet::NATS_ADMIN).display()
+        verity_devnet::nats_nkey_file(&data_dir, verity_devnet::NATS_ADMIN).display(),
+        data_dir
+            .join(verity_devnet::TLS_DIR)
+            .join(verity_server::tls::CA_CERT)
+            .display()
     ));
     out.push_str(&format!("  Data         {}\n", data_dir.display()));
     out.push_str(&format!(

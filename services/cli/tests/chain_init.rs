@@ -65,8 +65,8 @@ fn a_new_chain_has_every_file_the_chart_needs() {
         .map(|f| f.rsplit('=').next().unwrap_or(f))
         .collect();
     // The ConfigMap's and keys Secret's 10, the NATS authorization and one nkey for each of the
-    // 9 components, and three for each of their TLS Secrets.
-    assert_eq!(files.len(), 10 + 1 + 9 + 9 * 3, "{stdout}");
+    // 9 components, and three for each of their TLS Secrets and the NATS server's.
+    assert_eq!(files.len(), 10 + 1 + 9 + 10 * 3, "{stdout}");
     // The server's authorization admits each component's nkey, a prover's only to its own
     // results, and the admin to everything.
     let auth = std::fs::read_to_string(dir.join("nats/auth.conf")).unwrap();
@@ -104,6 +104,20 @@ fn a_new_chain_has_every_file_the_chart_needs() {
             "{stdout}"
         );
     }
+    // The bundled NATS server's certificate names the chart's NATS Services (release and
+    // namespace `verity`).
+    assert!(
+        stdout.contains("secret generic verity-tls-nats "),
+        "{stdout}"
+    );
+    let names = std::fs::read_to_string(dir.join("tls/nats.hosts")).unwrap();
+    assert!(names.lines().any(|n| n == "verity-nats"), "{names}");
+    assert!(
+        names
+            .lines()
+            .any(|n| n == "*.verity-nats-headless.verity.svc"),
+        "{names}"
+    );
     for file in files {
         assert!(
             std::path::Path::new(file).is_file(),

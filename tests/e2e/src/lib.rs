@@ -888,6 +888,10 @@ impl Governance {
             "--nats-nkey-file",
             &nkey,
         ];
+        let ca = self.nats.tls_ca.as_ref().map(|p| p.display().to_string());
+        if let Some(ca) = &ca {
+            args.extend(["--nats-tls-ca", ca]);
+        }
         args.extend(self.tls.iter().map(String::as_str));
         run_governance(&args).await
     }

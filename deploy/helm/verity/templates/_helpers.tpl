@@ -50,6 +50,18 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace 
 {{- end -}}
 {{- end -}}
 
+{{/* The names the bundled NATS server's certificate must carry (`verity chain init` writes the
+same for --fullname and --namespace): the client Service and each pod under the headless one. */}}
+{{- define "verity.natsHosts" -}}
+{{- $full := include "verity.fullname" . -}}
+{{- $ns := .Release.Namespace -}}
+- {{ $full }}-nats
+- {{ $full }}-nats.{{ $ns }}.svc
+- {{ $full }}-nats.{{ $ns }}.svc.cluster.local
+- "*.{{ $full }}-nats-headless.{{ $ns }}.svc"
+- "*.{{ $full }}-nats-headless.{{ $ns }}.svc.cluster.local"
+{{- end -}}
+
 {{/* NATS's monitoring endpoint (host:port), for KEDA. */}}
 {{- define "verity.natsMonitoring" -}}
 {{- if .Values.nats.enabled -}}
@@ -213,6 +225,9 @@ livenessProbe:
 {{- define "verity.natsAuthArgs" -}}
 {{- if .root.Values.nats.auth.enabled }}
 - --nats-nkey-file=/etc/verity/nats/nkey
+{{- end }}
+{{- if .root.Values.nats.tls.enabled }}
+- --nats-tls-ca=/etc/verity/tls/ca.crt
 {{- end }}
 {{- end -}}
 

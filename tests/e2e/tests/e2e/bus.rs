@@ -8,16 +8,54 @@ use serde_json::json;
 use verity_e2e::{TestNet, dev_signer, sign_filler};
 
 /// Connects to `url` once (no retry), with the nkey `seed` if given.
-async fn try_connect(url: &str, seed: Option<String>) -> Result<async_nats::Client, String> {
+async fn try_connect(
+    url: &str,
+    seed: Option<String>,
+    ca: &std::path::Path,
+) -> Result<async_nats::Client, String> {
     let options = match seed {
         Some(seed) => async_nats::ConnectOptions::with_nkey(seed),
         None => async_nats::ConnectOptions::new(),
     };
+    // The devnet's CA is no secret: a stranger has it, and gets as far as authentication.
+    let tls = verity_bus::auth::tls_client_config(ca).map_err(|e| e.to_string())?;
     options
+        .require_tls(true)
+        .tls_client_config(tls)
         .connection_timeout(Duration::from_secs(3))
         .connect(url)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Speaks the NATS protocol in plaintext to the server at `url` (as a client that ignores the
+/// server's `tls_required` would): the server's greeting asks for TLS, and a publish sent in
+/// the clear gets no `+OK`/`PONG` but a closed connection.
+async fn plaintext_is_refused(url: &str) {
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+    let address = url.rsplit("://").next().unwrap();
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut reader = tokio::io::BufReader::new(stream);
+    let mut info = String::new();
+    reader.read_line(&mut info).await.unwrap();
+    assert!(info.starts_with("INFO "), "{info}");
+    assert!(info.contains("\"tls_required\":true"), "{info}");
+    reader
+        .get_mut()
+        .write_all(b"CONNECT {\"verbose\":true}\r\nPUB verity.chain.events 1\r\nx\r\nPING\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        matches!(read, Ok(Ok(_)) | Ok(Err(_))),
+        "the server kept a plaintext client connected"
+    );
+    assert!(
+        !answer.contains("+OK") && !answer.contains("PONG"),
+        "the server answered a plaintext client: {answer}"
+    );
 }
 
 /// Writes lease entries that do not verify, one after another every few milliseconds until
@@ -73,14 +111,7 @@ async fn unsigned_leases_are_ignored(net: &TestNet) {
             }
         }
     });
-    let admin = net.devnet.nats_admin().unwrap();
-    let as_sequencer = verity_bus::NatsArgs {
-        url: admin.url.clone(),
-        nkey_file: Some(verity_e2e::verity_devnet::nats_nkey_file(
-            net.devnet.data_dir(),
-            "sequencer",
-        )),
-    };
+    let as_sequencer = net.devnet.nats_as("sequencer").unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let forger = tokio::spawn(write_forged_leases(
         as_sequencer,
@@ -155,12 +186,18 @@ async fn strangers_are_refused_and_unsigned_leases_ignored_while_the_chain_goes_
     // With a hot standby: a forged entry must not make it take over either.
     let net = TestNet::start(|o| o.standby = true).await.unwrap();
     let url = net.devnet.nats_url().unwrap().to_string();
+    let admin = net.devnet.nats_admin().unwrap();
+    let ca = admin.tls_ca.clone().unwrap();
     let rpc = net.rpc();
     let before =
         verity_e2e::parse_quantity(&rpc.call("eth_blockNumber", json!([])).await.unwrap()).unwrap();
 
+    // In plaintext nothing gets through: the server asks for TLS and drops a client that
+    // speaks the protocol without it.
+    plaintext_is_refused(&url).await;
+
     // No credential at all: refused before it can publish or ask JetStream anything.
-    let refused = try_connect(&url, None).await;
+    let refused = try_connect(&url, None, &ca).await;
     assert!(
         refused.as_ref().is_err_and(|e| e.contains("authorization")),
         "an anonymous client got in: {:?}",
@@ -168,18 +205,19 @@ async fn strangers_are_refused_and_unsigned_leases_ignored_while_the_chain_goes_
     );
     // A well-formed nkey the server was not given.
     let stranger = nkeys::KeyPair::new_user().seed().unwrap();
-    let refused = try_connect(&url, Some(stranger)).await;
+    let refused = try_connect(&url, Some(stranger), &ca).await;
     assert!(
         refused.as_ref().is_err_and(|e| e.contains("authorization")),
         "an unknown nkey got in: {:?}",
         refused.map(|_| ())
     );
     // The devnet's own key gets in.
-    let admin = net.devnet.nats_admin().unwrap();
     let seed = verity_bus::auth::read_nkey(admin.nkey_file.as_deref().unwrap())
         .unwrap()
         .seed;
-    let client = try_connect(&url, Some(seed)).await.expect("the admin nkey");
+    let client = try_connect(&url, Some(seed), &ca)
+        .await
+        .expect("the admin nkey");
     drop(client);
 
     // Meanwhile the chain goes on: a transfer gets its receipt, blocks keep coming.
@@ -222,14 +260,7 @@ async fn stored(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_role_cannot_publish_another_roles_subjects_or_purge_a_stream() {
     let net = TestNet::start(|_| {}).await.unwrap();
-    let admin = net.devnet.nats_admin().unwrap();
-    let as_role = |name: &str| verity_bus::NatsArgs {
-        url: admin.url.clone(),
-        nkey_file: Some(verity_e2e::verity_devnet::nats_nkey_file(
-            net.devnet.data_dir(),
-            name,
-        )),
-    };
+    let as_role = |name: &str| net.devnet.nats_as(name).unwrap();
     let (_admin, admin_js) = net.jetstream().await;
     verity_bus::proving::ensure_proving_streams(&admin_js)
         .await
