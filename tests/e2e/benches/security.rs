@@ -1,6 +1,6 @@
 //! What authentication costs (issue 22; `make bench`, printed and written to docs/benchmarks.md,
 //! never asserted): the same release devnet and the same `verity bench` runs, once with every
-//! NATS client authenticated and authorized (nkeys, per-role permissions) and every gRPC call
+//! NATS client on TLS, authenticated and authorized (nkeys, per-role permissions), every gRPC call
 //! over mutual TLS, once without either (`DevnetOptions::secure` off), on this machine, one after
 //! the other. The cost is the drop in throughput and the rise in realtime latency, in percent.
 //!
@@ -117,8 +117,8 @@ fn main() {
         "Command: `cargo bench -p verity-e2e --bench security` (part of `make bench`, release \
          binaries). Machine: {}. Date: {}. Whole devnet, NATS and `verity bench` on this machine; \
          proving off; 10 ms mini-blocks, 1 s blocks of 300M gas; each figure is open (NATS \
-         without users, plaintext gRPC) / secure (nkeys with per-role permissions, mutual TLS on \
-         every gRPC call), then the change; latency from the moment a transaction was due to its \
+         without users or TLS, plaintext gRPC) / secure (NATS over TLS with nkeys and per-role \
+         permissions, mutual TLS on every gRPC call), then the change; latency from the moment a transaction was due to its \
          receipt (`realtime_sendRawTransaction`).\n\n\
          | run | tx/s | p50 ms | p99 ms |\n|---|---|---|---|\n{}",
         report::machine(),
