@@ -20,7 +20,7 @@ use alloy_primitives::{Address, U256};
 use alloy_signer_local::PrivateKeySigner;
 use common::{CHAIN_ID, GAS_LIMIT, empty_mini_block, measure, transfer};
 use verity_chunk::{StateTree, block_env, build_job, check_claim, prove_job, verify_proofs, wire};
-use verity_circuits::{Keys, Params, Shape};
+use verity_circuits::{KeyRing, Params, Shape};
 use verity_commitment::{account_key, account_value};
 use verity_primitives::{Account, InMemoryState, SigningKey, StateDiff};
 
@@ -123,7 +123,7 @@ fn main() {
             steps: per_proof,
             depth: 32,
         };
-        let keys = Keys::generate(shape, &Params::setup_insecure(Keys::k_of(shape))).unwrap();
+        let keys = KeyRing::generate(shape, &Params::setup_insecure(KeyRing::k_of(shape))).unwrap();
         let prover = SigningKey::random();
         let (mut proof, prove_cpu, prove_wall) =
             measure(|| prove_job(&keys, &job, &steps, |_, _| {}).unwrap());
@@ -159,7 +159,7 @@ fn main() {
              prover {:.1} s wall, {:.1} core-s = {:.0} core-s per 1,000 transfers",
             steps.len(),
             proof.segments.len(),
-            keys.k(),
+            keys.main().k(),
             execute_cpu * 1e3,
             witness_cpu * 1e3,
             apply * 1e3,

@@ -581,15 +581,14 @@ pub enum StatementError {
     /// An account's stated pre-state does not match its entry.
     #[error("account {0}: stated pre-state does not match its entry")]
     Account(Address),
-    /// A segment boundary is missing or out of place.
-    #[error("the proof has {segments} segments for {entries} entries of {per_segment} per proof")]
+    /// The segments do not split the entries: their step counts do not add up to the entries,
+    /// or one is empty (only a chunk without entries has one segment of none).
+    #[error("the proof's segments of {counts:?} steps do not split its {entries} entries")]
     Segments {
-        /// Segments given.
-        segments: usize,
+        /// Steps of each segment.
+        counts: Vec<usize>,
         /// Entries given.
         entries: usize,
-        /// Steps per proof.
-        per_segment: usize,
     },
     /// A root is not a field element.
     #[error("a root is not a BN254 scalar field element")]
@@ -606,15 +605,15 @@ pub struct Statement {
 impl Statement {
     /// Recomputes the public inputs of a chunk's segment proofs from: the verifier's `pre_root`
     /// (the previous chunk's proven post-root), the chunk's mini-blocks it holds, the proof's
-    /// entries and the pre-state of the accounts the mini-blocks write, and the roots the proof
-    /// claims at the end of each segment of `per_segment` steps.
+    /// entries and the pre-state of the accounts the mini-blocks write, and the segments the
+    /// proof claims: each as the root at its end and how many of the entries, in order, it
+    /// proves. (Whether each count fits its segment's circuit is the caller's to check.)
     pub fn of(
         pre_root: B256,
         mini_blocks: &[MiniBlock],
         entries: &[Entry],
         accounts_before: &BTreeMap<Address, Option<Account>>,
-        segment_roots: &[B256],
-        per_segment: usize,
+        claimed: &[(B256, usize)],
     ) -> Result<Self, StatementError> {
         if !entries.windows(2).all(|w| w[0].key < w[1].key) {
             return Err(StatementError::Order);
@@ -660,15 +659,23 @@ impl Statement {
                 "write to {key} has no entry"
             )));
         }
-        let per_segment = per_segment.max(1);
-        let needed = entries.len().div_ceil(per_segment).max(1);
-        if segment_roots.len() != needed {
+        let counts: Vec<usize> = claimed.iter().map(|(_, count)| *count).collect();
+        let splits = if entries.is_empty() {
+            counts == [0]
+        } else {
+            counts.iter().all(|count| *count > 0)
+                && counts
+                    .iter()
+                    .try_fold(0usize, |sum, count| sum.checked_add(*count))
+                    == Some(entries.len())
+        };
+        if !splits {
             return Err(StatementError::Segments {
-                segments: segment_roots.len(),
+                counts,
                 entries: entries.len(),
-                per_segment,
             });
         }
+        let needed = claimed.len();
         let tx_hash = transactions_digest(mini_blocks);
         let element =
             |root: &B256| verity_commitment::field_element(root).ok_or(StatementError::Root);
@@ -676,12 +683,10 @@ impl Statement {
         let mut root = element(&pre_root)?;
         let mut reads = Default::default();
         let mut writes_hash = Default::default();
-        let chunks: Vec<&[Entry]> = if entries.is_empty() {
-            vec![&[]]
-        } else {
-            entries.chunks(per_segment).collect()
-        };
-        for (chunk, post) in chunks.into_iter().zip(segment_roots) {
+        let mut rest = entries;
+        for (post, count) in claimed {
+            let (chunk, after) = rest.split_at(*count);
+            rest = after;
             let reads_out =
                 verity_circuits::chain_hash(reads, chunk.iter().map(|e| (&e.key, &e.before)));
             let writes_out =

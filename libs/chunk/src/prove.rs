@@ -3,45 +3,91 @@
 use std::time::Instant;
 
 use alloy_primitives::{Address, B256};
-use verity_circuits::{Instances, Keys, Shape, circuit_step};
+use verity_circuits::{Instances, KeyRing, Shape, circuit_step};
 use verity_commitment::Step;
 use verity_primitives::{MiniBlock, signing};
 
 use crate::{
-    ChunkJob, Entry, Statement, StatementError, merged_diff, transactions_digest, wire::ChunkProof,
+    ChunkJob, Entry, Statement, StatementError, merged_diff, transactions_digest,
+    wire::{ChunkProof, Segment},
 };
 
-/// Proves `job`'s `steps` (from [`crate::check_job_steps`] or [`ChunkJob::steps`]) in segments of the
-/// keys' shape and returns the unsigned proof
+/// How many levels a step's circuit must hold: its longer path, before or after the write.
+fn levels(step: &Step) -> usize {
+    step.old.siblings.len().max(step.new.siblings.len())
+}
+
+/// Splits `steps` into segments, in order: runs of up to the main shape's steps, and each step
+/// whose path the main shape cannot hold alone in a segment of [`Shape::DEEP`]. A chunk without
+/// steps is one empty segment. Fails on a path longer than any shape holds (a tree of 256-bit
+/// keys has none).
+pub fn segments<'a>(
+    keys: &KeyRing,
+    steps: &'a [Step],
+) -> Result<Vec<(Shape, &'a [Step])>, verity_circuits::Error> {
+    let main = keys.shape();
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, step) in steps.iter().enumerate() {
+        let shape = keys
+            .shape_for(levels(step))
+            .ok_or(verity_circuits::Error::Step(
+                verity_circuits::StepError::TooDeep {
+                    key: step.key,
+                    depth: levels(step),
+                    max: Shape::DEEP.depth,
+                },
+            ))?;
+        if shape == main {
+            if i + 1 - start == main.steps {
+                out.push((main, &steps[start..=i]));
+                start = i + 1;
+            }
+            continue;
+        }
+        if start < i {
+            out.push((main, &steps[start..i]));
+        }
+        out.push((shape, &steps[i..=i]));
+        start = i + 1;
+    }
+    if start < steps.len() || out.is_empty() {
+        out.push((main, &steps[start..]));
+    }
+    Ok(out)
+}
+
+/// Proves `job`'s `steps` (from [`crate::check_job_steps`] or [`ChunkJob::steps`]) in the
+/// segments of [`segments`] and returns the unsigned proof
 /// (`signature` is [`signing::UNSIGNED`]; the caller signs [`crate::wire::attestation_hash`]).
 /// `progress(done, total)` is called after each segment.
 pub fn prove_job(
-    keys: &Keys,
+    keys: &KeyRing,
     job: &ChunkJob,
     steps: &[Step],
     mut progress: impl FnMut(usize, usize),
 ) -> Result<ChunkProof, verity_circuits::Error> {
     let started = Instant::now();
-    let shape = keys.shape();
     let tx_hash = transactions_digest(&job.mini_blocks);
-    let segments: Vec<&[Step]> = if steps.is_empty() {
-        vec![&[]]
-    } else {
-        steps.chunks(shape.steps).collect()
-    };
+    let segments = segments(keys, steps)?;
     let total = segments.len();
     let mut root = job.pre_root;
     let (mut reads, mut writes) = (Default::default(), Default::default());
     let mut proven = Vec::with_capacity(total);
-    for (done, segment) in segments.into_iter().enumerate() {
+    for (done, (shape, segment)) in segments.into_iter().enumerate() {
         let instances = Instances::of_steps(root, segment, reads, writes, tx_hash)?;
         let witness = segment
             .iter()
             .map(|s| circuit_step(s, shape.depth))
             .collect::<Result<_, _>>()?;
-        let proof = keys.prove(witness, &instances)?;
+        let proof = keys.keys(shape)?.prove(witness, &instances)?;
         root = verity_commitment::field_digest(instances.post_root);
-        proven.push((root, proof));
+        proven.push(Segment {
+            post_root: root,
+            steps: segment.len(),
+            shape,
+            proof,
+        });
         (reads, writes) = (instances.reads_out, instances.writes_out);
         progress(done + 1, total);
     }
@@ -62,7 +108,7 @@ pub fn prove_job(
         post_root: root,
         entries: steps.iter().map(Entry::from).collect(),
         accounts_before,
-        shape,
+        shape: keys.shape(),
         segments: proven,
         prover: Address::ZERO,
         signature: signing::UNSIGNED,
@@ -133,8 +179,9 @@ pub enum Rejection {
 /// Checks everything about `proof` but the halo2 proofs themselves: that it is for the chunk of
 /// `mini_blocks` (the verifier's own copies, from the proof's chunk number on; extra ones after
 /// the chunk's are ignored), starts at `pre_root`, is attested by one of `provers`, and that its
-/// entries write exactly the mini-blocks' writes. Returns the statement the proofs must verify
-/// against.
+/// entries write exactly the mini-blocks' writes, and that each segment is of `shape` or
+/// [`Shape::DEEP`] and holds no more steps than its circuit. Returns the statement the proofs
+/// must verify against.
 pub fn check_claim(
     chain_id: u64,
     shape: Shape,
@@ -176,14 +223,31 @@ pub fn check_claim(
         proof.prover,
     )
     .map_err(|e| Rejection::Signature(e.to_string()))?;
-    let roots: Vec<B256> = proof.segments.iter().map(|(root, _)| *root).collect();
+    for segment in &proof.segments {
+        if segment.shape != shape && segment.shape != Shape::DEEP {
+            return Err(Rejection::Shape {
+                claimed: segment.shape,
+                expected: shape,
+            });
+        }
+        if segment.steps > segment.shape.steps {
+            return Err(Rejection::Statement(StatementError::Segments {
+                counts: proof.segments.iter().map(|s| s.steps).collect(),
+                entries: proof.entries.len(),
+            }));
+        }
+    }
+    let claimed: Vec<(B256, usize)> = proof
+        .segments
+        .iter()
+        .map(|s| (s.post_root, s.steps))
+        .collect();
     let statement = Statement::of(
         pre_root,
         covered,
         &proof.entries,
         &proof.accounts_before,
-        &roots,
-        shape.steps,
+        &claimed,
     )?;
     let ends = statement.post_root().unwrap_or(pre_root);
     if ends != proof.post_root {
@@ -195,30 +259,43 @@ pub fn check_claim(
     Ok(statement)
 }
 
-/// Verifies the halo2 proofs of several checked claims with one batch; when the batch fails,
-/// finds the first bad segment of each claim one by one. Returns one result per claim.
+/// Verifies the halo2 proofs of several checked claims ([`check_claim`]) with one batch per
+/// circuit shape; when a batch fails, finds the first bad segment of each claim one by one.
+/// Returns one result per claim.
 pub fn verify_proofs(
-    keys: &Keys,
+    keys: &KeyRing,
     claims: &[(&Statement, &ChunkProof)],
 ) -> Vec<Result<(), Rejection>> {
-    let batch = claims.iter().flat_map(|(statement, proof)| {
-        statement
-            .segments
+    let segments = || {
+        claims
             .iter()
-            .zip(&proof.segments)
-            .map(|(instances, (_, bytes))| (instances, bytes.as_slice()))
+            .flat_map(|(statement, proof)| statement.segments.iter().zip(&proof.segments))
+    };
+    let batched = keys.shapes().into_iter().all(|shape| {
+        let mut of_shape = segments()
+            .filter(|(_, segment)| segment.shape == shape)
+            .map(|(instances, segment)| (instances, segment.proof.as_slice()))
+            .peekable();
+        if of_shape.peek().is_none() {
+            return true;
+        }
+        keys.keys(shape)
+            .is_ok_and(|keys| keys.verify_batch(of_shape))
     });
-    if keys.verify_batch(batch) {
+    if batched {
         return claims.iter().map(|_| Ok(())).collect();
     }
     claims
         .iter()
         .map(|(statement, proof)| {
             let segments = statement.segments.len();
-            for (segment, (instances, (_, bytes))) in
+            for (segment, (instances, proven)) in
                 statement.segments.iter().zip(&proof.segments).enumerate()
             {
-                if keys.verify(instances, bytes).is_err() {
+                let valid = keys
+                    .keys(proven.shape)
+                    .is_ok_and(|keys| keys.verify(instances, &proven.proof).is_ok());
+                if !valid {
                     return Err(Rejection::Proof { segment, segments });
                 }
             }

@@ -4,7 +4,7 @@ use alloy_consensus::{SignableTransaction, TxEip1559};
 use alloy_primitives::{Address, B256, Bytes, TxKind, U256, address, hex, keccak256};
 use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
-use verity_circuits::{Keys, Params, Shape};
+use verity_circuits::{KeyRing, Params, Shape};
 use verity_primitives::{Account, AccountDiff, InMemoryState, SigningKey, Transaction, TxEnvelope};
 
 use super::*;
@@ -197,7 +197,7 @@ fn a_chunk_of_several_mini_blocks_is_built_checked_and_proven_as_one() {
         steps: 4,
         depth: 12,
     };
-    let keys = Keys::generate(shape, &Params::setup_insecure(Keys::k_of(shape))).unwrap();
+    let keys = ring(shape);
     let prover = SigningKey::random();
     let steps = job.steps().unwrap();
     let mut proof = prove_job(&keys, &job, &steps, |_, _| {}).unwrap();
@@ -374,7 +374,7 @@ fn proofs_verify_for_their_chunk_and_forgeries_are_refused() {
         steps: 4,
         depth: 12,
     };
-    let keys = Keys::generate(shape, &Params::setup_insecure(Keys::k_of(shape))).unwrap();
+    let keys = ring(shape);
     let prover = SigningKey::random();
     let mut calls = vec![];
     let steps = job.steps().unwrap();
@@ -411,7 +411,7 @@ fn proofs_verify_for_their_chunk_and_forgeries_are_refused() {
 
     // One flipped byte in a proof.
     let mut flipped = proof.clone();
-    flipped.segments[1].1[100] ^= 1;
+    flipped.segments[1].proof[100] ^= 1;
     assert!(matches!(
         check(&flipped, &job.mini_blocks[0]),
         Err(Rejection::Proof { segment: 1, .. })
@@ -470,9 +470,12 @@ fn proofs_verify_for_their_chunk_and_forgeries_are_refused() {
     ));
     // Reordering segment proofs breaks the chain of public inputs.
     let mut swapped = proof.clone();
-    let (a, b) = (swapped.segments[0].1.clone(), swapped.segments[1].1.clone());
-    swapped.segments[0].1 = b;
-    swapped.segments[1].1 = a;
+    let (a, b) = (
+        swapped.segments[0].proof.clone(),
+        swapped.segments[1].proof.clone(),
+    );
+    swapped.segments[0].proof = b;
+    swapped.segments[1].proof = a;
     assert!(matches!(
         check(&swapped, &job.mini_blocks[0]),
         Err(Rejection::Proof { segment: 0, .. })
@@ -481,12 +484,127 @@ fn proofs_verify_for_their_chunk_and_forgeries_are_refused() {
     // chains each segment from the one before, from its own root, so the segment that ends
     // at the moved root and the one that starts there cannot both verify.
     let mut moved = proof.clone();
-    moved.segments[0].0 = job.pre_root;
+    moved.segments[0].post_root = job.pre_root;
     moved.signature = prover.sign(&wire::attestation_hash(CHAIN_ID, &moved));
     assert!(matches!(
         check(&moved, &job.mini_blocks[0]),
         Err(Rejection::Proof { segment: 0, .. })
     ));
+}
+
+/// The keys of `shape` (and the deep shape) from parameters made here.
+fn ring(shape: Shape) -> KeyRing {
+    KeyRing::generate(shape, &Params::setup_insecure(KeyRing::k_of(shape))).unwrap()
+}
+
+/// An address whose account key shares its first `bits` bits with `near`'s: what anyone can
+/// grind (about 2^bits hashes) to put a key deeper in the tree than a circuit shape holds.
+fn ground_address(near: Address, bits: u32) -> Address {
+    let target = verity_commitment::account_key(near);
+    let prefix = |key: B256| u64::from_be_bytes(key[..8].try_into().unwrap()) >> (64 - bits);
+    (0u64..)
+        .map(|i| Address::left_padding_from(&i.to_be_bytes()))
+        .find(|candidate| {
+            *candidate != near
+                && prefix(verity_commitment::account_key(*candidate)) == prefix(target)
+        })
+        .unwrap()
+}
+
+/// A transfer to an address ground to sit deeper than the main shape's paths: its step is
+/// proven alone in the deep shape, the others in the main one, and a verifier takes the proof;
+/// a segment may claim only the two shapes and no more steps than its circuit holds.
+#[test]
+fn a_key_ground_deeper_than_the_main_shape_is_proven_in_the_deep_shape() {
+    let signer = PrivateKeySigner::random();
+    let key = SigningKey::random();
+    let (state, all) = state(&signer);
+    let shape = Shape {
+        steps: 4,
+        depth: 12,
+    };
+    let deep = ground_address(signer.address(), 14);
+    let mini = mini_block(&state, vec![sign(&signer, 0, deep, U256::from(ETH))], &key);
+    let mut tree = genesis_tree(&all);
+    let job = build_job(&state, &mut tree, CHAIN_ID, GAS_LIMIT, vec![mini]).unwrap();
+    let steps = job.steps().unwrap();
+    assert!(
+        steps.iter().any(|s| s.new.siblings.len() > shape.depth),
+        "the ground key is not deeper than the main shape"
+    );
+
+    let keys = ring(shape);
+    let prover = SigningKey::random();
+    let mut proof = prove_job(&keys, &job, &steps, |_, _| {}).unwrap();
+    let shapes: Vec<Shape> = proof.segments.iter().map(|s| s.shape).collect();
+    assert!(shapes.contains(&Shape::DEEP), "{shapes:?}");
+    assert!(
+        proof
+            .segments
+            .iter()
+            .all(|s| s.shape == shape || s.steps == 1),
+        "{:?}",
+        proof
+            .segments
+            .iter()
+            .map(|s| (s.shape, s.steps))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(proof.post_root, job.post_root);
+    proof.prover = prover.address();
+    proof.signature = prover.sign(&wire::attestation_hash(CHAIN_ID, &proof));
+    let result = wire::ProverResult::Proof(Box::new(proof.clone()));
+    let decoded =
+        wire::ProverResult::try_from(&verity_proto::v1::ProverResult::from(&result)).unwrap();
+    assert_eq!(decoded, result);
+
+    let provers = [prover.address()];
+    let check = |proof: &wire::ChunkProof| {
+        let statement = check_claim(
+            CHAIN_ID,
+            shape,
+            &provers,
+            job.pre_root,
+            &job.mini_blocks,
+            proof,
+        )?;
+        verify_proofs(&keys, &[(&statement, proof)]).remove(0)
+    };
+    check(&proof).unwrap();
+
+    let deep_at = shapes.iter().position(|s| *s == Shape::DEEP).unwrap();
+    let resigned = |mut proof: wire::ChunkProof| {
+        proof.signature = prover.sign(&wire::attestation_hash(CHAIN_ID, &proof));
+        proof
+    };
+    // The deep proof presented as one of the main shape: it verifies under neither's key.
+    let mut relabelled = proof.clone();
+    relabelled.segments[deep_at].shape = shape;
+    assert!(matches!(
+        check(&resigned(relabelled)),
+        Err(Rejection::Proof { segment, .. }) if segment == deep_at
+    ));
+    // A shape the verifier has no keys for.
+    let mut unknown = proof.clone();
+    unknown.segments[deep_at].shape = Shape {
+        steps: 1,
+        depth: 64,
+    };
+    assert!(matches!(
+        check(&resigned(unknown)),
+        Err(Rejection::Shape { .. })
+    ));
+    // More steps in a segment than its circuit holds.
+    let mut crowded = proof.clone();
+    crowded.segments[deep_at].steps = 2;
+    assert!(matches!(
+        check(&resigned(crowded)),
+        Err(Rejection::Statement(StatementError::Segments { .. }))
+    ));
+    // The segmentation is signed: changing it without signing again is refused.
+    let mut unsigned = proof.clone();
+    unsigned.segments[deep_at].shape = shape;
+    assert!(matches!(check(&unsigned), Err(Rejection::Signature(_))));
 }
 
 /// A verifier that stored no blocks (the test chunks read no `BLOCKHASH`).

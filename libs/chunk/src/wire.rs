@@ -266,10 +266,10 @@ pub struct ChunkProof {
     pub entries: Vec<Entry>,
     /// Pre-state of every account the mini-blocks write.
     pub accounts_before: BTreeMap<Address, Option<Account>>,
-    /// The circuit shape.
+    /// The main circuit shape (the prover's and verifiers' `--steps-per-proof`).
     pub shape: Shape,
-    /// Per segment: the root after it and its halo2 proof.
-    pub segments: Vec<(B256, Vec<u8>)>,
+    /// The segments, in entry order.
+    pub segments: Vec<Segment>,
     /// The prover's address.
     pub prover: Address,
     /// Its signature over [`attestation_hash`].
@@ -278,12 +278,27 @@ pub struct ChunkProof {
     pub proving_ms: u64,
 }
 
-/// The hash a prover signs for a valid chunk: chain, chunk, mini-blocks, roots, and the root
-/// after every segment. The proofs themselves are not signed: they stand on their own.
+/// One halo2 proof of a run of a chunk's entries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    /// The root after its steps.
+    pub post_root: B256,
+    /// How many of the entries, in order from where the previous segment ended, it proves.
+    pub steps: usize,
+    /// The circuit it was proven with: the chunk's main shape, or [`Shape::DEEP`] for one step
+    /// whose path the main shape cannot hold.
+    pub shape: Shape,
+    /// The halo2 proof.
+    pub proof: Vec<u8>,
+}
+
+/// The hash a prover signs for a valid chunk: chain, chunk, mini-blocks, roots, and the root,
+/// step count and circuit of every segment. The proofs themselves are not signed: they stand
+/// on their own.
 pub fn attestation_hash(chain_id: u64, proof: &ChunkProof) -> B256 {
     let hashes = proof.mini_block_hashes.len();
-    let mut data = Vec::with_capacity(72 + 32 * (3 + hashes + proof.segments.len()));
-    data.extend_from_slice(b"verity.chunk-proof.v2");
+    let mut data = Vec::with_capacity(72 + 32 * (3 + hashes) + 56 * proof.segments.len());
+    data.extend_from_slice(b"verity.chunk-proof.v3");
     data.extend_from_slice(&chain_id.to_be_bytes());
     data.extend_from_slice(&proof.chunk.to_be_bytes());
     data.extend_from_slice(&(hashes as u64).to_be_bytes());
@@ -292,8 +307,11 @@ pub fn attestation_hash(chain_id: u64, proof: &ChunkProof) -> B256 {
     }
     data.extend_from_slice(proof.pre_root.as_slice());
     data.extend_from_slice(proof.post_root.as_slice());
-    for (root, _) in &proof.segments {
-        data.extend_from_slice(root.as_slice());
+    for segment in &proof.segments {
+        data.extend_from_slice(segment.post_root.as_slice());
+        for number in [segment.steps, segment.shape.steps, segment.shape.depth] {
+            data.extend_from_slice(&(number as u64).to_be_bytes());
+        }
     }
     keccak256(data)
 }
@@ -324,9 +342,12 @@ impl From<&ChunkProof> for v1::ChunkProof {
             segments: proof
                 .segments
                 .iter()
-                .map(|(root, bytes)| v1::SegmentProof {
-                    post_root: root.to_vec(),
-                    proof: bytes.clone(),
+                .map(|segment| v1::SegmentProof {
+                    post_root: segment.post_root.to_vec(),
+                    proof: segment.proof.clone(),
+                    steps: u32::try_from(segment.steps).unwrap_or(u32::MAX),
+                    steps_per_proof: u32::try_from(segment.shape.steps).unwrap_or(u32::MAX),
+                    depth: u32::try_from(segment.shape.depth).unwrap_or(u32::MAX),
                 })
                 .collect(),
             prover: proof.prover.to_vec(),
@@ -355,10 +376,15 @@ impl TryFrom<&v1::ChunkProof> for ChunkProof {
             .segments
             .iter()
             .map(|s| {
-                Ok((
-                    b256_from(&s.post_root, "segment_proof.post_root")?,
-                    s.proof.clone(),
-                ))
+                Ok(Segment {
+                    post_root: b256_from(&s.post_root, "segment_proof.post_root")?,
+                    steps: s.steps as usize,
+                    shape: Shape {
+                        steps: s.steps_per_proof as usize,
+                        depth: s.depth as usize,
+                    },
+                    proof: s.proof.clone(),
+                })
             })
             .collect::<Result<_, ConversionError>>()?;
         Ok(Self {

@@ -20,9 +20,13 @@ fn main() {
     let started = Instant::now();
     tree.apply((0..100_000u64).map(|n| (key(n), Some(key(n + 1)))));
     println!("tree of 100000 leaves built in {:?}", started.elapsed());
-    let depth = 32;
-    for steps in [4usize, 8, 16] {
-        let shape = Shape { steps, depth };
+    // The main shapes, and the deep one a step gets alone when its path is longer than 32.
+    let shapes = [4usize, 8, 16]
+        .map(|steps| Shape { steps, depth: 32 })
+        .into_iter()
+        .chain([Shape::DEEP]);
+    for shape in shapes {
+        let Shape { steps, depth } = shape;
         // A local setup: fine for measuring (see Params::setup_insecure).
         let keys = Keys::generate(shape, &Params::setup_insecure(Keys::k_of(shape))).unwrap();
         // Three writes per transfer (sender, recipient, fee recipient): steps / 3 transfers.

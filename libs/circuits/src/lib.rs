@@ -67,6 +67,9 @@ pub enum Error {
     /// The proof does not verify against the given public inputs.
     #[error("the proof does not verify against the chunk's public inputs")]
     Invalid,
+    /// A segment claims a shape that is neither the main nor the deep one.
+    #[error("no keys for circuit shape {0:?}")]
+    Shape(Shape),
     /// The KZG parameters cannot be read or written, or are too small for the shape.
     #[error("KZG parameters: {0}")]
     Params(String),
@@ -88,6 +91,23 @@ impl Shape {
         steps: 8,
         depth: 32,
     };
+
+    /// The shape of a segment of one step whose path is longer than the main shape holds: 128
+    /// levels, as many as the circuit takes path directions from (the key's high limb). Paths
+    /// longer than the main shape's are not chance: anyone can grind a key sharing a long
+    /// prefix with an existing one (about 2^d / n hashes for depth d in a tree of n keys,
+    /// milliseconds for d = 32). Without this shape such a key would make its chunk unprovable
+    /// and stop `safe` for good. A path longer than 128 levels needs two keys that agree on
+    /// their first 128 bits: a 2^128 / n search on keccak256.
+    pub const DEEP: Shape = Shape {
+        steps: 1,
+        depth: 128,
+    };
+
+    /// Whether a step whose longer path (before or after it) has `levels` levels fits.
+    pub fn holds(&self, levels: usize) -> bool {
+        levels <= self.depth
+    }
 }
 
 /// The KZG structured reference string: powers of a secret in BN254's G1 (and G2), for
@@ -114,10 +134,11 @@ impl Params {
             .map_err(|e| Error::Params(format!("cannot read {}: {e}", path.display())))
     }
 
-    /// Reads parameters (as [`Params::read`]) and checks they serve `shape`'s circuit.
+    /// Reads parameters (as [`Params::read`]) and checks they serve `shape`'s circuit and
+    /// [`Shape::DEEP`]'s (a [`KeyRing`] proves and verifies both).
     pub fn read_for(path: &Path, shape: Shape) -> Result<Self, Error> {
         let params = Self::read(path)?;
-        let needed = Keys::k_of(shape);
+        let needed = KeyRing::k_of(shape);
         if params.k() < needed {
             return Err(Error::Params(format!(
                 "{} serves circuits of 2^{} rows; {shape:?} needs 2^{needed}",
@@ -287,6 +308,75 @@ impl Keys {
             };
         }
         VerificationStrategy::<_, VerifierSHPLONK<'_, Bn256>>::finalize(strategy)
+    }
+}
+
+/// The keys of a chain's two segment shapes: its main shape, made at once, and
+/// [`Shape::DEEP`] for a step the main shape cannot hold, made from the same parameters the
+/// first time one is needed (seconds, once; most chains never need it).
+#[derive(Debug)]
+pub struct KeyRing {
+    main: Keys,
+    params: Params,
+    deep: std::sync::OnceLock<Result<Keys, String>>,
+}
+
+impl KeyRing {
+    /// The rows both shapes need, as log2: what the parameters must serve.
+    pub fn k_of(shape: Shape) -> u32 {
+        Keys::k_of(shape).max(Keys::k_of(Shape::DEEP))
+    }
+
+    /// Derives the main shape's keys from `params` (checked to serve the deep shape too).
+    pub fn generate(shape: Shape, params: &Params) -> Result<Self, Error> {
+        let needed = Self::k_of(shape);
+        if params.k() < needed {
+            return Err(Error::Params(format!(
+                "they serve circuits of 2^{} rows; {shape:?} and the deep shape {:?} need 2^{needed}",
+                params.k(),
+                Shape::DEEP
+            )));
+        }
+        Ok(Self {
+            main: Keys::generate(shape, params)?,
+            params: params.clone(),
+            deep: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The main shape.
+    pub fn shape(&self) -> Shape {
+        self.main.shape()
+    }
+
+    /// The main shape's keys.
+    pub fn main(&self) -> &Keys {
+        &self.main
+    }
+
+    /// The shapes a segment may have: the main one and [`Shape::DEEP`].
+    pub fn shapes(&self) -> [Shape; 2] {
+        [self.main.shape(), Shape::DEEP]
+    }
+
+    /// The keys of `shape`, one of [`KeyRing::shapes`] (the deep ones made now if not yet).
+    pub fn keys(&self, shape: Shape) -> Result<&Keys, Error> {
+        if shape == self.main.shape() {
+            return Ok(&self.main);
+        }
+        if shape != Shape::DEEP {
+            return Err(Error::Shape(shape));
+        }
+        self.deep
+            .get_or_init(|| Keys::generate(Shape::DEEP, &self.params).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| Error::Halo2(format!("keys of the deep shape: {e}")))
+    }
+
+    /// The shape of the segment a step whose longer path has `levels` levels goes into: the
+    /// main one when it holds the step, else the deep one (None: longer than any path).
+    pub fn shape_for(&self, levels: usize) -> Option<Shape> {
+        self.shapes().into_iter().find(|shape| shape.holds(levels))
     }
 }
 

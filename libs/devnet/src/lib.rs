@@ -20,7 +20,7 @@ use alloy_primitives::Address;
 use nix::{sys::signal::Signal, unistd::Pid};
 use tokio::process::{Child, Command};
 use verity_bus::server::NatsServer;
-use verity_circuits::{Keys, Params, Shape};
+use verity_circuits::{KeyRing, Params, Shape};
 use verity_primitives::{
     ChainSpec, SigningKey,
     chain_spec::dev_signers,
@@ -1083,7 +1083,7 @@ async fn kzg_params(dir: &Path, steps_per_proof: usize) -> Result<PathBuf, Devne
         depth: Shape::DEFAULT.depth,
     };
     tokio::task::spawn_blocking(move || {
-        let needed = Keys::k_of(shape);
+        let needed = KeyRing::k_of(shape);
         if let Ok(params) = Params::read(&path)
             && params.k() >= needed
         {

@@ -33,7 +33,7 @@ use verity_chunk::{
     ChunkJob, Verdict,
     wire::{self, ChunkProof, FraudEvidence, ProverResult},
 };
-use verity_circuits::{Keys, Params, Shape};
+use verity_circuits::{KeyRing, Params, Shape};
 use verity_primitives::{
     Block, ChainEvent, ChainEventKind, ChainSpec, MiniBlock, SigningKey,
     governance::{Epoch, Handover, Sequencing},
@@ -267,10 +267,10 @@ impl Prover {
         tracing::info!(?shape, "generating proving keys from the KZG parameters");
         let params = self.params.clone();
         let keys = tokio::select! {
-            keys = tokio::task::spawn_blocking(move || Keys::generate(shape, &params)) => Arc::new(keys??),
+            keys = tokio::task::spawn_blocking(move || KeyRing::generate(shape, &params)) => Arc::new(keys??),
             _ = stop.cancelled() => return Ok(()),
         };
-        tracing::info!(k = keys.k(), elapsed = ?keys.generated_in(), "proving keys ready");
+        tracing::info!(k = keys.main().k(), elapsed = ?keys.main().generated_in(), "proving keys ready");
         metrics::gauge!("verity_prover_ready").set(1.0);
         let queue = JobQueue {
             ack_wait: Duration::from_secs(self.config.ack_wait_secs.max(1)),
@@ -295,7 +295,7 @@ impl Prover {
     /// Pulls and handles one job at a time (so a busy worker leaves the next job to another).
     async fn pull(
         &self,
-        keys: &Arc<Keys>,
+        keys: &Arc<KeyRing>,
         queue: JobQueue,
         stop: &CancellationToken,
     ) -> anyhow::Result<()> {
@@ -335,7 +335,7 @@ impl Prover {
 
     async fn handle(
         &self,
-        keys: &Arc<Keys>,
+        keys: &Arc<KeyRing>,
         queue: JobQueue,
         message: jetstream::Message,
         stop: &CancellationToken,
@@ -583,7 +583,7 @@ impl Prover {
 
     async fn process(
         &self,
-        keys: &Arc<Keys>,
+        keys: &Arc<KeyRing>,
         queue: JobQueue,
         message: &jetstream::Message,
         payload: Bytes,
@@ -708,7 +708,7 @@ enum Turn {
 
 /// Checks a job and proves it or produces fraud evidence. `Err` is a job no worker can handle.
 fn run_job(
-    keys: &Keys,
+    keys: &KeyRing,
     key: &SigningKey,
     chain_id: u64,
     gas_limit: u64,

@@ -33,7 +33,7 @@ use verity_chunk::{
     Judgement, Statement,
     wire::{self, ChunkProof, FalseAccusation, FinalityAttestation, FraudEvidence, ProverResult},
 };
-use verity_circuits::{Keys, Params, Shape};
+use verity_circuits::{KeyRing, Params, Shape};
 use verity_primitives::{ChainEvent, ChainEventKind, MiniBlock, SigningKey, signing};
 use verity_proto::v1;
 use verity_server::{Backoff, CancellationToken};
@@ -171,7 +171,7 @@ pub async fn run(db: Database, js: Context, settings: Settings, stop: Cancellati
     let keys = tokio::select! {
         keys = tokio::task::spawn_blocking({
             let params = settings.params.clone();
-            move || Keys::generate(shape, &params)
+            move || KeyRing::generate(shape, &params)
         }) => match keys {
             Ok(Ok(keys)) => Arc::new(keys),
             Ok(Err(e)) => return tracing::error!(error = %e, "verifier: cannot generate keys"),
@@ -179,7 +179,7 @@ pub async fn run(db: Database, js: Context, settings: Settings, stop: Cancellati
         },
         _ = stop.cancelled() => return,
     };
-    tracing::info!(k = keys.k(), elapsed = ?keys.generated_in(), "verifier: keys ready");
+    tracing::info!(k = keys.main().k(), elapsed = ?keys.main().generated_in(), "verifier: keys ready");
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     while !stop.is_cancelled() {
         match run_once(&db, &js, &settings, &keys, &stop).await {
@@ -205,7 +205,7 @@ async fn run_once(
     db: &Database,
     js: &Context,
     settings: &Settings,
-    keys: &Arc<Keys>,
+    keys: &Arc<KeyRing>,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     let mut progress = {
@@ -286,7 +286,7 @@ async fn advance(
     db: &Database,
     js: &Context,
     settings: &Settings,
-    keys: &Arc<Keys>,
+    keys: &Arc<KeyRing>,
     progress: &mut Progress,
     buffer: &mut BTreeMap<u64, Vec<Received>>,
     last_stream_seq: u64,
@@ -770,7 +770,12 @@ mod pick_tests {
             accounts_before: BTreeMap::new(),
             shape: Shape::DEFAULT,
             // One segment, ending where it started (its halo2 proof is checked after the pick).
-            segments: vec![(ROOT, vec![])],
+            segments: vec![verity_chunk::wire::Segment {
+                post_root: ROOT,
+                steps: 0,
+                shape: Shape::DEFAULT,
+                proof: vec![],
+            }],
             prover: prover.address(),
             signature: verity_primitives::UNSIGNED,
             proving_ms: 0,

@@ -16,7 +16,7 @@ use verity_chunk::{
     check_claim,
     wire::{ChunkProof, ProverResult},
 };
-use verity_circuits::{Keys, Params, Shape};
+use verity_circuits::{KeyRing, Params, Shape};
 use verity_e2e::{TestNet, dev_signer, sign_filler, verity_devnet::Service};
 use verity_primitives::{ChainEventKind, ChainSpec, MiniBlock, SigningKey, genesis_diff};
 use verity_proto::v1;
@@ -135,7 +135,7 @@ async fn chunks_are_proven_a_killed_prover_loses_nothing_and_safe_waits_for_prov
     // The verifier side derives its own keys from the shape and the devnet's KZG parameters.
     let params_file = net.dir.path().join(verity_e2e::verity_devnet::KZG_PARAMS);
     let keys = tokio::task::spawn_blocking(move || {
-        Keys::generate(SHAPE, &Params::read_for(&params_file, SHAPE).unwrap()).unwrap()
+        KeyRing::generate(SHAPE, &Params::read_for(&params_file, SHAPE).unwrap()).unwrap()
     });
 
     // Chunk 0: one transfer.
@@ -290,7 +290,7 @@ async fn chunks_are_proven_a_killed_prover_loses_nothing_and_safe_waits_for_prov
         proof
     };
     let mut flipped = own.clone();
-    flipped.segments[0].1[64] ^= 1;
+    flipped.segments[0].proof[64] ^= 1;
     let mut relabelled = proofs[&1][0].clone();
     relabelled.chunk = 2;
     let forgeries = [
