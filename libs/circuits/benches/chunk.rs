@@ -20,11 +20,19 @@ fn main() {
     let started = Instant::now();
     tree.apply((0..100_000u64).map(|n| (key(n), Some(key(n + 1)))));
     println!("tree of 100000 leaves built in {:?}", started.elapsed());
-    // The main shapes, and the deep one a step gets alone when its path is longer than 32.
+    // The main shapes; a shallower one as rows of the same k (paths as deep as the tree is,
+    // ADR 0015); and the deep one a step gets alone when its path is longer than the main
+    // shape's.
     let shapes = [4usize, 8, 16]
         .map(|steps| Shape { steps, depth: 32 })
         .into_iter()
-        .chain([Shape::DEEP]);
+        .chain([
+            Shape {
+                steps: 10,
+                depth: 24,
+            },
+            Shape::DEEP,
+        ]);
     for shape in shapes {
         let Shape { steps, depth } = shape;
         // A local setup: fine for measuring (see Params::setup_insecure).

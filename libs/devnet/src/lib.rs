@@ -201,6 +201,9 @@ pub struct DevnetOptions {
     pub standing_appointments: bool,
     /// Tree steps per halo2 proof.
     pub steps_per_proof: usize,
+    /// Levels per path in the main proof shape (provers' and the verifier's `--max-depth`); a
+    /// step with a longer path is proven alone in the deep shape (ADR 0015).
+    pub max_depth: usize,
     /// Seconds before an unacknowledged proving job goes to another worker of the same key.
     pub prover_ack_wait_secs: u64,
     /// Agreeing proofs from distinct provers a chunk needs before the verifier accepts it (R;
@@ -239,6 +242,7 @@ impl DevnetOptions {
             standing_appointments: true,
             extra_genesis_accounts: 0,
             steps_per_proof: 8,
+            max_depth: Shape::DEFAULT.depth,
             prover_ack_wait_secs: 30,
             proof_quorum: 1,
             takeover_secs: 60,
@@ -415,6 +419,8 @@ impl Devnet {
             self.options.proof_quorum.to_string(),
             "--steps-per-proof".into(),
             self.options.steps_per_proof.to_string(),
+            "--max-depth".into(),
+            self.options.max_depth.to_string(),
             "--kzg-params".into(),
             self.options.data_dir.join(KZG_PARAMS).display().to_string(),
         ]
@@ -878,7 +884,14 @@ pub async fn prepare(options: &DevnetOptions) -> Result<ChainFiles, DevnetError>
     let prover_address = attester("prover.key")?;
     let verifier_address = attester("verifier.key")?;
     if options.proving {
-        kzg_params(dir, options.steps_per_proof).await?;
+        kzg_params(
+            dir,
+            Shape {
+                steps: options.steps_per_proof,
+                depth: options.max_depth,
+            },
+        )
+        .await?;
     }
     Ok(ChainFiles {
         genesis,
@@ -1076,12 +1089,8 @@ pub const KZG_PARAMS: &str = "kzg.params";
 /// Makes the devnet's KZG parameters once (or again when the circuit shape outgrew them).
 /// **Insecure**: they come from a local setup whose secret passed through this process, which
 /// is fine for a devnet and nothing else; a real chain loads a public ceremony's parameters.
-async fn kzg_params(dir: &Path, steps_per_proof: usize) -> Result<PathBuf, DevnetError> {
+async fn kzg_params(dir: &Path, shape: Shape) -> Result<PathBuf, DevnetError> {
     let path = dir.join(KZG_PARAMS);
-    let shape = Shape {
-        steps: steps_per_proof,
-        depth: Shape::DEFAULT.depth,
-    };
     tokio::task::spawn_blocking(move || {
         let needed = KeyRing::k_of(shape);
         if let Ok(params) = Params::read(&path)

@@ -26,6 +26,21 @@ const SHAPE: Shape = Shape {
     depth: 32,
 };
 
+/// Shared leading bits of the ground key and its neighbour's (its path is one level deeper).
+const GROUND_BITS: usize = 14;
+
+/// An address whose account key shares its first `bits` bits with `near`'s.
+fn ground_address(near: Address, bits: usize) -> Address {
+    let target = verity_commitment::account_key(near);
+    let prefix = |key: alloy_primitives::B256| {
+        u64::from_be_bytes(key[..8].try_into().unwrap()) >> (64 - bits)
+    };
+    (0u64..)
+        .map(|i| Address::left_padding_from(&i.to_be_bytes()))
+        .find(|a| *a != near && prefix(verity_commitment::account_key(*a)) == prefix(target))
+        .unwrap()
+}
+
 /// Every prover result on `VERITY_PROOFS` so far, by chunk.
 async fn results(js: &async_nats::jetstream::Context) -> BTreeMap<u64, Vec<ChunkProof>> {
     let stream = js
@@ -384,6 +399,8 @@ async fn mini_blocks_grouped_into_chunks_are_proven_and_become_safe() {
         o.proving = true;
         o.standby = true;
         o.steps_per_proof = SHAPE.steps;
+        // Paths of 12 levels in the main shape: the ground key below is deeper.
+        o.max_depth = GROUND_BITS - 2;
         o.block_interval_ms = 3000;
         o.env.push(("VERITY_CHUNK_TRANSACTIONS".into(), "2".into()));
         o.env.push(("VERITY_CHUNK_IDLE_MS".into(), "1000".into()));
@@ -393,9 +410,24 @@ async fn mini_blocks_grouped_into_chunks_are_proven_and_become_safe() {
     let chain_id = net.devnet.chain_id();
     let rpc = net.rpc();
     let sender = dev_signer(&net, 1).unwrap();
+    // One transfer goes to an address ground so that its tree key shares GROUND_BITS bits with
+    // the sender's (what anyone can do for any depth, ~2^depth / n hashes): its step does not
+    // fit the main shape and is proven alone in the deep one, and `safe` still gets there.
+    let ground = ground_address(sender.address(), GROUND_BITS);
     let mut hashes = vec![];
     for nonce in 0..4u64 {
-        let (raw, hash) = sign_filler(&sender, chain_id, nonce).unwrap();
+        let (raw, hash) = if nonce == 1 {
+            verity_e2e::sign_transfer(
+                &sender,
+                chain_id,
+                nonce,
+                ground,
+                alloy_primitives::U256::from(1),
+            )
+            .unwrap()
+        } else {
+            sign_filler(&sender, chain_id, nonce).unwrap()
+        };
         rpc.call("eth_sendRawTransaction", json!([raw]))
             .await
             .unwrap();
@@ -474,7 +506,11 @@ async fn mini_blocks_grouped_into_chunks_are_proven_and_become_safe() {
             .values()
             .flatten()
             .any(|p| p.mini_block_hashes.len() >= 2);
-        if grouped && status["safe"].as_u64().is_some_and(|s| s >= last_block) {
+        let deep = proofs
+            .values()
+            .flatten()
+            .any(|p| p.segments.iter().any(|s| s.shape == Shape::DEEP));
+        if grouped && deep && status["safe"].as_u64().is_some_and(|s| s >= last_block) {
             assert_eq!(
                 chain_epoch(&net, last_block).await,
                 1,
@@ -486,12 +522,16 @@ async fn mini_blocks_grouped_into_chunks_are_proven_and_become_safe() {
         if started.elapsed() > Duration::from_secs(180) {
             net.dump_logs();
             panic!(
-                "no safe chunk of several mini-blocks by block {last_block}: {status}; chunks \
-                 proven: {:?}",
+                "no safe chunk of several mini-blocks and a deep segment by block {last_block}: \
+                 {status}; chunks proven (mini-blocks, segment shapes): {:?}",
                 proofs
                     .values()
                     .flatten()
-                    .map(|p| (p.chunk, p.mini_block_hashes.len()))
+                    .map(|p| (
+                        p.chunk,
+                        p.mini_block_hashes.len(),
+                        p.segments.iter().map(|s| s.shape.depth).collect::<Vec<_>>()
+                    ))
                     .collect::<Vec<_>>()
             );
         }
