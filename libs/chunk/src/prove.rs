@@ -261,33 +261,55 @@ pub fn check_claim(
 
 /// Verifies the halo2 proofs of several checked claims ([`check_claim`]) with one batch per
 /// circuit shape; when a batch fails, finds the first bad segment of each claim one by one.
-/// Returns one result per claim.
+/// Returns one result per claim. A claim whose segments do not match its statement's, or that
+/// has a segment of a shape `keys` does not hold, is refused, never skipped.
 pub fn verify_proofs(
     keys: &KeyRing,
     claims: &[(&Statement, &ChunkProof)],
 ) -> Vec<Result<(), Rejection>> {
+    let shapes = keys.shapes();
+    let checkable = |statement: &Statement, proof: &ChunkProof| -> Result<(), Rejection> {
+        if statement.segments.len() != proof.segments.len() {
+            return Err(Rejection::Statement(StatementError::Segments {
+                counts: proof.segments.iter().map(|s| s.steps).collect(),
+                entries: proof.entries.len(),
+            }));
+        }
+        match proof.segments.iter().find(|s| !shapes.contains(&s.shape)) {
+            Some(segment) => Err(Rejection::Shape {
+                claimed: segment.shape,
+                expected: keys.shape(),
+            }),
+            None => Ok(()),
+        }
+    };
+    let all_checkable = claims
+        .iter()
+        .all(|(statement, proof)| checkable(statement, proof).is_ok());
     let segments = || {
         claims
             .iter()
             .flat_map(|(statement, proof)| statement.segments.iter().zip(&proof.segments))
     };
-    let batched = keys.shapes().into_iter().all(|shape| {
-        let mut of_shape = segments()
-            .filter(|(_, segment)| segment.shape == shape)
-            .map(|(instances, segment)| (instances, segment.proof.as_slice()))
-            .peekable();
-        if of_shape.peek().is_none() {
-            return true;
-        }
-        keys.keys(shape)
-            .is_ok_and(|keys| keys.verify_batch(of_shape))
-    });
+    let batched = all_checkable
+        && shapes.iter().all(|shape| {
+            let mut of_shape = segments()
+                .filter(|(_, segment)| segment.shape == *shape)
+                .map(|(instances, segment)| (instances, segment.proof.as_slice()))
+                .peekable();
+            if of_shape.peek().is_none() {
+                return true;
+            }
+            keys.keys(*shape)
+                .is_ok_and(|keys| keys.verify_batch(of_shape))
+        });
     if batched {
         return claims.iter().map(|_| Ok(())).collect();
     }
     claims
         .iter()
         .map(|(statement, proof)| {
+            checkable(statement, proof)?;
             let segments = statement.segments.len();
             for (segment, (instances, proven)) in
                 statement.segments.iter().zip(&proof.segments).enumerate()

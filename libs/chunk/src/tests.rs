@@ -605,6 +605,32 @@ fn a_key_ground_deeper_than_the_main_shape_is_proven_in_the_deep_shape() {
     let mut unsigned = proof.clone();
     unsigned.segments[deep_at].shape = shape;
     assert!(matches!(check(&unsigned), Err(Rejection::Signature(_))));
+    // Verification refuses, never skips, what it cannot check: a segment of a shape it holds
+    // no keys for, or segments that are not the statement's.
+    let statement = check_claim(
+        CHAIN_ID,
+        shape,
+        &provers,
+        job.pre_root,
+        &job.mini_blocks,
+        &proof,
+    )
+    .unwrap();
+    let mut stranger = proof.clone();
+    stranger.segments[deep_at].shape = Shape {
+        steps: 1,
+        depth: 64,
+    };
+    assert!(matches!(
+        verify_proofs(&keys, &[(&statement, &stranger)]).remove(0),
+        Err(Rejection::Shape { .. })
+    ));
+    let mut fewer = proof.clone();
+    fewer.segments.pop();
+    assert!(matches!(
+        verify_proofs(&keys, &[(&statement, &fewer)]).remove(0),
+        Err(Rejection::Statement(StatementError::Segments { .. }))
+    ));
 }
 
 /// A verifier that stored no blocks (the test chunks read no `BLOCKHASH`).

@@ -14,8 +14,9 @@
 //!   leaf was, the new path is longer: the extra levels have empty siblings, the last one has
 //!   the displaced leaf as sibling, and `k` and `k'` agree on every extra bit but the last.
 //!
-//! Path directions are the bits of `k`'s high limb, decomposed in-circuit (so a prover cannot
-//! place a leaf off its key's path). The running root starts at the public `pre_root` and must
+//! Path directions are the bits of `k`'s high limb (and, in a circuit deeper than 128 levels,
+//! of its low limb after them), decomposed in-circuit (so a prover cannot place a leaf off its
+//! key's path). The running root starts at the public `pre_root` and must
 //! end at `post_root`. Two running hashes bind every step's `(k, before)` (the reads)
 //! and `(k, after)` (the writes); they start and end at public inputs, so a chunk may be split
 //! into segments whose hashes chain. The hash of the chunk's transactions is a public input the
@@ -488,6 +489,22 @@ impl ChunkCircuit {
         )
     }
 
+    /// The path directions of a key given as limbs: the high limb's 128 bits, then, for a
+    /// circuit deeper than 128 levels, the low limb's (paths of 256-bit keys are at most 256
+    /// levels long).
+    fn key_bits(
+        &self,
+        config: &ChunkConfig,
+        mut layouter: impl Layouter<F>,
+        [hi, lo]: [&Cell; 2],
+    ) -> Result<Vec<Cell>, Error> {
+        let mut bits = Self::bits(config, layouter.namespace(|| "high limb"), hi)?;
+        if self.depth > LIMB_BITS {
+            bits.extend(Self::bits(config, layouter.namespace(|| "low limb"), lo)?);
+        }
+        Ok(bits)
+    }
+
     /// One path from a terminal digest to the root; returns (root, siblings, active flags).
     #[allow(clippy::type_complexity)]
     fn path(
@@ -609,8 +626,12 @@ impl ChunkCircuit {
             layouter.namespace(|| "leaf other"),
             [kp_hi.clone(), kp_lo.clone(), vp_hi, vp_lo],
         )?;
-        let key_bits = Self::bits(config, layouter.namespace(|| "key bits"), &k_hi)?;
-        let other_bits = Self::bits(config, layouter.namespace(|| "other key bits"), &kp_hi)?;
+        let key_bits = self.key_bits(config, layouter.namespace(|| "key bits"), [&k_hi, &k_lo])?;
+        let other_bits = self.key_bits(
+            config,
+            layouter.namespace(|| "other key bits"),
+            [&kp_hi, &kp_lo],
+        )?;
 
         // Terminals.
         let (t_own, t_empty, t_other) = match step.old_terminal {

@@ -92,17 +92,25 @@ impl Shape {
         depth: 32,
     };
 
-    /// The shape of a segment of one step whose path is longer than the main shape holds: 128
-    /// levels, as many as the circuit takes path directions from (the key's high limb). Paths
-    /// longer than the main shape's are not chance: anyone can grind a key sharing a long
-    /// prefix with an existing one (about 2^d / n hashes for depth d in a tree of n keys,
-    /// milliseconds for d = 32). Without this shape such a key would make its chunk unprovable
-    /// and stop `safe` for good. A path longer than 128 levels needs two keys that agree on
-    /// their first 128 bits: a 2^128 / n search on keccak256.
+    /// The shape of a segment of one step whose path is longer than the main shape holds: 256
+    /// levels, as long as a path of 256-bit keys can be (two distinct keys differ within their
+    /// 256 bits). Long paths are not chance: anyone can grind a key sharing a prefix with an
+    /// existing one (about 2^d / n hashes for depth d in a tree of n keys, milliseconds for
+    /// d = 32), or two keys of their own sharing one (a birthday search, about 2^(d/2)).
+    /// Without this shape such a key would make its chunk unprovable and stop `safe` for good.
     pub const DEEP: Shape = Shape {
         steps: 1,
-        depth: 128,
+        depth: 256,
     };
+
+    /// Whether a circuit of this shape can be built: at least one step, and between 1 and 256
+    /// levels (a path of 256-bit keys is never longer).
+    pub fn check(&self) -> Result<(), Error> {
+        if self.steps == 0 || self.depth == 0 || self.depth > Self::DEEP.depth {
+            return Err(Error::Shape(*self));
+        }
+        Ok(())
+    }
 
     /// Whether a step whose longer path (before or after it) has `levels` levels fits.
     pub fn holds(&self, levels: usize) -> bool {
@@ -137,6 +145,7 @@ impl Params {
     /// Reads parameters (as [`Params::read`]) and checks they serve `shape`'s circuit and
     /// [`Shape::DEEP`]'s (a [`KeyRing`] proves and verifies both).
     pub fn read_for(path: &Path, shape: Shape) -> Result<Self, Error> {
+        shape.check()?;
         let params = Self::read(path)?;
         let needed = KeyRing::k_of(shape);
         if params.k() < needed {
@@ -186,7 +195,7 @@ pub struct Keys {
 
 impl Keys {
     /// The rows a shape needs: its regions laid out as the prover will, plus halo2's blinding
-    /// rows, as a power of two.
+    /// rows, as a power of two. (Of a shape that [`Shape::check`] accepts; others panic.)
     pub fn k_of(shape: Shape) -> u32 {
         let mut cs = plonk::ConstraintSystem::default();
         let config = <ChunkCircuit as plonk::Circuit<Fr>>::configure(&mut cs);
@@ -201,6 +210,7 @@ impl Keys {
     /// Derives the keys of `shape` from `params` (deterministic; takes seconds). Parameters
     /// for larger circuits are cut down to the shape's size.
     pub fn generate(shape: Shape, params: &Params) -> Result<Self, Error> {
+        shape.check()?;
         let started = Instant::now();
         let k = Self::k_of(shape);
         if params.k() < k {
@@ -327,8 +337,10 @@ impl KeyRing {
         Keys::k_of(shape).max(Keys::k_of(Shape::DEEP))
     }
 
-    /// Derives the main shape's keys from `params` (checked to serve the deep shape too).
+    /// Derives the main shape's keys from `params` (checked to serve the deep shape too; only
+    /// what the deep shape needs of them is kept for later).
     pub fn generate(shape: Shape, params: &Params) -> Result<Self, Error> {
+        shape.check()?;
         let needed = Self::k_of(shape);
         if params.k() < needed {
             return Err(Error::Params(format!(
@@ -337,9 +349,14 @@ impl KeyRing {
                 Shape::DEEP
             )));
         }
+        let mut deep_params = params.0.clone();
+        let deep_k = Keys::k_of(Shape::DEEP);
+        if deep_params.k() > deep_k {
+            deep_params.downsize(deep_k);
+        }
         Ok(Self {
             main: Keys::generate(shape, params)?,
-            params: params.clone(),
+            params: Params(deep_params),
             deep: std::sync::OnceLock::new(),
         })
     }
@@ -354,9 +371,12 @@ impl KeyRing {
         &self.main
     }
 
-    /// The shapes a segment may have: the main one and [`Shape::DEEP`].
-    pub fn shapes(&self) -> [Shape; 2] {
-        [self.main.shape(), Shape::DEEP]
+    /// The shapes a segment may have: the main one and [`Shape::DEEP`] (once when they are the
+    /// same).
+    pub fn shapes(&self) -> Vec<Shape> {
+        let mut shapes = vec![self.main.shape(), Shape::DEEP];
+        shapes.dedup();
+        shapes
     }
 
     /// The keys of `shape`, one of [`KeyRing::shapes`] (the deep ones made now if not yet).

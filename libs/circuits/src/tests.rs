@@ -165,6 +165,48 @@ fn a_present_key_cannot_be_read_as_absent() {
     assert!(failure.contains("keys differ"), "{failure}");
 }
 
+/// Two keys agreeing on their first 250 bits (only a birthday search on keccak256 could give
+/// two such keys; the tree takes any): their paths are 251 levels long, past the 128 bits of the
+/// high limb, and the deep shape proves writes to both, the directions below level 128 taken
+/// from the low limb. The same split claimed one level early is refused.
+#[test]
+fn paths_longer_than_the_high_limb_are_proven_with_the_low_limbs_bits() {
+    let near = key(1);
+    let mut far = near;
+    far[31] ^= 0x20; // bit 250 from the most significant
+    let mut tree = tree_with(&[key(0), near, key(2)]);
+    let pre_root = tree.root();
+    let steps = vec![
+        tree.step(near, Some(B256::repeat_byte(3))),
+        tree.step(far, Some(B256::repeat_byte(4))),
+    ];
+    assert_eq!(steps[1].new.siblings.len(), 251);
+    let shape = Shape {
+        steps: 2,
+        depth: Shape::DEEP.depth,
+    };
+    let instances =
+        Instances::of_steps(pre_root, &steps, Fr::ZERO, Fr::ZERO, tx_digest([key(99)])).unwrap();
+    let circuit = ChunkCircuit::padded(
+        shape,
+        steps
+            .iter()
+            .map(|s| circuit_step(s, shape.depth).unwrap())
+            .collect(),
+    )
+    .unwrap();
+    run(&circuit, &instances).unwrap();
+
+    let mut early = circuit.clone();
+    let step = &mut early.steps[1];
+    let depth = step.new_depth;
+    step.new_siblings[depth - 2] = step.new_siblings[depth - 1];
+    step.new_siblings[depth - 1] = Fr::ZERO;
+    step.new_depth = depth - 1;
+    let failure = run(&early, &instances).unwrap_err();
+    assert!(failure.contains("path link"), "{failure}");
+}
+
 #[test]
 fn a_leaf_cannot_be_placed_off_its_keys_path() {
     // Split a leaf but claim the two keys diverge one level early: the bit check fails.
