@@ -386,14 +386,7 @@ fn proofs_verify_for_their_chunk_and_forgeries_are_refused() {
         Some(&(proof.segments.len(), proof.segments.len()))
     );
     assert_eq!(proof.post_root, job.post_root);
-    proof.prover = prover.address();
-    proof.signature = prover.sign(&wire::attestation_hash(CHAIN_ID, &proof));
-
-    // Through the wire and back.
-    let result = wire::ProverResult::Proof(Box::new(proof.clone()));
-    let decoded =
-        wire::ProverResult::try_from(&verity_proto::v1::ProverResult::from(&result)).unwrap();
-    assert_eq!(decoded, result);
+    attest_and_round_trip(&mut proof, &prover);
 
     let provers = [prover.address()];
     let check = |proof: &wire::ChunkProof, mini_block: &MiniBlock| {
@@ -492,6 +485,16 @@ fn proofs_verify_for_their_chunk_and_forgeries_are_refused() {
     ));
 }
 
+/// Signs `proof` as `prover`, and checks it comes back the same through the wire.
+fn attest_and_round_trip(proof: &mut wire::ChunkProof, prover: &SigningKey) {
+    proof.prover = prover.address();
+    proof.signature = prover.sign(&wire::attestation_hash(CHAIN_ID, proof));
+    let result = wire::ProverResult::Proof(Box::new(proof.clone()));
+    let decoded =
+        wire::ProverResult::try_from(&verity_proto::v1::ProverResult::from(&result)).unwrap();
+    assert_eq!(decoded, result);
+}
+
 /// The keys of `shape` (and the deep shape) from parameters made here.
 fn ring(shape: Shape) -> KeyRing {
     KeyRing::generate(shape, &Params::setup_insecure(KeyRing::k_of(shape))).unwrap()
@@ -551,12 +554,7 @@ fn a_key_ground_deeper_than_the_main_shape_is_proven_in_the_deep_shape() {
             .collect::<Vec<_>>()
     );
     assert_eq!(proof.post_root, job.post_root);
-    proof.prover = prover.address();
-    proof.signature = prover.sign(&wire::attestation_hash(CHAIN_ID, &proof));
-    let result = wire::ProverResult::Proof(Box::new(proof.clone()));
-    let decoded =
-        wire::ProverResult::try_from(&verity_proto::v1::ProverResult::from(&result)).unwrap();
-    assert_eq!(decoded, result);
+    attest_and_round_trip(&mut proof, &prover);
 
     let provers = [prover.address()];
     let check = |proof: &wire::ChunkProof| {

@@ -165,6 +165,14 @@ fn a_present_key_cannot_be_read_as_absent() {
     assert!(failure.contains("keys differ"), "{failure}");
 }
 
+/// Claims that a split step's two keys diverge one level above where they do.
+fn split_one_level_early(step: &mut CircuitStep) {
+    let depth = step.new_depth;
+    step.new_siblings[depth - 2] = step.new_siblings[depth - 1];
+    step.new_siblings[depth - 1] = Fr::ZERO;
+    step.new_depth = depth - 1;
+}
+
 /// Two keys agreeing on their first 250 bits (only a birthday search on keccak256 could give
 /// two such keys; the tree takes any): their paths are 251 levels long, past the 128 bits of the
 /// high limb, and the deep shape proves writes to both, the directions below level 128 taken
@@ -198,11 +206,7 @@ fn paths_longer_than_the_high_limb_are_proven_with_the_low_limbs_bits() {
     run(&circuit, &instances).unwrap();
 
     let mut early = circuit.clone();
-    let step = &mut early.steps[1];
-    let depth = step.new_depth;
-    step.new_siblings[depth - 2] = step.new_siblings[depth - 1];
-    step.new_siblings[depth - 1] = Fr::ZERO;
-    step.new_depth = depth - 1;
+    split_one_level_early(&mut early.steps[1]);
     let failure = run(&early, &instances).unwrap_err();
     assert!(failure.contains("path link"), "{failure}");
 }
@@ -216,11 +220,7 @@ fn a_leaf_cannot_be_placed_off_its_keys_path() {
     let deep = key_sharing(&base[0], 4, 2);
     let honest = tree.step(deep, Some(B256::repeat_byte(1)));
     let (mut circuit, instances) = mock(std::slice::from_ref(&honest), pre_root, 1);
-    let step = &mut circuit.steps[0];
-    let depth = step.new_depth;
-    step.new_siblings[depth - 2] = step.new_siblings[depth - 1];
-    step.new_siblings[depth - 1] = Fr::ZERO;
-    step.new_depth = depth - 1;
+    split_one_level_early(&mut circuit.steps[0]);
     let failure = run(&circuit, &instances).unwrap_err();
     assert!(failure.contains("path link"), "{failure}");
 }
