@@ -231,10 +231,7 @@ pub fn check_claim(
             });
         }
         if segment.steps > segment.shape.steps {
-            return Err(Rejection::Statement(StatementError::Segments {
-                counts: proof.segments.iter().map(|s| s.steps).collect(),
-                entries: proof.entries.len(),
-            }));
+            return Err(segments_mismatch(proof));
         }
     }
     let claimed: Vec<(B256, usize)> = proof
@@ -259,6 +256,14 @@ pub fn check_claim(
     Ok(statement)
 }
 
+/// The refusal of a proof whose segments do not split its entries as their circuits can.
+fn segments_mismatch(proof: &ChunkProof) -> Rejection {
+    Rejection::Statement(StatementError::Segments {
+        counts: proof.segments.iter().map(|s| s.steps).collect(),
+        entries: proof.entries.len(),
+    })
+}
+
 /// Verifies the halo2 proofs of several checked claims ([`check_claim`]) with one batch per
 /// circuit shape; when a batch fails, finds the first bad segment of each claim one by one.
 /// Returns one result per claim. A claim whose segments do not match its statement's, or that
@@ -270,10 +275,7 @@ pub fn verify_proofs(
     let shapes = keys.shapes();
     let checkable = |statement: &Statement, proof: &ChunkProof| -> Result<(), Rejection> {
         if statement.segments.len() != proof.segments.len() {
-            return Err(Rejection::Statement(StatementError::Segments {
-                counts: proof.segments.iter().map(|s| s.steps).collect(),
-                entries: proof.entries.len(),
-            }));
+            return Err(segments_mismatch(proof));
         }
         match proof.segments.iter().find(|s| !shapes.contains(&s.shape)) {
             Some(segment) => Err(Rejection::Shape {

@@ -557,18 +557,26 @@ fn a_key_ground_deeper_than_the_main_shape_is_proven_in_the_deep_shape() {
     attest_and_round_trip(&mut proof, &prover);
 
     let provers = [prover.address()];
-    let check = |proof: &wire::ChunkProof| {
-        let statement = check_claim(
+    let claim = |proof: &wire::ChunkProof| {
+        check_claim(
             CHAIN_ID,
             shape,
             &provers,
             job.pre_root,
             &job.mini_blocks,
             proof,
-        )?;
+        )
+    };
+    let check = |proof: &wire::ChunkProof| {
+        let statement = claim(proof)?;
         verify_proofs(&keys, &[(&statement, proof)]).remove(0)
     };
     check(&proof).unwrap();
+    // A shape no verifier holds keys for.
+    let unheld = Shape {
+        steps: 1,
+        depth: 64,
+    };
 
     let deep_at = shapes.iter().position(|s| *s == Shape::DEEP).unwrap();
     let resigned = |mut proof: wire::ChunkProof| {
@@ -584,10 +592,7 @@ fn a_key_ground_deeper_than_the_main_shape_is_proven_in_the_deep_shape() {
     ));
     // A shape the verifier has no keys for.
     let mut unknown = proof.clone();
-    unknown.segments[deep_at].shape = Shape {
-        steps: 1,
-        depth: 64,
-    };
+    unknown.segments[deep_at].shape = unheld;
     assert!(matches!(
         check(&resigned(unknown)),
         Err(Rejection::Shape { .. })
@@ -605,20 +610,9 @@ fn a_key_ground_deeper_than_the_main_shape_is_proven_in_the_deep_shape() {
     assert!(matches!(check(&unsigned), Err(Rejection::Signature(_))));
     // Verification refuses, never skips, what it cannot check: a segment of a shape it holds
     // no keys for, or segments that are not the statement's.
-    let statement = check_claim(
-        CHAIN_ID,
-        shape,
-        &provers,
-        job.pre_root,
-        &job.mini_blocks,
-        &proof,
-    )
-    .unwrap();
+    let statement = claim(&proof).unwrap();
     let mut stranger = proof.clone();
-    stranger.segments[deep_at].shape = Shape {
-        steps: 1,
-        depth: 64,
-    };
+    stranger.segments[deep_at].shape = unheld;
     assert!(matches!(
         verify_proofs(&keys, &[(&statement, &stranger)]).remove(0),
         Err(Rejection::Shape { .. })

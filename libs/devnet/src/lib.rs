@@ -333,18 +333,19 @@ impl Devnet {
             .collect();
         verity_server::tls::issue(&dir.join(TLS_DIR), &identities)
             .map_err(|e| DevnetError::Setup(e.to_string()))?;
-        // NATS serves TLS only, with a certificate of the same CA naming the loopback address
-        // the services dial; they trust that CA alone for it.
-        verity_server::tls::issue_server(
-            &dir.join(TLS_DIR),
-            NATS_SERVER_CERT,
-            &["127.0.0.1".to_string(), "localhost".to_string()],
-        )
-        .map_err(|e| DevnetError::Setup(e.to_string()))?;
         let nats = if options.secure {
+            // NATS serves TLS only, with a certificate of the same CA naming the loopback
+            // address the services dial; they trust that CA alone for it.
+            verity_server::tls::issue_server(
+                &dir.join(TLS_DIR),
+                NATS_SERVER_CERT,
+                &["127.0.0.1".to_string(), "localhost".to_string()],
+            )
+            .map_err(|e| DevnetError::Setup(e.to_string()))?;
+            let files = TlsArgs::in_dir(&dir.join(TLS_DIR), NATS_SERVER_CERT);
             let tls = verity_bus::server::ServerTls {
-                cert: dir.join(TLS_DIR).join(format!("{NATS_SERVER_CERT}.pem")),
-                key: dir.join(TLS_DIR).join(format!("{NATS_SERVER_CERT}.key")),
+                cert: files.cert.unwrap_or_default(),
+                key: files.key.unwrap_or_default(),
             };
             NatsServer::start_with(&dir.join("nats"), &users, Some(&tls)).await?
         } else {
