@@ -60,7 +60,8 @@ e2e: bootstrap bins
 ## Built so far: sequencer execution alone (sequential and parallel against plain revm; it
 ## rewrites its section of docs/benchmarks.md), the state tree's write throughput, the witness replica's job building at
 ## 10,000 transfers/s, a prover's check of its job (sender recovery, re-execution), chunk proofs, verification against
-## execution (tens of minutes), JSON-RPC on a release-built devnet (realtime send latency,
+## execution and a re-executing full node with prover core-seconds per 1,000 transactions for transfers, ERC-20 and
+## the mixed load (minutes), JSON-RPC on a release-built devnet (realtime send latency,
 ## read throughput), and the chain under `verity bench` (transfers up to 10,000/s, ERC-20,
 ## counter, mixed; it rewrites its section of docs/benchmarks.md), and sequencer failover (takeover
 ## after SIGKILL over 20 runs, cold appointment against state size; it rewrites its section), and

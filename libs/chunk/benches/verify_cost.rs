@@ -1,4 +1,6 @@
-//! What verification costs next to execution, on one mini-block of transfers:
+//! What verification costs next to execution, on one mini-block of each workload (plain
+//! transfers, ERC-20 transfers, and the mixed load of `verity bench`: transfers, ERC-20
+//! transfers and counter calls 6:3:1):
 //!
 //! - the sequencer's CPU time executing it (revm);
 //! - a full node's CPU time re-executing it: recovering every sender, executing, updating its
@@ -8,7 +10,8 @@
 //!   (statement from its own mini-block, attestation, batch verification);
 //!   the seed article's claim is that this is at most a tenth of execution;
 //! - the witness replica's CPU time building its job;
-//! - the prover's CPU time (all cores) proving it: prover core-seconds per 1,000 transfers.
+//! - the prover's CPU time (all cores) proving it: prover core-seconds per 1,000 transactions,
+//!   the figure a prover pool is sized with.
 //!
 //! `cargo bench -p verity-chunk --bench verify_cost` (part of `make bench`). Multi-threaded
 //! work (proving, batch verification) is measured as this process's user + system CPU time from
@@ -20,69 +23,108 @@
 mod common;
 
 use alloy_primitives::{Address, U256};
-use alloy_signer_local::PrivateKeySigner;
-use common::{CHAIN_ID, GAS_LIMIT, empty_mini_block, measure, transfer};
-use verity_chunk::{StateTree, block_env, build_job, check_claim, prove_job, verify_proofs, wire};
+use common::{CHAIN_ID, GAS_LIMIT, empty_mini_block, measure};
+use verity_chunk::{
+    StateTree, block_env, build_job, check_claim, genesis_tree, prove_job, verify_proofs, wire,
+};
 use verity_circuits::{KeyRing, Params, Shape};
-use verity_commitment::{account_key, account_value};
-use verity_primitives::{Account, InMemoryState, SigningKey, StateDiff};
+use verity_primitives::{AccountDiff, InMemoryState, SigningKey};
+use verity_workload::{Accounts, Kind, TxParams};
 
 const ACCOUNTS: usize = 100_000;
-const TRANSFERS: usize = 24;
+/// Transactions per mini-block.
+const TXS: usize = 24;
+
+/// What every workload starts from.
+struct Genesis {
+    state: InMemoryState,
+    tree: StateTree,
+    db: verity_storage::Database,
+    _dir: tempfile::TempDir,
+}
 
 fn main() {
-    // A state of 100,000 funded accounts, and its tree.
-    let signers: Vec<PrivateKeySigner> =
-        (0..TRANSFERS).map(|_| PrivateKeySigner::random()).collect();
-    let mut state = InMemoryState::default();
-    let funded = Account {
-        balance: U256::from(10u128.pow(20)),
-        ..Account::default()
-    };
-    let others: Vec<Address> = (0..ACCOUNTS - TRANSFERS)
-        .map(|i| Address::left_padding_from(&(i as u64 + 1).to_be_bytes()))
-        .collect();
-    for address in signers
-        .iter()
-        .map(|s| s.address())
-        .chain(others.iter().copied())
-    {
-        state.insert_account(address, funded);
+    // 100,000 funded accounts: the workload's senders (with ERC-20 balances, beside the token
+    // and the counter), their recipients, and others; the tree and an MDBX state of them.
+    let accounts = Accounts::new(TXS);
+    let funds = U256::from(10u128.pow(20));
+    let mut diff = accounts.genesis(funds, funds);
+    let recipients = (0..TXS).map(Accounts::recipient);
+    let others =
+        (0..ACCOUNTS - 2 * TXS).map(|i| Address::left_padding_from(&(i as u64 + 1).to_be_bytes()));
+    for address in recipients.chain(others) {
+        diff.accounts.insert(
+            address,
+            AccountDiff {
+                balance: Some(funds),
+                nonce: Some(0),
+                ..AccountDiff::default()
+            },
+        );
     }
-    let mut tree = StateTree::default();
-    let (_, _, wall) = measure(|| {
-        tree.apply(
-            signers
-                .iter()
-                .map(|s| s.address())
-                .chain(others.iter().copied())
-                .map(|a| (account_key(a), Some(account_value(&funded)))),
-        )
-    });
+    let mut state = InMemoryState::default();
+    state.apply(&diff);
+    let (tree, _, wall) = measure(|| genesis_tree(&diff));
     println!("state of {ACCOUNTS} accounts; its Poseidon tree built in {wall:.1} s");
+    let dir = tempfile::tempdir().unwrap();
+    let db = verity_storage::Database::open(&dir.path().join("db")).unwrap();
+    let mut write = db.write().unwrap();
+    write.apply_diff(&diff).unwrap();
+    write.commit().unwrap();
+    let genesis = Genesis {
+        state,
+        tree,
+        db,
+        _dir: dir,
+    };
+    for (kind, per_proof) in [
+        (Kind::Transfers, &[8usize, 16][..]),
+        (Kind::Erc20, &[8][..]),
+        (Kind::Mixed, &[8][..]),
+    ] {
+        workload(&genesis, &accounts, kind, per_proof);
+    }
+}
 
-    // The sequencer executes one mini-block of transfers to existing accounts.
-    let key = SigningKey::random();
-    let txs: Vec<_> = signers
+fn workload(genesis: &Genesis, accounts: &Accounts, kind: Kind, steps_per_proof: &[usize]) {
+    let Genesis { state, db, .. } = genesis;
+    let mut tree = genesis.tree.clone();
+    // The sequencer executes one mini-block of the workload.
+    let params = TxParams {
+        chain_id: CHAIN_ID,
+        max_fee_per_gas: 2_000_000_000,
+        max_priority_fee_per_gas: 1_000_000,
+    };
+    let txs: Vec<_> = accounts
+        .sign(kind, 0..TXS, &params, |_| 0)
+        .unwrap()
         .iter()
-        .zip(&others)
-        .map(|(s, to)| transfer(s, 0, *to))
+        .map(verity_workload::Signed::transaction)
         .collect();
+    let key = SigningKey::random();
     let mut mini = empty_mini_block(0);
     let env = block_env(CHAIN_ID, GAS_LIMIT, &mini);
     // Warm up revm once, then measure the best of several runs.
-    let _ = verity_execution::execute(&state, &env, txs.clone(), 0).unwrap();
+    let _ = verity_execution::execute(state, &env, txs.clone(), 0).unwrap();
     let mut execute_cpu = f64::MAX;
     let mut outcome = None;
     for _ in 0..20 {
         // Single-threaded and shorter than a clock tick: wall time is its CPU time.
         let (o, _, wall) =
-            measure(|| verity_execution::execute(&state, &env, txs.clone(), 0).unwrap());
+            measure(|| verity_execution::execute(state, &env, txs.clone(), 0).unwrap());
         execute_cpu = execute_cpu.min(wall);
         outcome = Some(o);
     }
     let outcome = outcome.unwrap();
-    assert!(outcome.rejected.is_empty());
+    assert!(
+        outcome.rejected.is_empty(),
+        "{kind}: {:?}",
+        outcome.rejected
+    );
+    assert!(
+        outcome.receipts.iter().all(|r| r.success),
+        "{kind}: every transaction succeeds"
+    );
     mini.transactions = outcome.executed;
     mini.receipts = outcome.receipts;
     mini.diff = outcome.diff;
@@ -92,29 +134,10 @@ fn main() {
     let pre_tree = tree.clone();
     let pre_root = tree.root();
     let (job, witness_cpu, _) =
-        measure(|| build_job(&state, &mut tree, CHAIN_ID, GAS_LIMIT, vec![mini.clone()]).unwrap());
+        measure(|| build_job(state, &mut tree, CHAIN_ID, GAS_LIMIT, vec![mini.clone()]).unwrap());
 
-    // The verifier applies the diff to MDBX.
-    let dir = tempfile::tempdir().unwrap();
-    let db = verity_storage::Database::open(&dir.path().join("db")).unwrap();
-    let mut genesis = StateDiff::default();
-    for address in signers
-        .iter()
-        .map(|s| s.address())
-        .chain(others.iter().copied())
-    {
-        genesis.accounts.insert(
-            address,
-            verity_primitives::AccountDiff {
-                balance: Some(funded.balance),
-                nonce: Some(0),
-                ..Default::default()
-            },
-        );
-    }
-    let mut write = db.write().unwrap();
-    write.apply_diff(&genesis).unwrap();
-    write.commit().unwrap();
+    // The verifier applies the diff to MDBX (on top of the workloads before: the same writes'
+    // cost).
     let (_, _, apply) = measure(|| {
         let mut write = db.write().unwrap();
         write.apply_diff(&mini.diff).unwrap();
@@ -147,9 +170,11 @@ fn main() {
         started.elapsed().as_secs_f64()
     });
     let full_node = recover + execute_cpu + commit + apply;
+    let steps = job.steps().unwrap();
     println!(
-        "full node re-executes in {:.2} ms: recovers {TRANSFERS} senders {:.2} ms, executes \
-         {:.2} ms, updates the tree {:.2} ms, applies to MDBX {:.2} ms",
+        "{kind}: {TXS} transactions, {} tree steps: full node re-executes in {:.2} ms: recovers \
+         senders {:.2} ms, executes {:.2} ms, updates the tree {:.2} ms, applies to MDBX {:.2} ms",
+        steps.len(),
         full_node * 1e3,
         recover * 1e3,
         execute_cpu * 1e3,
@@ -157,8 +182,7 @@ fn main() {
         apply * 1e3
     );
 
-    let steps = job.steps().unwrap();
-    for per_proof in [8usize, 16] {
+    for &per_proof in steps_per_proof {
         let shape = Shape {
             steps: per_proof,
             depth: 32,
@@ -193,11 +217,11 @@ fn main() {
         };
         let verifier = apply + verify;
         println!(
-            "{TRANSFERS} transfers, {} tree steps, {per_proof} steps/proof ({} proofs, k={}): \
-             sequencer executes in {:.2} ms CPU; witness builds the job in {:.1} ms CPU; \
+            "{kind}: {TXS} transactions, {} tree steps, {per_proof} steps/proof ({} proofs, \
+             k={}): sequencer executes in {:.2} ms CPU; witness builds the job in {:.1} ms CPU; \
              verifier applies in {:.2} ms + verifies in {:.1} ms CPU = {:.1}x execution, \
              {:.2}x a re-executing full node; prover {:.1} s wall, {:.1} core-s = {:.0} core-s \
-             per 1,000 transfers",
+             per 1,000 transactions",
             steps.len(),
             proof.segments.len(),
             keys.main().k(),
@@ -209,7 +233,7 @@ fn main() {
             verifier / full_node,
             prove_wall,
             prove_cpu,
-            prove_cpu / TRANSFERS as f64 * 1000.0,
+            prove_cpu / TXS as f64 * 1000.0,
         );
     }
 }
