@@ -23,7 +23,9 @@ fn main() {
     // The main shapes; a shallower one as rows of the same k (paths as deep as the tree is,
     // ADR 0015); and the deep one a step gets alone when its path is longer than the main
     // shape's.
-    let shapes = [4usize, 8, 16]
+    // 64 and 256 steps: what a proof of a large block's chunk costs to make and to check (a
+    // proof verifies in about the same time whatever its size).
+    let shapes = [4usize, 8, 16, 64, 256]
         .map(|steps| Shape { steps, depth: 32 })
         .into_iter()
         .chain([

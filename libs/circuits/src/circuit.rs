@@ -171,6 +171,7 @@ fn one() -> Expression<F> {
 impl Circuit<F> for ChunkCircuit {
     type Config = ChunkConfig;
     type FloorPlanner = SimpleFloorPlanner;
+    type Params = ();
 
     fn without_witnesses(&self) -> Self {
         Self::blank(crate::Shape {

@@ -462,6 +462,7 @@ mod tests {
     impl Circuit<F> for OnePermutation {
         type Config = PoseidonConfig;
         type FloorPlanner = SimpleFloorPlanner;
+        type Params = ();
 
         fn without_witnesses(&self) -> Self {
             *self
