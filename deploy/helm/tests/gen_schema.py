@@ -104,6 +104,11 @@ schema = {
                         "finalityQuorum": {"type": "integer", "minimum": 1},
                         "proofQuorum": {"type": "integer", "minimum": 1},
                         "stepsPerProof": {"type": ["integer", "null"], "minimum": 1},
+                        "largerSegments": {
+                            "type": "array",
+                            "items": {"type": "integer", "minimum": 2},
+                            "uniqueItems": True,
+                        },
                         "kzgParams": {"type": "object", "additionalProperties": False,
                                       "properties": {"volume": {"type": "object"},
                                                      "file": {"type": "string", "minLength": 1}}}}},

@@ -17,16 +17,32 @@ fn levels(step: &Step) -> usize {
     step.old.siblings.len().max(step.new.siblings.len())
 }
 
-/// Splits `steps` into segments, in order: runs of up to the main shape's steps, and each step
-/// whose path the main shape cannot hold alone in a segment of [`Shape::DEEP`]. A chunk without
-/// steps is one empty segment. Fails on a path longer than any shape holds (a tree of 256-bit
-/// keys has none).
+/// Splits `steps` into segments, in order: each step whose path the main shape cannot hold
+/// alone in a segment of [`Shape::DEEP`], and each run of steps between them cut into the
+/// largest shapes of the main depth they fill ([`KeyRing::sizes`]: with larger shapes of 64 and
+/// 256 steps over a main shape of 8, a run of 300 is 256, five of 8 and a last one of 4), the
+/// last segment of a run the only one not full. A chunk without steps is one empty segment.
+/// Fails on a path longer than any shape holds (a tree of 256-bit keys has none).
 pub fn segments<'a>(
     keys: &KeyRing,
     steps: &'a [Step],
 ) -> Result<Vec<(Shape, &'a [Step])>, verity_circuits::Error> {
     let main = keys.shape();
+    let sizes = keys.sizes();
     let mut out = Vec::new();
+    let cut = |run: &'a [Step], out: &mut Vec<(Shape, &'a [Step])>| {
+        let mut rest = run;
+        for size in &sizes {
+            while rest.len() >= size.steps {
+                let (segment, after) = rest.split_at(size.steps);
+                out.push((*size, segment));
+                rest = after;
+            }
+        }
+        if !rest.is_empty() {
+            out.push((main, rest));
+        }
+    };
     let mut start = 0;
     for (i, step) in steps.iter().enumerate() {
         let shape = keys
@@ -39,20 +55,15 @@ pub fn segments<'a>(
                 },
             ))?;
         if shape == main {
-            if i + 1 - start == main.steps {
-                out.push((main, &steps[start..=i]));
-                start = i + 1;
-            }
             continue;
         }
-        if start < i {
-            out.push((main, &steps[start..i]));
-        }
+        cut(&steps[start..i], &mut out);
         out.push((shape, &steps[i..=i]));
         start = i + 1;
     }
-    if start < steps.len() || out.is_empty() {
-        out.push((main, &steps[start..]));
+    cut(&steps[start..], &mut out);
+    if out.is_empty() {
+        out.push((main, &steps[..0]));
     }
     Ok(out)
 }
@@ -179,8 +190,9 @@ pub enum Rejection {
 /// Checks everything about `proof` but the halo2 proofs themselves: that it is for the chunk of
 /// `mini_blocks` (the verifier's own copies, from the proof's chunk number on; extra ones after
 /// the chunk's are ignored), starts at `pre_root`, is attested by one of `provers`, and that its
-/// entries write exactly the mini-blocks' writes, and that each segment is of `shape` or
-/// [`Shape::DEEP`] and holds no more steps than its circuit. Returns the statement the proofs
+/// entries write exactly the mini-blocks' writes, and that each segment is of `shape`'s depth
+/// (the main shape or a larger one) or [`Shape::DEEP`] and holds no more steps than its
+/// circuit. Returns the statement the proofs
 /// must verify against.
 pub fn check_claim(
     chain_id: u64,
@@ -224,7 +236,11 @@ pub fn check_claim(
     )
     .map_err(|e| Rejection::Signature(e.to_string()))?;
     for segment in &proof.segments {
-        if segment.shape != shape && segment.shape != Shape::DEEP {
+        // The main depth (the main shape or a larger one) or the deep shape; which of them
+        // this verifier has keys for, verify_proofs decides (it refuses the others).
+        if segment.shape.check().is_err()
+            || (segment.shape.depth != shape.depth && segment.shape != Shape::DEEP)
+        {
             return Err(Rejection::Shape {
                 claimed: segment.shape,
                 expected: shape,

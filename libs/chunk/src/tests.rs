@@ -851,3 +851,81 @@ fn a_fraud_signature_covers_every_field_of_the_evidence() {
         );
     }
 }
+
+/// With a larger shape beside the main one, a prover cuts a chunk's steps into the largest
+/// segments they fill (the rest in the main shape), and a verifier holding the same shapes
+/// takes the proof; one holding only the main shape refuses it, and a larger segment cannot
+/// pass for a main one.
+#[test]
+fn steps_fill_the_largest_segments_first_and_a_verifier_takes_only_shapes_it_holds() {
+    let signer = PrivateKeySigner::random();
+    let key = SigningKey::random();
+    let (state, all) = state(&signer);
+    let shape = Shape {
+        steps: 2,
+        depth: 32,
+    };
+    let larger = Shape { steps: 4, ..shape };
+    let txs = (0..3u64)
+        .map(|n| {
+            sign(
+                &signer,
+                n,
+                Address::repeat_byte(0x40 + n as u8),
+                U256::from(ETH),
+            )
+        })
+        .collect();
+    let mini = mini_block(&state, txs, &key);
+    let mut tree = genesis_tree(&all);
+    let job = build_job(&state, &mut tree, CHAIN_ID, GAS_LIMIT, vec![mini]).unwrap();
+    let steps = job.steps().unwrap();
+    assert_eq!(steps.len(), 5, "sender, three recipients, fee recipient");
+
+    let params = Params::setup_insecure(KeyRing::k_with_larger(shape, &[larger.steps]));
+    let ladder = KeyRing::generate_with_larger(shape, &[larger.steps], &params).unwrap();
+    let plain = KeyRing::generate(shape, &params).unwrap();
+    let cut = |keys: &KeyRing| -> Vec<(usize, usize)> {
+        crate::prove::segments(keys, &steps)
+            .unwrap()
+            .iter()
+            .map(|(shape, steps)| (shape.steps, steps.len()))
+            .collect()
+    };
+    assert_eq!(cut(&ladder), [(4, 4), (2, 1)]);
+    assert_eq!(cut(&plain), [(2, 2), (2, 2), (2, 1)]);
+
+    let prover = SigningKey::random();
+    let mut proof = prove_job(&ladder, &job, &steps, |_, _| {}).unwrap();
+    assert_eq!(proof.segments[0].shape, larger);
+    assert_eq!(proof.post_root, job.post_root);
+    attest_and_round_trip(&mut proof, &prover);
+    let provers = [prover.address()];
+    let check = |keys: &KeyRing, proof: &wire::ChunkProof| {
+        let statement = check_claim(
+            CHAIN_ID,
+            shape,
+            &provers,
+            job.pre_root,
+            &job.mini_blocks,
+            proof,
+        )?;
+        verify_proofs(keys, &[(&statement, proof)]).remove(0)
+    };
+    check(&ladder, &proof).unwrap();
+    // A verifier without the larger shape refuses it (never skips it).
+    assert!(matches!(
+        check(&plain, &proof),
+        Err(Rejection::Shape { claimed, .. }) if claimed == larger
+    ));
+    // The larger segment presented as a main one holds more steps than that circuit.
+    let mut relabelled = proof.clone();
+    relabelled.segments[0].shape = shape;
+    relabelled.signature = prover.sign(&wire::attestation_hash(CHAIN_ID, &relabelled));
+    assert!(matches!(
+        check(&ladder, &relabelled),
+        Err(Rejection::Statement(StatementError::Segments { .. }))
+    ));
+    // A larger shape must hold more steps than the main one.
+    assert!(KeyRing::generate_with_larger(shape, &[2], &params).is_err());
+}

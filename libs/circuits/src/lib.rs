@@ -145,12 +145,19 @@ impl Params {
     /// Reads parameters (as [`Params::read`]) and checks they serve `shape`'s circuit and
     /// [`Shape::DEEP`]'s (a [`KeyRing`] proves and verifies both).
     pub fn read_for(path: &Path, shape: Shape) -> Result<Self, Error> {
+        Self::read_for_larger(path, shape, &[])
+    }
+
+    /// [`Params::read_for`], also serving larger segments of `larger` steps
+    /// ([`KeyRing::generate_with_larger`]).
+    pub fn read_for_larger(path: &Path, shape: Shape, larger: &[usize]) -> Result<Self, Error> {
         shape.check()?;
         let params = Self::read(path)?;
-        let needed = KeyRing::k_of(shape);
+        let needed = KeyRing::k_with_larger(shape, larger);
         if params.k() < needed {
             return Err(Error::Params(format!(
-                "{} serves circuits of 2^{} rows; {shape:?} needs 2^{needed}",
+                "{} serves circuits of 2^{} rows; {shape:?} with larger segments of {larger:?} \
+                 steps needs 2^{needed}",
                 path.display(),
                 params.k()
             )));
@@ -321,42 +328,86 @@ impl Keys {
     }
 }
 
-/// The keys of a chain's two segment shapes: its main shape, made at once, and
-/// [`Shape::DEEP`] for a step the main shape cannot hold, made from the same parameters the
-/// first time one is needed (seconds, once; most chains never need it).
+/// The keys of a chain's segment shapes: its main shape, made at once; optionally larger shapes
+/// of the same depth (more steps per proof, for chunks that fill them: a proof verifies in the
+/// same time whatever it holds, ADR 0015 point 7); and [`Shape::DEEP`] for a step the main
+/// shape cannot hold. Keys other than the main shape's are made from the same parameters the
+/// first time one is needed (seconds, once; most chains never need the deep ones).
 #[derive(Debug)]
 pub struct KeyRing {
     main: Keys,
     params: Params,
+    /// The larger shapes, by steps ascending, each with its keys once made.
+    larger: Vec<(Shape, std::sync::OnceLock<Result<Keys, String>>)>,
     deep: std::sync::OnceLock<Result<Keys, String>>,
 }
 
 impl KeyRing {
     /// The rows both shapes need, as log2: what the parameters must serve.
     pub fn k_of(shape: Shape) -> u32 {
-        Keys::k_of(shape).max(Keys::k_of(Shape::DEEP))
+        Self::k_with_larger(shape, &[])
+    }
+
+    /// The rows the main shape, larger shapes of `larger` steps and the deep shape need, as
+    /// log2 (of shapes [`Shape::check`] accepts).
+    pub fn k_with_larger(shape: Shape, larger: &[usize]) -> u32 {
+        larger
+            .iter()
+            .map(|steps| {
+                Keys::k_of(Shape {
+                    steps: *steps,
+                    ..shape
+                })
+            })
+            .fold(Keys::k_of(shape).max(Keys::k_of(Shape::DEEP)), u32::max)
     }
 
     /// Derives the main shape's keys from `params` (checked to serve the deep shape too; only
     /// what the deep shape needs of them is kept for later).
     pub fn generate(shape: Shape, params: &Params) -> Result<Self, Error> {
+        Self::generate_with_larger(shape, &[], params)
+    }
+
+    /// [`KeyRing::generate`] with larger shapes of `larger` steps each (the main shape's depth;
+    /// each more steps than the main shape), whose keys are made when first needed. The
+    /// parameters must serve the largest.
+    pub fn generate_with_larger(
+        shape: Shape,
+        larger: &[usize],
+        params: &Params,
+    ) -> Result<Self, Error> {
         shape.check()?;
-        let needed = Self::k_of(shape);
+        let mut sizes: Vec<usize> = larger.to_vec();
+        sizes.sort_unstable();
+        sizes.dedup();
+        for steps in &sizes {
+            if *steps <= shape.steps {
+                return Err(Error::Shape(Shape {
+                    steps: *steps,
+                    ..shape
+                }));
+            }
+        }
+        let needed = Self::k_with_larger(shape, &sizes);
         if params.k() < needed {
             return Err(Error::Params(format!(
-                "they serve circuits of 2^{} rows; {shape:?} and the deep shape {:?} need 2^{needed}",
+                "they serve circuits of 2^{} rows; {shape:?}, larger segments of {sizes:?} steps \
+                 and the deep shape {:?} need 2^{needed}",
                 params.k(),
                 Shape::DEEP
             )));
         }
-        let mut deep_params = params.0.clone();
-        let deep_k = Keys::k_of(Shape::DEEP);
-        if deep_params.k() > deep_k {
-            deep_params.downsize(deep_k);
+        let mut kept = params.0.clone();
+        if kept.k() > needed {
+            kept.downsize(needed);
         }
         Ok(Self {
             main: Keys::generate(shape, params)?,
-            params: Params(deep_params),
+            params: Params(kept),
+            larger: sizes
+                .into_iter()
+                .map(|steps| (Shape { steps, ..shape }, std::sync::OnceLock::new()))
+                .collect(),
             deep: std::sync::OnceLock::new(),
         })
     }
@@ -371,32 +422,50 @@ impl KeyRing {
         &self.main
     }
 
-    /// The shapes a segment may have: the main one and [`Shape::DEEP`] (once when they are the
-    /// same).
+    /// The shapes a segment may have: the main one, the larger ones and [`Shape::DEEP`] (once
+    /// when it is the main one).
     pub fn shapes(&self) -> Vec<Shape> {
-        let mut shapes = vec![self.main.shape(), Shape::DEEP];
-        shapes.dedup();
+        let mut shapes = vec![self.main.shape()];
+        shapes.extend(self.larger.iter().map(|(shape, _)| *shape));
+        if !shapes.contains(&Shape::DEEP) {
+            shapes.push(Shape::DEEP);
+        }
         shapes
     }
 
-    /// The keys of `shape`, one of [`KeyRing::shapes`] (the deep ones made now if not yet).
+    /// The shapes of the main depth, by steps, largest first: what a run of steps the main
+    /// shape holds is cut into.
+    pub fn sizes(&self) -> Vec<Shape> {
+        let mut sizes: Vec<Shape> = self.larger.iter().map(|(shape, _)| *shape).collect();
+        sizes.reverse();
+        sizes.push(self.main.shape());
+        sizes
+    }
+
+    /// The keys of `shape`, one of [`KeyRing::shapes`] (made now if not yet).
     pub fn keys(&self, shape: Shape) -> Result<&Keys, Error> {
         if shape == self.main.shape() {
             return Ok(&self.main);
         }
-        if shape != Shape::DEEP {
-            return Err(Error::Shape(shape));
-        }
-        self.deep
-            .get_or_init(|| Keys::generate(Shape::DEEP, &self.params).map_err(|e| e.to_string()))
+        let lazy = if shape == Shape::DEEP {
+            &self.deep
+        } else {
+            match self.larger.iter().find(|(larger, _)| *larger == shape) {
+                Some((_, keys)) => keys,
+                None => return Err(Error::Shape(shape)),
+            }
+        };
+        lazy.get_or_init(|| Keys::generate(shape, &self.params).map_err(|e| e.to_string()))
             .as_ref()
-            .map_err(|e| Error::Halo2(format!("keys of the deep shape: {e}")))
+            .map_err(|e| Error::Halo2(format!("keys of {shape:?}: {e}")))
     }
 
     /// The shape of the segment a step whose longer path has `levels` levels goes into: the
     /// main one when it holds the step, else the deep one (None: longer than any path).
     pub fn shape_for(&self, levels: usize) -> Option<Shape> {
-        self.shapes().into_iter().find(|shape| shape.holds(levels))
+        [self.main.shape(), Shape::DEEP]
+            .into_iter()
+            .find(|shape| shape.holds(levels))
     }
 }
 

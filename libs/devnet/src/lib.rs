@@ -204,6 +204,9 @@ pub struct DevnetOptions {
     /// Levels per path in the main proof shape (provers' and the verifier's `--max-depth`); a
     /// step with a longer path is proven alone in the deep shape (ADR 0015).
     pub max_depth: usize,
+    /// Larger segment shapes, in steps per proof (provers' and the verifier's
+    /// `--larger-segments`); empty: the main shape only.
+    pub larger_segments: Vec<usize>,
     /// Seconds before an unacknowledged proving job goes to another worker of the same key.
     pub prover_ack_wait_secs: u64,
     /// Agreeing proofs from distinct provers a chunk needs before the verifier accepts it (R;
@@ -243,6 +246,7 @@ impl DevnetOptions {
             extra_genesis_accounts: 0,
             steps_per_proof: 8,
             max_depth: Shape::DEFAULT.depth,
+            larger_segments: Vec::new(),
             prover_ack_wait_secs: 30,
             proof_quorum: 1,
             takeover_secs: 60,
@@ -425,6 +429,17 @@ impl Devnet {
             "--kzg-params".into(),
             self.options.data_dir.join(KZG_PARAMS).display().to_string(),
         ]
+        .into_iter()
+        .chain((!self.options.larger_segments.is_empty()).then(|| {
+            let sizes: Vec<String> = self
+                .options
+                .larger_segments
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            format!("--larger-segments={}", sizes.join(","))
+        }))
+        .collect()
     }
 
     /// The registered provers' addresses, as `--prover-addresses` takes them.
@@ -891,6 +906,7 @@ pub async fn prepare(options: &DevnetOptions) -> Result<ChainFiles, DevnetError>
                 steps: options.steps_per_proof,
                 depth: options.max_depth,
             },
+            &options.larger_segments,
         )
         .await?;
     }
@@ -1090,10 +1106,11 @@ pub const KZG_PARAMS: &str = "kzg.params";
 /// Makes the devnet's KZG parameters once (or again when the circuit shape outgrew them).
 /// **Insecure**: they come from a local setup whose secret passed through this process, which
 /// is fine for a devnet and nothing else; a real chain loads a public ceremony's parameters.
-async fn kzg_params(dir: &Path, shape: Shape) -> Result<PathBuf, DevnetError> {
+async fn kzg_params(dir: &Path, shape: Shape, larger: &[usize]) -> Result<PathBuf, DevnetError> {
     let path = dir.join(KZG_PARAMS);
+    let larger = larger.to_vec();
     tokio::task::spawn_blocking(move || {
-        let needed = KeyRing::k_of(shape);
+        let needed = KeyRing::k_with_larger(shape, &larger);
         if let Ok(params) = Params::read(&path)
             && params.k() >= needed
         {

@@ -47,6 +47,10 @@ struct InitArgs {
     /// `proving.stepsPerProof`).
     #[arg(long, default_value_t = 8)]
     steps_per_proof: usize,
+    /// Larger segment shapes the KZG parameters must also fit (the chart's
+    /// `proving.largerSegments`, comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    larger_segments: Vec<usize>,
     /// The chart's prover pools (`prover.pools`, comma-separated): one key each,
     /// `prover-<pool>.key`, all in `prover.addresses`.
     #[arg(long, value_delimiter = ',', default_value = "a,b")]
@@ -97,6 +101,7 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
     options.gas_limit = args.gas_limit;
     options.proving = args.insecure_kzg;
     options.steps_per_proof = args.steps_per_proof;
+    options.larger_segments = args.larger_segments.clone();
     let chain = verity_devnet::prepare(&options)
         .await
         .with_context(|| format!("cannot write the chain into --out {}", args.out.display()))?;

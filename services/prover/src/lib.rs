@@ -73,6 +73,13 @@ pub struct Config {
     /// Deepest tree path the circuit accepts (the circuit shape; verifiers must use the same).
     #[arg(long, env = "VERITY_MAX_DEPTH", default_value_t = Shape::DEFAULT.depth)]
     pub max_depth: usize,
+    /// Larger segment shapes, in steps per proof (comma-separated, each more than
+    /// `--steps-per-proof`; verifiers must hold the same): a chunk's steps are cut into the
+    /// largest segments they fill, so a large block needs few proofs (a proof verifies in the
+    /// same time whatever it holds). Their keys are made when first needed; the KZG parameters
+    /// must serve the largest. Empty: the main shape only.
+    #[arg(long, env = "VERITY_LARGER_SEGMENTS", value_delimiter = ',')]
+    pub larger_segments: Vec<usize>,
     /// KZG parameters (halo2 raw format): a public ceremony's in production; `verity devnet`
     /// makes an insecure local one. Verifiers must use the same file.
     #[arg(long, env = "VERITY_KZG_PARAMS", default_value = ".devnet/kzg.params")]
@@ -118,6 +125,16 @@ impl Config {
                 "invalid circuit shape: --steps-per-proof must be at least 1 and --max-depth between 1 and 128"
             );
         }
+        if let Some(steps) = self
+            .larger_segments
+            .iter()
+            .find(|steps| **steps <= self.steps_per_proof)
+        {
+            anyhow::bail!(
+                "invalid --larger-segments {steps}: each must be more than --steps-per-proof {}",
+                self.steps_per_proof
+            );
+        }
         Ok(Shape {
             steps: self.steps_per_proof,
             depth: self.max_depth,
@@ -125,12 +142,18 @@ impl Config {
     }
 }
 
-/// Reads the KZG parameters at `path`, checked against `shape`.
-pub async fn load_params(path: &std::path::Path, shape: Shape) -> anyhow::Result<Arc<Params>> {
+/// Reads the KZG parameters at `path`, checked against `shape` and its `larger` segments.
+pub async fn load_params(
+    path: &std::path::Path,
+    shape: Shape,
+    larger: &[usize],
+) -> anyhow::Result<Arc<Params>> {
     let owned = path.to_path_buf();
-    let params = tokio::task::spawn_blocking(move || Params::read_for(&owned, shape))
-        .await?
-        .context("flag --kzg-params / VERITY_KZG_PARAMS")?;
+    let larger = larger.to_vec();
+    let params =
+        tokio::task::spawn_blocking(move || Params::read_for_larger(&owned, shape, &larger))
+            .await?
+            .context("flag --kzg-params / VERITY_KZG_PARAMS")?;
     tracing::info!(path = %path.display(), k = params.k(), "KZG parameters loaded");
     Ok(Arc::new(params))
 }
@@ -184,7 +207,7 @@ impl verity_server::Service for Prover {
             .sequencing(config.sequencer_address)
             .context("flags --genesis and --sequencer-address")?;
         let key = load_or_create_key(&config.key_file).context("flag --key-file")?;
-        let params = load_params(&config.kzg_params, shape).await?;
+        let params = load_params(&config.kzg_params, shape, &config.larger_segments).await?;
         if config.proof_quorum == 0 {
             anyhow::bail!("invalid --proof-quorum 0: a chunk needs at least one result");
         }
@@ -266,8 +289,9 @@ impl Prover {
         let shape = self.shape;
         tracing::info!(?shape, "generating proving keys from the KZG parameters");
         let params = self.params.clone();
+        let larger = self.config.larger_segments.clone();
         let keys = tokio::select! {
-            keys = tokio::task::spawn_blocking(move || KeyRing::generate(shape, &params)) => Arc::new(keys??),
+            keys = tokio::task::spawn_blocking(move || KeyRing::generate_with_larger(shape, &larger, &params)) => Arc::new(keys??),
             _ = stop.cancelled() => return Ok(()),
         };
         tracing::info!(k = keys.main().k(), elapsed = ?keys.main().generated_in(), "proving keys ready");

@@ -120,6 +120,10 @@ pub struct Config {
     /// Role verifier: deepest tree path (the provers' circuit shape).
     #[arg(long, env = "VERITY_MAX_DEPTH", default_value_t = verity_circuits::Shape::DEFAULT.depth)]
     pub max_depth: usize,
+    /// Role verifier: the provers' larger segment shapes, in steps per proof (comma-separated);
+    /// a segment of a shape not listed is refused.
+    #[arg(long, env = "VERITY_LARGER_SEGMENTS", value_delimiter = ',')]
+    pub larger_segments: Vec<usize>,
     /// Role verifier: the KZG parameters the provers use (a public ceremony's in production;
     /// `verity devnet` makes an insecure local one).
     #[arg(long, env = "VERITY_KZG_PARAMS", default_value = ".devnet/kzg.params")]
@@ -170,6 +174,16 @@ impl verity_server::Service for Replica {
                     "invalid circuit shape: --steps-per-proof must be at least 1 and --max-depth between 1 and 128"
                 );
             }
+            if let Some(steps) = config
+                .larger_segments
+                .iter()
+                .find(|steps| **steps <= config.steps_per_proof)
+            {
+                anyhow::bail!(
+                    "invalid --larger-segments {steps}: each must be more than --steps-per-proof {}",
+                    config.steps_per_proof
+                );
+            }
         }
         let spec = ChainSpec::load(&config.genesis).context("flag --genesis / VERITY_GENESIS")?;
         let rules = Arc::new(
@@ -214,8 +228,9 @@ impl verity_server::Service for Replica {
                     depth: config.max_depth,
                 };
                 let path = config.kzg_params.clone();
+                let larger = config.larger_segments.clone();
                 let params = tokio::task::spawn_blocking(move || {
-                    verity_circuits::Params::read_for(&path, shape)
+                    verity_circuits::Params::read_for_larger(&path, shape, &larger)
                 })
                 .await?
                 .context("flag --kzg-params / VERITY_KZG_PARAMS")?;
@@ -224,6 +239,7 @@ impl verity_server::Service for Replica {
                     chain_id: spec.chain_id(),
                     gas_limit: spec.gas_limit(),
                     shape,
+                    larger_segments: config.larger_segments.clone(),
                     params: Arc::new(params),
                     provers: config.prover_addresses.clone(),
                     proof_quorum: config.proof_quorum,

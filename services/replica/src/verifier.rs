@@ -66,6 +66,8 @@ pub struct Settings {
     pub gas_limit: u64,
     /// The circuit shape provers use.
     pub shape: Shape,
+    /// The provers' larger segment shapes, in steps per proof.
+    pub larger_segments: Vec<usize>,
     /// The KZG parameters provers use.
     pub params: Arc<Params>,
     /// Registered prover addresses.
@@ -171,7 +173,8 @@ pub async fn run(db: Database, js: Context, settings: Settings, stop: Cancellati
     let keys = tokio::select! {
         keys = tokio::task::spawn_blocking({
             let params = settings.params.clone();
-            move || KeyRing::generate(shape, &params)
+            let larger = settings.larger_segments.clone();
+            move || KeyRing::generate_with_larger(shape, &larger, &params)
         }) => match keys {
             Ok(Ok(keys)) => Arc::new(keys),
             Ok(Err(e)) => return tracing::error!(error = %e, "verifier: cannot generate keys"),
@@ -743,6 +746,7 @@ mod pick_tests {
             chain_id: CHAIN_ID,
             gas_limit: 30_000_000,
             shape: Shape::DEFAULT,
+            larger_segments: Vec::new(),
             params: Arc::new(Params::setup_insecure(4)),
             provers: provers.iter().map(|k| k.address()).collect(),
             proof_quorum: quorum,

@@ -207,6 +207,9 @@ livenessProbe:
 {{- with .Values.proving.stepsPerProof }}
 - --steps-per-proof={{ . }}
 {{- end }}
+{{- with .Values.proving.largerSegments }}
+- --larger-segments={{ join "," . }}
+{{- end }}
 {{- end -}}
 
 {{/* Volumes a read-only root filesystem needs: a writable /tmp. */}}

@@ -132,9 +132,15 @@ async fn wait_for_log(net: &TestNet, service: Service, needle: &str, timeout: Du
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunks_are_proven_a_killed_prover_loses_nothing_and_safe_waits_for_provers() {
+    // A main shape of 2 steps and a larger one of 3: a one-transfer chunk writes 3 keys (sender,
+    // recipient, fee recipient), so the prover proves it as one larger segment, which the
+    // verifier replica and the check below hold keys for.
+    let main = Shape { steps: 2, ..SHAPE };
+    let larger = Shape { steps: 3, ..SHAPE };
     let mut net = TestNet::start(|o| {
         o.proving = true;
-        o.steps_per_proof = SHAPE.steps;
+        o.steps_per_proof = main.steps;
+        o.larger_segments = vec![larger.steps];
         o.prover_ack_wait_secs = 6;
         o.block_interval_ms = 500;
     })
@@ -150,7 +156,8 @@ async fn chunks_are_proven_a_killed_prover_loses_nothing_and_safe_waits_for_prov
     // The verifier side derives its own keys from the shape and the devnet's KZG parameters.
     let params_file = net.dir.path().join(verity_e2e::verity_devnet::KZG_PARAMS);
     let keys = tokio::task::spawn_blocking(move || {
-        KeyRing::generate(SHAPE, &Params::read_for(&params_file, SHAPE).unwrap()).unwrap()
+        let params = Params::read_for_larger(&params_file, main, &[larger.steps]).unwrap();
+        KeyRing::generate_with_larger(main, &[larger.steps], &params).unwrap()
     });
 
     // Chunk 0: one transfer.
@@ -211,9 +218,11 @@ async fn chunks_are_proven_a_killed_prover_loses_nothing_and_safe_waits_for_prov
     let mut checked = vec![];
     for chunk in [0u64, 1] {
         let proof = &proofs[&chunk][0];
+        let shapes: Vec<Shape> = proof.segments.iter().map(|s| s.shape).collect();
+        assert_eq!(shapes, [larger], "chunk {chunk}");
         let statement = check_claim(
             chain_id,
-            SHAPE,
+            main,
             &[prover],
             root,
             std::slice::from_ref(&minis[&chunk]),
