@@ -32,8 +32,14 @@ use verity_primitives::{AccountDiff, InMemoryState, SigningKey};
 use verity_workload::{Accounts, Kind, TxParams};
 
 const ACCOUNTS: usize = 100_000;
-/// Transactions per mini-block.
+/// Transactions per mini-block of each workload.
 const TXS: usize = 24;
+/// Transactions of the large mini-block (distinct senders and recipients: ~2 tree steps each),
+/// proven with 8-step segments alone and with larger segments of 64 and 256 steps.
+const LARGE: usize = 240;
+
+/// Steps per proof, and the larger segments' sizes.
+type Config = (usize, &'static [usize]);
 
 /// What every workload starts from.
 struct Genesis {
@@ -46,12 +52,12 @@ struct Genesis {
 fn main() {
     // 100,000 funded accounts: the workload's senders (with ERC-20 balances, beside the token
     // and the counter), their recipients, and others; the tree and an MDBX state of them.
-    let accounts = Accounts::new(TXS);
+    let accounts = Accounts::new(LARGE);
     let funds = U256::from(10u128.pow(20));
     let mut diff = accounts.genesis(funds, funds);
-    let recipients = (0..TXS).map(Accounts::recipient);
-    let others =
-        (0..ACCOUNTS - 2 * TXS).map(|i| Address::left_padding_from(&(i as u64 + 1).to_be_bytes()));
+    let recipients = (0..LARGE).map(Accounts::recipient);
+    let others = (0..ACCOUNTS - 2 * LARGE)
+        .map(|i| Address::left_padding_from(&(i as u64 + 1).to_be_bytes()));
     for address in recipients.chain(others) {
         diff.accounts.insert(
             address,
@@ -77,16 +83,22 @@ fn main() {
         db,
         _dir: dir,
     };
-    for (kind, per_proof) in [
-        (Kind::Transfers, &[8usize, 16][..]),
-        (Kind::Erc20, &[8][..]),
-        (Kind::Mixed, &[8][..]),
-    ] {
-        workload(&genesis, &accounts, kind, per_proof);
+    const MAIN: &[usize] = &[];
+    const LADDER: &[usize] = &[64, 256];
+    let runs: [(Kind, usize, &[Config]); 4] = [
+        (Kind::Transfers, TXS, &[(8, MAIN), (16, MAIN)]),
+        (Kind::Erc20, TXS, &[(8, MAIN)]),
+        (Kind::Mixed, TXS, &[(8, MAIN)]),
+        (Kind::Transfers, LARGE, &[(8, MAIN), (8, LADDER)]),
+    ];
+    for (kind, txs, configs) in runs {
+        workload(&genesis, &accounts, kind, txs, configs);
     }
 }
 
-fn workload(genesis: &Genesis, accounts: &Accounts, kind: Kind, steps_per_proof: &[usize]) {
+/// One mini-block of `count` transactions of `kind`, proven with each (steps per proof, larger
+/// segments) of `configs`.
+fn workload(genesis: &Genesis, accounts: &Accounts, kind: Kind, count: usize, configs: &[Config]) {
     let Genesis { state, db, .. } = genesis;
     let mut tree = genesis.tree.clone();
     // The sequencer executes one mini-block of the workload.
@@ -96,7 +108,7 @@ fn workload(genesis: &Genesis, accounts: &Accounts, kind: Kind, steps_per_proof:
         max_priority_fee_per_gas: 1_000_000,
     };
     let txs: Vec<_> = accounts
-        .sign(kind, 0..TXS, &params, |_| 0)
+        .sign(kind, 0..count, &params, |_| 0)
         .unwrap()
         .iter()
         .map(verity_workload::Signed::transaction)
@@ -172,7 +184,7 @@ fn workload(genesis: &Genesis, accounts: &Accounts, kind: Kind, steps_per_proof:
     let full_node = recover + execute_cpu + commit + apply;
     let steps = job.steps().unwrap();
     println!(
-        "{kind}: {TXS} transactions, {} tree steps: full node re-executes in {:.2} ms: recovers \
+        "{kind}: {count} transactions, {} tree steps: full node re-executes in {:.2} ms: recovers \
          senders {:.2} ms, executes {:.2} ms, updates the tree {:.2} ms, applies to MDBX {:.2} ms",
         steps.len(),
         full_node * 1e3,
@@ -182,12 +194,13 @@ fn workload(genesis: &Genesis, accounts: &Accounts, kind: Kind, steps_per_proof:
         apply * 1e3
     );
 
-    for &per_proof in steps_per_proof {
+    for &(per_proof, larger) in configs {
         let shape = Shape {
             steps: per_proof,
             depth: 32,
         };
-        let keys = KeyRing::generate(shape, &Params::setup_insecure(KeyRing::k_of(shape))).unwrap();
+        let params = Params::setup_insecure(KeyRing::k_with_larger(shape, larger));
+        let keys = KeyRing::generate_with_larger(shape, larger, &params).unwrap();
         let prover = SigningKey::random();
         let (mut proof, prove_cpu, prove_wall) =
             measure(|| prove_job(&keys, &job, &steps, |_, _| {}).unwrap());
@@ -217,7 +230,8 @@ fn workload(genesis: &Genesis, accounts: &Accounts, kind: Kind, steps_per_proof:
         };
         let verifier = apply + verify;
         println!(
-            "{kind}: {TXS} transactions, {} tree steps, {per_proof} steps/proof ({} proofs, \
+            "{kind}: {count} transactions, {} tree steps, {per_proof} steps/proof, larger segments \
+             {larger:?} ({} proofs, \
              k={}): sequencer executes in {:.2} ms CPU; witness builds the job in {:.1} ms CPU; \
              verifier applies in {:.2} ms + verifies in {:.1} ms CPU = {:.1}x execution, \
              {:.2}x a re-executing full node; prover {:.1} s wall, {:.1} core-s = {:.0} core-s \
@@ -233,7 +247,7 @@ fn workload(genesis: &Genesis, accounts: &Accounts, kind: Kind, steps_per_proof:
             verifier / full_node,
             prove_wall,
             prove_cpu,
-            prove_cpu / TXS as f64 * 1000.0,
+            prove_cpu / count as f64 * 1000.0,
         );
     }
 }
