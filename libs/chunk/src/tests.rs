@@ -390,15 +390,13 @@ fn proofs_verify_for_their_chunk_and_forgeries_are_refused() {
 
     let provers = [prover.address()];
     let check = |proof: &wire::ChunkProof, mini_block: &MiniBlock| {
-        let statement = check_claim(
-            CHAIN_ID,
-            shape,
+        verdict(
+            &keys,
             &provers,
             job.pre_root,
             std::slice::from_ref(mini_block),
             proof,
-        )?;
-        verify_proofs(&keys, &[(&statement, proof)]).remove(0)
+        )
     };
     check(&proof, &job.mini_blocks[0]).unwrap();
 
@@ -495,6 +493,26 @@ fn attest_and_round_trip(proof: &mut wire::ChunkProof, prover: &SigningKey) {
     assert_eq!(decoded, result);
 }
 
+/// What a verifier holding `keys` says of `proof`: its claim checked against `mini_blocks` from
+/// `pre_root` ([`check_claim`] with the keys' main shape), then its halo2 proofs.
+fn verdict(
+    keys: &KeyRing,
+    provers: &[Address],
+    pre_root: B256,
+    mini_blocks: &[MiniBlock],
+    proof: &wire::ChunkProof,
+) -> Result<(), Rejection> {
+    let statement = check_claim(
+        CHAIN_ID,
+        keys.shape(),
+        provers,
+        pre_root,
+        mini_blocks,
+        proof,
+    )?;
+    verify_proofs(keys, &[(&statement, proof)]).remove(0)
+}
+
 /// The keys of `shape` (and the deep shape) from parameters made here.
 fn ring(shape: Shape) -> KeyRing {
     KeyRing::generate(shape, &Params::setup_insecure(KeyRing::k_of(shape))).unwrap()
@@ -567,10 +585,8 @@ fn a_key_ground_deeper_than_the_main_shape_is_proven_in_the_deep_shape() {
             proof,
         )
     };
-    let check = |proof: &wire::ChunkProof| {
-        let statement = claim(proof)?;
-        verify_proofs(&keys, &[(&statement, proof)]).remove(0)
-    };
+    let check =
+        |proof: &wire::ChunkProof| verdict(&keys, &provers, job.pre_root, &job.mini_blocks, proof);
     check(&proof).unwrap();
     // A shape no verifier holds keys for.
     let unheld = Shape {
@@ -902,15 +918,7 @@ fn steps_fill_the_largest_segments_first_and_a_verifier_takes_only_shapes_it_hol
     attest_and_round_trip(&mut proof, &prover);
     let provers = [prover.address()];
     let check = |keys: &KeyRing, proof: &wire::ChunkProof| {
-        let statement = check_claim(
-            CHAIN_ID,
-            shape,
-            &provers,
-            job.pre_root,
-            &job.mini_blocks,
-            proof,
-        )?;
-        verify_proofs(keys, &[(&statement, proof)]).remove(0)
+        verdict(keys, &provers, job.pre_root, &job.mini_blocks, proof)
     };
     check(&ladder, &proof).unwrap();
     // A verifier without the larger shape refuses it (never skips it).

@@ -167,15 +167,20 @@ fn aggregate(params: &ParamsKZG<Bn256>, k: u32, snarks: &[Snark]) {
         lookup_bits: k as usize - 1,
         ..Default::default()
     };
+    // The same circuit at both stages, every segment's public inputs exposed.
+    let circuit = |stage, config| {
+        let mut circuit = AggregationCircuit::new::<SHPLONK>(
+            stage,
+            config,
+            params,
+            snarks.to_vec(),
+            VerifierUniversality::None,
+        );
+        circuit.expose_previous_instances(false);
+        circuit
+    };
     let started = Instant::now();
-    let mut keygen = AggregationCircuit::new::<SHPLONK>(
-        CircuitBuilderStage::Keygen,
-        config,
-        params,
-        snarks.to_vec(),
-        VerifierUniversality::None,
-    );
-    keygen.expose_previous_instances(false);
+    let mut keygen = circuit(CircuitBuilderStage::Keygen, config);
     let config = keygen.calculate_params(Some(10));
     let pk = gen_pk(params, &keygen, None);
     let break_points = keygen.break_points();
@@ -183,15 +188,7 @@ fn aggregate(params: &ParamsKZG<Bn256>, k: u32, snarks: &[Snark]) {
     let keygen_time = started.elapsed();
 
     let started = Instant::now();
-    let mut prover = AggregationCircuit::new::<SHPLONK>(
-        CircuitBuilderStage::Prover,
-        config,
-        params,
-        snarks.to_vec(),
-        VerifierUniversality::None,
-    );
-    prover.expose_previous_instances(false);
-    let prover = prover.use_break_points(break_points);
+    let prover = circuit(CircuitBuilderStage::Prover, config).use_break_points(break_points);
     let aggregate = gen_snark_shplonk(params, &pk, prover, None::<&str>);
     let prove_time = started.elapsed();
 

@@ -70,6 +70,14 @@ pub enum Error {
     /// A segment claims a shape that is neither the main nor the deep one.
     #[error("no keys for circuit shape {0:?}")]
     Shape(Shape),
+    /// A larger segment shape that holds no more steps than the main shape.
+    #[error("a larger segment of {steps} steps must hold more than the main shape's {main}")]
+    Larger {
+        /// The larger shape's steps.
+        steps: usize,
+        /// The main shape's steps.
+        main: usize,
+    },
     /// The KZG parameters cannot be read or written, or are too small for the shape.
     #[error("KZG parameters: {0}")]
     Params(String),
@@ -110,6 +118,18 @@ impl Shape {
             return Err(Error::Shape(*self));
         }
         Ok(())
+    }
+
+    /// Whether larger segments of `larger` steps each can go beside this main shape: each
+    /// must hold more steps than it.
+    pub fn check_larger(&self, larger: &[usize]) -> Result<(), Error> {
+        match larger.iter().find(|steps| **steps <= self.steps) {
+            Some(steps) => Err(Error::Larger {
+                steps: *steps,
+                main: self.steps,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Whether a step whose longer path (before or after it) has `levels` levels fits.
@@ -377,17 +397,10 @@ impl KeyRing {
         params: &Params,
     ) -> Result<Self, Error> {
         shape.check()?;
+        shape.check_larger(larger)?;
         let mut sizes: Vec<usize> = larger.to_vec();
         sizes.sort_unstable();
         sizes.dedup();
-        for steps in &sizes {
-            if *steps <= shape.steps {
-                return Err(Error::Shape(Shape {
-                    steps: *steps,
-                    ..shape
-                }));
-            }
-        }
         let needed = Self::k_with_larger(shape, &sizes);
         if params.k() < needed {
             return Err(Error::Params(format!(

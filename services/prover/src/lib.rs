@@ -125,20 +125,14 @@ impl Config {
                 "invalid circuit shape: --steps-per-proof must be at least 1 and --max-depth between 1 and 128"
             );
         }
-        if let Some(steps) = self
-            .larger_segments
-            .iter()
-            .find(|steps| **steps <= self.steps_per_proof)
-        {
-            anyhow::bail!(
-                "invalid --larger-segments {steps}: each must be more than --steps-per-proof {}",
-                self.steps_per_proof
-            );
-        }
-        Ok(Shape {
+        let shape = Shape {
             steps: self.steps_per_proof,
             depth: self.max_depth,
-        })
+        };
+        shape
+            .check_larger(&self.larger_segments)
+            .context("flags --larger-segments and --steps-per-proof")?;
+        Ok(shape)
     }
 }
 

@@ -174,16 +174,12 @@ impl verity_server::Service for Replica {
                     "invalid circuit shape: --steps-per-proof must be at least 1 and --max-depth between 1 and 128"
                 );
             }
-            if let Some(steps) = config
-                .larger_segments
-                .iter()
-                .find(|steps| **steps <= config.steps_per_proof)
-            {
-                anyhow::bail!(
-                    "invalid --larger-segments {steps}: each must be more than --steps-per-proof {}",
-                    config.steps_per_proof
-                );
+            verity_circuits::Shape {
+                steps: config.steps_per_proof,
+                depth: config.max_depth,
             }
+            .check_larger(&config.larger_segments)
+            .context("flags --larger-segments and --steps-per-proof")?;
         }
         let spec = ChainSpec::load(&config.genesis).context("flag --genesis / VERITY_GENESIS")?;
         let rules = Arc::new(
