@@ -36,6 +36,12 @@ pub trait Layout {
     /// Whether the events themselves are stored (`ChainEvents`).
     fn keeps_events(&self) -> bool;
 
+    /// Whether mini-blocks' state diffs are applied at all: false for a node that keeps the
+    /// chain's events and blocks but no state (a light verifier).
+    fn keeps_state(&self) -> bool {
+        true
+    }
+
     /// Writes what else this node keeps of `event`, in the batch's transaction, after the
     /// chain data every node writes.
     fn write_event(
@@ -161,8 +167,8 @@ pub fn check_batch<'w>(
     })
 }
 
-/// Writes `checked` in one durable MDBX transaction: each mini-block's state diff, each block,
-/// the epoch each handover opens, the events if `layout` keeps them, and what `layout` adds.
+/// Writes `checked` in one durable MDBX transaction: each mini-block's state diff (unless
+/// `layout` keeps no state), each block, the epoch each handover opens, the events if `layout` keeps them, and what `layout` adds.
 /// Returns the cursor after the batch once it is on disk; nothing is written when every event
 /// was a redelivery.
 pub fn commit(
@@ -177,6 +183,7 @@ pub fn commit(
     let mut write = db.write()?;
     for checked in &events {
         match &checked.event.kind {
+            ChainEventKind::MiniBlock(_) if !layout.keeps_state() => {}
             ChainEventKind::MiniBlock(mini) => {
                 if layout.history() {
                     write.apply_diff_at(&mini.diff, mini.block_number)?;

@@ -43,6 +43,10 @@ pub enum Service {
     Witness,
     /// `verity-replica` (role verifier): checks proofs, attests blocks safe.
     Verifier,
+    /// `verity-replica` (role light-verifier): the same checks and attestations without
+    /// applying diffs, under a key of its own that no replica counts (only with
+    /// [`DevnetOptions::light_verifier`]).
+    LightVerifier,
     /// `verity-ingress`.
     Ingress,
     /// `verity-gateway`.
@@ -56,12 +60,13 @@ pub enum Service {
 
 impl Service {
     /// Every service, in start order.
-    pub const ALL: [Service; 9] = [
+    pub const ALL: [Service; 10] = [
         Service::Sequencer,
         Service::Standby,
         Service::Replica,
         Service::Witness,
         Service::Verifier,
+        Service::LightVerifier,
         Service::Ingress,
         Service::Gateway,
         Service::Prover,
@@ -76,6 +81,7 @@ impl Service {
             Service::Replica => "replica",
             Service::Witness => "witness",
             Service::Verifier => "verifier",
+            Service::LightVerifier => "light-verifier",
             Service::Ingress => "ingress",
             Service::Gateway => "gateway",
             Service::Prover => "prover",
@@ -89,7 +95,7 @@ impl Service {
             Service::Sequencer | Service::Standby => Role::Sequencer,
             Service::Replica => Role::Replica,
             Service::Witness => Role::Witness,
-            Service::Verifier => Role::Verifier,
+            Service::Verifier | Service::LightVerifier => Role::Verifier,
             Service::Ingress => Role::Ingress,
             Service::Gateway => Role::Gateway,
             Service::Prover | Service::SecondProver => Role::Prover,
@@ -99,7 +105,9 @@ impl Service {
     /// The binary's file name.
     pub fn binary(self) -> String {
         match self {
-            Service::Witness | Service::Verifier => "verity-replica".into(),
+            Service::Witness | Service::Verifier | Service::LightVerifier => {
+                "verity-replica".into()
+            }
             Service::Standby => "verity-sequencer".into(),
             Service::SecondProver => "verity-prover".into(),
             _ => format!("verity-{}", self.name()),
@@ -110,7 +118,11 @@ impl Service {
     pub fn proves(self) -> bool {
         matches!(
             self,
-            Service::Witness | Service::Verifier | Service::Prover | Service::SecondProver
+            Service::Witness
+                | Service::Verifier
+                | Service::LightVerifier
+                | Service::Prover
+                | Service::SecondProver
         )
     }
 }
@@ -193,6 +205,9 @@ pub struct DevnetOptions {
     /// Whether to run a second prover (with its own key, registered with the verifier beside
     /// the first).
     pub second_prover: bool,
+    /// Whether to run a light verifier beside the verifier replica ([`Service::LightVerifier`];
+    /// with `proving`).
+    pub light_verifier: bool,
     /// Accounts added to a new genesis beside the funded dev accounts (1 wei each), for
     /// benchmarks of state size.
     pub extra_genesis_accounts: usize,
@@ -242,6 +257,7 @@ impl DevnetOptions {
             proving: true,
             standby: false,
             second_prover: false,
+            light_verifier: false,
             standing_appointments: true,
             extra_genesis_accounts: 0,
             steps_per_proof: 8,
@@ -411,6 +427,7 @@ impl Devnet {
             .filter(|s| self.options.proving || !s.proves())
             .filter(|s| self.options.standby || *s != Service::Standby)
             .filter(|s| self.options.second_prover || *s != Service::SecondProver)
+            .filter(|s| self.options.light_verifier || *s != Service::LightVerifier)
             .collect()
     }
 
@@ -581,6 +598,12 @@ impl Devnet {
             Service::Verifier => {
                 let mut args = self.replica_args("verifier", "verifier", &nats);
                 args.extend(["--key-file".into(), path(&dir.join("verifier.key"))]);
+                args.extend(self.proving_args());
+                args
+            }
+            Service::LightVerifier => {
+                let mut args = self.replica_args("light-verifier", "light-verifier", &nats);
+                args.extend(["--key-file".into(), path(&dir.join(LIGHT_VERIFIER_KEY))]);
                 args.extend(self.proving_args());
                 args
             }
@@ -930,6 +953,7 @@ fn nats_users(
     let second_prover = SigningKey::load_or_create(&dir.join(SECOND_PROVER_KEY))
         .map(|(key, _)| key.address())
         .map_err(|e| DevnetError::Setup(e.to_string()))?;
+    let light_verifier = light_verifier_address(dir)?;
     let mut users = Vec::new();
     for service in Service::ALL {
         let key = verity_bus::auth::load_or_create_nkey(&nats_nkey_file(dir, service.name()))
@@ -938,9 +962,13 @@ fn nats_users(
             Service::SecondProver => second_prover,
             _ => chain.prover,
         };
+        let verifier = match service {
+            Service::LightVerifier => light_verifier,
+            _ => chain.verifier,
+        };
         users.push(verity_bus::server::User {
             nkey: key.public,
-            permissions: Some(nats_permissions(service, prover, chain.verifier)),
+            permissions: Some(nats_permissions(service, prover, verifier)),
         });
     }
     let admin = verity_bus::auth::load_or_create_nkey(&nats_nkey_file(dir, NATS_ADMIN))
@@ -990,7 +1018,7 @@ pub fn nats_permissions(
             proving::JOBS_SUBJECT.to_string(),
             update(proving::PROOFS_STREAM),
         ],
-        Service::Verifier => vec![
+        Service::Verifier | Service::LightVerifier => vec![
             proving::finality_subject(verifier.as_slice()),
             update(proving::FINALITY_STREAM),
             update(proving::PROOFS_STREAM),
@@ -1045,6 +1073,17 @@ pub fn nats_nkey_file(dir: &Path, name: &str) -> PathBuf {
 
 /// The key file of the second prover (created with the chain's other keys).
 const SECOND_PROVER_KEY: &str = "prover-2.key";
+
+/// The key file of the light verifier.
+const LIGHT_VERIFIER_KEY: &str = "light-verifier.key";
+
+/// The attestation address of the light verifier of the devnet in `dir` (its key is made when
+/// missing).
+pub fn light_verifier_address(dir: &Path) -> Result<Address, DevnetError> {
+    SigningKey::load_or_create(&dir.join(LIGHT_VERIFIER_KEY))
+        .map(|(key, _)| key.address())
+        .map_err(|e| DevnetError::Setup(e.to_string()))
+}
 
 /// The key file of a prover service.
 fn prover_key_file(service: Service) -> &'static str {

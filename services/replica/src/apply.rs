@@ -35,6 +35,8 @@ pub mod meta {
 
     /// Hash of the genesis the database was initialised with.
     pub const GENESIS_HASH: &str = "genesis_hash";
+    /// Set (to 1) in the database of a light verifier, which keeps no state.
+    pub const NO_STATE: &str = "no_state";
     /// Last applied event sequence.
     pub const LAST_SEQ: &str = "last_seq";
     /// Number of the next mini-block expected.
@@ -64,6 +66,17 @@ pub enum ApplyError {
         /// Why.
         reason: String,
     },
+    /// The database was made by a light verifier (no state) and opened by a role that needs
+    /// state, or the other way round.
+    #[error(
+        "the data directory was made by a {stored}, which keeps {kept}; this role needs a data directory of its own"
+    )]
+    RoleMismatch {
+        /// Who made the database.
+        stored: &'static str,
+        /// What it keeps.
+        kept: &'static str,
+    },
     /// The database belongs to another chain.
     #[error(
         "the data directory holds the chain with genesis {stored}, but --genesis describes {configured}"
@@ -91,9 +104,24 @@ pub enum Applied {
     AlreadyApplied,
 }
 
-/// Initialises genesis in an empty database, or checks that the stored one matches.
-pub fn init_genesis(db: &Database, spec: &ChainSpec) -> Result<(), ApplyError> {
+/// Initialises genesis in an empty database (its state too unless `keep` is
+/// [`Keep::Events`]), or checks that the stored one matches and was made for the same `keep`
+/// (a light verifier's database has no state; a replica's stops being complete state the moment
+/// a light verifier skips a diff in it).
+pub fn init_genesis(db: &Database, spec: &ChainSpec, keep: Keep) -> Result<(), ApplyError> {
+    let no_state = db.read()?.meta(meta::NO_STATE)?.is_some();
     match db.read()?.meta(meta::GENESIS_HASH)? {
+        Some(_) if no_state == keep.state() => Err(if no_state {
+            ApplyError::RoleMismatch {
+                stored: "light verifier",
+                kept: "no state",
+            }
+        } else {
+            ApplyError::RoleMismatch {
+                stored: "replica",
+                kept: "state a light verifier would stop applying",
+            }
+        }),
         Some(stored) => {
             let stored = B256::try_from(stored.as_slice()).unwrap_or_default();
             if stored != spec.genesis_hash {
@@ -120,7 +148,11 @@ pub fn init_genesis(db: &Database, spec: &ChainSpec) -> Result<(), ApplyError> {
         }
         None => {
             let mut write = db.write()?;
-            write.apply_diff(&genesis_diff(&spec.genesis))?;
+            if keep.state() {
+                write.apply_diff(&genesis_diff(&spec.genesis))?;
+            } else {
+                write.set_meta(meta::NO_STATE, &[1])?;
+            }
             write.set_history_from(0)?;
             write.put_block(&spec.genesis_block())?;
             write.set_meta(meta::GENESIS_HASH, spec.genesis_hash.as_slice())?;
@@ -153,16 +185,39 @@ pub struct Prepared {
 pub type Prepare<'a> =
     &'a mut dyn FnMut(&ReadTx<'_>, &[(u64, &MiniBlock)]) -> Result<Prepared, String>;
 
-/// Checks and applies one event received at stream position `seq`. With `store_event` the event
-/// itself is kept too (`ChainEvents`), for a verifier to walk the chain it applied.
+/// What a replica keeps of the chain it applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// The state with its history, and transactions and receipts by hash (roles full and
+    /// witness).
+    State,
+    /// That, and the events themselves (`ChainEvents`), for a verifier to walk the chain it
+    /// applied.
+    StateAndEvents,
+    /// The events and blocks alone, checked like every follower's: no state, no transaction
+    /// index (a light verifier, which walks the chain without ever applying a diff).
+    Events,
+}
+
+impl Keep {
+    fn state(self) -> bool {
+        self != Keep::Events
+    }
+
+    fn events(self) -> bool {
+        self != Keep::State
+    }
+}
+
+/// Checks and applies one event received at stream position `seq`, keeping what `keep` says.
 pub fn apply_event(
     db: &Database,
     rules: &Sequencing,
     wire: &v1::ChainEvent,
     prepare: Option<Prepare<'_>>,
-    store_event: bool,
+    keep: Keep,
 ) -> Result<Applied, ApplyError> {
-    apply_events(db, rules, std::slice::from_ref(wire), prepare, store_event)
+    apply_events(db, rules, std::slice::from_ref(wire), prepare, keep)
 }
 
 /// Checks and applies consecutive events in one MDBX transaction: one event of any kind, or
@@ -176,7 +231,7 @@ pub fn apply_events(
     rules: &Sequencing,
     wires: &[v1::ChainEvent],
     prepare: Option<Prepare<'_>>,
-    store_event: bool,
+    keep: Keep,
 ) -> Result<Applied, ApplyError> {
     let read = db.read()?;
     let last = read.meta_u64(meta::LAST_SEQ)?.unwrap_or(0);
@@ -213,14 +268,7 @@ pub fn apply_events(
         };
     drop(minis);
     drop(read);
-    verity_chain::commit(
-        db,
-        checked,
-        &mut ReplicaLayout {
-            store_event,
-            prepared,
-        },
-    )?;
+    verity_chain::commit(db, checked, &mut ReplicaLayout { keep, prepared })?;
     Ok(Applied::Applied)
 }
 
@@ -253,11 +301,11 @@ fn cursor(
 }
 
 /// How a replica keeps the chain: state with its history (reads at past blocks), transactions
-/// and receipts by hash, its position in its meta keys, the events when it is a verifier, and
-/// what the witness built for the batch.
+/// and receipts by hash, its position in its meta keys, the events when it is a verifier (and
+/// only they and the blocks for a light verifier), and what the witness built for the batch.
 #[derive(Debug)]
 struct ReplicaLayout {
-    store_event: bool,
+    keep: Keep,
     prepared: Option<Prepared>,
 }
 
@@ -267,7 +315,11 @@ impl Layout for ReplicaLayout {
     }
 
     fn keeps_events(&self) -> bool {
-        self.store_event
+        self.keep.events()
+    }
+
+    fn keeps_state(&self) -> bool {
+        self.keep.state()
     }
 
     fn write_event(
@@ -276,6 +328,8 @@ impl Layout for ReplicaLayout {
         event: &CheckedEvent<'_>,
     ) -> Result<(), StorageError> {
         match &event.event().kind {
+            // A light verifier indexes no transactions: it serves no reads.
+            ChainEventKind::MiniBlock(_) if !self.keep.state() => {}
             ChainEventKind::MiniBlock(mini) => {
                 let base_fee =
                     verity_proto::u256_bytes(alloy_primitives::U256::from(mini.base_fee));
@@ -299,7 +353,12 @@ impl Layout for ReplicaLayout {
                 // read the block's hash, for provers to check).
                 write.set_meta_u64(&meta::block_seq(block.number()), event.event().seq)?;
                 // Transactions learn their block hash now that it exists.
-                for hash in &block.transaction_hashes {
+                let indexed = if self.keep.state() {
+                    block.transaction_hashes.as_slice()
+                } else {
+                    &[]
+                };
+                for hash in indexed {
                     if let Some(mut stored) = write.transaction(*hash)? {
                         stored.block_hash = block.hash.to_vec();
                         write.put_transaction(*hash, &stored)?;
@@ -390,7 +449,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::open(&dir.path().join("db")).unwrap();
         let spec = ChainSpec::dev(31337, 2, 100).unwrap();
-        init_genesis(&db, &spec).unwrap();
+        init_genesis(&db, &spec, Keep::State).unwrap();
         let key = SigningKey::random();
         let rules = spec.sequencing(Some(key.address())).unwrap();
         let chain = ChainBuilder::new(spec.genesis_block());
@@ -421,7 +480,7 @@ mod tests {
             &rules,
             &[a.clone(), b.clone(), unlinked],
             Some(&mut prepare),
-            false,
+            Keep::State,
         );
         assert!(matches!(
             refused,
@@ -448,7 +507,7 @@ mod tests {
                 })
             };
         let events = [a, b, c];
-        let applied = apply_events(&db, &rules, &events, Some(&mut prepare), false);
+        let applied = apply_events(&db, &rules, &events, Some(&mut prepare), Keep::State);
         assert!(matches!(applied, Ok(Applied::Applied)));
         assert_eq!(seen, [0, 1, 2]);
         assert_eq!(seqs, [1, 2, 3], "each mini-block with its stream position");
@@ -463,9 +522,52 @@ mod tests {
         drop(read);
         // Delivered again (a crash before the acks): already applied.
         assert!(matches!(
-            apply_events(&db, &rules, &events[1..], None, false),
+            apply_events(&db, &rules, &events[1..], None, Keep::State),
             Ok(Applied::AlreadyApplied)
         ));
+    }
+
+    /// A light verifier's database: the chain's events and blocks, checked like every
+    /// follower's, and no state at all (not genesis's, not a diff's); a data directory of one
+    /// kind is refused by the other.
+    #[test]
+    fn a_light_verifier_keeps_the_checked_chain_and_no_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(&dir.path().join("db")).unwrap();
+        let spec = ChainSpec::dev(31337, 2, 100).unwrap();
+        init_genesis(&db, &spec, Keep::Events).unwrap();
+        let key = SigningKey::random();
+        let rules = spec.sequencing(Some(key.address())).unwrap();
+        let mut chain = ChainBuilder::new(spec.genesis_block());
+        let events = [chain.push_mini_block(&key), chain.push_block(&key)];
+        for event in &events {
+            apply_event(&db, &rules, event, None, Keep::Events).unwrap();
+        }
+        let funded = spec.genesis.alloc.keys().next().copied().unwrap();
+        let read = db.read().unwrap();
+        assert_eq!(read.account(funded).unwrap(), None, "no genesis state");
+        assert_eq!(read.account(written_account(0)).unwrap(), None, "no diff");
+        assert_eq!(read.event(1).unwrap().as_ref(), Some(&events[0]));
+        assert_eq!(read.last_block_number().unwrap(), Some(1));
+        assert_eq!(read.meta_u64(meta::LAST_SEQ).unwrap(), Some(2));
+        drop(read);
+        // The checks are every follower's: a mini-block signed by another key is refused.
+        let forged = chain.mini_block(&SigningKey::random());
+        let forged = chain.wire(ChainEventKind::MiniBlock(Box::new(forged)));
+        assert!(matches!(
+            apply_event(&db, &rules, &forged, None, Keep::Events),
+            Err(ApplyError::Chain(ChainError::Invalid { .. }))
+        ));
+        assert!(matches!(
+            init_genesis(&db, &spec, Keep::StateAndEvents),
+            Err(ApplyError::RoleMismatch { .. })
+        ));
+        let (_dir, replica, ..) = at_genesis();
+        assert!(matches!(
+            init_genesis(&replica, &spec, Keep::Events),
+            Err(ApplyError::RoleMismatch { .. })
+        ));
+        init_genesis(&replica, &spec, Keep::StateAndEvents).unwrap();
     }
 
     /// A block seal or a handover is applied on its own, never in a batch with mini-blocks.
@@ -473,13 +575,13 @@ mod tests {
     fn a_block_seal_is_applied_on_its_own() {
         let (_dir, db, rules, key, mut chain) = at_genesis();
         let events = [chain.push_mini_block(&key), chain.push_block(&key)];
-        let refused = apply_events(&db, &rules, &events, None, false).unwrap_err();
+        let refused = apply_events(&db, &rules, &events, None, Keep::State).unwrap_err();
         assert_eq!(
             refused.to_string(),
             "refused event 2: a block seal is applied on its own"
         );
         for event in &events {
-            apply_event(&db, &rules, event, None, true).unwrap();
+            apply_event(&db, &rules, event, None, Keep::StateAndEvents).unwrap();
         }
         let read = db.read().unwrap();
         assert_eq!(read.last_block_number().unwrap(), Some(1));

@@ -3,8 +3,10 @@
 //! ([`query`]).
 //!
 //! Roles: `full`; `witness` ([`witness`]: the state tree and the proving jobs); `verifier`
-//! ([`verifier`]: checks proofs and attests blocks `safe`). Every role counts the verifiers'
-//! attestations into its `safe` and `finalized` heads ([`heads`]).
+//! ([`verifier`]: checks proofs and attests blocks `safe`); `light-verifier` (the same checks
+//! and attestations, over the chain's events and blocks alone: it applies no diff, keeps no
+//! state and serves no reads). Every role counts the verifiers' attestations into its `safe`
+//! and `finalized` heads ([`heads`]).
 
 pub mod apply;
 pub mod heads;
@@ -60,6 +62,26 @@ pub enum Role {
     Verifier,
     /// Also maintains the state tree and publishes a proving job per mini-block.
     Witness,
+    /// Verifies chunk proofs and attests blocks like `verifier`, from the chain's checked events
+    /// and blocks alone: it never applies a diff, keeps no state and serves no reads (its gRPC
+    /// port answers health checks only).
+    LightVerifier,
+}
+
+impl Role {
+    /// Whether the role verifies proofs.
+    pub fn verifies(self) -> bool {
+        matches!(self, Role::Verifier | Role::LightVerifier)
+    }
+
+    /// What the role keeps of the chain it follows.
+    pub fn keeps(self) -> apply::Keep {
+        match self {
+            Role::Full | Role::Witness => apply::Keep::State,
+            Role::Verifier => apply::Keep::StateAndEvents,
+            Role::LightVerifier => apply::Keep::Events,
+        }
+    }
 }
 
 /// `verity-replica` flags.
@@ -156,7 +178,7 @@ impl verity_server::Service for Replica {
         if config.finality_quorum == 0 {
             anyhow::bail!("invalid --finality-quorum 0: at least one verifier must attest");
         }
-        if config.role == Role::Verifier {
+        if config.role.verifies() {
             if config.prover_addresses.is_empty() {
                 anyhow::bail!(
                     "role verifier needs --prover-addresses (VERITY_PROVER_ADDRESSES): the provers whose attestations count"
@@ -188,10 +210,12 @@ impl verity_server::Service for Replica {
         );
         let data_dir = config.data_dir.clone();
         let init_spec = spec.clone();
+        let keep = config.role.keeps();
         let db = tokio::task::spawn_blocking(move || -> anyhow::Result<Database> {
             let db = Database::open(&data_dir)
                 .with_context(|| format!("cannot open --data-dir {}", data_dir.display()))?;
-            apply::init_genesis(&db, &init_spec)?;
+            apply::init_genesis(&db, &init_spec, keep)
+                .with_context(|| format!("--data-dir {}", data_dir.display()))?;
             Ok(db)
         })
         .await??;
@@ -209,10 +233,10 @@ impl verity_server::Service for Replica {
                 )
                 .await?,
             ),
-            Role::Full | Role::Verifier => None,
+            Role::Full | Role::Verifier | Role::LightVerifier => None,
         };
         let verifier = match config.role {
-            Role::Verifier => {
+            Role::Verifier | Role::LightVerifier => {
                 let (key, created) =
                     verity_primitives::SigningKey::load_or_create(&config.key_file)
                         .context("flag --key-file / VERITY_VERIFIER_KEY_FILE")?;
@@ -271,7 +295,7 @@ impl verity_server::Service for Replica {
             self.config.consumer_name.clone(),
             self.rules.clone(),
             self.witness,
-            self.verifier.is_some(),
+            self.config.role.keeps(),
             stop.clone(),
         ));
         if !self.config.verifier_addresses.is_empty() {
@@ -295,14 +319,21 @@ impl verity_server::Service for Replica {
                 stop.clone(),
             ));
         }
-        let routes = tonic::service::Routes::new(
-            v1::replica_server::ReplicaServer::new(query::QueryService::new(
-                self.db.clone(),
-                self.spec.clone(),
-                self.rules.clone(),
-            ))
-            .max_encoding_message_size(64 * 1024 * 1024),
-        );
+        // A light verifier has no state to read: it serves health checks alone (a read sent to
+        // it is UNIMPLEMENTED, never an answer from state it does not have).
+        let light = self.config.role == Role::LightVerifier;
+        let routes = if light {
+            tonic::service::Routes::default()
+        } else {
+            tonic::service::Routes::new(
+                v1::replica_server::ReplicaServer::new(query::QueryService::new(
+                    self.db.clone(),
+                    self.spec.clone(),
+                    self.rules.clone(),
+                ))
+                .max_encoding_message_size(64 * 1024 * 1024),
+            )
+        };
         verity_server::write_ready_file(
             self.config.service.server.ready_file.as_deref(),
             &[("grpc", addr.to_string())],
@@ -310,7 +341,7 @@ impl verity_server::Service for Replica {
         tracing::info!(%addr, "replica serving");
         verity_server::serve_grpc(
             routes,
-            &["verity.v1.Replica"],
+            if light { &[] } else { &["verity.v1.Replica"] },
             listener,
             stop.cancelled_owned(),
             security,
@@ -334,7 +365,7 @@ async fn follow_chain(
     consumer_name: String,
     rules: Arc<Sequencing>,
     mut witness: Option<witness::Witness>,
-    store_events: bool,
+    keep: apply::Keep,
     stop: CancellationToken,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
@@ -345,7 +376,7 @@ async fn follow_chain(
             &consumer_name,
             &rules,
             &mut witness,
-            store_events,
+            keep,
             &stop,
         )
         .await
@@ -375,7 +406,7 @@ async fn follow_once(
     consumer_name: &str,
     rules: &Arc<Sequencing>,
     witness: &mut Option<witness::Witness>,
-    store_events: bool,
+    keep: apply::Keep,
     stop: &CancellationToken,
 ) -> Result<(), FollowError> {
     let transient = |e: anyhow::Error| FollowError::Transient(e);
@@ -426,7 +457,7 @@ async fn follow_once(
         };
         let Some(next) = next else {
             // Nothing more waiting: the chunk closes.
-            flush(db, rules, witness, store_events, &mut pending).await?;
+            flush(db, rules, witness, keep, &mut pending).await?;
             continue;
         };
         let message = match next {
@@ -469,7 +500,7 @@ async fn follow_once(
         let is_mini_block = transactions(&event).is_some();
         if !is_mini_block && !pending.is_empty() {
             // A block seal closes the chunk before it is applied on its own.
-            flush(db, rules, witness, store_events, &mut pending).await?;
+            flush(db, rules, witness, keep, &mut pending).await?;
         }
         expected = expected.max(seq + 1);
         pending.messages.push(message);
@@ -480,7 +511,7 @@ async fn follow_once(
             None => batching && is_mini_block,
         };
         if !hold {
-            flush(db, rules, witness, store_events, &mut pending).await?;
+            flush(db, rules, witness, keep, &mut pending).await?;
         }
     }
 }
@@ -519,7 +550,7 @@ async fn flush(
     db: &Database,
     rules: &Arc<Sequencing>,
     witness: &mut Option<witness::Witness>,
-    store_events: bool,
+    keep: apply::Keep,
     pending: &mut Held,
 ) -> Result<(), FollowError> {
     let transient = |e: anyhow::Error| FollowError::Transient(e);
@@ -554,7 +585,7 @@ async fn flush(
                 (applied, job, role)
             }
             None => (
-                apply::apply_events(&db, &rules, &events, None, store_events),
+                apply::apply_events(&db, &rules, &events, None, keep),
                 None,
                 role,
             ),

@@ -756,7 +756,7 @@ mod tests {
         let db = Database::open(&dir.path().join("db")).unwrap();
         let spec = ChainSpec::dev(31337, 2, 100).unwrap();
         assert!(spec.sequencer.is_none());
-        crate::apply::init_genesis(&db, &spec).unwrap();
+        crate::apply::init_genesis(&db, &spec, crate::apply::Keep::State).unwrap();
         let key = SigningKey::random();
         let rules = Arc::new(spec.sequencing(Some(key.address())).unwrap());
         let service = QueryService::new(db, Arc::new(spec), rules);

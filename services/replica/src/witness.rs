@@ -349,7 +349,7 @@ impl Witness {
                 tree_tombstones,
             })
         };
-        let result = apply::apply_events(db, rules, events, Some(&mut prepare), false);
+        let result = apply::apply_events(db, rules, events, Some(&mut prepare), apply::Keep::State);
         self.tree = match &result {
             // The tree moved with the state.
             Ok(Applied::Applied) => Some((tree, events.last().map_or(at, |e| e.seq))),

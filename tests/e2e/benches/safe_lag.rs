@@ -13,6 +13,14 @@
 //! 3,000): a chunk of ~20 transfers between the same two accounts writes the same keys as a
 //! chunk of one, so it costs one proof.
 //!
+//! Then a steady load (issue 23): `VERITY_BENCH_RATE` transfers a second (default 5) for
+//! `VERITY_BENCH_STEADY_SECONDS` (default 600), from nine senders in turn to a new recipient
+//! each (three tree writes a transfer), on the devnet as `make run` starts it (1 s blocks, one
+//! prover, 8 steps per proof) with the witness grouping each block into one chunk. Every 10 s
+//! it prints how far `safe` is behind `latest` (blocks, which are seconds here), and at the end
+//! the rate the prover sustained: transfers in blocks that became safe, per second of the run,
+//! and per prover core.
+//!
 //! The services are the binaries next to this benchmark (`target/release` under `make bench`;
 //! `VERITY_BIN_DIR` overrides).
 
@@ -23,8 +31,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use alloy_primitives::{Address, U256};
 use serde_json::json;
-use verity_e2e::{TestNet, dev_signer, sign_filler};
+use verity_e2e::{TestNet, dev_signer, sign_filler, sign_transfer};
 
 /// (when, safe block) of each poll.
 type Polls = Arc<Mutex<Vec<(Instant, u64)>>>;
@@ -121,6 +130,91 @@ async fn measure(quorum: usize, seconds: u64, block_ms: u64) {
     net.stop().await.unwrap();
 }
 
+/// `rate` transfers a second for `seconds` on a devnet with one prover: `safe`'s lag behind
+/// `latest` every 10 s, and the rate the prover sustained.
+async fn steady(rate: u64, seconds: u64) {
+    let net = TestNet::start(|o| {
+        o.proving = true;
+        o.env.extend([
+            ("VERITY_CHUNK_TRANSACTIONS".into(), "100000".into()),
+            ("VERITY_CHUNK_IDLE_MS".into(), "3000".into()),
+        ]);
+    })
+    .await
+    .unwrap();
+    let chain_id = net.devnet.chain_id();
+    let senders: Vec<_> = (1..10).map(|i| dev_signer(&net, i).unwrap()).collect();
+    let mut nonces = vec![0u64; senders.len()];
+    let rpc = net.rpc();
+    let status = |rpc: verity_e2e::Rpc| async move {
+        let status = rpc.call("verity_status", json!([])).await.unwrap();
+        (
+            status["latest"].as_u64().unwrap_or(0),
+            status["safe"].as_u64().unwrap_or(0),
+        )
+    };
+    // Warm up: the prover's and verifier's keys, the first chunk proven.
+    let (raw, hash) = sign_filler(&senders[0], chain_id, 0).unwrap();
+    let first = block_of(&rpc.send_and_wait(&raw, &hash).await.unwrap());
+    nonces[0] = 1;
+    let warm = Instant::now();
+    while status(rpc.clone()).await.1 < first {
+        assert!(warm.elapsed() < Duration::from_secs(600), "never safe");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let started = Instant::now();
+    let interval = Duration::from_secs(1) / rate as u32;
+    // Transfers sent, by block.
+    let mut per_block: std::collections::BTreeMap<u64, u64> = Default::default();
+    let mut report = Duration::from_secs(10);
+    let mut lags = Vec::new();
+    for i in 0..rate * seconds {
+        let due = started + interval * i as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let sender = i as usize % senders.len();
+        let to = Address::left_padding_from(&(0xbe00_0000 + i).to_be_bytes());
+        let (raw, _) = sign_transfer(
+            &senders[sender],
+            chain_id,
+            nonces[sender],
+            to,
+            U256::from(1),
+        )
+        .unwrap();
+        nonces[sender] += 1;
+        let receipt = rpc
+            .call("realtime_sendRawTransaction", json!([raw]))
+            .await
+            .unwrap();
+        *per_block.entry(block_of(&receipt)).or_default() += 1;
+        if started.elapsed() >= report {
+            let (latest, safe) = status(rpc.clone()).await;
+            println!(
+                "{rate} transfers/s, {:>4} s: latest {latest}, safe {safe}, safe {} blocks behind",
+                report.as_secs(),
+                latest.saturating_sub(safe)
+            );
+            lags.push(latest.saturating_sub(safe));
+            report += Duration::from_secs(10);
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let (latest, safe) = status(rpc.clone()).await;
+    let proven: u64 = per_block.range(..=safe).map(|(_, n)| n).sum();
+    let sent: u64 = per_block.values().sum();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "{rate} transfers/s for {elapsed:.0} s: {sent} sent, {proven} safe; safe ends {} blocks \
+         behind latest (largest lag seen {}); the prover sustained {:.2} transfers/s, {:.2} per \
+         prover core ({cores} cores shared with the whole devnet)",
+        latest.saturating_sub(safe),
+        lags.iter().max().copied().unwrap_or(0),
+        proven as f64 / elapsed,
+        proven as f64 / elapsed / cores as f64,
+    );
+    net.stop().await.unwrap();
+}
+
 fn main() {
     let seconds = std::env::var("VERITY_BENCH_SECONDS")
         .ok()
@@ -130,6 +224,14 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20_000);
+    let rate = std::env::var("VERITY_BENCH_RATE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let steady_seconds = std::env::var("VERITY_BENCH_STEADY_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
     verity_e2e::bench_runtime().block_on(async {
         println!(
             "devnet of {} on {} cores, two provers, 8 steps per proof, {} s blocks, one chunk per block",
@@ -137,8 +239,14 @@ fn main() {
             std::thread::available_parallelism().map_or(0, |n| n.get()),
             block_ms as f64 / 1000.0,
         );
-        for quorum in [1, 2] {
+        // VERITY_BENCH_SECONDS=0 runs the steady load alone.
+        for quorum in [1, 2].into_iter().filter(|_| seconds > 0) {
             measure(quorum, seconds, block_ms).await;
         }
+        println!(
+            "steady load: {rate} transfers/s for {steady_seconds} s, 1 s blocks, one prover, \
+             8 steps per proof, one chunk per block"
+        );
+        steady(rate, steady_seconds).await;
     });
 }

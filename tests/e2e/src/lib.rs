@@ -211,6 +211,48 @@ impl TestNet {
         answer.expect("a state digest").into_inner()
     }
 
+    /// The light verifier's newest finality attestation, once it says what `until` waits for
+    /// (read from the finality stream, signature checked); fails the test after `timeout`.
+    pub async fn light_verifier_attests(
+        &self,
+        until: impl Fn(&verity_chunk::wire::FinalityAttestation) -> bool,
+        timeout: Duration,
+    ) -> verity_chunk::wire::FinalityAttestation {
+        use prost::Message as _;
+        let address = verity_devnet::light_verifier_address(self.devnet.data_dir())
+            .expect("the light verifier's key");
+        let (_client, js) = self.jetstream().await;
+        let stream = verity_bus::proving::ensure_finality_stream(&js)
+            .await
+            .expect("the finality stream");
+        let subject = verity_bus::proving::finality_subject(address.as_slice());
+        let started = std::time::Instant::now();
+        let mut newest = None;
+        loop {
+            if let Ok(message) = stream.get_last_raw_message_by_subject(&subject).await {
+                let wire = v1::FinalityAttestation::decode(message.payload.as_ref())
+                    .expect("an attestation");
+                let attestation = verity_chunk::wire::FinalityAttestation::try_from(&wire)
+                    .expect("a well-formed attestation");
+                verity_primitives::signing::verify(
+                    &verity_chunk::wire::finality_hash(self.devnet.chain_id(), &attestation),
+                    &attestation.signature,
+                    address,
+                )
+                .expect("signed by the light verifier");
+                if until(&attestation) {
+                    return attestation;
+                }
+                newest = Some(attestation);
+            }
+            if started.elapsed() > timeout {
+                self.dump_logs();
+                panic!("the light verifier did not attest as expected; newest: {newest:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
     /// Prints every service log (for a failing test's output).
     pub fn dump_logs(&self) {
         dump_logs(self.dir.path());

@@ -1,7 +1,8 @@
 //! A sequencer that signs a tampered diff (a test-only binary crediting an account that paid
 //! nothing) is caught: a prover publishes fraud evidence, the verifier replica confirms it by
 //! re-executing that one chunk, refuses to advance `safe` past it, and every replica's
-//! `verity_status` shows the alarm, while `latest` goes on.
+//! `verity_status` shows the alarm, while `latest` goes on. A light verifier, which applies no
+//! diff, raises the same alarm.
 
 use std::time::Duration;
 
@@ -105,6 +106,7 @@ async fn results_until(net: &TestNet, done: impl Fn(&[ProverResult]) -> bool) ->
 async fn a_tampered_diff_raises_the_alarm_and_safe_stops_before_it() {
     let mut net = with_faulty_sequencer(("VERITY_FAULT_TAMPER_MINI_BLOCK", "1"), |o| {
         o.second_prover = true;
+        o.light_verifier = true;
         o.proof_quorum = 2;
         o.binaries
             .insert(Service::SecondProver, "verity-prover-faulty".into());
@@ -211,6 +213,18 @@ async fn a_tampered_diff_raises_the_alarm_and_safe_stops_before_it() {
         "{after}"
     );
     assert!(log_has(Service::Verifier, "FRAUD CONFIRMED"));
+
+    // The light verifier, which never applied a diff, confirms the same fraud from the
+    // evidence, the mini-blocks it checked and its own proven root, with the same finding, and
+    // attests it at a block before the tampered one.
+    let light = net
+        .light_verifier_attests(|a| a.fraud.is_some(), Duration::from_secs(120))
+        .await;
+    let (chunk, reason) = light.fraud.clone().unwrap();
+    assert_eq!(chunk, 1, "{light:?}");
+    assert!(alarm.contains(&reason), "{reason} against {alarm}");
+    assert!(light.block_number < tampered_block, "{light:?}");
+    assert!(log_has(Service::LightVerifier, "FRAUD CONFIRMED"));
     net.stop().await.unwrap();
 }
 

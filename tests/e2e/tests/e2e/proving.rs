@@ -141,6 +141,7 @@ async fn chunks_are_proven_a_killed_prover_loses_nothing_and_safe_waits_for_prov
         o.proving = true;
         o.steps_per_proof = main.steps;
         o.larger_segments = vec![larger.steps];
+        o.light_verifier = true;
         o.prover_ack_wait_secs = 6;
         o.block_interval_ms = 500;
     })
@@ -267,10 +268,34 @@ async fn chunks_are_proven_a_killed_prover_loses_nothing_and_safe_waits_for_prov
         .unwrap();
     let safe_number = verity_e2e::parse_quantity(&safe_block["number"]).unwrap();
     assert!(safe_number >= block_of_1, "{safe_block}");
-    let verifier_log = std::fs::read_to_string(net.devnet.log_file(Service::Verifier)).unwrap();
-    assert!(
-        !verifier_log.contains("refused"),
-        "the verifier refused an honest proof:\n{verifier_log}"
+    for verifier in [Service::Verifier, Service::LightVerifier] {
+        let log = std::fs::read_to_string(net.devnet.log_file(verifier)).unwrap();
+        assert!(
+            !log.contains("refused"),
+            "the {verifier} refused an honest proof:\n{log}"
+        );
+    }
+    // The light verifier, which applies no diff, verified the same larger segments: it attests
+    // the block, at the root the proofs end at, and keeps no state to serve.
+    let light = net
+        .light_verifier_attests(
+            |a| a.block_number >= block_of_1 || a.fraud.is_some(),
+            Duration::from_secs(120),
+        )
+        .await;
+    assert_eq!(light.fraud, None, "{light:?}");
+    if light.block_number == block_of_1 {
+        assert_eq!(light.state_root, proofs[&1][0].post_root, "{light:?}");
+    }
+    let read = verity_e2e::replica_client(&net.devnet, Service::LightVerifier)
+        .await
+        .unwrap()
+        .get_head(v1::GetHeadRequest::default())
+        .await;
+    assert_eq!(
+        read.map(|_| ()).unwrap_err().code(),
+        tonic::Code::Unimplemented,
+        "a light verifier has no state to serve"
     );
 
     // No prover at all: `latest` moves on, `safe` stops; it resumes when a prover is back.
@@ -339,7 +364,9 @@ async fn chunks_are_proven_a_killed_prover_loses_nothing_and_safe_waits_for_prov
         "proof for chunk 2 names mini-block",
         "which is not a registered prover",
     ] {
-        wait_for_log(&net, Service::Verifier, reason, Duration::from_secs(60)).await;
+        for verifier in [Service::Verifier, Service::LightVerifier] {
+            wait_for_log(&net, verifier, reason, Duration::from_secs(60)).await;
+        }
     }
     let refused = rpc.call("verity_status", json!([])).await.unwrap();
     assert!(
@@ -361,6 +388,8 @@ async fn chunks_are_proven_a_killed_prover_loses_nothing_and_safe_waits_for_prov
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    net.light_verifier_attests(|a| a.block_number >= block_of_2, Duration::from_secs(60))
+        .await;
 
     // The prover's consumer is drained: every job delivered to it was acknowledged.
     let jobs = js
