@@ -31,7 +31,7 @@ mod witness;
 use std::collections::{BTreeMap, BTreeSet};
 
 use alloy_primitives::{Address, B256};
-use verity_circuits::{Instances, tx_digest};
+use verity_circuits::{Instances, PublicEntry, tx_digest};
 use verity_commitment::{
     EMPTY, PartialTree, Poseidon2Bn254, Proof, SparseMerkleTree, Step, account_key, account_value,
     storage_key, storage_value,
@@ -547,8 +547,8 @@ fn describe_diff(claimed: &StateDiff, reexecuted: &StateDiff) -> String {
     "the writes differ from re-execution".to_owned()
 }
 
-/// One key's entry in a proof message: what a verifier needs to recompute the reads and
-/// writes hashes.
+/// One key's entry in a proof message: a step's key and the values before and after it, which
+/// the verifier checks against its own mini-blocks and states as the segment's public inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
     /// Tree key.
@@ -681,29 +681,21 @@ impl Statement {
             |root: &B256| verity_commitment::field_element(root).ok_or(StatementError::Root);
         let mut segments = Vec::with_capacity(needed);
         let mut root = element(&pre_root)?;
-        let mut reads = Default::default();
-        let mut writes_hash = Default::default();
         let mut rest = entries;
         for (post, count) in claimed {
             let (chunk, after) = rest.split_at(*count);
             rest = after;
-            let reads_out =
-                verity_circuits::chain_hash(reads, chunk.iter().map(|e| (&e.key, &e.before)));
-            let writes_out =
-                verity_circuits::chain_hash(writes_hash, chunk.iter().map(|e| (&e.key, &e.after)));
             let post = element(post)?;
             segments.push(Instances {
                 pre_root: root,
                 post_root: post,
-                reads_in: reads,
-                reads_out,
-                writes_in: writes_hash,
-                writes_out,
                 tx_hash,
+                entries: chunk
+                    .iter()
+                    .map(|e| PublicEntry::new(&e.key, &e.before, &e.after))
+                    .collect(),
             });
             root = post;
-            reads = reads_out;
-            writes_hash = writes_out;
         }
         Ok(Self { segments })
     }

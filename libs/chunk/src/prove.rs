@@ -83,10 +83,9 @@ pub fn prove_job(
     let segments = segments(keys, steps)?;
     let total = segments.len();
     let mut root = job.pre_root;
-    let (mut reads, mut writes) = (Default::default(), Default::default());
     let mut proven = Vec::with_capacity(total);
     for (done, (shape, segment)) in segments.into_iter().enumerate() {
-        let instances = Instances::of_steps(root, segment, reads, writes, tx_hash)?;
+        let instances = Instances::of_steps(root, segment, tx_hash)?;
         let witness = segment
             .iter()
             .map(|s| circuit_step(s, shape.depth))
@@ -99,7 +98,6 @@ pub fn prove_job(
             shape,
             proof,
         });
-        (reads, writes) = (instances.reads_out, instances.writes_out);
         progress(done + 1, total);
     }
     let accounts_before = merged_diff(&job.mini_blocks)

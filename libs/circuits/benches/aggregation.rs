@@ -109,11 +109,10 @@ fn main() {
     );
 
     // `max` consecutive segments of 8 steps over a 100,000-leaf tree, chained as a prover
-    // chains them: each one's roots and running hashes start where the previous one's end.
+    // chains them: each one's roots start where the previous one's end.
     let mut tree = SparseMerkleTree::new(Poseidon2Bn254);
     tree.apply((0..100_000u64).map(|n| (key(n), Some(key(n + 1)))));
     let tx = tx_digest([key(1)]);
-    let (mut reads, mut writes) = (Fr::ZERO, Fr::ZERO);
     let mut segments = Vec::new();
     for s in 0..max {
         let pre_root = tree.root();
@@ -123,15 +122,14 @@ fn main() {
                 tree.step(key(n * 7919 % 100_000), Some(key(1_000_000 + n)))
             })
             .collect();
-        let instances = Instances::of_steps(pre_root, &native, reads, writes, tx).unwrap();
-        (reads, writes) = (instances.reads_out, instances.writes_out);
+        let instances = Instances::of_steps(pre_root, &native, tx).unwrap();
         let steps = native
             .iter()
             .map(|step| circuit_step(step, SHAPE.depth).unwrap())
             .collect();
         segments.push(Segment {
             circuit: ChunkCircuit::padded(SHAPE, steps).unwrap(),
-            instances: instances.to_vec(),
+            instances: instances.to_vec(SHAPE.steps).unwrap(),
         });
     }
 

@@ -11,7 +11,7 @@ mod common;
 use std::time::Instant;
 
 use common::{key, peak_mib};
-use verity_circuits::{Field, Fr, Instances, Keys, Params, Shape, circuit_step, tx_digest};
+use verity_circuits::{Instances, Keys, Params, Shape, circuit_step, tx_digest};
 use verity_commitment::{Poseidon2Bn254, SparseMerkleTree};
 
 fn main() {
@@ -44,9 +44,7 @@ fn main() {
         let native: Vec<_> = (0..steps as u64)
             .map(|i| tree.step(key(i * 7919 % 100_000), Some(key(1_000_000 + i))))
             .collect();
-        let instances =
-            Instances::of_steps(pre_root, &native, Fr::ZERO, Fr::ZERO, tx_digest([key(1)]))
-                .unwrap();
+        let instances = Instances::of_steps(pre_root, &native, tx_digest([key(1)])).unwrap();
         let witness: Vec<_> = native
             .iter()
             .map(|s| circuit_step(s, depth).unwrap())

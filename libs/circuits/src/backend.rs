@@ -23,10 +23,9 @@ pub use halo2_axiom::{
     poly::Rotation,
 };
 
-pub use crate::poseidon2::{PoseidonConfig, configure as configure_poseidon, hash, hash_in_domain};
+pub use crate::poseidon2::{PoseidonConfig, configure as configure_poseidon, hash};
 pub use verity_commitment::{
     Poseidon2Bn254 as Hasher, field_element, field_limbs as limbs, poseidon_hash as poseidon,
-    poseidon_hash_in_domain as poseidon_in_domain,
 };
 
 /// The field's name in error messages.

@@ -17,13 +17,15 @@
 //! Path directions are the bits of `k`'s high limb (and, in a circuit deeper than 128 levels,
 //! of its low limb after them), decomposed in-circuit (so a prover cannot place a leaf off its
 //! key's path). The running root starts at the public `pre_root` and must
-//! end at `post_root`. Two running hashes bind every step's `(k, before)` (the reads)
-//! and `(k, after)` (the writes); they start and end at public inputs, so a chunk may be split
-//! into segments whose hashes chain. The hash of the chunk's transactions is a public input the
-//! circuit only carries, a label: a proof made with one value does not verify with another (it
-//! is in the transcript), but no gate relates it to the steps.
+//! end at `post_root`. Every step's `(enabled, k, before, after)` is itself a public input (its
+//! cells are copy-constrained to the instance column), so a verifier states the exact reads and
+//! writes a segment proves from its own data, with no hash to recompute natively; a chunk is
+//! split into segments whose roots chain. The hash of the chunk's transactions is a public input
+//! the circuit only carries, a label: a proof made with one value does not verify with another
+//! (it is in the transcript), but no gate relates it to the steps.
 //!
-//! Disabled steps pad a segment to its fixed size and leave every running value unchanged.
+//! Disabled steps pad a segment to its fixed size, leave the running root unchanged, and are
+//! public as disabled with zero key and values.
 
 pub use super::backend::poseidon;
 use super::backend::{
@@ -39,18 +41,23 @@ pub mod public {
     pub const PRE_ROOT: usize = 0;
     /// The root after the segment.
     pub const POST_ROOT: usize = 1;
-    /// The reads hash before the segment.
-    pub const READS_IN: usize = 2;
-    /// The reads hash after the segment.
-    pub const READS_OUT: usize = 3;
-    /// The writes hash before the segment.
-    pub const WRITES_IN: usize = 4;
-    /// The writes hash after the segment.
-    pub const WRITES_OUT: usize = 5;
     /// The hash of the chunk's transactions.
-    pub const TX_HASH: usize = 6;
-    /// Number of public inputs.
-    pub const LEN: usize = 7;
+    pub const TX_HASH: usize = 2;
+    /// Rows before the steps'.
+    pub const HEADER: usize = 3;
+    /// Rows of each step: enabled (1 or 0), the key's two limbs, the value before's, the value
+    /// after's.
+    pub const PER_STEP: usize = 7;
+
+    /// The first row of step `index`.
+    pub const fn step(index: usize) -> usize {
+        HEADER + PER_STEP * index
+    }
+
+    /// Rows of a circuit of `steps` steps.
+    pub const fn len(steps: usize) -> usize {
+        step(steps)
+    }
 }
 
 /// Bits decomposed from a key's high limb (its first 128 bits, most significant first).
@@ -350,21 +357,17 @@ impl Circuit<F> for ChunkCircuit {
             )
         });
 
-        // The running root and hashes move only on enabled steps.
+        // The running root moves only on enabled steps.
         meta.create_gate("output", |meta| {
             let q = meta.query_selector(q_output);
             let [e, root_in, root_old, root_new, root_out] =
                 [0, 1, 2, 3, 4].map(|i| meta.query_advice(a[i], Rotation::cur()));
-            let [hr_in, hr_h, hr_out, hw_in, hw_h, hw_out] =
-                [0, 1, 2, 3, 4, 5].map(|i| meta.query_advice(a[i], Rotation::next()));
             Constraints::with_selector(
                 q,
                 [
                     bool_check(e.clone()),
                     e.clone() * (root_old - root_in.clone()),
-                    root_out - (root_in.clone() + e.clone() * (root_new - root_in)),
-                    hr_out - (hr_in.clone() + e.clone() * (hr_h - hr_in)),
-                    hw_out - (hw_in.clone() + e * (hw_h - hw_in)),
+                    root_out - (root_in.clone() + e * (root_new - root_in)),
                 ],
             )
         });
@@ -389,34 +392,34 @@ impl Circuit<F> for ChunkCircuit {
 }
 
 impl ChunkCircuit {
-    /// Lays out every step, chaining the running root and hashes from the public inputs.
+    /// Lays out every step, chaining the running root from the public pre-root, each step's
+    /// entry public.
     pub(super) fn layout(
         &self,
         config: &ChunkConfig,
         mut layouter: impl Layouter<F>,
     ) -> Result<(), Error> {
         let mut root = None;
-        let mut reads = None;
-        let mut writes = None;
         for (index, step) in self.steps.iter().enumerate() {
-            let outputs = self.step(
+            let (out, public) = self.step(
                 config,
                 layouter.namespace(|| format!("step {index}")),
                 step,
-                (root.take(), reads.take(), writes.take()),
+                root.take(),
             )?;
-            root = Some(outputs.0);
-            reads = Some(outputs.1);
-            writes = Some(outputs.2);
-        }
-        match (root, reads, writes) {
-            (Some(root), Some(reads), Some(writes)) => {
-                expose(&mut layouter, &root, config.instance, public::POST_ROOT)?;
-                expose(&mut layouter, &reads, config.instance, public::READS_OUT)?;
-                expose(&mut layouter, &writes, config.instance, public::WRITES_OUT)?;
-                Ok(())
+            for (offset, cell) in public.iter().enumerate() {
+                expose(
+                    &mut layouter,
+                    cell,
+                    config.instance,
+                    public::step(index) + offset,
+                )?;
             }
-            _ => Err(Error::Synthesis),
+            root = Some(out);
+        }
+        match root {
+            Some(root) => expose(&mut layouter, &root, config.instance, public::POST_ROOT),
+            None => Err(Error::Synthesis),
         }
     }
 }
@@ -563,14 +566,16 @@ impl ChunkCircuit {
         Ok((below, siblings, actives))
     }
 
+    /// One step: returns the root after it and its public cells (enabled, key, before, after;
+    /// [`public::PER_STEP`] of them).
     #[allow(clippy::too_many_lines, clippy::type_complexity)]
     fn step(
         &self,
         config: &ChunkConfig,
         mut layouter: impl Layouter<F>,
         step: &Step,
-        previous: (Option<Cell>, Option<Cell>, Option<Cell>),
-    ) -> Result<(Cell, Cell, Cell), Error> {
+        previous: Option<Cell>,
+    ) -> Result<(Cell, [Cell; public::PER_STEP]), Error> {
         let a = config.advice;
         let (other_key, other_value) = match step.old_terminal {
             Terminal::Other(key, value) => (key, value),
@@ -742,60 +747,24 @@ impl ChunkCircuit {
             },
         )?;
 
-        // Running root and hashes.
-        let (root_in, reads_in, writes_in) = layouter.assign_region(
-            || "running inputs",
-            |mut region| {
-                let cell = |region: &mut Region<'_, F>,
-                            previous: &Option<Cell>,
-                            row: usize,
-                            column: usize|
-                 -> Result<Cell, Error> {
-                    match previous {
-                        Some(cell) => copy(cell, region, a[column], 0),
-                        None => from_instance(region, config.instance, row, a[column], 0),
-                    }
-                };
-                Ok((
-                    cell(&mut region, &previous.0, public::PRE_ROOT, 0)?,
-                    cell(&mut region, &previous.1, public::READS_IN, 1)?,
-                    cell(&mut region, &previous.2, public::WRITES_IN, 2)?,
-                ))
-            },
-        )?;
-        // The running hashes live in a sponge domain of their own: a chain value can never be
-        // taken for a tree node (both hash two elements).
-        let reads_hashed = super::backend::hash_in_domain(
-            &config.poseidon,
-            layouter.namespace(|| "reads hash"),
-            [reads_in.clone(), leaf_own],
-            super::CHAIN_DOMAIN,
-        )?;
-        let writes_hashed = super::backend::hash_in_domain(
-            &config.poseidon,
-            layouter.namespace(|| "writes hash"),
-            [writes_in.clone(), leaf_new],
-            super::CHAIN_DOMAIN,
-        )?;
-        layouter.assign_region(
+        // The running root: the previous step's, or the public pre-root.
+        let (root_out, enabled) = layouter.assign_region(
             || "output",
             |mut region| {
                 enable(&mut region, &config.q_output, 0)?;
                 let e = step.enabled;
-                assign(&mut region, a[0], 0, flag(e))?;
-                let r_in = copy(&root_in, &mut region, a[1], 0)?;
+                let enabled = assign(&mut region, a[0], 0, flag(e))?;
+                let r_in = match &previous {
+                    Some(cell) => copy(cell, &mut region, a[1], 0)?,
+                    None => from_instance(&mut region, config.instance, public::PRE_ROOT, a[1], 0)?,
+                };
                 copy(&root_old, &mut region, a[2], 0)?;
                 let r_new = copy(&root_new, &mut region, a[3], 0)?;
-                let pick = |in_v: Value<F>, new_v: Value<F>| if e { new_v } else { in_v };
-                let root_out = assign(&mut region, a[4], 0, pick(value(&r_in), value(&r_new)))?;
-                let hr_in = copy(&reads_in, &mut region, a[0], 1)?;
-                let hr_h = copy(&reads_hashed, &mut region, a[1], 1)?;
-                let reads_out = assign(&mut region, a[2], 1, pick(value(&hr_in), value(&hr_h)))?;
-                let hw_in = copy(&writes_in, &mut region, a[3], 1)?;
-                let hw_h = copy(&writes_hashed, &mut region, a[4], 1)?;
-                let writes_out = assign(&mut region, a[5], 1, pick(value(&hw_in), value(&hw_h)))?;
-                Ok((root_out, reads_out, writes_out))
+                let out = if e { value(&r_new) } else { value(&r_in) };
+                let root_out = assign(&mut region, a[4], 0, out)?;
+                Ok((root_out, enabled))
             },
-        )
+        )?;
+        Ok((root_out, [enabled, k_hi, k_lo, b_hi, b_lo, n_hi, n_lo]))
     }
 }

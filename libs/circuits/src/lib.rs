@@ -41,11 +41,7 @@ use rand_core_06::OsRng;
 
 pub use backend::{F as Fr, Field, PrimeField};
 pub use circuit::{ChunkCircuit, Step as CircuitStep, Terminal, poseidon};
-pub use witness::{Instances, StepError, chain_hash, circuit_step};
-
-/// The sponge domain of the reads and writes running hashes (the capacity element
-/// `2 · 2^64 + 1`), apart from the tree's nodes (domain 0), which also hash two elements.
-pub const CHAIN_DOMAIN: u64 = 1;
+pub use witness::{Instances, PublicEntry, StepError, circuit_step};
 
 /// Why proving or verifying failed.
 #[derive(Debug, thiserror::Error)]
@@ -281,6 +277,17 @@ impl Keys {
         self.pk.get_vk()
     }
 
+    /// The instance column of `instances` for this shape (more entries than its steps: refused,
+    /// never cut).
+    fn public(&self, instances: &Instances) -> Result<Vec<Fr>, Error> {
+        instances
+            .to_vec(self.shape.steps)
+            .ok_or(Error::TooManySteps {
+                given: instances.entries.len(),
+                capacity: self.shape.steps,
+            })
+    }
+
     /// The circuit for `steps` (padded to the shape).
     pub fn circuit(&self, steps: Vec<CircuitStep>) -> Result<ChunkCircuit, Error> {
         ChunkCircuit::padded(self.shape, steps)
@@ -289,7 +296,7 @@ impl Keys {
     /// Proves one segment (SHPLONK openings, Blake2b transcript).
     pub fn prove(&self, steps: Vec<CircuitStep>, instances: &Instances) -> Result<Vec<u8>, Error> {
         let circuit = self.circuit(steps)?;
-        let public = instances.to_vec();
+        let public = self.public(instances)?;
         let mut transcript = Blake2bWrite::<_, G1Affine, Challenge255<_>>::init(vec![]);
         plonk::create_proof::<KZGCommitmentScheme<Bn256>, ProverSHPLONK<'_, Bn256>, _, _, _, _>(
             &self.params,
@@ -305,7 +312,7 @@ impl Keys {
 
     /// Verifies one proof (one pairing check).
     pub fn verify(&self, instances: &Instances, proof: &[u8]) -> Result<(), Error> {
-        let public = instances.to_vec();
+        let public = self.public(instances)?;
         let mut transcript = Blake2bRead::<_, G1Affine, Challenge255<_>>::init(proof);
         plonk::verify_proof::<KZGCommitmentScheme<Bn256>, VerifierSHPLONK<'_, Bn256>, _, _, _>(
             self.params.verifier_params(),
@@ -325,7 +332,9 @@ impl Keys {
     ) -> bool {
         let mut strategy = AccumulatorStrategy::new(&self.params);
         for (instances, proof) in proofs {
-            let public = instances.to_vec();
+            let Ok(public) = self.public(instances) else {
+                return false;
+            };
             let mut transcript = Blake2bRead::<_, G1Affine, Challenge255<_>>::init(proof);
             strategy = match plonk::verify_proof::<
                 KZGCommitmentScheme<Bn256>,

@@ -11,7 +11,7 @@
 //!
 //! Every constraint is an x^5 of a linear form under a selector: degree 6, as before. A
 //! permutation takes 11 rows (2 + 7 + 2) and its output row, against 37 when one row held one
-//! external round or two internal ones. The circuit tests check it: every root and running hash
+//! external round or two internal ones. The circuit tests check it: every root
 //! they expose is computed natively by `verity_commitment`, and the mutation test changes every
 //! cell of the chip in turn.
 

@@ -29,8 +29,7 @@ fn tree_with(keys: &[B256]) -> SparseMerkleTree<Poseidon2Bn254> {
 }
 
 fn mock(steps: &[Step], pre_root: B256, capacity: usize) -> (ChunkCircuit, Instances) {
-    let instances =
-        Instances::of_steps(pre_root, steps, Fr::ZERO, Fr::ZERO, tx_digest([key(99)])).unwrap();
+    let instances = Instances::of_steps(pre_root, steps, tx_digest([key(99)])).unwrap();
     (circuit_of(steps, capacity), instances)
 }
 
@@ -51,8 +50,10 @@ fn run(circuit: &ChunkCircuit, instances: &Instances) -> Result<(), String> {
         steps: circuit.steps.len(),
         depth: circuit.depth,
     });
-    let prover =
-        MockProver::run(k, circuit, vec![instances.to_vec()]).map_err(|e| e.to_string())?;
+    let public = instances
+        .to_vec(circuit.steps.len())
+        .ok_or("more entries than steps")?;
+    let prover = MockProver::run(k, circuit, vec![public]).map_err(|e| e.to_string())?;
     prover.verify().map_err(|failures| format!("{failures:?}"))
 }
 
@@ -102,12 +103,37 @@ fn a_claimed_post_root_other_than_the_steps_is_rejected() {
     let (circuit, mut instances) = mock(&steps, pre_root, steps.len());
     instances.post_root += Fr::ONE;
     assert!(run(&circuit, &instances).is_err());
-    let (circuit, mut instances) = mock(&steps, pre_root, steps.len());
-    instances.writes_out += Fr::ONE;
-    assert!(run(&circuit, &instances).is_err());
-    let (circuit, mut instances) = mock(&steps, pre_root, steps.len());
-    instances.reads_out += Fr::ONE;
-    assert!(run(&circuit, &instances).is_err());
+}
+
+/// The public entries are exactly the steps': any other key, value before or after, an entry
+/// more (in a disabled step) or one fewer (an enabled step left out) is refused.
+#[test]
+fn public_entries_other_than_the_steps_are_rejected() {
+    let (steps, pre_root) = every_kind_of_step();
+    let (circuit, honest) = mock(&steps, pre_root, steps.len() + 1);
+    run(&circuit, &honest).unwrap();
+    type Lie = (&'static str, fn(&mut Instances));
+    let lies: [Lie; 6] = [
+        ("a key", |i| i.entries[0].key[1] += Fr::ONE),
+        ("a value before", |i| i.entries[1].before[0] += Fr::ONE),
+        ("a value after", |i| i.entries[2].after[1] += Fr::ONE),
+        // Entry 3 reads a present key.
+        ("a read claimed as a write", |i| {
+            i.entries[3].after = [Fr::ONE, Fr::ZERO]
+        }),
+        ("an entry in the disabled step", |i| {
+            i.entries
+                .push(PublicEntry::new(&key(77), &B256::ZERO, &key(78)));
+        }),
+        ("an entry left out", |i| {
+            i.entries.pop();
+        }),
+    ];
+    for (what, lie) in lies {
+        let mut forged = honest.clone();
+        lie(&mut forged);
+        assert!(run(&circuit, &forged).is_err(), "{what}");
+    }
 }
 
 #[test]
@@ -129,7 +155,10 @@ fn a_zero_write_to_an_absent_key_cannot_plant_a_tombstone() {
     tombstone.after = B256::ZERO;
     tombstone.new.terminal = Some((absent, B256::ZERO));
     let (circuit, forged) = mock(std::slice::from_ref(&tombstone), pre_root, 2);
-    assert_eq!(forged.writes_out, instances.writes_out, "the same writes");
+    assert_eq!(
+        forged.entries, instances.entries,
+        "the same reads and writes"
+    );
     assert_ne!(forged.post_root, instances.post_root, "another root");
     assert!(
         run(&circuit, &forged).is_err(),
@@ -159,8 +188,7 @@ fn a_present_key_cannot_be_read_as_absent() {
     step.new_is_leaf = false;
     step.before = [Fr::ZERO; 2];
     step.after = [Fr::ZERO; 2];
-    instances.reads_out = chain_hash(Fr::ZERO, [(&base[1], &B256::ZERO)]);
-    instances.writes_out = instances.reads_out;
+    instances.entries[0] = PublicEntry::new(&base[1], &B256::ZERO, &B256::ZERO);
     let failure = run(&circuit, &instances).unwrap_err();
     assert!(failure.contains("keys differ"), "{failure}");
 }
@@ -193,8 +221,7 @@ fn paths_longer_than_the_high_limb_are_proven_with_the_low_limbs_bits() {
         steps: 2,
         depth: Shape::DEEP.depth,
     };
-    let instances =
-        Instances::of_steps(pre_root, &steps, Fr::ZERO, Fr::ZERO, tx_digest([key(99)])).unwrap();
+    let instances = Instances::of_steps(pre_root, &steps, tx_digest([key(99)])).unwrap();
     let circuit = ChunkCircuit::padded(
         shape,
         steps
@@ -241,7 +268,7 @@ fn a_real_proof_verifies_and_a_tampered_one_does_not() {
         tree.step(base[4], None),
     ];
     let tx = tx_digest([key(7)]);
-    let instances = Instances::of_steps(pre_root, &steps, Fr::ZERO, Fr::ZERO, tx).unwrap();
+    let instances = Instances::of_steps(pre_root, &steps, tx).unwrap();
     let witness = steps
         .iter()
         .map(|s| circuit_step(s, DEPTH).unwrap())
@@ -256,11 +283,25 @@ fn a_real_proof_verifies_and_a_tampered_one_does_not() {
         Err(Error::Invalid)
     ));
 
-    let mut other_chunk = instances;
+    let mut other_chunk = instances.clone();
     other_chunk.tx_hash = tx_digest([key(8)]);
     assert!(matches!(
         keys.verify(&other_chunk, &proof),
         Err(Error::Invalid)
+    ));
+    let mut other_write = instances.clone();
+    other_write.entries[0].after[1] += Fr::ONE;
+    assert!(matches!(
+        keys.verify(&other_write, &proof),
+        Err(Error::Invalid)
+    ));
+    let mut too_many = instances.clone();
+    too_many
+        .entries
+        .resize(shape.steps + 1, instances.entries[0]);
+    assert!(matches!(
+        keys.verify(&too_many, &proof),
+        Err(Error::TooManySteps { .. })
     ));
 
     assert!(keys.verify_batch([
@@ -274,7 +315,7 @@ fn a_real_proof_verifies_and_a_tampered_one_does_not() {
 }
 
 #[test]
-fn segments_chain_their_hashes() {
+fn segments_chain_their_roots() {
     let base: Vec<B256> = (0..4).map(key).collect();
     let mut tree = tree_with(&base);
     let pre_root = tree.root();
@@ -282,32 +323,18 @@ fn segments_chain_their_hashes() {
         .map(|i| tree.step(base[i], Some(B256::repeat_byte(i as u8 + 1))))
         .collect();
     let tx = tx_digest([]);
-    let whole = Instances::of_steps(pre_root, &steps, Fr::ZERO, Fr::ZERO, tx).unwrap();
-    let first = Instances::of_steps(pre_root, &steps[..2], Fr::ZERO, Fr::ZERO, tx).unwrap();
+    let whole = Instances::of_steps(pre_root, &steps, tx).unwrap();
+    let first = Instances::of_steps(pre_root, &steps[..2], tx).unwrap();
     let mid = B256::from(first.post_root.to_repr());
-    let second =
-        Instances::of_steps(mid, &steps[2..], first.reads_out, first.writes_out, tx).unwrap();
+    let second = Instances::of_steps(mid, &steps[2..], tx).unwrap();
     assert_eq!(second.post_root, whole.post_root);
-    assert_eq!(second.reads_out, whole.reads_out);
-    assert_eq!(second.writes_out, whole.writes_out);
+    assert_eq!(
+        [first.entries.as_slice(), &second.entries].concat(),
+        whole.entries
+    );
     for (segment, instances) in [(&steps[..2], first), (&steps[2..], second)] {
         run(&circuit_of(segment, 2), &instances).unwrap();
     }
-}
-
-#[test]
-fn the_running_hashes_are_not_tree_node_hashes() {
-    // The same two elements hashed as a tree node and as a step of a running hash: different
-    // sponge domains give different digests, so a chain value cannot pass for a node.
-    let (k, v) = (key(1), key(2));
-    use verity_commitment::TreeHasher as _;
-    let leaf = backend::field_element(&backend::Hasher.leaf(&k, &v)).unwrap();
-    let acc = Fr::from(7u64);
-    assert_ne!(chain_hash(acc, [(&k, &v)]), backend::poseidon([acc, leaf]));
-    assert_eq!(
-        chain_hash(acc, [(&k, &v)]),
-        backend::poseidon_in_domain([acc, leaf], CHAIN_DOMAIN)
-    );
 }
 
 mod mutation;

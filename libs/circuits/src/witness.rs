@@ -5,7 +5,7 @@
 //! Like [`super::circuit`], written once against its parent's `backend` and compiled per backend.
 
 use alloy_primitives::B256;
-use verity_commitment::{Step, TreeHasher};
+use verity_commitment::Step;
 
 use super::backend::{F, FIELD, Field, Hasher, field_element, limbs};
 use super::circuit::{Step as CircuitStep, Terminal, public};
@@ -86,46 +86,46 @@ pub fn circuit_step(step: &Step, depth: usize) -> Result<CircuitStep, StepError>
     })
 }
 
-/// The running hash the circuit keeps over leaves: `Poseidon(acc, leaf(key, value))` for each
-/// `(key, value)`, from `start`, in the chains' sponge domain ([`super::CHAIN_DOMAIN`]).
-pub fn chain_hash<'a>(start: F, leaves: impl IntoIterator<Item = (&'a B256, &'a B256)>) -> F {
-    leaves.into_iter().fold(start, |acc, (key, value)| {
-        let leaf = Hasher.leaf(key, value);
-        let leaf = field_element(&leaf).unwrap_or(F::ZERO);
-        super::backend::poseidon_in_domain([acc, leaf], super::CHAIN_DOMAIN)
-    })
+/// One step's entry as the circuit exposes it: the key, the value before and after, each as
+/// two 128-bit limbs (zero for a value that is absent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublicEntry {
+    /// The key's limbs.
+    pub key: [F; 2],
+    /// The value before.
+    pub before: [F; 2],
+    /// The value after.
+    pub after: [F; 2],
+}
+
+impl PublicEntry {
+    /// The entry of `key` going from `before` to `after`.
+    pub fn new(key: &B256, before: &B256, after: &B256) -> Self {
+        Self {
+            key: limbs(key),
+            before: limbs(before),
+            after: limbs(after),
+        }
+    }
 }
 
 /// The public inputs of one proof.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Instances {
     /// Root before the segment.
     pub pre_root: F,
     /// Root after the segment.
     pub post_root: F,
-    /// Reads hash before the segment (zero for a chunk's first).
-    pub reads_in: F,
-    /// Reads hash after it.
-    pub reads_out: F,
-    /// Writes hash before the segment (zero for a chunk's first).
-    pub writes_in: F,
-    /// Writes hash after it.
-    pub writes_out: F,
     /// The field element standing for the chunk's transactions.
     pub tx_hash: F,
+    /// What each step reads and writes, in order (the steps after them are disabled).
+    pub entries: Vec<PublicEntry>,
 }
 
 impl Instances {
-    /// The public inputs of the segment made of `steps` starting from `pre_root`,
-    /// continuing the running hashes `reads_in` and `writes_in`. Each step must start from the
-    /// root the previous one ended at.
-    pub fn of_steps(
-        pre_root: B256,
-        steps: &[Step],
-        reads_in: F,
-        writes_in: F,
-        tx_hash: F,
-    ) -> Result<Self, StepError> {
+    /// The public inputs of the segment made of `steps` starting from `pre_root`. Each step
+    /// must start from the root the previous one ended at.
+    pub fn of_steps(pre_root: B256, steps: &[Step], tx_hash: F) -> Result<Self, StepError> {
         let mut root = pre_root;
         for step in steps {
             let (before, after) = step
@@ -140,24 +140,31 @@ impl Instances {
         Ok(Self {
             pre_root: element(&pre_root)?,
             post_root: element(&root)?,
-            reads_in,
-            reads_out: chain_hash(reads_in, steps.iter().map(|s| (&s.key, &s.before))),
-            writes_in,
-            writes_out: chain_hash(writes_in, steps.iter().map(|s| (&s.key, &s.after))),
             tx_hash,
+            entries: steps
+                .iter()
+                .map(|s| PublicEntry::new(&s.key, &s.before, &s.after))
+                .collect(),
         })
     }
 
-    /// The instance column.
-    pub fn to_vec(&self) -> Vec<F> {
-        let mut out = vec![F::ZERO; public::LEN];
+    /// The instance column of a circuit of `capacity` steps: the entries' steps enabled, the
+    /// rest disabled with zero entries. `None` when the entries do not fit.
+    pub fn to_vec(&self, capacity: usize) -> Option<Vec<F>> {
+        if self.entries.len() > capacity {
+            return None;
+        }
+        let mut out = vec![F::ZERO; public::len(capacity)];
         out[public::PRE_ROOT] = self.pre_root;
         out[public::POST_ROOT] = self.post_root;
-        out[public::READS_IN] = self.reads_in;
-        out[public::READS_OUT] = self.reads_out;
-        out[public::WRITES_IN] = self.writes_in;
-        out[public::WRITES_OUT] = self.writes_out;
         out[public::TX_HASH] = self.tx_hash;
-        out
+        for (index, entry) in self.entries.iter().enumerate() {
+            let row = public::step(index);
+            out[row] = F::ONE;
+            out[row + 1..row + 3].copy_from_slice(&entry.key);
+            out[row + 3..row + 5].copy_from_slice(&entry.before);
+            out[row + 5..row + 7].copy_from_slice(&entry.after);
+        }
+        Some(out)
     }
 }
