@@ -70,7 +70,10 @@ e2e: bootstrap bins
 ## read throughput), and the chain under `verity bench` (transfers up to 10,000/s, ERC-20,
 ## counter, mixed; it rewrites its section of docs/benchmarks.md), and sequencer failover (takeover
 ## after SIGKILL over 20 runs, cold appointment against state size; it rewrites its section), and
-## what authenticated NATS and mutual TLS cost (the same runs without them; its section too).
+## what authenticated NATS and mutual TLS cost (the same runs without them; its section too),
+## aggregating chunk proofs (axiom's snark-verifier-sdk: ~11 minutes and ~11 GiB for two
+## segments), a light verifier beside the full one, and `safe` under a steady 5 transfers/s
+## for 10 minutes with one prover (issue 23).
 bench: bootstrap
 	$(CARGO) bench -p verity-execution --bench execution
 	$(CARGO) bench -p verity-ingress --bench recover
@@ -78,6 +81,7 @@ bench: bootstrap
 	$(CARGO) bench -p verity-chunk --bench witness
 	$(CARGO) bench -p verity-chunk --bench check_cost
 	$(CARGO) bench -p verity-circuits --bench chunk
+	$(CARGO) bench -p verity-circuits --features aggregation --bench aggregation
 	$(CARGO) bench -p verity-chunk --bench verify_cost
 	$(CARGO) build --release --bins
 	$(CARGO) bench -p verity-e2e --bench rpc

@@ -36,7 +36,7 @@ use snark_verifier_sdk::{
     },
     snark_verifier::{pcs::kzg::KzgDecidingKey, verifier::SnarkVerifier},
 };
-use verity_circuits::{ChunkCircuit, Field, Fr, Instances, Keys, Shape, circuit_step, tx_digest};
+use verity_circuits::{ChunkCircuit, Fr, Instances, Keys, Shape, circuit_step, tx_digest};
 use verity_commitment::{Poseidon2Bn254, SparseMerkleTree};
 
 /// The stage of halo2-base's circuit builder (re-exported through the SDK's halo2-ecc).

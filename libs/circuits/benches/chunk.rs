@@ -35,7 +35,13 @@ fn main() {
             },
             Shape::DEEP,
         ]);
-    for shape in shapes {
+    // `VERITY_BENCH_STEPS=8,256` measures those sizes alone (every shape by default).
+    let only: Option<Vec<usize>> = std::env::var("VERITY_BENCH_STEPS").ok().map(|list| {
+        list.split(',')
+            .map(|n| n.trim().parse().expect("VERITY_BENCH_STEPS: numbers"))
+            .collect()
+    });
+    for shape in shapes.filter(|s| only.as_ref().is_none_or(|only| only.contains(&s.steps))) {
         let Shape { steps, depth } = shape;
         // A local setup: fine for measuring (see Params::setup_insecure).
         let keys = Keys::generate(shape, &Params::setup_insecure(Keys::k_of(shape))).unwrap();
