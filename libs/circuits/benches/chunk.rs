@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Instant;
 
-use common::{key, peak_mib};
+use common::{cpu_seconds, key, peak_mib};
 use verity_circuits::{Instances, Keys, Params, Shape, circuit_step, tx_digest};
 use verity_commitment::{Poseidon2Bn254, SparseMerkleTree};
 
@@ -63,11 +63,14 @@ fn main() {
         let verify = started.elapsed();
         let batch_size = 100;
         let started = Instant::now();
+        let cpu = cpu_seconds();
         assert!(keys.verify_batch((0..batch_size).map(|_| (&instances, proof.as_slice()))));
         let batch = started.elapsed() / batch_size;
+        let batch_cpu = (cpu_seconds() - cpu) / f64::from(batch_size) * 1e3;
         println!(
             "steps {steps} depth {depth}: k={} keygen {:?}, prove {:?} ({:.2} s per step), \
-             proof {} bytes, verify {:?}, batch of {batch_size} {:?} per proof, peak RSS {:.0} MiB",
+             proof {} bytes, verify {:?}, batch of {batch_size} {:?} per proof ({batch_cpu:.2} ms \
+             CPU), peak RSS {:.0} MiB",
             keys.k(),
             keys.generated_in(),
             prove,
