@@ -51,7 +51,7 @@ const SHAPE: Shape = Shape {
 #[derive(Clone)]
 struct Segment {
     circuit: ChunkCircuit,
-    instances: Vec<Fr>,
+    instances: Vec<Vec<Fr>>,
 }
 
 impl Circuit<Fr> for Segment {
@@ -77,11 +77,11 @@ impl Circuit<Fr> for Segment {
 
 impl CircuitExt<Fr> for Segment {
     fn num_instance(&self) -> Vec<usize> {
-        vec![self.instances.len()]
+        self.instances.iter().map(Vec::len).collect()
     }
 
     fn instances(&self) -> Vec<Vec<Fr>> {
-        vec![self.instances.clone()]
+        self.instances.clone()
     }
 }
 
@@ -129,7 +129,7 @@ fn main() {
             .collect();
         segments.push(Segment {
             circuit: ChunkCircuit::padded(SHAPE, steps).unwrap(),
-            instances: instances.to_vec(SHAPE.steps).unwrap(),
+            instances: instances.to_columns(SHAPE.steps).unwrap(),
         });
     }
 

@@ -18,7 +18,7 @@
 //! of its low limb after them), decomposed in-circuit (so a prover cannot place a leaf off its
 //! key's path). The running root starts at the public `pre_root` and must
 //! end at `post_root`. Every step's `(enabled, k, before, after)` is itself a public input (its
-//! cells are copy-constrained to the instance column), so a verifier states the exact reads and
+//! cells are copy-constrained to the instance columns), so a verifier states the exact reads and
 //! writes a segment proves from its own data, with no hash to recompute natively; a chunk is
 //! split into segments whose roots chain. The hash of the chunk's transactions is a public input
 //! the circuit only carries, a label: a proof made with one value does not verify with another
@@ -35,28 +35,41 @@ use super::backend::{
     from_constant, from_instance, plan, value,
 };
 
-/// Rows of the public input column.
+/// The public inputs, in [`COLUMNS`](public::COLUMNS) instance columns. The first holds the
+/// segment's header in its first rows. A step has [`FIELDS`](public::FIELDS) fields: enabled
+/// (1 or 0), the key's two limbs, the value before's, the value after's; they fill
+/// [`ROWS_PER_STEP`](public::ROWS_PER_STEP) rows of the first column, then of the second
+/// ([`place`](public::place)). Two columns, not one: halo2 evaluates the public inputs'
+/// Lagrange basis over the longest column at a cost per row, and a second column costs the
+/// permutation argument nothing more (16 columns with equality still make four chunks of four,
+/// where seven columns made six and cost the prover ~20 %).
 pub mod public {
-    /// The root before the segment.
+    /// The root before the segment (column 0).
     pub const PRE_ROOT: usize = 0;
-    /// The root after the segment.
+    /// The root after the segment (column 0).
     pub const POST_ROOT: usize = 1;
-    /// The hash of the chunk's transactions.
+    /// The hash of the chunk's transactions (column 0).
     pub const TX_HASH: usize = 2;
     /// Rows before the steps'.
     pub const HEADER: usize = 3;
-    /// Rows of each step: enabled (1 or 0), the key's two limbs, the value before's, the value
-    /// after's.
-    pub const PER_STEP: usize = 7;
+    /// Instance columns.
+    pub const COLUMNS: usize = 2;
+    /// Public fields of a step.
+    pub const FIELDS: usize = 7;
+    /// Rows of each column a step takes.
+    pub const ROWS_PER_STEP: usize = FIELDS.div_ceil(COLUMNS);
 
-    /// The first row of step `index`.
-    pub const fn step(index: usize) -> usize {
-        HEADER + PER_STEP * index
+    /// The (column, row) of field `field` of step `index`.
+    pub const fn place(index: usize, field: usize) -> (usize, usize) {
+        (
+            field / ROWS_PER_STEP,
+            HEADER + ROWS_PER_STEP * index + field % ROWS_PER_STEP,
+        )
     }
 
-    /// Rows of a circuit of `steps` steps.
+    /// Rows of each column of a circuit of `steps` steps.
     pub const fn len(steps: usize) -> usize {
-        step(steps)
+        HEADER + ROWS_PER_STEP * steps
     }
 }
 
@@ -157,7 +170,7 @@ impl ChunkCircuit {
 pub struct ChunkConfig {
     poseidon: PoseidonConfig,
     advice: [Column<Advice>; 10],
-    instance: Column<Instance>,
+    instance: [Column<Instance>; public::COLUMNS],
     q_level: Selector,
     q_link: Selector,
     q_bits_first: Selector,
@@ -194,8 +207,10 @@ impl Circuit<F> for ChunkCircuit {
         for column in advice {
             meta.enable_equality(column);
         }
-        let instance = meta.instance_column();
-        meta.enable_equality(instance);
+        let instance = [(); public::COLUMNS].map(|()| meta.instance_column());
+        for column in instance {
+            meta.enable_equality(column);
+        }
 
         let q_level = meta.selector();
         let q_link = meta.selector();
@@ -407,18 +422,14 @@ impl ChunkCircuit {
                 step,
                 root.take(),
             )?;
-            for (offset, cell) in public.iter().enumerate() {
-                expose(
-                    &mut layouter,
-                    cell,
-                    config.instance,
-                    public::step(index) + offset,
-                )?;
+            for (field, cell) in public.iter().enumerate() {
+                let (column, row) = public::place(index, field);
+                expose(&mut layouter, cell, config.instance[column], row)?;
             }
             root = Some(out);
         }
         match root {
-            Some(root) => expose(&mut layouter, &root, config.instance, public::POST_ROOT),
+            Some(root) => expose(&mut layouter, &root, config.instance[0], public::POST_ROOT),
             None => Err(Error::Synthesis),
         }
     }
@@ -567,7 +578,7 @@ impl ChunkCircuit {
     }
 
     /// One step: returns the root after it and its public cells (enabled, key, before, after;
-    /// [`public::PER_STEP`] of them).
+    /// [`public::FIELDS`] of them).
     #[allow(clippy::too_many_lines, clippy::type_complexity)]
     fn step(
         &self,
@@ -575,7 +586,7 @@ impl ChunkCircuit {
         mut layouter: impl Layouter<F>,
         step: &Step,
         previous: Option<Cell>,
-    ) -> Result<(Cell, [Cell; public::PER_STEP]), Error> {
+    ) -> Result<(Cell, [Cell; public::FIELDS]), Error> {
         let a = config.advice;
         let (other_key, other_value) = match step.old_terminal {
             Terminal::Other(key, value) => (key, value),
@@ -756,7 +767,9 @@ impl ChunkCircuit {
                 let enabled = assign(&mut region, a[0], 0, flag(e))?;
                 let r_in = match &previous {
                     Some(cell) => copy(cell, &mut region, a[1], 0)?,
-                    None => from_instance(&mut region, config.instance, public::PRE_ROOT, a[1], 0)?,
+                    None => {
+                        from_instance(&mut region, config.instance[0], public::PRE_ROOT, a[1], 0)?
+                    }
                 };
                 copy(&root_old, &mut region, a[2], 0)?;
                 let r_new = copy(&root_new, &mut region, a[3], 0)?;

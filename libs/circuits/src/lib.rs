@@ -43,6 +43,11 @@ pub use backend::{F as Fr, Field, PrimeField};
 pub use circuit::{ChunkCircuit, Step as CircuitStep, Terminal, poseidon};
 pub use witness::{Instances, PublicEntry, StepError, circuit_step};
 
+/// The columns of `public` as halo2 takes them.
+fn columns(public: &[Vec<Fr>]) -> Vec<&[Fr]> {
+    public.iter().map(Vec::as_slice).collect()
+}
+
 /// Runs `f` with halo2's parallel loops on one thread (a rayon pool of one thread, one pool per
 /// calling thread, which waits for it). Verification is many small pieces of work (a proof's points
 /// decompressed, its gates evaluated at one point, a few dozen-term MSMs) that halo2 spreads
@@ -301,9 +306,9 @@ impl Keys {
 
     /// The instance column of `instances` for this shape (more entries than its steps: refused,
     /// never cut).
-    fn public(&self, instances: &Instances) -> Result<Vec<Fr>, Error> {
+    fn public(&self, instances: &Instances) -> Result<Vec<Vec<Fr>>, Error> {
         instances
-            .to_vec(self.shape.steps)
+            .to_columns(self.shape.steps)
             .ok_or(Error::TooManySteps {
                 given: instances.entries.len(),
                 capacity: self.shape.steps,
@@ -324,7 +329,7 @@ impl Keys {
             &self.params,
             &self.pk,
             &[circuit],
-            &[&[&public]],
+            &[&columns(&public)],
             OsRng,
             &mut transcript,
         )
@@ -344,7 +349,7 @@ impl Keys {
             self.params.verifier_params(),
             self.vk(),
             SingleStrategy::new(&self.params),
-            &[&[&public]],
+            &[&columns(&public)],
             &mut transcript,
         )
         .map_err(|_| Error::Invalid)
@@ -379,7 +384,7 @@ impl Keys {
                 self.params.verifier_params(),
                 self.vk(),
                 strategy,
-                &[&[&public]],
+                &[&columns(&public)],
                 &mut transcript,
             ) {
                 Ok(strategy) => strategy,

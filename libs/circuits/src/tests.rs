@@ -51,9 +51,9 @@ fn run(circuit: &ChunkCircuit, instances: &Instances) -> Result<(), String> {
         depth: circuit.depth,
     });
     let public = instances
-        .to_vec(circuit.steps.len())
+        .to_columns(circuit.steps.len())
         .ok_or("more entries than steps")?;
-    let prover = MockProver::run(k, circuit, vec![public]).map_err(|e| e.to_string())?;
+    let prover = MockProver::run(k, circuit, public).map_err(|e| e.to_string())?;
     prover.verify().map_err(|failures| format!("{failures:?}"))
 }
 

@@ -148,22 +148,30 @@ impl Instances {
         })
     }
 
-    /// The instance column of a circuit of `capacity` steps: the entries' steps enabled, the
-    /// rest disabled with zero entries. `None` when the entries do not fit.
-    pub fn to_vec(&self, capacity: usize) -> Option<Vec<F>> {
+    /// The instance columns of a circuit of `capacity` steps ([`public`]): the entries' steps
+    /// enabled, the rest disabled with zero entries. `None` when the entries do not fit.
+    pub fn to_columns(&self, capacity: usize) -> Option<Vec<Vec<F>>> {
         if self.entries.len() > capacity {
             return None;
         }
-        let mut out = vec![F::ZERO; public::len(capacity)];
-        out[public::PRE_ROOT] = self.pre_root;
-        out[public::POST_ROOT] = self.post_root;
-        out[public::TX_HASH] = self.tx_hash;
+        let mut out = vec![vec![F::ZERO; public::len(capacity)]; public::COLUMNS];
+        out[0][public::PRE_ROOT] = self.pre_root;
+        out[0][public::POST_ROOT] = self.post_root;
+        out[0][public::TX_HASH] = self.tx_hash;
         for (index, entry) in self.entries.iter().enumerate() {
-            let row = public::step(index);
-            out[row] = F::ONE;
-            out[row + 1..row + 3].copy_from_slice(&entry.key);
-            out[row + 3..row + 5].copy_from_slice(&entry.before);
-            out[row + 5..row + 7].copy_from_slice(&entry.after);
+            let fields: [F; public::FIELDS] = [
+                F::ONE,
+                entry.key[0],
+                entry.key[1],
+                entry.before[0],
+                entry.before[1],
+                entry.after[0],
+                entry.after[1],
+            ];
+            for (field, value) in fields.into_iter().enumerate() {
+                let (column, row) = public::place(index, field);
+                out[column][row] = value;
+            }
         }
         Some(out)
     }

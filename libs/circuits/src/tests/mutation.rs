@@ -62,8 +62,8 @@ impl Subject {
         });
         let row = self.log[index].row;
         let (prover, _) = tamper::run(replace, || {
-            let public = self.instances.to_vec(self.circuit.steps.len()).unwrap();
-            MockProver::run(k, &self.circuit, vec![public])
+            let public = self.instances.to_columns(self.circuit.steps.len()).unwrap();
+            MockProver::run(k, &self.circuit, public)
         });
         let Ok(prover) = prover else {
             return true;
