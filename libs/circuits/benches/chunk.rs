@@ -10,9 +10,10 @@ mod common;
 
 use std::time::Instant;
 
-use common::{cpu_seconds, key, peak_mib};
+use common::{key, peak_mib};
 use verity_circuits::{Instances, Keys, Params, Shape, circuit_step, tx_digest};
 use verity_commitment::{Poseidon2Bn254, SparseMerkleTree};
+use verity_telemetry::process_cpu_seconds;
 
 fn main() {
     // A tree of 100,000 accounts: paths of ~17-20 levels, as on a busy chain.
@@ -63,10 +64,10 @@ fn main() {
         let verify = started.elapsed();
         let batch_size = 100;
         let started = Instant::now();
-        let cpu = cpu_seconds();
+        let cpu = process_cpu_seconds().unwrap_or(0.0);
         assert!(keys.verify_batch((0..batch_size).map(|_| (&instances, proof.as_slice()))));
         let batch = started.elapsed() / batch_size;
-        let batch_cpu = (cpu_seconds() - cpu) / f64::from(batch_size) * 1e3;
+        let batch_cpu = (process_cpu_seconds().unwrap_or(0.0) - cpu) / f64::from(batch_size) * 1e3;
         println!(
             "steps {steps} depth {depth}: k={} keygen {:?}, prove {:?} ({:.2} s per step), \
              proof {} bytes, verify {:?}, batch of {batch_size} {:?} per proof ({batch_cpu:.2} ms \

@@ -109,8 +109,14 @@ pub enum Applied {
 /// (a light verifier's database has no state; a replica's stops being complete state the moment
 /// a light verifier skips a diff in it).
 pub fn init_genesis(db: &Database, spec: &ChainSpec, keep: Keep) -> Result<(), ApplyError> {
-    let no_state = db.read()?.meta(meta::NO_STATE)?.is_some();
-    match db.read()?.meta(meta::GENESIS_HASH)? {
+    let (genesis, no_state) = {
+        let read = db.read()?;
+        (
+            read.meta(meta::GENESIS_HASH)?,
+            read.meta(meta::NO_STATE)?.is_some(),
+        )
+    };
+    match genesis {
         Some(_) if no_state == keep.state() => Err(if no_state {
             ApplyError::RoleMismatch {
                 stored: "light verifier",
@@ -327,9 +333,12 @@ impl Layout for ReplicaLayout {
         write: &mut WriteTx<'_>,
         event: &CheckedEvent<'_>,
     ) -> Result<(), StorageError> {
+        // A light verifier keeps nothing beyond the events and blocks: it serves no reads and
+        // builds no jobs.
+        if !self.keep.state() {
+            return Ok(());
+        }
         match &event.event().kind {
-            // A light verifier indexes no transactions: it serves no reads.
-            ChainEventKind::MiniBlock(_) if !self.keep.state() => {}
             ChainEventKind::MiniBlock(mini) => {
                 let base_fee =
                     verity_proto::u256_bytes(alloy_primitives::U256::from(mini.base_fee));
@@ -353,12 +362,7 @@ impl Layout for ReplicaLayout {
                 // read the block's hash, for provers to check).
                 write.set_meta_u64(&meta::block_seq(block.number()), event.event().seq)?;
                 // Transactions learn their block hash now that it exists.
-                let indexed = if self.keep.state() {
-                    block.transaction_hashes.as_slice()
-                } else {
-                    &[]
-                };
-                for hash in indexed {
+                for hash in &block.transaction_hashes {
                     if let Some(mut stored) = write.transaction(*hash)? {
                         stored.block_hash = block.hash.to_vec();
                         write.put_transaction(*hash, &stored)?;
@@ -438,8 +442,16 @@ mod tests {
 
     use super::*;
 
-    /// A replica's database at genesis, the rules (epoch 0 is `key`'s) and a chain to feed it.
-    fn at_genesis() -> (
+    /// The chain the tests apply.
+    fn dev_spec() -> ChainSpec {
+        ChainSpec::dev(31337, 2, 100).unwrap()
+    }
+
+    /// A database at genesis keeping what `keep` says, the rules (epoch 0 is `key`'s) and a
+    /// chain to feed it.
+    fn at_genesis(
+        keep: Keep,
+    ) -> (
         tempfile::TempDir,
         Database,
         Sequencing,
@@ -448,8 +460,8 @@ mod tests {
     ) {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::open(&dir.path().join("db")).unwrap();
-        let spec = ChainSpec::dev(31337, 2, 100).unwrap();
-        init_genesis(&db, &spec, Keep::State).unwrap();
+        let spec = dev_spec();
+        init_genesis(&db, &spec, keep).unwrap();
         let key = SigningKey::random();
         let rules = spec.sequencing(Some(key.address())).unwrap();
         let chain = ChainBuilder::new(spec.genesis_block());
@@ -461,7 +473,7 @@ mod tests {
     /// enforces are `verity-chain`'s suite.)
     #[test]
     fn a_chunk_of_mini_blocks_is_applied_at_once_or_not_at_all() {
-        let (_dir, db, rules, key, mut chain) = at_genesis();
+        let (_dir, db, rules, key, mut chain) = at_genesis(Keep::State);
         let a = chain.push_mini_block(&key);
         let b = chain.push_mini_block(&key);
         let mut unlinked = chain.mini_block(&key);
@@ -532,13 +544,8 @@ mod tests {
     /// kind is refused by the other.
     #[test]
     fn a_light_verifier_keeps_the_checked_chain_and_no_state() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::open(&dir.path().join("db")).unwrap();
-        let spec = ChainSpec::dev(31337, 2, 100).unwrap();
-        init_genesis(&db, &spec, Keep::Events).unwrap();
-        let key = SigningKey::random();
-        let rules = spec.sequencing(Some(key.address())).unwrap();
-        let mut chain = ChainBuilder::new(spec.genesis_block());
+        let (_dir, db, rules, key, mut chain) = at_genesis(Keep::Events);
+        let spec = dev_spec();
         let events = [chain.push_mini_block(&key), chain.push_block(&key)];
         for event in &events {
             apply_event(&db, &rules, event, None, Keep::Events).unwrap();
@@ -562,7 +569,7 @@ mod tests {
             init_genesis(&db, &spec, Keep::StateAndEvents),
             Err(ApplyError::RoleMismatch { .. })
         ));
-        let (_dir, replica, ..) = at_genesis();
+        let (_dir, replica, ..) = at_genesis(Keep::State);
         assert!(matches!(
             init_genesis(&replica, &spec, Keep::Events),
             Err(ApplyError::RoleMismatch { .. })
@@ -573,7 +580,7 @@ mod tests {
     /// A block seal or a handover is applied on its own, never in a batch with mini-blocks.
     #[test]
     fn a_block_seal_is_applied_on_its_own() {
-        let (_dir, db, rules, key, mut chain) = at_genesis();
+        let (_dir, db, rules, key, mut chain) = at_genesis(Keep::State);
         let events = [chain.push_mini_block(&key), chain.push_block(&key)];
         let refused = apply_events(&db, &rules, &events, None, Keep::State).unwrap_err();
         assert_eq!(
@@ -596,7 +603,7 @@ mod tests {
     /// blocks `BLOCKHASH` can still read.
     #[test]
     fn stream_positions_missing_from_an_older_release_are_recorded() {
-        let (_dir, _db, _rules, key, mut chain) = at_genesis();
+        let (_dir, _db, _rules, key, mut chain) = at_genesis(Keep::State);
         let standby = SigningKey::random();
         // Unsigned by governance: only positions are recorded here, nothing is judged.
         let appointment = verity_primitives::governance::SignedAppointment {

@@ -215,23 +215,19 @@ async fn steady(rate: u64, seconds: u64) {
     net.stop().await.unwrap();
 }
 
+/// The number in environment variable `name`, or `default`.
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 fn main() {
-    let seconds = std::env::var("VERITY_BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
-    let block_ms = std::env::var("VERITY_BENCH_BLOCK_MS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20_000);
-    let rate = std::env::var("VERITY_BENCH_RATE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
-    let steady_seconds = std::env::var("VERITY_BENCH_STEADY_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(600);
+    let seconds = env_or("VERITY_BENCH_SECONDS", 60);
+    let block_ms = env_or("VERITY_BENCH_BLOCK_MS", 20_000);
+    let rate = env_or("VERITY_BENCH_RATE", 5);
+    let steady_seconds = env_or("VERITY_BENCH_STEADY_SECONDS", 600);
     verity_e2e::bench_runtime().block_on(async {
         println!(
             "devnet of {} on {} cores, two provers, 8 steps per proof, {} s blocks, one chunk per block",
