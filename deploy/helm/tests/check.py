@@ -105,9 +105,11 @@ def policy_problems(docs, guaranteed=()):
         if spec.get("hostPID") or spec.get("hostIPC"):
             problems.append(f"{where}: shares the host's PID or IPC namespace")
         init = spec.get("initContainers", []) or []
+        # A Job's pod runs to completion: no service to probe.
+        runs_to_completion = doc.get("kind") == "Job"
         for container in (spec.get("containers", []) or []) + init:
             c = f"{where} container {container.get('name')}"
-            is_init = container in init
+            is_init = container in init or runs_to_completion
             resources = container.get("resources") or {}
             for kind in ("requests", "limits"):
                 for res in ("cpu", "memory"):
@@ -267,6 +269,10 @@ OWN_KEYS = {
 }
 
 
+# Components that neither serve nor call gRPC (only NATS): no certificate of their own.
+NO_GRPC = {"bus-init"}
+
+
 def credential_problems(docs):
     """Each Verity pod serves and calls gRPC with a certificate (--tls-cert) and connects to NATS
     with an nkey (--nats-nkey-file), each from a Secret of its own component (`<prefix>-<component>`,
@@ -307,6 +313,8 @@ def credential_problems(docs):
             for flag, path, what in (("--tls-cert=", "/etc/verity/tls", "gRPC without a certificate"),
                                      ("--nats-nkey-file=", "/etc/verity/nats", "NATS without a credential"),
                                      ("--nats-tls-ca=", "/etc/verity/tls", "NATS in plaintext")):
+                if flag == "--tls-cert=" and component in NO_GRPC:
+                    continue
                 if not any(a.startswith(flag) for a in args):
                     problems.append(f"{c}: {what} (no {flag.rstrip('=')})")
                     continue

@@ -197,6 +197,11 @@ schema = {
                                 "scaleUpCooldownSeconds": {"type": "integer", "minimum": 0}}},
         }),
         "autoscaler": pod(),
+        "busInit": pod({
+            "waitSeconds": {"type": "integer", "minimum": 1},
+            "backoffLimit": {"type": "integer", "minimum": 0},
+            "ttlSecondsAfterFinished": {"type": "integer", "minimum": 0},
+        }, required=("waitSeconds",)),
         "metrics": {"type": "object", "additionalProperties": False, "properties": {
             "serviceMonitor": {"type": "object", "additionalProperties": False, "properties": {
                 "enabled": {"type": "boolean"},

@@ -30,6 +30,13 @@ fn credential_error(path: &Path, reason: impl std::fmt::Display) -> BusError {
     }
 }
 
+/// The prefix of the reply subjects of the identity whose public nkey is `public`
+/// (`_INBOX_<public>`): each identity may subscribe to its own replies only, so no credential
+/// reads another's JetStream answers or learns the names of its consumers.
+pub fn inbox_prefix(public: &str) -> String {
+    format!("_INBOX_{public}")
+}
+
 /// Reads the nkey seed in `path` (surrounding whitespace ignored).
 pub fn read_nkey(path: &Path) -> Result<Nkey, BusError> {
     let seed = std::fs::read_to_string(path).map_err(|e| credential_error(path, e))?;

@@ -15,7 +15,12 @@
 //! it is signed by the key of the epoch it claims ([`Sequencing::check_lease`]): genesis's for
 //! epoch 0, the one a governance appointment (carried in the entry) names for a later epoch.
 //! Every reader here checks that against the genesis it was started with; an entry that does
-//! not verify reads as no holder at all.
+//! not verify reads as no holder at all. A holder gives the lease up (a planned stop) by
+//! writing a signed release, its claim with no URL; a bare deletion, which any writer of the
+//! entry can make, is refused like an unsigned entry, so it cannot force a failover.
+//!
+//! Readers poll the entry (direct gets) rather than watch it: a watch is a consumer, and no
+//! service may make consumers on any stream but the chain's ([`crate::follower`]).
 
 use std::time::Duration;
 
@@ -107,6 +112,19 @@ impl Holder {
         lease_signing_hash(chain_id, self.epoch, self.sequencer, &self.claim())
     }
 
+    /// The holder's release of the lease: its claim renewed with no URL (followers then forward
+    /// nowhere, and a standby may take over at once).
+    pub fn released(&self, key: &SigningKey, chain_id: u64) -> Self {
+        let mut release = self.clone();
+        release.url.clear();
+        release.renewed(key, chain_id)
+    }
+
+    /// Whether this is a release ([`Holder::released`]) rather than a claim.
+    pub fn is_release(&self) -> bool {
+        self.url.is_empty()
+    }
+
     /// Checks the claim against the chain's sequencing rules.
     pub fn verify(&self, rules: &Sequencing) -> Result<(), LeaseClaimError> {
         rules.check_lease(
@@ -139,10 +157,10 @@ fn new_instance() -> u64 {
 /// A lease entry as read: its holder and revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    /// The holder, when the entry names one whose claim verifies (`None` for a deleted entry
-    /// or one refused).
+    /// The holder, when the entry's claim (or release) verifies (`None` for one refused).
     pub holder: Option<Holder>,
-    /// Why the entry was refused (`None` when it verified or was deleted).
+    /// Why the entry was refused (`None` when it verified): undecodable, not signed by its
+    /// epoch's key, or a deletion.
     pub refused: Option<String>,
     /// The entry's revision (the compare-and-set token).
     pub revision: u64,
@@ -203,7 +221,7 @@ async fn kv_store(js: &Context, bucket: &str, description: &str) -> Result<Store
         ..Default::default()
     })
     .await
-    .map_err(|e| kv_error("create key-value bucket", e))?;
+    .map_err(|e| crate::create_error("open key-value bucket", e))?;
     js.get_key_value(bucket)
         .await
         .map_err(|e| kv_error("open key-value bucket", e))
@@ -218,7 +236,9 @@ fn decode(entry: kv::Entry, rules: &Sequencing) -> Entry {
             },
             Err(error) => Err(format!("undecodable lease entry: {error}")),
         },
-        kv::Operation::Delete | kv::Operation::Purge => Ok(None),
+        kv::Operation::Delete | kv::Operation::Purge => {
+            Err("a deletion, not a signed release".to_string())
+        }
     };
     if let Err(reason) = &checked {
         metrics::counter!("verity_lease_entries_refused_total").increment(1);
@@ -277,56 +297,71 @@ pub async fn write(
     }
 }
 
-/// Watches the entry: yields the current one first (if any), then every change, each checked
-/// against `rules`.
-pub async fn watch(
+/// How often a lease reader asks for the entry (a tenth of the default renewal interval's
+/// time to live would do; a few direct gets a second per reader cost nothing).
+pub const LEASE_POLL: Duration = Duration::from_millis(25);
+
+/// Follows the entry: yields the current one first (if any), then each new revision seen, each
+/// checked against `rules`. It polls every [`LEASE_POLL`], so of revisions written faster only
+/// the last is seen.
+pub fn watch(
     store: &Store,
     rules: Sequencing,
-) -> Result<impl futures::Stream<Item = Result<Entry, BusError>> + Send + use<>, BusError> {
-    let watch = store
-        .watch_with_history(LEASE_KEY)
-        .await
-        .map_err(|e| kv_error("watch lease", e))?;
-    Ok(watch.map(move |entry| {
-        entry
-            .map(|entry| decode(entry, &rules))
-            .map_err(|e| kv_error("lease watch", e))
-    }))
+) -> impl futures::Stream<Item = Result<Entry, BusError>> + Send + use<> {
+    let store = store.clone();
+    futures::stream::unfold(
+        (store, rules, None::<u64>),
+        |(store, rules, seen)| async move {
+            loop {
+                match read(&store, &rules).await {
+                    Ok(Some(entry)) if Some(entry.revision) != seen => {
+                        let revision = entry.revision;
+                        return Some((Ok(entry), (store, rules, Some(revision))));
+                    }
+                    Ok(_) => tokio::time::sleep(LEASE_POLL).await,
+                    Err(error) => return Some((Err(error), (store, rules, seen))),
+                }
+            }
+        },
+    )
 }
 
-/// Waits until the entry has not changed for `ttl` (as this caller's clock sees it), or does not
-/// exist, was deleted or does not verify against `rules`, or names a holder `take_now` accepts
-/// at once (a restarted sequencer's own lease), and returns it as last seen (`None`: no entry).
-/// Callers race it against their own stop signal.
+/// Waits until the holder has shown no sign of life for `ttl` (as this caller's clock sees it),
+/// or there is no entry, or the holder released it (a signed release newer than its last
+/// renewal seen), or the entry names a holder `take_now` accepts at once (a restarted
+/// sequencer's own lease), and returns it as last seen (`None`: no entry). Entries that do not
+/// verify, deletions among them, neither free the lease nor keep it alive. Callers race it
+/// against their own stop signal.
 pub async fn wait_vacant(
     store: &Store,
     rules: &Sequencing,
     ttl: Duration,
     take_now: impl Fn(&Holder) -> bool,
 ) -> Result<Option<Entry>, BusError> {
-    let mut changes = Box::pin(watch(store, rules.clone()).await?);
-    // The watch delivers the current value first, if there is one; an empty bucket delivers
-    // nothing, so a short wait for that first value decides.
-    let mut last =
-        match tokio::time::timeout(Duration::from_millis(50).min(ttl), changes.next()).await {
-            Err(_) => match read(store, rules).await? {
-                None => return Ok(None),
-                Some(entry) => Some(entry),
-            },
-            Ok(None) => return Err(kv_error("lease watch", "ended")),
-            Ok(Some(entry)) => Some(entry?),
-        };
+    let mut last = match read(store, rules).await? {
+        None => return Ok(None),
+        Some(entry) => Some(entry),
+    };
+    let mut changes = Box::pin(watch(store, rules.clone()));
     // The lease expires `ttl` after the last sign of life of a holder: an entry that verifies
     // and is newer than the last one seen (another holder, or a higher renewal). An entry that
     // does not verify, or an old one written again, neither frees the lease at once nor keeps
     // it alive; it only moves the compare-and-set revision along.
-    let mut alive: Option<Holder> = last.as_ref().and_then(|e| e.holder.clone());
+    let mut alive: Option<Holder> = last
+        .as_ref()
+        .and_then(|e| e.holder.clone())
+        .filter(|h| !h.is_release());
     let mut deadline = tokio::time::Instant::now() + ttl;
     loop {
-        if last
+        let vacant = last
             .as_ref()
-            .is_some_and(|e| e.refused.is_none() && e.holder.as_ref().is_none_or(&take_now))
-        {
+            .and_then(|e| e.holder.as_ref())
+            .is_some_and(|holder| {
+                take_now(holder)
+                    || (holder.is_release()
+                        && alive.as_ref().is_none_or(|seen| holder.is_newer_than(seen)))
+            });
+        if vacant {
             return Ok(last);
         }
         match tokio::time::timeout_at(deadline, changes.next()).await {
@@ -335,6 +370,7 @@ pub async fn wait_vacant(
             Ok(Some(entry)) => {
                 let entry = entry?;
                 if let Some(holder) = &entry.holder
+                    && !holder.is_release()
                     && alive.as_ref().is_none_or(|seen| holder.is_newer_than(seen))
                 {
                     alive = Some(holder.clone());
@@ -346,13 +382,10 @@ pub async fn wait_vacant(
     }
 }
 
-/// Gives the lease up (a planned stop), only if it is still at `revision`: a standby then takes
-/// over without waiting for the lease to expire.
-pub async fn release(store: &Store, revision: u64) -> Result<(), LeaseError> {
-    store
-        .delete_expect_revision(LEASE_KEY, Some(revision))
-        .await
-        .map_err(|e| LeaseError::Bus(kv_error("release lease", e)))
+/// Gives the lease up (a planned stop) with `release` ([`Holder::released`]), only if the entry
+/// is still at `revision`: a standby then takes over without waiting for the lease to expire.
+pub async fn release(store: &Store, release: &Holder, revision: u64) -> Result<u64, LeaseError> {
+    write(store, release, Some(revision)).await
 }
 
 /// What a process that follows the lease but not the chain (ingress, a gateway) trusts to
@@ -409,13 +442,13 @@ pub fn follow_holder(
             let followed = async {
                 let (_client, js) = nats.connect(name).await?;
                 let store = lease_store(&js).await?;
-                let mut changes = Box::pin(watch(&store, rules.clone()).await?);
+                let mut changes = Box::pin(watch(&store, rules.clone()));
                 while let Some(entry) = changes.next().await {
                     let entry = entry?;
                     if entry.refused.is_some() {
                         continue;
                     }
-                    let url = entry.holder.map(|h| h.url);
+                    let url = entry.holder.map(|h| h.url).filter(|url| !url.is_empty());
                     tx.send_if_modified(|current| {
                         let changed = *current != url;
                         *current = url.clone();
@@ -438,39 +471,91 @@ pub fn follow_holder(
 }
 
 /// Publishes a signed appointment under its epoch's key; refused when that epoch was published
-/// already (an epoch is appointed once).
+/// already (an epoch is appointed once). An entry there that is not an appointment of that
+/// epoch (a chain event a consumer of the chain stream delivered to the key, say) does not
+/// hold the epoch: it is written over.
 pub async fn publish_appointment(
     store: &Store,
     appointment: &verity_primitives::governance::SignedAppointment,
 ) -> Result<u64, LeaseError> {
-    let key = format!("epoch-{}", appointment.appointment.epoch);
-    let value = serde_json::to_vec(appointment).unwrap_or_default();
+    let epoch = appointment.appointment.epoch;
+    let key = appointment_key(epoch);
+    let value = bytes::Bytes::from(serde_json::to_vec(appointment).unwrap_or_default());
+    match store.create(&key, value.clone()).await {
+        Ok(revision) => return Ok(revision),
+        Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
+        Err(e) => return Err(LeaseError::Bus(kv_error("publish appointment", e))),
+    }
+    let existing = store
+        .entry(&key)
+        .await
+        .map_err(|e| kv_error("read appointment", e))?;
+    let Some(existing) = existing else {
+        return Err(LeaseError::Lost { revision: 0 });
+    };
+    let appointed = existing.operation == kv::Operation::Put
+        && serde_json::from_slice::<SignedAppointment>(&existing.value)
+            .is_ok_and(|a| a.appointment.epoch == epoch);
+    if appointed {
+        return Err(LeaseError::Lost {
+            revision: existing.revision,
+        });
+    }
+    tracing::warn!(
+        epoch,
+        "writing an appointment over an entry that is not one"
+    );
     store
-        .create(&key, value.into())
+        .update(&key, value, existing.revision)
         .await
         .map_err(|e| match e.kind() {
-            CreateErrorKind::AlreadyExists => LeaseError::Lost { revision: 0 },
+            UpdateErrorKind::WrongLastRevision => LeaseError::Lost {
+                revision: existing.revision,
+            },
             _ => LeaseError::Bus(kv_error("publish appointment", e)),
         })
 }
 
-/// Every published appointment, then each one published later (undecodable entries are
-/// skipped: a node checks each appointment itself before acting on it).
+/// The key of `epoch`'s appointment in [`APPOINTMENTS_BUCKET`].
+pub fn appointment_key(epoch: u64) -> String {
+    format!("epoch-{epoch}")
+}
+
+/// Every published appointment, then each one published later, read from the bucket's stream
+/// in order ([`crate::follower::Follower`]). Entries that are not appointments are skipped: a
+/// node checks each appointment itself before acting on it. Ends at the first read error.
 pub async fn watch_appointments(
-    store: &Store,
-) -> Result<
-    impl futures::Stream<Item = verity_primitives::governance::SignedAppointment> + Send + use<>,
-    BusError,
-> {
-    let watch = store
-        .watch_all_from_revision(1)
+    js: &Context,
+) -> Result<impl futures::Stream<Item = SignedAppointment> + Send + use<>, BusError> {
+    let stream = js
+        .get_stream(format!("KV_{APPOINTMENTS_BUCKET}"))
         .await
-        .map_err(|e| kv_error("watch appointments", e))?;
-    Ok(watch.filter_map(|entry| async move {
-        let entry = entry.ok()?;
-        match entry.operation {
-            kv::Operation::Put => serde_json::from_slice(&entry.value).ok(),
-            kv::Operation::Delete | kv::Operation::Purge => None,
-        }
-    }))
+        .map_err(|e| kv_error("open appointments", e))?;
+    let follower =
+        crate::follower::Follower::new(stream, format!("$KV.{APPOINTMENTS_BUCKET}.>"), 1)
+            .with_idle(Duration::from_millis(250));
+    Ok(futures::stream::unfold(
+        follower,
+        |mut follower| async move {
+            loop {
+                let stored = match follower.next().await {
+                    Ok(stored) => stored,
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot read published appointments");
+                        return None;
+                    }
+                };
+                let deleted = stored
+                    .headers
+                    .get("KV-Operation")
+                    .is_some_and(|op| op.as_str() != "PUT");
+                if deleted {
+                    continue;
+                }
+                if let Ok(appointment) = serde_json::from_slice(&stored.payload) {
+                    return Some((appointment, follower));
+                }
+            }
+        },
+    ))
 }

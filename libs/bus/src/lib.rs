@@ -10,6 +10,8 @@
 //! key-value entry that says which sequencer is active.
 
 pub mod auth;
+pub mod bootstrap;
+pub mod follower;
 pub mod lease;
 pub mod proving;
 pub mod server;
@@ -23,7 +25,7 @@ use async_nats::{
     HeaderMap,
     jetstream::{
         self, Context,
-        consumer::{self, AckPolicy, DeliverPolicy, PullConsumer},
+        consumer::{self, DeliverPolicy},
         context::PublishErrorKind,
         stream::{self, Stream},
     },
@@ -108,6 +110,18 @@ fn js_error(operation: &'static str, error: impl std::fmt::Display) -> BusError 
     }
 }
 
+/// A stream or consumer could not be opened or made. Services' credentials may not make them,
+/// so the reason says where they come from.
+pub(crate) fn create_error(operation: &'static str, error: impl std::fmt::Display) -> BusError {
+    BusError::JetStream {
+        operation,
+        reason: format!(
+            "{error} (services may open the bus's streams and job consumers but not make them: \
+             `verity bus init` makes them with the admin credential; the devnet does at start)"
+        ),
+    }
+}
+
 /// The NATS URL a service uses when told no other (the devnet and the tests start their own
 /// server on a port of its own and pass it).
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
@@ -165,7 +179,10 @@ impl NatsArgs {
     async fn connect_inner(&self, name: &str) -> Result<(async_nats::Client, Context), BusError> {
         let mut options = async_nats::ConnectOptions::new();
         if let Some(path) = &self.nkey_file {
-            options = options.nkey(auth::read_nkey(path)?.seed);
+            let nkey = auth::read_nkey(path)?;
+            options = options
+                .custom_inbox_prefix(auth::inbox_prefix(&nkey.public))
+                .nkey(nkey.seed);
         }
         if let Some(ca) = &self.tls_ca {
             options = options
@@ -208,7 +225,7 @@ pub async fn ensure_chain_stream(js: &Context) -> Result<Stream, BusError> {
         ..Default::default()
     })
     .await
-    .map_err(|e| js_error("create stream", e))
+    .map_err(|e| create_error("open chain stream", e))
 }
 
 /// The sequence of the last event in the chain stream (0 when empty).
@@ -229,8 +246,10 @@ pub async fn chain_event_at(stream: &Stream, seq: u64) -> Result<v1::ChainEvent,
     decode_event(seq, &message.payload)
 }
 
-/// An ordered, ephemeral consumer of the chain stream from `from_seq` on (for followers that
-/// keep their own position, like a standby sequencer).
+/// An ordered, ephemeral consumer of the chain stream from `from_seq` on, for every follower of
+/// the chain (each keeps its own position in its own storage and starts a new one from there).
+/// The server names it at random and deletes it when idle; no service may make consumers on
+/// any other stream ([`follower`]).
 pub async fn ordered_chain_consumer(
     stream: &Stream,
     from_seq: u64,
@@ -332,53 +351,4 @@ pub async fn await_ack(
         }
         Err(e) => Err(js_error("publish ack", e)),
     }
-}
-
-/// Returns a fresh durable pull consumer named `durable` on the chain stream whose first
-/// message is `next_seq`.
-///
-/// The owner's own storage is the record of what it applied, so any consumer of that name left
-/// from an earlier run is deleted first: kept, it would redeliver its unacknowledged messages
-/// only after the ack wait, *after* newer ones, and an ordered applier would see a gap. The
-/// durable name stays so operators see the consumer's lag in JetStream.
-pub async fn chain_consumer(
-    stream: &Stream,
-    durable: &str,
-    next_seq: u64,
-) -> Result<PullConsumer, BusError> {
-    fresh_consumer(stream, durable, next_seq).await
-}
-
-async fn fresh_consumer(
-    stream: &Stream,
-    durable: &str,
-    next_seq: u64,
-) -> Result<PullConsumer, BusError> {
-    if stream
-        .get_consumer::<consumer::pull::Config>(durable)
-        .await
-        .is_ok()
-    {
-        stream
-            .delete_consumer(durable)
-            .await
-            .map_err(|e| js_error("delete consumer", e))?;
-    }
-    stream
-        .create_consumer(consumer::pull::Config {
-            durable_name: Some(durable.to_string()),
-            deliver_policy: if next_seq <= 1 {
-                DeliverPolicy::All
-            } else {
-                DeliverPolicy::ByStartSequence {
-                    start_sequence: next_seq,
-                }
-            },
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(30),
-            max_ack_pending: 10_000,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| js_error("create consumer", e))
 }

@@ -128,7 +128,7 @@ pub async fn ensure_proving_streams(js: &Context) -> Result<(Stream, Stream), Bu
             ..Default::default()
         })
         .await
-        .map_err(|e| js_error("create jobs stream", e))?;
+        .map_err(|e| crate::create_error("open jobs stream", e))?;
     js.get_or_create_stream(stream::Config {
         name: DEAD_STREAM.to_string(),
         subjects: vec![DEAD_SUBJECT.to_string()],
@@ -139,7 +139,7 @@ pub async fn ensure_proving_streams(js: &Context) -> Result<(Stream, Stream), Bu
         ..Default::default()
     })
     .await
-    .map_err(|e| js_error("create dead-letter stream", e))?;
+    .map_err(|e| crate::create_error("open dead-letter stream", e))?;
     let subjects = vec![RESULTS_SUBJECT.to_string(), format!("{RESULTS_SUBJECT}.>")];
     let mut proofs = js
         .get_or_create_stream(stream::Config {
@@ -153,7 +153,7 @@ pub async fn ensure_proving_streams(js: &Context) -> Result<(Stream, Stream), Bu
             ..Default::default()
         })
         .await
-        .map_err(|e| js_error("create proofs stream", e))?;
+        .map_err(|e| crate::create_error("open proofs stream", e))?;
     // A stream created by an earlier release has only the first subject: add the per-chunk
     // ones, and change nothing else an operator may have set.
     let mut config = proofs
@@ -284,30 +284,34 @@ pub fn consumer_name(prover: &[u8]) -> String {
     format!("provers-{}", message_id(prover))
 }
 
-/// The durable consumer `name` of every job (created on first use; the workers of one prover
-/// key bind to the same one, so JetStream hands each job to one of them). Deliveries are not
-/// bounded here: a worker dead-letters a job it was given `max_deliver` times, and a takeover
-/// candidate hands a job back with a delay until its deadline.
+/// The configuration of job consumer `name`: every job, acknowledged one by one. Deliveries
+/// are not bounded here: a worker dead-letters a job it was given `max_deliver` times, and a
+/// takeover candidate hands a job back with a delay until its deadline.
+pub fn job_consumer_config(name: &str, ack_wait: Duration) -> pull::Config {
+    pull::Config {
+        durable_name: Some(name.to_string()),
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::Explicit,
+        ack_wait,
+        // Jobs handed back until a takeover deadline stay pending; the server's default
+        // limit (1,000) would then stop new jobs reaching this key at all.
+        max_ack_pending: -1,
+        ..Default::default()
+    }
+}
+
+/// The durable consumer `name` of every job; the workers of one prover key bind to the same
+/// one, so JetStream hands each job to one of them. The bus's initialisation makes it
+/// ([`crate::bootstrap`]), since a prover's credential may not make consumers; against a
+/// server without permissions (tests) it is made here when missing.
 pub async fn job_consumer(
     jobs: &Stream,
     name: &str,
     queue: JobQueue,
 ) -> Result<PullConsumer, BusError> {
-    jobs.get_or_create_consumer(
-        name,
-        pull::Config {
-            durable_name: Some(name.to_string()),
-            deliver_policy: DeliverPolicy::All,
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: queue.ack_wait,
-            // Jobs handed back until a takeover deadline stay pending; the server's default
-            // limit (1,000) would then stop new jobs reaching this key at all.
-            max_ack_pending: -1,
-            ..Default::default()
-        },
-    )
-    .await
-    .map_err(|e| js_error("create job consumer", e))
+    jobs.get_or_create_consumer(name, job_consumer_config(name, queue.ack_wait))
+        .await
+        .map_err(|e| crate::create_error("job consumer", e))
 }
 
 /// Stream of verifiers' finality attestations.
@@ -356,7 +360,7 @@ pub async fn ensure_finality_stream(js: &Context) -> Result<Stream, BusError> {
 pub async fn open_finality_stream(js: &Context) -> Result<Stream, BusError> {
     js.get_or_create_stream(finality_config())
         .await
-        .map_err(|e| js_error("open finality stream", e))
+        .map_err(|e| crate::create_error("open finality stream", e))
 }
 
 /// Publishes a finality attestation of `verifier` for `block` and waits until it is stored.
@@ -391,11 +395,8 @@ pub async fn publish_attestation(
     Ok(())
 }
 
-/// A consumer of a stream for one reader from stream sequence `next_seq` (fresh each start).
-pub async fn reader(
-    stream: &Stream,
-    durable: &str,
-    next_seq: u64,
-) -> Result<PullConsumer, BusError> {
-    crate::fresh_consumer(stream, durable, next_seq).await
+/// A reader of every message of `stream` (proofs, finality) from stream sequence `next_seq` on,
+/// without a consumer ([`crate::follower`]).
+pub fn reader(stream: Stream, next_seq: u64) -> crate::follower::Follower {
+    crate::follower::Follower::new(stream, ">", next_seq)
 }

@@ -2,7 +2,6 @@
 //! only, and an old stream configuration is brought up to date.
 
 use async_nats::jetstream::stream;
-use futures::StreamExt;
 use verity_bus::{
     connect,
     proving::{FINALITY_STREAM, FINALITY_SUBJECT, ensure_finality_stream, publish_attestation},
@@ -40,16 +39,29 @@ async fn the_stream_keeps_each_verifiers_newest_attestation() {
 
     let info = stream.info().await.expect("info");
     assert_eq!(info.state.messages, 2, "one message per verifier");
-    let consumer = verity_bus::proving::reader(&stream, "finality-test", 1)
-        .await
-        .expect("reader");
-    let mut messages = consumer.messages().await.expect("messages");
+    // A reader from the start steps over the sequences the newer votes replaced.
+    let mut reader = verity_bus::proving::reader(stream.clone(), 1);
     let mut kept = vec![];
     for _ in 0..2 {
-        let message = messages.next().await.expect("message").expect("message");
+        let message = reader.next().await.expect("message");
         kept.push(String::from_utf8(message.payload.to_vec()).expect("utf-8"));
-        message.ack().await.expect("ack");
     }
     kept.sort();
     assert_eq!(kept, ["187-5", "fraud"]);
+    assert!(
+        reader.try_next().await.expect("read").is_none(),
+        "nothing more"
+    );
+    // And waits for the next one.
+    let waiting = tokio::spawn(async move { reader.next().await.map(|m| m.payload) });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    publish_attestation(&js, &b, 6, false, 0, "187-6".into())
+        .await
+        .expect("publish");
+    let next = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+        .await
+        .expect("read in time")
+        .expect("join")
+        .expect("read");
+    assert_eq!(next.as_ref(), b"187-6");
 }

@@ -384,6 +384,7 @@ impl Devnet {
             genesis: chain.genesis,
             key_file: chain.key_file,
         };
+        devnet.init_bus().await?;
         for service in devnet.services() {
             devnet.start_service(service).await?;
         }
@@ -461,14 +462,52 @@ impl Devnet {
 
     /// The registered provers' addresses, as `--prover-addresses` takes them.
     fn prover_addresses(&self) -> String {
-        let mut addresses = vec![self.prover_address.to_string()];
-        if self.options.second_prover {
-            let second = SigningKey::load_or_create(&self.options.data_dir.join(SECOND_PROVER_KEY))
-                .map(|(key, _)| key.address().to_string())
-                .unwrap_or_default();
-            addresses.push(second);
+        self.registered_provers()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The addresses of the provers this devnet runs.
+    fn registered_provers(&self) -> Vec<Address> {
+        let mut addresses = vec![self.prover_address];
+        if self.options.second_prover
+            && let Ok((key, _)) =
+                SigningKey::load_or_create(&self.options.data_dir.join(SECOND_PROVER_KEY))
+        {
+            addresses.push(key.address());
         }
-        addresses.join(",")
+        addresses
+    }
+
+    /// Makes the bus's streams, buckets and job consumers with the admin credential, before any
+    /// service starts: their own credentials may not (ADR 0014). Changes nothing on a bus made
+    /// before.
+    async fn init_bus(&self) -> Result<(), DevnetError> {
+        let admin = self
+            .nats_admin()
+            .ok_or_else(|| DevnetError::Setup("the devnet's NATS is not running".into()))?;
+        let (_client, js) = admin
+            .connect("verity-devnet")
+            .await
+            .map_err(|e| DevnetError::Setup(format!("cannot reach the devnet's NATS: {e}")))?;
+        let job_consumers = if self.options.proving {
+            self.registered_provers()
+                .iter()
+                .map(|a| verity_bus::proving::consumer_name(a.as_slice()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let layout = verity_bus::bootstrap::Layout {
+            job_consumers,
+            job_ack_wait: Duration::from_secs(self.options.prover_ack_wait_secs.max(1)),
+        };
+        verity_bus::bootstrap::init(&js, &layout)
+            .await
+            .map_err(|e| DevnetError::Setup(format!("cannot initialise the bus: {e}")))?;
+        Ok(())
     }
 
     /// The (first) prover's address.
@@ -967,8 +1006,14 @@ fn nats_users(
             _ => chain.verifier,
         };
         users.push(verity_bus::server::User {
+            permissions: Some(nats_permissions(
+                service,
+                &key.public,
+                prover,
+                &verity_bus::proving::consumer_name(prover.as_slice()),
+                verifier,
+            )),
             nkey: key.public,
-            permissions: Some(nats_permissions(service, prover, verifier)),
         });
     }
     let admin = verity_bus::auth::load_or_create_nkey(&nats_nkey_file(dir, NATS_ADMIN))
@@ -980,64 +1025,62 @@ fn nats_users(
     Ok(users)
 }
 
-/// What `service` may do on the bus (docs/security.md, "Who may use which subject"): read the
-/// streams (JetStream's API for stream and consumer info, creating streams and consumers,
-/// fetching, direct and message gets, acknowledging), and publish only its own role's
-/// subjects. Nobody but the admin may purge or delete a stream, delete a message, or update a
-/// stream other than the ones its role configures. (`prover` and `verifier`: the addresses a
-/// prover and the verifier publish under.)
+/// What `service` may do on the bus (docs/security.md, "Who may use which NATS subject"), as the
+/// identity whose public nkey is `nkey`: read the streams (stream info, message and direct
+/// gets), follow the chain stream through ordered consumers of its own (the only stream a
+/// service may make consumers on: a consumer elsewhere could deliver into the chain, ADR 0014),
+/// receive replies on its own inbox prefix only, and publish its own role's subjects. A prover
+/// also pulls from and acknowledges its key's job consumer, which the bus's initialisation
+/// makes. Nobody but the admin may make or change a stream, make a consumer elsewhere, purge or
+/// delete. (`prover` and `verifier`: the addresses a prover and the verifier publish under;
+/// `job_consumer`: the prover's job consumer.)
 pub fn nats_permissions(
     service: Service,
+    nkey: &str,
     prover: Address,
+    job_consumer: &str,
     verifier: Address,
 ) -> verity_bus::server::Permissions {
-    use verity_bus::{lease, proving};
-    let mut publish: Vec<String> = [
-        "$JS.API.INFO",
-        "$JS.API.STREAM.INFO.*",
-        "$JS.API.STREAM.CREATE.*",
-        "$JS.API.STREAM.MSG.GET.*",
-        "$JS.API.DIRECT.GET.>",
-        "$JS.API.CONSUMER.CREATE.>",
-        "$JS.API.CONSUMER.DURABLE.CREATE.>",
-        "$JS.API.CONSUMER.INFO.>",
-        "$JS.API.CONSUMER.MSG.NEXT.>",
-        "$JS.API.CONSUMER.DELETE.>",
-        "$JS.ACK.>",
-        "$JS.FC.>",
-    ]
-    .map(String::from)
-    .to_vec();
-    let update = |stream: &str| format!("$JS.API.STREAM.UPDATE.{stream}");
+    use verity_bus::{CHAIN_STREAM, lease, proving};
+    let mut publish: Vec<String> = vec![
+        "$JS.API.INFO".into(),
+        "$JS.API.STREAM.INFO.*".into(),
+        "$JS.API.STREAM.MSG.GET.*".into(),
+        "$JS.API.DIRECT.GET.>".into(),
+        // Ordered consumers: the first is created without a name, the ones replacing it after
+        // a gap with a random one.
+        format!("$JS.API.CONSUMER.CREATE.{CHAIN_STREAM}"),
+        format!("$JS.API.CONSUMER.CREATE.{CHAIN_STREAM}.*"),
+        format!("$JS.API.CONSUMER.INFO.{CHAIN_STREAM}.*"),
+        format!("$JS.API.CONSUMER.MSG.NEXT.{CHAIN_STREAM}.*"),
+        format!("$JS.API.CONSUMER.DELETE.{CHAIN_STREAM}.*"),
+    ];
     publish.extend(match service {
         Service::Sequencer | Service::Standby => vec![
             verity_bus::CHAIN_SUBJECT.to_string(),
             format!("$KV.{}.{}", lease::LEASE_BUCKET, lease::LEASE_KEY),
         ],
-        Service::Witness => vec![
-            proving::JOBS_SUBJECT.to_string(),
-            update(proving::PROOFS_STREAM),
-        ],
-        Service::Verifier | Service::LightVerifier => vec![
-            proving::finality_subject(verifier.as_slice()),
-            update(proving::FINALITY_STREAM),
-            update(proving::PROOFS_STREAM),
-        ],
-        Service::Prover | Service::SecondProver => vec![
-            format!(
-                "{}.*.proof.{}",
-                proving::RESULTS_SUBJECT,
-                verity_bus::message_id(prover.as_slice())
-            ),
-            format!(
-                "{}.*.fraud.{}",
-                proving::RESULTS_SUBJECT,
-                verity_bus::message_id(prover.as_slice())
-            ),
-            proving::DEAD_SUBJECT.to_string(),
-            update(proving::PROOFS_STREAM),
-        ],
-        Service::Replica | Service::Ingress | Service::Gateway => vec![],
+        Service::Witness => vec![proving::JOBS_SUBJECT.to_string()],
+        Service::Verifier | Service::LightVerifier => {
+            vec![proving::finality_subject(verifier.as_slice())]
+        }
+        Service::Prover | Service::SecondProver => {
+            let id = verity_bus::message_id(prover.as_slice());
+            let consumer = job_consumer;
+            let jobs = proving::JOBS_STREAM;
+            vec![
+                format!("{}.*.proof.{id}", proving::RESULTS_SUBJECT),
+                format!("{}.*.fraud.{id}", proving::RESULTS_SUBJECT),
+                proving::DEAD_SUBJECT.to_string(),
+                format!("$JS.API.CONSUMER.INFO.{jobs}.{consumer}"),
+                format!("$JS.API.CONSUMER.MSG.NEXT.{jobs}.{consumer}"),
+                format!("$JS.ACK.{jobs}.{consumer}.>"),
+            ]
+        }
+        // The autoscaler is given a full replica's grants: it reads the job consumers'
+        // backlogs.
+        Service::Replica => vec![format!("$JS.API.CONSUMER.INFO.{}.*", proving::JOBS_STREAM)],
+        Service::Ingress | Service::Gateway => vec![],
     });
     verity_bus::server::Permissions {
         publish,
@@ -1050,7 +1093,33 @@ pub fn nats_permissions(
         ]
         .map(String::from)
         .to_vec(),
-        subscribe: vec!["_INBOX.>".into()],
+        subscribe: vec![format!("{}.>", verity_bus::auth::inbox_prefix(nkey))],
+    }
+}
+
+/// What the bus's initialisation may do (`verity bus init` as the chart's bus-init Job runs it,
+/// with a credential of its own rather than the admin's): make and reconfigure streams and
+/// make the job consumers, and nothing else (no message of its own, no purge or delete). The
+/// identity's public nkey is `nkey`.
+pub fn bus_init_permissions(nkey: &str) -> verity_bus::server::Permissions {
+    let jobs = verity_bus::proving::JOBS_STREAM;
+    verity_bus::server::Permissions {
+        publish: vec![
+            "$JS.API.INFO".into(),
+            "$JS.API.STREAM.INFO.*".into(),
+            "$JS.API.STREAM.CREATE.*".into(),
+            "$JS.API.STREAM.UPDATE.*".into(),
+            format!("$JS.API.CONSUMER.CREATE.{jobs}.*"),
+            format!("$JS.API.CONSUMER.INFO.{jobs}.*"),
+        ],
+        publish_deny: [
+            "$JS.API.STREAM.DELETE.>",
+            "$JS.API.STREAM.PURGE.>",
+            "$JS.API.STREAM.MSG.DELETE.>",
+        ]
+        .map(String::from)
+        .to_vec(),
+        subscribe: vec![format!("{}.>", verity_bus::auth::inbox_prefix(nkey))],
     }
 }
 

@@ -135,7 +135,13 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
         )
     })?;
     let nats_dir = args.out.join("nats");
-    write_nats_auth(&nats_dir, &chain, &args.prover_pools, &pools)?;
+    write_nats_auth(
+        &nats_dir,
+        &args.fullname,
+        &chain,
+        &args.prover_pools,
+        &pools,
+    )?;
     let nats_secrets: String = components
         .iter()
         .map(|(name, _)| {
@@ -192,6 +198,9 @@ async fn init(args: InitArgs) -> anyhow::Result<()> {
          NATS credentials (the chart's nats.auth), the server's authorization and one nkey per \
          component:\n  \
          kubectl create configmap verity-nats-auth --from-file={dir}/nats/auth.conf{nats_secrets}\n\
+         The bus-init Job's (it makes the streams and job consumers before the services use them):\n  \
+         kubectl create secret generic verity-nats-bus-init --from-file=nkey={dir}/nats/bus-init.nk\n  \
+         kubectl create secret generic verity-tls-bus-init --from-file=ca.crt={dir}/tls/ca.pem\n\
          {dir}/nats/admin.nk is an operator's (`nats --nkey`): it may delete and purge streams.\n\n\
          gRPC certificates (the chart's tls.secretPrefix verity-tls), one Secret per component:{tls_secrets}\n\n\
          The NATS server's (nats.tls; it names {nats_names}):\n  \
@@ -263,6 +272,7 @@ fn tls_components(pools: &[String]) -> Vec<(String, Role)> {
 /// devnet, `verity_devnet::nats_permissions`) and `admin.nk` to everything.
 fn write_nats_auth(
     dir: &std::path::Path,
+    fullname: &str,
     chain: &ChainFiles,
     pools: &[String],
     pool_addresses: &[Address],
@@ -286,25 +296,37 @@ fn write_nats_auth(
         ("replica-verifier", Service::Verifier),
         ("autoscaler", Service::Replica),
     ] {
+        let nkey = key(name)?;
         users.push(verity_bus::server::User {
-            nkey: key(name)?,
             permissions: Some(verity_devnet::nats_permissions(
                 service,
+                &nkey,
                 Address::ZERO,
+                "",
                 chain.verifier,
             )),
+            nkey,
         });
     }
     for (pool, address) in pools.iter().zip(pool_addresses) {
+        let nkey = key(&format!("prover-{pool}"))?;
         users.push(verity_bus::server::User {
-            nkey: key(&format!("prover-{pool}"))?,
             permissions: Some(verity_devnet::nats_permissions(
                 Service::Prover,
+                &nkey,
                 *address,
+                &job_consumer(fullname, pool),
                 chain.verifier,
             )),
+            nkey,
         });
     }
+    // The chart's bus-init Job: makes streams and job consumers, nothing else.
+    let nkey = key("bus-init")?;
+    users.push(verity_bus::server::User {
+        permissions: Some(verity_devnet::bus_init_permissions(&nkey)),
+        nkey,
+    });
     users.push(verity_bus::server::User {
         nkey: key("admin")?,
         permissions: None,
@@ -312,6 +334,12 @@ fn write_nats_auth(
     let path = dir.join("auth.conf");
     std::fs::write(&path, verity_bus::server::authorization(&users))
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The job consumer of prover pool `pool` in the chart release `fullname` (the chart's prover
+/// `--consumer`, which its bus-init Job makes).
+fn job_consumer(fullname: &str, pool: &str) -> String {
+    format!("{fullname}-provers-{pool}")
 }
 
 /// The prover pools' keys (`prover-<pool>.key`, made when missing) and their addresses.

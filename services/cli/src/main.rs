@@ -1,8 +1,10 @@
 //! `verity`: the operator CLI. Built: `devnet`, `bench` (load generator), `governance`
-//! (sequencer appointments), `chain init` (a new chain's files, for a cluster). Not built yet:
+//! (sequencer appointments), `chain init` (a new chain's files, for a cluster), `bus init` (the
+//! bus's streams and consumers, with the admin credential). Not built yet:
 //! `keys`, `status`.
 
 mod bench;
+mod bus;
 mod chain;
 mod governance;
 mod stages;
@@ -33,6 +35,9 @@ enum Command {
     Governance(governance::GovernanceArgs),
     /// A new chain's genesis and keys, for a cluster: `verity chain init --out chain`.
     Chain(chain::ChainArgs),
+    /// The bus's streams, buckets and job consumers, made with the admin credential before the
+    /// services start: `verity bus init --nats-nkey-file chain/nats/admin.nk ...`.
+    Bus(bus::BusArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -103,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Governance(args) => governance::run(args).await,
         Command::Chain(args) => chain::run(args).await,
+        Command::Bus(args) => bus::run(args).await,
     }
 }
 

@@ -65,12 +65,13 @@ fn a_new_chain_has_every_file_the_chart_needs() {
         .map(|f| f.rsplit('=').next().unwrap_or(f))
         .collect();
     // The ConfigMap's and keys Secret's 10, the NATS authorization and one nkey for each of the
-    // 9 components, and three for each of their TLS Secrets and the NATS server's.
-    assert_eq!(files.len(), 10 + 1 + 9 + 10 * 3, "{stdout}");
+    // 9 components, and three for each of their TLS Secrets and the NATS server's; the bus-init
+    // Job's nkey and CA.
+    assert_eq!(files.len(), 10 + 1 + 9 + 10 * 3 + 2, "{stdout}");
     // The server's authorization admits each component's nkey, a prover's only to its own
     // results, and the admin to everything.
     let auth = std::fs::read_to_string(dir.join("nats/auth.conf")).unwrap();
-    for component in ["sequencer", "gateway", "prover-a", "admin"] {
+    for component in ["sequencer", "gateway", "prover-a", "bus-init", "admin"] {
         let key = verity_bus::auth::read_nkey(&dir.join(format!("nats/{component}.nk"))).unwrap();
         assert!(
             auth.contains(&key.public),
@@ -84,6 +85,21 @@ fn a_new_chain_has_every_file_the_chart_needs() {
     );
     assert!(
         stdout.contains("secret generic verity-nats-prover-b "),
+        "{stdout}"
+    );
+    // A pool pulls from and acknowledges only its own job consumer, the one the chart's prover
+    // and bus-init Job name.
+    assert!(
+        auth.contains("$JS.ACK.VERITY_CHUNK_JOBS.verity-provers-a.>"),
+        "{auth}"
+    );
+    assert!(
+        !auth.contains("$JS.API.CONSUMER.CREATE.>"),
+        "a component may make consumers anywhere:\n{auth}"
+    );
+    assert!(
+        stdout.contains("secret generic verity-nats-bus-init ")
+            && stdout.contains("secret generic verity-tls-bus-init "),
         "{stdout}"
     );
     // Each component's certificate names its role (what the chart's Secret of that name holds).

@@ -17,7 +17,6 @@ use std::{collections::BTreeMap, time::Duration};
 
 use alloy_primitives::Address;
 use async_nats::jetstream::Context;
-use futures::StreamExt;
 use prost::Message as _;
 
 use verity_chunk::wire::{self, FinalityAttestation};
@@ -104,16 +103,10 @@ pub fn heads(votes: &BTreeMap<Address, u64>, quorum: usize) -> (Option<u64>, Opt
 }
 
 /// Follows the finality stream until `stop`.
-pub async fn follow(
-    db: Database,
-    js: Context,
-    settings: Settings,
-    consumer_name: String,
-    stop: CancellationToken,
-) {
+pub async fn follow(db: Database, js: Context, settings: Settings, stop: CancellationToken) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     while !stop.is_cancelled() {
-        match follow_once(&db, &js, &settings, &consumer_name, &stop).await {
+        match follow_once(&db, &js, &settings, &stop).await {
             Ok(()) => break,
             Err(error) => {
                 tracing::warn!(
@@ -130,7 +123,6 @@ async fn follow_once(
     db: &Database,
     js: &Context,
     settings: &Settings,
-    consumer_name: &str,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     let (mut votes, next_seq) = {
@@ -138,25 +130,13 @@ async fn follow_once(
         tokio::task::spawn_blocking(move || load(&db)).await??
     };
     let stream = verity_bus::proving::open_finality_stream(js).await?;
-    let consumer =
-        verity_bus::proving::reader(&stream, &format!("{consumer_name}-finality"), next_seq)
-            .await?;
-    let mut messages = consumer.messages().await?;
+    let mut reader = verity_bus::proving::reader(stream, next_seq);
     loop {
-        let next = tokio::select! {
-            next = messages.next() => next,
+        let message = tokio::select! {
+            next = reader.next() => next?,
             _ = stop.cancelled() => return Ok(()),
         };
-        let message = match next {
-            None => anyhow::bail!("finality consumer ended"),
-            Some(Err(e)) => anyhow::bail!("finality consumer: {e}"),
-            Some(Ok(message)) => message,
-        };
-        let next_seq = message
-            .info()
-            .map_err(|e| anyhow::anyhow!("finality message info: {e}"))?
-            .stream_sequence
-            + 1;
+        let next_seq = message.seq + 1;
         let counted = count(settings, &mut votes, message.payload.as_ref());
         let (safe, finalized) = heads(&votes, settings.quorum);
         let alarm = counted.as_ref().and_then(|attestation| {
@@ -192,11 +172,6 @@ async fn follow_once(
         };
         let db = db.clone();
         tokio::task::spawn_blocking(move || store(&db, stored)).await??;
-        // Counted and stored: the message may go.
-        message
-            .ack()
-            .await
-            .map_err(|e| anyhow::anyhow!("ack: {e}"))?;
         if let Some(safe) = safe {
             metrics::gauge!("verity_replica_safe_block").set(safe as f64);
         }

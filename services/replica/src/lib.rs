@@ -101,7 +101,9 @@ pub struct Config {
     /// (`config.verity.sequencer`); later epochs come from handovers in the chain stream.
     #[arg(long, env = "VERITY_SEQUENCER_ADDRESS")]
     pub sequencer_address: Option<Address>,
-    /// Name of the durable JetStream consumer (unique per replica).
+    /// The name this replica shows NATS (its connection's client name, in the server's
+    /// monitoring and logs). Its consumers of the chain stream are ephemeral and named by the
+    /// server.
     #[arg(long, env = "VERITY_CONSUMER_NAME", default_value = "replica-full")]
     pub consumer_name: String,
     /// Registered verifier addresses (comma-separated): their attestations make blocks `safe`
@@ -292,7 +294,6 @@ impl verity_server::Service for Replica {
         tasks.spawn(follow_chain(
             self.db.clone(),
             self.stream.clone(),
-            self.config.consumer_name.clone(),
             self.rules.clone(),
             self.witness,
             self.config.role.keeps(),
@@ -307,7 +308,6 @@ impl verity_server::Service for Replica {
                     verifiers: self.config.verifier_addresses.clone(),
                     quorum: self.config.finality_quorum,
                 },
-                self.config.consumer_name.clone(),
                 stop.clone(),
             ));
         }
@@ -362,7 +362,6 @@ impl verity_server::Service for Replica {
 async fn follow_chain(
     db: Database,
     stream: async_nats::jetstream::stream::Stream,
-    consumer_name: String,
     rules: Arc<Sequencing>,
     mut witness: Option<witness::Witness>,
     keep: apply::Keep,
@@ -370,17 +369,7 @@ async fn follow_chain(
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     while !stop.is_cancelled() {
-        match follow_once(
-            &db,
-            &stream,
-            &consumer_name,
-            &rules,
-            &mut witness,
-            keep,
-            &stop,
-        )
-        .await
-        {
+        match follow_once(&db, &stream, &rules, &mut witness, keep, &stop).await {
             Ok(()) => break,
             Err(FollowError::Refused(error)) => {
                 tracing::error!(%error, "chain refused: following halted at the last valid state");
@@ -403,7 +392,6 @@ enum FollowError {
 async fn follow_once(
     db: &Database,
     stream: &async_nats::jetstream::stream::Stream,
-    consumer_name: &str,
     rules: &Arc<Sequencing>,
     witness: &mut Option<witness::Witness>,
     keep: apply::Keep,
@@ -420,7 +408,7 @@ async fn follow_once(
     if let Some(witness) = witness.as_mut() {
         witness.resume(db, last).await.map_err(transient)?;
     }
-    let consumer = verity_bus::chain_consumer(stream, consumer_name, last + 1)
+    let consumer = verity_bus::ordered_chain_consumer(stream, last + 1)
         .await
         .map_err(|e| transient(e.into()))?;
     let mut messages = consumer.messages().await.map_err(|e| transient(e.into()))?;
@@ -479,10 +467,6 @@ async fn follow_once(
         if seq < expected && !pending.is_empty() {
             // A redelivery of an event applied or held already.
             metrics::counter!("verity_replica_redelivered_events_total").increment(1);
-            message
-                .ack()
-                .await
-                .map_err(|e| transient(anyhow::anyhow!("ack: {e}")))?;
             continue;
         }
         let event = match verity_bus::decode_event(seq, &message.payload) {
@@ -527,7 +511,7 @@ fn transactions(event: &v1::ChainEvent) -> Option<usize> {
 /// Most chain events a replica without chunks applies in one MDBX transaction.
 const MAX_APPLY_BATCH: usize = 256;
 
-/// Chain events received but not applied yet, with their messages (acknowledged once applied).
+/// Chain events received but not applied yet, with their messages (for their trace context).
 #[derive(Default)]
 struct Held {
     messages: Vec<async_nats::jetstream::Message>,
@@ -618,12 +602,7 @@ async fn flush(
         Err(ApplyError::Chain(ChainError::Storage(e))) => return Err(transient(e.into())),
         Err(refused) => return Err(FollowError::Refused(refused)),
     }
-    for message in pending.messages.drain(..) {
-        message
-            .ack()
-            .await
-            .map_err(|e| transient(anyhow::anyhow!("ack: {e}")))?;
-    }
+    pending.messages.clear();
     Ok(())
 }
 

@@ -26,7 +26,6 @@ use alloy_primitives::{Address, B256};
 use anyhow::Context as _;
 use async_nats::jetstream::Context;
 use bytes::Bytes;
-use futures::StreamExt;
 use prost::Message as _;
 
 use verity_chunk::{
@@ -223,23 +222,17 @@ async fn run_once(
     }
     metrics::gauge!("verity_verifier_safe_block").set(progress.safe as f64);
     let (_, proofs) = verity_bus::proving::ensure_proving_streams(js).await?;
-    verity_bus::proving::ensure_finality_stream(js).await?;
-    let durable = format!("verifier-{}", settings.key.address());
-    let consumer = verity_bus::proving::reader(&proofs, &durable, progress.proofs_seq).await?;
-    let mut messages = consumer.messages().await?;
+    verity_bus::proving::open_finality_stream(js).await?;
+    let mut reader = verity_bus::proving::reader(proofs, progress.proofs_seq);
     let mut buffer: BTreeMap<u64, Vec<Received>> = BTreeMap::new();
     let mut last_stream_seq = progress.proofs_seq.saturating_sub(1);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tracing::info!(next_seq = progress.next_seq, safe = progress.safe, root = %progress.root, "verifier following proofs");
     loop {
         tokio::select! {
-            next = messages.next() => {
-                let message = match next {
-                    None => anyhow::bail!("proofs consumer ended"),
-                    Some(Err(e)) => anyhow::bail!("proofs consumer: {e}"),
-                    Some(Ok(message)) => message,
-                };
-                let stream_seq = message.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
+            next = reader.next() => {
+                let message = next?;
+                let stream_seq = message.seq;
                 last_stream_seq = stream_seq;
                 match v1::ProverResult::decode(message.payload.as_ref())
                     .map_err(|e| e.to_string())
@@ -260,7 +253,6 @@ async fn run_once(
                         tracing::warn!(stream_seq, reason, "verifier: undecodable prover result ignored");
                     }
                 }
-                message.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
             }
             _ = tick.tick() => {
                 advance(db, js, settings, keys, &mut progress, &mut buffer, last_stream_seq).await?;

@@ -4,7 +4,7 @@ use super::*;
 
 /// Renews the lease in the background while this node is active.
 pub(super) struct Renewer {
-    task: tokio::task::JoinHandle<Option<u64>>,
+    task: tokio::task::JoinHandle<Option<(u64, Holder, LeaseSigner)>>,
     stop: CancellationToken,
     /// Stops renewing when the renewer is dropped on a path that neither stops nor releases it
     /// (an error while active): the lease then expires and a standby takes over.
@@ -44,7 +44,7 @@ impl Renewer {
                 loop {
                     tokio::select! {
                         _ = tick.tick() => {}
-                        _ = stop.cancelled() => return Some(revision),
+                        _ = stop.cancelled() => return Some((revision, holder, signer)),
                     }
                     let sent = Instant::now();
                     // Every renewal is signed anew with a higher count: a standby sees the
@@ -90,13 +90,14 @@ impl Renewer {
         self.task.abort();
     }
 
-    /// Stops renewing and gives the lease up, if it is still ours.
+    /// Stops renewing and gives the lease up with a signed release, if it is still ours.
     pub(super) async fn release(self) {
         self.stop.cancel();
-        if let Ok(Some(revision)) = self.task.await
-            && let Err(error) = lease::release(&self.store, revision).await
-        {
-            tracing::warn!(%error, "could not release the sequencer lease; it will expire");
+        if let Ok(Some((revision, holder, signer))) = self.task.await {
+            let release = holder.released(&signer.key, signer.chain_id);
+            if let Err(error) = lease::release(&self.store, &release, revision).await {
+                tracing::warn!(%error, "could not release the sequencer lease; it will expire");
+            }
         }
     }
 }

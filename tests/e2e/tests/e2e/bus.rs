@@ -60,7 +60,8 @@ async fn plaintext_is_refused(url: &str) {
 
 /// Writes lease entries that do not verify, one after another every few milliseconds until
 /// `stop`, as a client holding the sequencer role's own NATS credential: each names `trap` as
-/// the sequencer's URL. Returns how many were written.
+/// the sequencer's URL, and every fifth write is a bare deletion of the entry instead (which
+/// is not a release). Returns how many were written.
 async fn write_forged_leases(
     nats: verity_bus::NatsArgs,
     chain_id: u64,
@@ -86,8 +87,12 @@ async fn write_forged_leases(
     ];
     let mut written = 0;
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-        let value = forged[written % forged.len()].clone();
-        store.put(LEASE_KEY, value.into()).await.unwrap();
+        if written % 5 == 4 {
+            store.delete(LEASE_KEY).await.unwrap();
+        } else {
+            let value = forged[written % forged.len()].clone();
+            store.put(LEASE_KEY, value.into()).await.unwrap();
+        }
         written += 1;
         tokio::time::sleep(Duration::from_millis(15)).await;
     }
@@ -95,7 +100,7 @@ async fn write_forged_leases(
 }
 
 /// A lease entry written with the sequencer role's valid NATS credential but without the
-/// signature of the epoch's key is ignored: ingress keeps forwarding transactions to the real
+/// signature of the epoch's key, or a deletion of the entry, is ignored: ingress keeps forwarding transactions to the real
 /// sequencer, the gateway keeps asking it for pending nonces, nobody connects to the URL the
 /// forged entries name, the active sequencer writes its own lease back instead of stepping
 /// down, and the hot standby does not take the lease over.
@@ -256,26 +261,159 @@ async fn stored(
 /// Each service's nkey may publish only its role's subjects: a gateway cannot publish a chain
 /// event (one undecodable message would stop every replica), write the sequencer lease or an
 /// appointment, or purge or delete a stream; a prover cannot publish a result in another
-/// prover's name. The server refuses each (its log names the subject), and the chain goes on.
+/// prover's name. Nor can a role make a consumer anywhere but on the chain stream (a push
+/// consumer of the finality or proofs stream delivering into `verity.chain.events` would append
+/// to the chain what the server would not let it publish), make or reconfigure a stream, take
+/// another prover's jobs, or read another identity's replies. The server refuses each (its log
+/// names the subject), and the chain goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_role_cannot_publish_another_roles_subjects_or_purge_a_stream() {
+async fn a_role_cannot_publish_another_roles_subjects_make_consumers_or_purge_a_stream() {
+    use async_nats::jetstream::{consumer::push, stream};
     let net = TestNet::start(|_| {}).await.unwrap();
     let as_role = |name: &str| net.devnet.nats_as(name).unwrap();
     let (_admin, admin_js) = net.jetstream().await;
-    verity_bus::proving::ensure_proving_streams(&admin_js)
+    let (jobs, _) = verity_bus::proving::ensure_proving_streams(&admin_js)
         .await
         .unwrap();
-    let (_gateway, gateway) = as_role("gateway").connect("e2e-gateway").await.unwrap();
-    let (_prover, second_prover) = as_role("prover-2").connect("e2e-prover-2").await.unwrap();
-
-    // A result under the first prover's address, from the second prover's key: refused; under
-    // its own: stored.
-    let first = verity_bus::message_id(net.devnet.prover_address().as_slice());
+    verity_bus::proving::ensure_finality_stream(&admin_js)
+        .await
+        .unwrap();
+    let (gateway_client, gateway) = as_role("gateway").connect("e2e-gateway").await.unwrap();
+    let (prover_client, second_prover) = as_role("prover-2").connect("e2e-prover-2").await.unwrap();
+    // The provers' job consumers, as the bus's initialisation makes them.
     let second_key =
         verity_primitives::SigningKey::load_or_create(&net.devnet.data_dir().join("prover-2.key"))
             .unwrap()
             .0
             .address();
+    let queue = verity_bus::proving::JobQueue::default();
+    let first_jobs = verity_bus::proving::consumer_name(net.devnet.prover_address().as_slice());
+    let second_jobs = verity_bus::proving::consumer_name(second_key.as_slice());
+    for name in [&first_jobs, &second_jobs] {
+        verity_bus::proving::job_consumer(&jobs, name, queue)
+            .await
+            .unwrap();
+    }
+
+    // Consumers delivering into the chain, from the streams a gateway or a prover can read.
+    let push_into_chain = |js: async_nats::jetstream::Context, source: &'static str| async move {
+        let attempt = async {
+            js.create_consumer_on_stream(
+                push::Config {
+                    deliver_subject: verity_bus::CHAIN_SUBJECT.into(),
+                    ..Default::default()
+                },
+                source,
+            )
+            .await
+        };
+        matches!(tokio::time::timeout(REFUSED, attempt).await, Ok(Ok(_)))
+    };
+    let made_stream = async {
+        let attempt = gateway.create_stream(stream::Config {
+            name: "E2E_MINE".into(),
+            subjects: vec!["e2e.mine".into()],
+            ..Default::default()
+        });
+        matches!(tokio::time::timeout(REFUSED, attempt).await, Ok(Ok(_)))
+    };
+    let shrunk_proofs = async {
+        let mut config = admin_js
+            .get_stream(verity_bus::proving::PROOFS_STREAM)
+            .await
+            .unwrap()
+            .cached_info()
+            .config
+            .clone();
+        config.max_messages = 1;
+        let attempt = gateway.update_stream(config);
+        matches!(tokio::time::timeout(REFUSED, attempt).await, Ok(Ok(_)))
+    };
+    let jobs_stream = verity_bus::proving::JOBS_STREAM;
+    let (from_finality, from_proofs, from_lease, made_stream, shrunk_proofs) = tokio::join!(
+        push_into_chain(gateway.clone(), verity_bus::proving::FINALITY_STREAM),
+        push_into_chain(second_prover.clone(), verity_bus::proving::PROOFS_STREAM),
+        push_into_chain(gateway.clone(), "KV_VERITY_SEQUENCER"),
+        made_stream,
+        shrunk_proofs,
+    );
+    assert!(
+        !from_finality,
+        "a gateway made a consumer on the finality stream"
+    );
+    assert!(
+        !from_proofs,
+        "a prover made a consumer on the proofs stream"
+    );
+    assert!(
+        !from_lease,
+        "a gateway made a consumer on the lease's stream"
+    );
+    assert!(!made_stream, "a gateway made a stream");
+    assert!(!shrunk_proofs, "a gateway reconfigured the proofs stream");
+    // Taking another key's jobs, and reading everyone's replies.
+    for (client, consumer) in [
+        (&gateway_client, &first_jobs),
+        (&prover_client, &first_jobs),
+    ] {
+        client
+            .publish(
+                format!("$JS.API.CONSUMER.MSG.NEXT.{jobs_stream}.{consumer}"),
+                "1".into(),
+            )
+            .await
+            .unwrap();
+    }
+    let _snoop = gateway_client.subscribe("_INBOX.>").await.unwrap();
+    gateway_client.flush().await.unwrap();
+    // What a role may do, it can: a prover pulls from its own key's consumer, a gateway follows
+    // the chain through an ordered consumer of its own.
+    let own = second_prover
+        .get_stream(jobs_stream)
+        .await
+        .unwrap()
+        .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&second_jobs)
+        .await
+        .expect("a prover opens its own job consumer");
+    own.fetch()
+        .max_messages(1)
+        .expires(Duration::from_millis(200))
+        .messages()
+        .await
+        .expect("a prover pulls from its own job consumer");
+    let chain = gateway.get_stream(verity_bus::CHAIN_STREAM).await.unwrap();
+    let mut follow = verity_bus::ordered_chain_consumer(&chain, 1)
+        .await
+        .expect("a gateway follows the chain")
+        .messages()
+        .await
+        .unwrap();
+    {
+        use futures::StreamExt as _;
+        let first = tokio::time::timeout(Duration::from_secs(10), follow.next())
+            .await
+            .expect("a chain event in time")
+            .unwrap()
+            .unwrap();
+        verity_bus::decode_event(1, &first.payload).expect("the chain's first event");
+    }
+    for stream in [
+        verity_bus::proving::FINALITY_STREAM,
+        verity_bus::proving::PROOFS_STREAM,
+        "KV_VERITY_SEQUENCER",
+    ] {
+        let mut info = admin_js.get_stream(stream).await.unwrap();
+        let consumers = info.info().await.unwrap().state.consumer_count;
+        assert_eq!(consumers, 0, "{stream} has a consumer");
+    }
+    assert!(
+        admin_js.get_stream("E2E_MINE").await.is_err(),
+        "a stream was made"
+    );
+
+    // A result under the first prover's address, from the second prover's key: refused; under
+    // its own: stored.
+    let first = verity_bus::message_id(net.devnet.prover_address().as_slice());
     let second = verity_bus::message_id(second_key.as_slice());
     let results = verity_bus::proving::RESULTS_SUBJECT;
     let forged = format!("{results}.7.proof.{first}");
@@ -339,6 +477,22 @@ async fn a_role_cannot_publish_another_roles_subjects_or_purge_a_stream() {
             verity_bus::proving::PROOFS_STREAM
         ),
         format!("{results}.7.proof.{first}"),
+        format!(
+            "$JS.API.CONSUMER.CREATE.{}",
+            verity_bus::proving::FINALITY_STREAM
+        ),
+        format!(
+            "$JS.API.CONSUMER.CREATE.{}",
+            verity_bus::proving::PROOFS_STREAM
+        ),
+        "$JS.API.CONSUMER.CREATE.KV_VERITY_SEQUENCER".into(),
+        "$JS.API.STREAM.CREATE.E2E_MINE".into(),
+        format!(
+            "$JS.API.STREAM.UPDATE.{}",
+            verity_bus::proving::PROOFS_STREAM
+        ),
+        format!("$JS.API.CONSUMER.MSG.NEXT.{jobs_stream}.{first_jobs}"),
+        "_INBOX.>".into(),
     ] {
         assert!(
             log.lines()
@@ -346,6 +500,15 @@ async fn a_role_cannot_publish_another_roles_subjects_or_purge_a_stream() {
             "the server did not refuse {subject}:\n{log}"
         );
     }
+    // Both attempts at the first prover's jobs were refused, the prover's as the gateway's.
+    let next = format!("\"$JS.API.CONSUMER.MSG.NEXT.{jobs_stream}.{first_jobs}\"");
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("Violation") && l.contains(&next))
+            .count(),
+        2,
+        "{log}"
+    );
 
     // The chain goes on.
     let rpc = net.rpc();
