@@ -167,3 +167,68 @@ async fn reclaim(
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use verity_primitives::governance::Epoch;
+
+    use super::*;
+
+    /// When its renewal finds the entry changed, the active sequencer writes its own back over
+    /// anything that is not another holder's (an unsigned entry, a deletion, its own older
+    /// entry), and steps down for another process of its own key and epoch (a restarted node
+    /// while this one was cut off), so two processes never renew against each other.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reclaim_writes_back_all_but_another_holders_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = verity_bus::server::NatsServer::start(dir.path())
+            .await
+            .unwrap();
+        let (_client, js) = verity_bus::connect(server.url(), "renewal-test")
+            .await
+            .unwrap();
+        let store = lease::lease_store(&js).await.unwrap();
+        let key = SigningKey::random();
+        let rules = Sequencing {
+            chain_id: 7,
+            governance: None,
+            genesis: Epoch {
+                number: 0,
+                sequencer: key.address(),
+            },
+        };
+        let ttl = Duration::from_secs(1);
+        let older = Holder::signed(&key, 7, 0, "http://127.0.0.1:1".into(), None);
+        let revision = lease::write(&store, &older, None).await.unwrap();
+        let mine = older.renewed(&key, 7);
+        lease::write(&store, &mine, Some(revision)).await.unwrap();
+
+        // Something nobody signed, then a deletion, then this process's own older entry.
+        store.put(lease::LEASE_KEY, "junk".into()).await.unwrap();
+        let revision = reclaim(&store, &rules, &mine, ttl).await.expect("junk");
+        store.delete(lease::LEASE_KEY).await.unwrap();
+        let revision_after_deletion = reclaim(&store, &rules, &mine, ttl)
+            .await
+            .expect("a deletion");
+        assert!(revision_after_deletion > revision);
+        lease::write(&store, &older, Some(revision_after_deletion))
+            .await
+            .unwrap();
+        reclaim(&store, &rules, &mine, ttl)
+            .await
+            .expect("an older entry");
+        let entry = lease::read(&store, &rules).await.unwrap().unwrap();
+        assert_eq!(entry.holder, Some(mine.clone()), "written back");
+
+        // A restarted process of the same key and epoch: this one steps down.
+        let restarted = Holder::signed(&key, 7, 0, "http://127.0.0.1:2".into(), None);
+        lease::write(&store, &restarted, Some(entry.revision))
+            .await
+            .unwrap();
+        assert_eq!(reclaim(&store, &rules, &mine, ttl).await, None);
+        let entry = lease::read(&store, &rules).await.unwrap().unwrap();
+        assert_eq!(entry.holder, Some(restarted), "left to the other process");
+    }
+}
