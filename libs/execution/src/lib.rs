@@ -13,7 +13,8 @@
 use alloy_consensus::Transaction as _;
 use alloy_primitives::{Address, B256, Bytes, KECCAK256_EMPTY, TxKind, U256};
 use revm::{
-    Context, Database, DatabaseCommit, DatabaseRef, ExecuteEvm, MainBuilder, MainContext,
+    Context, Database, DatabaseCommit, DatabaseRef, ExecuteEvm, InspectEvm, MainBuilder,
+    MainContext,
     bytecode::Bytecode,
     context::{
         BlockEnv, CfgEnv, TxEnv,
@@ -56,6 +57,9 @@ pub enum ExecutionError {
     /// revm failed for a reason that is neither the transaction's nor the state's.
     #[error("evm failure: {0}")]
     Evm(String),
+    /// A call ran past its [`CallLimits::timeout`] and was stopped (geth's text).
+    #[error("execution aborted (timeout = {0:?})")]
+    TimedOut(std::time::Duration),
 }
 
 /// Why a transaction was not included.
@@ -111,6 +115,64 @@ pub struct CallRequest {
     pub nonce: Option<u64>,
     /// EIP-2930 access list (charged as intrinsic gas, warming what it lists).
     pub access_list: alloy_eips::eip2930::AccessList,
+    /// What bounds the work besides gas.
+    pub limits: CallLimits,
+}
+
+/// What bounds a call's work besides its gas (a replica serving `eth_call` to anyone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallLimits {
+    /// Most bytes of EVM memory, summed over the call's frames; past it the frame halts out
+    /// of gas.
+    pub memory_bytes: u64,
+    /// Wall-clock time the call may run (an estimate: all its runs together); past it every
+    /// frame halts and the call fails with geth's "execution aborted (timeout = ...)".
+    pub timeout: Option<std::time::Duration>,
+}
+
+impl Default for CallLimits {
+    /// revm's own memory ceiling (4 GiB) and no deadline.
+    fn default() -> Self {
+        Self {
+            memory_bytes: (1 << 32) - 1,
+            timeout: None,
+        }
+    }
+}
+
+/// Halts every frame once a deadline has passed (checked every [`Deadline::EVERY`] steps, so
+/// the clock costs nothing measurable).
+struct Deadline {
+    until: Option<std::time::Instant>,
+    steps: u32,
+    expired: bool,
+}
+
+impl Deadline {
+    const EVERY: u32 = 1024;
+
+    fn new(until: Option<std::time::Instant>) -> Self {
+        Self {
+            until,
+            steps: 0,
+            expired: false,
+        }
+    }
+}
+
+impl<CTX> revm::Inspector<CTX> for Deadline {
+    fn step(&mut self, interp: &mut revm::interpreter::Interpreter, _context: &mut CTX) {
+        if !self.expired {
+            let Some(until) = self.until else { return };
+            self.steps = self.steps.wrapping_add(1);
+            if !self.steps.is_multiple_of(Self::EVERY) || std::time::Instant::now() < until {
+                return;
+            }
+            self.expired = true;
+        }
+        // Every frame still running, the callers' included, stops at its next step.
+        interp.halt_oog();
+    }
 }
 
 /// What running a message produced.
@@ -585,7 +647,11 @@ pub fn call<S: StateView>(
     request: &CallRequest,
 ) -> Result<CallOutcome, ExecutionError> {
     let gas = request.gas.unwrap_or(env.gas_limit);
-    run_call(state, env, request, gas)
+    run_call(state, env, request, gas, deadline(&request.limits))
+}
+
+fn deadline(limits: &CallLimits) -> Option<std::time::Instant> {
+    limits.timeout.map(|t| std::time::Instant::now() + t)
 }
 
 fn run_call<S: StateView>(
@@ -593,6 +659,7 @@ fn run_call<S: StateView>(
     env: &BlockEnvSpec,
     request: &CallRequest,
     gas: u64,
+    until: Option<std::time::Instant>,
 ) -> Result<CallOutcome, ExecutionError> {
     let db = ViewDb(state);
     let mut block = block_env(env);
@@ -602,6 +669,7 @@ fn run_call<S: StateView>(
     }
     let mut cfg = cfg_env(env.chain_id);
     cfg.disable_nonce_check = request.nonce.is_none();
+    cfg.memory_limit = request.limits.memory_bytes;
     let caller = request.from.unwrap_or_default();
     let tx_type = match (request.gas_price.is_some(), request.access_list.is_empty()) {
         (true, _) => 2,
@@ -622,12 +690,13 @@ fn run_call<S: StateView>(
         chain_id: Some(env.chain_id),
         ..TxEnv::default()
     };
+    let mut deadline = Deadline::new(until);
     let mut evm = Context::mainnet()
         .with_db(WrapDatabaseRef(db))
         .with_block(block)
         .with_cfg(cfg)
-        .build_mainnet();
-    let result = match evm.transact(tx) {
+        .build_mainnet_with_inspector(&mut deadline);
+    let result = match evm.inspect_tx(tx) {
         Ok(result) => result.result,
         Err(EVMError::Transaction(error)) => {
             return Ok(CallOutcome {
@@ -637,6 +706,12 @@ fn run_call<S: StateView>(
         }
         Err(error) => return Err(evm_error(error)),
     };
+    drop(evm);
+    if deadline.expired {
+        return Err(ExecutionError::TimedOut(
+            request.limits.timeout.unwrap_or_default(),
+        ));
+    }
     let gas_used = gas_used(&result);
     Ok(match result {
         ExecutionResult::Success { output, .. } => CallOutcome {
@@ -709,7 +784,8 @@ pub fn estimate_gas<S: StateView>(
     request: &CallRequest,
 ) -> Result<Result<u64, CallOutcome>, ExecutionError> {
     let cap = request.gas.unwrap_or(env.gas_limit);
-    let first = run_call(state, env, request, cap)?;
+    let until = deadline(&request.limits);
+    let first = run_call(state, env, request, cap, until)?;
     if !first.success {
         return Ok(Err(first));
     }
@@ -719,7 +795,7 @@ pub fn estimate_gas<S: StateView>(
     let mut high = cap;
     let optimistic = (first.gas_used + 2300) * 64 / 63;
     if optimistic < high {
-        if run_call(state, env, request, optimistic)?.success {
+        if run_call(state, env, request, optimistic, until)?.success {
             high = optimistic;
         } else {
             low = optimistic;
@@ -727,7 +803,7 @@ pub fn estimate_gas<S: StateView>(
     }
     while high - low > 1 {
         let mid = low + (high - low) / 2;
-        if run_call(state, env, request, mid)?.success {
+        if run_call(state, env, request, mid, until)?.success {
             high = mid;
         } else {
             low = mid;

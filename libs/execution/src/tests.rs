@@ -351,3 +351,76 @@ fn estimate_gas_is_the_least_limit_the_transaction_then_succeeds_with() {
     );
     assert!(!run(estimate - 1).success, "one gas less is not");
 }
+
+/// An `eth_call` from anyone cannot hold a thread past its deadline: an endless loop given more
+/// gas than it could burn in minutes is stopped at its timeout with geth's error, and so is a
+/// nested call running it (the caller's frame stops too).
+#[test]
+fn a_call_is_stopped_at_its_deadline() {
+    // JUMPDEST PUSH1 0 JUMP: forever.
+    let endless = Bytes::from_static(&[0x5b, 0x60, 0x00, 0x56]);
+    let mut block = env();
+    block.gas_limit = 1 << 40;
+    let request = CallRequest {
+        data: endless,
+        gas: Some(1 << 40),
+        limits: CallLimits {
+            timeout: Some(std::time::Duration::from_millis(50)),
+            ..CallLimits::default()
+        },
+        ..CallRequest::default()
+    };
+    let state = InMemoryState::default();
+    let started = std::time::Instant::now();
+    let outcome = call(&state, &block, &request);
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(outcome, Err(ExecutionError::TimedOut(t)) if t.as_millis() == 50),
+        "{outcome:?}"
+    );
+    assert!(
+        elapsed < std::time::Duration::from_secs(2),
+        "ran {elapsed:?}"
+    );
+    assert_eq!(
+        ExecutionError::TimedOut(std::time::Duration::from_millis(50)).to_string(),
+        "execution aborted (timeout = 50ms)"
+    );
+    // An estimate shares one deadline over its runs.
+    let started = std::time::Instant::now();
+    assert!(matches!(
+        estimate_gas(&state, &block, &request),
+        Err(ExecutionError::TimedOut(_))
+    ));
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    // Without a deadline a short loop still ends by gas.
+    let bounded = CallRequest {
+        gas: Some(100_000),
+        limits: CallLimits::default(),
+        ..request
+    };
+    let outcome = call(&state, &block, &bounded).unwrap();
+    assert_eq!(outcome.error.as_deref(), Some("out of gas"));
+}
+
+/// A call that could pay for a gigabyte of EVM memory (its gas and the block's limit raised by
+/// overrides) halts at the memory limit instead of allocating it.
+#[test]
+fn a_call_past_the_memory_limit_halts_without_allocating() {
+    // PUSH4 0x40000000 MLOAD: touch the word at 1 GiB.
+    let touch = Bytes::from_static(&[0x63, 0x40, 0x00, 0x00, 0x00, 0x51, 0x00]);
+    let mut block = env();
+    block.gas_limit = 1 << 44;
+    let request = CallRequest {
+        data: touch,
+        gas: Some(1 << 44),
+        limits: CallLimits {
+            memory_bytes: 32 << 20,
+            ..CallLimits::default()
+        },
+        ..CallRequest::default()
+    };
+    let outcome = call(&InMemoryState::default(), &block, &request).unwrap();
+    assert!(!outcome.success, "{outcome:?}");
+    assert_eq!(outcome.error.as_deref(), Some("out of gas"));
+}

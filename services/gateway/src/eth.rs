@@ -41,6 +41,10 @@ pub fn from_status(status: tonic::Status) -> RpcError {
             RpcError::internal(status.message())
         }
         tonic::Code::InvalidArgument => RpcError::new(SERVER_ERROR, status.message()),
+        // A replica out of call slots: geth's "limit exceeded" code, so clients back off.
+        tonic::Code::ResourceExhausted => {
+            RpcError::new(crate::jsonrpc::LIMIT_EXCEEDED, status.message())
+        }
         _ => RpcError::new(SERVER_ERROR, status.message()),
     }
 }

@@ -85,6 +85,10 @@ pub struct Config {
     /// Most calls in one JSON-RPC batch.
     #[arg(long, env = "VERITY_MAX_BATCH_SIZE", default_value_t = 1_000)]
     pub max_batch_size: usize,
+    /// Most calls of one HTTP batch answered at once (the others wait their turn). A batch as a
+    /// whole has the request timeout: calls it has not answered by then get -32002.
+    #[arg(long, env = "VERITY_MAX_BATCH_CONCURRENCY", default_value_t = 4)]
+    pub max_batch_concurrency: usize,
     /// A call not answered within this many milliseconds fails with -32002 "request timed out"
     /// (the realtime methods wait by their own timeout instead).
     #[arg(long, env = "VERITY_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
@@ -153,7 +157,9 @@ pub struct Serving {
     pub max_body_bytes: usize,
     /// Most calls in a batch.
     pub max_batch_size: usize,
-    /// Time allowed per call.
+    /// Most calls of one HTTP batch answered at once.
+    pub batch_concurrency: usize,
+    /// Time allowed per call, and per batch.
     pub request_timeout: Duration,
     /// Send rates.
     pub sends: limits::SendLimits,
@@ -209,6 +215,7 @@ impl Backends {
             serving: Arc::new(Serving {
                 max_body_bytes: config.max_body_bytes,
                 max_batch_size: config.max_batch_size.max(1),
+                batch_concurrency: config.max_batch_concurrency.max(1),
                 request_timeout: Duration::from_millis(config.request_timeout_ms.max(1)),
                 sends: limits::SendLimits::new(
                     config.send_rate_per_ip,
@@ -517,16 +524,60 @@ pub async fn handle_body(
             Some(batch_too_large(backends, calls.len()))
         }
         Ok(jsonrpc::Body::Batch(calls)) => {
-            let answers = futures::future::join_all(
-                calls
-                    .into_iter()
-                    .map(|c| handle_call(backends, c, ip, None)),
-            )
-            .await;
-            let answers: Vec<Value> = answers.into_iter().flatten().collect();
+            use futures::StreamExt as _;
+            // A few calls at a time, in order, and all of them within one request timeout:
+            // a batch of a thousand heavy calls neither floods the replica nor holds the
+            // connection for a thousand timeouts.
+            let deadline = batch_deadline(backends);
+            let answers: Vec<Value> = futures::stream::iter(calls)
+                .map(|call| {
+                    let id = call.get("id").cloned();
+                    within_batch(
+                        backends,
+                        deadline,
+                        id,
+                        handle_call(backends, call, ip, None),
+                    )
+                })
+                .buffered(backends.serving.batch_concurrency)
+                .filter_map(|answer| async move { answer })
+                .collect()
+                .await;
             (!answers.is_empty()).then_some(Value::Array(answers))
         }
         Ok(jsonrpc::Body::Single(single)) => handle_call(backends, single, ip, Some(span)).await,
+    }
+}
+
+/// When a batch received now must be answered: one request timeout from now.
+pub(crate) fn batch_deadline(backends: &Backends) -> tokio::time::Instant {
+    tokio::time::Instant::now() + backends.serving.request_timeout
+}
+
+/// One call of a batch (whose `id` it is: `None` for a notification), answered by `work`
+/// unless the batch's `deadline` passes first: then -32002 without waiting any longer.
+pub(crate) async fn within_batch(
+    backends: &Backends,
+    deadline: tokio::time::Instant,
+    id: Option<Value>,
+    work: impl Future<Output = Option<Value>>,
+) -> Option<Value> {
+    match tokio::time::timeout_at(deadline, work).await {
+        Ok(answer) => answer,
+        Err(_) => {
+            metrics::counter!("verity_gateway_batch_calls_timed_out_total").increment(1);
+            let id = id?;
+            Some(jsonrpc::response(
+                id,
+                Err(RpcError::new(
+                    jsonrpc::TIMEOUT,
+                    format!(
+                        "request timed out: the batch was not answered within {} ms",
+                        backends.serving.request_timeout.as_millis()
+                    ),
+                )),
+            ))
+        }
     }
 }
 

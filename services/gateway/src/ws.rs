@@ -227,9 +227,14 @@ impl Session {
                 Some(crate::batch_too_large(&self.backends, values.len()))
             }
             Ok(jsonrpc::Body::Batch(values)) => {
+                // In order, one at a time, all within one request timeout.
+                let deadline = crate::batch_deadline(&self.backends);
+                let backends = self.backends.clone();
                 let mut answers = Vec::with_capacity(values.len());
                 for value in values {
-                    answers.extend(self.answer_one(value, &mut starts).await);
+                    let id = value.get("id").cloned();
+                    let answer = self.answer_one(value, &mut starts);
+                    answers.extend(crate::within_batch(&backends, deadline, id, answer).await);
                 }
                 (!answers.is_empty()).then_some(Value::Array(answers))
             }

@@ -106,6 +106,9 @@ pub struct Config {
     /// server.
     #[arg(long, env = "VERITY_CONSUMER_NAME", default_value = "replica-full")]
     pub consumer_name: String,
+    /// How `eth_call` and `eth_estimateGas` are bounded (docs/json-rpc.md, "Limits").
+    #[command(flatten)]
+    pub calls: query::CallBounds,
     /// Registered verifier addresses (comma-separated): their attestations make blocks `safe`
     /// and `finalized`. Empty: this replica has no `safe` or `finalized` head.
     #[arg(long, env = "VERITY_VERIFIER_ADDRESSES", value_delimiter = ',')]
@@ -326,11 +329,14 @@ impl verity_server::Service for Replica {
             tonic::service::Routes::default()
         } else {
             tonic::service::Routes::new(
-                v1::replica_server::ReplicaServer::new(query::QueryService::new(
-                    self.db.clone(),
-                    self.spec.clone(),
-                    self.rules.clone(),
-                ))
+                v1::replica_server::ReplicaServer::new(
+                    query::QueryService::new(
+                        self.db.clone(),
+                        self.spec.clone(),
+                        self.rules.clone(),
+                    )
+                    .with_call_bounds(&self.config.calls),
+                )
                 .max_encoding_message_size(64 * 1024 * 1024),
             )
         };

@@ -22,14 +22,86 @@ pub struct QueryService {
     db: Database,
     spec: Arc<ChainSpec>,
     rules: Arc<Sequencing>,
+    calls: Calls,
+}
+
+/// How `Call` (`eth_call`, `eth_estimateGas`) is bounded: a public request must not take the
+/// replica down or hold its threads and MDBX read transactions.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CallBounds {
+    /// Most gas one `eth_call` or `eth_estimateGas` may use, whatever its gas and block
+    /// overrides ask for (geth's `--rpc.gascap`).
+    #[arg(long, env = "VERITY_RPC_GAS_CAP", default_value_t = 50_000_000)]
+    pub rpc_gas_cap: u64,
+    /// Wall-clock limit of one call or estimate, after which its execution is stopped and its
+    /// read transaction released (geth's `--rpc.evmtimeout`).
+    #[arg(long, env = "VERITY_CALL_TIMEOUT_MS", default_value_t = 5_000)]
+    pub call_timeout_ms: u64,
+    /// Most EVM memory one call may use, in MiB (all its frames together).
+    #[arg(long, env = "VERITY_CALL_MEMORY_MIB", default_value_t = 64)]
+    pub call_memory_mib: u64,
+    /// Most calls executing at once; the others wait for a turn as long as the call timeout,
+    /// then are refused. Default: half the cores, at least one (the rest follow the chain and
+    /// serve reads).
+    #[arg(long, env = "VERITY_MAX_CONCURRENT_CALLS")]
+    pub max_concurrent_calls: Option<usize>,
+}
+
+impl Default for CallBounds {
+    fn default() -> Self {
+        Self {
+            rpc_gas_cap: 50_000_000,
+            call_timeout_ms: 5_000,
+            call_memory_mib: 64,
+            max_concurrent_calls: None,
+        }
+    }
+}
+
+/// [`CallBounds`] in force: the limits and the turns.
+#[derive(Debug, Clone)]
+struct Calls {
+    gas_cap: u64,
+    limits: verity_execution::CallLimits,
+    turns: Arc<tokio::sync::Semaphore>,
+    wait: std::time::Duration,
+}
+
+impl Calls {
+    fn new(bounds: &CallBounds) -> Self {
+        let timeout = std::time::Duration::from_millis(bounds.call_timeout_ms.max(1));
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            gas_cap: bounds.rpc_gas_cap.max(21_000),
+            limits: verity_execution::CallLimits {
+                memory_bytes: bounds.call_memory_mib.max(1) << 20,
+                timeout: Some(timeout),
+            },
+            turns: Arc::new(tokio::sync::Semaphore::new(
+                bounds.max_concurrent_calls.unwrap_or(cores / 2).max(1),
+            )),
+            wait: timeout,
+        }
+    }
 }
 
 impl QueryService {
     /// Serves reads from `db`; `rules` are the sequencing rules this replica applies the chain
     /// under (`GetHead` reports the epoch they put in force, so the gateway checks signatures
-    /// against the very key the replica does).
+    /// against the very key the replica does). Calls are bounded by [`CallBounds`]'s defaults.
     pub fn new(db: Database, spec: Arc<ChainSpec>, rules: Arc<Sequencing>) -> Self {
-        Self { db, spec, rules }
+        Self {
+            db,
+            spec,
+            rules,
+            calls: Calls::new(&CallBounds::default()),
+        }
+    }
+
+    /// The same service with calls bounded by `bounds`.
+    pub fn with_call_bounds(mut self, bounds: &CallBounds) -> Self {
+        self.calls = Calls::new(bounds);
+        self
     }
 
     async fn with_read<T: Send + 'static>(
@@ -680,7 +752,21 @@ impl v1::replica_server::Replica for QueryService {
             },
             nonce: None,
             access_list: access_list(&request.access_list)?,
+            limits: self.calls.limits,
         };
+        // One call at a time per turn; a call that finds none within its own timeout is
+        // refused rather than queued without end.
+        let _turn = tokio::time::timeout(self.calls.wait, self.calls.turns.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                metrics::counter!("verity_replica_calls_refused_total").increment(1);
+                Status::resource_exhausted(
+                    "too many concurrent calls: every call slot stayed busy for the call timeout; \
+                     retry later",
+                )
+            })?
+            .map_err(|_| Status::unavailable("the replica is stopping"))?;
+        let gas_cap = self.calls.gas_cap;
         self.with_read(move |read, spec| {
             let at = state_at(read, request.block.as_ref())?;
             let env = match at {
@@ -688,11 +774,13 @@ impl v1::replica_server::Replica for QueryService {
                 At::Block(number) => block_env(read, spec, number)?,
             };
             let env = override_env(env, request.block_overrides.as_ref())?;
+            // geth's gas cap: the call's gas, else the block's (overrides included), at most
+            // the cap.
+            let mut call = call;
+            call.gas = Some(call.gas.unwrap_or(env.gas_limit).min(gas_cap));
             let view = Overridden::new(View::new(read, at), &request.state_overrides)?;
             let outcome = if request.estimate_gas {
-                match verity_execution::estimate_gas(&view, &env, &call)
-                    .map_err(|e| Status::internal(e.to_string()))?
-                {
+                match verity_execution::estimate_gas(&view, &env, &call).map_err(call_error)? {
                     Ok(gas) => v1::CallResponse {
                         success: true,
                         gas_used: gas,
@@ -701,14 +789,23 @@ impl v1::replica_server::Replica for QueryService {
                     Err(failed) => call_response(failed),
                 }
             } else {
-                call_response(
-                    verity_execution::call(&view, &env, &call)
-                        .map_err(|e| Status::internal(e.to_string()))?,
-                )
+                call_response(verity_execution::call(&view, &env, &call).map_err(call_error)?)
             };
             Ok(Response::new(outcome))
         })
         .await
+    }
+}
+
+/// A call that could not run as a gRPC status: one stopped at its deadline is the caller's
+/// (`DEADLINE_EXCEEDED`, geth's text), anything else the replica's.
+fn call_error(error: verity_execution::ExecutionError) -> Status {
+    match error {
+        verity_execution::ExecutionError::TimedOut(_) => {
+            metrics::counter!("verity_replica_calls_timed_out_total").increment(1);
+            Status::deadline_exceeded(error.to_string())
+        }
+        other => Status::internal(other.to_string()),
     }
 }
 
@@ -767,5 +864,46 @@ mod tests {
             .into_inner();
         assert_eq!(head.epoch, 0);
         assert_eq!(head.epoch_sequencer, key.address().to_vec());
+    }
+
+    /// geth's gas cap: whatever gas and block gas limit a call asks for (overrides included),
+    /// it runs with at most `--rpc-gas-cap`; an endless loop burns exactly the cap.
+    #[tokio::test]
+    async fn a_call_runs_with_at_most_the_gas_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(&dir.path().join("db")).unwrap();
+        let spec = ChainSpec::dev(31337, 2, 100).unwrap();
+        crate::apply::init_genesis(&db, &spec, crate::apply::Keep::State).unwrap();
+        let rules = Arc::new(
+            spec.sequencing(Some(SigningKey::random().address()))
+                .unwrap(),
+        );
+        let service = QueryService::new(db, Arc::new(spec), rules).with_call_bounds(&CallBounds {
+            rpc_gas_cap: 1_000_000,
+            ..CallBounds::default()
+        });
+        let at = vec![0xc0; 20];
+        let request = v1::CallRequest {
+            to: at.clone(),
+            gas: 1 << 40,
+            state_overrides: vec![v1::AccountOverride {
+                address: at,
+                code: Some(vec![0x5b, 0x60, 0x00, 0x56]),
+                ..Default::default()
+            }],
+            block_overrides: Some(v1::BlockOverrides {
+                gas_limit: Some(1 << 50),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let response = service
+            .call(Request::new(request))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!response.success);
+        assert_eq!(response.error, "out of gas");
+        assert_eq!(response.gas_used, 1_000_000);
     }
 }

@@ -15,6 +15,7 @@ mod failover;
 mod fraud;
 mod grpc_auth;
 mod kill_nine;
+mod limits;
 mod load_generator;
 mod proving;
 mod realtime;

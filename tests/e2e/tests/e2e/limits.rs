@@ -1,0 +1,141 @@
+//! Bounded requests (issue 24): an `eth_call` from anyone cannot take the replica down or hold
+//! it. Gas is capped whatever the overrides ask for, EVM memory is limited, a call is stopped at
+//! its deadline, calls take turns, and a batch is answered a few calls at a time within one
+//! request timeout; meanwhile the node keeps answering.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use verity_e2e::{TestNet, dev_signer, sign_filler};
+
+/// Where the test's code is put with a state override.
+const AT: &str = "0x00000000000000000000000000000000000c0de0";
+/// `PUSH5 0x1000000000 MLOAD STOP`: touch the word at 64 GiB.
+const HUGE_MEMORY: &str = "0x6410000000005100";
+/// `JUMPDEST PUSH1 0 JUMP`: forever.
+const ENDLESS: &str = "0x5b600056";
+
+/// `eth_call` params running `code` with as much gas as a client can ask for: the block's gas
+/// limit and the call's raised to 2^62 by overrides.
+fn heavy(code: &str) -> Value {
+    json!([
+        {"to": AT, "gas": "0x4000000000000000"},
+        "latest",
+        {AT: {"code": code}},
+        {"gasLimit": "0x4000000000000000"}
+    ])
+}
+
+/// Answers `eth_blockNumber` over and over until `stop`, returning each latency.
+async fn block_number_latencies(
+    rpc: verity_e2e::Rpc,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<Duration> {
+    let mut latencies = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let started = Instant::now();
+        rpc.call("eth_blockNumber", json!([])).await.unwrap();
+        latencies.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    latencies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_calls_fail_within_their_bounds_while_the_node_keeps_answering() {
+    // A gas cap far above what the machine runs in a second, so that the deadline and the
+    // memory limit, not the cap, are what stop these calls; short timeouts keep the test short.
+    let net = TestNet::start(|o| {
+        for (name, value) in [
+            ("VERITY_RPC_GAS_CAP", "1000000000000"),
+            ("VERITY_CALL_TIMEOUT_MS", "1000"),
+            ("VERITY_REQUEST_TIMEOUT_MS", "3000"),
+        ] {
+            o.env.push((name.into(), value.into()));
+        }
+    })
+    .await
+    .unwrap();
+    let rpc = net.rpc();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = tokio::spawn(block_number_latencies(rpc.clone(), stop.clone()));
+
+    // 64 GiB of memory: refused at the memory limit at once, not allocated.
+    let started = Instant::now();
+    let error = rpc
+        .try_call("eth_call", heavy(HUGE_MEMORY))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(error.message, "out of gas", "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // An endless loop: stopped at the call timeout with geth's error.
+    let started = Instant::now();
+    let error = rpc
+        .try_call("eth_call", heavy(ENDLESS))
+        .await
+        .unwrap()
+        .unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(error.code, -32000, "{error}");
+    assert_eq!(error.message, "execution aborted (timeout = 1s)", "{error}");
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
+    // The same as an estimate.
+    let error = rpc
+        .try_call("eth_estimateGas", heavy(ENDLESS))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(error.message, "execution aborted (timeout = 1s)", "{error}");
+
+    // A thousand of them in one batch: answered within the request timeout, every one an
+    // error (stopped, refused for want of a call slot, or not reached in time).
+    let batch: Vec<Value> = (0..1000)
+        .map(|id| json!({"jsonrpc": "2.0", "id": id, "method": "eth_call", "params": heavy(ENDLESS)}))
+        .collect();
+    let started = Instant::now();
+    let answers = rpc.post(&Value::Array(batch)).await.unwrap();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "the batch took {took:?}");
+    let answers = answers.as_array().expect("a batch answer");
+    assert_eq!(answers.len(), 1000);
+    let mut codes = std::collections::BTreeMap::new();
+    for (id, answer) in answers.iter().enumerate() {
+        assert_eq!(answer["id"], json!(id), "in order: {answer}");
+        let code = answer["error"]["code"].as_i64().expect("an error");
+        assert!(matches!(code, -32000 | -32002 | -32005), "{answer}");
+        *codes.entry(code).or_insert(0) += 1;
+    }
+    assert!(codes.get(&-32002).copied().unwrap_or(0) > 900, "{codes:?}");
+
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut latencies = watcher.await.unwrap();
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100];
+    assert!(
+        p99 < Duration::from_millis(100),
+        "eth_blockNumber p99 {p99:?} over {} requests",
+        latencies.len()
+    );
+
+    // The replica is still up: a transfer gets its receipt and its balance reads.
+    let sender = dev_signer(&net, 6).unwrap();
+    let (raw, hash) = sign_filler(&sender, net.devnet.chain_id(), 0).unwrap();
+    let receipt = rpc.send_and_wait(&raw, &hash).await.unwrap();
+    assert_eq!(receipt["status"], json!("0x1"), "{receipt}");
+    rpc.call(
+        "eth_getBalance",
+        json!([format!("{:#x}", sender.address()), "latest"]),
+    )
+    .await
+    .unwrap();
+    net.stop().await.unwrap();
+}
