@@ -16,6 +16,7 @@ use std::{
     future::Future,
     net::SocketAddr,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -207,12 +208,86 @@ pub async fn serve_grpc(
     shutdown: impl Future<Output = ()>,
     security: Security,
 ) -> Result<(), ServeError> {
-    let (reporter, health) = tonic_health::server::health_reporter();
-    for name in services {
-        reporter
-            .set_service_status(*name, tonic_health::ServingStatus::Serving)
-            .await;
+    serve_grpc_ready(
+        routes,
+        services,
+        listener,
+        shutdown,
+        security,
+        always_ready(),
+    )
+    .await
+}
+
+/// Whether a service should be sent requests, as its gRPC health reports it: `None` when it
+/// is ready, else why not (a probe then sees NOT_SERVING; the reason is logged).
+pub type Readiness = tokio::sync::watch::Receiver<Option<String>>;
+
+/// A service's readiness, set by the service.
+#[derive(Debug, Clone)]
+pub struct ReadinessSender(Arc<tokio::sync::watch::Sender<Option<String>>>);
+
+impl ReadinessSender {
+    /// Ready until told otherwise.
+    pub fn new() -> (Self, Readiness) {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        (Self(Arc::new(tx)), rx)
     }
+
+    /// Sets why the service is not ready (`None`: it is).
+    pub fn set(&self, reason: Option<String>) {
+        self.0.send_if_modified(|current| {
+            let changed = *current != reason;
+            *current = reason.clone();
+            changed
+        });
+    }
+
+    /// The reason it is not ready now, if any.
+    pub fn reason(&self) -> Option<String> {
+        self.0.borrow().clone()
+    }
+}
+
+/// Ready for good: the health of a service with nothing that makes it unready (the sender is
+/// gone, so the status is set once).
+fn always_ready() -> Readiness {
+    tokio::sync::watch::channel(None).1
+}
+
+/// [`serve_grpc`], reporting `services` (and the server as a whole, the empty service name
+/// probes ask for) SERVING while `ready` says so and NOT_SERVING otherwise.
+pub async fn serve_grpc_ready(
+    routes: Routes,
+    services: &[&str],
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    security: Security,
+    mut ready: Readiness,
+) -> Result<(), ServeError> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let names: Vec<String> = std::iter::once(String::new())
+        .chain(services.iter().map(|s| s.to_string()))
+        .collect();
+    let watching = tokio::spawn(async move {
+        loop {
+            let reason = ready.borrow_and_update().clone();
+            let status = match &reason {
+                None => tonic_health::ServingStatus::Serving,
+                Some(reason) => {
+                    tracing::warn!(reason, "not ready: health reports NOT_SERVING");
+                    tonic_health::ServingStatus::NotServing
+                }
+            };
+            for name in &names {
+                reporter.set_service_status(name, status).await;
+            }
+            if ready.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    let _stop_watching = AbortOnDrop(watching);
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(verity_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -261,14 +336,34 @@ pub async fn serve_health(
     stop: CancellationToken,
     security: Security,
 ) -> Result<(), ServeError> {
-    serve_grpc(
+    serve_health_ready(listener, stop, security, always_ready()).await
+}
+
+/// [`serve_health`], NOT_SERVING while `ready` gives a reason.
+pub async fn serve_health_ready(
+    listener: TcpListener,
+    stop: CancellationToken,
+    security: Security,
+    ready: Readiness,
+) -> Result<(), ServeError> {
+    serve_grpc_ready(
         Routes::default(),
         &[],
         listener,
         stop.cancelled_owned(),
         security,
+        ready,
     )
     .await
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Writes the ready file (when configured) atomically: a JSON object of `fields`, plus

@@ -114,7 +114,16 @@ pub static METHODS: &[(&str, Handler)] = &[
         Box::pin(async move {
             let head = backends.head().await?;
             let lag = |n: Option<u64>| n.map(|n| head.block_number.saturating_sub(n));
+            // Why this gateway should not be read from: its replica's reason now, else what its
+            // last check found.
+            let not_ready = if head.not_ready.is_empty() {
+                backends.ready.reason()
+            } else {
+                Some(format!("the replica is not ready: {}", head.not_ready))
+            };
             Ok(json!({
+                "ready": not_ready.is_none(),
+                "notReady": not_ready,
                 "latest": head.block_number,
                 "latestMiniBlock": head.mini_block_number,
                 "safe": head.safe_block_number,

@@ -148,6 +148,9 @@ pub struct Backends {
     pub ws: Arc<ws::WsLimits>,
     /// Request limits.
     pub serving: Arc<Serving>,
+    /// Whether this gateway can serve fresh data (its gRPC health, `verity_status`).
+    pub ready: verity_server::ReadinessSender,
+    readiness: verity_server::Readiness,
 }
 
 /// Limits on every request.
@@ -173,7 +176,10 @@ impl Backends {
     /// [`Gateway::serve`]).
     pub fn new(config: &Config, chain_id: u64) -> anyhow::Result<Self> {
         let tls = config.service.tls.load()?;
+        let (ready, readiness) = verity_server::ReadinessSender::new();
         Ok(Self {
+            ready,
+            readiness,
             ingress: v1::ingress_client::IngressClient::new(channel(
                 "--ingress-url",
                 &config.ingress_url,
@@ -377,7 +383,13 @@ impl verity_server::Service for Gateway {
             &self.config.service,
             verity_server::tls::Policy::HEALTH_ONLY,
         )?;
-        let grpc_server = tokio::spawn(verity_server::serve_health(grpc, stop.clone(), security));
+        tasks.spawn(watch_replica(self.backends.clone(), stop.clone()));
+        let grpc_server = tokio::spawn(verity_server::serve_health_ready(
+            grpc,
+            stop.clone(),
+            security,
+            self.backends.readiness.clone(),
+        ));
         // Realtime sends and subscriptions rely on the feed: announce readiness once it
         // follows the stream (or after a grace period, so JSON-RPC serves even without NATS).
         if !self
@@ -546,6 +558,29 @@ pub async fn handle_body(
             (!answers.is_empty()).then_some(Value::Array(answers))
         }
         Ok(jsonrpc::Body::Single(single)) => handle_call(backends, single, ip, Some(span)).await,
+    }
+}
+
+/// Every second, asks the replica for its head: this gateway is not ready (gRPC health
+/// NOT_SERVING, `verity_status`) while the replica cannot be reached or says it is not ready
+/// (halted, or behind the chain), since every read it answers comes from there.
+async fn watch_replica(backends: Backends, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let reason = match backends.head().await {
+            Err(error) => Some(format!("the replica cannot be read: {}", error.message)),
+            Ok(head) if !head.not_ready.is_empty() => {
+                Some(format!("the replica is not ready: {}", head.not_ready))
+            }
+            Ok(_) => None,
+        };
+        metrics::gauge!("verity_gateway_ready").set(if reason.is_none() { 1.0 } else { 0.0 });
+        backends.ready.set(reason);
     }
 }
 

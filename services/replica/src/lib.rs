@@ -106,6 +106,11 @@ pub struct Config {
     /// server.
     #[arg(long, env = "VERITY_CONSUMER_NAME", default_value = "replica-full")]
     pub consumer_name: String,
+    /// Seconds the oldest chain event this replica has not applied may wait before the replica
+    /// reports itself not ready (gRPC health NOT_SERVING, `not_ready` in `GetHead`): a replica
+    /// far behind serves stale state.
+    #[arg(long, env = "VERITY_MAX_LAG_SECS", default_value_t = 30)]
+    pub max_lag_secs: u64,
     /// How `eth_call` and `eth_estimateGas` are bounded (docs/json-rpc.md, "Limits").
     #[command(flatten)]
     pub calls: query::CallBounds,
@@ -293,10 +298,19 @@ impl verity_server::Service for Replica {
     async fn serve(self, stop: CancellationToken) -> anyhow::Result<()> {
         let security = verity_server::Security::load(&self.config.service, POLICY)?;
         let (listener, addr) = self.config.service.server.bind(DEFAULT_PORT).await?;
+        let (ready, readiness) = verity_server::ReadinessSender::new();
         let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(watch_lag(
+            self.db.clone(),
+            self.stream.clone(),
+            ready.clone(),
+            Duration::from_secs(self.config.max_lag_secs.max(1)),
+            stop.clone(),
+        ));
         tasks.spawn(follow_chain(
             self.db.clone(),
             self.stream.clone(),
+            ready.clone(),
             self.rules.clone(),
             self.witness,
             self.config.role.keeps(),
@@ -335,7 +349,8 @@ impl verity_server::Service for Replica {
                         self.spec.clone(),
                         self.rules.clone(),
                     )
-                    .with_call_bounds(&self.config.calls),
+                    .with_call_bounds(&self.config.calls)
+                    .with_readiness(ready.clone()),
                 )
                 .max_encoding_message_size(64 * 1024 * 1024),
             )
@@ -345,12 +360,13 @@ impl verity_server::Service for Replica {
             &[("grpc", addr.to_string())],
         )?;
         tracing::info!(%addr, "replica serving");
-        verity_server::serve_grpc(
+        verity_server::serve_grpc_ready(
             routes,
             if light { &[] } else { &["verity.v1.Replica"] },
             listener,
             stop.cancelled_owned(),
             security,
+            readiness,
         )
         .await?;
         // A task that panicked fails the service, as before (JoinSet also aborts the others
@@ -368,6 +384,7 @@ impl verity_server::Service for Replica {
 async fn follow_chain(
     db: Database,
     stream: async_nats::jetstream::stream::Stream,
+    ready: verity_server::ReadinessSender,
     rules: Arc<Sequencing>,
     mut witness: Option<witness::Witness>,
     keep: apply::Keep,
@@ -380,6 +397,7 @@ async fn follow_chain(
             Err(FollowError::Refused(error)) => {
                 tracing::error!(%error, "chain refused: following halted at the last valid state");
                 metrics::gauge!("verity_replica_halted").set(1.0);
+                ready.set(Some(format!("{HALTED}: {error}")));
                 return;
             }
             Err(FollowError::Transient(error)) => {
@@ -388,6 +406,84 @@ async fn follow_chain(
             }
         }
     }
+}
+
+/// How a halted replica's not-ready reason starts (the lag watch leaves such a reason alone).
+const HALTED: &str = "halted: the chain stream holds an event this replica refuses";
+
+/// Every second, compares what this replica applied with the chain stream: not ready while the
+/// oldest event it has not applied was published more than `bound` ago (a new replica catching
+/// up, one that cannot keep up, one cut off from NATS), ready again once it is within it.
+async fn watch_lag(
+    db: Database,
+    mut stream: async_nats::jetstream::stream::Stream,
+    ready: verity_server::ReadinessSender,
+    bound: Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Since when NATS could not be asked (a replica cut off from it is as stale as one behind).
+    let mut unreachable_since: Option<std::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        if ready.reason().is_some_and(|r| r.starts_with(HALTED)) {
+            return;
+        }
+        let applied = {
+            let db = db.clone();
+            tokio::task::spawn_blocking(move || apply::last_seq(&db)).await
+        };
+        let Ok(Ok(applied)) = applied else { continue };
+        let oldest = async {
+            let last = stream.info().await?.state.last_sequence;
+            if applied >= last {
+                return Ok::<_, anyhow::Error>(None);
+            }
+            let message = stream.get_raw_message(applied + 1).await?;
+            let published = i64::try_from(message.time.unix_timestamp_nanos() / 1_000_000)?;
+            Ok(Some((last - applied, published)))
+        }
+        .await;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let reason = match oldest {
+            Ok(behind) => {
+                unreachable_since = None;
+                lag_reason(behind, now_ms, bound)
+            }
+            Err(error) => {
+                let since = *unreachable_since.get_or_insert_with(std::time::Instant::now);
+                (since.elapsed() > bound).then(|| {
+                    format!(
+                        "cannot compare with the chain stream for {:.0?}: {error:#}",
+                        since.elapsed()
+                    )
+                })
+            }
+        };
+        metrics::gauge!("verity_replica_ready").set(if reason.is_none() { 1.0 } else { 0.0 });
+        ready.set(reason);
+    }
+}
+
+/// Why a replica `behind` (events not applied, and when the oldest was published, in unix ms)
+/// is not ready at `now_ms`; `None` when the oldest waited at most `bound`.
+fn lag_reason(behind: Option<(u64, i64)>, now_ms: i64, bound: Duration) -> Option<String> {
+    let (events, published_ms) = behind?;
+    let waited = Duration::from_millis(u64::try_from(now_ms - published_ms).unwrap_or(0));
+    (waited > bound).then(|| {
+        format!(
+            "{events} chain events behind; the oldest not applied was published {:.1} s ago \
+             (--max-lag-secs {})",
+            waited.as_secs_f64(),
+            bound.as_secs()
+        )
+    })
 }
 
 enum FollowError {
@@ -618,5 +714,28 @@ fn event_kind(event: &v1::ChainEvent) -> &'static str {
         Some(v1::chain_event::Event::Block(_)) => "block",
         Some(v1::chain_event::Event::Handover(_)) => "handover",
         None => "none",
+    }
+}
+
+#[cfg(test)]
+mod readiness_tests {
+    use super::*;
+
+    /// A replica is not ready once the oldest event it has not applied waited longer than its
+    /// bound, and says how far behind it is; caught up, or behind by less, it is ready.
+    #[test]
+    fn a_replica_behind_by_more_than_its_bound_is_not_ready() {
+        let bound = Duration::from_secs(30);
+        let now = 1_700_000_000_000;
+        assert_eq!(lag_reason(None, now, bound), None);
+        assert_eq!(lag_reason(Some((5, now - 29_000)), now, bound), None);
+        let reason = lag_reason(Some((1_234, now - 45_500)), now, bound).expect("not ready");
+        assert!(reason.starts_with("1234 chain events behind"), "{reason}");
+        assert!(
+            reason.contains("45.5 s ago (--max-lag-secs 30)"),
+            "{reason}"
+        );
+        // A clock behind the stream's is no lag.
+        assert_eq!(lag_reason(Some((1, now + 5_000)), now, bound), None);
     }
 }

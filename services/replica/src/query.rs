@@ -23,6 +23,7 @@ pub struct QueryService {
     spec: Arc<ChainSpec>,
     rules: Arc<Sequencing>,
     calls: Calls,
+    ready: Option<verity_server::ReadinessSender>,
 }
 
 /// How `Call` (`eth_call`, `eth_estimateGas`) is bounded: a public request must not take the
@@ -95,7 +96,14 @@ impl QueryService {
             spec,
             rules,
             calls: Calls::new(&CallBounds::default()),
+            ready: None,
         }
+    }
+
+    /// The same service, reporting in `GetHead` why the replica is not ready (`ready`).
+    pub fn with_readiness(mut self, ready: verity_server::ReadinessSender) -> Self {
+        self.ready = Some(ready);
+        self
     }
 
     /// The same service with calls bounded by `bounds`.
@@ -498,6 +506,11 @@ impl v1::replica_server::Replica for QueryService {
         _request: Request<v1::GetHeadRequest>,
     ) -> Result<Response<v1::ReplicaHead>, Status> {
         let rules = self.rules.clone();
+        let not_ready = self
+            .ready
+            .as_ref()
+            .and_then(|r| r.reason())
+            .unwrap_or_default();
         self.with_read(move |read, spec| {
             let number = head_number(read)?;
             let head = read
@@ -529,6 +542,7 @@ impl v1::replica_server::Replica for QueryService {
                     .unwrap_or_default(),
                 epoch: epoch.number,
                 epoch_sequencer: epoch.sequencer.to_vec(),
+                not_ready,
             }))
         })
         .await

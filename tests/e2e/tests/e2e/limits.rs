@@ -139,3 +139,72 @@ async fn heavy_calls_fail_within_their_bounds_while_the_node_keeps_answering() {
     .unwrap();
     net.stop().await.unwrap();
 }
+
+/// The gRPC health of `service` (the server as a whole, as probes ask).
+async fn health(
+    net: &TestNet,
+    service: verity_e2e::verity_devnet::Service,
+) -> tonic_health::pb::health_check_response::ServingStatus {
+    let channel = verity_e2e::grpc(&net.devnet, service).await.unwrap();
+    tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status()
+}
+
+/// Readiness tells the truth: a replica that halted on an event it refuses reports
+/// NOT_SERVING (and why, in `GetHead`), and the gateway in front of it reports not ready too,
+/// with the reason in `verity_status`, instead of serving stale state as if nothing happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_halted_replica_and_its_gateway_report_not_ready_and_say_why() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use verity_e2e::verity_devnet::Service;
+    let net = TestNet::start(|_| {}).await.unwrap();
+    let rpc = net.rpc();
+    let status = rpc.call("verity_status", json!([])).await.unwrap();
+    assert_eq!(status["ready"], json!(true), "{status}");
+    assert_eq!(health(&net, Service::Replica).await, ServingStatus::Serving);
+    assert_eq!(health(&net, Service::Gateway).await, ServingStatus::Serving);
+
+    // The admin (nobody else may) puts an event no replica accepts on the chain stream.
+    let (_client, js) = net.jetstream().await;
+    js.publish(verity_bus::CHAIN_SUBJECT, "not an event".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let status = rpc.call("verity_status", json!([])).await.unwrap();
+        if status["ready"] == json!(false)
+            && health(&net, Service::Gateway).await == ServingStatus::NotServing
+        {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "still ready: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let reason = status["notReady"].as_str().unwrap();
+    assert!(
+        reason.contains("the replica is not ready: halted"),
+        "{status}"
+    );
+    assert_eq!(
+        health(&net, Service::Replica).await,
+        ServingStatus::NotServing
+    );
+    // The sequencer's next compare-and-set publish found the stream moved and it stopped as
+    // deposed: the only service meant to end here.
+    match net.stop().await {
+        Ok(()) => {}
+        Err(error) => assert!(
+            format!("{error:#}").contains("sequencer exited"),
+            "{error:#}"
+        ),
+    }
+}
