@@ -39,6 +39,7 @@ pub async fn init(js: &Context, layout: &Layout) -> Result<Vec<String>, BusError
     proving::ensure_finality_stream(js).await?;
     done.push(format!("stream {}", proving::FINALITY_STREAM));
     lease::lease_store(js).await?;
+    lease::keep_lease_history(js).await?;
     lease::appointments_store(js).await?;
     done.push(format!(
         "key-value buckets {} and {}",

@@ -19,8 +19,10 @@
 //! writing a signed release, its claim with no URL; a bare deletion, which any writer of the
 //! entry can make, is refused like an unsigned entry, so it cannot force a failover.
 //!
-//! Readers poll the entry (direct gets) rather than watch it: a watch is a consumer, and no
-//! service may make consumers on any stream but the chain's ([`crate::follower`]).
+//! Readers follow the bucket's stream with message gets rather than a watch: a watch is a
+//! consumer, and no service may make consumers on any stream but the chain's
+//! ([`crate::follower`]). The bucket keeps [`LEASE_HISTORY`] revisions so that polling misses
+//! none.
 
 use std::time::Duration;
 
@@ -194,7 +196,35 @@ fn kv_error(operation: &'static str, error: impl std::fmt::Display) -> BusError 
 /// `create_key_value`, which first queries the account's JetStream info in a shape nats-server
 /// 2.9 (Debian's) does not send.
 pub async fn lease_store(js: &Context) -> Result<Store, BusError> {
-    kv_store(js, LEASE_BUCKET, "which Verity sequencer is active").await
+    kv_store(
+        js,
+        LEASE_BUCKET,
+        "which Verity sequencer is active",
+        LEASE_HISTORY,
+    )
+    .await
+}
+
+/// Brings a lease bucket made by an earlier release (one revision kept) to [`LEASE_HISTORY`]
+/// revisions: the bus's initialisation does it ([`crate::bootstrap`]).
+pub async fn keep_lease_history(js: &Context) -> Result<(), BusError> {
+    let mut stream = js
+        .get_stream(format!("KV_{LEASE_BUCKET}"))
+        .await
+        .map_err(|e| kv_error("open lease bucket", e))?;
+    let mut config = stream
+        .info()
+        .await
+        .map_err(|e| kv_error("lease bucket info", e))?
+        .config
+        .clone();
+    if config.max_messages_per_subject < LEASE_HISTORY {
+        config.max_messages_per_subject = LEASE_HISTORY;
+        js.update_stream(config)
+            .await
+            .map_err(|e| kv_error("keep lease revisions", e))?;
+    }
+    Ok(())
 }
 
 /// Opens (creating when missing) the bucket of published appointments.
@@ -203,16 +233,22 @@ pub async fn appointments_store(js: &Context) -> Result<Store, BusError> {
         js,
         APPOINTMENTS_BUCKET,
         "governance-signed Verity sequencer appointments",
+        1,
     )
     .await
 }
 
-async fn kv_store(js: &Context, bucket: &str, description: &str) -> Result<Store, BusError> {
+async fn kv_store(
+    js: &Context,
+    bucket: &str,
+    description: &str,
+    history: i64,
+) -> Result<Store, BusError> {
     js.get_or_create_stream(jetstream::stream::Config {
         name: format!("KV_{bucket}"),
         description: Some(description.to_string()),
         subjects: vec![format!("$KV.{bucket}.>")],
-        max_messages_per_subject: 1,
+        max_messages_per_subject: history,
         storage: jetstream::stream::StorageType::File,
         allow_rollup: true,
         deny_delete: true,
@@ -228,8 +264,17 @@ async fn kv_store(js: &Context, bucket: &str, description: &str) -> Result<Store
 }
 
 fn decode(entry: kv::Entry, rules: &Sequencing) -> Entry {
-    let checked = match entry.operation {
-        kv::Operation::Put => match serde_json::from_slice::<Holder>(&entry.value) {
+    decode_parts(entry.operation, &entry.value, entry.revision, rules)
+}
+
+fn decode_parts(
+    operation: kv::Operation,
+    value: &[u8],
+    revision: u64,
+    rules: &Sequencing,
+) -> Entry {
+    let checked = match operation {
+        kv::Operation::Put => match serde_json::from_slice::<Holder>(value) {
             Ok(holder) => match holder.verify(rules) {
                 Ok(()) => Ok(Some(holder)),
                 Err(error) => Err(error.to_string()),
@@ -243,7 +288,7 @@ fn decode(entry: kv::Entry, rules: &Sequencing) -> Entry {
     if let Err(reason) = &checked {
         metrics::counter!("verity_lease_entries_refused_total").increment(1);
         tracing::warn!(
-            revision = entry.revision,
+            revision,
             reason,
             "ignoring a sequencer lease entry that does not verify"
         );
@@ -255,7 +300,7 @@ fn decode(entry: kv::Entry, rules: &Sequencing) -> Entry {
     Entry {
         holder,
         refused,
-        revision: entry.revision,
+        revision,
     }
 }
 
@@ -297,30 +342,57 @@ pub async fn write(
     }
 }
 
-/// How often a lease reader asks for the entry (a tenth of the default renewal interval's
-/// time to live would do; a few direct gets a second per reader cost nothing).
+/// How often a lease reader asks for new revisions of the entry.
 pub const LEASE_POLL: Duration = Duration::from_millis(25);
 
-/// Follows the entry: yields the current one first (if any), then each new revision seen, each
-/// checked against `rules`. It polls every [`LEASE_POLL`], so of revisions written faster only
-/// the last is seen.
+/// Revisions of the entry the bucket keeps. A reader polls, and between two polls anyone who may
+/// write the entry can write it several times: a holder's renewal overwritten by junk within a
+/// poll would be missed, and a standby would take a live holder's lease for expired. With the
+/// revisions kept, a reader sees every one in order ([`watch`]).
+pub const LEASE_HISTORY: i64 = 64;
+
+/// Follows the entry: yields the current revision first (if any), then every later revision in
+/// order, each checked against `rules`. It reads the bucket's stream every [`LEASE_POLL`]
+/// (message gets, not a consumer: [`crate::follower`]); the bucket keeps [`LEASE_HISTORY`]
+/// revisions, so none written between two polls is missed.
 pub fn watch(
     store: &Store,
     rules: Sequencing,
 ) -> impl futures::Stream<Item = Result<Entry, BusError>> + Send + use<> {
     let store = store.clone();
+    let subject = format!("{}{LEASE_KEY}", store.prefix);
     futures::stream::unfold(
-        (store, rules, None::<u64>),
-        |(store, rules, seen)| async move {
-            loop {
-                match read(&store, &rules).await {
-                    Ok(Some(entry)) if Some(entry.revision) != seen => {
-                        let revision = entry.revision;
-                        return Some((Ok(entry), (store, rules, Some(revision))));
+        (store, rules, None::<crate::follower::Follower>),
+        move |(store, rules, follower)| {
+            let subject = subject.clone();
+            async move {
+                let mut follower = match follower {
+                    Some(follower) => follower,
+                    None => {
+                        // The current revision first, then everything after it.
+                        let current = match read(&store, &rules).await {
+                            Ok(current) => current,
+                            Err(error) => return Some((Err(error), (store, rules, None))),
+                        };
+                        let next = current.as_ref().map_or(1, |e| e.revision + 1);
+                        let follower =
+                            crate::follower::Follower::new(store.stream.clone(), subject, next)
+                                .with_idle(LEASE_POLL);
+                        if let Some(current) = current {
+                            return Some((Ok(current), (store, rules, Some(follower))));
+                        }
+                        follower
                     }
-                    Ok(_) => tokio::time::sleep(LEASE_POLL).await,
-                    Err(error) => return Some((Err(error), (store, rules, seen))),
-                }
+                };
+                let item = follower.next().await.map(|stored| {
+                    let operation = match stored.headers.get("KV-Operation").map(|v| v.as_str()) {
+                        Some("DEL") => kv::Operation::Delete,
+                        Some("PURGE") => kv::Operation::Purge,
+                        _ => kv::Operation::Put,
+                    };
+                    decode_parts(operation, &stored.payload, stored.seq, &rules)
+                });
+                Some((item, (store, rules, Some(follower))))
             }
         },
     )

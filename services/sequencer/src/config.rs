@@ -32,6 +32,12 @@ pub struct Config {
     /// max_payload (the devnet's: 8 MiB); 1,000 per 10 ms is still 100,000 transactions/s.
     #[arg(long, env = "VERITY_MAX_MINI_BLOCK_TXS", default_value_t = 1000)]
     pub max_mini_block_txs: usize,
+    /// Most bytes of encoded transactions in one mini-block (a transaction larger than this
+    /// still goes alone): with its receipts, state diff and, in its proving job, its witness,
+    /// a mini-block must fit the NATS server's max_payload, whatever calldata it carries (30M
+    /// gas buys ~7 MB of zero bytes).
+    #[arg(long, env = "VERITY_MAX_MINI_BLOCK_BYTES", default_value_t = crate::producer::DEFAULT_MAX_MINI_BLOCK_BYTES)]
+    pub max_mini_block_bytes: usize,
     /// Threads executing a mini-block (the producer's own included); default: every core.
     /// Results are the same on any number (the parallel executor is checked against the
     /// sequential one); 1 executes sequentially.
@@ -121,6 +127,14 @@ impl Config {
                     "must be at least the mini-block interval ({} ms)",
                     self.mini_block_interval_ms
                 ),
+            });
+        }
+        if self.max_mini_block_bytes < 128 * 1024 {
+            return Err(ConfigError {
+                flag: "--max-mini-block-bytes",
+                value: self.max_mini_block_bytes.to_string(),
+                reason: "must be at least 131072 (ingress admits transactions of up to 128 KiB)"
+                    .into(),
             });
         }
         if self.max_mini_block_txs == 0 {

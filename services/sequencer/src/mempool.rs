@@ -290,17 +290,20 @@ impl Mempool {
         next
     }
 
-    /// Removes and returns ready transactions, at most `max_txs` and `max_gas` (by gas limit),
-    /// fairly across senders. `state_nonce` gives each sender's current nonce; transactions
-    /// below it are dropped as stale.
+    /// Removes and returns ready transactions, at most `max_txs`, `max_gas` (by gas limit) and
+    /// `max_bytes` (encoded; the first transaction is taken whatever its size, so none waits
+    /// for ever), fairly across senders. `state_nonce` gives each sender's current nonce;
+    /// transactions below it are dropped as stale.
     pub fn take_ready(
         &mut self,
         max_txs: usize,
         max_gas: u64,
+        max_bytes: usize,
         mut state_nonce: impl FnMut(Address) -> u64,
     ) -> Vec<Transaction> {
         let mut taken = Vec::new();
         let mut gas = 0u64;
+        let mut bytes = 0usize;
         let mut visited = 0;
         let rounds = self.order.len();
         while visited < rounds && taken.len() < max_txs {
@@ -328,7 +331,12 @@ impl Mempool {
                 if gas + tx.gas_limit() > max_gas {
                     break;
                 }
+                let tx_bytes = size(tx);
+                if !taken.is_empty() && bytes + tx_bytes > max_bytes {
+                    break;
+                }
                 gas += tx.gas_limit();
+                bytes += tx_bytes;
                 if let Some(tx) = queue.by_nonce.remove(&next) {
                     if let Some(entered) = self.removed(&tx) {
                         metrics::histogram!("verity_sequencer_mempool_wait_seconds")
@@ -422,12 +430,12 @@ mod tests {
                 .expect("admitted");
         }
         assert_eq!(pool.pending_nonce(alice.address(), 0), 2);
-        let taken = pool.take_ready(10, u64::MAX, |_| 0);
+        let taken = pool.take_ready(10, u64::MAX, usize::MAX, |_| 0);
         assert_eq!(taken.iter().map(|t| t.nonce()).collect::<Vec<_>>(), [0, 1]);
         assert_eq!(pool.len(), 1, "nonce 3 waits for 2");
-        assert!(pool.take_ready(10, u64::MAX, |_| 2).is_empty());
+        assert!(pool.take_ready(10, u64::MAX, usize::MAX, |_| 2).is_empty());
         pool.insert(tx(&alice, 2, 100), 2, RICH).expect("admitted");
-        let taken = pool.take_ready(10, u64::MAX, |_| 2);
+        let taken = pool.take_ready(10, u64::MAX, usize::MAX, |_| 2);
         assert_eq!(taken.iter().map(|t| t.nonce()).collect::<Vec<_>>(), [2, 3]);
         assert!(pool.is_empty());
     }
@@ -468,14 +476,31 @@ mod tests {
             pool.insert(tx(&alice, nonce, 100), 0, RICH).expect("a");
             pool.insert(tx(&bob, nonce, 100), 0, RICH).expect("b");
         }
-        let taken = pool.take_ready(10, 4 * 21_000, |_| 0);
+        let taken = pool.take_ready(10, 4 * 21_000, usize::MAX, |_| 0);
         assert_eq!(taken.len(), 4);
         let from_bob = taken.iter().filter(|t| t.signer() == bob.address()).count();
         assert!(from_bob >= 1, "bob is served in the same round");
-        let rest = pool.take_ready(10, u64::MAX, |address| {
+        let rest = pool.take_ready(10, u64::MAX, usize::MAX, |address| {
             taken.iter().filter(|t| t.signer() == address).count() as u64
         });
         assert_eq!(rest.len(), 2);
+    }
+
+    /// A mini-block's transactions stay within the byte budget (so its event and job fit
+    /// NATS's max_payload), except a first transaction larger than the budget, which goes
+    /// alone rather than never.
+    #[test]
+    fn the_byte_budget_is_respected_and_a_large_transaction_still_goes_alone() {
+        let alice = PrivateKeySigner::random();
+        let mut pool = Mempool::new(MempoolLimits::default());
+        for nonce in 0..4 {
+            pool.insert(tx(&alice, nonce, 100), 0, RICH).expect("a");
+        }
+        let one = size(&tx(&alice, 0, 100));
+        let taken = pool.take_ready(10, u64::MAX, 2 * one + one / 2, |_| 0);
+        assert_eq!(taken.len(), 2, "two fit, a third does not");
+        let taken = pool.take_ready(10, u64::MAX, one / 2, |_| 2);
+        assert_eq!(taken.len(), 1, "one larger than the budget goes alone");
     }
 
     /// The pool's indexes agree with its queues.
@@ -559,7 +584,7 @@ mod tests {
         assert!(admitted > 500, "eviction made room: {admitted}");
         assert_consistent(&pool);
         let left = pool.len();
-        let taken = pool.take_ready(usize::MAX, u64::MAX, |_| 0);
+        let taken = pool.take_ready(usize::MAX, u64::MAX, usize::MAX, |_| 0);
         assert!(
             taken.len() * 2 > left,
             "{} of {left} executable",

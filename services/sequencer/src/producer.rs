@@ -230,6 +230,11 @@ impl std::fmt::Debug for TamperHook {
     }
 }
 
+/// Most encoded transaction bytes in one mini-block unless set otherwise
+/// ([`Producer::set_max_bytes`], `--max-mini-block-bytes`): with its receipts, diff and (in its
+/// job) witness it must stay below NATS's max_payload (the devnet's and the chart's 8 MiB).
+pub const DEFAULT_MAX_MINI_BLOCK_BYTES: usize = 2 * 1024 * 1024;
+
 /// The chain writer. Not `Sync`: exactly one exists, on the producer thread.
 #[derive(Debug)]
 pub struct Producer {
@@ -242,6 +247,7 @@ pub struct Producer {
     epoch: u64,
     fee_recipient: Address,
     max_txs: usize,
+    max_bytes: usize,
     execution_threads: usize,
     last_seq: u64,
     last_mini_hash: B256,
@@ -323,6 +329,7 @@ impl Producer {
             epoch: epoch.number,
             fee_recipient,
             max_txs,
+            max_bytes: DEFAULT_MAX_MINI_BLOCK_BYTES,
             execution_threads: 1,
             last_seq,
             last_mini_hash,
@@ -346,6 +353,12 @@ impl Producer {
     /// Executes mini-blocks on `threads` threads (see [`verity_execution::execute_parallel`]).
     pub fn set_execution_threads(&mut self, threads: usize) {
         self.execution_threads = threads.max(1);
+    }
+
+    /// Bounds the encoded transactions of one mini-block to `bytes` (a larger transaction still
+    /// goes alone), so that its chain event and its proving job stay below NATS's max_payload.
+    pub fn set_max_bytes(&mut self, bytes: usize) {
+        self.max_bytes = bytes.max(1);
     }
 
     /// How many mini-blocks started executing while their predecessor was still being
@@ -396,7 +409,7 @@ impl Producer {
         let view = Overlay::new(&read, uncommitted.unwrap_or(&nothing));
         let txs = {
             let mut mempool = shared.lock_mempool();
-            mempool.take_ready(self.max_txs, remaining_gas, |address| {
+            mempool.take_ready(self.max_txs, remaining_gas, self.max_bytes, |address| {
                 view.account(address)
                     .ok()
                     .flatten()

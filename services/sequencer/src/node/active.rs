@@ -19,15 +19,17 @@ impl Node {
                 self.rules.clone(),
                 self.key.clone(),
             );
-            let (fee_recipient, max_txs, threads) = (
+            let (fee_recipient, max_txs, max_bytes, threads) = (
                 self.fee_recipient,
                 config.max_mini_block_txs,
+                config.max_mini_block_bytes,
                 config.execution_threads(),
             );
             let mut producer =
                 blocking(move || Producer::open(db, spec, &rules, key, fee_recipient, max_txs))
                     .await??;
             producer.set_execution_threads(threads);
+            producer.set_max_bytes(max_bytes);
             #[cfg(feature = "fault-injection")]
             if let Some(TamperSlot(tamper)) = self.tamper.clone() {
                 producer.tamper_with(tamper);
