@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::Context;
+use async_nats::jetstream::{Context, stream::DiscardPolicy};
 
 use crate::{BusError, js_error, lease, proving};
 
@@ -19,6 +19,164 @@ pub struct Layout {
     /// How long a prover may hold a job unacknowledged before it is delivered again (its
     /// workers extend it while they prove).
     pub job_ack_wait: Duration,
+    /// Size limits of the streams beside the chain's.
+    pub limits: Limits,
+}
+
+/// Bytes each stream beside the chain's may hold; at its limit a stream drops its oldest
+/// messages (a job of a chunk long proven, a proof long verified, an old dead letter), so the
+/// store they share with the chain stream cannot fill up with them. The chain stream is the
+/// chain's history and has no limit: its store must be sized for it ([`usage`] warns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `VERITY_CHUNK_JOBS` (jobs also expire after a day).
+    pub jobs_bytes: i64,
+    /// `VERITY_PROOFS`.
+    pub proofs_bytes: i64,
+    /// `VERITY_JOBS_DEAD`.
+    pub dead_bytes: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            jobs_bytes: 4 << 30,
+            proofs_bytes: 8 << 30,
+            dead_bytes: 1 << 30,
+        }
+    }
+}
+
+/// How full a stream is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamUsage {
+    /// The stream.
+    pub stream: String,
+    /// Bytes it holds.
+    pub bytes: u64,
+    /// Its limit, if it has one.
+    pub max_bytes: Option<u64>,
+}
+
+impl StreamUsage {
+    /// The fraction of its limit it holds (`None`: no limit).
+    pub fn fill(&self) -> Option<f64> {
+        self.max_bytes
+            .filter(|max| *max > 0)
+            .map(|max| self.bytes as f64 / max as f64)
+    }
+}
+
+/// The usage of every stream the bus has, and of the JetStream storage they share (as the
+/// stream `"storage"`, when the account has a storage limit).
+pub async fn usage(js: &Context) -> Result<Vec<StreamUsage>, BusError> {
+    let mut found = Vec::new();
+    for name in [
+        crate::CHAIN_STREAM,
+        proving::JOBS_STREAM,
+        proving::PROOFS_STREAM,
+        proving::DEAD_STREAM,
+        proving::FINALITY_STREAM,
+    ] {
+        let Ok(mut stream) = js.get_stream(name).await else {
+            continue;
+        };
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| js_error("stream info", e))?;
+        found.push(StreamUsage {
+            stream: name.to_string(),
+            bytes: info.state.bytes,
+            max_bytes: u64::try_from(info.config.max_bytes).ok(),
+        });
+    }
+    // The account's storage and its limit, read as plain JSON: async-nats's typed account info
+    // expects fields nats-server 2.9 does not send.
+    let account: serde_json::Value = js
+        .request("INFO", &serde_json::json!({}))
+        .await
+        .map_err(|e| js_error("account info", e))?;
+    let max = account["limits"]["max_storage"].as_i64().unwrap_or(-1);
+    if let (Ok(max), Some(used)) = (u64::try_from(max), account["storage"].as_u64())
+        && max > 0
+    {
+        found.push(StreamUsage {
+            stream: "storage".to_string(),
+            bytes: used,
+            max_bytes: Some(max),
+        });
+    }
+    Ok(found)
+}
+
+/// Share of a limit past which [`watch_usage`] warns.
+pub const NEARLY_FULL: f64 = 0.8;
+
+/// Every `every`, records each stream's bytes and limit (`verity_bus_stream_bytes`,
+/// `verity_bus_stream_limit_bytes`) and warns of one past [`NEARLY_FULL`] of its limit, saying
+/// what happens at it. Runs until the process ends.
+pub async fn watch_usage(js: Context, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let usage = match usage(&js).await {
+            Ok(usage) => usage,
+            Err(error) => {
+                tracing::debug!(%error, "cannot read stream usage");
+                continue;
+            }
+        };
+        for stream in usage {
+            let label = stream.stream.clone();
+            metrics::gauge!("verity_bus_stream_bytes", "stream" => label.clone())
+                .set(stream.bytes as f64);
+            if let Some(max) = stream.max_bytes {
+                metrics::gauge!("verity_bus_stream_limit_bytes", "stream" => label).set(max as f64);
+            }
+            if let Some(fill) = stream.fill().filter(|f| *f >= NEARLY_FULL) {
+                let at_limit = if stream.stream == "storage" {
+                    "at the limit the chain stream refuses new events and the chain stops: \
+                     grow the JetStream store"
+                } else {
+                    "at the limit it drops its oldest messages"
+                };
+                tracing::warn!(
+                    stream = stream.stream,
+                    bytes = stream.bytes,
+                    max_bytes = stream.max_bytes,
+                    "{} is {:.0} % full; {at_limit}",
+                    stream.stream,
+                    fill * 100.0
+                );
+            }
+        }
+    }
+}
+
+/// Sets `stream`'s byte limit to `bytes`, dropping its oldest messages at it (unchanged when it
+/// has them already).
+async fn limit(js: &Context, stream: &str, bytes: i64) -> Result<(), BusError> {
+    let mut opened = js
+        .get_stream(stream)
+        .await
+        .map_err(|e| js_error("open stream", e))?;
+    let mut config = opened
+        .info()
+        .await
+        .map_err(|e| js_error("stream info", e))?
+        .config
+        .clone();
+    if config.max_bytes == bytes && config.discard == DiscardPolicy::Old {
+        return Ok(());
+    }
+    config.max_bytes = bytes;
+    config.discard = DiscardPolicy::Old;
+    js.update_stream(config)
+        .await
+        .map_err(|e| js_error("limit stream", e))?;
+    Ok(())
 }
 
 /// Makes (or brings to this release's configuration) every stream, bucket and job consumer of
@@ -28,14 +186,16 @@ pub async fn init(js: &Context, layout: &Layout) -> Result<Vec<String>, BusError
     crate::ensure_chain_stream(js).await?;
     done.push(format!("stream {}", crate::CHAIN_STREAM));
     let (jobs, _) = proving::ensure_proving_streams(js).await?;
-    done.extend(
-        [
-            proving::JOBS_STREAM,
-            proving::DEAD_STREAM,
-            proving::PROOFS_STREAM,
-        ]
-        .map(|s| format!("stream {s}")),
-    );
+    for (stream, bytes) in [
+        (proving::JOBS_STREAM, layout.limits.jobs_bytes),
+        (proving::PROOFS_STREAM, layout.limits.proofs_bytes),
+        (proving::DEAD_STREAM, layout.limits.dead_bytes),
+    ] {
+        limit(js, stream, bytes).await?;
+        done.push(format!(
+            "stream {stream} limited to {bytes} bytes (oldest dropped)"
+        ));
+    }
     proving::ensure_finality_stream(js).await?;
     done.push(format!("stream {}", proving::FINALITY_STREAM));
     lease::lease_store(js).await?;

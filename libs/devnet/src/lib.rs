@@ -503,6 +503,7 @@ impl Devnet {
         let layout = verity_bus::bootstrap::Layout {
             job_consumers,
             job_ack_wait: Duration::from_secs(self.options.prover_ack_wait_secs.max(1)),
+            limits: verity_bus::bootstrap::Limits::default(),
         };
         verity_bus::bootstrap::init(&js, &layout)
             .await

@@ -36,6 +36,15 @@ struct InitArgs {
     /// `--ack-wait-secs`).
     #[arg(long, env = "VERITY_ACK_WAIT_SECS", default_value_t = 30)]
     ack_wait_secs: u64,
+    /// Bytes the jobs stream may hold (its oldest jobs are dropped at the limit).
+    #[arg(long, default_value_t = verity_bus::bootstrap::Limits::default().jobs_bytes)]
+    jobs_max_bytes: i64,
+    /// Bytes the proofs stream may hold (its oldest results are dropped at the limit).
+    #[arg(long, default_value_t = verity_bus::bootstrap::Limits::default().proofs_bytes)]
+    proofs_max_bytes: i64,
+    /// Bytes the dead-letter stream may hold (its oldest are dropped at the limit).
+    #[arg(long, default_value_t = verity_bus::bootstrap::Limits::default().dead_bytes)]
+    dead_max_bytes: i64,
     /// How long to keep trying to reach NATS (a Job started beside the server).
     #[arg(long, default_value_t = 120)]
     wait_secs: u64,
@@ -51,6 +60,11 @@ pub async fn run(args: BusArgs) -> anyhow::Result<()> {
             .chain(args.job_consumers.iter().cloned())
             .collect(),
         job_ack_wait: Duration::from_secs(args.ack_wait_secs.max(1)),
+        limits: verity_bus::bootstrap::Limits {
+            jobs_bytes: args.jobs_max_bytes,
+            proofs_bytes: args.proofs_max_bytes,
+            dead_bytes: args.dead_max_bytes,
+        },
     };
     let (_client, js) = tokio::time::timeout(
         Duration::from_secs(args.wait_secs),

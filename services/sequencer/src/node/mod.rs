@@ -205,6 +205,12 @@ impl Node {
         let (_client, js) = config.service.nats.connect("verity-sequencer").await?;
         let stream = verity_bus::ensure_chain_stream(&js).await?;
         let lease = lease::lease_store(&js).await?;
+        // The sequencer stops when the store it shares with the proving streams fills up: it
+        // watches how full every stream is, and warns early.
+        tokio::spawn(verity_bus::bootstrap::watch_usage(
+            js.clone(),
+            Duration::from_secs(10),
+        ));
         let k8s_lease = match &config.k8s_lease {
             Some(name) => Some(kubernetes_lease(config, name, spec.genesis_hash).await?),
             None => None,
