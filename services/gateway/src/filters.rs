@@ -264,6 +264,7 @@ pub async fn logs_in(
                     values: topic.iter().map(|t| t.to_vec()).collect(),
                 })
                 .collect(),
+            max_logs: limits.max_results as u64,
         })
         .await
         .map_err(crate::eth::from_status)?

@@ -99,10 +99,15 @@ pub struct Config {
     /// Transactions per second one sender account may send (0: no limit).
     #[arg(long, env = "VERITY_SEND_RATE_PER_SENDER", default_value_t = 0)]
     pub send_rate_per_sender: u32,
-    /// Take the client IP from the first `X-Forwarded-For` address (behind a trusted proxy or
-    /// load balancer) rather than from the connection.
+    /// Take the client IP from `X-Forwarded-For` (behind trusted proxies or load balancers)
+    /// rather than from the connection: the address the outermost trusted proxy saw, which is
+    /// `--forwarded-hops` from the right. Addresses further left are the client's to write.
     #[arg(long, env = "VERITY_TRUST_FORWARDED_FOR")]
     pub trust_forwarded_for: bool,
+    /// How many trusted proxies append to `X-Forwarded-For` in front of this gateway (with
+    /// `--trust-forwarded-for`). A header with fewer addresses than that is ignored.
+    #[arg(long, env = "VERITY_FORWARDED_HOPS", default_value_t = 1)]
+    pub forwarded_hops: usize,
     /// Most blocks one `eth_getLogs` (or filter poll) may span.
     #[arg(long, env = "VERITY_MAX_LOGS_BLOCK_RANGE", default_value_t = 10_000)]
     pub max_logs_block_range: u64,
@@ -168,6 +173,8 @@ pub struct Serving {
     pub sends: limits::SendLimits,
     /// Whether `X-Forwarded-For` names the client.
     pub trust_forwarded_for: bool,
+    /// Trusted proxies appending to `X-Forwarded-For`.
+    pub forwarded_hops: usize,
 }
 
 impl Backends {
@@ -228,6 +235,7 @@ impl Backends {
                     config.send_rate_per_sender,
                 ),
                 trust_forwarded_for: config.trust_forwarded_for,
+                forwarded_hops: config.forwarded_hops.max(1),
             }),
         })
     }
@@ -452,8 +460,8 @@ pub fn router(backends: Backends) -> Router {
         .with_state(backends)
 }
 
-/// The client's IP: the connection's peer, or the first `X-Forwarded-For` address when the
-/// gateway is told to trust it; `None` when neither is known.
+/// The client's IP: the connection's peer, or the address the outermost trusted proxy wrote in
+/// `X-Forwarded-For` when the gateway is told to trust it; `None` when neither is known.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub Option<std::net::IpAddr>);
 
@@ -465,12 +473,7 @@ impl axum::extract::FromRequestParts<Backends> for ClientIp {
         backends: &Backends,
     ) -> Result<Self, Self::Rejection> {
         if backends.serving.trust_forwarded_for
-            && let Some(ip) = parts
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.split(',').next())
-                .and_then(|v| v.trim().parse().ok())
+            && let Some(ip) = forwarded_client(&parts.headers, backends.serving.forwarded_hops)
         {
             return Ok(Self(Some(ip)));
         }
@@ -481,6 +484,23 @@ impl axum::extract::FromRequestParts<Backends> for ClientIp {
                 .map(|info| info.0.ip()),
         ))
     }
+}
+
+/// The address `hops` from the right of every `X-Forwarded-For` header's addresses in order:
+/// each trusted proxy appends the address it was connected from, so the outermost one's is
+/// `hops` from the right, and anything left of it the client wrote. `None` when the headers
+/// hold fewer addresses than that, or that one does not parse.
+fn forwarded_client(headers: &http::HeaderMap, hops: usize) -> Option<std::net::IpAddr> {
+    let addresses: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
+    let index = addresses.len().checked_sub(hops.max(1))?;
+    addresses[index].parse().ok()
 }
 
 async fn handle_http(
@@ -706,5 +726,40 @@ fn method_label(method: &str) -> String {
         method.to_string()
     } else {
         "invalid".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&str]) -> http::HeaderMap {
+        let mut map = http::HeaderMap::new();
+        for value in values {
+            map.append(
+                "x-forwarded-for",
+                http::HeaderValue::from_str(value).expect("header"),
+            );
+        }
+        map
+    }
+
+    /// The client writes whatever it likes left of what the trusted proxies append: the
+    /// address taken is the one the outermost trusted proxy appended, never the left-most.
+    #[test]
+    fn the_client_ip_is_the_outermost_trusted_proxys_entry_not_the_left_most() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().ok();
+        // A client claiming 1.1.1.1, seen by the load balancer as 203.0.113.7.
+        let forged = headers(&["1.1.1.1, 203.0.113.7"]);
+        assert_eq!(forwarded_client(&forged, 1), ip("203.0.113.7"));
+        // Two proxies: the client, then the edge's view of it, then the inner proxy's of the
+        // edge; several headers count in order.
+        let two = headers(&["1.1.1.1, 203.0.113.7", "10.0.0.2"]);
+        assert_eq!(forwarded_client(&two, 2), ip("203.0.113.7"));
+        assert_eq!(forwarded_client(&two, 1), ip("10.0.0.2"));
+        // Fewer entries than trusted proxies, none at all, or junk: not taken.
+        assert_eq!(forwarded_client(&headers(&["203.0.113.7"]), 2), None);
+        assert_eq!(forwarded_client(&headers(&[]), 1), None);
+        assert_eq!(forwarded_client(&headers(&["1.1.1.1, not-an-ip"]), 1), None);
     }
 }

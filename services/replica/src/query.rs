@@ -713,8 +713,13 @@ impl v1::replica_server::Replica for QueryService {
         self.with_read(move |read, _| {
             let head = head_number(read)?;
             let to = request.to_block.min(head);
+            // One log past the caller's cap tells it the query is too broad: read no further.
+            let enough = match request.max_logs {
+                0 => usize::MAX,
+                max => usize::try_from(max).unwrap_or(usize::MAX).saturating_add(1),
+            };
             let mut logs = Vec::new();
-            for number in request.from_block..=to {
+            'blocks: for number in request.from_block..=to {
                 let Some(block) = read.block_by_number(number).map_err(storage)? else {
                     continue;
                 };
@@ -735,6 +740,9 @@ impl v1::replica_server::Replica for QueryService {
                                 tx_index: tx_index as u64,
                                 log_index,
                             });
+                            if logs.len() >= enough {
+                                break 'blocks;
+                            }
                         }
                         log_index += 1;
                     }

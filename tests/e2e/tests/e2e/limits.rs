@@ -208,3 +208,52 @@ async fn a_halted_replica_and_its_gateway_report_not_ready_and_say_why() {
         ),
     }
 }
+
+/// `eth_getLogs` over more logs than `--max-logs` is refused with geth's "limit exceeded", and
+/// the replica reads no further than one log past the cap to tell (it used to collect every
+/// matching log first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logs_query_over_the_cap_is_refused_and_the_replica_stops_at_it() {
+    use verity_e2e::verity_devnet::Service;
+    use verity_proto::v1;
+    let net = TestNet::start(|o| o.env.push(("VERITY_MAX_LOGS".into(), "1".into())))
+        .await
+        .unwrap();
+    // Three contracts, each storing once: three logs.
+    for _ in 0..3 {
+        let out = net.python("contract.py", &[&net.devnet.rpc_url()]).await;
+        assert_eq!(out["store_status"], json!(1), "{out}");
+    }
+    let rpc = net.rpc();
+    let error = rpc
+        .try_call(
+            "eth_getLogs",
+            json!([{"fromBlock": "0x0", "toBlock": "latest"}]),
+        )
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(error.code, -32005, "{error}");
+    assert!(
+        error
+            .message
+            .starts_with("query returned more than 1 results"),
+        "{error}"
+    );
+    let mut replica = v1::replica_client::ReplicaClient::new(
+        verity_e2e::grpc(&net.devnet, Service::Replica)
+            .await
+            .unwrap(),
+    );
+    let query = |max_logs| v1::LogsRequest {
+        from_block: 0,
+        to_block: u64::MAX,
+        max_logs,
+        ..Default::default()
+    };
+    let all = replica.get_logs(query(0)).await.unwrap().into_inner().logs;
+    assert_eq!(all.len(), 3);
+    let capped = replica.get_logs(query(1)).await.unwrap().into_inner().logs;
+    assert_eq!(capped.len(), 2, "one past the cap, no more");
+    net.stop().await.unwrap();
+}
