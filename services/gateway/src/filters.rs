@@ -68,7 +68,13 @@ pub struct Filters {
     installed: Mutex<HashMap<U128, Installed>>,
     timeout: Duration,
     max: usize,
+    max_pending: usize,
 }
+
+/// Most pending-transaction filters at once unless set otherwise
+/// ([`Filters::with_pending_limit`]): each keeps up to [`MAX_PENDING`] hashes, so they hold at
+/// most 100 × 10,000 × 32 bytes = 32 MB together.
+pub const DEFAULT_MAX_PENDING_FILTERS: usize = 100;
 
 fn not_found() -> RpcError {
     RpcError::new(SERVER_ERROR, "filter not found")
@@ -81,7 +87,15 @@ impl Filters {
             installed: Mutex::new(HashMap::new()),
             timeout,
             max,
+            max_pending: DEFAULT_MAX_PENDING_FILTERS,
         }
+    }
+
+    /// At most `max` of the filters may be pending-transaction filters (the ones that hold
+    /// data between polls).
+    pub fn with_pending_limit(mut self, max: usize) -> Self {
+        self.max_pending = max;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<U128, Installed>> {
@@ -103,6 +117,21 @@ impl Filters {
                 format!(
                     "too many filters installed on this gateway (limit {}); uninstall some or wait for them to expire",
                     self.max
+                ),
+            ));
+        }
+        if matches!(kind, FilterKind::PendingTransactions)
+            && installed
+                .values()
+                .filter(|f| matches!(f.kind, FilterKind::PendingTransactions))
+                .count()
+                >= self.max_pending
+        {
+            return Err(RpcError::new(
+                LIMIT_EXCEEDED,
+                format!(
+                    "too many pending-transaction filters installed on this gateway (limit {}); uninstall some or wait for them to expire",
+                    self.max_pending
                 ),
             ));
         }
@@ -349,6 +378,27 @@ mod tests {
             filters.poll(id, 9).expect_err("refused").message,
             "filter not found"
         );
+    }
+
+    #[test]
+    fn pending_transaction_filters_are_capped_apart_from_the_others() {
+        let filters = Filters::new(Duration::from_secs(60), 10).with_pending_limit(2);
+        for _ in 0..2 {
+            filters
+                .install(FilterKind::PendingTransactions, 0)
+                .expect("accepted");
+        }
+        let refused = filters
+            .install(FilterKind::PendingTransactions, 0)
+            .expect_err("a third pending-transaction filter");
+        assert_eq!(refused.code, LIMIT_EXCEEDED);
+        assert!(
+            refused.message.contains("pending-transaction filters"),
+            "{refused:?}"
+        );
+        filters
+            .install(FilterKind::Blocks, 0)
+            .expect("other kinds still");
     }
 
     #[test]

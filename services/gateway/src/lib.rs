@@ -108,6 +108,10 @@ pub struct Config {
     /// `--trust-forwarded-for`). A header with fewer addresses than that is ignored.
     #[arg(long, env = "VERITY_FORWARDED_HOPS", default_value_t = 1)]
     pub forwarded_hops: usize,
+    /// Most pending-transaction filters installed at once (each keeps up to 10,000 hashes
+    /// between polls: 32 MB for the default 100).
+    #[arg(long, env = "VERITY_MAX_PENDING_FILTERS", default_value_t = filters::DEFAULT_MAX_PENDING_FILTERS)]
+    pub max_pending_filters: usize,
     /// Most blocks one `eth_getLogs` (or filter poll) may span.
     #[arg(long, env = "VERITY_MAX_LOGS_BLOCK_RANGE", default_value_t = 10_000)]
     pub max_logs_block_range: u64,
@@ -202,10 +206,13 @@ impl Backends {
             .max_decoding_message_size(64 * 1024 * 1024),
             sequencer: SequencerEndpoint::new(config, tls)?,
             chain_id,
-            filters: Arc::new(filters::Filters::new(
-                Duration::from_secs(config.filter_timeout_secs),
-                config.max_filters,
-            )),
+            filters: Arc::new(
+                filters::Filters::new(
+                    Duration::from_secs(config.filter_timeout_secs),
+                    config.max_filters,
+                )
+                .with_pending_limit(config.max_pending_filters),
+            ),
             log_limits: filters::LogLimits {
                 max_block_range: config.max_logs_block_range.max(1),
                 max_results: config.max_logs,
