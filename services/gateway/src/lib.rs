@@ -65,6 +65,13 @@ pub struct Config {
     /// Most WebSocket connections open at once.
     #[arg(long, env = "VERITY_MAX_WS_CONNECTIONS", default_value_t = 1_000)]
     pub max_ws_connections: usize,
+    /// Most WebSocket connections open at once from one client IP.
+    #[arg(long, env = "VERITY_MAX_WS_CONNECTIONS_PER_IP", default_value_t = 50)]
+    pub max_ws_connections_per_ip: usize,
+    /// Seconds a WebSocket connection with no subscription may stay silent before it is closed
+    /// (code 1001); one with subscriptions stays open while they report.
+    #[arg(long, env = "VERITY_WS_IDLE_SECS", default_value_t = 300)]
+    pub ws_idle_secs: u64,
     /// Most subscriptions on one WebSocket connection.
     #[arg(long, env = "VERITY_MAX_SUBSCRIPTIONS", default_value_t = 100)]
     pub max_subscriptions_per_connection: usize,
@@ -227,6 +234,9 @@ impl Backends {
             },
             ws: Arc::new(ws::WsLimits {
                 max_connections: config.max_ws_connections,
+                max_per_ip: config.max_ws_connections_per_ip.max(1),
+                idle: Duration::from_secs(config.ws_idle_secs.max(1)),
+                per_ip: std::sync::Mutex::new(std::collections::HashMap::new()),
                 max_subscriptions: config.max_subscriptions_per_connection,
                 queue: config.ws_queue,
                 max_message_bytes: config.max_body_bytes,

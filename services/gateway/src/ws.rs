@@ -48,6 +48,8 @@ use crate::{
 const CLOSE_POLICY: u16 = 1008;
 /// Close code "try again later": the connection cap is reached.
 const CLOSE_TRY_AGAIN: u16 = 1013;
+/// Close code "going away": an idle connection is closed.
+const CLOSE_GOING_AWAY: u16 = 1001;
 /// How long a subscription waits for room in a full outbound queue before it disconnects the
 /// client as too slow (meanwhile the feed buffers its events).
 const SLOW_CLIENT_GRACE: std::time::Duration = std::time::Duration::from_millis(1_000);
@@ -57,6 +59,12 @@ const SLOW_CLIENT_GRACE: std::time::Duration = std::time::Duration::from_millis(
 pub struct WsLimits {
     /// Most open connections.
     pub max_connections: usize,
+    /// Most open connections from one client IP.
+    pub max_per_ip: usize,
+    /// How long a connection without subscriptions may stay silent.
+    pub idle: std::time::Duration,
+    /// Open connections per client IP.
+    pub per_ip: std::sync::Mutex<HashMap<IpAddr, usize>>,
     /// Most subscriptions per connection.
     pub max_subscriptions: usize,
     /// Most messages queued for one connection before it counts as too slow.
@@ -78,13 +86,56 @@ pub async fn upgrade(
         .on_upgrade(move |socket| connection(socket, backends, ip))
 }
 
-/// Decrements the open-connection count when the connection ends.
-struct Slot(Arc<WsLimits>);
+/// Decrements the open-connection counts when the connection ends.
+struct Slot(Arc<WsLimits>, Option<IpAddr>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::SeqCst);
+        if let Some(ip) = self.1 {
+            let mut per_ip = self.0.lock_per_ip();
+            if let Some(count) = per_ip.get_mut(&ip) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    per_ip.remove(&ip);
+                }
+            }
+        }
         metrics::gauge!("verity_gateway_ws_connections").decrement(1.0);
+    }
+}
+
+impl WsLimits {
+    fn lock_per_ip(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        // Every update is one insert or remove: a poisoned map is still consistent.
+        self.per_ip
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes a connection slot for `ip`, or says which cap is reached.
+    fn admit(&self, ip: Option<IpAddr>) -> Result<(), String> {
+        if self.open.fetch_add(1, Ordering::SeqCst) >= self.max_connections {
+            self.open.fetch_sub(1, Ordering::SeqCst);
+            return Err(format!(
+                "too many WebSocket connections (limit {}); try again later",
+                self.max_connections
+            ));
+        }
+        if let Some(ip) = ip {
+            let mut per_ip = self.lock_per_ip();
+            let count = per_ip.entry(ip).or_insert(0);
+            if *count >= self.max_per_ip {
+                drop(per_ip);
+                self.open.fetch_sub(1, Ordering::SeqCst);
+                return Err(format!(
+                    "too many WebSocket connections from {ip} (limit {} per address); try again later",
+                    self.max_per_ip
+                ));
+            }
+            *count += 1;
+        }
+        Ok(())
     }
 }
 
@@ -97,12 +148,7 @@ enum Outbound {
 async fn connection(socket: WebSocket, backends: Backends, ip: Option<IpAddr>) {
     let limits = backends.ws.clone();
     let (mut sink, mut source) = socket.split();
-    if limits.open.fetch_add(1, Ordering::SeqCst) >= limits.max_connections {
-        limits.open.fetch_sub(1, Ordering::SeqCst);
-        let reason = format!(
-            "too many WebSocket connections (limit {}); try again later",
-            limits.max_connections
-        );
+    if let Err(reason) = limits.admit(ip) {
         let error = jsonrpc::response(
             Value::Null,
             Err(RpcError::new(LIMIT_EXCEEDED, reason.clone())),
@@ -117,7 +163,7 @@ async fn connection(socket: WebSocket, backends: Backends, ip: Option<IpAddr>) {
         return;
     }
     metrics::gauge!("verity_gateway_ws_connections").increment(1.0);
-    let _slot = Slot(limits.clone());
+    let _slot = Slot(limits.clone(), ip);
     // Replies and notifications share one bounded queue; closes jump it.
     let (out, mut out_rx) = mpsc::channel::<String>(limits.queue.max(1));
     let (close, mut close_rx) = mpsc::unbounded_channel::<Outbound>();
@@ -158,9 +204,18 @@ async fn connection(socket: WebSocket, backends: Backends, ip: Option<IpAddr>) {
         subscriptions: HashMap::new(),
     };
     loop {
+        let idle = session.subscriptions.is_empty();
         let message = tokio::select! {
             message = source.next() => message,
             _ = &mut writer => break,
+            _ = tokio::time::sleep(limits.idle), if idle => {
+                let reason = format!(
+                    "idle for {} s without a subscription",
+                    limits.idle.as_secs()
+                );
+                let _ = session.close.send(Outbound::Close(CLOSE_GOING_AWAY, reason));
+                break;
+            }
         };
         let body = match message {
             Some(Ok(Message::Text(text))) => text.as_bytes().to_vec(),

@@ -1,6 +1,7 @@
 //! The WebSocket endpoint in process, with the chain feed driven by the test: a client that
 //! stops reading is cut off with close code 1008 and a reason, not buffered without bound; the
-//! connection and subscription caps answer with JSON-RPC errors.
+//! connection and subscription caps answer with JSON-RPC errors; one address cannot take every
+//! connection, and a connection that subscribes to nothing and says nothing is closed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -23,7 +24,8 @@ async fn serve(args: &[&str]) -> (String, Backends) {
     let backends = Backends::new(&config, 1).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/ws", listener.local_addr().unwrap());
-    let app = router(backends.clone());
+    let app =
+        router(backends.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, app).await });
     (url, backends)
 }
@@ -213,4 +215,83 @@ async fn connection_and_subscription_caps_answer_with_errors() {
     )
     .await;
     assert!(subscribed["result"].is_string(), "{subscribed}");
+}
+
+/// The JSON-RPC error (if any) and the close frame a refused or closed connection gets.
+async fn until_closed(
+    socket: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> (
+    Option<Value>,
+    Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>,
+) {
+    let mut error = None;
+    while let Ok(Some(Ok(message))) =
+        tokio::time::timeout(Duration::from_secs(10), socket.next()).await
+    {
+        match message {
+            Message::Text(text) => error = Some(serde_json::from_str::<Value>(&text).unwrap()),
+            Message::Close(frame) => return (error, frame),
+            _ => {}
+        }
+    }
+    (error, None)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_connection() {
+    let (url, _backends) = serve(&["--max-ws-connections-per-ip", "2"]).await;
+    let (_first, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let (mut second, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let (mut third, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let (error, close) = until_closed(&mut third).await;
+    let error = error.expect("a JSON-RPC error before the close");
+    assert_eq!(error["error"]["code"], json!(-32005), "{error}");
+    let close = close.expect("a close frame");
+    assert_eq!(close.code, CloseCode::Again);
+    assert!(
+        close
+            .reason
+            .contains("from 127.0.0.1 (limit 2 per address)"),
+        "{close:?}"
+    );
+    // A connection that ends frees its address's slot.
+    second.close(None).await.unwrap();
+    drop(second);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (mut again, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let reply = request(
+        &mut again,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]}),
+    )
+    .await;
+    assert!(reply["result"].is_string(), "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_without_subscriptions_is_closed() {
+    let (url, _backends) = serve(&["--ws-idle-secs", "1"]).await;
+    let (mut silent, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let (mut subscribed, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let reply = request(
+        &mut subscribed,
+        json!({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]}),
+    )
+    .await;
+    assert!(reply["result"].is_string(), "{reply}");
+    let started = std::time::Instant::now();
+    let (_, close) = until_closed(&mut silent).await;
+    let close = close.expect("closed");
+    assert_eq!(close.code, CloseCode::Away);
+    assert!(close.reason.contains("idle for 1 s"), "{close:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // The subscriber stays: it still answers after twice the idle time.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let reply = request(
+        &mut subscribed,
+        json!({"jsonrpc": "2.0", "id": 2, "method": "eth_subscribe", "params": ["miniBlocks"]}),
+    )
+    .await;
+    assert!(reply["result"].is_string(), "{reply}");
 }
