@@ -78,13 +78,11 @@ pub async fn usage(js: &Context) -> Result<Vec<StreamUsage>, BusError> {
         proving::DEAD_STREAM,
         proving::FINALITY_STREAM,
     ] {
-        let Ok(mut stream) = js.get_stream(name).await else {
+        // Opening a stream reads its info: no second request.
+        let Ok(stream) = js.get_stream(name).await else {
             continue;
         };
-        let info = stream
-            .info()
-            .await
-            .map_err(|e| js_error("stream info", e))?;
+        let info = stream.cached_info();
         found.push(StreamUsage {
             stream: name.to_string(),
             bytes: info.state.bytes,
@@ -158,25 +156,15 @@ pub async fn watch_usage(js: Context, every: Duration) {
 /// Sets `stream`'s byte limit to `bytes`, dropping its oldest messages at it (unchanged when it
 /// has them already).
 async fn limit(js: &Context, stream: &str, bytes: i64) -> Result<(), BusError> {
-    let mut opened = js
+    let opened = js
         .get_stream(stream)
         .await
         .map_err(|e| js_error("open stream", e))?;
-    let mut config = opened
-        .info()
-        .await
-        .map_err(|e| js_error("stream info", e))?
-        .config
-        .clone();
-    if config.max_bytes == bytes && config.discard == DiscardPolicy::Old {
-        return Ok(());
-    }
-    config.max_bytes = bytes;
-    config.discard = DiscardPolicy::Old;
-    js.update_stream(config)
-        .await
-        .map_err(|e| js_error("limit stream", e))?;
-    Ok(())
+    crate::reconfigure(js, &opened, "limit stream", |config| {
+        config.max_bytes = bytes;
+        config.discard = DiscardPolicy::Old;
+    })
+    .await
 }
 
 /// Makes (or brings to this release's configuration) every stream, bucket and job consumer of

@@ -29,8 +29,6 @@ pub const IDLE_POLL: Duration = Duration::from_millis(50);
 pub struct Stored {
     /// Its stream sequence.
     pub seq: u64,
-    /// The subject it was published on.
-    pub subject: String,
     /// Its headers, if any.
     pub headers: HeaderMap,
     /// Its payload.
@@ -64,11 +62,6 @@ impl Follower {
         self
     }
 
-    /// The sequence the next read starts at.
-    pub fn next_seq(&self) -> u64 {
-        self.next
-    }
-
     /// The next message stored, if there is one now.
     pub async fn try_next(&mut self) -> Result<Option<Stored>, BusError> {
         let read = self
@@ -83,7 +76,6 @@ impl Follower {
                 self.next = message.sequence + 1;
                 Ok(Some(Stored {
                     seq: message.sequence,
-                    subject: message.subject.to_string(),
                     headers: message.headers,
                     payload: message.payload,
                 }))

@@ -208,23 +208,14 @@ pub async fn lease_store(js: &Context) -> Result<Store, BusError> {
 /// Brings a lease bucket made by an earlier release (one revision kept) to [`LEASE_HISTORY`]
 /// revisions: the bus's initialisation does it ([`crate::bootstrap`]).
 pub async fn keep_lease_history(js: &Context) -> Result<(), BusError> {
-    let mut stream = js
+    let stream = js
         .get_stream(format!("KV_{LEASE_BUCKET}"))
         .await
         .map_err(|e| kv_error("open lease bucket", e))?;
-    let mut config = stream
-        .info()
-        .await
-        .map_err(|e| kv_error("lease bucket info", e))?
-        .config
-        .clone();
-    if config.max_messages_per_subject < LEASE_HISTORY {
-        config.max_messages_per_subject = LEASE_HISTORY;
-        js.update_stream(config)
-            .await
-            .map_err(|e| kv_error("keep lease revisions", e))?;
-    }
-    Ok(())
+    crate::reconfigure(js, &stream, "keep lease revisions", |config| {
+        config.max_messages_per_subject = config.max_messages_per_subject.max(LEASE_HISTORY);
+    })
+    .await
 }
 
 /// Opens (creating when missing) the bucket of published appointments.

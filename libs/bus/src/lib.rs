@@ -122,6 +122,25 @@ pub(crate) fn create_error(operation: &'static str, error: impl std::fmt::Displa
     }
 }
 
+/// Applies `edit` to `stream`'s configuration as it was read and, when that changed anything,
+/// sends the update (the admin's and the bus initialisation's work: services may not).
+pub(crate) async fn reconfigure(
+    js: &Context,
+    stream: &Stream,
+    operation: &'static str,
+    edit: impl FnOnce(&mut stream::Config),
+) -> Result<(), BusError> {
+    let read = &stream.cached_info().config;
+    let mut config = read.clone();
+    edit(&mut config);
+    if config != *read {
+        js.update_stream(config)
+            .await
+            .map_err(|e| js_error(operation, e))?;
+    }
+    Ok(())
+}
+
 /// The NATS URL a service uses when told no other (the devnet and the tests start their own
 /// server on a port of its own and pass it).
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";

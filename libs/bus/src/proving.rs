@@ -141,7 +141,7 @@ pub async fn ensure_proving_streams(js: &Context) -> Result<(Stream, Stream), Bu
     .await
     .map_err(|e| crate::create_error("open dead-letter stream", e))?;
     let subjects = vec![RESULTS_SUBJECT.to_string(), format!("{RESULTS_SUBJECT}.>")];
-    let mut proofs = js
+    let proofs = js
         .get_or_create_stream(stream::Config {
             name: PROOFS_STREAM.to_string(),
             subjects: subjects.clone(),
@@ -156,18 +156,12 @@ pub async fn ensure_proving_streams(js: &Context) -> Result<(Stream, Stream), Bu
         .map_err(|e| crate::create_error("open proofs stream", e))?;
     // A stream created by an earlier release has only the first subject: add the per-chunk
     // ones, and change nothing else an operator may have set.
-    let mut config = proofs
-        .info()
-        .await
-        .map_err(|e| js_error("proofs stream info", e))?
-        .config
-        .clone();
-    if !subjects.iter().all(|s| config.subjects.contains(s)) {
-        config.subjects = subjects;
-        js.update_stream(config)
-            .await
-            .map_err(|e| js_error("add subjects to the proofs stream", e))?;
-    }
+    crate::reconfigure(js, &proofs, "add subjects to the proofs stream", |config| {
+        if !subjects.iter().all(|s| config.subjects.contains(s)) {
+            config.subjects = subjects;
+        }
+    })
+    .await?;
     Ok((jobs, proofs))
 }
 

@@ -73,7 +73,11 @@ async fn only_the_holders_signed_release_frees_the_lease_at_once() {
         },
     };
     let ttl = Duration::from_secs(2);
-    let never = |_: &Holder| false;
+    // A standby waiting for the lease, taking nothing over at once.
+    let wait = |store: &async_nats::jetstream::kv::Store, rules: &Sequencing| {
+        let (store, rules) = (store.clone(), rules.clone());
+        tokio::spawn(async move { lease::wait_vacant(&store, &rules, ttl, |_| false).await })
+    };
     let first = Holder::signed(&key, 7, 0, "http://127.0.0.1:1".into(), None);
     let revision = lease::write(&store, &first, None).await.unwrap();
     let old_release = first.released(&key, 7);
@@ -86,10 +90,7 @@ async fn only_the_holders_signed_release_frees_the_lease_at_once() {
 
     // Deleted under a waiting standby: it still waits out the time to live.
     let started = tokio::time::Instant::now();
-    let waiting = tokio::spawn({
-        let (store, rules) = (store.clone(), rules.clone());
-        async move { lease::wait_vacant(&store, &rules, ttl, never).await }
-    });
+    let waiting = wait(&store, &rules);
     tokio::time::sleep(Duration::from_millis(300)).await;
     store.delete(LEASE_KEY).await.unwrap();
     let vacancy = waiting.await.unwrap().unwrap().expect("an entry");
@@ -110,10 +111,7 @@ async fn only_the_holders_signed_release_frees_the_lease_at_once() {
         .await
         .unwrap();
     let started = tokio::time::Instant::now();
-    let waiting = tokio::spawn({
-        let (store, rules) = (store.clone(), rules.clone());
-        async move { lease::wait_vacant(&store, &rules, ttl, never).await }
-    });
+    let waiting = wait(&store, &rules);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let revision = lease::write(&store, &old_release, Some(revision))
         .await
@@ -130,10 +128,7 @@ async fn only_the_holders_signed_release_frees_the_lease_at_once() {
         .await
         .unwrap();
     let started = tokio::time::Instant::now();
-    let waiting = tokio::spawn({
-        let (store, rules) = (store.clone(), rules.clone());
-        async move { lease::wait_vacant(&store, &rules, ttl, never).await }
-    });
+    let waiting = wait(&store, &rules);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let release = alive.renewed(&key, 7).released(&key, 7);
     lease::release(&store, &release, revision).await.unwrap();

@@ -1085,17 +1085,28 @@ pub fn nats_permissions(
     });
     verity_bus::server::Permissions {
         publish,
-        publish_deny: [
-            "$JS.API.STREAM.DELETE.>",
-            "$JS.API.STREAM.PURGE.>",
-            "$JS.API.STREAM.MSG.DELETE.>",
-            "$JS.API.STREAM.SNAPSHOT.>",
-            "$JS.API.STREAM.RESTORE.>",
-        ]
-        .map(String::from)
-        .to_vec(),
-        subscribe: vec![format!("{}.>", verity_bus::auth::inbox_prefix(nkey))],
+        publish_deny: admin_only(),
+        subscribe: own_inbox(nkey),
     }
+}
+
+/// What only the admin may do, denied to every other identity outright: delete, purge,
+/// snapshot or restore a stream, delete a message.
+fn admin_only() -> Vec<String> {
+    [
+        "$JS.API.STREAM.DELETE.>",
+        "$JS.API.STREAM.PURGE.>",
+        "$JS.API.STREAM.MSG.DELETE.>",
+        "$JS.API.STREAM.SNAPSHOT.>",
+        "$JS.API.STREAM.RESTORE.>",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// The subscribe grant of the identity whose public nkey is `nkey`: its own replies only.
+fn own_inbox(nkey: &str) -> Vec<String> {
+    vec![format!("{}.>", verity_bus::auth::inbox_prefix(nkey))]
 }
 
 /// What the bus's initialisation may do (`verity bus init` as the chart's bus-init Job runs it,
@@ -1113,14 +1124,8 @@ pub fn bus_init_permissions(nkey: &str) -> verity_bus::server::Permissions {
             format!("$JS.API.CONSUMER.CREATE.{jobs}.*"),
             format!("$JS.API.CONSUMER.INFO.{jobs}.*"),
         ],
-        publish_deny: [
-            "$JS.API.STREAM.DELETE.>",
-            "$JS.API.STREAM.PURGE.>",
-            "$JS.API.STREAM.MSG.DELETE.>",
-        ]
-        .map(String::from)
-        .to_vec(),
-        subscribe: vec![format!("{}.>", verity_bus::auth::inbox_prefix(nkey))],
+        publish_deny: admin_only(),
+        subscribe: own_inbox(nkey),
     }
 }
 

@@ -287,7 +287,7 @@ pub async fn serve_grpc_ready(
             }
         }
     });
-    let _stop_watching = AbortOnDrop(watching);
+    let _stop_watching = tokio_util::task::AbortOnDropHandle::new(watching);
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(verity_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -355,15 +355,6 @@ pub async fn serve_health_ready(
         ready,
     )
     .await
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// Writes the ready file (when configured) atomically: a JSON object of `fields`, plus

@@ -116,11 +116,7 @@ pub static METHODS: &[(&str, Handler)] = &[
             let lag = |n: Option<u64>| n.map(|n| head.block_number.saturating_sub(n));
             // Why this gateway should not be read from: its replica's reason now, else what its
             // last check found.
-            let not_ready = if head.not_ready.is_empty() {
-                backends.ready.reason()
-            } else {
-                Some(format!("the replica is not ready: {}", head.not_ready))
-            };
+            let not_ready = crate::replica_not_ready(&head).or_else(|| backends.ready.reason());
             Ok(json!({
                 "ready": not_ready.is_none(),
                 "notReady": not_ready,

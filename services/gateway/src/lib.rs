@@ -611,14 +611,16 @@ async fn watch_replica(backends: Backends, stop: CancellationToken) {
         }
         let reason = match backends.head().await {
             Err(error) => Some(format!("the replica cannot be read: {}", error.message)),
-            Ok(head) if !head.not_ready.is_empty() => {
-                Some(format!("the replica is not ready: {}", head.not_ready))
-            }
-            Ok(_) => None,
+            Ok(head) => replica_not_ready(&head),
         };
         metrics::gauge!("verity_gateway_ready").set(if reason.is_none() { 1.0 } else { 0.0 });
         backends.ready.set(reason);
     }
+}
+
+/// Why a gateway whose replica reported `head` should not be read from, if it should not.
+pub(crate) fn replica_not_ready(head: &v1::ReplicaHead) -> Option<String> {
+    (!head.not_ready.is_empty()).then(|| format!("the replica is not ready: {}", head.not_ready))
 }
 
 /// When a batch received now must be answered: one request timeout from now.

@@ -184,18 +184,7 @@ async fn connection_and_subscription_caps_answer_with_errors() {
 
     // A second connection is over the cap: an error, then a close saying why.
     let (mut second, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-    let mut error = None;
-    let mut close = None;
-    while let Some(Ok(message)) = second.next().await {
-        match message {
-            Message::Text(text) => error = Some(serde_json::from_str::<Value>(&text).unwrap()),
-            Message::Close(frame) => {
-                close = frame;
-                break;
-            }
-            _ => {}
-        }
-    }
+    let (error, close) = until_closed(&mut second).await;
     let error = error.expect("a JSON-RPC error before the close");
     assert_eq!(error["error"]["code"], json!(-32005), "{error}");
     let close = close.expect("a close frame");

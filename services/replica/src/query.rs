@@ -32,14 +32,14 @@ pub struct QueryService {
 pub struct CallBounds {
     /// Most gas one `eth_call` or `eth_estimateGas` may use, whatever its gas and block
     /// overrides ask for (geth's `--rpc.gascap`).
-    #[arg(long, env = "VERITY_RPC_GAS_CAP", default_value_t = 50_000_000)]
+    #[arg(long, env = "VERITY_RPC_GAS_CAP", default_value_t = CallBounds::DEFAULT.rpc_gas_cap)]
     pub rpc_gas_cap: u64,
     /// Wall-clock limit of one call or estimate, after which its execution is stopped and its
     /// read transaction released (geth's `--rpc.evmtimeout`).
-    #[arg(long, env = "VERITY_CALL_TIMEOUT_MS", default_value_t = 5_000)]
+    #[arg(long, env = "VERITY_CALL_TIMEOUT_MS", default_value_t = CallBounds::DEFAULT.call_timeout_ms)]
     pub call_timeout_ms: u64,
     /// Most EVM memory one call may use, in MiB (all its frames together).
-    #[arg(long, env = "VERITY_CALL_MEMORY_MIB", default_value_t = 64)]
+    #[arg(long, env = "VERITY_CALL_MEMORY_MIB", default_value_t = CallBounds::DEFAULT.call_memory_mib)]
     pub call_memory_mib: u64,
     /// Most calls executing at once; the others wait for a turn as long as the call timeout,
     /// then are refused. Default: half the cores, at least one (the rest follow the chain and
@@ -48,14 +48,19 @@ pub struct CallBounds {
     pub max_concurrent_calls: Option<usize>,
 }
 
+impl CallBounds {
+    /// The flags' defaults (geth's gas cap and EVM timeout).
+    pub const DEFAULT: Self = Self {
+        rpc_gas_cap: 50_000_000,
+        call_timeout_ms: 5_000,
+        call_memory_mib: 64,
+        max_concurrent_calls: None,
+    };
+}
+
 impl Default for CallBounds {
     fn default() -> Self {
-        Self {
-            rpc_gas_cap: 50_000_000,
-            call_timeout_ms: 5_000,
-            call_memory_mib: 64,
-            max_concurrent_calls: None,
-        }
+        Self::DEFAULT
     }
 }
 
@@ -65,7 +70,6 @@ struct Calls {
     gas_cap: u64,
     limits: verity_execution::CallLimits,
     turns: Arc<tokio::sync::Semaphore>,
-    wait: std::time::Duration,
 }
 
 impl Calls {
@@ -81,7 +85,6 @@ impl Calls {
             turns: Arc::new(tokio::sync::Semaphore::new(
                 bounds.max_concurrent_calls.unwrap_or(cores / 2).max(1),
             )),
-            wait: timeout,
         }
     }
 }
@@ -778,7 +781,8 @@ impl v1::replica_server::Replica for QueryService {
         };
         // One call at a time per turn; a call that finds none within its own timeout is
         // refused rather than queued without end.
-        let _turn = tokio::time::timeout(self.calls.wait, self.calls.turns.clone().acquire_owned())
+        let wait = self.calls.limits.timeout.unwrap_or_default();
+        let _turn = tokio::time::timeout(wait, self.calls.turns.clone().acquire_owned())
             .await
             .map_err(|_| {
                 metrics::counter!("verity_replica_calls_refused_total").increment(1);
