@@ -378,30 +378,45 @@ fn cpu_seconds_of_stat(stat: &str) -> Option<f64> {
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C): the signal to drain and stop.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
+///
+/// The handlers are installed when this is called, not when the future is first polled: a
+/// service that announced itself ready (its ready file) before a task got to poll it would
+/// otherwise die of a SIGTERM sent right then, by the default action, without draining (seen in
+/// CI: `k8s_lease::an_unreachable_api_server_does_not_stop_it_from_starting`). Call it inside a
+/// Tokio runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let install = |kind: SignalKind, name: &'static str| {
+            signal(kind)
+                .inspect_err(|error| tracing::error!(%error, "cannot listen for {name}"))
+                .ok()
+        };
+        let mut int = install(SignalKind::interrupt(), "SIGINT");
+        let mut term = install(SignalKind::terminate(), "SIGTERM");
+        async move {
+            async fn next(signal: Option<&mut tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                () = next(int.as_mut()) => tracing::info!("SIGINT: shutting down"),
+                () = next(term.as_mut()) => tracing::info!("SIGTERM: shutting down"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
         if let Err(error) = tokio::signal::ctrl_c().await {
             tracing::error!(%error, "cannot listen for SIGINT");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT: shutting down"),
-        () = term => tracing::info!("SIGTERM: shutting down"),
+        tracing::info!("SIGINT: shutting down");
     }
 }
 
