@@ -140,7 +140,8 @@ schema = {
                                      "pullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]}}},
             "jetstream": {"type": "object", "additionalProperties": False,
                           "properties": {"maxFileStore": {"type": "string", "pattern": "^[0-9]+(Mi|Gi|Ti)$"},
-                                         "maxMemoryStore": {"type": "string", "pattern": "^[0-9]+(Mi|Gi|Ti)$"}}},
+                                         "maxMemoryStore": {"type": "string", "pattern": "^[0-9]+(Mi|Gi|Ti)$"},
+                                         "syncInterval": {"type": "string", "pattern": "^$|^always$|^[0-9]+(ms|s|m)$"}}},
             "persistence": {"$ref": "#/definitions/persistence"}}},
         "sequencer": pod({
             "hostNetwork": {"type": "boolean"},
@@ -199,6 +200,8 @@ schema = {
         "autoscaler": pod(),
         "busInit": pod({
             "waitSeconds": {"type": "integer", "minimum": 1},
+            "streamReplicas": {"anyOf": [{"const": ""}, {"enum": [1, 3, 5]}]},
+            "provingReplicas": {"anyOf": [{"const": ""}, {"enum": [1, 3, 5]}]},
             "backoffLimit": {"type": "integer", "minimum": 0},
             "ttlSecondsAfterFinished": {"type": "integer", "minimum": 0},
         }, required=("waitSeconds",)),

@@ -21,6 +21,25 @@ pub struct Layout {
     pub job_ack_wait: Duration,
     /// Size limits of the streams beside the chain's.
     pub limits: Limits,
+    /// Copies JetStream keeps of the chain stream, the finality stream and the lease and
+    /// appointments buckets: 1 on a single server, 3 on a cluster (a majority of them must
+    /// have stored a message before it is acknowledged; ADR 0016).
+    pub replicas: usize,
+    /// Copies of the proving streams (jobs, proofs, dead letters).
+    pub proving_replicas: usize,
+}
+
+impl Layout {
+    /// No job consumer, the default limits and one copy of each stream (a single server).
+    pub fn single() -> Self {
+        Self {
+            job_consumers: Vec::new(),
+            job_ack_wait: Duration::from_secs(30),
+            limits: Limits::default(),
+            replicas: 1,
+            proving_replicas: 1,
+        }
+    }
 }
 
 /// Bytes each stream beside the chain's may hold; at its limit a stream drops its oldest
@@ -167,6 +186,52 @@ async fn limit(js: &Context, stream: &str, bytes: i64) -> Result<(), BusError> {
     .await
 }
 
+/// Keeps `replicas` copies of `stream` (a change on a running stream is done by the server:
+/// new copies catch up from the leader; fewer drop the extra ones).
+async fn replicate(js: &Context, stream: &str, replicas: usize) -> Result<(), BusError> {
+    let opened = js
+        .get_stream(stream)
+        .await
+        .map_err(|e| js_error("open stream", e))?;
+    crate::reconfigure(js, &opened, "replicate stream", |config| {
+        config.num_replicas = replicas;
+    })
+    .await
+    .map_err(|error| match error {
+        BusError::JetStream { reason, .. } if replicas > 1 && reason.contains("clustered") => {
+            BusError::JetStream {
+                operation: "replicate stream",
+                reason: format!(
+                    "{reason}: {replicas} copies of {stream} need a JetStream cluster of at least \
+                     {replicas} servers (--replicas 1 for a single server)"
+                ),
+            }
+        }
+        other => other,
+    })
+}
+
+/// Waits until JetStream answers this account's requests (a cluster's servers have elected a
+/// metadata leader, which takes a few seconds after they start), for up to `within`.
+pub async fn wait_ready(js: &Context, within: Duration) -> Result<(), BusError> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let answer: Result<serde_json::Value, _> = js.request("INFO", &serde_json::json!({})).await;
+        let error = match answer {
+            Ok(info) if info.get("error").is_none() => return Ok(()),
+            Ok(info) => info["error"].to_string(),
+            Err(error) => error.to_string(),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(BusError::JetStream {
+                operation: "wait for JetStream",
+                reason: format!("not available within {within:?}: {error}"),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Makes (or brings to this release's configuration) every stream, bucket and job consumer of
 /// `layout`; returns what it made or checked, one line each, for the operator.
 pub async fn init(js: &Context, layout: &Layout) -> Result<Vec<String>, BusError> {
@@ -194,6 +259,21 @@ pub async fn init(js: &Context, layout: &Layout) -> Result<Vec<String>, BusError
         lease::LEASE_BUCKET,
         lease::APPOINTMENTS_BUCKET
     ));
+    for (stream, replicas) in [
+        (crate::CHAIN_STREAM.to_string(), layout.replicas),
+        (proving::FINALITY_STREAM.to_string(), layout.replicas),
+        (format!("KV_{}", lease::LEASE_BUCKET), layout.replicas),
+        (
+            format!("KV_{}", lease::APPOINTMENTS_BUCKET),
+            layout.replicas,
+        ),
+        (proving::JOBS_STREAM.to_string(), layout.proving_replicas),
+        (proving::PROOFS_STREAM.to_string(), layout.proving_replicas),
+        (proving::DEAD_STREAM.to_string(), layout.proving_replicas),
+    ] {
+        replicate(js, &stream, replicas.max(1)).await?;
+        done.push(format!("stream {stream}: {} copies", replicas.max(1)));
+    }
     for name in &layout.job_consumers {
         jobs.create_consumer(proving::job_consumer_config(name, layout.job_ack_wait))
             .await

@@ -149,7 +149,8 @@ pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 /// what a connection needs is added once for all of them.
 #[derive(clap::Args, Debug, Clone)]
 pub struct NatsArgs {
-    /// NATS server URL.
+    /// NATS server URL; several, comma-separated, for a cluster (the client tries each, and
+    /// learns the others from whichever answers).
     #[arg(long = "nats-url", env = "VERITY_NATS_URL", default_value = DEFAULT_NATS_URL)]
     pub url: String,
     /// File holding this process's NATS nkey seed (`SU...`), for a server that authenticates
@@ -171,6 +172,15 @@ impl NatsArgs {
             nkey_file: None,
             tls_ca: None,
         }
+    }
+
+    /// The servers of `--nats-url`, one per comma-separated entry.
+    pub fn urls(&self) -> Vec<&str> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect()
     }
 
     /// Connects as `name` with this process's credential (see [`connect`]); a failure names
@@ -212,7 +222,7 @@ impl NatsArgs {
             .name(name)
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
-            .connect(self.url.as_str())
+            .connect(self.urls())
             .await
             .map_err(|e| BusError::Connect {
                 url: self.url.clone(),
@@ -356,7 +366,17 @@ pub async fn await_ack(
     seq: u64,
 ) -> Result<bool, BusError> {
     match ack.await {
-        Ok(ack) if ack.duplicate => Ok(false),
+        // A duplicate must name where the first copy is: a server that calls a message a
+        // duplicate of one it never stored (nats-server before 2.11 could, after a leader
+        // change: nats-server#6486) would otherwise have it counted as published.
+        Ok(ack) if ack.duplicate && ack.sequence == seq => Ok(false),
+        Ok(ack) if ack.duplicate => Err(js_error(
+            "publish ack",
+            format!(
+                "event {seq} was called a duplicate of stream message {}, not stored",
+                ack.sequence
+            ),
+        )),
         Ok(ack) if ack.sequence == seq => Ok(true),
         Ok(ack) => Err(BusError::WrongLastSequence {
             expected: seq.saturating_sub(1),

@@ -15,7 +15,7 @@ use tokio::process::{Child, Command};
 pub enum ServerError {
     /// No `nats-server` binary was found.
     #[error(
-        "nats-server not found (looked for $VERITY_NATS_SERVER, nats-server on PATH, /usr/sbin/nats-server); run `make bootstrap` or `apt-get install nats-server`"
+        "nats-server not found (looked for $VERITY_NATS_SERVER, /usr/local/bin/nats-server, nats-server on PATH, /usr/sbin/nats-server); run `make bootstrap`"
     )]
     NotFound,
     /// The process could not be spawned or its files written.
@@ -38,8 +38,11 @@ pub fn find_binary() -> Result<PathBuf, ServerError> {
     if let Some(path) = std::env::var_os("VERITY_NATS_SERVER") {
         return Ok(PathBuf::from(path));
     }
+    // Where `make bootstrap` installs the release the chart runs, before whatever PATH has.
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
+    [PathBuf::from("/usr/local/bin")]
+        .into_iter()
+        .chain(std::env::split_paths(&path))
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
         .map(|dir| dir.join("nats-server"))
         .find(|candidate| candidate.is_file())
@@ -141,51 +144,7 @@ impl NatsServer {
         users: &[User],
         tls: Option<&ServerTls>,
     ) -> Result<Self, ServerError> {
-        let binary = find_binary()?;
-        let ports_dir = dir.join("ports");
-        std::fs::create_dir_all(&ports_dir)?;
-        for stale in std::fs::read_dir(&ports_dir)?.flatten() {
-            let _ = std::fs::remove_file(stale.path());
-        }
-        let log = dir.join("nats.log");
-        // Chunk jobs carry a mini-block with its witness and tree proofs: allow 8 MiB messages
-        // (the default is 1 MiB; nats-server accepts up to 8 MiB without warning).
-        let config = dir.join("nats.conf");
-        let mut text = String::from("max_payload: 8388608\n");
-        if !users.is_empty() {
-            text.push_str(&authorization(users));
-        }
-        if let Some(tls) = tls {
-            text.push_str(&tls.config());
-        }
-        std::fs::write(&config, text)?;
-        let child = Command::new(binary)
-            .arg("-c")
-            .arg(&config)
-            .arg("-js")
-            .args(["-a", "127.0.0.1", "-p", "-1"])
-            .arg("-sd")
-            .arg(dir.join("jetstream"))
-            .arg("--ports_file_dir")
-            .arg(&ports_dir)
-            .arg("-l")
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()?;
-        let timeout = Duration::from_secs(20);
-        let started = Instant::now();
-        loop {
-            if let Some(url) = read_ports_file(&ports_dir) {
-                return Ok(Self { child, url });
-            }
-            if started.elapsed() > timeout {
-                return Err(ServerError::NotReady(timeout, log));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        launch(dir, &base_config(users, tls), None).await
     }
 
     /// The client URL (`nats://127.0.0.1:PORT`, or `tls://` when it serves TLS only).
@@ -197,6 +156,228 @@ impl NatsServer {
     pub async fn stop(mut self) -> std::io::Result<()> {
         self.child.kill().await
     }
+
+    fn port(&self) -> Option<u16> {
+        self.url.rsplit(':').next()?.parse().ok()
+    }
+}
+
+/// The configuration every server of ours shares: 8 MiB messages, and the users and TLS given.
+fn base_config(users: &[User], tls: Option<&ServerTls>) -> String {
+    // Chunk jobs carry a mini-block with its witness and tree proofs: allow 8 MiB messages
+    // (the default is 1 MiB; nats-server accepts up to 8 MiB without warning).
+    let mut text = String::from("max_payload: 8388608\n");
+    if !users.is_empty() {
+        text.push_str(&authorization(users));
+    }
+    if let Some(tls) = tls {
+        text.push_str(&tls.config());
+    }
+    text
+}
+
+/// Starts nats-server with `config` in `dir` on the client `port` (`None`: one it picks) and
+/// waits until it reports the port it listens on.
+async fn launch(dir: &Path, config: &str, port: Option<u16>) -> Result<NatsServer, ServerError> {
+    let binary = find_binary()?;
+    let ports_dir = dir.join("ports");
+    std::fs::create_dir_all(&ports_dir)?;
+    for stale in std::fs::read_dir(&ports_dir)?.flatten() {
+        let _ = std::fs::remove_file(stale.path());
+    }
+    let log = dir.join("nats.log");
+    let config_file = dir.join("nats.conf");
+    std::fs::write(&config_file, config)?;
+    let port = port.map_or_else(|| "-1".to_string(), |p| p.to_string());
+    let child = Command::new(binary)
+        .arg("-c")
+        .arg(&config_file)
+        .arg("-js")
+        .args(["-a", "127.0.0.1", "-p", &port])
+        .arg("-sd")
+        .arg(dir.join("jetstream"))
+        .arg("--ports_file_dir")
+        .arg(&ports_dir)
+        .arg("-l")
+        .arg(&log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let timeout = Duration::from_secs(20);
+    let started = Instant::now();
+    loop {
+        if let Some(url) = read_ports_file(&ports_dir) {
+            return Ok(NatsServer { child, url });
+        }
+        if started.elapsed() > timeout {
+            return Err(ServerError::NotReady(timeout, log));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A JetStream cluster of nats-servers on loopback (one node: a plain server, no cluster), for
+/// the devnet and for tests of what losing a node does. Node `i` is named `n<i>` and keeps its
+/// store and log in `dir/n<i>` (a single node: in `dir` itself, as [`NatsServer::start`]). A
+/// node stopped and started again comes back on the same ports with its store.
+#[derive(Debug)]
+pub struct NatsCluster {
+    nodes: Vec<ClusterNode>,
+}
+
+#[derive(Debug)]
+struct ClusterNode {
+    dir: PathBuf,
+    config: String,
+    /// Its client port, once it has had one (kept across restarts).
+    port: Option<u16>,
+    /// Its last URL (kept while it is down, so clients may be given every node's).
+    url: String,
+    server: Option<NatsServer>,
+}
+
+/// The cluster's name in every node's `cluster` block.
+pub const CLUSTER_NAME: &str = "verity";
+
+impl NatsCluster {
+    /// Starts `nodes` servers (1, or 3 and more for a JetStream cluster, which needs a majority
+    /// of them to elect leaders), each with the users and TLS given, and waits until each
+    /// reports its client port. The route ports are free ports found now; the client ports are
+    /// picked by the servers.
+    pub async fn start(
+        dir: &Path,
+        nodes: usize,
+        users: &[User],
+        tls: Option<&ServerTls>,
+    ) -> Result<Self, ServerError> {
+        let base = base_config(users, tls);
+        let mut cluster = Self { nodes: Vec::new() };
+        if nodes <= 1 {
+            cluster.nodes.push(ClusterNode {
+                dir: dir.to_path_buf(),
+                config: base,
+                port: None,
+                url: String::new(),
+                server: None,
+            });
+        } else {
+            // Every node lists every route, its own included (a server skips itself).
+            let listeners = (0..nodes)
+                .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+                .collect::<Result<Vec<_>, _>>()?;
+            let routes = listeners
+                .iter()
+                .map(|l| l.local_addr().map(|a| a.port()))
+                .collect::<Result<Vec<_>, _>>()?;
+            drop(listeners);
+            let route_list = routes
+                .iter()
+                .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
+            for (i, route) in routes.iter().enumerate() {
+                let config = format!(
+                    "{base}server_name: \"{}\"\ncluster {{\n  name: \"{CLUSTER_NAME}\"\n  listen: \"127.0.0.1:{route}\"\n  routes: [{route_list}]\n}}\n",
+                    Self::name(i)
+                );
+                cluster.nodes.push(ClusterNode {
+                    dir: dir.join(Self::name(i)),
+                    config,
+                    port: None,
+                    url: String::new(),
+                    server: None,
+                });
+            }
+        }
+        for i in 0..cluster.nodes.len() {
+            cluster.start_node(i).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// Node `i`'s server name (`n<i>`), as JetStream reports stream leaders and peers.
+    pub fn name(i: usize) -> String {
+        format!("n{i}")
+    }
+
+    /// The node named `name`.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        (0..self.nodes.len()).find(|i| Self::name(*i) == name)
+    }
+
+    /// How many nodes the cluster has (running or not).
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether it has no node (never: [`NatsCluster::start`] makes at least one).
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Every node's client URL, running or not, comma-separated: what a client is given so it
+    /// can reach whichever node is up.
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.url.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Whether node `i` runs.
+    pub fn is_running(&self, i: usize) -> bool {
+        self.nodes.get(i).is_some_and(|n| n.server.is_some())
+    }
+
+    /// Starts node `i` again (after [`NatsCluster::kill`]), on its ports and with its store.
+    pub async fn start_node(&mut self, i: usize) -> Result<(), ServerError> {
+        let node = &mut self.nodes[i];
+        if node.server.is_some() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&node.dir)?;
+        let server = launch(&node.dir, &node.config, node.port).await?;
+        node.port = server.port();
+        node.url = server.url().to_string();
+        node.server = Some(server);
+        Ok(())
+    }
+
+    /// Kills node `i` (SIGKILL: no lame-duck mode, no flush) and waits for it to exit.
+    pub async fn kill(&mut self, i: usize) -> std::io::Result<()> {
+        match self.nodes.get_mut(i).and_then(|n| n.server.take()) {
+            Some(server) => server.stop().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Stops node `i` as an operator would (SIGTERM: it shuts down cleanly, its store flushed)
+    /// and waits for it to exit; killed after 10 s.
+    pub async fn stop_node(&mut self, i: usize) -> std::io::Result<()> {
+        let Some(mut server) = self.nodes.get_mut(i).and_then(|n| n.server.take()) else {
+            return Ok(());
+        };
+        if let Some(pid) = server.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        match tokio::time::timeout(Duration::from_secs(10), server.child.wait()).await {
+            Ok(status) => status.map(|_| ()),
+            Err(_) => server.stop().await,
+        }
+    }
+
+    /// Stops every node.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        for i in 0..self.nodes.len() {
+            self.kill(i).await?;
+        }
+        Ok(())
+    }
 }
 
 fn read_ports_file(dir: &Path) -> Option<String> {
@@ -205,8 +386,7 @@ fn read_ports_file(dir: &Path) -> Option<String> {
         .flatten()
         .find(|e| e.path().extension().is_some_and(|x| x == "ports"))?;
     let text = std::fs::read_to_string(entry.path()).ok()?;
-    // {"nats":["nats://127.0.0.1:45605"]}, or tls:// for a TLS-only server
-    let start = text.find("nats://").or_else(|| text.find("tls://"))?;
-    let end = text[start..].find('"')? + start;
-    Some(text[start..end].to_string())
+    // {"nats":["nats://127.0.0.1:45605"],"cluster":[...]}, tls:// for a TLS-only server
+    let ports: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some(ports["nats"].get(0)?.as_str()?.to_string())
 }

@@ -50,9 +50,8 @@ async fn a_bounded_stream_is_reported_nearly_full_then_drops_its_oldest() {
         ..Limits::default()
     };
     let layout = Layout {
-        job_consumers: vec![],
-        job_ack_wait: std::time::Duration::from_secs(30),
         limits,
+        ..Layout::single()
     };
     bootstrap::init(&js, &layout).await.expect("init");
     // Run again: nothing to change.

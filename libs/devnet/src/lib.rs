@@ -19,7 +19,7 @@ use std::{
 use alloy_primitives::Address;
 use nix::{sys::signal::Signal, unistd::Pid};
 use tokio::process::{Child, Command};
-use verity_bus::server::NatsServer;
+use verity_bus::server::NatsCluster;
 use verity_circuits::{KeyRing, Params, Shape};
 use verity_primitives::{
     ChainSpec, SigningKey,
@@ -238,6 +238,9 @@ pub struct DevnetOptions {
     /// gRPC call (mutual TLS). Off only to measure what that costs (`make bench`): then NATS
     /// admits anyone and gRPC is plaintext.
     pub secure: bool,
+    /// NATS servers: 1, or 3 for a JetStream cluster on loopback keeping 3 copies of every
+    /// stream (tests of losing a node).
+    pub nats_nodes: usize,
 }
 
 impl DevnetOptions {
@@ -269,6 +272,7 @@ impl DevnetOptions {
             binaries: BTreeMap::new(),
             env: Vec::new(),
             secure: true,
+            nats_nodes: 1,
         }
     }
 }
@@ -309,7 +313,7 @@ pub struct DevAccount {
 #[derive(Debug)]
 pub struct Devnet {
     options: DevnetOptions,
-    nats: Option<NatsServer>,
+    nats: Option<NatsCluster>,
     children: BTreeMap<Service, Child>,
     addresses: BTreeMap<Service, serde_json::Value>,
     genesis: PathBuf,
@@ -367,9 +371,9 @@ impl Devnet {
                 cert: files.cert.unwrap_or_default(),
                 key: files.key.unwrap_or_default(),
             };
-            NatsServer::start_with(&dir.join("nats"), &users, Some(&tls)).await?
+            NatsCluster::start(&dir.join("nats"), options.nats_nodes, &users, Some(&tls)).await?
         } else {
-            NatsServer::start(&dir.join("nats")).await?
+            NatsCluster::start(&dir.join("nats"), options.nats_nodes, &[], None).await?
         };
         let mut devnet = Self {
             prover_address: chain.prover,
@@ -415,7 +419,7 @@ impl Devnet {
         let secure = self.options.secure;
         let dir = &self.options.data_dir;
         Some(verity_bus::NatsArgs {
-            url: self.nats_url()?.to_string(),
+            url: self.nats_url()?,
             nkey_file: secure.then(|| nats_nkey_file(dir, name)),
             tls_ca: secure.then(|| dir.join(TLS_DIR).join(verity_server::tls::CA_CERT)),
         })
@@ -504,7 +508,15 @@ impl Devnet {
             job_consumers,
             job_ack_wait: Duration::from_secs(self.options.prover_ack_wait_secs.max(1)),
             limits: verity_bus::bootstrap::Limits::default(),
+            // Every stream on every node of a cluster (at most 3: more copies add writes, not
+            // safety worth having on one machine).
+            replicas: self.options.nats_nodes.clamp(1, 3),
+            proving_replicas: self.options.nats_nodes.clamp(1, 3),
         };
+        // A cluster's servers elect their JetStream leader after they start.
+        verity_bus::bootstrap::wait_ready(&js, Duration::from_secs(30))
+            .await
+            .map_err(|e| DevnetError::Setup(e.to_string()))?;
         verity_bus::bootstrap::init(&js, &layout)
             .await
             .map_err(|e| DevnetError::Setup(format!("cannot initialise the bus: {e}")))?;
@@ -531,9 +543,14 @@ impl Devnet {
         self.sequencer_address
     }
 
-    /// The NATS URL.
-    pub fn nats_url(&self) -> Option<&str> {
-        self.nats.as_ref().map(NatsServer::url)
+    /// The NATS URL: every node's, comma-separated, on a cluster.
+    pub fn nats_url(&self) -> Option<String> {
+        self.nats.as_ref().map(NatsCluster::urls)
+    }
+
+    /// The devnet's NATS servers (tests kill and restart nodes of a cluster).
+    pub fn nats_cluster(&mut self) -> Option<&mut NatsCluster> {
+        self.nats.as_mut()
     }
 
     /// The JSON-RPC URL.
@@ -607,7 +624,7 @@ impl Devnet {
     fn args(&self, service: Service) -> Vec<String> {
         let dir = &self.options.data_dir;
         let path = |p: &Path| p.display().to_string();
-        let nats = self.nats_url().unwrap_or_default().to_string();
+        let nats = self.nats_url().unwrap_or_default();
         let mut args: Vec<String> = match service {
             Service::Sequencer | Service::Standby => {
                 let (data, key) = match service {

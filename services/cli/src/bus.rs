@@ -45,6 +45,13 @@ struct InitArgs {
     /// Bytes the dead-letter stream may hold (its oldest are dropped at the limit).
     #[arg(long, default_value_t = verity_bus::bootstrap::Limits::default().dead_bytes)]
     dead_max_bytes: i64,
+    /// Copies JetStream keeps of the chain stream, the finality stream and the lease and
+    /// appointments buckets: 3 on a 3-server cluster (ADR 0016), 1 on a single server.
+    #[arg(long, env = "VERITY_BUS_REPLICAS", default_value_t = 1)]
+    replicas: usize,
+    /// Copies of the proving streams (jobs, proofs, dead letters); default: --replicas.
+    #[arg(long, env = "VERITY_BUS_PROVING_REPLICAS")]
+    proving_replicas: Option<usize>,
     /// How long to keep trying to reach NATS (a Job started beside the server).
     #[arg(long, default_value_t = 120)]
     wait_secs: u64,
@@ -65,6 +72,8 @@ pub async fn run(args: BusArgs) -> anyhow::Result<()> {
             proofs_bytes: args.proofs_max_bytes,
             dead_bytes: args.dead_max_bytes,
         },
+        replicas: args.replicas,
+        proving_replicas: args.proving_replicas.unwrap_or(args.replicas),
     };
     let (_client, js) = tokio::time::timeout(
         Duration::from_secs(args.wait_secs),
@@ -78,6 +87,7 @@ pub async fn run(args: BusArgs) -> anyhow::Result<()> {
             args.wait_secs
         )
     })??;
+    verity_bus::bootstrap::wait_ready(&js, Duration::from_secs(args.wait_secs)).await?;
     let made = verity_bus::bootstrap::init(&js, &layout).await?;
     let mut out = std::io::stdout().lock();
     for line in made {

@@ -439,7 +439,17 @@ async fn watch_lag(
         };
         let Ok(Ok(applied)) = applied else { continue };
         let oldest = async {
-            let last = stream.info().await?.state.last_sequence;
+            let info = stream.info().await?;
+            // A server without the stream's leader may still answer from its own copy, which
+            // nothing can extend: as stale as no answer.
+            let replicas = info.config.num_replicas;
+            if replicas > 1 && info.cluster.as_ref().is_none_or(|c| c.leader.is_none()) {
+                anyhow::bail!(
+                    "it has no leader: fewer than a majority of the {replicas} NATS servers \
+                     keeping it are up, so no event can be stored"
+                );
+            }
+            let last = info.state.last_sequence;
             if applied >= last {
                 return Ok::<_, anyhow::Error>(None);
             }
@@ -491,6 +501,10 @@ enum FollowError {
     Transient(anyhow::Error),
 }
 
+/// How long a follower waits for the next chain event before it checks whether the stream
+/// holds events it was not given (blocks are sealed every few seconds even when empty).
+const SILENCE: Duration = Duration::from_secs(5);
+
 async fn follow_once(
     db: &Database,
     stream: &async_nats::jetstream::stream::Stream,
@@ -541,7 +555,25 @@ async fn follow_once(
             }
             (false, None) => None,
             _ => tokio::select! {
-                next = messages.next() => Some(next),
+                next = tokio::time::timeout(SILENCE, messages.next()) => match next {
+                    Ok(next) => Some(next),
+                    // Silent for long: fine if nothing was published, but a consumer whose NATS
+                    // server went down can stall without an error: then the stream holds events
+                    // this replica was not given, and it follows again from the first.
+                    Err(_) => {
+                        let mut stream = stream.clone();
+                        let last = verity_bus::last_chain_seq(&mut stream)
+                            .await
+                            .map_err(|e| transient(e.into()))?;
+                        if last >= expected {
+                            return Err(transient(anyhow::anyhow!(
+                                "no chain event delivered for {SILENCE:?} while the stream \
+                                 holds {last} (next {expected}); following again"
+                            )));
+                        }
+                        continue;
+                    }
+                },
                 _ = stop.cancelled() => return Ok(()),
             },
         };

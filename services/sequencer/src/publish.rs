@@ -3,8 +3,11 @@
 //! Every committed event is published with its hash as `Nats-Msg-Id` and `seq - 1` as the
 //! expected last sequence: the stream is the one ordering point, and the process that decided an
 //! event's contents is the one that places it, so two sequencers can never both extend the chain
-//! at one position. A refused compare-and-set means another sequencer's event holds that
-//! position: this one has been deposed and must stop ([`PublishError::Deposed`]).
+//! at one position. A refused compare-and-set is not yet proof of a takeover: a message of
+//! ours lost while the client moved to another NATS server (the stream's leader was lost) leaves
+//! a gap the compare-and-set refuses too. So a refusal ends this round of publishing, and the
+//! next one reads the stream's head again: only when that is not this sequencer's event has it
+//! been deposed and must stop ([`PublishError::Deposed`]).
 //!
 //! Publishing starts after the stream's last event, which must be the local event at that
 //! position (so a restart publishes what was committed but not yet published, and nothing
@@ -34,9 +37,9 @@ pub enum PublishError {
 impl From<BusError> for PublishError {
     fn from(error: BusError) -> Self {
         match error {
-            BusError::WrongLastSequence { .. } => Self::Deposed(format!(
-                "the chain stream refused our event: {error}; another sequencer's event holds \
-                 that position"
+            // Checked against the stream's head when publishing resumes (module docs).
+            BusError::WrongLastSequence { .. } => Self::Transient(format!(
+                "the chain stream refused our event: {error}; reading its head again"
             )),
             other => Self::Transient(other.to_string()),
         }
@@ -59,7 +62,16 @@ pub async fn check_stream_head(
             "the chain stream holds {last} events, this sequencer only {local_last}"
         )));
     }
-    let theirs = verity_bus::chain_event_at(stream, last).await?;
+    let theirs = match verity_bus::chain_event_at(stream, last).await {
+        Ok(event) => event,
+        // Not an event at all, or one claiming another position: nobody's chain but not ours.
+        Err(error @ BusError::Decode { .. }) => {
+            return Err(PublishError::Deposed(format!(
+                "the chain stream's event {last} is not this sequencer's: {error}"
+            )));
+        }
+        Err(error) => return Err(error.into()),
+    };
     let db = shared.db.clone();
     let ours = tokio::task::spawn_blocking(move || db.read()?.events_from(last, 1))
         .await

@@ -189,6 +189,84 @@ impl TestNet {
         blocks
     }
 
+    /// After load by `senders` dev accounts stopped: waits until the replica has applied all
+    /// the sequencer committed, then checks that nothing receipted was lost. The stream holds
+    /// every event once, in order; no transaction is in the chain twice; every hash in
+    /// `receipted` is in a block and its receipt says it succeeded; sequencer and replica have
+    /// the same state. `context` starts every failure message (a seed, the faults injected).
+    pub async fn assert_nothing_lost(&self, receipted: &[String], senders: usize, context: &str) {
+        // Let the open block be sealed, then wait until the replica has applied everything the
+        // sequencer committed.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let target = loop {
+            let sequencer = match sequencer_client(&self.devnet, Service::Sequencer).await {
+                Ok(mut c) => c.get_head(v1::GetHeadRequest {}).await.ok(),
+                Err(_) => None,
+            };
+            let replica = match replica_client(&self.devnet, Service::Replica).await {
+                Ok(mut c) => c.get_head(v1::GetHeadRequest {}).await.ok(),
+                Err(_) => None,
+            };
+            if let (Some(s), Some(r)) = (sequencer, replica)
+                && r.get_ref().last_seq >= s.get_ref().last_seq
+            {
+                break s.into_inner().last_seq;
+            }
+            if tokio::time::Instant::now() > deadline {
+                self.dump_logs();
+                panic!("{context}: the replica did not catch up with the sequencer");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+
+        // The stream: every event once, in order; no transaction twice.
+        let mut in_chain = std::collections::HashSet::new();
+        for block in self.sealed_blocks(target, context).await {
+            for hash in &block.transaction_hashes {
+                assert!(
+                    in_chain.insert(hash.to_string()),
+                    "{context}: transaction {hash} is in the chain twice"
+                );
+            }
+        }
+
+        // Every receipt a client was given stands (asked eight at a time: thousands of them).
+        for hash in receipted {
+            assert!(
+                in_chain.contains(hash),
+                "{context}: {hash} got a receipt but is in no block"
+            );
+        }
+        self.rpc()
+            .assert_receipts_succeeded(receipted, context)
+            .await;
+
+        // Sequencer and replica agree on the state. Nothing was sent since `target`, and the
+        // empty blocks sealed since change no state, so the digests must agree whatever their
+        // positions.
+        let sequencer = self.state_digest(Service::Sequencer).await;
+        let replica = self.state_digest(Service::Replica).await;
+        assert!(replica.last_seq >= target, "{context}");
+        assert_eq!(
+            (
+                &sequencer.digest,
+                sequencer.accounts,
+                sequencer.slots,
+                sequencer.codes
+            ),
+            (
+                &replica.digest,
+                replica.accounts,
+                replica.slots,
+                replica.codes
+            ),
+            "{context}: the replica's state differs from the sequencer's"
+        );
+        assert_eq!(sequencer.digest.len(), 32);
+        assert!(sequencer.accounts > senders as u64);
+    }
+
     /// The state digest of `service`: a sequencer (active or standby) or a replica (any role).
     pub async fn state_digest(&self, service: Service) -> v1::StateDigest {
         let request = v1::GetStateDigestRequest {};

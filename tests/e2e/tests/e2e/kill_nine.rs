@@ -9,13 +9,10 @@
 //! The kill schedule comes from a seed printed in every failure message; `VERITY_E2E_SEED`
 //! replays one.
 
-use std::{collections::HashSet, time::Duration};
+use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use verity_e2e::{Load, TestNet, verity_devnet::Service};
-use verity_proto::v1::{
-    GetHeadRequest, replica_client::ReplicaClient, sequencer_client::SequencerClient,
-};
 
 const KILLS: usize = 20;
 const SENDERS: usize = 4;
@@ -34,18 +31,6 @@ impl Schedule {
     pub(crate) fn millis(&mut self, low: u64, high: u64) -> Duration {
         Duration::from_millis(low + self.next() % (high - low))
     }
-}
-
-async fn sequencer_client(net: &TestNet) -> Option<SequencerClient<tonic::transport::Channel>> {
-    verity_e2e::sequencer_client(&net.devnet, Service::Sequencer)
-        .await
-        .ok()
-}
-
-async fn replica_client(net: &TestNet) -> Option<ReplicaClient<tonic::transport::Channel>> {
-    verity_e2e::replica_client(&net.devnet, Service::Replica)
-        .await
-        .ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,74 +67,11 @@ async fn sigkill_at_random_moments_loses_no_receipted_transaction() {
         receipted.len()
     );
 
-    // Let the open block be sealed, then wait until the replica has applied everything the
-    // sequencer committed.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let target = loop {
-        let sequencer = match sequencer_client(&net).await {
-            Some(mut c) => c.get_head(GetHeadRequest {}).await.ok(),
-            None => None,
-        };
-        let replica = match replica_client(&net).await {
-            Some(mut c) => c.get_head(GetHeadRequest {}).await.ok(),
-            None => None,
-        };
-        if let (Some(s), Some(r)) = (sequencer, replica)
-            && r.get_ref().last_seq >= s.get_ref().last_seq
-        {
-            break s.into_inner().last_seq;
-        }
-        if tokio::time::Instant::now() > deadline {
-            net.dump_logs();
-            panic!("seed {seed}: the replica did not catch up with the sequencer");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-
-    // The stream: every event once, in order; no transaction twice.
-    let mut in_chain = HashSet::new();
-    for block in net.sealed_blocks(target, &format!("seed {seed}")).await {
-        for hash in &block.transaction_hashes {
-            assert!(
-                in_chain.insert(hash.to_string()),
-                "seed {seed}: transaction {hash} is in the chain twice"
-            );
-        }
-    }
-
-    // Every receipt a client was given stands (asked eight at a time: thousands of them).
-    let rpc = net.rpc();
-    for hash in &receipted {
-        assert!(
-            in_chain.contains(hash),
-            "seed {seed}: {hash} got a receipt but is in no block (kills: {killed:?})"
-        );
-    }
-    rpc.assert_receipts_succeeded(&receipted, &format!("seed {seed} (kills: {killed:?})"))
-        .await;
-
-    // Sequencer and replica agree on the state. Nothing was sent since `target`, and the empty
-    // blocks sealed since change no state, so the digests must agree whatever their positions.
-    let sequencer = net.state_digest(Service::Sequencer).await;
-    let replica = net.state_digest(Service::Replica).await;
-    assert!(replica.last_seq >= target, "seed {seed}");
-    assert_eq!(
-        (
-            &sequencer.digest,
-            sequencer.accounts,
-            sequencer.slots,
-            sequencer.codes
-        ),
-        (
-            &replica.digest,
-            replica.accounts,
-            replica.slots,
-            replica.codes
-        ),
-        "seed {seed}: the replica's state differs from the sequencer's"
-    );
-    assert_eq!(sequencer.digest.len(), 32);
-    assert!(sequencer.accounts > SENDERS as u64);
+    net.assert_nothing_lost(
+        &receipted,
+        SENDERS,
+        &format!("seed {seed} (kills: {killed:?})"),
+    )
+    .await;
     net.stop().await.unwrap();
 }

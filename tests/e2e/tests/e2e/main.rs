@@ -17,6 +17,7 @@ mod grpc_auth;
 mod kill_nine;
 mod limits;
 mod load_generator;
+mod nats_cluster;
 mod proving;
 mod realtime;
 mod subscriptions;
