@@ -236,9 +236,27 @@ pub async fn wait_ready(js: &Context, within: Duration) -> Result<(), BusError> 
 /// `layout`; returns what it made or checked, one line each, for the operator.
 pub async fn init(js: &Context, layout: &Layout) -> Result<Vec<String>, BusError> {
     let mut done = Vec::new();
-    crate::ensure_chain_stream(js).await?;
+    // Each stream is made with its copies at once: scaled from one copy to three after, the
+    // cluster's metadata lost the streams after a SIGKILL and deleted them as orphaned
+    // (nats-server 2.11.11, ADR 0016). `replicate` below still changes an existing one.
+    // A cluster that has just elected its metadata leader may not know every server yet: it
+    // cannot place the copies ("no suitable peers") for a moment.
+    let placed_by = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match crate::chain_stream(js, layout.replicas.max(1)).await {
+            Ok(_) => break,
+            Err(error)
+                if error.to_string().contains("no suitable peers")
+                    && tokio::time::Instant::now() < placed_by =>
+            {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
     done.push(format!("stream {}", crate::CHAIN_STREAM));
-    let (jobs, _) = proving::ensure_proving_streams(js).await?;
+    let (jobs, _) =
+        proving::proving_streams(js, layout.proving_replicas.max(1), Some(&layout.limits)).await?;
     for (stream, bytes) in [
         (proving::JOBS_STREAM, layout.limits.jobs_bytes),
         (proving::PROOFS_STREAM, layout.limits.proofs_bytes),
@@ -249,11 +267,11 @@ pub async fn init(js: &Context, layout: &Layout) -> Result<Vec<String>, BusError
             "stream {stream} limited to {bytes} bytes (oldest dropped)"
         ));
     }
-    proving::ensure_finality_stream(js).await?;
+    proving::finality_stream(js, Some(layout.replicas.max(1))).await?;
     done.push(format!("stream {}", proving::FINALITY_STREAM));
-    lease::lease_store(js).await?;
+    lease::lease_store_with(js, layout.replicas.max(1)).await?;
     lease::keep_lease_history(js).await?;
-    lease::appointments_store(js).await?;
+    lease::appointments_store_with(js, layout.replicas.max(1)).await?;
     done.push(format!(
         "key-value buckets {} and {}",
         lease::LEASE_BUCKET,

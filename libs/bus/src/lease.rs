@@ -196,11 +196,17 @@ fn kv_error(operation: &'static str, error: impl std::fmt::Display) -> BusError 
 /// `create_key_value`, which first queries the account's JetStream info in a shape nats-server
 /// 2.9 (Debian's) does not send.
 pub async fn lease_store(js: &Context) -> Result<Store, BusError> {
+    lease_store_with(js, 1).await
+}
+
+/// [`lease_store`], making the bucket with `replicas` copies when it is missing.
+pub(crate) async fn lease_store_with(js: &Context, replicas: usize) -> Result<Store, BusError> {
     kv_store(
         js,
         LEASE_BUCKET,
         "which Verity sequencer is active",
         LEASE_HISTORY,
+        replicas,
     )
     .await
 }
@@ -220,11 +226,20 @@ pub async fn keep_lease_history(js: &Context) -> Result<(), BusError> {
 
 /// Opens (creating when missing) the bucket of published appointments.
 pub async fn appointments_store(js: &Context) -> Result<Store, BusError> {
+    appointments_store_with(js, 1).await
+}
+
+/// [`appointments_store`], making the bucket with `replicas` copies when it is missing.
+pub(crate) async fn appointments_store_with(
+    js: &Context,
+    replicas: usize,
+) -> Result<Store, BusError> {
     kv_store(
         js,
         APPOINTMENTS_BUCKET,
         "governance-signed Verity sequencer appointments",
         1,
+        replicas,
     )
     .await
 }
@@ -234,6 +249,7 @@ async fn kv_store(
     bucket: &str,
     description: &str,
     history: i64,
+    replicas: usize,
 ) -> Result<Store, BusError> {
     js.get_or_create_stream(jetstream::stream::Config {
         name: format!("KV_{bucket}"),
@@ -245,6 +261,7 @@ async fn kv_store(
         deny_delete: true,
         allow_direct: true,
         discard: jetstream::stream::DiscardPolicy::New,
+        num_replicas: replicas,
         ..Default::default()
     })
     .await

@@ -242,6 +242,12 @@ pub async fn connect(url: &str, name: &str) -> Result<(async_nats::Client, Conte
 /// Returns the chain stream, creating it if missing (file storage, nothing ever expires: it is
 /// the chain's history, and no client may purge it or delete an event).
 pub async fn ensure_chain_stream(js: &Context) -> Result<Stream, BusError> {
+    chain_stream(js, 1).await
+}
+
+/// [`ensure_chain_stream`], making it with `replicas` copies when it is missing (the bus's
+/// initialisation: a stream made at its final size, not scaled up after, ADR 0016).
+pub(crate) async fn chain_stream(js: &Context, replicas: usize) -> Result<Stream, BusError> {
     js.get_or_create_stream(stream::Config {
         name: CHAIN_STREAM.to_string(),
         subjects: vec![CHAIN_SUBJECT.to_string()],
@@ -251,6 +257,7 @@ pub async fn ensure_chain_stream(js: &Context) -> Result<Stream, BusError> {
         discard: stream::DiscardPolicy::New,
         deny_delete: true,
         deny_purge: true,
+        num_replicas: replicas,
         ..Default::default()
     })
     .await

@@ -115,43 +115,74 @@ impl Default for JobQueue {
 
 /// Creates (or opens) the three proving streams.
 pub async fn ensure_proving_streams(js: &Context) -> Result<(Stream, Stream), BusError> {
+    proving_streams(js, 1, None).await
+}
+
+/// [`ensure_proving_streams`], making missing ones with `replicas` copies and, given, their
+/// byte limits (dropping the oldest at them): made whole at once, not changed right after
+/// (ADR 0016).
+pub(crate) async fn proving_streams(
+    js: &Context,
+    replicas: usize,
+    limits: Option<&crate::bootstrap::Limits>,
+) -> Result<(Stream, Stream), BusError> {
+    // At its limit a stream drops its oldest messages (`bootstrap::Limits`).
+    let limited = |mut config: stream::Config, bytes: Option<i64>| {
+        if let Some(bytes) = bytes {
+            config.max_bytes = bytes;
+            config.discard = stream::DiscardPolicy::Old;
+        }
+        config
+    };
     let jobs = js
-        .get_or_create_stream(stream::Config {
-            name: JOBS_STREAM.to_string(),
-            subjects: vec![JOBS_SUBJECT.to_string()],
-            storage: stream::StorageType::File,
-            retention: stream::RetentionPolicy::Limits,
-            max_age: JOBS_MAX_AGE,
-            duplicate_window: DUPLICATE_WINDOW,
-            deny_delete: true,
-            deny_purge: true,
-            ..Default::default()
-        })
+        .get_or_create_stream(limited(
+            stream::Config {
+                name: JOBS_STREAM.to_string(),
+                subjects: vec![JOBS_SUBJECT.to_string()],
+                storage: stream::StorageType::File,
+                retention: stream::RetentionPolicy::Limits,
+                max_age: JOBS_MAX_AGE,
+                duplicate_window: DUPLICATE_WINDOW,
+                deny_delete: true,
+                deny_purge: true,
+                num_replicas: replicas,
+                ..Default::default()
+            },
+            limits.map(|l| l.jobs_bytes),
+        ))
         .await
         .map_err(|e| crate::create_error("open jobs stream", e))?;
-    js.get_or_create_stream(stream::Config {
-        name: DEAD_STREAM.to_string(),
-        subjects: vec![DEAD_SUBJECT.to_string()],
-        storage: stream::StorageType::File,
-        retention: stream::RetentionPolicy::Limits,
-        deny_delete: true,
-        deny_purge: true,
-        ..Default::default()
-    })
+    js.get_or_create_stream(limited(
+        stream::Config {
+            name: DEAD_STREAM.to_string(),
+            subjects: vec![DEAD_SUBJECT.to_string()],
+            storage: stream::StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            deny_delete: true,
+            deny_purge: true,
+            num_replicas: replicas,
+            ..Default::default()
+        },
+        limits.map(|l| l.dead_bytes),
+    ))
     .await
     .map_err(|e| crate::create_error("open dead-letter stream", e))?;
     let subjects = vec![RESULTS_SUBJECT.to_string(), format!("{RESULTS_SUBJECT}.>")];
     let proofs = js
-        .get_or_create_stream(stream::Config {
-            name: PROOFS_STREAM.to_string(),
-            subjects: subjects.clone(),
-            storage: stream::StorageType::File,
-            retention: stream::RetentionPolicy::Limits,
-            duplicate_window: DUPLICATE_WINDOW,
-            deny_delete: true,
-            deny_purge: true,
-            ..Default::default()
-        })
+        .get_or_create_stream(limited(
+            stream::Config {
+                name: PROOFS_STREAM.to_string(),
+                subjects: subjects.clone(),
+                storage: stream::StorageType::File,
+                retention: stream::RetentionPolicy::Limits,
+                duplicate_window: DUPLICATE_WINDOW,
+                deny_delete: true,
+                deny_purge: true,
+                num_replicas: replicas,
+                ..Default::default()
+            },
+            limits.map(|l| l.proofs_bytes),
+        ))
         .await
         .map_err(|e| crate::create_error("open proofs stream", e))?;
     // A stream created by an earlier release has only the first subject: add the per-chunk
@@ -323,7 +354,7 @@ pub fn finality_subject(verifier: &[u8]) -> String {
 /// them. Only each verifier's newest attestation is kept (one subject per verifier, one message
 /// per subject): a verifier's vote is the newest block it attested, so the stream stays as large
 /// as the verifier set however long the chain. No client may purge it or delete a message.
-fn finality_config() -> stream::Config {
+fn finality_config(replicas: usize) -> stream::Config {
     stream::Config {
         name: FINALITY_STREAM.to_string(),
         subjects: vec![format!("{FINALITY_SUBJECT}.*")],
@@ -333,6 +364,7 @@ fn finality_config() -> stream::Config {
         duplicate_window: DUPLICATE_WINDOW,
         deny_delete: true,
         deny_purge: true,
+        num_replicas: replicas,
         ..Default::default()
     }
 }
@@ -340,7 +372,22 @@ fn finality_config() -> stream::Config {
 /// Creates the finality stream or brings it to this release's configuration: the verifier's,
 /// which publishes on it.
 pub async fn ensure_finality_stream(js: &Context) -> Result<Stream, BusError> {
-    js.create_or_update_stream(finality_config())
+    finality_stream(js, None).await
+}
+
+/// [`ensure_finality_stream`] with `replicas` copies (`None`: as many as it has, 1 when made).
+pub(crate) async fn finality_stream(
+    js: &Context,
+    replicas: Option<usize>,
+) -> Result<Stream, BusError> {
+    let replicas = match replicas {
+        Some(replicas) => replicas,
+        None => match js.get_stream(FINALITY_STREAM).await {
+            Ok(stream) => stream.cached_info().config.num_replicas.max(1),
+            Err(_) => 1,
+        },
+    };
+    js.create_or_update_stream(finality_config(replicas))
         .await
         .map_err(|e| js_error("create finality stream", e))?;
     js.get_stream(FINALITY_STREAM)
@@ -352,7 +399,7 @@ pub async fn ensure_finality_stream(js: &Context) -> Result<Stream, BusError> {
 /// for the roles that only read it (replicas counting votes, provers), so that they need no
 /// right to rewrite it (ADR 0014).
 pub async fn open_finality_stream(js: &Context) -> Result<Stream, BusError> {
-    js.get_or_create_stream(finality_config())
+    js.get_or_create_stream(finality_config(1))
         .await
         .map_err(|e| crate::create_error("open finality stream", e))
 }

@@ -31,6 +31,8 @@ pub enum ServerError {
 pub struct NatsServer {
     child: Child,
     url: String,
+    /// Its monitoring endpoint (`http://127.0.0.1:PORT`), when it serves one.
+    monitor: Option<String>,
 }
 
 /// Finds the `nats-server` binary.
@@ -208,8 +210,12 @@ async fn launch(dir: &Path, config: &str, port: Option<u16>) -> Result<NatsServe
     let timeout = Duration::from_secs(20);
     let started = Instant::now();
     loop {
-        if let Some(url) = read_ports_file(&ports_dir) {
-            return Ok(NatsServer { child, url });
+        if let Some((url, monitor)) = read_ports_file(&ports_dir) {
+            return Ok(NatsServer {
+                child,
+                url,
+                monitor,
+            });
         }
         if started.elapsed() > timeout {
             return Err(ServerError::NotReady(timeout, log));
@@ -279,7 +285,7 @@ impl NatsCluster {
                 .join(", ");
             for (i, route) in routes.iter().enumerate() {
                 let config = format!(
-                    "{base}server_name: \"{}\"\ncluster {{\n  name: \"{CLUSTER_NAME}\"\n  listen: \"127.0.0.1:{route}\"\n  routes: [{route_list}]\n}}\n",
+                    "{base}server_name: \"{}\"\nhttp_port: -1\ncluster {{\n  name: \"{CLUSTER_NAME}\"\n  listen: \"127.0.0.1:{route}\"\n  routes: [{route_list}]\n}}\n",
                     Self::name(i)
                 );
                 cluster.nodes.push(ClusterNode {
@@ -346,6 +352,28 @@ impl NatsCluster {
         Ok(())
     }
 
+    /// Waits until node `i` reports itself healthy on its monitoring endpoint (`/healthz`:
+    /// JetStream current with the metadata leader and every stream it keeps), as the chart's
+    /// startup probe does before its StatefulSet takes down another; fails after `within`.
+    pub async fn wait_healthy(&self, i: usize, within: Duration) -> Result<(), String> {
+        let monitor = self
+            .nodes
+            .get(i)
+            .and_then(|n| n.server.as_ref())
+            .and_then(|s| s.monitor.clone())
+            .ok_or_else(|| format!("node {i} is not running or has no monitoring endpoint"))?;
+        let deadline = Instant::now() + within;
+        while !healthz(&monitor).await {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "node {i} not healthy at {monitor} within {within:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(())
+    }
+
     /// Kills node `i` (SIGKILL: no lame-duck mode, no flush) and waits for it to exit.
     pub async fn kill(&mut self, i: usize) -> std::io::Result<()> {
         match self.nodes.get_mut(i).and_then(|n| n.server.take()) {
@@ -380,13 +408,45 @@ impl NatsCluster {
     }
 }
 
-fn read_ports_file(dir: &Path) -> Option<String> {
+fn read_ports_file(dir: &Path) -> Option<(String, Option<String>)> {
     let entry = std::fs::read_dir(dir)
         .ok()?
         .flatten()
         .find(|e| e.path().extension().is_some_and(|x| x == "ports"))?;
     let text = std::fs::read_to_string(entry.path()).ok()?;
-    // {"nats":["nats://127.0.0.1:45605"],"cluster":[...]}, tls:// for a TLS-only server
+    // {"nats":["nats://127.0.0.1:45605"],"monitoring":["http://..."],"cluster":[...]}, tls://
+    // for a TLS-only server
     let ports: serde_json::Value = serde_json::from_str(&text).ok()?;
-    Some(ports["nats"].get(0)?.as_str()?.to_string())
+    let url = ports["nats"].get(0)?.as_str()?.to_string();
+    let monitor = ports["monitoring"]
+        .get(0)
+        .and_then(|m| m.as_str())
+        .map(str::to_string);
+    Some((url, monitor))
+}
+
+/// Whether the monitoring endpoint `monitor` (`http://HOST:PORT`) answers `/healthz` with 200:
+/// the server is up and, with JetStream, current with its metadata leader and streams.
+async fn healthz(monitor: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Some(address) = monitor.strip_prefix("http://") else {
+        return false;
+    };
+    let Ok(Ok(mut stream)) = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::TcpStream::connect(address),
+    )
+    .await
+    else {
+        return false;
+    };
+    let request = format!("GET /healthz HTTP/1.0\r\nHost: {address}\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut head)).await,
+        Ok(Ok(_))
+    ) && head.ends_with(b" 200")
 }

@@ -1,5 +1,4 @@
-//! Not in `make test` yet (ignored: see the attribute). A devnet on a 3-node JetStream cluster
-//! on loopback, every stream and bucket kept in 3 copies
+//! A devnet on a 3-node JetStream cluster on loopback, every stream and bucket kept in 3 copies
 //! (R3), under realtime load (issue 24, item 1):
 //! - SIGKILL of the node leading the chain stream: production goes on on the other two, and the
 //!   node, started again later, catches up;
@@ -120,9 +119,6 @@ async fn wait_status(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet reliable: after the killed node rejoins, the replica sometimes stops applying \
-            for 15 s or more (seen in 1 of 2 runs on nats-server 2.11.11); run it with \
-            `cargo nextest run -p verity-e2e --run-ignored only -E 'test(/nats_cluster::/)'`"]
 async fn losing_the_chain_streams_leader_loses_nothing_and_a_lost_majority_only_pauses() {
     let mut net = TestNet::start(|o| {
         o.nats_nodes = 3;
@@ -164,10 +160,13 @@ async fn losing_the_chain_streams_leader_loses_nothing_and_a_lost_majority_only_
         new_leader.as_ref().is_some_and(|l| *l != name),
         "the chain stream's leader is {new_leader:?}, not another than {name}"
     );
-    net.devnet
-        .nats_cluster()
-        .unwrap()
-        .start_node(killed)
+    let cluster = net.devnet.nats_cluster().unwrap();
+    cluster.start_node(killed).await.unwrap();
+    // As the chart's startup probe: the node is caught up (JetStream's metadata above all)
+    // before another is taken down. Without this wait, a node rebuilding its metadata after
+    // SIGKILL could win the next election and delete every stream as orphaned (ADR 0016).
+    cluster
+        .wait_healthy(killed, Duration::from_secs(60))
         .await
         .unwrap();
     wait_applied(
@@ -227,8 +226,10 @@ async fn losing_the_chain_streams_leader_loses_nothing_and_a_lost_majority_only_
     .await;
 
     let (attempts, receipted) = load.stop().await;
+    // Few compared with the attempts: while production pauses, each sender's transfer waits in
+    // the mempool and its retries with the same nonce are refused as underpriced replacements.
     assert!(
-        receipted.len() > 50,
+        receipted.len() > 20,
         "only {} of {attempts} transfers got a receipt",
         receipted.len()
     );
