@@ -172,35 +172,31 @@ pub async fn watch_usage(js: Context, every: Duration) {
     }
 }
 
-/// Sets `stream`'s byte limit to `bytes`, dropping its oldest messages at it (unchanged when it
-/// has them already).
-async fn limit(js: &Context, stream: &str, bytes: i64) -> Result<(), BusError> {
+/// Brings an existing `stream` to `replicas` copies and, given, a byte limit at which it drops
+/// its oldest messages, in one update (none when it has them already). The server changes a
+/// running stream's copies itself: new ones catch up from the leader.
+async fn settle(
+    js: &Context,
+    stream: &str,
+    replicas: usize,
+    max_bytes: Option<i64>,
+) -> Result<(), BusError> {
     let opened = js
         .get_stream(stream)
         .await
         .map_err(|e| js_error("open stream", e))?;
-    crate::reconfigure(js, &opened, "limit stream", |config| {
-        config.max_bytes = bytes;
-        config.discard = DiscardPolicy::Old;
-    })
-    .await
-}
-
-/// Keeps `replicas` copies of `stream` (a change on a running stream is done by the server:
-/// new copies catch up from the leader; fewer drop the extra ones).
-async fn replicate(js: &Context, stream: &str, replicas: usize) -> Result<(), BusError> {
-    let opened = js
-        .get_stream(stream)
-        .await
-        .map_err(|e| js_error("open stream", e))?;
-    crate::reconfigure(js, &opened, "replicate stream", |config| {
+    crate::reconfigure(js, &opened, "configure stream", |config| {
         config.num_replicas = replicas;
+        if let Some(bytes) = max_bytes {
+            config.max_bytes = bytes;
+            config.discard = DiscardPolicy::Old;
+        }
     })
     .await
     .map_err(|error| match error {
         BusError::JetStream { reason, .. } if replicas > 1 && reason.contains("clustered") => {
             BusError::JetStream {
-                operation: "replicate stream",
+                operation: "configure stream",
                 reason: format!(
                     "{reason}: {replicas} copies of {stream} need a JetStream cluster of at least \
                      {replicas} servers (--replicas 1 for a single server)"
@@ -236,14 +232,14 @@ pub async fn wait_ready(js: &Context, within: Duration) -> Result<(), BusError> 
 /// `layout`; returns what it made or checked, one line each, for the operator.
 pub async fn init(js: &Context, layout: &Layout) -> Result<Vec<String>, BusError> {
     let mut done = Vec::new();
-    // Each stream is made with its copies at once: scaled from one copy to three after, the
-    // cluster's metadata lost the streams after a SIGKILL and deleted them as orphaned
-    // (nats-server 2.11.11, ADR 0016). `replicate` below still changes an existing one.
-    // A cluster that has just elected its metadata leader may not know every server yet: it
-    // cannot place the copies ("no suitable peers") for a moment.
+    let (replicas, proving_replicas) = (layout.replicas.max(1), layout.proving_replicas.max(1));
+    // Each stream is made whole, copies and limits in the creating request: scaled or limited
+    // right after, the cluster's metadata lost streams after a SIGKILL and deleted them as
+    // orphaned (nats-server 2.11.11, ADR 0016). A cluster that has just elected its metadata
+    // leader may not know every server yet and cannot place the copies for a moment.
     let placed_by = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        match crate::chain_stream(js, layout.replicas.max(1)).await {
+        match crate::chain_stream(js, replicas).await {
             Ok(_) => break,
             Err(error)
                 if error.to_string().contains("no suitable peers")
@@ -254,43 +250,41 @@ pub async fn init(js: &Context, layout: &Layout) -> Result<Vec<String>, BusError
             Err(error) => return Err(error),
         }
     }
-    done.push(format!("stream {}", crate::CHAIN_STREAM));
-    let (jobs, _) =
-        proving::proving_streams(js, layout.proving_replicas.max(1), Some(&layout.limits)).await?;
-    for (stream, bytes) in [
-        (proving::JOBS_STREAM, layout.limits.jobs_bytes),
-        (proving::PROOFS_STREAM, layout.limits.proofs_bytes),
-        (proving::DEAD_STREAM, layout.limits.dead_bytes),
-    ] {
-        limit(js, stream, bytes).await?;
-        done.push(format!(
-            "stream {stream} limited to {bytes} bytes (oldest dropped)"
-        ));
-    }
-    proving::finality_stream(js, Some(layout.replicas.max(1))).await?;
-    done.push(format!("stream {}", proving::FINALITY_STREAM));
-    lease::lease_store_with(js, layout.replicas.max(1)).await?;
+    let (jobs, _) = proving::proving_streams(js, proving_replicas, Some(&layout.limits)).await?;
+    proving::finality_stream(js, Some(replicas)).await?;
+    lease::lease_store_with(js, replicas).await?;
     lease::keep_lease_history(js).await?;
-    lease::appointments_store_with(js, layout.replicas.max(1)).await?;
-    done.push(format!(
-        "key-value buckets {} and {}",
-        lease::LEASE_BUCKET,
-        lease::APPOINTMENTS_BUCKET
-    ));
-    for (stream, replicas) in [
-        (crate::CHAIN_STREAM.to_string(), layout.replicas),
-        (proving::FINALITY_STREAM.to_string(), layout.replicas),
-        (format!("KV_{}", lease::LEASE_BUCKET), layout.replicas),
+    lease::appointments_store_with(js, replicas).await?;
+    // A bus made by an earlier release (or with other flags) is brought to this configuration.
+    let limits = &layout.limits;
+    for (stream, copies, bytes) in [
+        (crate::CHAIN_STREAM.to_string(), replicas, None),
+        (proving::FINALITY_STREAM.to_string(), replicas, None),
+        (format!("KV_{}", lease::LEASE_BUCKET), replicas, None),
+        (format!("KV_{}", lease::APPOINTMENTS_BUCKET), replicas, None),
         (
-            format!("KV_{}", lease::APPOINTMENTS_BUCKET),
-            layout.replicas,
+            proving::JOBS_STREAM.to_string(),
+            proving_replicas,
+            Some(limits.jobs_bytes),
         ),
-        (proving::JOBS_STREAM.to_string(), layout.proving_replicas),
-        (proving::PROOFS_STREAM.to_string(), layout.proving_replicas),
-        (proving::DEAD_STREAM.to_string(), layout.proving_replicas),
+        (
+            proving::PROOFS_STREAM.to_string(),
+            proving_replicas,
+            Some(limits.proofs_bytes),
+        ),
+        (
+            proving::DEAD_STREAM.to_string(),
+            proving_replicas,
+            Some(limits.dead_bytes),
+        ),
     ] {
-        replicate(js, &stream, replicas.max(1)).await?;
-        done.push(format!("stream {stream}: {} copies", replicas.max(1)));
+        settle(js, &stream, copies, bytes).await?;
+        done.push(match bytes {
+            Some(bytes) => {
+                format!("stream {stream}: {copies} copies, {bytes} bytes (oldest dropped)")
+            }
+            None => format!("stream {stream}: {copies} copies"),
+        });
     }
     for name in &layout.job_consumers {
         jobs.create_consumer(proving::job_consumer_config(name, layout.job_ack_wait))

@@ -14,28 +14,27 @@ use verity_proto::v1::GetHeadRequest;
 
 const SENDERS: usize = 2;
 
+/// `stream`'s info, as the admin reads it (`None` while it cannot be read).
+async fn stream_info(net: &TestNet, stream: &str) -> Option<async_nats::jetstream::stream::Info> {
+    let (_client, js) = net.jetstream().await;
+    js.get_stream(stream).await.ok()?.info().await.ok().cloned()
+}
+
 /// The server leading `stream`, and how many copies the stream keeps.
 async fn leader(net: &TestNet, stream: &str) -> (Option<String>, usize) {
-    let (_client, js) = net.jetstream().await;
-    let Ok(mut stream) = js.get_stream(stream).await else {
-        return (None, 0);
-    };
-    match stream.info().await {
-        Ok(info) => (
-            info.cluster.as_ref().and_then(|c| c.leader.clone()),
+    stream_info(net, stream).await.map_or((None, 0), |info| {
+        (
+            info.cluster.and_then(|c| c.leader),
             info.config.num_replicas,
-        ),
-        Err(_) => (None, 0),
-    }
+        )
+    })
 }
 
 /// Waits until `stream` has a leader and every other copy is current; fails after `within`.
 async fn wait_replicated(net: &TestNet, stream: &str, within: Duration) -> String {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        let (_client, js) = net.jetstream().await;
-        if let Ok(mut opened) = js.get_stream(stream).await
-            && let Ok(info) = opened.info().await
+        if let Some(info) = stream_info(net, stream).await
             && let Some(cluster) = &info.cluster
             && let Some(leader) = &cluster.leader
             && cluster.replicas.len() + 1 == info.config.num_replicas
