@@ -11,6 +11,9 @@
 //!    one's receipt came back). Every transaction is sent with `realtime_sendRawTransaction`,
 //!    which answers with its receipt: the latency is from the moment the transaction was due
 //!    (open loop: its scheduled time, so a stalled sender cannot hide latency) to its receipt.
+//!    In the open loop an account has one transaction in flight at a time, and one refused
+//!    with "txpool is full" (a sequencer shedding load) is sent again at its account's next
+//!    turn, as a wallet would; refusals and their latency are reported apart.
 //!    A progress line is printed every second.
 //! 4. **Report**: transactions/s and gas/s from the receipts, latency percentiles, errors by
 //!    message, and the per-stage breakdown ([`crate::stages`]: every service's histograms
@@ -102,6 +105,14 @@ pub struct Report {
     pub latency_ms: BTreeMap<String, f64>,
     /// Errors by message.
     pub errors: BTreeMap<String, u64>,
+    /// Transactions refused with "txpool is full" (counted in `errors` too; the open loop
+    /// sends each again at its account's next turn).
+    pub refused: u64,
+    /// How long refusals took to come back, in milliseconds: p50, p99, max.
+    pub refusal_ms: BTreeMap<String, f64>,
+    /// Open loop: ticks at which every account had a transaction in flight, so nothing was
+    /// sent (more `--accounts` offer the rate).
+    pub skipped: u64,
     /// The ERC-20 the run used (deployed by its setup), when it used one.
     pub token: Option<Address>,
     /// The counter the run used, when it used one.
@@ -358,12 +369,23 @@ impl Setup {
         ))
     }
 
-    /// Sends one transaction and waits for its receipt.
+    /// Sends one transaction and waits for its receipt; sends it again while a sequencer at
+    /// capacity refuses it (for up to a minute).
     async fn send_one(&self, raw: String) -> anyhow::Result<Value> {
-        let receipt = self
-            .rpc
-            .ok("realtime_sendRawTransaction", json!([raw]))
-            .await?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let receipt = loop {
+            match self
+                .rpc
+                .call("realtime_sendRawTransaction", json!([raw]))
+                .await?
+            {
+                Ok(receipt) => break receipt,
+                Err(message) if message.starts_with(POOL_FULL) && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(message) => bail!("realtime_sendRawTransaction: {message}"),
+            }
+        };
         if receipt["status"] != json!("0x1") {
             bail!("setup transaction failed: {receipt}");
         }
@@ -452,7 +474,15 @@ struct Tally {
     gas: AtomicU64,
     receipts: AtomicU64,
     sent: AtomicU64,
+    /// How long each "txpool is full" refusal took to come back.
+    refusals: Mutex<Vec<Duration>>,
+    /// Ticks of the open loop at which every account still had a transaction in flight.
+    skipped: AtomicU64,
 }
+
+/// The text a sequencer at capacity (or a full pool) answers with: the refused transaction was
+/// not admitted, so the account may send it again.
+const POOL_FULL: &str = "txpool is full";
 
 impl Tally {
     fn record(&self, result: anyhow::Result<Result<Value, String>>, due: Instant) {
@@ -493,6 +523,101 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     }
     let index = ((sorted.len() - 1) as f64 * p / 100.0).round() as usize;
     sorted[index.min(sorted.len() - 1)].as_secs_f64() * 1e3
+}
+
+/// The open loop: a transaction is due every 1/`--rate` s. Each account has at most one
+/// transaction in flight (a wallet sends its next nonce once the last one is in), taken from
+/// the free accounts in turn; a transaction refused with "txpool is full" was not admitted, so
+/// its account sends that same transaction again at its next turn. A tick that finds every
+/// account busy is counted as skipped, so a run that could not offer its rate says so.
+async fn open_loop(
+    rpc: &Rpc,
+    tally: &Arc<Tally>,
+    signed: &Arc<Vec<Signed>>,
+    args: &BenchArgs,
+    start: Instant,
+    in_flight: &Arc<tokio::sync::Semaphore>,
+) {
+    let accounts = args.accounts.min(signed.len()).max(1);
+    // Account a sends transactions a, a + n, a + 2n... (its nonces in order).
+    let queues: Vec<Mutex<std::collections::VecDeque<usize>>> = (0..accounts)
+        .map(|a| Mutex::new((a..signed.len()).step_by(accounts).collect()))
+        .collect();
+    let queues = Arc::new(queues);
+    let free = Arc::new(Mutex::new(
+        (0..accounts).collect::<std::collections::VecDeque<_>>(),
+    ));
+    let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
+    let ticks = signed.len();
+    let mut tasks = Vec::with_capacity(ticks);
+    for tick in 0..ticks {
+        let due = start + interval.mul_f64(tick as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let next = {
+            let mut free = free.lock().unwrap_or_else(|e| e.into_inner());
+            let mut found = None;
+            while let Some(account) = free.pop_front() {
+                let front = queues[account]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .front()
+                    .copied();
+                if let Some(i) = front {
+                    found = Some((account, i));
+                    break;
+                }
+            }
+            found
+        };
+        let Some((account, i)) = next else {
+            tally.skipped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
+        let (rpc, tally, signed, queues, free) = (
+            rpc.clone(),
+            tally.clone(),
+            signed.clone(),
+            queues.clone(),
+            free.clone(),
+        );
+        tally.sent.fetch_add(1, Ordering::Relaxed);
+        tasks.push(tokio::spawn(async move {
+            let raw = alloy_primitives::hex::encode_prefixed(&signed[i].raw);
+            let result = rpc.call("realtime_sendRawTransaction", json!([raw])).await;
+            let again = match &result {
+                Ok(Ok(_)) => {
+                    queues[account]
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .pop_front();
+                    true
+                }
+                Ok(Err(message)) if message.starts_with(POOL_FULL) => {
+                    tally
+                        .refusals
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(due.elapsed());
+                    true
+                }
+                // Whether it got in is unknown, so the account's next nonce is too.
+                _ => false,
+            };
+            tally.record(result, due);
+            if again {
+                free.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_back(account);
+            }
+            drop(permit);
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
 }
 
 /// Sends the signed transactions (open or closed loop) and reports.
@@ -564,26 +689,7 @@ async fn send(rpc: &Rpc, signed: Vec<Signed>, args: &BenchArgs) -> Report {
             format!("closed loop, {} clients", clients.max(1))
         }
         None => {
-            let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
-            let mut tasks = Vec::with_capacity(signed.len());
-            for i in 0..signed.len() {
-                let due = start + interval.mul_f64(i as f64);
-                tokio::time::sleep_until(due.into()).await;
-                let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                    break;
-                };
-                let (rpc, tally, signed) = (rpc.clone(), tally.clone(), signed.clone());
-                tally.sent.fetch_add(1, Ordering::Relaxed);
-                tasks.push(tokio::spawn(async move {
-                    let raw = alloy_primitives::hex::encode_prefixed(&signed[i].raw);
-                    let result = rpc.call("realtime_sendRawTransaction", json!([raw])).await;
-                    tally.record(result, due);
-                    drop(permit);
-                }));
-            }
-            for task in tasks {
-                let _ = task.await;
-            }
+            open_loop(rpc, &tally, &signed, args, start, &in_flight).await;
             format!("open loop, {} tx/s for {} s", args.rate, args.duration)
         }
     };
@@ -595,6 +701,12 @@ async fn send(rpc: &Rpc, signed: Vec<Signed>, args: &BenchArgs) -> Report {
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     latencies.sort();
+    let mut refusals = tally
+        .refusals
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    refusals.sort();
     let receipts = tally.receipts.load(Ordering::Relaxed);
     let report = Report {
         workload: args.workload.to_string(),
@@ -619,13 +731,19 @@ async fn send(rpc: &Rpc, signed: Vec<Signed>, args: &BenchArgs) -> Report {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone(),
+        refused: refusals.len() as u64,
+        refusal_ms: [("p50", 50.0), ("p99", 99.0), ("max", 100.0)]
+            .into_iter()
+            .map(|(name, p)| (name.to_owned(), percentile(&refusals, p)))
+            .collect(),
+        skipped: tally.skipped.load(Ordering::Relaxed),
         token: None,
         counter: None,
         stages: Vec::new(),
         cpu: Vec::new(),
     };
     done(&format!(
-        "{}: {}: {} of {} receipted in {:.1} s: {:.0} tx/s, {:.1} Mgas/s; latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms; errors {:?}",
+        "{}: {}: {} of {} receipted in {:.1} s: {:.0} tx/s, {:.1} Mgas/s; latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms; errors {:?}; refused {} (p99 {:.1} ms); skipped {}",
         report.workload,
         report.mode,
         report.receipts,
@@ -637,7 +755,10 @@ async fn send(rpc: &Rpc, signed: Vec<Signed>, args: &BenchArgs) -> Report {
         report.latency_ms["p90"],
         report.latency_ms["p99"],
         report.latency_ms["max"],
-        report.errors
+        report.errors,
+        report.refused,
+        report.refusal_ms["p99"],
+        report.skipped
     ));
     report
 }

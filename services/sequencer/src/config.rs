@@ -53,6 +53,13 @@ pub struct Config {
     /// Most bytes of encoded transactions waiting in the mempool (bounds its memory).
     #[arg(long, env = "VERITY_MEMPOOL_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub mempool_max_bytes: usize,
+    /// Load shedding: the longest (milliseconds) a newly admitted transaction should wait in
+    /// the mempool at the rate the sequencer has been including transactions. Past it, new
+    /// transactions are refused at once with "txpool is full: the sequencer is at capacity"
+    /// (JSON-RPC -32000) instead of queueing behind seconds of work; 0 turns shedding off
+    /// (the pool then queues up to --mempool-max-txs).
+    #[arg(long, env = "VERITY_MAX_QUEUE_DELAY_MS", default_value_t = 500)]
+    pub max_queue_delay_ms: u64,
     /// Fee recipient of every block (default: the sequencer key's address).
     #[arg(long, env = "VERITY_FEE_RECIPIENT")]
     pub fee_recipient: Option<Address>,
@@ -188,6 +195,11 @@ impl Config {
     pub fn execution_threads(&self) -> usize {
         self.execution_threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+    }
+
+    /// The load-shedding bound (`None`: off).
+    pub fn max_queue_delay(&self) -> Option<Duration> {
+        (self.max_queue_delay_ms > 0).then(|| Duration::from_millis(self.max_queue_delay_ms))
     }
 
     /// The mini-block interval.

@@ -7,7 +7,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use alloy_consensus::Transaction as _;
@@ -26,6 +26,15 @@ pub struct MempoolLimits {
     /// Most bytes of encoded transactions in total (what bounds memory under a flood of large
     /// transactions, which `total` alone does not).
     pub total_bytes: usize,
+    /// Load shedding: the longest a newly admitted transaction should wait, at the rate the
+    /// producer has been taking transactions over the last second. Past it the pool refuses
+    /// new transactions at once ("txpool is full") instead of queueing them behind seconds of
+    /// work, so the accepted ones keep their latency and the refused ones learn at once. `None`
+    /// queues up to `total`.
+    pub max_delay: Option<Duration>,
+    /// The least the pool holds before it sheds, whatever the measured rate (one full
+    /// mini-block: an idle pool has measured no rate yet).
+    pub shed_floor: usize,
 }
 
 impl Default for MempoolLimits {
@@ -35,9 +44,14 @@ impl Default for MempoolLimits {
             max_nonce_gap: 64,
             total: 100_000,
             total_bytes: 256 * 1024 * 1024,
+            max_delay: None,
+            shed_floor: 1000,
         }
     }
 }
+
+/// How far back the producer's take rate is measured.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
 
 /// Why a transaction was not admitted. The texts are geth's, so client libraries recognise them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,11 +99,39 @@ pub enum Admission {
     /// The pool is full and the transaction pays no more than the cheapest one waiting.
     #[error("transaction underpriced")]
     Underpriced,
+    /// Load shedding: the transactions already waiting are more than `max_delay` of work at
+    /// the rate the producer takes them.
+    #[error(
+        "txpool is full: the sequencer is at capacity ({waiting} transactions wait, {rate} \
+         are included per second); retry later"
+    )]
+    AtCapacity {
+        /// Transactions waiting.
+        waiting: usize,
+        /// Transactions the producer took in the last second.
+        rate: usize,
+    },
 }
 
 #[derive(Debug, Default)]
 struct SenderQueue {
     by_nonce: BTreeMap<u64, Transaction>,
+    /// The sender's state nonce as the pool last learnt it (admission, selection).
+    state_nonce: u64,
+    /// Transactions from `state_nonce` on without a gap: the ones the producer can take
+    /// (geth's "pending"; those behind a gap are "queued").
+    run: usize,
+}
+
+impl SenderQueue {
+    /// The length of the gapless run from `state_nonce`, counted on from `from`.
+    fn count_run(&self, from: usize) -> usize {
+        let mut run = from;
+        while self.by_nonce.contains_key(&(self.state_nonce + run as u64)) {
+            run += 1;
+        }
+        run
+    }
 }
 
 /// The pending transactions.
@@ -106,6 +148,12 @@ pub struct Mempool {
     by_tip: BTreeSet<(u128, Address, u64)>,
     len: usize,
     bytes: usize,
+    /// The senders' runs summed: transactions the producer could take now, what load
+    /// shedding weighs (a flood of transactions behind nonce gaps is no work for it).
+    pending: usize,
+    /// When the producer took how many transactions, over the last [`RATE_WINDOW`].
+    taken: VecDeque<(Instant, usize)>,
+    taken_in_window: usize,
 }
 
 /// The tip a transaction offers (its max priority fee; its gas price for a legacy one): what
@@ -142,6 +190,61 @@ impl Mempool {
     /// Bytes of the waiting transactions, encoded.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Transactions the producer could take now (those behind a nonce gap excluded).
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// Counts `sender`'s run again after its queue or state nonce changed (`grown`: only
+    /// transactions were added after the run, so it is counted on from where it was), keeping
+    /// `pending` the sum of the runs.
+    fn recount(&mut self, sender: Address, grown: bool) {
+        if let Some(queue) = self.senders.get_mut(&sender) {
+            let run = queue.count_run(if grown { queue.run } else { 0 });
+            self.pending = self.pending - queue.run + run;
+            queue.run = run;
+        }
+    }
+
+    /// Removes `sender`'s queue, taking its run out of `pending`.
+    fn drop_sender(&mut self, sender: Address) -> Option<SenderQueue> {
+        let queue = self.senders.remove(&sender)?;
+        self.pending -= queue.run;
+        Some(queue)
+    }
+
+    /// Transactions the producer took over the last second (its drain rate).
+    pub fn drain_rate(&mut self) -> usize {
+        let now = Instant::now();
+        while let Some(&(at, n)) = self.taken.front() {
+            if now.duration_since(at) < RATE_WINDOW {
+                break;
+            }
+            self.taken.pop_front();
+            self.taken_in_window -= n;
+        }
+        self.taken_in_window
+    }
+
+    /// Load shedding: `Err` when the waiting transactions are more than `max_delay` of work at
+    /// the current drain rate (at least `shed_floor` wait before it sheds). Cheap, so the
+    /// sequencer asks before it spends a signature recovery on a transaction.
+    pub fn check_capacity(&mut self) -> Result<(), Admission> {
+        let Some(max_delay) = self.limits.max_delay else {
+            return Ok(());
+        };
+        let rate = self.drain_rate();
+        let room = (rate as f64 * max_delay.as_secs_f64()) as usize;
+        if self.pending >= room.max(self.limits.shed_floor) {
+            metrics::counter!("verity_sequencer_shed_transactions_total").increment(1);
+            return Err(Admission::AtCapacity {
+                waiting: self.pending,
+                rate,
+            });
+        }
+        Ok(())
     }
 
     /// Records a transaction that entered a sender's queue.
@@ -186,9 +289,11 @@ impl Mempool {
             let Some(evicted) = queue.by_nonce.remove(&last) else {
                 return Err(Admission::PoolFull);
             };
-            if queue.by_nonce.is_empty() {
+            let emptied = queue.by_nonce.is_empty();
+            self.recount(sender, false);
+            if emptied {
                 // Its place in `order` is dropped when `take_ready` reaches it.
-                self.senders.remove(&sender);
+                self.drop_sender(sender);
             }
             self.removed(&evicted);
             metrics::counter!("verity_sequencer_mempool_evicted_total").increment(1);
@@ -235,6 +340,12 @@ impl Mempool {
                 want,
             });
         }
+        if let Some(queue) = self.senders.get_mut(&sender)
+            && queue.state_nonce < state_nonce
+        {
+            queue.state_nonce = state_nonce;
+            self.recount(sender, false);
+        }
         let queue = self.senders.entry(sender).or_default();
         if let Some(existing) = queue.by_nonce.get(&nonce) {
             if !pays_ten_percent_more(&tx, existing) {
@@ -248,11 +359,17 @@ impl Mempool {
         }
         if queue.by_nonce.len() >= self.limits.per_sender {
             if queue.by_nonce.is_empty() {
-                self.senders.remove(&sender);
+                self.drop_sender(sender);
             }
             return Err(Admission::PoolFull);
         }
         let fresh_sender = queue.by_nonce.is_empty();
+        if let Err(refused) = self.check_capacity() {
+            if fresh_sender {
+                self.drop_sender(sender);
+            }
+            return Err(refused);
+        }
         let full =
             self.len >= self.limits.total || self.bytes + size(&tx) > self.limits.total_bytes;
         if full && nonce != self.pending_nonce(sender, state_nonce) {
@@ -260,13 +377,13 @@ impl Mempool {
             // behind a nonce gap (a flood of those would otherwise fill it with nothing
             // executable).
             if fresh_sender {
-                self.senders.remove(&sender);
+                self.drop_sender(sender);
             }
             return Err(Admission::PoolFull);
         }
         if let Err(refused) = self.make_room(&tx) {
             if fresh_sender {
-                self.senders.remove(&sender);
+                self.drop_sender(sender);
             }
             return Err(refused);
         }
@@ -275,6 +392,9 @@ impl Mempool {
             self.order.push_back(sender);
         }
         queue.by_nonce.insert(nonce, tx.clone());
+        let moved = queue.state_nonce < state_nonce;
+        queue.state_nonce = queue.state_nonce.max(state_nonce);
+        self.recount(sender, !moved);
         self.added(&tx);
         Ok(())
     }
@@ -311,7 +431,7 @@ impl Mempool {
             let Some(sender) = self.order.pop_front() else {
                 break;
             };
-            let Some(mut queue) = self.senders.remove(&sender) else {
+            let Some(mut queue) = self.drop_sender(sender) else {
                 continue;
             };
             let mut next = state_nonce(sender);
@@ -347,15 +467,36 @@ impl Mempool {
                 next += 1;
             }
             if !queue.by_nonce.is_empty() {
+                // What was taken is as good as executed: the run now starts after it.
+                queue.state_nonce = next;
+                queue.run = queue.count_run(0);
+                self.pending += queue.run;
                 self.senders.insert(sender, queue);
                 self.order.push_back(sender);
             }
         }
+        if !taken.is_empty() {
+            self.drain_rate();
+            self.taken.push_back((Instant::now(), taken.len()));
+            self.taken_in_window += taken.len();
+        }
         taken
+    }
+
+    /// Takes back from the drain rate transactions that [`Self::take_ready`] took but that
+    /// could not be included (they were [restored](Self::restore)).
+    fn untake(&mut self, n: usize) {
+        let Some(last) = self.taken.back_mut() else {
+            return;
+        };
+        let n = n.min(last.1);
+        last.1 -= n;
+        self.taken_in_window -= n;
     }
 
     /// Puts back transactions that were taken but could not be included yet (in order).
     pub fn restore(&mut self, txs: Vec<Transaction>) {
+        self.untake(txs.len());
         for tx in txs {
             let sender = tx.signer();
             if self.known.contains_key(tx.tx_hash()) {
@@ -364,12 +505,16 @@ impl Mempool {
             let queue = self.senders.entry(sender).or_default();
             if queue.by_nonce.is_empty() {
                 self.order.push_front(sender);
+                queue.state_nonce = tx.nonce();
             }
             if queue.by_nonce.contains_key(&tx.nonce()) {
                 // Admitted while this one was out being executed: keep the newcomer.
                 continue;
             }
+            // Taken, it had been counted as executed; it was not.
+            queue.state_nonce = queue.state_nonce.min(tx.nonce());
             queue.by_nonce.insert(tx.nonce(), tx.clone());
+            self.recount(sender, false);
             self.added(&tx);
         }
     }
@@ -503,10 +648,142 @@ mod tests {
         assert_eq!(taken.len(), 1, "one larger than the budget goes alone");
     }
 
+    fn shedding(max_delay_ms: u64, floor: usize) -> Mempool {
+        Mempool::new(MempoolLimits {
+            max_delay: Some(Duration::from_millis(max_delay_ms)),
+            shed_floor: floor,
+            ..MempoolLimits::default()
+        })
+    }
+
+    /// An idle pool has measured no rate: it queues its floor, then refuses at once with
+    /// geth's "txpool is full" text, and takes again once the producer has taken.
+    #[test]
+    fn an_idle_pool_sheds_past_its_floor_with_the_pool_full_text() {
+        let mut pool = shedding(500, 3);
+        let senders: Vec<_> = (0..5).map(|_| PrivateKeySigner::random()).collect();
+        for s in &senders[..3] {
+            pool.insert(tx(s, 0, 100), 0, RICH)
+                .expect("under the floor");
+        }
+        let refused = pool
+            .insert(tx(&senders[3], 0, 100), 0, RICH)
+            .expect_err("shed");
+        assert!(
+            matches!(
+                refused,
+                Admission::AtCapacity {
+                    waiting: 3,
+                    rate: 0
+                }
+            ),
+            "{refused:?}"
+        );
+        assert!(
+            refused.to_string().starts_with("txpool is full"),
+            "{refused}"
+        );
+        assert_consistent(&pool);
+        assert_eq!(pool.take_ready(2, u64::MAX, usize::MAX, |_| 0).len(), 2);
+        pool.insert(tx(&senders[3], 0, 100), 0, RICH)
+            .expect("room again");
+        pool.insert(tx(&senders[4], 0, 100), 0, RICH)
+            .expect("rate 2 x 0.5 s, floor 3");
+        assert!(pool.check_capacity().is_err());
+    }
+
+    /// The bound follows what the producer takes: at 40 transactions taken in the last second
+    /// and a 500 ms bound, 20 may wait; restored ones do not count as taken; shedding off
+    /// queues up to the pool's size.
+    #[test]
+    fn the_bound_is_the_drain_rate_times_the_delay() {
+        let mut pool = shedding(500, 1);
+        let senders: Vec<_> = (0..41).map(|_| PrivateKeySigner::random()).collect();
+        for s in &senders[..40] {
+            pool.restore(vec![tx(s, 0, 100)]);
+        }
+        let taken = pool.take_ready(40, u64::MAX, usize::MAX, |_| 0);
+        assert_eq!(taken.len(), 40);
+        assert_eq!(pool.drain_rate(), 40);
+        pool.restore(taken[30..].to_vec());
+        assert_eq!(pool.drain_rate(), 30, "ten went back");
+        pool.take_ready(10, u64::MAX, usize::MAX, |_| 0);
+        assert_eq!(pool.drain_rate(), 40);
+        for s in &senders[20..40] {
+            pool.insert(tx(s, 1, 100), 1, RICH)
+                .expect("under 40 x 0.5 s");
+        }
+        let refused = pool
+            .insert(tx(&senders[40], 0, 100), 0, RICH)
+            .expect_err("at 20");
+        assert!(
+            matches!(
+                refused,
+                Admission::AtCapacity {
+                    waiting: 20,
+                    rate: 40
+                }
+            ),
+            "{refused:?}"
+        );
+        assert_consistent(&pool);
+
+        let mut unbounded = Mempool::new(MempoolLimits::default());
+        for s in &senders {
+            unbounded
+                .insert(tx(s, 0, 100), 0, RICH)
+                .expect("no shedding by default");
+        }
+    }
+
+    /// Shedding weighs only what the producer could take: transactions behind a nonce gap
+    /// (which a flood could fill the pool with cheaply) do not count, and the one that fills
+    /// the gap makes them count.
+    #[test]
+    fn transactions_behind_a_gap_are_no_load_until_the_gap_is_filled() {
+        let mut pool = shedding(500, 3);
+        let alice = PrivateKeySigner::random();
+        let bob = PrivateKeySigner::random();
+        for nonce in 1..=10 {
+            pool.insert(tx(&alice, nonce, 100), 0, RICH)
+                .expect("queued, not pending");
+        }
+        assert_eq!((pool.len(), pool.pending()), (10, 0));
+        pool.insert(tx(&bob, 0, 100), 0, RICH)
+            .expect("bob's is pending");
+        pool.insert(tx(&alice, 0, 100), 0, RICH)
+            .expect("fills alice's gap");
+        assert_eq!(pool.pending(), 12, "alice's ten are executable now");
+        assert_consistent(&pool);
+        assert!(pool.check_capacity().is_err());
+        let taken = pool.take_ready(5, u64::MAX, usize::MAX, |_| 0);
+        assert_eq!(taken.len(), 5);
+        assert_eq!(pool.pending(), 7);
+        assert_consistent(&pool);
+        let alice_taken: Vec<_> = taken
+            .into_iter()
+            .filter(|t| t.signer() == alice.address())
+            .collect();
+        let first = alice_taken
+            .first()
+            .map(|t| t.nonce())
+            .expect("alice was served");
+        pool.restore(alice_taken);
+        assert_eq!(pool.pending(), 12, "restored ones count again");
+        assert_consistent(&pool);
+        // Alice's state moved past what the producer took; her queue is counted from there.
+        assert_eq!(first, 0);
+    }
+
     /// The pool's indexes agree with its queues.
     fn assert_consistent(pool: &Mempool) {
         let queued: usize = pool.senders.values().map(|q| q.by_nonce.len()).sum();
         assert_eq!(queued, pool.len());
+        for queue in pool.senders.values() {
+            assert_eq!(queue.run, queue.count_run(0), "a sender's run is counted");
+        }
+        let runs: usize = pool.senders.values().map(|q| q.run).sum();
+        assert_eq!(runs, pool.pending(), "pending is the runs summed");
         assert_eq!(pool.known.len(), pool.len());
         assert_eq!(pool.by_tip.len(), pool.len());
         let bytes: usize = pool

@@ -41,7 +41,7 @@ impl SequencerService {
 pub fn admission_rejection(error: &Admission) -> TxRejection {
     match error {
         Admission::AlreadyKnown => TxRejection::AlreadyKnown,
-        Admission::PoolFull => TxRejection::PoolFull,
+        Admission::PoolFull | Admission::AtCapacity { .. } => TxRejection::PoolFull,
         Admission::Underpriced => TxRejection::Underpriced,
         Admission::NonceTooLow { .. } => TxRejection::NonceTooLow,
         Admission::NonceTooHigh { .. } => TxRejection::NonceTooHigh,
@@ -83,6 +83,12 @@ async fn admit(
             "this sequencer is a standby and takes no transactions; retry (ingress follows the active sequencer)".to_string(),
         ));
     }
+    // Shedding comes first: a sequencer at capacity refuses before it spends a signature
+    // recovery, so refusing costs it next to nothing.
+    shared
+        .lock_mempool()
+        .check_capacity()
+        .map_err(|e| (admission_rejection(&e), e.to_string()))?;
     let wire = request
         .transaction
         .ok_or((TxRejection::Invalid, "missing transaction".to_string()))?;

@@ -198,6 +198,8 @@ impl Node {
             per_sender: config.mempool_per_sender,
             total: config.mempool_max_txs,
             total_bytes: config.mempool_max_bytes,
+            max_delay: config.max_queue_delay(),
+            shed_floor: config.max_mini_block_txs,
             ..MempoolLimits::default()
         };
         let shared = Arc::new(SharedState::new(db.clone(), spec.clone(), limits, head_rx));

@@ -18,6 +18,7 @@ mod kill_nine;
 mod limits;
 mod load_generator;
 mod nats_cluster;
+mod overload;
 mod proving;
 mod realtime;
 mod subscriptions;
