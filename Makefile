@@ -1,7 +1,7 @@
 # Verity: the two commands a newcomer needs are `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run test bootstrap build bins fmt fmt-check clippy unit e2e bench clean chart-test manifests images check-production
+.PHONY: run test bootstrap build bins fmt fmt-check clippy unit e2e bench fuzz clean chart-test manifests images check-production
 
 ## run: build everything and start a whole devnet on this machine (Ctrl-C stops it; run again
 ## to resume the same chain from .devnet/). Pass flags with ARGS, e.g. ARGS="--chain-id 7".
@@ -68,7 +68,8 @@ e2e: bootstrap bins
 ## execution and a re-executing full node with prover core-seconds per 1,000 transactions for transfers, ERC-20 and
 ## the mixed load (minutes), JSON-RPC on a release-built devnet (realtime send latency,
 ## read throughput), and the chain under `verity bench` (transfers up to 10,000/s, ERC-20,
-## counter, mixed; it rewrites its section of docs/benchmarks.md), and sequencer failover (takeover
+## counter, mixed; it rewrites its section of docs/benchmarks.md), capacity and overload (1x and 2x
+## on one NATS server and on three at R3; its section), and sequencer failover (takeover
 ## after SIGKILL over 20 runs, cold appointment against state size; it rewrites its section), and
 ## what authenticated NATS and mutual TLS cost (the same runs without them; its section too),
 ## aggregating chunk proofs (axiom's snark-verifier-sdk: ~11 minutes and ~11 GiB for two
@@ -86,9 +87,18 @@ bench: bootstrap
 	$(CARGO) build --release --bins
 	$(CARGO) bench -p verity-e2e --bench rpc
 	$(CARGO) bench -p verity-e2e --bench load
+	$(CARGO) bench -p verity-e2e --bench capacity
 	$(CARGO) bench -p verity-e2e --bench takeover
 	$(CARGO) bench -p verity-e2e --bench safe_lag
 	$(CARGO) bench -p verity-e2e --bench security
+
+## fuzz: every cargo-fuzz target (fuzz/fuzz_targets: raw transactions, chain events, every
+## protobuf message a node converts, JSON-RPC bodies) for FUZZ_SECONDS each (default 60), on the
+## nightly toolchain, from the seed corpus in fuzz/corpus; installs cargo-fuzz when missing. A
+## crash becomes a file in fuzz/regressions/<target>, which `make test` replays (libs/fuzz).
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) ./scripts/fuzz.sh
 
 ## check-production: fails if a production binary in target/debug was built with a test-only
 ## feature (their --version says "test build")

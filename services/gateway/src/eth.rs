@@ -842,6 +842,40 @@ async fn call(
     params: &[Value],
     estimate_gas: bool,
 ) -> Result<v1::CallResponse, RpcError> {
+    let wire = call_request(params, estimate_gas)?;
+    let response = backends
+        .replica()
+        .call(wire)
+        .await
+        .map_err(from_status)?
+        .into_inner();
+    if response.success {
+        return Ok(response);
+    }
+    if response.reverted {
+        let data = Bytes::from(response.output.clone());
+        let message = match decode_revert_reason(&data) {
+            Some(reason) => format!("execution reverted: {reason}"),
+            None => "execution reverted".to_string(),
+        };
+        return Err(RpcError {
+            code: EXECUTION_REVERTED,
+            message,
+            data: Some(json!(data)),
+        });
+    }
+    let message = if response.error.is_empty() {
+        "execution failed".to_string()
+    } else {
+        response.error
+    };
+    Err(RpcError::new(SERVER_ERROR, message))
+}
+
+/// The replica's request for `eth_call` / `eth_estimateGas` with `params` (transaction, block,
+/// state overrides, block overrides), checked: what a client sends, before any backend is
+/// asked (a fuzz target, `verity-fuzz`).
+pub fn call_request(params: &[Value], estimate_gas: bool) -> Result<v1::CallRequest, RpcError> {
     let request: TransactionRequest = param(params, 0)?;
     let block: Option<BlockId> = optional_param(params, 1)?;
     let state_overrides = state_overrides(params)?;
@@ -878,33 +912,7 @@ async fn call(
             })
             .collect(),
     };
-    let response = backends
-        .replica()
-        .call(wire)
-        .await
-        .map_err(from_status)?
-        .into_inner();
-    if response.success {
-        return Ok(response);
-    }
-    if response.reverted {
-        let data = Bytes::from(response.output.clone());
-        let message = match decode_revert_reason(&data) {
-            Some(reason) => format!("execution reverted: {reason}"),
-            None => "execution reverted".to_string(),
-        };
-        return Err(RpcError {
-            code: EXECUTION_REVERTED,
-            message,
-            data: Some(json!(data)),
-        });
-    }
-    let message = if response.error.is_empty() {
-        "execution failed".to_string()
-    } else {
-        response.error
-    };
-    Err(RpcError::new(SERVER_ERROR, message))
+    Ok(wire)
 }
 
 /// Decodes `Error(string)` revert data (selector 0x08c379a0) into its reason.
