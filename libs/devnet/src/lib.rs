@@ -755,6 +755,13 @@ impl Devnet {
             .join(format!("{}.json", service.name()))
     }
 
+    /// Sets (or replaces) an environment variable of every service started from now on: a
+    /// service restarted with other settings.
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.options.env.retain(|(key, _)| key != name);
+        self.options.env.push((name.to_owned(), value.to_owned()));
+    }
+
     /// Starts one service (again) and waits for its ready file.
     pub async fn start_service(&mut self, service: Service) -> Result<(), DevnetError> {
         let ready = self.ready_file(service);

@@ -247,6 +247,11 @@ impl ReadinessSender {
     pub fn reason(&self) -> Option<String> {
         self.0.borrow().clone()
     }
+
+    /// A receiver of it, for [`serve_grpc_ready`].
+    pub fn subscribe(&self) -> Readiness {
+        self.0.subscribe()
+    }
 }
 
 /// Ready for good: the health of a service with nothing that makes it unready (the sender is

@@ -22,8 +22,11 @@ mod tx;
 
 pub use tx::{ReadTx, StateAt, StateDigest, WriteTx};
 
-/// Upper bound of the database file: 1 TiB of address space is reserved, the file grows into it.
-const MAX_SIZE: u64 = 1 << 40;
+/// Default upper bound of the database file: 1 TiB of address space is reserved, the file grows
+/// into it.
+pub const MAX_SIZE: u64 = 1 << 40;
+/// The smallest upper bound [`Database::open_with_max_size`] takes.
+pub const MIN_MAX_SIZE: u64 = 4 << 20;
 /// Step by which the file grows.
 const GROWTH_STEP: isize = 64 << 20;
 /// Named tables the environment can hold (the set in [`tables::ALL`] plus room to grow).
@@ -59,6 +62,21 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// Whether the database cannot grow: its size ceiling is reached (`MDBX_MAP_FULL`) or the
+    /// disk is full (`ENOSPC`). Nothing of the failed write transaction was written; more room
+    /// (a larger ceiling, a larger volume) lets the same write succeed.
+    pub fn is_full(&self) -> bool {
+        const ENOSPC: i32 = 28;
+        match self {
+            Self::Mdbx(libmdbx::Error::MapFull | libmdbx::Error::UnableExtendMapsize) => true,
+            Self::Mdbx(libmdbx::Error::Other(code)) => *code == ENOSPC,
+            Self::Mdbx(libmdbx::Error::IoError(e)) | Self::Io(e) => {
+                e.raw_os_error() == Some(ENOSPC)
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn decode(table: &'static str, reason: impl ToString) -> Self {
         Self::Decode {
             table,
@@ -78,6 +96,15 @@ impl Database {
     /// [`tables::ALL`]. Commits are durable (fsync on commit); the file grows on demand up to
     /// 1 TiB.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
+        Self::open_with_max_size(path, MAX_SIZE)
+    }
+
+    /// [`Database::open`] with the file growing up to `max_size` bytes (at least
+    /// [`MIN_MAX_SIZE`]); a write that needs more fails with an error that
+    /// [`StorageError::is_full`] recognises. A database opened again with a larger bound can
+    /// grow into it.
+    pub fn open_with_max_size(path: &Path, max_size: u64) -> Result<Self, StorageError> {
+        let max_size = max_size.max(MIN_MAX_SIZE);
         std::fs::create_dir_all(path)?;
         let options = DatabaseOptions {
             max_tables: Some(MAX_TABLES),
@@ -85,8 +112,10 @@ impl Database {
             mode: Mode::ReadWrite(ReadWriteOptions {
                 sync_mode: SyncMode::Durable,
                 min_size: None,
-                max_size: Some(isize::try_from(MAX_SIZE).unwrap_or(isize::MAX)),
-                growth_step: Some(GROWTH_STEP),
+                max_size: Some(isize::try_from(max_size).unwrap_or(isize::MAX)),
+                growth_step: Some(
+                    GROWTH_STEP.min(isize::try_from(max_size / 8).unwrap_or(GROWTH_STEP)),
+                ),
                 shrink_threshold: None,
             }),
             ..DatabaseOptions::default()

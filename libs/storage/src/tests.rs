@@ -959,3 +959,43 @@ fn the_state_digest_depends_on_the_state_not_on_how_it_was_written() {
     let changed = two.read().expect("read").state_digest().expect("digest");
     assert_ne!(changed.digest, first.digest, "one balance differs");
 }
+
+/// A database at its size ceiling refuses the write that needs more, recognisably, with nothing
+/// of it written and everything committed before intact; opened again with a larger ceiling, the
+/// same write succeeds.
+#[test]
+fn a_full_database_refuses_the_write_whole_and_takes_it_with_more_room() {
+    let dir = tempfile::tempdir().expect("a step of the test");
+    let value = vec![0xab_u8; 256 * 1024];
+    let mut committed = 0;
+    let full = {
+        let db = Database::open_with_max_size(dir.path(), crate::MIN_MAX_SIZE).expect("a step of the test");
+        loop {
+            let mut write = db.write().expect("a step of the test");
+            let outcome = write
+                .set_meta(&format!("k{committed}"), &value)
+                .and_then(|()| write.set_meta_u64("count", committed + 1))
+                .and_then(|()| write.commit());
+            match outcome {
+                Ok(()) => committed += 1,
+                Err(error) => break error,
+            }
+            assert!(committed < 100, "4 MiB cannot hold 100 values of 256 KiB");
+        }
+    };
+    assert!(full.is_full(), "{full}");
+    assert!(committed >= 4, "{committed} values fit");
+
+    let db = Database::open_with_max_size(dir.path(), 64 << 20).expect("a step of the test");
+    let read = db.read().expect("a step of the test");
+    assert_eq!(read.meta_u64("count").expect("a step of the test"), Some(committed));
+    assert_eq!(read.meta(&format!("k{committed}")).expect("a step of the test"), None);
+    assert_eq!(
+        read.meta(&format!("k{}", committed - 1)).expect("a step of the test"),
+        Some(value.clone())
+    );
+    drop(read);
+    let mut write = db.write().expect("a step of the test");
+    write.set_meta(&format!("k{committed}"), &value).expect("a step of the test");
+    write.commit().expect("a step of the test");
+}

@@ -60,6 +60,12 @@ pub struct Config {
     /// (the pool then queues up to --mempool-max-txs).
     #[arg(long, env = "VERITY_MAX_QUEUE_DELAY_MS", default_value_t = 500)]
     pub max_queue_delay_ms: u64,
+    /// Most MiB the sequencer's database may grow to (its MDBX size ceiling; default 1 TiB).
+    /// When a commit needs more (or the disk is full), the sequencer stops producing, publishes
+    /// what it committed, releases the lease, and reports NOT_SERVING with the reason until it
+    /// is restarted with room (a larger ceiling or volume).
+    #[arg(long, env = "VERITY_MAX_DB_SIZE_MIB", default_value_t = 1 << 20)]
+    pub max_db_size_mib: u64,
     /// Fee recipient of every block (default: the sequencer key's address).
     #[arg(long, env = "VERITY_FEE_RECIPIENT")]
     pub fee_recipient: Option<Address>,
@@ -172,6 +178,13 @@ impl Config {
                     "must be at least three renewals (--lease-renew-ms {}), which must be positive",
                     self.lease_renew_ms
                 ),
+            });
+        }
+        if self.max_db_size_mib < 4 {
+            return Err(ConfigError {
+                flag: "--max-db-size-mib",
+                value: self.max_db_size_mib.to_string(),
+                reason: "must be at least 4".into(),
             });
         }
         if self.max_in_flight == 0 {

@@ -67,6 +67,11 @@ pub struct SharedState {
     started: Instant,
     /// The last event JetStream acknowledged.
     published: AtomicU64,
+    /// Why this node stopped producing for want of room, if it did (transactions are refused
+    /// with it, and health reports NOT_SERVING).
+    storage_full: Mutex<Option<String>>,
+    /// What the gRPC health service reports.
+    ready: verity_server::ReadinessSender,
     /// Test builds: admit a forwarded transaction's sender without recovering it (a dishonest
     /// sequencer, for the e2e scenario that shows provers catch it).
     #[cfg(feature = "fault-injection")]
@@ -95,9 +100,32 @@ impl SharedState {
             lease_until: AtomicU64::new(u64::MAX),
             started: Instant::now(),
             published: AtomicU64::new(0),
+            storage_full: Mutex::new(None),
+            ready: verity_server::ReadinessSender::new().0,
             #[cfg(feature = "fault-injection")]
             trust_forwarded_senders: AtomicBool::new(false),
         }
+    }
+
+    /// Records that this node stopped producing because its database is full: transactions
+    /// are refused with `reason` and health reports NOT_SERVING.
+    pub fn set_storage_full(&self, reason: String) {
+        metrics::gauge!("verity_sequencer_storage_full").set(1.0);
+        self.ready.set(Some(reason.clone()));
+        *self.storage_full.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+    }
+
+    /// Why this node stopped producing for want of room, if it did.
+    pub fn storage_full(&self) -> Option<String> {
+        self.storage_full
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// What the gRPC health service reports (`None`: SERVING).
+    pub fn readiness(&self) -> verity_server::Readiness {
+        self.ready.subscribe()
     }
 
     /// The last event JetStream acknowledged.
@@ -269,12 +297,14 @@ impl verity_server::Service for Sequencer {
                 .max_decoding_message_size(64 * 1024 * 1024)
                 .max_encoding_message_size(64 * 1024 * 1024),
         );
-        let server = tokio::spawn(verity_server::serve_grpc(
+        let readiness = node.shared.readiness();
+        let server = tokio::spawn(verity_server::serve_grpc_ready(
             routes,
             &["verity.v1.Sequencer"],
             listener,
             server_stop.clone().cancelled_owned(),
             security,
+            readiness,
         ));
         verity_server::write_ready_file(
             config.service.server.ready_file.as_deref(),

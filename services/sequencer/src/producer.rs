@@ -66,6 +66,12 @@ pub enum ProducerError {
     /// The commit thread stopped (after a failed commit, or it could not start).
     #[error("the commit thread stopped: {0}")]
     CommitterGone(String),
+    /// A commit needed more room than the database has (its size ceiling, `--max-db-size-mib`,
+    /// or the disk). Nothing of that commit was written.
+    #[error(
+        "storage full: {0}; nothing of the failed commit was written. Give the database room (raise --max-db-size-mib or grow its volume) and restart the sequencer"
+    )]
+    StorageFull(String),
     /// This node's key is not the sequencer of the epoch in force.
     #[error(
         "key {key} is not the sequencer of epoch {} ({}): only an appointment can make it one",
@@ -621,6 +627,28 @@ struct Progress {
     committed: u64,
     /// Set when the thread stopped on an error.
     failed: Option<String>,
+    /// Whether that error was a full database.
+    full: bool,
+}
+
+impl Progress {
+    /// What the producer is told when the commit thread is gone.
+    fn gone(&self) -> ProducerError {
+        let reason = self.failed.clone().unwrap_or_else(|| "stopped".into());
+        if self.full {
+            ProducerError::StorageFull(reason)
+        } else {
+            ProducerError::CommitterGone(reason)
+        }
+    }
+}
+
+/// A storage error that is a full database, as [`ProducerError::StorageFull`].
+fn full_storage(error: ProducerError) -> ProducerError {
+    match error {
+        ProducerError::Storage(e) if e.is_full() => ProducerError::StorageFull(e.to_string()),
+        other => other,
+    }
 }
 
 /// The commit thread: writes what the producer signed, in order, each in one durable MDBX
@@ -646,6 +674,7 @@ impl Committer {
             Mutex::new(Progress {
                 committed,
                 failed: None,
+                full: false,
             }),
             Condvar::new(),
         ));
@@ -654,12 +683,18 @@ impl Committer {
             std::thread::Builder::new()
                 .name("committer".into())
                 .spawn(move || {
-                    let result = run_committer(&shared, &head, &receiver, &progress);
+                    let result =
+                        run_committer(&shared, &head, &receiver, &progress).map_err(full_storage);
                     let (lock, changed) = &*progress;
                     let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
                     if let Err(error) = &result {
                         tracing::error!(%error, "commit failed; the producer stops");
-                        state.failed = Some(error.to_string());
+                        if let ProducerError::StorageFull(reason) = error {
+                            state.full = true;
+                            state.failed = Some(reason.clone());
+                        } else {
+                            state.failed = Some(error.to_string());
+                        }
                     } else {
                         state.failed = Some("stopped".into());
                     }
@@ -689,8 +724,8 @@ impl Committer {
         let (lock, changed) = &*self.progress;
         let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
         while state.committed < seq {
-            if let Some(failed) = &state.failed {
-                return Err(ProducerError::CommitterGone(failed.clone()));
+            if state.failed.is_some() {
+                return Err(state.gone());
             }
             state = changed.wait(state).unwrap_or_else(|e| e.into_inner());
         }
@@ -709,8 +744,7 @@ impl Committer {
 
     fn gone(&self) -> ProducerError {
         let (lock, _) = &*self.progress;
-        let state = lock.lock().unwrap_or_else(|e| e.into_inner());
-        ProducerError::CommitterGone(state.failed.clone().unwrap_or_else(|| "stopped".into()))
+        lock.lock().unwrap_or_else(|e| e.into_inner()).gone()
     }
 }
 

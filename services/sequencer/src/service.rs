@@ -75,6 +75,12 @@ async fn admit(
     shared: &Arc<SharedState>,
     request: v1::ForwardRequest,
 ) -> Result<(), (TxRejection, String)> {
+    if let Some(reason) = shared.storage_full() {
+        return Err((
+            TxRejection::Unavailable,
+            format!("the sequencer stopped producing: {reason}"),
+        ));
+    }
     // A node taking over answers once it is active (catching up and the handover take
     // milliseconds); a standby, after a while, with a retryable error.
     if !shared.is_active() && !shared.wait_active(TAKEOVER_WAIT).await {
@@ -215,6 +221,7 @@ impl v1::sequencer_server::Sequencer for SequencerService {
             base_fee: u256_bytes(alloy_primitives::U256::from(head.base_fee)),
             chain_id: self.shared.spec.chain_id(),
             block_gas_limit: self.shared.spec.gas_limit(),
+            not_ready: self.shared.storage_full().unwrap_or_default(),
         }))
     }
 

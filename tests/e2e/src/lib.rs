@@ -585,6 +585,28 @@ fn sign_1559(signer: &PrivateKeySigner, tx: TxEip1559) -> anyhow::Result<(String
     ))
 }
 
+/// Signs an EIP-1559 call of `to` with `input` and `gas_limit`, as [`sign_transfer`] signs.
+pub fn sign_call(
+    signer: &PrivateKeySigner,
+    chain_id: u64,
+    nonce: u64,
+    to: Address,
+    input: Vec<u8>,
+    gas_limit: u64,
+) -> anyhow::Result<(String, String)> {
+    sign_1559(
+        signer,
+        TxEip1559 {
+            chain_id,
+            nonce,
+            gas_limit,
+            to: TxKind::Call(to),
+            input: input.into(),
+            ..Default::default()
+        },
+    )
+}
+
 /// A transfer that only has to exist (load, blocks to prove): 1,000 + `nonce` wei to
 /// 0x4242…42, signed as [`sign_transfer`] signs.
 pub fn sign_filler(

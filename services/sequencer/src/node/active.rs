@@ -102,6 +102,39 @@ impl Node {
         let produced = blocking(move || thread.join())
             .await?
             .map_err(|_| anyhow::anyhow!("producer thread panicked"));
+        let storage_full = match &produced {
+            Ok(Err(error)) => match error.downcast_ref::<producer::ProducerError>() {
+                Some(full @ producer::ProducerError::StorageFull(_)) => Some(full.to_string()),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(reason) = storage_full {
+            // Not a reason to step down hard: everything committed stands. Publish it (the
+            // receipts handed out are in it), hand the lease over so a standby with room can
+            // take over, and report why until restarted with room.
+            tracing::error!(reason, "stopped producing");
+            self.shared.set_storage_full(reason);
+            let head = self.head.borrow().last_seq;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self.shared.published() < head
+                && Instant::now() < deadline
+                && !publisher.is_finished()
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            publish_stop.cancel();
+            let published = publisher
+                .await
+                .map_err(|e| anyhow::anyhow!("the publisher panicked: {e}"))?;
+            renewer.release().await;
+            if let Some(fence) = fence {
+                fence.release().await;
+            }
+            published?;
+            stop.cancelled().await;
+            return Ok(());
+        }
         if let Err(error) = outcome {
             tracing::error!(error = format!("{error:#}"), "stepping down");
             publisher.abort();

@@ -180,11 +180,12 @@ impl Node {
             None => Vec::new(),
         };
         let data_dir = config.data_dir.clone();
+        let max_db_size = config.max_db_size_mib.saturating_mul(1 << 20);
         let (db, recovered) = {
             let spec = spec.clone();
             let rules = rules.clone();
             blocking(move || -> anyhow::Result<_> {
-                let db = Database::open(&data_dir)
+                let db = Database::open_with_max_size(&data_dir, max_db_size)
                     .with_context(|| format!("cannot open --data-dir {}", data_dir.display()))?;
                 producer::init_genesis(&db, &spec)?;
                 let recovered = producer::recover(&db, &rules)?;

@@ -21,6 +21,7 @@ mod nats_cluster;
 mod overload;
 mod proving;
 mod realtime;
+mod storage_full;
 mod subscriptions;
 mod trace;
 mod transfer;
