@@ -969,7 +969,8 @@ fn a_full_database_refuses_the_write_whole_and_takes_it_with_more_room() {
     let value = vec![0xab_u8; 256 * 1024];
     let mut committed = 0;
     let full = {
-        let db = Database::open_with_max_size(dir.path(), crate::MIN_MAX_SIZE).expect("a step of the test");
+        let db = Database::open_with_max_size(dir.path(), crate::MIN_MAX_SIZE)
+            .expect("a step of the test");
         loop {
             let mut write = db.write().expect("a step of the test");
             let outcome = write
@@ -988,14 +989,24 @@ fn a_full_database_refuses_the_write_whole_and_takes_it_with_more_room() {
 
     let db = Database::open_with_max_size(dir.path(), 64 << 20).expect("a step of the test");
     let read = db.read().expect("a step of the test");
-    assert_eq!(read.meta_u64("count").expect("a step of the test"), Some(committed));
-    assert_eq!(read.meta(&format!("k{committed}")).expect("a step of the test"), None);
     assert_eq!(
-        read.meta(&format!("k{}", committed - 1)).expect("a step of the test"),
+        read.meta_u64("count").expect("a step of the test"),
+        Some(committed)
+    );
+    assert_eq!(
+        read.meta(&format!("k{committed}"))
+            .expect("a step of the test"),
+        None
+    );
+    assert_eq!(
+        read.meta(&format!("k{}", committed - 1))
+            .expect("a step of the test"),
         Some(value.clone())
     );
     drop(read);
     let mut write = db.write().expect("a step of the test");
-    write.set_meta(&format!("k{committed}"), &value).expect("a step of the test");
+    write
+        .set_meta(&format!("k{committed}"), &value)
+        .expect("a step of the test");
     write.commit().expect("a step of the test");
 }
