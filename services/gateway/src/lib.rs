@@ -100,6 +100,16 @@ pub struct Config {
     /// (the realtime methods wait by their own timeout instead).
     #[arg(long, env = "VERITY_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     pub request_timeout_ms: u64,
+    /// Load shedding at the edge: the sends this gateway has in flight (the realtime ones until
+    /// their receipt) are bounded by what completed over the last second times this many
+    /// milliseconds; past it a send is refused at once with "txpool is full" (-32000) before
+    /// any work for it (0: no bound).
+    #[arg(long, env = "VERITY_MAX_SEND_DELAY_MS", default_value_t = 1000)]
+    pub max_send_delay_ms: u64,
+    /// The fewest sends in flight the edge bound allows, whatever the measured rate (an idle
+    /// gateway has measured none).
+    #[arg(long, env = "VERITY_MIN_SENDS_IN_FLIGHT", default_value_t = 256)]
+    pub min_sends_in_flight: usize,
     /// Transactions per second one client IP may send (0: no limit).
     #[arg(long, env = "VERITY_SEND_RATE_PER_IP", default_value_t = 0)]
     pub send_rate_per_ip: u32,
@@ -182,6 +192,8 @@ pub struct Serving {
     pub request_timeout: Duration,
     /// Send rates.
     pub sends: limits::SendLimits,
+    /// Sends in flight (load shedding at the edge).
+    pub in_flight: limits::InFlightSends,
     /// Whether `X-Forwarded-For` names the client.
     pub trust_forwarded_for: bool,
     /// Trusted proxies appending to `X-Forwarded-For`.
@@ -250,6 +262,11 @@ impl Backends {
                 sends: limits::SendLimits::new(
                     config.send_rate_per_ip,
                     config.send_rate_per_sender,
+                ),
+                in_flight: limits::InFlightSends::new(
+                    (config.max_send_delay_ms > 0)
+                        .then(|| Duration::from_millis(config.max_send_delay_ms)),
+                    config.min_sends_in_flight,
                 ),
                 trust_forwarded_for: config.trust_forwarded_for,
                 forwarded_hops: config.forwarded_hops.max(1),
@@ -697,13 +714,29 @@ pub(crate) async fn answer(
     let params = &call.params;
     let work = async {
         if limits::SEND_METHODS.contains(&method) {
+            // Shedding first: a refusal here costs the parse of the request and nothing more.
+            let slot = backends.serving.in_flight.enter()?;
             let raw: alloy_primitives::Bytes = jsonrpc::param(params, 0)?;
             backends.serving.sends.check(ip, &raw)?;
+            let sent = if method == "eth_sendRawTransaction" {
+                let timeout = backends.serving.request_timeout;
+                tokio::time::timeout(timeout, eth::dispatch(backends, method, params))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(RpcError::new(
+                            jsonrpc::TIMEOUT,
+                            format!("request timed out after {} ms", timeout.as_millis()),
+                        ))
+                    })
+            } else {
+                eth::dispatch(backends, method, params).await
+            };
+            if sent.is_ok() {
+                slot.completed();
+            }
+            return sent;
         }
-        if matches!(
-            method,
-            "eth_sendRawTransactionSync" | "realtime_sendRawTransaction" | "eth_callAfter"
-        ) {
+        if matches!(method, "eth_callAfter") {
             return eth::dispatch(backends, method, params).await;
         }
         let timeout = backends.serving.request_timeout;

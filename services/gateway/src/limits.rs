@@ -140,3 +140,153 @@ mod tests {
         }
     }
 }
+
+/// Load shedding at the edge: the sends this gateway has in flight (to ingress, and for the
+/// realtime methods until their receipt), bounded by what it saw complete over the last second
+/// times `max_delay`, with at least `floor` let through. Past it a send is refused at once,
+/// before any work for it, with geth's "txpool is full" text: the sequencer sheds what reaches
+/// its mempool, but when the request path itself is what runs out (CPU, connections), the
+/// overload queues here, and only the edge can keep it from taking the throughput down.
+#[derive(Debug)]
+pub struct InFlightSends {
+    max_delay: Option<Duration>,
+    floor: usize,
+    state: std::sync::Mutex<ShedState>,
+}
+
+#[derive(Debug, Default)]
+struct ShedState {
+    in_flight: usize,
+    completed: std::collections::VecDeque<(std::time::Instant, usize)>,
+    completed_in_window: usize,
+}
+
+/// How far back completions are counted.
+const COMPLETION_WINDOW: Duration = Duration::from_secs(1);
+
+impl ShedState {
+    fn rate(&mut self, now: std::time::Instant) -> usize {
+        while let Some(&(at, n)) = self.completed.front() {
+            if now.duration_since(at) < COMPLETION_WINDOW {
+                break;
+            }
+            self.completed.pop_front();
+            self.completed_in_window -= n;
+        }
+        self.completed_in_window
+    }
+}
+
+/// One admitted send; dropping it ends it ([`SendSlot::completed`] counts it toward the rate).
+#[derive(Debug)]
+pub struct SendSlot<'a> {
+    sends: &'a InFlightSends,
+    completed: bool,
+}
+
+impl SendSlot<'_> {
+    /// The send was taken (admitted, or receipted): it counts toward the rate sends complete
+    /// at. A refused or failed one does not, so refusals cannot raise the bound.
+    pub fn completed(mut self) {
+        self.completed = true;
+    }
+}
+
+impl Drop for SendSlot<'_> {
+    fn drop(&mut self) {
+        let mut state = self.sends.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.in_flight -= 1;
+        if self.completed {
+            let now = std::time::Instant::now();
+            state.rate(now);
+            match state.completed.back_mut() {
+                Some((at, n)) if now.duration_since(*at) < Duration::from_millis(10) => *n += 1,
+                _ => state.completed.push_back((now, 1)),
+            }
+            state.completed_in_window += 1;
+        }
+    }
+}
+
+impl InFlightSends {
+    /// Sends in flight bounded by `max_delay` (`None`: unbounded) of completions at the rate
+    /// of the last second, and never below `floor`.
+    pub fn new(max_delay: Option<Duration>, floor: usize) -> Self {
+        Self {
+            max_delay,
+            floor: floor.max(1),
+            state: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Admits one send, or refuses it at once.
+    pub fn enter(&self) -> Result<SendSlot<'_>, RpcError> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(max_delay) = self.max_delay {
+            let rate = state.rate(std::time::Instant::now());
+            let room = ((rate as f64 * max_delay.as_secs_f64()) as usize).max(self.floor);
+            if state.in_flight >= room {
+                metrics::counter!("verity_gateway_shed_sends_total").increment(1);
+                return Err(RpcError::new(
+                    crate::jsonrpc::SERVER_ERROR,
+                    format!(
+                        "txpool is full: this gateway has {} sends in flight ({rate} completed in the last second); retry later",
+                        state.in_flight
+                    ),
+                ));
+            }
+        }
+        state.in_flight += 1;
+        Ok(SendSlot {
+            sends: self,
+            completed: false,
+        })
+    }
+
+    /// Sends in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .in_flight
+    }
+}
+
+#[cfg(test)]
+mod in_flight_tests {
+    use super::*;
+
+    /// An idle gateway lets `floor` sends through at once; the bound then follows what
+    /// completed in the last second; refusals and failures do not raise it.
+    #[test]
+    fn sends_in_flight_are_bounded_by_the_completion_rate() {
+        let sends = InFlightSends::new(Some(Duration::from_millis(500)), 2);
+        let a = sends.enter().expect("under the floor");
+        let b = sends.enter().expect("under the floor");
+        let refused = sends.enter().expect_err("at the floor");
+        assert_eq!(refused.code, crate::jsonrpc::SERVER_ERROR);
+        assert!(
+            refused.message.starts_with("txpool is full"),
+            "{}",
+            refused.message
+        );
+        drop(a);
+        b.completed();
+        assert_eq!(sends.in_flight(), 0);
+        for _ in 0..9 {
+            sends.enter().expect("room").completed();
+        }
+        // 10 completed in the last second, 500 ms: 5 may be in flight.
+        let held: Vec<_> = (0..5).map(|_| sends.enter().expect("room for 5")).collect();
+        assert!(sends.enter().is_err());
+        drop(held);
+        assert!(sends.enter().is_ok());
+
+        let unbounded = InFlightSends::new(None, 1);
+        let held: Vec<_> = (0..100)
+            .map(|_| unbounded.enter().expect("no bound"))
+            .collect();
+        assert_eq!(unbounded.in_flight(), 100);
+        drop(held);
+    }
+}
