@@ -9,6 +9,7 @@
 //! without racing for fixed ports: a service bound to port 0 writes its real addresses there,
 //! atomically, once it accepts requests.
 
+pub mod rate;
 pub mod status;
 pub mod tls;
 

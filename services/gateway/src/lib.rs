@@ -719,15 +719,7 @@ pub(crate) async fn answer(
             let raw: alloy_primitives::Bytes = jsonrpc::param(params, 0)?;
             backends.serving.sends.check(ip, &raw)?;
             let sent = if method == "eth_sendRawTransaction" {
-                let timeout = backends.serving.request_timeout;
-                tokio::time::timeout(timeout, eth::dispatch(backends, method, params))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(RpcError::new(
-                            jsonrpc::TIMEOUT,
-                            format!("request timed out after {} ms", timeout.as_millis()),
-                        ))
-                    })
+                within_request_timeout(backends, eth::dispatch(backends, method, params)).await
             } else {
                 eth::dispatch(backends, method, params).await
             };
@@ -739,17 +731,25 @@ pub(crate) async fn answer(
         if matches!(method, "eth_callAfter") {
             return eth::dispatch(backends, method, params).await;
         }
-        let timeout = backends.serving.request_timeout;
-        tokio::time::timeout(timeout, eth::dispatch(backends, method, params))
-            .await
-            .unwrap_or_else(|_| {
-                Err(RpcError::new(
-                    jsonrpc::TIMEOUT,
-                    format!("request timed out after {} ms", timeout.as_millis()),
-                ))
-            })
+        within_request_timeout(backends, eth::dispatch(backends, method, params)).await
     };
     measured(method, work).await
+}
+
+/// `work`, or -32002 "request timed out" after the request timeout.
+async fn within_request_timeout(
+    backends: &Backends,
+    work: impl Future<Output = Result<Value, RpcError>>,
+) -> Result<Value, RpcError> {
+    let timeout = backends.serving.request_timeout;
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(RpcError::new(
+                jsonrpc::TIMEOUT,
+                format!("request timed out after {} ms", timeout.as_millis()),
+            ))
+        })
 }
 
 /// Runs one call's work, recording its latency and outcome per method.

@@ -157,24 +157,8 @@ pub struct InFlightSends {
 #[derive(Debug, Default)]
 struct ShedState {
     in_flight: usize,
-    completed: std::collections::VecDeque<(std::time::Instant, usize)>,
-    completed_in_window: usize,
-}
-
-/// How far back completions are counted.
-const COMPLETION_WINDOW: Duration = Duration::from_secs(1);
-
-impl ShedState {
-    fn rate(&mut self, now: std::time::Instant) -> usize {
-        while let Some(&(at, n)) = self.completed.front() {
-            if now.duration_since(at) < COMPLETION_WINDOW {
-                break;
-            }
-            self.completed.pop_front();
-            self.completed_in_window -= n;
-        }
-        self.completed_in_window
-    }
+    /// Sends completed over the last second.
+    completed: verity_server::rate::RecentCount,
 }
 
 /// One admitted send; dropping it ends it ([`SendSlot::completed`] counts it toward the rate).
@@ -197,13 +181,7 @@ impl Drop for SendSlot<'_> {
         let mut state = self.sends.state.lock().unwrap_or_else(|e| e.into_inner());
         state.in_flight -= 1;
         if self.completed {
-            let now = std::time::Instant::now();
-            state.rate(now);
-            match state.completed.back_mut() {
-                Some((at, n)) if now.duration_since(*at) < Duration::from_millis(10) => *n += 1,
-                _ => state.completed.push_back((now, 1)),
-            }
-            state.completed_in_window += 1;
+            state.completed.add(1);
         }
     }
 }
@@ -223,7 +201,7 @@ impl InFlightSends {
     pub fn enter(&self) -> Result<SendSlot<'_>, RpcError> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(max_delay) = self.max_delay {
-            let rate = state.rate(std::time::Instant::now());
+            let rate = state.completed.count();
             let room = ((rate as f64 * max_delay.as_secs_f64()) as usize).max(self.floor);
             if state.in_flight >= room {
                 metrics::counter!("verity_gateway_shed_sends_total").increment(1);

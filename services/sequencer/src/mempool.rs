@@ -50,9 +50,6 @@ impl Default for MempoolLimits {
     }
 }
 
-/// How far back the producer's take rate is measured.
-const RATE_WINDOW: Duration = Duration::from_secs(1);
-
 /// Why a transaction was not admitted. The texts are geth's, so client libraries recognise them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Admission {
@@ -151,9 +148,8 @@ pub struct Mempool {
     /// The senders' runs summed: transactions the producer could take now, what load
     /// shedding weighs (a flood of transactions behind nonce gaps is no work for it).
     pending: usize,
-    /// When the producer took how many transactions, over the last [`RATE_WINDOW`].
-    taken: VecDeque<(Instant, usize)>,
-    taken_in_window: usize,
+    /// Transactions the producer took over the last second.
+    taken: verity_server::rate::RecentCount,
 }
 
 /// The tip a transaction offers (its max priority fee; its gas price for a legacy one): what
@@ -217,15 +213,7 @@ impl Mempool {
 
     /// Transactions the producer took over the last second (its drain rate).
     pub fn drain_rate(&mut self) -> usize {
-        let now = Instant::now();
-        while let Some(&(at, n)) = self.taken.front() {
-            if now.duration_since(at) < RATE_WINDOW {
-                break;
-            }
-            self.taken.pop_front();
-            self.taken_in_window -= n;
-        }
-        self.taken_in_window
+        self.taken.count()
     }
 
     /// Load shedding: `Err` when the waiting transactions are more than `max_delay` of work at
@@ -476,27 +464,15 @@ impl Mempool {
             }
         }
         if !taken.is_empty() {
-            self.drain_rate();
-            self.taken.push_back((Instant::now(), taken.len()));
-            self.taken_in_window += taken.len();
+            self.taken.add(taken.len());
         }
         taken
     }
 
-    /// Takes back from the drain rate transactions that [`Self::take_ready`] took but that
-    /// could not be included (they were [restored](Self::restore)).
-    fn untake(&mut self, n: usize) {
-        let Some(last) = self.taken.back_mut() else {
-            return;
-        };
-        let n = n.min(last.1);
-        last.1 -= n;
-        self.taken_in_window -= n;
-    }
-
     /// Puts back transactions that were taken but could not be included yet (in order).
     pub fn restore(&mut self, txs: Vec<Transaction>) {
-        self.untake(txs.len());
+        // Taken but not included: not part of the drain rate.
+        self.taken.take_back(txs.len());
         for tx in txs {
             let sender = tx.signer();
             if self.known.contains_key(tx.tx_hash()) {

@@ -267,6 +267,49 @@ impl TestNet {
         assert!(sequencer.accounts > senders as u64);
     }
 
+    /// The gRPC health of `service` (the server as a whole, as probes ask).
+    pub async fn health(
+        &self,
+        service: Service,
+    ) -> tonic_health::pb::health_check_response::ServingStatus {
+        let channel = grpc(&self.devnet, service)
+            .await
+            .expect("a channel to the service");
+        tonic_health::pb::health_client::HealthClient::new(channel)
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .expect("a health answer")
+            .into_inner()
+            .status()
+    }
+
+    /// Runs the built `verity bench` against this devnet with `args` (`--json`) and returns its
+    /// report; fails the test, with every service's log, when it fails.
+    pub async fn bench(&self, args: &[&str]) -> Value {
+        let verity = verity_devnet::default_bin_dir().join("verity");
+        let url = self.devnet.rpc_url();
+        let output = tokio::process::Command::new(&verity)
+            .args(["bench", "--rpc-url", url.as_str(), "--json"])
+            .arg("--devnet-dir")
+            .arg(self.dir.path())
+            .args(args)
+            .output()
+            .await
+            .expect("verity bench runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() {
+            self.dump_logs();
+            panic!(
+                "verity bench {args:?} failed: {}\n{stdout}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        serde_json::from_str(stdout.lines().last().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("report is not JSON ({e}): {stdout}"))
+    }
+
     /// The state digest of `service`: a sequencer (active or standby) or a replica (any role).
     pub async fn state_digest(&self, service: Service) -> v1::StateDigest {
         let request = v1::GetStateDigestRequest {};

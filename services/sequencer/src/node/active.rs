@@ -109,44 +109,27 @@ impl Node {
             },
             _ => None,
         };
-        if let Some(reason) = storage_full {
-            // Not a reason to step down hard: everything committed stands. Publish it (the
-            // receipts handed out are in it), hand the lease over so a standby with room can
-            // take over, and report why until restarted with room.
+        if let Some(reason) = &storage_full {
+            // Not a reason to step down hard: everything committed stands. It is published
+            // and the lease handed over below (a standby with room may take over); the node
+            // then reports why until restarted with room.
             tracing::error!(reason, "stopped producing");
-            self.shared.set_storage_full(reason);
-            let head = self.head.borrow().last_seq;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while self.shared.published() < head
-                && Instant::now() < deadline
-                && !publisher.is_finished()
-            {
-                tokio::time::sleep(Duration::from_millis(5)).await;
+            self.shared.set_storage_full(reason.clone());
+        } else {
+            if let Err(error) = outcome {
+                tracing::error!(error = format!("{error:#}"), "stepping down");
+                publisher.abort();
+                renewer.stop();
+                if let Some(fence) = fence {
+                    fence.stop();
+                }
+                metrics::counter!("verity_sequencer_step_downs_total").increment(1);
+                return Err(error);
             }
-            publish_stop.cancel();
-            let published = publisher
-                .await
-                .map_err(|e| anyhow::anyhow!("the publisher panicked: {e}"))?;
-            renewer.release().await;
-            if let Some(fence) = fence {
-                fence.release().await;
-            }
-            published?;
-            stop.cancelled().await;
-            return Ok(());
+            produced??;
         }
-        if let Err(error) = outcome {
-            tracing::error!(error = format!("{error:#}"), "stepping down");
-            publisher.abort();
-            renewer.stop();
-            if let Some(fence) = fence {
-                fence.stop();
-            }
-            metrics::counter!("verity_sequencer_step_downs_total").increment(1);
-            return Err(error);
-        }
-        produced??;
-        // A planned stop: publish everything produced, then hand the lease over.
+        // A planned stop or a full database: publish everything produced, then hand the lease
+        // over.
         let head = self.head.borrow().last_seq;
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.shared.published() < head
@@ -164,6 +147,9 @@ impl Node {
             fence.release().await;
         }
         published?;
+        if storage_full.is_some() {
+            stop.cancelled().await;
+        }
         Ok(())
     }
 }

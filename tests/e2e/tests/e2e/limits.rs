@@ -140,22 +140,6 @@ async fn heavy_calls_fail_within_their_bounds_while_the_node_keeps_answering() {
     net.stop().await.unwrap();
 }
 
-/// The gRPC health of `service` (the server as a whole, as probes ask).
-async fn health(
-    net: &TestNet,
-    service: verity_e2e::verity_devnet::Service,
-) -> tonic_health::pb::health_check_response::ServingStatus {
-    let channel = verity_e2e::grpc(&net.devnet, service).await.unwrap();
-    tonic_health::pb::health_client::HealthClient::new(channel)
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status()
-}
-
 /// Readiness tells the truth: a replica that halted on an event it refuses reports
 /// NOT_SERVING (and why, in `GetHead`), and the gateway in front of it reports not ready too,
 /// with the reason in `verity_status`, instead of serving stale state as if nothing happened.
@@ -167,8 +151,8 @@ async fn a_halted_replica_and_its_gateway_report_not_ready_and_say_why() {
     let rpc = net.rpc();
     let status = rpc.call("verity_status", json!([])).await.unwrap();
     assert_eq!(status["ready"], json!(true), "{status}");
-    assert_eq!(health(&net, Service::Replica).await, ServingStatus::Serving);
-    assert_eq!(health(&net, Service::Gateway).await, ServingStatus::Serving);
+    assert_eq!(net.health(Service::Replica).await, ServingStatus::Serving);
+    assert_eq!(net.health(Service::Gateway).await, ServingStatus::Serving);
 
     // The admin (nobody else may) puts an event no replica accepts on the chain stream.
     let (_client, js) = net.jetstream().await;
@@ -182,7 +166,7 @@ async fn a_halted_replica_and_its_gateway_report_not_ready_and_say_why() {
     let status = loop {
         let status = rpc.call("verity_status", json!([])).await.unwrap();
         if status["ready"] == json!(false)
-            && health(&net, Service::Gateway).await == ServingStatus::NotServing
+            && net.health(Service::Gateway).await == ServingStatus::NotServing
         {
             break status;
         }
@@ -195,7 +179,7 @@ async fn a_halted_replica_and_its_gateway_report_not_ready_and_say_why() {
         "{status}"
     );
     assert_eq!(
-        health(&net, Service::Replica).await,
+        net.health(Service::Replica).await,
         ServingStatus::NotServing
     );
     // The sequencer's next compare-and-set publish found the stream moved and it stopped as

@@ -4,37 +4,15 @@
 //! shows the work (the counter counts every call). The per-stage breakdown, scraped from every
 //! service's metrics, accounts for each transaction.
 
-use serde_json::{Value, json};
-use verity_e2e::{TestNet, verity_devnet};
-
-async fn bench(net: &TestNet, args: &[&str]) -> Value {
-    let verity = verity_devnet::default_bin_dir().join("verity");
-    let url = net.devnet.rpc_url();
-    let output = tokio::process::Command::new(&verity)
-        .args(["bench", "--rpc-url", url.as_str(), "--json"])
-        .arg("--devnet-dir")
-        .arg(net.dir.path())
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "verity bench {args:?} failed: {}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("report is not JSON ({e}): {stdout}"))
-}
+use serde_json::json;
+use verity_e2e::TestNet;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verity_bench_sets_up_sends_and_reports_every_receipt() {
     let net = TestNet::start(|_| {}).await.unwrap();
 
-    let open = bench(
-        &net,
-        &[
+    let open = net
+        .bench(&[
             "--workload",
             "mixed",
             "--accounts",
@@ -43,9 +21,8 @@ async fn verity_bench_sets_up_sends_and_reports_every_receipt() {
             "50",
             "--duration",
             "3",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(open["sent"], json!(150), "{open}");
     assert_eq!(open["receipts"], json!(150), "{open}");
     assert_eq!(open["errors"], json!({}), "{open}");
@@ -101,9 +78,8 @@ async fn verity_bench_sets_up_sends_and_reports_every_receipt() {
         "{open}"
     );
 
-    let closed = bench(
-        &net,
-        &[
+    let closed = net
+        .bench(&[
             "--workload",
             "counter",
             "--accounts",
@@ -112,9 +88,8 @@ async fn verity_bench_sets_up_sends_and_reports_every_receipt() {
             "4",
             "--count",
             "40",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(closed["receipts"], json!(40), "{closed}");
     assert_eq!(closed["errors"], json!({}), "{closed}");
     // The run deployed its own counter: it counted exactly the run's calls.

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use verity_e2e::{TestNet, dev_signer};
 
 /// Transactions per mini-block and mini-blocks per second: 250 transactions/s.
@@ -21,29 +21,6 @@ const CAPACITY: u64 = PER_MINI_BLOCK * 1000 / MINI_BLOCK_MS;
 /// The sequencer's queueing bound (its default).
 const MAX_QUEUE_DELAY_MS: f64 = 500.0;
 const SECONDS: u64 = 30;
-
-async fn bench(net: &TestNet, args: &[String]) -> Value {
-    let verity = verity_devnet::default_bin_dir().join("verity");
-    let url = net.devnet.rpc_url();
-    let output = tokio::process::Command::new(&verity)
-        .args(["bench", "--rpc-url", url.as_str(), "--json"])
-        .arg("--devnet-dir")
-        .arg(net.dir.path())
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    if !output.status.success() {
-        net.dump_logs();
-        panic!(
-            "verity bench {args:?} failed: {}\n{stdout}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    serde_json::from_str(stdout.lines().last().unwrap_or_default())
-        .unwrap_or_else(|e| panic!("report is not JSON ({e}): {stdout}"))
-}
 
 /// Transactions in blocks 0..=head.
 async fn chain_transactions(net: &TestNet) -> u64 {
@@ -109,20 +86,19 @@ async fn twice_the_capacity_is_refused_at_once_and_loses_nothing() {
     // 2x capacity for 30 s from 600 accounts (enough that each has its last transaction in by
     // its next turn at the bounded latency).
     let rate = 2 * CAPACITY;
-    let report = bench(
-        &net,
-        &[
-            "--workload".into(),
-            "transfers".into(),
-            "--accounts".into(),
-            "600".into(),
-            "--rate".into(),
-            rate.to_string(),
-            "--duration".into(),
-            SECONDS.to_string(),
-        ],
-    )
-    .await;
+    let (rate_arg, seconds_arg) = (rate.to_string(), SECONDS.to_string());
+    let report = net
+        .bench(&[
+            "--workload",
+            "transfers",
+            "--accounts",
+            "600",
+            "--rate",
+            &rate_arg,
+            "--duration",
+            &seconds_arg,
+        ])
+        .await;
     let context = format!("{report:#}");
     #[allow(clippy::print_stderr)]
     {

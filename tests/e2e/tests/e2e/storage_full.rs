@@ -20,16 +20,14 @@ const CEILING_MIB: &str = "16";
 /// Calldata per transaction (zero bytes: ~1M gas under EIP-7623's floor).
 const CALLDATA: usize = 96 * 1024;
 
-async fn health(net: &TestNet, service: Service) -> ServingStatus {
-    let channel = verity_e2e::grpc(&net.devnet, service).await.unwrap();
-    tonic_health::pb::health_client::HealthClient::new(channel)
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status()
+/// `address`'s transaction count at `tag` ("latest", "pending").
+async fn nonce_of(rpc: &verity_e2e::Rpc, address: Address, tag: &str) -> u64 {
+    rpc.quantity(
+        "eth_getTransactionCount",
+        json!([format!("{address:#x}"), tag]),
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,13 +77,7 @@ async fn a_full_database_stops_production_cleanly_and_room_resumes_it() {
                     error.code, 4,
                     "only a realtime timeout before the refusal: {error:?}"
                 );
-                nonce = rpc
-                    .quantity(
-                        "eth_getTransactionCount",
-                        json!([format!("{:#x}", signer.address()), "latest"]),
-                    )
-                    .await
-                    .unwrap();
+                nonce = nonce_of(&rpc, signer.address(), "latest").await;
             }
         }
     };
@@ -96,7 +88,7 @@ async fn a_full_database_stops_production_cleanly_and_room_resumes_it() {
     );
     assert_eq!(refusal.code, -32000, "typed and retryable: {refusal:?}");
     assert_eq!(
-        health(&net, Service::Sequencer).await,
+        net.health(Service::Sequencer).await,
         ServingStatus::NotServing,
         "the sequencer reports it cannot produce"
     );
@@ -151,13 +143,7 @@ async fn a_full_database_stops_production_cleanly_and_room_resumes_it() {
         net.dump_logs();
         panic!("the sequencer did not come back with room: {error}");
     }
-    let mut nonce = rpc
-        .quantity(
-            "eth_getTransactionCount",
-            json!([format!("{:#x}", signer.address()), "latest"]),
-        )
-        .await
-        .unwrap();
+    let mut nonce = nonce_of(&rpc, signer.address(), "latest").await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut after = 0;
     while after < 5 {
@@ -179,20 +165,11 @@ async fn a_full_database_stops_production_cleanly_and_room_resumes_it() {
             // so the nonce may have moved.
             Err(_) => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                nonce = rpc
-                    .quantity(
-                        "eth_getTransactionCount",
-                        json!([format!("{:#x}", signer.address()), "pending"]),
-                    )
-                    .await
-                    .unwrap();
+                nonce = nonce_of(&rpc, signer.address(), "pending").await;
             }
         }
     }
-    assert_eq!(
-        health(&net, Service::Sequencer).await,
-        ServingStatus::Serving
-    );
+    assert_eq!(net.health(Service::Sequencer).await, ServingStatus::Serving);
     net.assert_nothing_lost(&receipted, 1, "resumed").await;
     net.stop().await.unwrap();
 }
