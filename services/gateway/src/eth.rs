@@ -333,12 +333,14 @@ pub static METHODS: &[(&str, Handler)] = &[
     ("eth_getLogs", |backends, params| {
         Box::pin(async move {
             let filter: Filter = param(params, 0)?;
+            filters::check_criteria(&filter)?;
             to_value(filters::get_logs(backends, &filter).await?)
         })
     }),
     ("eth_newFilter", |backends, params| {
         Box::pin(async move {
             let filter: Filter = param(params, 0)?;
+            filters::check_criteria(&filter)?;
             if filter.get_block_hash().is_some() {
                 return Err(RpcError::invalid_params(
                     "a filter with blockHash cannot be installed: it matches one sealed block; use eth_getLogs",

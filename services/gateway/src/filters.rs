@@ -8,6 +8,7 @@
 
 use std::{
     collections::HashMap,
+    net::IpAddr,
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -55,6 +56,8 @@ pub enum Changes {
 #[derive(Debug)]
 struct Installed {
     kind: FilterKind,
+    /// The client IP that installed it (`None` when the gateway does not know it).
+    owner: Option<IpAddr>,
     /// First block not reported yet.
     next_block: u64,
     /// Transactions seen and not reported yet (pending-transaction filters).
@@ -69,6 +72,46 @@ pub struct Filters {
     timeout: Duration,
     max: usize,
     max_pending: usize,
+    max_per_client: usize,
+}
+
+tokio::task_local! {
+    /// The IP of the client whose call is being answered (set around each call by the
+    /// gateway), to which the filters it installs are counted.
+    pub static CLIENT_IP: Option<IpAddr>;
+}
+
+/// Most filters one client IP may have installed at once unless set otherwise
+/// ([`Filters::with_client_limit`]).
+pub const DEFAULT_MAX_FILTERS_PER_IP: usize = 100;
+
+/// Most addresses, and most values in one topic position, a log filter may name (geth's
+/// limits): each is compared with every log read, and an installed filter keeps them.
+pub const MAX_CRITERIA: usize = 1_000;
+
+/// Refuses criteria larger than geth accepts, with geth's wording.
+pub fn check_criteria(filter: &Filter) -> Result<(), RpcError> {
+    let addresses = filter.address.len();
+    if addresses > MAX_CRITERIA {
+        return Err(RpcError::new(
+            SERVER_ERROR,
+            format!("exceed max addresses: {addresses} given, the limit is {MAX_CRITERIA}"),
+        ));
+    }
+    if let Some(values) = filter
+        .topics
+        .iter()
+        .map(|topic| topic.len())
+        .find(|values| *values > MAX_CRITERIA)
+    {
+        return Err(RpcError::new(
+            SERVER_ERROR,
+            format!(
+                "exceed max subtopics: {values} given in one position, the limit is {MAX_CRITERIA}"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Most pending-transaction filters at once unless set otherwise
@@ -88,7 +131,15 @@ impl Filters {
             timeout,
             max,
             max_pending: DEFAULT_MAX_PENDING_FILTERS,
+            max_per_client: DEFAULT_MAX_FILTERS_PER_IP,
         }
+    }
+
+    /// At most `max` of the filters may belong to one client IP, so that one client cannot
+    /// take every filter of the gateway.
+    pub fn with_client_limit(mut self, max: usize) -> Self {
+        self.max_per_client = max;
+        self
     }
 
     /// At most `max` of the filters may be pending-transaction filters (the ones that hold
@@ -106,8 +157,21 @@ impl Filters {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Installs a filter that reports from block `next_block` on; returns its id.
+    /// Installs a filter that reports from block `next_block` on, counted to the client IP of
+    /// the call being answered ([`CLIENT_IP`]); returns its id.
     pub fn install(&self, kind: FilterKind, next_block: u64) -> Result<U128, RpcError> {
+        let owner = CLIENT_IP.try_with(|ip| *ip).ok().flatten();
+        self.install_for(owner, kind, next_block)
+    }
+
+    /// [`Filters::install`] for client `owner`; one without an IP is counted only to the
+    /// gateway's limits.
+    pub fn install_for(
+        &self,
+        owner: Option<IpAddr>,
+        kind: FilterKind,
+        next_block: u64,
+    ) -> Result<U128, RpcError> {
         let mut installed = self.lock();
         let now = Instant::now();
         installed.retain(|_, f| now.duration_since(f.last_poll) < self.timeout);
@@ -117,6 +181,17 @@ impl Filters {
                 format!(
                     "too many filters installed on this gateway (limit {}); uninstall some or wait for them to expire",
                     self.max
+                ),
+            ));
+        }
+        if let Some(ip) = owner
+            && installed.values().filter(|f| f.owner == owner).count() >= self.max_per_client
+        {
+            return Err(RpcError::new(
+                LIMIT_EXCEEDED,
+                format!(
+                    "too many filters installed from {ip} (limit {}); uninstall some or wait for them to expire",
+                    self.max_per_client
                 ),
             ));
         }
@@ -141,6 +216,7 @@ impl Filters {
             id,
             Installed {
                 kind,
+                owner,
                 next_block,
                 pending: std::collections::VecDeque::new(),
                 last_poll: now,
@@ -429,6 +505,72 @@ mod tests {
             filters.poll(blocks, 0).expect("accepted"),
             Changes::Blocks(_)
         ));
+    }
+
+    #[test]
+    fn one_client_ip_cannot_take_every_filter() {
+        let filters = Filters::new(Duration::from_secs(60), 10).with_client_limit(2);
+        let (a, b) = (
+            Some(IpAddr::from([10, 0, 0, 1])),
+            Some(IpAddr::from([10, 0, 0, 2])),
+        );
+        let first = filters
+            .install_for(a, FilterKind::Blocks, 0)
+            .expect("accepted");
+        filters
+            .install_for(a, FilterKind::PendingTransactions, 0)
+            .expect("accepted");
+        let refused = filters
+            .install_for(a, FilterKind::Blocks, 0)
+            .expect_err("a third from the same IP");
+        assert_eq!(refused.code, LIMIT_EXCEEDED);
+        assert!(refused.message.contains("from 10.0.0.1"), "{refused:?}");
+        filters
+            .install_for(b, FilterKind::Blocks, 0)
+            .expect("another IP still");
+        assert!(filters.uninstall(first));
+        filters
+            .install_for(a, FilterKind::Blocks, 0)
+            .expect("room again after an uninstall");
+    }
+
+    #[tokio::test]
+    async fn a_filter_is_counted_to_the_client_of_the_call_being_answered() {
+        let filters = Filters::new(Duration::from_secs(60), 10).with_client_limit(1);
+        let ip = Some(IpAddr::from([10, 0, 0, 1]));
+        CLIENT_IP
+            .scope(ip, async { filters.install(FilterKind::Blocks, 0) })
+            .await
+            .expect("accepted");
+        let refused = CLIENT_IP
+            .scope(ip, async { filters.install(FilterKind::Blocks, 0) })
+            .await
+            .expect_err("the same client again");
+        assert_eq!(refused.code, LIMIT_EXCEEDED);
+    }
+
+    #[test]
+    fn criteria_beyond_geths_limits_are_refused() {
+        let addresses: Vec<alloy_primitives::Address> = (0..=MAX_CRITERIA)
+            .map(|i| alloy_primitives::Address::left_padding_from(&(i as u64).to_be_bytes()))
+            .collect();
+        let refused =
+            check_criteria(&Filter::new().address(addresses.clone())).expect_err("1,001 addresses");
+        assert!(
+            refused.message.starts_with("exceed max addresses"),
+            "{refused:?}"
+        );
+        check_criteria(&Filter::new().address(addresses[..MAX_CRITERIA].to_vec()))
+            .expect("1,000 addresses");
+        let topics: Vec<B256> = (0..=MAX_CRITERIA)
+            .map(|i| B256::left_padding_from(&(i as u64).to_be_bytes()))
+            .collect();
+        let refused =
+            check_criteria(&Filter::new().event_signature(topics)).expect_err("1,001 values");
+        assert!(
+            refused.message.starts_with("exceed max subtopics"),
+            "{refused:?}"
+        );
     }
 
     #[test]

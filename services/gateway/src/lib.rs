@@ -141,6 +141,10 @@ pub struct Config {
     /// Most filters installed at once on this gateway.
     #[arg(long, env = "VERITY_MAX_FILTERS", default_value_t = 10_000)]
     pub max_filters: usize,
+    /// Most filters one client IP may have installed at once on this gateway, so that one
+    /// client cannot take them all.
+    #[arg(long, env = "VERITY_MAX_FILTERS_PER_IP", default_value_t = filters::DEFAULT_MAX_FILTERS_PER_IP)]
+    pub max_filters_per_ip: usize,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub lease_trust: verity_bus::lease::LeaseTrustArgs,
@@ -230,7 +234,8 @@ impl Backends {
                     Duration::from_secs(config.filter_timeout_secs),
                     config.max_filters,
                 )
-                .with_pending_limit(config.max_pending_filters),
+                .with_pending_limit(config.max_pending_filters)
+                .with_client_limit(config.max_filters_per_ip),
             ),
             log_limits: filters::LogLimits {
                 max_block_range: config.max_logs_block_range.max(1),
@@ -733,7 +738,7 @@ pub(crate) async fn answer(
         }
         within_request_timeout(backends, eth::dispatch(backends, method, params)).await
     };
-    measured(method, work).await
+    measured(method, filters::CLIENT_IP.scope(ip, work)).await
 }
 
 /// `work`, or -32002 "request timed out" after the request timeout.

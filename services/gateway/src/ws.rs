@@ -335,6 +335,7 @@ impl Session {
             "newHeads" => Kind::NewHeads,
             "logs" => {
                 let filter: Filter = optional_param(&call.params, 1)?.unwrap_or_default();
+                crate::filters::check_criteria(&filter)?;
                 if filter.get_block_hash().is_some() {
                     return Err(RpcError::invalid_params(
                         "a logs subscription cannot name a blockHash",

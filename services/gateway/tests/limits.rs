@@ -179,3 +179,56 @@ async fn sends_over_a_rate_are_refused_per_ip_and_per_sender() {
         "{answer}"
     );
 }
+
+/// Load shedding at the edge: with sends stuck in flight (an ingress that accepts connections
+/// and never answers), one more is refused at once with "txpool is full" instead of joining
+/// them until its timeout.
+#[tokio::test]
+async fn a_send_past_the_sends_in_flight_is_refused_at_once() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let addr = serve(&[
+        "--ingress-url",
+        &silent_url,
+        "--request-timeout-ms",
+        "5000",
+        "--min-sends-in-flight",
+        "3",
+    ])
+    .await;
+    let signers: Vec<PrivateKeySigner> = (0..4).map(|_| PrivateKeySigner::random()).collect();
+    let stuck: Vec<_> = signers[..3]
+        .iter()
+        .map(|key| {
+            let body = call("eth_sendRawTransaction", json!([signed(key, 0)]));
+            tokio::spawn(async move { post(addr, &body).await })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let (_, answer) = post(
+        addr,
+        &call("eth_sendRawTransaction", json!([signed(&signers[3], 0)])),
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(answer["error"]["code"], json!(-32000), "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("txpool is full: this gateway has 3 sends in flight"),
+        "{answer}"
+    );
+    assert!(took < std::time::Duration::from_secs(1), "took {took:?}");
+    for send in stuck {
+        let (_, answer) = send.await.unwrap();
+        assert_eq!(answer["error"]["code"], json!(-32002), "{answer}");
+    }
+}

@@ -193,16 +193,63 @@ async fn a_halted_replica_and_its_gateway_report_not_ready_and_say_why() {
     }
 }
 
+/// Over HTTP from 127.0.0.1 with `--max-filters-per-ip 2`: a third filter is refused naming the
+/// address until one is uninstalled; criteria over geth's limits are refused, installed or not.
+async fn filters_are_bounded_per_client_and_by_size(rpc: &verity_e2e::Rpc) {
+    let first = rpc.call("eth_newBlockFilter", json!([])).await.unwrap();
+    rpc.call("eth_newPendingTransactionFilter", json!([]))
+        .await
+        .unwrap();
+    let error = rpc
+        .try_call("eth_newFilter", json!([{}]))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(error.code, -32005, "{error}");
+    assert!(
+        error
+            .message
+            .starts_with("too many filters installed from 127.0.0.1 (limit 2)"),
+        "{error}"
+    );
+    assert_eq!(
+        rpc.call("eth_uninstallFilter", json!([first]))
+            .await
+            .unwrap(),
+        json!(true)
+    );
+    rpc.call("eth_newFilter", json!([{}])).await.unwrap();
+    let addresses: Vec<String> = (0..1001).map(|i| format!("{i:#042x}")).collect();
+    for method in ["eth_getLogs", "eth_newFilter"] {
+        let error = rpc
+            .try_call(method, json!([{"address": addresses}]))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(error.code, -32000, "{method}: {error}");
+        assert!(
+            error
+                .message
+                .starts_with("exceed max addresses: 1001 given"),
+            "{method}: {error}"
+        );
+    }
+}
+
 /// `eth_getLogs` over more logs than `--max-logs` is refused with geth's "limit exceeded", and
 /// the replica reads no further than one log past the cap to tell (it used to collect every
-/// matching log first).
+/// matching log first). Filters are bounded by size (geth's 1,000 addresses) and per client IP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logs_query_over_the_cap_is_refused_and_the_replica_stops_at_it() {
     use verity_e2e::verity_devnet::Service;
     use verity_proto::v1;
-    let net = TestNet::start(|o| o.env.push(("VERITY_MAX_LOGS".into(), "1".into())))
-        .await
-        .unwrap();
+    let net = TestNet::start(|o| {
+        o.env.push(("VERITY_MAX_LOGS".into(), "1".into()));
+        o.env.push(("VERITY_MAX_FILTERS_PER_IP".into(), "2".into()));
+    })
+    .await
+    .unwrap();
+    filters_are_bounded_per_client_and_by_size(&net.rpc()).await;
     // Three contracts, each storing once: three logs.
     for _ in 0..3 {
         let out = net.python("contract.py", &[&net.devnet.rpc_url()]).await;
