@@ -128,6 +128,12 @@ pub struct Config {
     /// once per chunk.
     #[arg(long, env = "VERITY_CHUNK_TRANSACTIONS", default_value_t = 0)]
     pub chunk_transactions: usize,
+    /// Role witness: a chunk of several mini-blocks closes before the one that would take its
+    /// chain events past this many bytes, so that its job (those events and their witness)
+    /// stays below the NATS server's max_payload; a single mini-block is bounded by the
+    /// sequencer's `--max-mini-block-bytes`.
+    #[arg(long, env = "VERITY_CHUNK_MAX_BYTES", default_value_t = witness::DEFAULT_CHUNK_MAX_BYTES)]
+    pub chunk_max_bytes: usize,
     /// Role witness: close a chunk when no mini-block arrived for this many milliseconds.
     #[arg(long, env = "VERITY_CHUNK_IDLE_MS", default_value_t = 5)]
     pub chunk_idle_ms: u64,
@@ -238,6 +244,7 @@ impl verity_server::Service for Replica {
                     &spec,
                     witness::Chunking {
                         transactions: config.chunk_transactions,
+                        max_bytes: config.chunk_max_bytes,
                         idle: Duration::from_millis(config.chunk_idle_ms),
                     },
                 )
@@ -620,12 +627,23 @@ async fn follow_once(
             // A block seal closes the chunk before it is applied on its own.
             flush(db, rules, witness, keep, &mut pending).await?;
         }
+        if let Some(chunking) = chunking
+            && chunking.full_before(pending.bytes(), message.payload.len())
+        {
+            // This mini-block would take the chunk's job past its byte bound: it starts the
+            // next chunk.
+            flush(db, rules, witness, keep, &mut pending).await?;
+        }
         expected = expected.max(seq + 1);
         pending.messages.push(message);
         pending.events.push(event);
         // A block seal is applied on its own (the pending mini-blocks were flushed above).
         let hold = match chunking {
-            Some(c) => is_mini_block && pending.transactions() < c.transactions,
+            Some(c) => {
+                is_mini_block
+                    && pending.transactions() < c.transactions
+                    && pending.bytes() < c.max_bytes
+            }
             None => batching && is_mini_block,
         };
         if !hold {
@@ -659,6 +677,11 @@ impl Held {
 
     fn transactions(&self) -> usize {
         self.events.iter().filter_map(transactions).sum()
+    }
+
+    /// The encoded size of the held events.
+    fn bytes(&self) -> usize {
+        self.messages.iter().map(|m| m.payload.len()).sum()
     }
 }
 

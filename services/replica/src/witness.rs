@@ -70,8 +70,22 @@ pub struct BuiltJob {
 pub struct Chunking {
     /// Close a chunk once it holds this many transactions; 0: every mini-block is a chunk.
     pub transactions: usize,
+    /// Close a chunk before the mini-block that would take its events past this many bytes.
+    pub max_bytes: usize,
     /// Close a chunk when no mini-block arrived for this long.
     pub idle: std::time::Duration,
+}
+
+/// The bytes of chain events a chunk of several mini-blocks holds at most unless set otherwise
+/// (`--chunk-max-bytes`): with their witness, its job stays below NATS's 8 MiB max_payload.
+pub const DEFAULT_CHUNK_MAX_BYTES: usize = 2 * 1024 * 1024;
+
+impl Chunking {
+    /// Whether a chunk holding `held` bytes of events must close before a mini-block of `next`
+    /// bytes joins it (a chunk holding nothing takes any mini-block).
+    pub fn full_before(&self, held: usize, next: usize) -> bool {
+        held > 0 && held.saturating_add(next) > self.max_bytes
+    }
 }
 
 /// The witness role's state.
@@ -393,6 +407,19 @@ mod tests {
     use verity_primitives::{AccountDiff, StateDiff};
 
     use super::*;
+
+    #[test]
+    fn a_chunk_closes_before_the_mini_block_that_would_pass_its_byte_bound() {
+        let chunking = Chunking {
+            transactions: 1_000,
+            max_bytes: 100,
+            idle: std::time::Duration::from_millis(5),
+        };
+        assert!(!chunking.full_before(0, 500), "a lone mini-block goes");
+        assert!(!chunking.full_before(60, 40));
+        assert!(chunking.full_before(60, 41));
+        assert!(chunking.full_before(usize::MAX, 1));
+    }
 
     /// A witness that restarts rebuilds the tree its jobs led to, including leaves that hold
     /// zero after a slot was cleared, and a slot set again after that.

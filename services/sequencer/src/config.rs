@@ -32,10 +32,11 @@ pub struct Config {
     /// max_payload (the devnet's: 8 MiB); 1,000 per 10 ms is still 100,000 transactions/s.
     #[arg(long, env = "VERITY_MAX_MINI_BLOCK_TXS", default_value_t = 1000)]
     pub max_mini_block_txs: usize,
-    /// Most bytes of encoded transactions in one mini-block (a transaction larger than this
-    /// still goes alone): with its receipts, state diff and, in its proving job, its witness,
-    /// a mini-block must fit the NATS server's max_payload, whatever calldata it carries (30M
-    /// gas buys ~7 MB of zero bytes).
+    /// Most bytes of one mini-block's chain event: its transactions, their receipts and logs,
+    /// and its state diff, counted at their largest encoding (a transaction whose event is
+    /// larger still goes alone). With its proving job's witness, a mini-block must fit the NATS
+    /// server's max_payload whatever calldata it carries or logs it emits (30M gas buys ~7 MB
+    /// of zero bytes of calldata, or ~3.75 MB of log data).
     #[arg(long, env = "VERITY_MAX_MINI_BLOCK_BYTES", default_value_t = crate::producer::DEFAULT_MAX_MINI_BLOCK_BYTES)]
     pub max_mini_block_bytes: usize,
     /// Threads executing a mini-block (the producer's own included); default: every core.

@@ -236,10 +236,63 @@ impl std::fmt::Debug for TamperHook {
     }
 }
 
-/// Most encoded transaction bytes in one mini-block unless set otherwise
-/// ([`Producer::set_max_bytes`], `--max-mini-block-bytes`): with its receipts, diff and (in its
-/// job) witness it must stay below NATS's max_payload (the devnet's and the chart's 8 MiB).
+/// Most bytes one mini-block's chain event may take unless set otherwise
+/// ([`Producer::set_max_bytes`], `--max-mini-block-bytes`): its transactions, receipts with
+/// their logs and state diff ([`event_bytes`]). With its job's witness it must stay below
+/// NATS's max_payload (the devnet's and the chart's 8 MiB). A mini-block of one transaction may
+/// exceed it, by what that transaction's gas buys (logs cost 8 gas a byte).
 pub const DEFAULT_MAX_MINI_BLOCK_BYTES: usize = 2 * 1024 * 1024;
+
+/// An upper bound of the bytes a mini-block of these transactions, receipts and diff takes
+/// encoded as a chain event: every field at its largest encoding. Cheap (no encoding), so it is
+/// checked after each execution.
+pub fn event_bytes(
+    transactions: &[Transaction],
+    receipts: &[verity_primitives::Receipt],
+    diff: &StateDiff,
+) -> usize {
+    use alloy_eips::eip2718::Encodable2718 as _;
+    // A length-delimited field: its tag and a length of up to 5 bytes.
+    const FIELD: usize = 6;
+    // The header fields, the signature and the event around the mini-block.
+    const HEADER: usize = 512;
+    // A receipt's fixed fields: hashes and addresses of 32 and 20 bytes, numbers up to 10.
+    const RECEIPT: usize = FIELD + 3 * (FIELD + 32) + 3 * (FIELD + 20) + 3 * 11;
+    // An account diff's fixed fields: address, balance, nonce, destroyed.
+    const ACCOUNT: usize = FIELD + (FIELD + 20) + (FIELD + 32) + 11 + 2;
+    const SLOT: usize = FIELD + 2 * (FIELD + 32);
+    let txs: usize = transactions
+        .iter()
+        .map(|tx| 2 * FIELD + tx.inner().encode_2718_len())
+        .sum();
+    let receipts: usize = receipts
+        .iter()
+        .map(|receipt| {
+            RECEIPT
+                + receipt
+                    .logs
+                    .iter()
+                    .map(|log| {
+                        2 * FIELD
+                            + 20
+                            + log.topics().len() * (FIELD + 32)
+                            + FIELD
+                            + log.data.data.len()
+                    })
+                    .sum::<usize>()
+        })
+        .sum();
+    let accounts: usize = diff
+        .accounts
+        .values()
+        .map(|account| {
+            ACCOUNT
+                + account.code.as_ref().map_or(0, |code| FIELD + code.len())
+                + account.storage.len() * SLOT
+        })
+        .sum();
+    HEADER + txs + receipts + FIELD + accounts
+}
 
 /// The chain writer. Not `Sync`: exactly one exists, on the producer thread.
 #[derive(Debug)]
@@ -452,12 +505,44 @@ impl Producer {
         } else {
             1
         };
-        let outcome =
-            verity_execution::execute_parallel(&view, &env, txs, self.open.gas_used, threads)?;
-        metrics::counter!("verity_sequencer_speculations_kept_total")
-            .increment(outcome.speculation.committed as u64);
-        metrics::counter!("verity_sequencer_speculations_redone_total")
-            .increment(outcome.speculation.reexecuted as u64);
+        let execute = |txs| {
+            let outcome =
+                verity_execution::execute_parallel(&view, &env, txs, self.open.gas_used, threads)?;
+            metrics::counter!("verity_sequencer_speculations_kept_total")
+                .increment(outcome.speculation.committed as u64);
+            metrics::counter!("verity_sequencer_speculations_redone_total")
+                .increment(outcome.speculation.reexecuted as u64);
+            Ok::<_, ProducerError>(outcome)
+        };
+        let mut outcome = execute(txs)?;
+        // The transactions were taken by their encoded size; their logs and writes are known
+        // only now. A mini-block whose event would pass the byte bound keeps a share of its
+        // transactions that fits, executed again on their own (the same results: the same
+        // state, in the same order), and the others go back to the mempool for the next one.
+        while outcome.executed.len() > 1 {
+            let bytes = event_bytes(&outcome.executed, &outcome.receipts, &outcome.diff);
+            if bytes <= self.max_bytes {
+                break;
+            }
+            let keep = (outcome.executed.len() * self.max_bytes / bytes)
+                .clamp(1, outcome.executed.len() - 1);
+            let later = outcome.executed.split_off(keep);
+            tracing::debug!(
+                bytes,
+                kept = keep,
+                put_back = later.len(),
+                "mini-block over its byte bound: cut"
+            );
+            metrics::counter!("verity_sequencer_mini_blocks_cut_for_size_total").increment(1);
+            for tx in &later {
+                by_hash.remove(tx.tx_hash());
+            }
+            shared.lock_mempool().restore(later);
+            // What the first execution refused is handled below as always.
+            let rejected = std::mem::take(&mut outcome.rejected);
+            outcome = execute(std::mem::take(&mut outcome.executed))?;
+            outcome.rejected.extend(rejected);
+        }
         drop(read);
 
         let mut retry = Vec::new();

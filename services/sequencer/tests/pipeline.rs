@@ -152,3 +152,87 @@ fn pipelined_mini_blocks_read_what_the_uncommitted_one_wrote() {
         U256::from(gas)
     );
 }
+
+/// A mini-block's chain event stays within `--max-mini-block-bytes` counting what execution
+/// adds (receipts, logs, the state diff), not only the transactions' bytes: token transfers,
+/// each with a log, are cut into more mini-blocks, none larger than the bound, and every one of
+/// them is included.
+#[test]
+fn a_mini_blocks_event_stays_within_its_byte_bound_with_its_logs_and_writes() {
+    use prost::Message as _;
+    const MAX_BYTES: usize = 8 * 1024;
+    let accounts = Accounts::new(SENDERS);
+    let spec = spec(&accounts);
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    let key = SigningKey::random();
+    let rules = spec.sequencing(Some(key.address())).unwrap();
+    let mut producer = Producer::open(
+        db.clone(),
+        spec.clone(),
+        &rules,
+        key,
+        Address::repeat_byte(0xfe),
+        10_000,
+    )
+    .unwrap();
+    producer.set_max_bytes(MAX_BYTES);
+    let (head_tx, head_rx) = watch::channel(producer.head());
+    let shared = Arc::new(SharedState::new(
+        db.clone(),
+        spec,
+        MempoolLimits::default(),
+        head_rx,
+    ));
+    let params = TxParams {
+        chain_id: 1337,
+        max_fee_per_gas: 10_000_000_000,
+        max_priority_fee_per_gas: 1,
+    };
+    let total = SENDERS * PER_SENDER;
+    let signed = accounts
+        .sign(Kind::Erc20, 0..total, &params, |_| 0)
+        .unwrap();
+    let tx_bytes: usize = {
+        let mut mempool = shared.lock_mempool();
+        signed
+            .iter()
+            .map(|tx| {
+                mempool
+                    .insert(tx.transaction(), 0, U256::from(10u64).pow(U256::from(19)))
+                    .unwrap();
+                tx.raw.len()
+            })
+            .sum()
+    };
+    let committer =
+        Committer::spawn(shared.clone(), Arc::new(head_tx), producer.head().last_seq).unwrap();
+    while producer.produce_mini_block(&shared, &committer).unwrap() {}
+    producer.seal_block(&committer).unwrap();
+    committer.finish().unwrap();
+
+    let read = db.read().unwrap();
+    let (mut included, mut largest, mut mini_blocks) = (0, 0, 0);
+    for seq in 1..=read.last_event_seq().unwrap() {
+        let event = read.event(seq).unwrap().unwrap();
+        if let Some(verity_proto::v1::chain_event::Event::MiniBlock(mini)) = &event.event {
+            mini_blocks += 1;
+            included += mini.transactions.len();
+            let bytes = event.encoded_len();
+            assert!(
+                bytes <= MAX_BYTES || mini.transactions.len() == 1,
+                "mini-block {} of {} transactions takes {bytes} bytes",
+                mini.number,
+                mini.transactions.len()
+            );
+            largest = largest.max(bytes);
+        }
+    }
+    assert_eq!(included, total, "every transfer included");
+    assert!(
+        tx_bytes < MAX_BYTES * mini_blocks / 2,
+        "the transactions alone ({tx_bytes} bytes) would have fit in half as many mini-blocks \
+         ({mini_blocks}): the bound did not count the logs and writes"
+    );
+    assert!(largest > MAX_BYTES / 2, "largest event {largest} bytes");
+}
