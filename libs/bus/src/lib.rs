@@ -93,6 +93,16 @@ pub enum BusError {
         /// What the stream holds, when it could be read.
         actual: Option<u64>,
     },
+    /// The stream's leader holds the event's message id as being stored and refuses it again
+    /// (JetStream error 10158, "duplicate message id is in process"). After a leader change
+    /// the new leader can hold such an entry for the whole de-duplication window, so the
+    /// event is published again under another id ([`publish_event`]'s `attempt`); the
+    /// compare-and-set still stores it at most once.
+    #[error("the chain stream holds event {seq}'s message id as in process (JetStream 10158)")]
+    IdInProcess {
+        /// The event's sequence.
+        seq: u64,
+    },
     /// A message does not decode as a chain event.
     #[error("message {seq} is not a valid chain event: {reason}")]
     Decode {
@@ -346,23 +356,45 @@ pub fn message_id(hash: &[u8]) -> String {
     id
 }
 
+/// The message id of an event's `attempt`-th publication under a fresh id (0: its hash, as
+/// always; see [`BusError::IdInProcess`]).
+pub fn event_message_id(hash: &[u8], attempt: u32) -> String {
+    let id = message_id(hash);
+    if attempt == 0 {
+        id
+    } else {
+        format!("{id}.{attempt}")
+    }
+}
+
 /// Sends one chain event, conditioned on the stream's last sequence being `event.seq - 1` and
-/// de-duplicated by the event hash. Returns the future of the server's acknowledgement, so
-/// callers can pipeline many publishes and await acks in order.
+/// de-duplicated by the event hash ([`event_message_id`] of `attempt`). Returns the future of
+/// the server's acknowledgement, so callers can pipeline many publishes and await acks in
+/// order.
 pub async fn publish_event(
     js: &Context,
     event: &v1::ChainEvent,
     hash: &[u8],
+    attempt: u32,
     headers: HeaderMap,
 ) -> Result<jetstream::context::PublishAckFuture, BusError> {
     let message = jetstream::message::PublishMessage::build()
         .payload(encode_event(event))
         .headers(headers)
-        .message_id(message_id(hash))
+        .message_id(event_message_id(hash, attempt))
         .expected_last_sequence(event.seq.saturating_sub(1));
     js.send_publish(CHAIN_SUBJECT, message)
         .await
         .map_err(|e| js_error("publish", e))
+}
+
+/// Whether a publish was refused because its message id is still being stored (10158).
+fn id_in_process(error: &jetstream::context::PublishError) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())
+        .is_some_and(|api| {
+            api.error_code() == jetstream::ErrorCode::STREAM_DUPLICATE_MESSAGE_CONFLICT
+        })
 }
 
 /// Awaits a publish acknowledgement for the event at `seq`.
@@ -395,6 +427,7 @@ pub async fn await_ack(
                 actual: None,
             })
         }
+        Err(e) if id_in_process(&e) => Err(BusError::IdInProcess { seq }),
         Err(e) => Err(js_error("publish ack", e)),
     }
 }

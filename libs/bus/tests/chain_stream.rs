@@ -33,21 +33,21 @@ async fn events_land_in_order_once_and_a_consumer_resumes_after_what_it_applied(
 
     for seq in 1..=5 {
         let (e, hash) = event(seq);
-        let ack = publish_event(&js, &e, &hash, Default::default())
+        let ack = publish_event(&js, &e, &hash, 0, Default::default())
             .await
             .expect("send");
         assert!(await_ack(ack, seq).await.expect("ack"), "stored");
     }
     // Re-publishing event 5 (a publisher that crashed before seeing its ack) is a duplicate.
     let (e5, hash5) = event(5);
-    let ack = publish_event(&js, &e5, &hash5, Default::default())
+    let ack = publish_event(&js, &e5, &hash5, 0, Default::default())
         .await
         .expect("send");
     assert!(!await_ack(ack, 5).await.expect("ack"), "duplicate");
     // Publishing at a position that is already taken, with a new hash, is refused.
     let (mut e3, _) = event(3);
     e3.seq = 3;
-    let ack = publish_event(&js, &e3, &[0xee; 32], Default::default())
+    let ack = publish_event(&js, &e3, &[0xee; 32], 0, Default::default())
         .await
         .expect("send");
     assert!(matches!(
@@ -92,7 +92,7 @@ async fn no_client_purges_a_stream_deletes_a_message_or_lifts_that() {
         .await
         .expect("finality stream");
     let (e, hash) = event(1);
-    let ack = publish_event(&js, &e, &hash, Default::default())
+    let ack = publish_event(&js, &e, &hash, 0, Default::default())
         .await
         .expect("send");
     assert!(await_ack(ack, 1).await.expect("ack"));
@@ -121,4 +121,66 @@ async fn no_client_purges_a_stream_deletes_a_message_or_lifts_that() {
         .await
         .expect("event 1");
     assert_eq!(kept, e);
+}
+
+/// On a 3-node cluster at R3, a message id published again while its first copy is still being
+/// replicated is refused as "in process" (JetStream 10158): `await_ack` names it
+/// `IdInProcess`, and the event published again under a fresh id is still stored at most once,
+/// the compare-and-set refusing a second copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_still_in_process_is_named_and_a_fresh_id_stores_the_event_once() {
+    use verity_bus::{
+        bootstrap::{self, Layout},
+        server::NatsCluster,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = NatsCluster::start(dir.path(), 3, &[], None)
+        .await
+        .expect("cluster");
+    let (_client, js) = connect(&cluster.urls(), "bus-test").await.expect("connect");
+    bootstrap::wait_ready(&js, std::time::Duration::from_secs(30))
+        .await
+        .expect("JetStream ready");
+    let layout = Layout {
+        replicas: 3,
+        ..Layout::single()
+    };
+    bootstrap::init(&js, &layout).await.expect("init");
+    let mut stream = ensure_chain_stream(&js).await.expect("stream");
+    let (mut in_process, mut seq) = (0, 0);
+    // Each event twice back to back, the second before the first is acknowledged: the leader
+    // still holds the first as in process (or, when quicker, has stored it: a duplicate).
+    for _ in 0..20 {
+        seq += 1;
+        let (e, hash) = event(seq);
+        let first = publish_event(&js, &e, &hash, 0, Default::default())
+            .await
+            .expect("send");
+        let again = publish_event(&js, &e, &hash, 0, Default::default())
+            .await
+            .expect("send");
+        assert!(await_ack(first, seq).await.expect("ack"), "stored");
+        match await_ack(again, seq).await {
+            Ok(stored) => assert!(!stored, "event {seq} stored twice"),
+            Err(BusError::IdInProcess { seq: named }) => {
+                assert_eq!(named, seq);
+                in_process += 1;
+                // Under a fresh id it is refused by the compare-and-set: stored once.
+                let fresh = publish_event(&js, &e, &hash, 1, Default::default())
+                    .await
+                    .expect("send");
+                assert!(
+                    matches!(
+                        await_ack(fresh, seq).await,
+                        Err(BusError::WrongLastSequence { .. })
+                    ),
+                    "event {seq} under a fresh id"
+                );
+            }
+            Err(other) => panic!("event {seq}: {other}"),
+        }
+    }
+    assert!(in_process > 0, "no publish was refused as in process");
+    assert_eq!(last_chain_seq(&mut stream).await.expect("seq"), seq);
+    cluster.stop().await.expect("stop");
 }

@@ -32,6 +32,13 @@ pub enum PublishError {
     /// NATS or storage failed (retryable).
     #[error("{0}")]
     Transient(String),
+    /// The stream's leader refused event `seq`'s message id as in process (retryable, under
+    /// a fresh id: [`verity_bus::BusError::IdInProcess`]).
+    #[error("the chain stream holds event {seq}'s message id as in process (JetStream 10158)")]
+    IdInProcess {
+        /// The event refused.
+        seq: u64,
+    },
 }
 
 impl From<BusError> for PublishError {
@@ -41,6 +48,7 @@ impl From<BusError> for PublishError {
             BusError::WrongLastSequence { .. } => Self::Transient(format!(
                 "the chain stream refused our event: {error}; reading its head again"
             )),
+            BusError::IdInProcess { seq } => Self::IdInProcess { seq },
             other => Self::Transient(other.to_string()),
         }
     }
@@ -89,11 +97,15 @@ pub async fn check_stream_head(
 
 /// Publishes every event after the stream's last one, as it is committed, until `stop` is cancelled
 /// (then waits for the acks in flight) or an error.
+///
+/// `fresh_id`: the event at this sequence goes out under the message id of this attempt
+/// ([`verity_bus::event_message_id`]), after the stream refused its id as in process.
 pub async fn publish(
     shared: Arc<SharedState>,
     js: &jetstream::Context,
     stream: &mut Stream,
     max_in_flight: usize,
+    fresh_id: Option<(u64, u32)>,
     stop: &CancellationToken,
 ) -> Result<(), PublishError> {
     let last = check_stream_head(&shared, stream).await?;
@@ -144,7 +156,11 @@ pub async fn publish(
         verity_telemetry::link_map_parent(&event.trace_context, &span);
         let mut headers = async_nats::HeaderMap::new();
         span.in_scope(|| verity_telemetry::inject_nats(&mut headers));
-        let ack = match verity_bus::publish_event(js, &event, &hash, headers).await {
+        let attempt = match fresh_id {
+            Some((seq, attempt)) if seq == event.seq => attempt,
+            _ => 0,
+        };
+        let ack = match verity_bus::publish_event(js, &event, &hash, attempt, headers).await {
             Ok(ack) => ack,
             Err(error) => break Err(error.into()),
         };

@@ -163,10 +163,41 @@ async fn publish_until_stopped(
     stop: CancellationToken,
 ) -> Result<(), PublishError> {
     let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(1));
+    // The event whose message id the stream refused as in process, and the attempt it goes
+    // out under next: after a leader change, the new leader may hold the id for the whole
+    // de-duplication window (2 min) and refuse every retry under it.
+    let mut fresh_id: Option<(u64, u32)> = None;
     loop {
-        match publish::publish(shared.clone(), &js, &mut stream, max_in_flight, &stop).await {
+        let published = publish::publish(
+            shared.clone(),
+            &js,
+            &mut stream,
+            max_in_flight,
+            fresh_id,
+            &stop,
+        )
+        .await;
+        match published {
             Ok(()) => return Ok(()),
             Err(PublishError::Deposed(reason)) => return Err(PublishError::Deposed(reason)),
+            Err(PublishError::IdInProcess { seq }) => {
+                let attempt = match fresh_id {
+                    Some((last, attempt)) if last == seq => attempt + 1,
+                    _ => 1,
+                };
+                tracing::warn!(
+                    seq,
+                    attempt,
+                    "the chain stream refused the event's message id as in process; \
+                     publishing it again under a fresh id (the compare-and-set still stores it once)"
+                );
+                metrics::counter!("verity_sequencer_publish_interruptions_total").increment(1);
+                fresh_id = Some((seq, attempt));
+                backoff.wait(&stop).await;
+                if stop.is_cancelled() {
+                    return Ok(());
+                }
+            }
             Err(PublishError::Transient(error)) => {
                 tracing::warn!(%error, "publishing interrupted; resuming from the stream head");
                 metrics::counter!("verity_sequencer_publish_interruptions_total").increment(1);

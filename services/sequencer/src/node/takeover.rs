@@ -58,8 +58,8 @@ impl Node {
             };
             let hash = handover.hash.to_vec();
             let published = async {
-                let ack =
-                    verity_bus::publish_event(&self.js, &wire, &hash, Default::default()).await?;
+                let ack = verity_bus::publish_event(&self.js, &wire, &hash, 0, Default::default())
+                    .await?;
                 verity_bus::await_ack(ack, wire.seq).await
             }
             .await;
