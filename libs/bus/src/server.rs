@@ -227,10 +227,10 @@ async fn launch(dir: &Path, config: &str, port: Option<u16>) -> Result<NatsServe
 /// A JetStream cluster of nats-servers on loopback (one node: a plain server, no cluster), for
 /// the devnet and for tests of what losing a node does. Node `i` is named `n<i>` and keeps its
 /// store and log in `dir/n<i>` (a single node: in `dir` itself, as [`NatsServer::start`]). A
-/// node stopped and started again comes back on the same ports with its store. The nodes keep
-/// JetStream's default sync, not the chart's `sync_interval: always`: with `always`, the
-/// chain stream's new leader once answered the next event with "duplicate message id is in
-/// process" (10158) for over 30 s after the old leader's SIGKILL (ADR 0016, "Seen and left").
+/// node stopped and started again comes back on the same ports with its store. Several nodes
+/// sync every write to disk before acknowledging it (`sync_interval: always`), as the chart's
+/// servers do (ADR 0016; the new leader's "duplicate message id is in process" that this once
+/// met after a SIGKILL is answered by publishing under a fresh id).
 #[derive(Debug)]
 pub struct NatsCluster {
     nodes: Vec<ClusterNode>,
@@ -288,7 +288,7 @@ impl NatsCluster {
                 .join(", ");
             for (i, route) in routes.iter().enumerate() {
                 let config = format!(
-                    "{base}server_name: \"{}\"\nhttp_port: -1\ncluster {{\n  name: \"{CLUSTER_NAME}\"\n  listen: \"127.0.0.1:{route}\"\n  routes: [{route_list}]\n}}\n",
+                    "{base}server_name: \"{}\"\nhttp_port: -1\njetstream {{\n  sync_interval: always\n}}\ncluster {{\n  name: \"{CLUSTER_NAME}\"\n  listen: \"127.0.0.1:{route}\"\n  routes: [{route_list}]\n}}\n",
                     Self::name(i)
                 );
                 cluster.nodes.push(ClusterNode {

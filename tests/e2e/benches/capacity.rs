@@ -1,8 +1,8 @@
 //! Capacity, overload and stream copies (issue 24; `make bench`, printed and written to
 //! docs/benchmarks.md, never asserted): a release devnet on this machine (proving off, 10 ms
 //! mini-blocks, 1 s blocks of 300M gas) loaded by the release `verity bench` with transfers,
-//! once on one NATS server (streams R1) and once on three (every stream R3; JetStream's default
-//! sync, not the chart's `always`: ADR 0016, "Seen and left"), in the same run.
+//! once on one NATS server (streams R1) and once on three (every stream R3, `sync_interval:
+//! always` as the chart runs them), in the same run.
 //!
 //! For each: a first run offered more than the machine can take measures the capacity C (the
 //! transactions/s included while the sequencer sheds the rest); then C is offered (1x) and 2C
