@@ -103,8 +103,10 @@ pub struct Config {
     /// Load shedding at the edge: the sends this gateway has in flight (the realtime ones until
     /// their receipt) are bounded by what completed over the last second times this many
     /// milliseconds; past it a send is refused at once with "txpool is full" (-32000) before
-    /// any work for it (0: no bound).
-    #[arg(long, env = "VERITY_MAX_SEND_DELAY_MS", default_value_t = 1000)]
+    /// any work for it (0: no bound). 500 ms, like the sequencer's `--max-queue-delay-ms`:
+    /// measured on two cores it halved the accepted latency at 2x against 1,000 ms with the
+    /// same throughput (docs/benchmarks.md, "Capacity and overload").
+    #[arg(long, env = "VERITY_MAX_SEND_DELAY_MS", default_value_t = 500)]
     pub max_send_delay_ms: u64,
     /// The fewest sends in flight the edge bound allows, whatever the measured rate (an idle
     /// gateway has measured none).
