@@ -31,6 +31,19 @@ async fn serve(args: &[&str]) -> SocketAddr {
     addr
 }
 
+/// The URL of a backend that accepts connections and never answers.
+async fn silent_backend() -> String {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    url
+}
+
 /// POSTs `body` over HTTP/1.1; returns the status and the JSON answer.
 async fn post(addr: SocketAddr, body: &str) -> (u16, Value) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -98,15 +111,7 @@ async fn a_batch_over_the_limit_is_refused_whole() {
 
 #[tokio::test]
 async fn a_call_the_backend_does_not_answer_times_out() {
-    // A replica that accepts connections and never answers.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_url = format!("http://{}", silent.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = silent.accept().await {
-            held.push(socket);
-        }
-    });
+    let silent_url = silent_backend().await;
     let addr = serve(&["--replica-url", &silent_url, "--request-timeout-ms", "300"]).await;
     let started = std::time::Instant::now();
     let (_, answer) = post(addr, &call("eth_blockNumber", json!([]))).await;
@@ -185,14 +190,7 @@ async fn sends_over_a_rate_are_refused_per_ip_and_per_sender() {
 /// them until its timeout.
 #[tokio::test]
 async fn a_send_past_the_sends_in_flight_is_refused_at_once() {
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_url = format!("http://{}", silent.local_addr().unwrap());
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = silent.accept().await {
-            held.push(socket);
-        }
-    });
+    let silent_url = silent_backend().await;
     let addr = serve(&[
         "--ingress-url",
         &silent_url,

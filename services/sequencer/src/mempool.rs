@@ -159,7 +159,7 @@ fn tip(tx: &Transaction) -> u128 {
         .unwrap_or_else(|| tx.max_fee_per_gas())
 }
 
-fn size(tx: &Transaction) -> usize {
+pub(crate) fn size(tx: &Transaction) -> usize {
     use alloy_eips::eip2718::Encodable2718 as _;
     tx.inner().encode_2718_len()
 }

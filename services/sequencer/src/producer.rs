@@ -251,7 +251,6 @@ pub fn event_bytes(
     receipts: &[verity_primitives::Receipt],
     diff: &StateDiff,
 ) -> usize {
-    use alloy_eips::eip2718::Encodable2718 as _;
     // A length-delimited field: its tag and a length of up to 5 bytes.
     const FIELD: usize = 6;
     // The header fields, the signature and the event around the mini-block.
@@ -263,7 +262,7 @@ pub fn event_bytes(
     const SLOT: usize = FIELD + 2 * (FIELD + 32);
     let txs: usize = transactions
         .iter()
-        .map(|tx| 2 * FIELD + tx.inner().encode_2718_len())
+        .map(|tx| 2 * FIELD + crate::mempool::size(tx))
         .sum();
     let receipts: usize = receipts
         .iter()

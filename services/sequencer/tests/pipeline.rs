@@ -15,7 +15,7 @@ use verity_primitives::{ChainSpec, SigningKey};
 use verity_sequencer::{
     SharedState,
     mempool::MempoolLimits,
-    producer::{Committer, Producer},
+    producer::{Committer, Head, Producer},
 };
 use verity_storage::Database;
 use verity_workload::{Accounts, Action, COUNTER, Kind, TOKEN, TxParams, token_balance_slot};
@@ -47,22 +47,36 @@ fn spec(accounts: &Accounts) -> ChainSpec {
     ChainSpec::from_genesis(genesis).unwrap()
 }
 
-#[test]
-fn pipelined_mini_blocks_read_what_the_uncommitted_one_wrote() {
-    let accounts = Accounts::new(SENDERS);
-    let spec = spec(&accounts);
+const PARAMS: TxParams = TxParams {
+    chain_id: 1337,
+    max_fee_per_gas: 10_000_000_000,
+    max_priority_fee_per_gas: 1,
+};
+
+/// A producer of at most `max_txs` transactions per mini-block over a new database of
+/// `accounts`' genesis, the shared state whose mempool it takes from, and its head's sender.
+fn node(
+    accounts: &Accounts,
+    max_txs: usize,
+) -> (
+    tempfile::TempDir,
+    Database,
+    Producer,
+    Arc<SharedState>,
+    watch::Sender<Head>,
+) {
+    let spec = spec(accounts);
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path()).unwrap();
-    // Four transactions per mini-block: each sender's next ones depend on the mini-block before.
     let key = SigningKey::random();
     let rules = spec.sequencing(Some(key.address())).unwrap();
-    let mut producer = Producer::open(
+    let producer = Producer::open(
         db.clone(),
         spec.clone(),
         &rules,
         key,
         Address::repeat_byte(0xfe),
-        4,
+        max_txs,
     )
     .unwrap();
     let (head_tx, head_rx) = watch::channel(producer.head());
@@ -72,14 +86,17 @@ fn pipelined_mini_blocks_read_what_the_uncommitted_one_wrote() {
         MempoolLimits::default(),
         head_rx,
     ));
-    let params = TxParams {
-        chain_id: 1337,
-        max_fee_per_gas: 10_000_000_000,
-        max_priority_fee_per_gas: 1,
-    };
+    (dir, db, producer, shared, head_tx)
+}
+
+#[test]
+fn pipelined_mini_blocks_read_what_the_uncommitted_one_wrote() {
+    let accounts = Accounts::new(SENDERS);
+    // Four transactions per mini-block: each sender's next ones depend on the mini-block before.
+    let (_dir, db, mut producer, shared, head_tx) = node(&accounts, 4);
     let total = SENDERS * PER_SENDER;
     let signed = accounts
-        .sign(Kind::Mixed, 0..total, &params, |_| 0)
+        .sign(Kind::Mixed, 0..total, &PARAMS, |_| 0)
         .unwrap();
     {
         let mut mempool = shared.lock_mempool();
@@ -162,36 +179,11 @@ fn a_mini_blocks_event_stays_within_its_byte_bound_with_its_logs_and_writes() {
     use prost::Message as _;
     const MAX_BYTES: usize = 8 * 1024;
     let accounts = Accounts::new(SENDERS);
-    let spec = spec(&accounts);
-    let dir = tempfile::tempdir().unwrap();
-    let db = Database::open(dir.path()).unwrap();
-    let key = SigningKey::random();
-    let rules = spec.sequencing(Some(key.address())).unwrap();
-    let mut producer = Producer::open(
-        db.clone(),
-        spec.clone(),
-        &rules,
-        key,
-        Address::repeat_byte(0xfe),
-        10_000,
-    )
-    .unwrap();
+    let (_dir, db, mut producer, shared, head_tx) = node(&accounts, 10_000);
     producer.set_max_bytes(MAX_BYTES);
-    let (head_tx, head_rx) = watch::channel(producer.head());
-    let shared = Arc::new(SharedState::new(
-        db.clone(),
-        spec,
-        MempoolLimits::default(),
-        head_rx,
-    ));
-    let params = TxParams {
-        chain_id: 1337,
-        max_fee_per_gas: 10_000_000_000,
-        max_priority_fee_per_gas: 1,
-    };
     let total = SENDERS * PER_SENDER;
     let signed = accounts
-        .sign(Kind::Erc20, 0..total, &params, |_| 0)
+        .sign(Kind::Erc20, 0..total, &PARAMS, |_| 0)
         .unwrap();
     let tx_bytes: usize = {
         let mut mempool = shared.lock_mempool();

@@ -180,26 +180,17 @@ async fn publish_until_stopped(
         match published {
             Ok(()) => return Ok(()),
             Err(PublishError::Deposed(reason)) => return Err(PublishError::Deposed(reason)),
-            Err(PublishError::IdInProcess { seq }) => {
-                let attempt = match fresh_id {
-                    Some((last, attempt)) if last == seq => attempt + 1,
-                    _ => 1,
-                };
-                tracing::warn!(
-                    seq,
-                    attempt,
-                    "the chain stream refused the event's message id as in process; \
-                     publishing it again under a fresh id (the compare-and-set still stores it once)"
-                );
-                metrics::counter!("verity_sequencer_publish_interruptions_total").increment(1);
-                fresh_id = Some((seq, attempt));
-                backoff.wait(&stop).await;
-                if stop.is_cancelled() {
-                    return Ok(());
+            Err(error) => {
+                // An id refused as in process goes out under the next fresh id; the
+                // compare-and-set still stores the event once.
+                if let PublishError::IdInProcess { seq } = error {
+                    let attempt = match fresh_id {
+                        Some((last, attempt)) if last == seq => attempt + 1,
+                        _ => 1,
+                    };
+                    fresh_id = Some((seq, attempt));
                 }
-            }
-            Err(PublishError::Transient(error)) => {
-                tracing::warn!(%error, "publishing interrupted; resuming from the stream head");
+                tracing::warn!(%error, ?fresh_id, "publishing interrupted; resuming from the stream head");
                 metrics::counter!("verity_sequencer_publish_interruptions_total").increment(1);
                 backoff.wait(&stop).await;
                 if stop.is_cancelled() {
