@@ -424,3 +424,21 @@ fn a_call_past_the_memory_limit_halts_without_allocating() {
     assert!(!outcome.success, "{outcome:?}");
     assert_eq!(outcome.error.as_deref(), Some("out of gas"));
 }
+
+/// `eth_blobBaseFee` answers `verity_primitives::BLOB_BASE_FEE`: what BLOBBASEFEE gives here.
+#[test]
+fn blobbasefee_is_the_chains_blob_base_fee() {
+    // BLOBBASEFEE PUSH1 0 MSTORE PUSH1 32 PUSH1 0 RETURN, run as init code.
+    let code = Bytes::from_static(&[0x4a, 0x60, 0x00, 0x52, 0x60, 0x20, 0x60, 0x00, 0xf3]);
+    let request = CallRequest {
+        data: code,
+        gas: Some(100_000),
+        ..CallRequest::default()
+    };
+    let outcome = call(&InMemoryState::default(), &env(), &request).unwrap();
+    assert_eq!(outcome.error, None);
+    assert_eq!(
+        U256::from_be_slice(&outcome.output),
+        U256::from(verity_primitives::BLOB_BASE_FEE)
+    );
+}

@@ -21,6 +21,11 @@ pub use receipt::Receipt;
 pub use signing::{SignatureCheckError, SigningKey, UNSIGNED};
 pub use state::{Account, InMemoryState, Overlay, StateView, genesis_diff};
 
+/// The blob base fee (`BLOBBASEFEE`, `eth_blobBaseFee`) in wei: no block carries blobs (ingress
+/// refuses blob transactions), so the excess blob gas stays zero and the price is EIP-4844's
+/// minimum. The execution crate's tests hold revm's block environment to it.
+pub const BLOB_BASE_FEE: u64 = 1;
+
 /// A transaction as it travels inside Verity: the signed EIP-2718 envelope with the sender
 /// that ingress recovered from its signature.
 pub type Transaction = Recovered<TxEnvelope>;

@@ -221,6 +221,60 @@ pub static METHODS: &[(&str, Handler)] = &[
             }
         })
     }),
+    ("eth_getRawTransactionByHash", |backends, params| {
+        Box::pin(async move {
+            let hash: B256 = param(params, 0)?;
+            let response = backends
+                .replica()
+                .get_transaction(v1::TransactionRequest {
+                    hash: hash.to_vec(),
+                })
+                .await
+                .map_err(from_status)?
+                .into_inner();
+            match response.transaction {
+                Some(stored) if response.found => raw_transaction(&stored),
+                _ => Ok(Value::Null),
+            }
+        })
+    }),
+    (
+        "eth_getRawTransactionByBlockNumberAndIndex",
+        |backends, params| {
+            Box::pin(async move {
+                let number: BlockNumberOrTag = param(params, 0)?;
+                let index: U64 = param(params, 1)?;
+                raw_transaction_by_index(backends, BlockId::Number(number), index.to()).await
+            })
+        },
+    ),
+    (
+        "eth_getRawTransactionByBlockHashAndIndex",
+        |backends, params| {
+            Box::pin(async move {
+                let hash: B256 = param(params, 0)?;
+                let index: U64 = param(params, 1)?;
+                raw_transaction_by_index(backends, BlockId::from(hash), index.to()).await
+            })
+        },
+    ),
+    ("eth_getHeaderByNumber", |backends, params| {
+        Box::pin(async move {
+            let number: BlockNumberOrTag = param(params, 0)?;
+            get_header(backends, BlockId::Number(number)).await
+        })
+    }),
+    ("eth_getHeaderByHash", |backends, params| {
+        Box::pin(async move {
+            let hash: B256 = param(params, 0)?;
+            get_header(backends, BlockId::from(hash)).await
+        })
+    }),
+    // What BLOBBASEFEE gives in Verity's EVM: no block carries blobs (ingress refuses type-3
+    // transactions), so the excess blob gas is always zero and the price its minimum.
+    ("eth_blobBaseFee", |_, _| {
+        Box::pin(async move { to_value(U128::from(verity_primitives::BLOB_BASE_FEE)) })
+    }),
     ("eth_getTransactionReceipt", |backends, params| {
         Box::pin(async move {
             let hash: B256 = param(params, 0)?;
@@ -776,6 +830,27 @@ async fn transaction_by_index(
     }
 }
 
+/// A stored transaction's signed EIP-2718 encoding, as it was sent.
+fn raw_transaction(stored: &v1::StoredTransaction) -> Result<Value, RpcError> {
+    use alloy_eips::eip2718::Encodable2718 as _;
+    let (tx, _, _) = decode_stored(stored)?;
+    to_value(Bytes::from(tx.inner().encoded_2718()))
+}
+
+async fn raw_transaction_by_index(
+    backends: &Backends,
+    id: BlockId,
+    index: usize,
+) -> Result<Value, RpcError> {
+    let Some(block) = block_of(backends, id).await? else {
+        return Ok(Value::Null);
+    };
+    match block.transactions.get(index) {
+        Some(stored) => raw_transaction(stored),
+        None => Ok(Value::Null),
+    }
+}
+
 async fn uncle_count(backends: &Backends, id: BlockId) -> Result<Value, RpcError> {
     match block_of(backends, id).await? {
         Some(_) => to_value(U64::ZERO),
@@ -796,19 +871,33 @@ fn clamp(filter: &Filter, from: u64, to: u64) -> (u64, u64) {
     (from, to)
 }
 
+/// The block `id` names as the replica has it, with its transactions; `None` when there is none.
+async fn block_with_transactions(
+    backends: &Backends,
+    id: BlockId,
+) -> Result<Option<(verity_primitives::Block, v1::BlockResponse)>, RpcError> {
+    let Some(response) = block_of(backends, id).await? else {
+        return Ok(None);
+    };
+    let Some(wire) = &response.block else {
+        return Ok(None);
+    };
+    let block = verity_primitives::Block::try_from(wire).map_err(wire_err)?;
+    Ok(Some((block, response)))
+}
+
+/// geth's `eth_getHeaderBy*`: the block's header fields alone (`null` when there is no block).
+async fn get_header(backends: &Backends, id: BlockId) -> Result<Value, RpcError> {
+    match sealed_block(backends, id).await? {
+        Some(block) => to_value(rpc_header(&block)),
+        None => Ok(Value::Null),
+    }
+}
+
 async fn get_block(backends: &Backends, id: BlockId, full: bool) -> Result<Value, RpcError> {
-    let response = backends
-        .replica()
-        .get_block(v1::BlockRequest {
-            block: Some(block_id_to_wire(Some(id))),
-        })
-        .await
-        .map_err(from_status)?
-        .into_inner();
-    let Some(wire) = response.block.filter(|_| response.found) else {
+    let Some((block, response)) = block_with_transactions(backends, id).await? else {
         return Ok(Value::Null);
     };
-    let block = verity_primitives::Block::try_from(&wire).map_err(wire_err)?;
     let transactions = if full {
         BlockTransactions::Full(
             response

@@ -64,6 +64,39 @@ def main():
     )["result"]
     out["uncles"] = w3.provider.make_request("eth_getUncleCountByBlockNumber", [hex(number)])["result"]
 
+    # Raw transactions: the signed bytes as sent, by hash and by block and index; the hash is
+    # the bytes' keccak and the sender the one that signed them.
+    raw = w3.provider.make_request("eth_getRawTransactionByHash", [out["second_hash"]])["result"]
+    out["raw_keccak"] = Web3.keccak(hexstr=raw).to_0x_hex()
+    out["raw_sender"] = w3.eth.account.recover_transaction(raw)
+    out["sender"] = account.address
+    out["raw_by_number_and_index"] = w3.provider.make_request(
+        "eth_getRawTransactionByBlockNumberAndIndex", [hex(number), hex(second["transactionIndex"])]
+    )["result"]
+    out["raw_by_hash_and_index"] = w3.provider.make_request(
+        "eth_getRawTransactionByBlockHashAndIndex",
+        [second["blockHash"].to_0x_hex(), hex(second["transactionIndex"])],
+    )["result"]
+    out["raw"] = raw
+    out["raw_unknown"] = w3.provider.make_request(
+        "eth_getRawTransactionByHash", ["0x" + "12" * 32]
+    )["result"]
+
+    # Headers: the block's fields without its transactions.
+    block = w3.provider.make_request("eth_getBlockByNumber", [hex(number), False])["result"]
+    header = w3.provider.make_request("eth_getHeaderByNumber", [hex(number)])["result"]
+    out["header_equals_block"] = header == {
+        k: v for k, v in block.items() if k not in ("transactions", "uncles", "withdrawals")
+    }
+    out["header_keys"] = sorted(header.keys())
+    out["header_by_hash"] = w3.provider.make_request(
+        "eth_getHeaderByHash", [block["hash"]]
+    )["result"] == header
+    out["header_missing"] = w3.provider.make_request(
+        "eth_getHeaderByNumber", [hex(number + 10_000)]
+    )["result"]
+    out["blob_base_fee"] = w3.eth.blob_base_fee
+
     # eth_getLogs: by address, by topic, by block hash, over a range.
     start = deployed["blockNumber"]
     out["logs_by_address"] = hexes(w3.eth.get_logs({"address": address, "fromBlock": start}))

@@ -1,5 +1,5 @@
 //! The eth namespace beyond transfers, through web3.py: block receipts, counts and transactions
-//! by index, eth_getLogs filters, polling filters (each change reported once, expiry, removal),
+//! by index, raw transactions and headers, the blob base fee, eth_getLogs filters, polling filters (each change reported once, expiry, removal),
 //! eth_feeHistory with reward percentiles, and geth's errors for bad ranges and percentiles.
 
 use serde_json::json;
@@ -40,6 +40,27 @@ async fn web3py_reads_blocks_logs_filters_and_fee_history() {
     assert_eq!(out["missing_index"], json!(null));
     assert_eq!(out["missing_block_count"], json!(null));
     assert_eq!(out["uncles"], json!("0x0"));
+
+    // Raw transactions: the signed bytes as sent (their keccak is the hash, their signature
+    // the sender's), the same by block and index; unknown is null.
+    assert_eq!(&out["raw_keccak"], second, "{out}");
+    assert_eq!(out["raw_sender"], out["sender"]);
+    assert_eq!(out["raw_by_number_and_index"], out["raw"]);
+    assert_eq!(out["raw_by_hash_and_index"], out["raw"]);
+    assert_eq!(out["raw_unknown"], json!(null));
+
+    // Headers: the block's own fields, by number and by hash; the blob base fee is 1 wei.
+    assert_eq!(out["header_equals_block"], json!(true), "{out}");
+    assert!(
+        out["header_keys"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("parentHash")),
+        "{out}"
+    );
+    assert_eq!(out["header_by_hash"], json!(true));
+    assert_eq!(out["header_missing"], json!(null));
+    assert_eq!(out["blob_base_fee"], json!(1));
 
     // eth_getLogs.
     let a = json!(format!("0x{}", "aa".repeat(32)));
