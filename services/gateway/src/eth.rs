@@ -275,6 +275,18 @@ pub static METHODS: &[(&str, Handler)] = &[
     ("eth_blobBaseFee", |_, _| {
         Box::pin(async move { to_value(U128::from(verity_primitives::BLOB_BASE_FEE)) })
     }),
+    ("txpool_status", |backends, _| {
+        Box::pin(crate::txpool::status(backends))
+    }),
+    ("txpool_content", |backends, _| {
+        Box::pin(crate::txpool::content(backends))
+    }),
+    ("txpool_contentFrom", |backends, params| {
+        Box::pin(crate::txpool::content_from(backends, params))
+    }),
+    ("txpool_inspect", |backends, _| {
+        Box::pin(crate::txpool::inspect(backends))
+    }),
     ("eth_getTransactionReceipt", |backends, params| {
         Box::pin(async move {
             let hash: B256 = param(params, 0)?;

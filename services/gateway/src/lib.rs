@@ -12,6 +12,7 @@ pub mod filters;
 pub mod jsonrpc;
 pub mod limits;
 pub mod realtime;
+pub mod txpool;
 pub mod ws;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -112,6 +113,10 @@ pub struct Config {
     /// gateway has measured none).
     #[arg(long, env = "VERITY_MIN_SENDS_IN_FLIGHT", default_value_t = 256)]
     pub min_sends_in_flight: usize,
+    /// Most transactions one `txpool_content`, `txpool_contentFrom` or `txpool_inspect`
+    /// answer lists; past it the call is refused with -32005 (`txpool_status` still counts).
+    #[arg(long, env = "VERITY_MAX_TXPOOL_CONTENT", default_value_t = 10_000)]
+    pub max_txpool_content: usize,
     /// Transactions per second one client IP may send (0: no limit).
     #[arg(long, env = "VERITY_SEND_RATE_PER_IP", default_value_t = 0)]
     pub send_rate_per_ip: u32,
@@ -200,6 +205,8 @@ pub struct Serving {
     pub sends: limits::SendLimits,
     /// Sends in flight (load shedding at the edge).
     pub in_flight: limits::InFlightSends,
+    /// Most transactions a `txpool_*` answer lists.
+    pub max_txpool_content: usize,
     /// Whether `X-Forwarded-For` names the client.
     pub trust_forwarded_for: bool,
     /// Trusted proxies appending to `X-Forwarded-For`.
@@ -275,6 +282,7 @@ impl Backends {
                         .then(|| Duration::from_millis(config.max_send_delay_ms)),
                     config.min_sends_in_flight,
                 ),
+                max_txpool_content: config.max_txpool_content,
                 trust_forwarded_for: config.trust_forwarded_for,
                 forwarded_hops: config.forwarded_hops.max(1),
             }),

@@ -253,7 +253,8 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (test build: fault-injection)");
 
 /// Who may call the sequencer over mutual TLS (ADR 0014; docs/security.md): ingress forwards
-/// transactions, ingress and gateways read the head, gateways read pending nonces; the chain
+/// transactions, ingress and gateways read the head, gateways read pending nonces and the
+/// mempool (`txpool_*`); the chain
 /// stream and the state digest are the admin's (the devnet's tools and tests).
 pub const POLICY: verity_server::tls::Policy = {
     use verity_server::tls::Role;
@@ -265,6 +266,7 @@ pub const POLICY: verity_server::tls::Policy = {
                 &[Role::Ingress, Role::Gateway],
             ),
             ("/verity.v1.Sequencer/GetAccount", &[Role::Gateway]),
+            ("/verity.v1.Sequencer/GetPool", &[Role::Gateway]),
         ],
     }
 };

@@ -387,6 +387,31 @@ impl Mempool {
         Ok(())
     }
 
+    /// geth's txpool view of the waiting transactions: up to `limit` of them (of `sender` alone
+    /// when given), each with whether it is pending (the producer can take it now) or queued
+    /// (behind a nonce gap), and whether more matched than `limit`. Senders come in no order,
+    /// each one's transactions in nonce order.
+    pub fn content(
+        &self,
+        sender: Option<Address>,
+        limit: usize,
+    ) -> (Vec<(&Transaction, bool)>, bool) {
+        let mut out = Vec::new();
+        let queues: Box<dyn Iterator<Item = &SenderQueue>> = match sender {
+            Some(sender) => Box::new(self.senders.get(&sender).into_iter()),
+            None => Box::new(self.senders.values()),
+        };
+        for queue in queues {
+            for (nonce, tx) in &queue.by_nonce {
+                if out.len() == limit {
+                    return (out, true);
+                }
+                out.push((tx, *nonce < queue.state_nonce + queue.run as u64));
+            }
+        }
+        (out, false)
+    }
+
     /// The next nonce of `sender` counting its ready transactions.
     pub fn pending_nonce(&self, sender: Address, state_nonce: u64) -> u64 {
         let mut next = state_nonce;
@@ -541,6 +566,36 @@ mod tests {
     }
 
     const RICH: U256 = U256::from_limbs([u64::MAX, 0, 0, 0]);
+
+    #[test]
+    fn content_says_which_transactions_are_pending_and_which_wait_behind_a_gap() {
+        let (alice, bob) = (PrivateKeySigner::random(), PrivateKeySigner::random());
+        let mut pool = Mempool::new(MempoolLimits::default());
+        for nonce in [0, 1, 3] {
+            pool.insert(tx(&alice, nonce, 100), 0, RICH)
+                .expect("admitted");
+        }
+        pool.insert(tx(&bob, 7, 100), 5, RICH).expect("admitted");
+        assert_eq!((pool.pending(), pool.len()), (2, 4));
+        let of = |sender: &PrivateKeySigner, limit| {
+            let (txs, truncated) = pool.content(Some(sender.address()), limit);
+            let txs: Vec<(u64, bool)> = txs.iter().map(|(t, p)| (t.nonce(), *p)).collect();
+            (txs, truncated)
+        };
+        assert_eq!(
+            of(&alice, 10),
+            (vec![(0, true), (1, true), (3, false)], false)
+        );
+        assert_eq!(of(&bob, 10), (vec![(7, false)], false), "5 and 6 missing");
+        assert_eq!(of(&alice, 2), (vec![(0, true), (1, true)], true));
+        let (all, truncated) = pool.content(None, 10);
+        assert_eq!((all.len(), truncated), (4, false));
+        assert_eq!(pool.content(None, 0), (Vec::new(), true));
+        assert_eq!(
+            pool.content(Some(Address::repeat_byte(9)), 10),
+            (Vec::new(), false)
+        );
+    }
 
     #[test]
     fn ready_transactions_come_out_in_nonce_order_and_gaps_wait() {

@@ -209,6 +209,40 @@ impl v1::sequencer_server::Sequencer for SequencerService {
         }))
     }
 
+    async fn get_pool(
+        &self,
+        request: Request<v1::GetPoolRequest>,
+    ) -> Result<Response<v1::PoolContent>, Status> {
+        let request = request.into_inner();
+        let sender = if request.sender.is_empty() {
+            None
+        } else {
+            Some(address_from(&request.sender, "sender")?)
+        };
+        // Copies under the lock the producer takes every mini-block; encodes after it.
+        let (txs, truncated, pending, queued) = {
+            let mempool = self.shared.lock_mempool();
+            let (txs, truncated) = mempool.content(sender, request.limit as usize);
+            let txs: Vec<_> = txs.into_iter().map(|(tx, p)| (tx.clone(), p)).collect();
+            let pending = mempool.pending() as u64;
+            let queued = (mempool.len() as u64).saturating_sub(pending);
+            (txs, truncated, pending, queued)
+        };
+        let transactions = txs
+            .iter()
+            .map(|(tx, pending)| v1::PoolTransaction {
+                transaction: Some(v1::Transaction::from(tx)),
+                pending: *pending,
+            })
+            .collect();
+        Ok(Response::new(v1::PoolContent {
+            pending,
+            queued,
+            transactions,
+            truncated,
+        }))
+    }
+
     async fn get_head(
         &self,
         _request: Request<v1::GetHeadRequest>,

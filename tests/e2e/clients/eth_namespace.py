@@ -64,39 +64,6 @@ def main():
     )["result"]
     out["uncles"] = w3.provider.make_request("eth_getUncleCountByBlockNumber", [hex(number)])["result"]
 
-    # Raw transactions: the signed bytes as sent, by hash and by block and index; the hash is
-    # the bytes' keccak and the sender the one that signed them.
-    raw = w3.provider.make_request("eth_getRawTransactionByHash", [out["second_hash"]])["result"]
-    out["raw_keccak"] = Web3.keccak(hexstr=raw).to_0x_hex()
-    out["raw_sender"] = w3.eth.account.recover_transaction(raw)
-    out["sender"] = account.address
-    out["raw_by_number_and_index"] = w3.provider.make_request(
-        "eth_getRawTransactionByBlockNumberAndIndex", [hex(number), hex(second["transactionIndex"])]
-    )["result"]
-    out["raw_by_hash_and_index"] = w3.provider.make_request(
-        "eth_getRawTransactionByBlockHashAndIndex",
-        [second["blockHash"].to_0x_hex(), hex(second["transactionIndex"])],
-    )["result"]
-    out["raw"] = raw
-    out["raw_unknown"] = w3.provider.make_request(
-        "eth_getRawTransactionByHash", ["0x" + "12" * 32]
-    )["result"]
-
-    # Headers: the block's fields without its transactions.
-    block = w3.provider.make_request("eth_getBlockByNumber", [hex(number), False])["result"]
-    header = w3.provider.make_request("eth_getHeaderByNumber", [hex(number)])["result"]
-    out["header_equals_block"] = header == {
-        k: v for k, v in block.items() if k not in ("transactions", "uncles", "withdrawals")
-    }
-    out["header_keys"] = sorted(header.keys())
-    out["header_by_hash"] = w3.provider.make_request(
-        "eth_getHeaderByHash", [block["hash"]]
-    )["result"] == header
-    out["header_missing"] = w3.provider.make_request(
-        "eth_getHeaderByNumber", [hex(number + 10_000)]
-    )["result"]
-    out["blob_base_fee"] = w3.eth.blob_base_fee
-
     # eth_getLogs: by address, by topic, by block hash, over a range.
     start = deployed["blockNumber"]
     out["logs_by_address"] = hexes(w3.eth.get_logs({"address": address, "fromBlock": start}))
@@ -183,6 +150,80 @@ def main():
     out["second_base_fee"] = w3.eth.get_block(newest)["baseFeePerGas"]
     out["fee_beyond_head_error"] = error_of(lambda: w3.eth.fee_history(1, newest + 10_000, []))
     out["fee_bad_percentile_error"] = error_of(lambda: w3.eth.fee_history(1, newest, [60, 10]))
+    # Raw transactions: the signed bytes as sent, by hash and by block and index; the hash is
+    # the bytes' keccak and the sender the one that signed them.
+    raw = w3.provider.make_request("eth_getRawTransactionByHash", [out["second_hash"]])["result"]
+    out["raw_keccak"] = Web3.keccak(hexstr=raw).to_0x_hex()
+    out["raw_sender"] = w3.eth.account.recover_transaction(raw)
+    out["sender"] = account.address
+    out["raw_by_number_and_index"] = w3.provider.make_request(
+        "eth_getRawTransactionByBlockNumberAndIndex", [hex(number), hex(second["transactionIndex"])]
+    )["result"]
+    out["raw_by_hash_and_index"] = w3.provider.make_request(
+        "eth_getRawTransactionByBlockHashAndIndex",
+        [second["blockHash"].to_0x_hex(), hex(second["transactionIndex"])],
+    )["result"]
+    out["raw"] = raw
+    out["raw_unknown"] = w3.provider.make_request(
+        "eth_getRawTransactionByHash", ["0x" + "12" * 32]
+    )["result"]
+
+    # Headers: the block's fields without its transactions.
+    block = w3.provider.make_request("eth_getBlockByNumber", [hex(number), False])["result"]
+    header = w3.provider.make_request("eth_getHeaderByNumber", [hex(number)])["result"]
+    out["header_equals_block"] = header == {
+        k: v for k, v in block.items() if k not in ("transactions", "uncles", "withdrawals")
+    }
+    out["header_keys"] = sorted(header.keys())
+    out["header_by_hash"] = w3.provider.make_request(
+        "eth_getHeaderByHash", [block["hash"]]
+    )["result"] == header
+    out["header_missing"] = w3.provider.make_request(
+        "eth_getHeaderByNumber", [hex(number + 10_000)]
+    )["result"]
+    out["blob_base_fee"] = w3.eth.blob_base_fee
+
+    # The mempool (txpool_*): a transaction behind a nonce gap waits there as queued until the
+    # gap is filled.
+    def signed(nonce):
+        latest = w3.eth.get_block("latest")
+        return account.sign_transaction(
+            {
+                "type": 2,
+                "chainId": w3.eth.chain_id,
+                "nonce": nonce,
+                "to": "0x" + "42" * 20,
+                "value": 7,
+                "gas": 21_000,
+                "maxPriorityFeePerGas": 1_000_000,
+                "maxFeePerGas": latest["baseFeePerGas"] * 2 + 1_000_000,
+            }
+        )
+
+    def rpc(method, *params):
+        response = w3.provider.make_request(method, list(params))
+        if "result" not in response:
+            raise RuntimeError(f"{method}: {response}")
+        return response["result"]
+
+    nonce = w3.eth.get_transaction_count(account.address, "pending")
+    gapped = signed(nonce + 1)
+    gapped_hash = w3.eth.send_raw_transaction(gapped.raw_transaction).to_0x_hex()
+    out["txpool_status"] = rpc("txpool_status")
+    content = rpc("txpool_content")
+    queued = content["queued"].get(account.address, {}).get(str(nonce + 1))
+    out["txpool_queued_hash"] = queued and queued["hash"]
+    out["txpool_queued_block"] = queued and queued["blockHash"]
+    out["gapped_hash"] = gapped_hash
+    out["txpool_pending_of_sender"] = content["pending"].get(account.address, {})
+    out["txpool_inspect"] = rpc("txpool_inspect")["queued"].get(account.address, {}).get(str(nonce + 1))
+    out["txpool_content_from"] = sorted(rpc("txpool_contentFrom", account.address)["queued"].keys())
+    out["txpool_content_from_stranger"] = rpc("txpool_contentFrom", "0x" + "43" * 20)
+    out["gap_nonce"] = nonce + 1
+    filler = w3.eth.send_raw_transaction(signed(nonce).raw_transaction)
+    w3.eth.wait_for_transaction_receipt(filler, timeout=30, poll_latency=0.1)
+    out["gapped_status"] = w3.eth.wait_for_transaction_receipt(gapped_hash, timeout=30, poll_latency=0.1)["status"]
+    out["txpool_status_after"] = rpc("txpool_status")
     print(json.dumps(out))
 
 

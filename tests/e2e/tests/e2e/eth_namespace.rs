@@ -62,6 +62,42 @@ async fn web3py_reads_blocks_logs_filters_and_fee_history() {
     assert_eq!(out["header_missing"], json!(null));
     assert_eq!(out["blob_base_fee"], json!(1));
 
+    // txpool_*: the gapped transaction waits as queued under its sender and nonce, listed by
+    // content, inspect and contentFrom; once the gap is filled both are included.
+    assert_eq!(
+        out["txpool_status"],
+        json!({"pending": "0x0", "queued": "0x1"}),
+        "{out}"
+    );
+    assert_eq!(out["txpool_queued_hash"], out["gapped_hash"], "{out}");
+    assert_eq!(out["txpool_queued_block"], json!(null));
+    assert_eq!(out["txpool_pending_of_sender"], json!({}));
+    assert_eq!(
+        out["txpool_inspect"],
+        json!(format!(
+            "0x4242424242424242424242424242424242424242: 7 wei + 21000 gas × {} wei",
+            out["txpool_inspect"]
+                .as_str()
+                .and_then(|s| s.rsplit(" × ").next())
+                .and_then(|s| s.strip_suffix(" wei"))
+                .unwrap_or("?")
+        )),
+        "{out}"
+    );
+    assert_eq!(
+        out["txpool_content_from"],
+        json!([out["gap_nonce"].to_string()])
+    );
+    assert_eq!(
+        out["txpool_content_from_stranger"],
+        json!({"pending": {}, "queued": {}})
+    );
+    assert_eq!(out["gapped_status"], json!(1));
+    assert_eq!(
+        out["txpool_status_after"],
+        json!({"pending": "0x0", "queued": "0x0"})
+    );
+
     // eth_getLogs.
     let a = json!(format!("0x{}", "aa".repeat(32)));
     let b = json!(format!("0x{}", "bb".repeat(32)));
