@@ -52,11 +52,11 @@ fi
 
 clients="$(cd "$(dirname "$0")/.." && pwd)/tests/e2e/clients"
 if ! command -v node >/dev/null 2>&1; then
-  echo "bootstrap: node is missing; install Node.js (20 or newer) for the viem e2e clients" >&2
+  echo "bootstrap: node is missing; install Node.js (20 or newer) for the viem and ethers e2e clients" >&2
   exit 1
 fi
 if [ ! -f "$clients/node_modules/viem/package.json" ] \
   || ! cmp -s "$clients/package-lock.json" "$clients/node_modules/.package-lock.json.installed"; then
-  echo "bootstrap: installing viem (npm ci)"
+  echo "bootstrap: installing viem, ethers and solc (npm ci)"
   (cd "$clients" && npm ci --no-audit --no-fund --silent && cp package-lock.json node_modules/.package-lock.json.installed)
 fi

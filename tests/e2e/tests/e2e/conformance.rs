@@ -1,5 +1,5 @@
-//! Conformance with two real client libraries on one devnet with the proving path on: viem
-//! (Node.js) and web3.py each deploy an ERC-20 compiled from Solidity by solc-js, transfer it
+//! Conformance with three real client libraries on one devnet with the proving path on: viem
+//! and ethers v6 (Node.js) and web3.py each deploy an ERC-20 compiled from Solidity by solc-js, transfer it
 //! with legacy, EIP-2930 and EIP-1559 transactions, read its Transfer logs through eth_getLogs,
 //! a filter and a WebSocket subscription, call balanceOf, decode a revert reason, replace a
 //! pending transaction with a higher fee, and read the safe and finalized blocks.
@@ -62,7 +62,7 @@ fn check(library: &str, out: &Value, status_ok: &Value, types: [&Value; 3]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn viem_and_web3py_run_an_erc20_through_every_transaction_type_and_read_path() {
+async fn viem_ethers_and_web3py_run_an_erc20_through_every_transaction_type_and_read_path() {
     let net = TestNet::start(|o| o.proving = true).await.unwrap();
     let url = net.devnet.rpc_url();
     let viem = net.node("conformance.mjs", &[&url, "1"]).await;
@@ -79,5 +79,23 @@ async fn viem_and_web3py_run_an_erc20_through_every_transaction_type_and_read_pa
         &json!(1),
         [&json!(0), &json!(1), &json!(2)],
     );
+    let ethers = net.node("ethers_conformance.mjs", &[&url, "3"]).await;
+    check(
+        "ethers",
+        &ethers,
+        &json!(1),
+        [&json!(0), &json!(1), &json!(2)],
+    );
+    // ethers's fee data: eth_gasPrice, and EIP-1559 fees from the latest block's base fee and
+    // eth_maxPriorityFeePerGas.
+    let fee = |key: &str| -> u128 {
+        ethers["fee_data"][key]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("fee_data.{key}: {ethers}"))
+    };
+    assert_eq!(fee("max_priority_fee"), 1_000_000, "{ethers}");
+    assert!(fee("gas_price") > fee("max_priority_fee"), "{ethers}");
+    assert!(fee("max_fee") > fee("max_priority_fee"), "{ethers}");
     net.stop().await.unwrap();
 }
