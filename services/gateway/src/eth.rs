@@ -403,6 +403,9 @@ pub static METHODS: &[(&str, Handler)] = &[
             to_value(filters::get_logs(backends, &filter).await?)
         })
     }),
+    ("eth_getLogsWithCursor", |backends, params| {
+        Box::pin(filters::get_logs_with_cursor(backends, params))
+    }),
     ("eth_newFilter", |backends, params| {
         Box::pin(async move {
             let filter: Filter = param(params, 0)?;

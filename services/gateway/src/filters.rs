@@ -18,6 +18,7 @@ use alloy_primitives::{B256, U128};
 use alloy_rpc_types_eth::{Filter, FilterBlockOption, Log as RpcLog};
 use rand::rngs::SysRng;
 use rand_core::{Rng as _, UnwrapErr};
+use serde_json::Value;
 use verity_primitives::Log;
 use verity_proto::{b256_from, v1};
 
@@ -356,10 +357,32 @@ pub async fn logs_in(
             ),
         ));
     }
-    let response = backends
+    let logs = replica_logs(backends, filter, (from, 0), to).await?;
+    if logs.len() > limits.max_results {
+        return Err(RpcError::new(
+            LIMIT_EXCEEDED,
+            format!(
+                "query returned more than {} results; narrow the block range or the filter",
+                limits.max_results
+            ),
+        ));
+    }
+    logs.iter().map(rpc_log).collect()
+}
+
+/// The replica's logs matching `filter` from `(block, log index)` through block `to`: at most
+/// one past `--max-logs`, where it stops reading.
+async fn replica_logs(
+    backends: &Backends,
+    filter: &Filter,
+    (from_block, from_log_index): (u64, u64),
+    to: u64,
+) -> Result<Vec<v1::IndexedLog>, RpcError> {
+    Ok(backends
         .replica()
         .get_logs(v1::LogsRequest {
-            from_block: from,
+            from_block,
+            from_log_index,
             to_block: to,
             addresses: filter.address.iter().map(|a| a.to_vec()).collect(),
             topics: filter
@@ -369,21 +392,104 @@ pub async fn logs_in(
                     values: topic.iter().map(|t| t.to_vec()).collect(),
                 })
                 .collect(),
-            max_logs: limits.max_results as u64,
+            max_logs: backends.log_limits.max_results as u64,
         })
         .await
         .map_err(crate::eth::from_status)?
-        .into_inner();
-    if response.logs.len() > limits.max_results {
-        return Err(RpcError::new(
-            LIMIT_EXCEEDED,
-            format!(
-                "query returned more than {} results; narrow the block range or the filter",
-                limits.max_results
-            ),
-        ));
+        .into_inner()
+        .logs)
+}
+
+/// Where a paginated log query resumes: a block and the index of the first log in it not yet
+/// returned. Written `<block>.<log index>` in decimal; clients treat it as opaque.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    block: u64,
+    log_index: u64,
+}
+
+impl Cursor {
+    fn encode(self) -> String {
+        format!("{}.{}", self.block, self.log_index)
     }
-    response.logs.iter().map(rpc_log).collect()
+
+    fn decode(cursor: &str) -> Result<Self, RpcError> {
+        let invalid = || RpcError::invalid_params(format!("invalid cursor {cursor:?}"));
+        let (block, log_index) = cursor.split_once('.').ok_or_else(invalid)?;
+        Ok(Self {
+            block: block.parse().map_err(|_| invalid())?,
+            log_index: log_index.parse().map_err(|_| invalid())?,
+        })
+    }
+}
+
+/// MegaETH's `eth_getLogsWithCursor`: `eth_getLogs` that answers a query past the server's
+/// limits (`--max-logs` results, `--max-logs-block-range` blocks) with the first part and a
+/// cursor where it left off, instead of an error. `params[0]` is a filter with an optional
+/// `cursor` from a previous answer; the answer is `{logs, cursor?}` (no cursor: complete).
+pub async fn get_logs_with_cursor(
+    backends: &Backends,
+    params: &[Value],
+) -> Result<Value, RpcError> {
+    let mut object = params
+        .first()
+        .and_then(Value::as_object)
+        .cloned()
+        .ok_or_else(|| RpcError::invalid_params("missing value for required argument 0"))?;
+    let cursor = match object.remove("cursor") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(cursor)) => Some(Cursor::decode(&cursor)?),
+        Some(other) => return Err(RpcError::invalid_params(format!("invalid cursor {other}"))),
+    };
+    let filter: Filter = serde_json::from_value(Value::Object(object))
+        .map_err(|e| RpcError::invalid_params(format!("invalid filter: {e}")))?;
+    check_criteria(&filter)?;
+    let (from, to) = range_of(backends, &filter).await?;
+    if from > to {
+        return Err(RpcError::new(SERVER_ERROR, "invalid block range params"));
+    }
+    let start = match cursor {
+        Some(c) if (from..=to).contains(&c.block) => c,
+        Some(c) => {
+            return Err(RpcError::invalid_params(format!(
+                "invalid cursor {:?}: block {} is outside the filter's blocks {from} to {to}",
+                c.encode(),
+                c.block
+            )));
+        }
+        None => Cursor {
+            block: from,
+            log_index: 0,
+        },
+    };
+    let limits = backends.log_limits;
+    // The block range limit cuts the range; the next page starts after it.
+    let last = to.min(
+        start
+            .block
+            .saturating_add(limits.max_block_range.max(1) - 1),
+    );
+    let mut logs = replica_logs(backends, &filter, (start.block, start.log_index), last).await?;
+    let next = if logs.len() > limits.max_results {
+        logs.truncate(limits.max_results);
+        logs.last().map(|log| Cursor {
+            block: log.block_number,
+            log_index: log.log_index + 1,
+        })
+    } else if last < to {
+        Some(Cursor {
+            block: last + 1,
+            log_index: 0,
+        })
+    } else {
+        None
+    };
+    let logs = logs.iter().map(rpc_log).collect::<Result<Vec<_>, _>>()?;
+    let mut answer = serde_json::json!({ "logs": logs });
+    if let Some(next) = next {
+        answer["cursor"] = Value::String(next.encode());
+    }
+    Ok(answer)
 }
 
 /// `eth_getLogs`: the logs matching `filter` over its block range or block hash.

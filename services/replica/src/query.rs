@@ -732,7 +732,10 @@ impl v1::replica_server::Replica for QueryService {
                         continue;
                     };
                     for log in &receipt.logs {
-                        let matches = (addresses.is_empty() || addresses.contains(&log.address))
+                        let resumed =
+                            number > request.from_block || log_index >= request.from_log_index;
+                        let matches = resumed
+                            && (addresses.is_empty() || addresses.contains(&log.address))
                             && topic_matches(&request.topics, log.topics());
                         if matches {
                             logs.push(v1::IndexedLog {

@@ -286,5 +286,73 @@ async fn a_logs_query_over_the_cap_is_refused_and_the_replica_stops_at_it() {
     assert_eq!(all.len(), 3);
     let capped = replica.get_logs(query(1)).await.unwrap().into_inner().logs;
     assert_eq!(capped.len(), 2, "one past the cap, no more");
+    // Resuming inside a block: the logs before `from_log_index` in `from_block` are skipped.
+    let resumed = replica
+        .get_logs(v1::LogsRequest {
+            from_block: all[1].block_number,
+            from_log_index: all[1].log_index + 1,
+            ..query(0)
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .logs;
+    assert_eq!(resumed, all[2..], "resumed just past the second log");
+
+    // eth_getLogsWithCursor pages through what eth_getLogs refused: one log per page at a cap
+    // of one, every log once, in order, and no cursor on the last page.
+    let mut pages = Vec::new();
+    let mut cursor = Value::Null;
+    loop {
+        let page = rpc
+            .call(
+                "eth_getLogsWithCursor",
+                json!([{"fromBlock": "0x0", "toBlock": "latest", "cursor": cursor}]),
+            )
+            .await
+            .unwrap();
+        pages.push(page["logs"].as_array().unwrap().clone());
+        cursor = page["cursor"].clone();
+        if cursor.is_null() || pages.len() > 10 {
+            break;
+        }
+    }
+    let paged: Vec<(String, u64)> = pages
+        .iter()
+        .flatten()
+        .map(|log| {
+            (
+                log["transactionHash"].as_str().unwrap().to_owned(),
+                u64::from_str_radix(
+                    log["logIndex"].as_str().unwrap().trim_start_matches("0x"),
+                    16,
+                )
+                .unwrap(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, u64)> = all
+        .iter()
+        .map(|log| {
+            (
+                format!("0x{}", alloy_primitives::hex::encode(&log.tx_hash)),
+                log.log_index,
+            )
+        })
+        .collect();
+    assert_eq!(paged, expected, "{pages:?}");
+    assert!(pages.iter().all(|p| p.len() <= 1), "{pages:?}");
+    let bad = rpc
+        .try_call(
+            "eth_getLogsWithCursor",
+            json!([{"fromBlock": "0x0", "toBlock": "latest", "cursor": "x"}]),
+        )
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        (bad.code, bad.message.as_str()),
+        (-32602, "invalid params: invalid cursor \"x\"")
+    );
     net.stop().await.unwrap();
 }
