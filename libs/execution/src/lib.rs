@@ -60,6 +60,9 @@ pub enum ExecutionError {
     /// A call ran past its [`CallLimits::timeout`] and was stopped (geth's text).
     #[error("execution aborted (timeout = {0:?})")]
     TimedOut(std::time::Duration),
+    /// `eth_createAccessList` found a different list on every one of this many runs.
+    #[error("access list did not settle after {0} runs")]
+    AccessListUnsettled(usize),
 }
 
 /// Why a transaction was not included.
@@ -654,6 +657,9 @@ fn deadline(limits: &CallLimits) -> Option<std::time::Instant> {
     limits.timeout.map(|t| std::time::Instant::now() + t)
 }
 
+/// The context a call runs in.
+type CallContext<'a, S> = revm::handler::MainnetContext<WrapDatabaseRef<ViewDb<'a, S>>>;
+
 fn run_call<S: StateView>(
     state: &S,
     env: &BlockEnvSpec,
@@ -661,6 +667,70 @@ fn run_call<S: StateView>(
     gas: u64,
     until: Option<std::time::Instant>,
 ) -> Result<CallOutcome, ExecutionError> {
+    run_inspected(
+        state,
+        env,
+        request,
+        gas,
+        until,
+        revm::inspector::NoOpInspector,
+    )
+    .map(|(outcome, _)| outcome)
+}
+
+/// What `eth_createAccessList` answers: the access list the message touches (sender,
+/// recipient and precompiles left out, as geth does) and how the message runs with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessListOutcome {
+    /// Addresses and storage slots the message reads or writes.
+    pub access_list: alloy_eips::eip2930::AccessList,
+    /// The run with that list (its gas includes the list's intrinsic cost).
+    pub outcome: CallOutcome,
+}
+
+/// geth's `eth_createAccessList`: runs the message with the access list found so far until
+/// the list it touches no longer changes (a list can change the path, e.g. through gas), and
+/// answers that list with the last run. Bounded by the request's limits like a call.
+pub fn create_access_list<S: StateView>(
+    state: &S,
+    env: &BlockEnvSpec,
+    request: &CallRequest,
+) -> Result<AccessListOutcome, ExecutionError> {
+    /// Runs before giving up on a list that keeps changing (geth loops until it settles).
+    const MAX_RUNS: usize = 16;
+    let gas = request.gas.unwrap_or(env.gas_limit);
+    let until = deadline(&request.limits);
+    let mut list = request.access_list.clone();
+    for _ in 0..MAX_RUNS {
+        let run = CallRequest {
+            access_list: list.clone(),
+            ..request.clone()
+        };
+        let inspector = revm_inspectors::access_list::AccessListInspector::new(list.clone());
+        let (outcome, inspector) = run_inspected(state, env, &run, gas, until, inspector)?;
+        let touched = inspector.into_access_list();
+        if touched == list {
+            return Ok(AccessListOutcome {
+                access_list: touched,
+                outcome,
+            });
+        }
+        list = touched;
+    }
+    Err(ExecutionError::AccessListUnsettled(MAX_RUNS))
+}
+
+fn run_inspected<'a, S: StateView, I>(
+    state: &'a S,
+    env: &BlockEnvSpec,
+    request: &CallRequest,
+    gas: u64,
+    until: Option<std::time::Instant>,
+    inspector: I,
+) -> Result<(CallOutcome, I), ExecutionError>
+where
+    I: revm::Inspector<CallContext<'a, S>>,
+{
     let db = ViewDb(state);
     let mut block = block_env(env);
     if request.gas_price.is_none() {
@@ -690,30 +760,33 @@ fn run_call<S: StateView>(
         chain_id: Some(env.chain_id),
         ..TxEnv::default()
     };
-    let mut deadline = Deadline::new(until);
+    let mut inspectors = (inspector, Deadline::new(until));
     let mut evm = Context::mainnet()
         .with_db(WrapDatabaseRef(db))
         .with_block(block)
         .with_cfg(cfg)
-        .build_mainnet_with_inspector(&mut deadline);
-    let result = match evm.inspect_tx(tx) {
+        .build_mainnet_with_inspector(&mut inspectors);
+    let result = evm.inspect_tx(tx);
+    drop(evm);
+    let (inspector, deadline) = inspectors;
+    let result = match result {
         Ok(result) => result.result,
         Err(EVMError::Transaction(error)) => {
-            return Ok(CallOutcome {
+            let outcome = CallOutcome {
                 error: Some(call_rejection(&error, caller)),
                 ..CallOutcome::default()
-            });
+            };
+            return Ok((outcome, inspector));
         }
         Err(error) => return Err(evm_error(error)),
     };
-    drop(evm);
     if deadline.expired {
         return Err(ExecutionError::TimedOut(
             request.limits.timeout.unwrap_or_default(),
         ));
     }
     let gas_used = gas_used(&result);
-    Ok(match result {
+    let outcome = match result {
         ExecutionResult::Success { output, .. } => CallOutcome {
             success: true,
             output: output.into_data(),
@@ -735,7 +808,8 @@ fn run_call<S: StateView>(
             reverted: false,
             error: Some(halt_message(&reason)),
         },
-    })
+    };
+    Ok((outcome, inspector))
 }
 
 fn call_rejection(error: &InvalidTransaction, caller: Address) -> String {

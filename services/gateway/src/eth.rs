@@ -316,6 +316,9 @@ pub static METHODS: &[(&str, Handler)] = &[
             to_value(U64::from(outcome.gas_used))
         })
     }),
+    ("eth_createAccessList", |backends, params| {
+        Box::pin(create_access_list(backends, params))
+    }),
     ("eth_accounts", |_, _| {
         Box::pin(async move { Ok(json!([])) })
     }),
@@ -1006,6 +1009,7 @@ pub fn call_request(params: &[Value], estimate_gas: bool) -> Result<v1::CallRequ
             .unwrap_or_default(),
         block: Some(block_id_to_wire(block)),
         estimate_gas,
+        create_access_list: false,
         state_overrides,
         block_overrides,
         access_list: request
@@ -1019,6 +1023,46 @@ pub fn call_request(params: &[Value], estimate_gas: bool) -> Result<v1::CallRequ
             .collect(),
     };
     Ok(wire)
+}
+
+/// geth's `eth_createAccessList`: the access list the call touches and the gas it uses with
+/// it; a call that reverts or halts still answers, with geth's `error` text beside them. One
+/// refused before running (funds, intrinsic gas) is an error, as for `eth_call`.
+async fn create_access_list(backends: &Backends, params: &[Value]) -> Result<Value, RpcError> {
+    let mut wire = call_request(params, false)?;
+    wire.create_access_list = true;
+    let response = backends
+        .replica()
+        .call(wire)
+        .await
+        .map_err(from_status)?
+        .into_inner();
+    if !response.success && !response.reverted && response.gas_used == 0 {
+        return Err(RpcError::new(SERVER_ERROR, response.error));
+    }
+    let access_list = response
+        .access_list
+        .iter()
+        .map(|item| {
+            Ok(alloy_eips::eip2930::AccessListItem {
+                address: Address::try_from(item.address.as_slice())
+                    .map_err(|_| RpcError::internal("access list address is not 20 bytes"))?,
+                storage_keys: item
+                    .storage_keys
+                    .iter()
+                    .map(|k| b256_from(k, "storage_keys").map_err(wire_err))
+                    .collect::<Result<_, _>>()?,
+            })
+        })
+        .collect::<Result<Vec<_>, RpcError>>()?;
+    let mut answer = json!({
+        "accessList": alloy_eips::eip2930::AccessList(access_list),
+        "gasUsed": U64::from(response.gas_used),
+    });
+    if !response.success {
+        answer["error"] = json!(response.error);
+    }
+    Ok(answer)
 }
 
 /// Decodes `Error(string)` revert data (selector 0x08c379a0) into its reason.

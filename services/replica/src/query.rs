@@ -808,7 +808,21 @@ impl v1::replica_server::Replica for QueryService {
             let mut call = call;
             call.gas = Some(call.gas.unwrap_or(env.gas_limit).min(gas_cap));
             let view = Overridden::new(View::new(read, at), &request.state_overrides)?;
-            let outcome = if request.estimate_gas {
+            let outcome = if request.create_access_list {
+                let found =
+                    verity_execution::create_access_list(&view, &env, &call).map_err(call_error)?;
+                v1::CallResponse {
+                    access_list: found
+                        .access_list
+                        .iter()
+                        .map(|item| v1::AccessListItem {
+                            address: item.address.to_vec(),
+                            storage_keys: item.storage_keys.iter().map(|k| k.to_vec()).collect(),
+                        })
+                        .collect(),
+                    ..call_response(found.outcome)
+                }
+            } else if request.estimate_gas {
                 match verity_execution::estimate_gas(&view, &env, &call).map_err(call_error)? {
                     Ok(gas) => v1::CallResponse {
                         success: true,
@@ -861,6 +875,7 @@ fn call_response(outcome: verity_execution::CallOutcome) -> v1::CallResponse {
         gas_used: outcome.gas_used,
         error: outcome.error.unwrap_or_default(),
         reverted: outcome.reverted,
+        access_list: Vec::new(),
     }
 }
 

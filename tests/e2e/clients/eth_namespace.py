@@ -224,6 +224,30 @@ def main():
     w3.eth.wait_for_transaction_receipt(filler, timeout=30, poll_latency=0.1)
     out["gapped_status"] = w3.eth.wait_for_transaction_receipt(gapped_hash, timeout=30, poll_latency=0.1)["status"]
     out["txpool_status_after"] = rpc("txpool_status")
+
+    # eth_createAccessList: a contract that STATICCALLs the logging contract, which then reads
+    # its slot 0. The list names that contract and slot; a transaction carrying it is valid,
+    # uses what the node said and less than the same transaction without it.
+    caller_runtime = "6000600060006000" + "73" + address[2:].lower() + "5afa5000"
+    caller_init = "6021" + "80600c6000396000f300" + caller_runtime
+    caller = send(w3, account, {"data": "0x" + caller_init}, gas=200_000)["contractAddress"]
+    found = w3.eth.create_access_list({"from": account.address, "to": caller, "gas": 100_000})
+    out["access_list"] = [
+        {"address": item["address"], "storageKeys": [k if isinstance(k, str) else k.to_0x_hex() for k in item["storageKeys"]]}
+        for item in found["accessList"]
+    ]
+    out["access_list_target"] = address
+    out["access_list_gas"] = found["gasUsed"]
+    with_list = send(
+        w3, account, {"to": caller, "accessList": found["accessList"]}, gas=100_000
+    )
+    without_list = send(w3, account, {"to": caller}, gas=100_000)
+    out["with_list_status"] = with_list["status"]
+    out["with_list_gas"] = with_list["gasUsed"]
+    out["without_list_gas"] = without_list["gasUsed"]
+    out["access_list_reverted"] = w3.provider.make_request(
+        "eth_createAccessList", [{"to": stranger, "gas": "0x186a0"}, "latest"]
+    )
     print(json.dumps(out))
 
 

@@ -98,6 +98,24 @@ async fn web3py_reads_blocks_logs_filters_and_fee_history() {
         json!({"pending": "0x0", "queued": "0x0"})
     );
 
+    // eth_createAccessList: the called contract and the slot it reads; the list makes the
+    // transaction valid and cheaper, and the node's gasUsed is what the receipt says.
+    assert_eq!(
+        out["access_list"],
+        json!([{"address": out["access_list_target"], "storageKeys": [format!("0x{}", "00".repeat(32))]}]),
+        "{out}"
+    );
+    assert_eq!(out["with_list_status"], json!(1));
+    assert_eq!(out["with_list_gas"], out["access_list_gas"], "{out}");
+    let gas = |key: &str| out[key].as_u64().unwrap();
+    assert_eq!(gas("without_list_gas") - gas("with_list_gas"), 200, "{out}");
+    // A call to an account without code touches nothing.
+    assert_eq!(
+        out["access_list_reverted"]["result"]["accessList"],
+        json!([]),
+        "{out}"
+    );
+
     // eth_getLogs.
     let a = json!(format!("0x{}", "aa".repeat(32)));
     let b = json!(format!("0x{}", "bb".repeat(32)));
