@@ -153,16 +153,7 @@ pub static METHODS: &[(&str, Handler)] = &[
         Box::pin(async move {
             let address: Address = param(params, 0)?;
             let block: Option<BlockId> = optional_param(params, 1)?;
-            let code = backends
-                .replica()
-                .get_code(v1::AccountRequest {
-                    address: address.to_vec(),
-                    block: Some(block_id_to_wire(block)),
-                })
-                .await
-                .map_err(from_status)?
-                .into_inner();
-            to_value(Bytes::from(code.code))
+            to_value(code_at(backends, address, block).await?)
         })
     }),
     ("eth_getStorageAt", |backends, params| {
@@ -318,6 +309,24 @@ pub static METHODS: &[(&str, Handler)] = &[
     }),
     ("eth_createAccessList", |backends, params| {
         Box::pin(create_access_list(backends, params))
+    }),
+    ("ots_hasCode", |backends, params| {
+        Box::pin(crate::ots::has_code(backends, params))
+    }),
+    ("ots_getBlockDetails", |backends, params| {
+        Box::pin(async move {
+            let number: alloy_eips::eip1898::LenientBlockNumberOrTag = param(params, 0)?;
+            crate::ots::block_details(backends, number.into()).await
+        })
+    }),
+    ("ots_getBlockDetailsByHash", |backends, params| {
+        Box::pin(async move {
+            let hash: B256 = param(params, 0)?;
+            crate::ots::block_details(backends, BlockId::from(hash)).await
+        })
+    }),
+    ("ots_getBlockTransactions", |backends, params| {
+        Box::pin(crate::ots::block_transactions(backends, params))
     }),
     ("eth_accounts", |_, _| {
         Box::pin(async move { Ok(json!([])) })
@@ -889,6 +898,24 @@ fn clamp(filter: &Filter, from: u64, to: u64) -> (u64, u64) {
     (from, to)
 }
 
+/// The code of `address` at `block` (`latest` when absent).
+pub async fn code_at(
+    backends: &Backends,
+    address: Address,
+    block: Option<BlockId>,
+) -> Result<Bytes, RpcError> {
+    let code = backends
+        .replica()
+        .get_code(v1::AccountRequest {
+            address: address.to_vec(),
+            block: Some(block_id_to_wire(block)),
+        })
+        .await
+        .map_err(from_status)?
+        .into_inner();
+    Ok(Bytes::from(code.code))
+}
+
 /// The block `id` names as the replica has it, with its transactions; `None` when there is none.
 async fn block_with_transactions(
     backends: &Backends,
@@ -913,8 +940,21 @@ async fn get_header(backends: &Backends, id: BlockId) -> Result<Value, RpcError>
 }
 
 async fn get_block(backends: &Backends, id: BlockId, full: bool) -> Result<Value, RpcError> {
+    match rpc_block(backends, id, full).await? {
+        Some(block) => to_value(block),
+        None => Ok(Value::Null),
+    }
+}
+
+/// The block `id` names in the RPC shape, with its transactions' hashes or (`full`) bodies;
+/// `None` when there is none.
+pub async fn rpc_block(
+    backends: &Backends,
+    id: BlockId,
+    full: bool,
+) -> Result<Option<Block>, RpcError> {
     let Some((block, response)) = block_with_transactions(backends, id).await? else {
-        return Ok(Value::Null);
+        return Ok(None);
     };
     let transactions = if full {
         BlockTransactions::Full(
@@ -933,7 +973,7 @@ async fn get_block(backends: &Backends, id: BlockId, full: bool) -> Result<Value
         transactions,
         withdrawals: None,
     };
-    to_value(rpc)
+    Ok(Some(rpc))
 }
 
 /// A block's header in the RPC shape.

@@ -11,6 +11,7 @@ pub mod fees;
 pub mod filters;
 pub mod jsonrpc;
 pub mod limits;
+pub mod ots;
 pub mod realtime;
 pub mod txpool;
 pub mod ws;

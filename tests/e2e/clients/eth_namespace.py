@@ -248,6 +248,26 @@ def main():
     out["access_list_reverted"] = w3.provider.make_request(
         "eth_createAccessList", [{"to": stranger, "gas": "0x186a0"}, "latest"]
     )
+
+    # Otterscan's ots_ methods built so far, over the block of the second call.
+    ots = lambda method, *params: w3.provider.make_request(method, list(params))
+    out["ots_has_code"] = [ots("ots_hasCode", address, "latest")["result"], ots("ots_hasCode", stranger, "latest")["result"]]
+    details = ots("ots_getBlockDetails", number)["result"]
+    out["ots_details_count"] = details["block"]["transactionCount"]
+    out["ots_details_has_transactions"] = "transactions" in details["block"]
+    out["ots_details_hash"] = details["block"]["hash"]
+    out["block_hash"] = second["blockHash"].to_0x_hex()
+    out["ots_total_fees"] = int(details["totalFees"], 16)
+    out["block_fees"] = sum(r["gasUsed"] * r["effectiveGasPrice"] for r in receipts)
+    out["ots_issuance"] = details["issuance"]
+    out["ots_details_by_hash_equal"] = ots("ots_getBlockDetailsByHash", out["block_hash"])["result"] == details
+    page = ots("ots_getBlockTransactions", number, 0, 1)["result"]
+    out["ots_page_count"] = page["fullblock"]["transactionCount"]
+    out["ots_page_txs"] = [t["hash"] for t in page["fullblock"]["transactions"]]
+    out["ots_page_inputs"] = [t["input"] for t in page["fullblock"]["transactions"]]
+    out["ots_page_receipts"] = [(r["transactionHash"], r["logs"], r["logsBloom"]) for r in page["receipts"]]
+    out["last_tx_of_block"] = receipts[-1]["transactionHash"].to_0x_hex()
+    out["ots_page_beyond"] = ots("ots_getBlockTransactions", number, 1000, 1)["result"]["fullblock"]["transactions"]
     print(json.dumps(out))
 
 

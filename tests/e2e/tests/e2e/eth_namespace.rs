@@ -109,6 +109,35 @@ async fn web3py_reads_blocks_logs_filters_and_fee_history() {
     assert_eq!(out["with_list_gas"], out["access_list_gas"], "{out}");
     let gas = |key: &str| out[key].as_u64().unwrap();
     assert_eq!(gas("without_list_gas") - gas("with_list_gas"), 200, "{out}");
+    // ots_: code presence, block details (count, fees, no issuance), a page of transactions
+    // (page 0 of size 1: the block's last one, its input cut to the selector, its receipt
+    // without logs).
+    assert_eq!(out["ots_has_code"], json!([true, false]), "{out}");
+    assert_eq!(out["ots_details_count"], out["count_by_number"]);
+    assert_eq!(out["ots_details_has_transactions"], json!(false));
+    assert_eq!(out["ots_details_hash"], out["block_hash"]);
+    assert_eq!(out["ots_total_fees"], out["block_fees"], "{out}");
+    assert!(out["ots_total_fees"].as_u64().unwrap() > 0, "{out}");
+    assert_eq!(
+        out["ots_issuance"],
+        json!({"blockReward": "0x0", "uncleReward": "0x0", "issuance": "0x0"})
+    );
+    assert_eq!(out["ots_details_by_hash_equal"], json!(true));
+    assert_eq!(out["ots_page_count"], out["count_by_number"]);
+    assert_eq!(
+        out["ots_page_txs"],
+        json!([out["last_tx_of_block"]]),
+        "{out}"
+    );
+    assert!(
+        out["ots_page_inputs"][0].as_str().unwrap().len() <= 10,
+        "{out}"
+    );
+    assert_eq!(
+        out["ots_page_receipts"],
+        json!([[out["last_tx_of_block"], null, null]])
+    );
+    assert_eq!(out["ots_page_beyond"], json!([]));
     // A call to an account without code touches nothing.
     assert_eq!(
         out["access_list_reverted"]["result"]["accessList"],
