@@ -68,7 +68,7 @@ fn from_rejection(rejection: v1::TxRejection, message: &str) -> RpcError {
     }
 }
 
-fn block_id_to_wire(id: Option<BlockId>) -> v1::BlockId {
+pub fn block_id_to_wire(id: Option<BlockId>) -> v1::BlockId {
     let id = id.unwrap_or(BlockId::Number(BlockNumberOrTag::Latest));
     let inner = match id {
         BlockId::Hash(hash) => v1::block_id::Id::Hash(hash.block_hash.to_vec()),
@@ -327,6 +327,11 @@ pub static METHODS: &[(&str, Handler)] = &[
     }),
     ("ots_getBlockTransactions", |backends, params| {
         Box::pin(crate::ots::block_transactions(backends, params))
+    }),
+    ("ots_getTransactionBySenderAndNonce", |backends, params| {
+        Box::pin(crate::ots::transaction_by_sender_and_nonce(
+            backends, params,
+        ))
     }),
     ("eth_accounts", |_, _| {
         Box::pin(async move { Ok(json!([])) })

@@ -1,6 +1,7 @@
 //! The part of Otterscan's `ots_` namespace (docs/custom-jsonrpc.md of otterscan/otterscan)
 //! built so far, in the shapes of alloy's otterscan types (reth's): `ots_hasCode`,
-//! `ots_getBlockDetails`/`ByHash` and `ots_getBlockTransactions`. `ots_getApiLevel` is not
+//! `ots_getBlockDetails`/`ByHash`, `ots_getBlockTransactions` and
+//! `ots_getTransactionBySenderAndNonce`. `ots_getApiLevel` is not
 //! answered until the rest (search, traces, transaction errors) is: Otterscan reads it as the
 //! promise that every method of that level exists.
 
@@ -105,4 +106,61 @@ pub async fn block_transactions(backends: &Backends, params: &[Value]) -> Result
         }
     }
     Ok(answer)
+}
+
+/// A quantity Otterscan may send as a JSON number or as geth's hex string.
+fn quantity(params: &[Value], index: usize) -> Result<u64, RpcError> {
+    match params.get(index) {
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .ok_or_else(|| RpcError::invalid_params(format!("invalid quantity {n}"))),
+        _ => param::<alloy_primitives::U64>(params, index).map(|q| q.to()),
+    }
+}
+
+/// `ots_getTransactionBySenderAndNonce`: the hash of `sender`'s transaction with `nonce` in a
+/// sealed block, else null. A binary search over the nonce history every replica keeps finds
+/// the first block after which the sender's nonce exceeds `nonce` (about log2(blocks) reads),
+/// then that block's transactions are searched (none matches when a contract's own CREATE
+/// raised its nonce).
+pub async fn transaction_by_sender_and_nonce(
+    backends: &Backends,
+    params: &[Value],
+) -> Result<Value, RpcError> {
+    let sender: Address = param(params, 0)?;
+    let nonce = quantity(params, 1)?;
+    let nonce_after = |block: u64| {
+        let mut replica = backends.replica();
+        async move {
+            replica
+                .get_account(verity_proto::v1::AccountRequest {
+                    address: sender.to_vec(),
+                    block: Some(crate::eth::block_id_to_wire(Some(BlockId::number(block)))),
+                })
+                .await
+                .map(|r| r.into_inner().nonce)
+                .map_err(crate::eth::from_status)
+        }
+    };
+    let head = backends.head().await?.block_number;
+    if nonce_after(head).await? <= nonce {
+        return Ok(Value::Null);
+    }
+    let (mut low, mut high) = (0, head);
+    while low < high {
+        let middle = low + (high - low) / 2;
+        if nonce_after(middle).await? > nonce {
+            high = middle;
+        } else {
+            low = middle + 1;
+        }
+    }
+    let Some(block) = rpc_block(backends, BlockId::number(low), true).await? else {
+        return Ok(Value::Null);
+    };
+    let found = block.transactions.txns().find(|tx| {
+        use alloy_consensus::Transaction as _;
+        tx.inner.signer() == sender && tx.inner.nonce() == nonce
+    });
+    to_value(found.map(|tx| *tx.inner.tx_hash()))
 }

@@ -268,6 +268,10 @@ def main():
     out["ots_page_receipts"] = [(r["transactionHash"], r["logs"], r["logsBloom"]) for r in page["receipts"]]
     out["last_tx_of_block"] = receipts[-1]["transactionHash"].to_0x_hex()
     out["ots_page_beyond"] = ots("ots_getBlockTransactions", number, 1000, 1)["result"]["fullblock"]["transactions"]
+    second_nonce = w3.eth.get_transaction(second["transactionHash"])["nonce"]
+    out["ots_by_nonce"] = ots("ots_getTransactionBySenderAndNonce", account.address, second_nonce)["result"]
+    out["ots_by_nonce_hex"] = ots("ots_getTransactionBySenderAndNonce", account.address, hex(second_nonce))["result"]
+    out["ots_by_nonce_unused"] = ots("ots_getTransactionBySenderAndNonce", account.address, 10_000)["result"]
     print(json.dumps(out))
 
 

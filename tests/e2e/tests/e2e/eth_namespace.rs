@@ -138,6 +138,9 @@ async fn web3py_reads_blocks_logs_filters_and_fee_history() {
         json!([[out["last_tx_of_block"], null, null]])
     );
     assert_eq!(out["ots_page_beyond"], json!([]));
+    assert_eq!(&out["ots_by_nonce"], second, "{out}");
+    assert_eq!(&out["ots_by_nonce_hex"], second);
+    assert_eq!(out["ots_by_nonce_unused"], json!(null));
     // A call to an account without code touches nothing.
     assert_eq!(
         out["access_list_reverted"]["result"]["accessList"],
