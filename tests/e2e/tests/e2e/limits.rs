@@ -236,6 +236,51 @@ async fn filters_are_bounded_per_client_and_by_size(rpc: &verity_e2e::Rpc) {
     }
 }
 
+/// Two transactions wait behind a nonce gap while `--max-txpool-content` is 1: the listings
+/// are refused with -32005 rather than showing one of the two as if it were all, the counts
+/// still answer, and filling the gap empties the pool.
+async fn a_txpool_listing_past_its_cap_is_refused_not_cut(net: &TestNet) {
+    let rpc = net.rpc();
+    let sender = dev_signer(net, 7).unwrap();
+    let chain_id = net.devnet.chain_id();
+    for nonce in [1, 2] {
+        let (raw, _) = sign_filler(&sender, chain_id, nonce).unwrap();
+        rpc.call("eth_sendRawTransaction", json!([raw]))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        rpc.call("txpool_status", json!([])).await.unwrap(),
+        json!({"pending": "0x0", "queued": "0x2"})
+    );
+    for (method, params) in [
+        ("txpool_content", json!([])),
+        ("txpool_inspect", json!([])),
+        ("txpool_contentFrom", json!([sender.address()])),
+    ] {
+        let error = rpc.try_call(method, params).await.unwrap().unwrap_err();
+        assert_eq!(error.code, -32005, "{method}: {error}");
+        assert!(
+            error.message.starts_with("txpool too large to list"),
+            "{method}: {error}"
+        );
+    }
+    let (raw, hash) = sign_filler(&sender, chain_id, 0).unwrap();
+    rpc.call("eth_sendRawTransaction", json!([raw]))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rpc.call("txpool_status", json!([])).await.unwrap()
+        != json!({"pending": "0x0", "queued": "0x0"})
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the pool did not empty after {hash}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// `eth_getLogs` over more logs than `--max-logs` is refused with geth's "limit exceeded", and
 /// the replica reads no further than one log past the cap to tell (it used to collect every
 /// matching log first). Filters are bounded by size (geth's 1,000 addresses) and per client IP.
@@ -246,10 +291,12 @@ async fn a_logs_query_over_the_cap_is_refused_and_the_replica_stops_at_it() {
     let net = TestNet::start(|o| {
         o.env.push(("VERITY_MAX_LOGS".into(), "1".into()));
         o.env.push(("VERITY_MAX_FILTERS_PER_IP".into(), "2".into()));
+        o.env.push(("VERITY_MAX_TXPOOL_CONTENT".into(), "1".into()));
     })
     .await
     .unwrap();
     filters_are_bounded_per_client_and_by_size(&net.rpc()).await;
+    a_txpool_listing_past_its_cap_is_refused_not_cut(&net).await;
     // Three contracts, each storing once: three logs.
     for _ in 0..3 {
         let out = net.python("contract.py", &[&net.devnet.rpc_url()]).await;
