@@ -25,7 +25,7 @@ use crate::{
 /// The priority fee the gateway suggests (the sequencer orders fairly, not by tip).
 pub const SUGGESTED_TIP: u128 = 1_000_000;
 
-fn to_value<T: serde::Serialize>(value: T) -> Result<Value, RpcError> {
+pub(crate) fn to_value<T: serde::Serialize>(value: T) -> Result<Value, RpcError> {
     serde_json::to_value(value).map_err(RpcError::internal)
 }
 
@@ -198,34 +198,18 @@ pub static METHODS: &[(&str, Handler)] = &[
     ("eth_getTransactionByHash", |backends, params| {
         Box::pin(async move {
             let hash: B256 = param(params, 0)?;
-            let response = backends
-                .replica()
-                .get_transaction(v1::TransactionRequest {
-                    hash: hash.to_vec(),
-                })
-                .await
-                .map_err(from_status)?
-                .into_inner();
-            match response.transaction {
-                Some(stored) if response.found => to_value(rpc_transaction(&stored)?),
-                _ => Ok(Value::Null),
+            match stored_transaction(backends, hash).await? {
+                Some(stored) => to_value(rpc_transaction(&stored)?),
+                None => Ok(Value::Null),
             }
         })
     }),
     ("eth_getRawTransactionByHash", |backends, params| {
         Box::pin(async move {
             let hash: B256 = param(params, 0)?;
-            let response = backends
-                .replica()
-                .get_transaction(v1::TransactionRequest {
-                    hash: hash.to_vec(),
-                })
-                .await
-                .map_err(from_status)?
-                .into_inner();
-            match response.transaction {
-                Some(stored) if response.found => raw_transaction(&stored),
-                _ => Ok(Value::Null),
+            match stored_transaction(backends, hash).await? {
+                Some(stored) => raw_transaction(&stored),
+                None => Ok(Value::Null),
             }
         })
     }),
@@ -235,7 +219,13 @@ pub static METHODS: &[(&str, Handler)] = &[
             Box::pin(async move {
                 let number: BlockNumberOrTag = param(params, 0)?;
                 let index: U64 = param(params, 1)?;
-                raw_transaction_by_index(backends, BlockId::Number(number), index.to()).await
+                transaction_by_index(
+                    backends,
+                    BlockId::Number(number),
+                    index.to(),
+                    raw_transaction,
+                )
+                .await
             })
         },
     ),
@@ -245,7 +235,8 @@ pub static METHODS: &[(&str, Handler)] = &[
             Box::pin(async move {
                 let hash: B256 = param(params, 0)?;
                 let index: U64 = param(params, 1)?;
-                raw_transaction_by_index(backends, BlockId::from(hash), index.to()).await
+                transaction_by_index(backends, BlockId::from(hash), index.to(), raw_transaction)
+                    .await
             })
         },
     ),
@@ -379,7 +370,7 @@ pub static METHODS: &[(&str, Handler)] = &[
             Box::pin(async move {
                 let number: BlockNumberOrTag = param(params, 0)?;
                 let index: U64 = param(params, 1)?;
-                transaction_by_index(backends, BlockId::Number(number), index.to()).await
+                transaction_by_index(backends, BlockId::Number(number), index.to(), rpc_shape).await
             })
         },
     ),
@@ -389,7 +380,7 @@ pub static METHODS: &[(&str, Handler)] = &[
             Box::pin(async move {
                 let hash: B256 = param(params, 0)?;
                 let index: U64 = param(params, 1)?;
-                transaction_by_index(backends, BlockId::from(hash), index.to()).await
+                transaction_by_index(backends, BlockId::from(hash), index.to(), rpc_shape).await
             })
         },
     ),
@@ -660,6 +651,19 @@ fn decode_stored(
     Ok((tx, block_hash, base_fee))
 }
 
+/// A transaction not in any block yet (a pool's, a mini-block's as it is announced) in the RPC
+/// shape: no block, index or effective gas price.
+pub fn pending_rpc_transaction(tx: &Transaction) -> RpcTransaction {
+    RpcTransaction {
+        inner: tx.clone(),
+        block_hash: None,
+        block_number: None,
+        transaction_index: None,
+        effective_gas_price: None,
+        block_timestamp: None,
+    }
+}
+
 /// A transaction in the RPC shape. Until its block is sealed it is reported as pending (no
 /// block hash, number or index), as a node reports a transaction in its pool.
 pub fn rpc_transaction(stored: &v1::StoredTransaction) -> Result<RpcTransaction, RpcError> {
@@ -820,11 +824,9 @@ pub async fn sealed_block(
     backends: &Backends,
     id: BlockId,
 ) -> Result<Option<verity_primitives::Block>, RpcError> {
-    block_of(backends, id)
+    Ok(block_with_transactions(backends, id)
         .await?
-        .and_then(|response| response.block)
-        .map(|wire| verity_primitives::Block::try_from(&wire).map_err(wire_err))
-        .transpose()
+        .map(|(block, _)| block))
 }
 
 async fn block_of(backends: &Backends, id: BlockId) -> Result<Option<v1::BlockResponse>, RpcError> {
@@ -848,18 +850,25 @@ async fn block_transaction_count(backends: &Backends, id: BlockId) -> Result<Val
     }
 }
 
+/// The transaction at `index` of block `id` in the shape `shape` gives it; `null` when there is
+/// no such block or index.
 async fn transaction_by_index(
     backends: &Backends,
     id: BlockId,
     index: usize,
+    shape: fn(&v1::StoredTransaction) -> Result<Value, RpcError>,
 ) -> Result<Value, RpcError> {
     let Some(block) = block_of(backends, id).await? else {
         return Ok(Value::Null);
     };
     match block.transactions.get(index) {
-        Some(stored) => to_value(rpc_transaction(stored)?),
+        Some(stored) => shape(stored),
         None => Ok(Value::Null),
     }
+}
+
+fn rpc_shape(stored: &v1::StoredTransaction) -> Result<Value, RpcError> {
+    to_value(rpc_transaction(stored)?)
 }
 
 /// A stored transaction's signed EIP-2718 encoding, as it was sent.
@@ -869,18 +878,20 @@ fn raw_transaction(stored: &v1::StoredTransaction) -> Result<Value, RpcError> {
     to_value(Bytes::from(tx.inner().encoded_2718()))
 }
 
-async fn raw_transaction_by_index(
+/// The replica's record of transaction `hash` (sealed or in a mini-block); `None` when unknown.
+async fn stored_transaction(
     backends: &Backends,
-    id: BlockId,
-    index: usize,
-) -> Result<Value, RpcError> {
-    let Some(block) = block_of(backends, id).await? else {
-        return Ok(Value::Null);
-    };
-    match block.transactions.get(index) {
-        Some(stored) => raw_transaction(stored),
-        None => Ok(Value::Null),
-    }
+    hash: B256,
+) -> Result<Option<v1::StoredTransaction>, RpcError> {
+    let response = backends
+        .replica()
+        .get_transaction(v1::TransactionRequest {
+            hash: hash.to_vec(),
+        })
+        .await
+        .map_err(from_status)?
+        .into_inner();
+    Ok(response.transaction.filter(|_| response.found))
 }
 
 async fn uncle_count(backends: &Backends, id: BlockId) -> Result<Value, RpcError> {

@@ -16,13 +16,9 @@ use serde_json::Value;
 
 use crate::{
     Backends,
-    eth::{rpc_block, sealed_block_receipts},
+    eth::{rpc_block, sealed_block_receipts, to_value},
     jsonrpc::{RpcError, optional_param, param},
 };
-
-fn to_value<T: serde::Serialize>(value: T) -> Result<Value, RpcError> {
-    serde_json::to_value(value).map_err(RpcError::internal)
-}
 
 /// `ots_hasCode`: whether the account has code at the block (`latest` by default), without
 /// sending the code.

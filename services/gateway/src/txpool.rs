@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 
 use alloy_consensus::Transaction as _;
 use alloy_primitives::{Address, U64};
-use alloy_rpc_types_eth::Transaction as RpcTransaction;
 use serde_json::{Value, json};
 use verity_primitives::Transaction;
 use verity_proto::v1;
@@ -91,17 +90,9 @@ fn by_sender(pool: &Pool, item: impl Fn(&Transaction) -> Value) -> Value {
     json!({"pending": pending, "queued": queued})
 }
 
-/// A waiting transaction as geth's RPC shows one: no block, index or effective gas price yet.
+/// A waiting transaction as geth's RPC shows one.
 fn rpc_transaction(tx: &Transaction) -> Value {
-    serde_json::to_value(RpcTransaction {
-        inner: tx.clone(),
-        block_hash: None,
-        block_number: None,
-        transaction_index: None,
-        effective_gas_price: None,
-        block_timestamp: None,
-    })
-    .unwrap_or(Value::Null)
+    serde_json::to_value(crate::eth::pending_rpc_transaction(tx)).unwrap_or(Value::Null)
 }
 
 /// geth's one-line summary: `to: value wei + gas gas × price wei`.

@@ -22,7 +22,7 @@ use std::{
 
 use alloy_eips::BlockNumberOrTag;
 use alloy_primitives::{Address, U64, U128};
-use alloy_rpc_types_eth::{Filter, Log as RpcLog, Transaction as RpcTransaction};
+use alloy_rpc_types_eth::{Filter, Log as RpcLog};
 use axum::{
     extract::{
         State,
@@ -474,15 +474,8 @@ fn notifications(kind: &Kind, event: &FeedEvent) -> Vec<Value> {
             .iter()
             .map(|tx| {
                 if *full {
-                    serde_json::to_value(RpcTransaction {
-                        inner: tx.clone(),
-                        block_hash: None,
-                        block_number: None,
-                        transaction_index: None,
-                        effective_gas_price: None,
-                        block_timestamp: None,
-                    })
-                    .unwrap_or(Value::Null)
+                    serde_json::to_value(crate::eth::pending_rpc_transaction(tx))
+                        .unwrap_or(Value::Null)
                 } else {
                     json!(tx.tx_hash())
                 }
