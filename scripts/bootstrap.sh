@@ -57,6 +57,8 @@ if ! command -v node >/dev/null 2>&1; then
 fi
 if [ ! -f "$clients/node_modules/viem/package.json" ] \
   || ! cmp -s "$clients/package-lock.json" "$clients/node_modules/.package-lock.json.installed"; then
-  echo "bootstrap: installing viem, ethers and solc (npm ci)"
+  echo "bootstrap: installing viem, ethers, solc, anvil and cast (npm ci)"
   (cd "$clients" && npm ci --no-audit --no-fund --silent && cp package-lock.json node_modules/.package-lock.json.installed)
 fi
+# Foundry's npm packages ship the Linux binaries; npm may leave the executable bit off.
+chmod +x "$clients"/node_modules/@foundry-rs/*-linux-amd64/bin/* 2>/dev/null || true

@@ -5,6 +5,8 @@
 //!   [`StateDiff`] of every write, which replicas apply without executing.
 //! - [`call`] and [`estimate_gas`] run one message over a state without changing it (the
 //!   replica's `eth_call` and `eth_estimateGas`).
+//! - [`trace`] re-executes a block's transactions, or a call, under geth's tracers
+//!   (`debug_trace*`).
 //! - [`intrinsic_gas`] is the gas a transaction costs before its first opcode (ingress checks
 //!   it).
 //!
@@ -732,34 +734,8 @@ where
     I: revm::Inspector<CallContext<'a, S>>,
 {
     let db = ViewDb(state);
-    let mut block = block_env(env);
-    if request.gas_price.is_none() {
-        // geth's eth_call charges nothing when no gas price is given.
-        block.basefee = 0;
-    }
-    let mut cfg = cfg_env(env.chain_id);
-    cfg.disable_nonce_check = request.nonce.is_none();
-    cfg.memory_limit = request.limits.memory_bytes;
     let caller = request.from.unwrap_or_default();
-    let tx_type = match (request.gas_price.is_some(), request.access_list.is_empty()) {
-        (true, _) => 2,
-        (false, false) => 1,
-        (false, true) => 0,
-    };
-    let tx = TxEnv {
-        tx_type,
-        access_list: request.access_list.clone(),
-        caller,
-        gas_limit: gas,
-        gas_price: request.gas_price.unwrap_or(0),
-        gas_priority_fee: request.gas_price.map(|_| 0),
-        kind: request.to.map_or(TxKind::Create, TxKind::Call),
-        value: request.value,
-        data: request.data.clone(),
-        nonce: request.nonce.unwrap_or(0),
-        chain_id: Some(env.chain_id),
-        ..TxEnv::default()
-    };
+    let (block, cfg, tx) = call_envs(env, request, gas);
     let mut inspectors = (inspector, Deadline::new(until));
     let mut evm = Context::mainnet()
         .with_db(WrapDatabaseRef(db))
@@ -810,6 +786,40 @@ where
         },
     };
     Ok((outcome, inspector))
+}
+
+/// revm's environments of a message call in block `env` with `gas`: geth's `eth_call` rules
+/// (no gas price given: no base fee charged; no nonce given: no nonce check).
+fn call_envs(env: &BlockEnvSpec, request: &CallRequest, gas: u64) -> (BlockEnv, CfgEnv, TxEnv) {
+    let mut block = block_env(env);
+    if request.gas_price.is_none() {
+        // geth's eth_call charges nothing when no gas price is given.
+        block.basefee = 0;
+    }
+    let mut cfg = cfg_env(env.chain_id);
+    cfg.disable_nonce_check = request.nonce.is_none();
+    cfg.memory_limit = request.limits.memory_bytes;
+    let caller = request.from.unwrap_or_default();
+    let tx_type = match (request.gas_price.is_some(), request.access_list.is_empty()) {
+        (true, _) => 2,
+        (false, false) => 1,
+        (false, true) => 0,
+    };
+    let tx = TxEnv {
+        tx_type,
+        access_list: request.access_list.clone(),
+        caller,
+        gas_limit: gas,
+        gas_price: request.gas_price.unwrap_or(0),
+        gas_priority_fee: request.gas_price.map(|_| 0),
+        kind: request.to.map_or(TxKind::Create, TxKind::Call),
+        value: request.value,
+        data: request.data.clone(),
+        nonce: request.nonce.unwrap_or(0),
+        chain_id: Some(env.chain_id),
+        ..TxEnv::default()
+    };
+    (block, cfg, tx)
 }
 
 fn call_rejection(error: &InvalidTransaction, caller: Address) -> String {
@@ -885,6 +895,8 @@ pub fn estimate_gas<S: StateView>(
     }
     Ok(Ok(high))
 }
+
+pub mod trace;
 
 mod parallel;
 pub use parallel::{Schedule, execute_parallel, execute_scheduled};

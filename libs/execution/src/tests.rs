@@ -499,3 +499,188 @@ fn an_access_list_names_what_a_call_touches_and_makes_it_cheaper() {
         "{without:?} {with:?}"
     );
 }
+
+/// A state with `signer` funded and the storing contract of [`RUNTIME`] at `at`.
+fn with_store(signer: &PrivateKeySigner, at: Address) -> InMemoryState {
+    let mut state = funded(signer);
+    let code = Bytes::from_static(&RUNTIME);
+    let hash = alloy_primitives::keccak256(&code);
+    state.code.insert(hash, code);
+    state.insert_account(
+        at,
+        Account {
+            code_hash: hash,
+            ..Account::default()
+        },
+    );
+    state
+}
+
+fn store(signer: &PrivateKeySigner, nonce: u64, at: Address, value: u64) -> Transaction {
+    sign_1559(
+        signer,
+        nonce,
+        TxKind::Call(at),
+        U256::ZERO,
+        Bytes::from(U256::from(value).to_be_bytes_vec()),
+        100_000,
+    )
+}
+
+fn options(json: serde_json::Value) -> trace::GethDebugTracingOptions {
+    serde_json::from_value(json).unwrap()
+}
+
+const TRACE_LIMITS: trace::TraceLimits = trace::TraceLimits {
+    timeout: std::time::Duration::from_secs(10),
+    max_steps: 100_000,
+};
+
+/// The third transaction of a block, traced: the two before it are replayed first, so the
+/// prestate tracer sees the slot the second one wrote, and the call tracer's gas is the gas the
+/// block executor charged it.
+#[test]
+fn a_traced_transaction_runs_over_what_the_block_before_it_wrote() {
+    let signer = PrivateKeySigner::random();
+    let at = Address::repeat_byte(0x5e);
+    let state = with_store(&signer, at);
+    let txs = vec![
+        store(&signer, 0, at, 7),
+        store(&signer, 1, at, 9),
+        store(&signer, 2, at, 11),
+    ];
+    let executed = execute(&state, &env(), txs.clone(), 0).unwrap();
+    assert_eq!(executed.receipts.len(), 3);
+
+    let diff = trace::trace_transactions(
+        &state,
+        &env(),
+        None,
+        &txs,
+        2..3,
+        &options(serde_json::json!({
+            "tracer": "prestateTracer", "tracerConfig": {"diffMode": true}
+        })),
+        TRACE_LIMITS,
+    )
+    .unwrap();
+    let diff = serde_json::to_value(&diff[0]).unwrap();
+    let slot = format!("0x{}", hex::encode(B256::ZERO));
+    assert_eq!(
+        diff["pre"][&format!("0x{}", hex::encode(at))]["storage"][&slot],
+        serde_json::json!(format!("0x{}", hex::encode(B256::from(U256::from(9))))),
+        "{diff}"
+    );
+    assert_eq!(
+        diff["post"][&format!("0x{}", hex::encode(at))]["storage"][&slot],
+        serde_json::json!(format!("0x{}", hex::encode(B256::from(U256::from(11))))),
+        "{diff}"
+    );
+
+    let calls = trace::trace_transactions(
+        &state,
+        &env(),
+        None,
+        &txs,
+        0..3,
+        &options(serde_json::json!({"tracer": "callTracer"})),
+        TRACE_LIMITS,
+    )
+    .unwrap();
+    for (trace, receipt) in calls.iter().zip(&executed.receipts) {
+        let trace = serde_json::to_value(trace).unwrap();
+        assert_eq!(
+            trace["gasUsed"],
+            serde_json::json!(format!("{:#x}", receipt.gas_used)),
+            "{trace}"
+        );
+    }
+}
+
+/// The struct logger is refused past its step bound (not cut short); a tracer whose record does
+/// not grow with every opcode is not counted against it.
+#[test]
+fn the_struct_logger_is_refused_past_its_step_bound() {
+    let signer = PrivateKeySigner::random();
+    let at = Address::repeat_byte(0x5e);
+    let state = with_store(&signer, at);
+    let txs = vec![store(&signer, 0, at, 7)];
+    let tight = trace::TraceLimits {
+        max_steps: 3,
+        ..TRACE_LIMITS
+    };
+    let logged = trace::trace_transactions(
+        &state,
+        &env(),
+        None,
+        &txs,
+        0..1,
+        &options(serde_json::json!({})),
+        tight,
+    );
+    assert!(
+        matches!(logged, Err(trace::TraceError::TooManySteps(3))),
+        "{logged:?}"
+    );
+    let steps = trace::trace_transactions(
+        &state,
+        &env(),
+        None,
+        &txs,
+        0..1,
+        &options(serde_json::json!({})),
+        TRACE_LIMITS,
+    )
+    .unwrap();
+    let steps = serde_json::to_value(&steps[0]).unwrap();
+    assert_eq!(steps["structLogs"].as_array().unwrap().len(), 9, "{steps}");
+    trace::trace_transactions(
+        &state,
+        &env(),
+        None,
+        &txs,
+        0..1,
+        &options(serde_json::json!({"tracer": "callTracer"})),
+        tight,
+    )
+    .unwrap();
+}
+
+/// `debug_traceCall` with the call tracer: a message that reverts shows as a reverted frame
+/// with geth's error, and a message refused before running is the caller's error.
+#[test]
+fn a_traced_call_reports_its_revert_and_a_refused_one_is_an_error() {
+    // PUSH1 0 PUSH1 0 REVERT
+    let at = Address::repeat_byte(0x77);
+    let code = Bytes::from_static(&[0x60, 0x00, 0x60, 0x00, 0xfd]);
+    let hash = alloy_primitives::keccak256(&code);
+    let mut state = InMemoryState::default();
+    state.code.insert(hash, code);
+    state.insert_account(
+        at,
+        Account {
+            code_hash: hash,
+            ..Account::default()
+        },
+    );
+    let request = CallRequest {
+        to: Some(at),
+        gas: Some(100_000),
+        ..CallRequest::default()
+    };
+    let tracer = options(serde_json::json!({"tracer": "callTracer"}));
+    let trace = trace::trace_call(&state, &env(), &request, &tracer, 100).unwrap();
+    let trace = serde_json::to_value(&trace).unwrap();
+    assert_eq!(trace["error"], "execution reverted", "{trace}");
+    assert_eq!(trace["type"], "CALL", "{trace}");
+    let poor = CallRequest {
+        value: U256::from(1),
+        from: Some(Address::repeat_byte(1)),
+        ..request
+    };
+    let refused = trace::trace_call(&state, &env(), &poor, &tracer, 100);
+    assert!(
+        matches!(&refused, Err(trace::TraceError::Rejected(m)) if m.starts_with("insufficient funds")),
+        "{refused:?}"
+    );
+}

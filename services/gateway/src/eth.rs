@@ -301,6 +301,24 @@ pub static METHODS: &[(&str, Handler)] = &[
     ("eth_createAccessList", |backends, params| {
         Box::pin(create_access_list(backends, params))
     }),
+    ("debug_traceTransaction", |backends, params| {
+        Box::pin(crate::debug::trace_transaction(backends, params))
+    }),
+    ("debug_traceBlockByNumber", |backends, params| {
+        Box::pin(async move {
+            let number: BlockNumberOrTag = param(params, 0)?;
+            crate::debug::trace_block(backends, BlockId::Number(number), params).await
+        })
+    }),
+    ("debug_traceBlockByHash", |backends, params| {
+        Box::pin(async move {
+            let hash: B256 = param(params, 0)?;
+            crate::debug::trace_block(backends, BlockId::from(hash), params).await
+        })
+    }),
+    ("debug_traceCall", |backends, params| {
+        Box::pin(crate::debug::trace_call(backends, params))
+    }),
     ("ots_hasCode", |backends, params| {
         Box::pin(crate::ots::has_code(backends, params))
     }),

@@ -5,6 +5,7 @@
 //! scales horizontally, except for polling filters (see [`filters`]). Method coverage is listed
 //! in the README.
 
+pub mod debug;
 pub mod eth;
 pub mod feed;
 pub mod fees;

@@ -9,7 +9,10 @@ use std::sync::Arc;
 
 use alloy_primitives::{Address, B256, Bytes, U256};
 use tonic::{Request, Response, Status};
-use verity_execution::{BlockEnvSpec, CallRequest};
+use verity_execution::{
+    BlockEnvSpec, CallRequest,
+    trace::{GethDebugTracingOptions, GethTrace, TraceError, TraceLimits},
+};
 use verity_primitives::{Account, ChainSpec, StateView, governance::Sequencing};
 use verity_proto::{address_from, b256_from, opt_address_from, u256_bytes, u256_from, v1};
 use verity_storage::{Database, ReadTx, StateAt, StorageError};
@@ -46,6 +49,12 @@ pub struct CallBounds {
     /// serve reads).
     #[arg(long, env = "VERITY_MAX_CONCURRENT_CALLS")]
     pub max_concurrent_calls: Option<usize>,
+    /// Most opcode steps the struct logger (`debug_trace*` without a tracer) records for one
+    /// request; a longer trace is refused, not cut. Each step holds its stack (and memory when
+    /// asked for), so this bounds a trace's memory and its answer. Traces share the call slots
+    /// and the call timeout.
+    #[arg(long, env = "VERITY_MAX_TRACE_STEPS", default_value_t = CallBounds::DEFAULT.max_trace_steps)]
+    pub max_trace_steps: u64,
 }
 
 impl CallBounds {
@@ -55,6 +64,7 @@ impl CallBounds {
         call_timeout_ms: 5_000,
         call_memory_mib: 64,
         max_concurrent_calls: None,
+        max_trace_steps: 100_000,
     };
 }
 
@@ -70,6 +80,7 @@ struct Calls {
     gas_cap: u64,
     limits: verity_execution::CallLimits,
     turns: Arc<tokio::sync::Semaphore>,
+    max_trace_steps: u64,
 }
 
 impl Calls {
@@ -85,6 +96,7 @@ impl Calls {
             turns: Arc::new(tokio::sync::Semaphore::new(
                 bounds.max_concurrent_calls.unwrap_or(cores / 2).max(1),
             )),
+            max_trace_steps: bounds.max_trace_steps.max(1),
         }
     }
 }
@@ -113,6 +125,22 @@ impl QueryService {
     pub fn with_call_bounds(mut self, bounds: &CallBounds) -> Self {
         self.calls = Calls::new(bounds);
         self
+    }
+
+    /// A call slot: one call or trace executes per slot; one that finds none within the call
+    /// timeout is refused rather than queued without end.
+    async fn call_turn(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        let wait = self.calls.limits.timeout.unwrap_or_default();
+        tokio::time::timeout(wait, self.calls.turns.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                metrics::counter!("verity_replica_calls_refused_total").increment(1);
+                Status::resource_exhausted(
+                    "too many concurrent calls: every call slot stayed busy for the call timeout; \
+                     retry later",
+                )
+            })?
+            .map_err(|_| Status::unavailable("the replica is stopping"))
     }
 
     async fn with_read<T: Send + 'static>(
@@ -764,50 +792,11 @@ impl v1::replica_server::Replica for QueryService {
         request: Request<v1::CallRequest>,
     ) -> Result<Response<v1::CallResponse>, Status> {
         let request = request.into_inner();
-        let call = CallRequest {
-            from: opt_address_from(&request.from, "from")?,
-            to: opt_address_from(&request.to, "to")?,
-            data: Bytes::from(request.data.clone()),
-            value: u256_from(&request.value, "value")?,
-            gas: (request.gas != 0).then_some(request.gas),
-            gas_price: if request.gas_price.is_empty() {
-                None
-            } else {
-                Some(
-                    u128::try_from(u256_from(&request.gas_price, "gas_price")?)
-                        .map_err(|_| Status::invalid_argument("gas_price exceeds 128 bits"))?,
-                )
-            },
-            nonce: None,
-            access_list: access_list(&request.access_list)?,
-            limits: self.calls.limits,
-        };
-        // One call at a time per turn; a call that finds none within its own timeout is
-        // refused rather than queued without end.
-        let wait = self.calls.limits.timeout.unwrap_or_default();
-        let _turn = tokio::time::timeout(wait, self.calls.turns.clone().acquire_owned())
-            .await
-            .map_err(|_| {
-                metrics::counter!("verity_replica_calls_refused_total").increment(1);
-                Status::resource_exhausted(
-                    "too many concurrent calls: every call slot stayed busy for the call timeout; \
-                     retry later",
-                )
-            })?
-            .map_err(|_| Status::unavailable("the replica is stopping"))?;
+        let call = call_of(&request, self.calls.limits)?;
+        let _turn = self.call_turn().await?;
         let gas_cap = self.calls.gas_cap;
         self.with_read(move |read, spec| {
-            let at = state_at(read, request.block.as_ref())?;
-            let env = match at {
-                At::Latest => pending_env(read, spec)?,
-                At::Block(number) => block_env(read, spec, number)?,
-            };
-            let env = override_env(env, request.block_overrides.as_ref())?;
-            // geth's gas cap: the call's gas, else the block's (overrides included), at most
-            // the cap.
-            let mut call = call;
-            call.gas = Some(call.gas.unwrap_or(env.gas_limit).min(gas_cap));
-            let view = Overridden::new(View::new(read, at), &request.state_overrides)?;
+            let (view, env, call) = call_setup(read, spec, &request, call, gas_cap)?;
             let outcome = if request.create_access_list {
                 let found =
                     verity_execution::create_access_list(&view, &env, &call).map_err(call_error)?;
@@ -838,6 +827,254 @@ impl v1::replica_server::Replica for QueryService {
         })
         .await
     }
+
+    async fn trace(
+        &self,
+        request: Request<v1::TraceRequest>,
+    ) -> Result<Response<v1::TraceResponse>, Status> {
+        use v1::trace_request::Target;
+        let request = request.into_inner();
+        let options: GethDebugTracingOptions = if request.options_json.is_empty() {
+            GethDebugTracingOptions::default()
+        } else {
+            serde_json::from_str(&request.options_json)
+                .map_err(|e| Status::invalid_argument(format!("invalid tracer options: {e}")))?
+        };
+        let target = request
+            .target
+            .ok_or_else(|| Status::invalid_argument("trace: no transaction, block or call"))?;
+        if let Target::Call(call) = &target
+            && (call.estimate_gas || call.create_access_list)
+        {
+            return Err(Status::invalid_argument(
+                "trace: a traced call neither estimates gas nor creates an access list",
+            ));
+        }
+        let call_limits = self.calls.limits;
+        let limits = TraceLimits {
+            timeout: self.calls.limits.timeout.unwrap_or_default(),
+            max_steps: self.calls.max_trace_steps,
+        };
+        let gas_cap = self.calls.gas_cap;
+        let _turn = self.call_turn().await?;
+        self.with_read(move |read, spec| {
+            let traces = match target {
+                Target::Call(wire) => {
+                    let call = call_of(&wire, call_limits)?;
+                    let (view, env, call) = call_setup(read, spec, &wire, call, gas_cap)?;
+                    let trace = verity_execution::trace::trace_call(
+                        &view,
+                        &env,
+                        &call,
+                        &options,
+                        limits.max_steps,
+                    )
+                    .map_err(trace_error)?;
+                    vec![(None, trace)]
+                }
+                Target::TransactionHash(hash) => {
+                    let hash = b256_from(&hash, "transaction_hash")?;
+                    let stored = read
+                        .transaction(hash)
+                        .map_err(storage)?
+                        .ok_or_else(|| Status::not_found("transaction not found"))?;
+                    if stored.block_hash.is_empty() {
+                        return Err(Status::failed_precondition(format!(
+                            "transaction {hash} is in block {}, which is not sealed yet; it can be \
+                             traced once it is",
+                            stored.block_number
+                        )));
+                    }
+                    let replay = Replay::of(read, spec, stored.block_number)?;
+                    let index = replay
+                        .txs
+                        .iter()
+                        .position(|tx| *tx.tx_hash() == hash)
+                        .ok_or_else(|| {
+                            Status::internal(format!(
+                                "transaction {hash} is not among the transactions of its block {}",
+                                stored.block_number
+                            ))
+                        })?;
+                    replay.trace(read, index..index + 1, &options, limits)?
+                }
+                Target::Block(id) => {
+                    let number = resolve_block(read, Some(&id))?
+                        .ok_or_else(|| Status::not_found("block not found"))?;
+                    let replay = Replay::of(read, spec, number)?;
+                    replay.trace(read, 0..replay.txs.len(), &options, limits)?
+                }
+            };
+            let mut answer = v1::TraceResponse::default();
+            let mut bytes = 0usize;
+            for (hash, trace) in traces {
+                let json = serde_json::to_string(&trace)
+                    .map_err(|e| Status::internal(format!("trace: {e}")))?;
+                bytes += json.len();
+                if bytes > MAX_TRACE_BYTES {
+                    return Err(Status::resource_exhausted(format!(
+                        "the trace exceeds {MAX_TRACE_BYTES} bytes, the most this node answers \
+                         with: trace fewer transactions, or with a tracer or options that record \
+                         less (disableStack, no enableMemory)"
+                    )));
+                }
+                answer.traces.push(v1::TransactionTrace {
+                    transaction_hash: hash.map(|h: B256| h.to_vec()).unwrap_or_default(),
+                    result_json: json,
+                });
+            }
+            Ok(Response::new(answer))
+        })
+        .await
+    }
+}
+
+/// The largest trace answer: under the 64 MiB a gRPC message may carry here.
+const MAX_TRACE_BYTES: usize = 60 << 20;
+
+/// A sealed block set up for re-execution: the state before it, its environment and its
+/// transactions in order.
+struct Replay {
+    number: u64,
+    hash: B256,
+    env: BlockEnvSpec,
+    txs: Vec<verity_primitives::Transaction>,
+}
+
+impl Replay {
+    fn of(read: &ReadTx<'_>, spec: &ChainSpec, number: u64) -> Result<Self, Status> {
+        let block = read
+            .block_by_number(number)
+            .map_err(storage)?
+            .ok_or_else(|| Status::not_found("block not found"))?;
+        if number > 0 {
+            // The block runs over the state after its parent.
+            match read.history_from().map_err(storage)? {
+                Some(from) if number > from => {}
+                from => {
+                    return Err(Status::failed_precondition(format!(
+                        "block {number} cannot be traced: it runs over the state of block {}, and \
+                         this replica keeps state history from block {}",
+                        number - 1,
+                        from.map_or_else(|| "its next sealed block".to_string(), |f| f.to_string())
+                    )));
+                }
+            }
+        }
+        let mut txs = Vec::with_capacity(block.transaction_hashes.len());
+        for hash in &block.transaction_hashes {
+            let stored = read
+                .transaction(*hash)
+                .map_err(storage)?
+                .and_then(|s| s.transaction)
+                .ok_or_else(|| {
+                    Status::internal(format!(
+                        "transaction {hash} of block {number} is not stored"
+                    ))
+                })?;
+            txs.push(
+                verity_primitives::Transaction::try_from(&stored)
+                    .map_err(|e| Status::internal(e.to_string()))?,
+            );
+        }
+        Ok(Self {
+            number,
+            hash: block.hash,
+            env: block_env(read, spec, number)?,
+            txs,
+        })
+    }
+
+    fn trace(
+        &self,
+        read: &ReadTx<'_>,
+        traced: std::ops::Range<usize>,
+        options: &GethDebugTracingOptions,
+        limits: TraceLimits,
+    ) -> Result<Vec<(Option<B256>, GethTrace)>, Status> {
+        if self.txs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let before = StateAt::new(read, self.number - 1);
+        let traces = verity_execution::trace::trace_transactions(
+            &before,
+            &self.env,
+            Some(self.hash),
+            &self.txs,
+            traced.clone(),
+            options,
+            limits,
+        )
+        .map_err(trace_error)?;
+        Ok(self.txs[traced]
+            .iter()
+            .map(|tx| Some(*tx.tx_hash()))
+            .zip(traces)
+            .collect())
+    }
+}
+
+/// A trace that could not be produced as a gRPC status.
+fn trace_error(error: TraceError) -> Status {
+    match error {
+        TraceError::Options(_) | TraceError::Rejected(_) => {
+            Status::invalid_argument(error.to_string())
+        }
+        TraceError::TooManySteps(_) => Status::resource_exhausted(error.to_string()),
+        TraceError::Diverged { .. } => {
+            metrics::counter!("verity_replica_trace_replays_diverged_total").increment(1);
+            Status::data_loss(error.to_string())
+        }
+        TraceError::Execution(error) => call_error(error),
+    }
+}
+
+/// The execution request of a wire call, under `limits`.
+fn call_of(
+    request: &v1::CallRequest,
+    limits: verity_execution::CallLimits,
+) -> Result<CallRequest, Status> {
+    Ok(CallRequest {
+        from: opt_address_from(&request.from, "from")?,
+        to: opt_address_from(&request.to, "to")?,
+        data: Bytes::from(request.data.clone()),
+        value: u256_from(&request.value, "value")?,
+        gas: (request.gas != 0).then_some(request.gas),
+        gas_price: if request.gas_price.is_empty() {
+            None
+        } else {
+            Some(
+                u128::try_from(u256_from(&request.gas_price, "gas_price")?)
+                    .map_err(|_| Status::invalid_argument("gas_price exceeds 128 bits"))?,
+            )
+        },
+        nonce: None,
+        access_list: access_list(&request.access_list)?,
+        limits,
+    })
+}
+
+/// What a call runs over: the state it names with its overrides laid over it, the block
+/// environment (overrides applied), and the call with its gas capped as geth caps it.
+fn call_setup<'a, 'db>(
+    read: &'a ReadTx<'db>,
+    spec: &ChainSpec,
+    request: &v1::CallRequest,
+    call: CallRequest,
+    gas_cap: u64,
+) -> Result<(Overridden<View<'a, 'db>>, BlockEnvSpec, CallRequest), Status> {
+    let at = state_at(read, request.block.as_ref())?;
+    let env = match at {
+        At::Latest => pending_env(read, spec)?,
+        At::Block(number) => block_env(read, spec, number)?,
+    };
+    let env = override_env(env, request.block_overrides.as_ref())?;
+    // geth's gas cap: the call's gas, else the block's (overrides included), at most
+    // the cap.
+    let mut call = call;
+    call.gas = Some(call.gas.unwrap_or(env.gas_limit).min(gas_cap));
+    let view = Overridden::new(View::new(read, at), &request.state_overrides)?;
+    Ok((view, env, call))
 }
 
 /// A call that could not run as a gRPC status: one stopped at its deadline is the caller's

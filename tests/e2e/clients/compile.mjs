@@ -11,11 +11,12 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import solc from 'solc';
 
-export function compileToken() {
+/// Every contract of contracts/FILE, by name: {abi, bytecode, runtime}.
+export function compileContracts(file) {
   const here = dirname(fileURLToPath(import.meta.url));
   const input = {
     language: 'Solidity',
-    sources: { 'Token.sol': { content: readFileSync(join(here, 'contracts', 'Token.sol'), 'utf8') } },
+    sources: { [file]: { content: readFileSync(join(here, 'contracts', file), 'utf8') } },
     settings: {
       optimizer: { enabled: true, runs: 200 },
       evmVersion: 'cancun',
@@ -27,12 +28,19 @@ export function compileToken() {
   if (errors.length > 0) {
     throw new Error(errors.map((e) => e.formattedMessage).join('\n'));
   }
-  const token = output.contracts['Token.sol'].Token;
-  return {
-    abi: token.abi,
-    bytecode: '0x' + token.evm.bytecode.object,
-    runtime: '0x' + token.evm.deployedBytecode.object,
-  };
+  const contracts = {};
+  for (const [name, contract] of Object.entries(output.contracts[file])) {
+    contracts[name] = {
+      abi: contract.abi,
+      bytecode: '0x' + contract.evm.bytecode.object,
+      runtime: '0x' + contract.evm.deployedBytecode.object,
+    };
+  }
+  return contracts;
+}
+
+export function compileToken() {
+  return compileContracts('Token.sol').Token;
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

@@ -234,3 +234,202 @@ async fn web3py_reads_blocks_logs_filters_and_fee_history() {
     );
     net.stop().await.unwrap();
 }
+
+/// The tracers against a reference: viem sends the same transactions from the same key at the
+/// same nonces to the gateway and to anvil (Foundry's devnet, from the npm registry), so the
+/// contracts share their addresses; Outer calls Inner, which writes, logs and reverts past 100
+/// (`tryPoke` catches it, `mustPoke` bubbles it). Each trace must equal anvil's field for field,
+/// except the root frame's `gas`, which is the transaction's gas limit as geth reports it
+/// (go-ethereum#27029) where anvil reports it net of the intrinsic gas. The prestate tracer's
+/// diff is held to the gateway's own reads (storage and balances before and after the block),
+/// which the tracer does not produce.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_of_a_nested_revert_match_geths_semantics() {
+    let net = TestNet::start(|_| {}).await.unwrap();
+    let out = net.node("traces.mjs", &[&net.devnet.rpc_url(), "7"]).await;
+    let (verity, anvil) = (&out["verity"], &out["anvil"]);
+    assert_eq!(verity["nonce"], json!(0), "{verity}");
+    assert_eq!(anvil["nonce"], json!(0));
+    assert_eq!(verity["outer"], anvil["outer"], "same key, same nonces");
+    let outer = verity["outer"].as_str().unwrap().to_lowercase();
+    let inner = verity["inner"].as_str().unwrap().to_lowercase();
+    let sender = verity["sender"].as_str().unwrap().to_lowercase();
+    let gas_limit = json!("0x493e0"); // 300,000, what traces.mjs sends every call with
+
+    for label in ["caught", "bubbled", "succeeded"] {
+        let (v, a) = (&verity["tx"][label], &anvil["tx"][label]);
+        assert_eq!(v["gas_used"], a["gas_used"], "{label}");
+        assert_eq!(v["status"], a["status"], "{label}");
+        // Root gas: geth's (the transaction's gas limit); everything else as anvil has it.
+        for tracer in ["call", "top"] {
+            let (mut ours, mut theirs) = (v[tracer].clone(), a[tracer].clone());
+            assert_eq!(ours["gas"], gas_limit, "{label} {tracer}: {ours}");
+            ours["gas"] = json!(null);
+            theirs["gas"] = json!(null);
+            assert_eq!(ours, theirs, "{label} {tracer}");
+        }
+        for tracer in ["four_byte", "struct", "struct_lean"] {
+            assert_eq!(v[tracer], a[tracer], "{label} {tracer}");
+        }
+        assert!(
+            v["struct"]["structLogs"].as_array().unwrap().len() > 100,
+            "{label}: {}",
+            v["struct"]
+        );
+        assert!(v["struct_lean"]["structLogs"][0].get("stack").is_none());
+        // The call tree's gas is the receipt's; the block's trace of it is the same trace.
+        let gas_used = format!("{:#x}", v["gas_used"].as_u64().unwrap());
+        assert_eq!(v["call"]["gasUsed"], json!(gas_used), "{label}");
+        assert_eq!(v["block_trace"]["result"], v["call"], "{label}");
+        assert_eq!(v["block_by_hash_four_byte"], v["four_byte"], "{label}");
+        assert!(
+            v["block_trace_hashes"]
+                .as_array()
+                .unwrap()
+                .contains(&v["hash"])
+        );
+        // 4byteTracer: Outer's selector with its 32-byte argument, and Inner.poke's.
+        assert_eq!(v["four_byte"].as_object().unwrap().len(), 2, "{label}");
+    }
+
+    // The nested revert, caught: the transaction succeeds, the inner frame reverted with its
+    // reason and its log dropped, the outer frame logs Tried(false).
+    let caught = &verity["tx"]["caught"]["call"];
+    assert!(caught.get("error").is_none(), "{caught}");
+    let frame = &caught["calls"][0];
+    assert_eq!(frame["type"], "CALL");
+    assert_eq!(frame["to"].as_str().unwrap().to_lowercase(), inner);
+    assert_eq!(frame["error"], "execution reverted", "{frame}");
+    assert_eq!(frame["revertReason"], "too big", "{frame}");
+    assert!(
+        frame.get("logs").is_none(),
+        "a reverted frame's logs are dropped: {frame}"
+    );
+    assert_eq!(caught["logs"].as_array().unwrap().len(), 1, "{caught}");
+    // Bubbled: the transaction reverts with the inner reason at both levels.
+    let bubbled = &verity["tx"]["bubbled"]["call"];
+    assert_eq!(verity["tx"]["bubbled"]["status"], "reverted");
+    assert_eq!(bubbled["error"], "execution reverted", "{bubbled}");
+    assert_eq!(bubbled["revertReason"], "too big", "{bubbled}");
+    assert_eq!(bubbled["calls"][0]["revertReason"], "too big");
+    // Succeeded: Inner returns 10 and logs Poked(5).
+    let succeeded = &verity["tx"]["succeeded"]["call"]["calls"][0];
+    assert!(succeeded.get("error").is_none(), "{succeeded}");
+    assert_eq!(succeeded["output"], json!(format!("0x{:064x}", 10)));
+    assert_eq!(
+        succeeded["logs"].as_array().unwrap().len(),
+        1,
+        "{succeeded}"
+    );
+    // onlyTopCall: the root alone.
+    assert!(verity["tx"]["caught"]["top"].get("calls").is_none());
+
+    // prestateTracer, diff mode, against the gateway's reads at the block and its parent.
+    let slot0 = format!("0x{:064x}", 0);
+    for label in ["caught", "succeeded"] {
+        let tx = &verity["tx"][label];
+        let diff = &tx["diff"];
+        // geth leaves a slot that was zero out of `pre`.
+        let zero = json!(format!("0x{:064x}", 0));
+        let pre = &diff["pre"][&outer]["storage"][&slot0];
+        assert!(
+            *pre == tx["calls_before"] || (pre.is_null() && tx["calls_before"] == zero),
+            "{label}: {diff}"
+        );
+        for account in [&outer, &inner] {
+            for side in ["pre", "post"] {
+                assert_eq!(
+                    diff[side][account], anvil["tx"][label]["diff"][side][account],
+                    "{label} {side} {account}"
+                );
+            }
+        }
+        assert_eq!(diff["post"][&outer]["storage"][&slot0], tx["calls_after"]);
+        assert_eq!(diff["pre"][&sender]["nonce"], tx["nonce_before"]);
+        assert_eq!(
+            diff["post"][&sender]["nonce"].as_u64(),
+            tx["nonce_before"].as_u64().map(|n| n + 1)
+        );
+        let balance = |v: &serde_json::Value| {
+            alloy_primitives::U256::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16)
+                .unwrap()
+        };
+        let decimal = |v: &serde_json::Value| {
+            alloy_primitives::U256::from_str_radix(v.as_str().unwrap(), 10).unwrap()
+        };
+        assert_eq!(
+            balance(&diff["pre"][&sender]["balance"]),
+            decimal(&tx["balance_before"])
+        );
+        assert_eq!(
+            balance(&diff["post"][&sender]["balance"]),
+            decimal(&tx["balance_after"])
+        );
+        assert_eq!(
+            decimal(&tx["balance_before"]) - decimal(&tx["balance_after"]),
+            alloy_primitives::U256::from(tx["gas_used"].as_u64().unwrap())
+                * decimal(&tx["effective_gas_price"]),
+            "{label}: the sender paid the receipt's gas at its price"
+        );
+    }
+    // The caught revert left Inner's slot alone: no post entry for it; the successful poke
+    // wrote 5.
+    assert!(
+        verity["tx"]["caught"]["diff"]["post"].get(&inner).is_none(),
+        "{}",
+        verity["tx"]["caught"]["diff"]
+    );
+    assert_eq!(
+        verity["tx"]["succeeded"]["diff"]["post"][&inner]["storage"][&slot0],
+        verity["tx"]["succeeded"]["stored_after"]
+    );
+    // Without diff mode: the contracts' entries (code, storage read) as anvil has them.
+    for account in [&outer, &inner] {
+        assert_eq!(
+            verity["tx"]["caught"]["prestate"][account], anvil["tx"]["caught"]["prestate"][account],
+            "{account}"
+        );
+    }
+
+    // debug_traceCall: the same call as a message, equal to anvil's (root gas aside); a state
+    // override reaches the traced call.
+    let (mut ours, mut theirs) = (verity["trace_call"].clone(), anvil["trace_call"].clone());
+    assert_eq!(ours["gas"], gas_limit);
+    ours["gas"] = json!(null);
+    theirs["gas"] = json!(null);
+    assert_eq!(ours, theirs);
+    assert_eq!(
+        verity["trace_call_struct_count"],
+        anvil["trace_call_struct_count"]
+    );
+    assert_eq!(
+        verity["trace_call_override"][&inner]["storage"][&slot0],
+        json!(format!("0x{:064x}", 7)),
+        "{}",
+        verity["trace_call_override"]
+    );
+
+    // Errors, geth's codes and texts.
+    let errors = &verity["errors"];
+    let message = |name: &str| errors[name]["message"].as_str().unwrap().to_string();
+    assert_eq!(errors["unknown_tx"]["code"], -32000, "{errors}");
+    assert!(message("unknown_tx").contains("transaction not found"));
+    assert!(
+        message("js_tracer").contains("JS Tracer is not enabled"),
+        "{errors}"
+    );
+    assert!(
+        message("bad_config").contains("invalid tracer config"),
+        "{errors}"
+    );
+    assert!(
+        message("future_block").contains("block #16777215 not found"),
+        "{errors}"
+    );
+    assert!(
+        message("bad_timeout").contains("invalid timeout"),
+        "{errors}"
+    );
+    assert!(message("poor_call").contains("insufficient funds for gas * price + value"));
+    assert_eq!(errors["tx_index"]["code"], -32602, "{errors}");
+}

@@ -1,0 +1,145 @@
+//! geth's tracing methods: `debug_traceTransaction`, `debug_traceBlockByNumber`,
+//! `debug_traceBlockByHash` and `debug_traceCall`, with geth's tracers (the struct logger,
+//! `callTracer`, `prestateTracer`, `4byteTracer`, `flatCallTracer`, `muxTracer`,
+//! `noopTracer`). A replica re-executes on demand over its state history (`Replica/Trace`);
+//! the options are checked here against geth's shapes before any backend is asked.
+
+use alloy_eips::{BlockId, BlockNumberOrTag};
+use alloy_primitives::B256;
+use alloy_rpc_types_trace::geth::{GethDebugTracingCallOptions, GethDebugTracingOptions};
+use serde_json::{Value, json};
+use verity_proto::v1::{self, trace_request::Target};
+
+use crate::{
+    Backends,
+    eth::{block_id_to_wire, call_request, from_status},
+    jsonrpc::{RpcError, SERVER_ERROR, optional_param, param},
+};
+
+/// How long `debug_traceTransaction` waits for a transaction received in a mini-block to be
+/// sealed into its block (a block interval is a second or so): it is traced in its block.
+const SEAL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `debug_traceTransaction(hash, options?)`.
+pub async fn trace_transaction(backends: &Backends, params: &[Value]) -> Result<Value, RpcError> {
+    let hash: B256 = param(params, 0)?;
+    let options: Option<GethDebugTracingOptions> = optional_param(params, 1)?;
+    let options = options_json(options.as_ref())?;
+    let started = tokio::time::Instant::now();
+    loop {
+        let request = v1::TraceRequest {
+            target: Some(Target::TransactionHash(hash.to_vec())),
+            options_json: options.clone(),
+        };
+        match backends.replica().trace(request).await {
+            Ok(response) => {
+                let trace = response
+                    .into_inner()
+                    .traces
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| RpcError::internal("the replica traced nothing"))?;
+                return result(&trace);
+            }
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                return Err(RpcError::new(SERVER_ERROR, "transaction not found"));
+            }
+            // In a mini-block of the open block: traced once its block is sealed.
+            Err(status)
+                if status.code() == tonic::Code::FailedPrecondition
+                    && status.message().contains("not sealed yet")
+                    && started.elapsed() < SEAL_WAIT =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(status) => return Err(from_status(status)),
+        }
+    }
+}
+
+/// `debug_traceBlockByNumber(number, options?)` and `debug_traceBlockByHash(hash, options?)`:
+/// `[{txHash, result}]`, one per transaction in block order.
+pub async fn trace_block(
+    backends: &Backends,
+    id: BlockId,
+    params: &[Value],
+) -> Result<Value, RpcError> {
+    let options: Option<GethDebugTracingOptions> = optional_param(params, 1)?;
+    let request = v1::TraceRequest {
+        target: Some(Target::Block(block_id_to_wire(Some(id)))),
+        options_json: options_json(options.as_ref())?,
+    };
+    let response = backends
+        .replica()
+        .trace(request)
+        .await
+        .map_err(|status| match status.code() {
+            tonic::Code::NotFound => RpcError::new(SERVER_ERROR, block_not_found(id)),
+            _ => from_status(status),
+        })?
+        .into_inner();
+    let mut traces = Vec::with_capacity(response.traces.len());
+    for trace in &response.traces {
+        let hash = B256::try_from(trace.transaction_hash.as_slice())
+            .map_err(|_| RpcError::internal("traced transaction hash is not 32 bytes"))?;
+        traces.push(json!({ "txHash": hash, "result": result(trace)? }));
+    }
+    Ok(Value::Array(traces))
+}
+
+/// geth's text for a block it does not have.
+fn block_not_found(id: BlockId) -> String {
+    match id {
+        BlockId::Hash(hash) => format!("block {} not found", hash.block_hash),
+        BlockId::Number(BlockNumberOrTag::Number(n)) => format!("block #{n} not found"),
+        BlockId::Number(tag) => format!("block {tag} not found"),
+    }
+}
+
+/// `debug_traceCall(call, block?, options?)`: the call as `eth_call` runs it, the options'
+/// `stateOverrides` and `blockOverrides` included.
+pub async fn trace_call(backends: &Backends, params: &[Value]) -> Result<Value, RpcError> {
+    let options: Option<GethDebugTracingCallOptions> = optional_param(params, 2)?;
+    let options = options.unwrap_or_default();
+    if options.tx_index.is_some() {
+        return Err(RpcError::invalid_params(
+            "txIndex is not supported: a call is traced over the state of a whole block",
+        ));
+    }
+    // eth_call's parameters: the call, the block, the state and block overrides.
+    let call_params = [
+        params.first().cloned().unwrap_or(Value::Null),
+        params.get(1).cloned().unwrap_or(Value::Null),
+        crate::eth::to_value(&options.state_overrides)?,
+        crate::eth::to_value(&options.block_overrides)?,
+    ];
+    let call = call_request(&call_params, false)?;
+    let request = v1::TraceRequest {
+        target: Some(Target::Call(call)),
+        options_json: options_json(Some(&options.tracing_options))?,
+    };
+    let response = backends
+        .replica()
+        .trace(request)
+        .await
+        .map_err(from_status)?
+        .into_inner();
+    let trace = response
+        .traces
+        .first()
+        .ok_or_else(|| RpcError::internal("the replica traced nothing"))?;
+    result(trace)
+}
+
+/// The options as the replica reads them: geth's shapes, checked here, sent as JSON.
+fn options_json(options: Option<&GethDebugTracingOptions>) -> Result<String, RpcError> {
+    match options {
+        None => Ok(String::new()),
+        Some(options) => serde_json::to_string(options).map_err(RpcError::internal),
+    }
+}
+
+fn result(trace: &v1::TransactionTrace) -> Result<Value, RpcError> {
+    serde_json::from_str(&trace.result_json)
+        .map_err(|e| RpcError::internal(format!("the replica's trace is not JSON: {e}")))
+}

@@ -1,0 +1,166 @@
+// Tracing against a reference: the same transactions, sent by the same key at the same nonces
+// (so the contracts land at the same addresses), on the gateway and on anvil (Foundry's
+// devnet, the npm package pinned in package-lock.json, started here on a port the OS picks),
+// then traced on both with geth's tracers through viem. Contracts/Traced.sol: Outer calls
+// Inner, which writes, logs and reverts past 100; tryPoke catches the revert, mustPoke
+// bubbles it.
+//
+// Usage: node traces.mjs RPC_URL ACCOUNT_INDEX
+// Prints one JSON object: each trace from both nodes, plus what the gateway's own reads say
+// (receipts, storage, balances), for the Rust test to compare.
+
+import { spawn } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createPublicClient, createWalletClient, defineChain, encodeFunctionData, http, publicActions } from 'viem';
+import { mnemonicToAccount } from 'viem/accounts';
+import { compileContracts } from './compile.mjs';
+
+const MNEMONIC = 'test test test test test test test test test test test junk';
+const url = process.argv[2];
+const index = Number(process.argv[3] ?? 7);
+const here = dirname(fileURLToPath(import.meta.url));
+const anvilBin = join(here, 'node_modules', '@foundry-rs', 'anvil-linux-amd64', 'bin', 'anvil');
+
+// anvil on an OS-chosen loopback port, under the fork every Verity block runs (Prague).
+const anvil = spawn(anvilBin, ['--host', '127.0.0.1', '--port', '0', '--hardfork', 'prague', '--steps-tracing'], {
+  stdio: ['ignore', 'pipe', 'inherit'],
+});
+const anvilUrl = await new Promise((resolve, reject) => {
+  let seen = '';
+  const timer = setTimeout(() => reject(new Error(`anvil did not start: ${seen}`)), 30_000);
+  anvil.stdout.on('data', (chunk) => {
+    seen += chunk;
+    const found = seen.match(/Listening on (127\.0\.0\.1:\d+)/);
+    if (found) {
+      clearTimeout(timer);
+      resolve(`http://${found[1]}`);
+    }
+  });
+  anvil.on('exit', (code) => reject(new Error(`anvil exited with ${code}: ${seen}`)));
+});
+
+async function node(rpc) {
+  const bootstrap = createPublicClient({ transport: http(rpc) });
+  const chain = defineChain({
+    id: await bootstrap.getChainId(),
+    name: 'traced',
+    nativeCurrency: { name: 'Ether', symbol: 'ETH', decimals: 18 },
+    rpcUrls: { default: { http: [rpc] } },
+  });
+  const account = mnemonicToAccount(MNEMONIC, { addressIndex: index });
+  return createWalletClient({ account, chain, transport: http(rpc), pollingInterval: 50 }).extend(publicActions);
+}
+
+const { Inner, Outer } = compileContracts('Traced.sol');
+const out = { anvil: {}, verity: {} };
+// Fixed gas and fees: the top frame's gas and every gas figure then agree across the nodes.
+const fees = { maxFeePerGas: 10_000_000_000n, maxPriorityFeePerGas: 1_000_000n };
+
+try {
+  for (const [name, rpc] of [['verity', url], ['anvil', anvilUrl]]) {
+    const client = await node(rpc);
+    const wait = (hash) => client.waitForTransactionReceipt({ hash, pollingInterval: 50, timeout: 30_000 });
+    const mine = async (request) => wait(await client.sendTransaction({ ...request, ...fees }));
+    const into = out[name];
+    into.sender = client.account.address;
+    into.nonce = await client.getTransactionCount({ address: client.account.address });
+
+    const inner = (await mine({ data: Inner.bytecode, gas: 1_000_000n })).contractAddress;
+    // The constructor's argument, ABI-encoded, follows the init code.
+    const outer = (await mine({ data: Outer.bytecode + inner.slice(2).padStart(64, '0'), gas: 1_000_000n })).contractAddress;
+    into.inner = inner;
+    into.outer = outer;
+
+    const call = (fn, value) => encodeFunctionData({ abi: Outer.abi, functionName: fn, args: [value] });
+    const txs = {
+      caught: { to: outer, data: call('tryPoke', 500n), gas: 300_000n },
+      bubbled: { to: outer, data: call('mustPoke', 500n), gas: 300_000n },
+      succeeded: { to: outer, data: call('tryPoke', 5n), gas: 300_000n },
+    };
+    into.tx = {};
+    for (const [label, request] of Object.entries(txs)) {
+      const receipt = await mine(request);
+      const hash = receipt.transactionHash;
+      const trace = (options) => client.request({ method: 'debug_traceTransaction', params: [hash, options] });
+      const entry = {
+        hash,
+        status: receipt.status,
+        gas_used: Number(receipt.gasUsed),
+        effective_gas_price: receipt.effectiveGasPrice.toString(),
+        block: Number(receipt.blockNumber),
+        call: await trace({ tracer: 'callTracer', tracerConfig: { withLog: true } }),
+        top: await trace({ tracer: 'callTracer', tracerConfig: { onlyTopCall: true } }),
+        four_byte: await trace({ tracer: '4byteTracer' }),
+        struct: await trace({}),
+        struct_lean: await trace({ disableStack: true, disableStorage: true, enableMemory: false }),
+        prestate: await trace({ tracer: 'prestateTracer' }),
+        diff: await trace({ tracer: 'prestateTracer', tracerConfig: { diffMode: true } }),
+      };
+      if (name === 'verity') {
+        // What the gateway's own reads say about the same transaction.
+        const at = (n) => ({ blockNumber: BigInt(n) });
+        entry.calls_before = await client.getStorageAt({ address: outer, slot: '0x0', ...at(entry.block - 1) });
+        entry.calls_after = await client.getStorageAt({ address: outer, slot: '0x0', ...at(entry.block) });
+        entry.stored_before = await client.getStorageAt({ address: inner, slot: '0x0', ...at(entry.block - 1) });
+        entry.stored_after = await client.getStorageAt({ address: inner, slot: '0x0', ...at(entry.block) });
+        entry.balance_before = (await client.getBalance({ address: client.account.address, ...at(entry.block - 1) })).toString();
+        entry.balance_after = (await client.getBalance({ address: client.account.address, ...at(entry.block) })).toString();
+        entry.nonce_before = await client.getTransactionCount({ address: client.account.address, ...at(entry.block - 1) });
+        const block = await client.request({
+          method: 'debug_traceBlockByNumber',
+          params: [`0x${entry.block.toString(16)}`, { tracer: 'callTracer', tracerConfig: { withLog: true } }],
+        });
+        entry.block_trace = block.find((t) => t.txHash === hash) ?? null;
+        entry.block_trace_hashes = block.map((t) => t.txHash);
+        const byHash = await client.request({
+          method: 'debug_traceBlockByHash',
+          params: [receipt.blockHash, { tracer: '4byteTracer' }],
+        });
+        entry.block_by_hash_four_byte = byHash.find((t) => t.txHash === hash)?.result ?? null;
+      }
+      into.tx[label] = entry;
+    }
+
+    // debug_traceCall: the caught revert as a call, at latest, and with a state override that
+    // makes Inner's slot read differently (the override reaches the traced call).
+    const callRequest = { from: client.account.address, to: outer, data: call('tryPoke', 500n), gas: '0x493e0' };
+    into.trace_call = await client.request({
+      method: 'debug_traceCall',
+      params: [callRequest, 'latest', { tracer: 'callTracer', tracerConfig: { withLog: true } }],
+    });
+    into.trace_call_struct_count = (
+      await client.request({ method: 'debug_traceCall', params: [callRequest, 'latest', {}] })
+    ).structLogs.length;
+    if (name === 'verity') {
+      into.trace_call_override = await client.request({
+        method: 'debug_traceCall',
+        params: [
+          { ...callRequest, data: call('tryPoke', 5n) },
+          'latest',
+          { tracer: 'prestateTracer', stateOverrides: { [inner]: { stateDiff: { ['0x' + '0'.repeat(64)]: '0x' + '7'.padStart(64, '0') } } } },
+        ],
+      });
+      const errorOf = async (method, params) => {
+        try {
+          await client.request({ method, params });
+          return null;
+        } catch (e) {
+          return { code: e.cause?.code ?? e.code, message: e.cause?.message ?? e.details ?? e.message };
+        }
+      };
+      into.errors = {
+        unknown_tx: await errorOf('debug_traceTransaction', ['0x' + 'ab'.repeat(32), {}]),
+        js_tracer: await errorOf('debug_traceTransaction', [into.tx.caught.hash, { tracer: '{ result: function() { return 1; } }' }]),
+        bad_config: await errorOf('debug_traceTransaction', [into.tx.caught.hash, { tracer: 'callTracer', tracerConfig: { onlyTopCall: 'yes' } }]),
+        future_block: await errorOf('debug_traceBlockByNumber', ['0xffffff', {}]),
+        bad_timeout: await errorOf('debug_traceTransaction', [into.tx.caught.hash, { timeout: 'soon' }]),
+        poor_call: await errorOf('debug_traceCall', [{ from: '0x' + '01'.repeat(20), to: outer, value: '0xde0b6b3a7640000' }, 'latest', {}]),
+        tx_index: await errorOf('debug_traceCall', [callRequest, 'latest', { txIndex: '0x0' }]),
+      };
+    }
+  }
+} finally {
+  anvil.kill();
+}
+console.log(JSON.stringify(out));
