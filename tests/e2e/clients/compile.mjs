@@ -3,6 +3,7 @@
 // languages deploy what this prints.
 //
 // Usage: node compile.mjs            the JSON above
+//        node compile.mjs --file F   every contract of contracts/F: {"Name": {abi, bytecode, runtime}}
 //        node compile.mjs --runtime  only the deployed code, as hex: libs/workload/src/token.hex
 //                                    (the load generator's ERC-20) is this output
 
@@ -44,6 +45,11 @@ export function compileToken() {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const token = compileToken();
-  console.log(process.argv.includes('--runtime') ? token.runtime : JSON.stringify(token));
+  const file = process.argv.indexOf('--file');
+  if (file > 0) {
+    console.log(JSON.stringify(compileContracts(process.argv[file + 1])));
+  } else {
+    const token = compileToken();
+    console.log(process.argv.includes('--runtime') ? token.runtime : JSON.stringify(token));
+  }
 }

@@ -826,6 +826,34 @@ pub fn client_script(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Runs Foundry's `cast` (the npm package `@foundry-rs/cast`, pinned in the clients' lockfile
+/// and installed by `make bootstrap`) against the node at `rpc` with `args`: its standard output,
+/// or an error with its standard error when it fails.
+pub async fn cast(rpc: &str, args: &[&str]) -> anyhow::Result<String> {
+    let bin = client_script("node_modules/@foundry-rs/cast-linux-amd64/bin/cast");
+    let output = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(&bin)
+            .args(args)
+            .env("ETH_RPC_URL", rpc)
+            .env("NO_COLOR", "1")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .with_context(|| format!("cast {args:?} timed out"))?
+    .with_context(|| format!("cannot run {} (make bootstrap installs it)", bin.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    if !output.status.success() {
+        bail!(
+            "cast {args:?} failed with {}:\n{}\n{stdout}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(stdout)
+}
+
 /// Runs a Python client script with `args`, returning the JSON object it prints.
 pub async fn run_python(script: &str, args: &[&str]) -> anyhow::Result<Value> {
     run_client("python3", "web3.py", script, args).await
