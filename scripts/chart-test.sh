@@ -63,6 +63,23 @@ for values in "$chart"/ci/*.yaml; do
   python3 "$tests/check.py" validate "${guaranteed[@]}" "$out/$name-with-crds.yaml"
 done
 
+# The alert rules as the chart renders them (default thresholds), through promtool (Debian's
+# prometheus package, installed by bootstrap): syntax and types, then the unit tests that fire
+# and clear each alert.
+"$helm" template verity "$chart" --namespace verity --set metrics.prometheusRule.enabled=true \
+  --show-only templates/prometheusrule.yaml > "$out/prometheusrule.yaml"
+python3 - "$out/prometheusrule.yaml" "$out/rules.yaml" <<'PY'
+import sys, yaml
+rule = yaml.safe_load(open(sys.argv[1]))
+yaml.safe_dump(rule["spec"], open(sys.argv[2], "w"), sort_keys=False)
+PY
+cp "$tests/alerts.test.yaml" "$out/alerts.test.yaml"
+promtool check rules "$out/rules.yaml" >/dev/null
+promtool test rules "$out/alerts.test.yaml" >/dev/null || promtool test rules "$out/alerts.test.yaml"
+# Every alert has a unit test and a runbook section in docs/operations.md; every dashboard is
+# valid JSON whose panels each have a description.
+python3 "$tests/check_monitoring.py" "$out/rules.yaml" "$tests/alerts.test.yaml" "$chart/dashboards" docs/operations.md
+
 for values in "$tests"/bad-values/*.yaml; do
   expected="$(sed -n '1s/^# expect: //p' "$values")"
   if [ -z "$expected" ]; then

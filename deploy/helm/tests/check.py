@@ -23,6 +23,7 @@ WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"}
 CRD_SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): HERE / "crds" / "keda.sh_v1alpha1_ScaledObject.json",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): HERE / "crds" / "monitoring.coreos.com_v1_ServiceMonitor.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): HERE / "crds" / "monitoring.coreos.com_v1_PrometheusRule.json",
     ("cert-manager.io/v1", "Certificate"): HERE / "crds" / "cert-manager.io_v1_Certificate.json",
 }
 

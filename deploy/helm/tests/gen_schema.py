@@ -209,7 +209,21 @@ schema = {
             "serviceMonitor": {"type": "object", "additionalProperties": False, "properties": {
                 "enabled": {"type": "boolean"},
                 "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m)$"},
-                "labels": {"type": "object", "additionalProperties": {"type": "string"}}}}}},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}}}},
+            "dashboards": {"type": "object", "additionalProperties": False, "properties": {
+                "enabled": {"type": "boolean"},
+                "label": {"type": "string", "minLength": 1},
+                "labelValue": {"type": "string"},
+                "annotations": {"type": "object", "additionalProperties": {"type": "string"}}}},
+            "prometheusRule": {"type": "object", "additionalProperties": False, "properties": {
+                "enabled": {"type": "boolean"},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "runbookBaseUrl": {"type": "string", "pattern": "^https?://"},
+                "sequencerStalledFor": {"type": "string", "pattern": "^[0-9]+(s|m|h)$"},
+                "safeLagBlocks": {"type": "integer", "minimum": 1},
+                "proverBacklogJobs": {"type": "integer", "minimum": 0},
+                "replicaBehindEvents": {"type": "integer", "minimum": 1},
+                "streamFill": {"type": "number", "exclusiveMinimum": 0, "maximum": 1}}}}},
         "networkPolicy": {"type": "object", "additionalProperties": False, "properties": {
             "enabled": {"type": "boolean"},
             "metricsFrom": {"type": "array", "items": {"type": "object"}},

@@ -75,6 +75,8 @@ pub struct StreamUsage {
     pub bytes: u64,
     /// Its limit, if it has one.
     pub max_bytes: Option<u64>,
+    /// Messages it holds (none for the account's storage).
+    pub messages: Option<u64>,
 }
 
 impl StreamUsage {
@@ -106,6 +108,7 @@ pub async fn usage(js: &Context) -> Result<Vec<StreamUsage>, BusError> {
             stream: name.to_string(),
             bytes: info.state.bytes,
             max_bytes: u64::try_from(info.config.max_bytes).ok(),
+            messages: Some(info.state.messages),
         });
     }
     // The account's storage and its limit, read as plain JSON: async-nats's typed account info
@@ -122,6 +125,7 @@ pub async fn usage(js: &Context) -> Result<Vec<StreamUsage>, BusError> {
             stream: "storage".to_string(),
             bytes: used,
             max_bytes: Some(max),
+            messages: None,
         });
     }
     Ok(found)
@@ -132,7 +136,8 @@ pub const NEARLY_FULL: f64 = 0.8;
 
 /// Every `every`, records each stream's bytes and limit (`verity_bus_stream_bytes`,
 /// `verity_bus_stream_limit_bytes`) and warns of one past [`NEARLY_FULL`] of its limit, saying
-/// what happens at it. Runs until the process ends.
+/// what happens at it; and each stream's messages (`verity_bus_stream_messages`). Runs until
+/// the process ends.
 pub async fn watch_usage(js: Context, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -149,6 +154,10 @@ pub async fn watch_usage(js: Context, every: Duration) {
             let label = stream.stream.clone();
             metrics::gauge!("verity_bus_stream_bytes", "stream" => label.clone())
                 .set(stream.bytes as f64);
+            if let Some(messages) = stream.messages {
+                metrics::gauge!("verity_bus_stream_messages", "stream" => label.clone())
+                    .set(messages as f64);
+            }
             if let Some(max) = stream.max_bytes {
                 metrics::gauge!("verity_bus_stream_limit_bytes", "stream" => label).set(max as f64);
             }

@@ -190,6 +190,8 @@ impl InFlightSends {
     /// Sends in flight bounded by `max_delay` (`None`: unbounded) of completions at the rate
     /// of the last second, and never below `floor`.
     pub fn new(max_delay: Option<Duration>, floor: usize) -> Self {
+        // The series of refusals exists from the start, at 0 (dashboards read it).
+        metrics::counter!("verity_gateway_shed_sends_total").increment(0);
         Self {
             max_delay,
             floor: floor.max(1),

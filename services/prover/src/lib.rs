@@ -294,6 +294,11 @@ impl Prover {
             ack_wait: Duration::from_secs(self.config.ack_wait_secs.max(1)),
             max_deliver: self.config.max_deliver.max(1),
         };
+        tokio::spawn(report_backlog(
+            self.jobs.clone(),
+            self.consumer_name(),
+            stop.clone(),
+        ));
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         while !stop.is_cancelled() {
             match self.pull(&keys, queue, &stop).await {
@@ -310,6 +315,14 @@ impl Prover {
         Ok(())
     }
 
+    /// The durable job consumer this worker's pool shares.
+    fn consumer_name(&self) -> String {
+        self.config
+            .consumer
+            .clone()
+            .unwrap_or_else(|| proving::consumer_name(self.key.address().as_slice()))
+    }
+
     /// Pulls and handles one job at a time (so a busy worker leaves the next job to another).
     async fn pull(
         &self,
@@ -317,11 +330,7 @@ impl Prover {
         queue: JobQueue,
         stop: &CancellationToken,
     ) -> anyhow::Result<()> {
-        let name = self
-            .config
-            .consumer
-            .clone()
-            .unwrap_or_else(|| proving::consumer_name(self.key.address().as_slice()));
+        let name = self.consumer_name();
         let consumer = proving::job_consumer(&self.jobs, &name, queue).await?;
         loop {
             let mut batch = consumer
@@ -725,6 +734,32 @@ enum Turn {
 }
 
 /// Checks a job and proves it or produces fraud evidence. `Err` is a job no worker can handle.
+/// Every 10 s until `stop`, exports the pool's backlog, `verity_prover_pool_backlog_jobs`: the
+/// jobs its consumer has not finished (not yet delivered, or delivered and not acknowledged:
+/// what the autoscaler scales on). Every worker of a pool reports the same number; one busy
+/// proving still reports it.
+async fn report_backlog(
+    jobs: jetstream::stream::Stream,
+    consumer: String,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        match jobs.consumer_info(&consumer).await {
+            Ok(info) => {
+                metrics::gauge!("verity_prover_pool_backlog_jobs", "consumer" => consumer.clone())
+                    .set((info.num_pending + info.num_ack_pending as u64) as f64);
+            }
+            Err(error) => tracing::debug!(%error, "cannot read the pool's backlog"),
+        }
+    }
+}
+
 fn run_job(
     keys: &KeyRing,
     key: &SigningKey,

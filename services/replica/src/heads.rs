@@ -79,6 +79,18 @@ fn load(db: &Database) -> anyhow::Result<(BTreeMap<Address, u64>, u64)> {
             anyhow::anyhow!("stored finality votes are corrupt ({} bytes)", bytes.len())
         })?,
     };
+    // What is stored is exported at once: a restarted replica shows its heads and its alarms
+    // (at 0 when there are none) before the next attestation arrives.
+    if let Some(safe) = read.meta_u64(meta::SAFE_BLOCK)? {
+        metrics::gauge!("verity_replica_safe_block").set(safe as f64);
+    }
+    if let Some(finalized) = read.meta_u64(meta::FINALIZED_BLOCK)? {
+        metrics::gauge!("verity_replica_finalized_block").set(finalized as f64);
+    }
+    let raised = |stored: Option<Vec<u8>>| if stored.is_some() { 1.0 } else { 0.0 };
+    metrics::gauge!("verity_replica_fraud_alarm").set(raised(read.meta(meta::ALARM)?));
+    metrics::gauge!("verity_replica_false_accusation_alarm")
+        .set(raised(read.meta(meta::ACCUSATION)?));
     Ok((votes, read.meta_u64(meta::NEXT_SEQ)?.unwrap_or(1)))
 }
 
@@ -161,6 +173,7 @@ async fn follow_once(
         });
         if let Some(accusation) = &accusation {
             tracing::warn!(accusation, "FALSE ACCUSATION");
+            metrics::gauge!("verity_replica_false_accusation_alarm").set(1.0);
         }
         let stored = Stored {
             votes: votes.clone(),

@@ -399,6 +399,7 @@ async fn follow_chain(
     stop: CancellationToken,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    metrics::gauge!("verity_replica_halted").set(0.0);
     while !stop.is_cancelled() {
         match follow_once(&db, &stream, &rules, &mut witness, keep, &stop).await {
             Ok(()) => break,

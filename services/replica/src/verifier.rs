@@ -210,6 +210,10 @@ async fn run_once(
     keys: &Arc<KeyRing>,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
+    // The alarm series exist from the start, at 0 until something is confirmed (a fraud
+    // confirmed earlier is reported again just below).
+    metrics::gauge!("verity_verifier_fraud_alarm").set(0.0);
+    metrics::counter!("verity_verifier_false_accusations_total").increment(0);
     let mut progress = {
         let db = db.clone();
         let root = settings.genesis_root;

@@ -467,6 +467,7 @@ impl Producer {
         let view = Overlay::new(&read, uncommitted.unwrap_or(&nothing));
         let txs = {
             let mut mempool = shared.lock_mempool();
+            metrics::gauge!("verity_sequencer_mempool_transactions").set(mempool.len() as f64);
             mempool.take_ready(self.max_txs, remaining_gas, self.max_bytes, |address| {
                 view.account(address)
                     .ok()
@@ -870,6 +871,8 @@ fn run_committer(
                 metrics::counter!("verity_sequencer_transactions_total")
                     .increment(mini.transactions.len() as u64);
                 metrics::counter!("verity_sequencer_mini_blocks_total").increment(1);
+                metrics::counter!("verity_sequencer_gas_used_total")
+                    .increment(mini.receipts.iter().map(|r| r.gas_used).sum());
                 metrics::histogram!("verity_sequencer_mini_block_seconds")
                     .record(job.started.elapsed().as_secs_f64());
             }

@@ -205,6 +205,16 @@ impl Node {
         };
         let shared = Arc::new(SharedState::new(db.clone(), spec.clone(), limits, head_rx));
         shared.set_active(false);
+        // The series dashboards and alerts read exist from the start, at 0.
+        metrics::gauge!("verity_sequencer_storage_full").set(0.0);
+        metrics::gauge!("verity_sequencer_mempool_transactions").set(0.0);
+        for counter in [
+            "verity_sequencer_gas_used_total",
+            "verity_sequencer_shed_transactions_total",
+            "verity_sequencer_mempool_evicted_total",
+        ] {
+            metrics::counter!(counter).increment(0);
+        }
         let (_client, js) = config.service.nats.connect("verity-sequencer").await?;
         let stream = verity_bus::ensure_chain_stream(&js).await?;
         let lease = lease::lease_store(&js).await?;

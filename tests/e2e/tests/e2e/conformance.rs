@@ -97,5 +97,54 @@ async fn viem_ethers_and_web3py_run_an_erc20_through_every_transaction_type_and_
     assert_eq!(fee("max_priority_fee"), 1_000_000, "{ethers}");
     assert!(fee("gas_price") > fee("max_priority_fee"), "{ethers}");
     assert!(fee("max_fee") > fee("max_priority_fee"), "{ethers}");
+
+    every_monitored_series_exists(&net).await;
     net.stop().await.unwrap();
+}
+
+/// Every series the chart's dashboards and alert rules name is exported by this devnet (with
+/// proving, after the clients' traffic and `safe`/`finalized` reached): a panel or an alert on a
+/// series nobody exports would stay silent forever.
+async fn every_monitored_series_exists(net: &TestNet) {
+    let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/helm/verity");
+    let mut named = std::collections::BTreeSet::new();
+    let mut sources = vec![chart.join("templates/prometheusrule.yaml")];
+    for entry in std::fs::read_dir(chart.join("dashboards")).unwrap() {
+        sources.push(entry.unwrap().path());
+    }
+    for source in &sources {
+        let text = std::fs::read_to_string(source).unwrap();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("verity_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            // Histograms are named by their series (`_bucket`); the others as exported.
+            named.insert(name);
+        }
+    }
+    assert!(named.len() > 20, "{named:?}");
+    // The provers report their pool's backlog, and the sequencer the streams, every 10 s.
+    tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+    let mut exported = std::collections::BTreeSet::new();
+    for service in net.devnet.services() {
+        let metrics = net.devnet.address(service, "metrics").unwrap();
+        let (status, body) = verity_e2e::http_get(&format!("http://{metrics}/metrics"))
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{service}");
+        for line in body.lines().filter(|l| !l.starts_with('#')) {
+            if let Some(name) = line.split(['{', ' ']).next() {
+                exported.insert(name.to_string());
+            }
+        }
+    }
+    let missing: Vec<_> = named.difference(&exported).collect();
+    assert!(
+        missing.is_empty(),
+        "named by a dashboard or an alert but exported by no service: {missing:?}"
+    );
+    assert!(exported.contains("verity_prover_pool_backlog_jobs"));
 }

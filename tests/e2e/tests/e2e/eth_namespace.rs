@@ -493,10 +493,7 @@ async fn cast_deploys_sends_reads_and_replays_against_the_gateway() {
         .call("eth_getTransactionReceipt", json!([hash]))
         .await
         .unwrap();
-    assert_eq!(
-        ok(&net, &url, &["receipt", &hash, "status"]).await,
-        "true"
-    );
+    assert_eq!(ok(&net, &url, &["receipt", &hash, "status"]).await, "true");
     let gas_used = u64::from_str_radix(
         receipt["gasUsed"]
             .as_str()
