@@ -125,13 +125,13 @@ pub struct Report {
 
 /// A small JSON-RPC client over a pooled HTTP/1.1 connection set.
 #[derive(Clone, Debug)]
-struct Rpc {
+pub(crate) struct Rpc {
     url: hyper::Uri,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<bytes::Bytes>>,
 }
 
 impl Rpc {
-    fn new(url: &str) -> anyhow::Result<Self> {
+    pub(crate) fn new(url: &str) -> anyhow::Result<Self> {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build_http();
@@ -161,13 +161,13 @@ impl Rpc {
             .ok_or_else(|| anyhow!("no result in {value}"))
     }
 
-    async fn ok(&self, method: &str, params: Value) -> anyhow::Result<Value> {
+    pub(crate) async fn ok(&self, method: &str, params: Value) -> anyhow::Result<Value> {
         self.call(method, params)
             .await?
             .map_err(|e| anyhow!("{method}: {e}"))
     }
 
-    async fn quantity(&self, method: &str, params: Value) -> anyhow::Result<u64> {
+    pub(crate) async fn quantity(&self, method: &str, params: Value) -> anyhow::Result<u64> {
         let value = self.ok(method, params).await?;
         let text = value.as_str().unwrap_or_default();
         u64::from_str_radix(text.trim_start_matches("0x"), 16)

@@ -8,6 +8,7 @@ mod bus;
 mod chain;
 mod governance;
 mod stages;
+mod status;
 
 use std::{io::Write as _, net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -38,6 +39,10 @@ enum Command {
     /// The bus's streams, buckets and job consumers, made with the admin credential before the
     /// services start: `verity bus init --nats-nkey-file chain/nats/admin.nk ...`.
     Bus(bus::BusArgs),
+    /// The chain at a glance: heads and lags, the sequencer and standing appointments, the
+    /// prover pools and their backlogs, the verifiers' newest attestations, the streams and any
+    /// alarm. Refreshes in a terminal; `--json` prints one object.
+    Status(status::StatusArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -89,7 +94,13 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let telemetry = verity_telemetry::TelemetryArgs {
         log_format: verity_telemetry::LogFormat::Text,
-        log_filter: "info".into(),
+        // `status` draws a screen: only warnings beside it.
+        log_filter: if matches!(cli.command, Command::Status(_)) {
+            "warn"
+        } else {
+            "info"
+        }
+        .into(),
         otlp_endpoint: None,
         metrics_addr: None,
     };
@@ -109,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Governance(args) => governance::run(args).await,
         Command::Chain(args) => chain::run(args).await,
         Command::Bus(args) => bus::run(args).await,
+        Command::Status(args) => status::run(args).await,
     }
 }
 

@@ -99,7 +99,59 @@ async fn viem_ethers_and_web3py_run_an_erc20_through_every_transaction_type_and_
     assert!(fee("max_fee") > fee("max_priority_fee"), "{ethers}");
 
     every_monitored_series_exists(&net).await;
+    verity_status_shows_the_chain(&net).await;
     net.stop().await.unwrap();
+}
+
+/// `verity status --json` on the proving devnet after the clients' traffic: heads with
+/// `finalized` reached, the epoch-0 sequencer holding the lease (checked against genesis), the
+/// prover pool, the verifier's signed attestation of a block at least as new as `finalized`
+/// with the root its proofs established, the streams, and no alarm and nothing unreadable.
+async fn verity_status_shows_the_chain(net: &TestNet) {
+    let output = tokio::process::Command::new(verity_devnet::default_bin_dir().join("verity"))
+        .args([
+            "status",
+            "--json",
+            "--rpc-url",
+            &net.devnet.rpc_url(),
+            "--devnet-dir",
+        ])
+        .arg(net.devnet.data_dir())
+        .env("VERITY_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let status: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(status["unavailable"], json!([]), "{status}");
+    assert_eq!(status["alarms"], json!([]), "{status}");
+    assert_eq!(status["chain_id"], json!(31337), "{status}");
+    let finalized = status["heads"]["finalized"].as_u64().expect("finalized");
+    assert!(status["heads"]["latest"].as_u64().unwrap() >= finalized);
+    assert_eq!(status["sequencer"]["epoch"], json!(0), "{status}");
+    assert_eq!(status["sequencer"]["refused"], json!(null));
+    let provers = status["provers"].as_array().unwrap();
+    assert!(!provers.is_empty(), "{status}");
+    assert!(provers[0]["done"].as_u64().unwrap() > 0, "{status}");
+    let verifiers = status["verifiers"].as_array().unwrap();
+    assert_eq!(verifiers.len(), 1, "{status}");
+    assert!(
+        verifiers[0]["block"].as_u64().unwrap() >= finalized,
+        "{status}"
+    );
+    assert_eq!(verifiers[0]["fraud"], json!(null));
+    assert!(
+        status["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["stream"] == "VERITY_CHAIN" && s["messages"].as_u64() > Some(0)),
+        "{status}"
+    );
 }
 
 /// Every series the chart's dashboards and alert rules name is exported by this devnet (with
