@@ -24,7 +24,16 @@ const SEAL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 pub async fn trace_transaction(backends: &Backends, params: &[Value]) -> Result<Value, RpcError> {
     let hash: B256 = param(params, 0)?;
     let options: Option<GethDebugTracingOptions> = optional_param(params, 1)?;
-    let options = options_json(options.as_ref())?;
+    traced_transaction(backends, hash, options.as_ref()).await
+}
+
+/// The trace of transaction `hash` under `options` (the struct logger when `None`).
+pub async fn traced_transaction(
+    backends: &Backends,
+    hash: B256,
+    options: Option<&GethDebugTracingOptions>,
+) -> Result<Value, RpcError> {
+    let options = options_json(options)?;
     let started = tokio::time::Instant::now();
     loop {
         let request = v1::TraceRequest {
@@ -65,9 +74,24 @@ pub async fn trace_block(
     params: &[Value],
 ) -> Result<Value, RpcError> {
     let options: Option<GethDebugTracingOptions> = optional_param(params, 1)?;
+    let traces = traced_block(backends, id, options.as_ref()).await?;
+    Ok(Value::Array(
+        traces
+            .into_iter()
+            .map(|(hash, result)| json!({ "txHash": hash, "result": result }))
+            .collect(),
+    ))
+}
+
+/// The traces of block `id`'s transactions under `options`, in order, with their hashes.
+pub async fn traced_block(
+    backends: &Backends,
+    id: BlockId,
+    options: Option<&GethDebugTracingOptions>,
+) -> Result<Vec<(B256, Value)>, RpcError> {
     let request = v1::TraceRequest {
         target: Some(Target::Block(block_id_to_wire(Some(id)))),
-        options_json: options_json(options.as_ref())?,
+        options_json: options_json(options)?,
     };
     let response = backends
         .replica()
@@ -82,9 +106,9 @@ pub async fn trace_block(
     for trace in &response.traces {
         let hash = B256::try_from(trace.transaction_hash.as_slice())
             .map_err(|_| RpcError::internal("traced transaction hash is not 32 bytes"))?;
-        traces.push(json!({ "txHash": hash, "result": result(trace)? }));
+        traces.push((hash, result(trace)?));
     }
-    Ok(Value::Array(traces))
+    Ok(traces)
 }
 
 /// geth's text for a block it does not have.

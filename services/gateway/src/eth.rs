@@ -319,6 +319,18 @@ pub static METHODS: &[(&str, Handler)] = &[
     ("debug_traceCall", |backends, params| {
         Box::pin(crate::debug::trace_call(backends, params))
     }),
+    ("ots_traceTransaction", |backends, params| {
+        Box::pin(crate::ots::trace_transaction(backends, params))
+    }),
+    ("ots_getInternalOperations", |backends, params| {
+        Box::pin(crate::ots::internal_operations(backends, params))
+    }),
+    ("ots_getTransactionError", |backends, params| {
+        Box::pin(crate::ots::transaction_error(backends, params))
+    }),
+    ("ots_getContractCreator", |backends, params| {
+        Box::pin(crate::ots::contract_creator(backends, params))
+    }),
     ("ots_hasCode", |backends, params| {
         Box::pin(crate::ots::has_code(backends, params))
     }),

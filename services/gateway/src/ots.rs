@@ -1,16 +1,22 @@
 //! The part of Otterscan's `ots_` namespace (docs/custom-jsonrpc.md of otterscan/otterscan)
 //! built so far, in the shapes of alloy's otterscan types (reth's): `ots_hasCode`,
-//! `ots_getBlockDetails`/`ByHash`, `ots_getBlockTransactions` and
-//! `ots_getTransactionBySenderAndNonce`. `ots_getApiLevel` is not
-//! answered until the rest (search, traces, transaction errors) is: Otterscan reads it as the
-//! promise that every method of that level exists.
+//! `ots_getBlockDetails`/`ByHash`, `ots_getBlockTransactions`,
+//! `ots_getTransactionBySenderAndNonce`, and over the replica's re-execution (geth's call
+//! tracer, `crate::debug`) `ots_traceTransaction`, `ots_getInternalOperations`,
+//! `ots_getTransactionError` and `ots_getContractCreator`. `ots_getApiLevel` is not answered
+//! until the searches are: Otterscan reads it as the promise that every method of that level
+//! exists.
 
 use alloy_eips::{BlockId, eip1898::LenientBlockNumberOrTag};
 use alloy_primitives::{Address, U256};
+use alloy_primitives::{B256, Bytes};
 use alloy_rpc_types_eth::BlockTransactions;
-use alloy_rpc_types_trace::otterscan::{
-    BlockDetails, InternalIssuance, OtsBlock, OtsBlockTransactions, OtsReceipt,
-    OtsTransactionReceipt,
+use alloy_rpc_types_trace::{
+    geth::{CallConfig, CallFrame, GethDebugTracingOptions},
+    otterscan::{
+        BlockDetails, ContractCreator, InternalIssuance, InternalOperation, OperationType,
+        OtsBlock, OtsBlockTransactions, OtsReceipt, OtsTransactionReceipt, TraceEntry,
+    },
 };
 use serde_json::Value;
 
@@ -159,4 +165,146 @@ pub async fn transaction_by_sender_and_nonce(
         tx.inner.signer() == sender && tx.inner.nonce() == nonce
     });
     to_value(found.map(|tx| *tx.inner.tx_hash()))
+}
+
+/// The call tree of transaction `hash` (geth's `callTracer`), as the replica re-executes it.
+async fn call_tree(backends: &Backends, hash: B256) -> Result<CallFrame, RpcError> {
+    let options = call_tracer();
+    let trace = crate::debug::traced_transaction(backends, hash, Some(&options)).await?;
+    serde_json::from_value(trace).map_err(|e| RpcError::internal(format!("call trace: {e}")))
+}
+
+fn call_tracer() -> GethDebugTracingOptions {
+    GethDebugTracingOptions::call_tracer(CallConfig::default())
+}
+
+/// Every frame of `root` in call order with its depth (the root at 0).
+fn frames(root: &CallFrame) -> Vec<(u32, &CallFrame)> {
+    let mut found = Vec::new();
+    let mut stack = vec![(0u32, root)];
+    while let Some((depth, frame)) = stack.pop() {
+        found.push((depth, frame));
+        stack.extend(frame.calls.iter().rev().map(|c| (depth + 1, c)));
+    }
+    found
+}
+
+/// `ots_traceTransaction`: every call frame of the transaction, in call order, with its depth,
+/// type, sender, recipient, value (none for STATICCALL and DELEGATECALL, which move none),
+/// input and output: Otterscan's trace view.
+pub async fn trace_transaction(backends: &Backends, params: &[Value]) -> Result<Value, RpcError> {
+    let hash: B256 = param(params, 0)?;
+    let root = call_tree(backends, hash).await?;
+    let entries: Vec<TraceEntry> = frames(&root)
+        .into_iter()
+        .map(|(depth, frame)| TraceEntry {
+            r#type: frame.typ.clone(),
+            depth,
+            from: frame.from,
+            to: frame.to.unwrap_or_default(),
+            value: match frame.typ.as_str() {
+                "STATICCALL" | "DELEGATECALL" => None,
+                _ => Some(frame.value.unwrap_or_default()),
+            },
+            input: frame.input.clone(),
+            output: frame.output.clone().unwrap_or_default(),
+        })
+        .collect();
+    to_value(entries)
+}
+
+/// `ots_getInternalOperations`: the ether the transaction moved inside its calls (transfers by
+/// calls below the top one, contracts created by CREATE and CREATE2 with their endowment,
+/// self-destructs with the balance they sent), from frames that took effect: a frame that
+/// reverted, and everything it called, moved nothing.
+pub async fn internal_operations(backends: &Backends, params: &[Value]) -> Result<Value, RpcError> {
+    let hash: B256 = param(params, 0)?;
+    let root = call_tree(backends, hash).await?;
+    let mut operations = Vec::new();
+    let mut stack: Vec<(u32, &CallFrame)> = vec![(0, &root)];
+    while let Some((depth, frame)) = stack.pop() {
+        if frame.error.is_some() {
+            continue;
+        }
+        let value = frame.value.unwrap_or_default();
+        let kind = match frame.typ.as_str() {
+            "CALL" if depth > 0 && !value.is_zero() => Some(OperationType::OpTransfer),
+            "CREATE" if depth > 0 => Some(OperationType::OpCreate),
+            "CREATE2" if depth > 0 => Some(OperationType::OpCreate2),
+            "SELFDESTRUCT" => Some(OperationType::OpSelfDestruct),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            operations.push(InternalOperation {
+                r#type: kind,
+                from: frame.from,
+                to: frame.to.unwrap_or_default(),
+                value,
+            });
+        }
+        stack.extend(frame.calls.iter().rev().map(|c| (depth + 1, c)));
+    }
+    to_value(operations)
+}
+
+/// `ots_getTransactionError`: the revert data of a transaction that reverted, else `0x`.
+pub async fn transaction_error(backends: &Backends, params: &[Value]) -> Result<Value, RpcError> {
+    let hash: B256 = param(params, 0)?;
+    let root = call_tree(backends, hash).await?;
+    let reverted = root.error.as_deref() == Some("execution reverted");
+    to_value(if reverted {
+        root.output.unwrap_or_default()
+    } else {
+        Bytes::new()
+    })
+}
+
+/// `ots_getContractCreator`: the transaction and the account that created the contract at
+/// `address`, or null for an account without code (or one with code since genesis). A binary
+/// search over the code history every replica keeps finds the block its code appeared in
+/// (about log2(blocks) reads); that block is traced and its first CREATE or CREATE2 frame of
+/// `address` that took effect names the creator (the factory, for a contract a contract made).
+pub async fn contract_creator(backends: &Backends, params: &[Value]) -> Result<Value, RpcError> {
+    let address: Address = param(params, 0)?;
+    let has_code = |block: u64| async move {
+        crate::eth::code_at(backends, address, Some(BlockId::number(block)))
+            .await
+            .map(|code| !code.is_empty())
+    };
+    let head = backends.head().await?.block_number;
+    if !has_code(head).await? || has_code(0).await? {
+        return Ok(Value::Null);
+    }
+    let (mut low, mut high) = (1, head);
+    while low < high {
+        let middle = low + (high - low) / 2;
+        if has_code(middle).await? {
+            high = middle;
+        } else {
+            low = middle + 1;
+        }
+    }
+    let options = call_tracer();
+    for (hash, trace) in
+        crate::debug::traced_block(backends, BlockId::number(low), Some(&options)).await?
+    {
+        let root: CallFrame = serde_json::from_value(trace)
+            .map_err(|e| RpcError::internal(format!("call trace: {e}")))?;
+        let mut stack = vec![&root];
+        while let Some(frame) = stack.pop() {
+            if frame.error.is_some() {
+                continue;
+            }
+            if matches!(frame.typ.as_str(), "CREATE" | "CREATE2") && frame.to == Some(address) {
+                return to_value(ContractCreator {
+                    hash,
+                    creator: frame.from,
+                });
+            }
+            stack.extend(frame.calls.iter().rev());
+        }
+    }
+    Err(RpcError::internal(format!(
+        "the code of {address} appeared in block {low}, but no transaction of it created {address}"
+    )))
 }

@@ -122,6 +122,40 @@ try {
       into.tx[label] = entry;
     }
 
+    // Otterscan's methods over the same transactions, and a factory whose child receives an
+    // endowment and sends it on.
+    const { Factory } = compileContracts('Traced.sol');
+    const factory = (await mine({ data: Factory.bytecode, gas: 1_000_000n })).contractAddress;
+    const made = await mine({
+      to: factory,
+      data: encodeFunctionData({ abi: Factory.abi, functionName: 'make' }),
+      value: 1000n,
+      gas: 500_000n,
+    });
+    const child = '0x' + made.logs[0].data.slice(26);
+    const Child = compileContracts('Traced.sol').Child;
+    const gave = await mine({
+      to: child,
+      data: encodeFunctionData({ abi: Child.abi, functionName: 'give', args: ['0x' + '4e'.repeat(20)] }),
+      gas: 200_000n,
+    });
+    const ots = (method, params) => client.request({ method, params });
+    into.ots = {
+      factory,
+      child,
+      made: made.transactionHash,
+      trace_caught: await ots('ots_traceTransaction', [into.tx.caught.hash]),
+      trace_made: await ots('ots_traceTransaction', [made.transactionHash]),
+      error_bubbled: await ots('ots_getTransactionError', [into.tx.bubbled.hash]),
+      error_caught: await ots('ots_getTransactionError', [into.tx.caught.hash]),
+      internal_made: await ots('ots_getInternalOperations', [made.transactionHash]),
+      internal_gave: await ots('ots_getInternalOperations', [gave.transactionHash]),
+      internal_caught: await ots('ots_getInternalOperations', [into.tx.caught.hash]),
+      creator_child: await ots('ots_getContractCreator', [child]),
+      creator_outer: await ots('ots_getContractCreator', [outer]),
+      creator_eoa: await ots('ots_getContractCreator', [client.account.address]),
+    };
+
     // debug_traceCall: the caught revert as a call, at latest, and with a state override that
     // makes Inner's slot read differently (the override reaches the traced call).
     const callRequest = { from: client.account.address, to: outer, data: call('tryPoke', 500n), gas: '0x493e0' };

@@ -44,3 +44,23 @@ contract Outer {
         inner.poke(value);
     }
 }
+
+// A contract that a contract creates with an endowment, and that sends it on: internal
+// operations and a contract's creator (ots_getInternalOperations, ots_getContractCreator).
+contract Child {
+    constructor() payable {}
+
+    function give(address payable to) external {
+        to.transfer(address(this).balance);
+    }
+}
+
+contract Factory {
+    event Made(address child);
+
+    function make() external payable returns (address) {
+        Child child = new Child{value: msg.value}();
+        emit Made(address(child));
+        return address(child);
+    }
+}

@@ -409,6 +409,81 @@ async fn traces_of_a_nested_revert_match_geths_semantics() {
         verity["trace_call_override"]
     );
 
+    // Otterscan's methods over the re-execution, against anvil's (which implements them too).
+    let (ours, theirs) = (&verity["ots"], &anvil["ots"]);
+    assert_eq!(ours["child"], theirs["child"], "same factory, same child");
+    for same in [
+        "trace_caught",
+        "error_bubbled",
+        "error_caught",
+        "internal_gave",
+        "internal_caught",
+        "creator_child",
+        "creator_outer",
+        "creator_eoa",
+    ] {
+        assert_eq!(ours[same], theirs[same], "{same}");
+    }
+    let child = ours["child"].as_str().unwrap().to_lowercase();
+    let factory = ours["factory"].as_str().unwrap().to_lowercase();
+    // The caught revert's trace: Outer's call, then Inner's at depth 1.
+    let entries = ours["trace_caught"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_eq!(entries[1]["depth"], json!(1));
+    assert_eq!(entries[1]["to"].as_str().unwrap().to_lowercase(), inner);
+    // The bubbled revert's data is Error("too big"); the caught one's transaction has none.
+    let reason = ours["error_bubbled"].as_str().unwrap();
+    assert!(reason.starts_with("0x08c379a0"), "{reason}");
+    assert!(
+        reason.contains(&alloy_primitives::hex::encode("too big")),
+        "{reason}"
+    );
+    assert_eq!(ours["error_caught"], json!("0x"));
+    // Creators: the factory made the child in `made`; the sender made Outer; an EOA has none.
+    assert_eq!(
+        ours["creator_child"],
+        json!({"hash": ours["made"], "creator": factory}),
+        "{ours}"
+    );
+    assert_eq!(
+        ours["creator_outer"]["creator"]
+            .as_str()
+            .unwrap()
+            .to_lowercase(),
+        sender
+    );
+    assert_eq!(ours["creator_eoa"], json!(null));
+    // The child sent its endowment on: one internal transfer.
+    assert_eq!(
+        ours["internal_gave"],
+        json!([{"type": 0, "from": child, "to": format!("0x{}", "4e".repeat(20)), "value": "0x3e8"}])
+    );
+    // Two documented differences from anvil. The factory's CREATE is a frame of the trace
+    // (Erigon and reth list it; anvil lists calls only), and internal operations are those of
+    // inner frames, as Erigon defines them (anvil adds the top-level call's own value).
+    let calls_only: Vec<_> = ours["trace_made"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] != "CREATE")
+        .cloned()
+        .collect();
+    assert_eq!(json!(calls_only), theirs["trace_made"]);
+    let create = &ours["trace_made"][1];
+    assert_eq!(create["type"], "CREATE", "{}", ours["trace_made"]);
+    assert_eq!(create["to"].as_str().unwrap().to_lowercase(), child);
+    assert_eq!(create["value"], "0x3e8");
+    let made = json!([{"type": 2, "from": factory, "to": child, "value": "0x3e8"}]);
+    assert_eq!(ours["internal_made"], made);
+    let inner_only: Vec<_> = theirs["internal_made"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|op| op["type"] != 0)
+        .cloned()
+        .collect();
+    assert_eq!(json!(inner_only), made);
+
     // Errors, geth's codes and texts.
     let errors = &verity["errors"];
     let message = |name: &str| errors[name]["message"].as_str().unwrap().to_string();
