@@ -5,6 +5,7 @@
 //!   [`StateDiff`] of every write, which replicas apply without executing.
 //! - [`call`] and [`estimate_gas`] run one message over a state without changing it (the
 //!   replica's `eth_call` and `eth_estimateGas`).
+//! - [`simulate`] runs messages in a row over one evolving state (`eth_callMany`).
 //! - [`trace`] re-executes a block's transactions, or a call, under geth's tracers
 //!   (`debug_trace*`).
 //! - [`intrinsic_gas`] is the gas a transaction costs before its first opcode (ingress checks
@@ -896,6 +897,7 @@ pub fn estimate_gas<S: StateView>(
     Ok(Ok(high))
 }
 
+pub mod simulate;
 pub mod trace;
 
 mod parallel;

@@ -684,3 +684,99 @@ fn a_traced_call_reports_its_revert_and_a_refused_one_is_an_error() {
         "{refused:?}"
     );
 }
+
+fn read_slot(at: Address) -> CallRequest {
+    CallRequest {
+        to: Some(at),
+        gas: Some(100_000),
+        ..CallRequest::default()
+    }
+}
+
+fn write_slot(at: Address, value: u64) -> CallRequest {
+    CallRequest {
+        to: Some(at),
+        data: Bytes::from(U256::from(value).to_be_bytes_vec()),
+        gas: Some(100_000),
+        ..CallRequest::default()
+    }
+}
+
+const SIM_LIMITS: simulate::SimulationLimits = simulate::SimulationLimits {
+    timeout: std::time::Duration::from_secs(10),
+    gas_budget: 50_000_000,
+};
+
+/// Each simulated call runs over what the calls before it wrote, across blocks; a block's
+/// overrides apply over that state; the block's first transactions are replayed first.
+#[test]
+fn simulated_calls_run_over_what_the_ones_before_them_wrote() {
+    let signer = PrivateKeySigner::random();
+    let at = Address::repeat_byte(0x5e);
+    let state = with_store(&signer, at);
+    let block = |calls, overrides| simulate::SimulatedBlock {
+        env: env(),
+        overrides,
+        calls,
+    };
+    let results = simulate::simulate(
+        &state,
+        Some(simulate::Replay {
+            env: &env(),
+            transactions: &[store(&signer, 0, at, 7)],
+        }),
+        &[],
+        &[
+            block(
+                vec![read_slot(at), write_slot(at, 8), read_slot(at)],
+                vec![],
+            ),
+            block(
+                vec![read_slot(at)],
+                vec![simulate::AccountOverride {
+                    address: at,
+                    storage: Some(simulate::StorageOverride::Diff(vec![(
+                        U256::ZERO,
+                        U256::from(9),
+                    )])),
+                    ..Default::default()
+                }],
+            ),
+        ],
+        SIM_LIMITS,
+    )
+    .unwrap();
+    let value = |call: &simulate::SimulatedCall| U256::from_be_slice(&call.outcome.output);
+    assert_eq!(value(&results[0][0]), U256::from(7), "the replayed write");
+    assert!(results[0][1].outcome.success);
+    assert_eq!(value(&results[0][2]), U256::from(8), "the call before it");
+    assert_eq!(value(&results[1][0]), U256::from(9), "the block's override");
+    // Nothing was written to the state itself.
+    assert_eq!(state.storage(at, U256::ZERO).unwrap(), U256::ZERO);
+}
+
+/// The calls share one gas budget: once it is spent, the next call cannot run.
+#[test]
+fn simulated_calls_share_one_gas_budget() {
+    let signer = PrivateKeySigner::random();
+    let at = Address::repeat_byte(0x5e);
+    let state = with_store(&signer, at);
+    let results = simulate::simulate(
+        &state,
+        None,
+        &[],
+        &[simulate::SimulatedBlock {
+            env: env(),
+            overrides: vec![],
+            calls: vec![write_slot(at, 1), write_slot(at, 2)],
+        }],
+        simulate::SimulationLimits {
+            gas_budget: 50_000,
+            ..SIM_LIMITS
+        },
+    )
+    .unwrap();
+    assert!(results[0][0].outcome.success, "{:?}", results[0][0]);
+    let second = &results[0][1].outcome;
+    assert!(!second.success, "{second:?}");
+}

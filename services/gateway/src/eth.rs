@@ -298,6 +298,9 @@ pub static METHODS: &[(&str, Handler)] = &[
             to_value(U64::from(outcome.gas_used))
         })
     }),
+    ("eth_callMany", |backends, params| {
+        Box::pin(crate::simulate::call_many(backends, params))
+    }),
     ("eth_createAccessList", |backends, params| {
         Box::pin(create_access_list(backends, params))
     }),
@@ -546,7 +549,7 @@ pub async fn eth_call(backends: &Backends, params: &[Value]) -> Result<Value, Rp
 }
 
 /// geth's state overrides (third parameter of `eth_call` and `eth_estimateGas`) on the wire.
-fn state_overrides(params: &[Value]) -> Result<Vec<v1::AccountOverride>, RpcError> {
+pub fn state_overrides(params: &[Value]) -> Result<Vec<v1::AccountOverride>, RpcError> {
     let Some(overrides): Option<StateOverride> = optional_param(params, 2)? else {
         return Ok(Vec::new());
     };
@@ -591,6 +594,11 @@ fn block_overrides(params: &[Value]) -> Result<Option<v1::BlockOverrides>, RpcEr
     let Some(overrides): Option<BlockOverrides> = optional_param(params, 3)? else {
         return Ok(None);
     };
+    wire_block_overrides(overrides).map(Some)
+}
+
+/// geth's block overrides on the wire; fields this chain cannot honour are refused by name.
+pub fn wire_block_overrides(overrides: BlockOverrides) -> Result<v1::BlockOverrides, RpcError> {
     for (name, set) in [
         ("difficulty", overrides.difficulty.is_some()),
         ("random (prevRandao)", overrides.random.is_some()),
@@ -610,13 +618,13 @@ fn block_overrides(params: &[Value]) -> Result<Option<v1::BlockOverrides>, RpcEr
                 .map_err(|_| RpcError::invalid_params("block override number exceeds 64 bits"))
         })
         .transpose()?;
-    Ok(Some(v1::BlockOverrides {
+    Ok(v1::BlockOverrides {
         number,
         time: overrides.time,
         gas_limit: overrides.gas_limit,
         coinbase: overrides.coinbase.map(|a| a.to_vec()).unwrap_or_default(),
         base_fee: overrides.base_fee.map(u256_bytes).unwrap_or_default(),
-    }))
+    })
 }
 
 async fn get_account(
@@ -1073,14 +1081,23 @@ async fn call(
 pub fn call_request(params: &[Value], estimate_gas: bool) -> Result<v1::CallRequest, RpcError> {
     let request: TransactionRequest = param(params, 0)?;
     let block: Option<BlockId> = optional_param(params, 1)?;
-    let state_overrides = state_overrides(params)?;
-    let block_overrides = block_overrides(params)?;
+    Ok(v1::CallRequest {
+        block: Some(block_id_to_wire(block)),
+        estimate_gas,
+        state_overrides: state_overrides(params)?,
+        block_overrides: block_overrides(params)?,
+        ..wire_call(&request)
+    })
+}
+
+/// A call object on the wire: the message alone, no block, overrides or switches.
+pub fn wire_call(request: &TransactionRequest) -> v1::CallRequest {
     let to = match request.to {
         Some(alloy_primitives::TxKind::Call(to)) => to.to_vec(),
         _ => Vec::new(),
     };
     let gas_price = request.gas_price.or(request.max_fee_per_gas);
-    let wire = v1::CallRequest {
+    v1::CallRequest {
         from: request.from.map(|a| a.to_vec()).unwrap_or_default(),
         to,
         data: request
@@ -1093,11 +1110,6 @@ pub fn call_request(params: &[Value], estimate_gas: bool) -> Result<v1::CallRequ
         gas_price: gas_price
             .map(|p| u256_bytes(U256::from(p)))
             .unwrap_or_default(),
-        block: Some(block_id_to_wire(block)),
-        estimate_gas,
-        create_access_list: false,
-        state_overrides,
-        block_overrides,
         access_list: request
             .access_list
             .iter()
@@ -1107,8 +1119,8 @@ pub fn call_request(params: &[Value], estimate_gas: bool) -> Result<v1::CallRequ
                 storage_keys: item.storage_keys.iter().map(|k| k.to_vec()).collect(),
             })
             .collect(),
-    };
-    Ok(wire)
+        ..v1::CallRequest::default()
+    }
 }
 
 /// geth's `eth_createAccessList`: the access list the call touches and the gas it uses with

@@ -14,6 +14,7 @@ pub mod jsonrpc;
 pub mod limits;
 pub mod ots;
 pub mod realtime;
+pub mod simulate;
 pub mod txpool;
 pub mod ws;
 

@@ -50,6 +50,7 @@ pub const POLICY: verity_server::tls::Policy = {
             ("/verity.v1.Replica/GetLogs", GATEWAY),
             ("/verity.v1.Replica/Call", GATEWAY),
             ("/verity.v1.Replica/Trace", GATEWAY),
+            ("/verity.v1.Replica/Simulate", GATEWAY),
         ],
     }
 };

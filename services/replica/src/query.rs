@@ -927,6 +927,170 @@ impl v1::replica_server::Replica for QueryService {
         })
         .await
     }
+
+    async fn simulate(
+        &self,
+        request: Request<v1::SimulateRequest>,
+    ) -> Result<Response<v1::SimulateResponse>, Status> {
+        use verity_execution::simulate;
+        let request = request.into_inner();
+        if request.blocks.len() > MAX_SIMULATED_BLOCKS {
+            return Err(Status::resource_exhausted(format!(
+                "too many simulated blocks: {}, at most {MAX_SIMULATED_BLOCKS}",
+                request.blocks.len()
+            )));
+        }
+        let calls: usize = request.blocks.iter().map(|b| b.calls.len()).sum();
+        if calls > MAX_SIMULATED_CALLS {
+            return Err(Status::resource_exhausted(format!(
+                "too many simulated calls: {calls}, at most {MAX_SIMULATED_CALLS}"
+            )));
+        }
+        let base_overrides = simulated_overrides(&request.state_overrides)?;
+        let mut blocks = Vec::with_capacity(request.blocks.len());
+        for block in &request.blocks {
+            let mut calls = Vec::with_capacity(block.calls.len());
+            for call in &block.calls {
+                if call.block.is_some()
+                    || call.estimate_gas
+                    || call.create_access_list
+                    || !call.state_overrides.is_empty()
+                    || call.block_overrides.is_some()
+                {
+                    return Err(Status::invalid_argument(
+                        "a simulated call names no block, overrides, gas estimate or access list \
+                         of its own: its simulated block does",
+                    ));
+                }
+                calls.push(call_of(call, self.calls.limits)?);
+            }
+            blocks.push((
+                block.block_overrides.clone(),
+                simulated_overrides(&block.state_overrides)?,
+                calls,
+            ));
+        }
+        let limits = simulate::SimulationLimits {
+            timeout: self.calls.limits.timeout.unwrap_or_default(),
+            gas_budget: self.calls.gas_cap,
+        };
+        let gas_cap = self.calls.gas_cap;
+        let _turn = self.call_turn().await?;
+        self.with_read(move |read, spec| {
+            let at = state_at(read, request.block.as_ref())?;
+            let (view, env, replay) = match (at, request.transaction_index) {
+                (At::Latest, Some(_)) => {
+                    return Err(Status::invalid_argument(
+                        "a transaction index needs a sealed block (a number or a hash), not \
+                         latest or pending",
+                    ));
+                }
+                (At::Latest, None) => (View::new(read, at), pending_env(read, spec)?, None),
+                (At::Block(number), None) => {
+                    (View::new(read, at), block_env(read, spec, number)?, None)
+                }
+                (At::Block(number), Some(index)) => {
+                    let replay = Replay::of(read, spec, number)?;
+                    let index = usize::try_from(index)
+                        .ok()
+                        .filter(|i| *i <= replay.txs.len())
+                        .ok_or_else(|| {
+                            Status::invalid_argument(format!(
+                                "transaction index {index} is past the {} transactions of block \
+                                 {number}",
+                                replay.txs.len()
+                            ))
+                        })?;
+                    let before = if number == 0 {
+                        View::new(read, At::Block(0))
+                    } else {
+                        View::At(StateAt::new(read, number - 1))
+                    };
+                    (before, replay.env, Some((replay, index)))
+                }
+            };
+            let blocks = blocks
+                .into_iter()
+                .map(|(overrides, state, calls)| {
+                    let env = override_env(env, overrides.as_ref())?;
+                    let calls = calls
+                        .into_iter()
+                        .map(|mut call| {
+                            call.gas = Some(call.gas.unwrap_or(env.gas_limit).min(gas_cap));
+                            call
+                        })
+                        .collect();
+                    Ok(simulate::SimulatedBlock {
+                        env,
+                        overrides: state,
+                        calls,
+                    })
+                })
+                .collect::<Result<Vec<_>, Status>>()?;
+            let replay = replay.as_ref().map(|(replay, index)| simulate::Replay {
+                env: &replay.env,
+                transactions: &replay.txs[..*index],
+            });
+            let results = simulate::simulate(&view, replay, &base_overrides, &blocks, limits)
+                .map_err(call_error)?;
+            Ok(Response::new(v1::SimulateResponse {
+                blocks: results
+                    .into_iter()
+                    .map(|calls| v1::SimulatedBlockResult {
+                        calls: calls
+                            .into_iter()
+                            .map(|call| v1::CallResponse {
+                                logs: call.logs.iter().map(v1::Log::from).collect(),
+                                ..call_response(call.outcome)
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            }))
+        })
+        .await
+    }
+}
+
+/// Most blocks one simulation may hold (geth's bound for `eth_simulateV1`).
+const MAX_SIMULATED_BLOCKS: usize = 256;
+/// Most calls one simulation may hold, over all its blocks (the gateway's batch bound).
+const MAX_SIMULATED_CALLS: usize = 1000;
+
+/// State overrides on the wire as a simulation lays them over its state.
+fn simulated_overrides(
+    wire: &[v1::AccountOverride],
+) -> Result<Vec<verity_execution::simulate::AccountOverride>, Status> {
+    use verity_execution::simulate::{AccountOverride, StorageOverride};
+    wire.iter()
+        .map(|entry| {
+            let slots = entry
+                .storage
+                .iter()
+                .map(|slot| {
+                    Ok((
+                        u256_from(&slot.slot, "state_overrides.storage.slot")?,
+                        u256_from(&slot.value, "state_overrides.storage.value")?,
+                    ))
+                })
+                .collect::<Result<Vec<_>, Status>>()?;
+            Ok(AccountOverride {
+                address: address_from(&entry.address, "state_overrides.address")?,
+                balance: (!entry.balance.is_empty())
+                    .then(|| u256_from(&entry.balance, "state_overrides.balance"))
+                    .transpose()?,
+                nonce: entry.nonce,
+                code: entry.code.clone().map(Bytes::from),
+                storage: if entry.replace_storage {
+                    Some(StorageOverride::Replace(slots))
+                } else if slots.is_empty() {
+                    None
+                } else {
+                    Some(StorageOverride::Diff(slots))
+                },
+            })
+        })
+        .collect()
 }
 
 /// The largest trace answer: under the 64 MiB a gRPC message may carry here.
@@ -1113,6 +1277,7 @@ fn call_response(outcome: verity_execution::CallOutcome) -> v1::CallResponse {
         error: outcome.error.unwrap_or_default(),
         reverted: outcome.reverted,
         access_list: Vec::new(),
+        logs: Vec::new(),
     }
 }
 

@@ -175,6 +175,50 @@ try {
           { tracer: 'prestateTracer', stateOverrides: { [inner]: { stateDiff: { ['0x' + '0'.repeat(64)]: '0x' + '7'.padStart(64, '0') } } } },
         ],
       });
+      // eth_callMany: calls in a row over one state, bundles in a row, from a context.
+      const innerCall = (fn, args = []) => ({
+        from: client.account.address,
+        to: inner,
+        data: encodeFunctionData({ abi: Inner.abi, functionName: fn, args }),
+      });
+      const outerCall = (fn, args = []) => ({
+        from: client.account.address,
+        to: outer,
+        data: encodeFunctionData({ abi: Outer.abi, functionName: fn, args }),
+      });
+      const caughtTx = await client.getTransaction({ hash: into.tx.caught.hash });
+      const caughtBlock = `0x${into.tx.caught.block.toString(16)}`;
+      into.call_many = {
+        chained: await client.request({
+          method: 'eth_callMany',
+          params: [
+            [
+              { transactions: [innerCall('poke', [5n]), innerCall('stored')] },
+              {
+                transactions: [innerCall('stored'), outerCall('mustPoke', [500n])],
+                blockOverride: { blockNumber: '0x100000' },
+              },
+            ],
+            { blockNumber: 'latest' },
+          ],
+        }),
+        before_caught: await client.request({
+          method: 'eth_callMany',
+          params: [[{ transactions: [outerCall('calls')] }], { blockNumber: caughtBlock, transactionIndex: caughtTx.transactionIndex }],
+        }),
+        after_caught_block: await client.request({
+          method: 'eth_callMany',
+          params: [[{ transactions: [outerCall('calls')] }], { blockNumber: caughtBlock, transactionIndex: -1 }],
+        }),
+        overridden: await client.request({
+          method: 'eth_callMany',
+          params: [
+            [{ transactions: [innerCall('stored')] }],
+            { blockNumber: 'latest' },
+            { [inner]: { stateDiff: { ['0x' + '0'.repeat(64)]: '0x' + '2a'.padStart(64, '0') } } },
+          ],
+        }),
+      };
       const errorOf = async (method, params) => {
         try {
           await client.request({ method, params });
@@ -191,6 +235,8 @@ try {
         bad_timeout: await errorOf('debug_traceTransaction', [into.tx.caught.hash, { timeout: 'soon' }]),
         poor_call: await errorOf('debug_traceCall', [{ from: '0x' + '01'.repeat(20), to: outer, value: '0xde0b6b3a7640000' }, 'latest', {}]),
         tx_index: await errorOf('debug_traceCall', [callRequest, 'latest', { txIndex: '0x0' }]),
+        call_many_empty: await errorOf('eth_callMany', [[], {}]),
+        call_many_index_latest: await errorOf('eth_callMany', [[{ transactions: [outerCall('calls')] }], { blockNumber: 'latest', transactionIndex: 0 }]),
       };
     }
   }

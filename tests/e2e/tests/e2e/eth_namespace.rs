@@ -484,6 +484,32 @@ async fn traces_of_a_nested_revert_match_geths_semantics() {
         .collect();
     assert_eq!(json!(inner_only), made);
 
+    // eth_callMany: the second call sees the first's write, the second bundle the first's; a
+    // revert is an entry with its reason; the context's transaction index starts before that
+    // transaction, -1 after the whole block; the state override reaches the calls.
+    let word = |n: u64| json!({"value": format!("0x{n:064x}")});
+    let many = &verity["call_many"];
+    assert_eq!(many["chained"][0][0], word(10), "{many}");
+    assert_eq!(many["chained"][0][1], word(5), "{many}");
+    assert_eq!(many["chained"][1][0], word(5), "{many}");
+    assert_eq!(
+        many["chained"][1][1],
+        json!({"error": "execution reverted: too big"}),
+        "{many}"
+    );
+    let calls = |hex: &serde_json::Value| json!({"value": hex.as_str().unwrap()});
+    assert_eq!(
+        many["before_caught"][0][0],
+        calls(&verity["tx"]["caught"]["calls_before"]),
+        "{many}"
+    );
+    assert_eq!(
+        many["after_caught_block"][0][0],
+        calls(&verity["tx"]["caught"]["calls_after"]),
+        "{many}"
+    );
+    assert_eq!(many["overridden"][0][0], word(42), "{many}");
+
     // Errors, geth's codes and texts.
     let errors = &verity["errors"];
     let message = |name: &str| errors[name]["message"].as_str().unwrap().to_string();
@@ -507,6 +533,14 @@ async fn traces_of_a_nested_revert_match_geths_semantics() {
     );
     assert!(message("poor_call").contains("insufficient funds for gas * price + value"));
     assert_eq!(errors["tx_index"]["code"], -32602, "{errors}");
+    assert!(
+        message("call_many_empty").contains("bundles are empty"),
+        "{errors}"
+    );
+    assert!(
+        message("call_many_index_latest").contains("needs a sealed block"),
+        "{errors}"
+    );
 }
 
 /// Foundry's `cast` (npm `@foundry-rs/cast`, pinned) as a developer uses it against the gateway:

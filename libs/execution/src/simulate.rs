@@ -1,0 +1,228 @@
+//! Several messages in a row over one evolving state (`eth_callMany`, and what `eth_simulateV1`
+//! builds on): each call runs over what the calls before it wrote, in simulated blocks that may
+//! each override the block environment and the state. Nothing is written to the state viewed.
+//!
+//! The starting point is a state and, optionally, the first transactions of the block after it
+//! replayed in that block's environment (`eth_callMany`'s simulation context: the state just
+//! before a given transaction). Bounded by a deadline for the whole simulation and by a gas
+//! budget all its calls share (the RPC gas cap, as geth bounds `eth_simulateV1`).
+
+use std::time::{Duration, Instant};
+
+use alloy_primitives::{Address, Bytes, Log, U256};
+use revm::{
+    Context, Database, DatabaseCommit, ExecuteEvm, InspectEvm, MainBuilder, MainContext,
+    bytecode::Bytecode,
+    context::result::{EVMError, ExecutionResult},
+    context_interface::ContextTr,
+    database::{CacheDB, WrapDatabaseRef},
+};
+use verity_primitives::{StateView, Transaction};
+
+use crate::{
+    BlockEnvSpec, CallOutcome, CallRequest, Deadline, ExecutionError, ViewDb, block_env, call_envs,
+    call_rejection, cfg_env, evm_error, gas_used, halt_message, tx_env,
+};
+
+/// What a simulation sees of one account instead of its state at that point.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountOverride {
+    /// The account.
+    pub address: Address,
+    /// Its balance.
+    pub balance: Option<U256>,
+    /// Its nonce.
+    pub nonce: Option<u64>,
+    /// Its code.
+    pub code: Option<Bytes>,
+    /// Its storage: every slot (`Replace`, geth's `state`) or some slots (`Diff`, `stateDiff`).
+    pub storage: Option<StorageOverride>,
+}
+
+/// Storage of an [`AccountOverride`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageOverride {
+    /// The account's storage is exactly these slots.
+    Replace(Vec<(U256, U256)>),
+    /// These slots are written over the account's storage.
+    Diff(Vec<(U256, U256)>),
+}
+
+/// One simulated block: its environment, the state it overrides before its first call, and
+/// its calls.
+#[derive(Debug, Clone)]
+pub struct SimulatedBlock {
+    /// The block environment its calls run in.
+    pub env: BlockEnvSpec,
+    /// State laid over what the blocks before it left.
+    pub overrides: Vec<AccountOverride>,
+    /// Its calls, in order.
+    pub calls: Vec<CallRequest>,
+}
+
+/// What one simulated call did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimulatedCall {
+    /// How it ran (a call refused before running has `error` set and no gas used).
+    pub outcome: CallOutcome,
+    /// The logs it emitted (none when it reverted).
+    pub logs: Vec<Log>,
+}
+
+/// Where a simulation starts: the block whose first transactions are replayed first.
+#[derive(Debug, Clone, Copy)]
+pub struct Replay<'a> {
+    /// That block's environment.
+    pub env: &'a BlockEnvSpec,
+    /// The transactions to replay, in order.
+    pub transactions: &'a [Transaction],
+}
+
+/// How a simulation is bounded.
+#[derive(Debug, Clone, Copy)]
+pub struct SimulationLimits {
+    /// Wall-clock bound of the whole simulation (the replay included).
+    pub timeout: Duration,
+    /// Gas all the calls may use together; each call runs with at most what is left.
+    pub gas_budget: u64,
+}
+
+/// Runs `blocks` over `state` (after `replay`, when given), each call over what the ones
+/// before it wrote. One result per call, per block.
+pub fn simulate<S: StateView>(
+    state: &S,
+    replay: Option<Replay<'_>>,
+    base_overrides: &[AccountOverride],
+    blocks: &[SimulatedBlock],
+    limits: SimulationLimits,
+) -> Result<Vec<Vec<SimulatedCall>>, ExecutionError> {
+    let until = Instant::now() + limits.timeout;
+    let first_env = replay
+        .map(|r| *r.env)
+        .or_else(|| blocks.first().map(|b| b.env));
+    let Some(first_env) = first_env else {
+        return Ok(Vec::new());
+    };
+    let mut evm = Context::mainnet()
+        .with_db(CacheDB::new(WrapDatabaseRef(ViewDb(state))))
+        .with_block(block_env(&first_env))
+        .with_cfg(cfg_env(first_env.chain_id))
+        .build_mainnet_with_inspector(Deadline::new(Some(until)));
+    if let Some(replay) = replay {
+        for (index, tx) in replay.transactions.iter().enumerate() {
+            let result = evm.transact(tx_env(tx)).map_err(|error| match error {
+                EVMError::Transaction(reason) => ExecutionError::Evm(format!(
+                    "replaying transaction {index} ({}) of the block failed: {reason}",
+                    tx.tx_hash()
+                )),
+                other => evm_error(other),
+            })?;
+            evm.ctx.db_mut().commit(result.state);
+            if Instant::now() >= until {
+                return Err(ExecutionError::TimedOut(limits.timeout));
+            }
+        }
+    }
+    for o in base_overrides {
+        apply_override(evm.ctx.db_mut(), o)?;
+    }
+    let mut budget = limits.gas_budget;
+    let mut results = Vec::with_capacity(blocks.len());
+    for block in blocks {
+        for o in &block.overrides {
+            apply_override(evm.ctx.db_mut(), o)?;
+        }
+        let mut calls = Vec::with_capacity(block.calls.len());
+        for request in &block.calls {
+            let gas = request.gas.unwrap_or(block.env.gas_limit).min(budget);
+            let (block_env, cfg, tx) = call_envs(&block.env, request, gas);
+            let caller = tx.caller;
+            evm.ctx.block = block_env;
+            evm.ctx.cfg = cfg;
+            let result = match evm.inspect_tx(tx) {
+                Ok(result) => result,
+                Err(EVMError::Transaction(error)) => {
+                    calls.push(SimulatedCall {
+                        outcome: CallOutcome {
+                            error: Some(call_rejection(&error, caller)),
+                            ..CallOutcome::default()
+                        },
+                        logs: Vec::new(),
+                    });
+                    continue;
+                }
+                Err(error) => return Err(evm_error(error)),
+            };
+            if evm.inspector.expired {
+                return Err(ExecutionError::TimedOut(limits.timeout));
+            }
+            let used = gas_used(&result.result);
+            budget = budget.saturating_sub(used);
+            let logs = result.result.logs().to_vec();
+            let outcome = match result.result {
+                ExecutionResult::Success { output, .. } => CallOutcome {
+                    success: true,
+                    output: output.into_data(),
+                    gas_used: used,
+                    reverted: false,
+                    error: None,
+                },
+                ExecutionResult::Revert { output, .. } => CallOutcome {
+                    success: false,
+                    output,
+                    gas_used: used,
+                    reverted: true,
+                    error: Some("execution reverted".to_owned()),
+                },
+                ExecutionResult::Halt { reason, .. } => CallOutcome {
+                    success: false,
+                    output: Bytes::new(),
+                    gas_used: used,
+                    reverted: false,
+                    error: Some(halt_message(&reason)),
+                },
+            };
+            evm.ctx.db_mut().commit(result.state);
+            calls.push(SimulatedCall { outcome, logs });
+        }
+        results.push(calls);
+    }
+    Ok(results)
+}
+
+/// Lays `o` over the simulation's state as it stands.
+fn apply_override<DB: revm::DatabaseRef>(
+    db: &mut CacheDB<DB>,
+    o: &AccountOverride,
+) -> Result<(), ExecutionError>
+where
+    DB::Error: std::fmt::Display,
+{
+    let state = |e: DB::Error| ExecutionError::Evm(format!("state read failed: {e}"));
+    let mut info = db.basic(o.address).map_err(state)?.unwrap_or_default();
+    if let Some(balance) = o.balance {
+        info.balance = balance;
+    }
+    if let Some(nonce) = o.nonce {
+        info.nonce = nonce;
+    }
+    if let Some(code) = &o.code {
+        let code = Bytecode::new_raw(code.clone());
+        info.code_hash = code.hash_slow();
+        info.code = Some(code);
+    }
+    db.insert_account_info(o.address, info);
+    match &o.storage {
+        None => {}
+        Some(StorageOverride::Replace(slots)) => db
+            .replace_account_storage(o.address, slots.iter().copied().collect())
+            .map_err(state)?,
+        Some(StorageOverride::Diff(slots)) => {
+            for (slot, value) in slots {
+                db.insert_account_storage(o.address, *slot, *value)
+                    .map_err(state)?;
+            }
+        }
+    }
+    Ok(())
+}
