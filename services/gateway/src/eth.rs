@@ -298,6 +298,9 @@ pub static METHODS: &[(&str, Handler)] = &[
             to_value(U64::from(outcome.gas_used))
         })
     }),
+    ("eth_simulateV1", |backends, params| {
+        Box::pin(crate::simulate::simulate_v1(backends, params))
+    }),
     ("eth_callMany", |backends, params| {
         Box::pin(crate::simulate::call_many(backends, params))
     }),
@@ -553,6 +556,13 @@ pub fn state_overrides(params: &[Value]) -> Result<Vec<v1::AccountOverride>, Rpc
     let Some(overrides): Option<StateOverride> = optional_param(params, 2)? else {
         return Ok(Vec::new());
     };
+    wire_state_overrides(overrides)
+}
+
+/// geth's state overrides on the wire.
+pub fn wire_state_overrides(
+    overrides: StateOverride,
+) -> Result<Vec<v1::AccountOverride>, RpcError> {
     let mut wire = Vec::with_capacity(overrides.len());
     for (address, account) in overrides {
         if account.move_precompile_to.is_some() {

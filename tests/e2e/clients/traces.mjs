@@ -219,6 +219,40 @@ try {
           ],
         }),
       };
+      // eth_simulateV1 through viem's simulateCalls and simulateBlocks.
+      const plain = (v) => JSON.parse(JSON.stringify(v, (_, x) => (typeof x === 'bigint' ? x.toString() : x)));
+      const simulatedCalls = await client.simulateCalls({
+        account: client.account.address,
+        calls: [
+          { to: inner, abi: Inner.abi, functionName: 'poke', args: [6n] },
+          { to: inner, abi: Inner.abi, functionName: 'stored' },
+          { to: outer, abi: Outer.abi, functionName: 'mustPoke', args: [500n] },
+        ],
+      });
+      const simulatedBlocks = await client.simulateBlocks({
+        blocks: [
+          {
+            calls: [{ from: client.account.address, to: inner, abi: Inner.abi, functionName: 'poke', args: [7n] }],
+          },
+          {
+            blockOverrides: { time: 4_000_000_000n },
+            stateOverrides: [{ address: inner, stateDiff: [{ slot: '0x' + '0'.repeat(64), value: '0x' + '63'.padStart(64, '0') }] }],
+            calls: [{ to: inner, abi: Inner.abi, functionName: 'stored' }],
+          },
+        ],
+      });
+      into.simulate = {
+        calls: plain(simulatedCalls.results.map((r) => ({ status: r.status, result: r.result, logs: r.logs?.length, gasUsed: r.gasUsed, error: r.error?.shortMessage ?? null }))),
+        blocks: plain(simulatedBlocks.map((b) => ({
+          number: b.number,
+          timestamp: b.timestamp,
+          hash: b.hash,
+          parentHash: b.parentHash,
+          gasUsed: b.gasUsed,
+          calls: b.calls.map((c) => ({ status: c.status, result: c.result ?? null, logs: c.logs?.length })),
+        }))),
+        base: plain((await client.getBlock()).number),
+      };
       const errorOf = async (method, params) => {
         try {
           await client.request({ method, params });
@@ -236,6 +270,8 @@ try {
         poor_call: await errorOf('debug_traceCall', [{ from: '0x' + '01'.repeat(20), to: outer, value: '0xde0b6b3a7640000' }, 'latest', {}]),
         tx_index: await errorOf('debug_traceCall', [callRequest, 'latest', { txIndex: '0x0' }]),
         call_many_empty: await errorOf('eth_callMany', [[], {}]),
+        simulate_validation: await errorOf('eth_simulateV1', [{ blockStateCalls: [{ calls: [] }], validation: true }, 'latest']),
+        simulate_order: await errorOf('eth_simulateV1', [{ blockStateCalls: [{ blockOverrides: { number: '0x1' }, calls: [] }] }, 'latest']),
         call_many_index_latest: await errorOf('eth_callMany', [[{ transactions: [outerCall('calls')] }], { blockNumber: 'latest', transactionIndex: 0 }]),
       };
     }

@@ -510,6 +510,31 @@ async fn traces_of_a_nested_revert_match_geths_semantics() {
     );
     assert_eq!(many["overridden"][0][0], word(42), "{many}");
 
+    // eth_simulateV1 through viem: simulateCalls chains its calls (the read sees the poke) and
+    // decodes the revert's reason; simulateBlocks numbers its blocks after the base, chains
+    // their hashes, honours a time override and a block's state override.
+    let sim = &verity["simulate"];
+    assert_eq!(sim["calls"][0]["status"], "success", "{sim}");
+    assert_eq!(sim["calls"][0]["result"], "12", "{sim}");
+    assert_eq!(sim["calls"][0]["logs"], 1, "{sim}");
+    assert_eq!(sim["calls"][1]["result"], "6", "{sim}");
+    assert_eq!(sim["calls"][2]["status"], "failure", "{sim}");
+    assert!(
+        sim["calls"][2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("too big"),
+        "{sim}"
+    );
+    let base: u64 = sim["base"].as_str().unwrap().parse().unwrap();
+    let blocks = sim["blocks"].as_array().unwrap();
+    assert_eq!(blocks[0]["number"], json!((base + 1).to_string()), "{sim}");
+    assert_eq!(blocks[1]["number"], json!((base + 2).to_string()), "{sim}");
+    assert_eq!(blocks[1]["parentHash"], blocks[0]["hash"], "{sim}");
+    assert_eq!(blocks[1]["timestamp"], "4000000000", "{sim}");
+    assert_eq!(blocks[0]["calls"][0]["result"], "14", "{sim}");
+    assert_eq!(blocks[1]["calls"][0]["result"], "99", "{sim}");
+
     // Errors, geth's codes and texts.
     let errors = &verity["errors"];
     let message = |name: &str| errors[name]["message"].as_str().unwrap().to_string();
