@@ -313,6 +313,14 @@ pub fn intrinsic_gas(envelope: &TxEnvelope) -> u64 {
     (gas.initial_regular_gas + gas.initial_state_gas).max(gas.floor_gas)
 }
 
+/// Gas a transaction is charged before its first opcode (21000 or 53000, calldata, access
+/// list), without the EIP-7623 floor, which applies after execution: what its top call is left
+/// with is its gas limit minus this.
+pub fn initial_gas(tx: &Transaction) -> u64 {
+    let gas = calculate_initial_tx_gas_for_tx(&tx_env(tx), SPEC, None);
+    gas.initial_regular_gas + gas.initial_state_gas
+}
+
 /// geth's text for a transaction revm refuses to execute.
 fn rejection_message(error: &InvalidTransaction, tx: &Transaction) -> String {
     match error {

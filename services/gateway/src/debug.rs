@@ -24,7 +24,7 @@ const SEAL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 pub async fn trace_transaction(backends: &Backends, params: &[Value]) -> Result<Value, RpcError> {
     let hash: B256 = param(params, 0)?;
     let options: Option<GethDebugTracingOptions> = optional_param(params, 1)?;
-    traced_transaction(backends, hash, options.as_ref()).await
+    traced_transaction(backends, hash, options.as_ref(), false).await
 }
 
 /// The trace of transaction `hash` under `options` (the struct logger when `None`).
@@ -32,6 +32,7 @@ pub async fn traced_transaction(
     backends: &Backends,
     hash: B256,
     options: Option<&GethDebugTracingOptions>,
+    parity: bool,
 ) -> Result<Value, RpcError> {
     let options = options_json(options)?;
     let started = tokio::time::Instant::now();
@@ -39,6 +40,7 @@ pub async fn traced_transaction(
         let request = v1::TraceRequest {
             target: Some(Target::TransactionHash(hash.to_vec())),
             options_json: options.clone(),
+            parity,
         };
         match backends.replica().trace(request).await {
             Ok(response) => {
@@ -74,7 +76,7 @@ pub async fn trace_block(
     params: &[Value],
 ) -> Result<Value, RpcError> {
     let options: Option<GethDebugTracingOptions> = optional_param(params, 1)?;
-    let traces = traced_block(backends, id, options.as_ref()).await?;
+    let traces = traced_block(backends, id, options.as_ref(), false).await?;
     Ok(Value::Array(
         traces
             .into_iter()
@@ -88,10 +90,12 @@ pub async fn traced_block(
     backends: &Backends,
     id: BlockId,
     options: Option<&GethDebugTracingOptions>,
+    parity: bool,
 ) -> Result<Vec<(B256, Value)>, RpcError> {
     let request = v1::TraceRequest {
         target: Some(Target::Block(block_id_to_wire(Some(id)))),
         options_json: options_json(options)?,
+        parity,
     };
     let response = backends
         .replica()
@@ -141,6 +145,7 @@ pub async fn trace_call(backends: &Backends, params: &[Value]) -> Result<Value, 
     let request = v1::TraceRequest {
         target: Some(Target::Call(call)),
         options_json: options_json(Some(&options.tracing_options))?,
+        parity: false,
     };
     let response = backends
         .replica()
@@ -166,4 +171,67 @@ fn options_json(options: Option<&GethDebugTracingOptions>) -> Result<String, Rpc
 fn result(trace: &v1::TransactionTrace) -> Result<Value, RpcError> {
     serde_json::from_str(&trace.result_json)
         .map_err(|e| RpcError::internal(format!("the replica's trace is not JSON: {e}")))
+}
+
+/// Parity's flat traces (`trace_*`): geth's `flatCallTracer`, which gives them in parity's shape.
+fn flat_call_tracer() -> GethDebugTracingOptions {
+    GethDebugTracingOptions {
+        tracer: Some(
+            alloy_rpc_types_trace::geth::GethDebugBuiltInTracerType::FlatCallTracer.into(),
+        ),
+        ..GethDebugTracingOptions::default()
+    }
+}
+
+/// `trace_transaction(hash)`: the transaction's calls as parity's flat traces (action, result,
+/// trace address, subtraces, its block and position; the top call's gas net of the intrinsic
+/// gas, as parity, Erigon and reth give it).
+pub async fn parity_transaction(backends: &Backends, params: &[Value]) -> Result<Value, RpcError> {
+    let hash: B256 = param(params, 0)?;
+    traced_transaction(backends, hash, Some(&flat_call_tracer()), true).await
+}
+
+/// `trace_block(block)`: every transaction's flat traces, in order (a rollup block pays no
+/// block reward, so there is no reward trace).
+pub async fn parity_block(backends: &Backends, params: &[Value]) -> Result<Value, RpcError> {
+    let number: alloy_eips::BlockNumberOrTag = param(params, 0)?;
+    let traces = traced_block(
+        backends,
+        BlockId::Number(number),
+        Some(&flat_call_tracer()),
+        true,
+    )
+    .await?;
+    let mut all = Vec::new();
+    for (_, trace) in traces {
+        match trace {
+            Value::Array(entries) => all.extend(entries),
+            other => {
+                return Err(RpcError::internal(format!(
+                    "flat call trace is not a list: {other}"
+                )));
+            }
+        }
+    }
+    Ok(Value::Array(all))
+}
+
+/// `trace_get(hash, indices)`: the transaction's flat trace at trace address `indices`, or null.
+pub async fn parity_get(backends: &Backends, params: &[Value]) -> Result<Value, RpcError> {
+    let hash: B256 = param(params, 0)?;
+    let indices: Vec<alloy_primitives::U64> = param(params, 1)?;
+    let traces = traced_transaction(backends, hash, Some(&flat_call_tracer()), true).await?;
+    let wanted: Vec<u64> = indices.iter().map(|i| i.to::<u64>()).collect();
+    let found = traces.as_array().and_then(|entries| {
+        entries
+            .iter()
+            .find(|entry| {
+                entry["traceAddress"].as_array().is_some_and(|address| {
+                    address.iter().map(Value::as_u64).collect::<Vec<_>>()
+                        == wanted.iter().copied().map(Some).collect::<Vec<_>>()
+                })
+            })
+            .cloned()
+    });
+    Ok(found.unwrap_or(Value::Null))
 }

@@ -322,6 +322,15 @@ pub static METHODS: &[(&str, Handler)] = &[
             crate::debug::trace_block(backends, BlockId::from(hash), params).await
         })
     }),
+    ("trace_transaction", |backends, params| {
+        Box::pin(crate::debug::parity_transaction(backends, params))
+    }),
+    ("trace_block", |backends, params| {
+        Box::pin(crate::debug::parity_block(backends, params))
+    }),
+    ("trace_get", |backends, params| {
+        Box::pin(crate::debug::parity_get(backends, params))
+    }),
     ("debug_traceCall", |backends, params| {
         Box::pin(crate::debug::trace_call(backends, params))
     }),

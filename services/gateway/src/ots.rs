@@ -170,7 +170,7 @@ pub async fn transaction_by_sender_and_nonce(
 /// The call tree of transaction `hash` (geth's `callTracer`), as the replica re-executes it.
 async fn call_tree(backends: &Backends, hash: B256) -> Result<CallFrame, RpcError> {
     let options = call_tracer();
-    let trace = crate::debug::traced_transaction(backends, hash, Some(&options)).await?;
+    let trace = crate::debug::traced_transaction(backends, hash, Some(&options), false).await?;
     serde_json::from_value(trace).map_err(|e| RpcError::internal(format!("call trace: {e}")))
 }
 
@@ -286,7 +286,7 @@ pub async fn contract_creator(backends: &Backends, params: &[Value]) -> Result<V
     }
     let options = call_tracer();
     for (hash, trace) in
-        crate::debug::traced_block(backends, BlockId::number(low), Some(&options)).await?
+        crate::debug::traced_block(backends, BlockId::number(low), Some(&options), false).await?
     {
         let root: CallFrame = serde_json::from_value(trace)
             .map_err(|e| RpcError::internal(format!("call trace: {e}")))?;

@@ -851,6 +851,7 @@ impl v1::replica_server::Replica for QueryService {
             ));
         }
         let call_limits = self.calls.limits;
+        let parity = request.parity;
         let limits = TraceLimits {
             timeout: self.calls.limits.timeout.unwrap_or_default(),
             max_steps: self.calls.max_trace_steps,
@@ -896,13 +897,13 @@ impl v1::replica_server::Replica for QueryService {
                                 stored.block_number
                             ))
                         })?;
-                    replay.trace(read, index..index + 1, &options, limits)?
+                    replay.trace(read, index..index + 1, &options, limits, parity)?
                 }
                 Target::Block(id) => {
                     let number = resolve_block(read, Some(&id))?
                         .ok_or_else(|| Status::not_found("block not found"))?;
                     let replay = Replay::of(read, spec, number)?;
-                    replay.trace(read, 0..replay.txs.len(), &options, limits)?
+                    replay.trace(read, 0..replay.txs.len(), &options, limits, parity)?
                 }
             };
             let mut answer = v1::TraceResponse::default();
@@ -1155,6 +1156,7 @@ impl Replay {
         traced: std::ops::Range<usize>,
         options: &GethDebugTracingOptions,
         limits: TraceLimits,
+        parity: bool,
     ) -> Result<Vec<(Option<B256>, GethTrace)>, Status> {
         if self.txs.is_empty() {
             return Ok(Vec::new());
@@ -1172,9 +1174,33 @@ impl Replay {
         .map_err(trace_error)?;
         Ok(self.txs[traced]
             .iter()
-            .map(|tx| Some(*tx.tx_hash()))
             .zip(traces)
+            .map(|(tx, mut trace)| {
+                if parity && let GethTrace::FlatCallTracer(entries) = &mut trace {
+                    parity_top_gas(entries, tx);
+                }
+                (Some(*tx.tx_hash()), trace)
+            })
             .collect())
+    }
+}
+
+/// Parity's top call: the gas it was given, after the transaction's intrinsic gas.
+fn parity_top_gas(
+    entries: &mut [alloy_rpc_types_trace::parity::LocalizedTransactionTrace],
+    tx: &verity_primitives::Transaction,
+) {
+    use alloy_rpc_types_trace::parity::Action;
+    let initial = verity_execution::initial_gas(tx);
+    for entry in entries
+        .iter_mut()
+        .filter(|e| e.trace.trace_address.is_empty())
+    {
+        match &mut entry.trace.action {
+            Action::Call(call) => call.gas = call.gas.saturating_sub(initial),
+            Action::Create(create) => create.gas = create.gas.saturating_sub(initial),
+            _ => {}
+        }
     }
 }
 

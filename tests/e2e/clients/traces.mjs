@@ -96,7 +96,14 @@ try {
         struct_lean: await trace({ disableStack: true, disableStorage: true, enableMemory: false }),
         prestate: await trace({ tracer: 'prestateTracer' }),
         diff: await trace({ tracer: 'prestateTracer', tracerConfig: { diffMode: true } }),
+        parity: await client.request({ method: 'trace_transaction', params: [hash] }),
+        parity_block: await client.request({ method: 'trace_block', params: [`0x${receipt.blockNumber.toString(16)}`] }),
       };
+      try {
+        entry.parity_get = await client.request({ method: 'trace_get', params: [hash, ['0x0']] });
+      } catch (e) {
+        entry.parity_get = { unsupported: e.shortMessage ?? String(e) };
+      }
       if (name === 'verity') {
         // What the gateway's own reads say about the same transaction.
         const at = (n) => ({ blockNumber: BigInt(n) });
