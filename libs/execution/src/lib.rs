@@ -317,7 +317,7 @@ pub fn intrinsic_gas(envelope: &TxEnvelope) -> u64 {
 /// list), without the EIP-7623 floor, which applies after execution: what its top call is left
 /// with is its gas limit minus this.
 pub fn initial_gas(tx: &Transaction) -> u64 {
-    let gas = calculate_initial_tx_gas_for_tx(&tx_env(tx), SPEC, None);
+    let gas = calculate_initial_tx_gas_for_tx(tx_env(tx), SPEC, None);
     gas.initial_regular_gas + gas.initial_state_gas
 }
 
