@@ -399,23 +399,9 @@ async fn verifiers(
         let Ok(message) = stream.get_raw_message(seq).await else {
             continue;
         };
-        let Ok(wire) = verity_proto::v1::FinalityAttestation::decode(message.payload.as_ref())
-        else {
+        let Some(attestation) = checked_attestation(&message.payload, chain_id) else {
             continue;
         };
-        let Ok(attestation) = verity_chunk::wire::FinalityAttestation::try_from(&wire) else {
-            continue;
-        };
-        // Only what its own key signed for this chain is shown.
-        if verity_primitives::signing::verify(
-            &verity_chunk::wire::finality_hash(chain_id, &attestation),
-            &attestation.signature,
-            attestation.verifier,
-        )
-        .is_err()
-        {
-            continue;
-        }
         let published: std::time::SystemTime = message.time.into();
         found.push(Verifier {
             address: attestation.verifier.to_string(),
@@ -430,6 +416,23 @@ async fn verifiers(
     }
     found.sort_by(|a, b| a.address.cmp(&b.address));
     Ok(found)
+}
+
+/// A finality attestation as stored, when it decodes and its verifier's key signed it for
+/// chain `chain_id`; anything else on the stream is not shown.
+fn checked_attestation(
+    payload: &[u8],
+    chain_id: u64,
+) -> Option<verity_chunk::wire::FinalityAttestation> {
+    let wire = verity_proto::v1::FinalityAttestation::decode(payload).ok()?;
+    let attestation = verity_chunk::wire::FinalityAttestation::try_from(&wire).ok()?;
+    verity_primitives::signing::verify(
+        &verity_chunk::wire::finality_hash(chain_id, &attestation),
+        &attestation.signature,
+        attestation.verifier,
+    )
+    .ok()?;
+    Some(attestation)
 }
 
 /// The status as text for a terminal.
@@ -570,4 +573,71 @@ pub fn render(status: &Status) -> String {
         line(format!("(not read: {missing})"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use alloy_primitives::B256;
+    use verity_chunk::wire::{FinalityAttestation, finality_hash};
+    use verity_primitives::SigningKey;
+
+    use super::*;
+
+    fn signed(key: &SigningKey, chain_id: u64, block_number: u64) -> FinalityAttestation {
+        let mut attestation = FinalityAttestation {
+            block_number,
+            block_hash: B256::repeat_byte(1),
+            state_root: B256::repeat_byte(2),
+            fraud: None,
+            false_accusations: Vec::new(),
+            verifier: key.address(),
+            signature: alloy_primitives::Signature::test_signature(),
+        };
+        attestation.signature = key.sign(&finality_hash(chain_id, &attestation));
+        attestation
+    }
+
+    fn payload(attestation: &FinalityAttestation) -> Vec<u8> {
+        verity_proto::v1::FinalityAttestation::from(attestation).encode_to_vec()
+    }
+
+    /// Only an attestation its verifier signed for this chain is shown: one whose block was
+    /// changed after signing, one signed for another chain, or bytes that are no attestation
+    /// are not.
+    #[test]
+    fn only_attestations_signed_for_this_chain_are_shown() {
+        let key = SigningKey::random();
+        let good = signed(&key, 7, 10);
+        assert_eq!(
+            checked_attestation(&payload(&good), 7).map(|a| a.block_number),
+            Some(10)
+        );
+        let mut forged = good.clone();
+        forged.block_number = 1_000;
+        assert!(checked_attestation(&payload(&forged), 7).is_none());
+        assert!(checked_attestation(&payload(&good), 8).is_none());
+        assert!(checked_attestation(b"not an attestation", 7).is_none());
+    }
+
+    /// Alarms and unread parts are on the screen, not only in the JSON.
+    #[test]
+    fn the_screen_shows_alarms_and_what_was_not_read() {
+        let status = Status {
+            alarms: vec!["fraud confirmed by 0xabc: chunk 3: bad".into()],
+            unavailable: vec!["bus: NATS did not answer within 5 s".into()],
+            ..Status::default()
+        };
+        let text = render(&status);
+        assert!(
+            text.contains("ALARMS:\n  fraud confirmed by 0xabc"),
+            "{text}"
+        );
+        assert!(
+            text.contains("(not read: bus: NATS did not answer"),
+            "{text}"
+        );
+        assert!(render(&Status::default()).contains("Alarms: none"));
+    }
 }
