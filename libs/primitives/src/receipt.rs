@@ -29,6 +29,23 @@ pub struct Receipt {
 }
 
 impl Receipt {
+    /// The addresses the transaction took part in, as its receipt shows them: sender,
+    /// recipient, the contract it created, and every log's emitter; each once, in that order.
+    pub fn addresses(&self) -> Vec<Address> {
+        let mut found = vec![self.from];
+        let named = self
+            .to
+            .into_iter()
+            .chain(self.contract_address)
+            .chain(self.logs.iter().map(|log| log.address));
+        for address in named {
+            if !found.contains(&address) {
+                found.push(address);
+            }
+        }
+        found
+    }
+
     /// The bloom filter over this receipt's logs.
     pub fn bloom(&self) -> Bloom {
         let mut bloom = Bloom::ZERO;

@@ -31,6 +31,26 @@ pub const MIN_MAX_SIZE: u64 = 4 << 20;
 const GROWTH_STEP: isize = 64 << 20;
 /// Named tables the environment can hold (the set in [`tables::ALL`] plus room to grow).
 const MAX_TABLES: u64 = 32;
+
+/// Where a search of an address's transactions starts ([`ReadTx::address_transactions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddressSearch {
+    /// Blocks below this one, newest first.
+    Before(u64),
+    /// Blocks above this one, oldest first.
+    After(u64),
+}
+
+/// One entry of the address index: a transaction, where it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressEntry {
+    /// Its block.
+    pub block: u64,
+    /// Its index in the block.
+    pub index: u32,
+    /// Its hash.
+    pub hash: alloy_primitives::B256,
+}
 /// Simultaneous read transactions (reader slots); one per concurrent request is needed.
 const MAX_READERS: u32 = 4096;
 

@@ -47,13 +47,22 @@ pub const ACCOUNT_HISTORY: &str = "AccountHistory";
 /// `number` first changed it (trimmed big-endian; empty: zero). Read like [`ACCOUNT_HISTORY`].
 pub const STORAGE_HISTORY: &str = "StorageHistory";
 
+/// `Address(20) ++ block number(u64 BE) ++ index in block(u32 BE)` → tx hash(32): the
+/// transactions an address took part in (as sender, recipient, created contract or log
+/// emitter), for Otterscan's searches. A cursor walks one address's entries in chain order.
+pub const ADDRESS_TRANSACTIONS: &str = "AddressTransactions";
+
+/// Meta key: set once the address index holds every stored transaction (a database written
+/// before the index existed is indexed at the next start).
+pub const META_ADDRESS_INDEX_COMPLETE: &str = "address_index_complete";
+
 /// Meta key: the first block whose resulting state can be read from the history tables (0 for a
 /// database that recorded history from genesis; a database written before history existed
 /// starts at the block after its head then).
 pub const META_HISTORY_FROM: &str = "state_history_from";
 
 /// Every table, created when the database is opened.
-pub const ALL: [&str; 13] = [
+pub const ALL: [&str; 14] = [
     PLAIN_ACCOUNT_STATE,
     PLAIN_STORAGE_STATE,
     BYTECODES,
@@ -67,7 +76,17 @@ pub const ALL: [&str; 13] = [
     TREE_TOMBSTONES,
     ACCOUNT_HISTORY,
     STORAGE_HISTORY,
+    ADDRESS_TRANSACTIONS,
 ];
+
+/// The key of `address`'s entry for transaction `index` of block `number`.
+pub fn address_transaction_key(address: Address, number: u64, index: u32) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    key[..20].copy_from_slice(address.as_slice());
+    key[20..28].copy_from_slice(&number.to_be_bytes());
+    key[28..].copy_from_slice(&index.to_be_bytes());
+    key
+}
 
 /// Size of an encoded account: nonce (8) ++ balance (32) ++ code hash (32).
 pub const ACCOUNT_LEN: usize = 8 + 32 + 32;

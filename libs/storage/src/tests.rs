@@ -1010,3 +1010,70 @@ fn a_full_database_refuses_the_write_whole_and_takes_it_with_more_room() {
         .expect("a step of the test");
     write.commit().expect("a step of the test");
 }
+
+/// The address index walks one address's transactions in either direction from an exclusive
+/// bound, never splitting a block, says whether more lie beyond, and keeps other addresses'
+/// entries apart (including one whose address shares a prefix).
+#[test]
+#[allow(clippy::unwrap_used)]
+fn the_address_index_pages_by_whole_blocks_in_both_directions() {
+    use crate::{AddressEntry, AddressSearch};
+    let (_dir, db) = open();
+    let alice = Address::repeat_byte(0xa1);
+    let neighbour = {
+        let mut bytes = [0xa1; 20];
+        bytes[19] = 0xa2;
+        Address::from(bytes)
+    };
+    let hash = |block: u64, index: u32| B256::with_last_byte((block * 10 + u64::from(index)) as u8);
+    // Alice: two transactions in block 2, one in 3, three in 5, one in 9.
+    let alices = [(2, 0), (2, 1), (3, 0), (5, 0), (5, 1), (5, 2), (9, 0)];
+    let mut write = db.write().unwrap();
+    for (block, index) in alices {
+        write
+            .index_transaction([alice, alice], block, index, hash(block, index))
+            .unwrap();
+    }
+    write
+        .index_transaction([neighbour], 4, 0, hash(4, 0))
+        .unwrap();
+    write.commit().unwrap();
+    let read = db.read().unwrap();
+    let blocks = |entries: &[AddressEntry]| -> Vec<(u64, u32)> {
+        entries.iter().map(|e| (e.block, e.index)).collect()
+    };
+
+    // Newest first from the head: at least 2, then the rest of block 5.
+    let (page, more) = read
+        .address_transactions(alice, AddressSearch::Before(u64::MAX), 2)
+        .unwrap();
+    assert_eq!(blocks(&page), [(9, 0), (5, 2), (5, 1), (5, 0)]);
+    assert!(more);
+    assert_eq!(page[0].hash, hash(9, 0));
+    // The next page: before block 5.
+    let (page, more) = read
+        .address_transactions(alice, AddressSearch::Before(5), 2)
+        .unwrap();
+    assert_eq!(blocks(&page), [(3, 0), (2, 1), (2, 0)]);
+    assert!(!more);
+    // Oldest first after block 2: 3, then all of 5; then 9 alone.
+    let (page, more) = read
+        .address_transactions(alice, AddressSearch::After(2), 2)
+        .unwrap();
+    assert_eq!(blocks(&page), [(3, 0), (5, 0), (5, 1), (5, 2)]);
+    assert!(more);
+    let (page, more) = read
+        .address_transactions(alice, AddressSearch::After(5), 2)
+        .unwrap();
+    assert_eq!(blocks(&page), [(9, 0)]);
+    assert!(!more);
+    // The neighbour sees only its own entry; an address without entries none.
+    let (page, _) = read
+        .address_transactions(neighbour, AddressSearch::Before(u64::MAX), 10)
+        .unwrap();
+    assert_eq!(blocks(&page), [(4, 0)]);
+    let (page, more) = read
+        .address_transactions(Address::ZERO, AddressSearch::After(0), 10)
+        .unwrap();
+    assert!(page.is_empty() && !more);
+}

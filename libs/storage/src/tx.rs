@@ -14,10 +14,10 @@ use verity_proto::v1;
 use crate::{
     StorageError,
     tables::{
-        ACCOUNT_HISTORY, BLOCK_TRANSACTIONS, BYTECODES, CHAIN_EVENTS, HEADER_NUMBERS, HEADERS,
-        META, META_HISTORY_FROM, PLAIN_ACCOUNT_STATE, PLAIN_STORAGE_STATE, RECEIPTS,
-        STORAGE_HISTORY, TRANSACTIONS, TREE_TOMBSTONES, account_history_key, decode_account,
-        encode_account, encode_storage_value, storage_history_key, storage_key,
+        ACCOUNT_HISTORY, ADDRESS_TRANSACTIONS, BLOCK_TRANSACTIONS, BYTECODES, CHAIN_EVENTS,
+        HEADER_NUMBERS, HEADERS, META, META_HISTORY_FROM, PLAIN_ACCOUNT_STATE, PLAIN_STORAGE_STATE,
+        RECEIPTS, STORAGE_HISTORY, TRANSACTIONS, TREE_TOMBSTONES, account_history_key,
+        decode_account, encode_account, encode_storage_value, storage_history_key, storage_key,
     },
 };
 
@@ -373,6 +373,83 @@ mod read {
         Ok(bytes.chunks_exact(32).map(B256::from_slice).collect())
     }
 
+    /// Entries of `address` in the address index, walking from `search`'s bound away from it,
+    /// at least `at_least` of them and then the rest of the last block reached (a block is
+    /// never split); and whether more lie beyond.
+    pub(super) fn address_transactions<K: TransactionKind>(
+        txn: &Txn<'_, K>,
+        address: Address,
+        search: crate::AddressSearch,
+        at_least: usize,
+    ) -> Result<(Vec<crate::AddressEntry>, bool), StorageError> {
+        let handle = table(txn, ADDRESS_TRANSACTIONS)?;
+        let mut cursor = txn.cursor(&handle)?;
+        let decode = |key: &[u8],
+                      value: &[u8]|
+         -> Result<Option<crate::AddressEntry>, StorageError> {
+            if key.len() != 32 || !key.starts_with(address.as_slice()) {
+                return Ok(None);
+            }
+            let hash = B256::try_from(value)
+                .map_err(|_| StorageError::decode(ADDRESS_TRANSACTIONS, "value is not 32 bytes"))?;
+            let mut number = [0u8; 8];
+            number.copy_from_slice(&key[20..28]);
+            let mut index = [0u8; 4];
+            index.copy_from_slice(&key[28..]);
+            Ok(Some(crate::AddressEntry {
+                block: u64::from_be_bytes(number),
+                index: u32::from_be_bytes(index),
+                hash,
+            }))
+        };
+        let mut found: Vec<crate::AddressEntry> = Vec::new();
+        let take = |entry: crate::AddressEntry, found: &mut Vec<crate::AddressEntry>| {
+            let full = found.len() >= at_least
+                && found.last().is_some_and(|last| last.block != entry.block);
+            if !full {
+                found.push(entry);
+            }
+            full
+        };
+        match search {
+            crate::AddressSearch::After(block) => {
+                let Some(start) = block.checked_add(1) else {
+                    return Ok((found, false));
+                };
+                let seek = crate::tables::address_transaction_key(address, start, 0);
+                let mut item = cursor.set_range::<Cow<'_, [u8]>, Cow<'_, [u8]>>(&seek)?;
+                while let Some((key, value)) = item {
+                    let Some(entry) = decode(&key, &value)? else {
+                        break;
+                    };
+                    if take(entry, &mut found) {
+                        return Ok((found, true));
+                    }
+                    item = cursor.next::<Cow<'_, [u8]>, Cow<'_, [u8]>>()?;
+                }
+            }
+            crate::AddressSearch::Before(block) => {
+                let seek = crate::tables::address_transaction_key(address, block, 0);
+                // The first entry at or past the bound, then step back from it (or from the
+                // table's end when there is none).
+                let mut item = match cursor.set_range::<Cow<'_, [u8]>, Cow<'_, [u8]>>(&seek)? {
+                    Some(_) => cursor.prev::<Cow<'_, [u8]>, Cow<'_, [u8]>>()?,
+                    None => cursor.last::<Cow<'_, [u8]>, Cow<'_, [u8]>>()?,
+                };
+                while let Some((key, value)) = item {
+                    let Some(entry) = decode(&key, &value)? else {
+                        break;
+                    };
+                    if take(entry, &mut found) {
+                        return Ok((found, true));
+                    }
+                    item = cursor.prev::<Cow<'_, [u8]>, Cow<'_, [u8]>>()?;
+                }
+            }
+        }
+        Ok((found, false))
+    }
+
     pub(super) fn transaction<K: TransactionKind>(
         txn: &Txn<'_, K>,
         hash: B256,
@@ -525,6 +602,18 @@ macro_rules! reads {
             /// The receipt of the transaction with hash `hash`.
             pub fn receipt(&self, hash: B256) -> Result<Option<Receipt>, StorageError> {
                 read::receipt(&self.txn, hash)
+            }
+
+            /// The transactions `address` took part in, walking from `search`'s bound (exclusive)
+            /// away from it: at least `at_least` (when there are), then the rest of the last
+            /// block reached; and whether more lie beyond.
+            pub fn address_transactions(
+                &self,
+                address: Address,
+                search: crate::AddressSearch,
+                at_least: usize,
+            ) -> Result<(Vec<crate::AddressEntry>, bool), StorageError> {
+                read::address_transactions(&self.txn, address, search, at_least)
             }
         }
 
@@ -786,6 +875,24 @@ impl WriteTx<'_> {
             tx.encode_to_vec(),
             WriteFlags::empty(),
         )?;
+        Ok(())
+    }
+
+    /// Records that the transaction `hash`, at `index` of block `number`, involves each of
+    /// `addresses` (duplicates are written once).
+    pub fn index_transaction(
+        &mut self,
+        addresses: impl IntoIterator<Item = Address>,
+        number: u64,
+        index: u32,
+        hash: B256,
+    ) -> Result<(), StorageError> {
+        let table = read::table(&self.txn, ADDRESS_TRANSACTIONS)?;
+        for address in addresses {
+            let key = crate::tables::address_transaction_key(address, number, index);
+            self.txn
+                .put(&table, key, hash.as_slice(), WriteFlags::empty())?;
+        }
         Ok(())
     }
 

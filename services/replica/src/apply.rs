@@ -19,6 +19,40 @@ use verity_primitives::{
 use verity_proto::v1;
 use verity_storage::{Database, ReadTx, StorageError, WriteTx};
 
+/// Enters block `number`'s transactions (`hashes`, in order) into the address index, with the
+/// addresses their receipts name ([`verity_primitives::Receipt::addresses`]).
+fn index_block(write: &mut WriteTx<'_>, number: u64, hashes: &[B256]) -> Result<(), StorageError> {
+    for (index, hash) in hashes.iter().enumerate() {
+        if let Some(receipt) = write.receipt(*hash)? {
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
+            write.index_transaction(receipt.addresses(), number, index, *hash)?;
+        }
+    }
+    Ok(())
+}
+
+/// Indexes every sealed block a database written before the address index holds, once (the
+/// index then grows with each seal). One MDBX transaction: a crash leaves it to the next start.
+/// Returns the transactions indexed.
+pub fn complete_address_index(db: &Database) -> Result<u64, StorageError> {
+    use verity_storage::tables::META_ADDRESS_INDEX_COMPLETE;
+    if db.read()?.meta(META_ADDRESS_INDEX_COMPLETE)?.is_some() {
+        return Ok(0);
+    }
+    let mut write = db.write()?;
+    let mut indexed = 0u64;
+    if let Some(last) = write.last_block_number()? {
+        for number in 0..=last {
+            let hashes = write.block_transaction_hashes(number)?;
+            indexed += hashes.len() as u64;
+            index_block(&mut write, number, &hashes)?;
+        }
+    }
+    write.set_meta(META_ADDRESS_INDEX_COMPLETE, &[1])?;
+    write.commit()?;
+    Ok(indexed)
+}
+
 /// Meta keys of the replica's position.
 pub mod meta {
     /// Set once a witness has recorded the stream positions of the seals and handovers an
@@ -361,13 +395,15 @@ impl Layout for ReplicaLayout {
                 // Where its seal stands in the chain stream (a witness names it in jobs that
                 // read the block's hash, for provers to check).
                 write.set_meta_u64(&meta::block_seq(block.number()), event.event().seq)?;
-                // Transactions learn their block hash now that it exists.
+                // Transactions learn their block hash now that it exists, and enter the address
+                // index (searches cover sealed blocks).
                 for hash in &block.transaction_hashes {
                     if let Some(mut stored) = write.transaction(*hash)? {
                         stored.block_hash = block.hash.to_vec();
                         write.put_transaction(*hash, &stored)?;
                     }
                 }
+                index_block(write, block.number(), &block.transaction_hashes)?;
             }
             // Where the epoch's key was handed over (a witness names it in jobs of the epoch, for
             // provers to take the key from).
@@ -652,5 +688,57 @@ mod tests {
             0,
             "nothing left"
         );
+    }
+
+    /// A database from before the address index: its sealed blocks are indexed once, with the
+    /// addresses their receipts name; a second start has nothing to do.
+    #[test]
+    fn stored_blocks_are_indexed_once_for_the_searches() {
+        let (_dir, db, _rules, _key, _chain) = at_genesis(Keep::State);
+        let (alice, bob, token) = (
+            alloy_primitives::Address::repeat_byte(0xa1),
+            alloy_primitives::Address::repeat_byte(0xb0),
+            alloy_primitives::Address::repeat_byte(0x70),
+        );
+        let hash = B256::repeat_byte(0x11);
+        let receipt = verity_primitives::Receipt {
+            tx_hash: hash,
+            tx_type: verity_primitives::TxType::Eip1559,
+            success: true,
+            gas_used: 50_000,
+            cumulative_gas_used: 50_000,
+            effective_gas_price: 1,
+            logs: vec![alloy_primitives::Log::new_unchecked(
+                token,
+                vec![],
+                alloy_primitives::Bytes::new(),
+            )],
+            contract_address: None,
+            from: alice,
+            to: Some(bob),
+        };
+        let mut block = dev_spec().genesis_block();
+        block.header.number = 1;
+        block.transaction_hashes = vec![hash];
+        let mut write = db.write().unwrap();
+        write.put_block(&block).unwrap();
+        write.put_receipt(&receipt).unwrap();
+        write.commit().unwrap();
+
+        assert_eq!(complete_address_index(&db).unwrap(), 1);
+        let read = db.read().unwrap();
+        for address in [alice, bob, token] {
+            let (found, more) = read
+                .address_transactions(address, verity_storage::AddressSearch::Before(u64::MAX), 10)
+                .unwrap();
+            assert_eq!(found.len(), 1, "{address}");
+            assert_eq!(
+                (found[0].block, found[0].index, found[0].hash),
+                (1, 0, hash)
+            );
+            assert!(!more);
+        }
+        drop(read);
+        assert_eq!(complete_address_index(&db).unwrap(), 0, "once");
     }
 }

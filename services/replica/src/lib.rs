@@ -308,6 +308,15 @@ impl verity_server::Service for Replica {
         let security = verity_server::Security::load(&self.config.service, POLICY)?;
         let (listener, addr) = self.config.service.server.bind(DEFAULT_PORT).await?;
         let (ready, readiness) = verity_server::ReadinessSender::new();
+        if self.config.role != Role::LightVerifier {
+            // A database from before the address index gets its sealed blocks indexed once.
+            let db = self.db.clone();
+            let indexed =
+                tokio::task::spawn_blocking(move || apply::complete_address_index(&db)).await??;
+            if indexed > 0 {
+                tracing::info!(indexed, "address index built over the stored blocks");
+            }
+        }
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(watch_lag(
             self.db.clone(),
