@@ -334,6 +334,15 @@ pub static METHODS: &[(&str, Handler)] = &[
     ("debug_traceCall", |backends, params| {
         Box::pin(crate::debug::trace_call(backends, params))
     }),
+    ("ots_getApiLevel", |_, _| {
+        Box::pin(async move { Ok(Value::from(crate::ots::API_LEVEL)) })
+    }),
+    ("ots_searchTransactionsBefore", |backends, params| {
+        Box::pin(crate::ots::search_before(backends, params))
+    }),
+    ("ots_searchTransactionsAfter", |backends, params| {
+        Box::pin(crate::ots::search_after(backends, params))
+    }),
     ("ots_traceTransaction", |backends, params| {
         Box::pin(crate::ots::trace_transaction(backends, params))
     }),
@@ -766,7 +775,9 @@ pub async fn receipt_of(
 }
 
 /// A replica's receipt in the RPC shape; `None` when there is none.
-fn rpc_receipt(response: &v1::ReceiptResponse) -> Result<Option<TransactionReceipt>, RpcError> {
+pub(crate) fn rpc_receipt(
+    response: &v1::ReceiptResponse,
+) -> Result<Option<TransactionReceipt>, RpcError> {
     let (Some(stored), Some(receipt)) = (&response.transaction, &response.receipt) else {
         return Ok(None);
     };

@@ -3,9 +3,9 @@
 //! `ots_getBlockDetails`/`ByHash`, `ots_getBlockTransactions`,
 //! `ots_getTransactionBySenderAndNonce`, and over the replica's re-execution (geth's call
 //! tracer, `crate::debug`) `ots_traceTransaction`, `ots_getInternalOperations`,
-//! `ots_getTransactionError` and `ots_getContractCreator`. `ots_getApiLevel` is not answered
-//! until the searches are: Otterscan reads it as the promise that every method of that level
-//! exists.
+//! `ots_getTransactionError` and `ots_getContractCreator`, and over the replica's address
+//! index `ots_searchTransactionsBefore`/`After`; with them `ots_getApiLevel` answers 8, the
+//! level Otterscan 2 asks for.
 
 use alloy_eips::{BlockId, eip1898::LenientBlockNumberOrTag};
 use alloy_primitives::{Address, U256};
@@ -16,6 +16,7 @@ use alloy_rpc_types_trace::{
     otterscan::{
         BlockDetails, ContractCreator, InternalIssuance, InternalOperation, OperationType,
         OtsBlock, OtsBlockTransactions, OtsReceipt, OtsTransactionReceipt, TraceEntry,
+        TransactionsWithReceipts,
     },
 };
 use serde_json::Value;
@@ -307,4 +308,93 @@ pub async fn contract_creator(backends: &Backends, params: &[Value]) -> Result<V
     Err(RpcError::internal(format!(
         "the code of {address} appeared in block {low}, but no transaction of it created {address}"
     )))
+}
+
+/// Otterscan's API level this gateway answers (`ots_getApiLevel`): every method Otterscan 2
+/// calls is here.
+pub const API_LEVEL: u64 = 8;
+
+/// `ots_searchTransactionsBefore(address, block, pageSize)`: the sealed transactions `address`
+/// took part in, in blocks below `block` (0: from the newest), newest first, at least
+/// `pageSize` of them and the rest of the last block reached; `firstPage` when it started at
+/// the newest, `lastPage` when nothing older is left.
+pub async fn search_before(backends: &Backends, params: &[Value]) -> Result<Value, RpcError> {
+    let address: Address = param(params, 0)?;
+    let block = quantity(params, 1)?;
+    let page_size = quantity(params, 2)?;
+    let bound = if block == 0 { u64::MAX } else { block };
+    let (found, more) = search(backends, address, bound, true, page_size).await?;
+    page(found, block == 0, !more)
+}
+
+/// `ots_searchTransactionsAfter(address, block, pageSize)`: the same in blocks above `block`
+/// (0: from genesis), found oldest first and answered newest first, as Otterscan shows them;
+/// `firstPage` when nothing newer is left, `lastPage` when it started at genesis.
+pub async fn search_after(backends: &Backends, params: &[Value]) -> Result<Value, RpcError> {
+    let address: Address = param(params, 0)?;
+    let block = quantity(params, 1)?;
+    let page_size = quantity(params, 2)?;
+    let (mut found, more) = search(backends, address, block, false, page_size).await?;
+    found.reverse();
+    page(found, !more, block == 0)
+}
+
+async fn search(
+    backends: &Backends,
+    address: Address,
+    block: u64,
+    before: bool,
+    page_size: u64,
+) -> Result<(Vec<verity_proto::v1::SearchedTransaction>, bool), RpcError> {
+    let response = backends
+        .replica()
+        .search_transactions(verity_proto::v1::SearchTransactionsRequest {
+            address: address.to_vec(),
+            block,
+            before,
+            page_size: u32::try_from(page_size).unwrap_or(u32::MAX),
+        })
+        .await
+        .map_err(crate::eth::from_status)?
+        .into_inner();
+    Ok((response.transactions, response.more))
+}
+
+fn page(
+    found: Vec<verity_proto::v1::SearchedTransaction>,
+    first_page: bool,
+    last_page: bool,
+) -> Result<Value, RpcError> {
+    let mut txs = Vec::with_capacity(found.len());
+    let mut receipts = Vec::with_capacity(found.len());
+    for entry in found {
+        let stored = entry
+            .transaction
+            .ok_or_else(|| RpcError::internal("searched transaction without body"))?;
+        txs.push(crate::eth::rpc_transaction(&stored)?);
+        let response = verity_proto::v1::ReceiptResponse {
+            found: true,
+            transaction: Some(stored),
+            receipt: entry.receipt,
+            first_log_index: 0,
+        };
+        let receipt = crate::eth::rpc_receipt(&response)?
+            .ok_or_else(|| RpcError::internal("searched transaction without receipt"))?;
+        receipts.push(OtsTransactionReceipt {
+            receipt: receipt.map_inner(|inner| OtsReceipt {
+                status: inner.status(),
+                cumulative_gas_used: inner.cumulative_gas_used(),
+                logs: None,
+                logs_bloom: None,
+                r#type: inner.tx_type() as u8,
+            }),
+            timestamp: Some(entry.timestamp),
+        });
+    }
+    to_value(TransactionsWithReceipts {
+        txs,
+        receipts,
+        first_page,
+        last_page,
+    })
 }

@@ -51,6 +51,7 @@ pub const POLICY: verity_server::tls::Policy = {
             ("/verity.v1.Replica/Call", GATEWAY),
             ("/verity.v1.Replica/Trace", GATEWAY),
             ("/verity.v1.Replica/Simulate", GATEWAY),
+            ("/verity.v1.Replica/SearchTransactions", GATEWAY),
         ],
     }
 };

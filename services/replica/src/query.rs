@@ -929,6 +929,59 @@ impl v1::replica_server::Replica for QueryService {
         .await
     }
 
+    async fn search_transactions(
+        &self,
+        request: Request<v1::SearchTransactionsRequest>,
+    ) -> Result<Response<v1::SearchTransactionsResponse>, Status> {
+        let request = request.into_inner();
+        let address = address_from(&request.address, "address")?;
+        let page_size = request.page_size.clamp(1, 100) as usize;
+        let search = if request.before {
+            verity_storage::AddressSearch::Before(request.block)
+        } else {
+            verity_storage::AddressSearch::After(request.block)
+        };
+        self.with_read(move |read, _| {
+            let (entries, more) = read
+                .address_transactions(address, search, page_size)
+                .map_err(storage)?;
+            let mut transactions = Vec::with_capacity(entries.len());
+            let mut timestamps: std::collections::HashMap<u64, u64> = Default::default();
+            for entry in entries {
+                let (Some(stored), Some(receipt)) = (
+                    read.transaction(entry.hash).map_err(storage)?,
+                    read.receipt(entry.hash).map_err(storage)?,
+                ) else {
+                    return Err(Status::internal(format!(
+                        "the address index names transaction {} of block {}, which is not stored",
+                        entry.hash, entry.block
+                    )));
+                };
+                let timestamp = match timestamps.get(&entry.block) {
+                    Some(t) => *t,
+                    None => {
+                        let t = read
+                            .block_by_number(entry.block)
+                            .map_err(storage)?
+                            .map_or(0, |b| b.header.timestamp);
+                        timestamps.insert(entry.block, t);
+                        t
+                    }
+                };
+                transactions.push(v1::SearchedTransaction {
+                    transaction: Some(stored),
+                    receipt: Some((&receipt).into()),
+                    timestamp,
+                });
+            }
+            Ok(Response::new(v1::SearchTransactionsResponse {
+                transactions,
+                more,
+            }))
+        })
+        .await
+    }
+
     async fn simulate(
         &self,
         request: Request<v1::SimulateRequest>,

@@ -161,6 +161,25 @@ try {
       creator_child: await ots('ots_getContractCreator', [child]),
       creator_outer: await ots('ots_getContractCreator', [outer]),
       creator_eoa: await ots('ots_getContractCreator', [client.account.address]),
+      api_level: await ots('ots_getApiLevel', []),
+    };
+    // Otterscan's searches over the sender's transactions (all sealed: viem waited for each
+    // receipt, which this gateway gives once its block is sealed).
+    const me = client.account.address;
+    const shape = (page) => ({
+      hashes: page.txs.map((t) => t.hash),
+      receipts: page.receipts.map((r) => r.transactionHash),
+      timestamps: page.receipts.every((r) => Number(r.timestamp) > 0),
+      firstPage: page.firstPage,
+      lastPage: page.lastPage,
+    });
+    const newest = await ots('ots_searchTransactionsBefore', [me, 0, 3]);
+    const lastBlock = Number(newest.txs[newest.txs.length - 1].blockNumber);
+    into.search = {
+      all: shape(await ots('ots_searchTransactionsBefore', [me, 0, 25])),
+      newest: shape(newest),
+      older: shape(await ots('ots_searchTransactionsBefore', [me, lastBlock, 3])),
+      oldest: shape(await ots('ots_searchTransactionsAfter', [me, 0, 3])),
     };
 
     // debug_traceCall: the caught revert as a call, at latest, and with a state override that

@@ -430,6 +430,26 @@ async fn traces_of_a_nested_revert_match_geths_semantics() {
         verity["trace_call_override"]
     );
 
+    // Otterscan's searches over the sender's transactions page through the same hashes as
+    // anvil's, newest first, with their receipts and block times; and the API level Otterscan
+    // asks for before it shows anything.
+    let (ours, theirs) = (&verity["search"], &anvil["search"]);
+    assert_eq!(ours, theirs, "searches");
+    let all = ours["all"]["hashes"].as_array().unwrap();
+    assert_eq!(all.len(), 8, "{ours}");
+    assert_eq!(ours["all"]["firstPage"], true);
+    assert_eq!(ours["all"]["lastPage"], true);
+    assert_eq!(ours["all"]["receipts"], ours["all"]["hashes"]);
+    assert_eq!(ours["all"]["timestamps"], true);
+    assert_eq!(ours["newest"]["hashes"].as_array().unwrap()[..], all[..3]);
+    assert_eq!(ours["newest"]["lastPage"], false);
+    assert_eq!(ours["older"]["hashes"].as_array().unwrap()[..], all[3..6]);
+    let oldest: Vec<_> = all[5..].to_vec();
+    assert_eq!(ours["oldest"]["hashes"], json!(oldest), "{ours}");
+    assert_eq!(ours["oldest"]["lastPage"], true);
+    assert_eq!(verity["ots"]["api_level"], json!(8));
+    assert_eq!(verity["ots"]["api_level"], anvil["ots"]["api_level"]);
+
     // Otterscan's methods over the re-execution, against anvil's (which implements them too).
     let (ours, theirs) = (&verity["ots"], &anvil["ots"]);
     assert_eq!(ours["child"], theirs["child"], "same factory, same child");
