@@ -562,6 +562,7 @@ fn a_traced_transaction_runs_over_what_the_block_before_it_wrote() {
             "tracer": "prestateTracer", "tracerConfig": {"diffMode": true}
         })),
         TRACE_LIMITS,
+        None,
     )
     .unwrap();
     let diff = serde_json::to_value(&diff[0]).unwrap();
@@ -585,6 +586,7 @@ fn a_traced_transaction_runs_over_what_the_block_before_it_wrote() {
         0..3,
         &options(serde_json::json!({"tracer": "callTracer"})),
         TRACE_LIMITS,
+        None,
     )
     .unwrap();
     for (trace, receipt) in calls.iter().zip(&executed.receipts) {
@@ -617,6 +619,7 @@ fn the_struct_logger_is_refused_past_its_step_bound() {
         0..1,
         &options(serde_json::json!({})),
         tight,
+        None,
     );
     assert!(
         matches!(logged, Err(trace::TraceError::TooManySteps(3))),
@@ -630,6 +633,7 @@ fn the_struct_logger_is_refused_past_its_step_bound() {
         0..1,
         &options(serde_json::json!({})),
         TRACE_LIMITS,
+        None,
     )
     .unwrap();
     let steps = serde_json::to_value(&steps[0]).unwrap();
@@ -642,6 +646,7 @@ fn the_struct_logger_is_refused_past_its_step_bound() {
         0..1,
         &options(serde_json::json!({"tracer": "callTracer"})),
         tight,
+        None,
     )
     .unwrap();
 }
@@ -779,4 +784,60 @@ fn simulated_calls_share_one_gas_budget() {
     assert!(results[0][0].outcome.success, "{:?}", results[0][0]);
     let second = &results[0][1].outcome;
     assert!(!second.success, "{second:?}");
+}
+
+/// A replay that does not use the gas the block's receipts say is refused as diverged: the
+/// state it ran over is not the block's.
+#[test]
+fn a_replay_that_does_not_reproduce_the_receipts_is_refused() {
+    let signer = PrivateKeySigner::random();
+    let at = Address::repeat_byte(0x5e);
+    let state = with_store(&signer, at);
+    let txs = vec![store(&signer, 0, at, 7), store(&signer, 1, at, 9)];
+    let executed = execute(&state, &env(), txs.clone(), 0).unwrap();
+    let gas: Vec<u64> = executed.receipts.iter().map(|r| r.gas_used).collect();
+    let tracer = options(serde_json::json!({"tracer": "callTracer"}));
+    trace::trace_transactions(
+        &state,
+        &env(),
+        None,
+        &txs,
+        1..2,
+        &tracer,
+        TRACE_LIMITS,
+        Some(&gas),
+    )
+    .unwrap();
+    // The first transaction's receipt claims other gas: its replay diverges.
+    let wrong = [gas[0] + 1, gas[1]];
+    let refused = trace::trace_transactions(
+        &state,
+        &env(),
+        None,
+        &txs,
+        1..2,
+        &tracer,
+        TRACE_LIMITS,
+        Some(&wrong),
+    );
+    assert!(
+        matches!(refused, Err(trace::TraceError::Diverged { index: 0, .. })),
+        "{refused:?}"
+    );
+    // And the traced one's own.
+    let wrong = [gas[0], gas[1] - 1];
+    let refused = trace::trace_transactions(
+        &state,
+        &env(),
+        None,
+        &txs,
+        1..2,
+        &tracer,
+        TRACE_LIMITS,
+        Some(&wrong),
+    );
+    assert!(
+        matches!(refused, Err(trace::TraceError::Diverged { index: 1, .. })),
+        "{refused:?}"
+    );
 }

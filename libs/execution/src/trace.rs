@@ -188,7 +188,11 @@ fn within_bounds(bounds: &(Deadline, Steps), timeout: Duration) -> Result<(), Tr
 
 /// Traces `txs[traced]`, the transactions of block `env` (hash `block_hash`), over `state`, the
 /// state before the block: the transactions before `traced.start` are replayed untraced first.
-/// One trace per traced transaction, in order.
+/// One trace per traced transaction, in order. With `receipts_gas` (the gas each transaction's
+/// stored receipt says it used, in block order), every replayed and traced transaction must use
+/// exactly that, or the replay is [`TraceError::Diverged`]: a trace is of what happened, never
+/// of what a wrong state makes of it.
+#[allow(clippy::too_many_arguments)]
 pub fn trace_transactions<S: StateView>(
     state: &S,
     env: &BlockEnvSpec,
@@ -197,7 +201,17 @@ pub fn trace_transactions<S: StateView>(
     traced: Range<usize>,
     options: &GethDebugTracingOptions,
     limits: TraceLimits,
+    receipts_gas: Option<&[u64]>,
 ) -> Result<Vec<GethTrace>, TraceError> {
+    let reproduced =
+        |index: usize, hash: B256, used: u64| match receipts_gas.and_then(|gas| gas.get(index)) {
+            Some(expected) if *expected != used => Err(TraceError::Diverged {
+                index,
+                hash,
+                reason: format!("it used {used} gas, its receipt says {expected}"),
+            }),
+            _ => Ok(()),
+        };
     let timeout = effective_timeout(options, limits.timeout)?;
     let until = Instant::now() + timeout;
     let mut evm = Context::mainnet()
@@ -220,6 +234,7 @@ pub fn trace_transactions<S: StateView>(
         let env = tx_env(tx);
         if index < traced.start {
             let result = evm.transact(env).map_err(diverged)?;
+            reproduced(index, hash, crate::gas_used(&result.result))?;
             evm.ctx.db_mut().commit(result.state);
             if Instant::now() >= until {
                 return Err(ExecutionError::TimedOut(timeout).into());
@@ -228,6 +243,7 @@ pub fn trace_transactions<S: StateView>(
         }
         let result = evm.inspect_tx(env.clone()).map_err(diverged)?;
         within_bounds(&evm.inspector.1, timeout)?;
+        reproduced(index, hash, crate::gas_used(&result.result))?;
         let context = TransactionContext {
             block_hash,
             tx_index: Some(index),

@@ -1157,6 +1157,8 @@ struct Replay {
     hash: B256,
     env: BlockEnvSpec,
     txs: Vec<verity_primitives::Transaction>,
+    /// The gas each one's stored receipt says it used: the replay must reproduce it.
+    receipts_gas: Vec<u64>,
 }
 
 impl Replay {
@@ -1180,7 +1182,14 @@ impl Replay {
             }
         }
         let mut txs = Vec::with_capacity(block.transaction_hashes.len());
+        let mut receipts_gas = Vec::with_capacity(block.transaction_hashes.len());
         for hash in &block.transaction_hashes {
+            let receipt = read.receipt(*hash).map_err(storage)?.ok_or_else(|| {
+                Status::internal(format!(
+                    "the receipt of {hash} of block {number} is not stored"
+                ))
+            })?;
+            receipts_gas.push(receipt.gas_used);
             let stored = read
                 .transaction(*hash)
                 .map_err(storage)?
@@ -1200,6 +1209,7 @@ impl Replay {
             hash: block.hash,
             env: block_env(read, spec, number)?,
             txs,
+            receipts_gas,
         })
     }
 
@@ -1223,6 +1233,7 @@ impl Replay {
             traced.clone(),
             options,
             limits,
+            Some(&self.receipts_gas),
         )
         .map_err(trace_error)?;
         Ok(self.txs[traced]
