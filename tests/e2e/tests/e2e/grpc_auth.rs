@@ -122,6 +122,25 @@ async fn callers_without_the_right_certificate_are_refused_and_change_nothing() 
         Code::PermissionDenied,
         "a replica's GetHead with an ingress's certificate",
     );
+    // The execution on demand (traces, simulations) and the address index are the gateways'
+    // too: each costs a call slot.
+    assert_refused(
+        ingress.trace(v1::TraceRequest::default()).await,
+        Code::PermissionDenied,
+        "a replica's Trace with an ingress's certificate",
+    );
+    assert_refused(
+        ingress.simulate(v1::SimulateRequest::default()).await,
+        Code::PermissionDenied,
+        "a replica's Simulate with an ingress's certificate",
+    );
+    assert_refused(
+        ingress
+            .search_transactions(v1::SearchTransactionsRequest::default())
+            .await,
+        Code::PermissionDenied,
+        "a replica's SearchTransactions with an ingress's certificate",
+    );
 
     // A certificate that names the right role but was issued by another CA does not get past
     // the handshake.
