@@ -76,6 +76,8 @@ pub struct Replay<'a> {
     pub env: &'a BlockEnvSpec,
     /// The transactions to replay, in order.
     pub transactions: &'a [Transaction],
+    /// The gas each one's stored receipt says it used: the replay must reproduce it.
+    pub receipts_gas: Option<&'a [u64]>,
 }
 
 /// How a simulation is bounded.
@@ -117,6 +119,16 @@ pub fn simulate<S: StateView>(
                 )),
                 other => evm_error(other),
             })?;
+            let used = gas_used(&result.result);
+            if let Some(expected) = replay.receipts_gas.and_then(|gas| gas.get(index))
+                && *expected != used
+            {
+                return Err(ExecutionError::Evm(format!(
+                    "replaying transaction {index} ({}) of the block diverged: it used {used} \
+                     gas, its receipt says {expected}",
+                    tx.tx_hash()
+                )));
+            }
             evm.ctx.db_mut().commit(result.state);
             if Instant::now() >= until {
                 return Err(ExecutionError::TimedOut(limits.timeout));

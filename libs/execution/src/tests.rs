@@ -729,6 +729,7 @@ fn simulated_calls_run_over_what_the_ones_before_them_wrote() {
         Some(simulate::Replay {
             env: &env(),
             transactions: &[store(&signer, 0, at, 7)],
+            receipts_gas: None,
         }),
         &[],
         &[
@@ -838,6 +839,40 @@ fn a_replay_that_does_not_reproduce_the_receipts_is_refused() {
     );
     assert!(
         matches!(refused, Err(trace::TraceError::Diverged { index: 1, .. })),
+        "{refused:?}"
+    );
+}
+
+/// A simulation that starts mid-block replays the block's earlier transactions held to their
+/// receipts' gas: a replay that differs is an error, not a simulation over a wrong state.
+#[test]
+fn a_simulations_replay_is_held_to_the_receipts() {
+    let signer = PrivateKeySigner::random();
+    let at = Address::repeat_byte(0x5e);
+    let state = with_store(&signer, at);
+    let txs = [store(&signer, 0, at, 7)];
+    let gas = execute(&state, &env(), txs.to_vec(), 0).unwrap().receipts[0].gas_used;
+    let run = |claimed: u64| {
+        simulate::simulate(
+            &state,
+            Some(simulate::Replay {
+                env: &env(),
+                transactions: &txs,
+                receipts_gas: Some(&[claimed]),
+            }),
+            &[],
+            &[simulate::SimulatedBlock {
+                env: env(),
+                overrides: vec![],
+                calls: vec![read_slot(at)],
+            }],
+            SIM_LIMITS,
+        )
+    };
+    assert!(run(gas).is_ok());
+    let refused = run(gas + 1);
+    assert!(
+        matches!(&refused, Err(ExecutionError::Evm(m)) if m.contains("diverged")),
         "{refused:?}"
     );
 }

@@ -1084,6 +1084,7 @@ impl v1::replica_server::Replica for QueryService {
             let replay = replay.as_ref().map(|(replay, index)| simulate::Replay {
                 env: &replay.env,
                 transactions: &replay.txs[..*index],
+                receipts_gas: Some(&replay.receipts_gas[..*index]),
             });
             let results = simulate::simulate(&view, replay, &base_overrides, &blocks, limits)
                 .map_err(call_error)?;
