@@ -41,6 +41,10 @@ pub struct StatusArgs {
     /// signed for.
     #[arg(long, env = "VERITY_GENESIS")]
     genesis: Option<PathBuf>,
+    /// The registered verifiers (comma-separated), whose attestations count; default: a
+    /// devnet's (the address of its `verifier.key`), else unknown.
+    #[arg(long, env = "VERITY_VERIFIER_ADDRESSES", value_delimiter = ',')]
+    verifier_addresses: Vec<alloy_primitives::Address>,
     /// Print one JSON object and exit.
     #[arg(long)]
     json: bool,
@@ -131,6 +135,9 @@ pub struct Verifier {
     pub fraud: Option<String>,
     /// False accusations it refuted.
     pub false_accusations: usize,
+    /// Whether it is a registered verifier, whose attestations replicas count (`None`: the
+    /// registry is not known here).
+    pub registered: Option<bool>,
 }
 
 /// One stream's fill.
@@ -314,9 +321,16 @@ async fn bus(args: &StatusArgs, status: &mut Status) -> anyhow::Result<()> {
     }
 
     // Verifiers: each one's newest attestation (the stream keeps one per verifier).
+    let registry = registered_verifiers(args);
     match &spec {
         Some(spec) => match verifiers(&js, spec.chain_id()).await {
-            Ok(found) => {
+            Ok(mut found) => {
+                for verifier in &mut found {
+                    verifier.registered = registry.as_ref().map(|r| {
+                        r.iter()
+                            .any(|a| a.to_string().eq_ignore_ascii_case(&verifier.address))
+                    });
+                }
                 for verifier in &found {
                     if let Some(fraud) = &verifier.fraud {
                         status
@@ -354,6 +368,17 @@ async fn bus(args: &StatusArgs, status: &mut Status) -> anyhow::Result<()> {
         Err(e) => status.unavailable.push(format!("streams: {e}")),
     }
     Ok(())
+}
+
+/// The registered verifiers: the flag's, else a devnet's (its `verifier.key`; the light
+/// verifier's key is not registered), else unknown.
+fn registered_verifiers(args: &StatusArgs) -> Option<Vec<alloy_primitives::Address>> {
+    if !args.verifier_addresses.is_empty() {
+        return Some(args.verifier_addresses.clone());
+    }
+    let hex = std::fs::read_to_string(args.devnet_dir.join("verifier.key")).ok()?;
+    let key = verity_primitives::SigningKey::from_hex(hex.trim()).ok()?;
+    Some(vec![key.address()])
 }
 
 async fn appointments(js: &async_nats::jetstream::Context) -> anyhow::Result<Vec<Appointment>> {
@@ -412,6 +437,7 @@ async fn verifiers(
                 .fraud
                 .map(|(chunk, reason)| format!("chunk {chunk}: {reason}")),
             false_accusations: attestation.false_accusations.len(),
+            registered: None,
         });
     }
     found.sort_by(|a, b| a.address.cmp(&b.address));
@@ -540,12 +566,16 @@ pub fn render(status: &Status) -> String {
     }
     for v in &status.verifiers {
         line(format!(
-            "  {} attested block {} ({} s ago), root {}",
+            "  {} attested block {} ({} s ago), root {}{}",
             v.address,
             v.block,
             v.age_secs
                 .map_or_else(|| "?".to_string(), |a| a.to_string()),
-            v.state_root
+            v.state_root,
+            match v.registered {
+                Some(false) => "  (not registered: not counted)",
+                _ => "",
+            }
         ));
     }
     line("Streams".into());

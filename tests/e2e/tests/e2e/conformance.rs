@@ -144,6 +144,7 @@ async fn verity_status_shows_the_chain(net: &TestNet) {
         "{status}"
     );
     assert_eq!(verifiers[0]["fraud"], json!(null));
+    assert_eq!(verifiers[0]["registered"], json!(true), "{status}");
     assert!(
         status["streams"]
             .as_array()
