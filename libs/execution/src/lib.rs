@@ -196,6 +196,55 @@ pub struct CallOutcome {
     pub error: Option<String>,
 }
 
+impl CallOutcome {
+    /// How an executed message ended, with geth's texts for a revert or a halt.
+    fn of(result: ExecutionResult<HaltReason>) -> Self {
+        let gas_used = gas_used(&result);
+        match result {
+            ExecutionResult::Success { output, .. } => Self {
+                success: true,
+                output: output.into_data(),
+                gas_used,
+                reverted: false,
+                error: None,
+            },
+            ExecutionResult::Revert { output, .. } => Self {
+                success: false,
+                output,
+                gas_used,
+                reverted: true,
+                error: Some("execution reverted".to_owned()),
+            },
+            ExecutionResult::Halt { reason, .. } => Self {
+                success: false,
+                output: Bytes::new(),
+                gas_used,
+                reverted: false,
+                error: Some(halt_message(&reason)),
+            },
+        }
+    }
+
+    /// A message refused before it ran (funds, intrinsic gas, fees): geth's text, no gas.
+    fn refused(error: &InvalidTransaction, caller: Address) -> Self {
+        Self {
+            error: Some(call_rejection(error, caller)),
+            ..Self::default()
+        }
+    }
+}
+
+/// Why replaying transaction `index` of a block did not reproduce it: it used `used` gas where
+/// its stored receipt (`receipts_gas`, in block order, when known) says otherwise.
+fn replay_divergence(index: usize, used: u64, receipts_gas: Option<&[u64]>) -> Option<String> {
+    match receipts_gas.and_then(|gas| gas.get(index)) {
+        Some(expected) if *expected != used => {
+            Some(format!("it used {used} gas, its receipt says {expected}"))
+        }
+        _ => None,
+    }
+}
+
 /// A state read error as revm's database error.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -757,11 +806,7 @@ where
     let result = match result {
         Ok(result) => result.result,
         Err(EVMError::Transaction(error)) => {
-            let outcome = CallOutcome {
-                error: Some(call_rejection(&error, caller)),
-                ..CallOutcome::default()
-            };
-            return Ok((outcome, inspector));
+            return Ok((CallOutcome::refused(&error, caller), inspector));
         }
         Err(error) => return Err(evm_error(error)),
     };
@@ -770,30 +815,7 @@ where
             request.limits.timeout.unwrap_or_default(),
         ));
     }
-    let gas_used = gas_used(&result);
-    let outcome = match result {
-        ExecutionResult::Success { output, .. } => CallOutcome {
-            success: true,
-            output: output.into_data(),
-            gas_used,
-            reverted: false,
-            error: None,
-        },
-        ExecutionResult::Revert { output, .. } => CallOutcome {
-            success: false,
-            output,
-            gas_used,
-            reverted: true,
-            error: Some("execution reverted".to_owned()),
-        },
-        ExecutionResult::Halt { reason, .. } => CallOutcome {
-            success: false,
-            output: Bytes::new(),
-            gas_used,
-            reverted: false,
-            error: Some(halt_message(&reason)),
-        },
-    };
+    let outcome = CallOutcome::of(result);
     Ok((outcome, inspector))
 }
 

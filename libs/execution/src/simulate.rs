@@ -13,7 +13,7 @@ use alloy_primitives::{Address, Bytes, Log, U256};
 use revm::{
     Context, Database, DatabaseCommit, ExecuteEvm, InspectEvm, MainBuilder, MainContext,
     bytecode::Bytecode,
-    context::result::{EVMError, ExecutionResult},
+    context::result::EVMError,
     context_interface::ContextTr,
     database::{CacheDB, WrapDatabaseRef},
 };
@@ -21,7 +21,7 @@ use verity_primitives::{StateView, Transaction};
 
 use crate::{
     BlockEnvSpec, CallOutcome, CallRequest, Deadline, ExecutionError, ViewDb, block_env, call_envs,
-    call_rejection, cfg_env, evm_error, gas_used, halt_message, tx_env,
+    cfg_env, evm_error, gas_used, replay_divergence, tx_env,
 };
 
 /// What a simulation sees of one account instead of its state at that point.
@@ -119,13 +119,11 @@ pub fn simulate<S: StateView>(
                 )),
                 other => evm_error(other),
             })?;
-            let used = gas_used(&result.result);
-            if let Some(expected) = replay.receipts_gas.and_then(|gas| gas.get(index))
-                && *expected != used
+            if let Some(reason) =
+                replay_divergence(index, gas_used(&result.result), replay.receipts_gas)
             {
                 return Err(ExecutionError::Evm(format!(
-                    "replaying transaction {index} ({}) of the block diverged: it used {used} \
-                     gas, its receipt says {expected}",
+                    "replaying transaction {index} ({}) of the block diverged: {reason}",
                     tx.tx_hash()
                 )));
             }
@@ -155,10 +153,7 @@ pub fn simulate<S: StateView>(
                 Ok(result) => result,
                 Err(EVMError::Transaction(error)) => {
                     calls.push(SimulatedCall {
-                        outcome: CallOutcome {
-                            error: Some(call_rejection(&error, caller)),
-                            ..CallOutcome::default()
-                        },
+                        outcome: CallOutcome::refused(&error, caller),
                         logs: Vec::new(),
                     });
                     continue;
@@ -168,32 +163,9 @@ pub fn simulate<S: StateView>(
             if evm.inspector.expired {
                 return Err(ExecutionError::TimedOut(limits.timeout));
             }
-            let used = gas_used(&result.result);
-            budget = budget.saturating_sub(used);
             let logs = result.result.logs().to_vec();
-            let outcome = match result.result {
-                ExecutionResult::Success { output, .. } => CallOutcome {
-                    success: true,
-                    output: output.into_data(),
-                    gas_used: used,
-                    reverted: false,
-                    error: None,
-                },
-                ExecutionResult::Revert { output, .. } => CallOutcome {
-                    success: false,
-                    output,
-                    gas_used: used,
-                    reverted: true,
-                    error: Some("execution reverted".to_owned()),
-                },
-                ExecutionResult::Halt { reason, .. } => CallOutcome {
-                    success: false,
-                    output: Bytes::new(),
-                    gas_used: used,
-                    reverted: false,
-                    error: Some(halt_message(&reason)),
-                },
-            };
+            let outcome = CallOutcome::of(result.result);
+            budget = budget.saturating_sub(outcome.gas_used);
             evm.ctx.db_mut().commit(result.state);
             calls.push(SimulatedCall { outcome, logs });
         }

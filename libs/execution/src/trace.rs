@@ -203,15 +203,18 @@ pub fn trace_transactions<S: StateView>(
     limits: TraceLimits,
     receipts_gas: Option<&[u64]>,
 ) -> Result<Vec<GethTrace>, TraceError> {
-    let reproduced =
-        |index: usize, hash: B256, used: u64| match receipts_gas.and_then(|gas| gas.get(index)) {
-            Some(expected) if *expected != used => Err(TraceError::Diverged {
-                index,
-                hash,
-                reason: format!("it used {used} gas, its receipt says {expected}"),
-            }),
-            _ => Ok(()),
-        };
+    let reproduced = |index: usize, hash: B256, used: u64| match crate::replay_divergence(
+        index,
+        used,
+        receipts_gas,
+    ) {
+        Some(reason) => Err(TraceError::Diverged {
+            index,
+            hash,
+            reason,
+        }),
+        None => Ok(()),
+    };
     let timeout = effective_timeout(options, limits.timeout)?;
     let until = Instant::now() + timeout;
     let mut evm = Context::mainnet()
