@@ -1087,10 +1087,7 @@ async fn call(
     }
     if response.reverted {
         let data = Bytes::from(response.output.clone());
-        let message = match decode_revert_reason(&data) {
-            Some(reason) => format!("execution reverted: {reason}"),
-            None => "execution reverted".to_string(),
-        };
+        let message = revert_message(&data);
         return Err(RpcError {
             code: EXECUTION_REVERTED,
             message,
@@ -1191,6 +1188,15 @@ async fn create_access_list(backends: &Backends, params: &[Value]) -> Result<Val
         answer["error"] = json!(response.error);
     }
     Ok(answer)
+}
+
+/// geth's text for a revert: "execution reverted", with the reason when the data is
+/// `Error(string)`.
+pub fn revert_message(data: &[u8]) -> String {
+    match decode_revert_reason(data) {
+        Some(reason) => format!("execution reverted: {reason}"),
+        None => "execution reverted".to_string(),
+    }
 }
 
 /// Decodes `Error(string)` revert data (selector 0x08c379a0) into its reason.

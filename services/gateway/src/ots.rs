@@ -81,16 +81,7 @@ pub async fn block_transactions(backends: &Backends, params: &[Value]) -> Result
         .into_iter()
         .skip(start)
         .take(end - start)
-        .map(|receipt| OtsTransactionReceipt {
-            receipt: receipt.map_inner(|inner| OtsReceipt {
-                status: inner.status(),
-                cumulative_gas_used: inner.cumulative_gas_used(),
-                logs: None,
-                logs_bloom: None,
-                r#type: inner.tx_type() as u8,
-            }),
-            timestamp: Some(timestamp),
-        })
+        .map(|receipt| ots_receipt(receipt, timestamp))
         .collect();
     let mut answer = to_value(OtsBlockTransactions {
         fullblock: OtsBlock {
@@ -109,6 +100,23 @@ pub async fn block_transactions(backends: &Backends, params: &[Value]) -> Result
         }
     }
     Ok(answer)
+}
+
+/// A receipt as Otterscan's lists carry it: without logs or bloom, with its block's time.
+fn ots_receipt(
+    receipt: alloy_rpc_types_eth::TransactionReceipt,
+    timestamp: u64,
+) -> OtsTransactionReceipt {
+    OtsTransactionReceipt {
+        receipt: receipt.map_inner(|inner| OtsReceipt {
+            status: inner.status(),
+            cumulative_gas_used: inner.cumulative_gas_used(),
+            logs: None,
+            logs_bloom: None,
+            r#type: inner.tx_type() as u8,
+        }),
+        timestamp: Some(timestamp),
+    }
 }
 
 /// A quantity Otterscan may send as a JSON number or as geth's hex string.
@@ -172,6 +180,10 @@ pub async fn transaction_by_sender_and_nonce(
 async fn call_tree(backends: &Backends, hash: B256) -> Result<CallFrame, RpcError> {
     let options = call_tracer();
     let trace = crate::debug::traced_transaction(backends, hash, Some(&options), false).await?;
+    call_frame(trace)
+}
+
+fn call_frame(trace: Value) -> Result<CallFrame, RpcError> {
     serde_json::from_value(trace).map_err(|e| RpcError::internal(format!("call trace: {e}")))
 }
 
@@ -179,11 +191,15 @@ fn call_tracer() -> GethDebugTracingOptions {
     GethDebugTracingOptions::call_tracer(CallConfig::default())
 }
 
-/// Every frame of `root` in call order with its depth (the root at 0).
-fn frames(root: &CallFrame) -> Vec<(u32, &CallFrame)> {
+/// Every frame of `root` in call order with its depth (the root at 0); with `effective`, only
+/// frames that took effect: one that failed is left out with everything it called.
+fn frames(root: &CallFrame, effective: bool) -> Vec<(u32, &CallFrame)> {
     let mut found = Vec::new();
     let mut stack = vec![(0u32, root)];
     while let Some((depth, frame)) = stack.pop() {
+        if effective && frame.error.is_some() {
+            continue;
+        }
         found.push((depth, frame));
         stack.extend(frame.calls.iter().rev().map(|c| (depth + 1, c)));
     }
@@ -196,7 +212,7 @@ fn frames(root: &CallFrame) -> Vec<(u32, &CallFrame)> {
 pub async fn trace_transaction(backends: &Backends, params: &[Value]) -> Result<Value, RpcError> {
     let hash: B256 = param(params, 0)?;
     let root = call_tree(backends, hash).await?;
-    let entries: Vec<TraceEntry> = frames(&root)
+    let entries: Vec<TraceEntry> = frames(&root, false)
         .into_iter()
         .map(|(depth, frame)| TraceEntry {
             r#type: frame.typ.clone(),
@@ -221,30 +237,25 @@ pub async fn trace_transaction(backends: &Backends, params: &[Value]) -> Result<
 pub async fn internal_operations(backends: &Backends, params: &[Value]) -> Result<Value, RpcError> {
     let hash: B256 = param(params, 0)?;
     let root = call_tree(backends, hash).await?;
-    let mut operations = Vec::new();
-    let mut stack: Vec<(u32, &CallFrame)> = vec![(0, &root)];
-    while let Some((depth, frame)) = stack.pop() {
-        if frame.error.is_some() {
-            continue;
-        }
-        let value = frame.value.unwrap_or_default();
-        let kind = match frame.typ.as_str() {
-            "CALL" if depth > 0 && !value.is_zero() => Some(OperationType::OpTransfer),
-            "CREATE" if depth > 0 => Some(OperationType::OpCreate),
-            "CREATE2" if depth > 0 => Some(OperationType::OpCreate2),
-            "SELFDESTRUCT" => Some(OperationType::OpSelfDestruct),
-            _ => None,
-        };
-        if let Some(kind) = kind {
-            operations.push(InternalOperation {
+    let operations: Vec<InternalOperation> = frames(&root, true)
+        .into_iter()
+        .filter_map(|(depth, frame)| {
+            let value = frame.value.unwrap_or_default();
+            let kind = match frame.typ.as_str() {
+                "CALL" if depth > 0 && !value.is_zero() => OperationType::OpTransfer,
+                "CREATE" if depth > 0 => OperationType::OpCreate,
+                "CREATE2" if depth > 0 => OperationType::OpCreate2,
+                "SELFDESTRUCT" => OperationType::OpSelfDestruct,
+                _ => return None,
+            };
+            Some(InternalOperation {
                 r#type: kind,
                 from: frame.from,
                 to: frame.to.unwrap_or_default(),
                 value,
-            });
-        }
-        stack.extend(frame.calls.iter().rev().map(|c| (depth + 1, c)));
-    }
+            })
+        })
+        .collect();
     to_value(operations)
 }
 
@@ -289,20 +300,15 @@ pub async fn contract_creator(backends: &Backends, params: &[Value]) -> Result<V
     for (hash, trace) in
         crate::debug::traced_block(backends, BlockId::number(low), Some(&options), false).await?
     {
-        let root: CallFrame = serde_json::from_value(trace)
-            .map_err(|e| RpcError::internal(format!("call trace: {e}")))?;
-        let mut stack = vec![&root];
-        while let Some(frame) = stack.pop() {
-            if frame.error.is_some() {
-                continue;
-            }
-            if matches!(frame.typ.as_str(), "CREATE" | "CREATE2") && frame.to == Some(address) {
-                return to_value(ContractCreator {
-                    hash,
-                    creator: frame.from,
-                });
-            }
-            stack.extend(frame.calls.iter().rev());
+        let root = call_frame(trace)?;
+        let created = frames(&root, true).into_iter().find(|(_, frame)| {
+            matches!(frame.typ.as_str(), "CREATE" | "CREATE2") && frame.to == Some(address)
+        });
+        if let Some((_, frame)) = created {
+            return to_value(ContractCreator {
+                hash,
+                creator: frame.from,
+            });
         }
     }
     Err(RpcError::internal(format!(
@@ -380,16 +386,7 @@ fn page(
         };
         let receipt = crate::eth::rpc_receipt(&response)?
             .ok_or_else(|| RpcError::internal("searched transaction without receipt"))?;
-        receipts.push(OtsTransactionReceipt {
-            receipt: receipt.map_inner(|inner| OtsReceipt {
-                status: inner.status(),
-                cumulative_gas_used: inner.cumulative_gas_used(),
-                logs: None,
-                logs_bloom: None,
-                r#type: inner.tx_type() as u8,
-            }),
-            timestamp: Some(entry.timestamp),
-        });
+        receipts.push(ots_receipt(receipt, entry.timestamp));
     }
     to_value(TransactionsWithReceipts {
         txs,

@@ -13,7 +13,7 @@ use verity_proto::v1;
 use crate::{
     Backends,
     eth::{
-        block_id_to_wire, decode_revert_reason, from_status, state_overrides, to_value,
+        block_id_to_wire, from_status, revert_message, state_overrides, to_value,
         wire_block_overrides, wire_call,
     },
     jsonrpc::{RpcError, optional_param, param},
@@ -53,18 +53,26 @@ pub async fn call_many(backends: &Backends, params: &[Value]) -> Result<Value, R
         state_overrides: state_overrides(params)?,
         blocks,
     };
-    let response = backends
-        .replica()
-        .simulate(request)
-        .await
-        .map_err(from_status)?
-        .into_inner();
-    let answer: Vec<Vec<EthCallResponse>> = response
-        .blocks
+    let answer: Vec<Vec<EthCallResponse>> = simulate(backends, request)
+        .await?
         .into_iter()
         .map(|block| block.calls.into_iter().map(call_response).collect())
         .collect();
     to_value(answer)
+}
+
+/// The replica's run of `request`: one result per simulated block.
+async fn simulate(
+    backends: &Backends,
+    request: v1::SimulateRequest,
+) -> Result<Vec<v1::SimulatedBlockResult>, RpcError> {
+    Ok(backends
+        .replica()
+        .simulate(request)
+        .await
+        .map_err(from_status)?
+        .into_inner()
+        .blocks)
 }
 
 /// One call's entry: its output, or geth's text for why it failed (with the decoded reason of
@@ -77,10 +85,7 @@ fn call_response(call: v1::CallResponse) -> EthCallResponse {
         };
     }
     let error = if call.reverted {
-        match decode_revert_reason(&call.output) {
-            Some(reason) => format!("execution reverted: {reason}"),
-            None => "execution reverted".to_string(),
-        }
+        revert_message(&call.output)
     } else if call.error.is_empty() {
         "execution failed".to_string()
     } else {
@@ -184,16 +189,10 @@ pub async fn simulate_v1(backends: &Backends, params: &[Value]) -> Result<Value,
         state_overrides: Vec::new(),
         blocks,
     };
-    let response = backends
-        .replica()
-        .simulate(request)
-        .await
-        .map_err(from_status)?
-        .into_inner();
+    let simulated = simulate(backends, request).await?;
     let mut parent = base.header.hash;
-    let mut answer = Vec::with_capacity(response.blocks.len());
-    for ((number, time, gas_limit, base_fee, coinbase), block) in
-        headers.into_iter().zip(response.blocks)
+    let mut answer = Vec::with_capacity(simulated.len());
+    for ((number, time, gas_limit, base_fee, coinbase), block) in headers.into_iter().zip(simulated)
     {
         let gas_used: u64 = block.calls.iter().map(|c| c.gas_used).sum();
         let header = alloy_consensus::Header {
@@ -241,10 +240,7 @@ pub async fn simulate_v1(backends: &Backends, params: &[Value]) -> Result<Value,
                     if call.reverted {
                         SimulateError {
                             code: SimulateError::EXECUTION_REVERTED_CODE,
-                            message: match decode_revert_reason(&call.output) {
-                                Some(reason) => format!("execution reverted: {reason}"),
-                                None => "execution reverted".to_string(),
-                            },
+                            message: revert_message(&call.output),
                             data: Some(Bytes::from(call.output.clone())),
                         }
                     } else {

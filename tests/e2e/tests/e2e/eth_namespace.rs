@@ -631,35 +631,29 @@ async fn cast_deploys_sends_reads_and_replays_against_the_gateway() {
         .unwrap();
     let contracts: serde_json::Value = serde_json::from_slice(&compiled.stdout).unwrap();
     let bytecode = contracts["Inner"]["bytecode"].as_str().unwrap();
-    let deployed: serde_json::Value = serde_json::from_str(
-        &ok(
-            &net,
-            &url,
-            &["send", "--private-key", key, "--create", bytecode, "--json"],
-        )
-        .await,
+    let deployed: serde_json::Value = ok_json(
+        &net,
+        &url,
+        &["send", "--private-key", key, "--create", bytecode, "--json"],
     )
-    .unwrap();
+    .await;
     assert_eq!(deployed["status"], "0x1", "{deployed}");
     let inner = deployed["contractAddress"].as_str().unwrap().to_string();
 
-    let sent: serde_json::Value = serde_json::from_str(
-        &ok(
-            &net,
-            &url,
-            &[
-                "send",
-                "--private-key",
-                key,
-                &inner,
-                "poke(uint256)",
-                "5",
-                "--json",
-            ],
-        )
-        .await,
+    let sent: serde_json::Value = ok_json(
+        &net,
+        &url,
+        &[
+            "send",
+            "--private-key",
+            key,
+            &inner,
+            "poke(uint256)",
+            "5",
+            "--json",
+        ],
     )
-    .unwrap();
+    .await;
     assert_eq!(sent["status"], "0x1", "{sent}");
     let hash = sent["transactionHash"].as_str().unwrap().to_string();
 
@@ -694,46 +688,40 @@ async fn cast_deploys_sends_reads_and_replays_against_the_gateway() {
 
     // access-list, then a send that computes its list the same way: valid, and it costs what
     // the list's run used.
-    let listed: serde_json::Value = serde_json::from_str(
-        &ok(
-            &net,
-            &url,
-            &[
-                "access-list",
-                &inner,
-                "poke(uint256)",
-                "7",
-                "--from",
-                from,
-                "--json",
-            ],
-        )
-        .await,
+    let listed: serde_json::Value = ok_json(
+        &net,
+        &url,
+        &[
+            "access-list",
+            &inner,
+            "poke(uint256)",
+            "7",
+            "--from",
+            from,
+            "--json",
+        ],
     )
-    .unwrap();
+    .await;
     assert_eq!(
         listed["accessList"],
         json!([{"address": inner.to_lowercase(), "storageKeys": [format!("0x{:064x}", 0)]}]),
         "{listed}"
     );
-    let with_list: serde_json::Value = serde_json::from_str(
-        &ok(
-            &net,
-            &url,
-            &[
-                "send",
-                "--private-key",
-                key,
-                &inner,
-                "poke(uint256)",
-                "7",
-                "--access-list",
-                "--json",
-            ],
-        )
-        .await,
+    let with_list: serde_json::Value = ok_json(
+        &net,
+        &url,
+        &[
+            "send",
+            "--private-key",
+            key,
+            &inner,
+            "poke(uint256)",
+            "7",
+            "--access-list",
+            "--json",
+        ],
     )
-    .unwrap();
+    .await;
     assert_eq!(with_list["status"], "0x1", "{with_list}");
     assert_eq!(with_list["gasUsed"], listed["gasUsed"], "{with_list}");
     let sent_tx = rpc
@@ -755,6 +743,13 @@ async fn cast_deploys_sends_reads_and_replays_against_the_gateway() {
     // cast proof: eth_getProof is not built yet.
     let proof = cast(&url, &["proof", &inner, "0"]).await.unwrap_err();
     assert!(format!("{proof:#}").contains("-32601"), "{proof:#}");
+}
+
+/// `cast` with `args` printing JSON (`--json`), parsed.
+async fn ok_json(net: &TestNet, url: &str, args: &[&str]) -> serde_json::Value {
+    let out = ok(net, url, args).await;
+    serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("cast {args:?} printed no JSON ({e}): {out}"))
 }
 
 /// `cast` with `args`; on failure the services' logs, then the failure.
