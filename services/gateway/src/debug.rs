@@ -221,17 +221,10 @@ pub async fn parity_get(backends: &Backends, params: &[Value]) -> Result<Value, 
     let hash: B256 = param(params, 0)?;
     let indices: Vec<alloy_primitives::U64> = param(params, 1)?;
     let traces = traced_transaction(backends, hash, Some(&flat_call_tracer()), true).await?;
-    let wanted: Vec<u64> = indices.iter().map(|i| i.to::<u64>()).collect();
-    let found = traces.as_array().and_then(|entries| {
-        entries
-            .iter()
-            .find(|entry| {
-                entry["traceAddress"].as_array().is_some_and(|address| {
-                    address.iter().map(Value::as_u64).collect::<Vec<_>>()
-                        == wanted.iter().copied().map(Some).collect::<Vec<_>>()
-                })
-            })
-            .cloned()
-    });
+    let wanted = json!(indices.iter().map(|i| i.to::<u64>()).collect::<Vec<_>>());
+    let found = traces
+        .as_array()
+        .and_then(|entries| entries.iter().find(|e| e["traceAddress"] == wanted))
+        .cloned();
     Ok(found.unwrap_or(Value::Null))
 }
