@@ -29,6 +29,7 @@ use verity_primitives::Account;
 
 mod partial;
 mod poseidon;
+pub mod state_proof;
 pub use partial::{PartialError, PartialTree};
 pub use poseidon::bn254;
 pub use poseidon::bn254::{

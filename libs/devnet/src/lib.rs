@@ -533,6 +533,11 @@ impl Devnet {
         self.standby_address
     }
 
+    /// The verifier replica's attestation address (registered with every replica).
+    pub fn verifier_address(&self) -> Address {
+        self.verifier_address
+    }
+
     /// The chain id.
     pub fn chain_id(&self) -> u64 {
         self.chain_id
@@ -689,7 +694,22 @@ impl Devnet {
                 self.grpc_url(Service::Replica),
                 "--nats-url".into(),
                 nats.clone(),
-            ],
+            ]
+            .into_iter()
+            // `eth_getProof` is answered from the witness, which keeps the state tree.
+            .chain(
+                self.options
+                    .proving
+                    .then(|| {
+                        [
+                            "--proof-replica-url".into(),
+                            self.grpc_url(Service::Witness),
+                        ]
+                    })
+                    .into_iter()
+                    .flatten(),
+            )
+            .collect(),
             Service::Prover | Service::SecondProver => {
                 let mut args = vec![
                     "--nats-url".into(),

@@ -51,6 +51,21 @@ pub struct AddressEntry {
     /// Its hash.
     pub hash: alloy_primitives::B256,
 }
+
+/// One entry of the state-tree journal ([`tables::TREE_JOURNAL`]): a key's leaf before and
+/// after the chunk ending at `version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeChange {
+    /// The version the chunk ends at.
+    pub version: u64,
+    /// The tree key.
+    pub key: alloy_primitives::B256,
+    /// The leaf before the chunk (`None`: no leaf).
+    pub before: Option<alloy_primitives::B256>,
+    /// The leaf after it.
+    pub after: Option<alloy_primitives::B256>,
+}
+
 /// Simultaneous read transactions (reader slots); one per concurrent request is needed.
 const MAX_READERS: u32 = 4096;
 

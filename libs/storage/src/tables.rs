@@ -37,6 +37,25 @@ pub const META: &str = "Meta";
 /// tree keeps (libs/commitment, `Step`). Rebuilding the tree from the plain state needs them.
 pub const TREE_TOMBSTONES: &str = "TreeTombstones";
 
+/// `version(u64 BE) ++ tree key(32)` → what the key's state-tree leaf held before and after the
+/// chunk that ends at `version` (66 bytes: two [`encode_leaf`] halves). A version is a count of
+/// mini-blocks: the tree after mini-blocks `0..version`; the state after block `n` is the version
+/// `first_mini_block + mini_block_count` of its header. Written by the witness role with each
+/// chunk, so the tree at any version since [`META_TREE_JOURNAL_FROM`] is the tree at the head
+/// with the later entries undone (`eth_getProof` at past blocks).
+pub const TREE_JOURNAL: &str = "TreeJournal";
+/// `version(u64 BE)` → the state-tree root at that version (32 bytes), for every version a chunk
+/// of the witness role ended at.
+pub const TREE_ROOTS: &str = "TreeRoots";
+/// `block number(u64 BE) ++ verifier(20)` → protobuf `v1::FinalityAttestation`: every counted
+/// attestation (registered verifier, good signature), kept so that a proof of state at a block
+/// can be handed out with the signatures that vouch for that block's root.
+pub const ATTESTATIONS: &str = "Attestations";
+
+/// Meta key: the first version [`TREE_JOURNAL`] reaches back to (the tree before the first chunk
+/// journaled).
+pub const META_TREE_JOURNAL_FROM: &str = "tree_journal_from";
+
 /// `Address(20) ++ block number(u64 BE)` → the account as it was before block `number` first
 /// changed it (the [`encode_account`] layout; empty: the account did not exist). Written by
 /// [`WriteTx::apply_diff_at`](crate::WriteTx::apply_diff_at); the state after block `n` is, per
@@ -62,7 +81,7 @@ pub const META_ADDRESS_INDEX_COMPLETE: &str = "address_index_complete";
 pub const META_HISTORY_FROM: &str = "state_history_from";
 
 /// Every table, created when the database is opened.
-pub const ALL: [&str; 14] = [
+pub const ALL: [&str; 17] = [
     PLAIN_ACCOUNT_STATE,
     PLAIN_STORAGE_STATE,
     BYTECODES,
@@ -77,7 +96,33 @@ pub const ALL: [&str; 14] = [
     ACCOUNT_HISTORY,
     STORAGE_HISTORY,
     ADDRESS_TRANSACTIONS,
+    TREE_JOURNAL,
+    TREE_ROOTS,
+    ATTESTATIONS,
 ];
+
+/// A state-tree leaf as [`TREE_JOURNAL`] stores it: 33 bytes, `0` and zeros for no leaf, `1`
+/// and the value for a leaf.
+pub fn encode_leaf(leaf: Option<B256>) -> [u8; 33] {
+    let mut out = [0u8; 33];
+    if let Some(value) = leaf {
+        out[0] = 1;
+        out[1..].copy_from_slice(value.as_slice());
+    }
+    out
+}
+
+/// The inverse of [`encode_leaf`].
+pub fn decode_leaf(bytes: &[u8]) -> Result<Option<B256>, StorageError> {
+    match bytes.split_first() {
+        Some((0, rest)) if rest.len() == 32 => Ok(None),
+        Some((1, rest)) if rest.len() == 32 => Ok(Some(B256::from_slice(rest))),
+        _ => Err(StorageError::decode(
+            TREE_JOURNAL,
+            "leaf is not a tag and 32 bytes",
+        )),
+    }
+}
 
 /// The key of `address`'s entry for transaction `index` of block `number`.
 pub fn address_transaction_key(address: Address, number: u64, index: u32) -> [u8; 32] {

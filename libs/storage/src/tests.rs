@@ -1077,3 +1077,55 @@ fn the_address_index_pages_by_whole_blocks_in_both_directions() {
         .unwrap();
     assert!(page.is_empty() && !more);
 }
+
+/// The tree journal reads back per version range in version then key order, its first chunk
+/// records where it begins (with that version's root), and attestations read back per block.
+#[test]
+#[allow(clippy::unwrap_used)]
+fn tree_journal_and_attestations_read_back_by_range() {
+    let (_dir, db) = open();
+    let (a, b) = (B256::repeat_byte(0xa), B256::repeat_byte(0xb));
+    let (one, two) = (B256::with_last_byte(1), B256::with_last_byte(2));
+    let mut write = db.write().unwrap();
+    write
+        .put_tree_changes(
+            (0, B256::repeat_byte(0xf0)),
+            3,
+            B256::repeat_byte(0xf3),
+            &[(b, None, Some(one)), (a, Some(one), Some(two))],
+        )
+        .unwrap();
+    // The journal has a beginning now: a later chunk's start is not recorded.
+    write
+        .put_tree_changes(
+            (3, B256::repeat_byte(0xee)),
+            5,
+            B256::repeat_byte(0xf5),
+            &[(a, Some(two), None)],
+        )
+        .unwrap();
+    let verifier = Address::repeat_byte(9);
+    write.put_attestation(5, verifier, b"five").unwrap();
+    write.put_attestation(6, verifier, b"six").unwrap();
+    write.commit().unwrap();
+    let read = db.read().unwrap();
+    assert_eq!(
+        read.meta_u64(crate::tables::META_TREE_JOURNAL_FROM)
+            .unwrap(),
+        Some(0)
+    );
+    assert_eq!(read.tree_root(0).unwrap(), Some(B256::repeat_byte(0xf0)));
+    assert_eq!(read.tree_root(3).unwrap(), Some(B256::repeat_byte(0xf3)));
+    assert_eq!(read.tree_root(4).unwrap(), None);
+    let all = read.tree_changes(0, 5).unwrap();
+    let order: Vec<(u64, B256)> = all.iter().map(|c| (c.version, c.key)).collect();
+    assert_eq!(order, vec![(3, a), (3, b), (5, a)]);
+    assert_eq!(all[1].before, None);
+    assert_eq!(all[1].after, Some(one));
+    assert_eq!(all[2].after, None);
+    assert_eq!(read.tree_changes(3, 5).unwrap().len(), 1);
+    assert_eq!(read.tree_changes(0, 4).unwrap().len(), 2);
+    assert!(read.tree_changes(5, 9).unwrap().is_empty());
+    assert_eq!(read.attestations(5).unwrap(), vec![b"five".to_vec()]);
+    assert!(read.attestations(4).unwrap().is_empty());
+}

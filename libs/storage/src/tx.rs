@@ -14,10 +14,11 @@ use verity_proto::v1;
 use crate::{
     StorageError,
     tables::{
-        ACCOUNT_HISTORY, ADDRESS_TRANSACTIONS, BLOCK_TRANSACTIONS, BYTECODES, CHAIN_EVENTS,
-        HEADER_NUMBERS, HEADERS, META, META_HISTORY_FROM, PLAIN_ACCOUNT_STATE, PLAIN_STORAGE_STATE,
-        RECEIPTS, STORAGE_HISTORY, TRANSACTIONS, TREE_TOMBSTONES, account_history_key,
-        decode_account, encode_account, encode_storage_value, storage_history_key, storage_key,
+        ACCOUNT_HISTORY, ADDRESS_TRANSACTIONS, ATTESTATIONS, BLOCK_TRANSACTIONS, BYTECODES,
+        CHAIN_EVENTS, HEADER_NUMBERS, HEADERS, META, META_HISTORY_FROM, PLAIN_ACCOUNT_STATE,
+        PLAIN_STORAGE_STATE, RECEIPTS, STORAGE_HISTORY, TRANSACTIONS, TREE_JOURNAL, TREE_ROOTS,
+        TREE_TOMBSTONES, account_history_key, decode_account, encode_account, encode_storage_value,
+        storage_history_key, storage_key,
     },
 };
 
@@ -253,6 +254,73 @@ mod read {
                     .map_err(|e| StorageError::decode(HEADERS, e))
             })
             .transpose()
+    }
+
+    /// Journal entries with `after < version <= upto`, in version then key order.
+    pub(super) fn tree_changes<K: TransactionKind>(
+        txn: &Txn<'_, K>,
+        after: u64,
+        upto: u64,
+    ) -> Result<Vec<crate::TreeChange>, StorageError> {
+        let mut changes = Vec::new();
+        let Some(first) = after.checked_add(1) else {
+            return Ok(changes);
+        };
+        let handle = table(txn, TREE_JOURNAL)?;
+        let mut cursor = txn.cursor(&handle)?;
+        let mut item = cursor.set_range::<Cow<'_, [u8]>, Cow<'_, [u8]>>(&first.to_be_bytes())?;
+        while let Some((key, value)) = item {
+            if key.len() != 40 || value.len() != 66 {
+                return Err(StorageError::decode(
+                    TREE_JOURNAL,
+                    "entry of the wrong size",
+                ));
+            }
+            let version = decode_u64(&key[..8], TREE_JOURNAL)?;
+            if version > upto {
+                break;
+            }
+            changes.push(crate::TreeChange {
+                version,
+                key: B256::from_slice(&key[8..]),
+                before: crate::tables::decode_leaf(&value[..33])?,
+                after: crate::tables::decode_leaf(&value[33..])?,
+            });
+            item = cursor.next::<Cow<'_, [u8]>, Cow<'_, [u8]>>()?;
+        }
+        Ok(changes)
+    }
+
+    pub(super) fn tree_root<K: TransactionKind>(
+        txn: &Txn<'_, K>,
+        version: u64,
+    ) -> Result<Option<B256>, StorageError> {
+        get(txn, TREE_ROOTS, &version.to_be_bytes())?
+            .map(|bytes| {
+                B256::try_from(bytes.as_ref())
+                    .map_err(|_| StorageError::decode(TREE_ROOTS, "root is not 32 bytes"))
+            })
+            .transpose()
+    }
+
+    /// The stored attestations of block `number`, as stored (protobuf).
+    pub(super) fn attestations<K: TransactionKind>(
+        txn: &Txn<'_, K>,
+        number: u64,
+    ) -> Result<Vec<Vec<u8>>, StorageError> {
+        let handle = table(txn, ATTESTATIONS)?;
+        let mut cursor = txn.cursor(&handle)?;
+        let prefix = number.to_be_bytes();
+        let mut found = Vec::new();
+        let mut item = cursor.set_range::<Cow<'_, [u8]>, Cow<'_, [u8]>>(&prefix)?;
+        while let Some((key, value)) = item {
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            found.push(value.into_owned());
+            item = cursor.next::<Cow<'_, [u8]>, Cow<'_, [u8]>>()?;
+        }
+        Ok(found)
     }
 
     pub(super) fn meta<K: TransactionKind>(
@@ -604,6 +672,26 @@ macro_rules! reads {
                 read::receipt(&self.txn, hash)
             }
 
+            /// The state-tree journal's entries of the versions in `after + 1 ..= upto`, in
+            /// version then key order.
+            pub fn tree_changes(
+                &self,
+                after: u64,
+                upto: u64,
+            ) -> Result<Vec<crate::TreeChange>, StorageError> {
+                read::tree_changes(&self.txn, after, upto)
+            }
+
+            /// The state-tree root the witness recorded at `version`.
+            pub fn tree_root(&self, version: u64) -> Result<Option<B256>, StorageError> {
+                read::tree_root(&self.txn, version)
+            }
+
+            /// The counted finality attestations of block `number` (protobuf, one per verifier).
+            pub fn attestations(&self, number: u64) -> Result<Vec<Vec<u8>>, StorageError> {
+                read::attestations(&self.txn, number)
+            }
+
             /// The transactions `address` took part in, walking from `search`'s bound (exclusive)
             /// away from it: at least `at_least` (when there are), then the rest of the last
             /// block reached; and whether more lie beyond.
@@ -915,6 +1003,63 @@ impl WriteTx<'_> {
             self.txn
                 .put(&table, key.as_slice(), [], WriteFlags::empty())?;
         }
+        Ok(())
+    }
+
+    /// Records the state-tree journal of the chunk ending at `version` and the root it ends at;
+    /// `start` (the version before the chunk, and its root) marks where the journal begins when
+    /// it has no beginning yet.
+    pub fn put_tree_changes(
+        &mut self,
+        start: (u64, B256),
+        version: u64,
+        root: B256,
+        changes: &[(B256, Option<B256>, Option<B256>)],
+    ) -> Result<(), StorageError> {
+        if read::meta(&self.txn, crate::tables::META_TREE_JOURNAL_FROM)?.is_none() {
+            self.set_meta_u64(crate::tables::META_TREE_JOURNAL_FROM, start.0)?;
+            let roots = read::table(&self.txn, TREE_ROOTS)?;
+            self.txn.put(
+                &roots,
+                start.0.to_be_bytes(),
+                start.1.as_slice(),
+                WriteFlags::empty(),
+            )?;
+        }
+        let roots = read::table(&self.txn, TREE_ROOTS)?;
+        self.txn.put(
+            &roots,
+            version.to_be_bytes(),
+            root.as_slice(),
+            WriteFlags::empty(),
+        )?;
+        let journal = read::table(&self.txn, TREE_JOURNAL)?;
+        for (key, before, after) in changes {
+            let mut entry_key = [0u8; 40];
+            entry_key[..8].copy_from_slice(&version.to_be_bytes());
+            entry_key[8..].copy_from_slice(key.as_slice());
+            let mut value = [0u8; 66];
+            value[..33].copy_from_slice(&crate::tables::encode_leaf(*before));
+            value[33..].copy_from_slice(&crate::tables::encode_leaf(*after));
+            self.txn
+                .put(&journal, entry_key, value, WriteFlags::empty())?;
+        }
+        Ok(())
+    }
+
+    /// Stores a counted finality attestation of block `number` by `verifier` (protobuf).
+    pub fn put_attestation(
+        &mut self,
+        number: u64,
+        verifier: Address,
+        attestation: &[u8],
+    ) -> Result<(), StorageError> {
+        let table = read::table(&self.txn, ATTESTATIONS)?;
+        let mut key = [0u8; 28];
+        key[..8].copy_from_slice(&number.to_be_bytes());
+        key[8..].copy_from_slice(verifier.as_slice());
+        self.txn
+            .put(&table, key, attestation, WriteFlags::empty())?;
         Ok(())
     }
 

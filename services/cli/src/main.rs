@@ -9,6 +9,7 @@ mod chain;
 mod governance;
 mod stages;
 mod status;
+mod verify_proof;
 
 use std::{io::Write as _, net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -43,6 +44,10 @@ enum Command {
     /// prover pools and their backlogs, the verifiers' newest attestations, the streams and any
     /// alarm. Refreshes in a terminal; `--json` prints one object.
     Status(status::StatusArgs),
+    /// Check an `eth_getProof` answer without trusting the node that gave it: its proofs against
+    /// its state root, and that root against one you trust (`--root`) or the finality
+    /// attestations of verifiers you name (`--verifier`).
+    VerifyProof(verify_proof::VerifyProofArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -121,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Chain(args) => chain::run(args).await,
         Command::Bus(args) => bus::run(args).await,
         Command::Status(args) => status::run(args).await,
+        Command::VerifyProof(args) => verify_proof::run(args),
     }
 }
 

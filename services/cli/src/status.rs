@@ -446,7 +446,7 @@ async fn verifiers(
 
 /// A finality attestation as stored, when it decodes and its verifier's key signed it for
 /// chain `chain_id`; anything else on the stream is not shown.
-fn checked_attestation(
+pub(crate) fn checked_attestation(
     payload: &[u8],
     chain_id: u64,
 ) -> Option<verity_chunk::wire::FinalityAttestation> {

@@ -355,6 +355,12 @@ pub static METHODS: &[(&str, Handler)] = &[
     ("ots_getContractCreator", |backends, params| {
         Box::pin(crate::ots::contract_creator(backends, params))
     }),
+    ("eth_getProof", |backends, params| {
+        Box::pin(crate::proof::get_proof(backends, params))
+    }),
+    ("verity_getStateRoot", |backends, params| {
+        Box::pin(crate::proof::get_state_root(backends, params))
+    }),
     ("ots_hasCode", |backends, params| {
         Box::pin(crate::ots::has_code(backends, params))
     }),

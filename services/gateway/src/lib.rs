@@ -13,6 +13,7 @@ pub mod filters;
 pub mod jsonrpc;
 pub mod limits;
 pub mod ots;
+pub mod proof;
 pub mod realtime;
 pub mod simulate;
 pub mod txpool;
@@ -62,6 +63,10 @@ pub struct Config {
         default_value = "http://127.0.0.1:7300"
     )]
     pub replica_url: String,
+    /// gRPC URL of a witness replica, which keeps the state tree's journal: `eth_getProof` is
+    /// answered from it (without one, `eth_getProof` says it is not served here).
+    #[arg(long, env = "VERITY_PROOF_REPLICA_URL")]
+    pub proof_replica_url: Option<String>,
     /// gRPC URL of the sequencer (pending nonces); without it, the gateway follows the
     /// sequencer lease on `--nats-url` to whichever sequencer is active.
     #[arg(long, env = "VERITY_SEQUENCER_URL")]
@@ -171,6 +176,7 @@ use verity_telemetry::TracedChannel as Traced;
 pub struct Backends {
     ingress: v1::ingress_client::IngressClient<Traced>,
     replica: v1::replica_client::ReplicaClient<Traced>,
+    proofs: Option<v1::replica_client::ReplicaClient<Traced>>,
     sequencer: SequencerEndpoint,
     /// The chain id (fixed by genesis).
     pub chain_id: u64,
@@ -239,6 +245,14 @@ impl Backends {
                 Role::Replica,
             )?)
             .max_decoding_message_size(64 * 1024 * 1024),
+            proofs: config
+                .proof_replica_url
+                .as_ref()
+                .map(|url| {
+                    channel("--proof-replica-url", url, tls.as_ref(), Role::Witness)
+                        .map(v1::replica_client::ReplicaClient::new)
+                })
+                .transpose()?,
             sequencer: SequencerEndpoint::new(config, tls)?,
             chain_id,
             filters: Arc::new(
@@ -300,6 +314,11 @@ impl Backends {
     /// Replica client.
     pub fn replica(&self) -> v1::replica_client::ReplicaClient<Traced> {
         self.replica.clone()
+    }
+
+    /// Client of the witness replica that answers `eth_getProof`, if one is configured.
+    pub fn proofs(&self) -> Option<v1::replica_client::ReplicaClient<Traced>> {
+        self.proofs.clone()
     }
 
     /// A client of the active sequencer; unavailable while none holds the lease.

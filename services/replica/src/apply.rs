@@ -218,6 +218,22 @@ pub struct Prepared {
     pub job: Vec<u8>,
     /// State-tree keys the mini-block leaves holding zero, stored in `TreeTombstones`.
     pub tree_tombstones: Vec<B256>,
+    /// The chunk's entry of the state-tree journal (`TreeJournal`, `TreeRoots`).
+    pub tree_journal: TreeJournal,
+}
+
+/// What a chunk did to the state tree, journaled so the tree at any later-proven block can be
+/// recovered (`eth_getProof`).
+#[derive(Debug, Clone, Default)]
+pub struct TreeJournal {
+    /// The version before the chunk (its first mini-block number) and the root there.
+    pub start: (u64, B256),
+    /// The version after it (its last mini-block number + 1).
+    pub version: u64,
+    /// The root after it.
+    pub root: B256,
+    /// Each key whose leaf changed: (key, before, after).
+    pub changes: Vec<(B256, Option<B256>, Option<B256>)>,
 }
 
 /// Builds something from checked mini-blocks and the state before them (the witness role's
@@ -421,6 +437,13 @@ impl Layout for ReplicaLayout {
         if let Some(prepared) = &self.prepared {
             write.set_meta(meta::LAST_JOB, &prepared.job)?;
             write.put_tree_tombstones(&prepared.tree_tombstones)?;
+            let journal = &prepared.tree_journal;
+            write.put_tree_changes(
+                journal.start,
+                journal.version,
+                journal.root,
+                &journal.changes,
+            )?;
         }
         write.set_meta_u64(meta::LAST_SEQ, cursor.last_seq)
     }
@@ -552,6 +575,7 @@ mod tests {
                 Ok(Prepared {
                     job: b"job".to_vec(),
                     tree_tombstones: vec![],
+                    tree_journal: Default::default(),
                 })
             };
         let events = [a, b, c];

@@ -176,6 +176,9 @@ async fn follow_once(
             metrics::gauge!("verity_replica_false_accusation_alarm").set(1.0);
         }
         let stored = Stored {
+            attestation: counted
+                .as_ref()
+                .map(|a| (a.block_number, a.verifier, message.payload.to_vec())),
             votes: votes.clone(),
             next_seq,
             safe,
@@ -231,6 +234,8 @@ fn count(
 /// What one counted message leaves in MDBX.
 #[derive(Debug)]
 struct Stored {
+    /// The attestation counted (block, verifier, as received), kept for proofs of state.
+    attestation: Option<(u64, Address, Vec<u8>)>,
     votes: BTreeMap<Address, u64>,
     next_seq: u64,
     safe: Option<u64>,
@@ -259,6 +264,9 @@ fn store(db: &Database, stored: Stored) -> anyhow::Result<()> {
     drop(read);
     let mut write = db.write()?;
     write.set_meta(meta::VOTES, &encode_votes(&stored.votes))?;
+    if let Some((number, verifier, bytes)) = &stored.attestation {
+        write.put_attestation(*number, *verifier, bytes)?;
+    }
     write.set_meta_u64(meta::NEXT_SEQ, stored.next_seq)?;
     if stored.safe > stored_safe
         && let Some(safe) = stored.safe
@@ -337,6 +345,7 @@ mod tests {
         store(
             &db,
             Stored {
+                attestation: Some((10, Address::repeat_byte(1), b"signed".to_vec())),
                 votes: votes.clone(),
                 next_seq: 42,
                 safe,
@@ -350,6 +359,7 @@ mod tests {
         store(
             &db,
             Stored {
+                attestation: None,
                 votes: BTreeMap::new(),
                 next_seq: 43,
                 safe: Some(3),
@@ -363,6 +373,7 @@ mod tests {
         assert_eq!(read.meta_u64(meta::SAFE_BLOCK).unwrap(), Some(10));
         assert_eq!(read.meta_u64(meta::FINALIZED_BLOCK).unwrap(), Some(7));
         assert_eq!(read.meta_u64(meta::NEXT_SEQ).unwrap(), Some(43));
+        assert_eq!(read.attestations(10).unwrap(), vec![b"signed".to_vec()]);
     }
 
     #[test]

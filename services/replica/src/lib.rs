@@ -10,6 +10,7 @@
 
 pub mod apply;
 pub mod heads;
+pub mod proof;
 pub mod query;
 pub mod verifier;
 pub mod witness;
@@ -52,6 +53,7 @@ pub const POLICY: verity_server::tls::Policy = {
             ("/verity.v1.Replica/Trace", GATEWAY),
             ("/verity.v1.Replica/Simulate", GATEWAY),
             ("/verity.v1.Replica/SearchTransactions", GATEWAY),
+            ("/verity.v1.Replica/GetProof", GATEWAY),
         ],
     }
 };

@@ -27,6 +27,7 @@ pub struct QueryService {
     rules: Arc<Sequencing>,
     calls: Calls,
     ready: Option<verity_server::ReadinessSender>,
+    proofs: crate::proof::ProofTree,
 }
 
 /// How `Call` (`eth_call`, `eth_estimateGas`) is bounded: a public request must not take the
@@ -112,6 +113,7 @@ impl QueryService {
             rules,
             calls: Calls::new(&CallBounds::default()),
             ready: None,
+            proofs: Default::default(),
         }
     }
 
@@ -515,6 +517,34 @@ fn topic_matches(filter: &[v1::TopicFilter], topics: &[B256]) -> bool {
 
 #[tonic::async_trait]
 impl v1::replica_server::Replica for QueryService {
+    async fn get_proof(
+        &self,
+        request: Request<v1::ProofRequest>,
+    ) -> Result<Response<v1::ProofResponse>, Status> {
+        let request = request.into_inner();
+        // No address: the root and its attestations only.
+        let address = if request.address.is_empty() {
+            None
+        } else {
+            Some(address_from(&request.address, "address")?)
+        };
+        let slots = request
+            .slots
+            .iter()
+            .map(|s| u256_from(s, "slot"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let number = request.block_number;
+        // Moving the tree hashes: it takes a call slot like any other execution.
+        let _turn = self.call_turn().await?;
+        let proofs = self.proofs.clone();
+        self.with_read(move |read, _| {
+            proofs
+                .prove(read, address, slots, number)
+                .map(Response::new)
+        })
+        .await
+    }
+
     async fn get_state_digest(
         &self,
         _request: Request<v1::GetStateDigestRequest>,

@@ -57,6 +57,35 @@ pub fn zero_leaves(writes: &BTreeMap<B256, B256>, tree: &StateTree) -> Vec<B256>
         .collect()
 }
 
+/// The journal entry of `job` once `tree` took its `writes`: each written key's leaf before
+/// (from the job's pre-state proof of it) and after, where they differ.
+pub fn journal(
+    job: &verity_chunk::ChunkJob,
+    writes: &BTreeMap<B256, B256>,
+    tree: &StateTree,
+) -> apply::TreeJournal {
+    let changes = writes
+        .keys()
+        .filter_map(|key| {
+            let before = job
+                .pre_proofs
+                .binary_search_by(|(k, _)| k.cmp(key))
+                .ok()
+                .and_then(|i| job.pre_proofs[i].1.terminal)
+                .filter(|(k, _)| k == key)
+                .map(|(_, value)| value);
+            let after = tree.get(key).copied();
+            (before != after).then_some((*key, before, after))
+        })
+        .collect();
+    apply::TreeJournal {
+        start: (job.chunk, job.pre_root),
+        version: job.mini_blocks.last().map_or(job.chunk, |m| m.number + 1),
+        root: job.post_root,
+        changes,
+    }
+}
+
 /// A job built while applying a mini-block.
 #[derive(Debug)]
 pub struct BuiltJob {
@@ -339,7 +368,9 @@ impl Witness {
                     ),
                 }
             }
-            let tree_tombstones = zero_leaves(&job.writes(), &tree);
+            let writes = job.writes();
+            let tree_tombstones = zero_leaves(&writes, &tree);
+            let tree_journal = journal(&job, &writes, &tree);
             let bytes = v1::ChunkJob::from(&job).encode_to_vec();
             metrics::histogram!("verity_witness_job_build_seconds")
                 .record(started.elapsed().as_secs_f64());
@@ -361,6 +392,7 @@ impl Witness {
             Ok(Prepared {
                 job: bytes,
                 tree_tombstones,
+                tree_journal,
             })
         };
         let result = apply::apply_events(db, rules, events, Some(&mut prepare), apply::Keep::State);

@@ -43,6 +43,7 @@ const deployHash = await client.deployContract({ abi, bytecode, args: ['Verity T
 const deployed = await wait(deployHash);
 const token = deployed.contractAddress;
 out.deploy_status = deployed.status;
+out.token = token;
 
 // Listen before transferring: a filter and a WebSocket subscription.
 const filter = await client.createContractEventFilter({ address: token, abi, eventName: 'Transfer' });

@@ -100,6 +100,7 @@ async fn viem_ethers_and_web3py_run_an_erc20_through_every_transaction_type_and_
 
     every_monitored_series_exists(&net).await;
     verity_status_shows_the_chain(&net).await;
+    proofs_at_finalized_verify_and_tampered_ones_do_not(&net, &viem).await;
     net.stop().await.unwrap();
 }
 
@@ -200,4 +201,180 @@ async fn every_monitored_series_exists(net: &TestNet) {
         "named by a dashboard or an alert but exported by no service: {missing:?}"
     );
     assert!(exported.contains("verity_prover_pool_backlog_jobs"));
+}
+
+/// Runs `verity verify-proof` on `answer` (written to a file) with `flags`: whether it held, and
+/// what it printed.
+async fn verify_proof(net: &TestNet, answer: &Value, flags: &[String]) -> (bool, String) {
+    let file = net.devnet.data_dir().join("proof.json");
+    std::fs::write(&file, answer.to_string()).unwrap();
+    let output = tokio::process::Command::new(verity_devnet::default_bin_dir().join("verity"))
+        .arg("verify-proof")
+        .arg("--proof")
+        .arg(&file)
+        .args(flags)
+        .env("VERITY_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+/// `eth_getProof` at `finalized`, after the clients' traffic is final: the ERC-20 viem deployed
+/// (its recipient's balance slot, found with `eth_createAccessList`) verifies with
+/// `verity verify-proof` against the verifier's signed attestation of that block; one byte
+/// changed in a proof, or the proof checked against another block's root, is refused. `cast
+/// proof` gets the same proofs.
+async fn proofs_at_finalized_verify_and_tampered_ones_do_not(net: &TestNet, viem: &Value) {
+    let rpc = net.rpc();
+    let token = viem["token"]
+        .as_str()
+        .expect("viem's token address")
+        .to_string();
+    // balanceOf(0x4e…4e): the slot it reads holds the 600 transferred to it.
+    let call = json!({
+        "to": token,
+        "data": format!("0x70a08231{:0>64}", "4e".repeat(20)),
+    });
+    let listed = rpc
+        .call("eth_createAccessList", json!([call]))
+        .await
+        .unwrap();
+    let slots: Vec<Value> = listed["accessList"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["address"].as_str().unwrap().eq_ignore_ascii_case(&token))
+        .unwrap_or_else(|| panic!("{listed}"))["storageKeys"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(slots.len(), 1, "{listed}");
+    let slot = slots[0].as_str().unwrap().to_string();
+
+    // Wait for the traffic's last block to be final and its attestation stored by the witness.
+    let last = rpc.quantity("eth_blockNumber", json!([])).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    let answer = loop {
+        let finalized = rpc
+            .call("eth_getBlockByNumber", json!(["finalized", false]))
+            .await
+            .unwrap();
+        let number = verity_e2e::parse_quantity(&finalized["number"]).unwrap();
+        if number >= last {
+            let answer = rpc
+                .call(
+                    "eth_getProof",
+                    json!([token, [slot], format!("{number:#x}")]),
+                )
+                .await
+                .unwrap();
+            if answer["attestations"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+            {
+                break answer;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "block {last} not final with an attestation in 600 s (finalized: {number})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        answer["storageProof"][0]["value"],
+        json!("0x258"),
+        "{answer}"
+    );
+    assert_eq!(answer["storageHash"], answer["stateRoot"], "{answer}");
+    let number = answer["blockNumber"].as_str().unwrap().to_string();
+    // The block's root alone, with the same attestations.
+    let root_only = rpc
+        .call("verity_getStateRoot", json!([number]))
+        .await
+        .unwrap();
+    for field in ["stateRoot", "blockHash", "attestations"] {
+        assert_eq!(root_only[field], answer[field], "{field}: {root_only}");
+    }
+
+    let trust = vec![
+        "--verifier".to_string(),
+        net.devnet.verifier_address().to_string(),
+        "--chain-id".to_string(),
+        net.devnet.chain_id().to_string(),
+    ];
+    let (held, out) = verify_proof(net, &answer, &trust).await;
+    assert!(held, "{out}");
+    assert!(out.contains("0x258 (proven)"), "{out}");
+    assert!(out.contains("finality attestations signed by"), "{out}");
+
+    // One byte changed in the account proof's first sibling, or in the slot's terminal leaf.
+    let flip = |hex: &str| -> String {
+        let mut bytes = alloy_primitives::hex::decode(hex).unwrap();
+        bytes[7] ^= 0x01;
+        alloy_primitives::hex::encode_prefixed(bytes)
+    };
+    let mut tampered = answer.clone();
+    tampered["accountProof"][0] = json!(flip(answer["accountProof"][0].as_str().unwrap()));
+    let (held, out) = verify_proof(net, &tampered, &trust).await;
+    assert!(!held, "a changed sibling verified: {out}");
+    assert!(out.contains("does not hold"), "{out}");
+    let mut tampered = answer.clone();
+    let leaf = answer["storageProof"][0]["proof"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap();
+    let at = answer["storageProof"][0]["proof"].as_array().unwrap().len() - 1;
+    tampered["storageProof"][0]["proof"][at] = json!(flip(leaf.as_str().unwrap()));
+    let (held, out) = verify_proof(net, &tampered, &trust).await;
+    assert!(!held, "a changed leaf verified: {out}");
+
+    // Another block's root: genesis's (the token did not exist yet). Against it the proofs do
+    // not hold, and the attestation of this block does not vouch for it.
+    let genesis = rpc
+        .call("eth_getProof", json!([token, [slot], "0x0"]))
+        .await
+        .unwrap();
+    let other_root = genesis["stateRoot"].as_str().unwrap().to_string();
+    assert_ne!(json!(other_root), answer["stateRoot"]);
+    let (held, out) = verify_proof(net, &answer, &["--root".to_string(), other_root.clone()]).await;
+    assert!(!held, "verified against genesis's root: {out}");
+    let mut moved = answer.clone();
+    moved["stateRoot"] = json!(other_root);
+    moved["storageHash"] = json!(other_root);
+    let (held, out) = verify_proof(net, &moved, &trust).await;
+    assert!(!held, "another root passed as this block's: {out}");
+    assert!(out.contains("0 of the listed verifiers attested"), "{out}");
+    // Genesis's own answer holds under its own root (the token absent there).
+    let (held, out) = verify_proof(net, &genesis, &["--root".to_string(), other_root]).await;
+    assert!(held, "{out}");
+    assert!(out.contains("account: does not exist (proven)"), "{out}");
+
+    // Foundry's `cast proof` reads the same proofs; what it prints verifies against the
+    // attested root.
+    let printed = verity_e2e::cast(&rpc_url(net), &["proof", &token, &slot, "--block", &number])
+        .await
+        .unwrap();
+    let from_cast: Value =
+        serde_json::from_str(&printed).unwrap_or_else(|e| panic!("{e}: {printed}"));
+    assert_eq!(
+        from_cast["accountProof"], answer["accountProof"],
+        "{printed}"
+    );
+    let root = answer["stateRoot"].as_str().unwrap().to_string();
+    let (held, out) = verify_proof(net, &from_cast, &["--root".to_string(), root]).await;
+    assert!(held, "{out}");
+}
+
+fn rpc_url(net: &TestNet) -> String {
+    net.devnet.rpc_url()
 }
