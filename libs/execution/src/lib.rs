@@ -119,6 +119,9 @@ pub struct CallRequest {
     pub gas_price: Option<u128>,
     /// Nonce; the sender's current nonce when absent.
     pub nonce: Option<u64>,
+    /// EIP-1559 tip (`maxPriorityFeePerGas`; for a legacy `gasPrice`, the price itself, so the
+    /// whole price is paid as geth charges it); zero when absent.
+    pub priority_fee: Option<u128>,
     /// EIP-2930 access list (charged as intrinsic gas, warming what it lists).
     pub access_list: alloy_eips::eip2930::AccessList,
     /// What bounds the work besides gas.
@@ -194,6 +197,9 @@ pub struct CallOutcome {
     pub reverted: bool,
     /// geth's error text when it did not succeed ("execution reverted", "out of gas", ...).
     pub error: Option<String>,
+    /// Set when the message was refused before running (nonce, funds, fee, gas): geth's
+    /// `eth_simulateV1` error code for the refusal (`txValidationError`).
+    pub refusal_code: Option<i64>,
 }
 
 impl CallOutcome {
@@ -207,6 +213,7 @@ impl CallOutcome {
                 gas_used,
                 reverted: false,
                 error: None,
+                refusal_code: None,
             },
             ExecutionResult::Revert { output, .. } => Self {
                 success: false,
@@ -214,6 +221,7 @@ impl CallOutcome {
                 gas_used,
                 reverted: true,
                 error: Some("execution reverted".to_owned()),
+                refusal_code: None,
             },
             ExecutionResult::Halt { reason, .. } => Self {
                 success: false,
@@ -221,6 +229,7 @@ impl CallOutcome {
                 gas_used,
                 reverted: false,
                 error: Some(halt_message(&reason)),
+                refusal_code: None,
             },
         }
     }
@@ -229,6 +238,7 @@ impl CallOutcome {
     fn refused(error: &InvalidTransaction, caller: Address) -> Self {
         Self {
             error: Some(call_rejection(error, caller)),
+            refusal_code: Some(refusal_code(error)),
             ..Self::default()
         }
     }
@@ -842,7 +852,9 @@ fn call_envs(env: &BlockEnvSpec, request: &CallRequest, gas: u64) -> (BlockEnv, 
         caller,
         gas_limit: gas,
         gas_price: request.gas_price.unwrap_or(0),
-        gas_priority_fee: request.gas_price.map(|_| 0),
+        gas_priority_fee: request
+            .gas_price
+            .map(|price| request.priority_fee.unwrap_or(0).min(price)),
         kind: request.to.map_or(TxKind::Create, TxKind::Call),
         value: request.value,
         data: request.data.clone(),
@@ -853,8 +865,31 @@ fn call_envs(env: &BlockEnvSpec, request: &CallRequest, gas: u64) -> (BlockEnv, 
     (block, cfg, tx)
 }
 
+/// geth's `eth_simulateV1` code for a message refused before running (go-ethereum's
+/// `internal/ethapi/errors.go`, `txValidationError`).
+fn refusal_code(error: &InvalidTransaction) -> i64 {
+    match error {
+        InvalidTransaction::NonceTooHigh { .. } => -38011,
+        InvalidTransaction::NonceTooLow { .. } => -38010,
+        InvalidTransaction::RejectCallerWithCode => -38024,
+        InvalidTransaction::LackOfFundForMaxFee { .. } => -38014,
+        InvalidTransaction::CallGasCostMoreThanGasLimit { .. }
+        | InvalidTransaction::GasFloorMoreThanGasLimit { .. } => -38013,
+        InvalidTransaction::CreateInitCodeSizeLimit => -38025,
+        InvalidTransaction::GasPriceLessThanBasefee
+        | InvalidTransaction::PriorityFeeGreaterThanMaxFee => -32602,
+        _ => -32603,
+    }
+}
+
 fn call_rejection(error: &InvalidTransaction, caller: Address) -> String {
     match error {
+        InvalidTransaction::NonceTooHigh { tx, state } => {
+            format!("nonce too high: address {caller}, tx: {tx} state: {state}")
+        }
+        InvalidTransaction::NonceTooLow { tx, state } => {
+            format!("nonce too low: address {caller}, tx: {tx} state: {state}")
+        }
         InvalidTransaction::LackOfFundForMaxFee { fee, balance } => format!(
             "insufficient funds for gas * price + value: address {caller} have {balance} want {fee}"
         ),

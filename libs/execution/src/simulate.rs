@@ -13,7 +13,7 @@ use alloy_primitives::{Address, Bytes, Log, U256};
 use revm::{
     Context, Database, DatabaseCommit, ExecuteEvm, InspectEvm, MainBuilder, MainContext,
     bytecode::Bytecode,
-    context::result::EVMError,
+    context::result::{EVMError, InvalidTransaction},
     context_interface::ContextTr,
     database::{CacheDB, WrapDatabaseRef},
 };
@@ -54,6 +54,9 @@ pub enum StorageOverride {
 pub struct SimulatedBlock {
     /// The block environment its calls run in.
     pub env: BlockEnvSpec,
+    /// Its base fee is its parent's EIP-1559 successor (with [`SimulationMode::validation`]),
+    /// not `env.base_fee`.
+    pub base_fee_from_parent: bool,
     /// State laid over what the blocks before it left.
     pub overrides: Vec<AccountOverride>,
     /// Its calls, in order.
@@ -67,6 +70,57 @@ pub struct SimulatedCall {
     pub outcome: CallOutcome,
     /// The logs it emitted (none when it reverted).
     pub logs: Vec<Log>,
+}
+
+/// What one simulated block did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimulatedBlockResult {
+    /// Its calls' results, in order.
+    pub calls: Vec<SimulatedCall>,
+    /// The base fee it ran with.
+    pub base_fee: u64,
+    /// The gas its calls used.
+    pub gas_used: u64,
+}
+
+/// What a block's base fee follows from: its parent's gas limit, gas used and base fee.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ParentFees {
+    /// Gas limit.
+    pub gas_limit: u64,
+    /// Gas used.
+    pub gas_used: u64,
+    /// Base fee.
+    pub base_fee: u64,
+}
+
+/// The chain's EIP-1559 rule: a block's base fee from its parent's fees.
+pub type NextBaseFee<'a> = dyn Fn(&ParentFees) -> u64 + Sync + 'a;
+
+/// How a simulation treats its calls (geth's `eth_simulateV1` switches; all off for
+/// `eth_callMany`).
+#[derive(Clone, Copy, Default)]
+pub struct SimulationMode<'a> {
+    /// geth's `validation`: nonces are checked (a call without one takes its sender's), fees
+    /// are charged at the block's base fee and the sender's balance must cover them; a call
+    /// refused for it is reported with geth's code ([`CallOutcome::refusal_code`]).
+    pub validation: bool,
+    /// geth's block gas accounting: a call without gas gets what its block has left, one asking
+    /// for more than that is refused (`-38015`).
+    pub block_gas: bool,
+    /// The base block's fees and the chain's EIP-1559 rule, for blocks whose base fee follows
+    /// their parent's.
+    pub fees: Option<(ParentFees, &'a NextBaseFee<'a>)>,
+}
+
+impl std::fmt::Debug for SimulationMode<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimulationMode")
+            .field("validation", &self.validation)
+            .field("block_gas", &self.block_gas)
+            .field("fees", &self.fees.map(|(parent, _)| parent))
+            .finish()
+    }
 }
 
 /// Where a simulation starts: the block whose first transactions are replayed first.
@@ -90,14 +144,15 @@ pub struct SimulationLimits {
 }
 
 /// Runs `blocks` over `state` (after `replay`, when given), each call over what the ones
-/// before it wrote. One result per call, per block.
+/// before it wrote, as `mode` says. One result per block.
 pub fn simulate<S: StateView>(
     state: &S,
     replay: Option<Replay<'_>>,
     base_overrides: &[AccountOverride],
     blocks: &[SimulatedBlock],
     limits: SimulationLimits,
-) -> Result<Vec<Vec<SimulatedCall>>, ExecutionError> {
+    mode: SimulationMode<'_>,
+) -> Result<Vec<SimulatedBlockResult>, ExecutionError> {
     let until = Instant::now() + limits.timeout;
     let first_env = replay
         .map(|r| *r.env)
@@ -137,23 +192,79 @@ pub fn simulate<S: StateView>(
         apply_override(evm.ctx.db_mut(), o)?;
     }
     let mut budget = limits.gas_budget;
+    let mut parent = mode.fees.map(|(parent, _)| parent).unwrap_or_default();
     let mut results = Vec::with_capacity(blocks.len());
     for block in blocks {
         for o in &block.overrides {
             apply_override(evm.ctx.db_mut(), o)?;
         }
+        let mut env = block.env;
+        if block.base_fee_from_parent
+            && let Some((_, next)) = mode.fees
+        {
+            env.base_fee = next(&parent);
+        }
+        let mut used = 0u64;
         let mut calls = Vec::with_capacity(block.calls.len());
         for request in &block.calls {
-            let gas = request.gas.unwrap_or(block.env.gas_limit).min(budget);
-            let (block_env, cfg, tx) = call_envs(&block.env, request, gas);
-            let caller = tx.caller;
+            let mut request = request.clone();
+            let caller = request.from.unwrap_or_default();
+            if mode.block_gas {
+                let left = env.gas_limit.saturating_sub(used);
+                match request.gas {
+                    Some(gas) if gas > left => {
+                        calls.push(SimulatedCall {
+                            outcome: CallOutcome {
+                                error: Some(format!(
+                                    "block gas limit reached: {used} >= {}",
+                                    env.gas_limit
+                                )),
+                                refusal_code: Some(-38015),
+                                ..CallOutcome::default()
+                            },
+                            logs: Vec::new(),
+                        });
+                        continue;
+                    }
+                    Some(_) => {}
+                    None => request.gas = Some(left),
+                }
+            }
+            if mode.validation && request.nonce.is_none() {
+                let nonce = evm
+                    .ctx
+                    .db_mut()
+                    .basic(caller)
+                    .map_err(|e| ExecutionError::Evm(format!("state read failed: {e}")))?
+                    .map_or(0, |info| info.nonce);
+                request.nonce = Some(nonce);
+            }
+            let gas = request.gas.unwrap_or(env.gas_limit).min(budget);
+            let (mut block_env, mut cfg, tx) = call_envs(&env, &request, gas);
+            if mode.validation {
+                // Fees at the block's base fee, nonces checked: a call priced below it is
+                // refused, as geth refuses it.
+                block_env.basefee = env.base_fee;
+                cfg.disable_nonce_check = false;
+            } else {
+                cfg.disable_nonce_check = true;
+            }
+            let price = tx.gas_price;
             evm.ctx.block = block_env;
             evm.ctx.cfg = cfg;
             let result = match evm.inspect_tx(tx) {
                 Ok(result) => result,
                 Err(EVMError::Transaction(error)) => {
+                    let mut outcome = CallOutcome::refused(&error, caller);
+                    if matches!(error, InvalidTransaction::GasPriceLessThanBasefee) {
+                        outcome.error = Some(format!(
+                            "max fee per gas less than block base fee: address {caller}, \
+                             maxFeePerGas: {price}, baseFee: {}",
+                            env.base_fee
+                        ));
+                    }
                     calls.push(SimulatedCall {
-                        outcome: CallOutcome::refused(&error, caller),
+                        outcome,
                         logs: Vec::new(),
                     });
                     continue;
@@ -166,10 +277,20 @@ pub fn simulate<S: StateView>(
             let logs = result.result.logs().to_vec();
             let outcome = CallOutcome::of(result.result);
             budget = budget.saturating_sub(outcome.gas_used);
+            used = used.saturating_add(outcome.gas_used);
             evm.ctx.db_mut().commit(result.state);
             calls.push(SimulatedCall { outcome, logs });
         }
-        results.push(calls);
+        parent = ParentFees {
+            gas_limit: env.gas_limit,
+            gas_used: used,
+            base_fee: env.base_fee,
+        };
+        results.push(SimulatedBlockResult {
+            calls,
+            base_fee: env.base_fee,
+            gas_used: used,
+        });
     }
     Ok(results)
 }

@@ -721,6 +721,7 @@ fn simulated_calls_run_over_what_the_ones_before_them_wrote() {
     let state = with_store(&signer, at);
     let block = |calls, overrides| simulate::SimulatedBlock {
         env: env(),
+        base_fee_from_parent: false,
         overrides,
         calls,
     };
@@ -750,13 +751,26 @@ fn simulated_calls_run_over_what_the_ones_before_them_wrote() {
             ),
         ],
         SIM_LIMITS,
+        simulate::SimulationMode::default(),
     )
     .unwrap();
     let value = |call: &simulate::SimulatedCall| U256::from_be_slice(&call.outcome.output);
-    assert_eq!(value(&results[0][0]), U256::from(7), "the replayed write");
-    assert!(results[0][1].outcome.success);
-    assert_eq!(value(&results[0][2]), U256::from(8), "the call before it");
-    assert_eq!(value(&results[1][0]), U256::from(9), "the block's override");
+    assert_eq!(
+        value(&results[0].calls[0]),
+        U256::from(7),
+        "the replayed write"
+    );
+    assert!(results[0].calls[1].outcome.success);
+    assert_eq!(
+        value(&results[0].calls[2]),
+        U256::from(8),
+        "the call before it"
+    );
+    assert_eq!(
+        value(&results[1].calls[0]),
+        U256::from(9),
+        "the block's override"
+    );
     // Nothing was written to the state itself.
     assert_eq!(state.storage(at, U256::ZERO).unwrap(), U256::ZERO);
 }
@@ -773,6 +787,7 @@ fn simulated_calls_share_one_gas_budget() {
         &[],
         &[simulate::SimulatedBlock {
             env: env(),
+            base_fee_from_parent: false,
             overrides: vec![],
             calls: vec![write_slot(at, 1), write_slot(at, 2)],
         }],
@@ -780,11 +795,136 @@ fn simulated_calls_share_one_gas_budget() {
             gas_budget: 50_000,
             ..SIM_LIMITS
         },
+        simulate::SimulationMode::default(),
     )
     .unwrap();
-    assert!(results[0][0].outcome.success, "{:?}", results[0][0]);
-    let second = &results[0][1].outcome;
+    assert!(
+        results[0].calls[0].outcome.success,
+        "{:?}",
+        results[0].calls[0]
+    );
+    let second = &results[0].calls[1].outcome;
     assert!(!second.success, "{second:?}");
+}
+
+/// geth's validation: a call priced below the base fee, with a used nonce, a future nonce or
+/// without funds is refused with geth's code; one priced right takes the sender's nonce and
+/// pays; a block's base fee can follow its parent's; a call asking for more gas than its block
+/// has left is refused. Without validation the underpriced call runs.
+#[test]
+fn validation_checks_nonces_fees_and_funds_as_geth_does() {
+    let signer = PrivateKeySigner::random();
+    let at = Address::repeat_byte(0x5e);
+    let state = with_store(&signer, at);
+    let from = |request: CallRequest| CallRequest {
+        from: Some(signer.address()),
+        ..request
+    };
+    let priced = |nonce: Option<u64>| CallRequest {
+        gas_price: Some(2_000_000_000),
+        nonce,
+        ..from(write_slot(at, 1))
+    };
+    let calls = vec![
+        from(read_slot(at)),
+        priced(None),
+        priced(Some(0)),
+        priced(Some(5)),
+        CallRequest {
+            from: Some(Address::repeat_byte(1)),
+            ..priced(None)
+        },
+        CallRequest {
+            gas: Some(31_000_000),
+            ..priced(None)
+        },
+    ];
+    let next = |parent: &simulate::ParentFees| parent.base_fee + parent.gas_used;
+    let mode = simulate::SimulationMode {
+        validation: true,
+        block_gas: true,
+        fees: Some((
+            simulate::ParentFees {
+                gas_limit: 30_000_000,
+                gas_used: 0,
+                base_fee: 1,
+            },
+            &next,
+        )),
+    };
+    let blocks = [
+        simulate::SimulatedBlock {
+            env: env(),
+            base_fee_from_parent: false,
+            overrides: vec![],
+            calls,
+        },
+        simulate::SimulatedBlock {
+            env: env(),
+            base_fee_from_parent: true,
+            overrides: vec![],
+            calls: vec![],
+        },
+    ];
+    let results = simulate::simulate(&state, None, &[], &blocks, SIM_LIMITS, mode).unwrap();
+    let codes: Vec<Option<i64>> = results[0]
+        .calls
+        .iter()
+        .map(|c| c.outcome.refusal_code)
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            Some(-32602),
+            None,
+            Some(-38010),
+            Some(-38011),
+            Some(-38014),
+            Some(-38015)
+        ],
+        "{:?}",
+        results[0].calls
+    );
+    let error = |i: usize| {
+        results[0].calls[i]
+            .outcome
+            .error
+            .clone()
+            .unwrap_or_default()
+    };
+    assert!(
+        error(0).starts_with("max fee per gas less than block base fee: address"),
+        "{}",
+        error(0)
+    );
+    assert!(error(2).starts_with("nonce too low"), "{}", error(2));
+    assert!(
+        error(5).starts_with("block gas limit reached"),
+        "{}",
+        error(5)
+    );
+    let used = results[0].calls[1].outcome.gas_used;
+    assert!(results[0].calls[1].outcome.success);
+    assert_eq!(results[0].gas_used, used);
+    assert_eq!(results[0].base_fee, env().base_fee);
+    assert_eq!(
+        results[1].base_fee,
+        env().base_fee + used,
+        "the parent's successor"
+    );
+
+    // Without validation the same underpriced call runs.
+    let results = simulate::simulate(
+        &state,
+        None,
+        &[],
+        &blocks[..1],
+        SIM_LIMITS,
+        simulate::SimulationMode::default(),
+    )
+    .unwrap();
+    assert_eq!(results[0].calls[0].outcome.refusal_code, None);
+    assert!(results[0].calls[0].outcome.success);
 }
 
 /// A replay that does not use the gas the block's receipts say is refused as diverged: the
@@ -863,10 +1003,12 @@ fn a_simulations_replay_is_held_to_the_receipts() {
             &[],
             &[simulate::SimulatedBlock {
                 env: env(),
+                base_fee_from_parent: false,
                 overrides: vec![],
                 calls: vec![read_slot(at)],
             }],
             SIM_LIMITS,
+            simulate::SimulationMode::default(),
         )
     };
     assert!(run(gas).is_ok());

@@ -1130,7 +1130,11 @@ pub fn wire_call(request: &TransactionRequest) -> v1::CallRequest {
         _ => Vec::new(),
     };
     let gas_price = request.gas_price.or(request.max_fee_per_gas);
+    // The tip: a legacy price is paid whole (geth's fee cap = tip = gasPrice).
+    let tip = request.gas_price.or(request.max_priority_fee_per_gas);
     v1::CallRequest {
+        nonce: request.nonce,
+        max_priority_fee_per_gas: tip.map(|p| u256_bytes(U256::from(p))).unwrap_or_default(),
         from: request.from.map(|a| a.to_vec()).unwrap_or_default(),
         to,
         data: request

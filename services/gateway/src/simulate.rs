@@ -38,6 +38,7 @@ pub async fn call_many(backends: &Backends, params: &[Value]) -> Result<Value, R
         .into_iter()
         .map(|bundle| {
             Ok(v1::SimulatedBlock {
+                base_fee_from_parent: false,
                 block_overrides: bundle
                     .block_override
                     .map(wire_block_overrides)
@@ -52,6 +53,8 @@ pub async fn call_many(backends: &Backends, params: &[Value]) -> Result<Value, R
         transaction_index,
         state_overrides: state_overrides(params)?,
         blocks,
+        validation: false,
+        block_gas: false,
     };
     let answer: Vec<Vec<EthCallResponse>> = simulate(backends, request)
         .await?
@@ -100,14 +103,18 @@ fn call_response(call: v1::CallResponse) -> EthCallResponse {
 /// geth's seconds between simulated blocks whose time is not overridden.
 const SIMULATED_BLOCK_SECONDS: u64 = 12;
 
-/// `eth_simulateV1(payload, block?)` without validation (geth's default): blocks of calls over
-/// the state of `block` (default latest), each call over what the calls and blocks before it
-/// wrote. A block without overrides follows its parent (number + 1, time + 12 s) with a base
-/// fee of 0 (nothing is charged, nonces are not checked, as without validation in geth). The
-/// answer is geth's: per block its header fields and its calls' `returnData`, `logs`,
-/// `gasUsed`, `status` and `error` (code 3 with the revert data, -32015 for a halt). Not built:
-/// `validation`, `traceTransfers`, `returnFullTransactions` (refused by name), and the
-/// simulated transactions' hashes (blocks list none).
+/// `eth_simulateV1(payload, block?)`: blocks of calls over the state of `block` (default
+/// latest), each call over what the calls and blocks before it wrote. A block without
+/// overrides follows its parent (number + 1, time + 12 s). Without `validation` (geth's
+/// default) its base fee is 0 and nonces are not checked; with it, nonces are checked (a call
+/// without one takes its sender's), fees are charged at the block's base fee (its parent's
+/// EIP-1559 successor unless overridden) and must be covered. A call refused before running
+/// fails the whole request with geth's code (`-38010` nonce too low, `-38014` insufficient
+/// funds, `-38015` block gas limit reached, `-32602` fee below the base fee, ...), as geth
+/// does. The answer is geth's: per block its header fields and its calls' `returnData`,
+/// `logs`, `gasUsed`, `status` and `error` (code 3 with the revert data, -32015 for a halt).
+/// Not built: `traceTransfers`, `returnFullTransactions` (refused by name), and the simulated
+/// transactions' hashes (blocks list none).
 pub async fn simulate_v1(backends: &Backends, params: &[Value]) -> Result<Value, RpcError> {
     use alloy_rpc_types_eth::simulate::{
         MAX_SIMULATE_BLOCKS, SimCallResult, SimulateError, SimulatePayload,
@@ -115,7 +122,6 @@ pub async fn simulate_v1(backends: &Backends, params: &[Value]) -> Result<Value,
     let payload: SimulatePayload = param(params, 0)?;
     let block: Option<BlockId> = optional_param(params, 1)?;
     for (name, set) in [
-        ("validation", payload.validation),
         ("traceTransfers", payload.trace_transfers),
         ("returnFullTransactions", payload.return_full_transactions),
     ] {
@@ -163,16 +169,20 @@ pub async fn simulate_v1(backends: &Backends, params: &[Value]) -> Result<Value,
         (number, time) = (next_number, next_time);
         overrides.number = Some(alloy_primitives::U256::from(number));
         overrides.time = Some(time);
-        let base_fee = overrides.base_fee.unwrap_or_default();
-        overrides.base_fee = Some(base_fee);
+        // Without validation an unset base fee is 0; with it, the replica derives it from the
+        // parent (its gas used is known only once the parent ran).
+        let base_fee_from_parent = payload.validation && overrides.base_fee.is_none();
+        if !payload.validation {
+            overrides.base_fee = Some(overrides.base_fee.unwrap_or_default());
+        }
         headers.push((
             number,
             time,
             overrides.gas_limit.unwrap_or(base.header.gas_limit),
-            base_fee,
             overrides.coinbase.unwrap_or(base.header.beneficiary),
         ));
         blocks.push(v1::SimulatedBlock {
+            base_fee_from_parent,
             block_overrides: Some(wire_block_overrides(overrides)?),
             state_overrides: sim
                 .state_overrides
@@ -188,13 +198,22 @@ pub async fn simulate_v1(backends: &Backends, params: &[Value]) -> Result<Value,
         transaction_index: None,
         state_overrides: Vec::new(),
         blocks,
+        validation: payload.validation,
+        block_gas: true,
     };
     let simulated = simulate(backends, request).await?;
+    // A call refused before running fails the request, with geth's code.
+    if let Some(refused) = simulated
+        .iter()
+        .flat_map(|b| &b.calls)
+        .find(|c| c.refusal_code != 0)
+    {
+        return Err(RpcError::new(refused.refusal_code, refused.error.clone()));
+    }
     let mut parent = base.header.hash;
     let mut answer = Vec::with_capacity(simulated.len());
-    for ((number, time, gas_limit, base_fee, coinbase), block) in headers.into_iter().zip(simulated)
-    {
-        let gas_used: u64 = block.calls.iter().map(|c| c.gas_used).sum();
+    for ((number, time, gas_limit, coinbase), block) in headers.into_iter().zip(simulated) {
+        let (gas_used, base_fee) = (block.gas_used, block.base_fee);
         let header = alloy_consensus::Header {
             parent_hash: parent,
             beneficiary: coinbase,
@@ -202,10 +221,7 @@ pub async fn simulate_v1(backends: &Backends, params: &[Value]) -> Result<Value,
             timestamp: time,
             gas_limit,
             gas_used,
-            base_fee_per_gas: Some(
-                u64::try_from(base_fee)
-                    .map_err(|_| RpcError::invalid_params("base fee exceeds 64 bits"))?,
-            ),
+            base_fee_per_gas: Some(base_fee),
             ..Default::default()
         };
         let hash = header.hash_slow();

@@ -1046,12 +1046,17 @@ impl v1::replica_server::Replica for QueryService {
                          of its own: its simulated block does",
                     ));
                 }
-                calls.push(call_of(call, self.calls.limits)?);
+                let mut simulated = call_of(call, self.calls.limits)?;
+                if request.validation {
+                    simulated.nonce = call.nonce;
+                }
+                calls.push(simulated);
             }
             blocks.push((
                 block.block_overrides.clone(),
                 simulated_overrides(&block.state_overrides)?,
                 calls,
+                block.base_fee_from_parent,
             ));
         }
         let limits = simulate::SimulationLimits {
@@ -1093,36 +1098,75 @@ impl v1::replica_server::Replica for QueryService {
                     (before, replay.env, Some((replay, index)))
                 }
             };
+            let block_gas = request.block_gas;
             let blocks = blocks
                 .into_iter()
-                .map(|(overrides, state, calls)| {
+                .map(|(overrides, state, calls, base_fee_from_parent)| {
                     let env = override_env(env, overrides.as_ref())?;
                     let calls = calls
                         .into_iter()
                         .map(|mut call| {
-                            call.gas = Some(call.gas.unwrap_or(env.gas_limit).min(gas_cap));
+                            // With block gas accounting a call without gas takes what its
+                            // block has left; the gas cap still bounds every call.
+                            call.gas = match (call.gas, block_gas) {
+                                (None, true) => None,
+                                (gas, _) => Some(gas.unwrap_or(env.gas_limit).min(gas_cap)),
+                            };
                             call
                         })
                         .collect();
                     Ok(simulate::SimulatedBlock {
                         env,
+                        base_fee_from_parent,
                         overrides: state,
                         calls,
                     })
                 })
                 .collect::<Result<Vec<_>, Status>>()?;
+            // The base block's fees, for blocks whose base fee follows their parent's: the
+            // sealed block the simulation starts after (with `latest`, the newest).
+            let base_number = match at {
+                At::Block(number) => number,
+                At::Latest => head_number(read)?,
+            };
+            let base_header = read
+                .block_by_number(base_number)
+                .map_err(storage)?
+                .map(|b| b.header)
+                .ok_or_else(|| Status::not_found(format!("block {base_number} not found")))?;
+            let parent = simulate::ParentFees {
+                gas_limit: base_header.gas_limit,
+                gas_used: base_header.gas_used,
+                base_fee: base_header.base_fee_per_gas.unwrap_or_default(),
+            };
+            let next_base_fee = |parent: &simulate::ParentFees| {
+                spec.next_base_fee(&verity_primitives::Header {
+                    gas_limit: parent.gas_limit,
+                    gas_used: parent.gas_used,
+                    base_fee_per_gas: Some(parent.base_fee),
+                    ..Default::default()
+                })
+            };
+            let mode = simulate::SimulationMode {
+                validation: request.validation,
+                block_gas,
+                fees: Some((parent, &next_base_fee)),
+            };
             let replay = replay.as_ref().map(|(replay, index)| simulate::Replay {
                 env: &replay.env,
                 transactions: &replay.txs[..*index],
                 receipts_gas: Some(&replay.receipts_gas[..*index]),
             });
-            let results = simulate::simulate(&view, replay, &base_overrides, &blocks, limits)
+            let results = simulate::simulate(&view, replay, &base_overrides, &blocks, limits, mode)
                 .map_err(call_error)?;
             Ok(Response::new(v1::SimulateResponse {
                 blocks: results
                     .into_iter()
-                    .map(|calls| v1::SimulatedBlockResult {
-                        calls: calls
+                    .map(|block| v1::SimulatedBlockResult {
+                        base_fee: block.base_fee,
+                        gas_used: block.gas_used,
+                        calls: block
+                            .calls
                             .into_iter()
                             .map(|call| v1::CallResponse {
                                 logs: call.logs.iter().map(v1::Log::from).collect(),
@@ -1333,7 +1377,21 @@ fn call_of(
                     .map_err(|_| Status::invalid_argument("gas_price exceeds 128 bits"))?,
             )
         },
+        // A call ignores its nonce, as geth's do; a validating simulation takes it.
         nonce: None,
+        priority_fee: if request.max_priority_fee_per_gas.is_empty() {
+            None
+        } else {
+            Some(
+                u128::try_from(u256_from(
+                    &request.max_priority_fee_per_gas,
+                    "max_priority_fee_per_gas",
+                )?)
+                .map_err(|_| {
+                    Status::invalid_argument("max_priority_fee_per_gas exceeds 128 bits")
+                })?,
+            )
+        },
         access_list: access_list(&request.access_list)?,
         limits,
     })
@@ -1399,6 +1457,7 @@ fn call_response(outcome: verity_execution::CallOutcome) -> v1::CallResponse {
         reverted: outcome.reverted,
         access_list: Vec::new(),
         logs: Vec::new(),
+        refusal_code: outcome.refusal_code.unwrap_or(0),
     }
 }
 

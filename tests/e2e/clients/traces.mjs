@@ -267,6 +267,40 @@ try {
           },
         ],
       });
+      const errorOf = async (method, params) => {
+        try {
+          await client.request({ method, params });
+          return null;
+        } catch (e) {
+          return { code: e.cause?.code ?? e.code, message: e.cause?.message ?? e.details ?? e.message };
+        }
+      };
+      // With geth's validation: fees charged at a base fee that follows the parent's, nonces
+      // taken from the state.
+      const price = (await client.getGasPrice()) * 2n;
+      const validated = await client.simulateBlocks({
+        validation: true,
+        blocks: [
+          {
+            calls: [
+              { from: client.account.address, to: inner, abi: Inner.abi, functionName: 'poke', args: [8n], maxFeePerGas: price, maxPriorityFeePerGas: 1n },
+              { from: client.account.address, to: inner, abi: Inner.abi, functionName: 'stored', maxFeePerGas: price, maxPriorityFeePerGas: 1n },
+            ],
+          },
+        ],
+      });
+      const pokeData = encodeFunctionData({ abi: Inner.abi, functionName: 'poke', args: [8n] });
+      const validatedCall = (extra) => ({ from: client.account.address, to: inner, data: pokeData, ...extra });
+      into.simulate_validated = {
+        block: plain({ number: validated[0].number, baseFeePerGas: validated[0].baseFeePerGas, gasUsed: validated[0].gasUsed }),
+        latest_base_fee: plain((await client.getBlock()).baseFeePerGas),
+        calls: plain(validated[0].calls.map((c) => ({ status: c.status, result: c.result ?? null, gasUsed: c.gasUsed }))),
+        underpriced: await errorOf('eth_simulateV1', [{ blockStateCalls: [{ calls: [validatedCall({})] }], validation: true }, 'latest']),
+        nonce_low: await errorOf('eth_simulateV1', [{ blockStateCalls: [{ calls: [validatedCall({ nonce: '0x0', maxFeePerGas: '0x' + price.toString(16) })] }], validation: true }, 'latest']),
+        poor: await errorOf('eth_simulateV1', [{ blockStateCalls: [{ calls: [validatedCall({ from: '0x' + '01'.repeat(20), maxFeePerGas: '0x' + price.toString(16) })] }], validation: true }, 'latest']),
+        block_gas: await errorOf('eth_simulateV1', [{ blockStateCalls: [{ calls: [validatedCall({ gas: '0x' + (10n ** 12n).toString(16) })] }] }, 'latest']),
+        unvalidated_underpriced: plain((await client.request({ method: 'eth_simulateV1', params: [{ blockStateCalls: [{ calls: [validatedCall({})] }] }, 'latest'] }))[0].calls[0].status),
+      };
       into.simulate = {
         calls: plain(simulatedCalls.results.map((r) => ({ status: r.status, result: r.result, logs: r.logs?.length, gasUsed: r.gasUsed, error: r.error?.shortMessage ?? null }))),
         blocks: plain(simulatedBlocks.map((b) => ({
@@ -279,14 +313,6 @@ try {
         }))),
         base: plain((await client.getBlock()).number),
       };
-      const errorOf = async (method, params) => {
-        try {
-          await client.request({ method, params });
-          return null;
-        } catch (e) {
-          return { code: e.cause?.code ?? e.code, message: e.cause?.message ?? e.details ?? e.message };
-        }
-      };
       into.errors = {
         unknown_tx: await errorOf('debug_traceTransaction', ['0x' + 'ab'.repeat(32), {}]),
         js_tracer: await errorOf('debug_traceTransaction', [into.tx.caught.hash, { tracer: '{ result: function() { return 1; } }' }]),
@@ -296,7 +322,6 @@ try {
         poor_call: await errorOf('debug_traceCall', [{ from: '0x' + '01'.repeat(20), to: outer, value: '0xde0b6b3a7640000' }, 'latest', {}]),
         tx_index: await errorOf('debug_traceCall', [callRequest, 'latest', { txIndex: '0x0' }]),
         call_many_empty: await errorOf('eth_callMany', [[], {}]),
-        simulate_validation: await errorOf('eth_simulateV1', [{ blockStateCalls: [{ calls: [] }], validation: true }, 'latest']),
         simulate_order: await errorOf('eth_simulateV1', [{ blockStateCalls: [{ blockOverrides: { number: '0x1' }, calls: [] }] }, 'latest']),
         call_many_index_latest: await errorOf('eth_callMany', [[{ transactions: [outerCall('calls')] }], { blockNumber: 'latest', transactionIndex: 0 }]),
       };

@@ -576,6 +576,46 @@ async fn traces_of_a_nested_revert_match_geths_semantics() {
     assert_eq!(blocks[0]["calls"][0]["result"], "14", "{sim}");
     assert_eq!(blocks[1]["calls"][0]["result"], "99", "{sim}");
 
+    // eth_simulateV1 with geth's validation: the priced calls run (the read sees the poke) in a
+    // block whose base fee follows the chain's; an unpriced call, a used nonce, a sender without
+    // funds fail the request with geth's codes, and a call asking more gas than a block holds
+    // does so in either mode; without validation the unpriced call runs.
+    let validated = &verity["simulate_validated"];
+    assert_eq!(
+        validated["calls"][0]["status"], "success",
+        "{validated}\nanvil: {}",
+        anvil["simulate_validated"]
+    );
+    assert_eq!(validated["calls"][1]["result"], "8", "{validated}");
+    let base_fee: u128 = validated["block"]["baseFeePerGas"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(base_fee > 0, "{validated}");
+    for (case, code, text) in [
+        (
+            "underpriced",
+            -32602,
+            "max fee per gas less than block base fee",
+        ),
+        ("nonce_low", -38010, "nonce too low"),
+        ("poor", -38014, "insufficient funds for gas * price + value"),
+        ("block_gas", -38015, "block gas limit reached"),
+    ] {
+        assert_eq!(validated[case]["code"], code, "{case}: {validated}");
+        assert!(
+            validated[case]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(text)),
+            "{case}: {validated}"
+        );
+    }
+    assert_eq!(
+        validated["unvalidated_underpriced"], "0x1",
+        "{validated}"
+    );
+
     // Errors, geth's codes and texts.
     let errors = &verity["errors"];
     let message = |name: &str| errors[name]["message"].as_str().unwrap().to_string();
@@ -613,7 +653,8 @@ async fn traces_of_a_nested_revert_match_geths_semantics() {
 /// deploy and send, receipt, call, storage, `access-list` (and a send that computes its list
 /// through it, costing what the list promised), and `run`, which re-executes the transaction
 /// locally over the gateway's state at the parent block and must find the receipt's gas.
-/// `cast proof` needs `eth_getProof`, not built yet (docs/json-rpc.md): it fails with -32601.
+/// `cast proof` needs the proving path's witness replica (this devnet runs without it): it
+/// fails saying so (e2e `conformance` runs it with proving on).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cast_deploys_sends_reads_and_replays_against_the_gateway() {
     use verity_e2e::cast;
@@ -740,9 +781,12 @@ async fn cast_deploys_sends_reads_and_replays_against_the_gateway() {
     assert!(run.contains(&format!("Gas used: {gas_used}")), "{run}");
     assert!(run.contains("emit topic 0"), "{run}");
 
-    // cast proof: eth_getProof is not built yet.
+    // cast proof: no witness replica here, and the error says so.
     let proof = cast(&url, &["proof", &inner, "0"]).await.unwrap_err();
-    assert!(format!("{proof:#}").contains("-32601"), "{proof:#}");
+    assert!(
+        format!("{proof:#}").contains("needs a witness replica"),
+        "{proof:#}"
+    );
 }
 
 /// `cast` with `args` printing JSON (`--json`), parsed.
