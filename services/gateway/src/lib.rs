@@ -177,6 +177,8 @@ pub struct Backends {
     ingress: v1::ingress_client::IngressClient<Traced>,
     replica: v1::replica_client::ReplicaClient<Traced>,
     proofs: Option<v1::replica_client::ReplicaClient<Traced>>,
+    /// State roots of blocks, from the witness.
+    pub roots: Arc<proof::RootCache>,
     sequencer: SequencerEndpoint,
     /// The chain id (fixed by genesis).
     pub chain_id: u64,
@@ -253,6 +255,7 @@ impl Backends {
                         .map(v1::replica_client::ReplicaClient::new)
                 })
                 .transpose()?,
+            roots: Default::default(),
             sequencer: SequencerEndpoint::new(config, tls)?,
             chain_id,
             filters: Arc::new(

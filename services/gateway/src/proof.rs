@@ -83,6 +83,48 @@ pub async fn get_state_root(backends: &Backends, params: &[Value]) -> Result<Val
     }))
 }
 
+/// Roots the witness recorded, by block number, for block objects: a block's root never
+/// changes, so each is asked for once (the table is emptied when it fills).
+#[derive(Debug, Default)]
+pub struct RootCache(std::sync::Mutex<std::collections::HashMap<u64, (B256, B256)>>);
+
+/// Roots kept at most.
+const ROOT_CACHE: usize = 4096;
+
+/// The state root after `block` (number, hash) as the witness recorded it, when this gateway has
+/// a witness and the witness has it for that very block; otherwise `None` (block objects then
+/// carry no `verityStateRoot`).
+pub async fn recorded_root(backends: &Backends, number: u64, hash: B256) -> Option<B256> {
+    let mut prover = backends.proofs()?;
+    let cached = backends
+        .roots
+        .0
+        .lock()
+        .ok()
+        .and_then(|roots| roots.get(&number).copied());
+    if let Some((root, of)) = cached {
+        return (of == hash).then_some(root);
+    }
+    let answer = prover
+        .get_proof(v1::ProofRequest {
+            address: Vec::new(),
+            slots: Vec::new(),
+            block_number: number,
+        })
+        .await
+        .ok()?
+        .into_inner();
+    let of = B256::try_from(answer.block_hash.as_slice()).ok()?;
+    let root = B256::try_from(answer.state_root.as_slice()).ok()?;
+    if let Ok(mut roots) = backends.roots.0.lock() {
+        if roots.len() >= ROOT_CACHE {
+            roots.clear();
+        }
+        roots.insert(number, (root, of));
+    }
+    (of == hash).then_some(root)
+}
+
 /// `eth_getProof(address, storageKeys, block)`.
 pub async fn get_proof(backends: &Backends, params: &[Value]) -> Result<Value, RpcError> {
     let address: Address = param(params, 0)?;

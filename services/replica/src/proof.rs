@@ -40,17 +40,14 @@ pub struct ProofTree(Arc<Mutex<Option<(u64, StateTree)>>>);
 
 impl ProofTree {
     /// Answers a proof request at block `number` over `read`: the root after the block with its
-    /// attestations, and with `address` the proofs of it and its `slots`.
+    /// attestations, and the proofs of `address` and its `slots`.
     pub fn prove(
         &self,
         read: &ReadTx<'_>,
-        address: Option<Address>,
+        address: Address,
         slots: Vec<U256>,
         number: u64,
     ) -> Result<v1::ProofResponse, Status> {
-        if address.is_none() && !slots.is_empty() {
-            return Err(Status::invalid_argument("storage keys without an address"));
-        }
         if slots.len() > MAX_PROOF_SLOTS {
             return Err(Status::invalid_argument(format!(
                 "{} storage keys asked for; at most {MAX_PROOF_SLOTS} per request",
@@ -85,9 +82,6 @@ impl ProofTree {
             state_root: root.to_vec(),
             attestations: read.attestations(number).map_err(storage)?,
             ..Default::default()
-        };
-        let Some(address) = address else {
-            return Ok(response);
         };
         let account = state.account(address).map_err(storage)?;
         let account_proof = tree.prove(&account_key(address));
@@ -124,6 +118,40 @@ impl ProofTree {
         Ok(response)
     }
 }
+/// The root the witness recorded after block `number` and the attestations of that block, with
+/// no proofs (`verity_getStateRoot`, and the root the gateway adds to blocks).
+pub fn recorded_root(read: &ReadTx<'_>, number: u64) -> Result<v1::ProofResponse, Status> {
+    let block = read
+        .block_by_number(number)
+        .map_err(storage)?
+        .ok_or_else(|| Status::not_found(format!("block {number} is not sealed yet")))?;
+    let version = block.first_mini_block + block.mini_block_count;
+    let root = match read.tree_root(version).map_err(storage)? {
+        Some(root) => root,
+        None => {
+            let from = read.meta_u64(META_TREE_JOURNAL_FROM).map_err(storage)?;
+            return Err(match from {
+                None => Status::failed_precondition(
+                    "this replica keeps no state-tree journal: only a witness replica knows roots",
+                ),
+                Some(from) if version < from => Status::failed_precondition(format!(
+                    "the state-tree journal begins at mini-block {from}, after this block"
+                )),
+                Some(_) => Status::unavailable(format!(
+                    "the witness has not recorded the root after block {number} yet; retry shortly"
+                )),
+            });
+        }
+    };
+    Ok(v1::ProofResponse {
+        block_number: number,
+        block_hash: block.hash.to_vec(),
+        state_root: root.to_vec(),
+        attestations: read.attestations(number).map_err(storage)?,
+        ..Default::default()
+    })
+}
+
 /// Moves the kept tree to `version` (building it from `read`'s state at its head first when
 /// there is none), checks its root against the one recorded there, and returns it.
 fn tree_at<'a>(

@@ -534,6 +534,16 @@ impl v1::replica_server::Replica for QueryService {
             .map(|s| u256_from(s, "slot"))
             .collect::<Result<Vec<_>, _>>()?;
         let number = request.block_number;
+        let Some(address) = address else {
+            if !slots.is_empty() {
+                return Err(Status::invalid_argument("storage keys without an address"));
+            }
+            // The root alone is a lookup of what the witness recorded: no tree, no call slot.
+            return self
+                .with_read(move |read, _| crate::proof::recorded_root(read, number))
+                .await
+                .map(Response::new);
+        };
         // Moving the tree hashes: it takes a call slot like any other execution.
         let _turn = self.call_turn().await?;
         let proofs = self.proofs.clone();

@@ -304,6 +304,20 @@ async fn proofs_at_finalized_verify_and_tampered_ones_do_not(net: &TestNet, viem
     for field in ["stateRoot", "blockHash", "attestations"] {
         assert_eq!(root_only[field], answer[field], "{field}: {root_only}");
     }
+    // Where a client reads a block, the root is beside the header's (zero) stateRoot.
+    for method in ["eth_getBlockByNumber", "eth_getHeaderByNumber"] {
+        let params = if method == "eth_getBlockByNumber" {
+            json!([number, false])
+        } else {
+            json!([number])
+        };
+        let block = rpc.call(method, params).await.unwrap();
+        assert_eq!(
+            block["verityStateRoot"], answer["stateRoot"],
+            "{method}: {block}"
+        );
+        assert_eq!(block["hash"], answer["blockHash"], "{method}: {block}");
+    }
 
     let trust = vec![
         "--verifier".to_string(),

@@ -611,10 +611,7 @@ async fn traces_of_a_nested_revert_match_geths_semantics() {
             "{case}: {validated}"
         );
     }
-    assert_eq!(
-        validated["unvalidated_underpriced"], "0x1",
-        "{validated}"
-    );
+    assert_eq!(validated["unvalidated_underpriced"], "0x1", "{validated}");
 
     // Errors, geth's codes and texts.
     let errors = &verity["errors"];
