@@ -12,8 +12,21 @@ use alloy_signer_local::{MnemonicBuilder, coins_bip39::English};
 /// The standard test mnemonic that Hardhat, Anvil and Foundry derive their dev accounts from.
 pub const DEV_MNEMONIC: &str = "test test test test test test test test test test test junk";
 
-/// Gas limit used when the genesis file gives none.
+/// Gas limit used when the genesis file gives none (Ethereum's; a genesis written by this
+/// release names its own, [`REALTIME_GAS_LIMIT`] unless told otherwise).
 pub const DEFAULT_GAS_LIMIT: u64 = 30_000_000;
+
+/// Most gas one transaction may ask for (EIP-7825's cap, 2^24): with blocks of a billion gas,
+/// what bounds the work, the logs (~2 MiB) and the writes one transaction can put in one
+/// mini-block, which no bound can split. Ingress refuses more with geth's text.
+pub const MAX_TX_GAS: u64 = 1 << 24;
+
+/// Block gas limit of a new chain from `verity devnet` and `verity chain init` unless told
+/// otherwise: 1 Ggas per block, ~47,000 transfers per 1 s block, far above what one machine
+/// executes, so the limit never caps throughput (MegaETH's mainnet runs ~1.7 Ggas/s). The fee
+/// market's target is the limit over the elasticity (2), so it scales with it: the base fee
+/// rises only past 500 Mgas per block.
+pub const REALTIME_GAS_LIMIT: u64 = 1_000_000_000;
 
 /// Why a genesis file was refused.
 #[derive(Debug, thiserror::Error)]

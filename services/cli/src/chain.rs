@@ -36,8 +36,9 @@ struct InitArgs {
     /// Chain id.
     #[arg(long, default_value_t = 31337)]
     chain_id: u64,
-    /// Block gas limit.
-    #[arg(long, default_value_t = 30_000_000)]
+    /// Block gas limit (default 1 Ggas: it does not cap throughput; the fee market's target is
+    /// half of it).
+    #[arg(long, default_value_t = verity_primitives::chain_spec::REALTIME_GAS_LIMIT)]
     gas_limit: u64,
     /// Also write KZG parameters made here (INSECURE: their secret passed through this
     /// process; for a test cluster only; a real chain uses a public ceremony's).

@@ -83,6 +83,13 @@ pub fn validate(raw: &[u8], rules: &ChainRules) -> Result<Transaction, Rejection
     if envelope.gas_limit() > rules.block_gas_limit {
         return Err(Rejection::invalid("exceeds block gas limit"));
     }
+    let cap = verity_primitives::chain_spec::MAX_TX_GAS;
+    if envelope.gas_limit() > cap {
+        return Err(Rejection::invalid(format!(
+            "transaction gas limit too high (cap: {cap}, tx: {})",
+            envelope.gas_limit()
+        )));
+    }
     if let Some(tip) = envelope.max_priority_fee_per_gas()
         && tip > envelope.max_fee_per_gas()
     {

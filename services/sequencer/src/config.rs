@@ -44,8 +44,10 @@ pub struct Config {
     /// sequential one); 1 executes sequentially.
     #[arg(long, env = "VERITY_EXECUTION_THREADS")]
     pub execution_threads: Option<usize>,
-    /// Most transactions one sender may have waiting.
-    #[arg(long, env = "VERITY_MEMPOOL_PER_SENDER", default_value_t = 500)]
+    /// Most transactions one sender may have waiting (contiguous nonces are refused only past
+    /// it, with "account limit exceeded"), and how far ahead of the sender's pending nonce a
+    /// transaction may wait behind a gap (one sent in parallel with others arrives early).
+    #[arg(long, env = "VERITY_MEMPOOL_PER_SENDER", default_value_t = crate::mempool::DEFAULT_PER_SENDER)]
     pub mempool_per_sender: usize,
     /// Most transactions waiting in the mempool; when full, a transaction that pays a higher tip
     /// than the cheapest one waiting evicts its sender's last transaction.

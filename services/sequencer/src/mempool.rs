@@ -17,9 +17,12 @@ use verity_primitives::Transaction;
 /// Limits of the mempool.
 #[derive(Debug, Clone, Copy)]
 pub struct MempoolLimits {
-    /// Most transactions one sender may have waiting.
+    /// Most transactions one sender may have waiting: a sender sending contiguous nonces faster
+    /// than they are included is refused only past this ("account limit exceeded").
     pub per_sender: usize,
-    /// How far ahead of the state nonce a transaction may be queued.
+    /// How far ahead of the sender's pending nonce (its state nonce and the contiguous run
+    /// waiting after it) a transaction may be queued behind a gap: transactions a sender sends
+    /// in parallel arrive out of order, and wait until the gap before them fills.
     pub max_nonce_gap: u64,
     /// Most transactions in total.
     pub total: usize,
@@ -40,8 +43,8 @@ pub struct MempoolLimits {
 impl Default for MempoolLimits {
     fn default() -> Self {
         Self {
-            per_sender: 500,
-            max_nonce_gap: 64,
+            per_sender: DEFAULT_PER_SENDER,
+            max_nonce_gap: DEFAULT_PER_SENDER as u64,
             total: 100_000,
             total_bytes: 256 * 1024 * 1024,
             max_delay: None,
@@ -49,6 +52,10 @@ impl Default for MempoolLimits {
         }
     }
 }
+
+/// Transactions one sender may have waiting unless configured otherwise (`--mempool-per-sender`):
+/// a bot or market maker sending a few seconds of contiguous transactions ahead of inclusion.
+pub const DEFAULT_PER_SENDER: usize = 4096;
 
 /// Why a transaction was not admitted. The texts are geth's, so client libraries recognise them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,8 +73,8 @@ pub enum Admission {
         /// The account's nonce.
         state: u64,
     },
-    /// The nonce is too far ahead of the account's.
-    #[error("nonce too high: address {sender}, tx: {tx} state: {state}")]
+    /// The nonce leaves a gap after the sender's pending nonce wider than the pool queues.
+    #[error("nonce too high: address {sender}, tx: {tx} state: {state} (pending: {pending})")]
     NonceTooHigh {
         /// Sender.
         sender: Address,
@@ -75,6 +82,20 @@ pub enum Admission {
         tx: u64,
         /// The account's nonce.
         state: u64,
+        /// The account's nonce after the transactions waiting without a gap.
+        pending: u64,
+    },
+    /// The sender already has as many transactions waiting as one sender may.
+    #[error(
+        "account limit exceeded: address {sender} has {pooled} transactions waiting, at most {limit}"
+    )]
+    AccountLimit {
+        /// Sender.
+        sender: Address,
+        /// Its transactions waiting.
+        pooled: usize,
+        /// The bound.
+        limit: usize,
     },
     /// A transaction with this nonce is waiting and the new one does not pay 10% more.
     #[error("replacement transaction underpriced")]
@@ -313,11 +334,18 @@ impl Mempool {
                 state: state_nonce,
             });
         }
-        if nonce > state_nonce + self.limits.max_nonce_gap {
+        // The gap is counted from the pending nonce: a sender's contiguous transactions are
+        // never refused as "too high", however many wait (only `per_sender` bounds them).
+        let pending = match self.senders.get(&sender) {
+            Some(queue) if queue.state_nonce == state_nonce => state_nonce + queue.run as u64,
+            _ => self.pending_nonce(sender, state_nonce),
+        };
+        if nonce > pending.saturating_add(self.limits.max_nonce_gap) {
             return Err(Admission::NonceTooHigh {
                 sender,
                 tx: nonce,
                 state: state_nonce,
+                pending,
             });
         }
         let want = max_cost(&tx);
@@ -346,10 +374,15 @@ impl Mempool {
             return Ok(());
         }
         if queue.by_nonce.len() >= self.limits.per_sender {
-            if queue.by_nonce.is_empty() {
+            let pooled = queue.by_nonce.len();
+            if pooled == 0 {
                 self.drop_sender(sender);
             }
-            return Err(Admission::PoolFull);
+            return Err(Admission::AccountLimit {
+                sender,
+                pooled,
+                limit: self.limits.per_sender,
+            });
         }
         let fresh_sender = queue.by_nonce.is_empty();
         if let Err(refused) = self.check_capacity() {
@@ -614,6 +647,47 @@ mod tests {
         let taken = pool.take_ready(10, u64::MAX, usize::MAX, |_| 2);
         assert_eq!(taken.iter().map(|t| t.nonce()).collect::<Vec<_>>(), [2, 3]);
         assert!(pool.is_empty());
+    }
+
+    /// A sender sending contiguous nonces far ahead of inclusion is admitted up to the
+    /// per-sender bound (refused past it with geth's "account limit exceeded"); the nonce gap is
+    /// counted from its pending nonce, so only a real gap is "nonce too high".
+    #[test]
+    fn contiguous_nonces_are_bounded_by_the_sender_limit_and_gaps_by_the_pending_nonce() {
+        let alice = PrivateKeySigner::random();
+        let limits = MempoolLimits {
+            per_sender: 300,
+            max_nonce_gap: 64,
+            ..MempoolLimits::default()
+        };
+        let mut pool = Mempool::new(limits);
+        for nonce in 7..307 {
+            pool.insert(tx(&alice, nonce, 100), 7, RICH)
+                .unwrap_or_else(|e| panic!("nonce {nonce}: {e}"));
+        }
+        assert_eq!(pool.pending_nonce(alice.address(), 7), 307);
+        let full = pool
+            .insert(tx(&alice, 307, 100), 7, RICH)
+            .expect_err("full");
+        assert!(
+            full.to_string().starts_with("account limit exceeded"),
+            "{full}"
+        );
+        // All of them are ready, in one run.
+        let taken = pool.take_ready(10_000, u64::MAX, usize::MAX, |_| 7);
+        assert_eq!(taken.len(), 300);
+        let mut pool = Mempool::new(limits);
+        for nonce in 0..200 {
+            pool.insert(tx(&alice, nonce, 100), 0, RICH)
+                .expect("contiguous");
+        }
+        pool.insert(tx(&alice, 200 + 64, 100), 0, RICH)
+            .expect("a gap of 64 after the pending nonce");
+        let high = pool
+            .insert(tx(&alice, 200 + 65, 100), 0, RICH)
+            .expect_err("a gap of 65");
+        assert!(high.to_string().starts_with("nonce too high"), "{high}");
+        assert!(high.to_string().contains("pending: 200"), "{high}");
     }
 
     #[test]

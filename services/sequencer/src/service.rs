@@ -41,7 +41,9 @@ impl SequencerService {
 pub fn admission_rejection(error: &Admission) -> TxRejection {
     match error {
         Admission::AlreadyKnown => TxRejection::AlreadyKnown,
-        Admission::PoolFull | Admission::AtCapacity { .. } => TxRejection::PoolFull,
+        Admission::PoolFull | Admission::AtCapacity { .. } | Admission::AccountLimit { .. } => {
+            TxRejection::PoolFull
+        }
         Admission::Underpriced => TxRejection::Underpriced,
         Admission::NonceTooLow { .. } => TxRejection::NonceTooLow,
         Admission::NonceTooHigh { .. } => TxRejection::NonceTooHigh,

@@ -83,6 +83,7 @@ def main():
         ).raw_transaction.to_0x_hex()
     ).get("error")
     out["over_block_gas_limit"] = send(raw(nonce=out["nonce_after"], gas=10**9)).get("error")
+    out["over_tx_gas_cap"] = send(raw(nonce=out["nonce_after"], gas=20_000_000)).get("error")
     out["wrong_chain"] = send(raw(nonce=out["nonce_after"], chainId=chain_id + 1)).get("error")
 
     # Reverts: code 3, the revert data, the reason in the message; web3.py decodes the reason.

@@ -197,11 +197,13 @@ impl Node {
         let (head, head_rx) = watch::channel(head_of(&cursor, &spec));
         let limits = MempoolLimits {
             per_sender: config.mempool_per_sender,
+            // Transactions sent in parallel arrive out of order: one may run ahead of the
+            // pending nonce by as many as a sender may have waiting.
+            max_nonce_gap: config.mempool_per_sender as u64,
             total: config.mempool_max_txs,
             total_bytes: config.mempool_max_bytes,
             max_delay: config.max_queue_delay(),
             shed_floor: config.max_mini_block_txs,
-            ..MempoolLimits::default()
         };
         let shared = Arc::new(SharedState::new(db.clone(), spec.clone(), limits, head_rx));
         shared.set_active(false);

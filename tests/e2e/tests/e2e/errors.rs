@@ -27,6 +27,11 @@ async fn errors_are_geths_codes_and_texts() {
             "max fee per gas less than block base fee",
         ),
         ("over_block_gas_limit", -32000, "exceeds block gas limit"),
+        (
+            "over_tx_gas_cap",
+            -32000,
+            "transaction gas limit too high (cap: 16777216, tx: 20000000)",
+        ),
         ("wrong_chain", -32000, "invalid chain id for signer"),
         ("call_revert", 3, "execution reverted: nope"),
         ("estimate_revert", 3, "execution reverted: nope"),

@@ -97,3 +97,25 @@ async fn web3py_transfer_gets_a_receipt_and_bad_input_gets_clear_errors() {
     assert!(height >= receipt["blockNumber"].as_u64().unwrap());
     net.stop().await.unwrap();
 }
+
+/// A sender sending fast is never refused for it: 2,000 contiguous transfers from one account,
+/// signed ahead by viem and sent at once in JSON-RPC batches, are every one admitted and
+/// included (on a chain with the realtime default gas limit). Before the nonce gap was counted
+/// from the sender's pending nonce, the 65th waiting transaction was "nonce too high".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sender_sending_two_thousand_contiguous_transactions_gets_every_one_in() {
+    let net = TestNet::start(|o| {
+        o.gas_limit = verity_primitives::chain_spec::REALTIME_GAS_LIMIT;
+    })
+    .await
+    .unwrap();
+    let out = net
+        .node("fast_sender.mjs", &[&net.devnet.rpc_url(), "4", "2000"])
+        .await;
+    assert_eq!(out["refused"], json!(0), "{out}");
+    assert_eq!(out["accepted"], json!(2000), "{out}");
+    assert_eq!(out["last"]["status"], json!("success"), "{out}");
+    let (start, end) = (out["start"].as_u64().unwrap(), out["end"].as_u64().unwrap());
+    assert_eq!(end, start + 2000, "{out}");
+    net.stop().await.unwrap();
+}
