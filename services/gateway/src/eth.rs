@@ -1024,14 +1024,20 @@ async fn block_with_transactions(
 /// geth's `eth_getHeaderBy*`: the block's header fields alone (`null` when there is no block).
 async fn get_header(backends: &Backends, id: BlockId) -> Result<Value, RpcError> {
     match sealed_block(backends, id).await? {
-        Some(block) => with_state_root(backends, to_value(rpc_header(&block))?).await,
+        Some(block) => {
+            let value = to_value(rpc_header(&block))?;
+            with_state_root(backends, value, block.number(), block.hash).await
+        }
         None => Ok(Value::Null),
     }
 }
 
 async fn get_block(backends: &Backends, id: BlockId, full: bool) -> Result<Value, RpcError> {
     match rpc_block(backends, id, full).await? {
-        Some(block) => with_state_root(backends, to_value(block)?).await,
+        Some(block) => {
+            let (number, hash) = (block.header.number, block.header.hash);
+            with_state_root(backends, to_value(block)?, number, hash).await
+        }
         None => Ok(Value::Null),
     }
 }
@@ -1039,14 +1045,13 @@ async fn get_block(backends: &Backends, id: BlockId, full: bool) -> Result<Value
 /// A block or header object with `verityStateRoot`, the state tree's root after it, when the
 /// gateway's witness has recorded it (the header's own `stateRoot` is zero: docs/json-rpc.md,
 /// "Proofs of state").
-async fn with_state_root(backends: &Backends, mut value: Value) -> Result<Value, RpcError> {
-    let number = value["number"]
-        .as_str()
-        .and_then(|n| u64::from_str_radix(n.trim_start_matches("0x"), 16).ok());
-    let hash = value["hash"].as_str().and_then(|h| h.parse::<B256>().ok());
-    if let (Some(number), Some(hash)) = (number, hash)
-        && let Some(root) = crate::proof::recorded_root(backends, number, hash).await
-    {
+async fn with_state_root(
+    backends: &Backends,
+    mut value: Value,
+    number: u64,
+    hash: B256,
+) -> Result<Value, RpcError> {
+    if let Some(root) = crate::proof::recorded_root(backends, number, hash).await {
         value["verityStateRoot"] = to_value(root)?;
     }
     Ok(value)

@@ -29,7 +29,7 @@ async fn witness_answer(
     address: Option<Address>,
     keys: &[U256],
     block: Option<BlockId>,
-) -> Result<(v1::ProofResponse, B256), RpcError> {
+) -> Result<(v1::ProofResponse, B256, B256), RpcError> {
     let Some(mut prover) = backends.proofs() else {
         return Err(RpcError::new(
             SERVER_ERROR,
@@ -59,7 +59,7 @@ async fn witness_answer(
         )));
     }
     let root = b256_from(&answer.state_root, "state_root").map_err(RpcError::internal)?;
-    Ok((answer, root))
+    Ok((answer, block_hash, root))
 }
 
 fn attestations(answer: &v1::ProofResponse) -> Vec<String> {
@@ -74,10 +74,10 @@ fn attestations(answer: &v1::ProofResponse) -> Vec<String> {
 /// attestations of it.
 pub async fn get_state_root(backends: &Backends, params: &[Value]) -> Result<Value, RpcError> {
     let block: Option<BlockId> = optional_param(params, 0)?;
-    let (answer, root) = witness_answer(backends, None, &[], block).await?;
+    let (answer, block_hash, root) = witness_answer(backends, None, &[], block).await?;
     Ok(json!({
         "blockNumber": U256::from(answer.block_number),
-        "blockHash": B256::from_slice(&answer.block_hash),
+        "blockHash": block_hash,
         "stateRoot": root,
         "attestations": attestations(&answer),
     }))
@@ -130,8 +130,7 @@ pub async fn get_proof(backends: &Backends, params: &[Value]) -> Result<Value, R
     let address: Address = param(params, 0)?;
     let keys: Vec<U256> = param(params, 1)?;
     let block: Option<BlockId> = optional_param(params, 2)?;
-    let (answer, root) = witness_answer(backends, Some(address), &keys, block).await?;
-    let block_hash = B256::from_slice(&answer.block_hash);
+    let (answer, block_hash, root) = witness_answer(backends, Some(address), &keys, block).await?;
     let wire = |e: verity_proto::ConversionError| RpcError::internal(e);
     let storage = answer
         .storage

@@ -54,10 +54,7 @@ impl ProofTree {
                 slots.len()
             )));
         }
-        let block = read
-            .block_by_number(number)
-            .map_err(storage)?
-            .ok_or_else(|| Status::not_found(format!("block {number} is not sealed yet")))?;
+        let (block, version) = sealed(read, number)?;
         if read
             .history_from()
             .map_err(storage)?
@@ -67,7 +64,6 @@ impl ProofTree {
                 "the state of block {number} is not available: this replica keeps no state history that far back"
             )));
         }
-        let version = block.first_mini_block + block.mini_block_count;
         let mut guard = self
             .0
             .lock()
@@ -118,30 +114,44 @@ impl ProofTree {
         Ok(response)
     }
 }
-/// The root the witness recorded after block `number` and the attestations of that block, with
-/// no proofs (`verity_getStateRoot`, and the root the gateway adds to blocks).
-pub fn recorded_root(read: &ReadTx<'_>, number: u64) -> Result<v1::ProofResponse, Status> {
+/// Sealed block `number` and its tree version (the mini-blocks up to its end).
+fn sealed(read: &ReadTx<'_>, number: u64) -> Result<(verity_primitives::Block, u64), Status> {
     let block = read
         .block_by_number(number)
         .map_err(storage)?
         .ok_or_else(|| Status::not_found(format!("block {number} is not sealed yet")))?;
     let version = block.first_mini_block + block.mini_block_count;
-    let root = match read.tree_root(version).map_err(storage)? {
-        Some(root) => root,
-        None => {
-            let from = read.meta_u64(META_TREE_JOURNAL_FROM).map_err(storage)?;
-            return Err(match from {
-                None => Status::failed_precondition(
-                    "this replica keeps no state-tree journal: only a witness replica knows roots",
-                ),
-                Some(from) if version < from => Status::failed_precondition(format!(
-                    "the state-tree journal begins at mini-block {from}, after this block"
-                )),
-                Some(_) => Status::unavailable(format!(
-                    "the witness has not recorded the root after block {number} yet; retry shortly"
-                )),
-            });
-        }
+    Ok((block, version))
+}
+
+/// The first version the state-tree journal reaches back to; an error on a replica that keeps
+/// none (only a witness does).
+fn journal_from(read: &ReadTx<'_>) -> Result<u64, Status> {
+    read.meta_u64(META_TREE_JOURNAL_FROM)
+        .map_err(storage)?
+        .ok_or_else(|| {
+            Status::failed_precondition(
+                "this replica keeps no state-tree journal: only a witness replica serves proofs \
+                 and roots (point the gateway's --proof-replica-url at one)",
+            )
+        })
+}
+
+/// The root the witness recorded after block `number` and the attestations of that block, with
+/// no proofs (`verity_getStateRoot`, and the root the gateway adds to blocks).
+pub fn recorded_root(read: &ReadTx<'_>, number: u64) -> Result<v1::ProofResponse, Status> {
+    let (block, version) = sealed(read, number)?;
+    let Some(root) = read.tree_root(version).map_err(storage)? else {
+        let from = journal_from(read)?;
+        return Err(if version < from {
+            Status::failed_precondition(format!(
+                "the state-tree journal begins at mini-block {from}, after this block"
+            ))
+        } else {
+            Status::unavailable(format!(
+                "the witness has not recorded the root after block {number} yet; retry shortly"
+            ))
+        });
     };
     Ok(v1::ProofResponse {
         block_number: number,
@@ -159,15 +169,7 @@ fn tree_at<'a>(
     read: &ReadTx<'_>,
     version: u64,
 ) -> Result<&'a StateTree, Status> {
-    let from = read
-        .meta_u64(META_TREE_JOURNAL_FROM)
-        .map_err(storage)?
-        .ok_or_else(|| {
-            Status::failed_precondition(
-                "this replica keeps no state-tree journal: only a witness replica serves proofs \
-                 (point the gateway's --proof-replica-url at one)",
-            )
-        })?;
+    let from = journal_from(read)?;
     let head = read
         .meta_u64(meta::NEXT_MINI_BLOCK)
         .map_err(storage)?
