@@ -76,7 +76,8 @@ e2e: bootstrap bins
 ## what authenticated NATS and mutual TLS cost (the same runs without them; its section too),
 ## aggregating chunk proofs (axiom's snark-verifier-sdk: ~11 minutes and ~11 GiB for two
 ## segments), a light verifier beside the full one, and `safe` under a steady 5 transfers/s
-## for 10 minutes with one prover (issue 23).
+## for 10 minutes with one prover (issue 23), and the same batched load against anvil (npm
+## @foundry-rs/anvil) and the release devnet in one run, their ratio in its section (issue 26).
 bench: bootstrap
 	$(CARGO) bench -p verity-execution --bench execution
 	$(CARGO) bench -p verity-ingress --bench recover
@@ -93,6 +94,7 @@ bench: bootstrap
 	$(CARGO) bench -p verity-e2e --bench takeover
 	$(CARGO) bench -p verity-e2e --bench safe_lag
 	$(CARGO) bench -p verity-e2e --bench security
+	$(CARGO) bench -p verity-e2e --bench versus
 
 ## fuzz: every cargo-fuzz target (fuzz/fuzz_targets: raw transactions, chain events, every
 ## protobuf message a node converts, JSON-RPC bodies) for FUZZ_SECONDS each (default 60), on the

@@ -14,6 +14,11 @@
 //!    In the open loop an account has one transaction in flight at a time, and one refused
 //!    with "txpool is full" (a sequencer shedding load) is sent again at its account's next
 //!    turn, as a wallet would; refusals and their latency are reported apart.
+//!    Or batched (`--batch N`): the transactions go out as JSON-RPC batches of N
+//!    `eth_sendRawTransaction` calls as fast as the node answers, and the run ends when every
+//!    sender's nonce shows its last one included; standard methods only, setup included (it
+//!    falls back to `eth_sendRawTransaction` and receipt polling on a node without the realtime
+//!    methods), so the same load measures anvil or geth too.
 //!    A progress line is printed every second.
 //! 4. **Report**: transactions/s and gas/s from the receipts, latency percentiles, errors by
 //!    message, and the per-stage breakdown ([`crate::stages`]: every service's histograms
@@ -62,9 +67,19 @@ pub struct BenchArgs {
     /// Closed loop with this many clients instead of an open loop (`--count` transactions).
     #[arg(long)]
     pub closed_loop: Option<usize>,
-    /// Closed loop: transactions in all.
+    /// Closed loop and `--batch`: transactions in all.
     #[arg(long, default_value_t = 10_000)]
     pub count: usize,
+    /// Batched instead of open or closed loop: the `--count` transactions go out as JSON-RPC
+    /// batches of this many `eth_sendRawTransaction` calls, as fast as the node answers
+    /// (`--batches-in-flight` at a time), and the run ends when every sender's nonce has
+    /// reached its last transaction. Standard methods only, so any Ethereum node can be
+    /// measured with the same load (anvil: give `--funder-key` one of its accounts).
+    #[arg(long, value_name = "CALLS")]
+    pub batch: Option<usize>,
+    /// `--batch`: batches sent at once.
+    #[arg(long, default_value_t = 4)]
+    pub batches_in_flight: usize,
     /// Most requests in flight (the connection pool grows to it).
     #[arg(long, default_value_t = 1024)]
     pub max_in_flight: usize,
@@ -97,6 +112,9 @@ pub struct Report {
     pub receipts: u64,
     /// Seconds from the first send to the last receipt.
     pub seconds: f64,
+    /// `--batch`: seconds from the first send until every batch was answered (the node's
+    /// intake), before the last transaction was included.
+    pub intake_seconds: Option<f64>,
     /// Receipts per second.
     pub tps: f64,
     /// Gas of the receipts per second.
@@ -161,6 +179,43 @@ impl Rpc {
             .ok_or_else(|| anyhow!("no result in {value}"))
     }
 
+    /// One JSON-RPC batch: `calls` as (method, params); each answer in order, `Err(message)`
+    /// for a call the node refused.
+    async fn batch(&self, calls: &[(&str, Value)]) -> anyhow::Result<Vec<Result<Value, String>>> {
+        let body: Vec<Value> = calls
+            .iter()
+            .enumerate()
+            .map(|(id, (method, params))| {
+                json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+            })
+            .collect();
+        let request = hyper::Request::post(self.url.clone())
+            .header("content-type", "application/json")
+            .body(Full::new(bytes::Bytes::from(serde_json::to_vec(&body)?)))?;
+        let response = self.client.request(request).await?;
+        let bytes = response.into_body().collect().await?.to_bytes();
+        let value: Value = serde_json::from_slice(&bytes)
+            .with_context(|| format!("not JSON: {}", String::from_utf8_lossy(&bytes)))?;
+        let Value::Array(answers) = value else {
+            bail!("the batch was answered with {value}");
+        };
+        let mut out: Vec<Result<Value, String>> =
+            vec![Err("no answer in the batch".to_owned()); calls.len()];
+        for answer in answers {
+            let Some(slot) = answer["id"]
+                .as_u64()
+                .and_then(|id| out.get_mut(usize::try_from(id).ok()?))
+            else {
+                continue;
+            };
+            *slot = match answer.get("error") {
+                Some(error) => Err(error["message"].as_str().unwrap_or("error").to_owned()),
+                None => Ok(answer.get("result").cloned().unwrap_or(Value::Null)),
+            };
+        }
+        Ok(out)
+    }
+
     pub(crate) async fn ok(&self, method: &str, params: Value) -> anyhow::Result<Value> {
         self.call(method, params)
             .await?
@@ -192,7 +247,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     if args.accounts == 0 {
         bail!("invalid --accounts 0: must be at least 1");
     }
-    if args.closed_loop.is_none() && (args.rate == 0 || args.duration == 0) {
+    if args.batch == Some(0) || args.batches_in_flight == 0 {
+        bail!("--batch and --batches-in-flight must be at least 1");
+    }
+    if args.closed_loop.is_none() && args.batch.is_none() && (args.rate == 0 || args.duration == 0)
+    {
         bail!("--rate and --duration must be at least 1");
     }
     let rpc = Rpc::new(&args.rpc_url)?;
@@ -230,9 +289,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         targets.counter
     ));
 
-    let total = match args.closed_loop {
-        Some(_) => args.count,
-        None => usize::try_from(args.rate * args.duration)?,
+    let total = match (args.closed_loop, args.batch) {
+        (Some(_), _) | (None, Some(_)) => args.count,
+        (None, None) => usize::try_from(args.rate * args.duration)?,
     };
     progress(&format!("reading {} nonces", accounts.len()));
     let nonces = account_nonces(&rpc, &accounts).await?;
@@ -258,7 +317,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     )?;
     let before = endpoints.scrape().await;
     let own_before = verity_telemetry::process_cpu_seconds();
-    let mut report = send(&rpc, signed, &args).await;
+    let mut report = match args.batch {
+        Some(size) => batched(&rpc, &accounts, &nonces, signed, size, &args).await?,
+        None => send(&rpc, signed, &args).await,
+    };
     let own_after = verity_telemetry::process_cpu_seconds();
     if !endpoints.is_empty() {
         // The last mini-blocks reach the replica and the gateway just after the last receipt.
@@ -325,6 +387,23 @@ struct Setup {
     funder: PrivateKeySigner,
     nonce: u64,
     params: TxParams,
+    /// Cleared once the node answered that it has no `realtime_sendRawTransaction` (anvil,
+    /// geth): the setup then sends with `eth_sendRawTransaction` and polls for the receipt.
+    realtime: std::sync::atomic::AtomicBool,
+}
+
+/// Whether a JSON-RPC error message says the method does not exist.
+fn no_such_method(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    message.contains("method")
+        && [
+            "not found",
+            "does not exist",
+            "not available",
+            "unsupported",
+        ]
+        .iter()
+        .any(|m| message.contains(m))
 }
 
 /// How far ahead of the account's nonce the mempool queues transactions.
@@ -346,6 +425,7 @@ impl Setup {
             funder,
             nonce,
             params,
+            realtime: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -374,22 +454,46 @@ impl Setup {
     async fn send_one(&self, raw: String) -> anyhow::Result<Value> {
         let deadline = Instant::now() + Duration::from_secs(60);
         let receipt = loop {
-            match self
-                .rpc
-                .call("realtime_sendRawTransaction", json!([raw]))
-                .await?
-            {
+            let method = if self.realtime.load(Ordering::Relaxed) {
+                "realtime_sendRawTransaction"
+            } else {
+                "eth_sendRawTransaction"
+            };
+            match self.rpc.call(method, json!([raw])).await? {
+                Ok(hash) if method == "eth_sendRawTransaction" => {
+                    break self.wait_receipt(&hash, deadline).await?;
+                }
                 Ok(receipt) => break receipt,
                 Err(message) if message.starts_with(POOL_FULL) && Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                Err(message) => bail!("realtime_sendRawTransaction: {message}"),
+                Err(message) if method.starts_with("realtime") && no_such_method(&message) => {
+                    self.realtime.store(false, Ordering::Relaxed);
+                }
+                Err(message) => bail!("{method}: {message}"),
             }
         };
         if receipt["status"] != json!("0x1") {
             bail!("setup transaction failed: {receipt}");
         }
         Ok(receipt)
+    }
+
+    /// Polls for the receipt of `hash` until `deadline`.
+    async fn wait_receipt(&self, hash: &Value, deadline: Instant) -> anyhow::Result<Value> {
+        loop {
+            let receipt = self
+                .rpc
+                .ok("eth_getTransactionReceipt", json!([hash]))
+                .await?;
+            if !receipt.is_null() {
+                return Ok(receipt);
+            }
+            if Instant::now() >= deadline {
+                bail!("no receipt for {hash} within a minute");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Sends `raws` in windows of [`WINDOW`], each window as one batch, waiting for every
@@ -620,6 +724,238 @@ async fn open_loop(
     }
 }
 
+/// How often `--batch` reads the senders' nonces while it waits for inclusion.
+const INCLUSION_POLL: Duration = Duration::from_millis(20);
+/// Most calls in one batch of nonce reads.
+const NONCE_READS_PER_BATCH: usize = 200;
+
+/// `--batch`: sends `signed` as JSON-RPC batches of `size` `eth_sendRawTransaction` calls,
+/// `--batches-in-flight` at a time (in nonce order: batch k holds each sender's k-th round),
+/// then reads every sender's nonce until each has passed its last transaction. Latency is per
+/// transaction from its batch's send to the first nonce read that shows it included, so it is
+/// as coarse as the polling ([`INCLUSION_POLL`] plus a read of every sender).
+async fn batched(
+    rpc: &Rpc,
+    accounts: &Accounts,
+    first_nonces: &[u64],
+    signed: Vec<Signed>,
+    size: usize,
+    args: &BenchArgs,
+) -> anyhow::Result<Report> {
+    let tally = Arc::new(Tally::default());
+    // Receipts are not read, so gas is known only for plain transfers.
+    let gas_each = if matches!(args.workload, Kind::Transfers) {
+        21_000
+    } else {
+        0
+    };
+    let senders = accounts.len().min(signed.len()).max(1);
+    // Sender s's transactions are s, s + n, s + 2n...: its nonces in order.
+    let target: Vec<u64> = (0..senders)
+        .map(|s| first_nonces[s] + (s..signed.len()).step_by(senders).count() as u64)
+        .collect();
+    let raws: Vec<String> = signed
+        .iter()
+        .map(|t| alloy_primitives::hex::encode_prefixed(&t.raw))
+        .collect();
+    let sent_at: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; raws.len()]));
+    let start = Instant::now();
+    let mut sending = Some({
+        let (rpc, tally, sent_at) = (rpc.clone(), tally.clone(), sent_at.clone());
+        let in_flight = args.batches_in_flight;
+        let chunks: Vec<(usize, Vec<String>)> = raws
+            .chunks(size)
+            .enumerate()
+            .map(|(k, chunk)| (k * size, chunk.to_vec()))
+            .collect();
+        tokio::spawn(async move {
+            use futures::StreamExt as _;
+            futures::stream::iter(chunks)
+                .map(|(first, chunk)| {
+                    let (rpc, tally, sent_at) = (rpc.clone(), tally.clone(), sent_at.clone());
+                    async move {
+                        // A batch goes again with what a sequencer at capacity refused ("txpool
+                        // is full": not admitted, so sent again as a wallet would), until none is.
+                        let mut chunk: Vec<(usize, String)> = (first..).zip(chunk).collect();
+                        tally.sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                        while !chunk.is_empty() {
+                            let calls: Vec<(&str, Value)> = chunk
+                                .iter()
+                                .map(|(_, raw)| ("eth_sendRawTransaction", json!([raw])))
+                                .collect();
+                            let now = Instant::now();
+                            {
+                                let mut sent = sent_at.lock().unwrap_or_else(|e| e.into_inner());
+                                for (i, _) in &chunk {
+                                    sent[*i] = Some(now);
+                                }
+                            }
+                            let mut again = Vec::new();
+                            match rpc.batch(&calls).await {
+                                Ok(answers) => {
+                                    for (entry, answer) in chunk.into_iter().zip(answers) {
+                                        match answer {
+                                            Ok(_) => {}
+                                            Err(message) if message.starts_with(POOL_FULL) => {
+                                                tally
+                                                    .refusals
+                                                    .lock()
+                                                    .unwrap_or_else(|e| e.into_inner())
+                                                    .push(now.elapsed());
+                                                again.push(entry);
+                                            }
+                                            Err(message) => tally.error(message),
+                                        }
+                                    }
+                                }
+                                Err(error) => {
+                                    for _ in 0..chunk.len() {
+                                        tally.error(format!("{error:#}"));
+                                    }
+                                }
+                            }
+                            if !again.is_empty() {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            chunk = again;
+                        }
+                    }
+                })
+                .buffer_unordered(in_flight)
+                .collect::<Vec<()>>()
+                .await;
+            start.elapsed()
+        })
+    });
+    // Inclusion: every sender's nonce, read in batches, until each reached its target (or
+    // nothing moved for a minute: what is missing then was lost or refused).
+    let addresses: Vec<String> = (0..senders)
+        .map(|s| format!("{:#x}", accounts.address(s)))
+        .collect();
+    let mut included: Vec<u64> = first_nonces[..senders].to_vec();
+    let mut latencies = Vec::with_capacity(raws.len());
+    let mut last_progress = Instant::now();
+    let mut report_at = Instant::now() + Duration::from_secs(1);
+    let mut intake = None;
+    let mut end = start;
+    while included.iter().zip(&target).any(|(n, t)| n < t) {
+        tokio::time::sleep(INCLUSION_POLL).await;
+        if let Some(handle) = sending.take_if(|h| h.is_finished()) {
+            intake = Some(handle.await.unwrap_or_default().as_secs_f64());
+        }
+        let mut moved = false;
+        for (chunk_index, chunk) in addresses.chunks(NONCE_READS_PER_BATCH).enumerate() {
+            let calls: Vec<(&str, Value)> = chunk
+                .iter()
+                .map(|a| ("eth_getTransactionCount", json!([a, "latest"])))
+                .collect();
+            let answers = rpc.batch(&calls).await?;
+            let seen = Instant::now();
+            let sent = sent_at.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            for (offset, answer) in answers.into_iter().enumerate() {
+                let s = chunk_index * NONCE_READS_PER_BATCH + offset;
+                let Ok(Value::String(text)) = answer else {
+                    continue;
+                };
+                let Ok(nonce) = u64::from_str_radix(text.trim_start_matches("0x"), 16) else {
+                    continue;
+                };
+                let nonce = nonce.min(target[s]);
+                // Transactions of sender s with nonces included[s]..nonce are in now.
+                for n in included[s]..nonce {
+                    let i = s + usize::try_from(n - first_nonces[s])? * senders;
+                    if let Some(Some(at)) = sent.get(i) {
+                        latencies.push(seen.duration_since(*at));
+                    }
+                    tally.receipts.fetch_add(1, Ordering::Relaxed);
+                    tally.gas.fetch_add(gas_each, Ordering::Relaxed);
+                    moved = true;
+                    end = seen;
+                }
+                included[s] = included[s].max(nonce);
+            }
+        }
+        if moved {
+            last_progress = Instant::now();
+        } else if last_progress.elapsed() > Duration::from_secs(60) {
+            tally.error("not included within a minute of the last progress".to_owned());
+            break;
+        }
+        if Instant::now() >= report_at {
+            report_at += Duration::from_secs(1);
+            progress(&format!(
+                "[{:>3.0} s] sent {} included {}",
+                start.elapsed().as_secs_f64(),
+                tally.sent.load(Ordering::Relaxed),
+                tally.receipts.load(Ordering::Relaxed),
+            ));
+        }
+    }
+    let intake = match (intake, sending) {
+        (Some(seconds), _) => seconds,
+        (None, Some(handle)) => handle.await.unwrap_or_default().as_secs_f64(),
+        (None, None) => 0.0,
+    };
+    latencies.sort();
+    let seconds = end.duration_since(start).as_secs_f64().max(1e-9);
+    let receipts = tally.receipts.load(Ordering::Relaxed);
+    let report = Report {
+        workload: args.workload.to_string(),
+        mode: format!(
+            "batches of {size} eth_sendRawTransaction, {} in flight",
+            args.batches_in_flight
+        ),
+        sent: tally.sent.load(Ordering::Relaxed),
+        receipts,
+        seconds,
+        intake_seconds: Some(intake),
+        tps: receipts as f64 / seconds,
+        gas_per_second: tally.gas.load(Ordering::Relaxed) as f64 / seconds,
+        latency_ms: [
+            ("p50", 50.0),
+            ("p90", 90.0),
+            ("p99", 99.0),
+            ("p99.9", 99.9),
+            ("max", 100.0),
+        ]
+        .into_iter()
+        .map(|(name, p)| (name.to_owned(), percentile(&latencies, p)))
+        .collect(),
+        errors: tally
+            .errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
+        refused: tally
+            .refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len() as u64,
+        refusal_ms: BTreeMap::new(),
+        skipped: 0,
+        token: None,
+        counter: None,
+        stages: Vec::new(),
+        cpu: Vec::new(),
+    };
+    done(&format!(
+        "{}: {}: {} of {} included in {:.2} s: {:.0} tx/s (intake {:.2} s: {:.0} tx/s); inclusion seen after p50 {:.0} ms, p99 {:.0} ms; refused at capacity and sent again {}; errors {:?}",
+        report.workload,
+        report.mode,
+        report.receipts,
+        report.sent,
+        report.seconds,
+        report.tps,
+        intake,
+        report.sent as f64 / intake.max(1e-9),
+        report.latency_ms["p50"],
+        report.latency_ms["p99"],
+        report.refused,
+        report.errors,
+    ));
+    Ok(report)
+}
+
 /// Sends the signed transactions (open or closed loop) and reports.
 async fn send(rpc: &Rpc, signed: Vec<Signed>, args: &BenchArgs) -> Report {
     let tally = Arc::new(Tally::default());
@@ -731,6 +1067,7 @@ async fn send(rpc: &Rpc, signed: Vec<Signed>, args: &BenchArgs) -> Report {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone(),
+        intake_seconds: None,
         refused: refusals.len() as u64,
         refusal_ms: [("p50", 50.0), ("p99", 99.0), ("max", 100.0)]
             .into_iter()

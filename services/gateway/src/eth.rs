@@ -51,7 +51,7 @@ pub fn from_status(status: tonic::Status) -> RpcError {
 
 /// A rejected transaction as geth reports one: -32000 with geth's text for every reason the
 /// transaction (or the pool) is the cause of, -32603 when the sequencer itself failed.
-fn from_rejection(rejection: v1::TxRejection, message: &str) -> RpcError {
+pub(crate) fn from_rejection(rejection: v1::TxRejection, message: &str) -> RpcError {
     use v1::TxRejection as R;
     match rejection {
         R::Internal => RpcError::internal(message),
@@ -177,13 +177,7 @@ pub static METHODS: &[(&str, Handler)] = &[
     ("eth_sendRawTransaction", |backends, params| {
         Box::pin(async move {
             let raw: Bytes = param(params, 0)?;
-            let response = backends
-                .ingress()
-                .submit(v1::SubmitRequest { raw: raw.to_vec() })
-                .await
-                .map_err(from_status)?
-                .into_inner();
-            to_value(b256_from(&response.tx_hash, "tx_hash").map_err(wire_err)?)
+            to_value(backends.submit(raw).await?)
         })
     }),
     ("realtime_sendRawTransaction", |backends, params| {

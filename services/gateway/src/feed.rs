@@ -254,11 +254,72 @@ trait ReplicaHead {
     /// The replica's head (how far it applied the chain, the epoch in force there); `None` when
     /// it cannot be reached.
     async fn replica_head(&self) -> Option<v1::ReplicaHead>;
+
+    /// The last event the replica applied, pushed by it as it advances (`WatchApplied`);
+    /// `None` to poll `replica_head` instead.
+    fn applied_watch(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 impl ReplicaHead for Backends {
     async fn replica_head(&self) -> Option<v1::ReplicaHead> {
         self.head().await.ok()
+    }
+
+    fn applied_watch(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        let (sender, receiver) = tokio::sync::watch::channel(0);
+        tokio::spawn(watch_applied(self.clone(), sender));
+        Some(receiver)
+    }
+}
+
+/// Follows the replica's `WatchApplied` into `sender` while anyone watches, reconnecting after
+/// errors. A replica without it (an older release) closes the watch: the feed polls instead.
+async fn watch_applied(backends: Backends, sender: tokio::sync::watch::Sender<u64>) {
+    while !sender.is_closed() {
+        match backends
+            .replica()
+            .watch_applied(v1::GetHeadRequest {})
+            .await
+        {
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                loop {
+                    tokio::select! {
+                        next = stream.next() => match next {
+                            Some(Ok(applied)) => {
+                                sender.send_if_modified(|last| {
+                                    let moved = applied.last_seq > *last;
+                                    *last = (*last).max(applied.last_seq);
+                                    moved
+                                });
+                            }
+                            _ => break,
+                        },
+                        () = sender.closed() => return,
+                    }
+                }
+            }
+            // A replica of an older release, or one whose policy does not let this gateway
+            // watch: poll.
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unimplemented
+                        | tonic::Code::PermissionDenied
+                        | tonic::Code::Unauthenticated
+                ) =>
+            {
+                tracing::info!(%status, "the replica does not push its head; polling it");
+                return;
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            () = sender.closed() => return,
+        }
     }
 }
 
@@ -268,6 +329,8 @@ impl ReplicaHead for Backends {
 struct ReplicaView {
     epoch: Option<Epoch>,
     applied: u64,
+    /// Pushed by the replica; `None` (or closed): poll its head.
+    watch: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 impl ReplicaView {
@@ -276,6 +339,7 @@ impl ReplicaView {
         Self {
             epoch: replica_epoch(replica).await,
             applied: 0,
+            watch: replica.applied_watch(),
         }
     }
 
@@ -304,6 +368,25 @@ impl ReplicaView {
             return;
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        if let Some(watch) = self.watch.as_mut() {
+            let waited =
+                tokio::time::timeout_at(deadline, watch.wait_for(|applied| *applied >= seq))
+                    .await
+                    .map(|applied| applied.map(|a| *a));
+            match waited {
+                Ok(Ok(applied)) => {
+                    self.applied = applied;
+                    return;
+                }
+                // The replica does not push: poll below.
+                Ok(Err(_closed)) => self.watch = None,
+                Err(_elapsed) => {
+                    self.applied = *watch.borrow();
+                    lags(seq, self.applied);
+                    return;
+                }
+            }
+        }
         loop {
             if let Some(head) = replica.replica_head().await {
                 self.applied = head.last_seq;
@@ -312,17 +395,22 @@ impl ReplicaView {
                 }
             }
             if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(
-                    seq,
-                    applied = self.applied,
-                    "the replica lags the chain stream: subscribers get this event before it can be read back"
-                );
-                metrics::counter!("verity_gateway_feed_ahead_of_replica_total").increment(1);
+                lags(seq, self.applied);
                 return;
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
+}
+
+/// Says that the replica had applied only up to `applied` when event `seq` was announced.
+fn lags(seq: u64, applied: u64) {
+    tracing::warn!(
+        seq,
+        applied,
+        "the replica lags the chain stream: subscribers get this event before it can be read back"
+    );
+    metrics::counter!("verity_gateway_feed_ahead_of_replica_total").increment(1);
 }
 
 /// The epoch in force as the replica reports it (`None`: unknown).
@@ -490,5 +578,57 @@ mod tests {
                 "{refused}"
             );
         }
+    }
+
+    /// A replica that pushes the event it applied: the feed waits on the push, not on polls.
+    struct Pushing {
+        applied: tokio::sync::watch::Receiver<u64>,
+        polls: AtomicUsize,
+    }
+
+    impl ReplicaHead for Pushing {
+        async fn replica_head(&self) -> Option<v1::ReplicaHead> {
+            self.polls.fetch_add(1, Ordering::SeqCst);
+            None
+        }
+
+        fn applied_watch(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+            Some(self.applied.clone())
+        }
+    }
+
+    /// An event is announced only once the replica has pushed that it applied it, and the
+    /// feed never polls the replica's head while the push arrives.
+    #[tokio::test(start_paused = true)]
+    async fn the_feed_waits_for_the_replicas_push_before_announcing() {
+        let (applied, receiver) = tokio::sync::watch::channel(1);
+        let replica = Pushing {
+            applied: receiver,
+            polls: AtomicUsize::new(0),
+        };
+        let mut view = ReplicaView {
+            epoch: None,
+            applied: 0,
+            watch: replica.applied_watch(),
+        };
+        let waiting = tokio::spawn(async move {
+            view.wait_applied(&replica, 3).await;
+            (view.applied, replica.polls.load(Ordering::SeqCst))
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !waiting.is_finished(),
+            "announced before the replica applied it"
+        );
+        applied.send(2).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !waiting.is_finished(),
+            "announced before the replica applied it"
+        );
+        applied.send(3).unwrap();
+        let (seen, polls) = waiting.await.unwrap();
+        assert_eq!(seen, 3);
+        assert_eq!(polls, 0, "polled the replica although it pushes");
     }
 }

@@ -16,6 +16,7 @@ pub mod ots;
 pub mod proof;
 pub mod realtime;
 pub mod simulate;
+pub mod submit;
 pub mod txpool;
 pub mod ws;
 
@@ -175,6 +176,8 @@ use verity_telemetry::TracedChannel as Traced;
 #[derive(Debug, Clone)]
 pub struct Backends {
     ingress: v1::ingress_client::IngressClient<Traced>,
+    /// Sends to ingress, coalesced.
+    submitter: Arc<submit::Submitter>,
     replica: v1::replica_client::ReplicaClient<Traced>,
     proofs: Option<v1::replica_client::ReplicaClient<Traced>>,
     /// State roots of blocks, from the witness.
@@ -231,15 +234,17 @@ impl Backends {
     pub fn new(config: &Config, chain_id: u64) -> anyhow::Result<Self> {
         let tls = config.service.tls.load()?;
         let (ready, readiness) = verity_server::ReadinessSender::new();
+        let ingress = v1::ingress_client::IngressClient::new(channel(
+            "--ingress-url",
+            &config.ingress_url,
+            tls.as_ref(),
+            Role::Ingress,
+        )?);
         Ok(Self {
             ready,
             readiness,
-            ingress: v1::ingress_client::IngressClient::new(channel(
-                "--ingress-url",
-                &config.ingress_url,
-                tls.as_ref(),
-                Role::Ingress,
-            )?),
+            submitter: Arc::new(submit::Submitter::new(ingress.clone())),
+            ingress,
             replica: v1::replica_client::ReplicaClient::new(channel(
                 "--replica-url",
                 &config.replica_url,
@@ -312,6 +317,14 @@ impl Backends {
     /// Ingress client.
     pub fn ingress(&self) -> v1::ingress_client::IngressClient<Traced> {
         self.ingress.clone()
+    }
+
+    /// Submits one envelope to ingress (coalesced with concurrent ones); its hash.
+    pub async fn submit(
+        &self,
+        raw: alloy_primitives::Bytes,
+    ) -> Result<alloy_primitives::B256, RpcError> {
+        self.submitter.submit(raw).await
     }
 
     /// Replica client.
@@ -630,25 +643,39 @@ pub async fn handle_body(
             Some(batch_too_large(backends, calls.len()))
         }
         Ok(jsonrpc::Body::Batch(calls)) => {
-            use futures::StreamExt as _;
+            use futures::{FutureExt as _, StreamExt as _};
             // A few calls at a time, in order, and all of them within one request timeout:
             // a batch of a thousand heavy calls neither floods the replica nor holds the
             // connection for a thousand timeouts.
+            // Sends (`eth_sendRawTransaction`) all at once instead: each costs the gateway a
+            // parse, and together they reach ingress as one coalesced call ([`submit`]).
             let deadline = batch_deadline(backends);
-            let answers: Vec<Value> = futures::stream::iter(calls)
-                .map(|call| {
-                    let id = call.get("id").cloned();
-                    within_batch(
-                        backends,
-                        deadline,
-                        id,
-                        handle_call(backends, call, ip, None),
-                    )
-                })
+            let (sends, others): (Vec<_>, Vec<_>) =
+                calls.into_iter().enumerate().partition(|(_, call)| {
+                    call.get("method").and_then(Value::as_str) == Some("eth_sendRawTransaction")
+                });
+            let answer = |call: Value| {
+                let id = call.get("id").cloned();
+                within_batch(
+                    backends,
+                    deadline,
+                    id,
+                    handle_call(backends, call, ip, None),
+                )
+            };
+            let sent = futures::future::join_all(
+                sends
+                    .into_iter()
+                    .map(|(i, call)| answer(call).map(move |a| (i, a))),
+            );
+            let rest = futures::stream::iter(others)
+                .map(|(i, call)| answer(call).map(move |a| (i, a)))
                 .buffered(backends.serving.batch_concurrency)
-                .filter_map(|answer| async move { answer })
-                .collect()
-                .await;
+                .collect::<Vec<_>>();
+            let (sent, rest) = futures::future::join(sent, rest).await;
+            let mut answers: Vec<(usize, Option<Value>)> = sent.into_iter().chain(rest).collect();
+            answers.sort_by_key(|(i, _)| *i);
+            let answers: Vec<Value> = answers.into_iter().filter_map(|(_, a)| a).collect();
             (!answers.is_empty()).then_some(Value::Array(answers))
         }
         Ok(jsonrpc::Body::Single(single)) => handle_call(backends, single, ip, Some(span)).await,

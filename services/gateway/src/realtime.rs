@@ -13,7 +13,7 @@ use alloy_rpc_types_eth::TransactionReceipt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
-use verity_proto::{b256_from, v1};
+use verity_proto::v1;
 
 use crate::{
     Backends,
@@ -130,19 +130,14 @@ pub async fn send_raw_transaction_sync(
     // the mini-block cannot slip by between the two.
     let hash = alloy_primitives::keccak256(&raw);
     let waiting = backends.waiters.register(hash);
-    let submitted = backends
-        .ingress()
-        .submit(v1::SubmitRequest { raw: raw.to_vec() })
-        .await;
-    let response = match submitted {
-        Ok(response) => response.into_inner(),
-        Err(status) => {
+    let hash = match backends.submit(raw).await {
+        Ok(hash) => hash,
+        Err(error) => {
             drop(waiting);
             backends.waiters.forget(hash);
-            return Err(from_status(status));
+            return Err(error);
         }
     };
-    let hash = b256_from(&response.tx_hash, "tx_hash").map_err(RpcError::internal)?;
     let receipt = tokio::time::timeout(timeout, waiting)
         .await
         .ok()

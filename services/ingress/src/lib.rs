@@ -27,7 +27,6 @@ use std::{
 
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 use verity_primitives::Transaction;
@@ -51,6 +50,9 @@ const RULES_TTL: Duration = Duration::from_millis(250);
 const STALE_RULES_TTL: Duration = Duration::from_secs(10);
 /// How long a submission waits for a sequencer to forward to.
 const FAILOVER_WAIT: Duration = Duration::from_secs(3);
+/// Most transactions forwarded in one message of the forward stream: what was queued when the
+/// stream wrote, up to this many.
+const MAX_FORWARD_BATCH: usize = 512;
 /// Accepted transactions kept for forwarding again to a sequencer that takes over.
 const REFORWARD_WINDOW: Duration = Duration::from_secs(10);
 
@@ -99,6 +101,8 @@ struct Inner {
     next_id: AtomicU64,
     pending: Pending,
     outgoing: watch::Sender<Option<mpsc::Sender<v1::ForwardRequest>>>,
+    /// The sequencer last asked for the rules admits forwarded batches.
+    forward_batches: std::sync::atomic::AtomicBool,
     /// Recently accepted transactions, oldest first.
     recent: Mutex<VecDeque<(Instant, v1::Transaction)>>,
 }
@@ -190,12 +194,15 @@ impl verity_server::Service for Ingress {
             next_id: AtomicU64::new(1),
             pending: Arc::default(),
             outgoing,
+            forward_batches: std::sync::atomic::AtomicBool::new(false),
             recent: Mutex::new(VecDeque::new()),
         });
         let deadline = Instant::now() + Duration::from_secs(60);
         let rules = loop {
             let fetched = match inner.client() {
-                Some(mut client) => fetch_rules(&mut client, config.max_tx_bytes).await,
+                Some(mut client) => {
+                    fetch_rules(&mut client, config.max_tx_bytes, &inner.forward_batches).await
+                }
                 None => Err(Status::unavailable("no sequencer holds the lease yet")),
             };
             match fetched {
@@ -272,6 +279,44 @@ impl Ingress {
         Ok(hash)
     }
 
+    /// Validates and forwards many envelopes, each answered on its own, in order. The senders
+    /// are recovered on every core at once; the forward stream carries what is queued together.
+    pub async fn submit_many(
+        &self,
+        raws: Vec<Vec<u8>>,
+    ) -> Vec<Result<alloy_primitives::B256, Rejection>> {
+        let count = raws.len();
+        let rules = match self.rules().await {
+            Ok(rules) => rules,
+            Err(rejection) => return vec![Err(rejection); count],
+        };
+        let started = Instant::now();
+        let validated = tokio::task::spawn_blocking(move || {
+            use rayon::prelude::*;
+            raws.par_iter()
+                .map(|raw| validate(raw, &rules))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_else(|_| vec![Err(unavailable("validation panicked")); count]);
+        let each = started.elapsed().as_secs_f64() / count.max(1) as f64;
+        let forwards = validated.into_iter().map(|tx| async move {
+            metrics::histogram!("verity_ingress_validate_seconds").record(each);
+            let tx = tx.inspect_err(|r| {
+                metrics::counter!("verity_ingress_rejected_total", "stage" => "stateless")
+                    .increment(1);
+                tracing::debug!(reason = %r, "rejected");
+            })?;
+            let forwarding = Instant::now();
+            self.forward(&tx).await?;
+            metrics::histogram!("verity_ingress_forward_seconds")
+                .record(forwarding.elapsed().as_secs_f64());
+            metrics::counter!("verity_ingress_accepted_total").increment(1);
+            Ok(*tx.tx_hash())
+        });
+        futures::future::join_all(forwards).await
+    }
+
     async fn rules(&self) -> Result<ChainRules, Rejection> {
         {
             let cached = self.inner.rules.lock().unwrap_or_else(|e| e.into_inner());
@@ -280,7 +325,14 @@ impl Ingress {
             }
         }
         let fetched = match self.inner.client() {
-            Some(mut client) => fetch_rules(&mut client, self.inner.max_tx_bytes).await,
+            Some(mut client) => {
+                fetch_rules(
+                    &mut client,
+                    self.inner.max_tx_bytes,
+                    &self.inner.forward_batches,
+                )
+                .await
+            }
             None => Err(Status::unavailable("no sequencer holds the lease")),
         };
         match fetched {
@@ -323,6 +375,7 @@ impl Ingress {
             id,
             transaction: Some(wire.clone()),
             trace_context: verity_telemetry::inject_map(),
+            batch: Vec::new(),
         };
         if outgoing.send(request).await.is_err() {
             self.forget(id);
@@ -414,8 +467,10 @@ fn unavailable(error: impl std::fmt::Display) -> Rejection {
 async fn fetch_rules(
     client: &mut v1::sequencer_client::SequencerClient<verity_telemetry::TracedChannel>,
     max_tx_bytes: usize,
+    forward_batches: &std::sync::atomic::AtomicBool,
 ) -> Result<ChainRules, Status> {
     let head = client.get_head(v1::GetHeadRequest {}).await?.into_inner();
+    forward_batches.store(head.forward_batches, Ordering::Relaxed);
     let base_fee = u256_from(&head.base_fee, "base_fee")
         .ok()
         .and_then(|f| u64::try_from(f).ok())
@@ -446,7 +501,7 @@ async fn run_forward_stream(inner: Arc<Inner>) {
             continue;
         };
         let (tx, rx) = mpsc::channel(4096);
-        match client.forward(ReceiverStream::new(rx)).await {
+        match client.forward(coalesced(rx, inner.clone())).await {
             Ok(response) => {
                 backoff.reset();
                 // After a broken stream (a restarted or a new sequencer), the transactions
@@ -466,6 +521,7 @@ async fn run_forward_stream(inner: Arc<Inner>) {
                             id: 0,
                             transaction: Some(transaction),
                             trace_context: Default::default(),
+                            batch: Vec::new(),
                         };
                         if tx.send(request).await.is_err() {
                             break;
@@ -488,14 +544,14 @@ async fn run_forward_stream(inner: Arc<Inner>) {
                         }
                     };
                     match answer {
-                        Some(Ok(answer)) => {
-                            let waiter = inner
-                                .pending
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .remove(&answer.id);
-                            if let Some(waiter) = waiter {
-                                let _ = waiter.send(answer);
+                        Some(Ok(mut answer)) => {
+                            let batch = std::mem::take(&mut answer.batch);
+                            let mut pending =
+                                inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+                            for answer in batch.into_iter().chain(std::iter::once(answer)) {
+                                if let Some(waiter) = pending.remove(&answer.id) {
+                                    let _ = waiter.send(answer);
+                                }
                             }
                         }
                         Some(Err(status)) => {
@@ -521,6 +577,43 @@ async fn run_forward_stream(inner: Arc<Inner>) {
     }
 }
 
+/// The forward stream's messages: whatever is queued when the stream writes goes as one
+/// message (up to [`MAX_FORWARD_BATCH`] transactions), when the sequencer admits batches; one
+/// transaction per message otherwise. Under load that is one message, one sender recovery pass
+/// on every core and one answer per batch instead of per transaction; a lone transaction goes
+/// at once.
+fn coalesced(
+    rx: mpsc::Receiver<v1::ForwardRequest>,
+    inner: Arc<Inner>,
+) -> impl futures::Stream<Item = v1::ForwardRequest> {
+    futures::stream::unfold(rx, move |mut rx| {
+        let inner = inner.clone();
+        async move {
+            let first = rx.recv().await?;
+            if !inner.forward_batches.load(Ordering::Relaxed) {
+                return Some((first, rx));
+            }
+            let mut batch = vec![first];
+            while batch.len() < MAX_FORWARD_BATCH {
+                match rx.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            metrics::histogram!("verity_ingress_forward_batch_size").record(batch.len() as f64);
+            let message = if batch.len() == 1 {
+                batch.pop().unwrap_or_default()
+            } else {
+                v1::ForwardRequest {
+                    batch,
+                    ..Default::default()
+                }
+            };
+            Some((message, rx))
+        }
+    })
+}
+
 #[tonic::async_trait]
 impl v1::ingress_server::Ingress for Ingress {
     async fn submit(
@@ -538,7 +631,8 @@ impl v1::ingress_server::Ingress for Ingress {
         request: Request<v1::SubmitBatchRequest>,
     ) -> Result<Response<v1::SubmitBatchResponse>, Status> {
         let raws = request.into_inner().raw;
-        let results = futures::future::join_all(raws.iter().map(|raw| self.submit(raw)))
+        let results = self
+            .submit_many(raws)
             .await
             .into_iter()
             .map(|result| v1::SubmitResult {
@@ -571,6 +665,7 @@ mod forward_answer_tests {
             code: code as i32,
             rejection: rejection as i32,
             message: message.into(),
+            batch: Vec::new(),
         }
     }
 

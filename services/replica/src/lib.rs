@@ -41,6 +41,7 @@ pub const POLICY: verity_server::tls::Policy = {
     verity_server::tls::Policy {
         rules: &[
             ("/verity.v1.Replica/GetHead", GATEWAY),
+            ("/verity.v1.Replica/WatchApplied", GATEWAY),
             ("/verity.v1.Replica/GetAccount", GATEWAY),
             ("/verity.v1.Replica/GetStorage", GATEWAY),
             ("/verity.v1.Replica/GetCode", GATEWAY),
@@ -328,10 +329,20 @@ impl verity_server::Service for Replica {
             Duration::from_secs(self.config.max_lag_secs.max(1)),
             stop.clone(),
         ));
+        let applied = {
+            let db = self.db.clone();
+            let last = tokio::task::spawn_blocking(move || apply::last_seq(&db))
+                .await?
+                .unwrap_or(0);
+            Arc::new(tokio::sync::watch::Sender::new(last))
+        };
         tasks.spawn(follow_chain(
             self.db.clone(),
             self.stream.clone(),
-            ready.clone(),
+            Reporting {
+                ready: ready.clone(),
+                applied: applied.clone(),
+            },
             self.rules.clone(),
             self.witness,
             self.config.role.keeps(),
@@ -371,7 +382,8 @@ impl verity_server::Service for Replica {
                         self.rules.clone(),
                     )
                     .with_call_bounds(&self.config.calls)
-                    .with_readiness(ready.clone()),
+                    .with_readiness(ready.clone())
+                    .with_applied(applied.subscribe()),
                 )
                 .max_encoding_message_size(64 * 1024 * 1024),
             )
@@ -400,21 +412,29 @@ impl verity_server::Service for Replica {
     }
 }
 
+/// Where the chain follower reports: the replica's readiness (halted), and the last event it
+/// applied (`WatchApplied`).
+struct Reporting {
+    ready: verity_server::ReadinessSender,
+    applied: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
 /// Follows the chain stream until `stop` is cancelled. Transient NATS errors are retried; an invalid
 /// event halts following (the replica keeps serving the last valid state and reports the alarm).
 async fn follow_chain(
     db: Database,
     stream: async_nats::jetstream::stream::Stream,
-    ready: verity_server::ReadinessSender,
+    report: Reporting,
     rules: Arc<Sequencing>,
     mut witness: Option<witness::Witness>,
     keep: apply::Keep,
     stop: CancellationToken,
 ) {
+    let Reporting { ready, applied } = report;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     metrics::gauge!("verity_replica_halted").set(0.0);
     while !stop.is_cancelled() {
-        match follow_once(&db, &stream, &rules, &mut witness, keep, &stop).await {
+        match follow_once(&db, &stream, &rules, &mut witness, keep, &applied, &stop).await {
             Ok(()) => break,
             Err(FollowError::Refused(error)) => {
                 tracing::error!(%error, "chain refused: following halted at the last valid state");
@@ -533,6 +553,7 @@ async fn follow_once(
     rules: &Arc<Sequencing>,
     witness: &mut Option<witness::Witness>,
     keep: apply::Keep,
+    applied: &tokio::sync::watch::Sender<u64>,
     stop: &CancellationToken,
 ) -> Result<(), FollowError> {
     let transient = |e: anyhow::Error| FollowError::Transient(e);
@@ -601,7 +622,7 @@ async fn follow_once(
         };
         let Some(next) = next else {
             // Nothing more waiting: the chunk closes.
-            flush(db, rules, witness, keep, &mut pending).await?;
+            flush(db, rules, witness, keep, applied, &mut pending).await?;
             continue;
         };
         let message = match next {
@@ -640,14 +661,14 @@ async fn follow_once(
         let is_mini_block = transactions(&event).is_some();
         if !is_mini_block && !pending.is_empty() {
             // A block seal closes the chunk before it is applied on its own.
-            flush(db, rules, witness, keep, &mut pending).await?;
+            flush(db, rules, witness, keep, applied, &mut pending).await?;
         }
         if let Some(chunking) = chunking
             && chunking.full_before(pending.bytes(), message.payload.len())
         {
             // This mini-block would take the chunk's job past its byte bound: it starts the
             // next chunk.
-            flush(db, rules, witness, keep, &mut pending).await?;
+            flush(db, rules, witness, keep, applied, &mut pending).await?;
         }
         expected = expected.max(seq + 1);
         pending.messages.push(message);
@@ -662,7 +683,7 @@ async fn follow_once(
             None => batching && is_mini_block,
         };
         if !hold {
-            flush(db, rules, witness, keep, &mut pending).await?;
+            flush(db, rules, witness, keep, applied, &mut pending).await?;
         }
     }
 }
@@ -700,6 +721,15 @@ impl Held {
     }
 }
 
+/// Tells `WatchApplied` watchers that events up to `seq` are applied.
+fn advance(applied: &tokio::sync::watch::Sender<u64>, seq: u64) {
+    applied.send_if_modified(|last| {
+        let moved = seq > *last;
+        *last = (*last).max(seq);
+        moved
+    });
+}
+
 /// Applies the held events in one MDBX transaction (a witness also builds, stores and
 /// publishes their chunk's job), then acknowledges them.
 async fn flush(
@@ -707,6 +737,7 @@ async fn flush(
     rules: &Arc<Sequencing>,
     witness: &mut Option<witness::Witness>,
     keep: apply::Keep,
+    announce: &tokio::sync::watch::Sender<u64>,
     pending: &mut Held,
 ) -> Result<(), FollowError> {
     let transient = |e: anyhow::Error| FollowError::Transient(e);
@@ -767,9 +798,11 @@ async fn flush(
             }
             metrics::counter!("verity_replica_applied_events_total").increment(count);
             metrics::gauge!("verity_replica_last_seq").set(last_seq as f64);
+            advance(announce, last_seq);
         }
         Ok(Applied::AlreadyApplied) => {
             metrics::counter!("verity_replica_redelivered_events_total").increment(count);
+            advance(announce, last_seq);
         }
         Err(ApplyError::Chain(ChainError::Storage(e))) => return Err(transient(e.into())),
         Err(refused) => return Err(FollowError::Refused(refused)),

@@ -28,6 +28,8 @@ pub struct QueryService {
     calls: Calls,
     ready: Option<verity_server::ReadinessSender>,
     proofs: crate::proof::ProofTree,
+    /// The last event applied, as the follower advances it (`WatchApplied`).
+    applied: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 /// How `Call` (`eth_call`, `eth_estimateGas`) is bounded: a public request must not take the
@@ -114,7 +116,14 @@ impl QueryService {
             calls: Calls::new(&CallBounds::default()),
             ready: None,
             proofs: Default::default(),
+            applied: None,
         }
+    }
+
+    /// The same service, streaming `applied` to `WatchApplied` watchers.
+    pub fn with_applied(mut self, applied: tokio::sync::watch::Receiver<u64>) -> Self {
+        self.applied = Some(applied);
+        self
     }
 
     /// The same service, reporting in `GetHead` why the replica is not ready (`ready`).
@@ -517,6 +526,24 @@ fn topic_matches(filter: &[v1::TopicFilter], topics: &[B256]) -> bool {
 
 #[tonic::async_trait]
 impl v1::replica_server::Replica for QueryService {
+    type WatchAppliedStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<v1::AppliedSeq, Status>> + Send + 'static>,
+    >;
+
+    async fn watch_applied(
+        &self,
+        _request: Request<v1::GetHeadRequest>,
+    ) -> Result<Response<Self::WatchAppliedStream>, Status> {
+        use futures::StreamExt as _;
+        let applied = self
+            .applied
+            .clone()
+            .ok_or_else(|| Status::unimplemented("this replica does not follow a chain"))?;
+        let stream = tokio_stream::wrappers::WatchStream::new(applied)
+            .map(|last_seq| Ok(v1::AppliedSeq { last_seq }));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn get_proof(
         &self,
         request: Request<v1::ProofRequest>,

@@ -9,7 +9,6 @@ use futures::{Stream, StreamExt};
 use tokio::sync::{broadcast::error::RecvError, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::Instrument as _;
 use verity_primitives::Transaction;
 use verity_proto::{
     address_from, u256_bytes,
@@ -72,11 +71,9 @@ fn check_sender(tx: &Transaction) -> Result<(), (TxRejection, String)> {
     }
 }
 
-/// Admits one transaction into the mempool, checking it against the committed state.
-async fn admit(
-    shared: &Arc<SharedState>,
-    request: v1::ForwardRequest,
-) -> Result<(), (TxRejection, String)> {
+/// Refuses everything while this node cannot admit: its storage is full, or it is a standby
+/// (a node taking over answers once it is active).
+async fn ready_to_admit(shared: &Arc<SharedState>) -> Result<(), (TxRejection, String)> {
     if let Some(reason) = shared.storage_full() {
         return Err((
             TxRejection::Unavailable,
@@ -91,42 +88,137 @@ async fn admit(
             "this sequencer is a standby and takes no transactions; retry (ingress follows the active sequencer)".to_string(),
         ));
     }
+    Ok(())
+}
+
+/// Whether forwarded senders are checked (always, but for the end-to-end tests' forger).
+fn checks_senders(shared: &SharedState) -> bool {
+    #[cfg(feature = "fault-injection")]
+    {
+        !shared
+            .trust_forwarded_senders
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+    #[cfg(not(feature = "fault-injection"))]
+    {
+        let _ = shared;
+        true
+    }
+}
+
+/// Admits one transaction into the mempool, checking it against the committed state.
+async fn admit(
+    shared: &Arc<SharedState>,
+    request: v1::ForwardRequest,
+) -> Result<(), (TxRejection, String)> {
+    ready_to_admit(shared).await?;
     // Shedding comes first: a sequencer at capacity refuses before it spends a signature
     // recovery, so refusing costs it next to nothing.
     shared
         .lock_mempool()
         .check_capacity()
         .map_err(|e| (admission_rejection(&e), e.to_string()))?;
-    let wire = request
-        .transaction
-        .ok_or((TxRejection::Invalid, "missing transaction".to_string()))?;
-    let tx = Transaction::try_from(&wire).map_err(|e| (TxRejection::Invalid, e.to_string()))?;
-    #[cfg(feature = "fault-injection")]
-    let check = !shared
-        .trust_forwarded_senders
-        .load(std::sync::atomic::Ordering::SeqCst);
-    #[cfg(not(feature = "fault-injection"))]
-    let check = true;
-    if check {
+    let tx = decode(&request)?;
+    if checks_senders(shared) {
         check_sender(&tx)?;
     }
+    insert(shared, tx, &request.trace_context)
+}
+
+/// The forwarded transaction, decoded.
+fn decode(request: &v1::ForwardRequest) -> Result<Transaction, (TxRejection, String)> {
+    let wire = request
+        .transaction
+        .as_ref()
+        .ok_or((TxRejection::Invalid, "missing transaction".to_string()))?;
+    Transaction::try_from(wire).map_err(|e| (TxRejection::Invalid, e.to_string()))
+}
+
+/// Inserts a decoded, sender-checked transaction into the mempool against the sender's state.
+fn insert(
+    shared: &Arc<SharedState>,
+    tx: Transaction,
+    trace_context: &std::collections::HashMap<String, String>,
+) -> Result<(), (TxRejection, String)> {
     let span = tracing::info_span!("sequencer.admit", tx_hash = %tx.tx_hash());
-    verity_telemetry::link_map_parent(&request.trace_context, &span);
-    async move {
-        let (account, nonce) = shared
-            .account_with_next_nonce(tx.signer())
-            .map_err(|e| (TxRejection::Internal, format!("storage: {e}")))?;
-        let hash = *tx.tx_hash();
-        shared
-            .lock_mempool()
-            .insert(tx, nonce, account.balance)
-            .map_err(|e| (admission_rejection(&e), e.to_string()))?;
-        shared.remember_trace(hash, verity_telemetry::inject_map());
-        tracing::debug!("admitted");
-        Ok(())
+    verity_telemetry::link_map_parent(trace_context, &span);
+    let _entered = span.enter();
+    let (account, nonce) = shared
+        .account_with_next_nonce(tx.signer())
+        .map_err(|e| (TxRejection::Internal, format!("storage: {e}")))?;
+    let hash = *tx.tx_hash();
+    shared
+        .lock_mempool()
+        .insert(tx, nonce, account.balance)
+        .map_err(|e| (admission_rejection(&e), e.to_string()))?;
+    shared.remember_trace(hash, verity_telemetry::inject_map());
+    tracing::debug!("admitted");
+    Ok(())
+}
+
+/// Admits a forwarded batch, in order, each entry answered on its own. The senders are
+/// recovered on every core at once (the batch's largest cost); capacity is checked before each
+/// entry, so a batch that fills the mempool has its tail refused as "txpool is full".
+pub async fn admit_batch(
+    shared: &Arc<SharedState>,
+    entries: Vec<v1::ForwardRequest>,
+) -> Vec<v1::ForwardResponse> {
+    if let Err(refused) = ready_to_admit(shared).await {
+        return entries
+            .iter()
+            .map(|entry| response(entry.id, Err(refused.clone())))
+            .collect();
     }
-    .instrument(span)
-    .await
+    let check = checks_senders(shared);
+    let decoded = tokio::task::spawn_blocking(move || {
+        use rayon::prelude::*;
+        entries
+            .into_par_iter()
+            .map(|entry| {
+                let tx = decode(&entry).and_then(|tx| {
+                    if check {
+                        check_sender(&tx)?;
+                    }
+                    Ok(tx)
+                });
+                (entry, tx)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await;
+    let Ok(decoded) = decoded else {
+        return Vec::new();
+    };
+    decoded
+        .into_iter()
+        .map(|(entry, tx)| {
+            // Its own statement: the mempool's lock is released before `insert` takes it.
+            let capacity = shared.lock_mempool().check_capacity();
+            let admitted = capacity
+                .map_err(|e| (admission_rejection(&e), e.to_string()))
+                .and(tx)
+                .and_then(|tx| insert(shared, tx, &entry.trace_context));
+            response(entry.id, admitted)
+        })
+        .collect()
+}
+
+/// The answer to the forwarded transaction `id`.
+fn response(id: u64, admitted: Result<(), (TxRejection, String)>) -> v1::ForwardResponse {
+    match admitted {
+        Ok(()) => v1::ForwardResponse {
+            id,
+            ..Default::default()
+        },
+        Err((rejection, message)) => v1::ForwardResponse {
+            id,
+            error: message.clone(),
+            code: verity_server::status::rejection_code(rejection) as i32,
+            rejection: rejection as i32,
+            message,
+            batch: Vec::new(),
+        },
+    }
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<v1::ChainEvent, Status>> + Send>>;
@@ -155,21 +247,25 @@ impl v1::sequencer_server::Sequencer for SequencerService {
                 };
                 let id = message.id;
                 let started = std::time::Instant::now();
-                let admitted = admit(&shared, message).await;
-                metrics::histogram!("verity_sequencer_admit_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                let response = match admitted {
-                    Ok(()) => v1::ForwardResponse {
+                let response = if message.batch.is_empty() {
+                    let admitted = admit(&shared, message).await;
+                    metrics::histogram!("verity_sequencer_admit_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    response(id, admitted)
+                } else {
+                    let batch = admit_batch(&shared, message.batch).await;
+                    // Per transaction, as for single ones.
+                    let each = started.elapsed().as_secs_f64() / batch.len().max(1) as f64;
+                    for _ in &batch {
+                        metrics::histogram!("verity_sequencer_admit_seconds").record(each);
+                    }
+                    metrics::histogram!("verity_sequencer_forward_batch_size")
+                        .record(batch.len() as f64);
+                    v1::ForwardResponse {
                         id,
+                        batch,
                         ..Default::default()
-                    },
-                    Err((rejection, message)) => v1::ForwardResponse {
-                        id,
-                        error: message.clone(),
-                        code: verity_server::status::rejection_code(rejection) as i32,
-                        rejection: rejection as i32,
-                        message,
-                    },
+                    }
                 };
                 if tx.send(Ok(response)).await.is_err() {
                     break;
@@ -258,6 +354,7 @@ impl v1::sequencer_server::Sequencer for SequencerService {
             chain_id: self.shared.spec.chain_id(),
             block_gas_limit: self.shared.spec.gas_limit(),
             not_ready: self.shared.storage_full().unwrap_or_default(),
+            forward_batches: true,
         }))
     }
 

@@ -122,7 +122,7 @@ async fn a_batch_submission_answers_each_entry() {
             sender: signer.address().to_vec(),
             hash: alloy_primitives::hex::decode(hash).unwrap(),
         }),
-        trace_context: Default::default(),
+        ..Default::default()
     };
     let mut sequencer = verity_e2e::sequencer_client(&net.devnet, Service::Sequencer)
         .await

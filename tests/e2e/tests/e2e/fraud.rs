@@ -277,7 +277,7 @@ async fn a_forged_sender_raises_the_alarm_and_safe_keeps_the_victims_funds() {
             sender: victim.to_vec(),
             hash: alloy_primitives::hex::decode(&hash).unwrap(),
         }),
-        trace_context: Default::default(),
+        ..Default::default()
     };
     let mut sequencer = verity_e2e::sequencer_client(&net.devnet, Service::Sequencer)
         .await

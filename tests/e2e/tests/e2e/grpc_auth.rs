@@ -62,7 +62,7 @@ async fn callers_without_the_right_certificate_are_refused_and_change_nothing() 
         futures::stream::iter([v1::ForwardRequest {
             id: 1,
             transaction: Some(tx.clone()),
-            trace_context: Default::default(),
+            ..Default::default()
         }])
     };
     let submit = || v1::SubmitRequest {
