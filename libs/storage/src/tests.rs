@@ -417,10 +417,10 @@ fn everything_survives_closing_and_reopening() {
         read.block_number_by_hash(first.hash).expect("number"),
         Some(1)
     );
-    assert_eq!(
-        read.transaction(tx_hash).expect("tx"),
-        Some(stored_transaction(tx_hash, 1))
-    );
+    // Its block (1) is sealed: the block hash is found by number.
+    let mut sealed = stored_transaction(tx_hash, 1);
+    sealed.block_hash = first.hash.to_vec();
+    assert_eq!(read.transaction(tx_hash).expect("tx"), Some(sealed));
     assert_eq!(
         read.receipt(tx_hash).expect("receipt"),
         Some(receipt(tx_hash))
@@ -1037,6 +1037,12 @@ fn the_address_index_pages_by_whole_blocks_in_both_directions() {
     write
         .index_transaction([neighbour], 4, 0, hash(4, 0))
         .unwrap();
+    // Searches cover sealed blocks: the head is block 9.
+    let mut head = verity_primitives::ChainSpec::dev(31337, 1, 1)
+        .unwrap()
+        .genesis_block();
+    head.header.number = 9;
+    write.put_block(&head).unwrap();
     write.commit().unwrap();
     let read = db.read().unwrap();
     let blocks = |entries: &[AddressEntry]| -> Vec<(u64, u32)> {
@@ -1128,4 +1134,57 @@ fn tree_journal_and_attestations_read_back_by_range() {
     assert!(read.tree_changes(5, 9).unwrap().is_empty());
     assert_eq!(read.attestations(5).unwrap(), vec![b"five".to_vec()]);
     assert!(read.attestations(4).unwrap().is_empty());
+}
+
+/// A transaction stored with its mini-block has no block hash until its block is sealed, then
+/// reads with it; the address index, written at the mini-block, is searched up to the sealed
+/// head only.
+#[test]
+fn an_unsealed_blocks_transactions_have_no_block_hash_and_are_not_searched() {
+    let (_dir, db) = open();
+    let alice = Address::repeat_byte(0xa1);
+    let hash = B256::repeat_byte(0x42);
+    let mut write = db.write().expect("write");
+    write
+        .put_transaction(hash, &stored_transaction(hash, 1))
+        .expect("tx");
+    write.index_transaction([alice], 1, 0, hash).expect("index");
+    write.commit().expect("commit");
+
+    let read = db.read().expect("read");
+    let stored = read.transaction(hash).expect("tx").expect("stored");
+    assert!(stored.block_hash.is_empty(), "block 1 is not sealed");
+    for search in [
+        crate::AddressSearch::Before(u64::MAX),
+        crate::AddressSearch::After(0),
+    ] {
+        let (found, more) = read
+            .address_transactions(alice, search, 10)
+            .expect("search");
+        assert!(found.is_empty() && !more, "{search:?}: {found:?}");
+    }
+    drop(read);
+
+    let mut block = verity_primitives::ChainSpec::dev(31337, 1, 1)
+        .expect("spec")
+        .genesis_block();
+    block.header.number = 1;
+    block.hash = B256::repeat_byte(0xb1);
+    block.transaction_hashes = vec![hash];
+    let mut write = db.write().expect("write");
+    write.put_block(&block).expect("block");
+    write.commit().expect("commit");
+
+    let read = db.read().expect("read");
+    let stored = read.transaction(hash).expect("tx").expect("stored");
+    assert_eq!(stored.block_hash, block.hash.to_vec());
+    for search in [
+        crate::AddressSearch::Before(u64::MAX),
+        crate::AddressSearch::After(0),
+    ] {
+        let (found, _) = read
+            .address_transactions(alice, search, 10)
+            .expect("search");
+        assert_eq!(found.len(), 1, "{search:?}");
+    }
 }

@@ -244,11 +244,19 @@ mod read {
         Ok(get(txn, BYTECODES, code_hash.as_slice())?.map(|code| Bytes::copy_from_slice(&code)))
     }
 
+    /// A stored block read only as far as its hash (field 2): its transaction hashes, which
+    /// can be thousands, are skipped undecoded.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct BlockHash {
+        #[prost(bytes = "vec", tag = "2")]
+        hash: Vec<u8>,
+    }
+
     pub(super) fn block_hash<K: TransactionKind>(
         txn: &Txn<'_, K>,
         number: u64,
     ) -> Result<Option<B256>, StorageError> {
-        get_proto::<K, v1::Block>(txn, HEADERS, &number.to_be_bytes())?
+        get_proto::<K, BlockHash>(txn, HEADERS, &number.to_be_bytes())?
             .map(|block| {
                 verity_proto::b256_from(&block.hash, "block.hash")
                     .map_err(|e| StorageError::decode(HEADERS, e))
@@ -450,6 +458,9 @@ mod read {
         search: crate::AddressSearch,
         at_least: usize,
     ) -> Result<(Vec<crate::AddressEntry>, bool), StorageError> {
+        // Transactions are indexed as their mini-blocks are stored; searches cover sealed
+        // blocks only.
+        let sealed = last_block_number(txn)?.unwrap_or(0);
         let handle = table(txn, ADDRESS_TRANSACTIONS)?;
         let mut cursor = txn.cursor(&handle)?;
         let decode = |key: &[u8],
@@ -490,6 +501,9 @@ mod read {
                     let Some(entry) = decode(&key, &value)? else {
                         break;
                     };
+                    if entry.block > sealed {
+                        break;
+                    }
                     if take(entry, &mut found) {
                         return Ok((found, true));
                     }
@@ -497,6 +511,7 @@ mod read {
                 }
             }
             crate::AddressSearch::Before(block) => {
+                let block = block.min(sealed.saturating_add(1));
                 let seek = crate::tables::address_transaction_key(address, block, 0);
                 // The first entry at or past the bound, then step back from it (or from the
                 // table's end when there is none).
@@ -518,11 +533,24 @@ mod read {
         Ok((found, false))
     }
 
+    /// The stored transaction, with its block's hash once that block is sealed (stored
+    /// transactions are written at their mini-block, before the block has a hash; the hash is
+    /// looked up by number rather than written into every transaction at the seal).
     pub(super) fn transaction<K: TransactionKind>(
         txn: &Txn<'_, K>,
         hash: B256,
     ) -> Result<Option<v1::StoredTransaction>, StorageError> {
-        get_proto(txn, TRANSACTIONS, hash.as_slice())
+        let Some(mut stored) =
+            get_proto::<K, v1::StoredTransaction>(txn, TRANSACTIONS, hash.as_slice())?
+        else {
+            return Ok(None);
+        };
+        if stored.block_hash.is_empty()
+            && let Some(block) = block_hash(txn, stored.block_number)?
+        {
+            stored.block_hash = block.to_vec();
+        }
+        Ok(Some(stored))
     }
 
     pub(super) fn receipt<K: TransactionKind>(

@@ -119,8 +119,10 @@ pub struct Config {
     #[arg(long, env = "VERITY_MAX_SEND_DELAY_MS", default_value_t = 500)]
     pub max_send_delay_ms: u64,
     /// The fewest sends in flight the edge bound allows, whatever the measured rate (an idle
-    /// gateway has measured none).
-    #[arg(long, env = "VERITY_MIN_SENDS_IN_FLIGHT", default_value_t = 256)]
+    /// gateway has measured none). Twice the largest batch by default: the sends of one
+    /// JSON-RPC batch all go at once, and a full batch arriving at an idle gateway is not load
+    /// to shed.
+    #[arg(long, env = "VERITY_MIN_SENDS_IN_FLIGHT", default_value_t = 2048)]
     pub min_sends_in_flight: usize,
     /// Most transactions one `txpool_content`, `txpool_contentFrom` or `txpool_inspect`
     /// answer lists; past it the call is refused with -32005 (`txpool_status` still counts).
@@ -516,6 +518,13 @@ impl verity_server::Service for Gateway {
                         _ = stop.cancelled() => return,
                     }
                 }
+            }
+        });
+        // No Nagle: an answer hyper writes in two parts (a batch's, a receipt's) would wait for
+        // the client's delayed ACK, 40 ms on Linux, before its second part.
+        let http = axum::serve::ListenerExt::tap_io(http, |tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
             }
         });
         axum::serve(

@@ -405,21 +405,22 @@ impl Layout for ReplicaLayout {
                         },
                     )?;
                     write.put_receipt(receipt)?;
+                    // Into the address index now, with its place in the block: a seal then
+                    // costs no work per transaction (searches stop at the sealed head).
+                    write.index_transaction(
+                        receipt.addresses(),
+                        mini.block_number,
+                        u32::try_from(first + i as u64).unwrap_or(u32::MAX),
+                        *tx.tx_hash(),
+                    )?;
                 }
             }
             ChainEventKind::Block(block) => {
                 // Where its seal stands in the chain stream (a witness names it in jobs that
                 // read the block's hash, for provers to check).
                 write.set_meta_u64(&meta::block_seq(block.number()), event.event().seq)?;
-                // Transactions learn their block hash now that it exists, and enter the address
-                // index (searches cover sealed blocks).
-                for hash in &block.transaction_hashes {
-                    if let Some(mut stored) = write.transaction(*hash)? {
-                        stored.block_hash = block.hash.to_vec();
-                        write.put_transaction(*hash, &stored)?;
-                    }
-                }
-                index_block(write, block.number(), &block.transaction_hashes)?;
+                // Nothing per transaction: reads find a transaction's block hash by its number
+                // and the address index was written with the mini-blocks.
             }
             // Where the epoch's key was handed over (a witness names it in jobs of the epoch, for
             // provers to take the key from).
