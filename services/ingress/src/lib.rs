@@ -50,6 +50,8 @@ const RULES_TTL: Duration = Duration::from_millis(250);
 const STALE_RULES_TTL: Duration = Duration::from_secs(10);
 /// How long a submission waits for a sequencer to forward to.
 const FAILOVER_WAIT: Duration = Duration::from_secs(3);
+/// Batches of fewer transactions are validated on the calling task; larger ones on every core.
+const PARALLEL_RECOVERY_MIN: usize = 8;
 /// Most transactions forwarded in one message of the forward stream: what was queued when the
 /// stream wrote, up to this many.
 const MAX_FORWARD_BATCH: usize = 512;
@@ -291,14 +293,20 @@ impl Ingress {
             Err(rejection) => return vec![Err(rejection); count],
         };
         let started = Instant::now();
-        let validated = tokio::task::spawn_blocking(move || {
-            use rayon::prelude::*;
-            raws.par_iter()
-                .map(|raw| validate(raw, &rules))
-                .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_else(|_| vec![Err(unavailable("validation panicked")); count]);
+        // A few are recovered here; more, on every core (a thread hop costs more than a few
+        // recoveries).
+        let validated = if count < PARALLEL_RECOVERY_MIN {
+            raws.iter().map(|raw| validate(raw, &rules)).collect()
+        } else {
+            tokio::task::spawn_blocking(move || {
+                use rayon::prelude::*;
+                raws.par_iter()
+                    .map(|raw| validate(raw, &rules))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_else(|_| vec![Err(unavailable("validation panicked")); count])
+        };
         let each = started.elapsed().as_secs_f64() / count.max(1) as f64;
         let forwards = validated.into_iter().map(|tx| async move {
             metrics::histogram!("verity_ingress_validate_seconds").record(each);

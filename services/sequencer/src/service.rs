@@ -20,6 +20,10 @@ use crate::{SharedState, mempool::Admission};
 /// How long an admission waits for a node that is taking over to become active.
 const TAKEOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Forwarded batches of fewer transactions are checked on the calling task; larger ones on
+/// every core.
+const PARALLEL_RECOVERY_MIN: usize = 8;
+
 /// Events read from storage per batch when a subscriber catches up.
 const BACKFILL_BATCH: usize = 256;
 
@@ -170,24 +174,36 @@ pub async fn admit_batch(
             .collect();
     }
     let check = checks_senders(shared);
-    let decoded = tokio::task::spawn_blocking(move || {
-        use rayon::prelude::*;
-        entries
-            .into_par_iter()
-            .map(|entry| {
-                let tx = decode(&entry).and_then(|tx| {
-                    if check {
-                        check_sender(&tx)?;
-                    }
-                    Ok(tx)
-                });
-                (entry, tx)
-            })
-            .collect::<Vec<_>>()
-    })
-    .await;
-    let Ok(decoded) = decoded else {
-        return Vec::new();
+    let checked = move |entry: v1::ForwardRequest| {
+        let tx = decode(&entry).and_then(|tx| {
+            if check {
+                check_sender(&tx)?;
+            }
+            Ok(tx)
+        });
+        (entry, tx)
+    };
+    // A few are recovered here; more, on every core (a thread hop costs more than a few
+    // recoveries).
+    let decoded: Vec<_> = if entries.len() < PARALLEL_RECOVERY_MIN {
+        entries.into_iter().map(checked).collect()
+    } else {
+        let ids: Vec<u64> = entries.iter().map(|e| e.id).collect();
+        match tokio::task::spawn_blocking(move || {
+            use rayon::prelude::*;
+            entries.into_par_iter().map(checked).collect::<Vec<_>>()
+        })
+        .await
+        {
+            Ok(decoded) => decoded,
+            Err(_) => {
+                let failed = (TxRejection::Internal, "sender recovery failed".to_owned());
+                return ids
+                    .into_iter()
+                    .map(|id| response(id, Err(failed.clone())))
+                    .collect();
+            }
+        }
     };
     decoded
         .into_iter()
