@@ -139,13 +139,32 @@ impl Database {
     /// [`StorageError::is_full`] recognises. A database opened again with a larger bound can
     /// grow into it.
     pub fn open_with_max_size(path: &Path, max_size: u64) -> Result<Self, StorageError> {
+        Self::open_with(path, max_size, SyncMode::Durable)
+    }
+
+    /// [`Database::open`] for state derived from a log its owner replays from its own stored
+    /// position (a replica following the chain stream): a commit reaches the OS at once and the
+    /// disk at the next [`Database::sync`] (MDBX's `SafeNoSync`). A process that dies loses
+    /// nothing (the OS holds the pages); a machine that dies takes the database back to its last
+    /// synced commit, consistent, and the owner replays from there. Saves an fsync per commit.
+    pub fn open_replayable(path: &Path) -> Result<Self, StorageError> {
+        Self::open_with(path, MAX_SIZE, SyncMode::SafeNoSync)
+    }
+
+    /// Flushes every commit so far to the disk (a no-op for a durable database's commits).
+    pub fn sync(&self) -> Result<(), StorageError> {
+        self.env.sync(true)?;
+        Ok(())
+    }
+
+    fn open_with(path: &Path, max_size: u64, sync_mode: SyncMode) -> Result<Self, StorageError> {
         let max_size = max_size.max(MIN_MAX_SIZE);
         std::fs::create_dir_all(path)?;
         let options = DatabaseOptions {
             max_tables: Some(MAX_TABLES),
             max_readers: Some(MAX_READERS),
             mode: Mode::ReadWrite(ReadWriteOptions {
-                sync_mode: SyncMode::Durable,
+                sync_mode,
                 min_size: None,
                 max_size: Some(isize::try_from(max_size).unwrap_or(isize::MAX)),
                 growth_step: Some(

@@ -1188,3 +1188,26 @@ fn an_unsealed_blocks_transactions_have_no_block_hash_and_are_not_searched() {
         assert_eq!(found.len(), 1, "{search:?}");
     }
 }
+
+/// A replayable database's commits survive closing and reopening (the OS holds them even
+/// before a sync), and syncing it works.
+#[test]
+fn a_replayable_databases_commits_survive_reopening() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("db");
+    {
+        let db = Database::open_replayable(&path).expect("open");
+        let mut write = db.write().expect("write");
+        write.set_meta_u64("last_seq", 7).expect("meta");
+        write.commit().expect("commit");
+        db.sync().expect("sync");
+        let mut write = db.write().expect("write");
+        write.set_meta_u64("last_seq", 8).expect("meta");
+        write.commit().expect("commit");
+    }
+    let db = Database::open_replayable(&path).expect("reopen");
+    assert_eq!(
+        db.read().expect("read").meta_u64("last_seq").expect("meta"),
+        Some(8)
+    );
+}
