@@ -79,7 +79,7 @@ fn main() {
         let url = format!("http://127.0.0.1:{port}");
         wait_for_rpc(&url).await;
         let version = anvil_version(&anvil).await;
-        println!("anvil ({version}) at {url}");
+        println!("anvil {version} at {url}");
         let nowhere = tempfile::tempdir().unwrap();
         for (workload, args) in &loads {
             let mut args = args.clone();
@@ -212,9 +212,11 @@ async fn anvil_version(anvil: &Path) -> String {
         .await
         .ok()
         .map(|o| {
+            // "anvil Version: 1.7.1-..." → "1.7.1-...".
             String::from_utf8_lossy(&o.stdout)
                 .lines()
                 .next()
+                .and_then(|line| line.split_whitespace().last())
                 .unwrap_or_default()
                 .to_owned()
         })
