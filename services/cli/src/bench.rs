@@ -621,6 +621,20 @@ impl Tally {
     }
 }
 
+/// The report's latency percentiles of `sorted`, in milliseconds: p50, p90, p99, p99.9, max.
+fn latency_percentiles(sorted: &[Duration]) -> BTreeMap<String, f64> {
+    [
+        ("p50", 50.0),
+        ("p90", 90.0),
+        ("p99", 99.0),
+        ("p99.9", 99.9),
+        ("max", 100.0),
+    ]
+    .into_iter()
+    .map(|(name, p)| (name.to_owned(), percentile(sorted, p)))
+    .collect()
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -911,16 +925,7 @@ async fn batched(
         intake_seconds: Some(intake),
         tps: receipts as f64 / seconds,
         gas_per_second: tally.gas.load(Ordering::Relaxed) as f64 / seconds,
-        latency_ms: [
-            ("p50", 50.0),
-            ("p90", 90.0),
-            ("p99", 99.0),
-            ("p99.9", 99.9),
-            ("max", 100.0),
-        ]
-        .into_iter()
-        .map(|(name, p)| (name.to_owned(), percentile(&latencies, p)))
-        .collect(),
+        latency_ms: latency_percentiles(&latencies),
         errors: tally
             .errors
             .lock()
@@ -1052,16 +1057,7 @@ async fn send(rpc: &Rpc, signed: Vec<Signed>, args: &BenchArgs) -> Report {
         seconds,
         tps: receipts as f64 / seconds,
         gas_per_second: tally.gas.load(Ordering::Relaxed) as f64 / seconds,
-        latency_ms: [
-            ("p50", 50.0),
-            ("p90", 90.0),
-            ("p99", 99.0),
-            ("p99.9", 99.9),
-            ("max", 100.0),
-        ]
-        .into_iter()
-        .map(|(name, p)| (name.to_owned(), percentile(&latencies, p)))
-        .collect(),
+        latency_ms: latency_percentiles(&latencies),
         errors: tally
             .errors
             .lock()

@@ -176,32 +176,14 @@ fn main() {
 
 /// Waits (up to 30 s) until the node at `url` answers `eth_chainId`.
 async fn wait_for_rpc(url: &str) {
+    let rpc = verity_e2e::Rpc::new(url.to_owned());
     for _ in 0..300 {
-        if answers_chain_id(url.trim_start_matches("http://")).await {
+        if rpc.call("eth_chainId", serde_json::json!([])).await.is_ok() {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("no JSON-RPC at {url} within 30 s");
-}
-
-/// Whether the node at `address` answers `eth_chainId` (one HTTP/1.1 request).
-async fn answers_chain_id(address: &str) -> bool {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let Ok(mut stream) = tokio::net::TcpStream::connect(address).await else {
-        return false;
-    };
-    let body = r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#;
-    let request = format!(
-        "POST / HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    if stream.write_all(request.as_bytes()).await.is_err() {
-        return false;
-    }
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer).await;
-    answer.contains("\"result\"")
 }
 
 /// What `anvil --version` says, first line.
