@@ -467,11 +467,14 @@ fn account_diff(
     (!change.is_empty()).then_some(change)
 }
 
+/// One transaction's writes, as replicas apply them: each touched account once, in no order.
+type TxDiff = Vec<(Address, AccountDiff)>;
+
 /// What one transaction changed, relative to the state it ran over.
 #[derive(Debug, Default)]
 struct Changes {
-    /// Its writes, as replicas apply them.
-    diff: StateDiff,
+    /// Its writes.
+    diff: TxDiff,
     /// Accounts whose balance, nonce or code changed, or that were created or destroyed (only
     /// when asked for).
     accounts: Vec<Address>,
@@ -507,7 +510,7 @@ impl Changes {
                 }
             }
             if let Some(change) = account_diff(account, previous.as_ref()) {
-                changes.diff.accounts.insert(*address, change);
+                changes.diff.push((*address, change));
             }
         }
         Ok(changes)
@@ -544,13 +547,6 @@ type BlockEvm<'a, S> = revm::handler::MainnetEvm<
     revm::handler::MainnetContext<CacheDB<WrapDatabaseRef<ViewDb<'a, S>>>>,
 >;
 
-/// What became of one transaction of a batch.
-#[derive(Debug)]
-enum Decision {
-    Included(Receipt),
-    Rejected(TxRejection),
-}
-
 /// Builds a batch's outcome one transaction at a time, in order, over the block's accumulated
 /// state. Both executors commit through it, so their receipts, gas accounting and diffs come
 /// from the same code.
@@ -558,8 +554,20 @@ struct BlockBuilder<'a, S: StateView> {
     evm: BlockEvm<'a, S>,
     env: BlockEnvSpec,
     cumulative: u64,
+    /// The batch's writes so far, merged (the sequential executor).
     diff: StateDiff,
-    decisions: Vec<Decision>,
+    /// The batch's writes, one entry per committed transaction (and fee payment) in commit
+    /// order, merged only at the end, on every thread (the parallel executor: see
+    /// [`Self::keep_diffs_in_order`]).
+    ordered: Option<Vec<TxDiff>>,
+    /// Committed speculations whose state is not in `evm`'s cache yet: nothing reads the cache
+    /// until the committer executes a transaction itself ([`Self::apply_deferred`]). None of
+    /// them touches the beneficiary.
+    unapplied: Vec<EvmState>,
+    /// One receipt per included transaction, in order.
+    receipts: Vec<Receipt>,
+    /// The rejected transactions, by their index in the batch.
+    rejected: Vec<(usize, TxRejection)>,
     /// What the committed transactions changed, when a parallel executor validates against it.
     written: Option<parallel::Written>,
     speculation: SpeculationStats,
@@ -583,7 +591,10 @@ impl<'a, S: StateView> BlockBuilder<'a, S> {
             env: *env,
             cumulative: cumulative_gas_start,
             diff: StateDiff::default(),
-            decisions: Vec::new(),
+            ordered: None,
+            unapplied: Vec::new(),
+            receipts: Vec::new(),
+            rejected: Vec::new(),
             written: None,
             speculation: SpeculationStats::default(),
             unpaid: U256::ZERO,
@@ -593,6 +604,42 @@ impl<'a, S: StateView> BlockBuilder<'a, S> {
     /// Keeps the set of accounts and slots committed transactions change.
     fn track_writes(&mut self) {
         self.written = Some(parallel::Written::default());
+    }
+
+    /// Keeps each committed transaction's writes apart, in order, instead of merging them as
+    /// they come: merging is a third of what committing a speculation costs, and merged at the
+    /// end it splits across threads by address.
+    fn keep_diffs_in_order(&mut self) {
+        self.ordered = Some(Vec::new());
+    }
+
+    /// Records one committed transaction's writes.
+    fn record(&mut self, diff: TxDiff) {
+        match &mut self.ordered {
+            Some(ordered) => ordered.push(diff),
+            None => {
+                for (address, change) in &diff {
+                    self.diff.merge_account(*address, change);
+                }
+            }
+        }
+    }
+
+    /// Puts the committed speculations' state into the cache, before anything reads it.
+    fn apply_deferred(&mut self) {
+        for state in self.unapplied.drain(..) {
+            self.evm.ctx.db_mut().commit(state);
+        }
+    }
+
+    /// The index in the batch of the transaction decided next.
+    fn next_index(&self) -> usize {
+        self.receipts.len() + self.rejected.len()
+    }
+
+    fn reject(&mut self, rejection: TxRejection) {
+        let index = self.next_index();
+        self.rejected.push((index, rejection));
     }
 
     /// The block-level refusal of `tx`, before any execution: its gas limit exceeds the
@@ -616,15 +663,16 @@ impl<'a, S: StateView> BlockBuilder<'a, S> {
         // It may read the beneficiary's balance: pay what it is owed first.
         self.settle_fees()?;
         if let Some(refusal) = self.gas_refusal(tx) {
-            self.decisions.push(Decision::Rejected(refusal));
+            self.reject(refusal);
             return Ok(());
         }
+        // It reads the cache: bring it up to every committed transaction.
+        self.apply_deferred();
         let result = match self.evm.transact(tx_env(tx)) {
             Ok(result) => result,
             Err(EVMError::Transaction(error)) => {
                 let message = rejection_message(&error, tx);
-                self.decisions
-                    .push(Decision::Rejected(TxRejection { message }));
+                self.reject(TxRejection { message });
                 return Ok(());
             }
             Err(error) => return Err(evm_error(error)),
@@ -634,27 +682,28 @@ impl<'a, S: StateView> BlockBuilder<'a, S> {
         Ok(())
     }
 
-    /// Commits one transaction's state changes, recording their diff (and, when tracked, which
-    /// accounts and slots changed value).
+    /// Commits state changes computed over the cache as it is (a transaction the committer
+    /// executed, or a fee payment), recording their diff (and, when tracked, which accounts
+    /// and slots changed value).
     fn commit(&mut self, state: EvmState) -> Result<(), ExecutionError> {
         let changes = Changes::of(&state, self.evm.ctx.db_ref(), self.written.is_some())
             .map_err(|e| ExecutionError::State(e.0))?;
-        self.commit_changes(state, changes);
+        self.note_written(&changes);
+        self.evm.ctx.db_mut().commit(state);
+        self.record(changes.diff);
         Ok(())
     }
 
-    /// Commits a transaction's state with its changes computed already.
-    fn commit_changes(&mut self, state: EvmState, changes: Changes) {
+    fn note_written(&mut self, changes: &Changes) {
         if let Some(written) = &mut self.written {
-            written.extend(&changes);
+            written.extend(changes);
         }
-        self.evm.ctx.db_mut().commit(state);
-        self.diff.merge(&changes.diff);
     }
 
     /// Pays the beneficiary a fee the way revm's handler does at the end of a transaction:
     /// the account is touched (so an empty one is cleared, EIP-161) and its balance raised
-    /// unless that would overflow.
+    /// unless that would overflow. It reads and writes the beneficiary alone, which no
+    /// deferred speculation touched: the cache need not be brought up to date first.
     fn pay_beneficiary(&mut self, reward: U256) -> Result<(), ExecutionError> {
         let beneficiary = self.env.beneficiary;
         let before = self
@@ -679,7 +728,7 @@ impl<'a, S: StateView> BlockBuilder<'a, S> {
         let used = gas_used(result);
         self.cumulative += used;
         let envelope = tx.inner();
-        self.decisions.push(Decision::Included(Receipt {
+        self.receipts.push(Receipt {
             tx_hash: *tx.tx_hash(),
             tx_type: envelope.tx_type(),
             success: result.is_success(),
@@ -690,23 +739,29 @@ impl<'a, S: StateView> BlockBuilder<'a, S> {
             contract_address: result.created_address(),
             from: tx.signer(),
             to: envelope.kind().to().copied(),
-        }));
+        });
     }
 
-    /// The outcome, given the batch the decisions were made for (in the same order).
+    /// The outcome, given the batch the decisions were made for (in the same order). Every
+    /// write must be merged into `diff` by now.
     fn finish(self, txs: Vec<Transaction>) -> ExecutionOutcome {
+        debug_assert!(self.ordered.is_none(), "diffs left unmerged");
         let mut outcome = ExecutionOutcome {
+            receipts: self.receipts,
             diff: self.diff,
             speculation: self.speculation,
             ..ExecutionOutcome::default()
         };
-        for (tx, decision) in txs.into_iter().zip(self.decisions) {
-            match decision {
-                Decision::Included(receipt) => {
-                    outcome.receipts.push(receipt);
-                    outcome.executed.push(tx);
-                }
-                Decision::Rejected(rejection) => outcome.rejected.push((*tx.tx_hash(), rejection)),
+        if self.rejected.is_empty() {
+            outcome.executed = txs;
+            return outcome;
+        }
+        let mut rejected = self.rejected.into_iter().peekable();
+        outcome.executed.reserve(outcome.receipts.len());
+        for (index, tx) in txs.into_iter().enumerate() {
+            match rejected.next_if(|(at, _)| *at == index) {
+                Some((_, rejection)) => outcome.rejected.push((*tx.tx_hash(), rejection)),
+                None => outcome.executed.push(tx),
             }
         }
         outcome

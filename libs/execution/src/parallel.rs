@@ -25,7 +25,7 @@ use std::{
     cell::Cell,
     marker::PhantomData,
     sync::{
-        Mutex,
+        Condvar, Mutex, OnceLock,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
 };
@@ -42,11 +42,11 @@ use revm::{
     interpreter::interpreter_action::FrameInit,
     state::EvmState,
 };
-use verity_primitives::{StateView, Transaction};
+use verity_primitives::{StateDiff, StateView, Transaction};
 
 use crate::{
-    BlockBuilder, BlockEnvSpec, Changes, ExecutionError, ExecutionOutcome, StateReadError, execute,
-    tx_env,
+    BlockBuilder, BlockEnvSpec, Changes, ExecutionError, ExecutionOutcome, StateReadError, TxDiff,
+    execute, tx_env,
 };
 
 /// Executes `txs` like [`execute`] (same outcome, field for field) on `threads` threads, the
@@ -97,23 +97,190 @@ pub fn execute_scheduled<S: StateView + Sync>(
     let stop = AtomicBool::new(false);
     let live = AtomicUsize::new(workers);
     let contended = AtomicBool::new(false);
+    // The batch's writes are merged at the end on every thread, each one the accounts of its
+    // share of the address space (`Merge`).
+    let parts = workers + 1;
+    let merge = Merge::new(parts);
     let mut block = BlockBuilder::new(state, env, cumulative_gas_start);
     block.track_writes();
-    let committed = std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                let _alive = Alive(&live);
-                speculate(state, env, &txs, &slots, &next, &stop, &contended);
+    block.keep_diffs_in_order();
+    // The workers run on threads that outlive the batch (`pool`). A thread started per batch
+    // lands on the caller's core until the scheduler moves it, and starts with an empty
+    // allocator heap that faults in fresh pages.
+    let committed = pool().in_place_scope(|scope| {
+        let (txs, slots, next, stop, live, contended, merge) =
+            (&txs, &slots, &next, &stop, &live, &contended, &merge);
+        for part in 1..parts {
+            scope.spawn(move |_| {
+                let alive = Alive(live);
+                speculate(state, env, txs, slots, next, stop, contended);
+                // Every speculation it claimed is delivered.
+                drop(alive);
+                merge.merge_when_handed(part);
             });
         }
-        let claims = schedule.committer_executes.then_some(&next);
-        let committed = commit_in_order(&mut block, state, &txs, &slots, claims, &live, &contended);
+        // Releases the workers from waiting for the merge, whatever happens below.
+        let _release = Release(merge);
+        let claims = schedule.committer_executes.then_some(next);
+        let committed = commit_in_order(&mut block, state, txs, slots, claims, live, contended)
+            .and_then(|()| block.settle_fees());
         stop.store(true, Ordering::Release);
-        committed
+        committed?;
+        let ordered = block.ordered.take().unwrap_or_default();
+        if ordered.len() >= PARALLEL_MERGE_MIN {
+            merge.hand_over(ordered, std::mem::take(&mut block.unapplied));
+            merge.merge_when_handed(0);
+        } else {
+            block.ordered = Some(ordered);
+        }
+        Ok::<_, ExecutionError>(())
     });
     committed?;
-    block.settle_fees()?;
+    match block.ordered.take() {
+        // A small batch: merged here, in order.
+        Some(ordered) => {
+            for diff in &ordered {
+                for (address, change) in diff {
+                    block.diff.merge_account(*address, change);
+                }
+            }
+        }
+        None => block.diff = merge.into_diff(),
+    }
     Ok(block.finish(txs))
+}
+
+/// The speculation workers' threads: one per core but the caller's, started once, apart from
+/// rayon's global pool (a sequencer recovers senders there, and a batch must not wait behind
+/// that). More workers than threads queue: a worker that starts late finds the batch claimed
+/// and only merges its share; the committer never waits for one that has not started.
+fn pool() -> &'static rayon::ThreadPool {
+    static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        let built = rayon::ThreadPoolBuilder::new()
+            .num_threads(cores.saturating_sub(1).max(1))
+            .thread_name(|i| format!("speculate-{i}"))
+            .build();
+        match built {
+            Ok(pool) => pool,
+            Err(error) => panic!("cannot start the parallel executor's threads: {error}"),
+        }
+    })
+}
+
+/// Batches with fewer committed writes than this are merged on the committing thread alone
+/// (waking the workers costs more than merging a few hundred accounts).
+const PARALLEL_MERGE_MIN: usize = 512;
+
+/// The end of a batch: its per-transaction writes, merged by `parts` threads, each merging, in
+/// commit order, the accounts whose first address byte falls in its share (so each account is
+/// merged by one thread, and the shares, concatenated, are in address order).
+struct Merge {
+    /// Set once by the committer: the writes, or None when there is nothing to merge on other
+    /// threads (a small batch, an error).
+    handed: OnceLock<Option<Vec<TxDiff>>>,
+    /// Wakes the workers waiting for `handed`.
+    waiting: (Mutex<()>, Condvar),
+    /// The committed speculations' state, freed by the first worker once merged.
+    garbage: Mutex<Vec<EvmState>>,
+    merged: Vec<Mutex<Option<StateDiff>>>,
+}
+
+impl Merge {
+    fn new(parts: usize) -> Self {
+        Self {
+            handed: OnceLock::new(),
+            waiting: (Mutex::new(()), Condvar::new()),
+            garbage: Mutex::new(Vec::new()),
+            merged: (0..parts).map(|_| Mutex::new(None)).collect(),
+        }
+    }
+
+    fn hand_over(&self, ordered: Vec<TxDiff>, garbage: Vec<EvmState>) {
+        *self.garbage.lock().unwrap_or_else(|e| e.into_inner()) = garbage;
+        self.hand(Some(ordered));
+    }
+
+    /// Sets `handed` (a second call changes nothing) and wakes every waiting worker.
+    fn hand(&self, handed: Option<Vec<TxDiff>>) {
+        let _ = self.handed.set(handed);
+        // Taken after the set: a worker checks `handed` under the lock, so it either saw it set
+        // or is already waiting when this notifies.
+        let _lock = self.waiting.0.lock().unwrap_or_else(|e| e.into_inner());
+        self.waiting.1.notify_all();
+    }
+
+    /// Waits until the committer hands the writes over (or gives up: an error, a small batch),
+    /// then merges share `part`.
+    fn merge_when_handed(&self, part: usize) {
+        let (lock, handed_over) = &self.waiting;
+        let mut waiting = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let handed = loop {
+            if let Some(handed) = self.handed.get() {
+                break handed;
+            }
+            waiting = handed_over.wait(waiting).unwrap_or_else(|e| e.into_inner());
+        };
+        drop(waiting);
+        let Some(ordered) = handed else {
+            return;
+        };
+        let parts = self.merged.len();
+        let mut diff = StateDiff::default();
+        for tx in ordered {
+            for (address, change) in tx {
+                if share(address, parts) == part {
+                    diff.merge_account(*address, change);
+                }
+            }
+        }
+        *self.merged[part].lock().unwrap_or_else(|e| e.into_inner()) = Some(diff);
+        if part == 1 {
+            drop(std::mem::take(
+                &mut *self.garbage.lock().unwrap_or_else(|e| e.into_inner()),
+            ));
+        }
+    }
+
+    /// The merged writes: every share in address order; a share whose worker is gone is merged
+    /// here.
+    fn into_diff(self) -> StateDiff {
+        let Self { handed, merged, .. } = self;
+        let parts = merged.len();
+        let mut diff = StateDiff::default();
+        for (part, merged) in merged.into_iter().enumerate() {
+            let share_diff = merged.into_inner().unwrap_or_else(|e| e.into_inner());
+            let mut share_diff = share_diff.unwrap_or_else(|| {
+                let mut diff = StateDiff::default();
+                for tx in handed.get().and_then(Option::as_ref).into_iter().flatten() {
+                    for (address, change) in tx {
+                        if share(address, parts) == part {
+                            diff.merge_account(*address, change);
+                        }
+                    }
+                }
+                diff
+            });
+            diff.accounts.append(&mut share_diff.accounts);
+        }
+        diff
+    }
+}
+
+/// The share of the address space `address` falls in, of `parts` shares in address order.
+fn share(address: &Address, parts: usize) -> usize {
+    (usize::from(address[0]) * parts) >> 8
+}
+
+/// Tells the workers there is nothing (more) to hand over when the committer leaves, so none
+/// waits forever.
+struct Release<'a>(&'a Merge);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.hand(None);
+    }
 }
 
 /// What a worker found for one transaction. Kept inline in its slot (no allocation per
@@ -273,6 +440,9 @@ fn take_is_empty(slot: &Mutex<Option<Speculation>>) -> bool {
     slot.lock().unwrap_or_else(|e| e.into_inner()).is_none()
 }
 
+/// How many accounts a speculator keeps cached before it empties its cache.
+const SPECULATOR_CACHED_ACCOUNTS: usize = 1024;
+
 /// An EVM over the batch's starting state. Its cache holds only values read from that state:
 /// nothing is committed into it.
 struct Speculator<'a, S: StateView> {
@@ -289,6 +459,13 @@ impl<'a, S: StateView> Speculator<'a, S> {
     /// Runs `tx` as if it were the batch's first transaction, the beneficiary unpaid.
     fn run(&mut self, tx: &Transaction) -> Speculation {
         let evm = &mut self.evm;
+        // The cache pays for accounts read again (a token, a hot contract); one that grew with
+        // every sender and recipient of a batch would only cost its growth (rehashing, fresh
+        // pages). Emptied in place, it keeps its capacity; code stays cached.
+        let cache = &mut evm.ctx.db_mut().cache;
+        if cache.accounts.len() >= SPECULATOR_CACHED_ACCOUNTS {
+            cache.accounts.clear();
+        }
         evm.ctx.set_tx(tx_env(tx));
         let mut handler: DeferredReward<_, EVMError<StateReadError, InvalidTransaction>, _> =
             DeferredReward::default();
@@ -393,7 +570,10 @@ impl<S: StateView> BlockBuilder<'_, S> {
             return Ok(false);
         }
         self.speculation.committed += 1;
-        self.commit_changes(speculated.state, speculated.changes);
+        self.note_written(&speculated.changes);
+        // Its state goes into the cache only when something reads it (`apply_deferred`).
+        self.unapplied.push(speculated.state);
+        self.record(speculated.changes.diff);
         self.defer_fee(speculated.reward)?;
         self.include(tx, &speculated.result);
         Ok(true)

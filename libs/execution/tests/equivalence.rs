@@ -336,3 +336,60 @@ fn fully_contended_batches_fall_back_to_order() {
         U256::from(64u64)
     );
 }
+
+/// A batch large enough that the parallel executor merges its writes on every thread (each
+/// thread the accounts of its share of the address space, in commit order): the same diff as
+/// the sequential executor's merge, with conflicts, destroyed and re-created accounts, and
+/// writes spread over the whole address space.
+#[test]
+fn a_large_batchs_writes_merged_on_every_thread_equal_the_sequential_merge() {
+    let keys = keys();
+    let state = genesis(&keys);
+    // A small deterministic generator: the same batch on every run.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |bound: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % bound
+    };
+    let specs: Vec<Spec> = (0..1_200)
+        .map(|_| Spec {
+            kind: next(14) as u8,
+            sender: next(8) as usize,
+            target: next(12) as u8,
+            value: next(3) as u8,
+            tip: next(2) == 0,
+            // Mostly the next nonce; now and then a gap or a reused one.
+            nonce: (next(24) as u8).max(1),
+        })
+        .collect();
+    for sender_is_beneficiary in [false, true] {
+        let beneficiary = beneficiary(&keys, sender_is_beneficiary);
+        let txs = batch(&keys, &specs, 8, beneficiary);
+        let env = env(beneficiary, 1_000_000_000);
+        let sequential = execute(&state, &env, txs.clone(), 0).unwrap();
+        // Past the executor's threshold for merging on every thread (512 writes).
+        assert!(
+            sequential.executed.len() >= 600,
+            "{}",
+            sequential.executed.len()
+        );
+        let first_bytes: std::collections::BTreeSet<u8> =
+            sequential.diff.accounts.keys().map(|a| a[0]).collect();
+        assert!(
+            first_bytes.first() < Some(&0x40) && first_bytes.last() >= Some(&0xc0),
+            "writes over the whole address space: {first_bytes:?}"
+        );
+        for threads in [2, 3, 4] {
+            let parallel = execute_parallel(&state, &env, txs.clone(), 0, threads).unwrap();
+            assert_same(&sequential, &parallel);
+            let schedule = Schedule {
+                threads,
+                committer_executes: false,
+            };
+            let speculated = execute_scheduled(&state, &env, txs.clone(), 0, schedule).unwrap();
+            assert_same(&sequential, &speculated);
+        }
+    }
+}

@@ -77,26 +77,31 @@ impl StateDiff {
     /// Folds a later diff into this one, as if both had been applied in order.
     pub fn merge(&mut self, later: &StateDiff) {
         for (address, next) in &later.accounts {
-            let entry = self.accounts.entry(*address).or_default();
-            if next.destroyed {
-                *entry = AccountDiff {
-                    destroyed: true,
-                    ..AccountDiff::default()
-                };
-            }
-            if next.balance.is_some() {
-                entry.balance = next.balance;
-            }
-            if next.nonce.is_some() {
-                entry.nonce = next.nonce;
-            }
-            if next.code.is_some() {
-                entry.code.clone_from(&next.code);
-            }
-            entry
-                .storage
-                .extend(next.storage.iter().map(|(k, v)| (*k, *v)));
+            self.merge_account(*address, next);
         }
+    }
+
+    /// [`Self::merge`] of one account's later writes.
+    pub fn merge_account(&mut self, address: Address, next: &AccountDiff) {
+        let entry = self.accounts.entry(address).or_default();
+        if next.destroyed {
+            *entry = AccountDiff {
+                destroyed: true,
+                ..AccountDiff::default()
+            };
+        }
+        if next.balance.is_some() {
+            entry.balance = next.balance;
+        }
+        if next.nonce.is_some() {
+            entry.nonce = next.nonce;
+        }
+        if next.code.is_some() {
+            entry.code.clone_from(&next.code);
+        }
+        entry
+            .storage
+            .extend(next.storage.iter().map(|(k, v)| (*k, *v)));
     }
 }
 
