@@ -6,9 +6,12 @@
 //! JetStream stream sequence, so any consumer can resume from "the event after the last one I
 //! applied".
 
-use alloy_consensus::{EMPTY_OMMER_ROOT_HASH, Header, proofs, transaction::Recovered};
+use alloy_consensus::{
+    EMPTY_OMMER_ROOT_HASH, EMPTY_ROOT_HASH, Header, proofs, transaction::Recovered,
+};
 use alloy_eips::eip2718::Encodable2718;
 use alloy_primitives::{Address, B256, Bloom, Bytes, Signature, U256, keccak256};
+use alloy_trie::{HashBuilder, Nibbles};
 
 use crate::{Receipt, StateDiff, Transaction, signing};
 
@@ -137,6 +140,115 @@ fn encode_receipt(buf: &mut Vec<u8>, receipt: &Receipt) {
     }
 }
 
+/// What a block's header and body take from its mini-blocks.
+struct Roots {
+    transactions_root: B256,
+    receipts_root: B256,
+    logs_bloom: Bloom,
+    gas_used: u64,
+    mini_block_count: u64,
+    transaction_hashes: Vec<B256>,
+}
+
+/// A block's transactions root, receipts root, logs bloom, gas and transaction hashes, built a
+/// mini-block at a time as the sequencer produces them ([`Block::seal_built`]): the tries take
+/// their leaves in key order as they come, so sealing costs the same whatever the block's size,
+/// instead of hashing every transaction and receipt at once on the producer's thread.
+#[derive(Debug, Clone, Default)]
+pub struct BlockRoots {
+    transactions: OrderedTrie,
+    receipts: OrderedTrie,
+    logs_bloom: Bloom,
+    gas_used: u64,
+    mini_block_count: u64,
+    transaction_hashes: Vec<B256>,
+}
+
+impl BlockRoots {
+    /// Adds the block's next mini-block.
+    pub fn push(&mut self, mini: &MiniBlock) {
+        for tx in &mini.transactions {
+            self.transactions.push(|buf| tx.inner().encode_2718(buf));
+            self.transaction_hashes.push(*tx.tx_hash());
+        }
+        for receipt in &mini.receipts {
+            let envelope = receipt.envelope();
+            self.logs_bloom.accrue_bloom(envelope.logs_bloom());
+            self.receipts.push(|buf| envelope.encode_2718(buf));
+        }
+        self.gas_used += mini.gas_used();
+        self.mini_block_count += 1;
+    }
+
+    /// Mini-blocks added so far.
+    pub fn mini_blocks(&self) -> u64 {
+        self.mini_block_count
+    }
+
+    fn finish(self) -> Roots {
+        Roots {
+            transactions_root: self.transactions.root(),
+            receipts_root: self.receipts.root(),
+            logs_bloom: self.logs_bloom,
+            gas_used: self.gas_used,
+            mini_block_count: self.mini_block_count,
+            transaction_hashes: self.transaction_hashes,
+        }
+    }
+}
+
+/// The root of the trie of a list keyed by `rlp(index)` (a block's transactions or receipts),
+/// its items given one at a time in list order. The trie takes leaves in key order: 1..=127
+/// (`0x01`..`0x7f`), then 0 (`0x80`), then 128 and up (`0x81 0x80`...), which is list order
+/// but for the first item, held back until the 129th arrives or the list ends.
+#[derive(Debug, Clone, Default)]
+struct OrderedTrie {
+    builder: HashBuilder,
+    len: usize,
+    first: Option<Vec<u8>>,
+    buffer: Vec<u8>,
+}
+
+impl OrderedTrie {
+    fn push(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
+        let index = self.len;
+        self.len += 1;
+        if index == 0 {
+            let mut first = Vec::new();
+            encode(&mut first);
+            self.first = Some(first);
+            return;
+        }
+        if index == 0x80 {
+            self.add_first();
+        }
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.clear();
+        encode(&mut buffer);
+        self.add(index, &buffer);
+        self.buffer = buffer;
+    }
+
+    fn add_first(&mut self) {
+        if let Some(first) = self.first.take() {
+            self.add(0, &first);
+        }
+    }
+
+    fn add(&mut self, index: usize, value: &[u8]) {
+        let key = alloy_rlp::encode_fixed_size(&index);
+        self.builder.add_leaf(Nibbles::unpack(&key), value);
+    }
+
+    fn root(mut self) -> B256 {
+        if self.len == 0 {
+            return EMPTY_ROOT_HASH;
+        }
+        self.add_first();
+        self.builder.root()
+    }
+}
+
 /// Blocks of at least this many transactions compute their two roots on two threads (a
 /// thread costs tens of microseconds; a root of this many leaves, a millisecond or more).
 const PARALLEL_SEAL_TXS: usize = 512;
@@ -225,6 +337,45 @@ impl Block {
                     receipts_part(),
                 )
             };
+        let roots = Roots {
+            transactions_root,
+            receipts_root,
+            logs_bloom,
+            gas_used: mini_blocks.iter().map(|m| m.gas_used()).sum(),
+            mini_block_count: mini_blocks.len() as u64,
+            transaction_hashes: transactions.iter().map(|t| *t.tx_hash()).collect(),
+        };
+        Self::assemble(template, first_mini_block, roots, last_mini_block_hash, key)
+    }
+
+    /// [`Self::seal`] of the mini-blocks `roots` was built over (one at a time, as they were
+    /// produced): the same block, for the cost of finishing the two tries.
+    pub fn seal_built(
+        template: BlockTemplate,
+        first_mini_block: u64,
+        roots: BlockRoots,
+        last_mini_block_hash: B256,
+        key: &signing::SigningKey,
+    ) -> Self {
+        let roots = roots.finish();
+        Self::assemble(template, first_mini_block, roots, last_mini_block_hash, key)
+    }
+
+    fn assemble(
+        template: BlockTemplate,
+        first_mini_block: u64,
+        roots: Roots,
+        last_mini_block_hash: B256,
+        key: &signing::SigningKey,
+    ) -> Self {
+        let Roots {
+            transactions_root,
+            receipts_root,
+            logs_bloom,
+            gas_used,
+            mini_block_count,
+            transaction_hashes,
+        } = roots;
         let header = Header {
             parent_hash: template.parent_hash,
             ommers_hash: EMPTY_OMMER_ROOT_HASH,
@@ -236,7 +387,7 @@ impl Block {
             difficulty: U256::ZERO,
             number: template.number,
             gas_limit: template.gas_limit,
-            gas_used: mini_blocks.iter().map(|m| m.gas_used()).sum(),
+            gas_used,
             timestamp: template.timestamp,
             extra_data: Bytes::copy_from_slice(&template.epoch.to_be_bytes()),
             mix_hash: last_mini_block_hash,
@@ -249,8 +400,8 @@ impl Block {
             header,
             hash,
             first_mini_block,
-            mini_block_count: mini_blocks.len() as u64,
-            transaction_hashes: transactions.iter().map(|t| *t.tx_hash()).collect(),
+            mini_block_count,
+            transaction_hashes,
             signature: key.sign(&hash),
         }
     }
@@ -494,6 +645,94 @@ mod tests {
             tampered.verify(key.address()),
             Err(BlockCheckError::HashMismatch { .. })
         ));
+    }
+
+    /// A mini-block of `count` signed transfers with their receipts (every third with a log).
+    fn mini_block_of(key: &SigningKey, first_nonce: u64, count: usize) -> MiniBlock {
+        use alloy_consensus::{SignableTransaction, TxEip1559, TxType};
+        use alloy_primitives::{Log, TxKind};
+        let mut mini = mini_block();
+        for n in 0..count {
+            let nonce = first_nonce + n as u64;
+            let tx = TxEip1559 {
+                chain_id: 1,
+                nonce,
+                gas_limit: 21_000,
+                max_fee_per_gas: 2_000_000_000,
+                max_priority_fee_per_gas: 1,
+                to: TxKind::Call(Address::with_last_byte(n as u8)),
+                value: U256::from(nonce),
+                ..Default::default()
+            };
+            let signature = key.sign(&tx.signature_hash());
+            let envelope: alloy_consensus::TxEnvelope = tx.into_signed(signature).into();
+            let tx = Transaction::new_unchecked(envelope, key.address());
+            let logs = if nonce.is_multiple_of(3) {
+                vec![Log::new_unchecked(
+                    Address::with_last_byte(7),
+                    vec![B256::repeat_byte(n as u8)],
+                    Bytes::from(vec![1, 2, 3]),
+                )]
+            } else {
+                vec![]
+            };
+            mini.receipts.push(Receipt {
+                tx_hash: *tx.tx_hash(),
+                tx_type: TxType::Eip1559,
+                success: !nonce.is_multiple_of(5),
+                gas_used: 21_000,
+                cumulative_gas_used: 21_000 * (nonce + 1),
+                effective_gas_price: 1_000_000_001,
+                logs,
+                contract_address: None,
+                from: key.address(),
+                to: Some(Address::with_last_byte(n as u8)),
+            });
+            mini.transactions.push(tx);
+        }
+        mini
+    }
+
+    /// The tries take the first item last up to 128 items and after the 128th beyond: every
+    /// size around those edges, split over mini-blocks of every shape, gives the block
+    /// `Block::seal` gives.
+    #[test]
+    fn a_block_built_a_mini_block_at_a_time_is_the_block_sealed_at_once() {
+        let key = SigningKey::random();
+        let template = BlockTemplate {
+            number: 1,
+            parent_hash: B256::repeat_byte(1),
+            timestamp: 1_700_000_000,
+            gas_limit: 30_000_000,
+            base_fee: 1_000_000_000,
+            beneficiary: Address::ZERO,
+            epoch: 3,
+        };
+        for total in [0, 1, 2, 3, 126, 127, 128, 129, 130, 200, 255, 256, 257, 600] {
+            for per_mini in [1, 7, 128, 1_000] {
+                let mut minis = Vec::new();
+                let mut nonce = 0;
+                while nonce < total || minis.is_empty() {
+                    let count = per_mini.min(total - nonce);
+                    minis.push(mini_block_of(&key, nonce as u64, count));
+                    nonce += count;
+                    if total == 0 {
+                        break;
+                    }
+                }
+                let mut roots = BlockRoots::default();
+                for mini in &minis {
+                    roots.push(mini);
+                }
+                assert_eq!(roots.mini_blocks(), minis.len() as u64);
+                let at_once = Block::seal(template.clone(), 4, &minis, B256::ZERO, &key);
+                let built = Block::seal_built(template.clone(), 4, roots, B256::ZERO, &key);
+                assert_eq!(
+                    built, at_once,
+                    "{total} transactions, {per_mini} a mini-block"
+                );
+            }
+        }
     }
 
     #[test]

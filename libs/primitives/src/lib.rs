@@ -14,7 +14,7 @@ pub mod state;
 
 pub use alloy_consensus::{Header, TxEnvelope, TxType, transaction::Recovered};
 pub use alloy_primitives::{Address, B256, Bloom, Bytes, Log, LogData, Signature, U256};
-pub use block::{Block, ChainEvent, ChainEventKind, MiniBlock};
+pub use block::{Block, BlockRoots, ChainEvent, ChainEventKind, MiniBlock};
 pub use chain_spec::{ChainSpec, ChainSpecError, DEV_MNEMONIC};
 pub use diff::{AccountDiff, StateDiff};
 pub use receipt::Receipt;

@@ -107,7 +107,13 @@ const STAGES: &[(&str, &str, LabelFilter, &str)] = &[
         "sequencer",
         "verity_sequencer_seal_block_seconds",
         None,
-        "seal a block: roots, sign (per block)",
+        "seal a block: finish the roots, sign (per block)",
+    ),
+    (
+        "sequencer",
+        "verity_sequencer_block_roots_seconds",
+        None,
+        "add a mini-block to its block's roots (per mini-block, while it commits)",
     ),
     (
         "sequencer",

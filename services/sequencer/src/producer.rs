@@ -24,8 +24,8 @@ use alloy_primitives::{Address, B256};
 use tokio::sync::watch;
 use verity_execution::BlockEnvSpec;
 use verity_primitives::{
-    Block, BlockTemplate, ChainEventKind, ChainSpec, Header, MiniBlock, Overlay, SigningKey,
-    StateDiff, StateView as _, Transaction, genesis_diff,
+    Block, BlockRoots, BlockTemplate, ChainEventKind, ChainSpec, Header, MiniBlock, Overlay,
+    SigningKey, StateDiff, StateView as _, Transaction, genesis_diff,
     governance::{EPOCH_META_KEY, Epoch, Sequencing},
 };
 use verity_proto::v1;
@@ -214,7 +214,9 @@ struct OpenBlock {
     /// Decided by the first mini-block; `None` while the block is empty.
     timestamp: Option<u64>,
     first_mini_block: u64,
-    mini_blocks: Vec<Arc<MiniBlock>>,
+    /// Its mini-blocks' roots, built as they are produced: sealing does not hash the whole
+    /// block on the producer's thread.
+    roots: BlockRoots,
     gas_used: u64,
 }
 
@@ -363,18 +365,22 @@ impl Producer {
         let timestamp = open_minis
             .first()
             .map(|m| block_timestamp(&parent_block.header, m.timestamp_ms));
+        let mut roots = BlockRoots::default();
+        for mini in &open_minis {
+            roots.push(mini);
+        }
         let open = OpenBlock {
             number: parent_number + 1,
             base_fee,
             timestamp,
             first_mini_block: sealed_next_mini,
             gas_used: open_minis.iter().map(|m| m.gas_used()).sum(),
-            mini_blocks: open_minis,
+            roots,
         };
         tracing::info!(
             last_seq,
             block = open.number,
-            open_mini_blocks = open.mini_blocks.len(),
+            open_mini_blocks = open.roots.mini_blocks(),
             epoch = epoch.number,
             "chain recovered"
         );
@@ -582,7 +588,7 @@ impl Producer {
         let mut mini = MiniBlock {
             number: self.next_mini_block,
             block_number: self.open.number,
-            index: self.open.mini_blocks.len() as u32,
+            index: self.open.roots.mini_blocks() as u32,
             epoch: self.epoch,
             timestamp_ms,
             parent_hash: self.last_mini_hash,
@@ -609,7 +615,6 @@ impl Producer {
         self.last_mini_timestamp_ms = timestamp_ms;
         self.next_mini_block += 1;
         self.open.gas_used += mini.gas_used();
-        self.open.mini_blocks.push(mini.clone());
         self.in_flight = Some(mini.clone());
         shared.set_uncommitted(Some(mini.clone()));
         tracing::debug!(
@@ -621,10 +626,15 @@ impl Producer {
         committer.submit(Job {
             seq: self.last_seq,
             head: self.head(),
-            work: Work::MiniBlock(mini),
+            work: Work::MiniBlock(mini.clone()),
             started,
             span,
         })?;
+        // While it commits: its share of the block's roots, so the seal has nothing to hash.
+        let hashing = Instant::now();
+        self.open.roots.push(&mini);
+        metrics::histogram!("verity_sequencer_block_roots_seconds")
+            .record(hashing.elapsed().as_secs_f64());
         Ok(true)
     }
 
@@ -644,10 +654,10 @@ impl Producer {
             beneficiary: self.fee_recipient,
             epoch: self.epoch,
         };
-        let block = Block::seal(
+        let block = Block::seal_built(
             template,
             self.open.first_mini_block,
-            &self.open.mini_blocks,
+            std::mem::take(&mut self.open.roots),
             self.last_mini_hash,
             &self.key,
         );
@@ -661,7 +671,7 @@ impl Producer {
             base_fee: self.spec.next_base_fee(&block.header),
             timestamp: None,
             first_mini_block: self.next_mini_block,
-            mini_blocks: Vec::new(),
+            roots: BlockRoots::default(),
             gas_used: 0,
         };
         self.parent_hash = block.hash;

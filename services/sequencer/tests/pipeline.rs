@@ -228,3 +228,114 @@ fn a_mini_blocks_event_stays_within_its_byte_bound_with_its_logs_and_writes() {
     );
     assert!(largest > MAX_BYTES / 2, "largest event {largest} bytes");
 }
+
+/// The producer builds a block's roots a mini-block at a time, and after a restart from the
+/// mini-blocks it recovers: a block open across a restart, and the ones before and after it,
+/// are the blocks `Block::seal` makes of their mini-blocks as stored.
+#[test]
+fn a_block_open_across_a_restart_seals_over_all_its_mini_blocks() {
+    let accounts = Accounts::new(SENDERS);
+    let spec = spec(&accounts);
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    let key = SigningKey::random();
+    let rules = spec.sequencing(Some(key.address())).unwrap();
+    let open = || {
+        Producer::open(
+            db.clone(),
+            spec.clone(),
+            &rules,
+            key.clone(),
+            Address::repeat_byte(0xfe),
+            3,
+        )
+        .unwrap()
+    };
+    let mut producer = open();
+    let (head_tx, head_rx) = watch::channel(producer.head());
+    let head_tx = Arc::new(head_tx);
+    let shared = Arc::new(SharedState::new(
+        db.clone(),
+        spec.clone(),
+        MempoolLimits::default(),
+        head_rx,
+    ));
+    let total = SENDERS * PER_SENDER;
+    let signed = accounts
+        .sign(Kind::Mixed, 0..total, &PARAMS, |_| 0)
+        .unwrap();
+    {
+        let mut mempool = shared.lock_mempool();
+        for tx in &signed {
+            mempool
+                .insert(tx.transaction(), 0, U256::from(10u64).pow(U256::from(19)))
+                .unwrap();
+        }
+    }
+    let produce = |producer: &mut Producer, mini_blocks: usize, seal: bool| {
+        let committer =
+            Committer::spawn(shared.clone(), head_tx.clone(), producer.head().last_seq).unwrap();
+        for _ in 0..mini_blocks {
+            assert!(producer.produce_mini_block(&shared, &committer).unwrap());
+        }
+        if seal {
+            producer.seal_block(&committer).unwrap();
+        }
+        committer.finish().unwrap();
+    };
+    // A block of 30 transactions, then one of 150 (past the tries' 128th item) left open by a
+    // restart after 90 of them, then one of 12.
+    produce(&mut producer, 10, true);
+    produce(&mut producer, 30, false);
+    drop(producer);
+    let mut producer = open();
+    produce(&mut producer, 20, true);
+    produce(&mut producer, 4, true);
+
+    let read = db.read().unwrap();
+    let mut minis: Vec<verity_primitives::MiniBlock> = Vec::new();
+    for event in read.events_from(1, 10_000).unwrap() {
+        let event = verity_primitives::ChainEvent::try_from(&event).unwrap();
+        if let verity_primitives::ChainEventKind::MiniBlock(mini) = event.kind {
+            minis.push(*mini);
+        }
+    }
+    let last = read.last_block_number().unwrap().unwrap();
+    assert_eq!(last, 3);
+    let sizes: Vec<usize> = (1..=last)
+        .map(|n| {
+            read.block_by_number(n)
+                .unwrap()
+                .unwrap()
+                .transaction_hashes
+                .len()
+        })
+        .collect();
+    assert_eq!(sizes, [30, 150, 12]);
+    for number in 1..=last {
+        let stored = read.block_by_number(number).unwrap().unwrap();
+        let own: Vec<_> = minis
+            .iter()
+            .filter(|m| m.block_number == number)
+            .cloned()
+            .collect();
+        let header = &stored.header;
+        let template = verity_primitives::BlockTemplate {
+            number,
+            parent_hash: header.parent_hash,
+            timestamp: header.timestamp,
+            gas_limit: header.gas_limit,
+            base_fee: header.base_fee_per_gas.unwrap(),
+            beneficiary: header.beneficiary,
+            epoch: stored.epoch(),
+        };
+        let sealed = verity_primitives::Block::seal(
+            template,
+            stored.first_mini_block,
+            &own,
+            own.last().unwrap().hash,
+            &key,
+        );
+        assert_eq!(stored, sealed, "block {number}");
+    }
+}
