@@ -106,6 +106,12 @@ async fn web3py_transfer_gets_a_receipt_and_bad_input_gets_clear_errors() {
 async fn one_sender_sending_two_thousand_contiguous_transactions_gets_every_one_in() {
     let net = TestNet::start(|o| {
         o.gas_limit = verity_primitives::chain_spec::REALTIME_GAS_LIMIT;
+        // What this asserts is the per-sender nonce bound, not capacity. Load shedding refuses
+        // past 500 ms of queue at the rate the sequencer has been including, and that rate is
+        // the machine's: a CI box shared with builds measured 255/s and refused, which leaves a
+        // nonce gap the rest then wait behind. (Shedding has its own test: overload.)
+        o.env
+            .push(("VERITY_MAX_QUEUE_DELAY_MS".into(), "60000".into()));
     })
     .await
     .unwrap();
