@@ -138,13 +138,7 @@ pub fn execute_scheduled<S: StateView + Sync>(
     committed?;
     match block.ordered.take() {
         // A small batch: merged here, in order.
-        Some(ordered) => {
-            for diff in &ordered {
-                for (address, change) in diff {
-                    block.diff.merge_account(*address, change);
-                }
-            }
-        }
+        Some(ordered) => block.diff = merge_share(&ordered, 0, 1),
         None => block.diff = merge.into_diff(),
     }
     Ok(block.finish(txs))
@@ -226,15 +220,7 @@ impl Merge {
         let Some(ordered) = handed else {
             return;
         };
-        let parts = self.merged.len();
-        let mut diff = StateDiff::default();
-        for tx in ordered {
-            for (address, change) in tx {
-                if share(address, parts) == part {
-                    diff.merge_account(*address, change);
-                }
-            }
-        }
+        let diff = merge_share(ordered, part, self.merged.len());
         *self.merged[part].lock().unwrap_or_else(|e| e.into_inner()) = Some(diff);
         if part == 1 {
             drop(std::mem::take(
@@ -252,20 +238,27 @@ impl Merge {
         for (part, merged) in merged.into_iter().enumerate() {
             let share_diff = merged.into_inner().unwrap_or_else(|e| e.into_inner());
             let mut share_diff = share_diff.unwrap_or_else(|| {
-                let mut diff = StateDiff::default();
-                for tx in handed.get().and_then(Option::as_ref).into_iter().flatten() {
-                    for (address, change) in tx {
-                        if share(address, parts) == part {
-                            diff.merge_account(*address, change);
-                        }
-                    }
-                }
-                diff
+                let ordered = handed.get().and_then(Option::as_deref).unwrap_or_default();
+                merge_share(ordered, part, parts)
             });
             diff.accounts.append(&mut share_diff.accounts);
         }
         diff
     }
+}
+
+/// The writes of `ordered` (per transaction, in commit order) to the accounts of share `part`
+/// of `parts`, merged.
+fn merge_share(ordered: &[TxDiff], part: usize, parts: usize) -> StateDiff {
+    let mut diff = StateDiff::default();
+    for tx in ordered {
+        for (address, change) in tx {
+            if share(address, parts) == part {
+                diff.merge_account(*address, change);
+            }
+        }
+    }
+    diff
 }
 
 /// The share of the address space `address` falls in, of `parts` shares in address order.
