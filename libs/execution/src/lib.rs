@@ -487,7 +487,10 @@ impl Changes {
     /// value (what the parallel executor validates later transactions against). Each touched
     /// account's previous value is read once.
     fn of<D: DatabaseRef>(state: &EvmState, before: &D, keys: bool) -> Result<Self, D::Error> {
-        let mut changes = Changes::default();
+        let mut changes = Changes {
+            diff: Vec::with_capacity(state.len()),
+            ..Changes::default()
+        };
         for (address, account) in state {
             if !account.is_touched() {
                 continue;
@@ -621,6 +624,16 @@ impl<'a, S: StateView> BlockBuilder<'a, S> {
                 for (address, change) in &diff {
                     self.diff.merge_account(*address, change);
                 }
+            }
+        }
+    }
+
+    /// Merges the writes kept apart so far into `diff`, in order, and merges every later one
+    /// as it comes.
+    fn merge_ordered(&mut self) {
+        for diff in self.ordered.take().iter().flatten() {
+            for (address, change) in diff {
+                self.diff.merge_account(*address, change);
             }
         }
     }

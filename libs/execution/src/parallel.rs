@@ -126,20 +126,21 @@ pub fn execute_scheduled<S: StateView + Sync>(
             .and_then(|()| block.settle_fees());
         stop.store(true, Ordering::Release);
         committed?;
-        let ordered = block.ordered.take().unwrap_or_default();
-        if ordered.len() >= PARALLEL_MERGE_MIN {
+        // Merged on every thread only when every write was kept apart (an uncontended batch)
+        // and there are enough of them; a small batch is merged here, in order.
+        if block.diff.accounts.is_empty()
+            && let Some(ordered) = block.ordered.take_if(|o| o.len() >= PARALLEL_MERGE_MIN)
+        {
             merge.hand_over(ordered, std::mem::take(&mut block.unapplied));
             merge.merge_when_handed(0);
-        } else {
-            block.ordered = Some(ordered);
+            return Ok(true);
         }
-        Ok::<_, ExecutionError>(())
+        block.merge_ordered();
+        Ok::<_, ExecutionError>(false)
     });
-    committed?;
-    match block.ordered.take() {
-        // A small batch: merged here, in order.
-        Some(ordered) => block.diff = merge_share(&ordered, 0, 1),
-        None => block.diff = merge.into_diff(),
+    if committed? {
+        // Every worker is done (the scope waited for them).
+        block.diff = merge.into_diff();
     }
     Ok(block.finish(txs))
 }
@@ -381,6 +382,10 @@ fn commit_in_order<S: StateView + Sync>(
                 // validated any more and the committed writes need not be tracked.
                 contended.store(true, Ordering::Release);
                 block.written = None;
+                // From here on it runs as the sequential executor does, merging each write as
+                // it comes: keeping every transaction's writes apart until the end only pays
+                // when the merge splits across threads, and holding them grows the heap.
+                block.merge_ordered();
             }
             index += 1;
             spins = 0;
