@@ -470,6 +470,13 @@ fn account_diff(
 /// One transaction's writes, as replicas apply them: each touched account once, in no order.
 type TxDiff = Vec<(Address, AccountDiff)>;
 
+/// Folds one transaction's writes into `diff` (a later transaction's over earlier ones).
+fn merge_tx(diff: &mut StateDiff, tx: &TxDiff) {
+    for (address, change) in tx {
+        diff.merge_account(*address, change);
+    }
+}
+
 /// What one transaction changed, relative to the state it ran over.
 #[derive(Debug, Default)]
 struct Changes {
@@ -620,11 +627,7 @@ impl<'a, S: StateView> BlockBuilder<'a, S> {
     fn record(&mut self, diff: TxDiff) {
         match &mut self.ordered {
             Some(ordered) => ordered.push(diff),
-            None => {
-                for (address, change) in &diff {
-                    self.diff.merge_account(*address, change);
-                }
-            }
+            None => merge_tx(&mut self.diff, &diff),
         }
     }
 
@@ -632,9 +635,7 @@ impl<'a, S: StateView> BlockBuilder<'a, S> {
     /// as it comes.
     fn merge_ordered(&mut self) {
         for diff in self.ordered.take().iter().flatten() {
-            for (address, change) in diff {
-                self.diff.merge_account(*address, change);
-            }
+            merge_tx(&mut self.diff, diff);
         }
     }
 

@@ -230,8 +230,9 @@ impl Merge {
         }
     }
 
-    /// The merged writes: every share in address order; a share whose worker is gone is merged
-    /// here.
+    /// The merged writes, every share in address order. Called after the scope: every worker
+    /// that started has merged its share (one that panicked re-panics out of the scope); a
+    /// share none merged is merged here.
     fn into_diff(self) -> StateDiff {
         let Self { handed, merged, .. } = self;
         let parts = merged.len();

@@ -180,6 +180,11 @@ impl BlockRoots {
         self.mini_block_count += 1;
     }
 
+    /// Gas the mini-blocks added so far used.
+    pub fn gas_used(&self) -> u64 {
+        self.gas_used
+    }
+
     /// Mini-blocks added so far.
     pub fn mini_blocks(&self) -> u64 {
         self.mini_block_count
@@ -249,10 +254,6 @@ impl OrderedTrie {
     }
 }
 
-/// Blocks of at least this many transactions compute their two roots on two threads (a
-/// thread costs tens of microseconds; a root of this many leaves, a millisecond or more).
-const PARALLEL_SEAL_TXS: usize = 512;
-
 /// An EVM block sealing the mini-blocks produced since the previous block.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Block {
@@ -290,7 +291,9 @@ pub struct BlockTemplate {
 }
 
 impl Block {
-    /// Builds the block over `mini_blocks` (which must be this block's, in order) and signs it.
+    /// Builds the block over `mini_blocks` (which must be this block's, in order) and signs it:
+    /// the reference, over the whole block with alloy's root functions. The sequencer seals
+    /// with [`Self::seal_built`], its roots built as the mini-blocks were produced.
     ///
     /// `state_root` is zero: the state commitment is derived off the hot path by the witness
     /// replica, never by the sequencer. `mix_hash` carries the last mini-block hash, so the
@@ -306,37 +309,17 @@ impl Block {
         let transactions: Vec<&Recovered<_>> =
             mini_blocks.iter().flat_map(|m| &m.transactions).collect();
         let envelopes: Vec<_> = transactions.iter().map(|t| t.inner()).collect();
-        let receipts_part = || {
-            let receipts: Vec<_> = mini_blocks
-                .iter()
-                .flat_map(|m| &m.receipts)
-                .map(Receipt::envelope)
-                .collect();
-            let mut logs_bloom = Bloom::ZERO;
-            for receipt in &receipts {
-                logs_bloom.accrue_bloom(receipt.logs_bloom());
-            }
-            (proofs::calculate_receipt_root(&receipts), logs_bloom)
-        };
-        // The two roots are independent: a large block computes them on two threads, so the
-        // seal holds the producer half as long.
-        let (transactions_root, (receipts_root, logs_bloom)) =
-            if transactions.len() >= PARALLEL_SEAL_TXS {
-                std::thread::scope(|scope| {
-                    let transactions_root =
-                        scope.spawn(|| proofs::calculate_transaction_root(&envelopes));
-                    let receipts = receipts_part();
-                    match transactions_root.join() {
-                        Ok(root) => (root, receipts),
-                        Err(panic) => std::panic::resume_unwind(panic),
-                    }
-                })
-            } else {
-                (
-                    proofs::calculate_transaction_root(&envelopes),
-                    receipts_part(),
-                )
-            };
+        let receipts: Vec<_> = mini_blocks
+            .iter()
+            .flat_map(|m| &m.receipts)
+            .map(Receipt::envelope)
+            .collect();
+        let mut logs_bloom = Bloom::ZERO;
+        for receipt in &receipts {
+            logs_bloom.accrue_bloom(receipt.logs_bloom());
+        }
+        let transactions_root = proofs::calculate_transaction_root(&envelopes);
+        let receipts_root = proofs::calculate_receipt_root(&receipts);
         let roots = Roots {
             transactions_root,
             receipts_root,
@@ -647,6 +630,18 @@ mod tests {
         ));
     }
 
+    fn template() -> BlockTemplate {
+        BlockTemplate {
+            number: 1,
+            parent_hash: B256::repeat_byte(1),
+            timestamp: 1_700_000_000,
+            gas_limit: 30_000_000,
+            base_fee: 1_000_000_000,
+            beneficiary: Address::ZERO,
+            epoch: 3,
+        }
+    }
+
     /// A mini-block of `count` signed transfers with their receipts (every third with a log).
     fn mini_block_of(key: &SigningKey, first_nonce: u64, count: usize) -> MiniBlock {
         use alloy_consensus::{SignableTransaction, TxEip1559, TxType};
@@ -699,15 +694,7 @@ mod tests {
     #[test]
     fn a_block_built_a_mini_block_at_a_time_is_the_block_sealed_at_once() {
         let key = SigningKey::random();
-        let template = BlockTemplate {
-            number: 1,
-            parent_hash: B256::repeat_byte(1),
-            timestamp: 1_700_000_000,
-            gas_limit: 30_000_000,
-            base_fee: 1_000_000_000,
-            beneficiary: Address::ZERO,
-            epoch: 3,
-        };
+        let template = template();
         for total in [0, 1, 2, 3, 126, 127, 128, 129, 130, 200, 255, 256, 257, 600] {
             for per_mini in [1, 7, 128, 1_000] {
                 let mut minis = Vec::new();
@@ -740,15 +727,7 @@ mod tests {
         let key = SigningKey::random();
         let mut mini = mini_block();
         mini.seal(&key);
-        let template = BlockTemplate {
-            number: 1,
-            parent_hash: B256::repeat_byte(1),
-            timestamp: 1_700_000_000,
-            gas_limit: 30_000_000,
-            base_fee: 1_000_000_000,
-            beneficiary: Address::ZERO,
-            epoch: 3,
-        };
+        let template = template();
         let block = Block::seal(
             template.clone(),
             4,

@@ -217,7 +217,6 @@ struct OpenBlock {
     /// Its mini-blocks' roots, built as they are produced: sealing does not hash the whole
     /// block on the producer's thread.
     roots: BlockRoots,
-    gas_used: u64,
 }
 
 /// A change made to a mini-block's writes after execution, before signing.
@@ -374,7 +373,6 @@ impl Producer {
             base_fee,
             timestamp,
             first_mini_block: sealed_next_mini,
-            gas_used: open_minis.iter().map(|m| m.gas_used()).sum(),
             roots,
         };
         tracing::info!(
@@ -462,7 +460,10 @@ impl Producer {
             .record(waited.elapsed().as_secs_f64());
 
         let started = Instant::now();
-        let remaining_gas = self.spec.gas_limit().saturating_sub(self.open.gas_used);
+        let remaining_gas = self
+            .spec
+            .gas_limit()
+            .saturating_sub(self.open.roots.gas_used());
         let read = self.db.read()?;
         let nothing = StateDiff::default();
         let uncommitted = match &self.in_flight {
@@ -505,15 +506,15 @@ impl Producer {
         let mut by_hash: HashMap<B256, Transaction> =
             txs.iter().map(|t| (*t.tx_hash(), t.clone())).collect();
         let traces = shared.take_traces(txs.iter().map(|t| *t.tx_hash()));
-        // Starting worker threads costs more than a few transactions take.
+        // Waking the workers costs more than a few transactions take.
+        let gas_used = self.open.roots.gas_used();
         let threads = if txs.len() >= PARALLEL_MIN_TXS {
             self.execution_threads
         } else {
             1
         };
         let execute = |txs| {
-            let outcome =
-                verity_execution::execute_parallel(&view, &env, txs, self.open.gas_used, threads)?;
+            let outcome = verity_execution::execute_parallel(&view, &env, txs, gas_used, threads)?;
             metrics::counter!("verity_sequencer_speculations_kept_total")
                 .increment(outcome.speculation.committed as u64);
             metrics::counter!("verity_sequencer_speculations_redone_total")
@@ -614,7 +615,6 @@ impl Producer {
         self.last_mini_hash = mini.hash;
         self.last_mini_timestamp_ms = timestamp_ms;
         self.next_mini_block += 1;
-        self.open.gas_used += mini.gas_used();
         self.in_flight = Some(mini.clone());
         shared.set_uncommitted(Some(mini.clone()));
         tracing::debug!(
@@ -672,7 +672,6 @@ impl Producer {
             timestamp: None,
             first_mini_block: self.next_mini_block,
             roots: BlockRoots::default(),
-            gas_used: 0,
         };
         self.parent_hash = block.hash;
         self.parent = block.header.clone();

@@ -89,6 +89,16 @@ fn node(
     (dir, db, producer, shared, head_tx)
 }
 
+/// Puts `signed` into the mempool of `shared`.
+fn fill(shared: &SharedState, signed: &[verity_workload::Signed]) {
+    let mut mempool = shared.lock_mempool();
+    for tx in signed {
+        mempool
+            .insert(tx.transaction(), 0, U256::from(10u64).pow(U256::from(19)))
+            .unwrap();
+    }
+}
+
 #[test]
 fn pipelined_mini_blocks_read_what_the_uncommitted_one_wrote() {
     let accounts = Accounts::new(SENDERS);
@@ -98,14 +108,7 @@ fn pipelined_mini_blocks_read_what_the_uncommitted_one_wrote() {
     let signed = accounts
         .sign(Kind::Mixed, 0..total, &PARAMS, |_| 0)
         .unwrap();
-    {
-        let mut mempool = shared.lock_mempool();
-        for tx in &signed {
-            mempool
-                .insert(tx.transaction(), 0, U256::from(10u64).pow(U256::from(19)))
-                .unwrap();
-        }
-    }
+    fill(&shared, &signed);
     let count = |action| {
         (0..total)
             .filter(|&i| Kind::Mixed.action(i) == action)
@@ -264,14 +267,7 @@ fn a_block_open_across_a_restart_seals_over_all_its_mini_blocks() {
     let signed = accounts
         .sign(Kind::Mixed, 0..total, &PARAMS, |_| 0)
         .unwrap();
-    {
-        let mut mempool = shared.lock_mempool();
-        for tx in &signed {
-            mempool
-                .insert(tx.transaction(), 0, U256::from(10u64).pow(U256::from(19)))
-                .unwrap();
-        }
-    }
+    fill(&shared, &signed);
     let produce = |producer: &mut Producer, mini_blocks: usize, seal: bool| {
         let committer =
             Committer::spawn(shared.clone(), head_tx.clone(), producer.head().last_seq).unwrap();
