@@ -24,6 +24,7 @@
 
 use std::sync::OnceLock;
 
+use alloy_consensus::transaction::SignerRecoverable as _;
 use alloy_eips::eip2718::Encodable2718 as _;
 use alloy_primitives::{Address, B256, U64, U256, keccak256};
 use alloy_rpc_types_eth::{BlockId, BlockNumberOrTag, Filter, TransactionRequest};
@@ -124,28 +125,38 @@ pub fn raw_transaction(data: &[u8]) {
         base_fee: 7,
         max_tx_bytes: verity_ingress::validate::DEFAULT_MAX_TX_BYTES,
     };
-    let Ok(tx) = verity_ingress::validate::validate(data, &rules) else {
+    let Ok(envelope) = verity_ingress::validate::validate(data, &rules) else {
         return;
     };
     assert_eq!(
-        *tx.tx_hash(),
+        *envelope.tx_hash(),
         keccak256(data),
         "an accepted transaction's hash is the one its sender computed"
     );
     assert_eq!(
-        tx.inner().encoded_2718(),
+        envelope.encoded_2718(),
         data,
         "an accepted envelope is canonical"
     );
-    let wire = v1::Transaction::from(&tx);
-    let forwarded = match Transaction::try_from(&wire) {
-        Ok(forwarded) => forwarded,
-        Err(e) => panic!("the sequencer refuses what ingress accepted: {e}"),
-    };
-    assert_eq!(
-        (forwarded.tx_hash(), forwarded.signer()),
-        (tx.tx_hash(), tx.signer())
-    );
+    // What the sequencer takes from ingress: the envelope decodes to the same transaction, and
+    // a sender named on the wire is the one the signature gives.
+    for name_sender in [false, true] {
+        let Ok(wire) = verity_ingress::validate::forwarded(data, &envelope, name_sender) else {
+            // Only naming the sender recovers it, and a signature may recover to nothing.
+            assert!(name_sender, "forwarding without the sender cannot fail");
+            continue;
+        };
+        let forwarded = match verity_proto::envelope_from(&wire) {
+            Ok(forwarded) => forwarded,
+            Err(e) => panic!("the sequencer refuses what ingress accepted: {e}"),
+        };
+        assert_eq!(forwarded.tx_hash(), envelope.tx_hash());
+        if name_sender {
+            let named = Transaction::try_from(&wire)
+                .unwrap_or_else(|e| panic!("the sequencer refuses a named sender: {e}"));
+            assert_eq!(Some(named.signer()), envelope.recover_signer().ok());
+        }
+    }
 }
 
 /// Most events of one input (the fuzzer keeps inputs small anyway).

@@ -99,22 +99,29 @@ impl From<&Transaction> for v1::Transaction {
     }
 }
 
+/// The envelope of a wire transaction, its hash checked; the sender field is not looked at.
+/// What the sequencer decodes a forwarded transaction with before it recovers the sender itself.
+pub fn envelope_from(tx: &v1::Transaction) -> Result<TxEnvelope, ConversionError> {
+    use alloy_eips::eip2718::Decodable2718;
+    let envelope = TxEnvelope::decode_2718_exact(&tx.raw)
+        .map_err(|e| ConversionError::new("transaction.raw", e.to_string()))?;
+    let hash = b256_from(&tx.hash, "transaction.hash")?;
+    if *envelope.tx_hash() != hash {
+        return Err(ConversionError::new(
+            "transaction.hash",
+            format!("{hash} is not the envelope's hash {}", envelope.tx_hash()),
+        ));
+    }
+    Ok(envelope)
+}
+
 impl TryFrom<&v1::Transaction> for Transaction {
     type Error = ConversionError;
 
-    /// Decodes the envelope and checks the hash; the sender is taken as recovered upstream
-    /// (ingress recovered it; a mini-block's signature covers it).
+    /// Decodes the envelope and checks the hash; the sender is taken as recovered upstream (a
+    /// mini-block's signature covers it; the sequencer recovered it).
     fn try_from(tx: &v1::Transaction) -> Result<Self, Self::Error> {
-        use alloy_eips::eip2718::Decodable2718;
-        let envelope = TxEnvelope::decode_2718_exact(&tx.raw)
-            .map_err(|e| ConversionError::new("transaction.raw", e.to_string()))?;
-        let hash = b256_from(&tx.hash, "transaction.hash")?;
-        if *envelope.tx_hash() != hash {
-            return Err(ConversionError::new(
-                "transaction.hash",
-                format!("{hash} is not the envelope's hash {}", envelope.tx_hash()),
-            ));
-        }
+        let envelope = envelope_from(tx)?;
         let sender = address_from(&tx.sender, "transaction.sender")?;
         Ok(Transaction::new_unchecked(envelope, sender))
     }

@@ -6,8 +6,8 @@
 mod convert;
 
 pub use convert::{
-    ConversionError, address_from, b256_from, opt_address_from, signature_from, u256_bytes,
-    u256_from,
+    ConversionError, address_from, b256_from, envelope_from, opt_address_from, signature_from,
+    u256_bytes, u256_from,
 };
 
 /// Generated messages, clients and servers of package `verity.v1`.

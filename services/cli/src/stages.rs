@@ -59,7 +59,7 @@ const STAGES: &[(&str, &str, LabelFilter, &str)] = &[
         "ingress",
         "verity_ingress_validate_seconds",
         None,
-        "decode, recover sender, stateless checks (per tx)",
+        "decode, hash, stateless checks (per tx)",
     ),
     (
         "ingress",

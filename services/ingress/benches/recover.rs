@@ -1,7 +1,8 @@
-//! Sender recovery, the CPU ingress spends per transaction (`make bench`; printed, never
-//! asserted): alloy's recovery as ingress calls it (libsecp256k1, alloy-consensus's `secp256k1`
-//! feature) against the pure-Rust k256 backend, on one core, and the whole `validate` (decode,
-//! checks, recovery) on one core and on every core.
+//! Sender recovery, the largest CPU cost of a transaction on its way in (`make bench`; printed,
+//! never asserted): alloy's recovery as the sequencer calls it (libsecp256k1, alloy-consensus's
+//! `secp256k1` feature) against the pure-Rust k256 backend, on one core, and ingress's whole
+//! `validate` (decode, hash, checks; the sequencer recovers the sender) on one core and on every
+//! core.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
@@ -72,11 +73,11 @@ fn main() {
     });
     let every_core = N as f64 / started.elapsed().as_secs_f64();
     println!("sender recovery, {N} EIP-1559 transfers:");
-    println!("  libsecp256k1 (alloy, what ingress uses)            {secp:>9.0} /s per core");
+    println!("  libsecp256k1 (alloy, what the sequencer uses)      {secp:>9.0} /s per core");
     println!("  k256 (pure Rust)                                   {k256:>9.0} /s per core");
-    println!("  validate (decode, checks, recovery), one core      {one_core:>9.0} /s");
+    println!("  ingress validate (decode, hash, checks), one core  {one_core:>9.0} /s");
     println!(
-        "  validate on {} cores                               {every_core:>9.0} /s",
+        "  ingress validate on {} cores                       {every_core:>9.0} /s",
         rayon::current_num_threads()
     );
 }

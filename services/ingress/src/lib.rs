@@ -1,7 +1,7 @@
 //! Verity ingress: the public transaction intake.
 //!
-//! Each submitted envelope is validated statelessly ([`validate`]: encoding, signature recovery,
-//! chain id, intrinsic gas, fee floor), then forwarded to the sequencer over one long-lived
+//! Each submitted envelope is validated statelessly ([`validate`]: encoding, chain id, intrinsic
+//! gas, fee floor; the signature is the sequencer's to recover), then forwarded to the sequencer over one long-lived
 //! stream, whose admission check against the committed state and its mempool (nonce, balance,
 //! replacement, pool limits) answers the caller. Ingress keeps no state and scales
 //! horizontally.
@@ -29,7 +29,6 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
-use verity_primitives::Transaction;
 use verity_proto::{u256_from, v1};
 use verity_server::{Backoff, CancellationToken, ServiceArgs};
 
@@ -105,6 +104,8 @@ struct Inner {
     outgoing: watch::Sender<Option<mpsc::Sender<v1::ForwardRequest>>>,
     /// The sequencer last asked for the rules admits forwarded batches.
     forward_batches: std::sync::atomic::AtomicBool,
+    /// The sequencer last asked for the rules recovers senders itself (forwarded unnamed).
+    recovers_senders: std::sync::atomic::AtomicBool,
     /// Recently accepted transactions, oldest first.
     recent: Mutex<VecDeque<(Instant, v1::Transaction)>>,
 }
@@ -197,14 +198,13 @@ impl verity_server::Service for Ingress {
             pending: Arc::default(),
             outgoing,
             forward_batches: std::sync::atomic::AtomicBool::new(false),
+            recovers_senders: std::sync::atomic::AtomicBool::new(false),
             recent: Mutex::new(VecDeque::new()),
         });
         let deadline = Instant::now() + Duration::from_secs(60);
         let rules = loop {
             let fetched = match inner.client() {
-                Some(mut client) => {
-                    fetch_rules(&mut client, config.max_tx_bytes, &inner.forward_batches).await
-                }
+                Some(mut client) => fetch_rules(&mut client, &inner).await,
                 None => Err(Status::unavailable("no sequencer holds the lease yet")),
             };
             match fetched {
@@ -265,24 +265,28 @@ impl Ingress {
     ) -> Result<alloy_primitives::B256, Rejection> {
         let started = Instant::now();
         let rules = self.rules().await?;
-        let tx = validate(raw, &rules).inspect_err(|r| {
-            metrics::counter!("verity_ingress_rejected_total", "stage" => "stateless").increment(1);
-            tracing::debug!(reason = %r, "rejected");
-        })?;
-        let hash = *tx.tx_hash();
+        let name_sender = !self.inner.recovers_senders.load(Ordering::Relaxed);
+        let tx = validate(raw, &rules)
+            .and_then(|envelope| validate::forwarded(raw, &envelope, name_sender))
+            .inspect_err(|r| {
+                metrics::counter!("verity_ingress_rejected_total", "stage" => "stateless")
+                    .increment(1);
+                tracing::debug!(reason = %r, "rejected");
+            })?;
+        let hash = alloy_primitives::B256::from_slice(&tx.hash);
         span.record("tx_hash", tracing::field::display(hash));
         let validated = Instant::now();
         metrics::histogram!("verity_ingress_validate_seconds")
             .record((validated - started).as_secs_f64());
-        self.forward(&tx).await?;
+        self.forward(tx).await?;
         metrics::histogram!("verity_ingress_forward_seconds")
             .record(validated.elapsed().as_secs_f64());
         metrics::counter!("verity_ingress_accepted_total").increment(1);
         Ok(hash)
     }
 
-    /// Validates and forwards many envelopes, each answered on its own, in order. The senders
-    /// are recovered on every core at once; the forward stream carries what is queued together.
+    /// Validates and forwards many envelopes, each answered on its own, in order; the forward
+    /// stream carries what is queued together.
     pub async fn submit_many(
         &self,
         raws: Vec<Vec<u8>>,
@@ -293,16 +297,20 @@ impl Ingress {
             Err(rejection) => return vec![Err(rejection); count],
         };
         let started = Instant::now();
-        // A few are recovered here; more, on every core (a thread hop costs more than a few
-        // recoveries).
-        let validated = if count < PARALLEL_RECOVERY_MIN {
-            raws.iter().map(|raw| validate(raw, &rules)).collect()
+        let name_sender = !self.inner.recovers_senders.load(Ordering::Relaxed);
+        let check = move |raw: &Vec<u8>| {
+            validate(raw, &rules)
+                .and_then(|envelope| validate::forwarded(raw, &envelope, name_sender))
+        };
+        // Checked here (decoding and hashing); when senders are recovered too (for a sequencer
+        // of the previous release) and there are more than a few, on every core (a thread hop
+        // costs more than a few recoveries).
+        let validated = if !name_sender || count < PARALLEL_RECOVERY_MIN {
+            raws.iter().map(check).collect()
         } else {
             tokio::task::spawn_blocking(move || {
                 use rayon::prelude::*;
-                raws.par_iter()
-                    .map(|raw| validate(raw, &rules))
-                    .collect::<Vec<_>>()
+                raws.par_iter().map(check).collect::<Vec<_>>()
             })
             .await
             .unwrap_or_else(|_| vec![Err(unavailable("validation panicked")); count])
@@ -316,11 +324,12 @@ impl Ingress {
                 tracing::debug!(reason = %r, "rejected");
             })?;
             let forwarding = Instant::now();
-            self.forward(&tx).await?;
+            let hash = alloy_primitives::B256::from_slice(&tx.hash);
+            self.forward(tx).await?;
             metrics::histogram!("verity_ingress_forward_seconds")
                 .record(forwarding.elapsed().as_secs_f64());
             metrics::counter!("verity_ingress_accepted_total").increment(1);
-            Ok(*tx.tx_hash())
+            Ok(hash)
         });
         futures::future::join_all(forwards).await
     }
@@ -333,14 +342,7 @@ impl Ingress {
             }
         }
         let fetched = match self.inner.client() {
-            Some(mut client) => {
-                fetch_rules(
-                    &mut client,
-                    self.inner.max_tx_bytes,
-                    &self.inner.forward_batches,
-                )
-                .await
-            }
+            Some(mut client) => fetch_rules(&mut client, &self.inner).await,
             None => Err(Status::unavailable("no sequencer holds the lease")),
         };
         match fetched {
@@ -362,7 +364,7 @@ impl Ingress {
         }
     }
 
-    async fn forward(&self, tx: &Transaction) -> Result<(), Rejection> {
+    async fn forward(&self, wire: v1::Transaction) -> Result<(), Rejection> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (answer_tx, answer_rx) = oneshot::channel();
         let outgoing = {
@@ -378,7 +380,6 @@ impl Ingress {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, answer_tx);
-        let wire = v1::Transaction::from(tx);
         let request = v1::ForwardRequest {
             id,
             transaction: Some(wire.clone()),
@@ -472,13 +473,19 @@ fn unavailable(error: impl std::fmt::Display) -> Rejection {
     }
 }
 
+/// The chain's rules as the sequencer reports them, noting what it takes (batches, unnamed senders).
 async fn fetch_rules(
     client: &mut v1::sequencer_client::SequencerClient<verity_telemetry::TracedChannel>,
-    max_tx_bytes: usize,
-    forward_batches: &std::sync::atomic::AtomicBool,
+    inner: &Inner,
 ) -> Result<ChainRules, Status> {
     let head = client.get_head(v1::GetHeadRequest {}).await?.into_inner();
-    forward_batches.store(head.forward_batches, Ordering::Relaxed);
+    inner
+        .forward_batches
+        .store(head.forward_batches, Ordering::Relaxed);
+    inner
+        .recovers_senders
+        .store(head.recovers_senders, Ordering::Relaxed);
+    let max_tx_bytes = inner.max_tx_bytes;
     let base_fee = u256_from(&head.base_fee, "base_fee")
         .ok()
         .and_then(|f| u64::try_from(f).ok())

@@ -4,8 +4,7 @@
 use alloy_consensus::{Transaction as _, TxEnvelope};
 use alloy_eips::eip2718::Decodable2718;
 use alloy_primitives::Address;
-use verity_primitives::Transaction;
-use verity_proto::v1::TxRejection;
+use verity_proto::v1::{self, TxRejection};
 
 /// Largest accepted envelope (geth's txpool limit is 128 KiB).
 pub const DEFAULT_MAX_TX_BYTES: usize = 128 * 1024;
@@ -53,8 +52,15 @@ impl From<Rejection> for tonic::Status {
     }
 }
 
-/// Decodes, checks and recovers the sender of a raw EIP-2718 envelope.
-pub fn validate(raw: &[u8], rules: &ChainRules) -> Result<Transaction, Rejection> {
+/// Decodes and checks a raw EIP-2718 envelope statelessly, in geth's order, with geth's texts.
+///
+/// The signature is not recovered for a transaction that passes: the sequencer recovers every
+/// sender itself (it trusts no forwarded one), and a recovery here as well would only double the
+/// chain's largest cost per transaction. It shields the sequencer from nothing: anyone can make
+/// it recover as often as they like with correctly signed transactions that fail later (from
+/// unfunded keys, or replays). A transaction refused by a check geth makes after the signature's
+/// (intrinsic gas, fee floor) is recovered first, so a bad signature is still what it is told.
+pub fn validate(raw: &[u8], rules: &ChainRules) -> Result<TxEnvelope, Rejection> {
     if raw.len() > rules.max_tx_bytes {
         return Err(Rejection::invalid("oversized data"));
     }
@@ -97,24 +103,47 @@ pub fn validate(raw: &[u8], rules: &ChainRules) -> Result<Transaction, Rejection
             "max priority fee per gas higher than max fee per gas",
         ));
     }
-    let sender: Address =
-        alloy_consensus::transaction::SignerRecoverable::recover_signer(&envelope)
-            .map_err(|_| Rejection::invalid("invalid sender"))?;
     let intrinsic = verity_execution::intrinsic_gas(&envelope);
     if envelope.gas_limit() < intrinsic {
+        sender(&envelope)?;
         return Err(Rejection::invalid(format!(
             "intrinsic gas too low: gas {}, minimum needed {intrinsic}",
             envelope.gas_limit()
         )));
     }
     if envelope.max_fee_per_gas() < u128::from(rules.base_fee) {
+        let sender = sender(&envelope)?;
         return Err(Rejection::invalid(format!(
             "max fee per gas less than block base fee: address {sender}, maxFeePerGas: {}, baseFee: {}",
             envelope.max_fee_per_gas(),
             rules.base_fee
         )));
     }
-    Ok(Transaction::new_unchecked(envelope, sender))
+    Ok(envelope)
+}
+
+/// The sender of `envelope`, recovered from its signature.
+pub fn sender(envelope: &TxEnvelope) -> Result<Address, Rejection> {
+    alloy_consensus::transaction::SignerRecoverable::recover_signer(envelope)
+        .map_err(|_| Rejection::invalid("invalid sender"))
+}
+
+/// What ingress forwards for a validated `envelope` whose encoding is `raw`: the sender named
+/// only when `name_sender` (a sequencer of the previous release, which does not recover it).
+pub fn forwarded(
+    raw: &[u8],
+    envelope: &TxEnvelope,
+    name_sender: bool,
+) -> Result<v1::Transaction, Rejection> {
+    Ok(v1::Transaction {
+        raw: raw.to_vec(),
+        sender: if name_sender {
+            sender(envelope)?.to_vec()
+        } else {
+            Vec::new()
+        },
+        hash: envelope.tx_hash().to_vec(),
+    })
 }
 
 fn decode_rejection(raw: &[u8], error: &alloy_eips::eip2718::Eip2718Error) -> Rejection {
@@ -122,5 +151,93 @@ fn decode_rejection(raw: &[u8], error: &alloy_eips::eip2718::Eip2718Error) -> Re
         // Typed envelope of a type this chain does not know.
         Some(&t) if t < 0x7f && t > 0x04 => Rejection::invalid("transaction type not supported"),
         _ => Rejection::invalid(format!("rlp: {error}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use alloy_consensus::{SignableTransaction as _, TxEip1559};
+    use alloy_eips::eip2718::Encodable2718 as _;
+    use alloy_primitives::{B256, Signature, TxKind, U256};
+    use alloy_signer::SignerSync as _;
+    use alloy_signer_local::PrivateKeySigner;
+
+    use super::*;
+
+    const RULES: ChainRules = ChainRules {
+        chain_id: 1337,
+        block_gas_limit: 30_000_000,
+        base_fee: 1_000,
+        max_tx_bytes: DEFAULT_MAX_TX_BYTES,
+    };
+
+    fn transfer(gas_limit: u64, max_fee_per_gas: u128) -> TxEip1559 {
+        TxEip1559 {
+            chain_id: RULES.chain_id,
+            gas_limit,
+            max_fee_per_gas,
+            to: TxKind::Call(Address::repeat_byte(1)),
+            value: U256::from(1u64),
+            ..Default::default()
+        }
+    }
+
+    fn signed(tx: TxEip1559) -> (Vec<u8>, Address) {
+        let key = PrivateKeySigner::from_bytes(&B256::repeat_byte(7)).unwrap();
+        let signature = key.sign_hash_sync(&tx.signature_hash()).unwrap();
+        (
+            TxEnvelope::from(tx.into_signed(signature)).encoded_2718(),
+            key.address(),
+        )
+    }
+
+    /// Signed with an s of zero: a signature that recovers to no key.
+    fn unsigned(tx: TxEip1559) -> Vec<u8> {
+        let signature = Signature::new(U256::from(1u64), U256::ZERO, false);
+        TxEnvelope::from(tx.into_signed(signature)).encoded_2718()
+    }
+
+    #[test]
+    fn a_transaction_is_forwarded_unnamed_unless_the_sequencer_needs_its_sender() {
+        let (raw, signer) = signed(transfer(21_000, 2_000));
+        let envelope = validate(&raw, &RULES).unwrap();
+        let unnamed = forwarded(&raw, &envelope, false).unwrap();
+        assert_eq!(unnamed.raw, raw);
+        assert!(unnamed.sender.is_empty());
+        assert_eq!(unnamed.hash, alloy_primitives::keccak256(&raw).to_vec());
+        let named = forwarded(&raw, &envelope, true).unwrap();
+        assert_eq!(named.sender, signer.to_vec());
+    }
+
+    #[test]
+    fn a_bad_signature_is_told_before_the_checks_geth_makes_after_it() {
+        // Passing every stateless check, it goes to the sequencer, which recovers the sender.
+        let raw = unsigned(transfer(21_000, 2_000));
+        let envelope = validate(&raw, &RULES).unwrap();
+        assert_eq!(
+            forwarded(&raw, &envelope, true).unwrap_err().message,
+            "invalid sender"
+        );
+        // Refused for intrinsic gas or the fee floor, the signature is what it is told.
+        for tx in [transfer(20_000, 2_000), transfer(21_000, 999)] {
+            assert_eq!(
+                validate(&unsigned(tx), &RULES).unwrap_err().message,
+                "invalid sender"
+            );
+        }
+        let (raw, signer) = signed(transfer(21_000, 999));
+        assert_eq!(
+            validate(&raw, &RULES).unwrap_err().message,
+            format!(
+                "max fee per gas less than block base fee: address {signer}, maxFeePerGas: 999, baseFee: 1000"
+            )
+        );
+        let (raw, _) = signed(transfer(20_000, 2_000));
+        assert_eq!(
+            validate(&raw, &RULES).unwrap_err().message,
+            "intrinsic gas too low: gas 20000, minimum needed 21000"
+        );
     }
 }

@@ -55,24 +55,45 @@ pub fn admission_rejection(error: &Admission) -> TxRejection {
     }
 }
 
-/// Refuses a transaction whose claimed sender did not sign it. Ingress recovered the sender
-/// already; the sequencer recovers it again because it executes as that account, and anyone who
-/// reaches its `Forward` stream could claim another (a forged sender in a mini-block is fraud
-/// that halts `safe`). Until the stream is authenticated (issue 22) this costs one recovery per
-/// transaction (~40 us, `cargo bench -p verity-chunk --bench check_cost`).
-fn check_sender(tx: &Transaction) -> Result<(), (TxRejection, String)> {
+/// The forwarded transaction, decoded, with its sender recovered from its signature: the
+/// sequencer executes as that account, so it takes the sender from nobody (anyone who reaches
+/// its `Forward` stream could claim another, and a forged sender in a mini-block is fraud that
+/// halts `safe`). This is the one recovery a transaction costs on its way in (~40 us,
+/// `cargo bench -p verity-chunk --bench check_cost`): ingress forwards the sender only to a
+/// sequencer of the previous release, and a sender it names must be the one recovered.
+/// `check` is false only for the end-to-end tests' forger, which takes a named sender as is.
+fn decode(request: &v1::ForwardRequest, check: bool) -> Result<Transaction, (TxRejection, String)> {
     use alloy_consensus::transaction::SignerRecoverable as _;
-    match tx.inner().recover_signer() {
-        Ok(signer) if signer == tx.signer() => Ok(()),
-        Ok(signer) => Err((
+    let invalid = |e: verity_proto::ConversionError| (TxRejection::Invalid, e.to_string());
+    let wire = request
+        .transaction
+        .as_ref()
+        .ok_or((TxRejection::Invalid, "missing transaction".to_string()))?;
+    let envelope = verity_proto::envelope_from(wire).map_err(invalid)?;
+    let named = if wire.sender.is_empty() {
+        None
+    } else {
+        Some(verity_proto::address_from(&wire.sender, "transaction.sender").map_err(invalid)?)
+    };
+    if let Some(named) = named
+        && !check
+    {
+        return Ok(Transaction::new_unchecked(envelope, named));
+    }
+    let signer = envelope
+        .recover_signer()
+        .map_err(|_| (TxRejection::Invalid, "invalid sender".to_owned()))?;
+    if let Some(named) = named
+        && named != signer
+    {
+        return Err((
             TxRejection::Invalid,
             format!(
-                "invalid sender: the signature recovers to {signer}, not to the forwarded sender {}",
-                tx.signer()
+                "invalid sender: the signature recovers to {signer}, not to the forwarded sender {named}"
             ),
-        )),
-        Err(_) => Err((TxRejection::Invalid, "invalid sender".to_owned())),
+        ));
     }
+    Ok(Transaction::new_unchecked(envelope, signer))
 }
 
 /// Refuses everything while this node cannot admit: its storage is full, or it is a standby
@@ -122,20 +143,8 @@ async fn admit(
         .lock_mempool()
         .check_capacity()
         .map_err(|e| (admission_rejection(&e), e.to_string()))?;
-    let tx = decode(&request)?;
-    if checks_senders(shared) {
-        check_sender(&tx)?;
-    }
+    let tx = decode(&request, checks_senders(shared))?;
     insert(shared, tx, &request.trace_context)
-}
-
-/// The forwarded transaction, decoded.
-fn decode(request: &v1::ForwardRequest) -> Result<Transaction, (TxRejection, String)> {
-    let wire = request
-        .transaction
-        .as_ref()
-        .ok_or((TxRejection::Invalid, "missing transaction".to_string()))?;
-    Transaction::try_from(wire).map_err(|e| (TxRejection::Invalid, e.to_string()))
 }
 
 /// Inserts a decoded, sender-checked transaction into the mempool against the sender's state.
@@ -175,12 +184,7 @@ pub async fn admit_batch(
     }
     let check = checks_senders(shared);
     let checked = move |entry: v1::ForwardRequest| {
-        let tx = decode(&entry).and_then(|tx| {
-            if check {
-                check_sender(&tx)?;
-            }
-            Ok(tx)
-        });
+        let tx = decode(&entry, check);
         (entry, tx)
     };
     // A few are recovered here; more, on every core (a thread hop costs more than a few
@@ -371,6 +375,7 @@ impl v1::sequencer_server::Sequencer for SequencerService {
             block_gas_limit: self.shared.spec.gas_limit(),
             not_ready: self.shared.storage_full().unwrap_or_default(),
             forward_batches: true,
+            recovers_senders: true,
         }))
     }
 

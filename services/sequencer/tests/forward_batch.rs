@@ -21,9 +21,8 @@ const PARAMS: TxParams = TxParams {
     max_priority_fee_per_gas: 1,
 };
 
-#[tokio::test]
-async fn each_entry_of_a_batch_is_answered_and_a_forged_sender_is_refused_alone() {
-    let accounts = Accounts::new(4);
+/// A sequencer's shared state at a genesis funding `accounts`, active.
+fn sequencer(accounts: &Accounts) -> (Arc<SharedState>, tempfile::TempDir, watch::Sender<Head>) {
     let mut genesis = Genesis::default();
     genesis.config.chain_id = 1337;
     genesis.gas_limit = 300_000_000;
@@ -38,9 +37,16 @@ async fn each_entry_of_a_batch_is_answered_and_a_forged_sender_is_refused_alone(
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path()).unwrap();
     verity_sequencer::producer::init_genesis(&db, &spec).unwrap();
-    let (_head, head) = watch::channel(Head::default());
+    let (keep, head) = watch::channel(Head::default());
     let shared = Arc::new(SharedState::new(db, spec, MempoolLimits::default(), head));
     shared.set_active(true);
+    (shared, dir, keep)
+}
+
+#[tokio::test]
+async fn each_entry_of_a_batch_is_answered_and_a_forged_sender_is_refused_alone() {
+    let accounts = Accounts::new(4);
+    let (shared, _dir, _head) = sequencer(&accounts);
 
     // Two rounds of the four senders: nonces 0 and 1 each.
     let signed = accounts
@@ -92,4 +98,73 @@ async fn each_entry_of_a_batch_is_answered_and_a_forged_sender_is_refused_alone(
         }
     }
     assert_eq!(shared.lock_mempool().len(), 6);
+}
+
+/// Ingress forwards no sender: the sequencer recovers it, admits the transaction as that account
+/// and refuses a signature that recovers to no key. With recovery skipped (a transaction taken
+/// as sent by nobody, or by whoever the wire names) this goes red.
+#[tokio::test]
+async fn an_unnamed_sender_is_recovered_from_the_signature() {
+    let accounts = Accounts::new(4);
+    let (shared, _dir, _head) = sequencer(&accounts);
+    let signed = accounts
+        .sign(Kind::Transfers, 0..4, &PARAMS, |_| 0)
+        .unwrap();
+    let mut entries: Vec<v1::ForwardRequest> = signed
+        .iter()
+        .enumerate()
+        .map(|(i, tx)| {
+            let mut wire = v1::Transaction::from(&tx.transaction());
+            wire.sender.clear();
+            v1::ForwardRequest {
+                id: i as u64,
+                transaction: Some(wire),
+                ..Default::default()
+            }
+        })
+        .collect();
+    // Entry 3's signature has an s of zero: it recovers to no key.
+    let unsigned = {
+        use alloy_consensus::SignableTransaction as _;
+        use alloy_eips::eip2718::{Decodable2718 as _, Encodable2718 as _};
+        let wire = entries[3].transaction.as_ref().unwrap();
+        let alloy_consensus::TxEnvelope::Eip1559(signed) =
+            alloy_consensus::TxEnvelope::decode_2718(&mut wire.raw.as_slice()).unwrap()
+        else {
+            panic!("the workload signs EIP-1559 transfers")
+        };
+        let signature = alloy_primitives::Signature::new(
+            signed.signature().r(),
+            U256::ZERO,
+            signed.signature().v(),
+        );
+        let forged = alloy_consensus::TxEnvelope::from(signed.tx().clone().into_signed(signature));
+        v1::Transaction {
+            raw: forged.encoded_2718(),
+            sender: Vec::new(),
+            hash: forged.tx_hash().to_vec(),
+        }
+    };
+    entries[3].transaction = Some(unsigned);
+
+    let answers = service::admit_batch(&shared, entries).await;
+    for answer in &answers[..3] {
+        assert_eq!(
+            answer.rejection,
+            v1::TxRejection::None as i32,
+            "{answers:?}"
+        );
+    }
+    assert_eq!(answers[3].rejection, v1::TxRejection::Invalid as i32);
+    assert_eq!(answers[3].message, "invalid sender", "{answers:?}");
+    let mempool = shared.lock_mempool();
+    assert_eq!(mempool.len(), 3);
+    for i in 0..3 {
+        assert_eq!(
+            mempool.pending_nonce(accounts.address(i), 0),
+            1,
+            "sender {i} is the account that signed"
+        );
+    }
+    assert_eq!(mempool.pending_nonce(accounts.address(3), 0), 0);
 }
