@@ -1,8 +1,8 @@
 //! Verity ingress: the public transaction intake.
 //!
 //! Each submitted envelope is validated statelessly ([`validate`]: encoding, chain id, intrinsic
-//! gas, fee floor; the signature is the sequencer's to recover), then forwarded to the sequencer over one long-lived
-//! stream, whose admission check against the committed state and its mempool (nonce, balance,
+//! gas, fee floor; the signature is the sequencer's to recover), then forwarded to the sequencer
+//! over one long-lived stream, whose admission check against the committed state and its mempool (nonce, balance,
 //! replacement, pool limits) answers the caller. Ingress keeps no state and scales
 //! horizontally.
 //!
@@ -49,7 +49,9 @@ const RULES_TTL: Duration = Duration::from_millis(250);
 const STALE_RULES_TTL: Duration = Duration::from_secs(10);
 /// How long a submission waits for a sequencer to forward to.
 const FAILOVER_WAIT: Duration = Duration::from_secs(3);
-/// Batches of fewer transactions are validated on the calling task; larger ones on every core.
+/// When ingress recovers senders (for a sequencer of the previous release), batches of fewer
+/// transactions are validated on the calling task and larger ones on every core; otherwise all
+/// are (checks without a recovery cost less than the thread hop).
 const PARALLEL_RECOVERY_MIN: usize = 8;
 /// Most transactions forwarded in one message of the forward stream: what was queued when the
 /// stream wrote, up to this many.
@@ -266,13 +268,10 @@ impl Ingress {
         let started = Instant::now();
         let rules = self.rules().await?;
         let name_sender = !self.inner.recovers_senders.load(Ordering::Relaxed);
-        let tx = validate(raw, &rules)
-            .and_then(|envelope| validate::forwarded(raw, &envelope, name_sender))
-            .inspect_err(|r| {
-                metrics::counter!("verity_ingress_rejected_total", "stage" => "stateless")
-                    .increment(1);
-                tracing::debug!(reason = %r, "rejected");
-            })?;
+        let tx = validate::to_forward(raw, &rules, name_sender).inspect_err(|r| {
+            metrics::counter!("verity_ingress_rejected_total", "stage" => "stateless").increment(1);
+            tracing::debug!(reason = %r, "rejected");
+        })?;
         let hash = alloy_primitives::B256::from_slice(&tx.hash);
         span.record("tx_hash", tracing::field::display(hash));
         let validated = Instant::now();
@@ -298,10 +297,7 @@ impl Ingress {
         };
         let started = Instant::now();
         let name_sender = !self.inner.recovers_senders.load(Ordering::Relaxed);
-        let check = move |raw: &Vec<u8>| {
-            validate(raw, &rules)
-                .and_then(|envelope| validate::forwarded(raw, &envelope, name_sender))
-        };
+        let check = move |raw: &Vec<u8>| validate::to_forward(raw, &rules, name_sender);
         // Checked here (decoding and hashing); when senders are recovered too (for a sequencer
         // of the previous release) and there are more than a few, on every core (a thread hop
         // costs more than a few recoveries).

@@ -122,6 +122,15 @@ pub fn validate(raw: &[u8], rules: &ChainRules) -> Result<TxEnvelope, Rejection>
     Ok(envelope)
 }
 
+/// [`validate`]s `raw` and makes it what ingress forwards ([`forwarded`]).
+pub fn to_forward(
+    raw: &[u8],
+    rules: &ChainRules,
+    name_sender: bool,
+) -> Result<v1::Transaction, Rejection> {
+    forwarded(raw, &validate(raw, rules)?, name_sender)
+}
+
 /// The sender of `envelope`, recovered from its signature.
 pub fn sender(envelope: &TxEnvelope) -> Result<Address, Rejection> {
     alloy_consensus::transaction::SignerRecoverable::recover_signer(envelope)

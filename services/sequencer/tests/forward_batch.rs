@@ -13,7 +13,7 @@ use verity_primitives::ChainSpec;
 use verity_proto::v1;
 use verity_sequencer::{SharedState, mempool::MempoolLimits, producer::Head, service};
 use verity_storage::Database;
-use verity_workload::{Accounts, Kind, TxParams};
+use verity_workload::{Accounts, Kind, Signed, TxParams};
 
 const PARAMS: TxParams = TxParams {
     chain_id: 1337,
@@ -43,6 +43,26 @@ fn sequencer(accounts: &Accounts) -> (Arc<SharedState>, tempfile::TempDir, watch
     (shared, dir, keep)
 }
 
+/// `signed` as forwarded entries numbered from `first_id`, naming their senders when `named`
+/// (a forwarder of the previous release) and leaving them out otherwise (ingress now).
+fn entries(signed: &[Signed], first_id: u64, named: bool) -> Vec<v1::ForwardRequest> {
+    signed
+        .iter()
+        .enumerate()
+        .map(|(i, tx)| {
+            let mut wire = v1::Transaction::from(&tx.transaction());
+            if !named {
+                wire.sender.clear();
+            }
+            v1::ForwardRequest {
+                id: first_id + i as u64,
+                transaction: Some(wire),
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn each_entry_of_a_batch_is_answered_and_a_forged_sender_is_refused_alone() {
     let accounts = Accounts::new(4);
@@ -52,15 +72,7 @@ async fn each_entry_of_a_batch_is_answered_and_a_forged_sender_is_refused_alone(
     let signed = accounts
         .sign(Kind::Transfers, 0..8, &PARAMS, |_| 0)
         .unwrap();
-    let mut entries: Vec<v1::ForwardRequest> = signed
-        .iter()
-        .enumerate()
-        .map(|(i, tx)| v1::ForwardRequest {
-            id: 100 + i as u64,
-            transaction: Some(v1::Transaction::from(&tx.transaction())),
-            ..Default::default()
-        })
-        .collect();
+    let mut entries = entries(&signed, 100, true);
     // Entry 2 claims another sender than the one that signed it; entry 5 is not a transaction.
     if let Some(wire) = entries[2].transaction.as_mut() {
         wire.sender = Address::repeat_byte(0x66).to_vec();
@@ -110,19 +122,7 @@ async fn an_unnamed_sender_is_recovered_from_the_signature() {
     let signed = accounts
         .sign(Kind::Transfers, 0..4, &PARAMS, |_| 0)
         .unwrap();
-    let mut entries: Vec<v1::ForwardRequest> = signed
-        .iter()
-        .enumerate()
-        .map(|(i, tx)| {
-            let mut wire = v1::Transaction::from(&tx.transaction());
-            wire.sender.clear();
-            v1::ForwardRequest {
-                id: i as u64,
-                transaction: Some(wire),
-                ..Default::default()
-            }
-        })
-        .collect();
+    let mut entries = entries(&signed, 0, false);
     // Entry 3's signature has an s of zero: it recovers to no key.
     let unsigned = {
         use alloy_consensus::SignableTransaction as _;
